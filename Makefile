@@ -1,0 +1,46 @@
+# Firstlight — `make` lists the targets.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PIP   := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup protos run demo test test-unit test-integration lint bench k8s-validate clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps -r requirements-nodeps.txt
+	$(PIP) install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv with the pinned dependencies (idempotent)
+
+protos: $(STAMP) ## Regenerate Python code from protos/ (committed; a test checks it is fresh)
+	$(PY) -m firstlight.protogen
+
+run: setup ## Start the whole local stack (broker, Triton, services), run the demo, serve until Ctrl-C
+	$(VENV)/bin/firstlight up --demo
+
+demo: setup ## Run the demo against an already running stack
+	$(VENV)/bin/firstlight demo
+
+test: setup ## Run the whole test suite (unit + integration + e2e)
+	$(PY) -m pytest -q
+
+test-unit: setup ## Fast, pure tests only
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup ## Tests that start real servers
+	$(PY) -m pytest -q tests/integration tests/e2e
+
+bench: setup ## Benchmarks (ratios against baselines measured in the same run)
+	$(PY) -m bench
+
+clean: ## Remove local state and caches (keeps .venv)
+	rm -rf .firstlight .pytest_cache bench/results
+	find . -name __pycache__ -prune -exec rm -rf {} +
