@@ -1,0 +1,68 @@
+"""Blob store for original image bytes. Events carry a URI, never the bytes.
+
+``file:///dir`` is the embedded default (and works on a shared volume in a cluster). The
+interface is small on purpose so an S3-compatible twin can sit beside it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlparse
+
+from firstlight.errors import NotFound
+
+
+class BlobStore(Protocol):
+    def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
+    def get(self, uri: str) -> bytes: ...
+    def delete(self, uri: str) -> None: ...
+
+
+class LocalBlobStore:
+    """Files under a root directory, written atomically (tmp + fsync + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        path = Path(parsed.path).resolve()
+        if parsed.scheme != "file" or self.root not in path.parents:
+            raise NotFound(f"blob {uri!r} is not in this store")
+        return path
+
+    def put(self, app_id: str, input_id: str, data: bytes) -> str:
+        directory = self.root / app_id
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / input_id
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path.as_uri()
+
+    def get(self, uri: str) -> bytes:
+        path = self._path(uri)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"blob {uri!r} does not exist") from None
+
+    def delete(self, uri: str) -> None:
+        self._path(uri).unlink(missing_ok=True)
+
+
+def open_blob_store(url: str) -> BlobStore:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalBlobStore(Path(parsed.path))
+    raise ValueError(f"unsupported blob store URL {url!r}: use file:///absolute/dir")

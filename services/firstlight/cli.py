@@ -1,0 +1,239 @@
+"""``firstlight`` command line: start the local stack, upload, search, predict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from firstlight.sdk import Firstlight, FirstlightError, folder_items
+
+app = typer.Typer(help="Firstlight: data-efficient computer vision, self-hosted.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+DataDir = Annotated[Path, typer.Option("--data-dir", envvar="FIRSTLIGHT_DATA_DIR", help="Local stack state directory")]
+DEFAULT_DATA_DIR = Path(".firstlight")
+
+
+def _client(data_dir: Path) -> Firstlight:
+    try:
+        return Firstlight.from_stack(data_dir)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = True,
+    serve: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = True,
+) -> None:
+    """Start the whole local stack: Kafka broker, Triton, and the four services."""
+    from firstlight.stack import LocalStack
+
+    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference)…")
+    t0 = time.perf_counter()
+    stack = LocalStack(data_dir)
+    try:
+        stack.start()
+        table = Table(title=f"Firstlight is up in {time.perf_counter() - t0:.1f}s")
+        table.add_column("component")
+        table.add_column("address")
+        for name, addr in stack.addresses.items():
+            table.add_row(name, addr)
+        console.print(table)
+        console.print(f"logs: {stack.log_dir}")
+        if demo:
+            from firstlight.demo import run_demo
+
+            with Firstlight.from_stack(data_dir) as client:
+                run_demo(client, console)
+        if serve:
+            console.print("[green]Serving. Press Ctrl-C to stop.[/green]")
+            stop = False
+
+            def _stop(*_: object) -> None:
+                nonlocal stop
+                stop = True
+
+            signal.signal(signal.SIGTERM, _stop)
+            try:
+                while not stop:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        console.print("Stopping…")
+        stack.stop()
+
+
+@app.command()
+def demo(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Run the demo against a running stack."""
+    from firstlight.demo import run_demo
+
+    with _client(data_dir) as client:
+        run_demo(client, console)
+
+
+@app.command("create-app")
+def create_app(app_id: str, name: str = "", data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Create an app (the tenant boundary)."""
+    with _client(data_dir) as client:
+        try:
+            created = client.create_app(app_id, name)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+        console.print(f"created app [bold]{created.id}[/bold]")
+
+
+@app.command()
+def upload(
+    app_id: str,
+    folder: Path,
+    wait: Annotated[bool, typer.Option(help="Wait until every upload is searchable")] = True,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Upload a folder of images; class sub-folders become concepts."""
+    items = folder_items(folder)
+    if not items:
+        console.print(f"[red]no images found under {folder}[/red]")
+        raise typer.Exit(1)
+    with _client(data_dir) as client:
+        client.create_app(app_id, exist_ok=True)
+        before = client.indexed_count(app_id)
+        with progress_bar() as bar:
+            task = bar.add_task("uploading", total=len(items), rate="")
+            start = time.perf_counter()
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                done = bar.tasks[task].completed
+                bar.update(task, rate=f"{done / max(time.perf_counter() - start, 1e-9):.0f} img/s")
+
+            report = client.upload(app_id, items, on_progress=advance)
+            accepted = len(report.input_ids)
+            if wait and accepted:
+                itask = bar.add_task("indexing", total=accepted, rate="")
+
+                def indexed(n: int) -> None:
+                    bar.update(itask, completed=n - before, rate=f"{(n - before) / max(time.perf_counter() - start, 1e-9):.0f} img/s")
+
+                client.wait_indexed(app_id, before + accepted, timeout=3600, on_progress=indexed)
+        total = time.perf_counter() - start
+    console.print(
+        f"uploaded {accepted} of {len(items)} images in {report.seconds:.1f}s"
+        + (f"; all searchable after {total:.1f}s ({accepted / total:.1f} img/s end to end)" if wait and accepted else "")
+    )
+    for failure in report.failures:
+        console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
+
+
+def _print_hits(resp, title: str) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=title)
+    for col in ("#", "input", "score", "concepts"):
+        table.add_column(col)
+    for n, hit in enumerate(resp.hits, 1):
+        table.add_row(str(n), hit.input_id, f"{hit.score:.3f}", ", ".join(hit.concepts))
+    console.print(table)
+
+
+@app.command("search-image")
+def search_image(
+    app_id: str,
+    image: Annotated[Optional[Path], typer.Option("--file", help="Query image file")] = None,
+    input_id: Annotated[str, typer.Option(help="Query by an indexed input instead")] = "",
+    top_k: int = 10,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Visual similarity search."""
+    if (image is None) == (not input_id):
+        console.print("[red]give exactly one of --file or --input-id[/red]")
+        raise typer.Exit(2)
+    with _client(data_dir) as client:
+        try:
+            resp = client.search_by_image(app_id, image=image.read_bytes() if image else None, input_id=input_id, top_k=top_k)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    _print_hits(resp, f"most similar to {image or input_id}")
+
+
+@app.command("search-text")
+def search_text(app_id: str, text: str, top_k: int = 10, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Text → image search (no CLIP needed: see README)."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.search_by_text(app_id, text, top_k=top_k)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    read_as = ", ".join(f"{c.name} ({c.score:.2f})" for c in resp.interpreted_as)
+    _print_hits(resp, f"“{text}” (read as: {read_as})")
+
+
+@app.command()
+def predict(
+    files: list[Path],
+    top_k: int = 5,
+    concept: Annotated[Optional[list[str]], typer.Option(help="Only score these concepts")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Predict concepts with the general model."""
+    with _client(data_dir) as client:
+        try:
+            results = client.predict([f.read_bytes() for f in files], top_k=top_k, concepts=concept or [])
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    for f, concepts in zip(files, results):
+        console.print(f"[bold]{f}[/bold]: " + ", ".join(f"{n} {s:.2f}" for n, s in concepts))
+
+
+@app.command("export-sample")
+def export_sample(folder: Path, per_class: int = 100, seed: int = 0) -> None:
+    """Write bundled animal-mnist images as FOLDER/<class>/<id>.png."""
+    from firstlight.datasets import export_animal_mnist
+
+    n = export_animal_mnist(folder, per_class, seed)
+    console.print(f"wrote {n} images under {folder}")
+
+
+@app.command()
+def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Health of each component of the local stack."""
+    from firstlight.stack import SERVICES, read_stack_file, wait_serving
+
+    addrs = read_stack_file(data_dir)
+    for name in SERVICES:
+        try:
+            wait_serving(addrs[name], timeout_s=2)
+            console.print(f"[green]SERVING[/green] {name} {addrs[name]}")
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[red]DOWN[/red] {name} {addrs.get(name)}: {exc}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,107 @@
+"""The one place for configuration: a settings object per service, read from environment
+variables prefixed ``FIRSTLIGHT_`` and validated at start-up (a bad value fails fast with
+the variable's name). The same classes serve the embedded stack and a Kubernetes deployment;
+only the values differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "model_repository"
+
+
+class CommonSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: Where local state lives (SQLite, blobs, vectors) in the embedded default.
+    data_dir: Path = Path(".firstlight")
+    #: Kafka bootstrap servers, comma-separated. Required: there is no sensible default.
+    kafka_bootstrap: str = Field(..., min_length=3)
+    #: Prefix for every topic name, to share one cluster between deployments.
+    topic_prefix: str = ""
+    #: Address the gRPC server binds to.
+    grpc_host: str = "0.0.0.0"
+    #: gRPC port (0 picks a free one; the chosen port is logged and written to ``port_file``).
+    grpc_port: int = Field(0, ge=0, le=65535)
+    #: If set, the bound port is written here (lets the local stack and tests use port 0).
+    port_file: Path | None = None
+    #: Largest gRPC message accepted, in bytes.
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: Seconds given to in-flight RPCs on SIGTERM (keep below the pod's grace period).
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    log_level: str = "INFO"
+    #: Kafka consumer session timeout: short, because group joins wait about half of it.
+    kafka_session_timeout_ms: int = Field(6000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(1000, ge=100)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap_has_port(cls, value: str) -> str:
+        for server in value.split(","):
+            if ":" not in server:
+                raise ValueError(f"'{server}' must be host:port")
+        return value
+
+
+class ImageLimits(BaseSettings):
+    """Limits on uploaded images (shared by every service that decodes images)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    #: Decoded pixels allowed (width × height): guards against decompression bombs.
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    #: Images per PostInputs / Predict / EmbedImages call.
+    max_batch_size: int = Field(128, ge=1)
+
+
+class IngestionSettings(CommonSettings, ImageLimits):
+    #: SQLAlchemy URL; SQLite by default, ``postgresql+psycopg://…`` in a cluster.
+    database_url: str = ""
+    #: Blob store URL: ``file:///abs/dir`` (default under data_dir).
+    blob_url: str = ""
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+
+class EmbeddingSettings(CommonSettings, ImageLimits):
+    #: Triton gRPC address (host:port). Required.
+    triton_url: str = Field(..., min_length=3)
+    triton_timeout_s: float = Field(30.0, gt=0)
+    #: Blob store URL (same as ingestion's).
+    blob_url: str = ""
+    #: Inputs embedded per Triton call by the event consumer.
+    embed_batch_size: int = Field(16, ge=1, le=256)
+    #: Consumer group id (replicas share it; partitions spread across them).
+    consumer_group: str = "embedding"
+
+    def resolved_blob_url(self) -> str:
+        return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
+
+
+class SearchSettings(CommonSettings):
+    #: ``edge://DIR`` (embedded Qdrant engine, default), ``memory://``, or ``http(s)://host:6333``.
+    vector_store_url: str = ""
+    #: EmbeddingService address, for query images and texts.
+    embedding_addr: str = Field(..., min_length=3)
+    consumer_group: str = "search"
+    #: Upsert batch size for the indexer.
+    index_batch_size: int = Field(64, ge=1, le=1024)
+
+    def resolved_vector_store_url(self) -> str:
+        return self.vector_store_url or f"edge://{(self.data_dir / 'vectors').resolve()}"
+
+
+class InferenceSettings(CommonSettings, ImageLimits):
+    triton_url: str = Field(..., min_length=3)
+    triton_timeout_s: float = Field(30.0, gt=0)

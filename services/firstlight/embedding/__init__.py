@@ -1,0 +1,1 @@
+"""EmbeddingService: image embeddings through Triton, text embeddings with MiniLM."""

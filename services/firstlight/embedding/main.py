@@ -1,0 +1,68 @@
+"""EmbeddingService process: ``python -m firstlight.embedding.main``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from firstlight.blobstore import open_blob_store
+from firstlight.config import EmbeddingSettings
+from firstlight.embedding import servicer as embedding_servicer
+from firstlight.embedding.core import Embedder
+from firstlight.embedding.worker import EmbeddingWorker
+from firstlight.messaging import topics
+from firstlight.messaging.bus import BatchConsumer, EventProducer
+from firstlight.runtime.server import ServiceShell, run
+from firstlight.triton.client import TritonModels
+from firstlight.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: EmbeddingSettings) -> ServiceShell:
+    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s)
+    embedder = Embedder(triton, settings, cache_dir=settings.data_dir / "cache")
+    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    producer = EventProducer(settings.kafka_bootstrap, "embedding")
+    worker = EmbeddingWorker(embedder, open_blob_store(settings.resolved_blob_url()), producer)
+    consumer = BatchConsumer(
+        settings.kafka_bootstrap,
+        settings.consumer_group,
+        topics.INPUTS_INGESTED,
+        events_pb2.InputIngested,
+        worker.handle,
+        max_batch=settings.embed_batch_size,
+        producer=producer,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    )
+    servicer = embedding_servicer.EmbeddingServicer(embedder)
+
+    async def on_start() -> None:
+        consumer.start()
+        # MiniLM + concept names load in the background: the first text query need not wait.
+        asyncio.get_running_loop().run_in_executor(None, embedder.warm_up_text)
+
+    async def on_stop() -> None:
+        await asyncio.to_thread(consumer.stop)
+        producer.close()
+
+    return ServiceShell(
+        name="embedding",
+        register=lambda server: embedding_servicer.add_to_server(servicer, server),
+        on_start=on_start,
+        on_stop=on_stop,
+        probes=[lambda: consumer.healthy],
+    )
+
+
+def main() -> None:
+    def factory() -> tuple[ServiceShell, EmbeddingSettings]:
+        settings = EmbeddingSettings()
+        return build(settings), settings
+
+    run(factory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Consumer of ``inputs.ingested``: embeds each input and produces ``embeddings.computed``.
+
+Offsets are committed by the BatchConsumer only after this handler returned, i.e. after the
+produced events were acknowledged; a crash in between redelivers the batch and the search
+service's deterministic point ids make the second upsert a no-op."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from firstlight.blobstore import BlobStore
+from firstlight.embedding.core import Embedder
+from firstlight.errors import FirstlightError
+from firstlight.images import decode_image
+from firstlight.messaging import topics
+from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
+from firstlight.models.preprocess import to_model_input
+from firstlight.triton.client import TritonUnavailable
+from firstlight.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingWorker:
+    def __init__(self, embedder: Embedder, blobs: BlobStore, producer: EventProducer) -> None:
+        self.embedder = embedder
+        self.blobs = blobs
+        self.producer = producer
+
+    def handle(self, records: list[ParsedRecord[events_pb2.InputIngested]]) -> list[PoisonMessage | None]:
+        outcomes: list[PoisonMessage | None] = [None] * len(records)
+        pixels: list[np.ndarray] = []
+        ready: list[int] = []
+        limits = self.embedder.limits
+        for n, record in enumerate(records):
+            event = record.message
+            if not event.app_id or not event.input_id or not event.blob_uri:
+                outcomes[n] = PoisonMessage("InputIngested lacks app_id, input_id or blob_uri")
+                continue
+            try:
+                data = self.blobs.get(event.blob_uri)
+                image = decode_image(
+                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image"
+                ).image
+            except FirstlightError as exc:  # deleted meanwhile, or not an image: cannot succeed later
+                outcomes[n] = PoisonMessage(f"input {event.app_id}/{event.input_id}: {exc}")
+                continue
+            pixels.append(to_model_input(image))
+            ready.append(n)
+        if not ready:
+            return outcomes
+        try:
+            vectors = self.embedder.embed_pixels(np.stack(pixels))
+        except TritonUnavailable as exc:
+            raise RetryableError(f"Triton unavailable: {exc}") from exc
+        futures = []
+        for n, vector in zip(ready, vectors):
+            event = records[n].message
+            out = events_pb2.EmbeddingComputed(
+                # Derived from the source event's key: a redelivery republishes the same logical event.
+                header=new_header("embedding", f"{event.header.idempotency_key}:embedding"),
+                app_id=event.app_id,
+                input_id=event.input_id,
+                model=self.embedder.model_name,
+                vector=vector.tolist(),
+                concepts=event.concepts,
+                split=event.split,
+                label_revision=event.label_revision,
+            )
+            futures.append(
+                self.producer.send(topics.EMBEDDINGS_COMPUTED, topics.event_key(event.app_id, event.input_id), out)
+            )
+        self.producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)  # raises (→ retry, no commit) if the broker did not take it
+        return outcomes

@@ -1,0 +1,32 @@
+"""Typed domain errors. Core modules raise these; ``runtime.status`` maps them to gRPC codes
+in one place, so core code never imports grpc and every RPC reports the same way."""
+
+from __future__ import annotations
+
+
+class FirstlightError(Exception):
+    """Base class: an error whose message is safe and useful to show to the caller."""
+
+
+class InvalidArgument(FirstlightError):
+    """The request is malformed: corrupt image, bad id, unknown enum, empty batch..."""
+
+
+class NotFound(FirstlightError):
+    """An app, input, concept or model that does not exist (in the caller's app)."""
+
+
+class AlreadyExists(FirstlightError):
+    """Creating something whose id is taken."""
+
+
+class ResourceExhausted(FirstlightError):
+    """A size, count or rate limit was exceeded."""
+
+
+class FailedPrecondition(FirstlightError):
+    """The system is not in a state that allows the operation (e.g. nothing indexed yet)."""
+
+
+class Unavailable(FirstlightError):
+    """A dependency (Triton, broker, vector store) is down; the call may be retried."""

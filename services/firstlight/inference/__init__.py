@@ -1,0 +1,1 @@
+"""InferenceService: Predict with models served by Triton (built in: `general`)."""

@@ -1,0 +1,1 @@
+"""IngestionService: apps, inputs, concepts and labels."""

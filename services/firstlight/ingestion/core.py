@@ -1,0 +1,256 @@
+"""Ingestion domain logic: validation, storage and event emission. No grpc or kafka here:
+events are written to the store's outbox and a relay publishes them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from firstlight import validation
+from firstlight.blobstore import BlobStore
+from firstlight.config import ImageLimits
+from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from firstlight.images import decode_image
+from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
+from firstlight.messaging import topics
+from firstlight.v1 import events_pb2
+
+PRODUCER = "ingestion"
+SPLITS = {0, 1, 2, 3}
+
+
+@dataclass
+class NewInput:
+    """An input as a client described it (already converted from proto)."""
+
+    image_bytes: bytes
+    id: str = ""
+    concepts: Sequence[str] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    split: int = 0
+
+
+def _header(key: str | None = None) -> events_pb2.EventHeader:
+    header = events_pb2.EventHeader(idempotency_key=key or uuid.uuid4().hex, producer=PRODUCER)
+    header.event_time.GetCurrentTime()
+    return header
+
+
+def encode_page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s:{seq}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(token.encode()).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "s":
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token returned by this service") from None
+
+
+class Ingestion:
+    def __init__(self, store: MetadataStore, blobs: BlobStore, limits: ImageLimits) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.limits = limits
+
+    # -- apps -------------------------------------------------------------------------
+    def create_app(self, app_id: str, name: str = "", description: str = "") -> dict:
+        validation.app_id(app_id)
+        if self.store.get_app(app_id):
+            raise AlreadyExists(f"app {app_id!r} already exists")
+        return self.store.insert_app(app_id, name or app_id, description)
+
+    def get_app(self, app_id: str) -> dict:
+        validation.app_id(app_id)
+        app = self.store.get_app(app_id)
+        if not app:
+            raise NotFound(f"app {app_id!r} does not exist")
+        return app
+
+    # -- inputs -----------------------------------------------------------------------
+    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes]:
+        input_id = validation.input_id(item.id) if item.id else uuid.uuid4().hex
+        if item.split not in SPLITS:
+            raise InvalidArgument(f"{label}: unknown split {item.split}")
+        concepts = validation.concepts(list(item.concepts))
+        meta = validation.metadata(dict(item.metadata))
+        decoded = decode_image(
+            item.image_bytes,
+            max_bytes=self.limits.max_image_bytes,
+            max_pixels=self.limits.max_image_pixels,
+            label=label,
+        )
+        row = InputRow(
+            app_id=app_id,
+            id=input_id,
+            blob_uri="",
+            width=decoded.width,
+            height=decoded.height,
+            format=decoded.format,
+            sha256=hashlib.sha256(item.image_bytes).hexdigest(),
+            split=item.split,
+            metadata=meta,
+            created_at=utcnow(),
+            label_revision=1 if concepts else 0,
+            concepts=concepts,
+        )
+        return row, item.image_bytes
+
+    def _ingested_event(self, row: InputRow, key: str | None = None) -> OutboxEvent:
+        event = events_pb2.InputIngested(
+            header=_header(key),
+            app_id=row.app_id,
+            input_id=row.id,
+            blob_uri=row.blob_uri,
+            concepts=row.concepts,
+            split=row.split,  # type: ignore[arg-type]
+            label_revision=row.label_revision,
+        )
+        return OutboxEvent(
+            topics.INPUTS_INGESTED, topics.event_key(row.app_id, row.id), event.SerializeToString()
+        )
+
+    def post_inputs(self, app_id: str, items: Sequence[NewInput], *, idempotency_key: str | None = None) -> list[InputRow]:
+        """Validate all, then store all (all-or-nothing)."""
+        self.get_app(app_id)
+        if not items:
+            raise InvalidArgument("no inputs in the request")
+        if len(items) > self.limits.max_batch_size:
+            raise ResourceExhausted(
+                f"{len(items)} inputs in one request, over the limit of {self.limits.max_batch_size}; "
+                "split the batch or use StreamInputs"
+            )
+        prepared = [self._prepare(app_id, item, f"input {n}" + (f" ({item.id})" if item.id else "")) for n, item in enumerate(items)]
+        ids = [row.id for row, _ in prepared]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise InvalidArgument(f"input id {dup!r} appears twice in the request")
+        taken = self.store.existing_input_ids(app_id, ids)
+        if taken:
+            raise AlreadyExists(f"input id(s) already exist in app {app_id!r}: {', '.join(sorted(taken)[:5])}")
+        for row, data in prepared:
+            row.blob_uri = self.blobs.put(app_id, row.id, data)
+        rows = [row for row, _ in prepared]
+        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key) for r in rows])
+        return rows
+
+    def get_input(self, app_id: str, input_id: str) -> InputRow:
+        self.get_app(app_id)
+        validation.input_id(input_id)
+        found = self.store.get_inputs(app_id, [input_id])
+        if input_id not in found:
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+        return found[input_id]
+
+    def list_inputs(
+        self,
+        app_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        concepts_any: Sequence[str] = (),
+        split: int = 0,
+        labeled: bool | None = None,
+    ) -> tuple[list[InputRow], str, int]:
+        self.get_app(app_id)
+        size = validation.page_size(page_size, default=100, maximum=1000)
+        if split not in SPLITS:
+            raise InvalidArgument(f"unknown split {split}")
+        rows, next_seq, total = self.store.list_inputs(
+            app_id,
+            after_seq=decode_page_token(page_token),
+            limit=size,
+            concepts_any=[validation.concept(c) for c in concepts_any],
+            split=split,
+            labeled=labeled,
+        )
+        return rows, encode_page_token(next_seq) if next_seq else "", total
+
+    def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
+        self.get_app(app_id)
+        if not input_ids:
+            raise InvalidArgument("no input ids given")
+        ids = list(dict.fromkeys(validation.input_id(i) for i in input_ids))
+        missing = set(ids) - self.store.existing_input_ids(app_id, ids)
+        if missing:
+            raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
+        event = events_pb2.InputsDeleted(header=_header(), app_id=app_id, input_ids=ids)
+        uris = self.store.delete_inputs(
+            app_id, ids, [OutboxEvent(topics.INPUTS_DELETED, topics.event_key(app_id), event.SerializeToString())]
+        )
+        for uri in uris:
+            self.blobs.delete(uri)
+        return len(ids)
+
+    def annotate(
+        self, app_id: str, changes: Sequence[tuple[str, Sequence[str], Sequence[str], int]]
+    ) -> list[InputRow]:
+        """Each change is (input_id, add_concepts, remove_concepts, split or 0)."""
+        self.get_app(app_id)
+        if not changes:
+            raise InvalidArgument("no annotations given")
+        clean = []
+        for input_id, add, remove, split in changes:
+            validation.input_id(input_id)
+            if split not in SPLITS:
+                raise InvalidArgument(f"input {input_id!r}: unknown split {split}")
+            add_c, remove_c = validation.concepts(list(add)), validation.concepts(list(remove))
+            if not add_c and not remove_c and not split:
+                raise InvalidArgument(f"annotation for input {input_id!r} changes nothing")
+            clean.append((input_id, add_c, remove_c, split))
+        ids = [c[0] for c in clean]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("an input appears in more than one annotation of the request")
+        missing = set(ids) - self.store.existing_input_ids(app_id, ids)
+        if missing:
+            raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
+
+        def events(rows: list[InputRow]) -> list[OutboxEvent]:
+            out = []
+            for r in rows:
+                ev = events_pb2.AnnotationsChanged(
+                    header=_header(),
+                    app_id=r.app_id,
+                    input_id=r.id,
+                    concepts=r.concepts,
+                    split=r.split,  # type: ignore[arg-type]
+                    label_revision=r.label_revision,
+                )
+                out.append(OutboxEvent(topics.ANNOTATIONS_CHANGED, topics.event_key(r.app_id, r.id), ev.SerializeToString()))
+            return out
+
+        return self.store.apply_annotations(app_id, clean, events)
+
+    def list_concepts(self, app_id: str) -> list[tuple[str, int]]:
+        self.get_app(app_id)
+        return self.store.list_concepts(app_id)
+
+    # -- events from outside ----------------------------------------------------------
+    def submit(self, event: events_pb2.InputSubmitted) -> InputRow | None:
+        """Handle an ``inputs.submit`` event. The input id defaults to one derived from the
+        idempotency key, so a redelivered submission is recognised and ignored (returns None)."""
+        spec = event.input
+        key = event.header.idempotency_key
+        if not spec.id and not key:
+            raise InvalidArgument("submission has neither an input id nor an idempotency key")
+        input_id = spec.id or "sub-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        validation.app_id(event.app_id)
+        if self.store.existing_input_ids(event.app_id, [input_id]):
+            return None
+        item = NewInput(
+            image_bytes=spec.image_bytes,
+            id=input_id,
+            concepts=list(spec.concepts),
+            metadata=dict(spec.metadata),
+            split=int(spec.split),
+        )
+        return self.post_inputs(event.app_id, [item], idempotency_key=key or None)[0]

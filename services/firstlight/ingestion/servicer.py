@@ -1,0 +1,153 @@
+"""IngestionService gRPC servicer: proto ⇄ domain conversion around :class:`Ingestion`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from firstlight.errors import FirstlightError, InvalidArgument
+from firstlight.ingestion.core import Ingestion, NewInput
+from firstlight.ingestion.outbox import OutboxRelay
+from firstlight.ingestion.store import InputRow
+from firstlight.runtime.status import map_errors, status_for
+from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+
+LABELED = {
+    common_pb2.LABELED_FILTER_UNSPECIFIED: None,
+    common_pb2.LABELED_FILTER_LABELED: True,
+    common_pb2.LABELED_FILTER_UNLABELED: False,
+}
+
+
+def _ts(dt) -> Timestamp:  # type: ignore[no-untyped-def]
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def input_to_proto(row: InputRow) -> common_pb2.Input:
+    return common_pb2.Input(
+        id=row.id,
+        app_id=row.app_id,
+        blob_uri=row.blob_uri,
+        concepts=row.concepts,
+        metadata=row.metadata,
+        split=row.split,  # type: ignore[arg-type]
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        sha256=row.sha256,
+        created_at=_ts(row.created_at),
+        label_revision=row.label_revision,
+    )
+
+
+def app_to_proto(app: dict) -> common_pb2.App:
+    return common_pb2.App(id=app["id"], name=app["name"], description=app["description"], created_at=_ts(app["created_at"]))
+
+
+def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
+    return NewInput(
+        image_bytes=spec.image_bytes,
+        id=spec.id,
+        concepts=list(spec.concepts),
+        metadata=dict(spec.metadata),
+        split=int(spec.split),
+    )
+
+
+@map_errors
+class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None) -> None:
+        self.core = core
+        self.relay = relay
+
+    def _published(self) -> None:
+        if self.relay:
+            self.relay.notify()
+
+    async def CreateApp(self, request, context):  # type: ignore[no-untyped-def]
+        app = await asyncio.to_thread(self.core.create_app, request.id, request.name, request.description)
+        return app_to_proto(app)
+
+    async def GetApp(self, request, context):  # type: ignore[no-untyped-def]
+        return app_to_proto(await asyncio.to_thread(self.core.get_app, request.id))
+
+    async def PostInputs(self, request, context):  # type: ignore[no-untyped-def]
+        items = [spec_to_domain(s) for s in request.inputs]
+        rows = await asyncio.to_thread(self.core.post_inputs, request.app_id, items)
+        self._published()
+        return ingestion_pb2.PostInputsResponse(inputs=[input_to_proto(r) for r in rows])
+
+    async def StreamInputs(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
+        app_id = ""
+        response = ingestion_pb2.StreamInputsResponse()
+        index = 0
+        async for message in request_iterator:
+            if not app_id:
+                if not message.app_id:
+                    raise InvalidArgument("the first StreamInputs message must carry app_id")
+                app_id = message.app_id
+                await asyncio.to_thread(self.core.get_app, app_id)  # unknown app: fail the stream
+            elif message.app_id and message.app_id != app_id:
+                raise InvalidArgument("app_id changed in the middle of a StreamInputs upload")
+            try:
+                rows = await asyncio.to_thread(self.core.post_inputs, app_id, [spec_to_domain(message.input)])
+                response.input_ids.append(rows[0].id)
+                self._published()
+            except FirstlightError as exc:
+                code, text = status_for(exc)
+                response.failures.append(
+                    ingestion_pb2.InputFailure(index=index, id=message.input.id, code=code.name, message=text)
+                )
+            index += 1
+        if not app_id:
+            raise InvalidArgument("StreamInputs received no inputs")
+        return response
+
+    async def GetInput(self, request, context):  # type: ignore[no-untyped-def]
+        return input_to_proto(await asyncio.to_thread(self.core.get_input, request.app_id, request.input_id))
+
+    async def ListInputs(self, request, context):  # type: ignore[no-untyped-def]
+        f = request.filter
+        if f.labeled not in LABELED:
+            raise InvalidArgument(f"unknown labeled filter {f.labeled}")
+        rows, token, total = await asyncio.to_thread(
+            self.core.list_inputs,
+            request.app_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            concepts_any=list(f.concepts),
+            split=int(f.split),
+            labeled=LABELED[f.labeled],
+        )
+        return ingestion_pb2.ListInputsResponse(
+            inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total
+        )
+
+    async def DeleteInputs(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self.core.delete_inputs, request.app_id, list(request.input_ids))
+        self._published()
+        return ingestion_pb2.DeleteInputsResponse(deleted_count=n)
+
+    async def PostAnnotations(self, request, context):  # type: ignore[no-untyped-def]
+        changes = [
+            (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split)) for a in request.annotations
+        ]
+        rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes)
+        self._published()
+        return ingestion_pb2.PostAnnotationsResponse(inputs=[input_to_proto(r) for r in rows])
+
+    async def ListConcepts(self, request, context):  # type: ignore[no-untyped-def]
+        concepts = await asyncio.to_thread(self.core.list_concepts, request.app_id)
+        return ingestion_pb2.ListConceptsResponse(
+            concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts]
+        )
+
+
+def add_to_server(servicer: IngestionServicer, server: grpc.aio.Server) -> list[str]:
+    ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server)
+    return [ingestion_pb2.DESCRIPTOR.services_by_name["IngestionService"].full_name]

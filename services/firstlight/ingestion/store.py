@@ -1,0 +1,359 @@
+"""Relational metadata store (SQLAlchemy Core): SQLite by default, PostgreSQL by URL.
+
+Events go through a transactional outbox: the rows that describe an input and the event that
+announces it are committed together, and a relay publishes the outbox to Kafka. So an
+accepted input is always announced, even if the broker was down when it was uploaded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    create_engine,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from firstlight.errors import AlreadyExists
+
+metadata = MetaData()
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("description", String(4096), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+inputs = Table(
+    "inputs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # stable order for pagination
+    Column("app_id", String(64), ForeignKey("apps.id"), nullable=False),
+    Column("id", String(128), nullable=False),
+    Column("blob_uri", String(1024), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("split", Integer, nullable=False, default=0),
+    Column("metadata", JSON, nullable=False, default=dict),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("label_revision", Integer, nullable=False, default=0),
+    UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
+)
+
+input_concepts = Table(
+    "input_concepts",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("concept", String(256), primary_key=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("topic", String(256), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+)
+
+
+@dataclass
+class InputRow:
+    app_id: str
+    id: str
+    blob_uri: str
+    width: int
+    height: int
+    format: str
+    sha256: str
+    split: int
+    metadata: dict[str, str]
+    created_at: datetime
+    label_revision: int
+    concepts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
+            cur.execute("PRAGMA synchronous=FULL")  # an acknowledged upload survives power loss
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    return engine
+
+
+class MetadataStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- apps -------------------------------------------------------------------------
+    def insert_app(self, app_id: str, name: str, description: str) -> dict:
+        row = {"id": app_id, "name": name, "description": description, "created_at": utcnow()}
+        with self.engine.begin() as conn:
+            conn.execute(insert(apps).values(**row))
+        return row
+
+    def get_app(self, app_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(apps).where(apps.c.id == app_id)).mappings().first()
+        return dict(row) if row else None
+
+    # -- inputs -----------------------------------------------------------------------
+    def existing_input_ids(self, app_id: str, ids: Iterable[str]) -> set[str]:
+        ids = list(ids)
+        if not ids:
+            return set()
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(inputs.c.id).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))
+            ).scalars()
+            return set(rows)
+
+    def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[OutboxEvent]) -> None:
+        """Insert inputs, their labels and their events in one transaction."""
+        try:
+            self._insert_inputs(rows, events)
+        except IntegrityError:  # a concurrent upload took one of the ids first
+            raise AlreadyExists("an input id in this request already exists") from None
+
+    def _insert_inputs(self, rows: Sequence[InputRow], events: Sequence[OutboxEvent]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(inputs),
+                [
+                    {
+                        "app_id": r.app_id,
+                        "id": r.id,
+                        "blob_uri": r.blob_uri,
+                        "width": r.width,
+                        "height": r.height,
+                        "format": r.format,
+                        "sha256": r.sha256,
+                        "split": r.split,
+                        "metadata": r.metadata,
+                        "created_at": r.created_at,
+                        "label_revision": r.label_revision,
+                    }
+                    for r in rows
+                ],
+            )
+            labels = [{"app_id": r.app_id, "input_id": r.id, "concept": c} for r in rows for c in r.concepts]
+            if labels:
+                conn.execute(insert(input_concepts), labels)
+            self._enqueue(conn, events)
+
+    @staticmethod
+    def _enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> None:
+        if events:
+            conn.execute(insert(outbox), [{"topic": e.topic, "key": e.key, "value": e.value} for e in events])
+
+    def _concepts_for(self, conn: Connection, app_id: str, ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        rows = conn.execute(
+            select(input_concepts.c.input_id, input_concepts.c.concept)
+            .where(input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_(ids))
+            .order_by(input_concepts.c.concept)
+        )
+        for input_id, concept in rows:
+            out[input_id].append(concept)
+        return out
+
+    @staticmethod
+    def _row(m: dict, concepts: list[str]) -> InputRow:
+        meta = m["metadata"]
+        if isinstance(meta, str):
+            meta = json.loads(meta)
+        created = m["created_at"]
+        if created.tzinfo is None:  # SQLite drops the zone
+            created = created.replace(tzinfo=timezone.utc)
+        return InputRow(
+            app_id=m["app_id"],
+            id=m["id"],
+            blob_uri=m["blob_uri"],
+            width=m["width"],
+            height=m["height"],
+            format=m["format"],
+            sha256=m["sha256"],
+            split=m["split"],
+            metadata=meta,
+            created_at=created,
+            label_revision=m["label_revision"],
+            concepts=concepts,
+        )
+
+    def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(inputs).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))).mappings().all()
+            concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
+        return {r["id"]: self._row(dict(r), concepts[r["id"]]) for r in rows}
+
+    def list_inputs(
+        self,
+        app_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        concepts_any: Sequence[str] = (),
+        split: int = 0,
+        labeled: bool | None = None,
+    ) -> tuple[list[InputRow], int | None, int]:
+        """One page after ``after_seq``; returns (rows, last seq if more pages, total)."""
+        conds = [inputs.c.app_id == app_id]
+        has_label = exists().where(
+            and_(input_concepts.c.app_id == inputs.c.app_id, input_concepts.c.input_id == inputs.c.id)
+        )
+        if concepts_any:
+            conds.append(
+                exists().where(
+                    and_(
+                        input_concepts.c.app_id == inputs.c.app_id,
+                        input_concepts.c.input_id == inputs.c.id,
+                        input_concepts.c.concept.in_(list(concepts_any)),
+                    )
+                )
+            )
+        if split:
+            conds.append(inputs.c.split == split)
+        if labeled is True:
+            conds.append(has_label)
+        elif labeled is False:
+            conds.append(~has_label)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(inputs).where(*conds)).scalar_one()
+            rows = (
+                conn.execute(
+                    select(inputs).where(*conds, inputs.c.seq > after_seq).order_by(inputs.c.seq).limit(limit + 1)
+                )
+                .mappings()
+                .all()
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+            concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
+        next_seq = rows[-1]["seq"] if more and rows else None
+        return [self._row(dict(r), concepts[r["id"]]) for r in rows], next_seq, total
+
+    def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[OutboxEvent]) -> list[str]:
+        """Delete and return the blob URIs to remove (after commit)."""
+        with self.engine.begin() as conn:
+            uris = list(
+                conn.execute(
+                    select(inputs.c.blob_uri).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))
+                ).scalars()
+            )
+            conn.execute(delete(input_concepts).where(input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_(ids)))
+            conn.execute(delete(inputs).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids)))
+            self._enqueue(conn, events)
+        return uris
+
+    def apply_annotations(
+        self,
+        app_id: str,
+        changes: Sequence[tuple[str, Sequence[str], Sequence[str], int]],
+        make_events: "callable[[list[InputRow]], list[OutboxEvent]]",
+    ) -> list[InputRow]:
+        """Apply (input_id, add, remove, split) changes, bump revisions, enqueue events."""
+        ids = [c[0] for c in changes]
+        with self.engine.begin() as conn:
+            for input_id, add, remove, split in changes:
+                if remove:
+                    conn.execute(
+                        delete(input_concepts).where(
+                            input_concepts.c.app_id == app_id,
+                            input_concepts.c.input_id == input_id,
+                            input_concepts.c.concept.in_(list(remove)),
+                        )
+                    )
+                current = set(
+                    conn.execute(
+                        select(input_concepts.c.concept).where(
+                            input_concepts.c.app_id == app_id, input_concepts.c.input_id == input_id
+                        )
+                    ).scalars()
+                )
+                new = [c for c in dict.fromkeys(add) if c not in current]
+                if new:
+                    conn.execute(insert(input_concepts), [{"app_id": app_id, "input_id": input_id, "concept": c} for c in new])
+                values: dict = {"label_revision": inputs.c.label_revision + 1}
+                if split:
+                    values["split"] = split
+                conn.execute(update(inputs).where(inputs.c.app_id == app_id, inputs.c.id == input_id).values(**values))
+            rows = conn.execute(select(inputs).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))).mappings().all()
+            concepts = self._concepts_for(conn, app_id, ids)
+            result = [self._row(dict(r), concepts[r["id"]]) for r in rows]
+            self._enqueue(conn, make_events(result))
+        order = {i: n for n, i in enumerate(ids)}
+        return sorted(result, key=lambda r: order[r.id])
+
+    def list_concepts(self, app_id: str) -> list[tuple[str, int]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(input_concepts.c.concept, func.count())
+                .where(input_concepts.c.app_id == app_id)
+                .group_by(input_concepts.c.concept)
+                .order_by(func.count().desc(), input_concepts.c.concept)
+            ).all()
+        return [(c, n) for c, n in rows]
+
+    # -- outbox -----------------------------------------------------------------------
+    def outbox_batch(self, limit: int) -> list[tuple[int, OutboxEvent]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outbox).order_by(outbox.c.seq).limit(limit)).all()
+        return [(r.seq, OutboxEvent(r.topic, r.key, r.value)) for r in rows]
+
+    def outbox_ack(self, seqs: list[int]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(outbox).where(outbox.c.seq.in_(seqs)))
+
+    def outbox_size(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(outbox)).scalar_one()

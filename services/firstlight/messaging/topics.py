@@ -1,0 +1,145 @@
+"""Topic names, their payload types and partition counts, and idempotent topic creation.
+
+Names get an optional prefix from the environment (`FIRSTLIGHT_TOPIC_PREFIX`, for example
+"dev."), so several stacks can share one broker. It is read once at import time so the
+constants stay plain strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from google.protobuf.message import Message
+
+from firstlight.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+TOPIC_PREFIX_ENV = "FIRSTLIGHT_TOPIC_PREFIX"
+PREFIX: str = os.environ.get(TOPIC_PREFIX_ENV, "")
+
+DLQ_SUFFIX = ".dlq"
+# Per-input topics are keyed by "<app_id>/<input_id>"; the partition count is the most
+# consumers of one group that can work in parallel, so it is the scale-out unit.
+INPUT_PARTITIONS = 6
+# DLQs are low-volume and read by operators in order.
+DLQ_PARTITIONS = 1
+
+
+def topic_name(base: str, prefix: str | None = None) -> str:
+    return f"{PREFIX if prefix is None else prefix}{base}"
+
+
+INPUTS_SUBMIT = topic_name("inputs.submit")
+INPUTS_INGESTED = topic_name("inputs.ingested")
+EMBEDDINGS_COMPUTED = topic_name("embeddings.computed")
+INPUTS_INDEXED = topic_name("inputs.indexed")
+ANNOTATIONS_CHANGED = topic_name("annotations.changed")
+INPUTS_DELETED = topic_name("inputs.deleted")
+
+
+def dlq(topic: str) -> str:
+    """Dead-letter topic of `topic`."""
+    return topic + DLQ_SUFFIX
+
+
+class TopicSpec(NamedTuple):
+    message_type: type[Message]
+    partitions: int
+    description: str
+
+
+_BASE: dict[str, TopicSpec] = {
+    INPUTS_SUBMIT: TopicSpec(
+        events_pb2.InputSubmitted, INPUT_PARTITIONS, "An outside integration asks to ingest an image."
+    ),
+    INPUTS_INGESTED: TopicSpec(
+        events_pb2.InputIngested, INPUT_PARTITIONS, "Input stored durably; waits to be embedded."
+    ),
+    EMBEDDINGS_COMPUTED: TopicSpec(
+        events_pb2.EmbeddingComputed, INPUT_PARTITIONS, "An input's image embedding."
+    ),
+    INPUTS_INDEXED: TopicSpec(events_pb2.InputIndexed, INPUT_PARTITIONS, "An input became searchable."),
+    ANNOTATIONS_CHANGED: TopicSpec(
+        events_pb2.AnnotationsChanged, INPUT_PARTITIONS, "An input's labels or split changed (full state)."
+    ),
+    INPUTS_DELETED: TopicSpec(
+        events_pb2.InputsDeleted, INPUT_PARTITIONS, "Inputs removed; drop them from every index."
+    ),
+}
+
+TOPICS: dict[str, TopicSpec] = {
+    **_BASE,
+    **{
+        dlq(name): TopicSpec(events_pb2.DeadLetter, DLQ_PARTITIONS, f"Rejected events of {name}, with the reason.")
+        for name in _BASE
+    },
+}
+
+
+def event_key(app_id: str, input_id: str = "") -> bytes:
+    """Record key: "<app_id>/<input_id>", or "<app_id>" for app-wide events.
+
+    Keying by input keeps all events of one input on one partition, hence in order.
+    """
+    if not app_id:
+        raise ValueError("app_id is required for an event key")
+    return (f"{app_id}/{input_id}" if input_id else app_id).encode()
+
+
+def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str] | None = None,
+    *,
+    default_partitions: int = 1,
+    timeout_ms: int = 30_000,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names it created.
+
+    Idempotent and safe to race: TopicAlreadyExists from a concurrent creator is ignored.
+    `names` defaults to every topic in TOPICS; names not in TOPICS get `default_partitions`.
+    Creating explicitly matters because the broker auto-creates unknown topics on first
+    produce with a single partition, which would silently cap consumer parallelism.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import TopicAlreadyExistsError, for_code
+
+    wanted = list(dict.fromkeys(TOPICS if names is None else names))
+    if not wanted:
+        return []
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="firstlight-topics",
+        request_timeout_ms=timeout_ms,
+    )
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if not missing:
+            return []
+        request = {
+            n: {
+                "num_partitions": TOPICS[n].partitions if n in TOPICS else default_partitions,
+                "replication_factor": 1,
+            }
+            for n in missing
+        }
+        result = admin.create_topics(request, timeout_ms=timeout_ms, raise_errors=False)
+        created: list[str] = []
+        for t in result["topics"]:
+            err = for_code(t["error_code"])
+            if t["error_code"] == 0:
+                created.append(t["name"])
+            elif err is TopicAlreadyExistsError:
+                log.debug("topic %s created concurrently", t["name"])
+            else:
+                raise err(f"creating topic {t['name']}: {t.get('error_message')}")
+        if created:
+            admin.wait_for_topics(created, timeout_ms=timeout_ms)
+            log.info("created topics %s", ", ".join(created))
+        return created
+    finally:
+        admin.close()

@@ -1,0 +1,1 @@
+"""Process plumbing shared by the services: gRPC server shell, error mapping, logging."""

@@ -1,0 +1,118 @@
+"""gRPC server shell shared by every service: health + reflection, error mapping (applied by
+the servicers), message-size limits, graceful shutdown on SIGTERM, and port 0 support."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from firstlight.config import CommonSettings
+
+log = logging.getLogger(__name__)
+
+#: Returns True while the service can do its job (e.g. its Kafka consumer thread is alive).
+Probe = Callable[[], bool]
+
+
+@dataclass
+class ServiceShell:
+    """What a service plugs into :func:`serve`."""
+
+    name: str
+    #: Adds servicers to the server and returns their full service names.
+    register: Callable[[grpc.aio.Server], Iterable[str]]
+    #: Background work started after the port is bound (consumers, relays).
+    on_start: Callable[[], Awaitable[None]] | None = None
+    #: Stops background work; called after the server stopped taking RPCs.
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    probes: list[Probe] = field(default_factory=list)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+async def serve(shell: ServiceShell, settings: CommonSettings, stop: asyncio.Event | None = None) -> None:
+    """Run ``shell`` until SIGTERM/SIGINT (or ``stop`` is set)."""
+    server = grpc.aio.server(options=server_options(settings))
+    names = list(shell.register(server))
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"{shell.name}: could not bind {settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    if shell.on_start:
+        await shell.on_start()
+
+    async def set_all(status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+        for service in ["", *names]:
+            await health.set(service, status)
+
+    await set_all(health_pb2.HealthCheckResponse.SERVING)
+    if settings.port_file:
+        settings.port_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = settings.port_file.with_suffix(".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(settings.port_file)  # atomic: readers never see a half-written port
+    log.info("%s serving on %s:%d", shell.name, settings.grpc_host, port)
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+            pass
+
+    async def watch_probes() -> None:
+        healthy = True
+        while not stop.is_set():
+            now = all(probe() for probe in shell.probes)
+            if now != healthy:
+                healthy = now
+                log.warning("%s health changed: %s", shell.name, "SERVING" if now else "NOT_SERVING")
+                await set_all(
+                    health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+            await asyncio.sleep(1.0)
+
+    watcher = asyncio.create_task(watch_probes())
+    await stop.wait()
+    log.info("%s shutting down (grace %.1fs)", shell.name, settings.shutdown_grace_s)
+    watcher.cancel()
+    await health.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_s)
+    if shell.on_stop:
+        await shell.on_stop()
+    log.info("%s stopped", shell.name)
+
+
+def run(shell_factory: Callable[[], tuple[ServiceShell, CommonSettings]]) -> None:
+    """Entry point used by each service's ``main``."""
+    shell, settings = shell_factory()
+    setup_logging(settings.log_level)
+    asyncio.run(serve(shell, settings))

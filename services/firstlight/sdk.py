@@ -1,0 +1,233 @@
+"""Python SDK: one client object over the services' gRPC APIs.
+
+    from firstlight.sdk import Firstlight
+    with Firstlight.from_stack() as fl:
+        fl.create_app("pets", exist_ok=True)
+        fl.upload_folder("pets", "photos/")          # class sub-folders become concepts
+        fl.wait_indexed("pets", timeout=120)
+        hits = fl.search_by_text("pets", "elephant")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from firstlight.stack import read_stack_file
+from firstlight.v1 import (
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SPLITS = {"": 0, "train": 1, "validation": 2, "test": 3}
+
+
+class FirstlightError(Exception):
+    """A failed call, with the service's status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class UploadItem:
+    image_bytes: bytes
+    concepts: list[str] = field(default_factory=list)
+    id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    split: str = ""
+
+
+@dataclass
+class UploadReport:
+    input_ids: list[str] = field(default_factory=list)
+    failures: list[ingestion_pb2.InputFailure] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def folder_items(folder: Path) -> list[UploadItem]:
+    """Images under ``folder``; a file in ``folder/<name>/`` is labeled with concept <name>."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a directory")
+    items = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            rel = path.relative_to(folder)
+            concepts = [rel.parts[0]] if len(rel.parts) > 1 else []
+            items.append(UploadItem(path.read_bytes(), concepts, metadata={"filename": str(rel)}))
+    return items
+
+
+def _wrap_errors(fn: Callable) -> Callable:  # type: ignore[type-arg]
+    def inner(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as exc:
+            raise FirstlightError(exc.code(), exc.details()) from None  # type: ignore[attr-defined]
+
+    inner.__doc__ = fn.__doc__
+    inner.__name__ = fn.__name__
+    return inner
+
+
+class Firstlight:
+    """Client for a Firstlight deployment. Use as a context manager to close its channels."""
+
+    def __init__(self, ingestion: str, search: str, inference: str, timeout_s: float = 60.0) -> None:
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        self._channels = [grpc.insecure_channel(a, options=opts) for a in (ingestion, search, inference)]
+        self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
+        self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
+        self.inference = inference_pb2_grpc.InferenceServiceStub(self._channels[2])
+        self.timeout_s = timeout_s
+
+    @classmethod
+    def from_stack(cls, data_dir: str | Path = ".firstlight", **kw) -> "Firstlight":  # type: ignore[no-untyped-def]
+        """Connect to the local stack started by ``firstlight up`` in ``data_dir``."""
+        addrs = read_stack_file(Path(data_dir))
+        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], **kw)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+
+    def __enter__(self) -> "Firstlight":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- apps & inputs ----------------------------------------------------------------
+    @_wrap_errors
+    def create_app(self, app_id: str, name: str = "", exist_ok: bool = False) -> common_pb2.App:
+        try:
+            return self.ingestion.CreateApp(ingestion_pb2.CreateAppRequest(id=app_id, name=name), timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+                return self.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=app_id), timeout=self.timeout_s)
+            raise
+
+    @_wrap_errors
+    def upload(
+        self,
+        app_id: str,
+        items: Sequence[UploadItem],
+        *,
+        chunk: int = 256,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> UploadReport:
+        """Stream ``items`` (StreamInputs, ``chunk`` per call); bad images are reported, not fatal."""
+        report = UploadReport()
+        start = time.perf_counter()
+        for begin in range(0, len(items), chunk):
+            part = items[begin : begin + chunk]
+
+            def messages(part: Sequence[UploadItem] = part) -> Iterator[ingestion_pb2.StreamInputsRequest]:
+                for item in part:
+                    yield ingestion_pb2.StreamInputsRequest(
+                        app_id=app_id,
+                        input=common_pb2.InputSpec(
+                            id=item.id,
+                            image_bytes=item.image_bytes,
+                            concepts=item.concepts,
+                            metadata=item.metadata,
+                            split=SPLITS[item.split],  # type: ignore[arg-type]
+                        ),
+                    )
+                    if on_progress:
+                        on_progress(1)
+
+            resp = self.ingestion.StreamInputs(messages(), timeout=self.timeout_s * 10)
+            report.input_ids += list(resp.input_ids)
+            for failure in resp.failures:
+                failure.index += begin
+                report.failures.append(failure)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def upload_folder(self, app_id: str, folder: str | Path, **kw) -> UploadReport:  # type: ignore[no-untyped-def]
+        return self.upload(app_id, folder_items(Path(folder)), **kw)
+
+    @_wrap_errors
+    def get_input(self, app_id: str, input_id: str) -> common_pb2.Input:
+        return self.ingestion.GetInput(ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id), timeout=self.timeout_s)
+
+    @_wrap_errors
+    def list_inputs(self, app_id: str, *, concepts: Iterable[str] = (), page_size: int = 100) -> Iterator[common_pb2.Input]:
+        token = ""
+        while True:
+            resp = self.ingestion.ListInputs(
+                ingestion_pb2.ListInputsRequest(
+                    app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts))
+                ),
+                timeout=self.timeout_s,
+            )
+            yield from resp.inputs
+            token = resp.next_page_token
+            if not token:
+                return
+
+    @_wrap_errors
+    def list_concepts(self, app_id: str) -> list[common_pb2.Concept]:
+        return list(self.ingestion.ListConcepts(ingestion_pb2.ListConceptsRequest(app_id=app_id), timeout=self.timeout_s).concepts)
+
+    # -- search -----------------------------------------------------------------------
+    @_wrap_errors
+    def indexed_count(self, app_id: str) -> int:
+        return self.search.GetIndexStats(search_pb2.GetIndexStatsRequest(app_id=app_id), timeout=self.timeout_s).indexed_count
+
+    def wait_indexed(
+        self, app_id: str, count: int, timeout: float = 300.0, on_progress: Callable[[int], None] | None = None
+    ) -> float:
+        """Wait until ``count`` inputs of the app are searchable; returns the seconds waited."""
+        start = time.perf_counter()
+        while True:
+            n = self.indexed_count(app_id)
+            if on_progress:
+                on_progress(n)
+            if n >= count:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"only {n} of {count} inputs indexed after {timeout:.0f}s")
+            time.sleep(0.25)
+
+    @_wrap_errors
+    def search_by_image(
+        self, app_id: str, *, image: bytes | None = None, input_id: str = "", top_k: int = 10, concepts: Iterable[str] = ()
+    ) -> search_pb2.SearchResponse:
+        req = search_pb2.SearchByImageRequest(app_id=app_id, page_size=top_k, filter=common_pb2.InputFilter(concepts=list(concepts)))
+        if image is not None:
+            req.image_bytes = image
+        else:
+            req.input_id = input_id
+        return self.search.SearchByImage(req, timeout=self.timeout_s)
+
+    @_wrap_errors
+    def search_by_text(self, app_id: str, text: str, *, top_k: int = 10) -> search_pb2.SearchResponse:
+        return self.search.SearchByText(
+            search_pb2.SearchByTextRequest(app_id=app_id, text=text, page_size=top_k), timeout=self.timeout_s
+        )
+
+    # -- predict ----------------------------------------------------------------------
+    @_wrap_errors
+    def predict(
+        self, images: Sequence[bytes], *, model: str = "general", top_k: int = 5, concepts: Iterable[str] = ()
+    ) -> list[list[tuple[str, float]]]:
+        resp = self.inference.Predict(
+            inference_pb2.PredictRequest(model_id=model, images=list(images), top_k=top_k, concepts=list(concepts)),
+            timeout=self.timeout_s,
+        )
+        return [[(c.name, c.score) for c in p.concepts] for p in resp.predictions]

@@ -1,0 +1,1 @@
+"""SearchService internals: the vector-store adapter (``vector_store`` + its twins)."""

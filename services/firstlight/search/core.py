@@ -1,0 +1,94 @@
+"""Search domain logic over the vector store (no grpc): filters, pagination, query vectors."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from firstlight import validation
+from firstlight.errors import InvalidArgument, NotFound, Unavailable
+from firstlight.search.indexer import COLLECTION
+from firstlight.search.vector_store import SearchFilter, VectorStore, VectorStoreUnavailable, point_id
+
+MAX_PAGE = 1000
+MAX_OFFSET = 10_000  # deep pagination is a scan; past this, narrow the filter instead
+
+
+@dataclass(frozen=True)
+class Hit:
+    input_id: str
+    score: float
+    concepts: list[str]
+    split: int
+
+
+def encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def decode_offset(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "o" or int(value) < 0:
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token returned by this service") from None
+
+
+def make_filter(app_id: str, concepts: Sequence[str] = (), split: int = 0, labeled: bool | None = None) -> SearchFilter:
+    validation.app_id(app_id)
+    if split not in (0, 1, 2, 3):
+        raise InvalidArgument(f"unknown split {split}")
+    return SearchFilter(
+        app_id=app_id,
+        concepts_any=tuple(validation.concept(c) for c in concepts),
+        split=split or None,
+        labeled=labeled,
+    )
+
+
+class Searcher:
+    def __init__(self, store: VectorStore, dim: int) -> None:
+        self.store = store
+        self.dim = dim
+
+    def search(self, vector: np.ndarray | Sequence[float], flt: SearchFilter, page_size: int, page_token: str) -> tuple[list[Hit], str]:
+        size = validation.page_size(page_size, default=10, maximum=MAX_PAGE)
+        offset = decode_offset(page_token)
+        if offset + size > MAX_OFFSET:
+            raise InvalidArgument(f"cannot page past {MAX_OFFSET} results; narrow the filter instead")
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.shape != (self.dim,):
+            raise InvalidArgument(f"query vector has shape {vec.shape}, the index expects ({self.dim},)")
+        try:
+            raw = self.store.search(COLLECTION, vec, filter=flt, limit=size + 1, offset=offset)
+        except VectorStoreUnavailable as exc:
+            raise Unavailable(f"vector store unavailable: {exc}") from exc
+        hits = [
+            Hit(h.payload["input_id"], float(h.score), list(h.payload.get("concepts", [])), int(h.payload.get("split", 0)))
+            for h in raw[:size]
+        ]
+        token = encode_offset(offset + size) if len(raw) > size else ""
+        return hits, token
+
+    def vector_of(self, app_id: str, input_id: str) -> np.ndarray:
+        validation.input_id(input_id)
+        try:
+            found = self.store.retrieve(COLLECTION, [point_id(app_id, input_id)], with_vectors=True)
+        except VectorStoreUnavailable as exc:
+            raise Unavailable(f"vector store unavailable: {exc}") from exc
+        if not found or found[0].vector is None:
+            raise NotFound(f"input {input_id!r} is not indexed in app {app_id!r} (unknown, or not embedded yet)")
+        return np.asarray(found[0].vector, dtype=np.float32)
+
+    def count(self, app_id: str) -> int:
+        try:
+            return self.store.count(COLLECTION, make_filter(app_id))
+        except VectorStoreUnavailable as exc:
+            raise Unavailable(f"vector store unavailable: {exc}") from exc

@@ -1,0 +1,89 @@
+"""SearchService process: ``python -m firstlight.search.main``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from firstlight.config import SearchSettings
+from firstlight.messaging import topics
+from firstlight.messaging.bus import BatchConsumer, EventProducer
+from firstlight.models.backbone import EMBEDDING_DIM
+from firstlight.runtime.server import ServiceShell, run
+from firstlight.search import servicer as search_servicer
+from firstlight.search.core import Searcher
+from firstlight.search.factory import open_vector_store
+from firstlight.search.indexer import Indexer
+from firstlight.v1 import events_pb2
+
+
+def build(settings: SearchSettings) -> ServiceShell:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_vector_store(settings.resolved_vector_store_url())
+    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    producer = EventProducer(settings.kafka_bootstrap, "search")
+    indexer = Indexer(store, producer)
+    common = dict(
+        producer=producer,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    )
+    consumers = [
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            settings.consumer_group,
+            topics.EMBEDDINGS_COMPUTED,
+            events_pb2.EmbeddingComputed,
+            indexer.on_embeddings,
+            max_batch=settings.index_batch_size,
+            **common,  # type: ignore[arg-type]
+        ),
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            settings.consumer_group + "-labels",
+            topics.ANNOTATIONS_CHANGED,
+            events_pb2.AnnotationsChanged,
+            indexer.on_annotations,
+            **common,  # type: ignore[arg-type]
+        ),
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            settings.consumer_group + "-deletions",
+            topics.INPUTS_DELETED,
+            events_pb2.InputsDeleted,
+            indexer.on_deleted,
+            **common,  # type: ignore[arg-type]
+        ),
+    ]
+    embedding = search_servicer.EmbeddingClient(settings.embedding_addr)
+    servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding)
+
+    async def on_start() -> None:
+        for consumer in consumers:
+            consumer.start()
+
+    async def on_stop() -> None:
+        for consumer in consumers:
+            await asyncio.to_thread(consumer.stop)
+        producer.close()
+        await embedding.close()
+        store.close()
+
+    return ServiceShell(
+        name="search",
+        register=lambda server: search_servicer.add_to_server(servicer, server),
+        on_start=on_start,
+        on_stop=on_stop,
+        probes=[lambda c=c: c.healthy for c in consumers],
+    )
+
+
+def main() -> None:
+    def factory() -> tuple[ServiceShell, SearchSettings]:
+        settings = SearchSettings()
+        return build(settings), settings
+
+    run(factory)
+
+
+if __name__ == "__main__":
+    main()

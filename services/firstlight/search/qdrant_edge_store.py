@@ -1,0 +1,309 @@
+"""``VectorStore`` over qdrant-edge: Qdrant's engine in-process, persisted under ``path``.
+
+Layout: one EdgeShard directory per collection, ``<path>/<collection>/`` (WAL + segments). The shard
+holds an exclusive lock on its WAL, so a second process opening the same directory fails (reported
+as ``VectorStoreUnavailable``); one store instance per path per process.
+
+Quirks of qdrant-edge-py 0.9.0 this adapter hides:
+- ``MatchValue(True)`` is converted to the integer 1 by the bindings, so a filter on a bool payload
+  field never matches. ``labeled`` is therefore mirrored into a hidden integer field (0/1) that the
+  filter and its payload index use; it is stripped from every payload handed back.
+- The HNSW index is only built by the blocking ``EdgeShard.optimize()``; until then every search is
+  a scan. We call it only from ``optimize(name)``.
+- Engine errors surface as bare ``Exception`` with Qdrant's message; see ``_engine_errors``.
+- ``retrieve`` takes ``with_payload``/``with_vector`` positionally-required despite the stubs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import numpy as np
+import qdrant_edge as qe
+
+from firstlight.search.vector_store import (
+    EXACT_SEARCH_MAX_POINTS,
+    INDEXED_FIELDS,
+    CollectionNotFound,
+    Hit,
+    Point,
+    Record,
+    SearchFilter,
+    VectorStoreUnavailable,
+    as_vector,
+    canonical_id,
+    check_collection_name,
+    check_dim,
+    check_page,
+    order_like,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Bool payload fields -> the hidden integer field the edge twin filters on (see module docstring).
+_BOOL_SHADOWS = {"labeled": "_fl_labeled_i"}
+_SHADOW_KEYS = frozenset(_BOOL_SHADOWS.values())
+
+_SCHEMAS = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "bool": qe.PayloadSchemaType.Bool,
+}
+
+# Qdrant's OperationError messages that mean "your request is wrong", not "try again later".
+_INVALID_INPUT = (
+    "Wrong input",
+    "Vector dimension error",
+    "Validation failed",
+    "Bad request",
+    "Bad input",
+    "Not existing vector name",
+    "Payload type does not match",
+    "Wrong usage",
+)
+
+
+class _EngineErrors:
+    """Engine errors arrive as bare ``Exception`` carrying Qdrant's message; other types (TypeError,
+    ValueError from argument conversion, our own CollectionNotFound) pass through untouched.
+    A class rather than @contextmanager: ``__exit__ -> None`` tells type checkers it never swallows."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None or type(exc) is not Exception:
+            return
+        msg = str(exc)
+        if msg.startswith(_INVALID_INPUT) or "incompatible" in msg:
+            raise ValueError(msg) from exc
+        raise VectorStoreUnavailable(f"qdrant-edge: {msg}") from exc
+
+
+_engine_errors = _EngineErrors()
+
+
+def _index_schemas() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    for key, kind in INDEXED_FIELDS.items():
+        if key in _BOOL_SHADOWS:
+            schemas[_BOOL_SHADOWS[key]] = qe.PayloadSchemaType.Integer
+        elif key == "app_id":
+            # Tenant index: the optimizer co-locates each app's points, which is how we query.
+            schemas[key] = qe.KeywordIndexParams(is_tenant=True)
+        else:
+            schemas[key] = _SCHEMAS[kind]
+    return schemas
+
+
+def _to_engine_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in payload.items() if k not in _SHADOW_KEYS}
+    for key, shadow in _BOOL_SHADOWS.items():
+        if key in out:
+            # A non-bool value (e.g. None) must stop matching either bool filter.
+            out[shadow] = int(out[key]) if isinstance(out[key], bool) else None
+    return out
+
+
+def _from_engine_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (payload or {}).items() if k not in _SHADOW_KEYS}
+
+
+def _edge_filter(f: SearchFilter | None) -> qe.Filter | None:
+    if f is None:
+        return None
+    must: list[Any] = [qe.FieldCondition("app_id", match=qe.MatchValue(f.app_id))]
+    if f.concepts_any:
+        must.append(qe.FieldCondition("concepts", match=qe.MatchAny(list(f.concepts_any))))
+    if f.split is not None:
+        must.append(qe.FieldCondition("split", match=qe.MatchValue(int(f.split))))
+    if f.labeled is not None:
+        must.append(qe.FieldCondition(_BOOL_SHADOWS["labeled"], match=qe.MatchValue(int(f.labeled))))
+    return qe.Filter(must=must)
+
+
+@dataclass
+class _Shard:
+    engine: qe.EdgeShard
+    #: None when opened lazily (without asserting a dim); ensure_collection then reopens with one.
+    dim: int | None
+    lock: threading.Lock
+    closed: bool = False
+
+
+class QdrantEdgeStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._root = Path(path)
+        self._root.mkdir(parents=True, exist_ok=True)
+        # Guards the registry only; each shard has its own lock so a long optimize() or a big
+        # upsert on one collection doesn't stall the others.
+        self._lock = threading.Lock()
+        self._shards: dict[str, _Shard] = {}
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str, dim: int) -> None:
+        check_collection_name(name)
+        check_dim(dim)
+        with self._lock:
+            self._check_open()
+            shard = self._shards.get(name)
+            if shard is None:
+                shard = _Shard(self._open_engine(name, dim), dim, threading.Lock())
+                self._shards[name] = shard
+        with shard.lock:
+            if shard.closed:
+                raise RuntimeError("QdrantEdgeStore is closed")
+            if shard.dim is None:
+                # Opened lazily by a read: reopen with the config so the engine checks the dim.
+                shard.engine.close()
+                try:
+                    shard.engine = self._open_engine(name, dim)
+                except ValueError:
+                    shard.engine = self._open_engine(name, None)  # keep serving what's there
+                    raise
+                shard.dim = dim
+            elif shard.dim != dim:
+                raise ValueError(f"collection {name!r} exists with dim {shard.dim}, not {dim}")
+            with _engine_errors:
+                existing = shard.engine.info().payload_schema
+                for key, schema in _index_schemas().items():
+                    # Re-creating an index rebuilds it, which is slow on a big collection.
+                    if key not in existing:
+                        shard.engine.update(qe.UpdateOperation.create_field_index(key, schema))
+
+    def optimize(self, name: str) -> None:
+        """Build the HNSW index now; blocks searches on this collection while it runs."""
+        self._run(name, lambda engine: engine.optimize())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            shards, self._shards = list(self._shards.items()), {}
+        for name, shard in shards:
+            with shard.lock:
+                shard.closed = True
+                try:
+                    shard.engine.flush()
+                    shard.engine.close()
+                except Exception:
+                    log.exception("closing edge collection %s failed", name)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def upsert(self, name: str, points: list[Point]) -> None:
+        # Validate everything before touching the engine so a bad point doesn't half-apply a batch.
+        batch = [qe.Point(canonical_id(p.id), as_vector(p.vector), _to_engine_payload(p.payload)) for p in points]
+        if batch:
+            self._run(name, lambda engine: engine.update(qe.UpdateOperation.upsert_points(batch)))
+
+    def set_payload(self, name: str, id: str, payload: dict[str, Any]) -> bool:
+        pid = canonical_id(id)
+        values = _to_engine_payload(payload)
+
+        def apply(engine: qe.EdgeShard) -> bool:
+            # The engine raises on a missing id; checking first (under the shard lock) keeps that
+            # case a plain False instead of parsing an error message.
+            if not engine.retrieve([pid], False, False):
+                return False
+            if values:
+                engine.update(qe.UpdateOperation.set_payload([pid], values))
+            return True
+
+        return self._run(name, apply)
+
+    def delete(self, name: str, ids: list[str]) -> None:
+        pids = list(dict.fromkeys(canonical_id(i) for i in ids))
+        if pids:
+            self._run(name, lambda engine: engine.update(qe.UpdateOperation.delete_points(pids)))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def search(
+        self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0
+    ) -> list[Hit]:
+        check_page(limit, offset)
+        query = qe.Query.Nearest(as_vector(vector))
+        flt = _edge_filter(filter)
+
+        def run(engine: qe.EdgeShard) -> list[Any]:
+            exact = engine.info().points_count < EXACT_SEARCH_MAX_POINTS  # microseconds: segment metadata
+            request = qe.QueryRequest(
+                limit=limit,
+                offset=offset,
+                query=query,
+                filter=flt,
+                with_payload=True,
+                with_vector=False,
+                params=qe.SearchParams(exact=True) if exact else None,
+            )
+            return engine.query(request)
+
+        return [Hit(str(p.id), float(p.score), _from_engine_payload(p.payload)) for p in self._run(name, run)]
+
+    def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[Record]:
+        pids = list(dict.fromkeys(canonical_id(i) for i in ids))
+        if not pids:
+            self._shard(name)  # still report a missing collection
+            return []
+        found = self._run(name, lambda engine: engine.retrieve(pids, True, with_vectors))
+        records = [
+            Record(
+                str(r.id),
+                [float(x) for x in r.vector] if with_vectors and r.vector is not None else None,  # type: ignore[union-attr]
+                _from_engine_payload(r.payload),
+            )
+            for r in found
+        ]
+        return order_like(pids, records)
+
+    def count(self, name: str, filter: SearchFilter | None = None) -> int:
+        request = qe.CountRequest(exact=True, filter=_edge_filter(filter))
+        return int(self._run(name, lambda engine: engine.count(request)))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("QdrantEdgeStore is closed")
+
+    def _open_engine(self, name: str, dim: int | None) -> qe.EdgeShard:
+        """Create or load the shard; with ``dim`` the engine checks an existing shard against it."""
+        directory = self._root / name
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)) if dim else None
+        with _engine_errors:
+            if (directory / "segments").is_dir():
+                return qe.EdgeShard.load(str(directory), config)
+            if config is None:
+                raise CollectionNotFound(name)
+            return qe.EdgeShard.create(str(directory), config)
+
+    def _shard(self, name: str) -> _Shard:
+        with self._lock:
+            self._check_open()
+            shard = self._shards.get(name)
+            if shard is None:
+                # After a restart, reads may come before ensure_collection: open what's on disk.
+                check_collection_name(name)
+                shard = _Shard(self._open_engine(name, None), None, threading.Lock())
+                self._shards[name] = shard
+            return shard
+
+    def _run(self, name: str, fn: Callable[[qe.EdgeShard], T]) -> T:
+        shard = self._shard(name)
+        with shard.lock:
+            if shard.closed:
+                raise RuntimeError("QdrantEdgeStore is closed")
+            with _engine_errors:
+                return fn(shard.engine)

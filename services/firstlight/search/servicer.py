@@ -1,0 +1,112 @@
+"""SearchService gRPC servicer. Query images and texts are embedded by the EmbeddingService
+(over gRPC, with a deadline); the index is local to this service."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+
+from firstlight.errors import FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from firstlight.models.backbone import BACKBONE_VERSION
+from firstlight.runtime.status import map_errors
+from firstlight.search.core import Hit, Searcher, make_filter
+from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
+
+LABELED = {0: None, 1: True, 2: False}
+_CODES: dict[grpc.StatusCode, type[FirstlightError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+}
+
+
+class EmbeddingClient:
+    """Calls the EmbeddingService; its errors keep their meaning for our caller."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: embedding_pb2_grpc.EmbeddingServiceStub | None = None
+
+    def _stub(self) -> embedding_pb2_grpc.EmbeddingServiceStub:
+        # Created lazily: an aio channel belongs to the event loop that is running when it is made.
+        if self.stub is None:
+            self.channel = grpc.aio.insecure_channel(
+                self.address,
+                options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
+            )
+            self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
+        return self.stub
+
+    async def _call(self, name: str, request):  # type: ignore[no-untyped-def]
+        method = getattr(self._stub(), name)
+        try:
+            return await method(request, timeout=self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            error = _CODES.get(exc.code(), Unavailable)
+            raise error(exc.details() or str(exc.code())) from None
+
+    async def embed_image(self, data: bytes) -> np.ndarray:
+        resp = await self._call("EmbedImages", embedding_pb2.EmbedImagesRequest(images=[data]))
+        return np.asarray(resp.embeddings[0].vector, dtype=np.float32)
+
+    async def text_query(self, text: str) -> tuple[np.ndarray, list[common_pb2.ScoredConcept]]:
+        resp = await self._call(
+            "EmbedTexts", embedding_pb2.EmbedTextsRequest(texts=[text], space=embedding_pb2.TEXT_SPACE_IMAGE)
+        )
+        return np.asarray(resp.embeddings[0].vector, dtype=np.float32), list(resp.interpretations[0].concepts)
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+
+
+def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
+    return [common_pb2.SearchHit(input_id=h.input_id, score=h.score, concepts=h.concepts, split=h.split) for h in hits]  # type: ignore[arg-type]
+
+
+@map_errors
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, searcher: Searcher, embedding: EmbeddingClient) -> None:
+        self.searcher = searcher
+        self.embedding = embedding
+
+    @staticmethod
+    def _filter(app_id: str, f: common_pb2.InputFilter):  # type: ignore[no-untyped-def]
+        if f.labeled not in LABELED:
+            raise InvalidArgument(f"unknown labeled filter {f.labeled}")
+        return make_filter(app_id, list(f.concepts), int(f.split), LABELED[f.labeled])
+
+    async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def]
+        flt = self._filter(request.app_id, request.filter)
+        which = request.WhichOneof("query")
+        if which == "image_bytes":
+            vector = await self.embedding.embed_image(request.image_bytes)
+        elif which == "input_id":
+            vector = await asyncio.to_thread(self.searcher.vector_of, request.app_id, request.input_id)
+        else:
+            raise InvalidArgument("give either image_bytes or input_id")
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token)
+        return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token)
+
+    async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
+        flt = self._filter(request.app_id, request.filter)
+        if not request.text.strip():
+            raise InvalidArgument("text is empty")
+        vector, concepts = await self.embedding.text_query(request.text)
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token)
+        return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token, interpreted_as=concepts)
+
+    async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
+        n = await asyncio.to_thread(self.searcher.count, request.app_id)
+        return search_pb2.IndexStats(
+            app_id=request.app_id, indexed_count=n, model=BACKBONE_VERSION
+        )
+
+
+def add_to_server(servicer: SearchServicer, server: grpc.aio.Server) -> list[str]:
+    search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, server)
+    return [search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name]

@@ -1,0 +1,187 @@
+"""The embedded local stack: a real Kafka-protocol broker, a real Triton server and the four
+services, each its own process on its own port — the same processes a cluster runs, with
+embedded defaults (SQLite, local blobs, Qdrant edge engine) instead of external servers.
+
+Used by ``firstlight up`` (``make run``) and by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from firstlight.config import DEFAULT_MODEL_REPOSITORY
+from firstlight.messaging.broker import LocalBroker
+from firstlight.triton.server import LocalTritonServer
+
+log = logging.getLogger(__name__)
+
+SERVICES = ["ingestion", "embedding", "search", "inference"]
+TRITON_MODELS = ["backbone", "general"]
+STACK_FILE = "stack.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_serving(address: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
+    """Block until the gRPC health service at ``address`` says SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc is not None and proc.poll() is not None:
+                tail = log_file.read_text()[-3000:] if log_file and log_file.exists() else ""
+                raise RuntimeError(f"service at {address} exited with {proc.returncode}:\n{tail}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service at {address} not SERVING after {timeout_s:.0f}s")
+            time.sleep(0.2)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_file: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class LocalStack:
+    data_dir: Path
+    broker_port: int = 0
+    triton_grpc_port: int = 0
+    service_ports: dict[str, int] = field(default_factory=dict)
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
+        self.log_dir = self.data_dir / "logs"
+        self.broker: LocalBroker | None = None
+        self.triton: LocalTritonServer | None = None
+        self.services: dict[str, ServiceProcess] = {}
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> "LocalStack":
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.broker = LocalBroker(port=self.broker_port, log_file=self.log_dir / "broker.log").start()
+        self.triton = LocalTritonServer(
+            self.model_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
+        ).start()
+        for name in SERVICES:
+            port = self.service_ports.get(name) or free_port()
+            self.services[name] = ServiceProcess(name, port, self.log_dir / f"{name}.log")
+        # Search embeds its queries through the embedding service, so start that first.
+        for name in SERVICES:
+            self.start_service(name, wait=False)
+        for name in SERVICES:
+            svc = self.services[name]
+            wait_serving(svc.address, 120, svc.proc, svc.log_file)
+        self.write_stack_file()
+        return self
+
+    def env_for(self, name: str) -> dict[str, str]:
+        assert self.broker and self.triton
+        svc = self.services[name]
+        env = dict(os.environ)
+        env.update(
+            FIRSTLIGHT_KAFKA_BOOTSTRAP=self.broker.bootstrap,
+            FIRSTLIGHT_DATA_DIR=str(self.data_dir / name),
+            FIRSTLIGHT_BLOB_URL=f"file://{self.data_dir / 'blobs'}",
+            FIRSTLIGHT_GRPC_HOST="127.0.0.1",
+            FIRSTLIGHT_GRPC_PORT=str(svc.port),
+            FIRSTLIGHT_TRITON_URL=self.triton.grpc_url,
+            FIRSTLIGHT_EMBEDDING_ADDR=self.services["embedding"].address,
+            FIRSTLIGHT_SHUTDOWN_GRACE_S="3",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start_service(self, name: str, wait: bool = True) -> ServiceProcess:
+        svc = self.services[name]
+        with open(svc.log_file, "ab") as log_fh:
+            svc.proc = subprocess.Popen(
+                [sys.executable, "-m", f"firstlight.{name}.main"],
+                env=self.env_for(name),
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
+            )
+        if wait:
+            wait_serving(svc.address, 120, svc.proc, svc.log_file)
+        return svc
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a service process (SIGKILL simulates a crash; SIGTERM a graceful stop)."""
+        svc = self.services[name]
+        if svc.proc and svc.proc.poll() is None:
+            svc.proc.send_signal(sig)
+            try:
+                svc.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                svc.proc.kill()
+                svc.proc.wait()
+
+    def restart_service(self, name: str) -> ServiceProcess:
+        self.kill_service(name, signal.SIGTERM)
+        return self.start_service(name)
+
+    def stop(self) -> None:
+        for name in reversed(SERVICES):
+            if name in self.services:
+                self.kill_service(name, signal.SIGTERM)
+        if self.triton:
+            self.triton.stop()
+        if self.broker:
+            self.broker.stop()
+        (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- discovery --------------------------------------------------------------------
+    @property
+    def addresses(self) -> dict[str, str]:
+        out = {name: svc.address for name, svc in self.services.items()}
+        if self.broker:
+            out["kafka"] = self.broker.bootstrap
+        if self.triton:
+            out["triton"] = self.triton.grpc_url
+        return out
+
+    def write_stack_file(self) -> None:
+        (self.data_dir / STACK_FILE).write_text(json.dumps(self.addresses, indent=2))
+
+
+def read_stack_file(data_dir: Path) -> dict[str, str]:
+    path = data_dir / STACK_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no running stack found ({path} missing): start one with `firstlight up`")
+    return json.loads(path.read_text())

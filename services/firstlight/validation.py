@@ -1,0 +1,66 @@
+"""Validation of identifiers and names shared by every service (pure)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from firstlight.errors import InvalidArgument, ResourceExhausted
+
+APP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+INPUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_CONCEPT_CHARS = 256
+MAX_CONCEPTS_PER_INPUT = 256
+MAX_METADATA_ENTRIES = 64
+MAX_METADATA_CHARS = 4096
+
+
+def app_id(value: str) -> str:
+    if not APP_ID.match(value or ""):
+        raise InvalidArgument(
+            f"app id {value!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return value
+
+
+def input_id(value: str) -> str:
+    if not INPUT_ID.match(value or ""):
+        raise InvalidArgument(
+            f"input id {value[:80]!r} is invalid: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit"
+        )
+    return value
+
+
+def concept(value: str) -> str:
+    """Trim and NFC-normalise a concept name; any script is fine, control characters are not."""
+    name = unicodedata.normalize("NFC", (value or "").strip())
+    if not name:
+        raise InvalidArgument("concept name is empty")
+    if len(name) > MAX_CONCEPT_CHARS:
+        raise InvalidArgument(f"concept name is {len(name)} characters, over the limit of {MAX_CONCEPT_CHARS}")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in name):
+        raise InvalidArgument(f"concept name {name[:40]!r} contains control or unassigned characters")
+    return name
+
+
+def concepts(values: list[str] | tuple[str, ...]) -> list[str]:
+    if len(values) > MAX_CONCEPTS_PER_INPUT:
+        raise ResourceExhausted(f"{len(values)} concepts on one input, over the limit of {MAX_CONCEPTS_PER_INPUT}")
+    return list(dict.fromkeys(concept(v) for v in values))
+
+
+def metadata(values: dict[str, str]) -> dict[str, str]:
+    if len(values) > MAX_METADATA_ENTRIES:
+        raise ResourceExhausted(f"{len(values)} metadata entries, over the limit of {MAX_METADATA_ENTRIES}")
+    for key, val in values.items():
+        if len(key) + len(val) > MAX_METADATA_CHARS:
+            raise ResourceExhausted(f"metadata entry {key[:40]!r} is over {MAX_METADATA_CHARS} characters")
+    return dict(values)
+
+
+def page_size(value: int, *, default: int, maximum: int) -> int:
+    if value < 0:
+        raise InvalidArgument(f"page_size must not be negative (got {value})")
+    if value > maximum:
+        raise InvalidArgument(f"page_size {value} is over the maximum of {maximum}")
+    return value or default
