@@ -431,14 +431,15 @@ def test_broker_restart_keeps_port_memory_storage_loses_data(tmp_path: Path) -> 
 
 
 def test_consumer_survives_broker_restart(tmp_path: Path) -> None:
-    """The consumer thread reconnects and rejoins by itself; with memory:// the group and
-    topics are gone, so it starts over from the earliest offsets of the new broker."""
+    """The consumer thread reconnects and rejoins by itself. With memory:// the group, its
+    offsets and the topics are gone: the consumer notices its committed offsets went back and
+    starts over from the new broker's earliest offsets instead of waiting past the log end."""
     with LocalBroker(log_file=tmp_path / "b.log", stop_timeout_s=1) as b:
         topic = f"test.{uuid.uuid4().hex[:10]}"
         seen: list[str] = []
         c = BatchConsumer(
             b.bootstrap, "survivor", topic, events_pb2.InputIngested,
-            lambda rs: seen.extend(r.message.input_id for r in rs), **FAST_GROUP,
+            lambda rs: seen.extend(r.message.input_id for r in rs), state_check_interval_s=0.5, **FAST_GROUP,
         )  # fmt: skip
         c.start()
         try:

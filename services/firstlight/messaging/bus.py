@@ -225,6 +225,7 @@ class BatchConsumer(Generic[M]):
         name: str | None = None,
         ensure: bool = True,
         unhealthy_after: int = 3,
+        state_check_interval_s: float = 10.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
@@ -240,6 +241,7 @@ class BatchConsumer(Generic[M]):
         self.name = name or f"{group_id}:{topic}"
         self.ensure = ensure
         self.unhealthy_after = unhealthy_after
+        self.state_check_interval_s = state_check_interval_s
         self._producer = producer
         self._owns_producer = producer is None
 
@@ -256,6 +258,8 @@ class BatchConsumer(Generic[M]):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
+        self._committed: dict[TopicPartition, int] = {}  # what we last committed
+        self._next_state_check = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -300,6 +304,9 @@ class BatchConsumer(Generic[M]):
                 try:
                     consumer = self._consumer or self._connect()
                     records = self._poll(consumer)
+                    if not records and self._broker_lost_state(consumer):
+                        self._drop_consumer()
+                        continue
                 except Exception as e:  # broker unreachable, coordinator errors...
                     self._poll_failures += 1
                     self._fail(f"poll: {e!r}", exc_info=True)
@@ -355,6 +362,7 @@ class BatchConsumer(Generic[M]):
     def _drop_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         self.assignment = set()
+        self._committed.clear()
         if consumer is not None:
             try:
                 consumer.close(autocommit=False)  # commits are ours alone
@@ -469,12 +477,37 @@ class BatchConsumer(Generic[M]):
         try:
             consumer.commit(offsets)
             self.commits += 1
+            self._committed.update((tp, om.offset) for tp, om in offsets.items())
         except Exception as e:
             # Typically a rebalance took the partitions away: the new owner redelivers from
             # the last commit (duplicates, never loss). If we still own them, the next
             # batch's commit covers these offsets too.
             self.last_error = f"commit: {e!r}"
             log.warning("%s: commit failed, records may be redelivered: %r", self.name, e)
+
+    def _broker_lost_state(self, consumer: KafkaConsumer) -> bool:
+        """True when the group's committed offsets went backwards (a memory:// broker
+        restarted). tansu answers a fetch beyond the log end with an empty response instead
+        of OFFSET_OUT_OF_RANGE, so without this check the consumer would sit past the end of
+        the recreated partitions and silently skip every new record. Checked when idle."""
+        now = time.monotonic()
+        if not self._committed or now < self._next_state_check:
+            return False
+        self._next_state_check = now + self.state_check_interval_s
+        owned = consumer.assignment()
+        for tp, ours in list(self._committed.items()):
+            if tp not in owned:
+                continue
+            theirs = consumer.committed(tp, timeout_ms=5000)
+            if theirs is None or theirs < ours:
+                log.warning(
+                    "%s: committed offset of %s went back from %d to %s (broker lost its state?); "
+                    "reconnecting from the broker's committed offsets",
+                    self.name, tp, ours, theirs,
+                )  # fmt: skip
+                self.last_error = f"broker lost committed offsets of {tp.topic}[{tp.partition}]"
+                return True
+        return False
 
     def _rewind(self, consumer: KafkaConsumer, records: list[Any]) -> None:
         """Seek each partition back to the batch's first offset so the batch is re-polled."""

@@ -41,6 +41,15 @@ def decode_offset(token: str) -> int:
         raise InvalidArgument("page_token is not a token returned by this service") from None
 
 
+def check_page(page_size: int, page_token: str) -> tuple[int, int]:
+    """(page size, offset) or InvalidArgument."""
+    size = validation.page_size(page_size, default=10, maximum=MAX_PAGE)
+    offset = decode_offset(page_token)
+    if offset + size > MAX_OFFSET:
+        raise InvalidArgument(f"cannot page past {MAX_OFFSET} results; narrow the filter instead")
+    return size, offset
+
+
 def make_filter(app_id: str, concepts: Sequence[str] = (), split: int = 0, labeled: bool | None = None) -> SearchFilter:
     validation.app_id(app_id)
     if split not in (0, 1, 2, 3):
@@ -59,10 +68,7 @@ class Searcher:
         self.dim = dim
 
     def search(self, vector: np.ndarray | Sequence[float], flt: SearchFilter, page_size: int, page_token: str) -> tuple[list[Hit], str]:
-        size = validation.page_size(page_size, default=10, maximum=MAX_PAGE)
-        offset = decode_offset(page_token)
-        if offset + size > MAX_OFFSET:
-            raise InvalidArgument(f"cannot page past {MAX_OFFSET} results; narrow the filter instead")
+        size, offset = check_page(page_size, page_token)
         vec = np.asarray(vector, dtype=np.float32)
         if vec.shape != (self.dim,):
             raise InvalidArgument(f"query vector has shape {vec.shape}, the index expects ({self.dim},)")

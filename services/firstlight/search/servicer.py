@@ -11,7 +11,7 @@ import numpy as np
 from firstlight.errors import FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from firstlight.models.backbone import BACKBONE_VERSION
 from firstlight.runtime.status import map_errors
-from firstlight.search.core import Hit, Searcher, make_filter
+from firstlight.search.core import Hit, Searcher, check_page, make_filter
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 
 LABELED = {0: None, 1: True, 2: False}
@@ -82,6 +82,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
+        check_page(request.page_size, request.page_token)  # fail fast, before embedding the query
         which = request.WhichOneof("query")
         if which == "image_bytes":
             vector = await self.embedding.embed_image(request.image_bytes)
@@ -94,6 +95,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
+        check_page(request.page_size, request.page_token)
         if not request.text.strip():
             raise InvalidArgument("text is empty")
         vector, concepts = await self.embedding.text_query(request.text)

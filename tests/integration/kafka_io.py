@@ -1,0 +1,39 @@
+"""An outside Kafka producer/consumer, as an integration would use (plain kafka-python)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(topic, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close()
+
+
+def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """First record of ``topic`` (read from the beginning) for which ``match(record)`` is true."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if match(record):
+                        return record
+        raise AssertionError(f"no matching record on {topic} within {timeout:.0f}s")
+    finally:
+        consumer.close()
