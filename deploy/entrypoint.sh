@@ -1,0 +1,41 @@
+#!/bin/sh
+# Entrypoint of the Firstlight image: one image, four services.
+#
+#   <image> ingestion|embedding|search|inference   run that service (python -m firstlight.<name>.main)
+#   <image>                                          run $FIRSTLIGHT_SERVICE
+#   <image> healthcheck                              exit 0 iff the local gRPC health service says SERVING
+#   <image> <any other command> [args...]            exec it (e.g. `firstlight --help`, `sh`)
+#
+# `exec` keeps Python as PID 1, so SIGTERM reaches the service's graceful-shutdown handler.
+set -eu
+
+service="${1:-${FIRSTLIGHT_SERVICE:-}}"
+[ "$#" -gt 0 ] && shift
+
+case "$service" in
+  ingestion|embedding|search|inference)
+    exec python -m "firstlight.${service}.main" "$@"
+    ;;
+  healthcheck)
+    exec python - "${FIRSTLIGHT_GRPC_PORT:-50051}" <<'PY'
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+with grpc.insecure_channel(f"127.0.0.1:{sys.argv[1]}") as channel:
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    except grpc.RpcError as exc:
+        sys.exit(f"health check failed: {exc.code().name}")
+sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
+PY
+    ;;
+  "")
+    echo "firstlight: name a service (ingestion, embedding, search, inference) as the argument or in FIRSTLIGHT_SERVICE" >&2
+    exit 64
+    ;;
+  *)
+    exec "$service" "$@"
+    ;;
+esac
