@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos run demo test test-unit test-integration lint bench k8s-validate clean
+.PHONY: help setup protos run demo test test-unit test-integration bench k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test-unit: setup ## Fast, pure tests only
 
 test-integration: setup ## Tests that start real servers
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+k8s-validate: setup ## Render every kustomize overlay and check it against the Kubernetes schemas and the code
+	$(PY) -m pytest -q tests/unit/test_k8s_manifests.py
 
 bench: setup ## Benchmarks (ratios against baselines measured in the same run)
 	$(PY) -m bench

@@ -146,8 +146,12 @@ def upload(
         f"uploaded {accepted} of {len(items)} images in {report.seconds:.1f}s"
         + (f"; all searchable after {total:.1f}s ({accepted / total:.1f} img/s end to end)" if wait and accepted else "")
     )
+    already = [f for f in report.failures if f.code == "ALREADY_EXISTS"]
+    if already:
+        console.print(f"{len(already)} images were already uploaded (same path → same input id): skipped")
     for failure in report.failures:
-        console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
+        if failure.code != "ALREADY_EXISTS":
+            console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
 
 
 def _print_hits(resp, title: str) -> None:  # type: ignore[no-untyped-def]

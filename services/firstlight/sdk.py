@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from firstlight.stack import read_stack_file
+from firstlight.validation import INPUT_ID
 from firstlight.v1 import (
     common_pb2,
     inference_pb2,
@@ -57,8 +60,17 @@ class UploadReport:
     seconds: float = 0.0
 
 
+def id_for_path(rel: Path) -> str:
+    """A stable input id from a file's path, so uploading a folder twice adds nothing twice."""
+    candidate = re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(rel.parts))
+    if INPUT_ID.match(candidate) and candidate == "_".join(rel.parts).replace(" ", "_"):
+        return candidate
+    return "f-" + hashlib.sha256(str(rel).encode()).hexdigest()[:24]
+
+
 def folder_items(folder: Path) -> list[UploadItem]:
-    """Images under ``folder``; a file in ``folder/<name>/`` is labeled with concept <name>."""
+    """Images under ``folder``; a file in ``folder/<name>/`` is labeled with concept <name>.
+    Input ids derive from the relative path (``cat/001.jpg`` → ``cat_001.jpg``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a directory")
@@ -67,7 +79,7 @@ def folder_items(folder: Path) -> list[UploadItem]:
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
             rel = path.relative_to(folder)
             concepts = [rel.parts[0]] if len(rel.parts) > 1 else []
-            items.append(UploadItem(path.read_bytes(), concepts, metadata={"filename": str(rel)}))
+            items.append(UploadItem(path.read_bytes(), concepts, id=id_for_path(rel), metadata={"filename": str(rel)}))
     return items
 
 

@@ -20,7 +20,7 @@ import triton_python_backend_utils as pb_utils
 try:
     import firstlight.models.backbone  # noqa: F401
 except ModuleNotFoundError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "services"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "services"))
 
 from firstlight.models.backbone import configure_torch_threads, embed_and_classify, load_efficientnet
 

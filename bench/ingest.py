@@ -1,0 +1,84 @@
+"""Ingest → searchable: images/s through the whole path (gRPC upload → outbox → Kafka →
+embedding via Triton → Kafka → Qdrant upsert) against the bare backbone forward pass on the
+same images at the same batch size, plus upload-to-searchable latency percentiles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from firstlight import datasets
+from firstlight.images import decode_image
+from firstlight.models import backbone
+from firstlight.models.preprocess import batch_from_images
+from firstlight.sdk import Firstlight, UploadItem
+from firstlight.stack import LocalStack
+
+
+def bare_backbone_images_per_s(images: list[bytes], batch: int) -> float:
+    """Decode + preprocess + forward in-process, the way the embedding step does it."""
+    backbone.configure_torch_threads()
+    model = backbone.load_efficientnet()
+    backbone.embed_and_classify(model, batch_from_images([decode_image(images[0], max_bytes=1 << 30, max_pixels=1 << 30).image]))
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        pixels = batch_from_images(
+            [decode_image(d, max_bytes=1 << 30, max_pixels=1 << 30).image for d in images[i : i + batch]]
+        )
+        backbone.embed_and_classify(model, pixels)
+    return len(images) / (time.perf_counter() - start)
+
+
+def run(data_dir: Path, n_per_class: int = 100, batch: int = 16) -> dict:
+    animals = datasets.animal_mnist(n_per_class, seed=3)
+    images = [data for _, _, data in animals]
+    with LocalStack(data_dir) as stack:
+        a = stack.addresses
+        bare = bare_backbone_images_per_s(images, batch)
+        with Firstlight(a["ingestion"], a["search"], a["inference"]) as client:
+            client.create_app("bench")
+            items = [UploadItem(data, [name], id=i) for i, name, data in animals]
+            sent_at: dict[int, float] = {}
+            lock = threading.Lock()
+
+            def mark(_: int) -> None:
+                with lock:
+                    sent_at[len(sent_at)] = time.perf_counter()
+
+            start = time.perf_counter()
+            samples: list[tuple[float, int]] = []
+            stop = threading.Event()
+
+            def watch() -> None:  # index count over time → per-input upload-to-searchable latency
+                while not stop.is_set():
+                    samples.append((time.perf_counter(), client.indexed_count("bench")))
+                    time.sleep(0.05)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            report = client.upload("bench", items, chunk=100, on_progress=mark)
+            client.wait_indexed("bench", len(items), timeout=1800)
+            total = time.perf_counter() - start
+            stop.set()
+            watcher.join()
+    # The k-th input became searchable when the count first reached k (inputs are indexed
+    # roughly in upload order; this is an estimate, not per-input tracing).
+    latencies = []
+    for k in range(len(items)):
+        t_index = next((t for t, n in samples if n >= k + 1), samples[-1][0])
+        latencies.append(t_index - sent_at.get(k, start))
+    full = len(report.input_ids) / total
+    return {
+        "images": len(items),
+        "batch": batch,
+        "upload_s": report.seconds,
+        "searchable_s": total,
+        "full_path_img_per_s": full,
+        "bare_backbone_img_per_s": bare,
+        "ratio_vs_bare": full / bare,
+        "latency_p50_s": float(np.percentile(latencies, 50)),
+        "latency_p99_s": float(np.percentile(latencies, 99)),
+    }

@@ -1,0 +1,55 @@
+"""A user's path through the `firstlight` CLI against the running local stack: export the
+bundled images as class folders, upload them (progress bars), search by text and image, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from firstlight import datasets
+from firstlight.cli import app
+
+pytestmark = pytest.mark.e2e
+
+runner = CliRunner()
+
+
+def cli(stack, *args: str) -> str:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, [*args, "--data-dir", str(stack.data_dir)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_cli_user_path(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "animals"
+    out = runner.invoke(app, ["export-sample", str(folder), "--per-class", "4"]).output
+    assert "wrote 40 images" in out
+    (folder / "not-an-image.png").write_bytes(b"this is text")
+    chelsea = tmp_path / "chelsea.jpg"
+    chelsea.write_bytes(datasets.sample_photo("chelsea"))
+
+    out = cli(stack, "upload", "cli-app", str(folder))
+    assert "uploaded 40 of 41 images" in out and "all searchable" in out
+    assert "refused" in out and "not-an-image.png" in out and "INVALID_ARGUMENT" in out
+
+    out = cli(stack, "search-text", "cli-app", "elephant", "--top-k", "5")
+    assert "elephant" in out.lower() and "read as" in out
+
+    first = sorted((folder / "zebra").iterdir())[0]
+    out = cli(stack, "search-image", "cli-app", "--file", str(first), "--top-k", "3")
+    top_row = next(line for line in out.splitlines() if line.startswith("│ 1 "))
+    assert f"zebra_{first.name}" in top_row  # its own upload ranks first
+
+    out = cli(stack, "predict", str(chelsea), "--top-k", "3")
+    assert "cat" in out.lower() or "mau" in out.lower()
+
+    assert "SERVING" in cli(stack, "status")
+
+
+def test_cli_errors_are_readable(stack) -> None:  # type: ignore[no-untyped-def]
+    result = runner.invoke(app, ["search-image", "cli-app", "--input-id", "nope", "--data-dir", str(stack.data_dir)])
+    assert result.exit_code == 1 and "NOT_FOUND" in result.output
+    result = runner.invoke(app, ["status", "--data-dir", "/nonexistent"])
+    assert result.exit_code != 0

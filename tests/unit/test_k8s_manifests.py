@@ -1,0 +1,573 @@
+"""Offline checks of the deployment manifests against the Kubernetes API schemas and the code.
+
+* k8s/base and the dev/prod overlays are rendered with ``kubectl kustomize`` (those tests skip when
+  kubectl is not on PATH) and every document is validated against the Kubernetes OpenAPI schemas
+  (kubernetes-validate, strict: unknown fields fail too).
+* Consistency with the code: every service of firstlight.stack.SERVICES has a Deployment, Service
+  and ServiceAccount; every required field of its settings class reaches its container, and the
+  environment it gets parses with that class; addresses point at rendered Services; probes are
+  native gRPC on the grpc port; security contexts; pinned images; resources; shutdown grace;
+  the shared blob volume; prod's PDBs, HPAs and the network-policy graph.
+* deploy/compose.yaml, deploy/entrypoint.sh and deploy/Dockerfile need no kubectl.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from firstlight import config
+from firstlight.messaging import topics
+from firstlight.stack import SERVICES, TRITON_MODELS
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "k8s"
+DEPLOY = REPO / "deploy"
+TARGETS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
+#: Kubernetes version the manifests are validated against (the oldest we support).
+K8S_VERSION = "1.32.0"
+KUBECTL = shutil.which("kubectl")
+
+SETTINGS: dict[str, type[config.CommonSettings]] = {
+    "ingestion": config.IngestionSettings,
+    "embedding": config.EmbeddingSettings,
+    "search": config.SearchSettings,
+    "inference": config.InferenceSettings,
+}
+#: FIRSTLIGHT_* variables read outside the settings classes.
+EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"}
+KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in SETTINGS.values() for name in cls.model_fields} | EXTRA_ENV
+SERVICE_UID = 10001
+#: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
+EXPECTED_EGRESS = {
+    "ingestion": {("kafka", 9092), ("postgres", 5432)},
+    "embedding": {("kafka", 9092), ("triton", 8001)},
+    "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051)},
+    "inference": {("triton", 8001)},
+}
+#: Settings that hold another server's address: env var -> how to get (host, port) out of it.
+ADDRESS_ENV = ["FIRSTLIGHT_KAFKA_BOOTSTRAP", "FIRSTLIGHT_TRITON_URL", "FIRSTLIGHT_EMBEDDING_ADDR", "FIRSTLIGHT_VECTOR_STORE_URL"]
+# A version-like tag (1.2, v1.15.5-unprivileged, 24.10-py3, 3.11.7-slim-bookworm) or a digest.
+PINNED_IMAGE = re.compile(r"^[^@\s]+(:v?\d+(\.\d+)+[\w.-]*|@sha256:[0-9a-f]{64})$")
+
+needs_kubectl = pytest.mark.skipif(
+    KUBECTL is None, reason="kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)"
+)
+
+
+# -- rendering and lookups ------------------------------------------------------------------------
+
+
+@functools.cache
+def _render(target: str) -> tuple[dict[str, Any], ...]:
+    assert KUBECTL is not None
+    proc = subprocess.run(
+        [KUBECTL, "kustomize", str(TARGETS[target])], capture_output=True, text=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"kubectl kustomize {TARGETS[target].relative_to(REPO)} failed:\n{proc.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+
+
+class Rendered:
+    def __init__(self, target: str, docs: tuple[dict[str, Any], ...]) -> None:
+        self.target = target
+        self.docs = docs
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        return next((d for d in self.all(kind) if d["metadata"]["name"] == name), None)
+
+    def workloads(self) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        dep = self.get("Deployment", name)
+        assert dep is not None, f"{self.target}: no Deployment {name!r}"
+        return dep
+
+    def container(self, name: str) -> dict[str, Any]:
+        containers = self.deployment(name)["spec"]["template"]["spec"]["containers"]
+        return next((c for c in containers if c["name"] == name), containers[0])
+
+    def env(self, service: str) -> dict[str, str | None]:
+        """The container's environment as Kubernetes builds it; None for a value from a Secret the
+        render does not contain (prod: created out of band)."""
+        container = self.container(service)
+        env: dict[str, str | None] = {}
+        for source in container.get("envFrom", []):
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                cm = self.get("ConfigMap", source["configMapRef"]["name"])
+                assert cm is not None, f"{self.target}/{service}: ConfigMap {source['configMapRef']['name']} not rendered"
+                env.update({prefix + k: v for k, v in cm.get("data", {}).items()})
+            if "secretRef" in source:
+                secret = self.get("Secret", source["secretRef"]["name"])
+                env.update({prefix + k: v for k, v in _secret_data(secret).items()})
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = str(var["value"])
+            elif "secretKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["secretKeyRef"]
+                env[var["name"]] = _secret_data(self.get("Secret", ref["name"])).get(ref["key"])
+            elif "configMapKeyRef" in var.get("valueFrom", {}):
+                ref = var["valueFrom"]["configMapKeyRef"]
+                cm = self.get("ConfigMap", ref["name"])
+                assert cm is not None, f"{self.target}/{service}: ConfigMap {ref['name']} not rendered"
+                env[var["name"]] = cm["data"][ref["key"]]
+            else:
+                env[var["name"]] = None
+        return env
+
+
+def _secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
+    if secret is None:
+        return {}
+    data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+    data.update(secret.get("stringData", {}))
+    return data
+
+
+@pytest.fixture(scope="module", params=list(TARGETS))
+def rendered(request: pytest.FixtureRequest) -> Rendered:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)")
+    return Rendered(request.param, _render(request.param))
+
+
+def _pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def _containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _pod_spec(workload)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def _id(doc: dict[str, Any]) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _shutdown_grace_s(env: dict[str, str | None]) -> float:
+    value = env.get("FIRSTLIGHT_SHUTDOWN_GRACE_S")
+    return float(value) if value is not None else float(config.CommonSettings.model_fields["shutdown_grace_s"].default)
+
+
+def _host_port(var: str, value: str) -> tuple[str, int]:
+    if "://" in value:
+        url = urlparse(value)
+        assert url.hostname and url.port, f"{var}={value!r} needs an explicit host:port"
+        return url.hostname, url.port
+    first = value.split(",")[0]
+    host, _, port = first.rpartition(":")
+    return host, int(port)
+
+
+# -- schema -----------------------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_renders_and_validates_against_kubernetes_schemas(rendered: Rendered) -> None:
+    assert rendered.docs, f"{rendered.target} renders nothing"
+    errors = []
+    for doc in rendered.docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(f"{_id(doc)}: {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{_id(doc)}: {exc.message}")
+    assert not errors, f"{rendered.target} (Kubernetes {K8S_VERSION}):\n" + "\n".join(errors)
+
+
+@needs_kubectl
+def test_names_are_unique_and_namespaced(rendered: Rendered) -> None:
+    seen = [(d["kind"], d["metadata"]["name"]) for d in rendered.docs]
+    assert len(seen) == len(set(seen))
+    namespaces = {d["metadata"]["name"] for d in rendered.all("Namespace")}
+    assert len(namespaces) == 1
+    for doc in rendered.docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") in namespaces, f"{_id(doc)} is not in {namespaces}"
+
+
+# -- the four services ------------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_every_service_has_deployment_service_and_account(rendered: Rendered) -> None:
+    assert set(SETTINGS) == set(SERVICES), "a service without a settings class in this test"
+    for name in SERVICES:
+        dep = rendered.deployment(name)
+        pod = _pod_spec(dep)
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert _selects(dep["spec"]["selector"], labels)
+        assert rendered.get("ServiceAccount", name) is not None, f"{rendered.target}: no ServiceAccount {name}"
+        assert pod.get("serviceAccountName") == name
+        assert pod.get("automountServiceAccountToken") is False
+
+        svc = rendered.get("Service", name)
+        assert svc is not None, f"{rendered.target}: no Service {name}"
+        assert _selects({"matchLabels": svc["spec"]["selector"]}, labels), f"Service {name} selects no {name} pod"
+        grpc_ports = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+        assert grpc_ports and grpc_ports[0]["targetPort"] in ("grpc", 50051)
+
+        container = rendered.container(name)
+        env = rendered.env(name)
+        runs = container.get("args", container.get("command", [])) or [env.get("FIRSTLIGHT_SERVICE")]
+        assert runs[0] == name, f"{name}'s container runs {runs}"
+
+
+@needs_kubectl
+def test_required_settings_reach_each_service_and_parse(rendered: Rendered, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, cls in SETTINGS.items():
+        env = rendered.env(name)
+        required = [f"FIRSTLIGHT_{field.upper()}" for field, info in cls.model_fields.items() if info.is_required()]
+        missing = [var for var in required if env.get(var) is None]
+        assert not missing, f"{rendered.target}/{name}: required settings not provided: {missing}"
+
+        unknown = sorted(var for var in env if var.startswith("FIRSTLIGHT_") and var not in KNOWN_ENV)
+        assert not unknown, f"{rendered.target}/{name}: no setting reads {unknown} (typo?)"
+
+        for var in list(os.environ):
+            if var.startswith("FIRSTLIGHT_"):
+                monkeypatch.delenv(var)
+        for var, value in env.items():
+            if value is not None:
+                monkeypatch.setenv(var, value)
+        settings = cls()  # raises with the variable's name on a bad value
+        assert settings.grpc_port != 0
+
+
+@needs_kubectl
+def test_addresses_point_at_rendered_services(rendered: Rendered) -> None:
+    for name in SERVICES:
+        env = rendered.env(name)
+        for var in ADDRESS_ENV:
+            value = env.get(var)
+            if var[len("FIRSTLIGHT_"):].lower() not in SETTINGS[name].model_fields or not value:
+                continue  # a shared configmap key this service does not read
+            host, port = _host_port(var, value)
+            svc = rendered.get("Service", host)
+            assert svc is not None, f"{rendered.target}/{name}: {var}={value!r} but no Service {host!r}"
+            assert port in [p["port"] for p in svc["spec"]["ports"]], f"Service {host} has no port {port} ({var})"
+    search = rendered.env("search")["FIRSTLIGHT_VECTOR_STORE_URL"] or ""
+    assert search.startswith(("http://", "https://")), "search must use the Qdrant server to scale out"
+
+
+@needs_kubectl
+def test_probes_are_grpc_on_the_grpc_port(rendered: Rendered) -> None:
+    for name in SERVICES:
+        container = rendered.container(name)
+        ports = {p.get("name"): p["containerPort"] for p in container["ports"]}
+        assert "grpc" in ports, f"{name}: no containerPort named grpc"
+        assert int(rendered.env(name)["FIRSTLIGHT_GRPC_PORT"] or 0) == ports["grpc"], f"{name} binds another port"
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if probe == "startupProbe" and probe not in container:
+                continue
+            assert "grpc" in container.get(probe, {}), f"{name}: {probe} is not a native gRPC probe"
+            assert container[probe]["grpc"]["port"] == ports["grpc"], f"{name}: {probe} on another port"
+
+
+@needs_kubectl
+def test_services_run_non_root_on_a_read_only_root(rendered: Rendered) -> None:
+    for name in SERVICES:
+        pod = _pod_spec(rendered.deployment(name))
+        container = rendered.container(name)
+        pod_sc, sc = pod.get("securityContext", {}), container.get("securityContext", {})
+        assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, name
+        assert sc.get("runAsUser", pod_sc.get("runAsUser")) == SERVICE_UID, name
+        assert sc.get("readOnlyRootFilesystem") is True, name
+        assert sc.get("allowPrivilegeEscalation") is False, name
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], name
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        assert "emptyDir" in volumes[mounts["/tmp"]], f"{name}: /tmp must be a writable emptyDir"
+        data_dir = rendered.env(name).get("FIRSTLIGHT_DATA_DIR")
+        assert data_dir in mounts, f"{name}: FIRSTLIGHT_DATA_DIR={data_dir} is not a mounted volume"
+
+
+@needs_kubectl
+def test_every_pod_meets_the_restricted_pod_security_standard(rendered: Rendered) -> None:
+    for workload in rendered.workloads():
+        pod = _pod_spec(workload)
+        pod_sc = pod.get("securityContext", {})
+        assert pod_sc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), _id(workload)
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), _id(workload)
+        for c in _containers(workload):
+            sc = c.get("securityContext", {})
+            where = f"{_id(workload)}/{c['name']}"
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 1)) != 0, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert not sc.get("privileged"), where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not sc.get("capabilities", {}).get("add"), where
+
+
+@needs_kubectl
+def test_images_are_pinned(rendered: Rendered) -> None:
+    for workload in rendered.workloads():
+        for c in _containers(workload):
+            image = c["image"]
+            assert PINNED_IMAGE.match(image) and not image.endswith(":latest"), f"{_id(workload)}: {image} is not pinned"
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for name in SERVICES:
+        assert rendered.container(name)["image"].endswith(f"firstlight:{version}"), f"{name} image != project {version}"
+
+
+@needs_kubectl
+def test_every_container_has_requests_and_limits(rendered: Rendered) -> None:
+    for workload in rendered.workloads():
+        for c in _containers(workload):
+            resources = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    assert res in resources.get(kind, {}), f"{_id(workload)}/{c['name']}: no {kind}.{res}"
+
+
+@needs_kubectl
+def test_grace_period_outlasts_the_shutdown_grace(rendered: Rendered) -> None:
+    for name in SERVICES:
+        pod = _pod_spec(rendered.deployment(name))
+        container = rendered.container(name)
+        period = pod.get("terminationGracePeriodSeconds", 30)
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        grace = _shutdown_grace_s(rendered.env(name))
+        assert period > grace + pre_stop, (
+            f"{name}: terminationGracePeriodSeconds={period} <= FIRSTLIGHT_SHUTDOWN_GRACE_S={grace} + preStop {pre_stop}s"
+        )
+
+
+@needs_kubectl
+def test_blob_volume_is_shared_by_ingestion_and_embedding(rendered: Rendered) -> None:
+    claims = set()
+    for name in ("ingestion", "embedding"):
+        blob_url = rendered.env(name)["FIRSTLIGHT_BLOB_URL"] or ""
+        assert blob_url.startswith("file:///"), f"{name}: FIRSTLIGHT_BLOB_URL={blob_url!r}"
+        path = urlparse(blob_url).path
+        container = rendered.container(name)
+        mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == path), None)
+        assert mount is not None, f"{name}: nothing mounted at {path} (FIRSTLIGHT_BLOB_URL)"
+        volume = next(v for v in _pod_spec(rendered.deployment(name))["volumes"] if v["name"] == mount["name"])
+        assert "persistentVolumeClaim" in volume, f"{name}: blobs must be a shared PVC"
+        claims.add(volume["persistentVolumeClaim"]["claimName"])
+    assert len(claims) == 1, f"ingestion and embedding use different blob volumes: {claims}"
+    pvc = rendered.get("PersistentVolumeClaim", claims.pop())
+    assert pvc is not None and "ReadWriteMany" in pvc["spec"]["accessModes"]
+
+
+@needs_kubectl
+def test_kafka_defaults_match_the_topic_layout(rendered: Rendered) -> None:
+    kafka = rendered.get("StatefulSet", "kafka")
+    assert kafka is not None
+    pod = _pod_spec(kafka)
+    assert pod.get("enableServiceLinks") is False, "service links inject KAFKA_PORT, which the image turns into config"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"], "KRaft mode"
+    assert int(env["KAFKA_NUM_PARTITIONS"]) == topics.INPUT_PARTITIONS
+
+
+@needs_kubectl
+def test_triton_loads_the_models_the_services_use(rendered: Rendered) -> None:
+    triton = rendered.deployment("triton")
+    container = _pod_spec(triton)["containers"][0]
+    args = container.get("command", []) + container.get("args", [])
+    assert "--model-control-mode=explicit" in args
+    assert {a.split("=", 1)[1] for a in args if a.startswith("--load-model=")} == set(TRITON_MODELS)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert "grpc" in container[probe] or container[probe].get("httpGet", {}).get("path", "").startswith("/v2/health/")
+
+
+# -- overlays ---------------------------------------------------------------------------------------
+
+
+@needs_kubectl
+def test_dev_runs_one_replica_of_each_service() -> None:
+    dev = Rendered("dev", _render("dev"))
+    for name in SERVICES:
+        assert dev.deployment(name)["spec"].get("replicas") == 1
+
+
+@needs_kubectl
+def test_prod_has_replicas_pdbs_hpas_and_no_placeholder_secret() -> None:
+    prod = Rendered("prod", _render("prod"))
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in prod.all("HorizontalPodAutoscaler")}
+    for name in SERVICES:
+        dep = prod.deployment(name)
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        if name in hpas:
+            assert "replicas" not in dep["spec"], f"{name}: the HPA owns replicas; the manifest must not reset them"
+            assert hpas[name]["spec"]["minReplicas"] >= 2
+        else:
+            assert dep["spec"].get("replicas", 1) >= 2, f"{name}: prod needs >= 2 replicas"
+        pdbs = [p for p in prod.all("PodDisruptionBudget") if _selects(p["spec"]["selector"], labels)]
+        assert pdbs, f"{name}: no PodDisruptionBudget"
+    if "embedding" in hpas:  # more consumers than partitions would idle
+        assert hpas["embedding"]["spec"]["maxReplicas"] <= topics.INPUT_PARTITIONS
+    for secret in prod.all("Secret"):
+        assert secret["metadata"].get("annotations", {}).get("firstlight.io/placeholder") != "true", _id(secret)
+    triton = _pod_spec(prod.deployment("triton"))
+    assert triton["containers"][0]["resources"]["limits"].get("nvidia.com/gpu") == 1, "gpu-inference component"
+
+
+@needs_kubectl
+def test_prod_network_policies_allow_exactly_the_needed_flows() -> None:
+    prod = Rendered("prod", _render("prod"))
+    policies = prod.all("NetworkPolicy")
+    pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in prod.workloads()}
+
+    def selecting(labels: dict[str, str], direction: str) -> list[dict[str, Any]]:
+        return [
+            p for p in policies
+            if direction in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], labels)
+        ]
+
+    def port_ok(rule: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
+        ports = rule.get("ports")
+        return not ports or any(p.get("port") == port and p.get("protocol", "TCP") == protocol for p in ports)
+
+    def peer_ok(peers: list[dict[str, Any]] | None, labels: dict[str, str] | None) -> bool:
+        """`labels` None: a client from outside the namespace."""
+        if not peers:
+            return True
+        for peer in peers:
+            if "ipBlock" in peer:
+                continue
+            ns = peer.get("namespaceSelector")
+            if labels is None:
+                if ns == {} and not peer.get("podSelector"):
+                    return True
+                continue
+            if ns not in (None, {}):
+                continue  # another namespace
+            if _selects(peer.get("podSelector", {}), labels):
+                return True
+        return False
+
+    def egress_allowed(src: str, dst: str, port: int) -> bool:
+        return any(
+            peer_ok(rule.get("to"), pods[dst]) and port_ok(rule, port)
+            for p in selecting(pods[src], "Egress") for rule in p["spec"].get("egress", [])
+        )
+
+    def ingress_allowed(dst: str, src: str | None, port: int) -> bool:
+        return any(
+            peer_ok(rule.get("from"), None if src is None else pods[src]) and port_ok(rule, port)
+            for p in selecting(pods[dst], "Ingress") for rule in p["spec"].get("ingress", [])
+        )
+
+    # Default deny: every pod is selected for both directions.
+    for name, labels in pods.items():
+        assert selecting(labels, "Ingress") and selecting(labels, "Egress"), f"{name} is not covered by a deny-all"
+    # DNS for everyone.
+    dns = [p for p in policies if p["spec"]["podSelector"] == {} and "Egress" in p["spec"].get("policyTypes", [])]
+    assert any(port_ok(rule, 53, "UDP") and rule.get("ports") for p in dns for rule in p["spec"].get("egress", []))
+
+    for src, expected in EXPECTED_EGRESS.items():
+        ports = {port for _, port in expected} | {9092, 5432, 8001, 6333, 6335, 50051}
+        actual = {(dst, port) for dst in pods for port in ports if dst != src and egress_allowed(src, dst, port)}
+        assert actual == expected, f"{src} may reach {sorted(actual)}, expected {sorted(expected)}"
+        for dst, port in expected:
+            assert ingress_allowed(dst, src, port), f"{dst} does not accept {src} on {port}"
+        assert ingress_allowed(src, None, 50051), f"{src} must accept gRPC from any client"
+
+
+# -- docker compose, entrypoint, Dockerfile (no kubectl needed) -------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def test_compose_services_images_and_settings() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert set(SERVICES) <= set(services), f"compose lacks {set(SERVICES) - set(services)}"
+    assert {"kafka", "qdrant", "triton", "postgres"} <= set(services)
+    for name, svc in services.items():
+        image = svc.get("image", "")
+        assert PINNED_IMAGE.match(image) and not image.endswith(":latest"), f"compose {name}: {image} is not pinned"
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    for name in SERVICES:
+        svc = services[name]
+        assert svc["image"] == f"firstlight:{version}"
+        assert (DEPLOY / svc["build"]["context"] / svc["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+        assert svc["command"] == [name]
+        env = {k: str(v) for k, v in svc["environment"].items()}
+        required = [f"FIRSTLIGHT_{f.upper()}" for f, info in SETTINGS[name].model_fields.items() if info.is_required()]
+        assert not [v for v in required if v not in env], f"compose {name} lacks required settings"
+        assert not sorted(v for v in env if v.startswith("FIRSTLIGHT_") and v not in KNOWN_ENV)
+        assert svc["user"].split(":")[0] == str(SERVICE_UID) and svc["read_only"] is True
+        grace = int(svc["stop_grace_period"].rstrip("s"))
+        assert grace > _shutdown_grace_s({"FIRSTLIGHT_SHUTDOWN_GRACE_S": env.get("FIRSTLIGHT_SHUTDOWN_GRACE_S")})
+    for name in ("ingestion", "embedding"):
+        path = urlparse(services[name]["environment"]["FIRSTLIGHT_BLOB_URL"]).path
+        assert any(v.split(":")[:2] == ["blobs", path] for v in services[name]["volumes"]), f"{name}: blobs at {path}"
+    triton = services["triton"]["command"]
+    assert {a.split("=", 1)[1] for a in triton if a.startswith("--load-model=")} == set(TRITON_MODELS)
+    repo_mount = next(v for v in services["triton"]["volumes"] if v.split(":")[1] == "/models")
+    assert (DEPLOY / repo_mount.split(":")[0]).resolve() == config.DEFAULT_MODEL_REPOSITORY.resolve()
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_entrypoint_runs_the_named_service(tmp_path: Path) -> None:
+    entrypoint = DEPLOY / "entrypoint.sh"
+    assert entrypoint.stat().st_mode & stat.S_IXUSR, "deploy/entrypoint.sh must be executable"
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\necho "$@"\n')
+    fake.chmod(0o755)
+    base_env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(entrypoint), *args], env={**base_env, **(env or {})}, capture_output=True, text=True, timeout=10
+        )
+
+    for name in SERVICES:
+        assert run([name]).stdout.strip() == f"-m firstlight.{name}.main"
+        assert run([], {"FIRSTLIGHT_SERVICE": name}).stdout.strip() == f"-m firstlight.{name}.main"
+    assert run([]).returncode == 64
+    assert run(["sh", "-c", "echo hi"]).stdout.strip() == "hi"  # anything else is exec'd as is
+
+
+def test_dockerfile_is_pinned_and_non_root() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base and PINNED_IMAGE.match(base.group(1)), "pin the Python base image"
+    assert re.search(rf"^ARG UID={SERVICE_UID}$", text, re.M) and re.search(r"^USER \$\{UID\}", text, re.M)
+    for needed in ("requirements.lock", "requirements-nodeps.txt", "services/", "protos/", "deploy/triton/"):
+        assert needed in text, f"Dockerfile does not copy {needed}"
+    assert 'ENTRYPOINT ["firstlight-entrypoint"]' in text
