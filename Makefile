@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos run demo test test-unit test-integration bench k8s-validate clean
+.PHONY: help setup protos run demo demo-ladder test test-unit test-integration bench k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ run: setup ## Start the whole local stack (broker, Triton, services), run the de
 
 demo: setup ## Run the demo against an already running stack
 	$(VENV)/bin/firstlight demo
+
+demo-ladder: setup ## The data-efficiency ladder on 700 bundled images: starts its own stack, writes ladder-report/
+	$(PY) -m firstlight.ladder_demo
 
 test: setup ## Run the whole test suite (unit + integration + e2e)
 	$(PY) -m pytest -q

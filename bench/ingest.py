@@ -38,7 +38,7 @@ def run(data_dir: Path, n_per_class: int = 100, batch: int = 16) -> dict:
     with LocalStack(data_dir) as stack:
         a = stack.addresses
         bare = bare_backbone_images_per_s(images, batch)
-        with Firstlight(a["ingestion"], a["search"], a["inference"]) as client:
+        with Firstlight.from_addresses(a) as client:
             client.create_app("bench")
             items = [UploadItem(data, [name], id=i) for i, name, data in animals]
             sent_at: dict[int, float] = {}

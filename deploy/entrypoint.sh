@@ -13,7 +13,7 @@ service="${1:-${FIRSTLIGHT_SERVICE:-}}"
 [ "$#" -gt 0 ] && shift
 
 case "$service" in
-  ingestion|embedding|search|inference)
+  ingestion|embedding|search|inference|training)
     exec python -m "firstlight.${service}.main" "$@"
     ;;
   healthcheck)

@@ -35,5 +35,5 @@ def client(stack):  # type: ignore[no-untyped-def]
     from firstlight.sdk import Firstlight
 
     a = stack.addresses
-    with Firstlight(a["ingestion"], a["search"], a["inference"], timeout_s=60) as c:
+    with Firstlight.from_addresses(a, timeout_s=60) as c:
         yield c

@@ -215,6 +215,64 @@ def predict(
         console.print(f"[bold]{f}[/bold]: " + ", ".join(f"{n} {s:.2f}" for n, s in concepts))
 
 
+@app.command()
+def ladder(
+    folder: Annotated[Optional[Path], typer.Option(help="Folder of class sub-folders (default: bundled animal-mnist)")] = None,
+    classes: Annotated[str, typer.Option(help="Bundled classes to use, comma-separated")] = "bear,bird,dog,elephant,zebra",
+    per_class: Annotated[int, typer.Option(help="Bundled images per class")] = 140,
+    app_id: Annotated[str, typer.Option("--app", help="App to create/use")] = "ladder",
+    out: Annotated[Path, typer.Option(help="Where reports and confusion matrices go")] = Path("ladder-report"),
+    seed: int = 0,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """The tutorial path: upload unlabeled → bulk-label by text search (+ corrections) →
+    split 500/100/100 → train transfer and one-shot models → evaluate on validation → confirm on test."""
+    from firstlight import datasets
+    from firstlight.ladder import folder_dataset, run_ladder
+
+    if folder:
+        items = folder_dataset(folder)
+        if not items:
+            console.print(f"[red]no labeled class sub-folders with images under {folder}[/red]")
+            raise typer.Exit(2)
+    else:
+        items = [(i, c, d) for i, c, d in datasets.animal_mnist(per_class, seed=seed, classes=classes.split(","))]
+    counts = (500, 100, 100) if len(items) == 700 else None
+    with _client(data_dir) as client:
+        try:
+            run_ladder(client, items, out, console, app_id=app_id, counts=counts, seed=seed)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+
+
+@app.command()
+def label(
+    app_id: str,
+    concept: Annotated[list[str], typer.Option("--add", help="Concept(s) to add")],
+    text: Annotated[str, typer.Option(help="Label the results of this text search")] = "",
+    like: Annotated[Optional[Path], typer.Option(help="...or of a search by this image")] = None,
+    input_id: Annotated[Optional[list[str]], typer.Option(help="...or these inputs")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option(help="Concept(s) to remove (relabel)")] = None,
+    min_score: float = 0.0,
+    max_results: int = 100,
+    dry_run: bool = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Bulk-label inputs: a hand-picked list, or every result of a text/image search above a score."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.bulk_label(
+                app_id, add=concept, remove=remove or [], input_ids=input_id or [], text=text,
+                image=like.read_bytes() if like else b"", min_score=min_score, max_results=max_results, dry_run=dry_run,
+            )
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    verb = "would label" if dry_run else "labeled"
+    console.print(f"{verb} {len(resp.input_ids)} inputs with {', '.join(concept)}")
+
+
 @app.command("export-sample")
 def export_sample(folder: Path, per_class: int = 100, seed: int = 0) -> None:
     """Write bundled animal-mnist images as FOLDER/<class>/<id>.png."""

@@ -66,6 +66,8 @@ class IngestionSettings(CommonSettings, ImageLimits):
     database_url: str = ""
     #: Blob store URL: ``file:///abs/dir`` (default under data_dir).
     blob_url: str = ""
+    #: SearchService address, for bulk labeling by search results (optional).
+    search_addr: str = ""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
@@ -105,3 +107,22 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+
+
+class TrainingSettings(CommonSettings):
+    #: SQLAlchemy URL of the training store (datasets, models, versions, jobs, evaluations).
+    database_url: str = ""
+    #: IngestionService address (labeled inputs, split write-back).
+    ingestion_addr: str = Field(..., min_length=3)
+    #: SearchService address (stored embeddings).
+    search_addr: str = Field(..., min_length=3)
+    #: Triton model repository trained versions are exported to (Triton must read the same one).
+    model_repository: Path = Path("")
+    #: Training jobs that run at once.
+    workers: int = Field(2, ge=1, le=32)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'training.db').resolve()}"
+
+    def resolved_model_repository(self) -> Path:
+        return self.model_repository if str(self.model_repository) not in ("", ".") else self.data_dir / "model_repository"

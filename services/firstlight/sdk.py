@@ -29,6 +29,8 @@ from firstlight.v1 import (
     ingestion_pb2_grpc,
     search_pb2,
     search_pb2_grpc,
+    training_pb2,
+    training_pb2_grpc,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -98,19 +100,25 @@ def _wrap_errors(fn: Callable) -> Callable:  # type: ignore[type-arg]
 class Firstlight:
     """Client for a Firstlight deployment. Use as a context manager to close its channels."""
 
-    def __init__(self, ingestion: str, search: str, inference: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0) -> None:
         opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-        self._channels = [grpc.insecure_channel(a, options=opts) for a in (ingestion, search, inference)]
+        addrs = [ingestion, search, inference] + ([training] if training else [])
+        self._channels = [grpc.insecure_channel(a, options=opts) for a in addrs]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._channels[2])
+        self.training = training_pb2_grpc.TrainingServiceStub(self._channels[3]) if training else None
         self.timeout_s = timeout_s
 
     @classmethod
     def from_stack(cls, data_dir: str | Path = ".firstlight", **kw) -> "Firstlight":  # type: ignore[no-untyped-def]
         """Connect to the local stack started by ``firstlight up`` in ``data_dir``."""
         addrs = read_stack_file(Path(data_dir))
-        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], **kw)
+        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
+
+    @classmethod
+    def from_addresses(cls, addrs: dict[str, str], **kw) -> "Firstlight":  # type: ignore[no-untyped-def]
+        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
 
     def close(self) -> None:
         for channel in self._channels:
@@ -233,13 +241,119 @@ class Firstlight:
             search_pb2.SearchByTextRequest(app_id=app_id, text=text, page_size=top_k), timeout=self.timeout_s
         )
 
+    # -- labeling ---------------------------------------------------------------------
+    @_wrap_errors
+    def bulk_label(
+        self,
+        app_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        input_ids: Iterable[str] = (),
+        text: str = "",
+        image: bytes = b"",
+        like_input: str = "",
+        min_score: float = 0.0,
+        max_results: int = 100,
+        only_unlabeled: bool = False,
+        dry_run: bool = False,
+    ) -> ingestion_pb2.BulkAnnotateResponse:
+        """Label (add), un-label (remove) or relabel (both) a hand-picked list or every result of a
+        search by text / image / input above ``min_score``, in one call."""
+        sel = ingestion_pb2.BulkSelection(
+            input_ids=list(input_ids), search_text=text, search_image=image, search_input_id=like_input,
+            min_score=min_score, max_results=max_results,
+            filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED if only_unlabeled else 0),  # type: ignore[arg-type]
+        )
+        return self.ingestion.BulkAnnotate(
+            ingestion_pb2.BulkAnnotateRequest(app_id=app_id, selection=sel, add_concepts=list(add), remove_concepts=list(remove), dry_run=dry_run),
+            timeout=self.timeout_s,
+        )
+
+    # -- training ---------------------------------------------------------------------
+    def _training(self) -> training_pb2_grpc.TrainingServiceStub:
+        if self.training is None:
+            raise ValueError("this client has no training service address")
+        return self.training
+
+    @_wrap_errors
+    def create_dataset(
+        self, app_id: str, dataset_id: str, *, counts: tuple[int, int, int] | None = None,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, concepts: Iterable[str] = (), write_splits: bool = True,
+    ) -> training_pb2.Dataset:
+        spec = training_pb2.SplitSpec(seed=seed)
+        if counts:
+            spec.train_count, spec.validation_count, spec.test_count = counts
+        else:
+            spec.train_fraction, spec.validation_fraction, spec.test_fraction = fractions
+        return self._training().CreateDataset(
+            training_pb2.CreateDatasetRequest(app_id=app_id, dataset_id=dataset_id, concepts=list(concepts), split=spec, write_splits_to_inputs=write_splits),
+            timeout=self.timeout_s * 5,
+        )
+
+    @_wrap_errors
+    def create_model(self, app_id: str, model_id: str, concepts: Iterable[str], *, template: str = "transfer_classifier", settings: dict[str, str] | None = None, exist_ok: bool = False) -> training_pb2.Model:
+        try:
+            return self._training().CreateModel(
+                training_pb2.CreateModelRequest(app_id=app_id, model_id=model_id, template=template, concepts=list(concepts), settings=settings or {}),
+                timeout=self.timeout_s,
+            )
+        except grpc.RpcError as exc:
+            if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
+                return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id)).model
+            raise
+
+    @_wrap_errors
+    def train(
+        self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None,
+        on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
+    ) -> training_pb2.TrainingJob:
+        """Start a job and follow its progress stream until it ends; returns the final job."""
+        job = self._training().TrainModel(
+            training_pb2.TrainModelRequest(app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings or {}), timeout=self.timeout_s
+        )
+        for step in self._training().StreamTrainingProgress(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job.id), timeout=3600):
+            if on_progress:
+                on_progress(step)
+        job = self._training().GetTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job.id), timeout=self.timeout_s)
+        if job.state == training_pb2.JOB_STATE_FAILED:
+            raise FirstlightError(grpc.StatusCode.FAILED_PRECONDITION, f"training job {job.id} failed: {job.error}")
+        return job
+
+    @_wrap_errors
+    def versions(self, app_id: str, model_id: str) -> training_pb2.ListModelVersionsResponse:
+        return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), timeout=self.timeout_s)
+
+    @_wrap_errors
+    def evaluate(self, app_id: str, model_id: str, version: str = "", split: str = "validation") -> training_pb2.Evaluation:
+        return self._training().EvaluateModelVersion(
+            training_pb2.EvaluateModelVersionRequest(app_id=app_id, model_id=model_id, version=version, split=SPLITS[split]),  # type: ignore[arg-type]
+            timeout=self.timeout_s * 5,
+        )
+
+    @_wrap_errors
+    def compare(self, app_id: str, model_id: str, versions: Iterable[str] = (), split: str = "validation") -> training_pb2.Comparison:
+        return self._training().CompareModelVersions(
+            training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=list(versions), split=SPLITS[split]),  # type: ignore[arg-type]
+            timeout=self.timeout_s * 5,
+        )
+
     # -- predict ----------------------------------------------------------------------
     @_wrap_errors
     def predict(
-        self, images: Sequence[bytes], *, model: str = "general", top_k: int = 5, concepts: Iterable[str] = ()
+        self, images: Sequence[bytes], *, model: str = "general", version: str = "", app_id: str = "", top_k: int = 5,
+        concepts: Iterable[str] = (),
     ) -> list[list[tuple[str, float]]]:
         resp = self.inference.Predict(
-            inference_pb2.PredictRequest(model_id=model, images=list(images), top_k=top_k, concepts=list(concepts)),
+            inference_pb2.PredictRequest(
+                app_id=app_id, model_id=model, model_version=version, images=list(images), top_k=top_k, concepts=list(concepts)
+            ),
             timeout=self.timeout_s,
         )
         return [[(c.name, c.score) for c in p.concepts] for p in resp.predictions]
+
+    @_wrap_errors
+    def workflow(self, app_id: str, images: Sequence[bytes], steps: Sequence[inference_pb2.WorkflowStep]) -> inference_pb2.PredictWorkflowResponse:
+        return self.inference.PredictWorkflow(
+            inference_pb2.PredictWorkflowRequest(app_id=app_id, images=list(images), steps=list(steps)), timeout=self.timeout_s
+        )

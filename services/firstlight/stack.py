@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +27,7 @@ from firstlight.triton.server import LocalTritonServer
 
 log = logging.getLogger(__name__)
 
-SERVICES = ["ingestion", "embedding", "search", "inference"]
+SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
 TRITON_MODELS = ["backbone", "general"]
 STACK_FILE = "stack.json"
 
@@ -83,13 +84,16 @@ class LocalStack:
         self.broker: LocalBroker | None = None
         self.triton: LocalTritonServer | None = None
         self.services: dict[str, ServiceProcess] = {}
+        self.runtime_repository = self.data_dir / "model_repository"
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Triton reads a writable copy of the repository: training exports new versions into it.
+        shutil.copytree(self.model_repository, self.runtime_repository, dirs_exist_ok=True)
         self.broker = LocalBroker(port=self.broker_port, log_file=self.log_dir / "broker.log").start()
         self.triton = LocalTritonServer(
-            self.model_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
+            self.runtime_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
         ).start()
         for name in SERVICES:
             port = self.service_ports.get(name) or free_port()
@@ -115,6 +119,9 @@ class LocalStack:
             FIRSTLIGHT_GRPC_PORT=str(svc.port),
             FIRSTLIGHT_TRITON_URL=self.triton.grpc_url,
             FIRSTLIGHT_EMBEDDING_ADDR=self.services["embedding"].address,
+            FIRSTLIGHT_INGESTION_ADDR=self.services["ingestion"].address,
+            FIRSTLIGHT_SEARCH_ADDR=self.services["search"].address,
+            FIRSTLIGHT_MODEL_REPOSITORY=str(self.runtime_repository),
             FIRSTLIGHT_SHUTDOWN_GRACE_S="3",
             PYTHONUNBUFFERED="1",
         )

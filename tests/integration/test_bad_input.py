@@ -121,7 +121,7 @@ def test_predict_and_search_errors(client: Firstlight, stack) -> None:  # type: 
         (lambda: client.predict([]), CODE.INVALID_ARGUMENT),
         (lambda: client.predict([GOOD], model="no-such-model"), CODE.NOT_FOUND),
         (lambda: client.predict([GOOD], concepts=["unicorn-xyz"]), CODE.NOT_FOUND),
-        (lambda: client.predict([GOOD], top_k=5000), CODE.INVALID_ARGUMENT),
+        (lambda: client.predict([GOOD], top_k=5000), CODE.INVALID_ARGUMENT),  # over MAX_TOP_K
         (lambda: client.search_by_image(APP, image=b"junk"), CODE.INVALID_ARGUMENT),
         (lambda: client.search_by_image("no-such-app", image=GOOD), CODE.OK),  # empty result, not an error
         (lambda: client.search_by_text(APP, "   "), CODE.INVALID_ARGUMENT),

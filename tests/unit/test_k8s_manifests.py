@@ -7,8 +7,11 @@
   and ServiceAccount; every required field of its settings class reaches its container, and the
   environment it gets parses with that class; addresses point at rendered Services; probes are
   native gRPC on the grpc port; security contexts; pinned images; resources; shutdown grace;
-  the shared blob volume; prod's PDBs, HPAs and the network-policy graph.
-* deploy/compose.yaml, deploy/entrypoint.sh and deploy/Dockerfile need no kubectl.
+  the shared blob volume; the shared Triton model repository (training rw, Triton ro) and its
+  seeding; one database per stateful service; prod's PDBs, HPAs and the network-policy graph,
+  which must match the addresses each service is configured with.
+* deploy/compose.yaml, deploy/entrypoint.sh, deploy/Dockerfile and the model-repository seed
+  scripts need no kubectl.
 """
 
 from __future__ import annotations
@@ -46,20 +49,40 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
     "embedding": config.EmbeddingSettings,
     "search": config.SearchSettings,
     "inference": config.InferenceSettings,
+    "training": config.TrainingSettings,
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
 EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"}
 KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in SETTINGS.values() for name in cls.model_fields} | EXTRA_ENV
 SERVICE_UID = 10001
 #: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
+#: Workload names double as Service names, so this is also the set of (host, port) addresses each
+#: service must be configured with (test_addresses_point_at_rendered_services).
 EXPECTED_EGRESS = {
-    "ingestion": {("kafka", 9092), ("postgres", 5432)},
+    "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051)},
     "embedding": {("kafka", 9092), ("triton", 8001)},
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051)},
-    "inference": {("triton", 8001)},
+    "inference": {("kafka", 9092), ("triton", 8001)},
+    "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051)},
 }
-#: Settings that hold another server's address: env var -> how to get (host, port) out of it.
-ADDRESS_ENV = ["FIRSTLIGHT_KAFKA_BOOTSTRAP", "FIRSTLIGHT_TRITON_URL", "FIRSTLIGHT_EMBEDDING_ADDR", "FIRSTLIGHT_VECTOR_STORE_URL"]
+#: Settings that hold another server's address (host:port or a URL with an explicit port).
+ADDRESS_ENV = [
+    "FIRSTLIGHT_KAFKA_BOOTSTRAP",
+    "FIRSTLIGHT_TRITON_URL",
+    "FIRSTLIGHT_EMBEDDING_ADDR",
+    "FIRSTLIGHT_VECTOR_STORE_URL",
+    "FIRSTLIGHT_INGESTION_ADDR",
+    "FIRSTLIGHT_SEARCH_ADDR",
+    "FIRSTLIGHT_DATABASE_URL",
+]
+#: Services that must never run two pods (service -> why); everything else scales out in prod.
+SINGLE_REPLICA = {
+    "training": "jobs run in-process and a starting pod fails every queued/running job of its store",
+}
+#: Where the image holds the repository's files (deploy/Dockerfile: WORKDIR /app, PYTHONPATH
+#: /app/services, so config.REPO_ROOT is /app there), hence the bundled Triton models.
+IMAGE_REPO_ROOT = "/app"
+BUNDLED_MODEL_REPOSITORY = f"{IMAGE_REPO_ROOT}/{config.DEFAULT_MODEL_REPOSITORY.relative_to(config.REPO_ROOT).as_posix()}"
 # A version-like tag (1.2, v1.15.5-unprivileged, 24.10-py3, 3.11.7-slim-bookworm) or a digest.
 PINNED_IMAGE = re.compile(r"^[^@\s]+(:v?\d+(\.\d+)+[\w.-]*|@sha256:[0-9a-f]{64})$")
 
@@ -275,14 +298,28 @@ def test_required_settings_reach_each_service_and_parse(rendered: Rendered, monk
 def test_addresses_point_at_rendered_services(rendered: Rendered) -> None:
     for name in SERVICES:
         env = rendered.env(name)
+        configured, unresolved = set(), set()
         for var in ADDRESS_ENV:
-            value = env.get(var)
-            if var[len("FIRSTLIGHT_"):].lower() not in SETTINGS[name].model_fields or not value:
+            if var[len("FIRSTLIGHT_"):].lower() not in SETTINGS[name].model_fields:
                 continue  # a shared configmap key this service does not read
+            value = env.get(var)
+            if value is None and var in env:
+                unresolved.add(var)  # from a Secret created out of band (prod)
+                continue
+            if not value:
+                continue
             host, port = _host_port(var, value)
             svc = rendered.get("Service", host)
             assert svc is not None, f"{rendered.target}/{name}: {var}={value!r} but no Service {host!r}"
             assert port in [p["port"] for p in svc["spec"]["ports"]], f"Service {host} has no port {port} ({var})"
+            configured.add((host, port))
+        # What a service is configured to call is exactly what the network policies let it reach.
+        expected = EXPECTED_EGRESS[name]
+        assert configured <= expected, f"{rendered.target}/{name} calls {sorted(configured - expected)}, not in EXPECTED_EGRESS"
+        missing = expected - configured
+        if "FIRSTLIGHT_DATABASE_URL" in unresolved:
+            missing -= {("postgres", 5432)}
+        assert not missing, f"{rendered.target}/{name}: no address setting for {sorted(missing)}"
     search = rendered.env("search")["FIRSTLIGHT_VECTOR_STORE_URL"] or ""
     assert search.startswith(("http://", "https://")), "search must use the Qdrant server to scale out"
 
@@ -389,6 +426,83 @@ def test_blob_volume_is_shared_by_ingestion_and_embedding(rendered: Rendered) ->
     assert pvc is not None and "ReadWriteMany" in pvc["spec"]["accessModes"]
 
 
+def _claim_at(workload: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, bool]:
+    """(claimName, read-only) of the PVC mounted at ``path`` in ``container``."""
+    mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == path), None)
+    assert mount is not None, f"{_id(workload)}/{container['name']}: nothing mounted at {path}"
+    assert not mount.get("subPath") and not mount.get("subPathExpr"), f"{_id(workload)}: {path} must be the volume root"
+    volume = next(v for v in _pod_spec(workload)["volumes"] if v["name"] == mount["name"])
+    assert "persistentVolumeClaim" in volume, f"{_id(workload)}: {path} must be a shared PVC"
+    pvc = volume["persistentVolumeClaim"]
+    return pvc["claimName"], bool(mount.get("readOnly") or pvc.get("readOnly"))
+
+
+def _volumes_of(workload: dict[str, Any], claim: str) -> set[str]:
+    return {
+        v["name"] for v in _pod_spec(workload).get("volumes", [])
+        if v.get("persistentVolumeClaim", {}).get("claimName") == claim
+    }
+
+
+@needs_kubectl
+def test_model_repository_is_shared_by_training_and_triton(rendered: Rendered) -> None:
+    training = rendered.deployment("training")
+    path = rendered.env("training").get("FIRSTLIGHT_MODEL_REPOSITORY") or ""
+    assert path.startswith("/"), f"training: FIRSTLIGHT_MODEL_REPOSITORY={path!r} must be an absolute mount path"
+    claim, read_only = _claim_at(training, rendered.container("training"), path)
+    assert not read_only, "training exports versions into the model repository: it must mount it read-write"
+
+    triton = rendered.deployment("triton")
+    container = _pod_spec(triton)["containers"][0]
+    args = container.get("command", []) + container.get("args", [])
+    repo = next((a.split("=", 1)[1] for a in args if a.startswith("--model-repository=")), None)
+    assert repo, "triton: no --model-repository"
+    triton_claim, triton_read_only = _claim_at(triton, container, repo)
+    assert triton_claim == claim, f"Triton serves {triton_claim!r} but training exports to {claim!r}"
+    assert triton_read_only, "Triton only reads the model repository: mount it read-only"
+    pvc = rendered.get("PersistentVolumeClaim", claim)
+    assert pvc is not None and "ReadWriteMany" in pvc["spec"]["accessModes"], f"{claim}: training and Triton pods share it"
+
+    # Something puts the bundled models Triton loads at start (TRITON_MODELS) onto the volume.
+    seeders = [
+        c for c in _pod_spec(training).get("initContainers", [])
+        if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []) + c.get("args", []))
+    ]
+    assert seeders, f"training: no init container copies {BUNDLED_MODEL_REPOSITORY} onto {claim}"
+    for seeder in seeders:
+        target = next(m["mountPath"] for m in seeder["volumeMounts"] if m["name"] in _volumes_of(training, claim))
+        assert _claim_at(training, seeder, target) == (claim, False)
+        assert f"{target}/" in " ".join(seeder.get("command", []) + seeder.get("args", [])), f"{seeder['name']} copies elsewhere"
+        assert seeder["image"] == rendered.container("training")["image"], "seed from the same release"
+
+
+@needs_kubectl
+def test_each_stateful_service_has_its_own_database_and_it_is_created(rendered: Rendered) -> None:
+    urls = {name: rendered.env(name).get("FIRSTLIGHT_DATABASE_URL") for name in SERVICES if "database_url" in SETTINGS[name].model_fields}
+    assert set(urls) == {"ingestion", "training"}
+    for name, url in urls.items():
+        assert url != "", f"{rendered.target}/{name}: FIRSTLIGHT_DATABASE_URL must be set (the default is SQLite in the pod)"
+        assert "FIRSTLIGHT_DATABASE_URL" in rendered.env(name), f"{rendered.target}/{name}: no FIRSTLIGHT_DATABASE_URL"
+    if any(url is None for url in urls.values()):
+        return  # prod: the Secret is created out of band
+    databases = {name: urlparse(url).path.lstrip("/") for name, url in urls.items() if url}
+    assert len(set(databases.values())) == len(databases), f"services share a database: {databases}"
+    postgres = rendered.get("StatefulSet", "postgres")
+    assert postgres is not None
+    pod = _pod_spec(postgres)
+    pg_env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    ref = pg_env["POSTGRES_DB"]["valueFrom"]["secretKeyRef"]
+    created = {_secret_data(rendered.get("Secret", ref["name"]))[ref["key"]]}
+    init_mount = next((m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == "/docker-entrypoint-initdb.d"), None)
+    if init_mount is not None:
+        volume = next(v for v in pod["volumes"] if v["name"] == init_mount["name"])
+        cm = rendered.get("ConfigMap", volume["configMap"]["name"])
+        assert cm is not None
+        for script in cm["data"].values():
+            created |= set(re.findall(r"CREATE DATABASE\s+\"?(\w+)", script, re.I))
+    assert set(databases.values()) <= created, f"databases {databases} but PostgreSQL creates only {created}"
+
+
 @needs_kubectl
 def test_kafka_defaults_match_the_topic_layout(rendered: Rendered) -> None:
     kafka = rendered.get("StatefulSet", "kafka")
@@ -411,6 +525,16 @@ def test_triton_loads_the_models_the_services_use(rendered: Rendered) -> None:
         assert "grpc" in container[probe] or container[probe].get("httpGet", {}).get("path", "").startswith("/v2/health/")
 
 
+@needs_kubectl
+def test_single_replica_services_never_run_two_pods(rendered: Rendered) -> None:
+    hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in rendered.all("HorizontalPodAutoscaler")}
+    for name, why in SINGLE_REPLICA.items():
+        spec = rendered.deployment(name)["spec"]
+        assert spec.get("replicas") == 1, f"{rendered.target}/{name}: exactly 1 replica ({why})"
+        assert spec.get("strategy", {}).get("type") == "Recreate", f"{name}: a rolling update runs two pods ({why})"
+        assert name not in hpa_targets, f"{name}: no HPA ({why})"
+
+
 # -- overlays ---------------------------------------------------------------------------------------
 
 
@@ -428,12 +552,15 @@ def test_prod_has_replicas_pdbs_hpas_and_no_placeholder_secret() -> None:
     for name in SERVICES:
         dep = prod.deployment(name)
         labels = dep["spec"]["template"]["metadata"]["labels"]
+        pdbs = [p for p in prod.all("PodDisruptionBudget") if _selects(p["spec"]["selector"], labels)]
+        if name in SINGLE_REPLICA:  # test_single_replica_services_never_run_two_pods checks the rest
+            assert not pdbs, f"{name}: a PDB on its single pod would only block node drains"
+            continue
         if name in hpas:
             assert "replicas" not in dep["spec"], f"{name}: the HPA owns replicas; the manifest must not reset them"
             assert hpas[name]["spec"]["minReplicas"] >= 2
         else:
             assert dep["spec"].get("replicas", 1) >= 2, f"{name}: prod needs >= 2 replicas"
-        pdbs = [p for p in prod.all("PodDisruptionBudget") if _selects(p["spec"]["selector"], labels)]
         assert pdbs, f"{name}: no PodDisruptionBudget"
     if "embedding" in hpas:  # more consumers than partitions would idle
         assert hpas["embedding"]["spec"]["maxReplicas"] <= topics.INPUT_PARTITIONS
@@ -536,10 +663,82 @@ def test_compose_services_images_and_settings() -> None:
     for name in ("ingestion", "embedding"):
         path = urlparse(services[name]["environment"]["FIRSTLIGHT_BLOB_URL"]).path
         assert any(v.split(":")[:2] == ["blobs", path] for v in services[name]["volumes"]), f"{name}: blobs at {path}"
+    for name in SINGLE_REPLICA:
+        assert services[name].get("deploy", {}).get("replicas", 1) == 1 and "scale" not in services[name], name
     triton = services["triton"]["command"]
+    assert "--model-control-mode=explicit" in triton
     assert {a.split("=", 1)[1] for a in triton if a.startswith("--load-model=")} == set(TRITON_MODELS)
-    repo_mount = next(v for v in services["triton"]["volumes"] if v.split(":")[1] == "/models")
-    assert (DEPLOY / repo_mount.split(":")[0]).resolve() == config.DEFAULT_MODEL_REPOSITORY.resolve()
+
+    # One named volume is the model repository: Triton reads it, training writes it, and a
+    # one-shot service seeds the bundled models into it before either starts.
+    def mount(svc: str, path: str) -> tuple[str, bool]:
+        entry = next((v.split(":") for v in services[svc].get("volumes", []) if v.split(":")[1] == path), None)
+        assert entry is not None, f"compose {svc}: nothing mounted at {path}"
+        assert entry[0] in (compose.get("volumes") or {}), f"compose {svc}: {path} must be a named (shared) volume"
+        return entry[0], "ro" in entry[2:]
+
+    repo = next(a.split("=", 1)[1] for a in triton if a.startswith("--model-repository="))
+    volume, read_only = mount("triton", repo)
+    assert read_only, "compose triton: mount the model repository read-only"
+    training_repo = services["training"]["environment"]["FIRSTLIGHT_MODEL_REPOSITORY"]
+    assert mount("training", training_repo) == (volume, False), "compose training: export into Triton's volume, read-write"
+    seeders = [
+        name for name, svc in services.items()
+        if BUNDLED_MODEL_REPOSITORY in " ".join(svc.get("command") or []) and any(v.split(":")[0] == volume for v in svc.get("volumes", []))
+    ]
+    assert seeders, f"compose: nothing copies {BUNDLED_MODEL_REPOSITORY} onto {volume}"
+    for name in ("triton", "training"):
+        conditions = {s: (d or {}).get("condition") for s, d in services[name]["depends_on"].items()}
+        assert any(conditions.get(s) == "service_completed_successfully" for s in seeders), f"compose {name} starts before seeding"
+
+    # Each stateful service has its own database, and PostgreSQL creates it.
+    pg_env = services["postgres"]["environment"]
+    created = {pg_env["POSTGRES_DB"]}
+    for ref in services["postgres"].get("configs", []):
+        if ref["target"].startswith("/docker-entrypoint-initdb.d/"):
+            created |= set(re.findall(r"CREATE DATABASE\s+\"?(\w+)", compose["configs"][ref["source"]]["content"], re.I))
+    databases = {
+        name: urlparse(services[name]["environment"]["FIRSTLIGHT_DATABASE_URL"]).path.lstrip("/")
+        for name in SERVICES if "database_url" in SETTINGS[name].model_fields
+    }
+    assert len(set(databases.values())) == len(databases), f"compose: services share a database: {databases}"
+    assert set(databases.values()) <= created, f"compose: databases {databases} but PostgreSQL creates only {created}"
+
+
+def _seed_scripts() -> dict[str, str]:
+    """The model-repository seed scripts, as sh would run them."""
+    training = next(d for d in yaml.safe_load_all((K8S / "base" / "training.yaml").read_text()) if d and d["kind"] == "Deployment")
+    scripts = {
+        f"k8s {c['name']}": c["command"][-1]
+        for c in _pod_spec(training).get("initContainers", []) if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []))
+    }
+    for name, svc in _compose()["services"].items():
+        command = svc.get("command") or []
+        if BUNDLED_MODEL_REPOSITORY in " ".join(command):
+            scripts[f"compose {name}"] = command[-1].replace("$$", "$")  # compose's escape for a literal $
+    return scripts
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
+def test_seed_scripts_add_missing_bundled_models_only(tmp_path: Path) -> None:
+    scripts = _seed_scripts()
+    assert {k.split()[0] for k in scripts} == {"k8s", "compose"}, f"seed scripts found: {sorted(scripts)}"
+    for where, script in scripts.items():
+        repo = tmp_path / where.replace(" ", "-")
+        (repo / "fl.app.model" / "1").mkdir(parents=True)          # a trained app model: untouched
+        (repo / TRITON_MODELS[0]).mkdir()                           # present (e.g. edited for GPUs): kept
+        (repo / TRITON_MODELS[0] / "config.pbtxt").write_text("edited")
+        local = script.replace(BUNDLED_MODEL_REPOSITORY, str(config.DEFAULT_MODEL_REPOSITORY)).replace("/models/", f"{repo}/")
+        assert "/models" not in local.replace(str(repo), ""), f"{where}: the script uses another path"
+        for _ in range(2):  # idempotent
+            proc = subprocess.run(["sh", "-c", local], capture_output=True, text=True, timeout=10, check=False)
+            assert proc.returncode == 0, f"{where}: {proc.stderr}"
+        for model in TRITON_MODELS:
+            assert (repo / model / "config.pbtxt").is_file(), f"{where}: {model} not seeded"
+        assert (repo / TRITON_MODELS[0] / "config.pbtxt").read_text() == "edited", f"{where}: overwrote a model"
+        assert sorted(p.name for p in repo.iterdir()) == sorted({*TRITON_MODELS, "fl.app.model"}), f"{where}: leftovers"
+        bundled = config.DEFAULT_MODEL_REPOSITORY / TRITON_MODELS[1] / "config.pbtxt"
+        assert (repo / TRITON_MODELS[1] / "config.pbtxt").read_text() == bundled.read_text()
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX sh")
@@ -571,3 +770,10 @@ def test_dockerfile_is_pinned_and_non_root() -> None:
     for needed in ("requirements.lock", "requirements-nodeps.txt", "services/", "protos/", "deploy/triton/"):
         assert needed in text, f"Dockerfile does not copy {needed}"
     assert 'ENTRYPOINT ["firstlight-entrypoint"]' in text
+    # BUNDLED_MODEL_REPOSITORY: the image's copy of the repository is where the seed scripts look.
+    assert re.search(rf"^WORKDIR {IMAGE_REPO_ROOT}$", text, re.M) and f"PYTHONPATH={IMAGE_REPO_ROOT}/services" in text
+    # A new Docker volume takes the owner of the image directory it is mounted on: training (uid
+    # 10001) must own the compose model-repository path to write there.
+    repo = _compose()["services"]["training"]["environment"]["FIRSTLIGHT_MODEL_REPOSITORY"]
+    chown = re.search(r'chown "\$\{UID\}:\$\{UID\}" ([^\n\\]+)', text)
+    assert chown and repo in chown.group(1).split(), f"the Dockerfile must create {repo} owned by the service user"

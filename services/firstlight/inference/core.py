@@ -12,9 +12,11 @@ from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument, NotFound, ResourceExhausted
 from firstlight.images import decode_image
 from firstlight.models import backbone
+from firstlight.inference.registry import Registry
 from firstlight.models.preprocess import batch_from_images
 
 GENERAL = "general"
+MAX_TOP_K = 1000
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,33 @@ class ModelInfo:
     description: str
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A model version ready to run: the general model, or an app model's head in Triton."""
+
+    id: str
+    version: str
+    concepts: list[str]
+    triton_model: str = ""  # empty for the general model
+
+
+@dataclass(frozen=True)
+class Step:
+    model_id: str = ""
+    version: str = ""
+    concepts: tuple[str, ...] = ()
+    top_k: int = 0
+    min_score: float = 0.0
+    gate_concepts: tuple[str, ...] = ()
+    gate_step: int = 0
+    gate_min_score: float = 0.0
+
+
 class Predictor:
-    def __init__(self, triton, limits: ImageLimits) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, triton, limits: ImageLimits, registry: Registry | None = None) -> None:  # type: ignore[no-untyped-def]
         self.triton = triton
         self.limits = limits
+        self.registry = registry or Registry()
         names = backbone.general_concept_names()
         self.general = ModelInfo(
             GENERAL,
@@ -38,23 +63,37 @@ class Predictor:
         )
         self._index = {n.casefold(): i for i, n in enumerate(names)}
 
-    def models(self) -> list[ModelInfo]:
-        return [self.general]
+    def models(self, app_id: str = "") -> list[ModelInfo]:
+        out = [self.general]
+        for m in sorted(self.registry.for_app(app_id), key=lambda m: m.model_id) if app_id else []:
+            serving = m.versions[m.serving]
+            out.append(ModelInfo(m.model_id, sorted(m.versions, key=int), serving.concepts, f"app model (serving v{m.serving})"))
+        return out
 
-    def _model(self, model_id: str, version: str) -> ModelInfo:
+    def resolve(self, app_id: str, model_id: str, version: str) -> Resolved:
         model_id = model_id or GENERAL
-        if model_id != GENERAL:
-            raise NotFound(f"model {model_id!r} does not exist (available: {GENERAL})")
-        if version and version not in self.general.versions:
-            raise NotFound(f"model {model_id!r} has no version {version!r} (available: {', '.join(self.general.versions)})")
-        return self.general
+        if model_id == GENERAL:
+            if version and version not in self.general.versions:
+                raise NotFound(f"model {GENERAL!r} has no version {version!r} (available: {', '.join(self.general.versions)})")
+            return Resolved(GENERAL, self.general.versions[-1], self.general.concepts)
+        model = self.registry.get(app_id, model_id)
+        if model is None:
+            raise NotFound(f"model {model_id!r} does not exist in app {app_id!r} (or has no trained version yet)")
+        version = version or model.serving
+        if version not in model.versions:
+            raise NotFound(
+                f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})"
+            )
+        v = model.versions[version]
+        return Resolved(model_id, version, v.concepts, v.triton_model)
 
-    def _allowed(self, model: ModelInfo, concepts: Sequence[str]) -> np.ndarray | None:
+    def _allowed(self, model: Resolved, concepts: Sequence[str]) -> np.ndarray | None:
         if not concepts:
             return None
+        index = self._index if model.id == GENERAL else {n.casefold(): i for i, n in enumerate(model.concepts)}
         idx = []
         for name in concepts:
-            i = self._index.get(name.strip().casefold())
+            i = index.get(name.strip().casefold())
             if i is None:
                 close = difflib.get_close_matches(name, model.concepts, n=3, cutoff=0.6)
                 hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
@@ -62,37 +101,83 @@ class Predictor:
             idx.append(i)
         return np.array(sorted(set(idx)))
 
-    def predict(
-        self,
-        images: Sequence[bytes],
-        *,
-        model_id: str = "",
-        version: str = "",
-        top_k: int = 0,
-        concepts: Sequence[str] = (),
-        min_score: float = 0.0,
-    ) -> tuple[ModelInfo, list[list[tuple[str, float]]]]:
-        model = self._model(model_id, version)
+    def _pixels(self, images: Sequence[bytes]) -> np.ndarray:
         if not images:
             raise InvalidArgument("no images given")
         if len(images) > self.limits.max_batch_size:
             raise ResourceExhausted(f"{len(images)} images, over the limit of {self.limits.max_batch_size}")
-        if top_k < 0 or top_k > len(model.concepts):
-            raise InvalidArgument(f"top_k must be between 0 and {len(model.concepts)} (got {top_k})")
-        if not 0.0 <= min_score <= 1.0:
-            raise InvalidArgument(f"min_score must be in [0, 1] (got {min_score})")
-        allowed = self._allowed(model, concepts)
         decoded = [
             decode_image(
                 data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels, label=f"image {n}"
             ).image
             for n, data in enumerate(images)
         ]
-        probs = self.triton.classify(batch_from_images(decoded))
-        k = top_k or 5
-        results = []
-        for row in probs:
-            candidates = allowed if allowed is not None else np.arange(len(row))
-            order = candidates[np.argsort(-row[candidates], kind="stable")][:k]
-            results.append([(model.concepts[i], float(row[i])) for i in order if row[i] >= min_score])
-        return model, results
+        return batch_from_images(decoded)
+
+    def _probabilities(self, model: Resolved, pixels: np.ndarray, cache: dict) -> np.ndarray:
+        """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached)."""
+        if model.id == GENERAL:
+            if "general" not in cache:
+                cache["general"] = self.triton.classify(pixels)
+            return cache["general"]
+        if "embedding" not in cache:
+            cache["embedding"] = self.triton.embed(pixels)
+        return self.triton.infer_head(model.triton_model, model.version, cache["embedding"])
+
+    @staticmethod
+    def _check(model: Resolved, top_k: int, min_score: float) -> None:
+        # A top_k above the model's concept count just returns every concept.
+        if top_k < 0 or top_k > MAX_TOP_K:
+            raise InvalidArgument(f"top_k must be between 0 and {MAX_TOP_K} (got {top_k})")
+        if not 0.0 <= min_score <= 1.0:
+            raise InvalidArgument(f"min_score must be in [0, 1] (got {min_score})")
+
+    @staticmethod
+    def _rank(model: Resolved, row: np.ndarray, allowed: np.ndarray | None, top_k: int, min_score: float) -> list[tuple[str, float]]:
+        candidates = allowed if allowed is not None else np.arange(len(row))
+        order = candidates[np.argsort(-row[candidates], kind="stable")][: top_k or 5]
+        return [(model.concepts[i], float(row[i])) for i in order if row[i] >= min_score]
+
+    def predict(
+        self,
+        images: Sequence[bytes],
+        *,
+        app_id: str = "",
+        model_id: str = "",
+        version: str = "",
+        top_k: int = 0,
+        concepts: Sequence[str] = (),
+        min_score: float = 0.0,
+    ) -> tuple[Resolved, list[list[tuple[str, float]]]]:
+        model = self.resolve(app_id, model_id, version)
+        self._check(model, top_k, min_score)
+        allowed = self._allowed(model, concepts)
+        probs = self._probabilities(model, self._pixels(images), {})
+        return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs]
+
+    def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:
+        """Per image, per step: (ran, concepts). A gated step runs only for images where the gate
+        step predicted one of the gate concepts with at least the gate score."""
+        if not steps:
+            raise InvalidArgument("a workflow needs at least one step")
+        resolved = []
+        for n, step in enumerate(steps):
+            model = self.resolve(app_id, step.model_id, step.version)
+            self._check(model, step.top_k, step.min_score)
+            if step.gate_concepts and not 0 <= step.gate_step < n:
+                raise InvalidArgument(f"step {n}: gate_step must name an earlier step (got {step.gate_step})")
+            resolved.append((model, self._allowed(model, step.concepts)))
+        pixels = self._pixels(images)
+        cache: dict = {}
+        results: list[list[tuple[bool, list[tuple[str, float]]]]] = [[] for _ in images]
+        for n, (step, (model, allowed)) in enumerate(zip(steps, resolved)):
+            probs = self._probabilities(model, pixels, cache)
+            gate = {c.casefold() for c in step.gate_concepts}
+            for i, row in enumerate(probs):
+                if gate:
+                    ran_before, earlier = results[i][step.gate_step]
+                    if not ran_before or not any(c.casefold() in gate and s >= step.gate_min_score for c, s in earlier):
+                        results[i].append((False, []))
+                        continue
+                results[i].append((True, self._rank(model, row, allowed, step.top_k, step.min_score)))
+        return results

@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from firstlight.errors import Unavailable
-from firstlight.inference.core import Predictor
+from firstlight.inference.core import Predictor, Step
 from firstlight.runtime.status import map_errors
 from firstlight.triton.client import TritonUnavailable
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
@@ -23,6 +23,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             model, results = await asyncio.to_thread(
                 self.predictor.predict,
                 list(request.images),
+                app_id=request.app_id,
                 model_id=request.model_id,
                 version=request.model_version,
                 top_k=request.top_k,
@@ -37,7 +38,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 for r in results
             ],
             model_id=model.id,
-            model_version=model.versions[-1],
+            model_version=model.version,
         )
 
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
@@ -46,7 +47,38 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 inference_pb2.ModelInfo(
                     id=m.id, versions=m.versions, concept_count=len(m.concepts), description=m.description
                 )
-                for m in self.predictor.models()
+                for m in self.predictor.models(request.app_id)
+            ]
+        )
+
+    async def PredictWorkflow(self, request, context):  # type: ignore[no-untyped-def]
+        steps = [
+            Step(
+                model_id=s.model_id,
+                version=s.model_version,
+                concepts=tuple(s.concepts),
+                top_k=s.top_k,
+                min_score=s.min_score,
+                gate_concepts=tuple(s.gate_concepts),
+                gate_step=s.gate_step,
+                gate_min_score=s.gate_min_score,
+            )
+            for s in request.steps
+        ]
+        try:
+            results = await asyncio.to_thread(self.predictor.workflow, list(request.images), request.app_id, steps)
+        except TritonUnavailable as exc:
+            raise Unavailable(f"model server unavailable: {exc}") from exc
+        return inference_pb2.PredictWorkflowResponse(
+            outputs=[
+                inference_pb2.WorkflowOutput(
+                    steps=[
+                        inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=sc) for n, sc in concepts])
+                        for _, concepts in per_image
+                    ],
+                    ran=[ran for ran, _ in per_image],
+                )
+                for per_image in results
             ]
         )
 

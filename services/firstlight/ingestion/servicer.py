@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from firstlight.errors import FirstlightError, InvalidArgument
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, Unavailable
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
 from firstlight.runtime.status import map_errors, status_for
-from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
+from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
 LABELED = {
     common_pb2.LABELED_FILTER_UNSPECIFIED: None,
@@ -61,9 +61,10 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 @map_errors
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None) -> None:
+    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "") -> None:
         self.core = core
         self.relay = relay
+        self.search = SearchClient(search_addr)
 
     def _published(self) -> None:
         if self.relay:
@@ -141,11 +142,80 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         self._published()
         return ingestion_pb2.PostAnnotationsResponse(inputs=[input_to_proto(r) for r in rows])
 
+    async def BulkAnnotate(self, request, context):  # type: ignore[no-untyped-def]
+        sel = request.selection
+        queries = sum(bool(x) for x in (sel.search_text, sel.search_image, sel.search_input_id))
+        if bool(sel.input_ids) + queries != 1:
+            raise InvalidArgument("select inputs with exactly one of input_ids, search_text, search_image, search_input_id")
+        if not request.add_concepts and not request.remove_concepts:
+            raise InvalidArgument("give concepts to add and/or remove")
+        await asyncio.to_thread(self.core.get_app, request.app_id)
+        if sel.input_ids:
+            ids, scores = list(dict.fromkeys(sel.input_ids)), []
+        else:
+            ids, scores = await self.search.select(request.app_id, sel)
+        if ids and not request.dry_run:
+            changes = [(i, list(request.add_concepts), list(request.remove_concepts), 0) for i in ids]
+            await asyncio.to_thread(self.core.annotate, request.app_id, changes)
+            self._published()
+        return ingestion_pb2.BulkAnnotateResponse(input_ids=ids, scores=scores)
+
     async def ListConcepts(self, request, context):  # type: ignore[no-untyped-def]
         concepts = await asyncio.to_thread(self.core.list_concepts, request.app_id)
         return ingestion_pb2.ListConceptsResponse(
             concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts]
         )
+
+
+class SearchClient:
+    """Resolves bulk selections given as searches (ingestion → search over gRPC)."""
+
+    def __init__(self, address: str, timeout_s: float = 60.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._stub: search_pb2_grpc.SearchServiceStub | None = None
+
+    def stub(self) -> search_pb2_grpc.SearchServiceStub:
+        if not self.address:
+            raise FailedPrecondition("bulk labeling by search needs FIRSTLIGHT_SEARCH_ADDR on the ingestion service")
+        if self._stub is None:  # lazily: an aio channel belongs to the running loop
+            self._stub = search_pb2_grpc.SearchServiceStub(grpc.aio.insecure_channel(self.address))
+        return self._stub
+
+    async def select(self, app_id: str, sel: ingestion_pb2.BulkSelection) -> tuple[list[str], list[float]]:
+        limit = sel.max_results or 100
+        if not 0 < limit <= 10_000:
+            raise InvalidArgument(f"max_results must be between 1 and 10000 (got {sel.max_results})")
+        ids: list[str] = []
+        scores: list[float] = []
+        token = ""
+        while len(ids) < limit:
+            page = min(1000, limit - len(ids))
+            try:
+                if sel.search_text:
+                    resp = await self.stub().SearchByText(
+                        search_pb2.SearchByTextRequest(app_id=app_id, text=sel.search_text, filter=sel.filter, page_size=page, page_token=token),
+                        timeout=self.timeout_s,
+                    )
+                else:
+                    req = search_pb2.SearchByImageRequest(app_id=app_id, filter=sel.filter, page_size=page, page_token=token)
+                    if sel.search_image:
+                        req.image_bytes = sel.search_image
+                    else:
+                        req.input_id = sel.search_input_id
+                    resp = await self.stub().SearchByImage(req, timeout=self.timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                mapped = {grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument, grpc.StatusCode.NOT_FOUND: NotFound}
+                raise mapped.get(exc.code(), Unavailable)(f"search failed: {exc.details()}") from None
+            for hit in resp.hits:
+                if hit.score < sel.min_score:
+                    return ids, scores
+                ids.append(hit.input_id)
+                scores.append(hit.score)
+            token = resp.next_page_token
+            if not token:
+                break
+        return ids[:limit], scores[:limit]
 
 
 def add_to_server(servicer: IngestionServicer, server: grpc.aio.Server) -> list[str]:

@@ -23,9 +23,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     and_,
-    create_engine,
     delete,
-    event,
     exists,
     func,
     insert,
@@ -35,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from firstlight import db
 from firstlight.errors import AlreadyExists
 
 metadata = MetaData()
@@ -112,21 +111,7 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers don't block the writer
-            cur.execute("PRAGMA synchronous=FULL")  # an acknowledged upload survives power loss
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    return engine
+    return db.make_engine(url, metadata)
 
 
 class MetadataStore:

@@ -39,6 +39,7 @@ EMBEDDINGS_COMPUTED = topic_name("embeddings.computed")
 INPUTS_INDEXED = topic_name("inputs.indexed")
 ANNOTATIONS_CHANGED = topic_name("annotations.changed")
 INPUTS_DELETED = topic_name("inputs.deleted")
+MODEL_VERSION_READY = topic_name("model.version.ready")
 
 
 def dlq(topic: str) -> str:
@@ -68,6 +69,11 @@ _BASE: dict[str, TopicSpec] = {
     ),
     INPUTS_DELETED: TopicSpec(
         events_pb2.InputsDeleted, INPUT_PARTITIONS, "Inputs removed; drop them from every index."
+    ),
+    # One partition: versions of all models in one total order, replayed by every inference
+    # replica at start to rebuild its registry of servable versions.
+    MODEL_VERSION_READY: TopicSpec(
+        events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository."
     ),
 }
 

@@ -14,7 +14,8 @@ from firstlight.search.indexer import COLLECTION
 from firstlight.search.vector_store import SearchFilter, VectorStore, VectorStoreUnavailable, point_id
 
 MAX_PAGE = 1000
-MAX_OFFSET = 10_000  # deep pagination is a scan; past this, narrow the filter instead
+MAX_OFFSET = 10_000
+MAX_VECTORS = 10_000  # deep pagination is a scan; past this, narrow the filter instead
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,35 @@ class Searcher:
         if not found or found[0].vector is None:
             raise NotFound(f"input {input_id!r} is not indexed in app {app_id!r} (unknown, or not embedded yet)")
         return np.asarray(found[0].vector, dtype=np.float32)
+
+    def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
+        """Stored vectors of indexed inputs, request order; unknown ids are skipped."""
+        validation.app_id(app_id)
+        if len(input_ids) > MAX_VECTORS:
+            raise InvalidArgument(f"{len(input_ids)} ids, over the limit of {MAX_VECTORS} per call")
+        ids = [validation.input_id(i) for i in input_ids]
+        try:
+            found = self.store.retrieve(COLLECTION, [point_id(app_id, i) for i in ids], with_vectors=True)
+        except VectorStoreUnavailable as exc:
+            raise Unavailable(f"vector store unavailable: {exc}") from exc
+        by_input = {r.payload["input_id"]: r.vector for r in found if r.payload.get("app_id") == app_id}
+        return [(i, np.asarray(by_input[i], dtype=np.float32)) for i in ids if i in by_input]
+
+    def concept_prototype(self, app_id: str, text: str, probe: np.ndarray, limit: int = 256) -> tuple[str, np.ndarray, int] | None:
+        """If the app has inputs labeled with a concept named like ``text``, the normalised mean
+        of their vectors (up to ``limit``, the ones nearest ``probe``) and how many there were."""
+        wanted = text.strip()
+        for name in dict.fromkeys([wanted, wanted.lower(), wanted.capitalize()]):
+            try:
+                flt = make_filter(app_id, [name])
+            except InvalidArgument:
+                return None
+            hits = self.store.search(COLLECTION, probe, filter=flt, limit=limit)
+            if hits:
+                records = self.store.retrieve(COLLECTION, [h.id for h in hits], with_vectors=True)
+                mean = np.mean([np.asarray(r.vector, dtype=np.float32) for r in records], axis=0)
+                return name, mean / (np.linalg.norm(mean) + 1e-12), len(records)
+        return None
 
     def count(self, app_id: str) -> int:
         try:

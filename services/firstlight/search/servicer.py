@@ -99,6 +99,18 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if not request.text.strip():
             raise InvalidArgument("text is empty")
         vector, concepts = await self.embedding.text_query(request.text)
+        # Once the app has labeled examples of a concept named like the query, its prototype
+        # (mean labeled embedding) is a far better query than the ImageNet-name bridge; blend
+        # them, trusting the prototype more as its examples grow (n / (n + 2)).
+        proto = await asyncio.to_thread(self.searcher.concept_prototype, request.app_id, request.text, vector)
+        if proto is not None:
+            name, centre, n = proto
+            weight = n / (n + 2.0)
+            vector = weight * centre + (1 - weight) * vector
+            vector = vector / (np.linalg.norm(vector) + 1e-12)
+            concepts = [common_pb2.ScoredConcept(name=f"{name} (app prototype, {n} labeled)", score=weight)] + [
+                common_pb2.ScoredConcept(name=c.name, score=c.score * (1 - weight)) for c in concepts
+            ]
         hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token)
         return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token, interpreted_as=concepts)
 
@@ -106,6 +118,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         n = await asyncio.to_thread(self.searcher.count, request.app_id)
         return search_pb2.IndexStats(
             app_id=request.app_id, indexed_count=n, model=BACKBONE_VERSION
+        )
+
+
+    async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]
+        found = await asyncio.to_thread(self.searcher.vectors_of, request.app_id, list(request.input_ids))
+        return search_pb2.GetVectorsResponse(
+            vectors=[search_pb2.InputVector(input_id=i, vector=v.tolist()) for i, v in found], model=BACKBONE_VERSION
         )
 
 

@@ -21,6 +21,7 @@ GENERAL_MODEL = "general"
 INPUT_NAME = "IMAGE"
 EMBEDDING_OUTPUT = "EMBEDDING"
 PROBS_OUTPUT = "PROBS"
+HEAD_INPUT = "EMBEDDING"
 DEFAULT_MAX_BATCH_SIZE = 32  # matches deploy/triton/model_repository/*/config.pbtxt
 
 # gRPC statuses that mean "server not reachable / overloaded / too slow": worth retrying.
@@ -137,3 +138,37 @@ class TritonModels:
                 raise TritonError(f"{model}: unexpected {output} shape {None if arr is None else arr.shape}")
             out[start : start + chunk.shape[0]] = arr
         return out
+
+    # -- app models (heads on embeddings, see firstlight.training.export) ------------------------
+
+    def load_model(self, name: str) -> None:
+        """Load or reload ``name`` from the repository (explicit model control): new version
+        folders become servable without restarting Triton."""
+        try:
+            self._client.load_model(name, client_timeout=max(self.timeout_s, 60.0))
+        except InferenceServerException as exc:
+            raise _translate(exc, f"load {name}") from exc
+        with self._lock:
+            self._max_batch.pop(name, None)
+
+    def infer_head(self, model: str, version: str, embeddings: np.ndarray) -> np.ndarray:
+        """float32 [N,1280] embeddings -> [N,K] probabilities from an app model version."""
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        outputs = []
+        step = self.max_batch_size(model)
+        for start in range(0, emb.shape[0], step):
+            chunk = emb[start : start + step]
+            inp = grpcclient.InferInput(HEAD_INPUT, list(chunk.shape), "FP32")
+            inp.set_data_from_numpy(chunk)
+            try:
+                result = self._client.infer(
+                    model,
+                    inputs=[inp],
+                    model_version=version,
+                    outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)],
+                    client_timeout=self.timeout_s,
+                )
+            except InferenceServerException as exc:
+                raise _translate(exc, f"infer {model} v{version}") from exc
+            outputs.append(result.as_numpy(PROBS_OUTPUT))
+        return np.concatenate(outputs) if outputs else np.empty((0, 0), np.float32)

@@ -371,3 +371,59 @@ class DeadLetter(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ModelVersionReady(_message.Message):
+    """Topic `model.version.ready`: a trained version was exported to the model repository; the
+    inference service loads it into Triton (no restart) and serves it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    TRITON_MODEL_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    SERVING_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Owning app."""
+    model_id: _builtins.str
+    """Model id."""
+    version: _builtins.str
+    """Version id."""
+    triton_model: _builtins.str
+    """Triton model name in the repository."""
+    serving: _builtins.bool
+    """Whether this version is now the model's serving (default) version."""
+    activation: _builtins.str
+    """Output activation: "softmax" or "sigmoid"."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concepts in output order."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        triton_model: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        serving: _builtins.bool = ...,
+        activation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "app_id", b"app_id", "concepts", b"concepts", "header", b"header", "model_id", b"model_id", "serving", b"serving", "triton_model", b"triton_model", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVersionReady: _TypeAlias = ModelVersionReady  # noqa: Y015

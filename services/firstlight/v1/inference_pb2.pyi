@@ -22,6 +22,148 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class WorkflowStep(_message.Message):
+    """One step of a workflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    GATE_CONCEPTS_FIELD_NUMBER: _builtins.int
+    GATE_STEP_FIELD_NUMBER: _builtins.int
+    GATE_MIN_SCORE_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    """Model id ("general" or an app model)."""
+    model_version: _builtins.str
+    """Version ("" = serving version)."""
+    top_k: _builtins.int
+    """Concepts per image (default 5)."""
+    min_score: _builtins.float
+    """Drop concepts below this."""
+    gate_step: _builtins.int
+    """Index of the earlier step the gate looks at."""
+    gate_min_score: _builtins.float
+    """Minimum score for the gate to open."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only score these concepts (a concept filter)."""
+
+    @_builtins.property
+    def gate_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Run this step only if step `gate_step` predicted one of `gate_concepts` (empty: always run)."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        top_k: _builtins.int = ...,
+        min_score: _builtins.float = ...,
+        gate_concepts: _abc.Iterable[_builtins.str] | None = ...,
+        gate_step: _builtins.int = ...,
+        gate_min_score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "gate_concepts", b"gate_concepts", "gate_min_score", b"gate_min_score", "gate_step", b"gate_step", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowStep: _TypeAlias = WorkflowStep  # noqa: Y015
+
+@_typing.final
+class PredictWorkflowRequest(_message.Message):
+    """PredictWorkflow arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    @_builtins.property
+    def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Encoded images."""
+
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowStep]:
+        """Steps, run in order."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        images: _abc.Iterable[_builtins.bytes] | None = ...,
+        steps: _abc.Iterable[Global___WorkflowStep] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "images", b"images", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictWorkflowRequest: _TypeAlias = PredictWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class WorkflowOutput(_message.Message):
+    """Outputs of every step for one image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEPS_FIELD_NUMBER: _builtins.int
+    RAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Prediction]:
+        """One prediction per step (empty concepts when a gate kept the step from running)."""
+
+    @_builtins.property
+    def ran(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """Whether each step ran."""
+
+    def __init__(
+        self,
+        *,
+        steps: _abc.Iterable[Global___Prediction] | None = ...,
+        ran: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ran", b"ran", "steps", b"steps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkflowOutput: _TypeAlias = WorkflowOutput  # noqa: Y015
+
+@_typing.final
+class PredictWorkflowResponse(_message.Message):
+    """PredictWorkflow result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowOutput]:
+        """One per image."""
+
+    def __init__(
+        self,
+        *,
+        outputs: _abc.Iterable[Global___WorkflowOutput] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outputs", b"outputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictWorkflowResponse: _TypeAlias = PredictWorkflowResponse  # noqa: Y015
+
+@_typing.final
 class PredictRequest(_message.Message):
     """Predict arguments."""
 

@@ -45,6 +45,11 @@ class InferenceServiceStub:
                 request_serializer=firstlight_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.PredictWorkflow = channel.unary_unary(
+                '/firstlight.v1.InferenceService/PredictWorkflow',
+                request_serializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -65,6 +70,14 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictWorkflow(self, request, context):
+        """Run a chain of models on each image: every step sees the same image; a step can be
+        gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=firstlight_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_inference__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'PredictWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.PredictWorkflow,
+                    request_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class InferenceService:
             '/firstlight.v1.InferenceService/ListModels',
             firstlight_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
             firstlight_dot_v1_dot_inference__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.InferenceService/PredictWorkflow',
+            firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.SerializeToString,
+            firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class InferenceServiceStub:
     """Predict concepts for images."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]
     """Models this service can run."""
+    PredictWorkflow: _grpc.UnaryUnaryMultiCallable[_inference_pb2.PredictWorkflowRequest, _inference_pb2.PredictWorkflowResponse]
+    """Run a chain of models on each image: every step sees the same image; a step can be
+    gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -49,6 +53,10 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     """Predict concepts for images."""
     ListModels: _aio.UnaryUnaryMultiCallable[_inference_pb2.ListModelsRequest, _inference_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Models this service can run."""
+    PredictWorkflow: _aio.UnaryUnaryMultiCallable[_inference_pb2.PredictWorkflowRequest, _inference_pb2.PredictWorkflowResponse]  # type: ignore[assignment]
+    """Run a chain of models on each image: every step sees the same image; a step can be
+    gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+    """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Predictions."""
@@ -68,5 +76,15 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inference_pb2.ListModelsResponse, _abc.Awaitable[_inference_pb2.ListModelsResponse]]:
         """Models this service can run."""
+
+    @_abc_1.abstractmethod
+    def PredictWorkflow(
+        self,
+        request: _inference_pb2.PredictWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inference_pb2.PredictWorkflowResponse, _abc.Awaitable[_inference_pb2.PredictWorkflowResponse]]:
+        """Run a chain of models on each image: every step sees the same image; a step can be
+        gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+        """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

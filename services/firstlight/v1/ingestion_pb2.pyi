@@ -23,6 +23,130 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class BulkSelection(_message.Message):
+    """Which inputs a bulk annotation applies to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    SEARCH_TEXT_FIELD_NUMBER: _builtins.int
+    SEARCH_IMAGE_FIELD_NUMBER: _builtins.int
+    SEARCH_INPUT_ID_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    search_text: _builtins.str
+    """Or the results of a text search..."""
+    search_image: _builtins.bytes
+    """...or of an image search by bytes..."""
+    search_input_id: _builtins.str
+    """...or by an indexed input."""
+    min_score: _builtins.float
+    """Keep search results scoring at least this."""
+    max_results: _builtins.int
+    """At most this many search results (default 100, max 10,000)."""
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Hand-picked inputs."""
+
+    @_builtins.property
+    def filter(self) -> _common_pb2.InputFilter:
+        """Search filter (e.g. only unlabeled inputs)."""
+
+    def __init__(
+        self,
+        *,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        search_text: _builtins.str = ...,
+        search_image: _builtins.bytes = ...,
+        search_input_id: _builtins.str = ...,
+        min_score: _builtins.float = ...,
+        max_results: _builtins.int = ...,
+        filter: _common_pb2.InputFilter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "input_ids", b"input_ids", "max_results", b"max_results", "min_score", b"min_score", "search_image", b"search_image", "search_input_id", b"search_input_id", "search_text", b"search_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkSelection: _TypeAlias = BulkSelection  # noqa: Y015
+
+@_typing.final
+class BulkAnnotateRequest(_message.Message):
+    """BulkAnnotate arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
+    ADD_CONCEPTS_FIELD_NUMBER: _builtins.int
+    REMOVE_CONCEPTS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    dry_run: _builtins.bool
+    """If true, only report the selection without changing anything."""
+    @_builtins.property
+    def selection(self) -> Global___BulkSelection:
+        """Which inputs."""
+
+    @_builtins.property
+    def add_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concepts to add to each."""
+
+    @_builtins.property
+    def remove_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concepts to remove from each (add and remove together = relabel)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        selection: Global___BulkSelection | None = ...,
+        add_concepts: _abc.Iterable[_builtins.str] | None = ...,
+        remove_concepts: _abc.Iterable[_builtins.str] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selection", b"selection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_concepts", b"add_concepts", "app_id", b"app_id", "dry_run", b"dry_run", "remove_concepts", b"remove_concepts", "selection", b"selection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkAnnotateRequest: _TypeAlias = BulkAnnotateRequest  # noqa: Y015
+
+@_typing.final
+class BulkAnnotateResponse(_message.Message):
+    """BulkAnnotate result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Inputs selected (and changed unless dry_run)."""
+
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Search scores, parallel to input_ids (empty for hand-picked selections)."""
+
+    def __init__(
+        self,
+        *,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        scores: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_ids", b"input_ids", "scores", b"scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BulkAnnotateResponse: _TypeAlias = BulkAnnotateResponse  # noqa: Y015
+
+@_typing.final
 class CreateAppRequest(_message.Message):
     """CreateApp arguments."""
 

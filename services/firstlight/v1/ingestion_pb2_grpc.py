@@ -81,6 +81,11 @@ class IngestionServiceStub:
                 request_serializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.FromString,
                 _registered_method=True)
+        self.BulkAnnotate = channel.unary_unary(
+                '/firstlight.v1.IngestionService/BulkAnnotate',
+                request_serializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -152,6 +157,14 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BulkAnnotate(self, request, context):
+        """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
+        search (by text, by image or by input) above a score.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +212,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ListConcepts,
                     request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.SerializeToString,
+            ),
+            'BulkAnnotate': grpc.unary_unary_rpc_method_handler(
+                    servicer.BulkAnnotate,
+                    request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -445,6 +463,33 @@ class IngestionService:
             '/firstlight.v1.IngestionService/ListConcepts',
             firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.SerializeToString,
             firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BulkAnnotate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/BulkAnnotate',
+            firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.SerializeToString,
+            firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,10 @@ class IngestionServiceStub:
     """Add or remove concept labels, or set the split, on existing inputs."""
     ListConcepts: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListConceptsRequest, _ingestion_pb2.ListConceptsResponse]
     """The concepts used in an app, with input counts."""
+    BulkAnnotate: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.BulkAnnotateRequest, _ingestion_pb2.BulkAnnotateResponse]
+    """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
+    search (by text, by image or by input) above a score.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -87,6 +91,10 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Add or remove concept labels, or set the split, on existing inputs."""
     ListConcepts: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListConceptsRequest, _ingestion_pb2.ListConceptsResponse]  # type: ignore[assignment]
     """The concepts used in an app, with input counts."""
+    BulkAnnotate: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.BulkAnnotateRequest, _ingestion_pb2.BulkAnnotateResponse]  # type: ignore[assignment]
+    """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
+    search (by text, by image or by input) above a score.
+    """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Apps, inputs and their labels."""
@@ -166,5 +174,15 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ListConceptsResponse, _abc.Awaitable[_ingestion_pb2.ListConceptsResponse]]:
         """The concepts used in an app, with input counts."""
+
+    @_abc_1.abstractmethod
+    def BulkAnnotate(
+        self,
+        request: _ingestion_pb2.BulkAnnotateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.BulkAnnotateResponse, _abc.Awaitable[_ingestion_pb2.BulkAnnotateResponse]]:
+        """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
+        search (by text, by image or by input) above a score.
+        """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,23 +25,31 @@ _sym_db = _symbol_database.Default()
 from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/search.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\"\xad\x01\n\x14SearchByImageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\x0bimage_bytes\x18\x02 \x01(\x0cH\x00\x12\x12\n\x08input_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\tB\x07\n\x05query\"\x86\x01\n\x13SearchByTextRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\x87\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\x0einterpreted_as\x18\x03 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\"&\n\x14GetIndexStatsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"B\n\nIndexStats\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\rindexed_count\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t2\x88\x02\n\rSearchService\x12S\n\rSearchByImage\x12#.firstlight.v1.SearchByImageRequest\x1a\x1d.firstlight.v1.SearchResponse\x12Q\n\x0cSearchByText\x12\".firstlight.v1.SearchByTextRequest\x1a\x1d.firstlight.v1.SearchResponse\x12O\n\rGetIndexStats\x12#.firstlight.v1.GetIndexStatsRequest\x1a\x19.firstlight.v1.IndexStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/search.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\"6\n\x11GetVectorsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tinput_ids\x18\x02 \x03(\t\"3\n\x0bInputVector\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x12\n\x06vector\x18\x02 \x03(\x02\x42\x02\x10\x01\"P\n\x12GetVectorsResponse\x12+\n\x07vectors\x18\x01 \x03(\x0b\x32\x1a.firstlight.v1.InputVector\x12\r\n\x05model\x18\x02 \x01(\t\"\xad\x01\n\x14SearchByImageRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\x0bimage_bytes\x18\x02 \x01(\x0cH\x00\x12\x12\n\x08input_id\x18\x03 \x01(\tH\x00\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\tB\x07\n\x05query\"\x86\x01\n\x13SearchByTextRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12*\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"\x87\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.SearchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x34\n\x0einterpreted_as\x18\x03 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\"&\n\x14GetIndexStatsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"B\n\nIndexStats\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x15\n\rindexed_count\x18\x02 \x01(\x03\x12\r\n\x05model\x18\x03 \x01(\t2\xdb\x02\n\rSearchService\x12S\n\rSearchByImage\x12#.firstlight.v1.SearchByImageRequest\x1a\x1d.firstlight.v1.SearchResponse\x12Q\n\x0cSearchByText\x12\".firstlight.v1.SearchByTextRequest\x1a\x1d.firstlight.v1.SearchResponse\x12O\n\rGetIndexStats\x12#.firstlight.v1.GetIndexStatsRequest\x1a\x19.firstlight.v1.IndexStats\x12Q\n\nGetVectors\x12 .firstlight.v1.GetVectorsRequest\x1a!.firstlight.v1.GetVectorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'firstlight.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHBYIMAGEREQUEST']._serialized_start=74
-  _globals['_SEARCHBYIMAGEREQUEST']._serialized_end=247
-  _globals['_SEARCHBYTEXTREQUEST']._serialized_start=250
-  _globals['_SEARCHBYTEXTREQUEST']._serialized_end=384
-  _globals['_SEARCHRESPONSE']._serialized_start=387
-  _globals['_SEARCHRESPONSE']._serialized_end=522
-  _globals['_GETINDEXSTATSREQUEST']._serialized_start=524
-  _globals['_GETINDEXSTATSREQUEST']._serialized_end=562
-  _globals['_INDEXSTATS']._serialized_start=564
-  _globals['_INDEXSTATS']._serialized_end=630
-  _globals['_SEARCHSERVICE']._serialized_start=633
-  _globals['_SEARCHSERVICE']._serialized_end=897
+  _globals['_INPUTVECTOR'].fields_by_name['vector']._loaded_options = None
+  _globals['_INPUTVECTOR'].fields_by_name['vector']._serialized_options = b'\020\001'
+  _globals['_GETVECTORSREQUEST']._serialized_start=73
+  _globals['_GETVECTORSREQUEST']._serialized_end=127
+  _globals['_INPUTVECTOR']._serialized_start=129
+  _globals['_INPUTVECTOR']._serialized_end=180
+  _globals['_GETVECTORSRESPONSE']._serialized_start=182
+  _globals['_GETVECTORSRESPONSE']._serialized_end=262
+  _globals['_SEARCHBYIMAGEREQUEST']._serialized_start=265
+  _globals['_SEARCHBYIMAGEREQUEST']._serialized_end=438
+  _globals['_SEARCHBYTEXTREQUEST']._serialized_start=441
+  _globals['_SEARCHBYTEXTREQUEST']._serialized_end=575
+  _globals['_SEARCHRESPONSE']._serialized_start=578
+  _globals['_SEARCHRESPONSE']._serialized_end=713
+  _globals['_GETINDEXSTATSREQUEST']._serialized_start=715
+  _globals['_GETINDEXSTATSREQUEST']._serialized_end=753
+  _globals['_INDEXSTATS']._serialized_start=755
+  _globals['_INDEXSTATS']._serialized_end=821
+  _globals['_SEARCHSERVICE']._serialized_start=824
+  _globals['_SEARCHSERVICE']._serialized_end=1171
 # @@protoc_insertion_point(module_scope)

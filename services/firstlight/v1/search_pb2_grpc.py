@@ -50,6 +50,11 @@ class SearchServiceStub:
                 request_serializer=firstlight_dot_v1_dot_search__pb2.GetIndexStatsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_search__pb2.IndexStats.FromString,
                 _registered_method=True)
+        self.GetVectors = channel.unary_unary(
+                '/firstlight.v1.SearchService/GetVectors',
+                request_serializer=firstlight_dot_v1_dot_search__pb2.GetVectorsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_search__pb2.GetVectorsResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -77,6 +82,13 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVectors(self, request, context):
+        """The stored embeddings of inputs (for training on them). Missing ids are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetIndexStats,
                     request_deserializer=firstlight_dot_v1_dot_search__pb2.GetIndexStatsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_search__pb2.IndexStats.SerializeToString,
+            ),
+            'GetVectors': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVectors,
+                    request_deserializer=firstlight_dot_v1_dot_search__pb2.GetVectorsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_search__pb2.GetVectorsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class SearchService:
             '/firstlight.v1.SearchService/GetIndexStats',
             firstlight_dot_v1_dot_search__pb2.GetIndexStatsRequest.SerializeToString,
             firstlight_dot_v1_dot_search__pb2.IndexStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVectors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.SearchService/GetVectors',
+            firstlight_dot_v1_dot_search__pb2.GetVectorsRequest.SerializeToString,
+            firstlight_dot_v1_dot_search__pb2.GetVectorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

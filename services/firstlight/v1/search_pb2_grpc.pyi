@@ -41,6 +41,8 @@ class SearchServiceStub:
     """Inputs that best match a text query."""
     GetIndexStats: _grpc.UnaryUnaryMultiCallable[_search_pb2.GetIndexStatsRequest, _search_pb2.IndexStats]
     """How many inputs of an app are searchable."""
+    GetVectors: _grpc.UnaryUnaryMultiCallable[_search_pb2.GetVectorsRequest, _search_pb2.GetVectorsResponse]
+    """The stored embeddings of inputs (for training on them). Missing ids are left out."""
 
 @_typing.type_check_only
 class SearchServiceAsyncStub(SearchServiceStub):
@@ -53,6 +55,8 @@ class SearchServiceAsyncStub(SearchServiceStub):
     """Inputs that best match a text query."""
     GetIndexStats: _aio.UnaryUnaryMultiCallable[_search_pb2.GetIndexStatsRequest, _search_pb2.IndexStats]  # type: ignore[assignment]
     """How many inputs of an app are searchable."""
+    GetVectors: _aio.UnaryUnaryMultiCallable[_search_pb2.GetVectorsRequest, _search_pb2.GetVectorsResponse]  # type: ignore[assignment]
+    """The stored embeddings of inputs (for training on them). Missing ids are left out."""
 
 class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
     """Visual similarity and text-to-image search over an app's inputs."""
@@ -80,5 +84,13 @@ class SearchServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_search_pb2.IndexStats, _abc.Awaitable[_search_pb2.IndexStats]]:
         """How many inputs of an app are searchable."""
+
+    @_abc_1.abstractmethod
+    def GetVectors(
+        self,
+        request: _search_pb2.GetVectorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_search_pb2.GetVectorsResponse, _abc.Awaitable[_search_pb2.GetVectorsResponse]]:
+        """The stored embeddings of inputs (for training on them). Missing ids are left out."""
 
 def add_SearchServiceServicer_to_server(servicer: SearchServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,50 @@
+"""Which app model versions are servable, rebuilt from ``model.version.ready`` events.
+
+Every inference replica replays the (single-partition) topic from the start under a fresh
+consumer group, so a new or restarted replica knows every version without a database."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from firstlight.v1 import events_pb2
+
+
+@dataclass(frozen=True)
+class ServableVersion:
+    version: str
+    triton_model: str
+    concepts: list[str]
+    activation: str
+
+
+@dataclass
+class AppModel:
+    app_id: str
+    model_id: str
+    versions: dict[str, ServableVersion] = field(default_factory=dict)
+    serving: str = ""
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], AppModel] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, event: events_pb2.ModelVersionReady) -> None:
+        with self._lock:
+            model = self._models.setdefault((event.app_id, event.model_id), AppModel(event.app_id, event.model_id))
+            model.versions[event.version] = ServableVersion(
+                event.version, event.triton_model, list(event.concepts), event.activation
+            )
+            if event.serving or not model.serving:
+                model.serving = event.version
+
+    def get(self, app_id: str, model_id: str) -> AppModel | None:
+        with self._lock:
+            return self._models.get((app_id, model_id))
+
+    def for_app(self, app_id: str) -> list[AppModel]:
+        with self._lock:
+            return [m for (a, _), m in self._models.items() if a == app_id]

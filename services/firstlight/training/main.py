@@ -1,0 +1,51 @@
+"""TrainingService process: ``python -m firstlight.training.main``."""
+
+from __future__ import annotations
+
+from firstlight.config import TrainingSettings
+from firstlight.messaging import topics
+from firstlight.messaging.bus import EventProducer
+from firstlight.runtime.server import ServiceShell, run
+from firstlight.training import servicer as training_servicer
+from firstlight.training.platform import GrpcPlatform
+from firstlight.training.service import FAILED, QUEUED, RUNNING, TrainingService
+from firstlight.training.store import TrainingStore
+
+
+def build(settings: TrainingSettings) -> ServiceShell:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    repository = settings.resolved_model_repository()
+    repository.mkdir(parents=True, exist_ok=True)
+    store = TrainingStore(settings.resolved_database_url())
+    # Jobs that were queued or running when the process died cannot resume (heads train in
+    # seconds): mark them failed so clients are not left waiting, and say why.
+    for job in store.jobs_in_states([QUEUED, RUNNING]):
+        store.update_job(job["id"], state=FAILED, error="the training service restarted during this job; train again")
+    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    producer = EventProducer(settings.kafka_bootstrap, "training")
+    platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer)
+    service = TrainingService(store, platform, repository, workers=settings.workers)
+    servicer = training_servicer.TrainingServicer(service)
+
+    async def on_stop() -> None:
+        service.shutdown()
+        platform.close()
+        producer.close()
+
+    return ServiceShell(
+        name="training",
+        register=lambda server: training_servicer.add_to_server(servicer, server),
+        on_stop=on_stop,
+    )
+
+
+def main() -> None:
+    def factory() -> tuple[ServiceShell, TrainingSettings]:
+        settings = TrainingSettings()
+        return build(settings), settings
+
+    run(factory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The training service's view of the rest of the platform, over gRPC and Kafka."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from firstlight.errors import NotFound, Unavailable
+from firstlight.messaging import topics
+from firstlight.messaging.bus import EventProducer, new_header
+from firstlight.v1 import common_pb2, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
+
+TIMEOUT_S = 60.0
+
+
+def _call(method, request):  # type: ignore[no-untyped-def]
+    try:
+        return method(request, timeout=TIMEOUT_S)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            raise NotFound(exc.details()) from None  # type: ignore[attr-defined]
+        raise Unavailable(f"{exc.code().name}: {exc.details()}") from None  # type: ignore[attr-defined]
+
+
+class GrpcPlatform:
+    def __init__(self, ingestion_addr: str, search_addr: str, producer: EventProducer) -> None:
+        opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        self._channels = [grpc.insecure_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
+        self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
+        self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
+        self.producer = producer
+
+    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]:
+        out, token = [], ""
+        while True:
+            resp = _call(
+                self.ingestion.ListInputs,
+                ingestion_pb2.ListInputsRequest(
+                    app_id=app_id,
+                    page_size=1000,
+                    page_token=token,
+                    filter=common_pb2.InputFilter(concepts=list(concepts), labeled=common_pb2.LABELED_FILTER_LABELED),
+                ),
+            )
+            out += [(i.id, list(i.concepts)) for i in resp.inputs]
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None:
+        items = list(splits_by_input.items())
+        for start in range(0, len(items), 500):
+            _call(
+                self.ingestion.PostAnnotations,
+                ingestion_pb2.PostAnnotationsRequest(
+                    app_id=app_id,
+                    annotations=[ingestion_pb2.Annotation(input_id=i, split=s) for i, s in items[start : start + 500]],  # type: ignore[arg-type]
+                ),
+            )
+
+    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        ids = list(input_ids)
+        for start in range(0, len(ids), 5000):
+            resp = _call(self.search.GetVectors, search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + 5000]))
+            out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
+        return out
+
+    def publish_version(
+        self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str
+    ) -> None:
+        event = events_pb2.ModelVersionReady(
+            header=new_header("training", f"{app_id}/{model_id}/{version}"),
+            app_id=app_id,
+            model_id=model_id,
+            version=version,
+            triton_model=triton_model,
+            concepts=concepts,
+            serving=serving,
+            activation=activation,
+        )
+        self.producer.send_and_wait(topics.MODEL_VERSION_READY, topics.event_key(app_id, model_id), event)
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()

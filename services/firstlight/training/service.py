@@ -1,0 +1,302 @@
+"""Training orchestration: datasets from the app's labeled inputs, jobs run by a worker pool
+(never in an RPC handler), evaluation, export to Triton, promotion, ``model.version.ready``.
+
+It talks to the other services only through their RPCs (ingestion: labeled inputs and split
+write-back; search: stored embeddings) and the event bus."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firstlight import validation
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.training import evaluation, export, hyper, oneshot, splits, transfer
+from firstlight.training.store import DatasetRow, TrainingStore
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = ("transfer_classifier", "oneshot_classifier")
+SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
+SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 4
+
+
+@dataclass
+class Progress:
+    state: int
+    stage: str
+    progress: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+class Platform:
+    """What training needs from the rest of the platform (gRPC clients in production; the
+    unit tests pass in-memory doubles of this small surface)."""
+
+    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]: ...
+    def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None: ...
+    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
+
+
+class JobLog:
+    """Progress history of running jobs, for StreamTrainingProgress (waiters are woken)."""
+
+    def __init__(self) -> None:
+        self._steps: dict[str, list[Progress]] = {}
+        self._cond = threading.Condition()
+
+    def add(self, job_id: str, step: Progress) -> None:
+        with self._cond:
+            self._steps.setdefault(job_id, []).append(step)
+            self._cond.notify_all()
+
+    def wait_after(self, job_id: str, seen: int, timeout: float) -> list[Progress]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._steps.get(job_id, [])) > seen, timeout=timeout)
+            return list(self._steps.get(job_id, [])[seen:])
+
+
+class TrainingService:
+    def __init__(self, store: TrainingStore, platform: Platform, model_repository: Path, workers: int = 2) -> None:
+        self.store = store
+        self.platform = platform
+        self.repository = model_repository
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train")
+        self.log = JobLog()
+
+    # -- datasets ---------------------------------------------------------------------
+    def create_dataset(
+        self,
+        app_id: str,
+        dataset_id: str,
+        *,
+        concepts: Sequence[str] = (),
+        fractions: tuple[float, float, float] | None = None,
+        counts: tuple[int, int, int] | None = None,
+        seed: int = 0,
+        write_back: bool = False,
+    ) -> dict:
+        validation.app_id(app_id)
+        validation.input_id(dataset_id)
+        wanted = [validation.concept(c) for c in concepts]
+        items = self.platform.labeled_inputs(app_id, wanted)
+        if wanted:  # keep only the wanted concepts on each input
+            keep = set(wanted)
+            items = [(i, [c for c in cs if c in keep]) for i, cs in items]
+            items = [(i, cs) for i, cs in items if cs]
+        if not items:
+            raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
+        keys = splits.stratification_keys([cs for _, cs in items])
+        assignment = splits.stratified_split(keys, fractions=fractions, counts=counts, seed=seed)
+        split_of = {}
+        for name, idx in assignment.items():
+            for i in idx:
+                split_of[items[i][0]] = SPLIT_IDS[name]
+        rows = [DatasetRow(i, sorted(cs), split_of[i]) for i, cs in items]
+        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split) for r in rows])
+        spec = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
+        created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
+        if write_back:
+            self.platform.write_splits(app_id, {r.input_id: r.split for r in rows})
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+
+    def get_dataset(self, app_id: str, dataset_id: str) -> dict:
+        ds = self.store.latest_dataset(app_id, dataset_id)
+        if not ds:
+            raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
+        return {**ds, "rows": self.store.dataset_rows(app_id, dataset_id, ds["version"])}
+
+    # -- models -----------------------------------------------------------------------
+    def create_model(self, app_id: str, model_id: str, template: str, concepts: Sequence[str], settings: dict[str, str]) -> dict:
+        validation.app_id(app_id)
+        validation.input_id(model_id)
+        if model_id == "general":
+            raise InvalidArgument("model id 'general' is reserved for the built-in model")
+        if template not in TEMPLATES:
+            raise InvalidArgument(f"unknown template {template!r} (available: {', '.join(TEMPLATES)})")
+        names = list(dict.fromkeys(validation.concept(c) for c in concepts))
+        if len(names) < 2:
+            raise InvalidArgument(f"a classifier needs at least two concepts (got {len(names)})")
+        hyper.parse_settings(template, settings)  # validate now, not at training time
+        return self.store.insert_model(app_id, model_id, template, names, dict(settings))
+
+    def model(self, app_id: str, model_id: str) -> dict:
+        m = self.store.get_model(app_id, model_id)
+        if not m:
+            raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
+        return m
+
+    # -- training ---------------------------------------------------------------------
+    def _dataset_for(self, model: dict, dataset_id: str) -> tuple[dict, list[DatasetRow]]:
+        ds = self.get_dataset(model["app_id"], dataset_id)
+        concepts = set(model["concepts"])
+        rows = [DatasetRow(r.input_id, [c for c in r.concepts if c in concepts], r.split) for r in ds["rows"]]
+        rows = [r for r in rows if r.concepts]
+        for concept in model["concepts"]:
+            for split in (1, 2):
+                if not any(concept in r.concepts and r.split == split for r in rows):
+                    where = "labeled inputs" if split == 1 else "inputs in the validation split"
+                    raise FailedPrecondition(
+                        f"concept {concept!r} has no {where} in dataset {dataset_id!r} (version {ds['version'][:12]})"
+                    )
+        return ds, rows
+
+    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str]) -> dict:
+        model = self.model(app_id, model_id)
+        settings = {**model["settings"], **overrides}
+        hyper.parse_settings(model["template"], settings)
+        self._dataset_for(model, dataset_id)  # fail fast with a precise status
+        job_id = uuid.uuid4().hex[:16]
+        self.store.insert_job(job_id, app_id, model_id, dataset_id, settings, QUEUED)
+        self.log.add(job_id, Progress(QUEUED, "queued", 0.0))
+        self.pool.submit(self._run, job_id)
+        return self.job(job_id)
+
+    def job(self, job_id: str, app_id: str | None = None) -> dict:
+        job = self.store.get_job(job_id)
+        if not job or (app_id and job["app_id"] != app_id):
+            raise NotFound(f"training job {job_id!r} does not exist")
+        return job
+
+    def _step(self, job_id: str, stage: str, progress: float, metrics: dict | None = None, message: str = "", state: int = RUNNING) -> None:
+        self.store.update_job(job_id, state=state, progress=progress)
+        self.log.add(job_id, Progress(state, stage, progress, metrics or {}, message))
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self._train(job_id)
+        except Exception as exc:  # noqa: BLE001 - a failed job records why; the worker lives on
+            log.exception("training job %s failed", job_id)
+            message = str(exc) if isinstance(exc, (InvalidArgument, FailedPrecondition, NotFound)) else f"{type(exc).__name__}: {exc}"
+            self.store.update_job(job_id, state=FAILED, error=message)
+            self.log.add(job_id, Progress(FAILED, "failed", 1.0, message=message))
+
+    def _xy(self, app_id: str, rows: list[DatasetRow]) -> tuple[np.ndarray, list[list[str]], list[str]]:
+        vectors = self.platform.vectors(app_id, [r.input_id for r in rows])
+        missing = [r.input_id for r in rows if r.input_id not in vectors]
+        if missing:
+            raise FailedPrecondition(
+                f"{len(missing)} inputs are not embedded yet (e.g. {missing[0]!r}); wait until they are searchable"
+            )
+        X = np.stack([vectors[r.input_id] for r in rows]).astype(np.float32)
+        return X, [r.concepts for r in rows], [r.input_id for r in rows]
+
+    def _train(self, job_id: str) -> None:
+        job = self.job(job_id)
+        app_id, model_id = job["app_id"], job["model_id"]
+        model = self.model(app_id, model_id)
+        ds, rows = self._dataset_for(model, job["dataset_id"])
+        settings = hyper.parse_settings(model["template"], job["settings"])
+        self._step(job_id, "loading embeddings", 0.05, message=f"{len(rows)} inputs from dataset {ds['id']}")
+        train_rows = [r for r in rows if r.split == 1]
+        X, Y, _ = self._xy(app_id, train_rows)
+        self._step(job_id, "fitting", 0.3, message=f"{len(train_rows)} training inputs, template {model['template']}")
+        started = time.perf_counter()
+        if model["template"] == "transfer_classifier":
+            head = transfer.train_transfer(X, Y, model["concepts"], settings)
+        else:
+            head = oneshot.train_oneshot(X, Y, model["concepts"], settings)
+        seconds = time.perf_counter() - started
+        self._step(job_id, "evaluating", 0.7, metrics={"train_seconds": seconds})
+        version = self.store.next_version(app_id, model_id)
+        report = self._evaluate_head(head, app_id, [r for r in rows if r.split == 2], model["concepts"])
+        metrics = evaluation.headline(report)
+        self._step(job_id, "exporting", 0.85, metrics=metrics)
+        triton_model = export.export_head(
+            self.repository, app_id, model_id, version, head.W, head.b, head.activation, model["concepts"], head.normalize
+        )
+
+        serving = model["serving_version"]
+        serving_report = None
+        if serving:
+            previous = self.store.get_version(app_id, model_id, int(serving))
+            serving_report = evaluation.EvaluationReport.from_dict(previous["train_report"]["validation"]) if previous else None
+        promote, note = evaluation.should_promote(report, serving_report)
+        self.store.insert_version(
+            app_id=app_id,
+            model_id=model_id,
+            version=version,
+            dataset_id=ds["id"],
+            dataset_version=ds["version"],
+            settings=job["settings"],
+            validation_metrics=metrics,
+            train_report={"validation": report.to_dict(), "fit": head.report()},
+            train_seconds=seconds,
+            triton_model=triton_model,
+            activation=head.activation,
+            promotion_note=note,
+        )
+        if promote:
+            self.store.set_serving(app_id, model_id, str(version))
+        self.platform.publish_version(app_id, model_id, str(version), triton_model, model["concepts"], promote, head.activation)
+        self.store.update_job(job_id, state=SUCCEEDED, version=str(version), progress=1.0)
+        self.log.add(job_id, Progress(SUCCEEDED, "done", 1.0, metrics, f"version {version}: {note}"))
+
+    def _evaluate_head(self, head, app_id: str, rows: list[DatasetRow], concepts: list[str]):  # type: ignore[no-untyped-def]
+        X, Y, _ = self._xy(app_id, rows)
+        return evaluation.evaluate(Y, head.predict_proba(X), concepts, multilabel=head.activation == "sigmoid")
+
+    # -- evaluation -------------------------------------------------------------------
+    def _version(self, app_id: str, model_id: str, version: str) -> dict:
+        model = self.model(app_id, model_id)
+        version = version or model["serving_version"]
+        if not version:
+            raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
+        try:
+            v = self.store.get_version(app_id, model_id, int(version))
+        except ValueError:
+            v = None
+        if not v:
+            raise NotFound(f"model {model_id!r} has no version {version!r}")
+        return v
+
+    def evaluate(self, app_id: str, model_id: str, version: str, split: int) -> dict:
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        split = split or 2
+        if split not in SPLIT_NAMES:
+            raise InvalidArgument(f"unknown split {split}")
+        rows = [
+            DatasetRow(r.input_id, [c for c in r.concepts if c in model["concepts"]], r.split)
+            for r in self.store.dataset_rows(app_id, v["dataset_id"], v["dataset_version"])
+        ]
+        rows = [r for r in rows if r.split == split and r.concepts]
+        if not rows:
+            raise FailedPrecondition(f"the {SPLIT_NAMES[split]} split of dataset {v['dataset_id']!r} is empty")
+        head = transfer.load_head(self.repository / v["triton_model"] / str(v["version"]) / "weights.npz", model["concepts"])
+        report = self._evaluate_head(head, app_id, rows, model["concepts"])
+        title = f"{model_id} v{v['version']} on {SPLIT_NAMES[split]} ({len(rows)} inputs)"
+        with tempfile.TemporaryDirectory() as tmp:
+            png_path = Path(tmp) / "confusion.png"
+            evaluation.render_confusion_matrix_png(report, png_path, title)
+            png = png_path.read_bytes()
+        markdown = evaluation.render_report_markdown(
+            report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]}
+        )
+        self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
+        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
+
+    def compare(self, app_id: str, model_id: str, version_ids: Sequence[str], split: int) -> dict:
+        all_versions = [str(v["version"]) for v in self.store.list_versions(app_id, model_id)] if not version_ids else list(version_ids)
+        if not all_versions:
+            raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
+        results = {v: self.evaluate(app_id, model_id, v, split) for v in all_versions}
+        comparison = evaluation.compare({f"v{v}": r["report"] for v, r in results.items()})
+        return {"results": results, "best": comparison.best.lstrip("v"), "markdown": evaluation.render_comparison_markdown(comparison)}
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

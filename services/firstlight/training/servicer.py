@@ -1,0 +1,169 @@
+"""TrainingService gRPC servicer: proto ⇄ domain around :class:`TrainingService`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from firstlight.errors import InvalidArgument
+from firstlight.runtime.status import map_errors
+from firstlight.training import evaluation
+from firstlight.training.service import FAILED, SUCCEEDED, TrainingService
+from firstlight.v1 import training_pb2, training_pb2_grpc
+
+TERMINAL = {SUCCEEDED, FAILED}
+
+
+def _ts(dt) -> Timestamp:  # type: ignore[no-untyped-def]
+    ts = Timestamp()
+    ts.FromDatetime(dt)
+    return ts
+
+
+def _dataset(ds: dict) -> training_pb2.Dataset:
+    counts: dict[str, list[int]] = {}
+    for row in ds["rows"]:
+        for c in row.concepts:
+            counts.setdefault(c, [0, 0, 0])[row.split - 1] += 1
+    return training_pb2.Dataset(
+        app_id=ds["app_id"],
+        id=ds["id"],
+        version=ds["version"],
+        counts=[training_pb2.ConceptSplitCounts(concept=c, train=n[0], validation=n[1], test=n[2]) for c, n in sorted(counts.items())],
+        created_at=_ts(ds["created_at"]),
+    )
+
+
+def _model(m: dict) -> training_pb2.Model:
+    return training_pb2.Model(
+        app_id=m["app_id"], id=m["id"], template=m["template"], concepts=m["concepts"], settings=m["settings"], serving_version=m["serving_version"]
+    )
+
+
+def _job(j: dict) -> training_pb2.TrainingJob:
+    return training_pb2.TrainingJob(
+        id=j["id"], app_id=j["app_id"], model_id=j["model_id"], state=j["state"], version=j["version"], error=j["error"], progress=j["progress"]
+    )
+
+
+def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
+    report = result["report"]
+    return training_pb2.Evaluation(
+        model_id=model_id,
+        version=result["version"],
+        split=result["split"],
+        metrics=evaluation.headline(report),
+        concepts=[
+            training_pb2.ConceptMetrics(concept=c.concept, precision=c.precision, recall=c.recall, f1=c.f1, support=c.support)
+            for c in report.per_concept
+        ],
+        confusion_matrix=[int(x) for row in report.confusion for x in row],
+        concept_order=report.concepts,
+        confusion_matrix_png=result["png"],
+        report_markdown=result["markdown"],
+        count=result["count"],
+    )
+
+
+@map_errors
+class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
+    def __init__(self, service: TrainingService) -> None:
+        self.service = service
+
+    async def CreateDataset(self, request, context):  # type: ignore[no-untyped-def]
+        s = request.split
+        counts = (s.train_count, s.validation_count, s.test_count) if (s.train_count or s.validation_count or s.test_count) else None
+        fractions = None
+        if not counts:
+            given = (s.train_fraction, s.validation_fraction, s.test_fraction)
+            fractions = given if any(given) else (0.8, 0.1, 0.1)
+        ds = await asyncio.to_thread(
+            self.service.create_dataset,
+            request.app_id,
+            request.dataset_id,
+            concepts=list(request.concepts),
+            fractions=fractions,
+            counts=counts,
+            seed=s.seed,
+            write_back=request.write_splits_to_inputs,
+        )
+        return _dataset(ds)
+
+    async def GetDataset(self, request, context):  # type: ignore[no-untyped-def]
+        return _dataset(await asyncio.to_thread(self.service.get_dataset, request.app_id, request.dataset_id))
+
+    async def CreateModel(self, request, context):  # type: ignore[no-untyped-def]
+        m = await asyncio.to_thread(
+            self.service.create_model, request.app_id, request.model_id, request.template, list(request.concepts), dict(request.settings)
+        )
+        return _model(m)
+
+    async def TrainModel(self, request, context):  # type: ignore[no-untyped-def]
+        job = await asyncio.to_thread(self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings))
+        return _job(job)
+
+    async def GetTrainingJob(self, request, context):  # type: ignore[no-untyped-def]
+        return _job(await asyncio.to_thread(self.service.job, request.job_id, request.app_id or None))
+
+    async def StreamTrainingProgress(self, request, context):  # type: ignore[no-untyped-def]
+        job = await asyncio.to_thread(self.service.job, request.job_id, request.app_id or None)
+        seen = 0
+        while True:
+            steps = await asyncio.to_thread(self.service.log.wait_after, job["id"], seen, 1.0)
+            seen += len(steps)
+            for step in steps:
+                yield training_pb2.TrainingProgress(
+                    job_id=job["id"], state=step.state, stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message
+                )
+                if step.state in TERMINAL:
+                    return
+            if not steps:  # e.g. the service restarted: the stored state is all there is
+                current = await asyncio.to_thread(self.service.job, job["id"])
+                if current["state"] in TERMINAL:
+                    yield training_pb2.TrainingProgress(
+                        job_id=job["id"], state=current["state"], stage="done" if current["state"] == SUCCEEDED else "failed",
+                        progress=current["progress"], message=current["error"],
+                    )
+                    return
+
+    async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
+        model = await asyncio.to_thread(self.service.model, request.app_id, request.model_id)
+        rows = await asyncio.to_thread(self.service.store.list_versions, request.app_id, request.model_id)
+        return training_pb2.ListModelVersionsResponse(
+            model=_model(model),
+            versions=[
+                training_pb2.ModelVersion(
+                    version=str(v["version"]),
+                    dataset_id=v["dataset_id"],
+                    dataset_version=v["dataset_version"],
+                    validation_metrics={k: float(x) for k, x in v["validation_metrics"].items()},
+                    serving=str(v["version"]) == model["serving_version"],
+                    settings={k: str(x) for k, x in v["settings"].items()},
+                    train_seconds=v["train_seconds"],
+                    created_at=_ts(v["created_at"]),
+                    promotion_note=v["promotion_note"],
+                )
+                for v in rows
+            ],
+        )
+
+    async def EvaluateModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+        result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
+        return _evaluation(request.model_id, result)
+
+    async def CompareModelVersions(self, request, context):  # type: ignore[no-untyped-def]
+        if len(set(request.versions)) != len(request.versions):
+            raise InvalidArgument("a version appears twice")
+        out = await asyncio.to_thread(self.service.compare, request.app_id, request.model_id, list(request.versions), int(request.split))
+        return training_pb2.Comparison(
+            evaluations=[_evaluation(request.model_id, r) for r in out["results"].values()],
+            best_version=out["best"],
+            report_markdown=out["markdown"],
+        )
+
+
+def add_to_server(servicer: TrainingServicer, server: grpc.aio.Server) -> list[str]:
+    training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)
+    return [training_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name]

@@ -1,0 +1,228 @@
+"""TrainingService's own relational store: datasets (frozen rows), models, versions, jobs and
+evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from firstlight import db
+from firstlight.errors import AlreadyExists
+
+metadata = MetaData()
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("id", String(128), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+dataset_rows = Table(
+    "dataset_rows",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("dataset_id", String(128), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("concepts", JSON, nullable=False),
+    Column("split", Integer, nullable=False),
+)
+models = Table(
+    "models",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("id", String(128), primary_key=True),
+    Column("template", String(64), nullable=False),
+    Column("concepts", JSON, nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("serving_version", String(16), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+versions = Table(
+    "versions",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("model_id", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("dataset_id", String(128), nullable=False),
+    Column("dataset_version", String(64), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("validation_metrics", JSON, nullable=False),
+    Column("train_report", JSON, nullable=False),
+    Column("train_seconds", Float, nullable=False),
+    Column("triton_model", String(256), nullable=False),
+    Column("activation", String(16), nullable=False),
+    Column("promotion_note", String(1024), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("model_id", String(128), nullable=False),
+    Column("dataset_id", String(128), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("state", Integer, nullable=False),
+    Column("version", String(16), nullable=False, default=""),
+    Column("error", String(4096), nullable=False, default=""),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("model_id", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("split", Integer, primary_key=True),
+    Column("report", JSON, nullable=False),
+    Column("markdown", String, nullable=False),
+    Column("png", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    input_id: str
+    concepts: list[str]
+    split: int
+
+
+class TrainingStore:
+    def __init__(self, url: str) -> None:
+        self.engine: Engine = db.make_engine(url, metadata)
+
+    # -- datasets ---------------------------------------------------------------------
+    def save_dataset(self, app_id: str, dataset_id: str, version: str, spec: dict, rows: list[DatasetRow]) -> datetime:
+        created = utcnow()
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                select(datasets.c.created_at).where(
+                    datasets.c.app_id == app_id, datasets.c.id == dataset_id, datasets.c.version == version
+                )
+            ).first()
+            if exists:  # same content, same version: freezing twice is a no-op
+                return exists[0]
+            conn.execute(insert(datasets).values(app_id=app_id, id=dataset_id, version=version, spec=spec, created_at=created))
+            conn.execute(
+                insert(dataset_rows),
+                [
+                    {"app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id, "concepts": r.concepts, "split": r.split}
+                    for r in rows
+                ],
+            )
+        return created
+
+    def latest_dataset(self, app_id: str, dataset_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(datasets)
+                .where(datasets.c.app_id == app_id, datasets.c.id == dataset_id)
+                .order_by(datasets.c.created_at.desc())
+                .limit(1)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[DatasetRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(dataset_rows.c.input_id, dataset_rows.c.concepts, dataset_rows.c.split)
+                .where(dataset_rows.c.app_id == app_id, dataset_rows.c.dataset_id == dataset_id, dataset_rows.c.version == version)
+                .order_by(dataset_rows.c.input_id)
+            ).all()
+        return [DatasetRow(i, list(c), s) for i, c, s in rows]
+
+    # -- models -----------------------------------------------------------------------
+    def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:
+        row = dict(app_id=app_id, id=model_id, template=template, concepts=concepts, settings=settings, serving_version="", created_at=utcnow())
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(models).values(**row))
+        except IntegrityError:
+            raise AlreadyExists(f"model {model_id!r} already exists in app {app_id!r}") from None
+        return row
+
+    def get_model(self, app_id: str, model_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(models).where(models.c.app_id == app_id, models.c.id == model_id)).mappings().first()
+        return dict(row) if row else None
+
+    def set_serving(self, app_id: str, model_id: str, version: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(models).where(models.c.app_id == app_id, models.c.id == model_id).values(serving_version=version))
+
+    # -- versions ---------------------------------------------------------------------
+    def next_version(self, app_id: str, model_id: str) -> int:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(versions.c.version).where(versions.c.app_id == app_id, versions.c.model_id == model_id)
+            ).scalars().all()
+        return max(rows, default=0) + 1
+
+    def insert_version(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(versions).values(created_at=utcnow(), **values))
+
+    def list_versions(self, app_id: str, model_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id).order_by(versions.c.version.desc())
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+    def get_version(self, app_id: str, model_id: str, version: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id, versions.c.version == version)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    # -- jobs -------------------------------------------------------------------------
+    def insert_job(self, job_id: str, app_id: str, model_id: str, dataset_id: str, settings: dict, state: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id, app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings, state=state,
+                    version="", error="", progress=0.0, created_at=utcnow(),
+                )
+            )
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def get_job(self, job_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return dict(row) if row else None
+
+    def jobs_in_states(self, states: list[int]) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(jobs).where(jobs.c.state.in_(states))).mappings().all()]
+
+    # -- evaluations ------------------------------------------------------------------
+    def save_evaluation(self, app_id: str, model_id: str, version: int, split: int, report: dict, markdown: str, png: bytes) -> None:
+        with self.engine.begin() as conn:
+            key = (evaluations.c.app_id == app_id, evaluations.c.model_id == model_id, evaluations.c.version == version, evaluations.c.split == split)
+            if conn.execute(select(evaluations.c.version).where(*key)).first():
+                conn.execute(update(evaluations).where(*key).values(report=report, markdown=markdown, png=png, created_at=utcnow()))
+            else:
+                conn.execute(
+                    insert(evaluations).values(
+                        app_id=app_id, model_id=model_id, version=version, split=split, report=report, markdown=markdown, png=png, created_at=utcnow()
+                    )
+                )
