@@ -222,6 +222,8 @@ def ladder(
     per_class: Annotated[int, typer.Option(help="Bundled images per class")] = 140,
     app_id: Annotated[str, typer.Option("--app", help="App to create/use")] = "ladder",
     out: Annotated[Path, typer.Option(help="Where reports and confusion matrices go")] = Path("ladder-report"),
+    label_by_text: Annotated[bool, typer.Option(help="Upload unlabeled and bulk-label by text search (else upload with labels)")] = True,
+    split: Annotated[str, typer.Option(help="train/validation/test counts, e.g. 500,100,100 (default: 80/10/10 %)")] = "",
     seed: int = 0,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -236,11 +238,12 @@ def ladder(
             console.print(f"[red]no labeled class sub-folders with images under {folder}[/red]")
             raise typer.Exit(2)
     else:
-        items = [(i, c, d) for i, c, d in datasets.animal_mnist(per_class, seed=seed, classes=classes.split(","))]
-    counts = (500, 100, 100) if len(items) == 700 else None
+        names = datasets.ANIMAL_CLASSES if classes == "all" else classes.split(",")
+        items = [(i, c, d) for i, c, d in datasets.animal_mnist(per_class, seed=seed, classes=names)]
+    counts = tuple(int(x) for x in split.split(",")) if split else ((500, 100, 100) if len(items) == 700 else None)
     with _client(data_dir) as client:
         try:
-            run_ladder(client, items, out, console, app_id=app_id, counts=counts, seed=seed)
+            run_ladder(client, items, out, console, app_id=app_id, counts=counts, seed=seed, label_by_text=label_by_text)  # type: ignore[arg-type]
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None

@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from firstlight.sdk import Firstlight, UploadItem
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 
 DEFAULT_CLASSES = ["bear", "bird", "dog", "elephant", "zebra"]
 
@@ -37,6 +37,19 @@ def _wait_labels_visible(client: Firstlight, app_id: str, labeled: dict[str, str
             time.sleep(0.2)
 
 
+def _predict_when_served(client: Firstlight, app_id: str, model: str, images: list[bytes], timeout: float = 60):  # type: ignore[no-untyped-def]
+    """The version is announced on model.version.ready and loaded by the inference service
+    asynchronously; wait for it rather than assume it is there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.predict(images, model=model, app_id=app_id, top_k=1)
+        except FirstlightError as exc:
+            if exc.code.name != "NOT_FOUND" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def bulk_label_by_text(client: Firstlight, app_id: str, truth: dict[str, str], console: Console, first_quota: int = 20) -> dict:
     """Rounds of: text search per concept among unlabeled inputs → label the top results in one
     call → the human corrects the wrong ones. Round 1 uses only the ImageNet-name bridge; later
@@ -48,11 +61,22 @@ def bulk_label_by_text(client: Firstlight, app_id: str, truth: dict[str, str], c
     while len(labeled) < len(truth) and len(rounds) < 12:
         remaining = len(truth) - len(labeled)
         quota = min(quota, math.ceil(remaining / len(concepts)))
-        picks: dict[str, str] = {}
+        # Every concept's text search scores every unlabeled input; an input goes to the concept
+        # that scores it highest, and each concept labels the inputs it wins by the widest margin.
+        scores: dict[str, dict[str, float]] = {}
         for concept in concepts:
-            resp = client.bulk_label(app_id, add=[concept], text=concept, only_unlabeled=True, max_results=quota * 3, dry_run=True)
-            fresh = [i for i in resp.input_ids if i not in labeled and i not in picks][:quota]
-            picks.update({i: concept for i in fresh})
+            resp = client.bulk_label(app_id, add=[concept], text=concept, only_unlabeled=True, max_results=min(remaining, 10_000), dry_run=True)
+            for input_id, score in zip(resp.input_ids, resp.scores):
+                if input_id not in labeled:
+                    scores.setdefault(input_id, {})[concept] = score
+        ranked: dict[str, list[tuple[float, str]]] = {}
+        for input_id, by_concept in scores.items():
+            ordered = sorted(by_concept.items(), key=lambda kv: -kv[1])
+            margin = ordered[0][1] - (ordered[1][1] if len(ordered) > 1 else 0.0)
+            ranked.setdefault(ordered[0][0], []).append((margin, input_id))
+        picks: dict[str, str] = {}
+        for concept, candidates in ranked.items():
+            picks.update({input_id: concept for _, input_id in sorted(candidates, reverse=True)[:quota]})
         if not picks:  # nothing left that search returns: label the rest by hand (oracle)
             picks = {i: truth[i] for i in truth if i not in labeled}
         by_concept: dict[str, list[str]] = {}
@@ -81,6 +105,7 @@ def run_ladder(
     app_id: str = "ladder",
     counts: tuple[int, int, int] | None = (500, 100, 100),
     seed: int = 0,
+    label_by_text: bool = True,
 ) -> dict:
     from firstlight.cli import progress_bar
 
@@ -91,14 +116,17 @@ def run_ladder(
     client.create_app(app_id, exist_ok=True)
     with progress_bar() as bar:
         task = bar.add_task("uploading (unlabeled)", total=len(items), rate="")
-        report = client.upload(app_id, [UploadItem(data, [], id=i) for i, _, data in items], on_progress=lambda n: bar.advance(task, n))
+        uploads = [UploadItem(data, [] if label_by_text else [c], id=i) for i, c, data in items]
+        report = client.upload(app_id, uploads, on_progress=lambda n: bar.advance(task, n))
         itask = bar.add_task("indexing", total=len(items), rate="")
         client.wait_indexed(app_id, len(items), timeout=1800, on_progress=lambda n: bar.update(itask, completed=n))
     if report.failures and any(f.code != "ALREADY_EXISTS" for f in report.failures):
         raise RuntimeError(f"upload refused {len(report.failures)} images: {report.failures[0].message}")
 
-    console.print("[bold]Bulk labeling by text search[/bold] (+ corrections)")
-    labeling = bulk_label_by_text(client, app_id, truth, console)
+    labeling: dict = {"skipped": "uploaded with their labels"}
+    if label_by_text:
+        console.print("[bold]Bulk labeling by text search[/bold] (+ corrections)")
+        labeling = bulk_label_by_text(client, app_id, truth, console)
 
     if counts and sum(counts) > len(items):
         counts = None  # a smaller folder: fall back to 80/10/10 fractions
@@ -138,7 +166,7 @@ def run_ladder(
     # Served through Triton after model.version.ready: predictions on test images agree with evaluation.
     test_ids = [i for i, _, _ in items][:5]
     by_id = {i: data for i, _, data in items}
-    served = client.predict([by_id[i] for i in test_ids], model="transfer", app_id=app_id, top_k=1)
+    served = _predict_when_served(client, app_id, "transfer", [by_id[i] for i in test_ids])
 
     table = Table(title=f"One-shot vs transfer learning (test split; best on validation: {best})")
     for col in ("model", "train s", "validation acc", "test acc", "test macro F1"):
