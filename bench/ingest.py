@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -32,13 +31,12 @@ def bare_backbone_images_per_s(images: list[bytes], batch: int) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
-def run(data_dir: Path, n_per_class: int = 100, batch: int = 16) -> dict:
+def run(stack: LocalStack, n_per_class: int = 100, batch: int = 16) -> dict:
     animals = datasets.animal_mnist(n_per_class, seed=3)
     images = [data for _, _, data in animals]
-    with LocalStack(data_dir) as stack:
-        a = stack.addresses
+    if True:  # (kept flat: one stack serves every benchmark of a run)
         bare = bare_backbone_images_per_s(images, batch)
-        with Firstlight.from_addresses(a) as client:
+        with Firstlight.from_addresses(stack.addresses) as client:
             client.create_app("bench")
             items = [UploadItem(data, [name], id=i) for i, name, data in animals]
             sent_at: dict[int, float] = {}
