@@ -48,10 +48,10 @@ def up(
     demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = True,
     serve: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = True,
 ) -> None:
-    """Start the whole local stack: Kafka broker, Triton, and the four services."""
+    """Start the whole local stack: Kafka broker, Triton, and the five services."""
     from firstlight.stack import LocalStack
 
-    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference)…")
+    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training)…")
     t0 = time.perf_counter()
     stack = LocalStack(data_dir)
     try:
@@ -202,12 +202,17 @@ def predict(
     files: list[Path],
     top_k: int = 5,
     concept: Annotated[Optional[list[str]], typer.Option(help="Only score these concepts")] = None,
+    model: Annotated[str, typer.Option(help="Model id: 'general' or one of the app's")] = "general",
+    version: str = "",
+    app_id: Annotated[str, typer.Option("--app", help="App of the model")] = "",
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Predict concepts with the general model."""
+    """Predict concepts with the general model or an app's trained model."""
     with _client(data_dir) as client:
         try:
-            results = client.predict([f.read_bytes() for f in files], top_k=top_k, concepts=concept or [])
+            results = client.predict(
+                [f.read_bytes() for f in files], model=model, version=version, app_id=app_id, top_k=top_k, concepts=concept or []
+            )
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
@@ -274,6 +279,95 @@ def label(
             raise typer.Exit(1) from None
     verb = "would label" if dry_run else "labeled"
     console.print(f"{verb} {len(resp.input_ids)} inputs with {', '.join(concept)}")
+
+
+@app.command()
+def dataset(
+    app_id: str,
+    dataset_id: str,
+    split: Annotated[str, typer.Option(help="train,validation,test counts (e.g. 500,100,100) or fractions (0.8,0.1,0.1)")] = "0.8,0.1,0.1",
+    concept: Annotated[Optional[list[str]], typer.Option(help="Only inputs labeled with these concepts")] = None,
+    seed: int = 0,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Freeze the app's labeled inputs into a dataset version with stratified splits."""
+    parts = [float(x) for x in split.split(",")]
+    is_counts = all(p.is_integer() and p > 1 for p in parts)
+    with _client(data_dir) as client:
+        try:
+            ds = client.create_dataset(
+                app_id, dataset_id, counts=tuple(int(p) for p in parts) if is_counts else None,  # type: ignore[arg-type]
+                fractions=tuple(parts) if not is_counts else (0.8, 0.1, 0.1), seed=seed, concepts=concept or [],  # type: ignore[arg-type]
+            )
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    table = Table(title=f"dataset {ds.id} version {ds.version}")
+    for col in ("concept", "train", "validation", "test"):
+        table.add_column(col)
+    for c in ds.counts:
+        table.add_row(c.concept, str(c.train), str(c.validation), str(c.test))
+    console.print(table)
+
+
+@app.command()
+def train(
+    app_id: str,
+    model_id: str,
+    dataset_id: Annotated[str, typer.Option("--dataset")],
+    concept: Annotated[Optional[list[str]], typer.Option(help="Concepts (needed the first time a model is trained)")] = None,
+    template: str = "transfer_classifier",
+    setting: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Train a new version (creating the model if needed), following its progress."""
+    settings = dict(s.split("=", 1) for s in (setting or []))
+    with _client(data_dir) as client:
+        try:
+            if concept:
+                client.create_model(app_id, model_id, concept, template=template, settings=settings, exist_ok=True)
+            with progress_bar() as bar:
+                task = bar.add_task(f"training {model_id}", total=100, rate="")
+                job = client.train(app_id, model_id, dataset_id, settings=settings if not concept else None,
+                                   on_progress=lambda p: bar.update(task, completed=p.progress * 100, rate=p.stage))
+            listed = client.versions(app_id, model_id)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    v = next(v for v in listed.versions if v.version == job.version)
+    metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.validation_metrics.items()) if k != "n")
+    console.print(f"version {v.version} trained in {v.train_seconds:.2f}s; validation: {metrics}")
+    console.print(f"{'[green]serving[/green]' if v.serving else 'not promoted'}: {v.promotion_note}")
+
+
+@app.command()
+def evaluate(
+    app_id: str,
+    model_id: str,
+    version: str = "",
+    split: Annotated[str, typer.Option(help="train, validation or test")] = "validation",
+    out: Annotated[Path, typer.Option(help="Folder for the confusion matrix PNG and Markdown report")] = Path("reports"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Evaluate a model version on a split; writes a confusion-matrix PNG and a report."""
+    with _client(data_dir) as client:
+        try:
+            ev = client.evaluate(app_id, model_id, version, split=split)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{model_id}-v{ev.version}-{split}"
+    stem.with_suffix(".png").write_bytes(ev.confusion_matrix_png)
+    stem.with_suffix(".md").write_text(ev.report_markdown)
+    table = Table(title=f"{model_id} v{ev.version} on {split} ({ev.count} inputs)")
+    for col in ("concept", "precision", "recall", "F1", "support"):
+        table.add_column(col)
+    for c in ev.concepts:
+        table.add_row(c.concept, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+    console.print(table)
+    console.print(", ".join(f"{k} {x:.3f}" for k, x in sorted(ev.metrics.items()) if k != "n"))
+    console.print(f"wrote {stem}.png and {stem}.md")
 
 
 @app.command("export-sample")

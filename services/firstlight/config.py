@@ -120,6 +120,9 @@ class TrainingSettings(CommonSettings):
     model_repository: Path = Path("")
     #: Training jobs that run at once.
     workers: int = Field(2, ge=1, le=32)
+    #: EmbeddingService address and blob store URL: only for the ``augment_flip`` option.
+    embedding_addr: str = ""
+    blob_url: str = ""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'training.db').resolve()}"

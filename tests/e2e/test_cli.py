@@ -47,6 +47,24 @@ def test_cli_user_path(stack, tmp_path: Path) -> None:  # type: ignore[no-untype
 
     assert "SERVING" in cli(stack, "status")
 
+    # A few examples → a custom model, evaluated with a report, served for predict.
+    out = cli(stack, "dataset", "cli-app", "main", "--split", "0.5,0.25,0.25", "--seed", "3")
+    assert "zebra" in out and "version" in out
+    concepts = [arg for c in datasets.ANIMAL_CLASSES for arg in ("--concept", c)]
+    out = cli(stack, "train", "cli-app", "animals", "--dataset", "main", *concepts)
+    assert "version 1 trained" in out and "serving" in out
+    out = cli(stack, "evaluate", "cli-app", "animals", "--split", "test", "--out", str(tmp_path / "reports"))
+    assert (tmp_path / "reports" / "animals-v1-test.png").read_bytes().startswith(b"\x89PNG")
+    assert "precision" in out
+    zebra = sorted((folder / "zebra").iterdir())[1]
+    for _ in range(120):  # the version reaches the inference service through model.version.ready
+        result = runner.invoke(app, ["predict", str(zebra), "--model", "animals", "--app", "cli-app", "--top-k", "1",
+                                     "--data-dir", str(stack.data_dir)])
+        if result.exit_code == 0:
+            break
+        __import__("time").sleep(0.5)
+    assert result.exit_code == 0 and any(c in result.output for c in datasets.ANIMAL_CLASSES), result.output
+
 
 def test_cli_errors_are_readable(stack) -> None:  # type: ignore[no-untyped-def]
     result = runner.invoke(app, ["search-image", "cli-app", "--input-id", "nope", "--data-dir", str(stack.data_dir)])

@@ -117,6 +117,14 @@ def test_two_trainings_at_once_and_promotion(client: Firstlight, labeled: dict[s
     assert len(cmp.evaluations) == 2 and cmp.best_version in {v1.version, v2.version} and "|" in cmp.report_markdown
 
 
+def test_augment_flip_trains_on_mirrored_embeddings(client: Firstlight, labeled: dict[str, str]) -> None:
+    client.create_dataset(APP, "three", concepts=CONCEPTS, fractions=(0.6, 0.2, 0.2), seed=1)
+    client.create_model(APP, "flipped", CONCEPTS, settings={"augment_flip": "true"})
+    stages: list[str] = []
+    job = client.train(APP, "flipped", "three", on_progress=lambda p: stages.append(p.stage))
+    assert job.state == training_pb2.JOB_STATE_SUCCEEDED and "embedding flipped images" in stages
+
+
 def test_workflow_general_then_custom(client: Firstlight, labeled: dict[str, str]) -> None:
     image = datasets.animal_mnist(1, seed=9, classes=["zebra"])[0][2]
     steps = [

@@ -63,7 +63,7 @@ EXPECTED_EGRESS = {
     "embedding": {("kafka", 9092), ("triton", 8001)},
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001)},
-    "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051)},
+    "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051)},
 }
 #: Settings that hold another server's address (host:port or a URL with an explicit port).
 ADDRESS_ENV = [

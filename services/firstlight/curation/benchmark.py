@@ -17,7 +17,7 @@ from firstlight.curation import al_data, simulate
 from firstlight.curation import strategies as st
 
 DEFAULT_COMPARE = ["random", "margin", "entropy", "least_confidence", "diversity", "kmeanspp",
-                   "margin_kmeanspp", "badge", "density_margin", "mc_dropout"]  # fmt: skip
+                   "margin_kmeanspp", "badge", "typiclust", "typiclust_margin", "mc_dropout"]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

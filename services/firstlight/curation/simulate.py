@@ -253,7 +253,21 @@ def run_curve(
     mc_passes: int = 10,
     mc_dropout_rate: float = 0.2,
 ) -> tuple[list[int], list[float]]:
-    """One strategy, one seed: (labels spent, test accuracy) at each of rounds+1 points."""
+    """One strategy, one seed: (labels spent, test accuracy) at each of rounds+1 points.
+
+    Runs with BLAS pinned to one thread: besides being the right setting for small fits on a
+    shared CPU, it makes runs bit-reproducible (threaded reductions reorder sums, and one flipped
+    near-tie changes every later round).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_curve(X, y, X_test, y_test, strategy=strategy, seed=seed, seed_per_class=seed_per_class,
+                          rounds=rounds, batch=batch, fit=fit, mc_passes=mc_passes,
+                          mc_dropout_rate=mc_dropout_rate)  # fmt: skip
+
+
+def _run_curve(X, y, X_test, y_test, *, strategy, seed, seed_per_class, rounds, batch, fit, mc_passes, mc_dropout_rate):
     classes = np.unique(y)
     labeled = np.zeros(len(X), dtype=bool)
     labeled[seed_set(y, seed_per_class, np.random.default_rng(seed))] = True

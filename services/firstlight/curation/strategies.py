@@ -30,14 +30,17 @@ margin_kmeanspp the top ``CANDIDATE_FACTOR``·B pool points by margin uncertaint
                confusing region.
 badge          BADGE (Ash et al. 2020): k-means++ on gradient embeddings (p - onehot(ŷ)) ⊗ x,
                computed implicitly (never materialised: ‖g_i - g_j‖² from p and x).
-density_margin margin uncertainty × typicality (mean cosine similarity to the 20 nearest pool
-               neighbours, min-max scaled), then k-means++ thinning as in margin_kmeanspp:
-               prefers uncertain points in dense regions over uncertain outliers.
+typiclust      TypiClust (Hacohen et al. 2022): k-means pool + labeled set into M+B clusters,
+               take the most typical member of each of the B largest clusters with no label yet
+               (representative coverage for the cold start; ignores the model).
+typiclust_margin cold-start switch: typiclust while the labeled set has fewer than
+               ``COLD_START_LABELS_PER_CLASS``·K inputs (or none), margin_kmeanspp after.
 ============== ==========================================================================
 
 ``Suggestion.score`` is the strategy's own informativeness value for that input (uncertainty for
 the uncertainty strategies, BALD for mc_dropout, the distance to the nearest labeled/selected
-point for diversity/kmeanspp, gradient-embedding norm for badge, a uniform draw for random);
+point for diversity/kmeanspp, gradient-embedding norm for badge, in-cluster typicality for
+typiclust, a uniform draw for random);
 higher means "picked for a stronger reason". Suggestions come back in selection order.
 
 ``Suggestion.difficulty`` uses fixed thresholds on the model's max probability, so it means the
@@ -48,8 +51,6 @@ when max p < 0.5 (the model has no majority class), ``medium`` otherwise.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,7 +68,8 @@ STRATEGIES: list[str] = [
     "kmeanspp",
     "margin_kmeanspp",
     "badge",
-    "density_margin",
+    "typiclust",
+    "typiclust_margin",
 ]
 DEFAULT_STRATEGY = "margin_kmeanspp"
 
@@ -76,8 +78,10 @@ CANDIDATE_FACTOR = 5
 # Difficulty thresholds on the model's max probability.
 EASY_MIN_CONFIDENCE = 0.8
 HARD_MAX_CONFIDENCE = 0.5
-# Typicality: neighbours used for the density estimate in density_margin.
-DENSITY_NEIGHBOURS = 20
+# TypiClust: neighbours used for typicality inside a cluster.
+TYPICALITY_NEIGHBOURS = 20
+# typiclust_margin: cold start (TypiClust) while fewer labels than this many per class exist.
+COLD_START_LABELS_PER_CLASS = 3
 
 _PROBA_TOL = 1e-3
 
@@ -260,36 +264,48 @@ def _badge(proba: np.ndarray, x: np.ndarray, b: int, rng) -> tuple[list[int], li
     return picked, [float(np.sqrt(sq[i])) for i in picked]
 
 
-_DENSITY_CACHE: OrderedDict[bytes, np.ndarray] = OrderedDict()
+def _typiclust(
+    x: np.ndarray, b: int, labeled: np.ndarray | None, rng
+) -> tuple[list[int], list[float]]:
+    """TypiClust (Hacohen et al. 2022): k-means the pool and the labeled set into M+b clusters;
+    from each of the b largest clusters holding no labeled point, the most typical member
+    (highest inverse mean distance to its nearest neighbours inside the cluster)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from threadpoolctl import threadpool_limits
 
-
-def typicality(x: np.ndarray, k: int = DENSITY_NEIGHBOURS, chunk: int = 2048) -> np.ndarray:
-    """Mean cosine similarity of each row to its k nearest other rows (unit vectors).
-
-    O(N²D); memoised on the array's content (the pool rarely changes between rounds).
-    """
-    key = hashlib.blake2b(np.ascontiguousarray(x, dtype=np.float32).tobytes(), digest_size=16).digest() + bytes(
-        [min(k, 255)]
-    )
-    if key in _DENSITY_CACHE:
-        _DENSITY_CACHE.move_to_end(key)
-        return _DENSITY_CACHE[key]
-    n = len(x)
-    k = max(1, min(k, n - 1)) if n > 1 else 1
-    xf = x.astype(np.float32)
-    out = np.empty(n)
-    for s in range(0, n, chunk):
-        sim = xf[s : s + chunk] @ xf.T
-        sim[np.arange(sim.shape[0]), np.arange(s, s + sim.shape[0])] = -np.inf  # not itself
-        if n == 1:
-            out[s:] = 1.0
+    m = 0 if labeled is None else len(labeled)
+    allx = x if labeled is None else np.vstack([labeled, x])
+    n_clusters = min(m + b, len(allx))
+    algo = KMeans if len(allx) <= 20_000 else MiniBatchKMeans
+    with threadpool_limits(limits=1):
+        assign = algo(n_clusters=n_clusters, n_init=1, random_state=int(rng.integers(2**31))).fit_predict(allx)
+    covered = set(assign[:m].tolist())
+    pool_assign = assign[m:]
+    sizes = np.bincount(pool_assign, minlength=n_clusters)
+    order = [c for c in np.argsort(-sizes, kind="stable") if sizes[c] > 0 and c not in covered]
+    picked, scores = [], []
+    for c in order[:b]:
+        members = np.flatnonzero(pool_assign == c)
+        if len(members) == 1:
+            picked.append(int(members[0]))
+            scores.append(0.0)
             continue
-        top = np.partition(sim, -k, axis=1)[:, -k:]
-        out[s : s + chunk] = top.mean(axis=1)
-    _DENSITY_CACHE[key] = out
-    while len(_DENSITY_CACHE) > 4:
-        _DENSITY_CACHE.popitem(last=False)
-    return out
+        kk = min(TYPICALITY_NEIGHBOURS, len(members) - 1)
+        d = np.sqrt(np.maximum(2.0 - 2.0 * x[members] @ x[members].T, 0.0))
+        np.fill_diagonal(d, np.inf)
+        typ = 1.0 / (np.partition(d, kk - 1, axis=1)[:, :kk].mean(axis=1) + 1e-12)
+        j = int(np.argmax(typ))
+        picked.append(int(members[j]))
+        scores.append(float(typ[j]))
+    if len(picked) < b:  # fewer uncovered clusters than slots: fill by k-means++ from everything chosen
+        chosen = x[picked] if picked else None
+        ref = chosen if labeled is None else (labeled if chosen is None else np.vstack([labeled, chosen]))
+        d = _sq_dist_to_set(x, ref)
+        d[picked] = -1.0
+        for i in _top(d, b - len(picked)):
+            picked.append(int(i))
+            scores.append(0.0)
+    return picked, scores
 
 
 def _top(scores: np.ndarray, m: int) -> np.ndarray:
@@ -354,11 +370,14 @@ def select(
         picked, scores = _thin_kmeanspp(margin_uncertainty(proba), x, b, rng, None)
     elif strategy == "badge":
         picked, scores = _badge(proba, x, b, rng)
-    elif strategy == "density_margin":
-        t = typicality(x)
-        span = t.max() - t.min()
-        t01 = (t - t.min()) / span if span > 0 else np.ones_like(t)
-        picked, scores = _thin_kmeanspp(margin_uncertainty(proba) * t01, x, b, rng, None)
+    elif strategy == "typiclust":
+        picked, scores = _typiclust(x, b, labeled, rng)
+    elif strategy == "typiclust_margin":
+        m = 0 if labeled is None else len(labeled)
+        if m < COLD_START_LABELS_PER_CLASS * proba.shape[1]:
+            picked, scores = _typiclust(x, b, labeled, rng)
+        else:
+            picked, scores = _thin_kmeanspp(margin_uncertainty(proba), x, b, rng, None)
     else:  # pragma: no cover - _validate guards this
         raise AssertionError(strategy)
 

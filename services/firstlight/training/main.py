@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from firstlight.blobstore import open_blob_store
 from firstlight.config import TrainingSettings
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
@@ -23,7 +24,8 @@ def build(settings: TrainingSettings) -> ServiceShell:
         store.update_job(job["id"], state=FAILED, error="the training service restarted during this job; train again")
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "training")
-    platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer)
+    blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
+    platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer, settings.embedding_addr, blobs)
     service = TrainingService(store, platform, repository, workers=settings.workers)
     servicer = training_servicer.TrainingServicer(service)
 

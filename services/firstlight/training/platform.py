@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import grpc
 import numpy as np
 
-from firstlight.errors import NotFound, Unavailable
+from PIL import Image
+
+from firstlight.blobstore import BlobStore
+from firstlight.errors import FailedPrecondition, NotFound, Unavailable
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, new_header
-from firstlight.v1 import common_pb2, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
+from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
 TIMEOUT_S = 60.0
 
@@ -25,12 +29,41 @@ def _call(method, request):  # type: ignore[no-untyped-def]
 
 
 class GrpcPlatform:
-    def __init__(self, ingestion_addr: str, search_addr: str, producer: EventProducer) -> None:
+    def __init__(
+        self, ingestion_addr: str, search_addr: str, producer: EventProducer, embedding_addr: str = "", blobs: BlobStore | None = None
+    ) -> None:
         opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
         self._channels = [grpc.insecure_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
+        self.embedding = None
+        if embedding_addr:
+            self._channels.append(grpc.insecure_channel(embedding_addr, options=opts))
+            self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self._channels[-1])
+        self.blobs = blobs
         self.producer = producer
+
+    def flipped_vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embeddings of horizontally mirrored images (the ``augment_flip`` option): read the
+        originals from the blob store, mirror, embed through the EmbeddingService."""
+        if self.embedding is None or self.blobs is None:
+            raise FailedPrecondition("augment_flip needs FIRSTLIGHT_EMBEDDING_ADDR and FIRSTLIGHT_BLOB_URL on the training service")
+        uris = {}
+        for input_id in input_ids:
+            uris[input_id] = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
+        out: dict[str, np.ndarray] = {}
+        ids = list(input_ids)
+        for start in range(0, len(ids), 32):
+            chunk = ids[start : start + 32]
+            images = []
+            for input_id in chunk:
+                with Image.open(io.BytesIO(self.blobs.get(uris[input_id]))) as img:
+                    buf = io.BytesIO()
+                    img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
+                images.append(buf.getvalue())
+            resp = _call(self.embedding.EmbedImages, embedding_pb2.EmbedImagesRequest(images=images))
+            out.update({i: np.asarray(e.vector, dtype=np.float32) for i, e in zip(chunk, resp.embeddings)})
+        return out
 
     def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]:
         out, token = [], ""

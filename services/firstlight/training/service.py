@@ -50,6 +50,7 @@ class Platform:
     def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
+    def flipped_vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
 
 class JobLog:
@@ -207,7 +208,12 @@ class TrainingService:
         self._step(job_id, "fitting", 0.3, message=f"{len(train_rows)} training inputs, template {model['template']}")
         started = time.perf_counter()
         if model["template"] == "transfer_classifier":
-            head = transfer.train_transfer(X, Y, model["concepts"], settings)
+            X_flip = None
+            if settings.augment_flip:  # embeddings of the mirrored training images, same labels
+                self._step(job_id, "embedding flipped images", 0.2, message=f"{len(train_rows)} images")
+                flipped = self.platform.flipped_vectors(app_id, [r.input_id for r in train_rows])
+                X_flip = np.stack([flipped[r.input_id] for r in train_rows]).astype(np.float32)
+            head = transfer.train_transfer(X, Y, model["concepts"], settings, X_flip=X_flip)
         else:
             head = oneshot.train_oneshot(X, Y, model["concepts"], settings)
         seconds = time.perf_counter() - started
