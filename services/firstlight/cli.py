@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -338,6 +339,9 @@ def train(
     metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.validation_metrics.items()) if k != "n")
     console.print(f"version {v.version} trained in {v.train_seconds:.2f}s; validation: {metrics}")
     console.print(f"{'[green]serving[/green]' if v.serving else 'not promoted'}: {v.promotion_note}")
+    fit = json.loads(v.fit_report_json or "{}")
+    if fit.get("class_weighting"):
+        console.print(f"class imbalance: {fit['class_weighting']} weights {fit.get('class_weights', '')}")
 
 
 @app.command()
@@ -350,7 +354,7 @@ def evaluate(
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Evaluate a model version on a split; writes a confusion-matrix PNG and a report."""
-    with _client(data_dir) as client:
+    with _client(data_dir) as client, console.status(f"evaluating {model_id} on {split}…"):
         try:
             ev = client.evaluate(app_id, model_id, version, split=split)
         except FirstlightError as exc:

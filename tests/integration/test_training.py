@@ -69,6 +69,8 @@ def test_dataset_train_evaluate_serve(client: Firstlight, labeled: dict[str, str
     [v1] = listed.versions
     assert v1.serving and v1.dataset_version == ds.version and v1.validation_metrics["accuracy"] > 0.8
     assert 0 < v1.train_seconds < 30
+    fit = __import__("json").loads(v1.fit_report_json)
+    assert fit["n_train"] == 54 and fit["class_weighting"] == "balanced" and set(fit["class_counts"]) == set(CONCEPTS)
 
     ev = client.evaluate(APP, "animals", "1", split="test")
     assert ev.count == 18 and ev.metrics["accuracy"] > 0.7

@@ -80,6 +80,8 @@ EASY_MIN_CONFIDENCE = 0.8
 HARD_MAX_CONFIDENCE = 0.5
 # TypiClust: neighbours used for typicality inside a cluster.
 TYPICALITY_NEIGHBOURS = 20
+# TypiClust clusters in a PCA projection to this many dimensions (cost).
+TYPICLUST_DIMS = 64
 # typiclust_margin: cold start (TypiClust) while fewer labels than this many per class exist.
 COLD_START_LABELS_PER_CLASS = 3
 
@@ -273,12 +275,18 @@ def _typiclust(
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from threadpoolctl import threadpool_limits
 
+    from sklearn.decomposition import PCA
+
     m = 0 if labeled is None else len(labeled)
     allx = x if labeled is None else np.vstack([labeled, x])
     n_clusters = min(m + b, len(allx))
     algo = KMeans if len(allx) <= 20_000 else MiniBatchKMeans
+    state = int(rng.integers(2**31))
     with threadpool_limits(limits=1):
-        assign = algo(n_clusters=n_clusters, n_init=1, random_state=int(rng.integers(2**31))).fit_predict(allx)
+        if allx.shape[1] > TYPICLUST_DIMS and len(allx) > TYPICLUST_DIMS:
+            # cluster in a PCA projection: ~20x cheaper with 1280-d embeddings, same clusters in practice
+            allx = PCA(TYPICLUST_DIMS, svd_solver="randomized", random_state=state).fit_transform(allx)
+        assign = algo(n_clusters=n_clusters, n_init=1, random_state=state).fit_predict(allx)
     covered = set(assign[:m].tolist())
     pool_assign = assign[m:]
     sizes = np.bincount(pool_assign, minlength=n_clusters)

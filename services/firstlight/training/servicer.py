@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -144,6 +145,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     train_seconds=v["train_seconds"],
                     created_at=_ts(v["created_at"]),
                     promotion_note=v["promotion_note"],
+                    fit_report_json=json.dumps(v["train_report"].get("fit", {})),
                 )
                 for v in rows
             ],

@@ -622,6 +622,7 @@ class ModelVersion(_message.Message):
     TRAIN_SECONDS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     PROMOTION_NOTE_FIELD_NUMBER: _builtins.int
+    FIT_REPORT_JSON_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Version id (v1, v2, ...)."""
     dataset_id: _builtins.str
@@ -634,6 +635,10 @@ class ModelVersion(_message.Message):
     """Seconds spent fitting."""
     promotion_note: _builtins.str
     """Why it was or was not promoted."""
+    fit_report_json: _builtins.str
+    """The fit's own report as JSON: rows used, class counts and weights (imbalance handling),
+    augmentation, iterations and convergence.
+    """
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Validation metrics (accuracy, macro_f1, macro_auc, ece)."""
@@ -658,10 +663,11 @@ class ModelVersion(_message.Message):
         train_seconds: _builtins.float = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         promotion_note: _builtins.str = ...,
+        fit_report_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "fit_report_json", b"fit_report_json", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
