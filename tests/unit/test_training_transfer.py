@@ -65,7 +65,7 @@ def test_matches_sklearn_multinomial_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
     X, y = clusters(400, k=3, d=32, spread=3.0)
-    model = train_transfer(X, names(y, ["a", "b", "c"]), ["a", "b", "c"], TransferSettings(class_weight="none", tol=1e-8))
+    model = train_transfer(X, names(y, ["a", "b", "c"]), ["a", "b", "c"], TransferSettings(C=1.0, class_weight="none", tol=1e-8))
     ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=5000).fit(X.astype(np.float64), y)
     np.testing.assert_allclose(model.predict_proba(X), ref.predict_proba(X), atol=2e-4)
 
@@ -125,7 +125,7 @@ def test_joint_sigmoid_fit_equals_separate_sklearn_fits(class_weight):
 
     X, Y, Z, concepts = multilabel_data(n=300, d=24, seed=2)
     X += np.random.default_rng(3).normal(0, 1.0, X.shape).astype(np.float32)  # not separable
-    s = TransferSettings(mutually_exclusive=False, class_weight=class_weight, tol=1e-8)
+    s = TransferSettings(C=1.0, mutually_exclusive=False, class_weight=class_weight, tol=1e-8)
     model = train_transfer(X, Y, concepts, s)
     for k in range(3):
         ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=5000, class_weight="balanced" if class_weight == "balanced" else None)

@@ -64,7 +64,7 @@ TRANSFER_SETTINGS: dict[str, SettingSpec] = {
     for s in [
         SettingSpec("mutually_exclusive", "bool", True, "each input has exactly one concept: softmax over concepts"),
         SettingSpec("logreg", "bool", None, "independent sigmoid per concept (multi-label); default: not mutually_exclusive", optional=True),
-        SettingSpec("C", "float", 1.0, "inverse L2 regularisation strength (larger: weaker regularisation)", *C_RANGE),
+        SettingSpec("C", "float", 100.0, "inverse L2 regularisation strength (larger: weaker regularisation); 100 suits unit-norm embeddings", *C_RANGE),
         SettingSpec("class_weight", "choice", "balanced", "weight classes inversely to their frequency, or not", choices=CLASS_WEIGHTS),
         SettingSpec("augment_flip", "bool", False, "add embeddings of horizontally flipped training images"),
         SettingSpec("max_iter", "int", 1000, "maximum lbfgs iterations", *MAX_ITER_RANGE),

@@ -54,7 +54,10 @@ class TransferSettings:
     # single-label data); logreg=False with non-exclusive concepts is not (softmax cannot say
     # "several" or "none").
     logreg: bool | None = None
-    C: float = 1.0
+    # The embeddings are unit-norm 1280-d vectors (components ~0.03): sklearn's usual C=1 is
+    # then a very strong penalty. On animal-mnist (100 labeled per class, 10 classes) C=1 gave
+    # 0.86 validation accuracy, C=30 0.96, C=100 0.97, C=1000 0.97: 100 is the default.
+    C: float = 100.0
     class_weight: Literal["balanced", "none"] = "balanced"
     augment_flip: bool = False
     max_iter: int = 1000
