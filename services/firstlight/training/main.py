@@ -14,6 +14,9 @@ from firstlight.training.store import TrainingStore
 
 
 def build(settings: TrainingSettings) -> ServiceShell:
+    # Import the solver now, not inside the first job: a version's train_seconds should be the fit.
+    import sklearn.linear_model  # noqa: F401
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     repository = settings.resolved_model_repository()
     repository.mkdir(parents=True, exist_ok=True)
