@@ -1,58 +1,176 @@
-"""`make bench`: run the benchmarks, print a table, write bench/results/<name>.json."""
+"""`make bench`: start one local stack, run the benchmarks, print a table per section as it
+finishes and one at the end, write bench/results/<name>.json.
+
+    python -m bench                          # everything (~15 min on a 2-core machine)
+    python -m bench --only search,inference  # a subset (names: see SECTIONS)
+    python -m bench --quick                  # smaller sizes and shorter levels
+    python -m bench --hnsw-1m                # also build the HNSW index at 1M points (~10 min more here)
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from bench import ingest, text_search
+from bench import common, inference, ingest, kafka, search, text_search, training
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("ingest", "text_search", "search", "inference", "training", "kafka")
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = 0.0
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_gb, 1),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "load_avg_at_start": [round(x, 2) for x in load],
+    }
+
+
+def machine_text(m: dict) -> str:
+    return f"{m['arch']} {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']:.0f} GB, Python {m['python']}"
+
+
+def ingest_rows(r: dict) -> list[common.Row]:
+    return [
+        common.Row(
+            "ingest → searchable",
+            f"{r['full_path_img_per_s']:.1f} img/s (p50 {r['latency_p50_s']:.2f}s, p99 {r['latency_p99_s']:.2f}s upload→searchable)",
+            f"bare backbone {r['bare_backbone_img_per_s']:.1f} img/s (batch {r['batch']})",
+            f"{r['ratio_vs_bare']:.2f}×",
+        )
+    ]
+
+
+def text_rows(t: dict) -> list[common.Row]:
+    return [
+        common.Row(
+            "text search p@10 (10 animals)",
+            f"{t['labeled_mean']:.2f} with {t['shots']} labels/concept",
+            f"zero labels (ImageNet-name bridge) {t['zero_label_mean']:.2f}",
+            f"{t['labeled_mean'] / max(t['zero_label_mean'], 1e-9):.2f}×",
+        )
+    ]
+
+
+def with_rows(result: dict, make: Callable[[dict], list[common.Row]]) -> dict:
+    return {**result, "rows": [r.as_dict() for r in make(result)]}
+
+
+def per_concept(t: dict) -> Table:
+    tab = Table(title="text search precision@10 per concept")
+    for col in ("concept", "zero labels", f"{t['shots']} labels"):
+        tab.add_column(col)
+    for concept in t["zero_label_p10"]:
+        tab.add_row(concept, f"{t['zero_label_p10'][concept]:.1f}", f"{t['labeled_p10'][concept]:.1f}")
+    return tab
+
+
+def table(title: str, rows: list[dict]) -> Table:
+    tab = Table(title=title, show_lines=False)
+    for col in ("benchmark", "figure", "baseline (same run)", "ratio", "goal"):
+        tab.add_column(col, overflow="fold")
+    for r in rows:
+        goal = r.get("goal") or ""
+        if goal and r.get("met") is not None:
+            goal = f"{'[green]met[/green]' if r['met'] else '[red]below[/red]'}: {goal}"
+        tab.add_row(r["benchmark"], r["figure"], r["baseline"], r["ratio"], goal)
+    return tab
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, shorter concurrency levels")
+    p.add_argument("--hnsw-1m", action="store_true", help="also build and time the HNSW index on the largest search set")
+    args = p.parse_args(argv)
+    wanted = [s.strip().replace("-", "_") for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    args.sections = [s for s in SECTIONS if not wanted or s in wanted]
+    return args
 
 
 def main(argv: list[str]) -> int:
+    args = parse(argv)
     console = Console()
     RESULTS.mkdir(exist_ok=True)
-    machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}"
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp)) as stack:
-        console.print("[bold]ingest → searchable[/bold] (1,000 animal-mnist images)…")
-        result = ingest.run(stack)
-        console.print("[bold]text search[/bold] (precision@10, zero labels vs 5 labels per concept)…")
+    info = machine()
+    all_rows: list[dict] = []
+    timings: dict[str, float] = {}
+    began = time.perf_counter()
+
+    def log(msg: str) -> None:
+        console.print(msg, highlight=False)
+
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack") as stack:
+        log(f"stack up in {time.perf_counter() - began:.0f}s; sections: {', '.join(args.sections)}{' (quick)' if args.quick else ''}")
         with Firstlight.from_addresses(stack.addresses) as client:
-            text = text_search.run(client)
-    (RESULTS / "ingest.json").write_text(json.dumps({"machine": machine, **result}, indent=2))
-    (RESULTS / "text_search.json").write_text(json.dumps({"machine": machine, **text}, indent=2))
-    table = Table(title=f"Firstlight benchmarks ({machine})")
-    for col in ("benchmark", "figure", "baseline", "ratio"):
-        table.add_column(col)
-    table.add_row(
-        "ingest → searchable",
-        f"{result['full_path_img_per_s']:.1f} img/s (p50 {result['latency_p50_s']:.2f}s, p99 {result['latency_p99_s']:.2f}s upload→searchable)",
-        f"bare backbone {result['bare_backbone_img_per_s']:.1f} img/s (batch {result['batch']})",
-        f"{result['ratio_vs_bare']:.2f}×",
+            runners: dict[str, Callable[[], dict]] = {
+                "ingest": lambda: with_rows(ingest.run(stack), ingest_rows),
+                "text_search": lambda: with_rows(text_search.run(client), text_rows),
+                "search": lambda: search.run(
+                    client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
+                ),
+                "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log),
+                "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
+                "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
+            }
+            for name in args.sections:
+                log(f"\n[bold]{name}[/bold] …")
+                t = time.perf_counter()
+                result = runners[name]()
+                timings[name] = time.perf_counter() - t
+                result = {"machine": info, "quick": args.quick, "seconds": timings[name], **result}
+                (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+                console.print(table(f"{name} ({timings[name]:.0f}s)", result["rows"]))
+                if name == "text_search":
+                    console.print(per_concept(result))
+                all_rows += result["rows"]
+
+    total = time.perf_counter() - began
+    console.print()
+    console.print(table(f"Firstlight benchmarks — {machine_text(info)} — {total / 60:.1f} min", all_rows))
+    log(
+        f"load average at start {info['load_avg_at_start']} (the machine is shared: absolute figures move with "
+        "other work; ratios are measured in the same run). Per section: "
+        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
     )
-    table.add_row(
-        "text search p@10 (10 animals)",
-        f"{text['labeled_mean']:.2f} with {text['shots']} labels/concept",
-        f"zero labels (ImageNet-name bridge) {text['zero_label_mean']:.2f}",
-        f"{text['labeled_mean'] / max(text['zero_label_mean'], 1e-9):.2f}×",
-    )
-    console.print(table)
-    per = Table(title="text search precision@10 per concept")
-    for col in ("concept", "zero labels", f"{text['shots']} labels"):
-        per.add_column(col)
-    for concept in text["zero_label_p10"]:
-        per.add_row(concept, f"{text['zero_label_p10'][concept]:.1f}", f"{text['labeled_p10'][concept]:.1f}")
-    console.print(per)
     return 0
+
+
+def _real(client: Firstlight, log):  # type: ignore[no-untyped-def]
+    _, X, labels = common.real_embeddings(client, log)
+    return X, labels
 
 
 if __name__ == "__main__":

@@ -374,6 +374,46 @@ def evaluate(
     console.print(f"wrote {stem}.png and {stem}.md")
 
 
+@app.command()
+def suggest(
+    app_id: str,
+    model_id: str,
+    batch_size: int = 20,
+    strategy: Annotated[str, typer.Option(help="Empty: the default strategy")] = "",
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Active learning: the unlabeled inputs the model would learn most from."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.suggest(app_id, model_id, batch_size=batch_size, strategy=strategy)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    table = Table(title=f"{len(resp.suggestions)} of {resp.pool_size} unlabeled inputs to label next ({resp.strategy})")
+    for col in ("#", "input", "score", "difficulty", "model's guess"):
+        table.add_column(col)
+    for n, s in enumerate(resp.suggestions, 1):
+        table.add_row(str(n), s.input_id, f"{s.score:.3f}", s.difficulty, f"{s.predicted_concept} {s.confidence:.2f}")
+    console.print(table)
+
+
+@app.command("label-errors")
+def label_errors(app_id: str, max_results: int = 20, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Labeled inputs whose label is probably wrong, with the suggested concept."""
+    with _client(data_dir) as client, console.status("cross-validating…"):
+        try:
+            resp = client.label_errors(app_id, max_results=max_results)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    table = Table(title=f"suspected label errors among {resp.examined} labeled inputs")
+    for col in ("input", "labeled", "probably", "score"):
+        table.add_column(col)
+    for e in resp.errors:
+        table.add_row(e.input_id, e.given_concept, e.suggested_concept, f"{e.score:.3f}")
+    console.print(table)
+
+
 @app.command("export-sample")
 def export_sample(folder: Path, per_class: int = 100, seed: int = 0) -> None:
     """Write bundled animal-mnist images as FOLDER/<class>/<id>.png."""

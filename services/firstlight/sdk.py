@@ -23,6 +23,8 @@ from firstlight.stack import read_stack_file
 from firstlight.validation import INPUT_ID
 from firstlight.v1 import (
     common_pb2,
+    curation_pb2,
+    curation_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     ingestion_pb2,
@@ -108,6 +110,8 @@ class Firstlight:
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._channels[2])
         self.training = training_pb2_grpc.TrainingServiceStub(self._channels[3]) if training else None
+        # Curation is served beside training (same address).
+        self.curation = curation_pb2_grpc.CurationServiceStub(self._channels[3]) if training else None
         self.timeout_s = timeout_s
 
     @classmethod
@@ -335,6 +339,36 @@ class Firstlight:
     def compare(self, app_id: str, model_id: str, versions: Iterable[str] = (), split: str = "validation") -> training_pb2.Comparison:
         return self._training().CompareModelVersions(
             training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=list(versions), split=SPLITS[split]),  # type: ignore[arg-type]
+            timeout=self.timeout_s * 5,
+        )
+
+    # -- curation ---------------------------------------------------------------------
+    def _curation(self) -> curation_pb2_grpc.CurationServiceStub:
+        if self.curation is None:
+            raise ValueError("this client has no training/curation service address")
+        return self.curation
+
+    @_wrap_errors
+    def suggest(self, app_id: str, model_id: str, *, batch_size: int = 50, strategy: str = "", version: str = "", seed: int = 0) -> curation_pb2.SuggestInputsResponse:
+        """Unlabeled inputs worth labeling next, best first (active learning)."""
+        return self._curation().SuggestInputsForLabeling(
+            curation_pb2.SuggestInputsRequest(app_id=app_id, model_id=model_id, model_version=version, strategy=strategy, batch_size=batch_size, seed=seed),
+            timeout=self.timeout_s * 5,
+        )
+
+    @_wrap_errors
+    def label_errors(self, app_id: str, *, concepts: Iterable[str] = (), folds: int = 5, max_results: int = 100) -> curation_pb2.FindLabelErrorsResponse:
+        return self._curation().FindLabelErrors(
+            curation_pb2.FindLabelErrorsRequest(app_id=app_id, concepts=list(concepts), folds=folds, max_results=max_results),
+            timeout=self.timeout_s * 10,
+        )
+
+    @_wrap_errors
+    def drift(self, app_id: str, *, recent_input_ids: Iterable[str] = (), recent_count: int = 200, reference_split: str = "train") -> curation_pb2.DriftReport:
+        return self._curation().GetDriftReport(
+            curation_pb2.GetDriftReportRequest(
+                app_id=app_id, reference_split=SPLITS[reference_split], recent_count=recent_count, recent_input_ids=list(recent_input_ids)
+            ),
             timeout=self.timeout_s * 5,
         )
 

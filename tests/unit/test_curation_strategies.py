@@ -180,3 +180,16 @@ def test_malformed_inputs_are_rejected(pool, change, match):
     kw.update(change)
     with pytest.raises(ValueError, match=match):
         select("margin", **kw)
+
+
+def test_the_core_imports_no_service_or_model_dependencies():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, firstlight.curation, firstlight.curation.simulate;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('grpc', 'kafka', 'qdrant_client', 'qdrant_edge', 'tritonclient', 'torch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

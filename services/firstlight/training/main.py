@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from firstlight.blobstore import open_blob_store
 from firstlight.config import TrainingSettings
+from firstlight.curation import servicer as curation_servicer
+from firstlight.curation.service import Curation
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
 from firstlight.runtime.server import ServiceShell, run
@@ -31,6 +33,8 @@ def build(settings: TrainingSettings) -> ServiceShell:
     platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer, settings.embedding_addr, blobs)
     service = TrainingService(store, platform, repository, workers=settings.workers)
     servicer = training_servicer.TrainingServicer(service)
+    # Curation runs in this process: it needs exactly the clients and repository training has.
+    curation = curation_servicer.CurationServicer(Curation(platform, repository, store))
 
     async def on_stop() -> None:
         service.shutdown()
@@ -39,7 +43,10 @@ def build(settings: TrainingSettings) -> ServiceShell:
 
     return ServiceShell(
         name="training",
-        register=lambda server: training_servicer.add_to_server(servicer, server),
+        register=lambda server: [
+            *training_servicer.add_to_server(servicer, server),
+            *curation_servicer.add_to_server(curation, server),
+        ],
         on_stop=on_stop,
     )
 

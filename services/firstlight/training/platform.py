@@ -82,6 +82,20 @@ class GrpcPlatform:
             if not token:
                 return out
 
+    def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
+        """(id, concepts, split) of the app's inputs, oldest first (curation's view)."""
+        flt = common_pb2.InputFilter(
+            labeled={None: 0, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],  # type: ignore[arg-type]
+            split=split,  # type: ignore[arg-type]
+        )
+        out, token = [], ""
+        while True:
+            resp = _call(self.ingestion.ListInputs, ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=1000, page_token=token, filter=flt))
+            out += [(i.id, list(i.concepts), int(i.split)) for i in resp.inputs]
+            token = resp.next_page_token
+            if not token:
+                return out
+
     def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None:
         items = list(splits_by_input.items())
         for start in range(0, len(items), 500):

@@ -1,0 +1,167 @@
+"""Predict throughput and latency at concurrency 1, 8 and 32 (threads, one image per request):
+
+* the InferenceService (gRPC ``Predict``, general model, top 5) — decode, preprocess, Triton;
+* direct Triton (``TritonModels.classify``) with decode + preprocess in the calling thread;
+* the bare model in-process (``load_efficientnet`` + ``embed_and_classify`` at batch 1), with the
+  same decode + preprocess, called from the same number of threads.
+
+All three do the same work per image (JPEG decode, resize/crop, forward pass, softmax), so the
+ratios are the cost or gain of the serving path. Triton's dynamic batcher is observed directly:
+the backbone's inference count over its execution count is the mean batch it ran.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+import numpy as np
+
+from bench.common import Row, latency, ms
+from firstlight import datasets
+from firstlight.images import decode_image
+from firstlight.models import backbone
+from firstlight.models.preprocess import batch_from_images
+from firstlight.triton.client import BACKBONE_MODEL, TritonModels
+from firstlight.v1 import inference_pb2, inference_pb2_grpc
+
+LEVELS = (1, 8, 32)
+PHOTOS = ("chelsea", "coffee", "astronaut")
+#: "clearly faster than bare" at concurrency 8, made a number.
+CLEARLY = 1.2
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return batch_from_images([decode_image(data, max_bytes=1 << 30, max_pixels=1 << 30).image])
+
+
+def drive(call: Callable[[bytes], object], images: list[bytes], threads: int, seconds: float) -> dict:
+    """``threads`` workers call ``call`` back to back for ``seconds``; throughput and latency."""
+    lat: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start_gate = threading.Barrier(threads + 1)
+    stop_at = [0.0]
+
+    def worker(n: int) -> None:
+        start_gate.wait()
+        i = n
+        while time.perf_counter() < stop_at[0]:
+            t = time.perf_counter()
+            try:
+                call(images[i % len(images)])
+            except BaseException as exc:  # noqa: BLE001 - reported, never hidden
+                errors.append(exc)
+                return
+            lat[n].append(time.perf_counter() - t)
+            i += 1
+
+    pool = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
+    for t in pool:
+        t.start()
+    stop_at[0] = time.perf_counter() + seconds
+    begin = time.perf_counter()
+    start_gate.wait()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - begin
+    if errors:
+        raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]!r}")
+    flat = [x for per in lat for x in per]
+    return {"threads": threads, "requests": len(flat), "seconds": elapsed, "img_per_s": len(flat) / elapsed, **latency(flat)}
+
+
+def backbone_counts(triton: TritonModels) -> tuple[int, int]:
+    stats = triton._client.get_inference_statistics(BACKBONE_MODEL, as_json=True)  # noqa: SLF001
+    s = stats["model_stats"][0]
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+
+def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
+    seconds = 4.0 if quick else 12.0
+    images = [datasets.sample_photo(name) for name in PHOTOS]
+    results: dict[str, dict[int, dict]] = {"predict": {}, "triton": {}, "bare": {}}
+
+    # -- bare model in-process --------------------------------------------------------------
+    threads_used = backbone.configure_torch_threads()
+    model = backbone.load_efficientnet()
+
+    def bare(data: bytes) -> object:
+        _, probs = backbone.embed_and_classify(model, pixels(data))
+        return np.argsort(-probs[0])[:5]
+
+    # -- direct Triton ----------------------------------------------------------------------
+    triton = TritonModels(addresses["triton"])
+
+    def direct(data: bytes) -> object:
+        return np.argsort(-triton.classify(pixels(data))[0])[:5]
+
+    # -- the service ------------------------------------------------------------------------
+    channel = grpc.insecure_channel(addresses["inference"], options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+    def predict(data: bytes) -> object:
+        return stub.Predict(inference_pb2.PredictRequest(model_id="general", images=[data], top_k=5), timeout=120)
+
+    try:
+        for name, fn in (("bare", bare), ("triton", direct), ("predict", predict)):
+            for data in images * 2:  # warm-up
+                fn(data)
+            for c in LEVELS:
+                before = backbone_counts(triton) if name != "bare" else (0, 0)
+                r = drive(fn, images, c, seconds)
+                if name != "bare":
+                    after = backbone_counts(triton)
+                    execs = after[1] - before[1]
+                    r["triton_mean_batch"] = (after[0] - before[0]) / execs if execs else 0.0
+                results[name][c] = r
+                log(f"  {name:8s} c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}")
+    finally:
+        channel.close()
+        triton.close()
+
+    rows: list[Row] = []
+    for c in LEVELS:
+        p, t, b = results["predict"][c], results["triton"][c], results["bare"][c]
+        goal, met = "", None
+        if c == 1:
+            goal, met = "≥ 0.9× bare", p["img_per_s"] >= 0.9 * b["img_per_s"]
+        elif c == 8:
+            goal, met = f"clearly > bare (≥ {CLEARLY}×)", p["img_per_s"] >= CLEARLY * b["img_per_s"]
+        rows.append(
+            Row(
+                f"Predict, concurrency {c}",
+                f"{p['img_per_s']:.1f} img/s, p50 {ms(p['p50_s'])}, p99 {ms(p['p99_s'])}",
+                f"bare in-process batch 1: {b['img_per_s']:.1f} img/s, p50 {ms(b['p50_s'])}",
+                f"{p['img_per_s'] / b['img_per_s']:.2f}×",
+                goal,
+                met,
+            )
+        )
+        rows.append(
+            Row(
+                f"Triton direct, concurrency {c}",
+                f"{t['img_per_s']:.1f} img/s, p50 {ms(t['p50_s'])}, mean batch {t['triton_mean_batch']:.1f}",
+                f"bare in-process: {b['img_per_s']:.1f} img/s; Predict/Triton {p['img_per_s'] / t['img_per_s']:.2f}×",
+                f"{t['img_per_s'] / b['img_per_s']:.2f}×",
+            )
+        )
+    t1 = results["triton"][1]["img_per_s"]
+    for c in LEVELS[1:]:
+        t = results["triton"][c]
+        rows.append(
+            Row(
+                f"Triton dynamic batching, c={c} vs c=1",
+                f"{t['img_per_s']:.1f} img/s (mean batch {t['triton_mean_batch']:.1f})",
+                f"c=1: {t1:.1f} img/s (mean batch {results['triton'][1]['triton_mean_batch']:.1f})",
+                f"{t['img_per_s'] / t1:.2f}×",
+            )
+        )
+    return {
+        "seconds_per_level": seconds,
+        "torch_threads_bare": threads_used,
+        "photos": list(PHOTOS),
+        "results": {k: {str(c): r for c, r in v.items()} for k, v in results.items()},
+        "rows": [r.as_dict() for r in rows],
+    }

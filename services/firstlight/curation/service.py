@@ -1,0 +1,132 @@
+"""Curation orchestration: the app's inputs and embeddings (through the platform's RPCs) and
+its trained heads (from the model repository) fed to the pure strategy, label-error and drift
+modules. The same :mod:`strategies` code drives the AL benchmark (``curation.benchmark``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firstlight import validation
+from firstlight.curation import drift, label_errors, strategies
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.training import export
+from firstlight.training.head import load_head
+from firstlight.training.transfer import TransferSettings, train_transfer
+
+MAX_POOL = 20_000
+
+
+@dataclass(frozen=True)
+class SuggestionOut:
+    input_id: str
+    score: float
+    difficulty: str
+    predicted: str
+    confidence: float
+
+
+class CurationPlatform:
+    """What curation needs from the rest of the platform (see training.platform.GrpcPlatform)."""
+
+    def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
+    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+
+class Curation:
+    def __init__(self, platform: CurationPlatform, repository: Path, models) -> None:  # type: ignore[no-untyped-def]
+        self.platform = platform
+        self.repository = repository
+        self.models = models  # training store: model rows (concepts, serving version)
+
+    def _head(self, app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
+        model = self.models.get_model(app_id, model_id)
+        if not model:
+            raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
+        version = version or model["serving_version"]
+        if not version:
+            raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
+        path = self.repository / export.triton_model_name(app_id, model_id) / version / "weights.npz"
+        if not path.exists():
+            raise NotFound(f"model {model_id!r} has no version {version!r}")
+        return load_head(path, model["concepts"]), model["concepts"]
+
+    def _matrix(self, app_id: str, ids: list[str]) -> tuple[list[str], np.ndarray]:
+        vectors = self.platform.vectors(app_id, ids)
+        kept = [i for i in ids if i in vectors]
+        if not kept:
+            return [], np.zeros((0, 0), np.float32)
+        return kept, np.stack([vectors[i] for i in kept]).astype(np.float32)
+
+    def suggest(self, app_id: str, model_id: str, version: str, strategy: str, batch_size: int, seed: int) -> tuple[str, int, list[SuggestionOut]]:
+        validation.app_id(app_id)
+        strategy = strategy or strategies.DEFAULT_STRATEGY
+        if strategy not in strategies.STRATEGIES or strategy == "mc_dropout":
+            valid = [s for s in strategies.STRATEGIES if s != "mc_dropout"]
+            raise InvalidArgument(f"unknown strategy {strategy!r} (available here: {', '.join(valid)})")
+        size = batch_size or 50
+        if not 0 < size <= 1000:
+            raise InvalidArgument(f"batch_size must be between 1 and 1000 (got {batch_size})")
+        head, concepts = self._head(app_id, model_id, version)
+        pool_ids, X = self._matrix(app_id, [i for i, _, _ in self.platform.inputs(app_id, labeled=False)][:MAX_POOL])
+        if not pool_ids:
+            raise FailedPrecondition(f"app {app_id!r} has no unlabeled, indexed inputs to suggest")
+        labeled_ids = [i for i, _, _ in self.platform.inputs(app_id, labeled=True)][:MAX_POOL]
+        _, L = self._matrix(app_id, labeled_ids)
+        proba = head.predict_proba(X)
+        picked = strategies.select(
+            strategy, proba=proba, embeddings=X, batch_size=min(size, len(pool_ids)), seed=seed,
+            labeled_embeddings=L if len(L) else None,
+        )
+        out = [
+            SuggestionOut(pool_ids[s.index], s.score, s.difficulty, concepts[int(proba[s.index].argmax())], float(proba[s.index].max()))
+            for s in picked
+        ]
+        return strategy, len(pool_ids), out
+
+    def label_errors(self, app_id: str, concepts: Sequence[str], folds: int, max_results: int) -> tuple[int, list[tuple[str, str, str, float]]]:
+        validation.app_id(app_id)
+        folds = folds or 5
+        if not 2 <= folds <= 20:
+            raise InvalidArgument(f"folds must be between 2 and 20 (got {folds})")
+        wanted = set(validation.concept(c) for c in concepts)
+        rows = [(i, cs[0]) for i, cs, _ in self.platform.inputs(app_id, labeled=True) if len(cs) == 1 and (not wanted or cs[0] in wanted)]
+        counts: dict[str, int] = {}
+        for _, c in rows:
+            counts[c] = counts.get(c, 0) + 1
+        keep = {c for c, n in counts.items() if n >= folds}
+        rows = [(i, c) for i, c in rows if c in keep]
+        if len(keep) < 2:
+            raise FailedPrecondition(f"need at least two concepts with {folds} single-label inputs each")
+        ids, X = self._matrix(app_id, [i for i, _ in rows])
+        label_of = dict(rows)
+        y = np.array([label_of[i] for i in ids])
+        names = sorted(set(y))
+
+        def fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+            head = train_transfer(X_train, [names[k] for k in y_train], names, TransferSettings())
+            return head.predict_proba(X_test)
+
+        proba = label_errors.out_of_fold_proba(X, y, fit_predict, folds=folds, seed=0)
+        issues = label_errors.find_label_issues(proba, y)[: max_results or 100]
+        return len(ids), [(ids[i.index], str(i.given_label), str(i.suggested_label), float(i.score)) for i in issues]
+
+    def drift(self, app_id: str, reference_split: int, recent_count: int, recent_ids: Sequence[str]) -> tuple[drift.DriftReport, int, int]:
+        validation.app_id(app_id)
+        split = reference_split or 1
+        everything = self.platform.inputs(app_id, labeled=None)
+        reference = [i for i, _, s in everything if s == split]
+        if recent_ids:
+            recent = [validation.input_id(i) for i in recent_ids]
+        else:
+            n = recent_count or 200
+            ref = set(reference)
+            recent = [i for i, _, _ in everything if i not in ref][-n:]
+        ref_ids, R = self._matrix(app_id, reference[-MAX_POOL:])
+        rec_ids, N = self._matrix(app_id, recent)
+        if len(ref_ids) < 2 or len(rec_ids) < 2:
+            raise FailedPrecondition(f"need at least 2 reference and 2 recent indexed inputs (have {len(ref_ids)} and {len(rec_ids)})")
+        return drift.drift_report(R, N), len(ref_ids), len(rec_ids)
