@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
+
+if TYPE_CHECKING:
+    from firstlight.config import ImageLimits
 
 # We enforce our own pixel limit before decoding; PIL's own bomb check would raise a
 # different exception type (or only warn) depending on how far over the limit an image is.
@@ -60,3 +65,16 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(f"{label} is corrupt or truncated: {exc}") from None
     return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image") -> list[Image.Image]:
+    """Decode a request's images, each checked like :func:`decode_image`, the count checked
+    against ``limits.max_batch_size``."""
+    if not images:
+        raise InvalidArgument("no images given")
+    if len(images) > limits.max_batch_size:
+        raise ResourceExhausted(f"{len(images)} images, over the limit of {limits.max_batch_size}")
+    return [
+        decode_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}").image
+        for n, data in enumerate(images)
+    ]

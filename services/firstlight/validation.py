@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import unicodedata
 
@@ -64,3 +65,21 @@ def page_size(value: int, *, default: int, maximum: int) -> int:
     if value > maximum:
         raise InvalidArgument(f"page_size {value} is over the maximum of {maximum}")
     return value or default
+
+
+def encode_page_token(kind: str, position: int) -> str:
+    """Opaque page token: a tagged position (sequence number, offset) in base64."""
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+
+
+def decode_page_token(kind: str, token: str) -> int:
+    """Position in a token made by :func:`encode_page_token` with the same ``kind``; 0 if empty."""
+    if not token:
+        return 0
+    try:
+        tag, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if tag != kind or int(value) < 0:
+            raise ValueError
+        return int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token is not a token returned by this service") from None

@@ -14,7 +14,7 @@ import numpy as np
 from firstlight.config import ImageLimits
 from firstlight.embedding.bridge import ConceptBridge, Match
 from firstlight.errors import InvalidArgument, ResourceExhausted
-from firstlight.images import decode_image
+from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
 
@@ -44,20 +44,7 @@ class Embedder:
 
     # -- images -----------------------------------------------------------------------
     def decode_batch(self, images: Sequence[bytes], label: str = "image") -> np.ndarray:
-        if not images:
-            raise InvalidArgument("no images given")
-        if len(images) > self.limits.max_batch_size:
-            raise ResourceExhausted(f"{len(images)} images, over the limit of {self.limits.max_batch_size}")
-        decoded = [
-            decode_image(
-                data,
-                max_bytes=self.limits.max_image_bytes,
-                max_pixels=self.limits.max_image_pixels,
-                label=f"{label} {n}",
-            ).image
-            for n, data in enumerate(images)
-        ]
-        return batch_from_images(decoded)
+        return batch_from_images(decode_batch(images, self.limits, label))
 
     def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
         """[N,224,224,3] uint8 → [N,1280] L2-normalised (raises TritonUnavailable when down)."""

@@ -57,11 +57,7 @@ def build(settings: EmbeddingSettings) -> ServiceShell:
 
 
 def main() -> None:
-    def factory() -> tuple[ServiceShell, EmbeddingSettings]:
-        settings = EmbeddingSettings()
-        return build(settings), settings
-
-    run(factory)
+    run(build, EmbeddingSettings)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from firstlight.config import ImageLimits
-from firstlight.errors import InvalidArgument, NotFound, ResourceExhausted
-from firstlight.images import decode_image
+from firstlight.errors import InvalidArgument, NotFound
+from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.inference.registry import Registry
 from firstlight.models.preprocess import batch_from_images
@@ -102,17 +102,7 @@ class Predictor:
         return np.array(sorted(set(idx)))
 
     def _pixels(self, images: Sequence[bytes]) -> np.ndarray:
-        if not images:
-            raise InvalidArgument("no images given")
-        if len(images) > self.limits.max_batch_size:
-            raise ResourceExhausted(f"{len(images)} images, over the limit of {self.limits.max_batch_size}")
-        decoded = [
-            decode_image(
-                data, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels, label=f"image {n}"
-            ).image
-            for n, data in enumerate(images)
-        ]
-        return batch_from_images(decoded)
+        return batch_from_images(decode_batch(images, self.limits))
 
     def _probabilities(self, model: Resolved, pixels: np.ndarray, cache: dict) -> np.ndarray:
         """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached)."""

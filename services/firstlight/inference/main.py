@@ -67,11 +67,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
 
 
 def main() -> None:
-    def factory() -> tuple[ServiceShell, InferenceSettings]:
-        settings = InferenceSettings()
-        return build(settings), settings
-
-    run(factory)
+    run(build, InferenceSettings)
 
 
 if __name__ == "__main__":

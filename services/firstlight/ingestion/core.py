@@ -3,7 +3,6 @@ events are written to the store's outbox and a relay publishes them."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -37,23 +36,6 @@ def _header(key: str | None = None) -> events_pb2.EventHeader:
     header = events_pb2.EventHeader(idempotency_key=key or uuid.uuid4().hex, producer=PRODUCER)
     header.event_time.GetCurrentTime()
     return header
-
-
-def encode_page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s:{seq}".encode()).decode()
-
-
-def decode_page_token(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(token.encode()).decode()
-        kind, _, value = raw.partition(":")
-        if kind != "s":
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token returned by this service") from None
 
 
 class Ingestion:
@@ -167,13 +149,13 @@ class Ingestion:
             raise InvalidArgument(f"unknown split {split}")
         rows, next_seq, total = self.store.list_inputs(
             app_id,
-            after_seq=decode_page_token(page_token),
+            after_seq=validation.decode_page_token("s", page_token),
             limit=size,
             concepts_any=[validation.concept(c) for c in concepts_any],
             split=split,
             labeled=labeled,
         )
-        return rows, encode_page_token(next_seq) if next_seq else "", total
+        return rows, validation.encode_page_token("s", next_seq) if next_seq else "", total
 
     def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
         self.get_app(app_id)

@@ -67,11 +67,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
 
 
 def main() -> None:
-    def factory() -> tuple[ServiceShell, IngestionSettings]:
-        settings = IngestionSettings()
-        return build(settings), settings
-
-    run(factory)
+    run(build, IngestionSettings)
 
 
 if __name__ == "__main__":

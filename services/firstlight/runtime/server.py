@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -111,8 +112,12 @@ async def serve(shell: ServiceShell, settings: CommonSettings, stop: asyncio.Eve
     log.info("%s stopped", shell.name)
 
 
-def run(shell_factory: Callable[[], tuple[ServiceShell, CommonSettings]]) -> None:
-    """Entry point used by each service's ``main``."""
-    shell, settings = shell_factory()
+S = TypeVar("S", bound=CommonSettings)
+
+
+def run(build: Callable[[S], ServiceShell], settings_type: type[S]) -> None:
+    """Entry point of every service process: read and validate settings (a bad value fails
+    here, naming the variable), build the service, serve until SIGTERM."""
+    settings = settings_type()
     setup_logging(settings.log_level)
-    asyncio.run(serve(shell, settings))
+    asyncio.run(serve(build(settings), settings))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,26 +25,10 @@ class Hit:
     split: int
 
 
-def encode_offset(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
-
-
-def decode_offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        kind, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "o" or int(value) < 0:
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token returned by this service") from None
-
-
 def check_page(page_size: int, page_token: str) -> tuple[int, int]:
     """(page size, offset) or InvalidArgument."""
     size = validation.page_size(page_size, default=10, maximum=MAX_PAGE)
-    offset = decode_offset(page_token)
+    offset = validation.decode_page_token("o", page_token)
     if offset + size > MAX_OFFSET:
         raise InvalidArgument(f"cannot page past {MAX_OFFSET} results; narrow the filter instead")
     return size, offset
@@ -81,7 +64,7 @@ class Searcher:
             Hit(h.payload["input_id"], float(h.score), list(h.payload.get("concepts", [])), int(h.payload.get("split", 0)))
             for h in raw[:size]
         ]
-        token = encode_offset(offset + size) if len(raw) > size else ""
+        token = validation.encode_page_token("o", offset + size) if len(raw) > size else ""
         return hits, token
 
     def vector_of(self, app_id: str, input_id: str) -> np.ndarray:

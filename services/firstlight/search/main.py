@@ -78,11 +78,7 @@ def build(settings: SearchSettings) -> ServiceShell:
 
 
 def main() -> None:
-    def factory() -> tuple[ServiceShell, SearchSettings]:
-        settings = SearchSettings()
-        return build(settings), settings
-
-    run(factory)
+    run(build, SearchSettings)
 
 
 if __name__ == "__main__":

@@ -52,11 +52,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
 
 
 def main() -> None:
-    def factory() -> tuple[ServiceShell, TrainingSettings]:
-        settings = TrainingSettings()
-        return build(settings), settings
-
-    run(factory)
+    run(build, TrainingSettings)
 
 
 if __name__ == "__main__":
