@@ -193,3 +193,28 @@ def test_the_core_imports_no_service_or_model_dependencies():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_typiclust_cold_start_covers_every_cluster_then_switches_to_margin():
+    rng = np.random.default_rng(5)
+    d, sizes = 16, [80, 60, 40, 30, 20]
+    centres = _unit(rng.normal(size=(5, d)))
+    emb = np.vstack([_unit(c + 0.05 * rng.normal(size=(n, d))) for c, n in zip(centres, sizes)])
+    cluster = np.repeat(np.arange(5), sizes)
+    proba = np.full((len(emb), 5), 0.2)  # no model yet: uniform
+    got = select("typiclust_margin", proba=proba, embeddings=emb, batch_size=5, seed=0)
+    assert sorted(cluster[[s.index for s in got]]) == [0, 1, 2, 3, 4]
+    # with cluster 0 already labeled, the next pick comes from the largest uncovered cluster
+    labeled = emb[:3]
+    got = select("typiclust", proba=proba, embeddings=emb, batch_size=1, seed=0, labeled_embeddings=labeled)
+    assert cluster[got[0].index] == 1
+    # the picked member is typical: close to its cluster's centre
+    members = emb[cluster == 1]
+    mean_dir = _unit(members.mean(axis=0, keepdims=True))[0]
+    assert emb[got[0].index] @ mean_dir > np.median(members @ mean_dir)
+    # with >= COLD_START_LABELS_PER_CLASS * K labels it is margin_kmeanspp
+    z = rng.normal(scale=2.0, size=(len(emb), 5))
+    proba = _softmax(z)
+    many = emb[: st.COLD_START_LABELS_PER_CLASS * 5]
+    kw = dict(proba=proba, embeddings=emb, batch_size=10, seed=3, labeled_embeddings=many)
+    assert select("typiclust_margin", **kw) == select("margin_kmeanspp", **kw)
