@@ -1,7 +1,7 @@
 """`make bench`: start one local stack, run the benchmarks, print a table per section as it
 finishes and one at the end, write bench/results/<name>.json.
 
-    python -m bench                          # everything (~15 min on a 2-core machine)
+    python -m bench                          # everything (9-13 min on the shared 2-core dev machine)
     python -m bench --only search,inference  # a subset (names: see SECTIONS)
     python -m bench --quick                  # smaller sizes and shorter levels
     python -m bench --hnsw-1m                # also build the HNSW index at 1M points (~10 min more here)
@@ -123,10 +123,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     console = Console()
+    if not console.is_terminal:  # logs and CI: keep table rows on one line each
+        console = Console(width=220)
     RESULTS.mkdir(exist_ok=True)
     info = machine()
     all_rows: list[dict] = []
     timings: dict[str, float] = {}
+    failed: list[str] = []
     began = time.perf_counter()
 
     def log(msg: str) -> None:
@@ -148,12 +151,17 @@ def main(argv: list[str]) -> int:
             for name in args.sections:
                 log(f"\n[bold]{name}[/bold] …")
                 t = time.perf_counter()
-                result = runners[name]()
+                try:
+                    result = runners[name]()
+                except Exception as exc:  # one broken section must not cost the others
+                    console.print_exception(max_frames=8)
+                    failed.append(name)
+                    result = {"error": repr(exc), "rows": [common.Row(name, f"FAILED: {exc!r}", "", "").as_dict()]}
                 timings[name] = time.perf_counter() - t
                 result = {"machine": info, "quick": args.quick, "seconds": timings[name], **result}
                 (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
                 console.print(table(f"{name} ({timings[name]:.0f}s)", result["rows"]))
-                if name == "text_search":
+                if name == "text_search" and "error" not in result:
                     console.print(per_concept(result))
                 all_rows += result["rows"]
 
@@ -165,7 +173,9 @@ def main(argv: list[str]) -> int:
         "other work; ratios are measured in the same run). Per section: "
         + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
     )
-    return 0
+    if failed:
+        log(f"[red]failed sections: {', '.join(failed)}[/red]")
+    return 1 if failed else 0
 
 
 def _real(client: Firstlight, log):  # type: ignore[no-untyped-def]

@@ -98,10 +98,11 @@ def _vectors(client: Firstlight, app: str, ids: list[str]) -> dict[str, np.ndarr
 # -- synthetic vectors ---------------------------------------------------------------------------
 
 
-def jittered(X: np.ndarray, labels: list[str], n: int, seed: int, scale: float = 0.35) -> tuple[np.ndarray, list[str]]:
+def jittered(X: np.ndarray, labels: list[str], n: int, seed: int, scale: float = 0.35) -> tuple[np.ndarray, list[str], np.ndarray]:
     """``n`` vectors derived from real ones: x_i + t (x_j - x_k) with j, k of x_i's class and
     t ~ N(0, scale²), re-normalised. The noise lives in the span of the real class differences,
-    so the set keeps the real embeddings' low intrinsic dimension and class structure."""
+    so the set keeps the real embeddings' low intrinsic dimension and class structure.
+    Returns the vectors, their labels (the source row's) and the source row of each."""
     rng = np.random.default_rng(seed)
     lab = np.asarray(labels)
     by_class = {c: np.flatnonzero(lab == c) for c in sorted(set(labels))}
@@ -117,7 +118,7 @@ def jittered(X: np.ndarray, labels: list[str], n: int, seed: int, scale: float =
     for s in range(0, n, 20_000):
         e = min(n, s + 20_000)
         out[s:e] = normalise(X[base[s:e]] + t[s:e] * (X[j[s:e]] - X[k[s:e]]))
-    return out, [labels[b] for b in base]
+    return out, [labels[b] for b in base], base
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int, decay: float = 1.2, offset: float = 1.3, within: float = 0.55) -> np.ndarray:

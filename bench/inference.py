@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
+import torch
 
 from bench.common import Row, latency, ms
 from firstlight import datasets
@@ -72,16 +73,23 @@ def drive(call: Callable[[bytes], object], images: list[bytes], threads: int, se
     return {"threads": threads, "requests": len(flat), "seconds": elapsed, "img_per_s": len(flat) / elapsed, **latency(flat)}
 
 
-def backbone_counts(triton: TritonModels) -> tuple[int, int]:
+def backbone_counts(triton: TritonModels) -> tuple[int, int, int, int]:
+    """(inferences, executions, compute_infer ns, queue ns) of the backbone model so far."""
     stats = triton._client.get_inference_statistics(BACKBONE_MODEL, as_json=True)  # noqa: SLF001
     s = stats["model_stats"][0]
-    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+    inf = s.get("inference_stats", {})
+    return (
+        int(s.get("inference_count", 0)),
+        int(s.get("execution_count", 0)),
+        int(inf.get("compute_infer", {}).get("ns", 0)),
+        int(inf.get("queue", {}).get("ns", 0)),
+    )
 
 
 def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
-    seconds = 4.0 if quick else 12.0
+    seconds = 4.0 if quick else 10.0
     images = [datasets.sample_photo(name) for name in PHOTOS]
-    results: dict[str, dict[int, dict]] = {"predict": {}, "triton": {}, "bare": {}}
+    results: dict[str, dict[int, dict]] = {"predict": {}, "triton": {}, "bare": {}, "bare_1thread": {}}
 
     # -- bare model in-process --------------------------------------------------------------
     threads_used = backbone.configure_torch_threads()
@@ -109,14 +117,34 @@ def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # t
             for data in images * 2:  # warm-up
                 fn(data)
             for c in LEVELS:
-                before = backbone_counts(triton) if name != "bare" else (0, 0)
+                before = backbone_counts(triton) if name != "bare" else (0, 0, 0, 0)
                 r = drive(fn, images, c, seconds)
                 if name != "bare":
                     after = backbone_counts(triton)
                     execs = after[1] - before[1]
                     r["triton_mean_batch"] = (after[0] - before[0]) / execs if execs else 0.0
+                    # Raw deltas of Triton's own statistics, kept for profiling. Triton sums
+                    # compute/queue time per *request*, so they are not per-batch times.
+                    r["triton_stats_delta"] = {
+                        "inferences": after[0] - before[0],
+                        "executions": execs,
+                        "compute_infer_ns": after[2] - before[2],
+                        "queue_ns": after[3] - before[3],
+                    }
                 results[name][c] = r
                 log(f"  {name:8s} c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}")
+        # Diagnostic: the same bare model with one intra-op thread instead of the configured
+        # budget (Triton's backbone uses the same budget). On a shared 2-core host OpenMP's
+        # spinning barriers make 2 threads far slower than 1 whenever the other core is busy.
+        if threads_used != 1:
+            torch.set_num_threads(1)
+            try:
+                for c in LEVELS[:2]:
+                    r = drive(bare, images, c, seconds)
+                    results["bare_1thread"][c] = r
+                    log(f"  bare 1 thread c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}")
+            finally:
+                torch.set_num_threads(threads_used)
     finally:
         channel.close()
         triton.close()
@@ -145,6 +173,16 @@ def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # t
                 f"{t['img_per_s']:.1f} img/s, p50 {ms(t['p50_s'])}, mean batch {t['triton_mean_batch']:.1f}",
                 f"bare in-process: {b['img_per_s']:.1f} img/s; Predict/Triton {p['img_per_s'] / t['img_per_s']:.2f}×",
                 f"{t['img_per_s'] / b['img_per_s']:.2f}×",
+            )
+        )
+    for c, r in results["bare_1thread"].items():
+        b = results["bare"][c]
+        rows.append(
+            Row(
+                f"bare in-process, 1 torch thread, concurrency {c} (diagnostic)",
+                f"{r['img_per_s']:.1f} img/s, p50 {ms(r['p50_s'])}, p99 {ms(r['p99_s'])}",
+                f"bare with {threads_used} threads (the configured budget, as Triton): {b['img_per_s']:.1f} img/s",
+                f"{r['img_per_s'] / b['img_per_s']:.2f}×",
             )
         )
     t1 = results["triton"][1]["img_per_s"]

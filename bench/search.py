@@ -47,7 +47,7 @@ GOAL_RECALL = 0.99
 
 # (name, points, dim) per mode. The service path indexes the "mid" set through Kafka.
 SIZES = {
-    "full": {"real": 10_000, "mid": (100_000, EMBEDDING_DIM), "large": (1_000_000, 128), "client_mid_queries": 10},
+    "full": {"real": 10_000, "mid": (100_000, EMBEDDING_DIM), "large": (1_000_000, 128), "client_mid_queries": 0},
     "quick": {"real": 10_000, "mid": (30_000, EMBEDDING_DIM), "large": (200_000, 128), "client_mid_queries": 0},
 }
 
@@ -227,7 +227,7 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
         # ---- 10k: real embeddings + vectors derived from them --------------------------------
         ids, real, labels = real_embeddings(client, log)
         n_real = sizes["real"]
-        extra, _ = jittered(real, labels, n_real - len(real) + QUERIES, seed=1)
+        extra, _, _ = jittered(real, labels, n_real - len(real) + QUERIES, seed=1)
         X = np.concatenate([real, extra[: n_real - len(real)]])
         Q = extra[n_real - len(real) :]
         gt = top_k_exact(X, Q, K)
@@ -279,16 +279,18 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
         mid["edge_hnsw_by_input_id"] = time_by_input_id(searcher, "b", X, probe, probe_kth)
         edge.close()
 
-        rows.append(engine_row(f"search {tag}, edge scan (as served)", mid["edge_scan"], base, "numpy brute force", goal=True))
+        at_goal_size = n_mid == 100_000  # the goal is stated at 100k points
+        rows.append(engine_row(f"search {tag}, edge scan (as served)", mid["edge_scan"], base, "numpy brute force", goal=at_goal_size))
         h = mid["edge_hnsw"]
+        goal_text = f"p99 < {GOAL_P99_S * 1e3:.0f} ms, recall ≥ {GOAL_RECALL}" if at_goal_size else ""
         rows.append(
             Row(
                 f"search {tag}, edge HNSW (after optimize {mid['edge_optimize_s']:.0f}s)",
                 f"{lat_text(h)}, recall@10 {h['recall']:.3f}",
                 f"edge scan p50 {ms(mid['edge_scan']['p50_s'])}",
                 f"{mid['edge_scan']['p50_s'] / h['p50_s']:.1f}× faster",
-                f"p99 < {GOAL_P99_S * 1e3:.0f} ms, recall ≥ {GOAL_RECALL}",
-                h["p99_s"] < GOAL_P99_S and h["recall"] >= GOAL_RECALL,
+                goal_text,
+                (h["p99_s"] < GOAL_P99_S and h["recall"] >= GOAL_RECALL) if at_goal_size else None,
             )
         )
         if "service" in mid:
@@ -299,8 +301,8 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
                     f"{lat_text(s)}, recall@10 {s['recall']:.3f}",
                     f"bare Searcher vector_of+search, edge scan p50 {ms(b['p50_s'])}, p99 {ms(b['p99_s'])}",
                     f"{s['p50_s'] / b['p50_s']:.2f}× time",
-                    f"p99 < {GOAL_P99_S * 1e3:.0f} ms, recall ≥ {GOAL_RECALL}",
-                    s["p99_s"] < GOAL_P99_S and s["recall"] >= GOAL_RECALL,
+                    goal_text,
+                    (s["p99_s"] < GOAL_P99_S and s["recall"] >= GOAL_RECALL) if at_goal_size else None,
                 )
             )
         k = mid["kafka_indexing"]
