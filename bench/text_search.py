@@ -4,8 +4,6 @@ concept prototypes). Same run, same images, same services."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from firstlight import datasets
@@ -29,17 +27,13 @@ def run(client: Firstlight, app_id: str = "textbench", per_class: int = 100, sho
     client.wait_indexed(app_id, len(animals), timeout=1800)
     zero = precision_at_10(client, app_id, truth, concepts)
     rng = np.random.default_rng(seed)
+    labeled: dict[str, str] = {}
     for concept in concepts:
         ids = sorted(i for i, c in truth.items() if c == concept)
         chosen = [str(x) for x in rng.choice(ids, size=shots, replace=False)]
         client.bulk_label(app_id, add=[concept], input_ids=chosen)
-        # labels reach the index through annotations.changed: wait until the last is visible
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            hits = client.search_by_image(app_id, input_id=chosen[-1], top_k=1, concepts=[concept]).hits
-            if hits and hits[0].input_id == chosen[-1]:
-                break
-            time.sleep(0.2)
+        labeled.update({i: concept for i in chosen})
+    client.wait_labels_visible(app_id, labeled, timeout=60.0 * len(concepts))
     labeled = precision_at_10(client, app_id, truth, concepts)
     return {
         "images": len(animals),

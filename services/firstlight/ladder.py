@@ -22,21 +22,6 @@ from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 DEFAULT_CLASSES = ["bear", "bird", "dog", "elephant", "zebra"]
 
 
-def _wait_labels_visible(client: Firstlight, app_id: str, labeled: dict[str, str], timeout: float = 120) -> None:
-    """Label changes reach the search index asynchronously (annotations.changed); wait for the
-    last one of each concept so the next text search sees them."""
-    last = {}
-    for input_id, concept in labeled.items():
-        last[concept] = input_id
-    deadline = time.monotonic() + timeout
-    for concept, input_id in last.items():
-        while time.monotonic() < deadline:
-            hits = client.search_by_image(app_id, input_id=input_id, top_k=1, concepts=[concept]).hits
-            if hits and hits[0].input_id == input_id:
-                break
-            time.sleep(0.2)
-
-
 def _predict_when_served(client: Firstlight, app_id: str, model: str, images: list[bytes], timeout: float = 60):  # type: ignore[no-untyped-def]
     """The version is announced on model.version.ready and loaded by the inference service
     asynchronously; wait for it rather than assume it is there."""
@@ -91,7 +76,7 @@ def bulk_label_by_text(client: Firstlight, app_id: str, truth: dict[str, str], c
         rounds.append({"round": len(rounds) + 1, "labeled": len(picks), "corrections": len(wrong), "precision": precision})
         console.print(f"  round {len(rounds)}: labeled {len(picks)} by text search, precision {precision:.3f}, {len(wrong)} corrected")
         labeled.update({i: truth[i] for i in picks})
-        _wait_labels_visible(client, app_id, {i: truth[i] for i in picks})
+        client.wait_labels_visible(app_id, {i: truth[i] for i in picks})
         quota *= 2
     return {"rounds": rounds, "first_round_precision": rounds[0]["precision"] if rounds else 0.0}
 

@@ -228,6 +228,19 @@ class Firstlight:
                 raise TimeoutError(f"only {n} of {count} inputs indexed after {timeout:.0f}s")
             time.sleep(0.25)
 
+    def wait_labels_visible(self, app_id: str, labeled: dict[str, str], timeout: float = 120.0) -> None:
+        """Label changes reach the search index asynchronously (``annotations.changed``): wait
+        until the last labeled input of each concept is found under that concept, so the next
+        search sees the labels. ``labeled`` maps input id → concept, in labeling order."""
+        last = {concept: input_id for input_id, concept in labeled.items()}
+        deadline = time.monotonic() + timeout
+        for concept, input_id in last.items():
+            while time.monotonic() < deadline:
+                hits = self.search_by_image(app_id, input_id=input_id, top_k=1, concepts=[concept]).hits
+                if hits and hits[0].input_id == input_id:
+                    break
+                time.sleep(0.2)
+
     @_wrap_errors
     def search_by_image(
         self, app_id: str, *, image: bytes | None = None, input_id: str = "", top_k: int = 10, concepts: Iterable[str] = ()

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, Unavailable
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
+from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
@@ -20,12 +20,6 @@ LABELED = {
     common_pb2.LABELED_FILTER_LABELED: True,
     common_pb2.LABELED_FILTER_UNLABELED: False,
 }
-
-
-def _ts(dt) -> Timestamp:  # type: ignore[no-untyped-def]
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def input_to_proto(row: InputRow) -> common_pb2.Input:
@@ -40,13 +34,13 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         height=row.height,
         format=row.format,
         sha256=row.sha256,
-        created_at=_ts(row.created_at),
+        created_at=timestamp(row.created_at),
         label_revision=row.label_revision,
     )
 
 
 def app_to_proto(app: dict) -> common_pb2.App:
-    return common_pb2.App(id=app["id"], name=app["name"], description=app["description"], created_at=_ts(app["created_at"]))
+    return common_pb2.App(id=app["id"], name=app["name"], description=app["description"], created_at=timestamp(app["created_at"]))
 
 
 def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:

@@ -6,21 +6,15 @@ import asyncio
 import json
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from firstlight.errors import InvalidArgument
+from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.training import evaluation
 from firstlight.training.service import FAILED, SUCCEEDED, TrainingService
 from firstlight.v1 import training_pb2, training_pb2_grpc
 
 TERMINAL = {SUCCEEDED, FAILED}
-
-
-def _ts(dt) -> Timestamp:  # type: ignore[no-untyped-def]
-    ts = Timestamp()
-    ts.FromDatetime(dt)
-    return ts
 
 
 def _dataset(ds: dict) -> training_pb2.Dataset:
@@ -33,7 +27,7 @@ def _dataset(ds: dict) -> training_pb2.Dataset:
         id=ds["id"],
         version=ds["version"],
         counts=[training_pb2.ConceptSplitCounts(concept=c, train=n[0], validation=n[1], test=n[2]) for c, n in sorted(counts.items())],
-        created_at=_ts(ds["created_at"]),
+        created_at=timestamp(ds["created_at"]),
     )
 
 
@@ -143,7 +137,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     serving=str(v["version"]) == model["serving_version"],
                     settings={k: str(x) for k, x in v["settings"].items()},
                     train_seconds=v["train_seconds"],
-                    created_at=_ts(v["created_at"]),
+                    created_at=timestamp(v["created_at"]),
                     promotion_note=v["promotion_note"],
                     fit_report_json=json.dumps(v["train_report"].get("fit", {})),
                 )
