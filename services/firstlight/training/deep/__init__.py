@@ -1,0 +1,1 @@
+"""Deep training templates (torch loops over pixels): see ``context`` for the contract."""

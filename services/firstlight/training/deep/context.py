@@ -1,0 +1,115 @@
+"""The contract between the training service and a deep template (``visual_classifier``,
+``visual_embedder``, ``visual_detector``).
+
+The service fetches the dataset's images, validates the hyperparameters, and hands a template a
+:class:`DeepTrainContext`; the template runs its torch loop and returns a :class:`DeepTrainResult`.
+The service then evaluates/promotes on ``result.validation[result.primary_metric]``, exports
+``result.module`` (TorchScript) to the Triton model repository, records the version and announces it
+on ``model.version.ready``. Templates import no grpc, kafka or tritonclient: they are pure torch and
+numpy, unit-testable with in-memory data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Kind = Literal["classifier", "embedder", "detector"]
+
+
+class JobCancelled(Exception):
+    """Raised inside a template's loop when the job was cancelled (the service records CANCELLED)."""
+
+
+@dataclass
+class LabeledImages:
+    """Decoded images of one split. ``images[i]`` is uint8 RGB, H×W×3, any size: templates resize to
+    their ``image_size`` with :func:`firstlight.models.preprocess.to_model_input`."""
+
+    input_ids: list[str]
+    images: list[np.ndarray]
+    labels: list[list[str]]  # concepts per image (one for mutually exclusive sets)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class DeepData:
+    concepts: list[str]  # the model's concepts, in output order
+    train: LabeledImages
+    validation: LabeledImages
+    test: LabeledImages
+
+
+@dataclass
+class EpochReport:
+    """One row of the progress stream (gRPC StreamTrainingProgress and the Kafka progress topic)."""
+
+    epoch: int  # 1-based
+    num_epochs: int
+    loss: float
+    lrate: float  # the learning rate used in this epoch (after the step schedule)
+    items_per_second: float
+    seconds: float  # wall time of this epoch
+    metrics: dict[str, float] = field(default_factory=dict)  # validation metrics: only on test_freq epochs
+
+
+class DeepTrainContext(Protocol):
+    data: DeepData
+    hyper: Mapping[str, Any]  # validated hyperparameters of this template (defaults filled in)
+    device: str  # "cuda" when a GPU exists, else "cpu": templates move modules/batches there
+    work_dir: Path  # per-job folder that survives a service restart (checkpoints, artifacts)
+    seed: int
+
+    def report(self, row: EpochReport) -> None:
+        """Record progress; the service streams it and estimates the ETA."""
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`JobCancelled` if the job was cancelled: call it between batches."""
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Persist ``state`` (model/optimizer/scheduler state dicts, epoch, rng, history) after an
+        epoch; written atomically under ``work_dir``."""
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last saved state when this job is resuming after a restart, else None."""
+
+
+@dataclass
+class OutputSpec:
+    name: str
+    dtype: str  # Triton data type, e.g. "TYPE_FP32"
+    dims: list[int]  # without the batch dimension; -1 for variable
+
+
+@dataclass
+class DeepTrainResult:
+    kind: Kind
+    # Eval-mode module on CPU whose forward takes a uint8 tensor N×S×S×3 (S = image_size, the same
+    # pixels Triton receives; normalisation happens inside) and returns a tuple of tensors in the
+    # order of ``outputs``. It must be scriptable with torch.jit.script or traceable.
+    module: Any
+    image_size: int
+    outputs: list[OutputSpec]
+    primary_metric: str  # key of ``validation`` used for promotion (higher is better)
+    validation: dict[str, float]
+    test: dict[str, float]
+    report: dict[str, Any] = field(default_factory=dict)  # JSON-able: curves, per-class figures, history
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes (PNG plots, Markdown)
+    timings: dict[str, float] = field(default_factory=dict)  # e.g. train_seconds, images_per_second
+
+
+class DeepTemplate(Protocol):
+    name: str
+    kind: Kind
+    hyperparameters: tuple[str, ...]  # names from the shared registry that apply to this template
+
+    def fit(self, ctx: DeepTrainContext) -> DeepTrainResult: ...
+
+
+ProgressCallback = Callable[[EpochReport], None]
