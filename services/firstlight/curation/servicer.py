@@ -6,15 +6,49 @@ import asyncio
 
 import grpc
 
+from datetime import datetime
+
 from firstlight.curation.service import Curation
+from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
+from firstlight.errors import NotFound
+from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import curation_pb2, curation_pb2_grpc
 
 
+def _policy(p: Policy) -> curation_pb2.CurationPolicy:
+    return curation_pb2.CurationPolicy(
+        app_id=p.app_id, model_id=p.model_id, strategy=p.strategy, threshold=p.threshold, max_per_minute=p.max_per_minute,
+        budget=p.budget, retrain_after_labels=p.retrain_after_labels, dataset_id=p.dataset_id, promotion_metric=p.promotion_metric,
+        promotion_min_gain=p.promotion_min_gain, drift_window=p.drift_window,
+    )
+
+
+def _round(r: dict) -> curation_pb2.LearningRound:
+    out = curation_pb2.LearningRound(
+        app_id=r["app_id"], model_id=r["model_id"], round=r["round"], strategy=r["strategy"], labels_spent=r["labels_spent"],
+        total_labels=r["total_labels"], dataset_version=r["dataset_version"], previous_version=r["previous_version"],
+        candidate_version=r["candidate_version"], promoted=r["promoted"], note=r["note"], metrics=r["metrics"],
+        previous_metrics=r["previous_metrics"], status=r["status"],
+    )
+    for name in ("started_at", "finished_at"):
+        if r.get(name):
+            getattr(out, name).CopyFrom(timestamp(datetime.fromisoformat(r[name])))
+    return out
+
+
 @map_errors
 class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
-    def __init__(self, curation: Curation) -> None:
+    def __init__(self, curation: Curation, stream: StreamCuration | None = None, rounds: Rounds | None = None, drift: StreamDrift | None = None) -> None:
         self.curation = curation
+        self.stream = stream
+        self.rounds = rounds
+        self.stream_drift = drift
+
+    def _stream(self) -> StreamCuration:
+        if self.stream is None:  # only in tests that build the servicer without the stream side
+            raise NotFound("stream curation is not running in this process")
+        return self.stream
 
     async def SuggestInputsForLabeling(self, request, context):  # type: ignore[no-untyped-def]
         strategy, pool, suggestions = await asyncio.to_thread(
@@ -39,6 +73,16 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         )
 
     async def GetDriftReport(self, request, context):  # type: ignore[no-untyped-def]
+        if request.stream:
+            policy = await asyncio.to_thread(self._stream().get_policy, request.app_id)
+            if self.stream_drift is None:
+                raise NotFound("stream curation is not running in this process")
+            r = await asyncio.to_thread(self.stream_drift.report, request.app_id, policy.model_id)
+            return curation_pb2.DriftReport(
+                alert=r.report.alert, p_value=r.report.p_value, psi=r.report.psi, centroid_distance=r.report.centroid_distance,
+                reference_count=r.reference_count, recent_count=r.window, psi_predictions=float(r.report.details.get("psi_pred", 0.0)),
+                model_id=r.model_id, model_version=r.model_version,
+            )
         report, n_ref, n_rec = await asyncio.to_thread(
             self.curation.drift, request.app_id, request.reference_split, request.recent_count, list(request.recent_input_ids)
         )
@@ -46,6 +90,50 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             alert=report.alert, p_value=report.p_value, psi=report.psi, centroid_distance=report.centroid_distance,
             reference_count=n_ref, recent_count=n_rec,
         )
+
+
+    async def SetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        policy = make_policy(
+            request.app_id, request.model_id, strategy=request.strategy, threshold=request.threshold, max_per_minute=request.max_per_minute,
+            budget=request.budget, retrain_after_labels=request.retrain_after_labels, dataset_id=request.dataset_id,
+            promotion_metric=request.promotion_metric, promotion_min_gain=request.promotion_min_gain, drift_window=request.drift_window,
+        )
+        await asyncio.to_thread(self._check_exists, policy)
+        saved = await asyncio.to_thread(self._stream().set_policy, policy)
+        if self.rounds is not None:  # labels may already be waiting for the new rule
+            await asyncio.to_thread(self.rounds.maybe_start, policy.app_id)
+        return _policy(saved)
+
+    def _check_exists(self, policy: Policy) -> None:
+        models = self.curation.models
+        if not models.get_model(policy.app_id, policy.model_id):
+            raise NotFound(f"model {policy.model_id!r} does not exist in app {policy.app_id!r}")
+        if policy.dataset_id and not models.latest_dataset(policy.app_id, policy.dataset_id):
+            raise NotFound(f"dataset {policy.dataset_id!r} does not exist in app {policy.app_id!r}")
+
+    async def GetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
+        return _policy(await asyncio.to_thread(self._stream().get_policy, request.app_id))
+
+    async def ListLabelingQueue(self, request, context):  # type: ignore[no-untyped-def]
+        rows, token, stats = await asyncio.to_thread(self._stream().queue, request.app_id, int(request.state), request.page_size, request.page_token)
+        return curation_pb2.ListLabelingQueueResponse(
+            items=[
+                curation_pb2.QueueItem(
+                    input_id=r["input_id"], model_id=r["model_id"], model_version=r["model_version"], score=r["score"], strategy=r["strategy"],
+                    predicted_concept=r["predicted"], state=r["state"], concepts=r["concepts"], queued_at=timestamp(r["queued_at"]), round=r["round"],
+                )
+                for r in rows
+            ],
+            next_page_token=token,
+            stats=curation_pb2.QueueStats(**stats),
+        )
+
+    async def ListLearningRounds(self, request, context):  # type: ignore[no-untyped-def]
+        from firstlight import validation
+
+        validation.app_id(request.app_id)
+        rows = await asyncio.to_thread(self._stream().store.rounds, request.app_id)
+        return curation_pb2.ListLearningRoundsResponse(rounds=[_round(r) for r in rows])
 
 
 def add_to_server(servicer: CurationServicer, server: grpc.aio.Server) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firstlight import validation
 from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument, NotFound
 from firstlight.images import decode_batch
@@ -49,9 +50,33 @@ class Step:
     gate_min_score: float = 0.0
 
 
+@dataclass(frozen=True)
+class Observed:
+    """One Predict call of an app model, as the ``predictions.made`` publisher sees it: the full
+    probability rows (uncertainty needs them, not the top-k) and the embeddings the head saw."""
+
+    app_id: str
+    model: Resolved
+    input_ids: list[str]
+    probabilities: np.ndarray
+    embeddings: np.ndarray
+
+
+def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(margin, entropy, least_confidence) per row, each in [0, 1], higher: more unsure."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+    top = -np.sort(-p, axis=1)
+    second = top[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
+    margin = 1.0 - (top[:, 0] - second)
+    ent = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1) / max(np.log(p.shape[1]), 1e-12)
+    return margin.clip(0, 1), ent.clip(0, 1), (1.0 - top[:, 0]).clip(0, 1)
+
+
 class Predictor:
-    def __init__(self, triton, limits: ImageLimits, registry: Registry | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, triton, limits: ImageLimits, registry: Registry | None = None, observer=None) -> None:  # type: ignore[no-untyped-def]
         self.triton = triton
+        #: Called with an :class:`Observed` after each app-model Predict (publishes events).
+        self.observer = observer
         self.limits = limits
         self.registry = registry or Registry()
         names = backbone.general_concept_names()
@@ -138,11 +163,19 @@ class Predictor:
         top_k: int = 0,
         concepts: Sequence[str] = (),
         min_score: float = 0.0,
+        input_ids: Sequence[str] = (),
     ) -> tuple[Resolved, list[list[tuple[str, float]]]]:
         model = self.resolve(app_id, model_id, version)
         self._check(model, top_k, min_score)
+        if input_ids and len(input_ids) != len(images):
+            raise InvalidArgument(f"input_ids must name every image: {len(input_ids)} ids for {len(images)} images")
+        for i in input_ids:
+            validation.input_id(i)
         allowed = self._allowed(model, concepts)
-        probs = self._probabilities(model, self._pixels(images), {})
+        cache: dict = {}
+        probs = self._probabilities(model, self._pixels(images), cache)
+        if self.observer is not None and model.id != GENERAL:
+            self.observer(Observed(app_id, model, list(input_ids) or [""] * len(images), probs, cache["embedding"]))
         return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs]
 
     def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:

@@ -29,6 +29,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 top_k=request.top_k,
                 concepts=list(request.concepts),
                 min_score=request.min_score,
+                input_ids=list(request.input_ids),
             )
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc

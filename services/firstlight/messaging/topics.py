@@ -40,6 +40,9 @@ INPUTS_INDEXED = topic_name("inputs.indexed")
 ANNOTATIONS_CHANGED = topic_name("annotations.changed")
 INPUTS_DELETED = topic_name("inputs.deleted")
 MODEL_VERSION_READY = topic_name("model.version.ready")
+PREDICTIONS_MADE = topic_name("predictions.made")
+LABELING_QUEUE = topic_name("labeling.queue")
+DRIFT_ALERT = topic_name("drift.alert")
 
 
 def dlq(topic: str) -> str:
@@ -75,6 +78,14 @@ _BASE: dict[str, TopicSpec] = {
     MODEL_VERSION_READY: TopicSpec(
         events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository."
     ),
+    PREDICTIONS_MADE: TopicSpec(
+        events_pb2.PredictionMade, INPUT_PARTITIONS, "An app model's prediction for one image, with its uncertainty."
+    ),
+    LABELING_QUEUE: TopicSpec(
+        events_pb2.LabelingQueued, INPUT_PARTITIONS, "An uncertain input was put on the app's labeling queue."
+    ),
+    # Rare, read in order by alerting integrations.
+    DRIFT_ALERT: TopicSpec(events_pb2.DriftAlert, 1, "An app model's recent traffic drifted from its training set."),
 }
 
 TOPICS: dict[str, TopicSpec] = {

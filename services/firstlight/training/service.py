@@ -78,6 +78,7 @@ class TrainingService:
         self.repository = model_repository
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train")
         self.log = JobLog()
+        self._promotion: dict[str, tuple[str, float]] = {}  # job id -> (metric, min gain)
 
     # -- datasets ---------------------------------------------------------------------
     def create_dataset(
@@ -113,6 +114,25 @@ class TrainingService:
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:
             self.platform.write_splits(app_id, {r.input_id: r.split for r in rows})
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+
+    def extend_dataset(self, app_id: str, dataset_id: str) -> dict:
+        """A new version of ``dataset_id`` for active learning: every input of the latest version
+        keeps its split (validation and test stay frozen, so versions trained on successive
+        rounds are compared on the same validation inputs) with its current labels, and labeled
+        inputs it did not have join the train split."""
+        latest = self.get_dataset(app_id, dataset_id)
+        wanted = list(latest["spec"].get("concepts") or [])
+        items = dict((i, cs) for i, cs in self.platform.labeled_inputs(app_id, wanted))
+        if wanted:
+            keep = set(wanted)
+            items = {i: [c for c in cs if c in keep] for i, cs in items.items()}
+            items = {i: cs for i, cs in items.items() if cs}
+        old = {r.input_id: r.split for r in latest["rows"]}
+        rows = [DatasetRow(i, sorted(cs), old.get(i, SPLIT_IDS["train"])) for i, cs in items.items()]
+        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split) for r in rows])
+        spec = {**latest["spec"], "extended_from": latest["version"]}
+        created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
 
     def get_dataset(self, app_id: str, dataset_id: str) -> dict:
@@ -156,12 +176,21 @@ class TrainingService:
                     )
         return ds, rows
 
-    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str]) -> dict:
+    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str], promotion: tuple[str, float] | None = None) -> dict:
+        """Queue a job. ``promotion`` = (validation metric, min gain) of the promotion rule
+        (default: strictly higher accuracy)."""
         model = self.model(app_id, model_id)
+        if promotion is not None:
+            if promotion[0] not in evaluation.METRICS:
+                raise InvalidArgument(f"unknown promotion metric {promotion[0]!r} (known: {', '.join(evaluation.METRICS)})")
+            if not promotion[1] >= 0:
+                raise InvalidArgument(f"promotion min_gain must be >= 0 (got {promotion[1]})")
         settings = {**model["settings"], **overrides}
         hyper.parse_settings(model["template"], settings)
         self._dataset_for(model, dataset_id)  # fail fast with a precise status
         job_id = uuid.uuid4().hex[:16]
+        if promotion is not None:
+            self._promotion[job_id] = promotion
         self.store.insert_job(job_id, app_id, model_id, dataset_id, settings, QUEUED)
         self.log.add(job_id, Progress(QUEUED, "queued", 0.0))
         self.pool.submit(self._run, job_id)
@@ -231,7 +260,8 @@ class TrainingService:
         if serving:
             previous = self.store.get_version(app_id, model_id, int(serving))
             serving_report = evaluation.EvaluationReport.from_dict(previous["train_report"]["validation"]) if previous else None
-        promote, note = evaluation.should_promote(report, serving_report)
+        metric, min_gain = self._promotion.pop(job_id, ("accuracy", 0.0))
+        promote, note = evaluation.should_promote(report, serving_report, metric, min_gain)
         self.store.insert_version(
             app_id=app_id,
             model_id=model_id,

@@ -22,31 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66irstlight/v1/curation.proto\x12\rfirstlight.v1\"\x83\x01\n\x14SuggestInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"p\n\nSuggestion\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x12\n\ndifficulty\x18\x03 \x01(\t\x12\x19\n\x11predicted_concept\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"l\n\x15SuggestInputsResponse\x12.\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Suggestion\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tpool_size\x18\x03 \x01(\x05\"^\n\x16\x46indLabelErrorsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x02 \x03(\t\x12\r\n\x05\x66olds\x18\x03 \x01(\x05\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\"_\n\nLabelError\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x15\n\rgiven_concept\x18\x02 \x01(\t\x12\x19\n\x11suggested_concept\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"V\n\x17\x46indLabelErrorsResponse\x12)\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.LabelError\x12\x10\n\x08\x65xamined\x18\x02 \x01(\x05\"p\n\x15GetDriftReportRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0freference_split\x18\x02 \x01(\x05\x12\x14\n\x0crecent_count\x18\x03 \x01(\x05\x12\x18\n\x10recent_input_ids\x18\x04 \x03(\t\"\x84\x01\n\x0b\x44riftReport\x12\r\n\x05\x61lert\x18\x01 \x01(\x08\x12\x0f\n\x07p_value\x18\x02 \x01(\x01\x12\x0b\n\x03psi\x18\x03 \x01(\x01\x12\x19\n\x11\x63\x65ntroid_distance\x18\x04 \x01(\x01\x12\x17\n\x0freference_count\x18\x05 \x01(\x05\x12\x14\n\x0crecent_count\x18\x06 \x01(\x05\x32\xae\x02\n\x0f\x43urationService\x12\x65\n\x18SuggestInputsForLabeling\x12#.firstlight.v1.SuggestInputsRequest\x1a$.firstlight.v1.SuggestInputsResponse\x12`\n\x0f\x46indLabelErrors\x12%.firstlight.v1.FindLabelErrorsRequest\x1a&.firstlight.v1.FindLabelErrorsResponse\x12R\n\x0eGetDriftReport\x12$.firstlight.v1.GetDriftReportRequest\x1a\x1a.firstlight.v1.DriftReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66irstlight/v1/curation.proto\x12\rfirstlight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x14SuggestInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x03\"p\n\nSuggestion\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x12\n\ndifficulty\x18\x03 \x01(\t\x12\x19\n\x11predicted_concept\x18\x04 \x01(\t\x12\x12\n\nconfidence\x18\x05 \x01(\x02\"l\n\x15SuggestInputsResponse\x12.\n\x0bsuggestions\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Suggestion\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x11\n\tpool_size\x18\x03 \x01(\x05\"^\n\x16\x46indLabelErrorsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x02 \x03(\t\x12\r\n\x05\x66olds\x18\x03 \x01(\x05\x12\x13\n\x0bmax_results\x18\x04 \x01(\x05\"_\n\nLabelError\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x15\n\rgiven_concept\x18\x02 \x01(\t\x12\x19\n\x11suggested_concept\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\"V\n\x17\x46indLabelErrorsResponse\x12)\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.LabelError\x12\x10\n\x08\x65xamined\x18\x02 \x01(\x05\"\x80\x01\n\x15GetDriftReportRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0freference_split\x18\x02 \x01(\x05\x12\x14\n\x0crecent_count\x18\x03 \x01(\x05\x12\x18\n\x10recent_input_ids\x18\x04 \x03(\t\x12\x0e\n\x06stream\x18\x05 \x01(\x08\"\xc6\x01\n\x0b\x44riftReport\x12\r\n\x05\x61lert\x18\x01 \x01(\x08\x12\x0f\n\x07p_value\x18\x02 \x01(\x01\x12\x0b\n\x03psi\x18\x03 \x01(\x01\x12\x19\n\x11\x63\x65ntroid_distance\x18\x04 \x01(\x01\x12\x17\n\x0freference_count\x18\x05 \x01(\x05\x12\x14\n\x0crecent_count\x18\x06 \x01(\x05\x12\x17\n\x0fpsi_predictions\x18\x07 \x01(\x01\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x15\n\rmodel_version\x18\t \x01(\t\"\xfd\x01\n\x0e\x43urationPolicy\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12\x16\n\x0emax_per_minute\x18\x05 \x01(\x05\x12\x0e\n\x06\x62udget\x18\x06 \x01(\x05\x12\x1c\n\x14retrain_after_labels\x18\x07 \x01(\x05\x12\x12\n\ndataset_id\x18\x08 \x01(\t\x12\x18\n\x10promotion_metric\x18\t \x01(\t\x12\x1a\n\x12promotion_min_gain\x18\n \x01(\x02\x12\x14\n\x0c\x64rift_window\x18\x0b \x01(\x05\"*\n\x18GetCurationPolicyRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\x80\x02\n\tQueueItem\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\x19\n\x11predicted_concept\x18\x06 \x01(\t\x12,\n\x05state\x18\x07 \x01(\x0e\x32\x1d.firstlight.v1.QueueItemState\x12\x10\n\x08\x63oncepts\x18\x08 \x03(\t\x12-\n\tqueued_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05round\x18\n \x01(\x05\"\xb4\x01\n\nQueueStats\x12\x0e\n\x06queued\x18\x01 \x01(\x05\x12\x0f\n\x07labeled\x18\x02 \x01(\x05\x12\x10\n\x08screened\x18\x03 \x01(\x03\x12\x17\n\x0f\x62\x65low_threshold\x18\x04 \x01(\x03\x12\x14\n\x0cskipped_rate\x18\x05 \x01(\x03\x12\x16\n\x0eskipped_budget\x18\x06 \x01(\x03\x12\x12\n\nduplicates\x18\x07 \x01(\x03\x12\x18\n\x10without_input_id\x18\x08 \x01(\x03\"\x7f\n\x18ListLabelingQueueRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12,\n\x05state\x18\x02 \x01(\x0e\x32\x1d.firstlight.v1.QueueItemState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x87\x01\n\x19ListLabelingQueueResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.QueueItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12(\n\x05stats\x18\x03 \x01(\x0b\x32\x19.firstlight.v1.QueueStats\"+\n\x19ListLearningRoundsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"\xce\x04\n\rLearningRound\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x05\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x14\n\x0clabels_spent\x18\x05 \x01(\x05\x12\x14\n\x0ctotal_labels\x18\x06 \x01(\x05\x12\x17\n\x0f\x64\x61taset_version\x18\x07 \x01(\t\x12\x18\n\x10previous_version\x18\x08 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\t \x01(\t\x12\x10\n\x08promoted\x18\n \x01(\x08\x12\x0c\n\x04note\x18\x0b \x01(\t\x12:\n\x07metrics\x18\x0c \x03(\x0b\x32).firstlight.v1.LearningRound.MetricsEntry\x12K\n\x10previous_metrics\x18\r \x03(\x0b\x32\x31.firstlight.v1.LearningRound.PreviousMetricsEntry\x12\x0e\n\x06status\x18\x0e \x01(\t\x12.\n\nstarted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x36\n\x14PreviousMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"J\n\x1aListLearningRoundsResponse\x12,\n\x06rounds\x18\x01 \x03(\x0b\x32\x1c.firstlight.v1.LearningRound*m\n\x0eQueueItemState\x12 \n\x1cQUEUE_ITEM_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17QUEUE_ITEM_STATE_QUEUED\x10\x01\x12\x1c\n\x18QUEUE_ITEM_STATE_LABELED\x10\x02\x32\xb1\x05\n\x0f\x43urationService\x12\x65\n\x18SuggestInputsForLabeling\x12#.firstlight.v1.SuggestInputsRequest\x1a$.firstlight.v1.SuggestInputsResponse\x12`\n\x0f\x46indLabelErrors\x12%.firstlight.v1.FindLabelErrorsRequest\x1a&.firstlight.v1.FindLabelErrorsResponse\x12R\n\x0eGetDriftReport\x12$.firstlight.v1.GetDriftReportRequest\x1a\x1a.firstlight.v1.DriftReport\x12Q\n\x11SetCurationPolicy\x12\x1d.firstlight.v1.CurationPolicy\x1a\x1d.firstlight.v1.CurationPolicy\x12[\n\x11GetCurationPolicy\x12\'.firstlight.v1.GetCurationPolicyRequest\x1a\x1d.firstlight.v1.CurationPolicy\x12\x66\n\x11ListLabelingQueue\x12\'.firstlight.v1.ListLabelingQueueRequest\x1a(.firstlight.v1.ListLabelingQueueResponse\x12i\n\x12ListLearningRounds\x12(.firstlight.v1.ListLearningRoundsRequest\x1a).firstlight.v1.ListLearningRoundsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'firstlight.v1.curation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUGGESTINPUTSREQUEST']._serialized_start=48
-  _globals['_SUGGESTINPUTSREQUEST']._serialized_end=179
-  _globals['_SUGGESTION']._serialized_start=181
-  _globals['_SUGGESTION']._serialized_end=293
-  _globals['_SUGGESTINPUTSRESPONSE']._serialized_start=295
-  _globals['_SUGGESTINPUTSRESPONSE']._serialized_end=403
-  _globals['_FINDLABELERRORSREQUEST']._serialized_start=405
-  _globals['_FINDLABELERRORSREQUEST']._serialized_end=499
-  _globals['_LABELERROR']._serialized_start=501
-  _globals['_LABELERROR']._serialized_end=596
-  _globals['_FINDLABELERRORSRESPONSE']._serialized_start=598
-  _globals['_FINDLABELERRORSRESPONSE']._serialized_end=684
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=686
-  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=798
-  _globals['_DRIFTREPORT']._serialized_start=801
-  _globals['_DRIFTREPORT']._serialized_end=933
-  _globals['_CURATIONSERVICE']._serialized_start=936
-  _globals['_CURATIONSERVICE']._serialized_end=1238
+  _globals['_LEARNINGROUND_METRICSENTRY']._loaded_options = None
+  _globals['_LEARNINGROUND_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_LEARNINGROUND_PREVIOUSMETRICSENTRY']._loaded_options = None
+  _globals['_LEARNINGROUND_PREVIOUSMETRICSENTRY']._serialized_options = b'8\001'
+  _globals['_QUEUEITEMSTATE']._serialized_start=2774
+  _globals['_QUEUEITEMSTATE']._serialized_end=2883
+  _globals['_SUGGESTINPUTSREQUEST']._serialized_start=81
+  _globals['_SUGGESTINPUTSREQUEST']._serialized_end=212
+  _globals['_SUGGESTION']._serialized_start=214
+  _globals['_SUGGESTION']._serialized_end=326
+  _globals['_SUGGESTINPUTSRESPONSE']._serialized_start=328
+  _globals['_SUGGESTINPUTSRESPONSE']._serialized_end=436
+  _globals['_FINDLABELERRORSREQUEST']._serialized_start=438
+  _globals['_FINDLABELERRORSREQUEST']._serialized_end=532
+  _globals['_LABELERROR']._serialized_start=534
+  _globals['_LABELERROR']._serialized_end=629
+  _globals['_FINDLABELERRORSRESPONSE']._serialized_start=631
+  _globals['_FINDLABELERRORSRESPONSE']._serialized_end=717
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=720
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=848
+  _globals['_DRIFTREPORT']._serialized_start=851
+  _globals['_DRIFTREPORT']._serialized_end=1049
+  _globals['_CURATIONPOLICY']._serialized_start=1052
+  _globals['_CURATIONPOLICY']._serialized_end=1305
+  _globals['_GETCURATIONPOLICYREQUEST']._serialized_start=1307
+  _globals['_GETCURATIONPOLICYREQUEST']._serialized_end=1349
+  _globals['_QUEUEITEM']._serialized_start=1352
+  _globals['_QUEUEITEM']._serialized_end=1608
+  _globals['_QUEUESTATS']._serialized_start=1611
+  _globals['_QUEUESTATS']._serialized_end=1791
+  _globals['_LISTLABELINGQUEUEREQUEST']._serialized_start=1793
+  _globals['_LISTLABELINGQUEUEREQUEST']._serialized_end=1920
+  _globals['_LISTLABELINGQUEUERESPONSE']._serialized_start=1923
+  _globals['_LISTLABELINGQUEUERESPONSE']._serialized_end=2058
+  _globals['_LISTLEARNINGROUNDSREQUEST']._serialized_start=2060
+  _globals['_LISTLEARNINGROUNDSREQUEST']._serialized_end=2103
+  _globals['_LEARNINGROUND']._serialized_start=2106
+  _globals['_LEARNINGROUND']._serialized_end=2696
+  _globals['_LEARNINGROUND_METRICSENTRY']._serialized_start=2594
+  _globals['_LEARNINGROUND_METRICSENTRY']._serialized_end=2640
+  _globals['_LEARNINGROUND_PREVIOUSMETRICSENTRY']._serialized_start=2642
+  _globals['_LEARNINGROUND_PREVIOUSMETRICSENTRY']._serialized_end=2696
+  _globals['_LISTLEARNINGROUNDSRESPONSE']._serialized_start=2698
+  _globals['_LISTLEARNINGROUNDSRESPONSE']._serialized_end=2772
+  _globals['_CURATIONSERVICE']._serialized_start=2886
+  _globals['_CURATIONSERVICE']._serialized_end=3575
 # @@protoc_insertion_point(module_scope)

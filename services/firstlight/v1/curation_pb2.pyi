@@ -10,7 +10,9 @@ inputs, their stored embeddings and the trained heads.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,6 +23,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _QueueItemState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QueueItemStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QueueItemState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUEUE_ITEM_STATE_UNSPECIFIED: _QueueItemState.ValueType  # 0
+    """Unset (ListLabelingQueue: every state)."""
+    QUEUE_ITEM_STATE_QUEUED: _QueueItemState.ValueType  # 1
+    """Waiting for a label."""
+    QUEUE_ITEM_STATE_LABELED: _QueueItemState.ValueType  # 2
+    """Labeled (by any annotation RPC on the input)."""
+
+class QueueItemState(_QueueItemState, metaclass=_QueueItemStateEnumTypeWrapper):
+    """State of a labeling-queue item."""
+
+QUEUE_ITEM_STATE_UNSPECIFIED: QueueItemState.ValueType  # 0
+"""Unset (ListLabelingQueue: every state)."""
+QUEUE_ITEM_STATE_QUEUED: QueueItemState.ValueType  # 1
+"""Waiting for a label."""
+QUEUE_ITEM_STATE_LABELED: QueueItemState.ValueType  # 2
+"""Labeled (by any annotation RPC on the input)."""
+Global___QueueItemState: _TypeAlias = QueueItemState  # noqa: Y015
 
 @_typing.final
 class SuggestInputsRequest(_message.Message):
@@ -244,12 +270,17 @@ class GetDriftReportRequest(_message.Message):
     REFERENCE_SPLIT_FIELD_NUMBER: _builtins.int
     RECENT_COUNT_FIELD_NUMBER: _builtins.int
     RECENT_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    STREAM_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     reference_split: _builtins.int
     """Reference: inputs of this split (default train)."""
     recent_count: _builtins.int
     """Recent data: the newest N inputs outside the reference (default 200)."""
+    stream: _builtins.bool
+    """Instead: compare the window of recent predictions of the policy's model (from
+    `predictions.made`) with the training split of the version that serves it.
+    """
     @_builtins.property
     def recent_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Or exactly these inputs."""
@@ -261,10 +292,11 @@ class GetDriftReportRequest(_message.Message):
         reference_split: _builtins.int = ...,
         recent_count: _builtins.int = ...,
         recent_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "recent_count", b"recent_count", "recent_input_ids", b"recent_input_ids", "reference_split", b"reference_split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "recent_count", b"recent_count", "recent_input_ids", b"recent_input_ids", "reference_split", b"reference_split", "stream", b"stream"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -282,6 +314,9 @@ class DriftReport(_message.Message):
     CENTROID_DISTANCE_FIELD_NUMBER: _builtins.int
     REFERENCE_COUNT_FIELD_NUMBER: _builtins.int
     RECENT_COUNT_FIELD_NUMBER: _builtins.int
+    PSI_PREDICTIONS_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
     alert: _builtins.bool
     """Whether the difference is significant enough to act on."""
     p_value: _builtins.float
@@ -294,6 +329,12 @@ class DriftReport(_message.Message):
     """Sizes compared."""
     recent_count: _builtins.int
     """Recent inputs compared."""
+    psi_predictions: _builtins.float
+    """PSI of the predicted-class mix (stream reports only; 0 otherwise)."""
+    model_id: _builtins.str
+    """Model whose traffic was compared (stream reports)."""
+    model_version: _builtins.str
+    """Its version whose training split was the reference (stream reports)."""
     def __init__(
         self,
         *,
@@ -303,11 +344,458 @@ class DriftReport(_message.Message):
         centroid_distance: _builtins.float = ...,
         reference_count: _builtins.int = ...,
         recent_count: _builtins.int = ...,
+        psi_predictions: _builtins.float = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "centroid_distance", b"centroid_distance", "p_value", b"p_value", "psi", b"psi", "recent_count", b"recent_count", "reference_count", b"reference_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "centroid_distance", b"centroid_distance", "model_id", b"model_id", "model_version", b"model_version", "p_value", b"p_value", "psi", b"psi", "psi_predictions", b"psi_predictions", "recent_count", b"recent_count", "reference_count", b"reference_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DriftReport: _TypeAlias = DriftReport  # noqa: Y015
+
+@_typing.final
+class CurationPolicy(_message.Message):
+    """An app's stream-based active-learning policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    MAX_PER_MINUTE_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    RETRAIN_AFTER_LABELS_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    PROMOTION_METRIC_FIELD_NUMBER: _builtins.int
+    PROMOTION_MIN_GAIN_FIELD_NUMBER: _builtins.int
+    DRIFT_WINDOW_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model whose predictions are screened (predictions of other models are ignored)."""
+    strategy: _builtins.str
+    """Uncertainty measure compared with the threshold: margin (default), entropy or
+    least_confidence (each in [0, 1], higher: more unsure).
+    """
+    threshold: _builtins.float
+    """Inputs whose uncertainty is at least this go on the queue (0 < threshold <= 1; default 0.5)."""
+    max_per_minute: _builtins.int
+    """At most this many inputs queued per minute (0: no limit); the rest are skipped and counted."""
+    budget: _builtins.int
+    """At most this many inputs queued in total (0: no limit); after that, skipped and counted."""
+    retrain_after_labels: _builtins.int
+    """Retrain after this many queued inputs got labels (0: never retrain automatically)."""
+    dataset_id: _builtins.str
+    """Dataset each round extends (its validation and test splits stay frozen, new labels go to
+    train) and trains on; required when retrain_after_labels > 0.
+    """
+    promotion_metric: _builtins.str
+    """Validation metric a round's version must beat the serving version on (default accuracy)."""
+    promotion_min_gain: _builtins.float
+    """By more than this (default 0: strictly better)."""
+    drift_window: _builtins.int
+    """Recent predictions kept for the stream drift check (default 200; 0: no drift check)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        strategy: _builtins.str = ...,
+        threshold: _builtins.float = ...,
+        max_per_minute: _builtins.int = ...,
+        budget: _builtins.int = ...,
+        retrain_after_labels: _builtins.int = ...,
+        dataset_id: _builtins.str = ...,
+        promotion_metric: _builtins.str = ...,
+        promotion_min_gain: _builtins.float = ...,
+        drift_window: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "budget", b"budget", "dataset_id", b"dataset_id", "drift_window", b"drift_window", "max_per_minute", b"max_per_minute", "model_id", b"model_id", "promotion_metric", b"promotion_metric", "promotion_min_gain", b"promotion_min_gain", "retrain_after_labels", b"retrain_after_labels", "strategy", b"strategy", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurationPolicy: _TypeAlias = CurationPolicy  # noqa: Y015
+
+@_typing.final
+class GetCurationPolicyRequest(_message.Message):
+    """GetCurationPolicy arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCurationPolicyRequest: _TypeAlias = GetCurationPolicyRequest  # noqa: Y015
+
+@_typing.final
+class QueueItem(_message.Message):
+    """One input on the labeling queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    QUEUED_AT_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input to label."""
+    model_id: _builtins.str
+    """Model that was unsure."""
+    model_version: _builtins.str
+    """Its version."""
+    score: _builtins.float
+    """Uncertainty under the policy's strategy."""
+    strategy: _builtins.str
+    """Strategy the score is."""
+    predicted_concept: _builtins.str
+    """The model's best guess."""
+    state: Global___QueueItemState.ValueType
+    """Queued or labeled."""
+    round: _builtins.int
+    """Round that trained on it (0: none yet)."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Labels it got (when labeled)."""
+
+    @_builtins.property
+    def queued_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was queued."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        score: _builtins.float = ...,
+        strategy: _builtins.str = ...,
+        predicted_concept: _builtins.str = ...,
+        state: Global___QueueItemState.ValueType = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        queued_at: _timestamp_pb2.Timestamp | None = ...,
+        round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queued_at", b"queued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "input_id", b"input_id", "model_id", b"model_id", "model_version", b"model_version", "predicted_concept", b"predicted_concept", "queued_at", b"queued_at", "round", b"round", "score", b"score", "state", b"state", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueItem: _TypeAlias = QueueItem  # noqa: Y015
+
+@_typing.final
+class QueueStats(_message.Message):
+    """Counters of the stream screening (at-least-once: a redelivered skip may count twice)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUED_FIELD_NUMBER: _builtins.int
+    LABELED_FIELD_NUMBER: _builtins.int
+    SCREENED_FIELD_NUMBER: _builtins.int
+    BELOW_THRESHOLD_FIELD_NUMBER: _builtins.int
+    SKIPPED_RATE_FIELD_NUMBER: _builtins.int
+    SKIPPED_BUDGET_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    WITHOUT_INPUT_ID_FIELD_NUMBER: _builtins.int
+    queued: _builtins.int
+    """Items waiting for a label."""
+    labeled: _builtins.int
+    """Items labeled."""
+    screened: _builtins.int
+    """Predictions screened (of the policy's model)."""
+    below_threshold: _builtins.int
+    """Below the threshold."""
+    skipped_rate: _builtins.int
+    """Over the per-minute rate."""
+    skipped_budget: _builtins.int
+    """Over the budget."""
+    duplicates: _builtins.int
+    """The input was already queued."""
+    without_input_id: _builtins.int
+    """Above the threshold but without an input id (cannot be labeled)."""
+    def __init__(
+        self,
+        *,
+        queued: _builtins.int = ...,
+        labeled: _builtins.int = ...,
+        screened: _builtins.int = ...,
+        below_threshold: _builtins.int = ...,
+        skipped_rate: _builtins.int = ...,
+        skipped_budget: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        without_input_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["below_threshold", b"below_threshold", "duplicates", b"duplicates", "labeled", b"labeled", "queued", b"queued", "screened", b"screened", "skipped_budget", b"skipped_budget", "skipped_rate", b"skipped_rate", "without_input_id", b"without_input_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStats: _TypeAlias = QueueStats  # noqa: Y015
+
+@_typing.final
+class ListLabelingQueueRequest(_message.Message):
+    """ListLabelingQueue arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    state: Global___QueueItemState.ValueType
+    """Only items in this state (unspecified: all)."""
+    page_size: _builtins.int
+    """Items per page (default 100, max 1000)."""
+    page_token: _builtins.str
+    """From a previous response."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        state: Global___QueueItemState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLabelingQueueRequest: _TypeAlias = ListLabelingQueueRequest  # noqa: Y015
+
+@_typing.final
+class ListLabelingQueueResponse(_message.Message):
+    """ListLabelingQueue result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATS_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueItem]:
+        """Items, oldest first."""
+
+    @_builtins.property
+    def stats(self) -> Global___QueueStats:
+        """The app's counters."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___QueueItem] | None = ...,
+        next_page_token: _builtins.str = ...,
+        stats: Global___QueueStats | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "next_page_token", b"next_page_token", "stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLabelingQueueResponse: _TypeAlias = ListLabelingQueueResponse  # noqa: Y015
+
+@_typing.final
+class ListLearningRoundsRequest(_message.Message):
+    """ListLearningRounds arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLearningRoundsRequest: _TypeAlias = ListLearningRoundsRequest  # noqa: Y015
+
+@_typing.final
+class LearningRound(_message.Message):
+    """One active-learning round: labels spent, the retrained version, and whether it was promoted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class PreviousMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    LABELS_SPENT_FIELD_NUMBER: _builtins.int
+    TOTAL_LABELS_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    CANDIDATE_VERSION_FIELD_NUMBER: _builtins.int
+    PROMOTED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_METRICS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model retrained."""
+    round: _builtins.int
+    """Round number (1, 2, ...)."""
+    strategy: _builtins.str
+    """Strategy that chose the labeled inputs."""
+    labels_spent: _builtins.int
+    """Queue labels this round used."""
+    total_labels: _builtins.int
+    """Queue labels used by all rounds so far."""
+    dataset_version: _builtins.str
+    """Dataset version trained on."""
+    previous_version: _builtins.str
+    """Serving version before the round."""
+    candidate_version: _builtins.str
+    """Version the round trained."""
+    promoted: _builtins.bool
+    """Whether it replaced the serving version."""
+    note: _builtins.str
+    """Why (the promotion rule's verdict), or the error when the round failed."""
+    status: _builtins.str
+    """running, done or failed."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Candidate's validation metrics."""
+
+    @_builtins.property
+    def previous_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Previous serving version's validation metrics (same validation split)."""
+
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it finished."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        strategy: _builtins.str = ...,
+        labels_spent: _builtins.int = ...,
+        total_labels: _builtins.int = ...,
+        dataset_version: _builtins.str = ...,
+        previous_version: _builtins.str = ...,
+        candidate_version: _builtins.str = ...,
+        promoted: _builtins.bool = ...,
+        note: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        previous_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        status: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "candidate_version", b"candidate_version", "dataset_version", b"dataset_version", "finished_at", b"finished_at", "labels_spent", b"labels_spent", "metrics", b"metrics", "model_id", b"model_id", "note", b"note", "previous_metrics", b"previous_metrics", "previous_version", b"previous_version", "promoted", b"promoted", "round", b"round", "started_at", b"started_at", "status", b"status", "strategy", b"strategy", "total_labels", b"total_labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LearningRound: _TypeAlias = LearningRound  # noqa: Y015
+
+@_typing.final
+class ListLearningRoundsResponse(_message.Message):
+    """ListLearningRounds result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___LearningRound]:
+        """Rounds, newest first."""
+
+    def __init__(
+        self,
+        *,
+        rounds: _abc.Iterable[Global___LearningRound] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rounds", b"rounds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLearningRoundsResponse: _TypeAlias = ListLearningRoundsResponse  # noqa: Y015

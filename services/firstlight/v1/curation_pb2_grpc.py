@@ -50,6 +50,26 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.GetDriftReportRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.DriftReport.FromString,
                 _registered_method=True)
+        self.SetCurationPolicy = channel.unary_unary(
+                '/firstlight.v1.CurationService/SetCurationPolicy',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.FromString,
+                _registered_method=True)
+        self.GetCurationPolicy = channel.unary_unary(
+                '/firstlight.v1.CurationService/GetCurationPolicy',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.GetCurationPolicyRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.FromString,
+                _registered_method=True)
+        self.ListLabelingQueue = channel.unary_unary(
+                '/firstlight.v1.CurationService/ListLabelingQueue',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueResponse.FromString,
+                _registered_method=True)
+        self.ListLearningRounds = channel.unary_unary(
+                '/firstlight.v1.CurationService/ListLearningRounds',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -71,7 +91,37 @@ class CurationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDriftReport(self, request, context):
-        """Does recent data still look like the training data?
+        """Does recent data still look like the training data? Either stored inputs (by split and
+        recency) or, with `stream`, the window of recent predictions from `predictions.made`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCurationPolicy(self, request, context):
+        """Set an app's stream policy: which model's predictions are screened, the uncertainty
+        threshold, rate and budget of the labeling queue, automatic retraining and promotion.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCurationPolicy(self, request, context):
+        """An app's stream policy (NOT_FOUND if none was set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLabelingQueue(self, request, context):
+        """The app's labeling queue (oldest first, paged) and its counters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLearningRounds(self, request, context):
+        """The app's active-learning rounds (retrain after N labels), newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +144,26 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.GetDriftReport,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.GetDriftReportRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.DriftReport.SerializeToString,
+            ),
+            'SetCurationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCurationPolicy,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.SerializeToString,
+            ),
+            'GetCurationPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCurationPolicy,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.GetCurationPolicyRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.CurationPolicy.SerializeToString,
+            ),
+            'ListLabelingQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLabelingQueue,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueResponse.SerializeToString,
+            ),
+            'ListLearningRounds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLearningRounds,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +248,114 @@ class CurationService:
             '/firstlight.v1.CurationService/GetDriftReport',
             firstlight_dot_v1_dot_curation__pb2.GetDriftReportRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.DriftReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCurationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/SetCurationPolicy',
+            firstlight_dot_v1_dot_curation__pb2.CurationPolicy.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.CurationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCurationPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/GetCurationPolicy',
+            firstlight_dot_v1_dot_curation__pb2.GetCurationPolicyRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.CurationPolicy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLabelingQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ListLabelingQueue',
+            firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ListLabelingQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLearningRounds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ListLearningRounds',
+            firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,7 +42,19 @@ class CurationServiceStub:
     FindLabelErrors: _grpc.UnaryUnaryMultiCallable[_curation_pb2.FindLabelErrorsRequest, _curation_pb2.FindLabelErrorsResponse]
     """Labeled inputs whose label is probably wrong (confident learning on out-of-fold predictions)."""
     GetDriftReport: _grpc.UnaryUnaryMultiCallable[_curation_pb2.GetDriftReportRequest, _curation_pb2.DriftReport]
-    """Does recent data still look like the training data?"""
+    """Does recent data still look like the training data? Either stored inputs (by split and
+    recency) or, with `stream`, the window of recent predictions from `predictions.made`.
+    """
+    SetCurationPolicy: _grpc.UnaryUnaryMultiCallable[_curation_pb2.CurationPolicy, _curation_pb2.CurationPolicy]
+    """Set an app's stream policy: which model's predictions are screened, the uncertainty
+    threshold, rate and budget of the labeling queue, automatic retraining and promotion.
+    """
+    GetCurationPolicy: _grpc.UnaryUnaryMultiCallable[_curation_pb2.GetCurationPolicyRequest, _curation_pb2.CurationPolicy]
+    """An app's stream policy (NOT_FOUND if none was set)."""
+    ListLabelingQueue: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ListLabelingQueueRequest, _curation_pb2.ListLabelingQueueResponse]
+    """The app's labeling queue (oldest first, paged) and its counters."""
+    ListLearningRounds: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ListLearningRoundsRequest, _curation_pb2.ListLearningRoundsResponse]
+    """The app's active-learning rounds (retrain after N labels), newest first."""
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -54,7 +66,19 @@ class CurationServiceAsyncStub(CurationServiceStub):
     FindLabelErrors: _aio.UnaryUnaryMultiCallable[_curation_pb2.FindLabelErrorsRequest, _curation_pb2.FindLabelErrorsResponse]  # type: ignore[assignment]
     """Labeled inputs whose label is probably wrong (confident learning on out-of-fold predictions)."""
     GetDriftReport: _aio.UnaryUnaryMultiCallable[_curation_pb2.GetDriftReportRequest, _curation_pb2.DriftReport]  # type: ignore[assignment]
-    """Does recent data still look like the training data?"""
+    """Does recent data still look like the training data? Either stored inputs (by split and
+    recency) or, with `stream`, the window of recent predictions from `predictions.made`.
+    """
+    SetCurationPolicy: _aio.UnaryUnaryMultiCallable[_curation_pb2.CurationPolicy, _curation_pb2.CurationPolicy]  # type: ignore[assignment]
+    """Set an app's stream policy: which model's predictions are screened, the uncertainty
+    threshold, rate and budget of the labeling queue, automatic retraining and promotion.
+    """
+    GetCurationPolicy: _aio.UnaryUnaryMultiCallable[_curation_pb2.GetCurationPolicyRequest, _curation_pb2.CurationPolicy]  # type: ignore[assignment]
+    """An app's stream policy (NOT_FOUND if none was set)."""
+    ListLabelingQueue: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListLabelingQueueRequest, _curation_pb2.ListLabelingQueueResponse]  # type: ignore[assignment]
+    """The app's labeling queue (oldest first, paged) and its counters."""
+    ListLearningRounds: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListLearningRoundsRequest, _curation_pb2.ListLearningRoundsResponse]  # type: ignore[assignment]
+    """The app's active-learning rounds (retrain after N labels), newest first."""
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Active learning and data quality."""
@@ -81,6 +105,42 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _curation_pb2.GetDriftReportRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_curation_pb2.DriftReport, _abc.Awaitable[_curation_pb2.DriftReport]]:
-        """Does recent data still look like the training data?"""
+        """Does recent data still look like the training data? Either stored inputs (by split and
+        recency) or, with `stream`, the window of recent predictions from `predictions.made`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetCurationPolicy(
+        self,
+        request: _curation_pb2.CurationPolicy,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.CurationPolicy, _abc.Awaitable[_curation_pb2.CurationPolicy]]:
+        """Set an app's stream policy: which model's predictions are screened, the uncertainty
+        threshold, rate and budget of the labeling queue, automatic retraining and promotion.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCurationPolicy(
+        self,
+        request: _curation_pb2.GetCurationPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.CurationPolicy, _abc.Awaitable[_curation_pb2.CurationPolicy]]:
+        """An app's stream policy (NOT_FOUND if none was set)."""
+
+    @_abc_1.abstractmethod
+    def ListLabelingQueue(
+        self,
+        request: _curation_pb2.ListLabelingQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ListLabelingQueueResponse, _abc.Awaitable[_curation_pb2.ListLabelingQueueResponse]]:
+        """The app's labeling queue (oldest first, paged) and its counters."""
+
+    @_abc_1.abstractmethod
+    def ListLearningRounds(
+        self,
+        request: _curation_pb2.ListLearningRoundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ListLearningRoundsResponse, _abc.Awaitable[_curation_pb2.ListLearningRoundsResponse]]:
+        """The app's active-learning rounds (retrain after N labels), newest first."""
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

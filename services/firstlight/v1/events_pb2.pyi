@@ -427,3 +427,217 @@ class ModelVersionReady(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelVersionReady: _TypeAlias = ModelVersionReady  # noqa: Y015
+
+@_typing.final
+class Uncertainty(_message.Message):
+    """How unsure a model was about one prediction (all in [0, 1], higher: more unsure)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MARGIN_FIELD_NUMBER: _builtins.int
+    ENTROPY_FIELD_NUMBER: _builtins.int
+    LEAST_CONFIDENCE_FIELD_NUMBER: _builtins.int
+    margin: _builtins.float
+    """1 - (p_top1 - p_top2): the margin strategy's score."""
+    entropy: _builtins.float
+    """Shannon entropy of the probabilities divided by log(number of concepts)."""
+    least_confidence: _builtins.float
+    """1 - p_top1."""
+    def __init__(
+        self,
+        *,
+        margin: _builtins.float = ...,
+        entropy: _builtins.float = ...,
+        least_confidence: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entropy", b"entropy", "least_confidence", b"least_confidence", "margin", b"margin"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Uncertainty: _TypeAlias = Uncertainty  # noqa: Y015
+
+@_typing.final
+class PredictionMade(_message.Message):
+    """Topic `predictions.made`: an app model predicted concepts for one image (published by the
+    inference service after every Predict call with an app id). Curation reads it for
+    stream-based selective sampling (uncertain inputs go on the labeling queue) and drift.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    TOP_CONCEPTS_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_FIELD_NUMBER: _builtins.int
+    PREDICTED_INDEX_FIELD_NUMBER: _builtins.int
+    CONCEPT_COUNT_FIELD_NUMBER: _builtins.int
+    EMBEDDING_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App the prediction was made for."""
+    model_id: _builtins.str
+    """Model id."""
+    model_version: _builtins.str
+    """Version that answered."""
+    input_id: _builtins.str
+    """The app's input this image is (from PredictRequest.input_ids); empty when the caller
+    did not say, in which case the event feeds drift only (it cannot be queued for labeling).
+    """
+    predicted_index: _builtins.int
+    """Index of the predicted concept in the model's concept order."""
+    concept_count: _builtins.int
+    """Number of concepts the model has."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    @_builtins.property
+    def top_concepts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredConcept]:
+        """The best concepts with their probabilities, best first (at most 5)."""
+
+    @_builtins.property
+    def uncertainty(self) -> Global___Uncertainty:
+        """Uncertainty scores of the full probability vector."""
+
+    @_builtins.property
+    def embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The image embedding the head saw (L2-normalised backbone features), for drift."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        input_id: _builtins.str = ...,
+        top_concepts: _abc.Iterable[_common_pb2.ScoredConcept] | None = ...,
+        uncertainty: Global___Uncertainty | None = ...,
+        predicted_index: _builtins.int = ...,
+        concept_count: _builtins.int = ...,
+        embedding: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "uncertainty", b"uncertainty"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concept_count", b"concept_count", "embedding", b"embedding", "header", b"header", "input_id", b"input_id", "model_id", b"model_id", "model_version", b"model_version", "predicted_index", b"predicted_index", "top_concepts", b"top_concepts", "uncertainty", b"uncertainty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictionMade: _TypeAlias = PredictionMade  # noqa: Y015
+
+@_typing.final
+class LabelingQueued(_message.Message):
+    """Topic `labeling.queue`: curation put an input on the app's labeling queue (an uncertain
+    prediction passed the app's policy threshold, rate and budget). Labeling tools consume it;
+    the same items are readable with CurationService.ListLabelingQueue.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App."""
+    input_id: _builtins.str
+    """Input to label."""
+    model_id: _builtins.str
+    """Model whose uncertainty put it here."""
+    model_version: _builtins.str
+    """Version that predicted."""
+    score: _builtins.float
+    """Uncertainty under the app's strategy (the value compared with the threshold)."""
+    strategy: _builtins.str
+    """Strategy: margin, entropy or least_confidence."""
+    predicted_concept: _builtins.str
+    """The model's best guess, for pre-filling a labeling tool."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header (idempotency key "<app_id>/<input_id>:queued": an input is queued once)."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        input_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        score: _builtins.float = ...,
+        strategy: _builtins.str = ...,
+        predicted_concept: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "header", b"header", "input_id", b"input_id", "model_id", b"model_id", "model_version", b"model_version", "predicted_concept", b"predicted_concept", "score", b"score", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelingQueued: _TypeAlias = LabelingQueued  # noqa: Y015
+
+@_typing.final
+class DriftAlert(_message.Message):
+    """Topic `drift.alert`: the recent predictions of an app model stopped looking like its
+    training set (emitted when the stream drift check turns from no-alert to alert).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    P_VALUE_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    CENTROID_DISTANCE_FIELD_NUMBER: _builtins.int
+    WINDOW_SIZE_FIELD_NUMBER: _builtins.int
+    REFERENCE_COUNT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App."""
+    model_id: _builtins.str
+    """Model whose traffic drifted."""
+    model_version: _builtins.str
+    """Serving version the reference (its training split) came from."""
+    p_value: _builtins.float
+    """Two-sample test p-value (MMD, permutation)."""
+    psi: _builtins.float
+    """Largest PSI over random projections of the embeddings."""
+    centroid_distance: _builtins.float
+    """Cosine distance between the two centroids."""
+    window_size: _builtins.int
+    """Recent predictions compared."""
+    reference_count: _builtins.int
+    """Training inputs compared."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        p_value: _builtins.float = ...,
+        psi: _builtins.float = ...,
+        centroid_distance: _builtins.float = ...,
+        window_size: _builtins.int = ...,
+        reference_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "centroid_distance", b"centroid_distance", "header", b"header", "model_id", b"model_id", "model_version", b"model_version", "p_value", b"p_value", "psi", b"psi", "reference_count", b"reference_count", "window_size", b"window_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftAlert: _TypeAlias = DriftAlert  # noqa: Y015

@@ -176,6 +176,7 @@ class PredictRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     CONCEPTS_FIELD_NUMBER: _builtins.int
     MIN_SCORE_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id (required for app models; optional for `general`)."""
     model_id: _builtins.str
@@ -196,6 +197,13 @@ class PredictRequest(_message.Message):
         an unknown one is NOT_FOUND).
         """
 
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional: the app's input id of each image, in order (same count as images). With an app
+        model, each prediction is published on `predictions.made` with it, so curation can put
+        uncertain inputs on the labeling queue; without it the event feeds drift only.
+        """
+
     def __init__(
         self,
         *,
@@ -206,10 +214,11 @@ class PredictRequest(_message.Message):
         top_k: _builtins.int = ...,
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         min_score: _builtins.float = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "images", b"images", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "images", b"images", "input_ids", b"input_ids", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

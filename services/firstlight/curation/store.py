@@ -1,0 +1,202 @@
+"""Curation's persisted state: per-app stream policies, the labeling queue with its counters,
+and the active-learning rounds. Tables live in the training service's database (curation runs
+in that process) under their own metadata; SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from firstlight import db
+
+metadata = MetaData()
+
+policies = Table(
+    "curation_policies",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("policy", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+queue = Table(
+    "curation_queue",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("seq", Integer, nullable=False),  # per-app arrival order (paging, oldest first)
+    Column("model_id", String(128), nullable=False),
+    Column("model_version", String(16), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("strategy", String(32), nullable=False),
+    Column("predicted", String(256), nullable=False),
+    Column("state", Integer, nullable=False),
+    Column("concepts", JSON, nullable=False),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("labeled_at", DateTime(timezone=True), nullable=True),
+    Column("round", Integer, nullable=False, default=0),
+    # Set once the labeling.queue event was acknowledged; a redelivered prediction republishes
+    # an item whose event was not (the row and the event cannot share a transaction).
+    Column("published", Boolean, nullable=False, default=False),
+)
+counters = Table(
+    "curation_counters",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("name", String(32), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+rounds = Table(
+    "curation_rounds",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("record", JSON, nullable=False),
+)
+
+QUEUED, LABELED = 1, 2
+COUNTERS = ("screened", "below_threshold", "skipped_rate", "skipped_budget", "duplicates", "without_input_id")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
+
+class CurationStore:
+    def __init__(self, url: str | None = None, engine: Engine | None = None) -> None:
+        if engine is not None:
+            metadata.create_all(engine)
+            self.engine = engine
+        else:
+            self.engine = db.make_engine(url or "sqlite://", metadata)
+
+    # -- policies -----------------------------------------------------------------------
+    def set_policy(self, app_id: str, policy: dict) -> None:
+        with self.engine.begin() as conn:
+            if conn.execute(select(policies.c.app_id).where(policies.c.app_id == app_id)).first():
+                conn.execute(update(policies).where(policies.c.app_id == app_id).values(policy=policy, updated_at=utcnow()))
+            else:
+                conn.execute(insert(policies).values(app_id=app_id, policy=policy, updated_at=utcnow()))
+
+    def policy(self, app_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(policies.c.policy).where(policies.c.app_id == app_id)).first()
+        return dict(row[0]) if row else None
+
+    # -- queue ----------------------------------------------------------------------------
+    def count(self, conn, app_id: str, name: str, n: int = 1) -> None:  # type: ignore[no-untyped-def]
+        key = (counters.c.app_id == app_id, counters.c.name == name)
+        if conn.execute(select(counters.c.value).where(*key)).first():
+            conn.execute(update(counters).where(*key).values(value=counters.c.value + n))
+        else:
+            conn.execute(insert(counters).values(app_id=app_id, name=name, value=n))
+
+    def counters(self, app_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(counters.c.name, counters.c.value).where(counters.c.app_id == app_id)).all()
+            states = conn.execute(
+                select(queue.c.state, func.count()).where(queue.c.app_id == app_id).group_by(queue.c.state)
+            ).all()
+        out = {n: 0 for n in COUNTERS}
+        out.update({n: int(v) for n, v in rows})
+        by_state = {int(s): int(c) for s, c in states}
+        out["queued"], out["labeled"] = by_state.get(QUEUED, 0), by_state.get(LABELED, 0)
+        return out
+
+    def get_item(self, conn, app_id: str, input_id: str) -> dict | None:  # type: ignore[no-untyped-def]
+        row = conn.execute(select(queue).where(queue.c.app_id == app_id, queue.c.input_id == input_id)).mappings().first()
+        return dict(row) if row else None
+
+    def queued_since(self, conn, app_id: str, since: datetime) -> int:  # type: ignore[no-untyped-def]
+        return int(conn.execute(select(func.count()).where(queue.c.app_id == app_id, queue.c.queued_at >= since)).scalar_one())
+
+    def total_queued(self, conn, app_id: str) -> int:  # type: ignore[no-untyped-def]
+        return int(conn.execute(select(func.count()).where(queue.c.app_id == app_id)).scalar_one())
+
+    def add_item(self, conn, **values: Any) -> dict:  # type: ignore[no-untyped-def]
+        seq = conn.execute(select(func.coalesce(func.max(queue.c.seq), 0)).where(queue.c.app_id == values["app_id"])).scalar_one()
+        row = dict(values, seq=int(seq) + 1, state=QUEUED, concepts=[], labeled_at=None, round=0, published=False)
+        conn.execute(insert(queue).values(**row))
+        return row
+
+    def mark_published(self, app_id: str, input_ids: list[str]) -> None:
+        if input_ids:
+            with self.engine.begin() as conn:
+                conn.execute(update(queue).where(queue.c.app_id == app_id, queue.c.input_id.in_(input_ids)).values(published=True))
+
+    def set_labels(self, conn, app_id: str, input_id: str, concepts: list[str], now: datetime) -> bool:  # type: ignore[no-untyped-def]
+        """Record labels on a queued input; True when it just went from queued to labeled."""
+        item = self.get_item(conn, app_id, input_id)
+        if item is None:
+            return False
+        if not concepts:  # labels removed again: back to waiting, unless a round already used it
+            if item["state"] == LABELED and not item["round"]:
+                conn.execute(update(queue).where(queue.c.app_id == app_id, queue.c.input_id == input_id).values(state=QUEUED, concepts=[], labeled_at=None))
+            return False
+        values: dict[str, Any] = {"concepts": sorted(concepts)}
+        fresh = item["state"] == QUEUED
+        if fresh:
+            values.update(state=LABELED, labeled_at=now)
+        conn.execute(update(queue).where(queue.c.app_id == app_id, queue.c.input_id == input_id).values(**values))
+        return fresh
+
+    def items(self, app_id: str, state: int = 0, offset: int = 0, limit: int = 100) -> list[dict]:
+        q = select(queue).where(queue.c.app_id == app_id)
+        if state:
+            q = q.where(queue.c.state == state)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(queue.c.seq).offset(offset).limit(limit)).mappings().all()
+        return [dict(r, queued_at=_aware(r["queued_at"])) for r in rows]
+
+    def unused_labels(self, app_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).where(queue.c.app_id == app_id, queue.c.state == LABELED, queue.c.round == 0)).scalar_one()
+            )
+
+    # -- rounds ---------------------------------------------------------------------------
+    def start_round(self, app_id: str, record: dict, min_labels: int) -> dict | None:
+        """Claim the labeled items no round used yet for a new round, if there are enough and
+        no round of the app is running; returns the round record (None: nothing to do)."""
+        with self.engine.begin() as conn:
+            records = [r for (r,) in conn.execute(select(rounds.c.record).where(rounds.c.app_id == app_id)).all()]
+            if any(r["status"] == "running" for r in records):
+                return None
+            fresh = (queue.c.app_id == app_id, queue.c.state == LABELED, queue.c.round == 0)
+            n = int(conn.execute(select(func.count()).where(*fresh)).scalar_one())
+            if n < max(min_labels, 1):
+                return None
+            number = max((r["round"] for r in records), default=0) + 1
+            conn.execute(update(queue).where(*fresh).values(round=number))
+            total = sum(r["labels_spent"] for r in records) + n
+            record = dict(record, round=number, labels_spent=n, total_labels=total, status="running")
+            conn.execute(insert(rounds).values(app_id=app_id, round=number, record=record))
+        return record
+
+    def save_round(self, app_id: str, record: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(rounds).where(rounds.c.app_id == app_id, rounds.c.round == record["round"]).values(record=record))
+
+    def rounds(self, app_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(rounds.c.record).where(rounds.c.app_id == app_id).order_by(rounds.c.round.desc())).all()
+        return [dict(r) for (r,) in rows]
+
+    def fail_running_rounds(self, why: str) -> None:
+        """At start-up: a round that was running when the process died cannot resume."""
+        with self.engine.begin() as conn:
+            for app_id, number, record in conn.execute(select(rounds.c.app_id, rounds.c.round, rounds.c.record)).all():
+                if record["status"] == "running":
+                    conn.execute(
+                        update(rounds).where(rounds.c.app_id == app_id, rounds.c.round == number).values(record=dict(record, status="failed", note=why))
+                    )
+
+
+def minute_ago(now: datetime) -> datetime:
+    return now - timedelta(seconds=60)

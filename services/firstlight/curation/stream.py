@@ -1,0 +1,436 @@
+"""Stream-based selective sampling, human in the loop and stream drift (no grpc, no kafka).
+
+- :meth:`StreamCuration.screen` takes the predictions the inference service published and puts
+  the uncertain ones on the app's labeling queue under its policy (threshold on margin, entropy
+  or least confidence; at most ``max_per_minute`` a minute and ``budget`` in all; an input once).
+- :meth:`StreamCuration.on_labels` marks queued inputs labeled when their annotations change.
+- :class:`Rounds` retrains after ``retrain_after_labels`` new queue labels: the policy's dataset
+  is extended (validation frozen, new labels to train), the model trained through the training
+  service, and the version promoted by the training service's rule only if it beats the serving
+  one on validation; each round is recorded (strategy, labels spent, versions, metrics, verdict).
+- :class:`StreamDrift` keeps a window of recent predictions per app model and compares it with
+  the serving version's training split (``drift.drift_report``); an alert is returned once when
+  the check turns from quiet to alert.
+
+The Kafka wiring (consumers, DLQ, publishing) is in ``training.main``; the RPCs in ``servicer``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from firstlight import validation
+from firstlight.curation import drift
+from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+UNCERTAINTY = ("margin", "entropy", "least_confidence")
+PROMOTION_METRICS = ("accuracy", "macro_f1", "micro_f1", "macro_precision", "macro_recall", "macro_auc", "ece", "log_loss")
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_DRIFT_WINDOW = 200
+DRIFT_WINDOW_RANGE = (10, 5000)
+
+
+@dataclass(frozen=True)
+class Policy:
+    app_id: str
+    model_id: str
+    strategy: str = "margin"
+    threshold: float = DEFAULT_THRESHOLD
+    max_per_minute: int = 0
+    budget: int = 0
+    retrain_after_labels: int = 0
+    dataset_id: str = ""
+    promotion_metric: str = "accuracy"
+    promotion_min_gain: float = 0.0
+    drift_window: int = DEFAULT_DRIFT_WINDOW  # -1: no drift check
+
+
+def make_policy(app_id: str, model_id: str, *, strategy: str = "", threshold: float = 0.0, max_per_minute: int = 0, budget: int = 0,
+                retrain_after_labels: int = 0, dataset_id: str = "", promotion_metric: str = "", promotion_min_gain: float = 0.0,
+                drift_window: int = 0) -> Policy:
+    """Validated policy with defaults filled in (proto3 zero values mean "default")."""
+    validation.app_id(app_id)
+    if not model_id:
+        raise InvalidArgument("model_id is required: the policy screens one model's predictions")
+    validation.input_id(model_id)
+    strategy = strategy or "margin"
+    if strategy not in UNCERTAINTY:
+        raise InvalidArgument(f"unknown strategy {strategy!r} (stream screening uses: {', '.join(UNCERTAINTY)})")
+    threshold = threshold or DEFAULT_THRESHOLD
+    if not (math.isfinite(threshold) and 0.0 < threshold <= 1.0):
+        raise InvalidArgument(f"threshold must be in (0, 1] (got {threshold})")
+    for name, value in (("max_per_minute", max_per_minute), ("budget", budget), ("retrain_after_labels", retrain_after_labels)):
+        if value < 0:
+            raise InvalidArgument(f"{name} must not be negative (got {value})")
+    if retrain_after_labels and not dataset_id:
+        raise InvalidArgument("retrain_after_labels needs dataset_id: the dataset each round extends and trains on")
+    if dataset_id:
+        validation.input_id(dataset_id)
+    promotion_metric = promotion_metric or "accuracy"
+    if promotion_metric not in PROMOTION_METRICS:
+        raise InvalidArgument(f"unknown promotion_metric {promotion_metric!r} (known: {', '.join(PROMOTION_METRICS)})")
+    if not (math.isfinite(promotion_min_gain) and promotion_min_gain >= 0):
+        raise InvalidArgument(f"promotion_min_gain must be a finite number >= 0 (got {promotion_min_gain})")
+    drift_window = drift_window or DEFAULT_DRIFT_WINDOW
+    if drift_window != -1 and not DRIFT_WINDOW_RANGE[0] <= drift_window <= DRIFT_WINDOW_RANGE[1]:
+        raise InvalidArgument(f"drift_window must be -1 (off) or between {DRIFT_WINDOW_RANGE[0]} and {DRIFT_WINDOW_RANGE[1]} (got {drift_window})")
+    return Policy(app_id, model_id, strategy, float(threshold), max_per_minute, budget, retrain_after_labels, dataset_id,
+                  promotion_metric, float(promotion_min_gain), drift_window)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What curation reads from one ``predictions.made`` event."""
+
+    app_id: str
+    model_id: str
+    model_version: str
+    input_id: str
+    uncertainty: dict[str, float]
+    predicted: str
+    predicted_index: int = 0
+    embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class QueuedItem:
+    app_id: str
+    input_id: str
+    model_id: str
+    model_version: str
+    score: float
+    strategy: str
+    predicted: str
+
+
+class StreamCuration:
+    def __init__(self, store: CurationStore, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self._lock = threading.Lock()  # one writer: the prediction and label consumers share the store
+        self._policies: dict[str, Policy | None] = {}
+
+    # -- policy -------------------------------------------------------------------------
+    def set_policy(self, policy: Policy) -> Policy:
+        self.store.set_policy(policy.app_id, asdict(policy))
+        self._policies[policy.app_id] = policy
+        return policy
+
+    def policy(self, app_id: str) -> Policy | None:
+        if app_id not in self._policies:
+            stored = self.store.policy(app_id)
+            self._policies[app_id] = Policy(**stored) if stored else None
+        return self._policies[app_id]
+
+    def get_policy(self, app_id: str) -> Policy:
+        validation.app_id(app_id)
+        policy = self.policy(app_id)
+        if policy is None:
+            raise NotFound(f"app {app_id!r} has no curation policy (set one with SetCurationPolicy)")
+        return policy
+
+    # -- screening ----------------------------------------------------------------------
+    def screen(self, predictions: Sequence[Prediction]) -> list[QueuedItem]:
+        """Queue the uncertain predictions under each app's policy. Returns the items whose
+        ``labeling.queue`` event must be published: the newly queued ones and any earlier one
+        whose event was not acknowledged (a redelivery after a failed publish)."""
+        out: list[QueuedItem] = []
+        returned: set[tuple[str, str]] = set()
+        with self._lock, self.store.engine.begin() as conn:
+            now = self.clock()
+            for p in predictions:
+                policy = self.policy(p.app_id)
+                if policy is None or p.model_id != policy.model_id:
+                    continue
+                self.store.count(conn, p.app_id, "screened")
+                score = float(p.uncertainty.get(policy.strategy, 0.0))
+                if score < policy.threshold:
+                    self.store.count(conn, p.app_id, "below_threshold")
+                    continue
+                if not p.input_id:
+                    self.store.count(conn, p.app_id, "without_input_id")
+                    continue
+                existing = self.store.get_item(conn, p.app_id, p.input_id)
+                if existing is not None:
+                    if not existing["published"] and (p.app_id, p.input_id) not in returned:
+                        returned.add((p.app_id, p.input_id))
+                        out.append(_item(existing))
+                    else:
+                        self.store.count(conn, p.app_id, "duplicates")
+                    continue
+                if policy.budget and self.store.total_queued(conn, p.app_id) >= policy.budget:
+                    self.store.count(conn, p.app_id, "skipped_budget")
+                    continue
+                if policy.max_per_minute and self.store.queued_since(conn, p.app_id, minute_ago(now)) >= policy.max_per_minute:
+                    self.store.count(conn, p.app_id, "skipped_rate")
+                    continue
+                row = self.store.add_item(
+                    conn, app_id=p.app_id, input_id=p.input_id, model_id=p.model_id, model_version=p.model_version,
+                    score=score, strategy=policy.strategy, predicted=p.predicted, queued_at=now,
+                )
+                out.append(_item(row))
+                returned.add((p.app_id, p.input_id))
+        return out
+
+    def mark_published(self, items: Sequence[QueuedItem]) -> None:
+        by_app: dict[str, list[str]] = {}
+        for it in items:
+            by_app.setdefault(it.app_id, []).append(it.input_id)
+        for app_id, ids in by_app.items():
+            self.store.mark_published(app_id, ids)
+
+    # -- labels -------------------------------------------------------------------------
+    def on_labels(self, changes: Sequence[tuple[str, str, Sequence[str]]]) -> set[str]:
+        """(app, input, concepts now) per annotation change. Returns the apps whose queue got
+        new labels (candidates for a retraining round)."""
+        apps: set[str] = set()
+        with self._lock, self.store.engine.begin() as conn:
+            now = self.clock()
+            for app_id, input_id, concepts in changes:
+                if self.store.set_labels(conn, app_id, input_id, list(concepts), now):
+                    apps.add(app_id)
+        return apps
+
+    # -- reading ------------------------------------------------------------------------
+    def queue(self, app_id: str, state: int, page_size: int, page_token: str) -> tuple[list[dict], str, dict[str, int]]:
+        validation.app_id(app_id)
+        if state not in (0, QUEUED, LABELED):
+            raise InvalidArgument(f"unknown queue item state {state}")
+        size = validation.page_size(page_size, default=100, maximum=1000)
+        offset = validation.decode_page_token("queue", page_token)
+        rows = self.store.items(app_id, state, offset, size + 1)
+        token = validation.encode_page_token("queue", offset + size) if len(rows) > size else ""
+        return rows[:size], token, self.store.counters(app_id)
+
+
+def _item(row: dict) -> QueuedItem:
+    return QueuedItem(row["app_id"], row["input_id"], row["model_id"], row["model_version"], float(row["score"]), row["strategy"], row["predicted"])
+
+
+# -- rounds: retrain after N labels, promote only if better --------------------------------
+
+
+class Trainer:
+    """What a round needs from the training service (``training.service.TrainingService``
+    in production, running in the same process; a double in unit tests)."""
+
+    def extend_dataset(self, app_id: str, dataset_id: str) -> dict: ...
+    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str], promotion: tuple[str, float] | None = None) -> dict: ...
+    def job(self, job_id: str, app_id: str | None = None) -> dict: ...
+    def model(self, app_id: str, model_id: str) -> dict: ...
+    def version_row(self, app_id: str, model_id: str, version: str) -> dict | None: ...
+
+
+TERMINAL_JOB_STATES = {3: "succeeded", 4: "failed"}
+
+
+class Rounds:
+    def __init__(self, store: CurationStore, stream: StreamCuration, trainer: Trainer, *, job_timeout_s: float = 600.0, poll_s: float = 0.2) -> None:
+        self.store = store
+        self.stream = stream
+        self.trainer = trainer
+        self.job_timeout_s = job_timeout_s
+        self.poll_s = poll_s
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-round")
+
+    def maybe_start(self, app_id: str) -> dict | None:
+        """Start a round if the app's policy retrains and enough new labels wait; it runs on the
+        round worker (never in a consumer or RPC thread)."""
+        policy = self.stream.policy(app_id)
+        if policy is None or not policy.retrain_after_labels:
+            return None
+        try:
+            serving = self.trainer.model(app_id, policy.model_id)["serving_version"]
+        except NotFound:
+            serving = ""
+        record = self.store.start_round(
+            app_id,
+            {
+                "app_id": app_id, "model_id": policy.model_id, "strategy": f"stream:{policy.strategy}>={policy.threshold:g}",
+                "dataset_version": "", "previous_version": serving, "candidate_version": "", "promoted": False, "note": "",
+                "metrics": {}, "previous_metrics": {}, "started_at": self.stream.clock().isoformat(), "finished_at": "",
+            },
+            policy.retrain_after_labels,
+        )
+        if record is not None:
+            self.pool.submit(self._run, policy, record)
+        return record
+
+    def _run(self, policy: Policy, record: dict) -> None:
+        try:
+            record = self._train(policy, record)
+        except Exception as exc:  # noqa: BLE001 - a failed round records why; later rounds go on
+            log.exception("active-learning round %s of %s failed", record["round"], policy.app_id)
+            record = dict(record, status="failed", note=str(exc) or type(exc).__name__)
+        record["finished_at"] = self.stream.clock().isoformat()
+        self.store.save_round(policy.app_id, record)
+        self.maybe_start(policy.app_id)  # labels that arrived meanwhile
+
+    def _train(self, policy: Policy, record: dict) -> dict:
+        app_id, model_id = policy.app_id, policy.model_id
+        ds = self.trainer.extend_dataset(app_id, policy.dataset_id)
+        record = dict(record, dataset_version=ds["version"])
+        self.store.save_round(app_id, record)
+        job = self.trainer.train(app_id, model_id, policy.dataset_id, {}, (policy.promotion_metric, policy.promotion_min_gain))
+        deadline = time.monotonic() + self.job_timeout_s
+        while job["state"] not in TERMINAL_JOB_STATES:
+            if time.monotonic() > deadline:
+                raise FailedPrecondition(f"training job {job['id']} did not finish within {self.job_timeout_s:.0f}s")
+            time.sleep(self.poll_s)
+            job = self.trainer.job(job["id"])
+        if TERMINAL_JOB_STATES[job["state"]] == "failed":
+            raise FailedPrecondition(f"training job {job['id']} failed: {job['error']}")
+        candidate = self.trainer.version_row(app_id, model_id, job["version"]) or {}
+        previous = self.trainer.version_row(app_id, model_id, record["previous_version"]) if record["previous_version"] else None
+        serving_now = self.trainer.model(app_id, model_id)["serving_version"]
+        return dict(
+            record,
+            status="done",
+            candidate_version=str(job["version"]),
+            promoted=serving_now == str(job["version"]),
+            note=candidate.get("promotion_note", ""),
+            metrics={k: float(v) for k, v in (candidate.get("validation_metrics") or {}).items()},
+            previous_metrics={k: float(v) for k, v in ((previous or {}).get("validation_metrics") or {}).items()},
+        )
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- drift over the prediction stream --------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    size: int
+    version: str = ""
+    embeddings: deque = field(default_factory=deque)
+    predicted: deque = field(default_factory=deque)
+    since_check: int = 0
+    alerting: bool = False
+    report: drift.DriftReport | None = None
+    reference_count: int = 0
+
+
+@dataclass(frozen=True)
+class StreamDriftReport:
+    app_id: str
+    model_id: str
+    model_version: str
+    report: drift.DriftReport
+    window: int
+    reference_count: int
+
+
+class StreamDrift:
+    """A window of the latest predictions per (app, model), checked against the serving
+    version's training split every ``check_every`` new predictions once the window is full.
+
+    ``reference(app, model, version)`` returns (training embeddings [N, D], their concept indices
+    [N]); it is cached per version. Windows live in memory: after a restart they refill from new
+    traffic (the consumer group does not replay old predictions)."""
+
+    def __init__(self, stream: StreamCuration, reference: Callable[[str, str, str], tuple[np.ndarray, np.ndarray]], check_every: int | None = None) -> None:
+        self.stream = stream
+        self.reference = reference
+        self.check_every = check_every
+        self._windows: dict[tuple[str, str], _Window] = {}
+        self._refs: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def _window_size(self, app_id: str, model_id: str) -> int:
+        policy = self.stream.policy(app_id)
+        if policy is not None and policy.model_id == model_id:
+            return policy.drift_window
+        return DEFAULT_DRIFT_WINDOW
+
+    def observe(self, predictions: Sequence[Prediction]) -> list[StreamDriftReport]:
+        """Add predictions; returns the reports that just turned to alert (publish those)."""
+        alerts = []
+        with self._lock:
+            touched = []
+            for p in predictions:
+                if p.embedding is None or not len(p.embedding):
+                    continue
+                size = self._window_size(p.app_id, p.model_id)
+                if size == -1:
+                    continue
+                w = self._windows.get((p.app_id, p.model_id))
+                if w is None or w.size != size:
+                    w = self._windows[(p.app_id, p.model_id)] = _Window(size)
+                w.embeddings.append(np.asarray(p.embedding, dtype=np.float32))
+                w.predicted.append(p.predicted_index)
+                w.version = p.model_version
+                while len(w.embeddings) > size:
+                    w.embeddings.popleft()
+                    w.predicted.popleft()
+                w.since_check += 1
+                touched.append((p.app_id, p.model_id))
+            for key in dict.fromkeys(touched):
+                w = self._windows[key]
+                every = self.check_every or max(w.size // 4, 5)
+                if len(w.embeddings) < w.size or (w.report is not None and w.since_check < every):
+                    continue
+                r = self._check(key, w)
+                if r is not None and r.report.alert and not w.alerting:
+                    alerts.append(r)
+                if r is not None:
+                    w.alerting = r.report.alert
+        return alerts
+
+    def _ref(self, app_id: str, model_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        key = (app_id, model_id, version)
+        if key not in self._refs:
+            self._refs[key] = self.reference(app_id, model_id, version)
+        return self._refs[key]
+
+    def _check(self, key: tuple[str, str], w: _Window) -> StreamDriftReport | None:
+        try:
+            ref, ref_pred = self._ref(key[0], key[1], w.version)
+        except (NotFound, FailedPrecondition) as exc:
+            log.info("no drift reference for %s/%s v%s: %s", key[0], key[1], w.version, exc)
+            return None
+        w.since_check = 0
+        if len(ref) < 2:
+            return None
+        recent = np.stack(list(w.embeddings))
+        try:
+            w.report = drift.drift_report(ref, recent, ref_pred, np.asarray(list(w.predicted)))
+        except ValueError as exc:  # e.g. the traffic's embedding size is not the reference's
+            log.warning("drift check of %s/%s failed: %s", key[0], key[1], exc)
+            return None
+        w.reference_count = len(ref)
+        return StreamDriftReport(key[0], key[1], w.version, w.report, len(recent), len(ref))
+
+    def report(self, app_id: str, model_id: str) -> StreamDriftReport:
+        """The latest check of this model's traffic, computed now if the window has data."""
+        with self._lock:
+            w = self._windows.get((app_id, model_id))
+            if w is None or len(w.embeddings) < 2:
+                have = 0 if w is None else len(w.embeddings)
+                raise FailedPrecondition(f"model {model_id!r} of app {app_id!r} has {have} recent predictions with embeddings; need at least 2")
+            if w.report is None or w.since_check:
+                r = self._check((app_id, model_id), w)
+                if r is None:
+                    raise FailedPrecondition(f"model {model_id!r} version {w.version!r} has no training split to compare with")
+                return r
+            return StreamDriftReport(app_id, model_id, w.version, w.report, len(w.embeddings), w.reference_count)
+
+
+__all__ = [
+    "Policy", "Prediction", "QueuedItem", "Rounds", "StreamCuration", "StreamDrift", "StreamDriftReport", "Trainer", "make_policy",
+    "LABELED", "QUEUED",
+]
