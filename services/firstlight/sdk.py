@@ -377,23 +377,78 @@ class Firstlight:
         )
 
     @_wrap_errors
-    def drift(self, app_id: str, *, recent_input_ids: Iterable[str] = (), recent_count: int = 200, reference_split: str = "train") -> curation_pb2.DriftReport:
+    def drift(
+        self, app_id: str, *, recent_input_ids: Iterable[str] = (), recent_count: int = 200, reference_split: str = "train", stream: bool = False
+    ) -> curation_pb2.DriftReport:
+        """Drift of stored inputs against a split, or (``stream=True``) of the policy model's recent
+        predictions against its serving version's training split."""
         return self._curation().GetDriftReport(
             curation_pb2.GetDriftReportRequest(
-                app_id=app_id, reference_split=SPLITS[reference_split], recent_count=recent_count, recent_input_ids=list(recent_input_ids)
+                app_id=app_id, reference_split=SPLITS[reference_split], recent_count=recent_count, recent_input_ids=list(recent_input_ids),
+                stream=stream,
             ),
             timeout=self.timeout_s * 5,
+        )
+
+    @_wrap_errors
+    def set_policy(self, app_id: str, model_id: str, **fields: object) -> curation_pb2.CurationPolicy:
+        """Stream policy: ``strategy``, ``threshold``, ``max_per_minute``, ``budget``,
+        ``retrain_after_labels``, ``dataset_id``, ``promotion_metric``, ``promotion_min_gain``,
+        ``drift_window`` (see CurationPolicy in curation.proto; unset = default)."""
+        return self._curation().SetCurationPolicy(curation_pb2.CurationPolicy(app_id=app_id, model_id=model_id, **fields), timeout=self.timeout_s)  # type: ignore[arg-type]
+
+    @_wrap_errors
+    def get_policy(self, app_id: str) -> curation_pb2.CurationPolicy:
+        return self._curation().GetCurationPolicy(curation_pb2.GetCurationPolicyRequest(app_id=app_id), timeout=self.timeout_s)
+
+    @_wrap_errors
+    def labeling_queue(self, app_id: str, *, state: str = "all", page_size: int = 100, page_token: str = "") -> curation_pb2.ListLabelingQueueResponse:
+        """One page of the labeling queue (oldest first) with the app's counters;
+        ``state``: all, queued or labeled."""
+        states = {"all": 0, "queued": curation_pb2.QUEUE_ITEM_STATE_QUEUED, "labeled": curation_pb2.QUEUE_ITEM_STATE_LABELED}
+        if state not in states:
+            raise ValueError(f"state must be one of {', '.join(states)}")
+        return self._curation().ListLabelingQueue(
+            curation_pb2.ListLabelingQueueRequest(app_id=app_id, state=states[state], page_size=page_size, page_token=page_token),  # type: ignore[arg-type]
+            timeout=self.timeout_s,
+        )
+
+    def queue_items(self, app_id: str, *, state: str = "all", page_size: int = 100) -> Iterator[curation_pb2.QueueItem]:
+        """Every queue item, following the pages."""
+        token = ""
+        while True:
+            page = self.labeling_queue(app_id, state=state, page_size=page_size, page_token=token)
+            yield from page.items
+            token = page.next_page_token
+            if not token:
+                return
+
+    @_wrap_errors
+    def learning_rounds(self, app_id: str) -> list[curation_pb2.LearningRound]:
+        """Active-learning rounds, newest first."""
+        return list(self._curation().ListLearningRounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), timeout=self.timeout_s).rounds)
+
+    @_wrap_errors
+    def annotate(self, app_id: str, labels: dict[str, Iterable[str]]) -> None:
+        """Add concepts per input ({input_id: [concept, ...]}), all-or-nothing."""
+        self.ingestion.PostAnnotations(
+            ingestion_pb2.PostAnnotationsRequest(
+                app_id=app_id, annotations=[ingestion_pb2.Annotation(input_id=i, add_concepts=list(cs)) for i, cs in labels.items()]
+            ),
+            timeout=self.timeout_s,
         )
 
     # -- predict ----------------------------------------------------------------------
     @_wrap_errors
     def predict(
         self, images: Sequence[bytes], *, model: str = "general", version: str = "", app_id: str = "", top_k: int = 5,
-        concepts: Iterable[str] = (),
+        concepts: Iterable[str] = (), input_ids: Iterable[str] = (),
     ) -> list[list[tuple[str, float]]]:
+        """``input_ids`` (the app's ids of these images) let curation queue uncertain ones for labeling."""
         resp = self.inference.Predict(
             inference_pb2.PredictRequest(
-                app_id=app_id, model_id=model, model_version=version, images=list(images), top_k=top_k, concepts=list(concepts)
+                app_id=app_id, model_id=model, model_version=version, images=list(images), top_k=top_k, concepts=list(concepts),
+                input_ids=list(input_ids),
             ),
             timeout=self.timeout_s,
         )
