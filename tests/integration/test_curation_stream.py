@@ -128,6 +128,19 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     assert r2.total_labels == len(queued_a) + len(queued_b)
     assert client.versions(APP, "animals").model.serving_version == "2"
 
+    # the same through the CLI
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    runner = CliRunner()
+    out = runner.invoke(cli, ["rounds", APP, "--data-dir", str(stack.data_dir)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "v1 → v2" in out.output and "v2 → v3" in out.output and "yes" in out.output, out.output
+    out = runner.invoke(cli, ["queue", APP, "--state", "labeled", "--limit", "3", "--data-dir", str(stack.data_dir)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "over budget" in out.output and out.output.count(" labeled ") >= 3, out.output
+    out = runner.invoke(cli, ["set-policy", APP, "animals", "--threshold", "7", "--data-dir", str(stack.data_dir)])
+    assert out.exit_code == 1 and "threshold" in out.output
+
 
 def test_stream_drift_alert_fires_on_another_dataset_not_on_held_out_data(client: Firstlight, stack, data: dict) -> None:  # type: ignore[no-untyped-def]
     app, held_out = APP, data["held_out"]
