@@ -86,6 +86,9 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     )
     assert client.get_policy(APP) == policy and policy.promotion_metric == "accuracy"
 
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*input_ids"):
+        client.predict([stream_a[0][2], stream_a[1][2]], model="animals", app_id=APP, input_ids=[stream_a[0][0]])
+
     # -- batch A: predictions flow, the uncertain ones are queued ---------------------------
     client.predict([d for _, _, d in stream_a], model="animals", app_id=APP, input_ids=[i for i, _, _ in stream_a])
     stats = eventually(lambda: (s := client.labeling_queue(APP).stats).screened >= 24 and s, timeout=60, what="24 predictions screened")

@@ -164,3 +164,18 @@ def test_malformed_prediction_events_are_poison() -> None:
     slash = events_pb2.PredictionMade(); slash.CopyFrom(ok); slash.input_id = "a/../b"
     for ev in bad + [broken, slash]:
         assert isinstance(parse_prediction(ev), PoisonMessage)
+
+
+def test_prediction_events_carry_uncertainty_top_concepts_and_embedding() -> None:
+    from firstlight.inference.core import Observed, Resolved, uncertainty
+    from firstlight.inference.main import prediction_events
+
+    probs = np.array([[0.5, 0.5, 0.0], [0.98, 0.01, 0.01], [1 / 3, 1 / 3, 1 / 3]])
+    margin, ent, least = uncertainty(probs)
+    assert margin == pytest.approx([1.0, 0.03, 1.0]) and ent[2] == pytest.approx(1.0) and least[1] == pytest.approx(0.02)
+    model = Resolved("m", "3", ["cat", "dog", "cow"], "app__m")
+    evs = prediction_events(Observed("a", model, ["i1", "", "i3"], probs, np.eye(3, 4, dtype=np.float32)))
+    assert [e.input_id for e in evs] == ["i1", "", "i3"] and all(e.model_version == "3" for e in evs)
+    assert evs[1].top_concepts[0].name == "cat" and evs[1].predicted_index == 0 and evs[1].concept_count == 3
+    assert evs[0].uncertainty.margin == pytest.approx(1.0) and list(evs[2].embedding) == [0, 0, 1, 0]
+    assert isinstance(parse_prediction(evs[0]), Prediction)  # what inference sends, curation accepts
