@@ -245,6 +245,8 @@ class Rounds:
         self.job_timeout_s = job_timeout_s
         self.poll_s = poll_s
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al-round")
+        # The label consumer, SetCurationPolicy and a finishing round may all try to start one.
+        self._start_lock = threading.Lock()
 
     def maybe_start(self, app_id: str) -> dict | None:
         """Start a round if the app's policy retrains and enough new labels wait; it runs on the
@@ -256,7 +258,14 @@ class Rounds:
             serving = self.trainer.model(app_id, policy.model_id)["serving_version"]
         except NotFound:
             serving = ""
-        record = self.store.start_round(
+        with self._start_lock, self.stream._lock:  # one writer at a time on the queue table (SQLite)
+            record = self._start(app_id, policy, serving)
+        if record is not None:
+            self.pool.submit(self._run, policy, record)
+        return record
+
+    def _start(self, app_id: str, policy: Policy, serving: str) -> dict | None:
+        return self.store.start_round(
             app_id,
             {
                 "app_id": app_id, "model_id": policy.model_id, "strategy": f"stream:{policy.strategy}>={policy.threshold:g}",
@@ -265,9 +274,6 @@ class Rounds:
             },
             policy.retrain_after_labels,
         )
-        if record is not None:
-            self.pool.submit(self._run, policy, record)
-        return record
 
     def _run(self, policy: Policy, record: dict) -> None:
         try:
