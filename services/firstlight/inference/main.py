@@ -6,6 +6,8 @@ import asyncio
 import logging
 import uuid
 
+import numpy as np
+
 from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Observed, Predictor, uncertainty
@@ -37,7 +39,7 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
                 uncertainty=events_pb2.Uncertainty(margin=float(margin[n]), entropy=float(entropy[n]), least_confidence=float(least[n])),
                 predicted_index=order[0],
                 concept_count=len(row),
-                embedding=[float(x) for x in seen.embeddings[n]],
+                embedding=np.asarray(seen.embeddings[n], dtype=np.float32).tolist(),
             )
         )
     return out
