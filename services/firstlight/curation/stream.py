@@ -41,6 +41,7 @@ PROMOTION_METRICS = ("accuracy", "macro_f1", "micro_f1", "macro_precision", "mac
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_DRIFT_WINDOW = 200
 DRIFT_WINDOW_RANGE = (10, 5000)
+MAX_REFERENCE = 2000  # training inputs kept per model for the stream drift check
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,13 @@ class StreamDrift:
     def _ref(self, app_id: str, model_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
         key = (app_id, model_id, version)
         if key not in self._refs:
-            self._refs[key] = self.reference(app_id, model_id, version)
+            for old in [k for k in self._refs if k[:2] == key[:2]]:  # one version per model in memory
+                del self._refs[old]
+            X, labels = self.reference(app_id, model_id, version)
+            if len(X) > MAX_REFERENCE:  # the tests subsample anyway; bound the memory per model
+                keep = np.sort(np.random.default_rng(0).choice(len(X), MAX_REFERENCE, replace=False))
+                X, labels = X[keep], labels[keep]
+            self._refs[key] = (X, labels)
         return self._refs[key]
 
     def _check(self, key: tuple[str, str], w: _Window) -> StreamDriftReport | None:
