@@ -130,6 +130,9 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     assert not r2.promoted and "kept the serving version" in r2.note, r2
     assert r2.total_labels == len(queued_a) + len(queued_b)
     assert client.versions(APP, "animals").model.serving_version == "2"
+    for r in (r1, r2):  # shown with -s: the figures the curation README quotes
+        print(f"round {r.round}: {r.labels_spent} labels, v{r.previous_version} {r.previous_metrics['accuracy']:.3f} -> "
+              f"v{r.candidate_version} {r.metrics['accuracy']:.3f}, promoted={r.promoted}: {r.note}")
 
     # the same through the CLI
     from typer.testing import CliRunner
