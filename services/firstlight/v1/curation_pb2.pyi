@@ -398,7 +398,7 @@ class CurationPolicy(_message.Message):
     promotion_min_gain: _builtins.float
     """By more than this (default 0: strictly better)."""
     drift_window: _builtins.int
-    """Recent predictions kept for the stream drift check (default 200; 0: no drift check)."""
+    """Recent predictions kept for the stream drift check (0: the default, 200; -1: no drift check)."""
     def __init__(
         self,
         *,
