@@ -91,6 +91,8 @@ class ImageLimits(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     #: Decoded pixels allowed (width × height): guards against decompression bombs.
     max_image_pixels: int = Field(40_000_000, ge=1)
+    #: Longest side allowed, in pixels (a 1 × 40,000,000 strip passes the pixel limit, not this).
+    max_image_side: int = Field(16_384, ge=1)
     #: Images per PostInputs / Predict / EmbedImages call.
     max_batch_size: int = Field(128, ge=1)
 
