@@ -169,6 +169,14 @@ class Firstlight:
     # -- apps & inputs ----------------------------------------------------------------
     @_wrap_errors
     def create_app(self, app_id: str, name: str = "", exist_ok: bool = False) -> common_pb2.App:
+        """Create an app (admin key). With ``exist_ok``, an existing app is returned first, so
+        an app's own key can call this for its app (creating needs the admin key)."""
+        if exist_ok:
+            try:
+                return self.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=app_id), timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise
         try:
             return self.ingestion.CreateApp(ingestion_pb2.CreateAppRequest(id=app_id, name=name), timeout=self.timeout_s)
         except grpc.RpcError as exc:
