@@ -135,34 +135,47 @@ def request_scope(message: Message) -> RequestScope:
     return scope
 
 
-def _walk(message: Message, path: str, scope: RequestScope) -> None:
-    descriptor = message.DESCRIPTOR
-    if not _interesting(descriptor):
-        return
+_APP_ID, _REPEATED, _MAP_OF_MESSAGES, _MESSAGES, _MESSAGE = range(5)
+
+
+@cache
+def _plan(descriptor: Descriptor) -> tuple[tuple[str, int], ...]:
+    """The fields of a message type the walk must look at, and how (computed once per type)."""
+    plan = []
     special = APP_ID_FIELDS.get(descriptor.full_name)
-    if special:
-        value = getattr(message, special)
-        if value:
-            scope.app_ids.add(value)
     for f in descriptor.fields:
-        name = f"{path}.{f.name}" if path else f.name
-        if f.label == FieldDescriptor.LABEL_REPEATED:
-            values = getattr(message, f.name)
-            if len(values) > scope.largest_count:
-                scope.largest_field, scope.largest_count = name, len(values)
-            if f.message_type is None:
-                continue
-            if f.message_type.GetOptions().map_entry:
-                value_field = f.message_type.fields_by_name["value"]
-                if value_field.message_type is not None:
-                    for item in values.values():
-                        _walk(item, name, scope)
-                continue
-            for item in values:
-                _walk(item, name, scope)
-        elif f.name == "app_id" and f.type == FieldDescriptor.TYPE_STRING:
-            value = getattr(message, f.name)
+        if f.name == special or (f.name == "app_id" and f.type == FieldDescriptor.TYPE_STRING):
+            plan.append((f.name, _APP_ID))
+        elif f.label == FieldDescriptor.LABEL_REPEATED:
+            sub = f.message_type
+            if sub is None:
+                plan.append((f.name, _REPEATED))
+            elif sub.GetOptions().map_entry:
+                value = sub.fields_by_name["value"].message_type
+                plan.append((f.name, _MAP_OF_MESSAGES if value is not None and _interesting(value) else _REPEATED))
+            else:
+                plan.append((f.name, _MESSAGES if _interesting(sub) else _REPEATED))
+        elif f.message_type is not None and _interesting(f.message_type):
+            plan.append((f.name, _MESSAGE))
+    return tuple(plan)
+
+
+def _walk(message: Message, path: str, scope: RequestScope) -> None:
+    for name, kind in _plan(message.DESCRIPTOR):
+        if kind == _APP_ID:
+            value = getattr(message, name)
             if value:
                 scope.app_ids.add(value)
-        elif f.message_type is not None and message.HasField(f.name):
-            _walk(getattr(message, f.name), name, scope)
+        elif kind == _MESSAGE:
+            if message.HasField(name):
+                _walk(getattr(message, name), f"{path}.{name}" if path else name, scope)
+        else:
+            values = getattr(message, name)
+            if len(values) > scope.largest_count:
+                scope.largest_field, scope.largest_count = (f"{path}.{name}" if path else name), len(values)
+            if kind == _MESSAGES:
+                for item in values:
+                    _walk(item, f"{path}.{name}" if path else name, scope)
+            elif kind == _MAP_OF_MESSAGES:
+                for item in values.values():
+                    _walk(item, f"{path}.{name}" if path else name, scope)
