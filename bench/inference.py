@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import grpc
 import numpy as np
 import torch
 
