@@ -114,6 +114,10 @@ def test_app_key_reaches_its_own_app(as_a: Firstlight) -> None:
     # Bulk labeling by search: ingestion → search with the internal key, for the caller's app only.
     assert as_a.bulk_label(A, add=["person"], text="astronaut", max_results=1).input_ids == [f"{A}-1"]
     assert code_of(lambda: as_a.versions(A, "nothing-yet")) == CODE.NOT_FOUND  # reached training, for its own app
+    # A request naming no app is scoped to the key's app (an empty app_id never means "any app").
+    assert as_a.ingestion.GetApp(ingestion_pb2.GetAppRequest(), timeout=30).id == A
+    job = training_pb2.GetTrainingJobRequest(job_id="no-such-job")
+    assert code_of(lambda: as_a.training.GetTrainingJob(job, timeout=30)) == CODE.NOT_FOUND  # type: ignore[union-attr]
 
 
 def test_app_key_cannot_reach_another_app_in_any_service(stack, as_a: Firstlight, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]

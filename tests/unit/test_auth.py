@@ -14,7 +14,7 @@ from firstlight.auth.keys import Principal
 from firstlight.auth.store import ApiKeyStore
 from firstlight.errors import NotFound, Unavailable
 from firstlight.runtime.auth import Authenticator, RateLimiter
-from firstlight.v1 import auth_pb2, common_pb2, inference_pb2, ingestion_pb2, search_pb2, training_pb2
+from firstlight.v1 import auth_pb2, common_pb2, embedding_pb2, inference_pb2, ingestion_pb2, search_pb2, training_pb2
 
 ADMIN, INTERNAL = "admin-secret-0123456789", "internal-secret-0123456789"
 
@@ -70,6 +70,21 @@ def test_request_scope_walks_repeated_and_nested_messages() -> None:
     assert (scope.largest_field, scope.largest_count) == ("inputs", 5)
     meta = common_pb2.InputSpec(metadata={str(i): "v" for i in range(7)})
     assert keys.request_scope(meta).largest_count == 7  # maps count too
+
+
+def test_app_key_requests_without_an_app_get_the_keys_app() -> None:
+    job = training_pb2.GetTrainingJobRequest(job_id="j")  # empty app_id must not mean "any app"
+    keys.default_app(job, "a")
+    assert job.app_id == "a"
+    named = training_pb2.GetTrainingJobRequest(app_id="b", job_id="j")
+    keys.default_app(named, "a")
+    assert named.app_id == "b"  # left as is: the check then refuses it
+    get = ingestion_pb2.GetAppRequest()
+    keys.default_app(get, "a")
+    assert get.id == "a"
+    texts = embedding_pb2.EmbedTextsRequest(texts=["x"])
+    keys.default_app(texts, "a")  # no app field: nothing to do
+    assert list(texts.texts) == ["x"]
 
 
 def test_principal_reach() -> None:

@@ -120,6 +120,18 @@ def _interesting_walk(descriptor: Descriptor, seen: set[str]) -> bool:
     return False
 
 
+def default_app(message: Message, app_id: str) -> None:
+    """Scope an app key's request to its app where the request names none: an empty top-level
+    app id field gets the key's app. Without this, an RPC that reads an empty ``app_id`` as
+    "any app" (a job looked up by id alone) would let a key reach another app's data."""
+    descriptor = message.DESCRIPTOR
+    name = APP_ID_FIELDS.get(descriptor.full_name, "app_id")
+    field = descriptor.fields_by_name.get(name)
+    if field is not None and field.type == FieldDescriptor.TYPE_STRING and field.label != FieldDescriptor.LABEL_REPEATED:
+        if not getattr(message, name):
+            setattr(message, name, app_id)
+
+
 @dataclass
 class RequestScope:
     """The app ids a request names and its largest repeated field."""

@@ -6,7 +6,8 @@ For each call (health and reflection excepted) it reads the key from the metadat
   3. RESOURCE_EXHAUSTED when the key's token bucket is empty (``retry-after-ms`` in the
      trailing metadata and the message says when to retry);
   4. PERMISSION_DENIED when the request names an app (``app_id`` anywhere in the message, nested
-     and batch messages included; every message of a client stream) other than the key's;
+     and batch messages included; every message of a client stream) other than the key's; an
+     app key's request that names no app is scoped to the key's app;
   5. RESOURCE_EXHAUSTED when a repeated field of an app key's request is over
      FIRSTLIGHT_MAX_REPEATED_ITEMS.
 The admin and internal keys are compared locally; app keys are resolved by digest — in the
@@ -163,6 +164,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _check(principal: Principal, request: Any, max_items: int) -> tuple[grpc.StatusCode, str] | None:
+    if principal.kind == keys.APP:
+        keys.default_app(request, principal.app_id)
     scope = keys.request_scope(request)
     for app_id in sorted(scope.app_ids):
         if not principal.may_reach(app_id):
