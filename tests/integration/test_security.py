@@ -7,7 +7,8 @@
   consumer keep apps apart too.
 * TLS and limits on a second, real ingestion process (the stack's broker, its own topics via
   FIRSTLIGHT_TOPIC_PREFIX, its own database) serving TLS with a self-signed certificate made
-  here, with small limits: message size, batch size, repeated items and a per-key rate.
+  here, with small limits: message size, batch size, repeated items and a per-key rate; and a
+  TLS inference process that resolves app keys at it over TLS (service to service).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import grpc
 import pytest
 
 from firstlight import datasets
+from firstlight.auth.keys import new_key
 from firstlight.messaging import topics
 from firstlight.runtime.channels import client_channel
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
@@ -259,47 +261,60 @@ LIMITS = {
 }
 
 
+def _start_tls_service(stack, name: str, work: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:  # type: ignore[no-untyped-def]
+    """Start ``firstlight.<name>.main`` on a free port with the stack's environment plus
+    ``env_extra``; wait until its health service answers SERVING over TLS."""
+    port = free_port()
+    env = stack.env_for(name)
+    env.update(env_extra, FIRSTLIGHT_GRPC_PORT=str(port), FIRSTLIGHT_DATA_DIR=str(work / name))
+    log_file = work / f"{name}.log"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", f"firstlight.{name}.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{port}"
+    with client_channel(address, tls_root_cert=Path(env["FIRSTLIGHT_TLS_ROOT_CERT_FILE"]).read_bytes()) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited:\n{log_file.read_text()[-3000:]}")
+            try:
+                return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.RpcError:
+                return False
+
+        try:
+            eventually(serving, timeout=120, interval=0.3, what=f"TLS {name} SERVING")
+        except BaseException:
+            _stop(proc)
+            raise
+    return proc, address
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def tls_ingestion(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[no-untyped-def]
     """A second ingestion process serving TLS with small limits; yields its address and cert."""
     work = tmp_path_factory.mktemp("tls-ingestion")
     cert_file, key_file = _self_signed(work)
-    port = free_port()
-    env = stack.env_for("ingestion")
-    env.update(
-        LIMITS,
-        FIRSTLIGHT_GRPC_PORT=str(port),
-        FIRSTLIGHT_DATA_DIR=str(work / "data"),
-        FIRSTLIGHT_DATABASE_URL="",
-        FIRSTLIGHT_TOPIC_PREFIX=f"tls{uuid.uuid4().hex[:6]}.",  # its own topics: the stack never sees it
-        FIRSTLIGHT_TLS_CERT_FILE=str(cert_file),
-        FIRSTLIGHT_TLS_KEY_FILE=str(key_file),
-    )
-    log_file = work / "ingestion.log"
-    with open(log_file, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "firstlight.ingestion.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    address = f"127.0.0.1:{port}"
-    root = cert_file.read_bytes()
+    tls = {
+        "FIRSTLIGHT_TOPIC_PREFIX": f"tls{uuid.uuid4().hex[:6]}.",  # its own topics: the stack never sees it
+        "FIRSTLIGHT_TLS_CERT_FILE": str(cert_file),
+        "FIRSTLIGHT_TLS_KEY_FILE": str(key_file),
+        "FIRSTLIGHT_TLS_ROOT_CERT_FILE": str(cert_file),  # how its own clients verify the others
+    }
+    proc, address = _start_tls_service(stack, "ingestion", work, {**LIMITS, **tls, "FIRSTLIGHT_DATABASE_URL": ""})
     try:
-        with client_channel(address, tls_root_cert=root) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-
-            def serving() -> bool:
-                assert proc.poll() is None, log_file.read_text()[-3000:]
-                try:
-                    return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
-                except grpc.RpcError:
-                    return False
-
-            eventually(serving, timeout=120, interval=0.3, what="TLS ingestion SERVING")
-        yield {"address": address, "root": root, "admin_key": stack.admin_key, "work": work}
+        yield {"address": address, "root": cert_file.read_bytes(), "admin_key": stack.admin_key, "work": work, "tls_env": tls}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def _ingestion(server: dict, key: str, root: bytes | None = None) -> tuple[grpc.Channel, ingestion_pb2_grpc.IngestionServiceStub]:
@@ -391,3 +406,19 @@ def test_per_key_rate_limit(tls_ingestion: dict) -> None:
             assert other_stub.GetApp(request, timeout=30).id == "lim-rate"
         time.sleep(retry_ms / 1000 + 0.05)
         assert stub.GetApp(request, timeout=30).id == "lim-rate"  # after the advertised wait
+
+
+def test_services_call_each_other_over_tls(stack, tls_ingestion: dict) -> None:  # type: ignore[no-untyped-def]
+    """An inference process serving TLS resolves an app key over TLS at the TLS ingestion
+    service (ResolveApiKey with the internal key), then predicts through the stack's Triton."""
+    env = {**tls_ingestion["tls_env"], "FIRSTLIGHT_INGESTION_ADDR": tls_ingestion["address"]}
+    proc, address = _start_tls_service(stack, "inference", tls_ingestion["work"], env)
+    try:
+        key = _app_key(tls_ingestion, "tls-predict")
+        with Firstlight(address, address, address, api_key=key, tls_root_cert=tls_ingestion["root"]) as sdk:
+            assert sdk.predict([datasets.sample_photo("coffee")], top_k=1, app_id="tls-predict")[0]
+            assert code_of(lambda: sdk.predict([datasets.sample_photo("coffee")], app_id="lim-size")) == CODE.PERMISSION_DENIED
+        with Firstlight(address, address, address, api_key=new_key()[1], tls_root_cert=tls_ingestion["root"]) as stranger:
+            assert code_of(lambda: stranger.predict([datasets.sample_photo("coffee")])) == CODE.UNAUTHENTICATED
+    finally:
+        _stop(proc)
