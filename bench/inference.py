@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 
-import grpc
 import numpy as np
 import torch
 
@@ -25,6 +24,7 @@ from firstlight import datasets
 from firstlight.images import decode_image
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
+from firstlight.runtime.channels import client_channel
 from firstlight.triton.client import BACKBONE_MODEL, TritonModels
 from firstlight.v1 import inference_pb2, inference_pb2_grpc
 
@@ -106,7 +106,9 @@ def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # t
         return np.argsort(-triton.classify(pixels(data))[0])[:5]
 
     # -- the service ------------------------------------------------------------------------
-    channel = grpc.insecure_channel(addresses["inference"], options=[("grpc.max_send_message_length", 64 << 20)])
+    channel = client_channel(
+        addresses["inference"], api_key=addresses.get("admin_key", ""), options=[("grpc.max_send_message_length", 64 << 20)]
+    )
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
     def predict(data: bytes) -> object:

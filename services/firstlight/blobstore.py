@@ -16,7 +16,7 @@ from firstlight.errors import NotFound
 
 class BlobStore(Protocol):
     def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
-    def get(self, uri: str) -> bytes: ...
+    def get(self, uri: str, app_id: str = "") -> bytes: ...
     def delete(self, uri: str) -> None: ...
 
 
@@ -50,8 +50,12 @@ class LocalBlobStore:
             raise
         return path.as_uri()
 
-    def get(self, uri: str) -> bytes:
+    def get(self, uri: str, app_id: str = "") -> bytes:
+        """The bytes at ``uri``; with ``app_id``, NotFound unless the blob is that app's (an
+        event naming app A cannot make a consumer read app B's image)."""
         path = self._path(uri)
+        if app_id and path.parent != self.root / app_id:
+            raise NotFound(f"blob {uri!r} does not belong to app {app_id!r}")
         try:
             return path.read_bytes()
         except FileNotFoundError:

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from firstlight.sdk import Firstlight, FirstlightError, folder_items
+from firstlight.stack import ADMIN_KEY_ENTRY, STACK_FILE
 
 app = typer.Typer(help="Firstlight: data-efficient computer vision, self-hosted.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -61,7 +62,9 @@ def up(
         table.add_column("component")
         table.add_column("address")
         for name, addr in stack.addresses.items():
-            table.add_row(name, addr)
+            if name != ADMIN_KEY_ENTRY:
+                table.add_row(name, addr)
+        table.add_row("admin key", f"in {data_dir / STACK_FILE} (the SDK and CLI read it from there)")
         console.print(table)
         console.print(f"logs: {stack.log_dir}")
         if demo:
@@ -107,6 +110,49 @@ def create_app(app_id: str, name: str = "", data_dir: DataDir = DEFAULT_DATA_DIR
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
         console.print(f"created app [bold]{created.id}[/bold]")
+
+
+@app.command("create-key")
+def create_key(app_id: str, name: str = "", data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Issue an API key for an app (needs the admin key). The key is printed once, never again."""
+    with _client(data_dir) as client:
+        try:
+            key, secret = client.create_api_key(app_id, name)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"key [bold]{key.id}[/bold] for app [bold]{app_id}[/bold] (shown once; store it now):")
+    print(secret)
+
+
+@app.command("list-keys")
+def list_keys(app_id: str, include_revoked: bool = False, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """An app's API keys (ids and names, never the secrets; needs the admin key)."""
+    with _client(data_dir) as client:
+        try:
+            keys = client.list_api_keys(app_id, include_revoked)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    table = Table(title=f"API keys of {app_id}")
+    for column in ("id", "name", "created", "revoked"):
+        table.add_column(column)
+    for k in keys:
+        revoked = k.revoked_at.ToDatetime().isoformat(timespec="seconds") if k.HasField("revoked_at") else ""
+        table.add_row(k.id, k.name, k.created_at.ToDatetime().isoformat(timespec="seconds"), revoked)
+    console.print(table)
+
+
+@app.command("revoke-key")
+def revoke_key(app_id: str, key_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Revoke an API key (needs the admin key)."""
+    with _client(data_dir) as client:
+        try:
+            client.revoke_api_key(app_id, key_id)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"revoked key [bold]{key_id}[/bold] of app [bold]{app_id}[/bold]")
 
 
 @app.command()

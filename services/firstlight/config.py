@@ -7,14 +7,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_REPOSITORY = REPO_ROOT / "deploy" / "triton" / "model_repository"
 
 
-class CommonSettings(BaseSettings):
+class SecuritySettings(BaseSettings):
+    """Authentication, TLS and per-key limits (docs/security.md). Every service reads them; the
+    services' own gRPC clients (search → embedding, training → ingestion, …) read them too."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: Refuse every RPC (health and reflection excepted) without a valid API key. Turn off only
+    #: for a throwaway development server: with it on, a service without FIRSTLIGHT_ADMIN_KEY
+    #: and FIRSTLIGHT_INTERNAL_KEY does not start.
+    auth_required: bool = True
+    #: The operator's key: creates apps and API keys, reaches every app. From a Secret.
+    admin_key: SecretStr = SecretStr("")
+    #: The key the services present to each other: reaches every app, no admin RPCs, no rate limit.
+    internal_key: SecretStr = SecretStr("")
+    #: IngestionService address, where the other services resolve app keys (AuthService).
+    ingestion_addr: str = ""
+    #: Seconds a service trusts a resolved app key before asking again (bounds how long a revoked
+    #: key keeps working on services other than ingestion).
+    auth_cache_s: float = Field(10.0, ge=0)
+    #: Per-key token bucket, per service replica: sustained requests per second (0: no limit) and
+    #: burst. Applies to app keys; the admin and internal keys are not limited.
+    rate_limit_per_s: float = Field(50.0, ge=0)
+    rate_limit_burst: int = Field(100, ge=1)
+    #: Most items in any repeated field of a request (ids, annotations, texts…) from an app key;
+    #: images per call have the tighter ``max_batch_size``.
+    max_repeated_items: int = Field(10_000, ge=1)
+    #: Serve gRPC over TLS with this PEM certificate chain and private key (both or neither).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: PEM root certificate(s) to verify the other services with when calling them over TLS
+    #: (set it when the services serve TLS).
+    tls_root_cert_file: Path | None = None
+
+
+class CommonSettings(SecuritySettings):
     """Settings every service reads."""
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
@@ -57,6 +91,8 @@ class ImageLimits(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     #: Decoded pixels allowed (width × height): guards against decompression bombs.
     max_image_pixels: int = Field(40_000_000, ge=1)
+    #: Longest side allowed, in pixels (a 1 × 40,000,000 strip passes the pixel limit, not this).
+    max_image_side: int = Field(16_384, ge=1)
     #: Images per PostInputs / Predict / EmbedImages call.
     max_batch_size: int = Field(128, ge=1)
 

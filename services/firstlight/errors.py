@@ -30,3 +30,11 @@ class FailedPrecondition(FirstlightError):
 
 class Unavailable(FirstlightError):
     """A dependency (Triton, broker, vector store) is down; the call may be retried."""
+
+
+class Unauthenticated(FirstlightError):
+    """No API key, or one that is unknown or revoked."""
+
+
+class PermissionDenied(FirstlightError):
+    """A valid key asked for another app's data, or for an admin-only operation."""

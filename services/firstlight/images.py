@@ -36,7 +36,7 @@ def _human_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image") -> DecodedImage:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> DecodedImage:
     """Decode ``data`` into an RGB image or raise InvalidArgument / ResourceExhausted."""
     if not data:
         raise InvalidArgument(f"{label} is empty (0 bytes)")
@@ -52,6 +52,8 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise InvalidArgument(f"{label} has no pixels ({width}x{height})")
+            if max_side and max(width, height) > max_side:
+                raise ResourceExhausted(f"{label} is {width}x{height}, over the limit of {max_side:,} pixels per side")
             if width * height > max_pixels:
                 raise ResourceExhausted(
                     f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
@@ -75,6 +77,8 @@ def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "ima
     if len(images) > limits.max_batch_size:
         raise ResourceExhausted(f"{len(images)} images, over the limit of {limits.max_batch_size}")
     return [
-        decode_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}").image
+        decode_image(
+            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}", max_side=limits.max_image_side
+        ).image
         for n, data in enumerate(images)
     ]

@@ -6,11 +6,16 @@
         fl.upload_folder("pets", "photos/")          # class sub-folders become concepts
         fl.wait_indexed("pets", timeout=120)
         hits = fl.search_by_text("pets", "elephant")
+
+Every call carries an API key (``authorization: Bearer <key>``): ``api_key=``, else the
+FIRSTLIGHT_API_KEY environment variable, else (``from_stack``) the local stack's admin key.
+``tls_root_cert=`` (PEM bytes or a file) makes the client use TLS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,9 +24,12 @@ from pathlib import Path
 
 import grpc
 
-from firstlight.stack import read_stack_file
+from firstlight.runtime.channels import client_channel
+from firstlight.stack import ADMIN_KEY_ENTRY, read_stack_file
 from firstlight.validation import INPUT_ID
 from firstlight.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
     common_pb2,
     curation_pb2,
     curation_pb2_grpc,
@@ -102,11 +110,17 @@ def _wrap_errors(fn: Callable) -> Callable:  # type: ignore[type-arg]
 class Firstlight:
     """Client for a Firstlight deployment. Use as a context manager to close its channels."""
 
-    def __init__(self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0,
+        *, api_key: str | None = None, tls_root_cert: str | Path | bytes | None = None,
+    ) -> None:
         opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
         addrs = [ingestion, search, inference] + ([training] if training else [])
-        self._channels = [grpc.insecure_channel(a, options=opts) for a in addrs]
+        key = api_key if api_key is not None else os.environ.get("FIRSTLIGHT_API_KEY", "")
+        self._channels = [client_channel(a, api_key=key, tls_root_cert=tls_root_cert, options=opts) for a in addrs]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
+        # API keys are served by the ingestion process (AuthService).
+        self.auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
         self.inference = inference_pb2_grpc.InferenceServiceStub(self._channels[2])
         self.training = training_pb2_grpc.TrainingServiceStub(self._channels[3]) if training else None
@@ -117,11 +131,13 @@ class Firstlight:
     @classmethod
     def from_stack(cls, data_dir: str | Path = ".firstlight", **kw) -> "Firstlight":  # type: ignore[no-untyped-def]
         """Connect to the local stack started by ``firstlight up`` in ``data_dir``."""
-        addrs = read_stack_file(Path(data_dir))
-        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
+        return cls.from_addresses(read_stack_file(Path(data_dir)), **kw)
 
     @classmethod
     def from_addresses(cls, addrs: dict[str, str], **kw) -> "Firstlight":  # type: ignore[no-untyped-def]
+        """``addrs`` as in stack.json; its admin key is used unless ``api_key=`` or
+        FIRSTLIGHT_API_KEY says otherwise."""
+        kw.setdefault("api_key", os.environ.get("FIRSTLIGHT_API_KEY") or addrs.get(ADMIN_KEY_ENTRY, ""))
         return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
 
     def close(self) -> None:
@@ -134,9 +150,33 @@ class Firstlight:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- API keys (admin key) ---------------------------------------------------------
+    @_wrap_errors
+    def create_api_key(self, app_id: str, name: str = "") -> tuple[auth_pb2.ApiKey, str]:
+        """A new key for ``app_id``: (its record, the full key). The key is shown only here."""
+        resp = self.auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(app_id=app_id, name=name), timeout=self.timeout_s)
+        return resp.key, resp.secret
+
+    @_wrap_errors
+    def list_api_keys(self, app_id: str, include_revoked: bool = False) -> list[auth_pb2.ApiKey]:
+        req = auth_pb2.ListApiKeysRequest(app_id=app_id, include_revoked=include_revoked)
+        return list(self.auth.ListApiKeys(req, timeout=self.timeout_s).keys)
+
+    @_wrap_errors
+    def revoke_api_key(self, app_id: str, key_id: str) -> auth_pb2.ApiKey:
+        return self.auth.RevokeApiKey(auth_pb2.RevokeApiKeyRequest(app_id=app_id, key_id=key_id), timeout=self.timeout_s)
+
     # -- apps & inputs ----------------------------------------------------------------
     @_wrap_errors
     def create_app(self, app_id: str, name: str = "", exist_ok: bool = False) -> common_pb2.App:
+        """Create an app (admin key). With ``exist_ok``, an existing app is returned first, so
+        an app's own key can call this for its app (creating needs the admin key)."""
+        if exist_ok:
+            try:
+                return self.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=app_id), timeout=self.timeout_s)
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                    raise
         try:
             return self.ingestion.CreateApp(ingestion_pb2.CreateAppRequest(id=app_id, name=name), timeout=self.timeout_s)
         except grpc.RpcError as exc:
@@ -459,3 +499,7 @@ class Firstlight:
         return self.inference.PredictWorkflow(
             inference_pb2.PredictWorkflowRequest(app_id=app_id, images=list(images), steps=list(steps)), timeout=self.timeout_s
         )
+
+
+#: ``Client(ingestion, search, inference, training, api_key=..., tls_root_cert=...)``
+Client = Firstlight

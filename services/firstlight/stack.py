@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
 TRITON_MODELS = ["backbone", "general"]
 STACK_FILE = "stack.json"
+#: The stack.json / ``addresses`` entry holding the local stack's admin key.
+ADMIN_KEY_ENTRY = "admin_key"
 
 
 def free_port() -> int:
@@ -85,6 +88,10 @@ class LocalStack:
         self.triton: LocalTritonServer | None = None
         self.services: dict[str, ServiceProcess] = {}
         self.runtime_repository = self.data_dir / "model_repository"
+        # Fresh keys per start (docs/security.md): the admin key goes into stack.json (mode 0600)
+        # for the SDK, CLI and tests; the internal key only to the services' environment.
+        self.admin_key = self.extra_env.get("FIRSTLIGHT_ADMIN_KEY") or "fla_" + secrets.token_urlsafe(32)
+        self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
@@ -123,6 +130,8 @@ class LocalStack:
             FIRSTLIGHT_SEARCH_ADDR=self.services["search"].address,
             FIRSTLIGHT_MODEL_REPOSITORY=str(self.runtime_repository),
             FIRSTLIGHT_SHUTDOWN_GRACE_S="3",
+            FIRSTLIGHT_ADMIN_KEY=self.admin_key,
+            FIRSTLIGHT_INTERNAL_KEY=self.internal_key,
             PYTHONUNBUFFERED="1",
         )
         env.update(self.extra_env)
@@ -176,15 +185,23 @@ class LocalStack:
     # -- discovery --------------------------------------------------------------------
     @property
     def addresses(self) -> dict[str, str]:
+        """Component → address, plus ``admin_key`` (what stack.json holds; the SDK's
+        ``from_addresses``/``from_stack`` authenticate with it)."""
         out = {name: svc.address for name, svc in self.services.items()}
         if self.broker:
             out["kafka"] = self.broker.bootstrap
         if self.triton:
             out["triton"] = self.triton.grpc_url
+        out[ADMIN_KEY_ENTRY] = self.admin_key
         return out
 
     def write_stack_file(self) -> None:
-        (self.data_dir / STACK_FILE).write_text(json.dumps(self.addresses, indent=2))
+        path = self.data_dir / STACK_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)  # it holds the admin key: owner-only before a byte is written
+        tmp.chmod(0o600)
+        tmp.write_text(json.dumps(self.addresses, indent=2))
+        tmp.replace(path)
 
 
 def read_stack_file(data_dir: Path) -> dict[str, str]:

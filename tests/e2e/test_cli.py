@@ -71,3 +71,28 @@ def test_cli_errors_are_readable(stack) -> None:  # type: ignore[no-untyped-def]
     assert result.exit_code == 1 and "NOT_FOUND" in result.output
     result = runner.invoke(app, ["status", "--data-dir", "/nonexistent"])
     assert result.exit_code != 0
+
+
+def test_cli_api_keys(stack) -> None:  # type: ignore[no-untyped-def]
+    """The admin (the stack's key from stack.json) creates an app and a key; the key, given as
+    FIRSTLIGHT_API_KEY, acts as that app only; a revoked key is refused."""
+    cli(stack, "create-app", "cli-keys")
+    out = cli(stack, "create-key", "cli-keys", "--name", "uploader")
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("flk_")
+    assert "uploader" in cli(stack, "list-keys", "cli-keys")
+    as_app = {"FIRSTLIGHT_API_KEY": key}
+    photo = datasets.sample_photo("coffee")
+    folder = Path(stack.data_dir) / "cli-keys-upload"
+    folder.mkdir(exist_ok=True)
+    (folder / "coffee.jpg").write_bytes(photo)
+    result = runner.invoke(app, ["upload", "cli-keys", str(folder), "--data-dir", str(stack.data_dir)], env=as_app)
+    assert result.exit_code == 0 and "uploaded 1 of 1" in result.output, result.output
+    result = runner.invoke(app, ["search-text", "cli-app", "zebra", "--data-dir", str(stack.data_dir)], env=as_app)
+    assert result.exit_code == 1 and "PERMISSION_DENIED" in result.output
+    result = runner.invoke(app, ["create-key", "cli-keys", "--data-dir", str(stack.data_dir)], env=as_app)
+    assert result.exit_code == 1 and "PERMISSION_DENIED" in result.output  # only the admin issues keys
+    key_id = key.split("_")[1]
+    assert key_id in cli(stack, "revoke-key", "cli-keys", key_id)
+    result = runner.invoke(app, ["list-keys", "cli-keys", "--data-dir", str(stack.data_dir)], env=as_app)
+    assert result.exit_code == 1 and "UNAUTHENTICATED" in result.output

@@ -8,10 +8,11 @@ import uuid
 from kafka import KafkaConsumer, KafkaProducer
 
 
-def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
+def produce(bootstrap: str, topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
-        producer.send(topic, key=key, value=value).get(timeout=30)
+        hdrs = [(k, v.encode()) for k, v in (headers or {}).items()]
+        producer.send(topic, key=key, value=value, headers=hdrs).get(timeout=30)
     finally:
         producer.close()
 
@@ -37,3 +38,8 @@ def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # ty
         raise AssertionError(f"no matching record on {topic} within {timeout:.0f}s")
     finally:
         consumer.close()
+
+
+def api_key_header(key: str) -> dict[str, str]:
+    """Record headers that authenticate an ``inputs.submit`` event (docs/security.md)."""
+    return {"authorization": f"Bearer {key}"}

@@ -13,6 +13,7 @@ from PIL import Image
 
 from firstlight import datasets
 from firstlight.messaging import topics
+from firstlight.runtime.channels import client_channel
 from firstlight.sdk import Firstlight, UploadItem
 from firstlight.v1 import (
     common_pb2,
@@ -24,7 +25,7 @@ from firstlight.v1 import (
 )
 
 from .helpers import eventually
-from .kafka_io import find_record, produce
+from .kafka_io import api_key_header, find_record, produce
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,7 @@ def test_predict_and_search_errors(client: Firstlight, stack) -> None:  # type: 
         with pytest.raises(Exception) as err:
             call()
         assert getattr(err.value, "code", None) == code, (err.value, code)
-    with grpc.insecure_channel(stack.addresses["embedding"]) as channel:
+    with client_channel(stack.addresses["embedding"], api_key=stack.admin_key) as channel:
         with pytest.raises(grpc.RpcError) as err:
             embedding_pb2_grpc.EmbeddingServiceStub(channel).EmbedImages(embedding_pb2.EmbedImagesRequest(), timeout=30)
         assert err.value.code() == CODE.INVALID_ARGUMENT
@@ -169,7 +170,7 @@ def test_malformed_events_go_to_dead_letter_queues(client: Firstlight, stack) ->
 
     key = f"{APP}/bad-submission".encode()
     bad = events_pb2.InputSubmitted(app_id=APP, input=common_pb2.InputSpec(image_bytes=b"junk", id="bad-sub"))
-    produce(bootstrap, topics.INPUTS_SUBMIT, key, bad.SerializeToString())
+    produce(bootstrap, topics.INPUTS_SUBMIT, key, bad.SerializeToString(), api_key_header(stack.admin_key))
     assert "InvalidArgument" in _dead_letter(stack, topics.INPUTS_SUBMIT, key).error
 
 

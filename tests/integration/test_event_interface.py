@@ -11,7 +11,7 @@ from firstlight.sdk import Firstlight
 from firstlight.v1 import common_pb2, events_pb2
 
 from .helpers import eventually
-from .kafka_io import find_record, produce
+from .kafka_io import api_key_header, find_record, produce
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,10 @@ def test_outside_producer_in_outside_consumer_out(stack, client: Firstlight) -> 
     )
     event.header.idempotency_key = "camera-7/frame-000123"
     for _ in range(2):  # a retried submission must not create a second input
-        produce(bootstrap, topics.INPUTS_SUBMIT, f"{APP}/camera-7-frame-000123".encode(), event.SerializeToString())
+        produce(
+            bootstrap, topics.INPUTS_SUBMIT, f"{APP}/camera-7-frame-000123".encode(), event.SerializeToString(),
+            api_key_header(stack.admin_key),
+        )
 
     indexed = find_record(
         bootstrap, topics.INPUTS_INDEXED, lambda r: events_pb2.InputIndexed.FromString(r.value).app_id == APP, timeout=120

@@ -61,3 +61,11 @@ def test_decompression_bomb_is_refused_before_decoding() -> None:
     assert len(bomb) < LIMITS["max_bytes"]
     with pytest.raises(ResourceExhausted, match="pixels"):
         decode_image(bomb, **LIMITS)
+
+
+def test_longest_side_limit() -> None:
+    # 20,000 x 1: 20,000 pixels pass the pixel limit; the side limit refuses it before decoding.
+    strip = encode(Image.new("L", (20_000, 1)), "PNG")
+    assert decode_image(strip, **LIMITS).width == 20_000
+    with pytest.raises(ResourceExhausted, match="per side"):
+        decode_image(strip, **LIMITS, max_side=16_384)

@@ -60,9 +60,9 @@ SERVICE_UID = 10001
 #: service must be configured with (test_addresses_point_at_rendered_services).
 EXPECTED_EGRESS = {
     "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051)},
-    "embedding": {("kafka", 9092), ("triton", 8001)},
-    "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051)},
-    "inference": {("kafka", 9092), ("triton", 8001)},
+    "embedding": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
+    "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051), ("ingestion", 50051)},
+    "inference": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
     "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051)},
 }
 #: Settings that hold another server's address (host:port or a URL with an explicit port).
@@ -309,6 +309,8 @@ def test_addresses_point_at_rendered_services(rendered: Rendered) -> None:
             if not value:
                 continue
             host, port = _host_port(var, value)
+            if host == name:
+                continue  # its own Service (ingestion resolves API keys in-process): not an egress
             svc = rendered.get("Service", host)
             assert svc is not None, f"{rendered.target}/{name}: {var}={value!r} but no Service {host!r}"
             assert port in [p["port"] for p in svc["spec"]["ports"]], f"Service {host} has no port {port} ({var})"

@@ -40,7 +40,7 @@ class EmbeddingWorker:
                 outcomes[n] = PoisonMessage("InputIngested lacks app_id, input_id or blob_uri")
                 continue
             try:
-                data = self.blobs.get(event.blob_uri)
+                data = self.blobs.get(event.blob_uri, app_id=event.app_id)
                 image = decode_image(
                     data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image"
                 ).image

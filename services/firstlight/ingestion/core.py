@@ -70,6 +70,7 @@ class Ingestion:
             max_bytes=self.limits.max_image_bytes,
             max_pixels=self.limits.max_image_pixels,
             label=label,
+            max_side=getattr(self.limits, "max_image_side", 0),
         )
         row = InputRow(
             app_id=app_id,

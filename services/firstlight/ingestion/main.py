@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from firstlight.auth import servicer as auth_servicer
+from firstlight.auth.events import SubmissionGate
+from firstlight.auth.store import ApiKeyStore
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
 from firstlight.errors import FirstlightError
@@ -13,21 +16,37 @@ from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
+from firstlight.runtime.auth import make_authenticator
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 
 def build(settings: IngestionSettings) -> ServiceShell:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MetadataStore(make_engine(settings.resolved_database_url()))
+    engine = make_engine(settings.resolved_database_url())
+    store = MetadataStore(engine)
+    # The key table lives in the same store; this process resolves keys from it directly and
+    # serves AuthService so the other services can resolve them too.
+    key_store = ApiKeyStore(engine)
+    authenticator = make_authenticator(settings, auth_servicer.local_resolver(key_store)) if settings.auth_required else None
     core = Ingestion(store, open_blob_store(settings.resolved_blob_url()), settings)
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "ingestion")
     relay = OutboxRelay(store, producer)
 
+    gate = (
+        SubmissionGate(settings.admin_key.get_secret_value(), settings.internal_key.get_secret_value(), key_store)
+        if settings.auth_required
+        else None
+    )
+
     def on_submitted(records: list[ParsedRecord[events_pb2.InputSubmitted]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
         for record in records:
+            refusal = gate.refusal(record.headers, record.message.app_id) if gate else None
+            if refusal:  # no key, or another app's key: dead-letter, store nothing
+                outcomes.append(PoisonMessage(refusal))
+                continue
             try:
                 core.submit(record.message)
                 outcomes.append(None)
@@ -47,6 +66,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )
     servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr)
+    keys_servicer = auth_servicer.AuthServicer(key_store, core.get_app, authenticator.forget if authenticator else None)
 
     async def on_start() -> None:
         relay.start()
@@ -59,10 +79,14 @@ def build(settings: IngestionSettings) -> ServiceShell:
 
     return ServiceShell(
         name="ingestion",
-        register=lambda server: ingestion_servicer.add_to_server(servicer, server),
+        register=lambda server: [
+            *ingestion_servicer.add_to_server(servicer, server),
+            *auth_servicer.add_to_server(keys_servicer, server),
+        ],
         on_start=on_start,
         on_stop=on_stop,
         probes=[lambda: relay.healthy, lambda: submissions.healthy],
+        authenticator=authenticator,
     )
 
 

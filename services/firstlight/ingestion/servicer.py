@@ -11,6 +11,7 @@ from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgume
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
+from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
@@ -173,7 +174,7 @@ class SearchClient:
         if not self.address:
             raise FailedPrecondition("bulk labeling by search needs FIRSTLIGHT_SEARCH_ADDR on the ingestion service")
         if self._stub is None:  # lazily: an aio channel belongs to the running loop
-            self._stub = search_pb2_grpc.SearchServiceStub(grpc.aio.insecure_channel(self.address))
+            self._stub = search_pb2_grpc.SearchServiceStub(aio_internal_channel(self.address))
         return self._stub
 
     async def select(self, app_id: str, sel: ingestion_pb2.BulkSelection) -> tuple[list[str], list[float]]:

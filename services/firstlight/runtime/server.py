@@ -1,5 +1,6 @@
 """gRPC server shell shared by every service: health + reflection, error mapping (applied by
-the servicers), message-size limits, graceful shutdown on SIGTERM, and port 0 support."""
+the servicers), authentication and per-key limits (``runtime.auth``), TLS by configuration,
+message-size limits, graceful shutdown on SIGTERM, and port 0 support."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from firstlight.config import CommonSettings
+from firstlight.runtime.auth import Authenticator, build_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ class ServiceShell:
     #: Stops background work; called after the server stopped taking RPCs.
     on_stop: Callable[[], Awaitable[None]] | None = None
     probes: list[Probe] = field(default_factory=list)
+    #: Resolves API keys in-process (the ingestion service, which owns the keys); other
+    #: services resolve them through the ingestion service's AuthService.
+    authenticator: Authenticator | None = None
 
 
 def setup_logging(level: str) -> None:
@@ -53,16 +58,28 @@ def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
     ]
 
 
+def add_port(server: grpc.aio.Server, settings: CommonSettings) -> int:
+    """Bind the gRPC port: TLS when a certificate and key are configured, plaintext otherwise."""
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if bool(settings.tls_cert_file) != bool(settings.tls_key_file):
+        raise RuntimeError("set both FIRSTLIGHT_TLS_CERT_FILE and FIRSTLIGHT_TLS_KEY_FILE, or neither")
+    if settings.tls_cert_file and settings.tls_key_file:
+        credentials = grpc.ssl_server_credentials([(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())])
+        return server.add_secure_port(address, credentials)
+    return server.add_insecure_port(address)
+
+
 async def serve(shell: ServiceShell, settings: CommonSettings, stop: asyncio.Event | None = None) -> None:
     """Run ``shell`` until SIGTERM/SIGINT (or ``stop`` is set)."""
-    server = grpc.aio.server(options=server_options(settings))
+    interceptor = build_interceptor(settings, shell.authenticator, shell.name)
+    server = grpc.aio.server(options=server_options(settings), interceptors=[interceptor] if interceptor else None)
     names = list(shell.register(server))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    port = add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"{shell.name}: could not bind {settings.grpc_host}:{settings.grpc_port}")
     await server.start()

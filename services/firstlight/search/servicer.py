@@ -10,6 +10,7 @@ import numpy as np
 
 from firstlight.errors import FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from firstlight.models.backbone import BACKBONE_VERSION
+from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Searcher, check_page, make_filter
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
@@ -34,7 +35,7 @@ class EmbeddingClient:
     def _stub(self) -> embedding_pb2_grpc.EmbeddingServiceStub:
         # Created lazily: an aio channel belongs to the event loop that is running when it is made.
         if self.stub is None:
-            self.channel = grpc.aio.insecure_channel(
+            self.channel = aio_internal_channel(
                 self.address,
                 options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
             )

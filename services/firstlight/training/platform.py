@@ -14,6 +14,7 @@ from firstlight.blobstore import BlobStore
 from firstlight.errors import FailedPrecondition, NotFound, Unavailable
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, new_header
+from firstlight.runtime.channels import internal_channel
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
 TIMEOUT_S = 60.0
@@ -33,12 +34,12 @@ class GrpcPlatform:
         self, ingestion_addr: str, search_addr: str, producer: EventProducer, embedding_addr: str = "", blobs: BlobStore | None = None
     ) -> None:
         opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
-        self._channels = [grpc.insecure_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
+        self._channels = [internal_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
         self.embedding = None
         if embedding_addr:
-            self._channels.append(grpc.insecure_channel(embedding_addr, options=opts))
+            self._channels.append(internal_channel(embedding_addr, options=opts))
             self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self._channels[-1])
         self.blobs = blobs
         self.producer = producer
@@ -57,7 +58,7 @@ class GrpcPlatform:
             chunk = ids[start : start + 32]
             images = []
             for input_id in chunk:
-                with Image.open(io.BytesIO(self.blobs.get(uris[input_id]))) as img:
+                with Image.open(io.BytesIO(self.blobs.get(uris[input_id], app_id=app_id))) as img:
                     buf = io.BytesIO()
                     img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
                 images.append(buf.getvalue())

@@ -1,0 +1,424 @@
+"""Security and limits against the real services (docs/security.md).
+
+* Cross-app isolation on the session stack: app A's key reaches A's inputs, searches,
+  predictions, labels, datasets, models and curation, and gets PERMISSION_DENIED for app B's in
+  every service; no key or a bad key is UNAUTHENTICATED; only the admin key creates apps and
+  keys; a revoked key stops working; the Kafka entry point (``inputs.submit``) and the embedding
+  consumer keep apps apart too.
+* TLS and limits on a second, real ingestion process (the stack's broker, its own topics via
+  FIRSTLIGHT_TOPIC_PREFIX, its own database) serving TLS with a self-signed certificate made
+  here, with small limits: message size, batch size, repeated items and a per-key rate; and a
+  TLS inference process that resolves app keys at it over TLS (service to service).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from firstlight import datasets
+from firstlight.auth.keys import new_key
+from firstlight.messaging import topics
+from firstlight.runtime.channels import client_channel
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+from firstlight.stack import free_port
+from firstlight.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    common_pb2,
+    curation_pb2,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    events_pb2,
+    inference_pb2,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    search_pb2,
+    training_pb2,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .helpers import eventually
+from .kafka_io import api_key_header, find_record, produce
+
+pytestmark = pytest.mark.integration
+
+CODE = grpc.StatusCode
+A, B = "sec-a", "sec-b"
+
+
+def code_of(call: Callable[[], object]) -> grpc.StatusCode:
+    try:
+        call()
+    except FirstlightError as exc:
+        return exc.code
+    except grpc.RpcError as exc:
+        return exc.code()  # type: ignore[attr-defined]
+    return CODE.OK
+
+
+@pytest.fixture(scope="module")
+def apps(stack, client: Firstlight) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Two apps with one labeled, indexed image each, and a key for each: {app: key}."""
+    out = {}
+    for app, photo in ((A, "astronaut"), (B, "coffee")):
+        client.create_app(app, exist_ok=True)
+        client.upload(app, [UploadItem(datasets.sample_photo(photo), [photo], id=f"{app}-1")])
+        _, out[app] = client.create_api_key(app, "tests")
+    for app in (A, B):
+        client.wait_indexed(app, 1, timeout=120)
+    return out
+
+
+@pytest.fixture(scope="module")
+def as_a(stack, apps: dict[str, str]) -> Iterator[Firstlight]:  # type: ignore[no-untyped-def]
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[A], timeout_s=60) as c:
+        yield c
+
+
+def test_no_key_or_bad_key_is_unauthenticated_in_every_service(stack) -> None:  # type: ignore[no-untyped-def]
+    calls = {
+        "ingestion": lambda c: c.get_input(A, "x"),
+        "search": lambda c: c.indexed_count(A),
+        "inference": lambda c: c.predict([datasets.sample_photo("coffee")]),
+        "training": lambda c: c.versions(A, "m"),
+        "curation": lambda c: c.suggest(A, "m"),
+        "auth": lambda c: c.list_api_keys(A),
+    }
+    for key in ("", "flk_0123456789ab_" + "x" * 43, "not-a-key"):
+        with Firstlight.from_addresses(stack.addresses, api_key=key) as anonymous:
+            for name, call in calls.items():
+                assert code_of(lambda: call(anonymous)) == CODE.UNAUTHENTICATED, (name, key)
+    with grpc.insecure_channel(stack.addresses["embedding"]) as channel:
+        stub = embedding_pb2_grpc.EmbeddingServiceStub(channel)
+        assert code_of(lambda: stub.EmbedTexts(embedding_pb2.EmbedTextsRequest(texts=["cat"]), timeout=30)) == CODE.UNAUTHENTICATED
+        # Health stays open for orchestrators' probes.
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_app_key_reaches_its_own_app(as_a: Firstlight) -> None:
+    assert as_a.get_input(A, f"{A}-1").app_id == A
+    assert [i.id for i in as_a.list_inputs(A)] == [f"{A}-1"]
+    assert as_a.search_by_image(A, input_id=f"{A}-1", top_k=1).hits[0].input_id == f"{A}-1"
+    assert as_a.search_by_text(A, "astronaut", top_k=1).hits  # search → embedding with the internal key
+    assert as_a.predict([datasets.sample_photo("coffee")], top_k=1)  # the general model needs no app
+    # Bulk labeling by search: ingestion → search with the internal key, for the caller's app only.
+    assert as_a.bulk_label(A, add=["person"], text="astronaut", max_results=1).input_ids == [f"{A}-1"]
+    assert code_of(lambda: as_a.versions(A, "nothing-yet")) == CODE.NOT_FOUND  # reached training, for its own app
+    # A request naming no app is scoped to the key's app (an empty app_id never means "any app").
+    assert as_a.ingestion.GetApp(ingestion_pb2.GetAppRequest(), timeout=30).id == A
+    job = training_pb2.GetTrainingJobRequest(job_id="no-such-job")
+    assert code_of(lambda: as_a.training.GetTrainingJob(job, timeout=30)) == CODE.NOT_FOUND  # type: ignore[union-attr]
+
+
+def test_app_key_cannot_reach_another_app_in_any_service(stack, as_a: Firstlight, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    image = datasets.sample_photo("coffee")
+    calls: dict[str, Callable[[], object]] = {
+        "GetApp": lambda: as_a.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=B), timeout=30),
+        "GetInput": lambda: as_a.get_input(B, f"{B}-1"),
+        "ListInputs": lambda: list(as_a.list_inputs(B)),
+        "ListConcepts": lambda: as_a.list_concepts(B),
+        "PostInputs": lambda: as_a.ingestion.PostInputs(
+            ingestion_pb2.PostInputsRequest(app_id=B, inputs=[common_pb2.InputSpec(image_bytes=image)]), timeout=30
+        ),
+        "StreamInputs": lambda: as_a.upload(B, [UploadItem(image)]),
+        "PostAnnotations": lambda: as_a.ingestion.PostAnnotations(
+            ingestion_pb2.PostAnnotationsRequest(app_id=B, annotations=[ingestion_pb2.Annotation(input_id=f"{B}-1", add_concepts=["x"])]),
+            timeout=30,
+        ),
+        "BulkAnnotate": lambda: as_a.bulk_label(B, add=["x"], input_ids=[f"{B}-1"]),
+        "DeleteInputs": lambda: as_a.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=B, input_ids=[f"{B}-1"]), timeout=30),
+        "SearchByImage": lambda: as_a.search_by_image(B, image=image),
+        "SearchByText": lambda: as_a.search_by_text(B, "coffee"),
+        "GetIndexStats": lambda: as_a.indexed_count(B),
+        "GetVectors": lambda: as_a.search.GetVectors(search_pb2.GetVectorsRequest(app_id=B), timeout=30),
+        "Predict": lambda: as_a.predict([image], app_id=B),
+        "ListModels": lambda: as_a.inference.ListModels(inference_pb2.ListModelsRequest(app_id=B), timeout=30),
+        "CreateDataset": lambda: as_a.create_dataset(B, "d"),
+        "TrainModel": lambda: as_a.training.TrainModel(training_pb2.TrainModelRequest(app_id=B, model_id="m"), timeout=30),  # type: ignore[union-attr]
+        "ListModelVersions": lambda: as_a.versions(B, "m"),
+        "SuggestInputs": lambda: as_a.suggest(B, "m"),
+        "FindLabelErrors": lambda: as_a.label_errors(B),
+        "GetDriftReport": lambda: as_a.curation.GetDriftReport(curation_pb2.GetDriftReportRequest(app_id=B), timeout=30),  # type: ignore[union-attr]
+    }
+    codes = {name: code_of(call) for name, call in calls.items()}
+    assert codes == dict.fromkeys(calls, CODE.PERMISSION_DENIED)
+    # Nothing of B changed.
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[B]) as as_b:
+        assert [(i.id, list(i.concepts)) for i in as_b.list_inputs(B)] == [(f"{B}-1", ["coffee"])]
+        assert as_b.indexed_count(B) == 1
+
+
+def test_admin_only_rpcs(as_a: Firstlight, client: Firstlight) -> None:
+    assert code_of(lambda: as_a.create_app("sec-c")) == CODE.PERMISSION_DENIED
+    assert code_of(lambda: as_a.create_api_key(A)) == CODE.PERMISSION_DENIED
+    assert code_of(lambda: as_a.list_api_keys(A)) == CODE.PERMISSION_DENIED
+    resolve = auth_pb2.ResolveApiKeyRequest(key_sha256="0" * 64)
+    assert code_of(lambda: as_a.auth.ResolveApiKey(resolve, timeout=30)) == CODE.PERMISSION_DENIED
+    assert client.create_app("sec-c", exist_ok=True).id == "sec-c"
+    assert code_of(lambda: client.create_api_key("no-such-app")) == CODE.NOT_FOUND
+    record, secret = client.create_api_key("sec-c", "ci")
+    assert secret.startswith(f"flk_{record.id}_") and record.app_id == "sec-c"
+    listed = client.list_api_keys("sec-c")
+    assert [k.id for k in listed] == [record.id]
+    assert all(secret not in str(k) for k in listed)  # listed without the secret
+
+
+def test_revoked_key_is_refused(stack, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    record, secret = client.create_api_key(A, "short-lived")
+    with Firstlight.from_addresses(stack.addresses, api_key=secret) as c:
+        assert c.get_input(A, f"{A}-1").id == f"{A}-1"
+        client.revoke_api_key(A, record.id)
+        # The ingestion service owns the keys: refused at once. Others within FIRSTLIGHT_AUTH_CACHE_S.
+        assert code_of(lambda: c.get_input(A, f"{A}-1")) == CODE.UNAUTHENTICATED
+    assert [k.id for k in client.list_api_keys(A, include_revoked=True) if k.HasField("revoked_at")] == [record.id]
+
+
+def _dead_letter(bootstrap: str, topic: str, key: bytes) -> events_pb2.DeadLetter:
+    record = find_record(bootstrap, topics.dlq(topic), lambda r: r.key == key)
+    return events_pb2.DeadLetter.FromString(record.value)
+
+
+def test_kafka_submissions_and_events_keep_apps_apart(stack, apps: dict[str, str], client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    bootstrap = stack.addresses["kafka"]
+    image = datasets.sample_photo("chelsea")
+    cases = {
+        "no-key": ({}, "Unauthenticated"),
+        "other-app": (api_key_header(apps[A]), "PermissionDenied"),
+    }
+    for name, (headers, error) in cases.items():
+        event = events_pb2.InputSubmitted(app_id=B, input=common_pb2.InputSpec(image_bytes=image, id=f"sub-{name}"))
+        key = f"{B}/{name}-{uuid.uuid4().hex[:6]}".encode()
+        produce(bootstrap, topics.INPUTS_SUBMIT, key, event.SerializeToString(), headers)
+        assert error in _dead_letter(bootstrap, topics.INPUTS_SUBMIT, key).error
+    # The right key gets in.
+    ok = events_pb2.InputSubmitted(app_id=A, input=common_pb2.InputSpec(image_bytes=image, id="sub-ok"))
+    produce(bootstrap, topics.INPUTS_SUBMIT, f"{A}/sub-ok".encode(), ok.SerializeToString(), api_key_header(apps[A]))
+    eventually(lambda: code_of(lambda: client.get_input(A, "sub-ok")) == CODE.OK, timeout=60, what="keyed submission stored")
+    assert code_of(lambda: client.get_input(B, "sub-no-key")) == CODE.NOT_FOUND
+    assert code_of(lambda: client.get_input(B, "sub-other-app")) == CODE.NOT_FOUND
+
+    # An event naming app A but pointing at app B's image: the embedding worker refuses it.
+    b_blob = client.get_input(B, f"{B}-1").blob_uri
+    key = f"{A}/stolen-{uuid.uuid4().hex[:6]}".encode()
+    forged = events_pb2.InputIngested(app_id=A, input_id="stolen", blob_uri=b_blob)
+    produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString())
+    assert "does not belong to app" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
+
+
+# -- TLS and limits on a second ingestion process ------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "server.crt", directory / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    return cert_file, key_file
+
+
+LIMITS = {
+    "FIRSTLIGHT_MAX_MESSAGE_BYTES": str(256 * 1024),
+    "FIRSTLIGHT_MAX_BATCH_SIZE": "4",
+    "FIRSTLIGHT_MAX_REPEATED_ITEMS": "50",
+    "FIRSTLIGHT_RATE_LIMIT_PER_S": "2",
+    "FIRSTLIGHT_RATE_LIMIT_BURST": "5",
+}
+
+
+def _start_tls_service(stack, name: str, work: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, str]:  # type: ignore[no-untyped-def]
+    """Start ``firstlight.<name>.main`` on a free port with the stack's environment plus
+    ``env_extra``; wait until its health service answers SERVING over TLS."""
+    port = free_port()
+    env = stack.env_for(name)
+    env.update(env_extra, FIRSTLIGHT_GRPC_PORT=str(port), FIRSTLIGHT_DATA_DIR=str(work / name))
+    log_file = work / f"{name}.log"
+    with open(log_file, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", f"firstlight.{name}.main"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{port}"
+    with client_channel(address, tls_root_cert=Path(env["FIRSTLIGHT_TLS_ROOT_CERT_FILE"]).read_bytes()) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited:\n{log_file.read_text()[-3000:]}")
+            try:
+                return health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.RpcError:
+                return False
+
+        try:
+            eventually(serving, timeout=120, interval=0.3, what=f"TLS {name} SERVING")
+        except BaseException:
+            _stop(proc)
+            raise
+    return proc, address
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tls_ingestion(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:  # type: ignore[no-untyped-def]
+    """A second ingestion process serving TLS with small limits; yields its address and cert."""
+    work = tmp_path_factory.mktemp("tls-ingestion")
+    cert_file, key_file = _self_signed(work)
+    tls = {
+        "FIRSTLIGHT_TOPIC_PREFIX": f"tls{uuid.uuid4().hex[:6]}.",  # its own topics: the stack never sees it
+        "FIRSTLIGHT_TLS_CERT_FILE": str(cert_file),
+        "FIRSTLIGHT_TLS_KEY_FILE": str(key_file),
+        "FIRSTLIGHT_TLS_ROOT_CERT_FILE": str(cert_file),  # how its own clients verify the others
+    }
+    proc, address = _start_tls_service(stack, "ingestion", work, {**LIMITS, **tls, "FIRSTLIGHT_DATABASE_URL": ""})
+    try:
+        yield {"address": address, "root": cert_file.read_bytes(), "admin_key": stack.admin_key, "work": work, "tls_env": tls}
+    finally:
+        _stop(proc)
+
+
+def _ingestion(server: dict, key: str, root: bytes | None = None) -> tuple[grpc.Channel, ingestion_pb2_grpc.IngestionServiceStub]:
+    opts = [("grpc.max_send_message_length", 64 << 20)]
+    channel = client_channel(server["address"], api_key=key, tls_root_cert=server["root"] if root is None else root, options=opts)
+    return channel, ingestion_pb2_grpc.IngestionServiceStub(channel)
+
+
+def _app_key(server: dict, app: str) -> str:
+    channel, stub = _ingestion(server, server["admin_key"])
+    with channel:
+        try:
+            stub.CreateApp(ingestion_pb2.CreateAppRequest(id=app), timeout=30)
+        except grpc.RpcError as exc:
+            assert exc.code() == CODE.ALREADY_EXISTS  # type: ignore[attr-defined]
+        resp = auth_pb2_grpc.AuthServiceStub(channel).CreateApiKey(auth_pb2.CreateApiKeyRequest(app_id=app), timeout=30)
+    return resp.secret
+
+
+def test_tls_works_and_plaintext_or_wrong_ca_does_not(tls_ingestion: dict) -> None:
+    key = _app_key(tls_ingestion, "tls-app")
+    channel, stub = _ingestion(tls_ingestion, key)
+    with channel:
+        assert stub.GetApp(ingestion_pb2.GetAppRequest(id="tls-app"), timeout=30).id == "tls-app"
+    # The SDK over TLS.
+    addr = tls_ingestion["address"]
+    with Firstlight(addr, addr, addr, api_key=key, tls_root_cert=tls_ingestion["root"]) as sdk:
+        assert sdk.ingestion.GetApp(ingestion_pb2.GetAppRequest(id="tls-app"), timeout=30).id == "tls-app"
+    with grpc.insecure_channel(addr) as plain:
+        stub = ingestion_pb2_grpc.IngestionServiceStub(plain)
+        assert code_of(lambda: stub.GetApp(ingestion_pb2.GetAppRequest(id="tls-app"), timeout=10)) == CODE.UNAVAILABLE
+    other_dir = tls_ingestion["work"] / "other-ca"
+    other_dir.mkdir(exist_ok=True)
+    other_ca = _self_signed(other_dir)[0].read_bytes()
+    channel, stub = _ingestion(tls_ingestion, key, root=other_ca)
+    with channel:
+        assert code_of(lambda: stub.GetApp(ingestion_pb2.GetAppRequest(id="tls-app"), timeout=10)) == CODE.UNAVAILABLE
+
+
+def test_request_size_limit(tls_ingestion: dict) -> None:
+    key = _app_key(tls_ingestion, "lim-size")
+    channel, stub = _ingestion(tls_ingestion, key)
+    big = ingestion_pb2.PostInputsRequest(app_id="lim-size", inputs=[common_pb2.InputSpec(image_bytes=os.urandom(300 * 1024))])
+    with channel:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.PostInputs(big, timeout=30)
+    assert err.value.code() == CODE.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+
+
+def test_batch_and_repeated_item_limits(tls_ingestion: dict) -> None:
+    key = _app_key(tls_ingestion, "lim-batch")
+    channel, stub = _ingestion(tls_ingestion, key)
+    tiny = datasets.animal_mnist(1, seed=0)[0][2]
+    five = ingestion_pb2.PostInputsRequest(app_id="lim-batch", inputs=[common_pb2.InputSpec(image_bytes=tiny)] * 5)
+    many_ids = ingestion_pb2.DeleteInputsRequest(app_id="lim-batch", input_ids=[f"i{n}" for n in range(51)])
+    with channel:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.PostInputs(five, timeout=30)
+        assert err.value.code() == CODE.RESOURCE_EXHAUSTED and "limit of 4" in err.value.details()  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.DeleteInputs(many_ids, timeout=30)
+        assert err.value.code() == CODE.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+        assert "input_ids" in err.value.details() and "FIRSTLIGHT_MAX_REPEATED_ITEMS" in err.value.details()  # type: ignore[attr-defined]
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ListInputs(ingestion_pb2.ListInputsRequest(app_id="lim-batch", page_size=5000), timeout=30)
+        assert err.value.code() == CODE.INVALID_ARGUMENT and "page_size" in err.value.details()  # type: ignore[attr-defined]
+
+
+def test_per_key_rate_limit(tls_ingestion: dict) -> None:
+    key, other = _app_key(tls_ingestion, "lim-rate"), _app_key(tls_ingestion, "lim-rate")
+    channel, stub = _ingestion(tls_ingestion, key)
+    request = ingestion_pb2.GetAppRequest(id="lim-rate")
+    with channel:
+        outcomes = []
+        for _ in range(10):  # burst 5 at 2/s: the calls after the burst are refused
+            try:
+                stub.GetApp(request, timeout=30)
+                outcomes.append("ok")
+            except grpc.RpcError as exc:
+                assert exc.code() == CODE.RESOURCE_EXHAUSTED, exc  # type: ignore[attr-defined]
+                retry_ms = int(dict(exc.trailing_metadata())["retry-after-ms"])  # type: ignore[attr-defined]
+                assert "retry in" in exc.details()  # type: ignore[attr-defined]
+                outcomes.append("limited")
+        assert outcomes[:5] == ["ok"] * 5 and "limited" in outcomes[5:]
+        assert 0 < retry_ms <= 500
+        # Another key of the same app has its own bucket; the admin key is not limited.
+        other_channel, other_stub = _ingestion(tls_ingestion, other)
+        with other_channel:
+            assert other_stub.GetApp(request, timeout=30).id == "lim-rate"
+        time.sleep(retry_ms / 1000 + 0.05)
+        assert stub.GetApp(request, timeout=30).id == "lim-rate"  # after the advertised wait
+
+
+def test_services_call_each_other_over_tls(stack, tls_ingestion: dict) -> None:  # type: ignore[no-untyped-def]
+    """An inference process serving TLS resolves an app key over TLS at the TLS ingestion
+    service (ResolveApiKey with the internal key), then predicts through the stack's Triton."""
+    env = {**tls_ingestion["tls_env"], "FIRSTLIGHT_INGESTION_ADDR": tls_ingestion["address"]}
+    proc, address = _start_tls_service(stack, "inference", tls_ingestion["work"], env)
+    try:
+        key = _app_key(tls_ingestion, "tls-predict")
+        with Firstlight(address, address, address, api_key=key, tls_root_cert=tls_ingestion["root"]) as sdk:
+            assert sdk.predict([datasets.sample_photo("coffee")], top_k=1, app_id="tls-predict")[0]
+            assert code_of(lambda: sdk.predict([datasets.sample_photo("coffee")], app_id="lim-size")) == CODE.PERMISSION_DENIED
+        with Firstlight(address, address, address, api_key=new_key()[1], tls_root_cert=tls_ingestion["root"]) as stranger:
+            assert code_of(lambda: stranger.predict([datasets.sample_photo("coffee")])) == CODE.UNAUTHENTICATED
+    finally:
+        _stop(proc)
