@@ -48,33 +48,43 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # -- memory of the stack's processes (from /proc: no dependency) ----------------------------------
 
 
-def _rss_bytes(pid: int) -> int:
+def _mem(pid: int) -> tuple[int, int]:
+    """(RSS, anonymous RSS) in bytes. Anonymous memory (heap, not files or shared memory) is
+    what a leak grows; RSS also counts shared memory, which Triton's Python backend maps in
+    every stub (so its pool's growth shows once per process)."""
+    fields = {}
     try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "RssAnon:")):
+                    key, value = line.split(":", 1)
+                    fields[key] = int(value.split()[0]) * 1024
+    except OSError:
+        return 0, 0
+    return fields.get("VmRSS", 0), fields.get("RssAnon", 0)
 
 
-def _group_rss(pgid: int) -> int:
-    """RSS of every process in a process group (tritonserver and its Python-backend stubs)."""
-    total = 0
+def _group(pgid: int) -> list[int]:
+    """Pids of a process group (tritonserver and its Python-backend stubs)."""
+    pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 if os.getpgid(int(entry)) == pgid:
-                    total += _rss_bytes(int(entry))
+                    pids.append(int(entry))
             except (ProcessLookupError, PermissionError):
                 continue
-    return total
+    return pids
 
 
-def stack_rss(stack: LocalStack) -> dict[str, int]:
-    out = {name: _rss_bytes(svc.proc.pid) for name, svc in stack.services.items() if svc.proc}
+def stack_memory(stack: LocalStack) -> dict[str, tuple[int, int]]:
+    """process name -> (RSS, anonymous RSS); Triton summed over its process group."""
+    out = {name: _mem(svc.proc.pid) for name, svc in stack.services.items() if svc.proc}
     if stack.triton and stack.triton.pid:
-        out["triton"] = _group_rss(stack.triton.pid)
+        parts = [_mem(pid) for pid in _group(stack.triton.pid)]
+        out["triton (server + stubs)"] = (sum(r for r, _ in parts), sum(a for _, a in parts))
     if stack.broker and stack.broker.pid:
-        out["broker"] = _rss_bytes(stack.broker.pid)
+        out["broker"] = _mem(stack.broker.pid)
     return out
 
 
@@ -191,13 +201,13 @@ def run(args: argparse.Namespace) -> dict:
                 c.start()
             print(f"{args.clients} clients, warm-up {args.warmup:.0f} s ...", flush=True)
             time.sleep(args.warmup)
-            rss: list[tuple[float, dict[str, int]]] = [(0.0, stack_rss(stack))]
+            rss: list[tuple[float, dict[str, tuple[int, int]]]] = [(0.0, stack_memory(stack))]
             measuring.set()
             t0 = time.monotonic()
             print(f"measuring for {args.seconds:.0f} s ...", flush=True)
             while (elapsed := time.monotonic() - t0) < args.seconds:
                 time.sleep(min(5.0, args.seconds - elapsed))
-                rss.append((time.monotonic() - t0, stack_rss(stack)))
+                rss.append((time.monotonic() - t0, stack_memory(stack)))
             measuring.clear()
             duration = time.monotonic() - t0
             stop.set()
@@ -234,20 +244,23 @@ def report(args, tally: Tally, duration: float, rss, hung, expected: int, indexe
             "p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
             "max_ms": float(lat.max() * 1e3) if lat.size else None,
         }
-    t_first, first = rss[0]
-    t_last, last = rss[-1]
+    first = rss[0][1]
     memory = {}
     for proc in first:
-        series = np.asarray([s[proc] for _, s in rss if proc in s], dtype=np.float64) / 2**20
-        times = np.asarray([t for t, s in rss if proc in s]) / 60.0
-        slope = float(np.polyfit(times, series, 1)[0]) if len(series) >= 3 else float("nan")
-        memory[proc] = {
-            "rss_start_mib": round(series[0], 1),
-            "rss_end_mib": round(series[-1], 1),
-            "rss_peak_mib": round(series.max(), 1),
-            "growth_mib": round(series[-1] - series[0], 1),
-            "slope_mib_per_min": round(slope, 2),
-        }
+        samples = [(t, s[proc]) for t, s in rss if proc in s]
+        times = np.asarray([t for t, _ in samples]) / 60.0
+        entry = {}
+        for n, kind in enumerate(("rss", "anon")):
+            series = np.asarray([m[n] for _, m in samples], dtype=np.float64) / 2**20
+            slope = float(np.polyfit(times, series, 1)[0]) if len(series) >= 3 else float("nan")
+            entry.update({
+                f"{kind}_start_mib": round(float(series[0]), 1),
+                f"{kind}_end_mib": round(float(series[-1]), 1),
+                f"{kind}_peak_mib": round(float(series.max()), 1),
+                f"{kind}_growth_mib": round(float(series[-1] - series[0]), 1),
+                f"{kind}_slope_mib_per_min": round(slope, 2),
+            })  # fmt: skip
+        memory[proc] = entry
     result = {
         "settings": {"clients": args.clients, "seconds": args.seconds, "warmup_s": args.warmup, "mix": args.mix, "upload_batch": UPLOAD_BATCH},
         "machine": {**machine(), "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
@@ -285,13 +298,13 @@ def markdown(r: dict) -> str:
         f"Index: {idx['uploaded']} inputs uploaded, {idx['stored']} stored, {idx['indexed']} indexed "
         f"({'exactly once' if idx['exactly_once'] else 'MISMATCH'}), backlog drained {idx['drain_s']:.0f} s after the clients stopped.",
         "",
-        "| process | RSS start | RSS end | peak | growth | slope |",
+        "| process | RSS start → end | RSS growth | anonymous (heap) start → end | heap growth | heap slope |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for proc, m in r["memory"].items():
         lines.append(
-            f"| {proc} | {m['rss_start_mib']:.0f} MiB | {m['rss_end_mib']:.0f} MiB | {m['rss_peak_mib']:.0f} MiB | "
-            f"{m['growth_mib']:+.0f} MiB | {m['slope_mib_per_min']:+.1f} MiB/min |"
+            f"| {proc} | {m['rss_start_mib']:.0f} → {m['rss_end_mib']:.0f} MiB | {m['rss_growth_mib']:+.0f} MiB | "
+            f"{m['anon_start_mib']:.0f} → {m['anon_end_mib']:.0f} MiB | {m['anon_growth_mib']:+.0f} MiB | {m['anon_slope_mib_per_min']:+.1f} MiB/min |"
         )
     if r["error_samples"]:
         lines += ["", "First errors:", ""] + [f"- `{e}`" for e in r["error_samples"]]

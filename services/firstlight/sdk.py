@@ -367,7 +367,7 @@ class Firstlight:
             )
         except grpc.RpcError as exc:
             if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
-                return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id)).model
+                return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), timeout=self.timeout_s).model
             raise
 
     @_wrap_errors
