@@ -116,7 +116,8 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 class Backoff:
     """Delays for a loop that retries forever (a consumer whose dependency is down): exponential
-    with full jitter between ``initial_s`` and ``max_s``; ``reset()`` after a success."""
+    from ``initial_s`` to ``max_s`` with "equal jitter" (uniform in [ceiling/2, ceiling]): spread
+    out like full jitter, but never hammering a dependency that is down; ``reset()`` after a success."""
 
     def __init__(self, initial_s: float = 0.5, max_s: float = 10.0, multiplier: float = 2.0, rng: random.Random | None = None) -> None:
         self.initial_s = initial_s
@@ -126,10 +127,10 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next(self) -> float:
-        """The next delay; at least a tenth of the current ceiling, so a loop never spins."""
+        """The next delay, in [ceiling/2, ceiling]; the ceiling then grows."""
         ceiling = self._ceiling
         self._ceiling = min(self.max_s, self._ceiling * self.multiplier)
-        return self._rng.uniform(ceiling / 10, ceiling)
+        return self._rng.uniform(ceiling / 2, ceiling)
 
     @property
     def ceiling(self) -> float:
