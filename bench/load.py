@@ -77,12 +77,26 @@ def _group(pgid: int) -> list[int]:
     return pids
 
 
+def _triton_process_name(pid: int, server_pid: int) -> str:
+    if pid == server_pid:
+        return "triton server"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a for a in f.read().decode(errors="replace").split("\0") if a]
+        # A stub's last two arguments are its model instance's name (backbone_0_0) and DEFAULT.
+        return f"triton stub {args[-2] if len(args) >= 2 else pid}"
+    except OSError:
+        return f"triton {pid}"
+
+
 def stack_memory(stack: LocalStack) -> dict[str, tuple[int, int]]:
     """process name -> (RSS, anonymous RSS); Triton summed over its process group."""
     out = {name: _mem(svc.proc.pid) for name, svc in stack.services.items() if svc.proc}
     if stack.triton and stack.triton.pid:
-        parts = [_mem(pid) for pid in _group(stack.triton.pid)]
-        out["triton (server + stubs)"] = (sum(r for r, _ in parts), sum(a for _, a in parts))
+        # The server and each Python-backend stub (one per model instance) separately, so growth
+        # can be pinned on one of them.
+        for pid in sorted(_group(stack.triton.pid)):
+            out[_triton_process_name(pid, stack.triton.pid)] = _mem(pid)
     if stack.broker and stack.broker.pid:
         out["broker"] = _mem(stack.broker.pid)
     return out
