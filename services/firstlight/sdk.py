@@ -212,7 +212,7 @@ class Firstlight:
                     if on_progress and first:
                         on_progress(1)
 
-            attempt = {"n": 0, "sent_before": set()}  # type: dict
+            attempt: dict = {"n": 0, "sent_before": set()}  # attempts so far; what was sent before the last
 
             def send(part: Sequence[UploadItem] = part, attempt: dict = attempt, sent: set[int] = sent) -> ingestion_pb2.StreamInputsResponse:
                 attempt["n"] += 1
