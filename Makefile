@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos run demo demo-ladder test test-unit test-integration bench k8s-validate clean
+.PHONY: help setup protos run demo demo-ladder test test-unit test-integration bench load k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ test-unit: setup ## Fast, pure tests only
 
 test-integration: setup ## Tests that start real servers
 	$(PY) -m pytest -q tests/integration tests/e2e
+
+LOAD_ARGS ?=
+load: setup ## Load test on loopback: 8 clients upload/search/predict for 2 min; bench/results/load.{json,md} (LOAD_ARGS="--clients 16 --seconds 300")
+	$(PY) -m bench.load $(LOAD_ARGS)
 
 k8s-validate: setup ## Render every kustomize overlay and check it against the Kubernetes schemas and the code
 	$(PY) -m pytest -q tests/unit/test_k8s_manifests.py

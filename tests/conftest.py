@@ -18,7 +18,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:  
 
     data_dir: Path = tmp_path_factory.mktemp("stack")
     # A small image limit lets the bad-input tests cross it without 20 MB payloads.
-    s = LocalStack(data_dir, extra_env={"FIRSTLIGHT_MAX_IMAGE_BYTES": str(2 * 1024 * 1024)})
+    s = LocalStack(
+        data_dir,
+        extra_env={
+            "FIRSTLIGHT_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            # Vector-store outage switch for tests/integration/test_faults.py (absent: no fault).
+            "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE": str(data_dir / "faults" / "vector-store-down"),
+        },
+    )
     try:
         s.start()
     except Exception:

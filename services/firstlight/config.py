@@ -135,6 +135,9 @@ class SearchSettings(CommonSettings):
     consumer_group: str = "search"
     #: Upsert batch size for the indexer.
     index_batch_size: int = Field(64, ge=1, le=1024)
+    #: Fault injection (tests, game days): while this file exists every vector-store call fails
+    #: as if Qdrant were down (firstlight.search.faults). Unset in deployments.
+    vector_store_fault_file: Path | None = None
 
     def resolved_vector_store_url(self) -> str:
         return self.vector_store_url or f"edge://{(self.data_dir / 'vectors').resolve()}"

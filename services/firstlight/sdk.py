@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import grpc
 
 from firstlight.runtime.channels import client_channel
+from firstlight.runtime.retry import CHANNEL_OPTIONS, DEFAULT_POLICY, RetryPolicy
 from firstlight.stack import ADMIN_KEY_ENTRY, read_stack_file
 from firstlight.validation import INPUT_ID
 from firstlight.v1 import (
@@ -45,6 +47,29 @@ from firstlight.v1 import (
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = {"": 0, "train": 1, "validation": 2, "test": 3}
+#: RPCs with no side effect, hence retried on UNAVAILABLE (runtime.retry). Uploads are retried
+#: separately (``upload``: every item gets a client-side id first, so a resend cannot duplicate).
+IDEMPOTENT_RPCS = frozenset({
+    "GetApp", "GetInput", "ListInputs", "ListConcepts",
+    "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
+    "Predict", "ListModels", "PredictWorkflow",
+    "GetDataset", "GetTrainingJob", "ListModelVersions",
+    "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
+})  # fmt: skip
+
+
+class _RetryingStub:
+    """A generated stub whose side-effect-free unary methods retry by the client's policy."""
+
+    def __init__(self, stub: object, policy: RetryPolicy) -> None:
+        self._stub = stub
+        self._policy = policy
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        method = getattr(self._stub, name)
+        if name not in IDEMPOTENT_RPCS:
+            return method
+        return lambda *args, **kw: self._policy.call(lambda: method(*args, **kw))
 
 
 class FirstlightError(Exception):
@@ -113,19 +138,22 @@ class Firstlight:
     def __init__(
         self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0,
         *, api_key: str | None = None, tls_root_cert: str | Path | bytes | None = None,
+        retry: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
-        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *CHANNEL_OPTIONS]
         addrs = [ingestion, search, inference] + ([training] if training else [])
         key = api_key if api_key is not None else os.environ.get("FIRSTLIGHT_API_KEY", "")
         self._channels = [client_channel(a, api_key=key, tls_root_cert=tls_root_cert, options=opts) for a in addrs]
-        self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
+        self.retry = retry
+        # Every call carries a deadline (timeout_s); side-effect-free ones retry on UNAVAILABLE.
+        self.ingestion = _RetryingStub(ingestion_pb2_grpc.IngestionServiceStub(self._channels[0]), retry)
         # API keys are served by the ingestion process (AuthService).
-        self.auth = auth_pb2_grpc.AuthServiceStub(self._channels[0])
-        self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])
-        self.inference = inference_pb2_grpc.InferenceServiceStub(self._channels[2])
-        self.training = training_pb2_grpc.TrainingServiceStub(self._channels[3]) if training else None
+        self.auth = _RetryingStub(auth_pb2_grpc.AuthServiceStub(self._channels[0]), retry)
+        self.search = _RetryingStub(search_pb2_grpc.SearchServiceStub(self._channels[1]), retry)
+        self.inference = _RetryingStub(inference_pb2_grpc.InferenceServiceStub(self._channels[2]), retry)
+        self.training = _RetryingStub(training_pb2_grpc.TrainingServiceStub(self._channels[3]), retry) if training else None
         # Curation is served beside training (same address).
-        self.curation = curation_pb2_grpc.CurationServiceStub(self._channels[3]) if training else None
+        self.curation = _RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[3]), retry) if training else None
         self.timeout_s = timeout_s
 
     @classmethod
@@ -193,32 +221,52 @@ class Firstlight:
         chunk: int = 256,
         on_progress: Callable[[int], None] | None = None,
     ) -> UploadReport:
-        """Stream ``items`` (StreamInputs, ``chunk`` per call); bad images are reported, not fatal."""
+        """Stream ``items`` (StreamInputs, ``chunk`` per call); bad images are reported, not fatal.
+
+        Items without an id get one here (a uuid), so a chunk cut off by a restarting service
+        is sent again without duplicating what the first attempt stored: on a resend, an id the
+        interrupted attempt had already sent that comes back ALREADY_EXISTS counts as accepted."""
         report = UploadReport()
         start = time.perf_counter()
+        ids = [item.id or uuid.uuid4().hex for item in items]
         for begin in range(0, len(items), chunk):
             part = items[begin : begin + chunk]
+            sent: set[int] = set()  # offsets in `part` that any attempt has put on the wire
 
-            def messages(part: Sequence[UploadItem] = part) -> Iterator[ingestion_pb2.StreamInputsRequest]:
-                for item in part:
+            def messages(part: Sequence[UploadItem] = part, begin: int = begin, sent: set[int] = sent) -> Iterator[ingestion_pb2.StreamInputsRequest]:
+                for offset, item in enumerate(part):
+                    first = offset not in sent
+                    sent.add(offset)
                     yield ingestion_pb2.StreamInputsRequest(
                         app_id=app_id,
                         input=common_pb2.InputSpec(
-                            id=item.id,
+                            id=ids[begin + offset],
                             image_bytes=item.image_bytes,
                             concepts=item.concepts,
                             metadata=item.metadata,
                             split=SPLITS[item.split],  # type: ignore[arg-type]
                         ),
                     )
-                    if on_progress:
+                    if on_progress and first:
                         on_progress(1)
 
-            resp = self.ingestion.StreamInputs(messages(), timeout=self.timeout_s * 10)
-            report.input_ids += list(resp.input_ids)
+            attempt: dict = {"n": 0, "sent_before": set()}  # attempts so far; what was sent before the last
+
+            def send(part: Sequence[UploadItem] = part, attempt: dict = attempt, sent: set[int] = sent) -> ingestion_pb2.StreamInputsResponse:
+                attempt["n"] += 1
+                attempt["sent_before"] = set(sent)
+                return self.ingestion.StreamInputs(messages(), timeout=self.timeout_s * 10)
+
+            resp = self.retry.call(send)
+            accepted = list(resp.input_ids)
             for failure in resp.failures:
+                if failure.code == "ALREADY_EXISTS" and attempt["n"] > 1 and failure.index in attempt["sent_before"]:
+                    accepted.append(failure.id)  # stored by the interrupted attempt
+                    continue
                 failure.index += begin
                 report.failures.append(failure)
+            order = {input_id: n for n, input_id in enumerate(ids[begin : begin + chunk])}
+            report.input_ids += sorted(accepted, key=lambda i: order.get(i, len(order)))
         report.seconds = time.perf_counter() - start
         return report
 
@@ -357,7 +405,7 @@ class Firstlight:
             )
         except grpc.RpcError as exc:
             if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:  # type: ignore[attr-defined]
-                return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id)).model
+                return self._training().ListModelVersions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), timeout=self.timeout_s).model
             raise
 
     @_wrap_errors

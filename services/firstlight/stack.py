@@ -166,6 +166,11 @@ class LocalStack:
         self.kill_service(name, signal.SIGTERM)
         return self.start_service(name)
 
+    def restart_triton(self) -> None:
+        """Stop Triton and start it on the same ports (services keep their address)."""
+        assert self.triton is not None
+        self.triton.restart()
+
     def stop(self) -> None:
         for name in reversed(SERVICES):
             if name in self.services:

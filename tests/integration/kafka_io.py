@@ -43,3 +43,39 @@ def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # ty
 def api_key_header(key: str) -> dict[str, str]:
     """Record headers that authenticate an ``inputs.submit`` event (docs/security.md)."""
     return {"authorization": f"Bearer {key}"}
+
+
+def find_records_by_key(bootstrap: str, topic: str, keys: set[bytes], timeout: float = 90.0) -> dict[bytes, object]:
+    """The first record of ``topic`` for each of ``keys``, with one consumer (one group join)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    found: dict[bytes, object] = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(found) < len(keys):
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    if record.key in keys and record.key not in found:
+                        found[record.key] = record
+        return found
+    finally:
+        consumer.close()
+
+
+def produce_many(bootstrap: str, records: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]]) -> None:
+    """Produce (topic, key, value, headers) records; a None value is a tombstone."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=8 * 1024 * 1024)
+    try:
+        futures = [producer.send(t, key=k, value=v, headers=h) for t, k, v, h in records]
+        producer.flush(timeout=30)
+        for f in futures:
+            f.get(timeout=30)
+    finally:
+        producer.close()

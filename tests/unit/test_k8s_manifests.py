@@ -779,3 +779,50 @@ def test_dockerfile_is_pinned_and_non_root() -> None:
     repo = _compose()["services"]["training"]["environment"]["FIRSTLIGHT_MODEL_REPOSITORY"]
     chown = re.search(r'chown "\$\{UID\}:\$\{UID\}" ([^\n\\]+)', text)
     assert chown and repo in chown.group(1).split(), f"the Dockerfile must create {repo} owned by the service user"
+
+
+# -- coverage of the validation itself ----------------------------------------------------------------
+
+#: FIRSTLIGHT_* variables the code reads that are for development only and must not be deployed.
+DEV_ONLY_ENV = {
+    "FIRSTLIGHT_AL_CACHE",  # curation benchmark's embedding cache (curation/al_data.py)
+    "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE",  # fault injection (search/faults.py, tests)
+}
+
+
+def test_every_overlay_is_validated() -> None:
+    """A new overlay is rendered and schema-checked like the others, or this fails."""
+    overlays = {p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists()}
+    assert overlays and overlays <= set(TARGETS), f"overlays not in TARGETS: {overlays - set(TARGETS)}"
+    components = {p.name for p in (K8S / "components").iterdir() if (p / "kustomization.yaml").exists()}
+    used = " ".join((K8S / "overlays" / o / "kustomization.yaml").read_text() for o in overlays)
+    assert all(f"components/{c}" in used for c in components), "a component no overlay uses is never validated"
+
+
+def test_every_variable_the_code_reads_is_known() -> None:
+    """Every FIRSTLIGHT_* name in the services' source is a settings field (so the manifests tests
+    above check it reaches the services that need it), a documented extra, or development-only."""
+    src = REPO / "services" / "firstlight"
+    named = {
+        m for path in src.rglob("*.py") if "v1" not in path.relative_to(src).parts
+        for m in re.findall(r"FIRSTLIGHT_[A-Z0-9_]+", path.read_text())
+    }  # fmt: skip
+    unknown = sorted(named - KNOWN_ENV - DEV_ONLY_ENV - {"FIRSTLIGHT_"})
+    assert not unknown, f"read by the code but unknown to the manifests tests: {unknown}"
+
+
+@needs_kubectl
+def test_no_development_only_setting_is_deployed(rendered: Rendered) -> None:
+    for name in SERVICES:
+        leaked = DEV_ONLY_ENV & set(rendered.env(name))
+        assert not leaked, f"{rendered.target}/{name}: {leaked}"
+
+
+def test_compose_deploys_no_development_only_setting_and_uses_postgres() -> None:
+    services = _compose()["services"]
+    for name in SERVICES:
+        env = services[name].get("environment", {})
+        assert not DEV_ONLY_ENV & set(env), name
+        if "database_url" in SETTINGS[name].model_fields:
+            assert env["FIRSTLIGHT_DATABASE_URL"].startswith("postgresql+psycopg://"), name
+    import psycopg  # noqa: F401  -- the driver those URLs name is installed (requirements.lock)

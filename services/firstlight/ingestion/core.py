@@ -227,8 +227,12 @@ class Ingestion:
             raise InvalidArgument("submission has neither an input id nor an idempotency key")
         input_id = spec.id or "sub-" + hashlib.sha256(key.encode()).hexdigest()[:32]
         validation.app_id(event.app_id)
-        if self.store.existing_input_ids(event.app_id, [input_id]):
-            return None
+        existing = self.store.get_inputs(event.app_id, [input_id]).get(input_id)
+        if existing is not None:
+            if existing.sha256 == hashlib.sha256(spec.image_bytes).hexdigest():
+                return None  # a redelivery (or a resend) of what is stored: nothing to do
+            # Same id, other bytes: not a redelivery. Dead-lettered, never dropped in silence.
+            raise AlreadyExists(f"input id {input_id!r} already exists in app {event.app_id!r} with other image bytes")
         item = NewInput(
             image_bytes=spec.image_bytes,
             id=input_id,

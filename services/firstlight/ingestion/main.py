@@ -9,7 +9,7 @@ from firstlight.auth.events import SubmissionGate
 from firstlight.auth.store import ApiKeyStore
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
-from firstlight.errors import FirstlightError
+from firstlight.errors import FirstlightError, Unavailable
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import OutboxRelay
@@ -50,6 +50,8 @@ def build(settings: IngestionSettings) -> ServiceShell:
             try:
                 core.submit(record.message)
                 outcomes.append(None)
+            except Unavailable:
+                raise  # a dependency is down: retry the batch, never dead-letter a valid submission
             except FirstlightError as exc:  # invalid submission: dead-letter with the reason
                 outcomes.append(PoisonMessage(f"{type(exc).__name__}: {exc}"))
         relay.notify()

@@ -10,6 +10,7 @@ import threading
 from firstlight.ingestion.store import MetadataStore
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
+from firstlight.runtime.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,17 @@ class OutboxRelay:
         return len(rows)
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(0.5, 10.0)
         while not self._stop.is_set():
             try:
                 while self.publish_pending():
                     pass
-                backoff = 0.5
+                backoff.reset()
                 self.last_error = None
                 self._wake.wait(1.0)  # also polls, in case another replica wrote rows
                 self._wake.clear()
             except Exception as exc:  # noqa: BLE001 - the relay must outlive broker outages
                 self.last_error = str(exc)
-                log.warning("outbox relay: %s; retrying in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                delay = backoff.next()
+                log.warning("outbox relay: %s; retrying in %.1fs", exc, delay)
+                self._stop.wait(delay)

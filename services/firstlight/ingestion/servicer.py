@@ -13,6 +13,7 @@ from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
+from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
@@ -174,7 +175,7 @@ class SearchClient:
         if not self.address:
             raise FailedPrecondition("bulk labeling by search needs FIRSTLIGHT_SEARCH_ADDR on the ingestion service")
         if self._stub is None:  # lazily: an aio channel belongs to the running loop
-            self._stub = search_pb2_grpc.SearchServiceStub(aio_internal_channel(self.address))
+            self._stub = search_pb2_grpc.SearchServiceStub(aio_internal_channel(self.address, options=CHANNEL_OPTIONS))
         return self._stub
 
     async def select(self, app_id: str, sel: ingestion_pb2.BulkSelection) -> tuple[list[str], list[float]]:
@@ -188,17 +189,17 @@ class SearchClient:
             page = min(1000, limit - len(ids))
             try:
                 if sel.search_text:
-                    resp = await self.stub().SearchByText(
-                        search_pb2.SearchByTextRequest(app_id=app_id, text=sel.search_text, filter=sel.filter, page_size=page, page_token=token),
-                        timeout=self.timeout_s,
+                    text_req = search_pb2.SearchByTextRequest(
+                        app_id=app_id, text=sel.search_text, filter=sel.filter, page_size=page, page_token=token
                     )
+                    resp = await INTERNAL_POLICY.acall(lambda: self.stub().SearchByText(text_req, timeout=self.timeout_s))
                 else:
                     req = search_pb2.SearchByImageRequest(app_id=app_id, filter=sel.filter, page_size=page, page_token=token)
                     if sel.search_image:
                         req.image_bytes = sel.search_image
                     else:
                         req.input_id = sel.search_input_id
-                    resp = await self.stub().SearchByImage(req, timeout=self.timeout_s)
+                    resp = await INTERNAL_POLICY.acall(lambda: self.stub().SearchByImage(req, timeout=self.timeout_s))
             except grpc.aio.AioRpcError as exc:
                 mapped = {grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument, grpc.StatusCode.NOT_FOUND: NotFound}
                 raise mapped.get(exc.code(), Unavailable)(f"search failed: {exc.details()}") from None

@@ -29,6 +29,7 @@ from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from firstlight.messaging.topics import TOPICS, dlq, ensure_topics
+from firstlight.runtime.retry import Backoff
 from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ class BatchConsumer(Generic[M]):
     # -- loop -------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = _BACKOFF_START_S
+        backoff = Backoff(_BACKOFF_START_S, _BACKOFF_MAX_S)  # exponential, jittered (runtime.retry)
         try:
             while not self._stop.is_set():
                 try:
@@ -311,23 +312,22 @@ class BatchConsumer(Generic[M]):
                     self._poll_failures += 1
                     self._fail(f"poll: {e!r}", exc_info=True)
                     self._drop_consumer()  # reconnect from committed offsets
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    self._stop.wait(backoff.next())
                     continue
                 if self._poll_failures:
                     self._poll_failures = 0
                     if not self._consecutive_failures:
-                        backoff = _BACKOFF_START_S
+                        backoff.reset()
                 if not records:
                     continue
                 if self._process(consumer, records):
-                    backoff = _BACKOFF_START_S
+                    backoff.reset()
                 else:
                     self.retries += 1
                     self._rewind(consumer, records)
-                    log.info("%s: retrying %d records in %.1fs", self.name, len(records), backoff)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                    delay = backoff.next()
+                    log.info("%s: retrying %d records in %.1fs", self.name, len(records), delay)
+                    self._stop.wait(delay)
         finally:
             self._drop_consumer()
             if self._owns_producer and self._producer is not None:

@@ -54,6 +54,8 @@ class TopicSpec(NamedTuple):
     message_type: type[Message]
     partitions: int
     description: str
+    #: Topic configs set at creation (an existing topic keeps its own: alter it by hand).
+    configs: dict[str, str] | None = None
 
 
 _BASE: dict[str, TopicSpec] = {
@@ -75,8 +77,9 @@ _BASE: dict[str, TopicSpec] = {
     ),
     # One partition: versions of all models in one total order, replayed by every inference
     # replica at start to rebuild its registry of servable versions.
+    # Kept forever (retention.ms=-1): a replica started next year must still learn every version.
     MODEL_VERSION_READY: TopicSpec(
-        events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository."
+        events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository.", {"retention.ms": "-1"}
     ),
     PREDICTIONS_MADE: TopicSpec(
         events_pb2.PredictionMade, INPUT_PARTITIONS, "An app model's prediction for one image, with its uncertainty."
@@ -141,6 +144,7 @@ def ensure_topics(
             n: {
                 "num_partitions": TOPICS[n].partitions if n in TOPICS else default_partitions,
                 "replication_factor": 1,
+                **({"configs": TOPICS[n].configs} if n in TOPICS and TOPICS[n].configs else {}),
             }
             for n in missing
         }

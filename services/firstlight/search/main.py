@@ -12,6 +12,7 @@ from firstlight.runtime.server import ServiceShell, run
 from firstlight.search import servicer as search_servicer
 from firstlight.search.core import Searcher
 from firstlight.search.factory import open_vector_store
+from firstlight.search.faults import FaultInjectingStore
 from firstlight.search.indexer import Indexer
 from firstlight.v1 import events_pb2
 
@@ -19,6 +20,8 @@ from firstlight.v1 import events_pb2
 def build(settings: SearchSettings) -> ServiceShell:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_vector_store(settings.resolved_vector_store_url())
+    if settings.vector_store_fault_file:
+        store = FaultInjectingStore(store, settings.vector_store_fault_file)  # type: ignore[assignment]
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "search")
     indexer = Indexer(store, producer)

@@ -11,6 +11,7 @@ import numpy as np
 from firstlight.errors import FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from firstlight.models.backbone import BACKBONE_VERSION
 from firstlight.runtime.channels import aio_internal_channel
+from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Searcher, check_page, make_filter
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
@@ -37,7 +38,7 @@ class EmbeddingClient:
         if self.stub is None:
             self.channel = aio_internal_channel(
                 self.address,
-                options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
+                options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *CHANNEL_OPTIONS],
             )
             self.stub = embedding_pb2_grpc.EmbeddingServiceStub(self.channel)
         return self.stub
@@ -45,7 +46,8 @@ class EmbeddingClient:
     async def _call(self, name: str, request):  # type: ignore[no-untyped-def]
         method = getattr(self._stub(), name)
         try:
-            return await method(request, timeout=self.timeout_s)
+            # Embedding is a pure function of the request: safe to retry while embedding restarts.
+            return await INTERNAL_POLICY.acall(lambda: method(request, timeout=self.timeout_s))
         except grpc.aio.AioRpcError as exc:
             error = _CODES.get(exc.code(), Unavailable)
             raise error(exc.details() or str(exc.code())) from None

@@ -15,14 +15,17 @@ from firstlight.errors import FailedPrecondition, NotFound, Unavailable
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, new_header
 from firstlight.runtime.channels import internal_channel
+from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
 TIMEOUT_S = 60.0
 
 
 def _call(method, request):  # type: ignore[no-untyped-def]
+    # Every call here is a read, an embedding, or PostAnnotations setting absolute splits:
+    # repeating any of them changes nothing, so UNAVAILABLE (a peer restarting) is retried.
     try:
-        return method(request, timeout=TIMEOUT_S)
+        return INTERNAL_POLICY.call(lambda: method(request, timeout=TIMEOUT_S))
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
             raise NotFound(exc.details()) from None  # type: ignore[attr-defined]
@@ -33,7 +36,7 @@ class GrpcPlatform:
     def __init__(
         self, ingestion_addr: str, search_addr: str, producer: EventProducer, embedding_addr: str = "", blobs: BlobStore | None = None
     ) -> None:
-        opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20)]
+        opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20), *CHANNEL_OPTIONS]
         self._channels = [internal_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
         self.search = search_pb2_grpc.SearchServiceStub(self._channels[1])

@@ -44,10 +44,19 @@ class TritonUnavailable(Exception):
 def _translate(exc: InferenceServerException, what: str) -> TritonError | TritonUnavailable:
     status = str(exc.status() or "")
     msg = f"{what}: {exc.message() or exc}"
-    # A model that isn't loaded (yet) is also a transient condition during rollouts/restarts.
-    if status in _RETRYABLE or "is not ready" in msg or "Deadline Exceeded" in msg:
+    # A model that isn't loaded (yet) is also a transient condition during rollouts/restarts:
+    # a restarting Triton answers "unknown model ... has no available versions" until it has
+    # loaded its models (seen in tests/integration/test_faults.py). Callers only name models
+    # they know exist (app versions come from the registry), so "unknown" means "not loaded".
+    if status in _RETRYABLE or any(s in msg for s in ("is not ready", "Deadline Exceeded", "has no available versions", "unknown model")):
         return TritonUnavailable(msg)
     return TritonError(msg)
+
+
+def _unloaded(exc: InferenceServerException) -> bool:
+    """Triton does not have the model loaded (unknown to it, or unloaded)."""
+    msg = str(exc.message() or exc).lower()
+    return "unknown model" in msg or "is not ready" in msg or "not found" in msg
 
 
 class TritonModels:
@@ -160,15 +169,19 @@ class TritonModels:
             chunk = emb[start : start + step]
             inp = grpcclient.InferInput(HEAD_INPUT, list(chunk.shape), "FP32")
             inp.set_data_from_numpy(chunk)
+            request = dict(
+                inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)], client_timeout=self.timeout_s
+            )
             try:
-                result = self._client.infer(
-                    model,
-                    inputs=[inp],
-                    model_version=version,
-                    outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)],
-                    client_timeout=self.timeout_s,
-                )
+                result = self._client.infer(model, **request)
             except InferenceServerException as exc:
-                raise _translate(exc, f"infer {model} v{version}") from exc
+                if not _unloaded(exc):
+                    raise _translate(exc, f"infer {model} v{version}") from exc
+                # Triton restarted and lost the app models loaded after its start: load, retry once.
+                self.load_model(model)
+                try:
+                    result = self._client.infer(model, **request)
+                except InferenceServerException as again:
+                    raise _translate(again, f"infer {model} v{version}") from again
             outputs.append(result.as_numpy(PROBS_OUTPUT))
         return np.concatenate(outputs) if outputs else np.empty((0, 0), np.float32)

@@ -200,6 +200,17 @@ class LocalTritonServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
+    def restart(self) -> LocalTritonServer:
+        """Stop and start again on the same ports, so clients keep their address (fault tests).
+        Models loaded later than start-up (app model versions) are not loaded again."""
+        ports = (self.grpc_port, self.http_port, self.metrics_port)
+        self.stop()
+        requested, self._requested_ports = self._requested_ports, ports
+        try:
+            return self.start()
+        finally:
+            self._requested_ports = requested
+
     def log_tail(self, max_bytes: int = 6000) -> str:
         return _tail(self.log_file, max_bytes) if self.log_file else ""
 
