@@ -212,7 +212,7 @@ def _check_all(results: dict[str, tuple[str, str]]) -> None:
 
 
 def test_corpus_through_every_image_rpc(client: Firstlight, stack, cases: dict[str, bytes]) -> None:  # type: ignore[no-untyped-def]
-    with grpc.insecure_channel(stack.addresses["embedding"], options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+    with client_channel(stack.addresses["embedding"], api_key=stack.admin_key, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         embed = embedding_pb2_grpc.EmbeddingServiceStub(channel)
         entry_points = {
             "PostInputs": lambda data: client.ingestion.PostInputs(
@@ -242,10 +242,11 @@ def test_corpus_on_the_submit_topic(client: Firstlight, stack, cases: dict[str, 
     run = uuid.uuid4().hex[:6]
     bad = {c: d for c, d in cases.items() if corpus.EXPECTED[c][0] != "OK"}
     keys = {c: f"{CORPUS_APP}/{run}-{c}".encode() for c in bad}
+    auth = [(k, v.encode()) for k, v in api_key_header(stack.admin_key).items()]
     produce_many(bootstrap, [
         (topics.INPUTS_SUBMIT, keys[c], events_pb2.InputSubmitted(
             header=events_pb2.EventHeader(idempotency_key=f"{run}-{c}"), app_id=CORPUS_APP, input=common_pb2.InputSpec(image_bytes=d, id=f"{run}-{c}"),
-        ).SerializeToString(), [])
+        ).SerializeToString(), auth)
         for c, d in bad.items()
     ])  # fmt: skip
     letters = find_records_by_key(bootstrap, topics.dlq(topics.INPUTS_SUBMIT), set(keys.values()))
@@ -287,7 +288,7 @@ def test_duplicate_ids(client: Firstlight, stack) -> None:  # type: ignore[no-un
     bootstrap = stack.addresses["kafka"]
     key = f"{CORPUS_APP}/dup-b-other".encode()
     event = events_pb2.InputSubmitted(header=events_pb2.EventHeader(idempotency_key="dup-b-other"), app_id=CORPUS_APP, input=spec("dup-b", 99))
-    produce(bootstrap, topics.INPUTS_SUBMIT, key, event.SerializeToString())
+    produce(bootstrap, topics.INPUTS_SUBMIT, key, event.SerializeToString(), api_key_header(stack.admin_key))
     assert "AlreadyExists" in _dead_letter(stack, topics.INPUTS_SUBMIT, key).error
     assert client.get_input(CORPUS_APP, "dup-b").sha256 == hashlib.sha256(png(seed=3)).hexdigest()
 
