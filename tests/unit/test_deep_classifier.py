@@ -90,7 +90,7 @@ def test_efficientnet_backbone_multiplier_and_frozen_batchnorm(data, mult):
 
 def test_efficientnet_fine_tune_end_to_end(tmp_path, data):
     """The packaged ImageNet weights load, fine-tune at a small size and export."""
-    h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 2, "batch_size": 16, "lrate": 0.05})
+    h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 4, "batch_size": 16, "lrate": 0.01})
     result = classifier.TEMPLATE.fit(LocalContext(data, h, tmp_path, device="cpu"))
     assert result.validation["accuracy"] >= 0.75, result.validation
     assert result.module(torch.from_numpy(classifier.prepare_images(data.test.images[:2], 64))).shape == (2, 2)
