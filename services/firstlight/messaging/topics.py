@@ -40,6 +40,7 @@ INPUTS_INDEXED = topic_name("inputs.indexed")
 ANNOTATIONS_CHANGED = topic_name("annotations.changed")
 INPUTS_DELETED = topic_name("inputs.deleted")
 MODEL_VERSION_READY = topic_name("model.version.ready")
+TRAINING_PROGRESS = topic_name("training.progress")
 
 
 def dlq(topic: str) -> str:
@@ -74,6 +75,10 @@ _BASE: dict[str, TopicSpec] = {
     # replica at start to rebuild its registry of servable versions.
     MODEL_VERSION_READY: TopicSpec(
         events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository."
+    ),
+    # Keyed by "<app_id>/<job_id>": a job's rows stay in order. Low volume (one row per epoch).
+    TRAINING_PROGRESS: TopicSpec(
+        events_pb2.TrainingProgressed, 1, "A deep training job finished an epoch (loss, lr, metrics, ETA) or ended."
     ),
 }
 
