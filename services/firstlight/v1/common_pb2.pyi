@@ -84,12 +84,19 @@ class App(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier chosen at creation ([a-z0-9][a-z0-9-_]{0,62})."""
     name: _builtins.str
     """Human-readable name."""
     description: _builtins.str
     """Free text."""
+    embedding_model: _builtins.str
+    """Image-embedding model of the app: a Triton model name, optionally "@<version>" (a trained
+    visual_embedder); empty means the base backbone (EfficientNet-Lite0). Changed with
+    IngestionService.SetEmbeddingModel; search keeps the previous model's index until the new
+    one holds every input (see SearchService.GetIndexStats).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the app was created."""
@@ -101,10 +108,11 @@ class App(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "embedding_model", b"embedding_model", "id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -107,6 +107,7 @@ class InputIngested(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -117,6 +118,10 @@ class InputIngested(_message.Message):
     """Dataset split."""
     label_revision: _builtins.int
     """Label revision the concepts belong to."""
+    embedding_model: _builtins.str
+    """Image-embedding model to embed with (the app's App.embedding_model when announced); empty
+    means the base backbone.
+    """
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -135,14 +140,63 @@ class InputIngested(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InputIngested: _TypeAlias = InputIngested  # noqa: Y015
+
+@_typing.final
+class EmbeddingModelChanged(_message.Message):
+    """Topic `app.embedding_model.changed`: an app switched its image-embedding model. The ingestion
+    service re-announces every input on `inputs.ingested` with the new model; the search service
+    indexes the new vectors into a separate index and flips the app's searches to it once every
+    input listed here is indexed there (then drops the old index's points).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Owning app."""
+    embedding_model: _builtins.str
+    """The new model (Triton model name, optionally "@<version>"; empty: the base backbone)."""
+    previous_embedding_model: _builtins.str
+    """The model it replaces (same convention)."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every input of the app at the time of the change: the new index is complete when all of
+        them (minus inputs deleted since) are indexed with the new model.
+        """
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        embedding_model: _builtins.str = ...,
+        previous_embedding_model: _builtins.str = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "embedding_model", b"embedding_model", "header", b"header", "input_ids", b"input_ids", "previous_embedding_model", b"previous_embedding_model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingModelChanged: _TypeAlias = EmbeddingModelChanged  # noqa: Y015
 
 @_typing.final
 class EmbeddingComputed(_message.Message):
