@@ -393,3 +393,71 @@ class SearchHit(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class BoundingBox(_message.Message):
+    """An axis-aligned box in an image, in coordinates normalised to the image's width and height
+    ([0, 1], origin top-left), so it is independent of the image's pixel size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X0_FIELD_NUMBER: _builtins.int
+    Y0_FIELD_NUMBER: _builtins.int
+    X1_FIELD_NUMBER: _builtins.int
+    Y1_FIELD_NUMBER: _builtins.int
+    x0: _builtins.float
+    """Left edge (fraction of the width)."""
+    y0: _builtins.float
+    """Top edge (fraction of the height)."""
+    x1: _builtins.float
+    """Right edge (fraction of the width); x1 > x0."""
+    y1: _builtins.float
+    """Bottom edge (fraction of the height); y1 > y0."""
+    def __init__(
+        self,
+        *,
+        x0: _builtins.float = ...,
+        y0: _builtins.float = ...,
+        x1: _builtins.float = ...,
+        y1: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x0", b"x0", "x1", b"x1", "y0", b"y0", "y1", b"y1"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoundingBox: _TypeAlias = BoundingBox  # noqa: Y015
+
+@_typing.final
+class Region(_message.Message):
+    """A concept found at a place in an image (an object detection)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    concept: _builtins.str
+    """Concept name."""
+    score: _builtins.float
+    """Detection confidence in [0, 1]."""
+    @_builtins.property
+    def box(self) -> Global___BoundingBox:
+        """Where the object is."""
+
+    def __init__(
+        self,
+        *,
+        concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+        box: Global___BoundingBox | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "concept", b"concept", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Region: _TypeAlias = Region  # noqa: Y015
