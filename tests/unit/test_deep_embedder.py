@@ -112,6 +112,11 @@ def test_frozen_fit_returns_normalised_uint8_module_and_reports(tmp_path: Path, 
     (out,) = result.module(pixels)
     assert out.shape == (3, 16)
     assert torch.allclose(out.norm(dim=1), torch.ones(3), atol=1e-5)
+    # the exported module is the head on flip-averaged backbone features (what the frozen fit and
+    # bench/embedder_oneshot.py compute from cached features)
+    feats = E.VisualEmbedder._eval_features(result.module.net, pixels.numpy(), "cpu")
+    with torch.no_grad():
+        assert torch.allclose(result.module.net.project(feats), out, atol=1e-5)
     traced = torch.jit.trace(result.module, pixels)
     assert torch.allclose(traced(pixels)[0], out, atol=1e-5)
     assert ctx.checkpoint is not None and ctx.checkpoint["epoch"] == 3

@@ -385,10 +385,17 @@ class VisualEmbedder:
         train_seconds = time.perf_counter() - started
 
         net.eval()
-        tr = embed_pixels(net, x_train, device)
+        if frozen:  # the backbone did not change: project the cached features
+            with torch.inference_mode():
+                tr = net.project(train_eval_feats.to(device)).cpu().numpy()
+                va = net.project(val_feats.to(device)).cpu().numpy()
+                te = net.project(self._eval_features(net, x_test, device).to(device)).cpu().numpy() if len(x_test) else None
+        else:
+            tr, va = embed_pixels(net, x_train, device), embed_pixels(net, x_val, device)
+            te = embed_pixels(net, x_test, device) if len(x_test) else None
         if not validation:  # resumed after the last epoch, or no epochs: measure now
-            validation = _metrics(tr, y_train, embed_pixels(net, x_val, device), y_val, ctx.seed)
-        test = _metrics(tr, y_train, embed_pixels(net, x_test, device), y_test, ctx.seed) if len(x_test) else {}
+            validation = _metrics(tr, y_train, va, y_val, ctx.seed)
+        test = _metrics(tr, y_train, te, y_test, ctx.seed) if te is not None else {}
         module = ExportedEmbedder(net.to("cpu")).eval()
         return DeepTrainResult(
             kind="embedder",
