@@ -335,7 +335,42 @@ class Firstlight:
         job = self._training().GetTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job.id), timeout=self.timeout_s)
         if job.state == training_pb2.JOB_STATE_FAILED:
             raise FirstlightError(grpc.StatusCode.FAILED_PRECONDITION, f"training job {job.id} failed: {job.error}")
+        if job.state == training_pb2.JOB_STATE_CANCELLED:
+            raise FirstlightError(grpc.StatusCode.CANCELLED, f"training job {job.id} was cancelled")
         return job
+
+    @_wrap_errors
+    def start_training(self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None) -> training_pb2.TrainingJob:
+        """Start a job and return at once (follow it with :meth:`progress`, stop it with :meth:`cancel_training`)."""
+        return self._training().TrainModel(
+            training_pb2.TrainModelRequest(app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings or {}), timeout=self.timeout_s
+        )
+
+    def progress(self, app_id: str, job_id: str, timeout_s: float = 24 * 3600) -> Iterator[training_pb2.TrainingProgress]:
+        """The job's progress rows (deep templates: one per epoch with loss, lrate, metrics every
+        test_freq epochs, ETA) until it ends."""
+        try:
+            yield from self._training().StreamTrainingProgress(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise FirstlightError(exc.code(), exc.details()) from None  # type: ignore[attr-defined]
+
+    @_wrap_errors
+    def cancel_training(self, app_id: str, job_id: str) -> training_pb2.TrainingJob:
+        """Cancel a queued or running job (a deep job stops between batches)."""
+        return self._training().CancelTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=self.timeout_s)
+
+    @_wrap_errors
+    def job(self, app_id: str, job_id: str) -> training_pb2.TrainingJob:
+        return self._training().GetTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=self.timeout_s)
+
+    def train_deep(
+        self, app_id: str, model_id: str, dataset_id: str, concepts: Iterable[str], *, template: str = "visual_classifier",
+        settings: dict[str, str] | None = None, on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
+    ) -> training_pb2.TrainingJob:
+        """Create (or reuse) a deep-template model and train a version on ``dataset_id``; the
+        hyperparameters go in ``settings`` (e.g. ``{"architecture": "resnet_scratch", "num_epochs": "5"}``)."""
+        self.create_model(app_id, model_id, concepts, template=template, settings=settings or {}, exist_ok=True)
+        return self.train(app_id, model_id, dataset_id, settings=settings, on_progress=on_progress)
 
     @_wrap_errors
     def versions(self, app_id: str, model_id: str) -> training_pb2.ListModelVersionsResponse:

@@ -35,6 +35,8 @@ class Resolved:
     version: str
     concepts: list[str]
     triton_model: str = ""  # empty for the general model
+    kind: str = ""  # "" for the general model and heads; "classifier" for a deep classifier (pixels in)
+    image_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Predictor:
                 f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})"
             )
         v = model.versions[version]
-        return Resolved(model_id, version, v.concepts, v.triton_model)
+        return Resolved(model_id, version, v.concepts, v.triton_model, v.kind, v.image_size)
 
     def _allowed(self, model: Resolved, concepts: Sequence[str]) -> np.ndarray | None:
         if not concepts:
@@ -101,11 +103,25 @@ class Predictor:
             idx.append(i)
         return np.array(sorted(set(idx)))
 
-    def _pixels(self, images: Sequence[bytes]) -> np.ndarray:
-        return batch_from_images(decode_batch(images, self.limits))
+    def _decoded(self, images: Sequence[bytes]) -> dict:
+        """Per-request cache: decoded images, pixels per size, backbone outputs."""
+        return {"decoded": decode_batch(images, self.limits)}
 
-    def _probabilities(self, model: Resolved, pixels: np.ndarray, cache: dict) -> np.ndarray:
-        """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached)."""
+    @staticmethod
+    def _pixels_at(cache: dict, size: int) -> np.ndarray:
+        key = ("pixels", size)
+        if key not in cache:
+            cache[key] = batch_from_images(cache["decoded"], size)
+        return cache[key]
+
+    def _probabilities(self, model: Resolved, cache: dict) -> np.ndarray:
+        """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached).
+        A deep classifier (``visual_classifier``) takes pixels at its own image size."""
+        if model.kind == "classifier":
+            return self.triton.infer_images(model.triton_model, model.version, self._pixels_at(cache, model.image_size))
+        if model.kind:
+            raise InvalidArgument(f"model {model.id!r} is a {model.kind}, not a classifier: Predict cannot rank its concepts")
+        pixels = self._pixels_at(cache, backbone.IMAGE_SIZE)
         if model.id == GENERAL:
             if "general" not in cache:
                 cache["general"] = self.triton.classify(pixels)
@@ -142,7 +158,7 @@ class Predictor:
         model = self.resolve(app_id, model_id, version)
         self._check(model, top_k, min_score)
         allowed = self._allowed(model, concepts)
-        probs = self._probabilities(model, self._pixels(images), {})
+        probs = self._probabilities(model, self._decoded(images))
         return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs]
 
     def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:
@@ -157,11 +173,10 @@ class Predictor:
             if step.gate_concepts and not 0 <= step.gate_step < n:
                 raise InvalidArgument(f"step {n}: gate_step must name an earlier step (got {step.gate_step})")
             resolved.append((model, self._allowed(model, step.concepts)))
-        pixels = self._pixels(images)
-        cache: dict = {}
+        cache = self._decoded(images)
         results: list[list[tuple[bool, list[tuple[str, float]]]]] = [[] for _ in images]
         for n, (step, (model, allowed)) in enumerate(zip(steps, resolved)):
-            probs = self._probabilities(model, pixels, cache)
+            probs = self._probabilities(model, cache)
             gate = {c.casefold() for c in step.gate_concepts}
             for i, row in enumerate(probs):
                 if gate:
