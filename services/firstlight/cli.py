@@ -155,6 +155,40 @@ def upload(
             console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
 
 
+@app.command("set-embedding-model")
+def set_embedding_model(
+    app_id: str,
+    model_id: Annotated[str, typer.Argument(help="The app's trained visual_embedder model; omit to switch back to the base backbone")] = "",
+    version: Annotated[str, typer.Option(help="Version of model_id (default: the latest)")] = "",
+    triton_model: Annotated[str, typer.Option(help="Or name a Triton model directly ('name' or 'name@version')")] = "",
+    wait: Annotated[bool, typer.Option(help="Follow the re-indexing until searches use the new model")] = True,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Switch an app's image-embedding model: every input is re-embedded and re-indexed, and
+    searches keep answering from the old index until the new one is complete."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.set_embedding_model(app_id, model_id, version, triton_model=triton_model)
+            target = resp.app.embedding_model or "the base backbone"
+            if not resp.changed:
+                console.print(f"app {app_id} already uses {target}")
+                return
+            console.print(f"app {app_id} switches to {target}: {resp.inputs_to_reembed} inputs to re-embed")
+            if wait:
+                with progress_bar() as bar:
+                    task = bar.add_task("re-indexing", total=max(resp.inputs_to_reembed, 1), rate="")
+
+                    def show(stats) -> None:  # type: ignore[no-untyped-def]
+                        done = stats.switch_total - stats.switch_remaining if stats.switching_to else resp.inputs_to_reembed
+                        bar.update(task, completed=done, rate=f"searching {stats.model}")
+
+                    stats = client.wait_embedding_model(app_id, on_progress=show)
+                console.print(f"searches of {app_id} now use {stats.model} ({stats.indexed_count} inputs indexed)")
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+
+
 def _print_hits(resp, title: str) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=title)
     for col in ("#", "input", "score", "concepts"):

@@ -68,6 +68,8 @@ class IngestionSettings(CommonSettings, ImageLimits):
     blob_url: str = ""
     #: SearchService address, for bulk labeling by search results (optional).
     search_addr: str = ""
+    #: EmbeddingService address, to check a model before an app switches to it (optional).
+    embedding_addr: str = ""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
@@ -86,6 +88,9 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     embed_batch_size: int = Field(16, ge=1, le=256)
     #: Consumer group id (replicas share it; partitions spread across them).
     consumer_group: str = "embedding"
+    #: Triton model repository (read-only here): image size and dimension of trained embedders
+    #: whose Triton config leaves them variable. Optional.
+    model_repository: Path = Path("")
 
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"

@@ -258,6 +258,50 @@ class Firstlight:
             search_pb2.SearchByTextRequest(app_id=app_id, text=text, page_size=top_k), timeout=self.timeout_s
         )
 
+    # -- embedding model -------------------------------------------------------------
+    @_wrap_errors
+    def set_embedding_model(
+        self, app_id: str, model_id: str = "", version: str = "", *, triton_model: str = ""
+    ) -> ingestion_pb2.SetEmbeddingModelResponse:
+        """Switch the app's image-embedding model to ``version`` (the latest when empty) of its
+        trained ``visual_embedder`` model ``model_id``, or to a Triton model named directly
+        (``triton_model``, optionally "name@version"); no model switches back to the base backbone.
+        Inputs are re-embedded and re-indexed in the background; searches keep using the old
+        index until the new one holds every input (see :meth:`wait_embedding_model`)."""
+        if model_id and triton_model:
+            raise ValueError("give model_id (and version) or triton_model, not both")
+        ref = triton_model
+        if model_id:
+            from firstlight.training.export import triton_model_name  # where training exports it
+
+            ref = triton_model_name(app_id, model_id) + (f"@{version}" if version else "")
+        return self.ingestion.SetEmbeddingModel(
+            ingestion_pb2.SetEmbeddingModelRequest(app_id=app_id, embedding_model=ref), timeout=max(self.timeout_s, 180.0)
+        )
+
+    @_wrap_errors
+    def index_stats(self, app_id: str) -> search_pb2.IndexStats:
+        """Searchable inputs, the embedding model searches use, and a running switch's progress."""
+        return self.search.GetIndexStats(search_pb2.GetIndexStatsRequest(app_id=app_id), timeout=self.timeout_s)
+
+    def wait_embedding_model(
+        self, app_id: str, timeout: float = 3600.0, on_progress: Callable[[search_pb2.IndexStats], None] | None = None
+    ) -> search_pb2.IndexStats:
+        """Wait until the app's searches use the embedding model it was last switched to."""
+        wanted = self.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=app_id), timeout=self.timeout_s).embedding_model
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.index_stats(app_id)
+            if on_progress:
+                on_progress(stats)
+            # The base backbone's index reports the backbone's version string
+            # (firstlight.models.backbone.BACKBONE_VERSION, not imported here: it pulls in torch).
+            if not stats.switching_to and (stats.model == wanted or (not wanted and stats.model.startswith("efficientnet-lite"))):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"app {app_id} still searches {stats.model!r} after {timeout:.0f}s ({stats.switch_remaining} inputs to go)")
+            time.sleep(0.25)
+
     # -- labeling ---------------------------------------------------------------------
     @_wrap_errors
     def bulk_label(

@@ -46,7 +46,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )
-    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr)
+    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr, settings.embedding_addr)
 
     async def on_start() -> None:
         relay.start()

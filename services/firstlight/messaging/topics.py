@@ -41,6 +41,7 @@ ANNOTATIONS_CHANGED = topic_name("annotations.changed")
 INPUTS_DELETED = topic_name("inputs.deleted")
 MODEL_VERSION_READY = topic_name("model.version.ready")
 TRAINING_PROGRESS = topic_name("training.progress")
+EMBEDDING_MODEL_CHANGED = topic_name("app.embedding_model.changed")
 
 
 def dlq(topic: str) -> str:
@@ -75,6 +76,10 @@ _BASE: dict[str, TopicSpec] = {
     # replica at start to rebuild its registry of servable versions.
     MODEL_VERSION_READY: TopicSpec(
         events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository."
+    ),
+    # Keyed by "<app_id>": an app's switches stay in order.
+    EMBEDDING_MODEL_CHANGED: TopicSpec(
+        events_pb2.EmbeddingModelChanged, INPUT_PARTITIONS, "An app switched its image-embedding model; its inputs are re-embedded."
     ),
     # Keyed by "<app_id>/<job_id>": a job's rows stay in order. Low volume (one row per epoch).
     TRAINING_PROGRESS: TopicSpec(

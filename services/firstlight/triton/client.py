@@ -70,7 +70,7 @@ def split_model_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
-# Output names an exported embedder may use; any single-output model also works.
+# Output names of an embedding: the visual_embedder's export, and the backbone's.
 _EMBEDDING_OUTPUTS = ("embeddings", "EMBEDDING", "embedding", "EMBEDDINGS")
 
 
@@ -310,8 +310,8 @@ def _embedder_info(ref: str, name: str, version: str, meta: dict, repository: Pa
     shape = [int(d) for d in inputs[0].get("shape", [])]
     if inputs[0].get("datatype") != "UINT8" or len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
         raise NotAnEmbedder(f"model {ref!r} input is {inputs[0].get('datatype')} {shape}; an embedder takes UINT8 [-1,S,S,3]")
-    named = [o for o in outputs if o.get("name") in _EMBEDDING_OUTPUTS]
-    chosen = named[0] if named else (outputs[0] if len(outputs) == 1 else None)
+    # By name, not by shape: a classifier's PROBS is also FP32 [-1,K] but is no embedding.
+    chosen = next((o for o in outputs if o.get("name") in _EMBEDDING_OUTPUTS), None)
     if chosen is None:
         raise NotAnEmbedder(f"model {ref!r} has outputs {[o.get('name') for o in outputs]} and none is an embedding")
     out_shape = [int(d) for d in chosen.get("shape", [])]

@@ -264,9 +264,11 @@ class IndexStats(_message.Message):
     indexed_count: _builtins.int
     """Number of searchable inputs."""
     model: _builtins.str
-    """Embedding model of the index searches use now (empty: the base backbone)."""
+    """Embedding model of the index searches use now: the backbone version string (for example
+    "efficientnet-lite0-57934424.v1") for the base backbone, else the App.embedding_model.
+    """
     switching_to: _builtins.str
-    """The model an embedding-model switch is building an index for; empty when no switch runs."""
+    """The model (same convention) a switch is building an index for; empty when none runs."""
     switch_remaining: _builtins.int
     """Inputs the switch still has to index with the new model before searches flip to it."""
     switch_total: _builtins.int
