@@ -125,6 +125,10 @@ class TrainingSettings(CommonSettings):
     model_repository: Path = Path("")
     #: Training jobs that run at once.
     workers: int = Field(2, ge=1, le=32)
+    #: torch threads of deep-template training in this process. 1 by default: on a shared or
+    #: oversubscribed CPU, 2 spinning OpenMP threads made an epoch ~20× slower than 1 (measured);
+    #: raise it on a dedicated node (a GPU does the work there anyway).
+    train_threads: int = Field(1, ge=1, le=256)
     #: EmbeddingService address and blob store URL: only for the ``augment_flip`` option.
     embedding_addr: str = ""
     blob_url: str = ""

@@ -25,7 +25,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
     repository = settings.resolved_model_repository()
     repository.mkdir(parents=True, exist_ok=True)
     store = TrainingStore(settings.resolved_database_url())
-    configure_torch_threads()  # deep templates train in this process: keep to the thread budget
+    configure_torch_threads(settings.train_threads)  # deep templates train in this process
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "training")
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
