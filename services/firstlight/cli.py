@@ -355,7 +355,12 @@ def train(
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Train a new version (creating the model if needed), following its progress."""
+    """Train a new version (creating the model if needed), following its progress.
+
+    Deep templates (visual_classifier, visual_detector, visual_embedder) take hyperparameters with
+    --set, e.g. --template visual_classifier --set architecture=resnet_scratch --set num_epochs=5;
+    the bar shows epoch, loss, validation accuracy and ETA. Ctrl-C stops following (the job goes
+    on: `firstlight cancel APP JOB` stops it)."""
     settings = dict(s.split("=", 1) for s in (setting or []))
     with _client(data_dir) as client:
         try:
@@ -364,7 +369,8 @@ def train(
             with progress_bar() as bar:
                 task = bar.add_task(f"training {model_id}", total=100, rate="")
                 job = client.train(app_id, model_id, dataset_id, settings=settings if not concept else None,
-                                   on_progress=lambda p: bar.update(task, completed=p.progress * 100, rate=p.stage))
+                                   on_progress=lambda p: bar.update(task, completed=p.progress * 100, rate=_progress_text(p),
+                                                                     description=f"training {model_id} (job {p.job_id})"))
             listed = client.versions(app_id, model_id)
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -373,9 +379,35 @@ def train(
     metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.validation_metrics.items()) if k != "n")
     console.print(f"version {v.version} trained in {v.train_seconds:.2f}s; validation: {metrics}")
     console.print(f"{'[green]serving[/green]' if v.serving else 'not promoted'}: {v.promotion_note}")
+    if v.test_metrics:
+        console.print("test: " + ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.test_metrics.items()) if k != "n"))
+    if v.timings:
+        console.print("timings: " + ", ".join(f"{k} {x:.1f}" for k, x in sorted(v.timings.items())))
     fit = json.loads(v.fit_report_json or "{}")
     if fit.get("class_weighting"):
         console.print(f"class imbalance: {fit['class_weighting']} weights {fit.get('class_weights', '')}")
+
+
+def _progress_text(p) -> str:  # type: ignore[no-untyped-def]
+    """The bar's status: the stage, or for a deep template's epoch row its loss, lr, metric and ETA."""
+    if not p.epoch:
+        return p.stage
+    text = f"epoch {p.epoch}/{p.num_epochs} loss {p.loss:.3f} lr {p.lrate:.2g}"
+    if "accuracy" in p.metrics:
+        text += f" val acc {p.metrics['accuracy']:.3f}"
+    return text + (f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds else "")
+
+
+@app.command()
+def cancel(app_id: str, job_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Cancel a queued or running training job (a deep template stops between batches)."""
+    with _client(data_dir) as client:
+        try:
+            job = client.cancel_training(app_id, job_id)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"job {job.id}: cancel requested (progress {job.progress:.0%})")
 
 
 @app.command()
