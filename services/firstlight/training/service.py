@@ -97,6 +97,9 @@ class TrainingService:
         self.work_root = work_root or model_repository.parent / "jobs"
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
+        # Set on shutdown: deep jobs stop between batches and stay RUNNING, so the next start
+        # resumes them from their checkpoint (and the process can exit promptly on SIGTERM).
+        self.stopping = threading.Event()
 
     # -- datasets ---------------------------------------------------------------------
     def create_dataset(
@@ -226,6 +229,8 @@ class TrainingService:
                 deep_jobs.train_deep(self, job_id)
             else:
                 self._train(job_id)
+        except deep_jobs.Interrupted:
+            log.info("training job %s interrupted by shutdown; it resumes at the next start", job_id)
         except JobCancelled:
             progress = self.job(job_id)["progress"]
             self.store.update_job(job_id, state=CANCELLED, error="cancelled")
@@ -362,6 +367,7 @@ class TrainingService:
         return {"results": results, "best": comparison.best.lstrip("v"), "markdown": evaluation.render_comparison_markdown(comparison)}
 
     def shutdown(self) -> None:
+        self.stopping.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 

@@ -38,6 +38,11 @@ _MODULES = {"visual_classifier": "classifier", "visual_detector": "detector", "v
 _FETCH, _LOOP = 0.05, 0.85
 
 
+class Interrupted(Exception):
+    """The service is shutting down: the job stops between batches and stays RUNNING (resumed from
+    its checkpoint at the next start). Deliberately not a JobCancelled."""
+
+
 def template(name: str) -> DeepTemplate:
     """The template object (``TEMPLATE`` of ``firstlight.training.deep.<kind>``); importing it also
     registers its own settings."""
@@ -75,6 +80,8 @@ class ServiceContext(LocalContext):
         self.started = time.perf_counter()
 
     def check_cancelled(self) -> None:
+        if self.service.stopping.is_set():
+            raise Interrupted(self.job["id"])
         if self.service.is_cancelled(self.job["id"]):
             self.cancel()
         super().check_cancelled()
@@ -211,7 +218,9 @@ def train_deep(service: TrainingService, job_id: str) -> None:
         "kind": result.kind,
         "image_size": result.image_size,
         "artifacts": sorted(str(artifacts_dir / Path(n).name) for n in result.artifacts),
-        "history": [r.__dict__ for r in ctx.rows],
+        # the whole run (epochs before a restart included) when the template reports it
+        "history": result.report.get("history") or [r.__dict__ for r in ctx.rows],
+        "epochs_run_in_this_process": [r.epoch for r in ctx.rows],
     }
     service.store.insert_version(
         app_id=app_id,
