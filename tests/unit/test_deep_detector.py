@@ -171,7 +171,7 @@ def test_data_without_boxes_is_refused() -> None:
 def trained():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     data = scene_data(64, 16, 16, size=64, classes=CLASSES)
-    ctx = _ctx(data, num_epochs=3, init_epochs=3, lrate=0.02, detection_score_threshold=0.05, test_freq=2)
+    ctx = _ctx(data, num_epochs=3, init_epochs=3, detection_score_threshold=0.05, test_freq=2)
     return data, ctx, TEMPLATE.fit(ctx)
 
 
@@ -183,8 +183,7 @@ def test_template_trains_and_reports(trained) -> None:  # type: ignore[no-untype
     assert [bool(r.metrics) for r in ctx.rows] == [False, True, True]
     assert res.kind == "detector" and res.primary_metric == "map_50"
     assert 0.0 <= res.validation["map_50"] <= 1.0 and "map_50" in res.test
-    assert [o.name for o in res.outputs] == ["BOXES", "SCORES", "CLASSES"]
-    assert res.outputs[0].dims == [MAX_DETECTIONS, 4]
+    assert [(o.name, o.dtype, o.dims) for o in res.outputs] == [("DETECTIONS", "TYPE_FP32", [MAX_DETECTIONS, 6])]
     assert res.artifacts["detections_test.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert set(res.report["test"]["per_class_ap_50"]) == set(CLASSES)
 
@@ -192,12 +191,13 @@ def test_template_trains_and_reports(trained) -> None:  # type: ignore[no-untype
 def test_exported_module_returns_boxes(trained) -> None:  # type: ignore[no-untyped-def]
     data, _, res = trained
     x = torch.from_numpy(np.stack(data.test.images[:4]))
-    boxes, scores, classes = res.module(x)
-    assert boxes.shape == (4, MAX_DETECTIONS, 4) and scores.shape == (4, MAX_DETECTIONS) and classes.shape == (4, MAX_DETECTIONS)
-    assert classes.dtype == torch.int32 and boxes.dtype == torch.float32
+    packed = res.module(x)
+    assert packed.shape == (4, MAX_DETECTIONS, 6) and packed.dtype == torch.float32
+    boxes, scores, classes = packed[..., :4], packed[..., 4], packed[..., 5]
     assert float(boxes.min()) >= 0.0 and float(boxes.max()) <= 1.0
     valid = classes >= 0
     assert bool(valid.any()), "a threshold of 0.05 should leave some detections"
+    assert set(classes[valid].tolist()) <= {0.0, 1.0, 2.0}
     assert bool((scores[valid] >= 0.05).all()) and bool((scores[~valid] == 0).all())
     assert bool((boxes[valid][:, 2] >= boxes[valid][:, 0]).all())
     # The module is TorchScript (what the Triton export saves), and survives a save/load.
@@ -206,12 +206,50 @@ def test_exported_module_returns_boxes(trained) -> None:  # type: ignore[no-unty
     buf = io.BytesIO()
     torch.jit.save(res.module, buf)
     buf.seek(0)
-    again = torch.jit.load(buf)
-    torch.testing.assert_close(again(x)[0], boxes)
+    torch.testing.assert_close(torch.jit.load(buf)(x), packed)
+
+
+def test_predictor_returns_regions_of_a_detector_model(trained) -> None:  # type: ignore[no-untyped-def]
+    # The inference core's detector route, with the exported module standing in for Triton.
+    from firstlight.config import ImageLimits
+    from firstlight.datasets import png_bytes
+    from firstlight.inference.core import Predictor
+    from firstlight.inference.registry import Registry
+    from firstlight.v1 import events_pb2
+
+    data, _, res = trained
+
+    class ModuleAsTriton:
+        def infer_images(self, model, version, pixels, output="PROBS"):  # type: ignore[no-untyped-def]
+            assert (model, version, output, pixels.shape[1:]) == ("fl.app.det", "1", "DETECTIONS", (64, 64, 3))
+            return res.module(torch.from_numpy(pixels)).numpy()
+
+    registry = Registry()
+    registry.apply(events_pb2.ModelVersionReady(
+        app_id="app", model_id="det", version="1", triton_model="fl.app.det", concepts=CLASSES, kind="detector", image_size=64, serving=True,
+    ))
+    predictor = Predictor(ModuleAsTriton(), ImageLimits(), registry)
+    images = data.test.images[:3]
+    model, ranked, found = predictor.predict_regions([png_bytes(im) for im in images], app_id="app", model_id="det")
+    assert model.kind == "detector" and len(found) == 3 and any(found)
+    direct = res.module(torch.from_numpy(np.stack(images))).numpy()
+    for i, regs in enumerate(found):
+        valid = direct[i, direct[i, :, 5] >= 0]
+        assert [(CLASSES[int(v[5])], round(float(v[4]), 5)) for v in valid] == [(r.concept, round(r.score, 5)) for r in regs]
+        np.testing.assert_allclose([r.box for r in regs] or np.zeros((0, 4)), valid[:, :4], atol=1e-6)
+        assert dict(ranked[i]) == {c: max(r.score for r in regs if r.concept == c) for c in {r.concept for r in regs}}
+    # An image of another size is resized whole: boxes stay normalised to it.
+    big = np.asarray(Image.fromarray(images[0]).resize((160, 96)))
+    _, _, found_big = predictor.predict_regions([png_bytes(big)], app_id="app", model_id="det")
+    assert all(0 <= v <= 1 for r in found_big[0] for v in r.box)
+    _, _, capped = predictor.predict_regions([png_bytes(images[0])], app_id="app", model_id="det", top_k=1, concepts=["bear"])
+    assert len(capped[0]) <= 1 and all(r.concept == "bear" for r in capped[0])
 
 
 # -- inference-side decoding -------------------------------------------------------------------------
 def test_regions_from_detector_outputs() -> None:
+    from firstlight.inference.detections import regions_from_packed
+
     boxes = np.array([[[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.9, 1.2], [0, 0, 0, 0]]], dtype=np.float32)
     scores = np.array([[0.4, 0.8, 0.0]], dtype=np.float32)
     classes = np.array([[0, 1, -1]], dtype=np.int32)
@@ -224,6 +262,10 @@ def test_regions_from_detector_outputs() -> None:
     assert concepts_of(out[0]) == [("dog", pytest.approx(0.8)), ("cat", pytest.approx(0.4))]
     with pytest.raises(ValueError):
         regions(boxes, scores[:, :2], classes, ["cat", "dog"])
+    packed = np.concatenate([boxes, scores[..., None], classes[..., None].astype(np.float32)], axis=-1)
+    assert regions_from_packed(packed, ["cat", "dog"]) == out
+    with pytest.raises(ValueError):
+        regions_from_packed(packed[..., :5], ["cat", "dog"])
 
 
 def test_detector_pixels_resize_whole_images() -> None:

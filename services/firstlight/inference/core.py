@@ -12,6 +12,8 @@ from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument, NotFound
 from firstlight.images import decode_batch
 from firstlight.models import backbone
+from firstlight.inference import detections
+from firstlight.inference.detections import FoundRegion
 from firstlight.inference.registry import Registry
 from firstlight.models.preprocess import batch_from_images
 
@@ -144,6 +146,41 @@ class Predictor:
         order = candidates[np.argsort(-row[candidates], kind="stable")][: top_k or 5]
         return [(model.concepts[i], float(row[i])) for i in order if row[i] >= min_score]
 
+    def _regions(
+        self, model: Resolved, cache: dict, allowed: np.ndarray | None, top_k: int, min_score: float
+    ) -> list[list[FoundRegion]]:
+        """A detector's regions per image. Its pixels are each whole image resized (no centre
+        crop), so boxes normalised to them are normalised to the original image."""
+        key = ("whole", model.image_size)
+        if key not in cache:
+            cache[key] = detections.detector_pixels(cache["decoded"], model.image_size)
+        packed = self.triton.infer_images(model.triton_model, model.version, cache[key], output=detections.OUTPUT)
+        return detections.regions_from_packed(packed, model.concepts, allowed=allowed, top_k=top_k, min_score=min_score)
+
+    def predict_regions(
+        self,
+        images: Sequence[bytes],
+        *,
+        app_id: str = "",
+        model_id: str = "",
+        version: str = "",
+        top_k: int = 0,
+        concepts: Sequence[str] = (),
+        min_score: float = 0.0,
+    ) -> tuple[Resolved, list[list[tuple[str, float]]], list[list[FoundRegion]]]:
+        """Concepts and, for a detector model, regions per image. A detector's concepts are those
+        it found, each with its best region's score; ``top_k`` caps its regions (0: all it
+        returned) and ``concepts`` filters them."""
+        model = self.resolve(app_id, model_id, version)
+        self._check(model, top_k, min_score)
+        allowed = self._allowed(model, concepts)
+        cache = self._decoded(images)
+        if model.kind == "detector":
+            found = self._regions(model, cache, allowed, top_k, min_score)
+            return model, [detections.concepts_of(f) for f in found], found
+        probs = self._probabilities(model, cache)
+        return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs], [[] for _ in probs]
+
     def predict(
         self,
         images: Sequence[bytes],
@@ -155,11 +192,10 @@ class Predictor:
         concepts: Sequence[str] = (),
         min_score: float = 0.0,
     ) -> tuple[Resolved, list[list[tuple[str, float]]]]:
-        model = self.resolve(app_id, model_id, version)
-        self._check(model, top_k, min_score)
-        allowed = self._allowed(model, concepts)
-        probs = self._probabilities(model, self._decoded(images))
-        return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs]
+        model, ranked, _ = self.predict_regions(
+            images, app_id=app_id, model_id=model_id, version=version, top_k=top_k, concepts=concepts, min_score=min_score
+        )
+        return model, ranked
 
     def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:
         """Per image, per step: (ran, concepts). A gated step runs only for images where the gate

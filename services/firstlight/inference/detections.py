@@ -1,7 +1,7 @@
 """Detector models (``visual_detector`` versions) at prediction time: their pixels and their regions.
 
-A detector's Triton model returns fixed-size BOXES N×K×4 (x0, y0, x1, y1 normalised to its input),
-SCORES N×K and CLASSES N×K (concept index; -1 pads). Its input is the whole image resized to
+A detector's Triton model returns one fixed-size tensor DETECTIONS N×K×6: x0, y0, x1, y1
+(normalised to its input), score, concept index (-1 pads). Its input is the whole image resized to
 ``image_size`` — no centre crop, unlike the backbone's preprocessing — so a box normalised to the
 model input is the same box normalised to the original image, whatever its aspect ratio.
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-OUTPUTS = ("BOXES", "SCORES", "CLASSES")  # output names of an exported visual_detector
+OUTPUT = "DETECTIONS"  # the output of an exported visual_detector
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,21 @@ def regions(
                 break
         out.append(row)
     return out
+
+
+def regions_from_packed(
+    detections: np.ndarray,
+    concepts: Sequence[str],
+    *,
+    allowed: np.ndarray | None = None,
+    top_k: int = 0,
+    min_score: float = 0.0,
+) -> list[list[FoundRegion]]:
+    """:func:`regions` of the model's DETECTIONS output (N×K×6)."""
+    d = np.asarray(detections, dtype=np.float32)
+    if d.ndim != 3 or d.shape[-1] != 6:
+        raise ValueError(f"detector output must be N×K×6, got {d.shape}")
+    return regions(d[..., :4], d[..., 4], np.rint(d[..., 5]), concepts, allowed=allowed, top_k=top_k, min_score=min_score)
 
 
 def concepts_of(found: Sequence[FoundRegion]) -> list[tuple[str, float]]:

@@ -183,7 +183,9 @@ class PredictRequest(_message.Message):
     model_version: _builtins.str
     """Model version; latest ready version when empty."""
     top_k: _builtins.int
-    """Concepts to return per image (default 5, max 1000)."""
+    """Concepts to return per image (default 5, max 1000). For a detector model: regions per
+    image (default: every region it found).
+    """
     min_score: _builtins.float
     """Drop concepts scoring below this."""
     @_builtins.property
@@ -231,8 +233,8 @@ class Prediction(_message.Message):
 
     @_builtins.property
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Region]:
-        """Detector models only: the objects found, best score first (at most top_k; none below
-        min_score or the model's detection score threshold).
+        """Detector models only: the objects found, best score first (at most top_k when set; none
+        below min_score or the model's detection score threshold; only `concepts` when given).
         """
 
     def __init__(

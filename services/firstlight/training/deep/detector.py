@@ -23,8 +23,10 @@ normalised to the image, so they survive the resize.
 
 Evaluation: mAP@0.5 and per-concept AP (VOC all-point, :mod:`det_metrics`) on validation every
 ``test_freq`` epochs and on test at the end, plus a PNG of test scenes with predicted and true boxes.
-The exported module takes uint8 N×S×S×3 and returns BOXES N×K×4 (x0,y0,x1,y1 in [0,1]), SCORES
-N×K and CLASSES N×K (concept index, -1 for padding; padded rows have score 0).
+The exported module (TorchScript) takes uint8 N×S×S×3 and returns one tensor DETECTIONS N×D×6:
+per detection x0, y0, x1, y1 (in [0, 1] of the image), score, concept index; rows past the last
+detection have class -1 and score 0. One packed FP32 tensor rather than three keeps the Triton
+config and clients the same as any single-output image model's.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from firstlight.training.hyper import SettingSpec
 NAME = "visual_detector"
 ARCHITECTURES = ("small_cnn", "efficientnet_lite0")
 STRIDE = 8
-MAX_DETECTIONS = 20  # K: rows of the fixed-size outputs
+MAX_DETECTIONS = 20  # D: rows of the fixed-size output
+OUTPUT_NAME = "DETECTIONS"
 _PRE_NMS = 100  # heatmap peaks considered per image before the threshold and NMS
 _NMS_IOU = 0.5
 _MEAN, _SCALE = 127.0, 128.0
@@ -68,11 +71,13 @@ OWN_SETTINGS = (
         "base_gradient_multiplier", "float", 1.0,
         "learning-rate multiplier of the trunk relative to the detection head (0 freezes it)", 0.0, 10.0,
     ),
-    SettingSpec("lrate", "float", 0.02, "base learning rate of the head (SGD with momentum 0.9)", 1e-7, 10.0),
+    # AdamW, not SGD: a detection head trained from scratch in ~1,000 steps (minutes on a CPU) got
+    # val mAP@0.5 0.13 after 4 epochs with SGD (lr 0.02, momentum 0.9); CenterNet also trains with Adam.
+    SettingSpec("lrate", "float", 2e-3, "base learning rate of the head (AdamW)", 1e-7, 10.0),
     SettingSpec("num_epochs", "int", 12, "training epochs", 1, 1000),
     SettingSpec("init_epochs", "int", 8, "epochs at the base learning rate before the first step down", 0, 1000),
     SettingSpec("step_epochs", "int", 3, "after init_epochs, the learning rate is multiplied by 0.1 every step_epochs", 1, 1000),
-    SettingSpec("weight_decay", "float", 1e-4, "L2 weight decay of SGD", 0.0, 0.1),
+    SettingSpec("weight_decay", "float", 1e-4, "decoupled weight decay of AdamW", 0.0, 0.1),
 )
 deep_hyper.register_template(NAME, OWN_SETTINGS)
 
@@ -294,7 +299,7 @@ def decode(
 
 
 class DetectorExport(nn.Module):
-    """What Triton runs: uint8 N×S×S×3 -> (BOXES N×D×4, SCORES N×D, CLASSES N×D int32)."""
+    """What Triton runs: uint8 N×S×S×3 -> DETECTIONS N×D×6 (x0, y0, x1, y1, score, class)."""
 
     def __init__(self, net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> None:
         super().__init__()
@@ -326,10 +331,17 @@ class DetectorExport(nn.Module):
             reg = (reg + reg_f) / 2
         return heat, reg
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(boxes N×D×4, scores N×D, classes N×D int32), padded (class -1, score 0)."""
         with torch.no_grad():
             heat, reg = self.maps(x)
             return decode(heat, reg, self.score_threshold, self.max_detections, self.pre_nms, self.iou_threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """DETECTIONS N×D×6 float32: x0, y0, x1, y1, score, class (one tensor, so any
+        single-output image model client can call a detector too)."""
+        boxes, scores, classes = self.detect(x)
+        return torch.cat([boxes, scores.unsqueeze(-1), classes.to(boxes.dtype).unsqueeze(-1)], dim=-1)
 
 
 def script_export(net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> torch.jit.ScriptModule:
@@ -383,8 +395,9 @@ def run_detector(export: nn.Module, images: np.ndarray, batch_size: int = 32) ->
     out: list[list[Detection]] = []
     with torch.inference_mode():
         for s in range(0, len(images), batch_size):
-            b, sc, c = export(torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])))
-            for bi, si, ci in zip(b.numpy(), sc.numpy(), c.numpy()):
+            packed = export(torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size]))).numpy()
+            b, sc, c = packed[..., :4], packed[..., 4], packed[..., 5].astype(np.int64)
+            for bi, si, ci in zip(b, sc, c):
                 out.append([Detection(tuple(map(float, bb)), int(cc), float(ss)) for bb, ss, cc in zip(bi, si, ci) if cc >= 0])  # type: ignore[arg-type]
     return out
 
@@ -407,7 +420,7 @@ def _metrics(res: dict[str, Any]) -> dict[str, float]:
 
 
 def boxes_png(
-    images: np.ndarray, truth: list[list[Box]], detections: list[list[Detection]], title: str, max_images: int = 12
+    images: np.ndarray, truth: list[list[Box]], detections: list[list[Detection]], title: str, max_images: int = 8
 ) -> bytes:
     """A grid of scenes: true boxes dashed green, predicted boxes solid red with concept and score."""
     import matplotlib
@@ -436,9 +449,13 @@ def boxes_png(
     fig.suptitle(f"{title} — dashed green: truth, red: predicted", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
-    return buf.getvalue()
+    # Noisy scene backgrounds compress badly: a 256-colour palette makes the report ~4× smaller.
+    buf.seek(0)
+    small = io.BytesIO()
+    Image.open(buf).convert("RGB").quantize(256).save(small, format="PNG", optimize=True)
+    return small.getvalue()
 
 
 # -- the template ---------------------------------------------------------------------------------
@@ -488,7 +505,7 @@ class VisualDetector:
         else:
             for p in net.trunk_parameters():
                 p.requires_grad_(False)
-        optimizer = torch.optim.SGD(groups, lr=float(h["lrate"]), momentum=0.9, weight_decay=float(h.get("weight_decay", 1e-4)))
+        optimizer = torch.optim.AdamW(groups, lr=float(h["lrate"]), weight_decay=float(h.get("weight_decay", 1e-4)))
         export = DetectorExport(net, size, flips, threshold)
 
         def step(idx: np.ndarray, rng: np.random.Generator) -> float:
@@ -522,8 +539,8 @@ class VisualDetector:
                     super().__init__()
                     self.m = module
 
-                def forward(self, x: torch.Tensor):  # type: ignore[no-untyped-def]
-                    return tuple(t.cpu() for t in self.m(x.to(device)))
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    return self.m(x.to(device)).cpu()
 
             return _Dev()
 
@@ -564,17 +581,13 @@ class VisualDetector:
             kind="detector",
             module=module,
             image_size=size,
-            outputs=[
-                OutputSpec("BOXES", "TYPE_FP32", [MAX_DETECTIONS, 4]),
-                OutputSpec("SCORES", "TYPE_FP32", [MAX_DETECTIONS]),
-                OutputSpec("CLASSES", "TYPE_INT32", [MAX_DETECTIONS]),
-            ],
+            outputs=[OutputSpec(OUTPUT_NAME, "TYPE_FP32", [MAX_DETECTIONS, 6])],
             primary_metric="map_50",
             validation=_metrics(val),
             test=_metrics(test) if test is not None else {},
             report={
                 "architecture": net.architecture,
-                "box_format": "x0,y0,x1,y1 normalised to the image; CLASSES -1 and SCORES 0 pad",
+                "output_format": "DETECTIONS[k] = x0, y0, x1, y1 (normalised to the image), score, class index; class -1 pads",
                 "max_detections": MAX_DETECTIONS,
                 "detection_score_threshold": threshold,
                 "use_perclass_regression": perclass,
