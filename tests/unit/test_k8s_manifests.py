@@ -59,7 +59,7 @@ SERVICE_UID = 10001
 #: Workload names double as Service names, so this is also the set of (host, port) addresses each
 #: service must be configured with (test_addresses_point_at_rendered_services).
 EXPECTED_EGRESS = {
-    "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051)},
+    "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051), ("embedding", 50051)},
     "embedding": {("kafka", 9092), ("triton", 8001)},
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001)},
