@@ -34,14 +34,18 @@ HELD_OUT = ["giraffe", "horse", "sheep", "zebra"]
 
 # name -> template hyperparameters (on top of the shared ones below)
 VARIANTS: dict[str, dict[str, Any]] = {
-    "arcface-128": {"loss": "arcface", "embedding_dim": 128},
-    "arcface-64": {"loss": "arcface", "embedding_dim": 64},
-    "arcface-256": {"loss": "arcface", "embedding_dim": 256},
-    "triplet-128": {"loss": "triplet", "embedding_dim": 128},
-    # partial unfreeze: the backbone trains at 0.1× the head's rate (slow on CPU: fewer items)
-    "arcface-128-finetune": {"loss": "arcface", "embedding_dim": 128, "base_gradient_multiplier": 0.1, "num_epochs": 3, "init_epochs": 2, "step_epochs": 1},
+    # the template's defaults: WCCN-initialised 256-d head, ArcFace fine-tuning at lrate 1e-4
+    "default": {},
+    "wccn-256-triplet": {"loss": "triplet"},
+    "wccn-1280": {"embedding_dim": 1280},
+    "wccn-256-arcface-lr1e-3": {"lrate": 1e-3, "num_epochs": 10, "init_epochs": 7, "step_epochs": 3},
+    # projections trained from a random start (the classic recipe)
+    "arcface-128-random": {"head_init": "random", "embedding_dim": 128, "lrate": 1e-3, "num_epochs": 30, "init_epochs": 20, "step_epochs": 10},
+    "triplet-128-random": {"head_init": "random", "loss": "triplet", "embedding_dim": 128, "lrate": 1e-3, "num_epochs": 30, "init_epochs": 20, "step_epochs": 10},
+    # the backbone fine-tuned too, at 0.1× the head's rate (slow on a CPU)
+    "default-finetune": {"base_gradient_multiplier": 0.1, "num_epochs": 3, "lrate": 1e-3},
 }
-COMMON = {"image_size": 96, "num_epochs": 30, "init_epochs": 20, "step_epochs": 10, "batch_size": 32, "lrate": 0.001, "test_freq": 10}
+COMMON = {"image_size": 96, "batch_size": 32, "test_freq": 10}
 
 
 @dataclass
@@ -106,7 +110,7 @@ def base_features(pixels: np.ndarray, backbone: torch.nn.Module, device: str) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", default="arcface-128,triplet-128,arcface-64,arcface-256")
+    ap.add_argument("--variants", default="default,wccn-256-triplet,wccn-1280,wccn-256-arcface-lr1e-3,arcface-128-random,triplet-128-random")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--n-train", type=int, default=150, help="training images per training concept")
     ap.add_argument("--n-val", type=int, default=30)
