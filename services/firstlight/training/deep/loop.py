@@ -185,6 +185,8 @@ def run_epochs(
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         history = [EpochReport(**row) for row in state["history"]]
         start_epoch = int(state["epoch"]) + 1
     for epoch in range(start_epoch, settings.num_epochs + 1):
@@ -221,6 +223,7 @@ def run_epochs(
                 "epoch": epoch,
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "history": [asdict(r) for r in history],
             }
         )
