@@ -50,13 +50,13 @@ SHARED: dict[str, SettingSpec] = {
             "detection_score_threshold", "float", 0.3,
             "detections scoring below this are dropped from the output (and from mAP's ranked list)", 0.0, 1.0,
         ),
-        SettingSpec("image_size", "int", 128, "images are resized and center-cropped to image_size × image_size", 32, 512),
+        SettingSpec("image_size", "int", 128, "training and serving image side: images are resized to image_size × image_size (classifier/embedder: shorter side then center crop)", 32, 512),
         SettingSpec("init_epochs", "int", 5, "epochs at the base learning rate before the first step down", 0, 1000),
         SettingSpec(
             "logreg", "bool", False,
             "independent sigmoid (logistic) output per concept — multi-label — instead of one softmax over concepts",
         ),
-        SettingSpec("lrate", "float", 0.01, "base learning rate of the head (SGD with momentum 0.9)", 1e-7, 10.0),
+        SettingSpec("lrate", "float", 0.01, "base learning rate of the new layers (the optimizer is the template's: SGD+momentum for the classifier)", 1e-7, 10.0),
         SettingSpec("num_epochs", "int", 10, "training epochs", 1, 1000),
         SettingSpec(
             "num_items_per_epoch", "int", 0,
