@@ -274,3 +274,16 @@ def test_detector_pixels_resize_whole_images() -> None:
     px = detector_pixels([img, img.convert("L")], 64)
     assert px.shape == (2, 64, 64, 3) and px.dtype == np.uint8
     assert px[0, 32, 60, 2] > 200 and px[0, 32, 10, 0] > 200
+
+
+def test_base_gradient_multiplier_zero_freezes_the_trunk() -> None:
+    data = scene_data(16, 4, 0, size=64, classes=CLASSES)
+    res = TEMPLATE.fit(_ctx(data, num_epochs=1, base_gradient_multiplier=0.0))
+    torch.manual_seed(0)  # the template seeds with ctx.seed before building its network
+    fresh = DetectorNet(len(CLASSES), True)
+    trained_params = dict(res.module.net.named_parameters())
+    trunk = {n for n, _ in fresh.trunk.named_parameters() if not n.startswith("lat")}
+    assert trunk
+    for name, p in fresh.named_parameters():
+        same = torch.equal(p.detach(), trained_params[name].detach())
+        assert same == (name.removeprefix("trunk.") in trunk), name
