@@ -104,6 +104,10 @@ class Searcher:
         validation.input_id(input_id)
         model = self.app_models(app_id).active
         found = self._retrieve(collection_for(model), [point_id(app_id, input_id)])
+        if not found:  # a switch may have flipped (and dropped the old points) in between
+            now = self.app_models(app_id).active
+            if now != model:
+                model, found = now, self._retrieve(collection_for(now), [point_id(app_id, input_id)])
         if not found or found[0].vector is None:
             raise NotFound(f"input {input_id!r} is not indexed in app {app_id!r} (unknown, or not embedded yet)")
         return np.asarray(found[0].vector, dtype=np.float32), model
