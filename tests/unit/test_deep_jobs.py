@@ -30,7 +30,8 @@ class FakePlatform:
     def write_splits(self, app_id, splits_by_input):
         pass
 
-    def images(self, app_id, input_ids):
+    def images(self, app_id, input_ids, short_side=0):
+        self.short_side = short_side
         return {i: self.items[i] for i in input_ids}
 
     def publish_progress(self, event):
@@ -80,6 +81,7 @@ def test_job_streams_epochs_records_experiment_and_publishes(ready):
     assert exp["hyperparameters"]["architecture"] == "resnet_scratch" and exp["dataset_version"] == v["dataset_version"]
     assert {"train_seconds", "export_seconds", "total_seconds", "fetch_seconds"} <= set(exp["timings"])
     assert "accuracy" in exp["test"] and len(exp["history"]) == 3
+    assert platform.short_side == round(32 * 256 / 224)  # images shrink to what the template uses
     (args, kwargs) = platform.published[-1]
     assert kwargs == {"kind": "classifier", "image_size": 32}
     assert (service.repository / args[3] / done["version"] / "model.pt").exists()

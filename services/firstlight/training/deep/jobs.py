@@ -143,9 +143,12 @@ def _split(service: TrainingService, app_id: str, rows: list[DatasetRow], images
     return LabeledImages([r.input_id for r in rows], [images[r.input_id] for r in rows], [list(r.concepts) for r in rows])
 
 
-def fetch_images(service: TrainingService, app_id: str, rows: list[DatasetRow]) -> dict[str, np.ndarray]:
+def fetch_images(service: TrainingService, app_id: str, rows: list[DatasetRow], image_size: int) -> dict[str, np.ndarray]:
+    """Pixels of ``rows``, shrunk on arrival to the side the templates resize to anyway (the
+    shorter side the center crop starts from: image_size × 256/224), aspect kept so normalised
+    boxes stay valid."""
     ids = [r.input_id for r in rows]
-    images = service.platform.images(app_id, ids)
+    images = service.platform.images(app_id, ids, short_side=round(image_size * 256 / 224))
     missing = [i for i in ids if i not in images]
     if missing:
         raise FailedPrecondition(f"{len(missing)} inputs have no readable image (e.g. {missing[0]!r})")
@@ -163,7 +166,7 @@ def train_deep(service: TrainingService, job_id: str) -> None:
     h = parse(model["template"], job["settings"])
     ds, rows = service._dataset_for(model, job["dataset_id"])
     service._step(job_id, "fetching images", 0.01, message=f"{len(rows)} images of dataset {ds['id']}")
-    images = fetch_images(service, app_id, rows)
+    images = fetch_images(service, app_id, rows, int(h["image_size"]))
     by_split = {s: [r for r in rows if r.split == s] for s in (1, 2, 3)}
     data = DeepData(list(model["concepts"]), *(_split(service, app_id, by_split[s], images) for s in (1, 2, 3)))
     del images
@@ -253,7 +256,7 @@ def evaluate_version(service: TrainingService, app_id: str, model: dict, v: dict
     module, meta = load_exported(service.repository, v["triton_model"], v["version"])
     if meta["kind"] != "classifier":
         raise FailedPrecondition(f"evaluation reports exist for classifiers; {model['template']} versions carry their metrics in ListModelVersions")
-    images = fetch_images(service, app_id, rows)
+    images = fetch_images(service, app_id, rows, int(meta["image_size"]))
     pixels = prepare_images([images[r.input_id] for r in rows], int(meta["image_size"]))
     probs = run_exported(module, pixels)[0]
     multilabel = v["activation"] == "sigmoid"
