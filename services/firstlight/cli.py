@@ -256,6 +256,37 @@ def predict(
 
 
 @app.command()
+def detect(
+    files: list[Path],
+    model: Annotated[str, typer.Option(help="A visual_detector model of the app")],
+    app_id: Annotated[str, typer.Option("--app", help="App of the model")],
+    version: str = "",
+    top_k: Annotated[int, typer.Option(help="Regions per image (0: all the model found)")] = 0,
+    min_score: Annotated[float, typer.Option(help="Drop regions scoring below this")] = 0.0,
+    concept: Annotated[Optional[list[str]], typer.Option(help="Only these concepts")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Find objects with a detector model: concept, score and box (pixels of each image)."""
+    from PIL import Image
+
+    with _client(data_dir) as client:
+        try:
+            results = client.detect(
+                [f.read_bytes() for f in files], model=model, app_id=app_id, version=version, top_k=top_k,
+                concepts=concept or [], min_score=min_score,
+            )
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    for f, regions in zip(files, results):
+        w, h = Image.open(f).size
+        console.print(f"[bold]{f}[/bold]: {len(regions)} region(s)")
+        for r in regions:
+            x0, y0, x1, y1 = r.box
+            console.print(f"  {r.concept} {r.score:.2f}  box ({x0 * w:.0f}, {y0 * h:.0f}) – ({x1 * w:.0f}, {y1 * h:.0f})")
+
+
+@app.command()
 def ladder(
     folder: Annotated[Optional[Path], typer.Option(help="Folder of class sub-folders (default: bundled animal-mnist)")] = None,
     classes: Annotated[str, typer.Option(help="Bundled classes to use, comma-separated")] = "bear,bird,dog,elephant,zebra",

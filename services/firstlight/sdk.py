@@ -48,6 +48,15 @@ class FirstlightError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class DetectedRegion:
+    """One object a detector model found: concept, score, box (x0, y0, x1, y1) in [0, 1] of the image."""
+
+    concept: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
 @dataclass
 class UploadItem:
     image_bytes: bytes
@@ -477,6 +486,25 @@ class Firstlight:
             timeout=self.timeout_s,
         )
         return [[(c.name, c.score) for c in p.concepts] for p in resp.predictions]
+
+    @_wrap_errors
+    def detect(
+        self, images: Sequence[bytes], *, model: str, app_id: str, version: str = "", top_k: int = 0,
+        concepts: Iterable[str] = (), min_score: float = 0.0,
+    ) -> list[list[DetectedRegion]]:
+        """Regions found by a detector model (``visual_detector``) per image, best first; boxes are
+        (x0, y0, x1, y1) normalised to the image. ``top_k`` 0 returns every region it found."""
+        resp = self.inference.Predict(
+            inference_pb2.PredictRequest(
+                app_id=app_id, model_id=model, model_version=version, images=list(images), top_k=top_k,
+                concepts=list(concepts), min_score=min_score,
+            ),
+            timeout=self.timeout_s,
+        )
+        return [
+            [DetectedRegion(r.concept, r.score, (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in p.regions]
+            for p in resp.predictions
+        ]
 
     @_wrap_errors
     def workflow(self, app_id: str, images: Sequence[bytes], steps: Sequence[inference_pb2.WorkflowStep]) -> inference_pb2.PredictWorkflowResponse:

@@ -71,6 +71,11 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
         assert {c.name: c.score for c in pred.concepts} == pytest.approx(
             {c: max(g[1] for g in got if g[0] == c) for c in {g[0] for g in got}}
         )
+    # the SDK's detect() returns the same regions
+    sdk = client.detect(list(request.images), model="det", app_id=APP)
+    assert [[(r.concept, r.score, r.box) for r in regs] for regs in sdk] == [
+        [(r.concept, r.score, (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in p.regions] for p in resp.predictions
+    ]
     # top_k caps regions; min_score drops the weak ones
     capped = client.inference.Predict(
         inference_pb2.PredictRequest(app_id=APP, model_id="det", images=request.images, top_k=1, min_score=0.06), timeout=60

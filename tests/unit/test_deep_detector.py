@@ -71,7 +71,7 @@ def test_splits_draw_from_disjoint_animal_images() -> None:
 
 # -- targets, NMS, decode ---------------------------------------------------------------------------
 def test_targets_peak_at_box_centres() -> None:
-    heat, where, reg, _ = build_targets([[Box(0.25, 0.25, 0.75, 0.5, "bird")]], {"bear": 0, "bird": 1}, 8, True)
+    heat, where, reg = build_targets([[Box(0.25, 0.25, 0.75, 0.5, "bird")]], {"bear": 0, "bird": 1}, 8)
     assert heat.shape == (1, 2, 8, 8) and heat[0, 0].max() == 0.0
     assert heat[0, 1, 3, 4] == 1.0 and heat[0, 1].sum() > 1.0  # Gaussian around the centre cell
     assert where.tolist() == [[0, 1, 3, 4]]

@@ -178,9 +178,7 @@ class DetectorNet(nn.Module):
 
 
 # -- targets and loss ---------------------------------------------------------------------------------
-def build_targets(
-    boxes: list[list[Box]], index: dict[str, int], grid: int, perclass: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def build_targets(boxes: list[list[Box]], index: dict[str, int], grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per batch: heatmap targets N×K×G×G (Gaussian peaks, exactly 1 at centre cells), and for each
     object (image, class, cell y, cell x) with its regression target (dx, dy, log w, log h)."""
     n, k = len(boxes), len(index)
@@ -202,7 +200,7 @@ def build_targets(
             reg.append((cx - jx, cy - jy, math.log(w), math.log(h)))
     w_arr = np.asarray(where, dtype=np.int64).reshape(-1, 4)
     r_arr = np.asarray(reg, dtype=np.float32).reshape(-1, 4)
-    return heat, w_arr, r_arr, np.asarray([perclass])
+    return heat, w_arr, r_arr
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -517,7 +515,7 @@ class VisualDetector:
                     x = x.clone()
                     x[torch.from_numpy(mirror)] = torch.flip(x[torch.from_numpy(mirror)], dims=[2])
                     objs = [flip_boxes(o) if m else o for o, m in zip(objs, mirror)]
-            heat_t, where, reg_t, _ = build_targets(objs, index, grid, perclass)
+            heat_t, where, reg_t = build_targets(objs, index, grid)
             xin = x.to(device).permute(0, 3, 1, 2).float()
             if net_size != size:
                 xin = F.interpolate(xin, size=[net_size, net_size], mode="bilinear", align_corners=False)
