@@ -1,25 +1,19 @@
 """Switching an app's embedding model to a trained visual_embedder, through the real stack: the
-embedder is trained (tiny, frozen backbone), exported to the stack's Triton model repository the
-way training exports deep versions, and the app is switched with SetEmbeddingModel. Inputs are
-re-embedded through Triton and re-indexed via the event flow while searches keep answering."""
+embedder is trained by the training service on the app's own labeled inputs (tiny: frozen
+backbone, 16-d), exported to Triton, and the app is switched to that version with
+SetEmbeddingModel. Inputs are re-embedded through Triton and re-indexed via the event flow while
+searches keep answering."""
 
 from __future__ import annotations
 
 import time
 
 import grpc
-import numpy as np
 import pytest
-import torch
 
 from firstlight import datasets
-from firstlight.datasets import ANIMAL_CLASSES, _animal_arrays
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
-from firstlight.training.deep import embedder as E
-from firstlight.training.deep.context import DeepData, LabeledImages
-from firstlight.training.deep.loop import LocalContext
-from firstlight.training.deep.triton_export import export_deep
-from firstlight.v1 import search_pb2
+from firstlight.v1 import search_pb2, training_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +21,6 @@ APP = "embswitch"
 MODEL_ID = "emb"
 CLASSES = ["bear", "bird", "giraffe", "zebra"]
 DIM = 16
-
-
-def _embedder_result():  # type: ignore[no-untyped-def]
-    """A tiny embedder on images that are NOT the app's inputs (frozen backbone: seconds)."""
-    images, labels = _animal_arrays()
-    split = LabeledImages([], [], [])
-    for name in CLASSES:
-        for i in np.flatnonzero(labels == ANIMAL_CLASSES.index(name))[500:508]:
-            split.input_ids.append(f"t{i}")
-            split.images.append(np.repeat(images[i][:, :, None], 3, axis=2))
-            split.labels.append([name])
-    data = DeepData(CLASSES, split, split, LabeledImages([], [], []))
-    hyper = {"embedding_dim": DIM, "image_size": 64, "num_epochs": 3, "batch_size": 16, "test_freq": 3}
-    torch.set_num_threads(1)
-    return E.TEMPLATE.fit(LocalContext(data, hyper, device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +49,15 @@ def test_bad_embedding_models_are_refused(client: Firstlight, app_inputs: dict[s
     assert client.index_stats(APP).switching_to == ""
 
 
-def test_switch_reindexes_every_input_without_interrupting_search(stack, client: Firstlight, app_inputs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_switch_reindexes_every_input_without_interrupting_search(client: Firstlight, app_inputs: dict[str, str]) -> None:
     before = client.index_stats(APP)
     assert before.model.startswith("efficientnet-lite0") and before.indexed_count == len(app_inputs)
-    export_deep(stack.runtime_repository, APP, MODEL_ID, 1, _embedder_result(), CLASSES)
+    client.create_dataset(APP, "d", concepts=CLASSES, counts=(12, 4, 4), seed=0, write_splits=False)
+    settings = {"image_size": "64", "embedding_dim": str(DIM), "num_epochs": "2", "batch_size": "8"}
+    job = client.train_deep(APP, MODEL_ID, "d", CLASSES, template="visual_embedder", settings=settings)
+    assert job.state == training_pb2.JOB_STATE_SUCCEEDED and job.version == "1"
+    [version] = client.versions(APP, MODEL_ID).versions
+    assert "oneshot_accuracy" in version.validation_metrics and "knn_accuracy" in version.validation_metrics
 
     probe = sorted(app_inputs)[0]
     probe_bytes = dict((i, d) for i, _, d in datasets.animal_mnist(5, seed=3, classes=CLASSES))[probe]

@@ -189,16 +189,32 @@ class TritonModels:
         name, version = split_model_ref(ref)
         try:
             meta = self._metadata(name, version)
-        except TritonError:
+        except (TritonError, TritonUnavailable):
+            # Not loaded (explicit model control), or its version not ready yet (inference may be
+            # loading it right now): load it from the repository — blocks until it is loaded.
+            if not self._server_live():
+                raise TritonUnavailable(f"Triton at {self.url} is not live") from None
             try:
                 self.load_model(name)
             except TritonError as exc:
                 raise TritonModelNotFound(f"model {ref!r} is not served by Triton: {exc}") from None
-            meta = self._metadata(name, version)
+            try:
+                meta = self._metadata(name, version)
+            except (TritonError, TritonUnavailable) as exc:
+                if not self._server_live():
+                    raise
+                raise TritonModelNotFound(f"model {ref!r} is not served by Triton: {exc}") from None
         info = _embedder_info(ref, name, version, meta, self.model_repository)
         with self._lock:
             self._embedders[ref] = info
         return info
+
+    def _server_live(self) -> bool:
+        try:
+            # live, not ready: Triton reports not-ready while any model is (re)loading
+            return bool(self._client.is_server_live(client_timeout=min(self.timeout_s, 5.0)))
+        except (InferenceServerException, grpc.RpcError):
+            return False
 
     def _metadata(self, name: str, version: str) -> dict:
         try:

@@ -11,9 +11,9 @@ BatchNorm statistics of the backbone always stay frozen (fine-tuning with small 
 otherwise wreck them). ``average_horizontal_flips`` makes the exported module (and the validation
 embeddings) average the backbone features of an image and its mirror before the head.
 
-Validation: ``oneshot_accuracy`` (primary: the mean over fixed-seed episodes of 1 support image per
-concept, the rest as queries, nearest prototype by cosine) and ``knn_accuracy`` (1-NN of each
-validation image among the training images).
+Validation: ``oneshot_accuracy`` (primary: the mean over fixed-seed episodes of 1 random training
+image per concept as the support, every validation image a query, nearest prototype by cosine) and
+``knn_accuracy`` (1-NN of each validation image among all the training images).
 """
 
 from __future__ import annotations
@@ -256,26 +256,50 @@ def batch_hard_triplet(emb: torch.Tensor, y: torch.Tensor, margin: float = TRIPL
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-def oneshot_accuracy(emb: np.ndarray, y: np.ndarray, shots: int = 1, episodes: int = EVAL_EPISODES, seed: int = 0) -> float:
-    """Mean accuracy over episodes: ``shots`` random support images per class (classes with more
-    than ``shots`` images), prototype = normalised mean, the class's other images are queries."""
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+
+def oneshot_accuracy(
+    emb: np.ndarray,
+    y: np.ndarray,
+    shots: int = 1,
+    episodes: int = EVAL_EPISODES,
+    seed: int = 0,
+    queries: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
+    """Mean accuracy over episodes of nearest-prototype classification: each episode draws
+    ``shots`` random support images per class from ``emb``/``y`` (prototype = normalised mean).
+    Queries: the class's other images (classes with more than ``shots`` images), or, when
+    ``queries`` = (embeddings, labels) is given, all of those (e.g. support from the training split,
+    queries from the validation split: defined even with one validation image per class)."""
     rng = np.random.default_rng(seed)
-    classes = [c for c in np.unique(y) if (y == c).sum() > shots]
+    emb = _unit(emb)
+    if queries is None:
+        classes = [c for c in np.unique(y) if (y == c).sum() > shots]
+    else:
+        q_emb, q_y = _unit(queries[0]), np.asarray(queries[1])
+        classes = [c for c in np.unique(y) if (y == c).sum() >= shots]
+        keep = np.isin(q_y, classes)
+        q_emb, q_y = q_emb[keep], q_y[keep]
+        if len(q_y) == 0:
+            return float("nan")
     if len(classes) < 2:
         return float("nan")
-    emb = emb / (np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12)
     accs = []
     for _ in range(episodes):
-        protos, queries, truth = [], [], []
+        protos, rest, truth = [], [], []
         for k, c in enumerate(classes):
             idx = rng.permutation(np.flatnonzero(y == c))
-            p = emb[idx[:shots]].mean(axis=0)
-            protos.append(p / (np.linalg.norm(p) + 1e-12))
-            queries.append(idx[shots:])
+            protos.append(_unit(emb[idx[:shots]].mean(axis=0)))
+            rest.append(idx[shots:])
             truth += [k] * (len(idx) - shots)
-        q = np.concatenate(queries)
-        pred = (emb[q] @ np.stack(protos).T).argmax(axis=1)
-        accs.append(float((pred == np.array(truth)).mean()))
+        if queries is None:
+            pred = (emb[np.concatenate(rest)] @ np.stack(protos).T).argmax(axis=1)
+            accs.append(float((pred == np.array(truth)).mean()))
+        else:
+            pred = np.asarray(classes)[(q_emb @ np.stack(protos).T).argmax(axis=1)]
+            accs.append(float((pred == q_y).mean()))
     return float(np.mean(accs))
 
 
@@ -287,7 +311,11 @@ def knn_accuracy(train_emb: np.ndarray, train_y: np.ndarray, emb: np.ndarray, y:
 
 
 def _metrics(train_emb: np.ndarray, train_y: np.ndarray, emb: np.ndarray, y: np.ndarray, seed: int) -> dict[str, float]:
-    out = {"oneshot_accuracy": oneshot_accuracy(emb, y, seed=seed), "knn_accuracy": knn_accuracy(train_emb, train_y, emb, y)}
+    """One-shot: 1 training image per concept as the support, every image of the split a query."""
+    out = {
+        "oneshot_accuracy": oneshot_accuracy(train_emb, train_y, seed=seed, queries=(emb, y)),
+        "knn_accuracy": knn_accuracy(train_emb, train_y, emb, y),
+    }
     return {k: v for k, v in out.items() if not math.isnan(v)}
 
 
