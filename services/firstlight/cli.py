@@ -201,6 +201,40 @@ def upload(
             console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
 
 
+@app.command("set-embedding-model")
+def set_embedding_model(
+    app_id: str,
+    model_id: Annotated[str, typer.Argument(help="The app's trained visual_embedder model; omit to switch back to the base backbone")] = "",
+    version: Annotated[str, typer.Option(help="Version of model_id (default: the latest)")] = "",
+    triton_model: Annotated[str, typer.Option(help="Or name a Triton model directly ('name' or 'name@version')")] = "",
+    wait: Annotated[bool, typer.Option(help="Follow the re-indexing until searches use the new model")] = True,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Switch an app's image-embedding model: every input is re-embedded and re-indexed, and
+    searches keep answering from the old index until the new one is complete."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.set_embedding_model(app_id, model_id, version, triton_model=triton_model)
+            target = resp.app.embedding_model or "the base backbone"
+            if not resp.changed:
+                console.print(f"app {app_id} already uses {target}")
+                return
+            console.print(f"app {app_id} switches to {target}: {resp.inputs_to_reembed} inputs to re-embed")
+            if wait:
+                with progress_bar() as bar:
+                    task = bar.add_task("re-indexing", total=max(resp.inputs_to_reembed, 1), rate="")
+
+                    def show(stats) -> None:  # type: ignore[no-untyped-def]
+                        done = stats.switch_total - stats.switch_remaining if stats.switching_to else resp.inputs_to_reembed
+                        bar.update(task, completed=done, rate=f"searching {stats.model}")
+
+                    stats = client.wait_embedding_model(app_id, on_progress=show)
+                console.print(f"searches of {app_id} now use {stats.model} ({stats.indexed_count} inputs indexed)")
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+
+
 def _print_hits(resp, title: str) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=title)
     for col in ("#", "input", "score", "concepts"):
@@ -265,6 +299,37 @@ def predict(
             raise typer.Exit(1) from None
     for f, concepts in zip(files, results):
         console.print(f"[bold]{f}[/bold]: " + ", ".join(f"{n} {s:.2f}" for n, s in concepts))
+
+
+@app.command()
+def detect(
+    files: list[Path],
+    model: Annotated[str, typer.Option(help="A visual_detector model of the app")],
+    app_id: Annotated[str, typer.Option("--app", help="App of the model")],
+    version: str = "",
+    top_k: Annotated[int, typer.Option(help="Regions per image (0: all the model found)")] = 0,
+    min_score: Annotated[float, typer.Option(help="Drop regions scoring below this")] = 0.0,
+    concept: Annotated[Optional[list[str]], typer.Option(help="Only these concepts")] = None,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Find objects with a detector model: concept, score and box (pixels of each image)."""
+    from PIL import Image
+
+    with _client(data_dir) as client:
+        try:
+            results = client.detect(
+                [f.read_bytes() for f in files], model=model, app_id=app_id, version=version, top_k=top_k,
+                concepts=concept or [], min_score=min_score,
+            )
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    for f, regions in zip(files, results):
+        w, h = Image.open(f).size
+        console.print(f"[bold]{f}[/bold]: {len(regions)} region(s)")
+        for r in regions:
+            x0, y0, x1, y1 = r.box
+            console.print(f"  {r.concept} {r.score:.2f}  box ({x0 * w:.0f}, {y0 * h:.0f}) – ({x1 * w:.0f}, {y1 * h:.0f})")
 
 
 @app.command()
@@ -367,7 +432,12 @@ def train(
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Train a new version (creating the model if needed), following its progress."""
+    """Train a new version (creating the model if needed), following its progress.
+
+    Deep templates (visual_classifier, visual_detector, visual_embedder) take hyperparameters with
+    --set, e.g. --template visual_classifier --set architecture=resnet_scratch --set num_epochs=5;
+    the bar shows epoch, loss, validation accuracy and ETA. Ctrl-C stops following (the job goes
+    on: `firstlight cancel APP JOB` stops it)."""
     settings = dict(s.split("=", 1) for s in (setting or []))
     with _client(data_dir) as client:
         try:
@@ -376,7 +446,8 @@ def train(
             with progress_bar() as bar:
                 task = bar.add_task(f"training {model_id}", total=100, rate="")
                 job = client.train(app_id, model_id, dataset_id, settings=settings if not concept else None,
-                                   on_progress=lambda p: bar.update(task, completed=p.progress * 100, rate=p.stage))
+                                   on_progress=lambda p: bar.update(task, completed=p.progress * 100, rate=_progress_text(p),
+                                                                     description=f"training {model_id} (job {p.job_id})"))
             listed = client.versions(app_id, model_id)
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -385,9 +456,35 @@ def train(
     metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.validation_metrics.items()) if k != "n")
     console.print(f"version {v.version} trained in {v.train_seconds:.2f}s; validation: {metrics}")
     console.print(f"{'[green]serving[/green]' if v.serving else 'not promoted'}: {v.promotion_note}")
+    if v.test_metrics:
+        console.print("test: " + ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.test_metrics.items()) if k != "n"))
+    if v.timings:
+        console.print("timings: " + ", ".join(f"{k} {x:.1f}" for k, x in sorted(v.timings.items())))
     fit = json.loads(v.fit_report_json or "{}")
     if fit.get("class_weighting"):
         console.print(f"class imbalance: {fit['class_weighting']} weights {fit.get('class_weights', '')}")
+
+
+def _progress_text(p) -> str:  # type: ignore[no-untyped-def]
+    """The bar's status: the stage, or for a deep template's epoch row its loss, lr, metric and ETA."""
+    if not p.epoch:
+        return p.stage
+    text = f"epoch {p.epoch}/{p.num_epochs} loss {p.loss:.3f} lr {p.lrate:.2g}"
+    if "accuracy" in p.metrics:
+        text += f" val acc {p.metrics['accuracy']:.3f}"
+    return text + (f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds else "")
+
+
+@app.command()
+def cancel(app_id: str, job_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Cancel a queued or running training job (a deep template stops between batches)."""
+    with _client(data_dir) as client:
+        try:
+            job = client.cancel_training(app_id, job_id)
+        except FirstlightError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"job {job.id}: cancel requested (progress {job.progress:.0%})")
 
 
 @app.command()

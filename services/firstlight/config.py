@@ -104,6 +104,8 @@ class IngestionSettings(CommonSettings, ImageLimits):
     blob_url: str = ""
     #: SearchService address, for bulk labeling by search results (optional).
     search_addr: str = ""
+    #: EmbeddingService address, to check a model before an app switches to it (optional).
+    embedding_addr: str = ""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
@@ -122,6 +124,9 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     embed_batch_size: int = Field(16, ge=1, le=256)
     #: Consumer group id (replicas share it; partitions spread across them).
     consumer_group: str = "embedding"
+    #: Triton model repository (read-only here): image size and dimension of trained embedders
+    #: whose Triton config leaves them variable. Optional.
+    model_repository: Path = Path("")
 
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"
@@ -159,6 +164,10 @@ class TrainingSettings(CommonSettings):
     model_repository: Path = Path("")
     #: Training jobs that run at once.
     workers: int = Field(2, ge=1, le=32)
+    #: torch threads of deep-template training in this process. 1 by default: on a shared or
+    #: oversubscribed CPU, 2 spinning OpenMP threads made an epoch ~20× slower than 1 (measured);
+    #: raise it on a dedicated node (a GPU does the work there anyway).
+    train_threads: int = Field(1, ge=1, le=256)
     #: EmbeddingService address and blob store URL: only for the ``augment_flip`` option.
     embedding_addr: str = ""
     blob_url: str = ""

@@ -81,6 +81,15 @@ class FirstlightError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True)
+class DetectedRegion:
+    """One object a detector model found: concept, score, box (x0, y0, x1, y1) in [0, 1] of the image."""
+
+    concept: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
 @dataclass
 class UploadItem:
     image_bytes: bytes
@@ -346,6 +355,50 @@ class Firstlight:
             search_pb2.SearchByTextRequest(app_id=app_id, text=text, page_size=top_k), timeout=self.timeout_s
         )
 
+    # -- embedding model -------------------------------------------------------------
+    @_wrap_errors
+    def set_embedding_model(
+        self, app_id: str, model_id: str = "", version: str = "", *, triton_model: str = ""
+    ) -> ingestion_pb2.SetEmbeddingModelResponse:
+        """Switch the app's image-embedding model to ``version`` (the latest when empty) of its
+        trained ``visual_embedder`` model ``model_id``, or to a Triton model named directly
+        (``triton_model``, optionally "name@version"); no model switches back to the base backbone.
+        Inputs are re-embedded and re-indexed in the background; searches keep using the old
+        index until the new one holds every input (see :meth:`wait_embedding_model`)."""
+        if model_id and triton_model:
+            raise ValueError("give model_id (and version) or triton_model, not both")
+        ref = triton_model
+        if model_id:
+            from firstlight.training.export import triton_model_name  # where training exports it
+
+            ref = triton_model_name(app_id, model_id) + (f"@{version}" if version else "")
+        return self.ingestion.SetEmbeddingModel(
+            ingestion_pb2.SetEmbeddingModelRequest(app_id=app_id, embedding_model=ref), timeout=max(self.timeout_s, 180.0)
+        )
+
+    @_wrap_errors
+    def index_stats(self, app_id: str) -> search_pb2.IndexStats:
+        """Searchable inputs, the embedding model searches use, and a running switch's progress."""
+        return self.search.GetIndexStats(search_pb2.GetIndexStatsRequest(app_id=app_id), timeout=self.timeout_s)
+
+    def wait_embedding_model(
+        self, app_id: str, timeout: float = 3600.0, on_progress: Callable[[search_pb2.IndexStats], None] | None = None
+    ) -> search_pb2.IndexStats:
+        """Wait until the app's searches use the embedding model it was last switched to."""
+        wanted = self.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=app_id), timeout=self.timeout_s).embedding_model
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.index_stats(app_id)
+            if on_progress:
+                on_progress(stats)
+            # The base backbone's index reports the backbone's version string
+            # (firstlight.models.backbone.BACKBONE_VERSION, not imported here: it pulls in torch).
+            if not stats.switching_to and (stats.model == wanted or (not wanted and stats.model.startswith("efficientnet-lite"))):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"app {app_id} still searches {stats.model!r} after {timeout:.0f}s ({stats.switch_remaining} inputs to go)")
+            time.sleep(0.25)
+
     # -- labeling ---------------------------------------------------------------------
     @_wrap_errors
     def bulk_label(
@@ -423,7 +476,42 @@ class Firstlight:
         job = self._training().GetTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job.id), timeout=self.timeout_s)
         if job.state == training_pb2.JOB_STATE_FAILED:
             raise FirstlightError(grpc.StatusCode.FAILED_PRECONDITION, f"training job {job.id} failed: {job.error}")
+        if job.state == training_pb2.JOB_STATE_CANCELLED:
+            raise FirstlightError(grpc.StatusCode.CANCELLED, f"training job {job.id} was cancelled")
         return job
+
+    @_wrap_errors
+    def start_training(self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None) -> training_pb2.TrainingJob:
+        """Start a job and return at once (follow it with :meth:`progress`, stop it with :meth:`cancel_training`)."""
+        return self._training().TrainModel(
+            training_pb2.TrainModelRequest(app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings or {}), timeout=self.timeout_s
+        )
+
+    def progress(self, app_id: str, job_id: str, timeout_s: float = 24 * 3600) -> Iterator[training_pb2.TrainingProgress]:
+        """The job's progress rows (deep templates: one per epoch with loss, lrate, metrics every
+        test_freq epochs, ETA) until it ends."""
+        try:
+            yield from self._training().StreamTrainingProgress(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=timeout_s)
+        except grpc.RpcError as exc:
+            raise FirstlightError(exc.code(), exc.details()) from None  # type: ignore[attr-defined]
+
+    @_wrap_errors
+    def cancel_training(self, app_id: str, job_id: str) -> training_pb2.TrainingJob:
+        """Cancel a queued or running job (a deep job stops between batches)."""
+        return self._training().CancelTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=self.timeout_s)
+
+    @_wrap_errors
+    def job(self, app_id: str, job_id: str) -> training_pb2.TrainingJob:
+        return self._training().GetTrainingJob(training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id), timeout=self.timeout_s)
+
+    def train_deep(
+        self, app_id: str, model_id: str, dataset_id: str, concepts: Iterable[str], *, template: str = "visual_classifier",
+        settings: dict[str, str] | None = None, on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
+    ) -> training_pb2.TrainingJob:
+        """Create (or reuse) a deep-template model and train a version on ``dataset_id``; the
+        hyperparameters go in ``settings`` (e.g. ``{"architecture": "resnet_scratch", "num_epochs": "5"}``)."""
+        self.create_model(app_id, model_id, concepts, template=template, settings=settings or {}, exist_ok=True)
+        return self.train(app_id, model_id, dataset_id, settings=settings, on_progress=on_progress)
 
     @_wrap_errors
     def versions(self, app_id: str, model_id: str) -> training_pb2.ListModelVersionsResponse:
@@ -541,6 +629,25 @@ class Firstlight:
             timeout=self.timeout_s,
         )
         return [[(c.name, c.score) for c in p.concepts] for p in resp.predictions]
+
+    @_wrap_errors
+    def detect(
+        self, images: Sequence[bytes], *, model: str, app_id: str, version: str = "", top_k: int = 0,
+        concepts: Iterable[str] = (), min_score: float = 0.0,
+    ) -> list[list[DetectedRegion]]:
+        """Regions found by a detector model (``visual_detector``) per image, best first; boxes are
+        (x0, y0, x1, y1) normalised to the image. ``top_k`` 0 returns every region it found."""
+        resp = self.inference.Predict(
+            inference_pb2.PredictRequest(
+                app_id=app_id, model_id=model, model_version=version, images=list(images), top_k=top_k,
+                concepts=list(concepts), min_score=min_score,
+            ),
+            timeout=self.timeout_s,
+        )
+        return [
+            [DetectedRegion(r.concept, r.score, (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in p.regions]
+            for p in resp.predictions
+        ]
 
     @_wrap_errors
     def workflow(self, app_id: str, images: Sequence[bytes], steps: Sequence[inference_pb2.WorkflowStep]) -> inference_pb2.PredictWorkflowResponse:

@@ -32,6 +32,20 @@ def input_id(value: str) -> str:
     return value
 
 
+# A Triton model name (letters, digits, '_', '-', '.'), optionally "@<version>".
+EMBEDDING_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?$")
+
+
+def embedding_model(value: str) -> str:
+    """An app's embedding model reference; "" (the base backbone) is valid."""
+    if value and not EMBEDDING_MODEL.match(value):
+        raise InvalidArgument(
+            f"embedding model {value[:80]!r} is invalid: give a Triton model name (letters, digits, '_', '-', '.'), "
+            "optionally followed by '@<version>', or nothing for the base backbone"
+        )
+    return value
+
+
 def concept(value: str) -> str:
     """Trim and NFC-normalise a concept name; any script is fine, control characters are not."""
     name = unicodedata.normalize("NFC", (value or "").strip())

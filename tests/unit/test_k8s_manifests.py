@@ -59,7 +59,7 @@ SERVICE_UID = 10001
 #: Workload names double as Service names, so this is also the set of (host, port) addresses each
 #: service must be configured with (test_addresses_point_at_rendered_services).
 EXPECTED_EGRESS = {
-    "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051)},
+    "ingestion": {("kafka", 9092), ("postgres", 5432), ("search", 50051), ("embedding", 50051)},
     "embedding": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051), ("ingestion", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
@@ -787,6 +787,7 @@ def test_dockerfile_is_pinned_and_non_root() -> None:
 DEV_ONLY_ENV = {
     "FIRSTLIGHT_AL_CACHE",  # curation benchmark's embedding cache (curation/al_data.py)
     "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE",  # fault injection (search/faults.py, tests)
+    "FIRSTLIGHT_API_KEY",  # the SDK/CLI user's key (client side, sdk.py): no service reads it
 }
 
 

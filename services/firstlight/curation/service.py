@@ -50,6 +50,13 @@ class Curation:
         if not version:
             raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
         path = self.repository / export.triton_model_name(app_id, model_id) / version / "weights.npz"
+        if not path.exists() and (path.parent / "model.pt").exists():
+            # Curation scores inputs with a head on stored embeddings; a deep template's network
+            # runs on pixels (in Triton), which these strategies do not call.
+            raise FailedPrecondition(
+                f"model {model_id!r} is a {model['template']} model; curation works with transfer_classifier "
+                "or oneshot_classifier models (heads on the stored embeddings)"
+            )
         if not path.exists():
             raise NotFound(f"model {model_id!r} has no version {version!r}")
         return load_head(path, model["concepts"]), model["concepts"]

@@ -13,10 +13,11 @@ import numpy as np
 
 from firstlight.config import ImageLimits
 from firstlight.embedding.bridge import ConceptBridge, Match
-from firstlight.errors import InvalidArgument, ResourceExhausted
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
+from firstlight.triton.client import TritonError, TritonModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +38,46 @@ class Embedder:
         self.triton = triton
         self.limits = limits
         self.cache_dir = cache_dir
-        self.model_name = backbone.BACKBONE_VERSION
         self._text_lock = threading.Lock()
         self._encoder = None
         self._bridge: ConceptBridge | None = None
 
     # -- images -----------------------------------------------------------------------
-    def decode_batch(self, images: Sequence[bytes], label: str = "image") -> np.ndarray:
-        return batch_from_images(decode_batch(images, self.limits, label))
+    # ``model``: an app's embedding model — "" for the base backbone, else a Triton model name
+    # (optionally "@version") of a trained visual_embedder.
+    def describe(self, model: str = "") -> tuple[int, int]:
+        """(dim, image size) of an embedding model; NotFound / FailedPrecondition if Triton
+        cannot embed with it."""
+        if not model:
+            return backbone.EMBEDDING_DIM, backbone.IMAGE_SIZE
+        try:
+            info = self.triton.describe_embedder(model)
+        except TritonModelNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except TritonError as exc:  # NotAnEmbedder, or the model failed to load
+            raise FailedPrecondition(str(exc)) from None
+        return info.dim, info.image_size
 
-    def embed_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """[N,224,224,3] uint8 → [N,1280] L2-normalised (raises TritonUnavailable when down)."""
-        return self.triton.embed(batch)
+    def model_name(self, model: str = "") -> str:
+        """What ``EmbeddingComputed.model`` / index payloads call the model."""
+        return model or backbone.BACKBONE_VERSION
 
-    def embed_images(self, images: Sequence[bytes]) -> np.ndarray:
-        return self.embed_pixels(self.decode_batch(images))
+    def image_size(self, model: str = "") -> int:
+        return self.describe(model)[1]
+
+    def decode_batch(self, images: Sequence[bytes], label: str = "image", size: int = backbone.IMAGE_SIZE) -> np.ndarray:
+        return batch_from_images(decode_batch(images, self.limits, label), size)
+
+    def embed_pixels(self, batch: np.ndarray, model: str = "") -> np.ndarray:
+        """[N,S,S,3] uint8 → [N,D] L2-normalised (raises TritonUnavailable when down)."""
+        if not model:
+            return self.triton.embed(batch)
+        vectors = self.triton.embed_with(model, batch)
+        # Re-normalise: an exported embedder should already, but cosine search needs unit vectors.
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+    def embed_images(self, images: Sequence[bytes], model: str = "") -> np.ndarray:
+        return self.embed_pixels(self.decode_batch(images, size=self.image_size(model)), model)
 
     # -- texts ------------------------------------------------------------------------
     def warm_up_text(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from firstlight import validation
 from firstlight.embedding.core import Embedder
 from firstlight.errors import InvalidArgument, Unavailable
 from firstlight.runtime.status import map_errors
@@ -19,13 +20,22 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         self.embedder = embedder
 
     async def EmbedImages(self, request, context):  # type: ignore[no-untyped-def]
+        model = validation.embedding_model(request.model)
         try:
-            vectors = await asyncio.to_thread(self.embedder.embed_images, list(request.images))
+            vectors = await asyncio.to_thread(self.embedder.embed_images, list(request.images), model)
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
         return embedding_pb2.EmbedImagesResponse(
-            embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in vectors], model=self.embedder.model_name
+            embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in vectors], model=self.embedder.model_name(model)
         )
+
+    async def DescribeEmbeddingModel(self, request, context):  # type: ignore[no-untyped-def]
+        model = validation.embedding_model(request.model)
+        try:
+            dim, size = await asyncio.to_thread(self.embedder.describe, model)
+        except TritonUnavailable as exc:
+            raise Unavailable(f"model server unavailable: {exc}") from exc
+        return embedding_pb2.EmbeddingModelInfo(model=model, dim=dim, image_size=size)
 
     async def EmbedTexts(self, request, context):  # type: ignore[no-untyped-def]
         if request.space not in (
@@ -38,7 +48,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
         result = await asyncio.to_thread(self.embedder.embed_texts, list(request.texts), image_space)
         return embedding_pb2.EmbedTextsResponse(
             embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in result.vectors],
-            model=self.embedder.model_name if image_space else self.embedder.text_model_name,
+            model=self.embedder.model_name() if image_space else self.embedder.text_model_name,
             interpretations=[
                 embedding_pb2.TextInterpretation(
                     concepts=[common_pb2.ScoredConcept(name=m.name, score=m.weight) for m in matches]

@@ -17,7 +17,7 @@ from firstlight.images import decode_image
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.models.preprocess import to_model_input
-from firstlight.triton.client import TritonUnavailable
+from firstlight.triton.client import TritonError, TritonUnavailable
 from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,45 @@ class EmbeddingWorker:
 
     def handle(self, records: list[ParsedRecord[events_pb2.InputIngested]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = [None] * len(records)
-        pixels: list[np.ndarray] = []
-        ready: list[int] = []
-        limits = self.embedder.limits
+        # Inputs of apps that switched their embedding model name another Triton model: one
+        # forward pass per model in the batch.
+        by_model: dict[str, list[int]] = {}
         for n, record in enumerate(records):
             event = record.message
             if not event.app_id or not event.input_id or not event.blob_uri:
                 outcomes[n] = PoisonMessage("InputIngested lacks app_id, input_id or blob_uri")
                 continue
+            by_model.setdefault(event.embedding_model, []).append(n)
+        futures = []
+        for model, members in by_model.items():
+            try:
+                size = self.embedder.image_size(model)
+            except TritonUnavailable as exc:
+                raise RetryableError(f"Triton unavailable: {exc}") from exc
+            except FirstlightError as exc:  # Triton has no such embedder: re-trying cannot help
+                for n in members:
+                    outcomes[n] = PoisonMessage(f"input {records[n].message.app_id}/{records[n].message.input_id}: {exc}")
+                continue
+            futures += self._embed(records, members, model, size, outcomes)
+        self.producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)  # raises (→ retry, no commit) if the broker did not take it
+        return outcomes
+
+    def _embed(
+        self,
+        records: list[ParsedRecord[events_pb2.InputIngested]],
+        members: list[int],
+        model: str,
+        size: int,
+        outcomes: list[PoisonMessage | None],
+    ) -> list:  # type: ignore[type-arg]
+        """Embed ``records[members]`` with ``model`` and send their ``embeddings.computed``."""
+        limits = self.embedder.limits
+        pixels: list[np.ndarray] = []
+        ready: list[int] = []
+        for n in members:
+            event = records[n].message
             try:
                 data = self.blobs.get(event.blob_uri, app_id=event.app_id)
                 image = decode_image(
@@ -47,15 +78,20 @@ class EmbeddingWorker:
             except FirstlightError as exc:  # deleted meanwhile, or not an image: cannot succeed later
                 outcomes[n] = PoisonMessage(f"input {event.app_id}/{event.input_id}: {exc}")
                 continue
-            pixels.append(to_model_input(image))
+            pixels.append(to_model_input(image, size))
             ready.append(n)
         if not ready:
-            return outcomes
+            return []
         try:
-            vectors = self.embedder.embed_pixels(np.stack(pixels))
+            vectors = self.embedder.embed_pixels(np.stack(pixels), model)
         except TritonUnavailable as exc:
             raise RetryableError(f"Triton unavailable: {exc}") from exc
+        except TritonError as exc:  # the model rejects these inputs: same answer next time
+            for n in ready:
+                outcomes[n] = PoisonMessage(f"input {records[n].message.app_id}/{records[n].message.input_id}: {exc}")
+            return []
         futures = []
+        name = self.embedder.model_name(model)
         for n, vector in zip(ready, vectors):
             event = records[n].message
             out = events_pb2.EmbeddingComputed(
@@ -63,7 +99,7 @@ class EmbeddingWorker:
                 header=new_header("embedding", f"{event.header.idempotency_key}:embedding"),
                 app_id=event.app_id,
                 input_id=event.input_id,
-                model=self.embedder.model_name,
+                model=name,
                 vector=vector.tolist(),
                 concepts=event.concepts,
                 split=event.split,
@@ -72,7 +108,4 @@ class EmbeddingWorker:
             futures.append(
                 self.producer.send(topics.EMBEDDINGS_COMPUTED, topics.event_key(event.app_id, event.input_id), out)
             )
-        self.producer.flush(timeout=30)
-        for future in futures:
-            future.get(timeout=30)  # raises (→ retry, no commit) if the broker did not take it
-        return outcomes
+        return futures

@@ -13,6 +13,8 @@ from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument, NotFound
 from firstlight.images import decode_batch
 from firstlight.models import backbone
+from firstlight.inference import detections
+from firstlight.inference.detections import FoundRegion
 from firstlight.inference.registry import Registry
 from firstlight.models.preprocess import batch_from_images
 
@@ -36,6 +38,8 @@ class Resolved:
     version: str
     concepts: list[str]
     triton_model: str = ""  # empty for the general model
+    kind: str = ""  # "" for the general model and heads; "classifier" for a deep classifier (pixels in)
+    image_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ class Predictor:
                 f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})"
             )
         v = model.versions[version]
-        return Resolved(model_id, version, v.concepts, v.triton_model)
+        return Resolved(model_id, version, v.concepts, v.triton_model, v.kind, v.image_size)
 
     def _allowed(self, model: Resolved, concepts: Sequence[str]) -> np.ndarray | None:
         if not concepts:
@@ -126,11 +130,25 @@ class Predictor:
             idx.append(i)
         return np.array(sorted(set(idx)))
 
-    def _pixels(self, images: Sequence[bytes]) -> np.ndarray:
-        return batch_from_images(decode_batch(images, self.limits))
+    def _decoded(self, images: Sequence[bytes]) -> dict:
+        """Per-request cache: decoded images, pixels per size, backbone outputs."""
+        return {"decoded": decode_batch(images, self.limits)}
 
-    def _probabilities(self, model: Resolved, pixels: np.ndarray, cache: dict) -> np.ndarray:
-        """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached)."""
+    @staticmethod
+    def _pixels_at(cache: dict, size: int) -> np.ndarray:
+        key = ("pixels", size)
+        if key not in cache:
+            cache[key] = batch_from_images(cache["decoded"], size)
+        return cache[key]
+
+    def _probabilities(self, model: Resolved, cache: dict) -> np.ndarray:
+        """Probabilities of ``model`` for a batch; the backbone runs once per batch (cached).
+        A deep classifier (``visual_classifier``) takes pixels at its own image size."""
+        if model.kind == "classifier":
+            return self.triton.infer_images(model.triton_model, model.version, self._pixels_at(cache, model.image_size))
+        if model.kind:
+            raise InvalidArgument(f"model {model.id!r} is a {model.kind}, not a classifier: Predict cannot rank its concepts")
+        pixels = self._pixels_at(cache, backbone.IMAGE_SIZE)
         if model.id == GENERAL:
             if "general" not in cache:
                 cache["general"] = self.triton.classify(pixels)
@@ -153,6 +171,53 @@ class Predictor:
         order = candidates[np.argsort(-row[candidates], kind="stable")][: top_k or 5]
         return [(model.concepts[i], float(row[i])) for i in order if row[i] >= min_score]
 
+    def _regions(
+        self, model: Resolved, cache: dict, allowed: np.ndarray | None, top_k: int, min_score: float
+    ) -> list[list[FoundRegion]]:
+        """A detector's regions per image. Its pixels are each whole image resized (no centre
+        crop), so boxes normalised to them are normalised to the original image."""
+        key = ("whole", model.image_size)
+        if key not in cache:
+            cache[key] = detections.detector_pixels(cache["decoded"], model.image_size)
+        packed = self.triton.infer_images(model.triton_model, model.version, cache[key], output=detections.OUTPUT)
+        return detections.regions_from_packed(packed, model.concepts, allowed=allowed, top_k=top_k, min_score=min_score)
+
+    def predict_regions(
+        self,
+        images: Sequence[bytes],
+        *,
+        app_id: str = "",
+        model_id: str = "",
+        version: str = "",
+        top_k: int = 0,
+        concepts: Sequence[str] = (),
+        min_score: float = 0.0,
+        input_ids: Sequence[str] = (),
+    ) -> tuple[Resolved, list[list[tuple[str, float]]], list[list[FoundRegion]]]:
+        """Concepts and, for a detector model, regions per image. A detector's concepts are those
+        it found, each with its best region's score; ``top_k`` caps its regions (0: all it
+        returned) and ``concepts`` filters them. ``input_ids`` (optional, one per image) name the
+        images in the ``predictions.made`` events the observer publishes."""
+        model = self.resolve(app_id, model_id, version)
+        self._check(model, top_k, min_score)
+        if input_ids and len(input_ids) != len(images):
+            raise InvalidArgument(f"input_ids must name every image: {len(input_ids)} ids for {len(images)} images")
+        for i in input_ids:
+            validation.input_id(i)
+        allowed = self._allowed(model, concepts)
+        cache = self._decoded(images)
+        if model.kind == "detector":
+            found = self._regions(model, cache, allowed, top_k, min_score)
+            return model, [detections.concepts_of(f) for f in found], found
+        probs = self._probabilities(model, cache)
+        if self.observer is not None and model.id != GENERAL:
+            # Curation's drift check compares backbone embeddings: a deep classifier did not
+            # compute one, so it costs one backbone call more when someone listens.
+            if "embedding" not in cache:
+                cache["embedding"] = self.triton.embed(self._pixels_at(cache, backbone.IMAGE_SIZE))
+            self.observer(Observed(app_id, model, list(input_ids) or [""] * len(images), probs, cache["embedding"]))
+        return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs], [[] for _ in probs]
+
     def predict(
         self,
         images: Sequence[bytes],
@@ -165,18 +230,11 @@ class Predictor:
         min_score: float = 0.0,
         input_ids: Sequence[str] = (),
     ) -> tuple[Resolved, list[list[tuple[str, float]]]]:
-        model = self.resolve(app_id, model_id, version)
-        self._check(model, top_k, min_score)
-        if input_ids and len(input_ids) != len(images):
-            raise InvalidArgument(f"input_ids must name every image: {len(input_ids)} ids for {len(images)} images")
-        for i in input_ids:
-            validation.input_id(i)
-        allowed = self._allowed(model, concepts)
-        cache: dict = {}
-        probs = self._probabilities(model, self._pixels(images), cache)
-        if self.observer is not None and model.id != GENERAL:
-            self.observer(Observed(app_id, model, list(input_ids) or [""] * len(images), probs, cache["embedding"]))
-        return model, [self._rank(model, row, allowed, top_k, min_score) for row in probs]
+        model, ranked, _ = self.predict_regions(
+            images, app_id=app_id, model_id=model_id, version=version, top_k=top_k, concepts=concepts, min_score=min_score,
+            input_ids=input_ids,
+        )
+        return model, ranked
 
     def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:
         """Per image, per step: (ran, concepts). A gated step runs only for images where the gate
@@ -190,11 +248,10 @@ class Predictor:
             if step.gate_concepts and not 0 <= step.gate_step < n:
                 raise InvalidArgument(f"step {n}: gate_step must name an earlier step (got {step.gate_step})")
             resolved.append((model, self._allowed(model, step.concepts)))
-        pixels = self._pixels(images)
-        cache: dict = {}
+        cache = self._decoded(images)
         results: list[list[tuple[bool, list[tuple[str, float]]]]] = [[] for _ in images]
         for n, (step, (model, allowed)) in enumerate(zip(steps, resolved)):
-            probs = self._probabilities(model, pixels, cache)
+            probs = self._probabilities(model, cache)
             gate = {c.casefold() for c in step.gate_concepts}
             for i, row in enumerate(probs):
                 if gate:

@@ -17,6 +17,8 @@ class ServableVersion:
     triton_model: str
     concepts: list[str]
     activation: str
+    kind: str = ""  # "" (a head on backbone embeddings) or a deep template's kind, e.g. "classifier"
+    image_size: int = 0  # side of the uint8 images a deep model takes
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Registry:
         with self._lock:
             model = self._models.setdefault((event.app_id, event.model_id), AppModel(event.app_id, event.model_id))
             model.versions[event.version] = ServableVersion(
-                event.version, event.triton_model, list(event.concepts), event.activation
+                event.version, event.triton_model, list(event.concepts), event.activation, event.kind, event.image_size
             )
             if event.serving or not model.serving:
                 model.serving = event.version

@@ -20,8 +20,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def Predict(self, request, context):  # type: ignore[no-untyped-def]
         try:
-            model, results = await asyncio.to_thread(
-                self.predictor.predict,
+            model, results, found = await asyncio.to_thread(
+                self.predictor.predict_regions,
                 list(request.images),
                 app_id=request.app_id,
                 model_id=request.model_id,
@@ -35,8 +35,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             raise Unavailable(f"model server unavailable: {exc}") from exc
         return inference_pb2.PredictResponse(
             predictions=[
-                inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=s) for n, s in r])
-                for r in results
+                inference_pb2.Prediction(
+                    concepts=[common_pb2.ScoredConcept(name=n, score=s) for n, s in r],
+                    regions=[
+                        common_pb2.Region(
+                            concept=g.concept, score=g.score, box=common_pb2.BoundingBox(x0=g.box[0], y0=g.box[1], x1=g.box[2], y1=g.box[3])
+                        )
+                        for g in regs
+                    ],
+                )
+                for r, regs in zip(results, found)
             ],
             model_id=model.id,
             model_version=model.version,

@@ -88,8 +88,9 @@ class Ingestion:
         )
         return row, item.image_bytes
 
-    def _ingested_event(self, row: InputRow, key: str | None = None) -> OutboxEvent:
+    def _ingested_event(self, row: InputRow, key: str | None = None, embedding_model: str = "") -> OutboxEvent:
         event = events_pb2.InputIngested(
+            embedding_model=embedding_model,
             header=_header(key),
             app_id=row.app_id,
             input_id=row.id,
@@ -104,7 +105,7 @@ class Ingestion:
 
     def post_inputs(self, app_id: str, items: Sequence[NewInput], *, idempotency_key: str | None = None) -> list[InputRow]:
         """Validate all, then store all (all-or-nothing)."""
-        self.get_app(app_id)
+        model = self.get_app(app_id).get("embedding_model", "")
         if not items:
             raise InvalidArgument("no inputs in the request")
         if len(items) > self.limits.max_batch_size:
@@ -123,8 +124,32 @@ class Ingestion:
         for row, data in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
         rows = [row for row, _ in prepared]
-        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key) for r in rows])
+        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key, model) for r in rows])
         return rows
+
+    def set_embedding_model(self, app_id: str, model: str) -> tuple[dict, bool, int]:
+        """Switch the app's image-embedding model: one ``app.embedding_model.changed`` event
+        listing every input, and every input re-announced on ``inputs.ingested`` with the new
+        model, all in the transaction that changes the app. Returns (app, changed, inputs).
+        Whether Triton serves ``model`` is checked by the caller (the servicer asks the
+        EmbeddingService) before this runs."""
+        previous = self.get_app(app_id).get("embedding_model", "")
+        model = validation.embedding_model(model)
+
+        def events(rows: list[InputRow]) -> list[OutboxEvent]:
+            changed = events_pb2.EmbeddingModelChanged(
+                header=_header(),
+                app_id=app_id,
+                embedding_model=model,
+                previous_embedding_model=previous,
+                input_ids=[r.id for r in rows],
+            )
+            out = [OutboxEvent(topics.EMBEDDING_MODEL_CHANGED, topics.event_key(app_id), changed.SerializeToString())]
+            # New idempotency keys: these are new logical events (same input, another model).
+            return out + [self._ingested_event(r, None, model) for r in rows]
+
+        changed, n = self.store.set_embedding_model(app_id, model, events)
+        return self.get_app(app_id), changed, n
 
     def get_input(self, app_id: str, input_id: str) -> InputRow:
         self.get_app(app_id)

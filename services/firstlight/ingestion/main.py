@@ -67,7 +67,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )
-    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr)
+    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr, settings.embedding_addr)
     keys_servicer = auth_servicer.AuthServicer(key_store, core.get_app, authenticator.forget if authenticator else None)
 
     async def on_start() -> None:

@@ -15,7 +15,16 @@ from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.runtime.status import map_errors, status_for
-from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
+from firstlight import validation
+from firstlight.v1 import (
+    common_pb2,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 LABELED = {
     common_pb2.LABELED_FILTER_UNSPECIFIED: None,
@@ -42,7 +51,13 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
 
 
 def app_to_proto(app: dict) -> common_pb2.App:
-    return common_pb2.App(id=app["id"], name=app["name"], description=app["description"], created_at=timestamp(app["created_at"]))
+    return common_pb2.App(
+        id=app["id"],
+        name=app["name"],
+        description=app["description"],
+        created_at=timestamp(app["created_at"]),
+        embedding_model=app.get("embedding_model", ""),
+    )
 
 
 def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
@@ -57,10 +72,11 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 @map_errors
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "") -> None:
+    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "", embedding_addr: str = "") -> None:
         self.core = core
         self.relay = relay
         self.search = SearchClient(search_addr)
+        self.embedding = EmbeddingModels(embedding_addr)
 
     def _published(self) -> None:
         if self.relay:
@@ -69,6 +85,16 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
     async def CreateApp(self, request, context):  # type: ignore[no-untyped-def]
         app = await asyncio.to_thread(self.core.create_app, request.id, request.name, request.description)
         return app_to_proto(app)
+
+    async def SetEmbeddingModel(self, request, context):  # type: ignore[no-untyped-def]
+        app = await asyncio.to_thread(self.core.get_app, request.app_id)  # NOT_FOUND before asking Triton
+        model = validation.embedding_model(request.embedding_model)
+        if model and model != app.get("embedding_model", ""):
+            await self.embedding.describe(model)  # NOT_FOUND / FAILED_PRECONDITION if it cannot embed
+        app, changed, n = await asyncio.to_thread(self.core.set_embedding_model, request.app_id, model)
+        if changed:
+            self._published()
+        return ingestion_pb2.SetEmbeddingModelResponse(app=app_to_proto(app), inputs_to_reembed=n, changed=changed)
 
     async def GetApp(self, request, context):  # type: ignore[no-untyped-def]
         return app_to_proto(await asyncio.to_thread(self.core.get_app, request.id))
@@ -161,6 +187,32 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         return ingestion_pb2.ListConceptsResponse(
             concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts]
         )
+
+
+class EmbeddingModels:
+    """Asks the EmbeddingService whether Triton serves an embedding model before an app switches
+    to it (a model that cannot embed would leave every new input unsearchable)."""
+
+    def __init__(self, address: str, timeout_s: float = 120.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s  # loading a model into Triton can take a while
+        self._stub: embedding_pb2_grpc.EmbeddingServiceStub | None = None
+
+    async def describe(self, model: str) -> embedding_pb2.EmbeddingModelInfo:
+        if not self.address:
+            raise FailedPrecondition("switching embedding models needs FIRSTLIGHT_EMBEDDING_ADDR on the ingestion service")
+        if self._stub is None:  # lazily: an aio channel belongs to the running loop
+            self._stub = embedding_pb2_grpc.EmbeddingServiceStub(aio_internal_channel(self.address, options=CHANNEL_OPTIONS))
+        request = embedding_pb2.DescribeEmbeddingModelRequest(model=model)
+        try:  # a read: safe to retry while the embedding service restarts
+            return await INTERNAL_POLICY.acall(lambda: self._stub.DescribeEmbeddingModel(request, timeout=self.timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            mapped = {
+                grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+                grpc.StatusCode.NOT_FOUND: NotFound,
+                grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+            }
+            raise mapped.get(exc.code(), Unavailable)(f"embedding model {model!r}: {exc.details()}") from None
 
 
 class SearchClient:

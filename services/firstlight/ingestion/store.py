@@ -27,6 +27,8 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
+    text,
     select,
     update,
 )
@@ -45,6 +47,8 @@ apps = Table(
     Column("name", String(256), nullable=False),
     Column("description", String(4096), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Triton model (optionally "@version") that embeds this app's images; "" = the base backbone.
+    Column("embedding_model", String(256), nullable=False, default="", server_default=""),
 )
 
 inputs = Table(
@@ -111,7 +115,13 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str) -> Engine:
-    return db.make_engine(url, metadata)
+    engine = db.make_engine(url, metadata)
+    # create_all does not alter existing tables: stores created before apps had an embedding
+    # model get the column here (additive, with the base backbone as everyone's value).
+    if "embedding_model" not in {c["name"] for c in inspect(engine).get_columns("apps")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE apps ADD COLUMN embedding_model VARCHAR(256) NOT NULL DEFAULT ''"))
+    return engine
 
 
 class MetadataStore:
@@ -129,6 +139,23 @@ class MetadataStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(apps).where(apps.c.id == app_id)).mappings().first()
         return dict(row) if row else None
+
+    def set_embedding_model(
+        self, app_id: str, model: str, make_events: "callable[[list[InputRow]], list[OutboxEvent]]"
+    ) -> tuple[bool, int]:
+        """Set the app's embedding model and, in the same transaction, enqueue the events
+        ``make_events`` builds from every input of the app (oldest first). Returns (changed,
+        number of inputs); nothing is enqueued when the model is already the app's."""
+        with self.engine.begin() as conn:
+            current = conn.execute(select(apps.c.embedding_model).where(apps.c.id == app_id).with_for_update()).scalar_one()
+            if current == model:
+                return False, 0
+            conn.execute(update(apps).where(apps.c.id == app_id).values(embedding_model=model))
+            rows = conn.execute(select(inputs).where(inputs.c.app_id == app_id).order_by(inputs.c.seq)).mappings().all()
+            concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
+            all_rows = [self._row(dict(r), concepts[r["id"]]) for r in rows]
+            self._enqueue(conn, make_events(all_rows))
+        return True, len(all_rows)
 
     # -- inputs -----------------------------------------------------------------------
     def existing_input_ids(self, app_id: str, ids: Iterable[str]) -> set[str]:

@@ -43,6 +43,8 @@ MODEL_VERSION_READY = topic_name("model.version.ready")
 PREDICTIONS_MADE = topic_name("predictions.made")
 LABELING_QUEUE = topic_name("labeling.queue")
 DRIFT_ALERT = topic_name("drift.alert")
+TRAINING_PROGRESS = topic_name("training.progress")
+EMBEDDING_MODEL_CHANGED = topic_name("app.embedding_model.changed")
 
 
 def dlq(topic: str) -> str:
@@ -89,6 +91,14 @@ _BASE: dict[str, TopicSpec] = {
     ),
     # Rare, read in order by alerting integrations.
     DRIFT_ALERT: TopicSpec(events_pb2.DriftAlert, 1, "An app model's recent traffic drifted from its training set."),
+    # Keyed by "<app_id>": an app's switches stay in order.
+    EMBEDDING_MODEL_CHANGED: TopicSpec(
+        events_pb2.EmbeddingModelChanged, INPUT_PARTITIONS, "An app switched its image-embedding model; its inputs are re-embedded."
+    ),
+    # Keyed by "<app_id>/<job_id>": a job's rows stay in order. Low volume (one row per epoch).
+    TRAINING_PROGRESS: TopicSpec(
+        events_pb2.TrainingProgressed, 1, "A deep training job finished an epoch (loss, lr, metrics, ETA) or ended."
+    ),
 }
 
 TOPICS: dict[str, TopicSpec] = {

@@ -9,8 +9,8 @@ import numpy as np
 
 from firstlight import validation
 from firstlight.errors import InvalidArgument, NotFound, Unavailable
-from firstlight.search.indexer import COLLECTION
-from firstlight.search.vector_store import SearchFilter, VectorStore, VectorStoreUnavailable, point_id
+from firstlight.search.models import AppModels, ModelRegistry, collection_for
+from firstlight.search.vector_store import CollectionNotFound, SearchFilter, VectorStore, VectorStoreUnavailable, point_id
 
 MAX_PAGE = 1000
 MAX_OFFSET = 10_000
@@ -47,17 +47,41 @@ def make_filter(app_id: str, concepts: Sequence[str] = (), split: int = 0, label
 
 
 class Searcher:
+    """Searches an app's *active* embedding model's index (see :mod:`firstlight.search.models`);
+    ``dim`` is the base backbone's dimension."""
+
     def __init__(self, store: VectorStore, dim: int) -> None:
         self.store = store
         self.dim = dim
+        self.models = ModelRegistry(store, dim)
 
-    def search(self, vector: np.ndarray | Sequence[float], flt: SearchFilter, page_size: int, page_token: str) -> tuple[list[Hit], str]:
-        size, offset = check_page(page_size, page_token)
-        vec = np.asarray(vector, dtype=np.float32)
-        if vec.shape != (self.dim,):
-            raise InvalidArgument(f"query vector has shape {vec.shape}, the index expects ({self.dim},)")
+    def app_models(self, app_id: str) -> AppModels:
+        validation.app_id(app_id)
         try:
-            raw = self.store.search(COLLECTION, vec, filter=flt, limit=size + 1, offset=offset)
+            return self.models.get(app_id)
+        except VectorStoreUnavailable as exc:
+            raise Unavailable(f"vector store unavailable: {exc}") from exc
+
+    def _collection(self, app_id: str, model: str | None) -> tuple[str, int]:
+        """(collection, dim) of ``model``, or of the app's active model when None."""
+        key = self.app_models(app_id).active if model is None else model
+        name = collection_for(key)
+        return name, self.models.dim_of_collection(name) or self.dim
+
+    def search(
+        self, vector: np.ndarray | Sequence[float], flt: SearchFilter, page_size: int, page_token: str, model: str | None = None
+    ) -> tuple[list[Hit], str]:
+        """``model``: the index of this embedding model (the one ``vector`` was computed with);
+        default the app's active one."""
+        size, offset = check_page(page_size, page_token)
+        collection, dim = self._collection(flt.app_id, model)
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.shape != (dim,):
+            raise InvalidArgument(f"query vector has shape {vec.shape}, the index expects ({dim},)")
+        try:
+            raw = self.store.search(collection, vec, filter=flt, limit=size + 1, offset=offset)
+        except CollectionNotFound:
+            raw = []
         except VectorStoreUnavailable as exc:
             raise Unavailable(f"vector store unavailable: {exc}") from exc
         hits = [
@@ -67,47 +91,70 @@ class Searcher:
         token = validation.encode_page_token("o", offset + size) if len(raw) > size else ""
         return hits, token
 
-    def vector_of(self, app_id: str, input_id: str) -> np.ndarray:
-        validation.input_id(input_id)
+    def _retrieve(self, collection: str, ids: list[str]) -> list:  # type: ignore[type-arg]
         try:
-            found = self.store.retrieve(COLLECTION, [point_id(app_id, input_id)], with_vectors=True)
+            return self.store.retrieve(collection, ids, with_vectors=True)
+        except CollectionNotFound:
+            return []
         except VectorStoreUnavailable as exc:
             raise Unavailable(f"vector store unavailable: {exc}") from exc
+
+    def vector_of(self, app_id: str, input_id: str) -> tuple[np.ndarray, str]:
+        """The input's stored vector in the app's active index, and that index's model."""
+        validation.input_id(input_id)
+        model = self.app_models(app_id).active
+        found = self._retrieve(collection_for(model), [point_id(app_id, input_id)])
+        if not found:  # a switch may have flipped (and dropped the old points) in between
+            now = self.app_models(app_id).active
+            if now != model:
+                model, found = now, self._retrieve(collection_for(now), [point_id(app_id, input_id)])
         if not found or found[0].vector is None:
             raise NotFound(f"input {input_id!r} is not indexed in app {app_id!r} (unknown, or not embedded yet)")
-        return np.asarray(found[0].vector, dtype=np.float32)
+        return np.asarray(found[0].vector, dtype=np.float32), model
 
-    def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-        """Stored vectors of indexed inputs, request order; unknown ids are skipped."""
+    def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> tuple[list[tuple[str, np.ndarray]], str]:
+        """Stored vectors of indexed inputs in the app's active index, request order (unknown ids
+        are skipped), and that index's model."""
         validation.app_id(app_id)
         if len(input_ids) > MAX_VECTORS:
             raise InvalidArgument(f"{len(input_ids)} ids, over the limit of {MAX_VECTORS} per call")
         ids = [validation.input_id(i) for i in input_ids]
-        try:
-            found = self.store.retrieve(COLLECTION, [point_id(app_id, i) for i in ids], with_vectors=True)
-        except VectorStoreUnavailable as exc:
-            raise Unavailable(f"vector store unavailable: {exc}") from exc
+        model = self.app_models(app_id).active
+        found = self._retrieve(collection_for(model), [point_id(app_id, i) for i in ids])
         by_input = {r.payload["input_id"]: r.vector for r in found if r.payload.get("app_id") == app_id}
-        return [(i, np.asarray(by_input[i], dtype=np.float32)) for i in ids if i in by_input]
+        return [(i, np.asarray(by_input[i], dtype=np.float32)) for i in ids if i in by_input], model
 
-    def concept_prototype(self, app_id: str, text: str, probe: np.ndarray, limit: int = 256) -> tuple[str, np.ndarray, int] | None:
+    def concept_prototype(
+        self, app_id: str, text: str, probe: np.ndarray | None, limit: int = 256, model: str | None = None
+    ) -> tuple[str, np.ndarray, int] | None:
         """If the app has inputs labeled with a concept named like ``text``, the normalised mean
-        of their vectors (up to ``limit``, the ones nearest ``probe``) and how many there were."""
+        of their vectors (up to ``limit``, the ones nearest ``probe``; any of them when ``probe``
+        is None) and how many there were."""
+        collection, dim = self._collection(app_id, model)
+        if probe is None:  # any direction will do: the filter picks the examples
+            probe = np.zeros(dim, dtype=np.float32)
+            probe[0] = 1.0
         wanted = text.strip()
         for name in dict.fromkeys([wanted, wanted.lower(), wanted.capitalize()]):
             try:
                 flt = make_filter(app_id, [name])
             except InvalidArgument:
                 return None
-            hits = self.store.search(COLLECTION, probe, filter=flt, limit=limit)
+            try:
+                hits = self.store.search(collection, probe, filter=flt, limit=limit)
+            except CollectionNotFound:
+                return None
             if hits:
-                records = self.store.retrieve(COLLECTION, [h.id for h in hits], with_vectors=True)
+                records = self._retrieve(collection, [h.id for h in hits])
                 mean = np.mean([np.asarray(r.vector, dtype=np.float32) for r in records], axis=0)
                 return name, mean / (np.linalg.norm(mean) + 1e-12), len(records)
         return None
 
-    def count(self, app_id: str) -> int:
+    def count(self, app_id: str, model: str | None = None) -> int:
+        collection, _ = self._collection(app_id, model)
         try:
-            return self.store.count(COLLECTION, make_filter(app_id))
+            return self.store.count(collection, make_filter(app_id))
+        except CollectionNotFound:
+            return 0
         except VectorStoreUnavailable as exc:
             raise Unavailable(f"vector store unavailable: {exc}") from exc

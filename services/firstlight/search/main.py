@@ -56,6 +56,14 @@ def build(settings: SearchSettings) -> ServiceShell:
             indexer.on_deleted,
             **common,  # type: ignore[arg-type]
         ),
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            settings.consumer_group + "-embedding-models",
+            topics.EMBEDDING_MODEL_CHANGED,
+            events_pb2.EmbeddingModelChanged,
+            indexer.on_model_changed,
+            **common,  # type: ignore[arg-type]
+        ),
     ]
     embedding = search_servicer.EmbeddingClient(settings.embedding_addr)
     servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding)

@@ -8,12 +8,13 @@ import asyncio
 import grpc
 import numpy as np
 
-from firstlight.errors import FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from firstlight.models.backbone import BACKBONE_VERSION
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Searcher, check_page, make_filter
+from firstlight.search.models import BASE_MODEL, model_ref
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 
 LABELED = {0: None, 1: True, 2: False}
@@ -52,8 +53,9 @@ class EmbeddingClient:
             error = _CODES.get(exc.code(), Unavailable)
             raise error(exc.details() or str(exc.code())) from None
 
-    async def embed_image(self, data: bytes) -> np.ndarray:
-        resp = await self._call("EmbedImages", embedding_pb2.EmbedImagesRequest(images=[data]))
+    async def embed_image(self, data: bytes, model: str = "") -> np.ndarray:
+        """``model``: the app's embedding model ("" = base backbone)."""
+        resp = await self._call("EmbedImages", embedding_pb2.EmbedImagesRequest(images=[data], model=model))
         return np.asarray(resp.embeddings[0].vector, dtype=np.float32)
 
     async def text_query(self, text: str) -> tuple[np.ndarray, list[common_pb2.ScoredConcept]]:
@@ -88,12 +90,21 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         check_page(request.page_size, request.page_token)  # fail fast, before embedding the query
         which = request.WhichOneof("query")
         if which == "image_bytes":
-            vector = await self.embedding.embed_image(request.image_bytes)
+            # The query is embedded with the model of the index it searches; the search then names
+            # that index, so a switch flipping meanwhile cannot pair a vector with the wrong index.
+            model = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active
+            vector = await self.embedding.embed_image(request.image_bytes, model_ref(model))
         elif which == "input_id":
-            vector = await asyncio.to_thread(self.searcher.vector_of, request.app_id, request.input_id)
+            vector, model = await asyncio.to_thread(self.searcher.vector_of, request.app_id, request.input_id)
         else:
             raise InvalidArgument("give either image_bytes or input_id")
-        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token)
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token, model)
+        if not hits and not request.page_token:
+            # The app flipped to a new index between embedding and searching (the old index's
+            # points are gone): search the new one the same way.
+            now = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active
+            if now != model:
+                return await self.SearchByImage(request, context)
         return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token)
 
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
@@ -101,11 +112,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         check_page(request.page_size, request.page_token)
         if not request.text.strip():
             raise InvalidArgument("text is empty")
+        model = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active
+        if model != BASE_MODEL:
+            return await self._text_by_prototype(request, flt, model)
         vector, concepts = await self.embedding.text_query(request.text)
         # Once the app has labeled examples of a concept named like the query, its prototype
         # (mean labeled embedding) is a far better query than the ImageNet-name bridge; blend
         # them, trusting the prototype more as its examples grow (n / (n + 2)).
-        proto = await asyncio.to_thread(self.searcher.concept_prototype, request.app_id, request.text, vector)
+        proto = await asyncio.to_thread(self.searcher.concept_prototype, request.app_id, request.text, vector, 256, model)
         if proto is not None:
             name, centre, n = proto
             weight = n / (n + 2.0)
@@ -114,20 +128,41 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             concepts = [common_pb2.ScoredConcept(name=f"{name} (app prototype, {n} labeled)", score=weight)] + [
                 common_pb2.ScoredConcept(name=c.name, score=c.score * (1 - weight)) for c in concepts
             ]
-        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token)
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token, model)
         return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token, interpreted_as=concepts)
 
+    async def _text_by_prototype(self, request, flt, model: str):  # type: ignore[no-untyped-def]
+        """A trained embedder's space has no text bridge (that maps names onto the base
+        backbone's ImageNet head): a text query is the prototype of the app's inputs labeled with
+        a concept of that name."""
+        proto = await asyncio.to_thread(self.searcher.concept_prototype, request.app_id, request.text, None, 256, model)
+        if proto is None:
+            raise FailedPrecondition(
+                f"app {request.app_id!r} searches with embedding model {model!r}: text search there needs inputs "
+                f"labeled with a concept named {request.text.strip()!r}"
+            )
+        name, vector, n = proto
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, request.page_size, request.page_token, model)
+        interpreted = [common_pb2.ScoredConcept(name=f"{name} (app prototype, {n} labeled)", score=1.0)]
+        return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token, interpreted_as=interpreted)
+
     async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
-        n = await asyncio.to_thread(self.searcher.count, request.app_id)
+        state = await asyncio.to_thread(self.searcher.app_models, request.app_id)
+        n = await asyncio.to_thread(self.searcher.count, request.app_id, state.active)
         return search_pb2.IndexStats(
-            app_id=request.app_id, indexed_count=n, model=BACKBONE_VERSION
+            app_id=request.app_id,
+            indexed_count=n,
+            model=state.active,
+            switching_to=state.target,
+            switch_remaining=state.remaining if state.target else 0,
+            switch_total=state.total if state.target else 0,
         )
 
 
     async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]
-        found = await asyncio.to_thread(self.searcher.vectors_of, request.app_id, list(request.input_ids))
+        found, model = await asyncio.to_thread(self.searcher.vectors_of, request.app_id, list(request.input_ids))
         return search_pb2.GetVectorsResponse(
-            vectors=[search_pb2.InputVector(input_id=i, vector=v.tolist()) for i, v in found], model=BACKBONE_VERSION
+            vectors=[search_pb2.InputVector(input_id=i, vector=v.tolist()) for i, v in found], model=model
         )
 
 

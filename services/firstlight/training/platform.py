@@ -69,6 +69,28 @@ class GrpcPlatform:
             out.update({i: np.asarray(e.vector, dtype=np.float32) for i, e in zip(chunk, resp.embeddings)})
         return out
 
+    def images(self, app_id: str, input_ids: Sequence[str], short_side: int = 0) -> dict[str, np.ndarray]:
+        """Decoded RGB uint8 pixels of inputs (deep templates train on pixels): the blob reference
+        from ingestion's GetInput, the bytes from the blob store (as ``flipped_vectors`` does).
+        With ``short_side``, larger images are shrunk (aspect kept) as they arrive, so a dataset
+        of photos does not sit in memory at full resolution."""
+        if self.blobs is None:
+            raise FailedPrecondition("deep templates need FIRSTLIGHT_BLOB_URL on the training service")
+        out: dict[str, np.ndarray] = {}
+        for input_id in input_ids:
+            uri = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
+            with Image.open(io.BytesIO(self.blobs.get(uri))) as img:
+                rgb = img.convert("RGB")
+                w, h = rgb.size
+                if short_side and min(w, h) > short_side:
+                    scale = short_side / min(w, h)
+                    rgb = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+                out[input_id] = np.asarray(rgb, dtype=np.uint8)
+        return out
+
+    def publish_progress(self, event: events_pb2.TrainingProgressed) -> None:
+        self.producer.send_and_wait(topics.TRAINING_PROGRESS, topics.event_key(event.app_id, event.job_id), event)
+
     def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]:
         out, token = [], ""
         while True:
@@ -120,7 +142,16 @@ class GrpcPlatform:
         return out
 
     def publish_version(
-        self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str
+        self,
+        app_id: str,
+        model_id: str,
+        version: str,
+        triton_model: str,
+        concepts: list[str],
+        serving: bool,
+        activation: str,
+        kind: str = "",
+        image_size: int = 0,
     ) -> None:
         event = events_pb2.ModelVersionReady(
             header=new_header("training", f"{app_id}/{model_id}/{version}"),
@@ -131,6 +162,8 @@ class GrpcPlatform:
             concepts=concepts,
             serving=serving,
             activation=activation,
+            kind=kind,
+            image_size=image_size,
         )
         self.producer.send_and_wait(topics.MODEL_VERSION_READY, topics.event_key(app_id, model_id), event)
 

@@ -22,15 +22,19 @@ import numpy as np
 from firstlight import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training import evaluation, export, hyper, oneshot, splits, transfer
+from firstlight.training.deep import jobs as deep_jobs
+from firstlight.training.deep.context import JobCancelled
 from firstlight.training.store import DatasetRow, TrainingStore
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("transfer_classifier", "oneshot_classifier")
+HEAD_TEMPLATES = ("transfer_classifier", "oneshot_classifier")
+TEMPLATES = HEAD_TEMPLATES + deep_jobs.DEEP_TEMPLATES
 SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
 
-QUEUED, RUNNING, SUCCEEDED, FAILED = 1, 2, 3, 4
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 1, 2, 3, 4, 5
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
 @dataclass
@@ -40,6 +44,13 @@ class Progress:
     progress: float
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    # deep templates: one row per epoch
+    epoch: int = 0
+    num_epochs: int = 0
+    loss: float = 0.0
+    lrate: float = 0.0
+    eta_seconds: float = 0.0
+    items_per_second: float = 0.0
 
 
 class Platform:
@@ -51,6 +62,8 @@ class Platform:
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
     def flipped_vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def images(self, app_id: str, input_ids: Sequence[str], short_side: int = 0) -> dict[str, np.ndarray]: ...
+    def publish_progress(self, event: object) -> None: ...
 
 
 class JobLog:
@@ -72,13 +85,22 @@ class JobLog:
 
 
 class TrainingService:
-    def __init__(self, store: TrainingStore, platform: Platform, model_repository: Path, workers: int = 2) -> None:
+    def __init__(
+        self, store: TrainingStore, platform: Platform, model_repository: Path, workers: int = 2, work_root: Path | None = None
+    ) -> None:
         self.store = store
         self.platform = platform
         self.repository = model_repository
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train")
         self.log = JobLog()
         self._promotion: dict[str, tuple[str, float]] = {}  # job id -> (metric, min gain)
+        # Deep jobs keep checkpoints here (one folder per job): it must survive a restart.
+        self.work_root = work_root or model_repository.parent / "jobs"
+        self._cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
+        # Set on shutdown: deep jobs stop between batches and stay RUNNING, so the next start
+        # resumes them from their checkpoint (and the process can exit promptly on SIGTERM).
+        self.stopping = threading.Event()
 
     # -- datasets ---------------------------------------------------------------------
     def create_dataset(
@@ -152,7 +174,7 @@ class TrainingService:
         names = list(dict.fromkeys(validation.concept(c) for c in concepts))
         if len(names) < 2:
             raise InvalidArgument(f"a classifier needs at least two concepts (got {len(names)})")
-        hyper.parse_settings(template, settings)  # validate now, not at training time
+        parse_template_settings(template, settings)  # validate now, not at training time
         return self.store.insert_model(app_id, model_id, template, names, dict(settings))
 
     def model(self, app_id: str, model_id: str) -> dict:
@@ -186,7 +208,7 @@ class TrainingService:
             if not promotion[1] >= 0:
                 raise InvalidArgument(f"promotion min_gain must be >= 0 (got {promotion[1]})")
         settings = {**model["settings"], **overrides}
-        hyper.parse_settings(model["template"], settings)
+        parse_template_settings(model["template"], settings)
         self._dataset_for(model, dataset_id)  # fail fast with a precise status
         job_id = uuid.uuid4().hex[:16]
         if promotion is not None:
@@ -206,14 +228,49 @@ class TrainingService:
         self.store.update_job(job_id, state=state, progress=progress)
         self.log.add(job_id, Progress(state, stage, progress, metrics or {}, message))
 
+    def resume(self, job_id: str) -> None:
+        """Queue a job that was queued or running when the service stopped (deep jobs continue from
+        their last checkpoint)."""
+        self.log.add(job_id, Progress(QUEUED, "queued", 0.0, message="resuming after a service restart"))
+        self.pool.submit(self._run, job_id)
+
+    def cancel(self, job_id: str, app_id: str | None = None) -> dict:
+        job = self.job(job_id, app_id)
+        if job["state"] in TERMINAL:
+            raise FailedPrecondition(f"training job {job_id!r} already ended")
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
+        if job["state"] == QUEUED:  # not started: the worker will skip it
+            self.store.update_job(job_id, state=CANCELLED, error="cancelled")
+            self.log.add(job_id, Progress(CANCELLED, "cancelled", job["progress"], message="cancelled before it started"))
+        return self.job(job_id)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        with self._cancel_lock:
+            return job_id in self._cancelled
+
     def _run(self, job_id: str) -> None:
         try:
-            self._train(job_id)
+            if self.job(job_id)["state"] in TERMINAL:  # cancelled while queued
+                return
+            self.store.update_job(job_id, state=RUNNING)
+            if self.model(self.job(job_id)["app_id"], self.job(job_id)["model_id"])["template"] in deep_jobs.DEEP_TEMPLATES:
+                deep_jobs.train_deep(self, job_id)
+            else:
+                self._train(job_id)
+        except deep_jobs.Interrupted:
+            log.info("training job %s interrupted by shutdown; it resumes at the next start", job_id)
+        except JobCancelled:
+            progress = self.job(job_id)["progress"]
+            self.store.update_job(job_id, state=CANCELLED, error="cancelled")
+            self.log.add(job_id, Progress(CANCELLED, "cancelled", progress, message="cancelled"))
+            deep_jobs.publish_end(self, job_id, CANCELLED, "cancelled")
         except Exception as exc:  # noqa: BLE001 - a failed job records why; the worker lives on
             log.exception("training job %s failed", job_id)
             message = str(exc) if isinstance(exc, (InvalidArgument, FailedPrecondition, NotFound)) else f"{type(exc).__name__}: {exc}"
             self.store.update_job(job_id, state=FAILED, error=message)
             self.log.add(job_id, Progress(FAILED, "failed", 1.0, message=message))
+            deep_jobs.publish_end(self, job_id, FAILED, message)
 
     def _xy(self, app_id: str, rows: list[DatasetRow]) -> tuple[np.ndarray, list[list[str]], list[str]]:
         vectors = self.platform.vectors(app_id, [r.input_id for r in rows])
@@ -246,6 +303,8 @@ class TrainingService:
         else:
             head = oneshot.train_oneshot(X, Y, model["concepts"], settings)
         seconds = time.perf_counter() - started
+        if self.is_cancelled(job_id):  # a head fits in seconds: honour a cancel before publishing
+            raise JobCancelled("training job cancelled")
         self._step(job_id, "evaluating", 0.7, metrics={"train_seconds": seconds})
         version = self.store.next_version(app_id, model_id)
         report = self._evaluate_head(head, app_id, [r for r in rows if r.split == 2], model["concepts"])
@@ -313,8 +372,11 @@ class TrainingService:
         rows = [r for r in rows if r.split == split and r.concepts]
         if not rows:
             raise FailedPrecondition(f"the {SPLIT_NAMES[split]} split of dataset {v['dataset_id']!r} is empty")
-        head = transfer.load_head(self.repository / v["triton_model"] / str(v["version"]) / "weights.npz", model["concepts"])
-        report = self._evaluate_head(head, app_id, rows, model["concepts"])
+        if model["template"] in deep_jobs.DEEP_TEMPLATES:
+            report = deep_jobs.evaluate_version(self, app_id, model, v, rows)
+        else:
+            head = transfer.load_head(self.repository / v["triton_model"] / str(v["version"]) / "weights.npz", model["concepts"])
+            report = self._evaluate_head(head, app_id, rows, model["concepts"])
         title = f"{model_id} v{v['version']} on {SPLIT_NAMES[split]} ({len(rows)} inputs)"
         with tempfile.TemporaryDirectory() as tmp:
             png_path = Path(tmp) / "confusion.png"
@@ -335,4 +397,12 @@ class TrainingService:
         return {"results": results, "best": comparison.best.lstrip("v"), "markdown": evaluation.render_comparison_markdown(comparison)}
 
     def shutdown(self) -> None:
+        self.stopping.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def parse_template_settings(template: str, settings: dict) -> object:
+    """Validate a model's settings for its template (INVALID_ARGUMENT naming the key)."""
+    if template in deep_jobs.DEEP_TEMPLATES:
+        return deep_jobs.parse(template, settings)
+    return hyper.parse_settings(template, settings)

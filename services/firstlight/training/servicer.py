@@ -11,10 +11,11 @@ from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.training import evaluation
-from firstlight.training.service import FAILED, SUCCEEDED, TrainingService
+from firstlight.training.service import CANCELLED, FAILED, SUCCEEDED, TERMINAL as _TERMINAL, TrainingService
 from firstlight.v1 import training_pb2, training_pb2_grpc
 
-TERMINAL = {SUCCEEDED, FAILED}
+TERMINAL = set(_TERMINAL)
+_END_STAGE = {SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled"}
 
 
 def _dataset(ds: dict) -> training_pb2.Dataset:
@@ -110,7 +111,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             seen += len(steps)
             for step in steps:
                 yield training_pb2.TrainingProgress(
-                    job_id=job["id"], state=step.state, stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message
+                    job_id=job["id"], state=step.state, stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message,
+                    epoch=step.epoch, num_epochs=step.num_epochs, loss=step.loss, lrate=step.lrate, eta_seconds=step.eta_seconds,
+                    items_per_second=step.items_per_second,
                 )
                 if step.state in TERMINAL:
                     return
@@ -118,10 +121,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 current = await asyncio.to_thread(self.service.job, job["id"])
                 if current["state"] in TERMINAL:
                     yield training_pb2.TrainingProgress(
-                        job_id=job["id"], state=current["state"], stage="done" if current["state"] == SUCCEEDED else "failed",
+                        job_id=job["id"], state=current["state"], stage=_END_STAGE[current["state"]],
                         progress=current["progress"], message=current["error"],
                     )
                     return
+
+    async def CancelTrainingJob(self, request, context):  # type: ignore[no-untyped-def]
+        return _job(await asyncio.to_thread(self.service.cancel, request.job_id, request.app_id or None))
 
     async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
         model = await asyncio.to_thread(self.service.model, request.app_id, request.model_id)
@@ -140,6 +146,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     created_at=timestamp(v["created_at"]),
                     promotion_note=v["promotion_note"],
                     fit_report_json=json.dumps(v["train_report"].get("fit", {})),
+                    test_metrics={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("test", {}).items()},
+                    timings={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("timings", {}).items()},
+                    template=model["template"],
                 )
                 for v in rows
             ],

@@ -6,8 +6,11 @@ thread-safe for unary calls). Errors are mapped to two types so callers can deci
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -41,6 +44,36 @@ class TritonUnavailable(Exception):
     """Triton couldn't be reached, didn't answer in time, or the model isn't loaded: retryable."""
 
 
+class TritonModelNotFound(TritonError):
+    """Triton has no such model (not loaded, and loading it from the repository failed)."""
+
+
+class NotAnEmbedder(TritonError):
+    """The model exists but does not take one uint8 S×S×3 image and return one vector."""
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """How to call an image-embedding model (a trained visual_embedder) served by Triton."""
+
+    name: str
+    version: str  # "" = Triton's latest
+    input_name: str
+    output_name: str
+    image_size: int
+    dim: int
+
+
+def split_model_ref(ref: str) -> tuple[str, str]:
+    """"name@3" -> ("name", "3"); "name" -> ("name", "")."""
+    name, _, version = ref.partition("@")
+    return name, version
+
+
+# Output names of an embedding: the visual_embedder's export, and the backbone's.
+_EMBEDDING_OUTPUTS = ("embeddings", "EMBEDDING", "embedding", "EMBEDDINGS")
+
+
 def _translate(exc: InferenceServerException, what: str) -> TritonError | TritonUnavailable:
     status = str(exc.status() or "")
     msg = f"{what}: {exc.message() or exc}"
@@ -62,11 +95,15 @@ def _unloaded(exc: InferenceServerException) -> bool:
 class TritonModels:
     """`embed()` / `classify()` over Triton gRPC, splitting batches above the model's max batch size."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 30.0, model_repository: Path | None = None) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        # Where exported deep models keep meta.json (image size, output dims): their Triton
+        # configs leave those variable so versions of different sizes share one model.
+        self.model_repository = model_repository
         self._client = grpcclient.InferenceServerClient(url=url)
         self._max_batch: dict[str, int] = {}
+        self._embedders: dict[str, EmbedderInfo] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -148,6 +185,81 @@ class TritonModels:
             out[start : start + chunk.shape[0]] = arr
         return out
 
+    # -- image-embedding models (trained visual_embedders) -----------------------------------------
+
+    def describe_embedder(self, ref: str) -> EmbedderInfo:
+        """Input/output names, image size and dimension of embedding model ``ref`` ("name" or
+        "name@version"), from Triton's model metadata; loads the model from the repository when
+        Triton does not have it yet (explicit model control). Cached per ref."""
+        with self._lock:
+            cached = self._embedders.get(ref)
+        if cached is not None:
+            return cached
+        name, version = split_model_ref(ref)
+        try:
+            meta = self._metadata(name, version)
+        except (TritonError, TritonUnavailable):
+            # Not loaded (explicit model control), or its version not ready yet (inference may be
+            # loading it right now): load it from the repository — blocks until it is loaded.
+            if not self._server_live():
+                raise TritonUnavailable(f"Triton at {self.url} is not live") from None
+            try:
+                self.load_model(name)
+            except TritonError as exc:
+                raise TritonModelNotFound(f"model {ref!r} is not served by Triton: {exc}") from None
+            try:
+                meta = self._metadata(name, version)
+            except (TritonError, TritonUnavailable) as exc:
+                if not self._server_live():
+                    raise
+                raise TritonModelNotFound(f"model {ref!r} is not served by Triton: {exc}") from None
+        info = _embedder_info(ref, name, version, meta, self.model_repository)
+        with self._lock:
+            self._embedders[ref] = info
+        return info
+
+    def _server_live(self) -> bool:
+        try:
+            # live, not ready: Triton reports not-ready while any model is (re)loading
+            return bool(self._client.is_server_live(client_timeout=min(self.timeout_s, 5.0)))
+        except (InferenceServerException, grpc.RpcError):
+            return False
+
+    def _metadata(self, name: str, version: str) -> dict:
+        try:
+            return self._client.get_model_metadata(name, model_version=version, as_json=True, client_timeout=min(self.timeout_s, 5.0))
+        except InferenceServerException as exc:
+            raise _translate(exc, f"metadata of {name}") from exc
+
+    def embed_with(self, ref: str, batch_uint8: np.ndarray) -> np.ndarray:
+        """uint8 [N,S,S,3] (S = the model's image size) -> float32 [N,D] from embedding model ``ref``."""
+        info = self.describe_embedder(ref)
+        size = info.image_size
+        if batch_uint8.dtype != np.uint8 or batch_uint8.ndim != 4 or batch_uint8.shape[1:] != (size, size, 3):
+            raise ValueError(f"expected uint8 [N,{size},{size},3], got {batch_uint8.dtype} {batch_uint8.shape}")
+        n = batch_uint8.shape[0]
+        out = np.empty((n, info.dim), dtype=np.float32)
+        step = self.max_batch_size(info.name)
+        for start in range(0, n, step):
+            chunk = np.ascontiguousarray(batch_uint8[start : start + step])
+            inp = grpcclient.InferInput(info.input_name, list(chunk.shape), "UINT8")
+            inp.set_data_from_numpy(chunk)
+            try:
+                result = self._client.infer(
+                    info.name,
+                    inputs=[inp],
+                    model_version=info.version,
+                    outputs=[grpcclient.InferRequestedOutput(info.output_name)],
+                    client_timeout=self.timeout_s,
+                )
+            except InferenceServerException as exc:
+                raise _translate(exc, f"infer {ref}") from exc
+            arr = result.as_numpy(info.output_name)
+            if arr is None or arr.shape != (chunk.shape[0], info.dim):
+                raise TritonError(f"{ref}: unexpected {info.output_name} shape {None if arr is None else arr.shape}")
+            out[start : start + chunk.shape[0]] = arr
+        return out
+
     # -- app models (heads on embeddings, see firstlight.training.export) ------------------------
 
     def load_model(self, name: str) -> None:
@@ -159,6 +271,25 @@ class TritonModels:
             raise _translate(exc, f"load {name}") from exc
         with self._lock:
             self._max_batch.pop(name, None)
+
+    def infer_images(self, model: str, version: str, pixels: np.ndarray, output: str = PROBS_OUTPUT) -> np.ndarray:
+        """uint8 [N,S,S,3] pixels -> ``output`` [N,...] of a deep app model version (its own S)."""
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected uint8 [N,S,S,3], got {pixels.dtype} {pixels.shape}")
+        outputs = []
+        step = self.max_batch_size(model)
+        for start in range(0, pixels.shape[0], step):
+            chunk = np.ascontiguousarray(pixels[start : start + step])
+            inp = grpcclient.InferInput(INPUT_NAME, list(chunk.shape), "UINT8")
+            inp.set_data_from_numpy(chunk)
+            try:
+                result = self._client.infer(
+                    model, inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self.timeout_s
+                )
+            except InferenceServerException as exc:
+                raise _translate(exc, f"infer {model} v{version}") from exc
+            outputs.append(result.as_numpy(output))
+        return np.concatenate(outputs) if outputs else np.empty((0, 0), np.float32)
 
     def infer_head(self, model: str, version: str, embeddings: np.ndarray) -> np.ndarray:
         """float32 [N,1280] embeddings -> [N,K] probabilities from an app model version."""
@@ -185,3 +316,46 @@ class TritonModels:
                     raise _translate(again, f"infer {model} v{version}") from again
             outputs.append(result.as_numpy(PROBS_OUTPUT))
         return np.concatenate(outputs) if outputs else np.empty((0, 0), np.float32)
+
+
+def _exported_meta(repository: Path | None, name: str, version: str) -> dict | None:
+    """meta.json of an exported deep version (training.deep.triton_export); the highest version
+    when ``version`` is "" (what Triton serves then)."""
+    if repository is None or not (repository / name).is_dir():
+        return None
+    if not version:
+        numeric = [int(p.name) for p in (repository / name).iterdir() if p.is_dir() and p.name.isdigit()]
+        if not numeric:
+            return None
+        version = str(max(numeric))
+    path = repository / name / version / "meta.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _embedder_info(ref: str, name: str, version: str, meta: dict, repository: Path | None = None) -> EmbedderInfo:
+    inputs, outputs = meta.get("inputs", []), meta.get("outputs", [])
+    if len(inputs) != 1:
+        raise NotAnEmbedder(f"model {ref!r} takes {len(inputs)} inputs; an embedder takes one image batch")
+    shape = [int(d) for d in inputs[0].get("shape", [])]
+    if inputs[0].get("datatype") != "UINT8" or len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
+        raise NotAnEmbedder(f"model {ref!r} input is {inputs[0].get('datatype')} {shape}; an embedder takes UINT8 [-1,S,S,3]")
+    # By name, not by shape: a classifier's PROBS is also FP32 [-1,K] but is no embedding.
+    chosen = next((o for o in outputs if o.get("name") in _EMBEDDING_OUTPUTS), None)
+    if chosen is None:
+        raise NotAnEmbedder(f"model {ref!r} has outputs {[o.get('name') for o in outputs]} and none is an embedding")
+    out_shape = [int(d) for d in chosen.get("shape", [])]
+    if chosen.get("datatype") != "FP32" or len(out_shape) != 2:
+        raise NotAnEmbedder(f"model {ref!r} output {chosen.get('name')} is {chosen.get('datatype')} {out_shape}, not FP32 [-1,D]")
+    size, dim = shape[1], out_shape[1]
+    if size <= 0 or dim <= 0:  # variable in the config: the exported version's meta.json says
+        exported = _exported_meta(repository, name, version)
+        if exported is None:
+            raise NotAnEmbedder(f"model {ref!r} has variable image size or dimension and no meta.json in the model repository")
+        if exported.get("kind") != "embedder":
+            raise NotAnEmbedder(f"model {ref!r} is a {exported.get('kind') or 'head'} model, not an embedder")
+        size = int(exported["image_size"])
+        dims = next((o["dims"] for o in exported["outputs"] if o["name"] == chosen["name"]), None)
+        if not dims or int(dims[-1]) <= 0:
+            raise NotAnEmbedder(f"model {ref!r}: meta.json gives no dimension for output {chosen['name']}")
+        dim = int(dims[-1])
+    return EmbedderInfo(name, version, inputs[0]["name"], chosen["name"], size, dim)

@@ -84,12 +84,19 @@ class App(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable identifier chosen at creation ([a-z0-9][a-z0-9-_]{0,62})."""
     name: _builtins.str
     """Human-readable name."""
     description: _builtins.str
     """Free text."""
+    embedding_model: _builtins.str
+    """Image-embedding model of the app: a Triton model name, optionally "@<version>" (a trained
+    visual_embedder); empty means the base backbone (EfficientNet-Lite0). Changed with
+    IngestionService.SetEmbeddingModel; search keeps the previous model's index until the new
+    one holds every input (see SearchService.GetIndexStats).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the app was created."""
@@ -101,10 +108,11 @@ class App(_message.Message):
         name: _builtins.str = ...,
         description: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "embedding_model", b"embedding_model", "id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,3 +393,71 @@ class SearchHit(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SearchHit: _TypeAlias = SearchHit  # noqa: Y015
+
+@_typing.final
+class BoundingBox(_message.Message):
+    """An axis-aligned box in an image, in coordinates normalised to the image's width and height
+    ([0, 1], origin top-left), so it is independent of the image's pixel size.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X0_FIELD_NUMBER: _builtins.int
+    Y0_FIELD_NUMBER: _builtins.int
+    X1_FIELD_NUMBER: _builtins.int
+    Y1_FIELD_NUMBER: _builtins.int
+    x0: _builtins.float
+    """Left edge (fraction of the width)."""
+    y0: _builtins.float
+    """Top edge (fraction of the height)."""
+    x1: _builtins.float
+    """Right edge (fraction of the width); x1 > x0."""
+    y1: _builtins.float
+    """Bottom edge (fraction of the height); y1 > y0."""
+    def __init__(
+        self,
+        *,
+        x0: _builtins.float = ...,
+        y0: _builtins.float = ...,
+        x1: _builtins.float = ...,
+        y1: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x0", b"x0", "x1", b"x1", "y0", b"y0", "y1", b"y1"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoundingBox: _TypeAlias = BoundingBox  # noqa: Y015
+
+@_typing.final
+class Region(_message.Message):
+    """A concept found at a place in an image (an object detection)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    BOX_FIELD_NUMBER: _builtins.int
+    concept: _builtins.str
+    """Concept name."""
+    score: _builtins.float
+    """Detection confidence in [0, 1]."""
+    @_builtins.property
+    def box(self) -> Global___BoundingBox:
+        """Where the object is."""
+
+    def __init__(
+        self,
+        *,
+        concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+        box: Global___BoundingBox | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["box", b"box"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["box", b"box", "concept", b"concept", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Region: _TypeAlias = Region  # noqa: Y015

@@ -48,6 +48,58 @@ TEXT_SPACE_IMAGE: TextSpace.ValueType  # 2
 Global___TextSpace: _TypeAlias = TextSpace  # noqa: Y015
 
 @_typing.final
+class DescribeEmbeddingModelRequest(_message.Message):
+    """DescribeEmbeddingModel arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Triton model name, optionally "@<version>"; empty means the base backbone."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeEmbeddingModelRequest: _TypeAlias = DescribeEmbeddingModelRequest  # noqa: Y015
+
+@_typing.final
+class EmbeddingModelInfo(_message.Message):
+    """An image-embedding model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    DIM_FIELD_NUMBER: _builtins.int
+    IMAGE_SIZE_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model as given (empty: the base backbone)."""
+    dim: _builtins.int
+    """Embedding dimension."""
+    image_size: _builtins.int
+    """Square input size in pixels the model takes."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        dim: _builtins.int = ...,
+        image_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dim", b"dim", "image_size", b"image_size", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingModelInfo: _TypeAlias = EmbeddingModelInfo  # noqa: Y015
+
+@_typing.final
 class Embedding(_message.Message):
     """A vector."""
 
@@ -78,6 +130,11 @@ class EmbedImagesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGES_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Image-embedding model (Triton model name, optionally "@<version>"); empty means the base
+    backbone.
+    """
     @_builtins.property
     def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Encoded images."""
@@ -86,10 +143,11 @@ class EmbedImagesRequest(_message.Message):
         self,
         *,
         images: _abc.Iterable[_builtins.bytes] | None = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

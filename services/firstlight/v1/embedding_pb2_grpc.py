@@ -45,6 +45,11 @@ class EmbeddingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
                 _registered_method=True)
+        self.DescribeEmbeddingModel = channel.unary_unary(
+                '/firstlight.v1.EmbeddingService/DescribeEmbeddingModel',
+                request_serializer=firstlight_dot_v1_dot_embedding__pb2.DescribeEmbeddingModelRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_embedding__pb2.EmbeddingModelInfo.FromString,
+                _registered_method=True)
 
 
 class EmbeddingServiceServicer:
@@ -66,6 +71,15 @@ class EmbeddingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeEmbeddingModel(self, request, context):
+        """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
+        Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
+        one embedding per image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbeddingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +92,11 @@ def add_EmbeddingServiceServicer_to_server(servicer, server):
                     servicer.EmbedTexts,
                     request_deserializer=firstlight_dot_v1_dot_embedding__pb2.EmbedTextsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_embedding__pb2.EmbedTextsResponse.SerializeToString,
+            ),
+            'DescribeEmbeddingModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeEmbeddingModel,
+                    request_deserializer=firstlight_dot_v1_dot_embedding__pb2.DescribeEmbeddingModelRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_embedding__pb2.EmbeddingModelInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +154,33 @@ class EmbeddingService:
             '/firstlight.v1.EmbeddingService/EmbedTexts',
             firstlight_dot_v1_dot_embedding__pb2.EmbedTextsRequest.SerializeToString,
             firstlight_dot_v1_dot_embedding__pb2.EmbedTextsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeEmbeddingModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.EmbeddingService/DescribeEmbeddingModel',
+            firstlight_dot_v1_dot_embedding__pb2.DescribeEmbeddingModelRequest.SerializeToString,
+            firstlight_dot_v1_dot_embedding__pb2.EmbeddingModelInfo.FromString,
             options,
             channel_credentials,
             insecure,

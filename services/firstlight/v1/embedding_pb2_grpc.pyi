@@ -42,6 +42,11 @@ class EmbeddingServiceStub:
     """Embed texts, either in MiniLM's text space or projected into the image space
     (through the concept-name bridge) for text-to-image search.
     """
+    DescribeEmbeddingModel: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.DescribeEmbeddingModelRequest, _embedding_pb2.EmbeddingModelInfo]
+    """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
+    Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
+    one embedding per image.
+    """
 
 @_typing.type_check_only
 class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
@@ -53,6 +58,11 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
     EmbedTexts: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedTextsRequest, _embedding_pb2.EmbedTextsResponse]  # type: ignore[assignment]
     """Embed texts, either in MiniLM's text space or projected into the image space
     (through the concept-name bridge) for text-to-image search.
+    """
+    DescribeEmbeddingModel: _aio.UnaryUnaryMultiCallable[_embedding_pb2.DescribeEmbeddingModelRequest, _embedding_pb2.EmbeddingModelInfo]  # type: ignore[assignment]
+    """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
+    Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
+    one embedding per image.
     """
 
 class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,6 +84,17 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_embedding_pb2.EmbedTextsResponse, _abc.Awaitable[_embedding_pb2.EmbedTextsResponse]]:
         """Embed texts, either in MiniLM's text space or projected into the image space
         (through the concept-name bridge) for text-to-image search.
+        """
+
+    @_abc_1.abstractmethod
+    def DescribeEmbeddingModel(
+        self,
+        request: _embedding_pb2.DescribeEmbeddingModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_embedding_pb2.EmbeddingModelInfo, _abc.Awaitable[_embedding_pb2.EmbeddingModelInfo]]:
+        """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
+        Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
+        one embedding per image.
         """
 
 def add_EmbeddingServiceServicer_to_server(servicer: EmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

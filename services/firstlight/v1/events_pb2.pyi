@@ -107,6 +107,7 @@ class InputIngested(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -117,6 +118,10 @@ class InputIngested(_message.Message):
     """Dataset split."""
     label_revision: _builtins.int
     """Label revision the concepts belong to."""
+    embedding_model: _builtins.str
+    """Image-embedding model to embed with (the app's App.embedding_model when announced); empty
+    means the base backbone.
+    """
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -135,14 +140,63 @@ class InputIngested(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InputIngested: _TypeAlias = InputIngested  # noqa: Y015
+
+@_typing.final
+class EmbeddingModelChanged(_message.Message):
+    """Topic `app.embedding_model.changed`: an app switched its image-embedding model. The ingestion
+    service re-announces every input on `inputs.ingested` with the new model; the search service
+    indexes the new vectors into a separate index and flips the app's searches to it once every
+    input listed here is indexed there (then drops the old index's points).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    PREVIOUS_EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Owning app."""
+    embedding_model: _builtins.str
+    """The new model (Triton model name, optionally "@<version>"; empty: the base backbone)."""
+    previous_embedding_model: _builtins.str
+    """The model it replaces (same convention)."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every input of the app at the time of the change: the new index is complete when all of
+        them (minus inputs deleted since) are indexed with the new model.
+        """
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        embedding_model: _builtins.str = ...,
+        previous_embedding_model: _builtins.str = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "embedding_model", b"embedding_model", "header", b"header", "input_ids", b"input_ids", "previous_embedding_model", b"previous_embedding_model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingModelChanged: _TypeAlias = EmbeddingModelChanged  # noqa: Y015
 
 @_typing.final
 class EmbeddingComputed(_message.Message):
@@ -388,6 +442,8 @@ class ModelVersionReady(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SERVING_FIELD_NUMBER: _builtins.int
     ACTIVATION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    IMAGE_SIZE_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     model_id: _builtins.str
@@ -400,6 +456,12 @@ class ModelVersionReady(_message.Message):
     """Whether this version is now the model's serving (default) version."""
     activation: _builtins.str
     """Output activation: "softmax" or "sigmoid"."""
+    kind: _builtins.str
+    """What the Triton model takes and returns: "" or "head" (a head on backbone EMBEDDINGs), or a
+    deep template's kind: "classifier" (uint8 IMAGE N×S×S×3 -> PROBS), "detector", "embedder".
+    """
+    image_size: _builtins.int
+    """Side S of the square uint8 images a deep model takes (0 for heads)."""
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -419,14 +481,112 @@ class ModelVersionReady(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         serving: _builtins.bool = ...,
         activation: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        image_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "app_id", b"app_id", "concepts", b"concepts", "header", b"header", "model_id", b"model_id", "serving", b"serving", "triton_model", b"triton_model", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "app_id", b"app_id", "concepts", b"concepts", "header", b"header", "image_size", b"image_size", "kind", b"kind", "model_id", b"model_id", "serving", b"serving", "triton_model", b"triton_model", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelVersionReady: _TypeAlias = ModelVersionReady  # noqa: Y015
+
+@_typing.final
+class TrainingProgressed(_message.Message):
+    """Topic `training.progress`: one row per epoch of a deep training job (and one when the job
+    ends), keyed by app and job. Dashboards and notifiers follow jobs without polling the service.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    NUM_EPOCHS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    LRATE_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    ITEMS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """Owning app."""
+    job_id: _builtins.str
+    """Training job id."""
+    model_id: _builtins.str
+    """Model being trained."""
+    state: _builtins.int
+    """Job state (the TrainingService's JobState number: 2 running, 3 succeeded, 4 failed, 5 cancelled)."""
+    epoch: _builtins.int
+    """Epoch this row reports (1-based; 0 for the final row)."""
+    num_epochs: _builtins.int
+    """Epochs in the job."""
+    loss: _builtins.float
+    """Mean training loss of the epoch."""
+    lrate: _builtins.float
+    """Learning rate of the epoch."""
+    eta_seconds: _builtins.float
+    """Estimated seconds until training ends."""
+    items_per_second: _builtins.float
+    """Training images per second in the epoch."""
+    message: _builtins.str
+    """Human-readable note (for example the version produced, or why it failed)."""
+    @_builtins.property
+    def header(self) -> Global___EventHeader:
+        """Event header."""
+
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Validation metrics (only on test_freq epochs and the last)."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EventHeader | None = ...,
+        app_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        state: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        num_epochs: _builtins.int = ...,
+        loss: _builtins.float = ...,
+        lrate: _builtins.float = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        eta_seconds: _builtins.float = ...,
+        items_per_second: _builtins.float = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "epoch", b"epoch", "eta_seconds", b"eta_seconds", "header", b"header", "items_per_second", b"items_per_second", "job_id", b"job_id", "loss", b"loss", "lrate", b"lrate", "message", b"message", "metrics", b"metrics", "model_id", b"model_id", "num_epochs", b"num_epochs", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingProgressed: _TypeAlias = TrainingProgressed  # noqa: Y015
 
 @_typing.final
 class Uncertainty(_message.Message):

@@ -184,7 +184,9 @@ class PredictRequest(_message.Message):
     model_version: _builtins.str
     """Model version; latest ready version when empty."""
     top_k: _builtins.int
-    """Concepts to return per image (default 5, max 1000)."""
+    """Concepts to return per image (default 5, max 1000). For a detector model: regions per
+    image (default: every region it found).
+    """
     min_score: _builtins.float
     """Drop concepts scoring below this."""
     @_builtins.property
@@ -231,18 +233,28 @@ class Prediction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONCEPTS_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def concepts(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredConcept]:
-        """Concepts, best first."""
+        """Concepts, best first (classifiers). For a detector: each concept found, with its best
+        region's score.
+        """
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Region]:
+        """Detector models only: the objects found, best score first (at most top_k when set; none
+        below min_score or the model's detection score threshold; only `concepts` when given).
+        """
 
     def __init__(
         self,
         *,
         concepts: _abc.Iterable[_common_pb2.ScoredConcept] | None = ...,
+        regions: _abc.Iterable[_common_pb2.Region] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "regions", b"regions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,6 +23,64 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SetEmbeddingModelRequest(_message.Message):
+    """SetEmbeddingModel arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    embedding_model: _builtins.str
+    """Triton model name, optionally "@<version>"; empty switches back to the base backbone."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        embedding_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "embedding_model", b"embedding_model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetEmbeddingModelRequest: _TypeAlias = SetEmbeddingModelRequest  # noqa: Y015
+
+@_typing.final
+class SetEmbeddingModelResponse(_message.Message):
+    """SetEmbeddingModel result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_FIELD_NUMBER: _builtins.int
+    INPUTS_TO_REEMBED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    inputs_to_reembed: _builtins.int
+    """Inputs re-announced for re-embedding (0 when the model did not change)."""
+    changed: _builtins.bool
+    """Whether the model changed (false: it already was the app's model)."""
+    @_builtins.property
+    def app(self) -> _common_pb2.App:
+        """The app after the change."""
+
+    def __init__(
+        self,
+        *,
+        app: _common_pb2.App | None = ...,
+        inputs_to_reembed: _builtins.int = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app", b"app"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app", b"app", "changed", b"changed", "inputs_to_reembed", b"inputs_to_reembed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetEmbeddingModelResponse: _TypeAlias = SetEmbeddingModelResponse  # noqa: Y015
+
+@_typing.final
 class BulkSelection(_message.Message):
     """Which inputs a bulk annotation applies to."""
 

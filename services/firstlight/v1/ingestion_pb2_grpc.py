@@ -86,6 +86,11 @@ class IngestionServiceStub:
                 request_serializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.FromString,
                 _registered_method=True)
+        self.SetEmbeddingModel = channel.unary_unary(
+                '/firstlight.v1.IngestionService/SetEmbeddingModel',
+                request_serializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -165,6 +170,17 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetEmbeddingModel(self, request, context):
+        """Switch the app's image-embedding model (for example to a trained visual_embedder served by
+        Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+        indexed into a new index; searches keep using the old index until the new one is complete,
+        then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
+        not an image embedder. Setting the current model again is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +233,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.BulkAnnotate,
                     request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.SerializeToString,
+            ),
+            'SetEmbeddingModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEmbeddingModel,
+                    request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +511,33 @@ class IngestionService:
             '/firstlight.v1.IngestionService/BulkAnnotate',
             firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.SerializeToString,
             firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEmbeddingModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/SetEmbeddingModel',
+            firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.SerializeToString,
+            firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,13 @@ class IngestionServiceStub:
     """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
     search (by text, by image or by input) above a score.
     """
+    SetEmbeddingModel: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.SetEmbeddingModelRequest, _ingestion_pb2.SetEmbeddingModelResponse]
+    """Switch the app's image-embedding model (for example to a trained visual_embedder served by
+    Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+    indexed into a new index; searches keep using the old index until the new one is complete,
+    then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
+    not an image embedder. Setting the current model again is a no-op.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -94,6 +101,13 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     BulkAnnotate: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.BulkAnnotateRequest, _ingestion_pb2.BulkAnnotateResponse]  # type: ignore[assignment]
     """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
     search (by text, by image or by input) above a score.
+    """
+    SetEmbeddingModel: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.SetEmbeddingModelRequest, _ingestion_pb2.SetEmbeddingModelResponse]  # type: ignore[assignment]
+    """Switch the app's image-embedding model (for example to a trained visual_embedder served by
+    Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+    indexed into a new index; searches keep using the old index until the new one is complete,
+    then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
+    not an image embedder. Setting the current model again is a no-op.
     """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,6 +197,19 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingestion_pb2.BulkAnnotateResponse, _abc.Awaitable[_ingestion_pb2.BulkAnnotateResponse]]:
         """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
         search (by text, by image or by input) above a score.
+        """
+
+    @_abc_1.abstractmethod
+    def SetEmbeddingModel(
+        self,
+        request: _ingestion_pb2.SetEmbeddingModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.SetEmbeddingModelResponse, _abc.Awaitable[_ingestion_pb2.SetEmbeddingModelResponse]]:
+        """Switch the app's image-embedding model (for example to a trained visual_embedder served by
+        Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+        indexed into a new index; searches keep using the old index until the new one is complete,
+        then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
+        not an image embedder. Setting the current model again is a no-op.
         """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

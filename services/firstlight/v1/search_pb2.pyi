@@ -256,22 +256,36 @@ class IndexStats(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     INDEXED_COUNT_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    SWITCHING_TO_FIELD_NUMBER: _builtins.int
+    SWITCH_REMAINING_FIELD_NUMBER: _builtins.int
+    SWITCH_TOTAL_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     indexed_count: _builtins.int
     """Number of searchable inputs."""
     model: _builtins.str
-    """Embedding model of the index."""
+    """Embedding model of the index searches use now: the backbone version string (for example
+    "efficientnet-lite0-57934424.v1") for the base backbone, else the App.embedding_model.
+    """
+    switching_to: _builtins.str
+    """The model (same convention) a switch is building an index for; empty when none runs."""
+    switch_remaining: _builtins.int
+    """Inputs the switch still has to index with the new model before searches flip to it."""
+    switch_total: _builtins.int
+    """Inputs the switch indexes in all (the app's inputs when it started)."""
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         indexed_count: _builtins.int = ...,
         model: _builtins.str = ...,
+        switching_to: _builtins.str = ...,
+        switch_remaining: _builtins.int = ...,
+        switch_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model", "switch_remaining", b"switch_remaining", "switch_total", b"switch_total", "switching_to", b"switching_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

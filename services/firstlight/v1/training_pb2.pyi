@@ -41,6 +41,8 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Finished; the version exists."""
     JOB_STATE_FAILED: _JobState.ValueType  # 4
     """Failed; see error."""
+    JOB_STATE_CANCELLED: _JobState.ValueType  # 5
+    """Cancelled by CancelTrainingJob."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """Lifecycle of a training job."""
@@ -55,6 +57,8 @@ JOB_STATE_SUCCEEDED: JobState.ValueType  # 3
 """Finished; the version exists."""
 JOB_STATE_FAILED: JobState.ValueType  # 4
 """Failed; see error."""
+JOB_STATE_CANCELLED: JobState.ValueType  # 5
+"""Cancelled by CancelTrainingJob."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
@@ -283,7 +287,9 @@ class CreateModelRequest(_message.Message):
     model_id: _builtins.str
     """Model id (same charset as input ids; "general" is reserved)."""
     template: _builtins.str
-    """Template: "transfer_classifier" or "oneshot_classifier"."""
+    """Template: "transfer_classifier", "oneshot_classifier", or a deep template trained on pixels:
+    "visual_classifier", "visual_detector", "visual_embedder".
+    """
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Concepts it predicts (at least two)."""
@@ -535,6 +541,12 @@ class TrainingProgress(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    NUM_EPOCHS_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    LRATE_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    ITEMS_PER_SECOND_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Job id."""
     state: Global___JobState.ValueType
@@ -545,6 +557,18 @@ class TrainingProgress(_message.Message):
     """Progress in [0, 1]."""
     message: _builtins.str
     """Human-readable note."""
+    epoch: _builtins.int
+    """Deep templates: the epoch this row reports (1-based; 0 for stages outside the epoch loop)."""
+    num_epochs: _builtins.int
+    """Deep templates: epochs in the job."""
+    loss: _builtins.float
+    """Deep templates: mean training loss of the epoch."""
+    lrate: _builtins.float
+    """Deep templates: learning rate used in the epoch (after the step schedule)."""
+    eta_seconds: _builtins.float
+    """Estimated seconds until training ends (mean epoch time × epochs left; 0 when unknown)."""
+    items_per_second: _builtins.float
+    """Deep templates: training images per second in the epoch."""
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Metrics known at this step (for example validation accuracy)."""
@@ -558,10 +582,16 @@ class TrainingProgress(_message.Message):
         progress: _builtins.float = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         message: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        num_epochs: _builtins.int = ...,
+        loss: _builtins.float = ...,
+        lrate: _builtins.float = ...,
+        eta_seconds: _builtins.float = ...,
+        items_per_second: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "message", b"message", "metrics", b"metrics", "progress", b"progress", "stage", b"stage", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "eta_seconds", b"eta_seconds", "items_per_second", b"items_per_second", "job_id", b"job_id", "loss", b"loss", "lrate", b"lrate", "message", b"message", "metrics", b"metrics", "num_epochs", b"num_epochs", "progress", b"progress", "stage", b"stage", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -613,6 +643,46 @@ class ModelVersion(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class TestMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class TimingsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     VERSION_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
     DATASET_VERSION_FIELD_NUMBER: _builtins.int
@@ -623,6 +693,9 @@ class ModelVersion(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     PROMOTION_NOTE_FIELD_NUMBER: _builtins.int
     FIT_REPORT_JSON_FIELD_NUMBER: _builtins.int
+    TEST_METRICS_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Version id (v1, v2, ...)."""
     dataset_id: _builtins.str
@@ -639,6 +712,8 @@ class ModelVersion(_message.Message):
     """The fit's own report as JSON: rows used, class counts and weights (imbalance handling),
     augmentation, iterations and convergence.
     """
+    template: _builtins.str
+    """Template that produced it."""
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Validation metrics (accuracy, macro_f1, macro_auc, ece)."""
@@ -650,6 +725,16 @@ class ModelVersion(_message.Message):
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When it was trained."""
+
+    @_builtins.property
+    def test_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Test-split metrics measured at training time (deep templates)."""
+
+    @_builtins.property
+    def timings(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Timings of the job in seconds: prepare_seconds (fetch/decode/resize), train_seconds,
+        export_seconds, total_seconds; images_per_second.
+        """
 
     def __init__(
         self,
@@ -664,10 +749,13 @@ class ModelVersion(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         promotion_note: _builtins.str = ...,
         fit_report_json: _builtins.str = ...,
+        test_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        timings: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        template: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "fit_report_json", b"fit_report_json", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "fit_report_json", b"fit_report_json", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "template", b"template", "test_metrics", b"test_metrics", "timings", b"timings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,11 @@ class TrainingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_training__pb2.CompareModelVersionsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_training__pb2.Comparison.FromString,
                 _registered_method=True)
+        self.CancelTrainingJob = channel.unary_unary(
+                '/firstlight.v1.TrainingService/CancelTrainingJob',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.TrainingJob.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -149,6 +154,14 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelTrainingJob(self, request, context):
+        """Cancel a queued or running job (a deep template stops between batches); returns the job.
+        FAILED_PRECONDITION if it already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +209,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.CompareModelVersions,
                     request_deserializer=firstlight_dot_v1_dot_training__pb2.CompareModelVersionsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_training__pb2.Comparison.SerializeToString,
+            ),
+            'CancelTrainingJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelTrainingJob,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.TrainingJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +460,33 @@ class TrainingService:
             '/firstlight.v1.TrainingService/CompareModelVersions',
             firstlight_dot_v1_dot_training__pb2.CompareModelVersionsRequest.SerializeToString,
             firstlight_dot_v1_dot_training__pb2.Comparison.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelTrainingJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/CancelTrainingJob',
+            firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.TrainingJob.FromString,
             options,
             channel_credentials,
             insecure,

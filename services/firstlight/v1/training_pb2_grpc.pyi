@@ -55,6 +55,10 @@ class TrainingServiceStub:
     """Evaluate a version on a split of its dataset (stored with the version)."""
     CompareModelVersions: _grpc.UnaryUnaryMultiCallable[_training_pb2.CompareModelVersionsRequest, _training_pb2.Comparison]
     """Several versions side by side on one split."""
+    CancelTrainingJob: _grpc.UnaryUnaryMultiCallable[_training_pb2.GetTrainingJobRequest, _training_pb2.TrainingJob]
+    """Cancel a queued or running job (a deep template stops between batches); returns the job.
+    FAILED_PRECONDITION if it already ended.
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -79,6 +83,10 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     """Evaluate a version on a split of its dataset (stored with the version)."""
     CompareModelVersions: _aio.UnaryUnaryMultiCallable[_training_pb2.CompareModelVersionsRequest, _training_pb2.Comparison]  # type: ignore[assignment]
     """Several versions side by side on one split."""
+    CancelTrainingJob: _aio.UnaryUnaryMultiCallable[_training_pb2.GetTrainingJobRequest, _training_pb2.TrainingJob]  # type: ignore[assignment]
+    """Cancel a queued or running job (a deep template stops between batches); returns the job.
+    FAILED_PRECONDITION if it already ended.
+    """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     """Datasets, models, training jobs and evaluations."""
@@ -154,5 +162,15 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_training_pb2.Comparison, _abc.Awaitable[_training_pb2.Comparison]]:
         """Several versions side by side on one split."""
+
+    @_abc_1.abstractmethod
+    def CancelTrainingJob(
+        self,
+        request: _training_pb2.GetTrainingJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.TrainingJob, _abc.Awaitable[_training_pb2.TrainingJob]]:
+        """Cancel a queued or running job (a deep template stops between batches); returns the job.
+        FAILED_PRECONDITION if it already ended.
+        """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -25,6 +25,17 @@ class JobCancelled(Exception):
     """Raised inside a template's loop when the job was cancelled (the service records CANCELLED)."""
 
 
+class Box(NamedTuple):
+    """One labeled object: corners normalised to [0, 1] of the image's width/height (so they survive
+    any resize of the whole image), and its concept."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    concept: str
+
+
 @dataclass
 class LabeledImages:
     """Decoded images of one split. ``images[i]`` is uint8 RGB, H×W×3, any size: templates resize to
@@ -33,6 +44,9 @@ class LabeledImages:
     input_ids: list[str]
     images: list[np.ndarray]
     labels: list[list[str]]  # concepts per image (one for mutually exclusive sets)
+    # Detection only: the objects of each image (index-aligned with ``images``); None when the
+    # dataset has no boxes. ``labels[i]`` is then the set of concepts among ``boxes[i]``.
+    boxes: list[list[Box]] | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -1,0 +1,109 @@
+"""Switching an app's embedding model to a trained visual_embedder, through the real stack: the
+embedder is trained by the training service on the app's own labeled inputs (tiny: frozen
+backbone, 16-d), exported to Triton, and the app is switched to that version with
+SetEmbeddingModel. Inputs are re-embedded through Triton and re-indexed via the event flow while
+searches keep answering."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from firstlight import datasets
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+from firstlight.v1 import search_pb2, training_pb2
+
+pytestmark = pytest.mark.integration
+
+APP = "embswitch"
+MODEL_ID = "emb"
+CLASSES = ["bear", "bird", "giraffe", "zebra"]
+DIM = 16
+
+
+@pytest.fixture(scope="module")
+def app_inputs(client: Firstlight) -> dict[str, str]:
+    client.create_app(APP, "embedding switch")
+    animals = datasets.animal_mnist(5, seed=3, classes=CLASSES)  # 20 inputs
+    report = client.upload(APP, [UploadItem(data, [name], id=input_id, split="train") for input_id, name, data in animals])
+    assert not report.failures
+    client.wait_indexed(APP, len(animals), timeout=180)
+    return {input_id: name for input_id, name, _ in animals}
+
+
+def test_bad_embedding_models_are_refused(client: Firstlight, app_inputs: dict[str, str]) -> None:
+    with pytest.raises(FirstlightError) as bad:
+        client.set_embedding_model(APP, triton_model="no spaces allowed")
+    assert bad.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(FirstlightError) as missing:
+        client.set_embedding_model(APP, triton_model="fl.nowhere.nothing")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(FirstlightError) as app_missing:
+        client.set_embedding_model("no-such-app", triton_model="backbone")
+    assert app_missing.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(FirstlightError) as not_embedder:
+        client.set_embedding_model(APP, triton_model="general")  # takes images, returns 1000 class probabilities
+    assert not_embedder.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert client.index_stats(APP).switching_to == ""
+
+
+def test_switch_reindexes_every_input_without_interrupting_search(client: Firstlight, app_inputs: dict[str, str]) -> None:
+    before = client.index_stats(APP)
+    assert before.model.startswith("efficientnet-lite0") and before.indexed_count == len(app_inputs)
+    client.create_dataset(APP, "d", concepts=CLASSES, counts=(12, 4, 4), seed=0, write_splits=False)
+    settings = {"image_size": "64", "embedding_dim": str(DIM), "num_epochs": "2", "batch_size": "8"}
+    job = client.train_deep(APP, MODEL_ID, "d", CLASSES, template="visual_embedder", settings=settings)
+    assert job.state == training_pb2.JOB_STATE_SUCCEEDED and job.version == "1"
+    [version] = client.versions(APP, MODEL_ID).versions
+    assert "oneshot_accuracy" in version.validation_metrics and "knn_accuracy" in version.validation_metrics
+
+    probe = sorted(app_inputs)[0]
+    probe_bytes = dict((i, d) for i, _, d in datasets.animal_mnist(5, seed=3, classes=CLASSES))[probe]
+    resp = client.set_embedding_model(APP, MODEL_ID, "1")
+    assert resp.changed and resp.inputs_to_reembed == len(app_inputs)
+    assert resp.app.embedding_model == f"fl.{APP}.{MODEL_ID}@1"
+
+    # During the switch every search answers, from whichever index is active, with results.
+    seen_models, searches = set(), 0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        stats = client.index_stats(APP)
+        seen_models.add(stats.model)
+        by_input = client.search_by_image(APP, input_id=probe, top_k=5).hits
+        by_image = client.search_by_image(APP, image=probe_bytes, top_k=5).hits
+        searches += 2
+        assert by_input and by_image
+        assert by_input[0].input_id == probe
+        if stats.model == resp.app.embedding_model and not stats.switching_to:
+            break
+        assert stats.indexed_count == len(app_inputs)  # the old index stays whole until the flip
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the switch did not complete: {client.index_stats(APP)}")
+    assert searches >= 2
+
+    after = client.index_stats(APP)
+    assert after.model == f"fl.{APP}.{MODEL_ID}@1" and after.indexed_count == len(app_inputs)
+    # Results come from the new model: its vectors have its dimension, and match the exported
+    # module run in-process on the same pixels.
+    vectors = client.search.GetVectors(search_pb2.GetVectorsRequest(app_id=APP, input_ids=sorted(app_inputs)), timeout=30)
+    assert vectors.model == after.model and len(vectors.vectors) == len(app_inputs)
+    assert {len(v.vector) for v in vectors.vectors} == {DIM}
+    # Every input is searchable exactly once (no leftovers of the old index, no duplicates).
+    hits = client.search_by_image(APP, input_id=probe, top_k=100).hits
+    assert sorted(h.input_id for h in hits) == sorted(app_inputs)
+    assert hits[0].input_id == probe and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    # A query image is embedded with the new model too: its own input comes first.
+    assert client.search_by_image(APP, image=probe_bytes, top_k=1).hits[0].input_id == probe
+    # A new upload is embedded with the app's model.
+    extra = datasets.animal_mnist(1, seed=9, classes=["zebra"])[0]
+    client.upload(APP, [UploadItem(extra[2], ["zebra"], id="late-zebra")])
+    client.wait_indexed(APP, len(app_inputs) + 1, timeout=120)
+    # Text search in a trained space goes through the app's labeled examples.
+    text = client.search_by_text(APP, "zebra", top_k=3)
+    assert text.hits and "app prototype" in text.interpreted_as[0].name
+    # Switching to the same model again changes nothing.
+    again = client.set_embedding_model(APP, MODEL_ID, "1")
+    assert not again.changed and again.inputs_to_reembed == 0
