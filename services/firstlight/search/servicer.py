@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -70,9 +71,10 @@ def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
 
 @map_errors
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, searcher: Searcher, embedding: EmbeddingClient) -> None:
+    def __init__(self, searcher: Searcher, embedding: EmbeddingClient, index_current: Callable[[], bool] | None = None) -> None:
         self.searcher = searcher
         self.embedding = embedding
+        self.index_current = index_current or (lambda: True)
 
     @staticmethod
     def _filter(app_id: str, f: common_pb2.InputFilter):  # type: ignore[no-untyped-def]
@@ -116,9 +118,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
         n = await asyncio.to_thread(self.searcher.count, request.app_id)
-        return search_pb2.IndexStats(
-            app_id=request.app_id, indexed_count=n, model=BACKBONE_VERSION
-        )
+        current = await asyncio.to_thread(self.index_current)
+        return search_pb2.IndexStats(app_id=request.app_id, indexed_count=n, model=BACKBONE_VERSION, ann_current=current)
 
 
     async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]

@@ -256,22 +256,29 @@ class IndexStats(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     INDEXED_COUNT_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    ANN_CURRENT_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     indexed_count: _builtins.int
     """Number of searchable inputs."""
     model: _builtins.str
     """Embedding model of the index."""
+    ann_current: _builtins.bool
+    """True when searches go through an up-to-date approximate-search (HNSW) graph, or the index
+    is small enough to be scanned exactly; false while a background graph build is due or running
+    (searches then scan: exact, slower).
+    """
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         indexed_count: _builtins.int = ...,
         model: _builtins.str = ...,
+        ann_current: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ann_current", b"ann_current", "app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
