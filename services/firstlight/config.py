@@ -110,6 +110,9 @@ class SearchSettings(CommonSettings):
     #: ... after writes paused this long, or after this long of steady writes.
     ann_build_quiet_s: float = Field(5.0, ge=0)
     ann_build_max_wait_s: float = Field(300.0, ge=0)
+    #: Niceness of the build process (0-19; > 0 yields the CPU to searches, but starves the build
+    #: on a host where other busy processes compete).
+    ann_build_nice: int = Field(0, ge=0, le=19)
 
     def resolved_vector_store_url(self) -> str:
         return self.vector_store_url or f"edge://{(self.data_dir / 'vectors').resolve()}"

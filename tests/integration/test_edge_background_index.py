@@ -48,7 +48,7 @@ def test_build_in_background_keeps_writes_made_during_the_build(tmp_path: Path, 
         return real_run(*args, **kwargs)
 
     monkeypatch.setattr(qdrant_edge_store.subprocess, "run", run_with_writes)
-    builder = IndexBuilder(store, "c", min_points=1000, quiet_s=0.0)
+    builder = IndexBuilder(store, "c", min_points=1000, quiet_s=0.0, nice=1)  # nice: the `nice -n` prefix path
     assert not builder.current()
     assert builder.check_once() and builder.builds == 1  # the service's scheduler, one round
     assert builder.current()

@@ -31,6 +31,7 @@ class IndexBuilder:
         quiet_s: float = 5.0,
         max_wait_s: float = 300.0,
         interval_s: float = 2.0,
+        nice: int = 0,
     ) -> None:
         self.store = store
         self.collection = collection
@@ -39,6 +40,7 @@ class IndexBuilder:
         self.quiet_s = quiet_s
         self.max_wait_s = max_wait_s
         self.interval_s = interval_s
+        self.nice = nice
         self.builds = 0
         self.building = False
         self.last_error: str | None = None
@@ -97,7 +99,7 @@ class IndexBuilder:
         start = time.perf_counter()
         self.building = True
         try:
-            built = self.store.build_index_in_background(self.collection)  # type: ignore[attr-defined]
+            built = self.store.build_index_in_background(self.collection, nice=self.nice)  # type: ignore[attr-defined]
         finally:
             self.building = False
         if built:

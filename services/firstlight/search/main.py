@@ -62,6 +62,7 @@ def build(settings: SearchSettings) -> ServiceShell:
         growth=settings.ann_build_growth,
         quiet_s=settings.ann_build_quiet_s,
         max_wait_s=settings.ann_build_max_wait_s,
+        nice=settings.ann_build_nice,
     )
     embedding = search_servicer.EmbeddingClient(settings.embedding_addr)
     servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding, index_current=builder.current)
