@@ -100,7 +100,7 @@ class SearchSettings(CommonSettings):
     embedding_addr: str = Field(..., min_length=3)
     consumer_group: str = "search"
     #: Upsert batch size for the indexer: each batch pays fixed round trips (acks of the
-    #: inputs.indexed events, the offset commit), so large batches index several times faster.
+    #: inputs.indexed events, the offset commit); end to end 512 and 64 measured within noise.
     index_batch_size: int = Field(512, ge=1, le=4096)
     #: Background HNSW builds of the embedded engine (firstlight.search.index_builder): from this
     #: many points (below it searches are exact scans; 0 = never build, always scan) ...
