@@ -64,9 +64,25 @@ def ingest_rows(r: dict) -> list[common.Row]:
         common.Row(
             "ingest → searchable",
             f"{r['full_path_img_per_s']:.1f} img/s (p50 {r['latency_p50_s']:.2f}s, p99 {r['latency_p99_s']:.2f}s upload→searchable)",
-            f"bare backbone {r['bare_backbone_img_per_s']:.1f} img/s (batch {r['batch']})",
+            f"bare backbone {r['bare_backbone_img_per_s']:.1f} img/s (batch {r['batch']}; mean of "
+            + " and ".join(f"{x:.1f}" for x in r.get("bare_backbone_before_after_img_per_s", []))
+            + " measured before and after)",
             f"{r['ratio_vs_bare']:.2f}×",
-        )
+            "≥ 0.85× bare",
+            r["ratio_vs_bare"] >= 0.85,
+        ),
+        *(
+            [
+                common.Row(
+                    "ingest → searchable, CPU cost",
+                    f"{r['full_path_img_per_cpu_s']:.1f} img per CPU-s (every stack process)",
+                    f"bare backbone {r['bare_backbone_img_per_cpu_s']:.1f} img per CPU-s",
+                    f"{r['full_path_img_per_cpu_s'] / r['bare_backbone_img_per_cpu_s']:.2f}×",
+                )
+            ]
+            if r.get("bare_backbone_img_per_cpu_s")
+            else []
+        ),
     ]
 
 
@@ -135,7 +151,10 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         console.print(msg, highlight=False)
 
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack") as stack:
+    # The search service builds its HNSW graph once writes pause; a longer pause than the default
+    # lets the search benchmark time the scan right after its bulk load before the build starts.
+    env = {"FIRSTLIGHT_ANN_BUILD_QUIET_S": "30"}
+    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack", extra_env=env) as stack:
         log(f"stack up in {time.perf_counter() - began:.0f}s; sections: {', '.join(args.sections)}{' (quick)' if args.quick else ''}")
         with Firstlight.from_addresses(stack.addresses) as client:
             runners: dict[str, Callable[[], dict]] = {
@@ -144,7 +163,7 @@ def main(argv: list[str]) -> int:
                 "search": lambda: search.run(
                     client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
                 ),
-                "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log),
+                "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack)),
                 "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
                 "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
             }
@@ -176,6 +195,17 @@ def main(argv: list[str]) -> int:
     if failed:
         log(f"[red]failed sections: {', '.join(failed)}[/red]")
     return 1 if failed else 0
+
+
+def _pids(stack: LocalStack) -> dict[str, int]:
+    """Triton's server pid (its process group holds the model stubs) and the inference service's."""
+    out: dict[str, int] = {}
+    if stack.triton is not None and stack.triton.pid:
+        out["triton"] = stack.triton.pid
+    proc = stack.services["inference"].proc if "inference" in stack.services else None
+    if proc is not None:
+        out["inference"] = proc.pid
+    return out
 
 
 def _real(client: Firstlight, log):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ the backbone's inference count over its execution count is the mean batch it ran
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from firstlight.triton.client import BACKBONE_MODEL, TritonModels
 from firstlight.v1 import inference_pb2, inference_pb2_grpc
 
 LEVELS = (1, 8, 32)
+#: Each level's time is split into this many interleaved rounds per path.
+ROUNDS = 3
 PHOTOS = ("chelsea", "coffee", "astronaut")
 #: "clearly faster than bare" at concurrency 8, made a number.
 CLEARLY = 1.2
@@ -70,7 +73,46 @@ def drive(call: Callable[[bytes], object], images: list[bytes], threads: int, se
     if errors:
         raise RuntimeError(f"{len(errors)} calls failed, first: {errors[0]!r}")
     flat = [x for per in lat for x in per]
-    return {"threads": threads, "requests": len(flat), "seconds": elapsed, "img_per_s": len(flat) / elapsed, **latency(flat)}
+    return {"threads": threads, "requests": len(flat), "seconds": elapsed, "img_per_s": len(flat) / elapsed, **latency(flat), "_samples": flat}
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int], pgids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` and every process in ``pgids`` (Triton's
+    server and its model stubs share one process group), read from /proc."""
+    total = 0
+    wanted = set(pids)
+    groups = set(pgids)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state ppid pgrp ... utime (14th field overall) stime (15th)
+        if int(entry) in wanted or int(fields[2]) in groups:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
+
+
+def combine(parts: list[dict]) -> dict:
+    """One result from the rounds of one path at one level: summed requests over summed time."""
+    samples = [x for p in parts for x in p["_samples"]]
+    seconds = sum(p["seconds"] for p in parts)
+    return {
+        "threads": parts[0]["threads"],
+        "rounds": len(parts),
+        "requests": len(samples),
+        "seconds": seconds,
+        "img_per_s": len(samples) / seconds,
+        "img_per_s_by_round": [p["img_per_s"] for p in parts],
+        "cpu_s": sum(p.get("cpu_s", 0.0) for p in parts),
+        **latency(samples),
+    }
 
 
 def backbone_counts(triton: TritonModels) -> tuple[int, int, int, int]:
@@ -86,7 +128,9 @@ def backbone_counts(triton: TritonModels) -> tuple[int, int, int, int]:
     )
 
 
-def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
+def run(addresses: dict[str, str], quick: bool = False, log=print, pids: dict[str, int] | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """``pids``: {"triton": tritonserver pid (= its process group), "inference": service pid}
+    for the CPU-time accounting; without them only wall-clock figures are reported."""
     seconds = 4.0 if quick else 10.0
     images = [datasets.sample_photo(name) for name in PHOTOS]
     results: dict[str, dict[int, dict]] = {"predict": {}, "triton": {}, "bare": {}, "bare_1thread": {}}
@@ -114,39 +158,61 @@ def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # t
     def predict(data: bytes) -> object:
         return stub.Predict(inference_pb2.PredictRequest(model_id="general", images=[data], top_k=5), timeout=120)
 
+    def bare_1thread(data: bytes) -> object:  # torch threads are switched around its rounds
+        return bare(data)
+
+    paths: dict[str, Callable[[bytes], object]] = {"bare": bare, "triton": direct, "predict": predict}
+    if threads_used != 1:
+        # Diagnostic: the same bare model with one intra-op thread instead of the configured
+        # budget. On a shared 2-core host OpenMP's spinning barriers make 2 threads far slower
+        # than 1 whenever the other core is busy.
+        paths["bare_1thread"] = bare_1thread
     try:
-        for name, fn in (("bare", bare), ("triton", direct), ("predict", predict)):
+        for fn in paths.values():
             for data in images * 2:  # warm-up
                 fn(data)
-            for c in LEVELS:
-                before = backbone_counts(triton) if name != "bare" else (0, 0, 0, 0)
-                r = drive(fn, images, c, seconds)
-                if name != "bare":
-                    after = backbone_counts(triton)
-                    execs = after[1] - before[1]
-                    r["triton_mean_batch"] = (after[0] - before[0]) / execs if execs else 0.0
+        for c in LEVELS:
+            names = [n for n in paths if n != "bare_1thread" or c in LEVELS[:2]]
+            parts: dict[str, list[dict]] = {n: [] for n in names}
+            deltas = {n: [0, 0, 0, 0] for n in names}
+            # Interleaved rounds, order rotated each round: the machine is shared and its load
+            # moves within minutes, so every path sees the same mix of quiet and busy moments.
+            for rnd in range(ROUNDS):
+                for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+                    before = backbone_counts(triton) if name in ("triton", "predict") else (0, 0, 0, 0)
+                    if name == "bare_1thread":
+                        torch.set_num_threads(1)
+                    # CPU seconds of everything doing the work: this process (the bare model, or
+                    # the client side), plus Triton for the served paths, plus the service.
+                    who = {"bare": [], "bare_1thread": [], "triton": ["triton"], "predict": ["triton", "inference"]}[name]
+                    procs = [os.getpid()] + ([pids["inference"]] if pids and "inference" in who else [])
+                    groups = [pids["triton"]] if pids and "triton" in who else []
+                    cpu0 = cpu_seconds(procs, groups)
+                    try:
+                        part = drive(paths[name], images, c, seconds / ROUNDS)
+                        part["cpu_s"] = cpu_seconds(procs, groups) - cpu0
+                        parts[name].append(part)
+                    finally:
+                        if name == "bare_1thread":
+                            torch.set_num_threads(threads_used)
+                    if name in ("triton", "predict"):
+                        after = backbone_counts(triton)
+                        deltas[name] = [d + a - b for d, a, b in zip(deltas[name], after, before)]
+            for name in names:
+                r = combine(parts[name])
+                if name in ("triton", "predict"):
+                    inf, execs, compute, queue = deltas[name]
+                    r["triton_mean_batch"] = inf / execs if execs else 0.0
                     # Raw deltas of Triton's own statistics, kept for profiling. Triton sums
                     # compute/queue time per *request*, so they are not per-batch times.
-                    r["triton_stats_delta"] = {
-                        "inferences": after[0] - before[0],
-                        "executions": execs,
-                        "compute_infer_ns": after[2] - before[2],
-                        "queue_ns": after[3] - before[3],
-                    }
+                    r["triton_stats_delta"] = {"inferences": inf, "executions": execs, "compute_infer_ns": compute, "queue_ns": queue}
                 results[name][c] = r
-                log(f"  {name:8s} c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}")
-        # Diagnostic: the same bare model with one intra-op thread instead of the configured
-        # budget (Triton's backbone uses the same budget). On a shared 2-core host OpenMP's
-        # spinning barriers make 2 threads far slower than 1 whenever the other core is busy.
-        if threads_used != 1:
-            torch.set_num_threads(1)
-            try:
-                for c in LEVELS[:2]:
-                    r = drive(bare, images, c, seconds)
-                    results["bare_1thread"][c] = r
-                    log(f"  bare 1 thread c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}")
-            finally:
-                torch.set_num_threads(threads_used)
+                r["img_per_cpu_s"] = r["requests"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
+                rounds = " / ".join(f"{x:.1f}" for x in r["img_per_s_by_round"])
+                log(
+                    f"  {name:12s} c={c:<3d} {r['img_per_s']:6.1f} img/s  p50 {ms(r['p50_s'])}  p99 {ms(r['p99_s'])}  "
+                    f"{r['img_per_cpu_s']:5.1f} img/CPU-s  (rounds {rounds})"
+                )
     finally:
         channel.close()
         triton.close()
@@ -183,10 +249,24 @@ def run(addresses: dict[str, str], quick: bool = False, log=print) -> dict:  # t
             Row(
                 f"bare in-process, 1 torch thread, concurrency {c} (diagnostic)",
                 f"{r['img_per_s']:.1f} img/s, p50 {ms(r['p50_s'])}, p99 {ms(r['p99_s'])}",
-                f"bare with {threads_used} threads (the configured budget, as Triton): {b['img_per_s']:.1f} img/s",
+                f"bare with {threads_used} threads (the configured budget): {b['img_per_s']:.1f} img/s",
                 f"{r['img_per_s'] / b['img_per_s']:.2f}×",
             )
         )
+    if pids:
+        # Throughput on a shared host is also a contest for CPU share (a path with more runnable
+        # threads gets more of it); images per CPU-second is the cost of a path whatever share
+        # it got.
+        for c in LEVELS:
+            p, t, b = results["predict"][c], results["triton"][c], results["bare"][c]
+            rows.append(
+                Row(
+                    f"CPU cost, concurrency {c}: Predict (client + service + Triton)",
+                    f"{p['img_per_cpu_s']:.1f} img per CPU-s (Triton direct {t['img_per_cpu_s']:.1f})",
+                    f"bare in-process {b['img_per_cpu_s']:.1f} img per CPU-s",
+                    f"{p['img_per_cpu_s'] / b['img_per_cpu_s']:.2f}×" if b["img_per_cpu_s"] else "",
+                )
+            )
     t1 = results["triton"][1]["img_per_s"]
     for c in LEVELS[1:]:
         t = results["triton"][c]

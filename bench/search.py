@@ -197,6 +197,18 @@ def index_through_kafka(client: Firstlight, bootstrap: str, app: str, X: np.ndar
     }
 
 
+def wait_ann_current(client: Firstlight, app: str, timeout_s: float) -> float | None:
+    """Seconds until the search service reports its HNSW graph current (its background build,
+    firstlight.search.index_builder, swapped in), or None on timeout."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        stats = client.search.GetIndexStats(search_pb2.GetIndexStatsRequest(app_id=app), timeout=60)
+        if stats.ann_current:
+            return time.perf_counter() - start
+        time.sleep(1.0)
+    return None
+
+
 def time_service(client: Firstlight, app: str, X: np.ndarray, ids: np.ndarray, kth: np.ndarray) -> dict:
     def call(i: int) -> search_pb2.SearchResponse:
         return client.search.SearchByImage(
@@ -264,7 +276,13 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
         app = f"bench-search-{n_mid // 1000}k"
         mid["kafka_indexing"] = index_through_kafka(client, bootstrap, app, X, timeout_s=900, log=log)
         if mid["kafka_indexing"]["indexed"] >= n_mid * 0.99:
+            # Right after the bulk load the service scans; its background HNSW build starts once
+            # writes have paused (the bench's stack sets that pause to 30 s, so this is a clean scan).
             mid["service"] = time_service(client, app, X, probe, probe_kth)
+            log(f"  {tag}: service scan p99 {ms(mid['service']['p99_s'])}; waiting for its background HNSW build…")
+            mid["service_ann_wait_s"] = wait_ann_current(client, app, timeout_s=900)
+            if mid["service_ann_wait_s"] is not None:
+                mid["service_hnsw"] = time_service(client, app, X, probe, probe_kth)
 
         edge = QdrantEdgeStore(tmp / "edge-mid")
         mid["edge_upsert_points_per_s"] = upsert_all(edge, "b", X)
@@ -293,11 +311,23 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
                 (h["p99_s"] < GOAL_P99_S and h["recall"] >= GOAL_RECALL) if at_goal_size else None,
             )
         )
+        if "service_hnsw" in mid:
+            s, b = mid["service_hnsw"], mid["edge_hnsw_by_input_id"]
+            rows.append(
+                Row(
+                    f"SearchByImage(input_id) {tag}, service, HNSW (background build, ready {mid['service_ann_wait_s']:.0f}s after the scan timing)",
+                    f"{lat_text(s)}, recall@10 {s['recall']:.3f}",
+                    f"bare Searcher vector_of+search, edge HNSW p50 {ms(b['p50_s'])}, p99 {ms(b['p99_s'])}",
+                    f"{s['p50_s'] / b['p50_s']:.2f}× time",
+                    goal_text,
+                    (s["p99_s"] < GOAL_P99_S and s["recall"] >= GOAL_RECALL) if at_goal_size else None,
+                )
+            )
         if "service" in mid:
             s, b = mid["service"], mid["edge_scan_by_input_id"]
             rows.append(
                 Row(
-                    f"SearchByImage(input_id) {tag}, service",
+                    f"SearchByImage(input_id) {tag}, service, scan (right after the bulk load)",
                     f"{lat_text(s)}, recall@10 {s['recall']:.3f}",
                     f"bare Searcher vector_of+search, edge scan p50 {ms(b['p50_s'])}, p99 {ms(b['p99_s'])}",
                     f"{s['p50_s'] / b['p50_s']:.2f}× time",

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("FIRSTLIGHT_TORCH_THREADS", "2")
+# One intra-op thread per Triton backbone instance (the stack runs one instance per core).
+os.environ.setdefault("FIRSTLIGHT_TORCH_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ only the values differ."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,8 +121,9 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     triton_timeout_s: float = Field(30.0, gt=0)
     #: Blob store URL (same as ingestion's).
     blob_url: str = ""
-    #: Inputs embedded per Triton call by the event consumer.
-    embed_batch_size: int = Field(16, ge=1, le=256)
+    #: Inputs the event consumer takes per batch. They go to Triton in chunks of the backbone's
+    #: max batch size, sent while the rest decode; a batch pays one produce-ack and one commit.
+    embed_batch_size: int = Field(32, ge=1, le=256)
     #: Consumer group id (replicas share it; partitions spread across them).
     consumer_group: str = "embedding"
     #: Triton model repository (read-only here): image size and dimension of trained embedders
@@ -138,8 +140,20 @@ class SearchSettings(CommonSettings):
     #: EmbeddingService address, for query images and texts.
     embedding_addr: str = Field(..., min_length=3)
     consumer_group: str = "search"
-    #: Upsert batch size for the indexer.
-    index_batch_size: int = Field(64, ge=1, le=1024)
+    #: Upsert batch size for the indexer: each batch pays fixed round trips (acks of the
+    #: inputs.indexed events, the offset commit); end to end 512 and 64 measured within noise.
+    index_batch_size: int = Field(512, ge=1, le=4096)
+    #: Background HNSW builds of the embedded engine (firstlight.search.index_builder): from this
+    #: many points (below it searches are exact scans; 0 = never build, always scan) ...
+    ann_build_min_points: int = Field(20_000, ge=0)
+    #: ... once this share of the points is outside the graph ...
+    ann_build_growth: float = Field(0.2, gt=0, le=1)
+    #: ... after writes paused this long, or after this long of steady writes.
+    ann_build_quiet_s: float = Field(5.0, ge=0)
+    ann_build_max_wait_s: float = Field(300.0, ge=0)
+    #: Niceness of the build process (0-19; > 0 yields the CPU to searches, but starves the build
+    #: on a host where other busy processes compete).
+    ann_build_nice: int = Field(0, ge=0, le=19)
     #: Fault injection (tests, game days): while this file exists every vector-store call fails
     #: as if Qdrant were down (firstlight.search.faults). Unset in deployments.
     vector_store_fault_file: Path | None = None
@@ -151,6 +165,25 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+
+
+class TritonSettings(BaseSettings):
+    """How the backbone is served (firstlight.triton.tuning writes these into config.pbtxt).
+    0 / None means "by device": several 1-thread instances with small batches on CPU, one
+    instance with large batches on GPU."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: ``auto`` (GPU when torch sees CUDA), ``cpu`` or ``gpu``.
+    triton_device: Literal["auto", "cpu", "gpu"] = "auto"
+    #: Backbone instances (CPU: one per core, at most 4; GPU: 1 per GPU).
+    triton_instances: int = Field(0, ge=0, le=64)
+    #: torch intra-op threads per instance (CPU: cores // instances). Also read by model.py.
+    torch_threads: int = Field(0, ge=0, le=256)
+    #: Largest batch Triton forms (CPU: 8, large batches are slower per image there; GPU: 64).
+    triton_max_batch: int = Field(0, ge=0, le=1024)
+    #: Dynamic batcher wait for a fuller batch (CPU: 2000 µs; GPU: 5000 µs).
+    triton_queue_delay_us: int | None = Field(None, ge=0, le=1_000_000)
 
 
 class TrainingSettings(CommonSettings):

@@ -22,8 +22,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from firstlight.config import DEFAULT_MODEL_REPOSITORY
+from firstlight.config import DEFAULT_MODEL_REPOSITORY, TritonSettings
 from firstlight.messaging.broker import LocalBroker
+from firstlight.triton import tuning
 from firstlight.triton.server import LocalTritonServer
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,17 @@ class LocalStack:
         # for the SDK, CLI and tests; the internal key only to the services' environment.
         self.admin_key = self.extra_env.get("FIRSTLIGHT_ADMIN_KEY") or "fla_" + secrets.token_urlsafe(32)
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
+        self.triton_tuning: tuning.BackboneTuning | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Triton reads a writable copy of the repository: training exports new versions into it.
         shutil.copytree(self.model_repository, self.runtime_repository, dirs_exist_ok=True)
+        # Serve the backbone the way this host serves best (instances, threads, batch sizes).
+        self.triton_tuning = tuning.choose(self.triton_settings())
+        tuning.tune_repository(self.runtime_repository, self.triton_tuning)
+        log.info("triton backbone tuning: %s", self.triton_tuning)
         self.broker = LocalBroker(port=self.broker_port, log_file=self.log_dir / "broker.log").start()
         self.triton = LocalTritonServer(
             self.runtime_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
@@ -113,6 +119,12 @@ class LocalStack:
             wait_serving(svc.address, 120, svc.proc, svc.log_file)
         self.write_stack_file()
         return self
+
+    def triton_settings(self) -> TritonSettings:
+        """FIRSTLIGHT_TRITON_* / FIRSTLIGHT_TORCH_THREADS from the environment and ``extra_env``."""
+        fields = TritonSettings.model_fields
+        given = {k.removeprefix("FIRSTLIGHT_").lower(): v for k, v in self.extra_env.items() if k.startswith("FIRSTLIGHT_")}
+        return TritonSettings(**{k: v for k, v in given.items() if k in fields})
 
     def env_for(self, name: str) -> dict[str, str]:
         assert self.broker and self.triton

@@ -52,7 +52,10 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
     "training": config.TrainingSettings,
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
-EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"}
+EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
+    # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
+    f"FIRSTLIGHT_{name.upper()}" for name in config.TritonSettings.model_fields
+}
 KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in SETTINGS.values() for name in cls.model_fields} | EXTRA_ENV
 SERVICE_UID = 10001
 #: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
@@ -808,7 +811,7 @@ def test_every_variable_the_code_reads_is_known() -> None:
         m for path in src.rglob("*.py") if "v1" not in path.relative_to(src).parts
         for m in re.findall(r"FIRSTLIGHT_[A-Z0-9_]+", path.read_text())
     }  # fmt: skip
-    unknown = sorted(named - KNOWN_ENV - DEV_ONLY_ENV - {"FIRSTLIGHT_"})
+    unknown = sorted(named - KNOWN_ENV - DEV_ONLY_ENV - {"FIRSTLIGHT_", "FIRSTLIGHT_TRITON_"})
     assert not unknown, f"read by the code but unknown to the manifests tests: {unknown}"
 
 

@@ -46,6 +46,7 @@ def build(settings: EmbeddingSettings) -> ServiceShell:
 
     async def on_stop() -> None:
         await asyncio.to_thread(consumer.stop)
+        worker.close()
         producer.close()
 
     return ServiceShell(

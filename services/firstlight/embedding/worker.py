@@ -7,6 +7,7 @@ service's deterministic point ids make the second upsert a no-op."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from firstlight.images import decode_image
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.models.preprocess import to_model_input
-from firstlight.triton.client import TritonError, TritonUnavailable
+from firstlight.triton.client import BACKBONE_MODEL, TritonError, TritonUnavailable
 from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,21 @@ class EmbeddingWorker:
         self.embedder = embedder
         self.blobs = blobs
         self.producer = producer
+        # Triton calls run here while the consumer thread decodes the next images.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-triton")
+        self._chunk_size = 0
+
+    def _chunk(self) -> int:
+        """Images per Triton call: the backbone's max batch size (small on CPU, large on GPU)."""
+        if not self._chunk_size:
+            try:
+                self._chunk_size = max(1, int(self.embedder.triton.max_batch_size(BACKBONE_MODEL)))
+            except Exception:  # noqa: BLE001 - Triton down: one call per batch; asked again next time
+                return 1 << 30
+        return self._chunk_size
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
     def handle(self, records: list[ParsedRecord[events_pb2.InputIngested]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = [None] * len(records)
@@ -68,6 +84,8 @@ class EmbeddingWorker:
         limits = self.embedder.limits
         pixels: list[np.ndarray] = []
         ready: list[int] = []
+        pending: list[Future[np.ndarray]] = []
+        chunk = self._chunk()
         for n in members:
             event = records[n].message
             try:
@@ -80,10 +98,16 @@ class EmbeddingWorker:
                 continue
             pixels.append(to_model_input(image, size))
             ready.append(n)
+            if len(pixels) - chunk * len(pending) == chunk:
+                # A full chunk goes to Triton now: decoding the rest overlaps its forward pass.
+                pending.append(self._pool.submit(self.embedder.embed_pixels, np.stack(pixels[-chunk:]), model))
         if not ready:
             return []
+        done = chunk * len(pending)
+        if done < len(pixels):
+            pending.append(self._pool.submit(self.embedder.embed_pixels, np.stack(pixels[done:]), model))
         try:
-            vectors = self.embedder.embed_pixels(np.stack(pixels), model)
+            vectors = np.concatenate([f.result() for f in pending])
         except TritonUnavailable as exc:
             raise RetryableError(f"Triton unavailable: {exc}") from exc
         except TritonError as exc:  # the model rejects these inputs: same answer next time

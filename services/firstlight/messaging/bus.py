@@ -174,6 +174,9 @@ class ParsedRecord(Generic[M]):
     partition: int
     offset: int
     headers: dict[str, str] = field(default_factory=dict)
+    #: The serialized message as received, for handlers that read a large field without building
+    #: Python objects for it (firstlight.messaging.wire).
+    value: bytes = b""
 
 
 Outcome = PoisonMessage | None
@@ -353,6 +356,9 @@ class BatchConsumer(Generic[M]):
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,
             max_poll_records=self.max_batch,
+            # Room for a full batch of embedding-sized records (~5 KB) from one partition in one
+            # fetch; kafka-python's 1 MiB default caps a poll at ~200 of them.
+            max_partition_fetch_bytes=max(1 << 20, self.max_batch * 8 * 1024),
         )
         consumer.subscribe([self.topic], listener=_RebalanceListener(self))
         self._consumer = consumer
@@ -388,7 +394,7 @@ class BatchConsumer(Generic[M]):
                 letters.append((r, f"cannot parse as {message_type_name(self.message_type)}: {e}"))
                 continue
             parsed.append(
-                ParsedRecord(r.key, msg, r.topic, r.partition, r.offset, _decode_headers(r.headers))
+                ParsedRecord(r.key, msg, r.topic, r.partition, r.offset, _decode_headers(r.headers), r.value)
             )
 
         ok = len(parsed)

@@ -13,7 +13,8 @@ from firstlight.search import servicer as search_servicer
 from firstlight.search.core import Searcher
 from firstlight.search.factory import open_vector_store
 from firstlight.search.faults import FaultInjectingStore
-from firstlight.search.indexer import Indexer
+from firstlight.search.index_builder import IndexBuilder
+from firstlight.search.indexer import COLLECTION, Indexer
 from firstlight.v1 import events_pb2
 
 
@@ -65,14 +66,25 @@ def build(settings: SearchSettings) -> ServiceShell:
             **common,  # type: ignore[arg-type]
         ),
     ]
+    builder = IndexBuilder(
+        store,
+        COLLECTION,
+        min_points=settings.ann_build_min_points,
+        growth=settings.ann_build_growth,
+        quiet_s=settings.ann_build_quiet_s,
+        max_wait_s=settings.ann_build_max_wait_s,
+        nice=settings.ann_build_nice,
+    )
     embedding = search_servicer.EmbeddingClient(settings.embedding_addr)
-    servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding)
+    servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding, index_current=builder.current)
 
     async def on_start() -> None:
         for consumer in consumers:
             consumer.start()
+        builder.start()
 
     async def on_stop() -> None:
+        builder.stop()
         for consumer in consumers:
             await asyncio.to_thread(consumer.stop)
         producer.close()

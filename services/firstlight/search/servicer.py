@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -75,9 +76,10 @@ def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
 
 @map_errors
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, searcher: Searcher, embedding: EmbeddingClient) -> None:
+    def __init__(self, searcher: Searcher, embedding: EmbeddingClient, index_current: Callable[[], bool] | None = None) -> None:
         self.searcher = searcher
         self.embedding = embedding
+        self.index_current = index_current or (lambda: True)
 
     @staticmethod
     def _filter(app_id: str, f: common_pb2.InputFilter):  # type: ignore[no-untyped-def]
@@ -149,6 +151,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
         state = await asyncio.to_thread(self.searcher.app_models, request.app_id)
         n = await asyncio.to_thread(self.searcher.count, request.app_id, state.active)
+        current = await asyncio.to_thread(self.index_current)
         return search_pb2.IndexStats(
             app_id=request.app_id,
             indexed_count=n,
@@ -156,6 +159,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             switching_to=state.target,
             switch_remaining=state.remaining if state.target else 0,
             switch_total=state.total if state.target else 0,
+            ann_current=current,
         )
 
 

@@ -1,7 +1,8 @@
 """Synchronous client for the Triton models the services use: "backbone" and "general".
 
 One gRPC channel per TritonModels, shared by all threads (tritonclient's gRPC client is
-thread-safe for unary calls). Errors are mapped to two types so callers can decide on retries.
+thread-safe for unary calls). A batch above the model's max batch size goes as concurrent
+chunks, so several model instances work on it at once. Errors are mapped to two types so callers can decide on retries.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ INPUT_NAME = "IMAGE"
 EMBEDDING_OUTPUT = "EMBEDDING"
 PROBS_OUTPUT = "PROBS"
 HEAD_INPUT = "EMBEDDING"
-DEFAULT_MAX_BATCH_SIZE = 32  # matches deploy/triton/model_repository/*/config.pbtxt
+DEFAULT_MAX_BATCH_SIZE = 8  # when a config states none (firstlight.triton.tuning sets it by device)
 
 # gRPC statuses that mean "server not reachable / overloaded / too slow": worth retrying.
 _RETRYABLE = {
@@ -105,8 +108,11 @@ class TritonModels:
         self._max_batch: dict[str, int] = {}
         self._embedders: dict[str, EmbedderInfo] = {}
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
         self._client.close()
 
     def __enter__(self) -> TritonModels:
@@ -166,7 +172,8 @@ class TritonModels:
         if n == 0:
             return out
         step = self.max_batch_size(model)
-        for start in range(0, n, step):
+
+        def one(start: int) -> None:
             chunk = np.ascontiguousarray(batch[start : start + step])
             inp = grpcclient.InferInput(INPUT_NAME, list(chunk.shape), "UINT8")
             inp.set_data_from_numpy(chunk)
@@ -183,6 +190,8 @@ class TritonModels:
             if arr is None or arr.shape != (chunk.shape[0], dim):
                 raise TritonError(f"{model}: unexpected {output} shape {None if arr is None else arr.shape}")
             out[start : start + chunk.shape[0]] = arr
+
+        self._each(one, range(0, n, step))
         return out
 
     # -- image-embedding models (trained visual_embedders) -----------------------------------------
@@ -260,6 +269,19 @@ class TritonModels:
             out[start : start + chunk.shape[0]] = arr
         return out
 
+    def _each(self, fn: Callable[[int], None], starts: range) -> None:
+        """Run the chunks of one batch at the same time: with several model instances (CPU) they
+        execute in parallel instead of one after the other. The first error is raised."""
+        if len(starts) == 1:
+            fn(starts[0])
+            return
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="triton-chunk")
+            pool = self._pool
+        for future in [pool.submit(fn, s) for s in starts]:
+            future.result()
+
     # -- app models (heads on embeddings, see firstlight.training.export) ------------------------
 
     def load_model(self, name: str) -> None:
@@ -294,9 +316,10 @@ class TritonModels:
     def infer_head(self, model: str, version: str, embeddings: np.ndarray) -> np.ndarray:
         """float32 [N,1280] embeddings -> [N,K] probabilities from an app model version."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
-        outputs = []
         step = self.max_batch_size(model)
-        for start in range(0, emb.shape[0], step):
+        outputs: dict[int, np.ndarray] = {}
+
+        def one(start: int) -> None:
             chunk = emb[start : start + step]
             inp = grpcclient.InferInput(HEAD_INPUT, list(chunk.shape), "FP32")
             inp.set_data_from_numpy(chunk)
@@ -314,8 +337,11 @@ class TritonModels:
                     result = self._client.infer(model, **request)
                 except InferenceServerException as again:
                     raise _translate(again, f"infer {model} v{version}") from again
-            outputs.append(result.as_numpy(PROBS_OUTPUT))
-        return np.concatenate(outputs) if outputs else np.empty((0, 0), np.float32)
+            outputs[start] = result.as_numpy(PROBS_OUTPUT)
+
+        if emb.shape[0]:
+            self._each(one, range(0, emb.shape[0], step))
+        return np.concatenate([outputs[k] for k in sorted(outputs)]) if outputs else np.empty((0, 0), np.float32)
 
 
 def _exported_meta(repository: Path | None, name: str, version: str) -> dict | None:

@@ -87,6 +87,10 @@ def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     # venv's pyvenv.cfg, so sys.path is the venv's site-packages (torch, numpy 1.26, and
     # firstlight through its editable-install .pth) instead of the base interpreter's.
     prepend("PATH", str(Path(sys.executable).parent))
+    # OpenMP threads that finish early spin for the others by default, burning a core that the
+    # other backbone instance, the services and the broker need on a small host. Passive waiting
+    # costs nothing measurable when the machine is idle. An explicit value in the environment wins.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return env
 
 

@@ -259,6 +259,7 @@ class IndexStats(_message.Message):
     SWITCHING_TO_FIELD_NUMBER: _builtins.int
     SWITCH_REMAINING_FIELD_NUMBER: _builtins.int
     SWITCH_TOTAL_FIELD_NUMBER: _builtins.int
+    ANN_CURRENT_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     indexed_count: _builtins.int
@@ -273,6 +274,11 @@ class IndexStats(_message.Message):
     """Inputs the switch still has to index with the new model before searches flip to it."""
     switch_total: _builtins.int
     """Inputs the switch indexes in all (the app's inputs when it started)."""
+    ann_current: _builtins.bool
+    """True when searches go through an up-to-date approximate-search (HNSW) graph, or the index
+    is small enough to be scanned exactly; false while a background graph build is due or running
+    (searches then scan: exact, slower).
+    """
     def __init__(
         self,
         *,
@@ -282,10 +288,11 @@ class IndexStats(_message.Message):
         switching_to: _builtins.str = ...,
         switch_remaining: _builtins.int = ...,
         switch_total: _builtins.int = ...,
+        ann_current: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model", "switch_remaining", b"switch_remaining", "switch_total", b"switch_total", "switching_to", b"switching_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ann_current", b"ann_current", "app_id", b"app_id", "indexed_count", b"indexed_count", "model", b"model", "switch_remaining", b"switch_remaining", "switch_total", b"switch_total", "switching_to", b"switching_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

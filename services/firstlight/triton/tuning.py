@@ -1,0 +1,134 @@
+"""Serving parameters of the backbone by device, written into a model repository's config.pbtxt.
+
+Measured on the 2-core CPU dev machine (bench/README.md): the forward pass is compute-bound and
+large batches are 3-6x slower *per image* than small ones (memory-bound), and two OpenMP threads
+in one process lose to one thread whenever the other core is busy (spinning barriers). So on CPU
+the backbone runs as several single-threaded instances with small batches (concurrent requests
+land on different cores instead of queueing behind one 2-thread forward pass), while on a GPU
+one instance takes large batches. ``FIRSTLIGHT_TRITON_*`` settings (config.TritonSettings)
+override each choice; the local stack applies them to its runtime copy of the repository, and
+``python -m firstlight.triton.tuning --device gpu REPO`` does it for a deployed repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from firstlight.config import TritonSettings
+
+BACKBONE = "backbone"
+#: Ensembles over the backbone: Triton rejects an ensemble whose max_batch_size exceeds a step's.
+ENSEMBLES = ("general",)
+
+
+@dataclass(frozen=True)
+class BackboneTuning:
+    kind: str  # "KIND_CPU" | "KIND_GPU"
+    instances: int
+    torch_threads: int
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    queue_delay_us: int
+
+
+def detect_device() -> str:
+    """"gpu" when torch sees CUDA (the same test model.py makes), else "cpu"."""
+    try:
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - no torch here means no GPU serving either
+        return "cpu"
+
+
+def choose(settings: TritonSettings, cores: int | None = None, device: str | None = None) -> BackboneTuning:
+    """The tuning for this host: settings win, device defaults fill the rest."""
+    cores = max(1, cores or os.cpu_count() or 1)
+    device = device or (detect_device() if settings.triton_device == "auto" else settings.triton_device)
+    if device == "gpu":
+        instances = settings.triton_instances or 1
+        threads = settings.torch_threads or 2  # only pre/post-processing runs on the CPU
+        max_batch = settings.triton_max_batch or 64
+        preferred = (16, 32, max_batch)
+        delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 5000
+        kind = "KIND_GPU"
+    else:
+        # One single-threaded instance per core, at most 4 (each instance is a process holding
+        # the weights, ~150 MB); leftover cores become intra-op threads.
+        instances = settings.triton_instances or max(1, min(4, cores))
+        threads = settings.torch_threads or max(1, cores // instances)
+        max_batch = settings.triton_max_batch or 8
+        preferred = (4, max_batch)
+        delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 2000
+        kind = "KIND_CPU"
+    preferred = tuple(sorted({p for p in preferred if 1 <= p <= max_batch}))
+    return BackboneTuning(kind, instances, threads, max_batch, preferred, delay)
+
+
+def _sub(pattern: str, repl: str, text: str, what: str) -> str:
+    new, n = re.subn(pattern, repl, text, count=1, flags=re.MULTILINE)
+    if n != 1:
+        raise ValueError(f"config.pbtxt: cannot find {what} to tune")
+    return new
+
+
+def tune_backbone_config(text: str, t: BackboneTuning) -> str:
+    """Rewrite the tunable fields of backbone/config.pbtxt, keeping everything else (comments too)."""
+    text = _sub(r"^max_batch_size:\s*\d+", f"max_batch_size: {t.max_batch_size}", text, "max_batch_size")
+    preferred = ", ".join(str(p) for p in t.preferred_batch_sizes)
+    batching = (
+        "dynamic_batching {\n"
+        f"  preferred_batch_size: [ {preferred} ]\n"
+        f"  max_queue_delay_microseconds: {t.queue_delay_us}\n"
+        "}"
+    )
+    new, n = re.subn(r"^dynamic_batching\s*\{.*?^\}", lambda _: batching, text, count=1, flags=re.MULTILINE | re.DOTALL)
+    if n != 1:
+        raise ValueError("config.pbtxt: cannot find dynamic_batching to tune")
+    text = new
+    text = _sub(r"(instance_group\s*\[\s*\{[^}]*?count:\s*)\d+", rf"\g<1>{t.instances}", text, "instance_group count")
+    text = _sub(r"(instance_group\s*\[\s*\{[^}]*?kind:\s*)KIND_\w+", rf"\g<1>{t.kind}", text, "instance_group kind")
+    new, n = re.subn(
+        r'(key:\s*"FIRSTLIGHT_TORCH_THREADS"[^}]*?string_value:\s*")\d+(")',
+        rf"\g<1>{t.torch_threads}\g<2>",
+        text,
+        count=1,
+        flags=re.DOTALL,
+    )
+    if n != 1:
+        raise ValueError("config.pbtxt: cannot find the FIRSTLIGHT_TORCH_THREADS parameter to tune")
+    return new
+
+
+def tune_repository(repository: Path, t: BackboneTuning) -> None:
+    """Apply ``t`` to ``repository``'s backbone and cap its ensembles' batch size to match."""
+    path = repository / BACKBONE / "config.pbtxt"
+    path.write_text(tune_backbone_config(path.read_text(), t))
+    for name in ENSEMBLES:
+        cfg = repository / name / "config.pbtxt"
+        if cfg.exists():
+            cfg.write_text(_sub(r"^max_batch_size:\s*\d+", f"max_batch_size: {t.max_batch_size}", cfg.read_text(), "max_batch_size"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m firstlight.triton.tuning", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("repository", type=Path, help="model repository holding backbone/ (edited in place)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: FIRSTLIGHT_TRITON_DEVICE or auto")
+    p.add_argument("--cores", type=int, default=None, help="CPU cores Triton may use (default: this host's)")
+    args = p.parse_args(argv)
+    settings = TritonSettings()
+    device = None if args.device in (None, "auto") else args.device
+    t = choose(settings, cores=args.cores, device=device)
+    tune_repository(args.repository, t)
+    print(t)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
