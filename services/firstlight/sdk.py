@@ -93,7 +93,7 @@ class DetectedRegion:
 
 def region_protos(regions: Iterable[Any]) -> list[common_pb2.Region]:
     """Box labels as common.Region. Each region is ``(concept, (x0, y0, x1, y1))``,
-    ``(concept, x0, y0, x1, y1)``, or an object with ``concept`` and either ``box`` (a
+    ``(concept, x0, y0, x1, y1)``, ``{"concept": ..., "box": [x0, y0, x1, y1]}``, or an object with ``concept`` and either ``box`` (a
     :class:`DetectedRegion`, a common.Region) or ``x0..y1`` (the detector's ``Box``). Boxes are
     normalised to the image; the server validates them (INVALID_ARGUMENT naming the field)."""
     out = []
@@ -101,7 +101,9 @@ def region_protos(regions: Iterable[Any]) -> list[common_pb2.Region]:
         if isinstance(r, common_pb2.Region):
             out.append(r)
             continue
-        if hasattr(r, "concept"):
+        if isinstance(r, dict):  # JSON: {"concept": ..., "box": [x0, y0, x1, y1]}
+            concept, box = r["concept"], r["box"]
+        elif hasattr(r, "concept"):
             concept = r.concept
             box = getattr(r, "box", None)
             if box is None:

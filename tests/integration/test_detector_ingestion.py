@@ -27,14 +27,26 @@ TINY = {
 }
 
 
-def test_detector_trains_from_ingested_boxes_and_predicts_regions(client: Firstlight) -> None:
+def test_detector_trains_from_ingested_boxes_and_predicts_regions(stack, client: Firstlight, tmp_path) -> None:  # type: ignore[no-untyped-def]
     client.create_app(APP)
-    scenes = generate_scenes(40, split="train", seed=1, size=64, classes=CONCEPTS)
-    items = [UploadItem(png_bytes(s.image), id=f"scene-{n:03d}", regions=list(s.boxes)) for n, s in enumerate(scenes)]
+    scenes = generate_scenes(41, split="train", seed=1, size=64, classes=CONCEPTS)
+    items = [UploadItem(png_bytes(s.image), id=f"scene-{n:03d}", regions=list(s.boxes)) for n, s in enumerate(scenes[:40])]
     # an image labeled by concept only: in the dataset, but not detector training data
     items.append(UploadItem(png_bytes(scenes[0].image), ["bear"], id="concept-only"))
+    # an unlabeled image, boxed afterwards with the CLI
+    items.append(UploadItem(png_bytes(scenes[40].image), id="cli-boxed"))
     report = client.upload(APP, items)
-    assert not report.failures and len(report.input_ids) == 41
+    assert not report.failures and len(report.input_ids) == 42
+
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"cli-boxed": [[b.concept, *b[:4]] for b in scenes[40].boxes]}))
+    out = CliRunner().invoke(cli, ["label-boxes", APP, str(boxes), "--data-dir", str(stack.data_dir)])
+    assert out.exit_code == 0, out.output
+    assert [r.concept for r in client.get_input(APP, "cli-boxed").regions] == [b.concept for b in scenes[40].boxes]
 
     # regions come back from GetInput, and their concepts are the input's concepts
     got = client.get_input(APP, "scene-000")
@@ -56,7 +68,7 @@ def test_detector_trains_from_ingested_boxes_and_predicts_regions(client: Firstl
     [v] = client.versions(APP, "det").versions
     assert v.template == "visual_detector" and "map_50" in v.validation_metrics
     # every scene has boxes; the concept-only input is left out of the detector's data
-    assert sum(json.loads(v.fit_report_json)["counts"].values()) == 40
+    assert sum(json.loads(v.fit_report_json)["counts"].values()) == 41
 
     images = [png_bytes(s.image) for s in generate_scenes(3, split="test", seed=2, size=64, classes=CONCEPTS)]
 
