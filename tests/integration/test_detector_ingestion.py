@@ -57,7 +57,11 @@ def test_detector_trains_from_ingested_boxes_and_predicts_regions(stack, client:
     ]
     assert set(got.concepts) == {b.concept for b in want}
 
-    # a bad box on upload is INVALID_ARGUMENT naming the field
+    # a bad box is INVALID_ARGUMENT naming the field: on upload (a streamed failure, not fatal)...
+    bad = client.upload(APP, [UploadItem(png_bytes(scenes[1].image), id="bad-box", regions=[("bear", (0.2, 0.2, 0.4, 1.2))])])
+    assert [(f.code, f.id) for f in bad.failures] == [("INVALID_ARGUMENT", "bad-box")]
+    assert "regions[0].box.y1 = 1.2" in bad.failures[0].message
+    # ...and on annotation (all-or-nothing)
     with pytest.raises(FirstlightError, match=r"INVALID_ARGUMENT.*regions\[0\]\.box: x0"):
         client.annotate(APP, regions={"scene-001": [("bear", (0.6, 0.1, 0.2, 0.5))]})
 
