@@ -393,6 +393,37 @@ def label(
     console.print(f"{verb} {len(resp.input_ids)} inputs with {', '.join(concept)}")
 
 
+@app.command("label-boxes")
+def label_boxes(
+    app_id: str,
+    boxes: Annotated[Path, typer.Argument(help='JSON file: {"<input id>": [["concept", x0, y0, x1, y1], ...], ...}, boxes normalised to [0, 1]')],
+    replace: Annotated[bool, typer.Option(help="Drop each listed input's previous boxes first")] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Add box labels (regions, for visual_detector) to uploaded inputs; their concepts are added too."""
+    try:
+        wanted = json.loads(boxes.read_text())
+        if not isinstance(wanted, dict):
+            raise ValueError("the top level must be an object keyed by input id")
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {boxes}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    items = list(wanted.items())
+    done = 0
+    with _client(data_dir) as client, progress_bar() as bar:
+        task = bar.add_task("labeling", total=len(items), rate="")
+        for start in range(0, len(items), 500):  # each call is all-or-nothing
+            part = dict(items[start : start + 500])
+            try:
+                client.annotate(app_id, regions=part, replace_regions=replace)
+            except (FirstlightError, KeyError, TypeError, ValueError) as exc:
+                console.print(f"[red]inputs {start}..{start + len(part) - 1}: {exc}[/red] ({done} labeled before)")
+                raise typer.Exit(1) from None
+            done += len(part)
+            bar.advance(task, len(part))
+    console.print(f"labeled {done} inputs with {sum(len(v) for _, v in items)} boxes")
+
+
 @app.command()
 def dataset(
     app_id: str,

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -90,6 +91,33 @@ class DetectedRegion:
     box: tuple[float, float, float, float]
 
 
+def region_protos(regions: Iterable[Any]) -> list[common_pb2.Region]:
+    """Box labels as common.Region. Each region is ``(concept, (x0, y0, x1, y1))``,
+    ``(concept, x0, y0, x1, y1)``, ``{"concept": ..., "box": [x0, y0, x1, y1]}``, or an object with ``concept`` and either ``box`` (a
+    :class:`DetectedRegion`, a common.Region) or ``x0..y1`` (the detector's ``Box``). Boxes are
+    normalised to the image; the server validates them (INVALID_ARGUMENT naming the field)."""
+    out = []
+    for r in regions:
+        if isinstance(r, common_pb2.Region):
+            out.append(r)
+            continue
+        if isinstance(r, dict):  # JSON: {"concept": ..., "box": [x0, y0, x1, y1]}
+            concept, box = r["concept"], r["box"]
+        elif hasattr(r, "concept"):
+            concept = r.concept
+            box = getattr(r, "box", None)
+            if box is None:
+                box = (r.x0, r.y0, r.x1, r.y1)
+            elif isinstance(box, common_pb2.BoundingBox):
+                box = (box.x0, box.y0, box.x1, box.y1)
+        else:
+            concept, *rest = r
+            box = rest[0] if len(rest) == 1 else rest
+        x0, y0, x1, y1 = (float(v) for v in box)
+        out.append(common_pb2.Region(concept=concept, box=common_pb2.BoundingBox(x0=x0, y0=y0, x1=x1, y1=y1)))
+    return out
+
+
 @dataclass
 class UploadItem:
     image_bytes: bytes
@@ -97,6 +125,8 @@ class UploadItem:
     id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     split: str = ""
+    #: Box labels (see :func:`region_protos` for the accepted forms); their concepts are added.
+    regions: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -254,6 +284,7 @@ class Firstlight:
                             concepts=item.concepts,
                             metadata=item.metadata,
                             split=SPLITS[item.split],  # type: ignore[arg-type]
+                            regions=region_protos(item.regions),
                         ),
                     )
                     if on_progress and first:
@@ -605,14 +636,35 @@ class Firstlight:
         return list(self._curation().ListLearningRounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), timeout=self.timeout_s).rounds)
 
     @_wrap_errors
-    def annotate(self, app_id: str, labels: dict[str, Iterable[str]]) -> None:
-        """Add concepts per input ({input_id: [concept, ...]}), all-or-nothing."""
-        self.ingestion.PostAnnotations(
+    def annotate(
+        self,
+        app_id: str,
+        labels: dict[str, Iterable[str]] | None = None,
+        *,
+        regions: dict[str, Iterable[Any]] | None = None,
+        replace_regions: bool = False,
+    ) -> list[common_pb2.Input]:
+        """Add concepts per input ({input_id: [concept, ...]}) and/or box labels
+        ({input_id: [region, ...]}, forms as in :func:`region_protos`; their concepts are added
+        too), all-or-nothing. ``replace_regions`` drops the inputs' previous regions first."""
+        labels, regions = labels or {}, regions or {}
+        ids = list(dict.fromkeys([*labels, *regions]))
+        resp = self.ingestion.PostAnnotations(
             ingestion_pb2.PostAnnotationsRequest(
-                app_id=app_id, annotations=[ingestion_pb2.Annotation(input_id=i, add_concepts=list(cs)) for i, cs in labels.items()]
+                app_id=app_id,
+                annotations=[
+                    ingestion_pb2.Annotation(
+                        input_id=i,
+                        add_concepts=list(labels.get(i, ())),
+                        add_regions=region_protos(regions.get(i, ())),
+                        clear_regions=replace_regions and i in regions,
+                    )
+                    for i in ids
+                ],
             ),
             timeout=self.timeout_s,
         )
+        return list(resp.inputs)
 
     # -- predict ----------------------------------------------------------------------
     @_wrap_errors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import unicodedata
 
@@ -13,6 +14,7 @@ INPUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_CONCEPT_CHARS = 256
 MAX_CONCEPTS_PER_INPUT = 256
 MAX_METADATA_ENTRIES = 64
+MAX_REGIONS_PER_INPUT = 1000
 MAX_METADATA_CHARS = 4096
 
 
@@ -62,6 +64,35 @@ def concepts(values: list[str] | tuple[str, ...]) -> list[str]:
     if len(values) > MAX_CONCEPTS_PER_INPUT:
         raise ResourceExhausted(f"{len(values)} concepts on one input, over the limit of {MAX_CONCEPTS_PER_INPUT}")
     return list(dict.fromkeys(concept(v) for v in values))
+
+
+def regions(values, field: str = "regions") -> list[tuple[str, float, float, float, float]]:
+    """Labeled objects as (concept, x0, y0, x1, y1), from anything with ``concept`` and ``box``
+    (a common.Region, or the SDK's dicts turned into Regions). Boxes are normalised to the image:
+    0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1. Errors name the field, e.g. ``regions[2].box.x1``."""
+    values = list(values)
+    if len(values) > MAX_REGIONS_PER_INPUT:
+        raise ResourceExhausted(f"{field}: {len(values)} regions on one input, over the limit of {MAX_REGIONS_PER_INPUT}")
+    out = []
+    for n, r in enumerate(values):
+        where = f"{field}[{n}]"
+        try:
+            name = concept(r.concept)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"{where}.concept: {exc}") from None
+        if hasattr(r, "HasField") and not r.HasField("box"):
+            raise InvalidArgument(f"{where}.box is missing")
+        b = r.box
+        x0, y0, x1, y1 = (float(b.x0), float(b.y0), float(b.x1), float(b.y1))
+        for key, v in (("x0", x0), ("y0", y0), ("x1", x1), ("y1", y1)):
+            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise InvalidArgument(f"{where}.box.{key} = {v} is outside [0, 1] (boxes are normalised to the image)")
+        if not x0 < x1:
+            raise InvalidArgument(f"{where}.box: x0 ({x0}) must be < x1 ({x1})")
+        if not y0 < y1:
+            raise InvalidArgument(f"{where}.box: y0 ({y0}) must be < y1 ({y1})")
+        out.append((name, x0, y0, x1, y1))
+    return out
 
 
 def metadata(values: dict[str, str]) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """A visual_detector version served through the real parts: trained in-process on generated scenes
-(no box labels come through ingestion yet), exported with the deep Triton exporter into the stack's
+(test_detector_ingestion.py does the same from box labels uploaded through ingestion), exported with the deep Triton exporter into the stack's
 model repository, announced on ``model.version.ready``, loaded by the real tritonserver (Python
 backend running the TorchScript decode + NMS), and returned as regions by InferenceService.Predict."""
 

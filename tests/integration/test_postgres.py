@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import inspect, text
 
 from firstlight import datasets
 from firstlight.blobstore import LocalBlobStore
@@ -84,14 +85,18 @@ def postgres() -> Iterator[str]:
 
 # -- the ingestion domain tests, again on PostgreSQL ----------------------------------------------
 
-_spec = importlib.util.spec_from_file_location("_ingestion_core_tests", Path(__file__).parents[1] / "unit" / "test_ingestion_core.py")
-assert _spec and _spec.loader
-_unit = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _unit
-_spec.loader.exec_module(_unit)
-for _name in dir(_unit):
-    if _name.startswith("test_"):
-        globals()[f"{_name}_on_postgres"] = getattr(_unit, _name)
+for _file in ("test_ingestion_core.py", "test_ingestion_regions.py"):
+    _spec = importlib.util.spec_from_file_location(f"_{_file[:-3]}_tests", Path(__file__).parents[1] / "unit" / _file)
+    assert _spec and _spec.loader
+    _unit = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _unit
+    _spec.loader.exec_module(_unit)
+    for _name in dir(_unit):
+        _fn = getattr(_unit, _name)
+        # only the tests that run on the `core` store (the others are pure or SQLite-specific)
+        _args = _fn.__code__.co_varnames[: _fn.__code__.co_argcount] if hasattr(_fn, "__code__") else ()
+        if _name.startswith("test_") and (_file == "test_ingestion_core.py" or "core" in _args):
+            globals()[f"{_name}_on_postgres"] = _fn
 
 
 @pytest.fixture
@@ -103,6 +108,15 @@ def core(postgres: str, tmp_path: Path) -> Ingestion:
     ing = Ingestion(MetadataStore(engine), LocalBlobStore(tmp_path / "blobs"), ImageLimits(max_batch_size=4))
     ing.create_app("app")
     return ing
+
+
+def test_regions_column_added_to_an_older_postgres_store(postgres: str) -> None:
+    engine = make_engine(postgres + "ingestion_core")
+    with engine.begin() as conn:  # the schema before inputs had regions
+        conn.execute(text("ALTER TABLE inputs DROP COLUMN regions"))
+    engine.dispose()
+    engine = make_engine(postgres + "ingestion_core")  # adds it back
+    assert "regions" in {c["name"] for c in inspect(engine).get_columns("inputs")}
 
 
 def test_training_store_on_postgres(postgres: str) -> None:

@@ -15,7 +15,7 @@ from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, Resource
 from firstlight.images import decode_image
 from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
 from firstlight.messaging import topics
-from firstlight.v1 import events_pb2
+from firstlight.v1 import common_pb2, events_pb2
 
 PRODUCER = "ingestion"
 SPLITS = {0, 1, 2, 3}
@@ -30,6 +30,13 @@ class NewInput:
     concepts: Sequence[str] = ()
     metadata: dict[str, str] = field(default_factory=dict)
     split: int = 0
+    # Labeled objects: anything with ``concept`` and ``box`` (common.Region), validated here.
+    regions: Sequence = ()
+
+
+def region_proto(g: tuple[str, float, float, float, float]) -> common_pb2.Region:
+    """A stored labeled object as a common.Region (score 0: it is a label, not a detection)."""
+    return common_pb2.Region(concept=g[0], box=common_pb2.BoundingBox(x0=g[1], y0=g[2], x1=g[3], y1=g[4]))
 
 
 def _header(key: str | None = None) -> events_pb2.EventHeader:
@@ -63,7 +70,9 @@ class Ingestion:
         input_id = validation.input_id(item.id) if item.id else uuid.uuid4().hex
         if item.split not in SPLITS:
             raise InvalidArgument(f"{label}: unknown split {item.split}")
-        concepts = validation.concepts(list(item.concepts))
+        regions = validation.regions(item.regions, f"{label}: regions")
+        # A region's concept is one of the input's concepts (concept filters and datasets see it).
+        concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
         decoded = decode_image(
             item.image_bytes,
@@ -85,6 +94,7 @@ class Ingestion:
             created_at=utcnow(),
             label_revision=1 if concepts else 0,
             concepts=concepts,
+            regions=regions,
         )
         return row, item.image_bytes
 
@@ -199,22 +209,26 @@ class Ingestion:
             self.blobs.delete(uri)
         return len(ids)
 
-    def annotate(
-        self, app_id: str, changes: Sequence[tuple[str, Sequence[str], Sequence[str], int]]
-    ) -> list[InputRow]:
-        """Each change is (input_id, add_concepts, remove_concepts, split or 0)."""
+    def annotate(self, app_id: str, changes: Sequence[tuple]) -> list[InputRow]:
+        """Each change is (input_id, add_concepts, remove_concepts, split or 0[, add_regions,
+        clear_regions]); the concepts of added regions are added too."""
         self.get_app(app_id)
         if not changes:
             raise InvalidArgument("no annotations given")
         clean = []
-        for input_id, add, remove, split in changes:
+        for n, change in enumerate(changes):
+            input_id, add, remove, split = change[:4]
+            add_regions = change[4] if len(change) > 4 else ()
+            clear_regions = bool(change[5]) if len(change) > 5 else False
             validation.input_id(input_id)
             if split not in SPLITS:
                 raise InvalidArgument(f"input {input_id!r}: unknown split {split}")
-            add_c, remove_c = validation.concepts(list(add)), validation.concepts(list(remove))
-            if not add_c and not remove_c and not split:
+            regions = validation.regions(add_regions, f"annotations[{n}].add_regions")
+            add_c = validation.concepts(list(dict.fromkeys([*add, *(g[0] for g in regions)])))
+            remove_c = validation.concepts(list(remove))
+            if not add_c and not remove_c and not split and not clear_regions:
                 raise InvalidArgument(f"annotation for input {input_id!r} changes nothing")
-            clean.append((input_id, add_c, remove_c, split))
+            clean.append((input_id, add_c, remove_c, split, regions, clear_regions))
         ids = [c[0] for c in clean]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("an input appears in more than one annotation of the request")
@@ -232,6 +246,7 @@ class Ingestion:
                     concepts=r.concepts,
                     split=r.split,  # type: ignore[arg-type]
                     label_revision=r.label_revision,
+                    regions=[region_proto(g) for g in r.regions],
                 )
                 out.append(OutboxEvent(topics.ANNOTATIONS_CHANGED, topics.event_key(r.app_id, r.id), ev.SerializeToString()))
             return out
@@ -264,5 +279,6 @@ class Ingestion:
             concepts=list(spec.concepts),
             metadata=dict(spec.metadata),
             split=int(spec.split),
+            regions=list(spec.regions),
         )
         return self.post_inputs(event.app_id, [item], idempotency_key=key or None)[0]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, Unavailable
-from firstlight.ingestion.core import Ingestion, NewInput
+from firstlight.ingestion.core import Ingestion, NewInput, region_proto
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
 from firstlight.runtime.channels import aio_internal_channel
@@ -47,6 +47,7 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         sha256=row.sha256,
         created_at=timestamp(row.created_at),
         label_revision=row.label_revision,
+        regions=[region_proto(g) for g in row.regions],
     )
 
 
@@ -67,6 +68,7 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
         concepts=list(spec.concepts),
         metadata=dict(spec.metadata),
         split=int(spec.split),
+        regions=list(spec.regions),
     )
 
 
@@ -158,7 +160,8 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
 
     async def PostAnnotations(self, request, context):  # type: ignore[no-untyped-def]
         changes = [
-            (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split)) for a in request.annotations
+            (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split), list(a.add_regions), a.clear_regions)
+            for a in request.annotations
         ]
         rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes)
         self._published()

@@ -66,6 +66,10 @@ inputs = Table(
     Column("metadata", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("label_revision", Integer, nullable=False, default=0),
+    # Labeled objects, [[concept, x0, y0, x1, y1], ...] with normalised boxes. A JSON column, not
+    # a table: they are only ever read and written with their input (never queried by box), and
+    # their concepts are also rows of input_concepts, so concept filters see them. NULL = none.
+    Column("regions", JSON, nullable=True),
     UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
 )
 
@@ -101,6 +105,7 @@ class InputRow:
     created_at: datetime
     label_revision: int
     concepts: list[str] = field(default_factory=list)
+    regions: list[tuple[str, float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,17 @@ def make_engine(url: str) -> Engine:
     if "embedding_model" not in {c["name"] for c in inspect(engine).get_columns("apps")}:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE apps ADD COLUMN embedding_model VARCHAR(256) NOT NULL DEFAULT ''"))
+    # Same for stores created before inputs had regions (NULL reads as no regions).
+    if "regions" not in {c["name"] for c in inspect(engine).get_columns("inputs")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE inputs ADD COLUMN regions JSON"))
     return engine
+
+
+def _regions(value: object) -> list[tuple[str, float, float, float, float]]:
+    if isinstance(value, str):  # some drivers hand JSON back as text
+        value = json.loads(value)
+    return [(str(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in value or []]
 
 
 class MetadataStore:
@@ -192,6 +207,7 @@ class MetadataStore:
                         "metadata": r.metadata,
                         "created_at": r.created_at,
                         "label_revision": r.label_revision,
+                        "regions": [list(g) for g in r.regions] or None,
                     }
                     for r in rows
                 ],
@@ -240,6 +256,7 @@ class MetadataStore:
             created_at=created,
             label_revision=m["label_revision"],
             concepts=concepts,
+            regions=_regions(m.get("regions")),
         )
 
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]:
@@ -310,13 +327,18 @@ class MetadataStore:
     def apply_annotations(
         self,
         app_id: str,
-        changes: Sequence[tuple[str, Sequence[str], Sequence[str], int]],
+        changes: Sequence[tuple],
         make_events: "callable[[list[InputRow]], list[OutboxEvent]]",
     ) -> list[InputRow]:
-        """Apply (input_id, add, remove, split) changes, bump revisions, enqueue events."""
+        """Apply (input_id, add, remove, split[, add_regions, clear_regions]) changes, bump
+        revisions, enqueue events. Removing a concept also removes its regions; the caller has
+        put the concepts of ``add_regions`` into ``add``."""
         ids = [c[0] for c in changes]
         with self.engine.begin() as conn:
-            for input_id, add, remove, split in changes:
+            for change in changes:
+                input_id, add, remove, split = change[:4]
+                add_regions = change[4] if len(change) > 4 else ()
+                clear_regions = bool(change[5]) if len(change) > 5 else False
                 if remove:
                     conn.execute(
                         delete(input_concepts).where(
@@ -336,6 +358,17 @@ class MetadataStore:
                 if new:
                     conn.execute(insert(input_concepts), [{"app_id": app_id, "input_id": input_id, "concept": c} for c in new])
                 values: dict = {"label_revision": inputs.c.label_revision + 1}
+                if remove or add_regions or clear_regions:
+                    old = _regions(
+                        conn.execute(
+                            select(inputs.c.regions).where(inputs.c.app_id == app_id, inputs.c.id == input_id)
+                        ).scalar_one_or_none()
+                    )
+                    gone = set(remove)
+                    kept = [] if clear_regions else [g for g in old if g[0] not in gone]
+                    regions = kept + [tuple(g) for g in add_regions]
+                    if regions != old:
+                        values["regions"] = [list(g) for g in regions] or None
                 if split:
                     values["split"] = split
                 conn.execute(update(inputs).where(inputs.c.app_id == app_id, inputs.c.id == input_id).values(**values))

@@ -88,6 +88,15 @@ class GrpcPlatform:
                 out[input_id] = np.asarray(rgb, dtype=np.uint8)
         return out
 
+    def regions(self, app_id: str, input_ids: Sequence[str]) -> dict[str, list[tuple[str, float, float, float, float]]]:
+        """Box labels of inputs as (concept, x0, y0, x1, y1), normalised (visual_detector's
+        data), read live from ingestion's GetInput like the pixels."""
+        out: dict[str, list[tuple[str, float, float, float, float]]] = {}
+        for input_id in input_ids:
+            got = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id))
+            out[input_id] = [(r.concept, r.box.x0, r.box.y0, r.box.x1, r.box.y1) for r in got.regions]
+        return out
+
     def publish_progress(self, event: events_pb2.TrainingProgressed) -> None:
         self.producer.send_and_wait(topics.TRAINING_PROGRESS, topics.event_key(event.app_id, event.job_id), event)
 

@@ -149,6 +149,7 @@ class InputSpec(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Optional client-chosen id (same charset as app ids). Generated when empty.
     Posting an id that already exists is ALREADY_EXISTS.
@@ -165,6 +166,13 @@ class InputSpec(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Arbitrary string metadata, stored and returned as is."""
 
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
+        """Labeled objects in the image (detection labels): each a concept and a box normalised to the
+        image (0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1; score ignored). A region's concept also counts
+        as one of the input's concepts. At most 1,000 per input.
+        """
+
     def __init__(
         self,
         *,
@@ -173,10 +181,11 @@ class InputSpec(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         split: Global___Split.ValueType = ...,
+        regions: _abc.Iterable[Global___Region] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "id", b"id", "image_bytes", b"image_bytes", "metadata", b"metadata", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "id", b"id", "image_bytes", b"image_bytes", "metadata", b"metadata", "regions", b"regions", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +229,7 @@ class Input(_message.Message):
     SHA256_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id unique within its app."""
     app_id: _builtins.str
@@ -250,6 +260,10 @@ class Input(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the input was accepted."""
 
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
+        """Labeled objects (concept and normalised box; score 0), in the order they were added."""
+
     def __init__(
         self,
         *,
@@ -265,10 +279,11 @@ class Input(_message.Message):
         sha256: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         label_revision: _builtins.int = ...,
+        regions: _abc.Iterable[Global___Region] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_revision", b"label_revision", "metadata", b"metadata", "sha256", b"sha256", "split", b"split", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

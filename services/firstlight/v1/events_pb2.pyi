@@ -304,6 +304,7 @@ class AnnotationsChanged(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -320,6 +321,10 @@ class AnnotationsChanged(_message.Message):
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """All positive labels after the change."""
 
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Region]:
+        """All labeled objects (concept and normalised box) after the change."""
+
     def __init__(
         self,
         *,
@@ -329,10 +334,11 @@ class AnnotationsChanged(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
+        regions: _abc.Iterable[_common_pb2.Region] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "regions", b"regions", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

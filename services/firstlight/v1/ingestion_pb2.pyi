@@ -556,10 +556,16 @@ class Annotation(_message.Message):
     ADD_CONCEPTS_FIELD_NUMBER: _builtins.int
     REMOVE_CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    ADD_REGIONS_FIELD_NUMBER: _builtins.int
+    CLEAR_REGIONS_FIELD_NUMBER: _builtins.int
     input_id: _builtins.str
     """Input to change."""
     split: _common_pb2.Split.ValueType
     """New split; unspecified keeps the current one."""
+    clear_regions: _builtins.bool
+    """Drop every region of the input before adding add_regions (to redraw its boxes); the
+    concepts stay unless removed.
+    """
     @_builtins.property
     def add_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Concepts to add."""
@@ -568,6 +574,12 @@ class Annotation(_message.Message):
     def remove_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Concepts to remove."""
 
+    @_builtins.property
+    def add_regions(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Region]:
+        """Labeled objects to add (concept and normalised box, as in InputSpec.regions); their
+        concepts are added to the input's concepts. Removing a concept also removes its regions.
+        """
+
     def __init__(
         self,
         *,
@@ -575,10 +587,12 @@ class Annotation(_message.Message):
         add_concepts: _abc.Iterable[_builtins.str] | None = ...,
         remove_concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: _common_pb2.Split.ValueType = ...,
+        add_regions: _abc.Iterable[_common_pb2.Region] | None = ...,
+        clear_regions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_concepts", b"add_concepts", "input_id", b"input_id", "remove_concepts", b"remove_concepts", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_concepts", b"add_concepts", "add_regions", b"add_regions", "clear_regions", b"clear_regions", "input_id", b"input_id", "remove_concepts", b"remove_concepts", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

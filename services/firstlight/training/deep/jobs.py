@@ -22,7 +22,7 @@ import numpy as np
 from firstlight.errors import FailedPrecondition
 from firstlight.training import evaluation
 from firstlight.training.deep import hyper as deep_hyper
-from firstlight.training.deep.context import DeepData, DeepTemplate, DeepTrainResult, EpochReport, LabeledImages
+from firstlight.training.deep.context import Box, DeepData, DeepTemplate, DeepTrainResult, EpochReport, LabeledImages
 from firstlight.training.deep.loop import LocalContext, default_device, prepare_images
 from firstlight.training.deep.triton_export import export_deep, load_exported, run_exported
 
@@ -139,8 +139,37 @@ def publish_end(service: TrainingService, job_id: str, state: int, message: str)
         _publish(service, job, state, message=message)
 
 
-def _split(service: TrainingService, app_id: str, rows: list[DatasetRow], images: dict[str, np.ndarray]) -> LabeledImages:
-    return LabeledImages([r.input_id for r in rows], [images[r.input_id] for r in rows], [list(r.concepts) for r in rows])
+def _split(
+    service: TrainingService,
+    app_id: str,
+    rows: list[DatasetRow],
+    images: dict[str, np.ndarray],
+    regions: dict[str, list[Box]] | None = None,
+) -> LabeledImages:
+    if regions is None:
+        return LabeledImages([r.input_id for r in rows], [images[r.input_id] for r in rows], [list(r.concepts) for r in rows])
+    # Detection: only inputs with box labels of the model's concepts. An input labeled with a
+    # concept but no box for it would otherwise teach the detector that the object is absent.
+    boxed = [r for r in rows if regions.get(r.input_id)]
+    if not boxed:
+        return LabeledImages([], [], [], None)  # the template says which split has no boxes
+    boxes = [regions[r.input_id] for r in boxed]
+    return LabeledImages(
+        [r.input_id for r in boxed],
+        [images[r.input_id] for r in boxed],
+        [list(dict.fromkeys(b.concept for b in objs)) for objs in boxes],
+        boxes,
+    )
+
+
+def fetch_regions(service: TrainingService, app_id: str, rows: list[DatasetRow], concepts: list[str]) -> dict[str, list[Box]]:
+    """Box labels (ingestion's regions) of ``rows``, restricted to the model's concepts."""
+    fetch = getattr(service.platform, "regions", None)
+    if fetch is None:
+        raise FailedPrecondition("visual_detector needs box labels, and this platform cannot read regions")
+    known = set(concepts)
+    got = fetch(app_id, [r.input_id for r in rows])
+    return {i: [Box(x0, y0, x1, y1, c) for c, x0, y0, x1, y1 in objs if c in known] for i, objs in got.items()}
 
 
 def fetch_images(service: TrainingService, app_id: str, rows: list[DatasetRow], image_size: int) -> dict[str, np.ndarray]:
@@ -167,8 +196,9 @@ def train_deep(service: TrainingService, job_id: str) -> None:
     ds, rows = service._dataset_for(model, job["dataset_id"])
     service._step(job_id, "fetching images", 0.01, message=f"{len(rows)} images of dataset {ds['id']}")
     images = fetch_images(service, app_id, rows, int(h["image_size"]))
+    regions = fetch_regions(service, app_id, rows, list(model["concepts"])) if model["template"] == "visual_detector" else None
     by_split = {s: [r for r in rows if r.split == s] for s in (1, 2, 3)}
-    data = DeepData(list(model["concepts"]), *(_split(service, app_id, by_split[s], images) for s in (1, 2, 3)))
+    data = DeepData(list(model["concepts"]), *(_split(service, app_id, by_split[s], images, regions) for s in (1, 2, 3)))
     del images
     fetch_seconds = time.perf_counter() - started
     ctx = ServiceContext(service, job, model, data, h)
