@@ -149,8 +149,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token, interpreted_as=interpreted)
 
     async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
-        state = await asyncio.to_thread(self.searcher.app_models, request.app_id)
-        n = await asyncio.to_thread(self.searcher.count, request.app_id, state.active)
+        for _ in range(5):
+            state = await asyncio.to_thread(self.searcher.app_models, request.app_id)
+            n = await asyncio.to_thread(self.searcher.count, request.app_id, state.active)
+            # A switch may flip (and empty the old index) between the two reads: count again
+            # until the state is the one the count was taken under.
+            if await asyncio.to_thread(self.searcher.app_models, request.app_id) == state:
+                break
         current = await asyncio.to_thread(self.index_current)
         return search_pb2.IndexStats(
             app_id=request.app_id,
