@@ -724,6 +724,60 @@ def drift_report(
     )
 
 
+@app.command("al-benchmark")
+def al_benchmark(
+    datasets: Annotated[Optional[list[str]], typer.Argument(help="Bundled cached sets (animal-mnist, fashion-mnist; default: both unless --folder)")] = None,
+    folder: Annotated[Optional[Path], typer.Option(help="Folder of class sub-folders, embedded by the running stack's embedding service")] = None,
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds (one learning curve per seed and strategy)")] = "0,1,2,3,4",
+    rounds: Annotated[int, typer.Option(help="Labeling rounds after the seed set")] = 15,
+    batch: Annotated[int, typer.Option(help="Labels the oracle gives per round")] = 50,
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies (default: the usual comparison set)")] = "",
+    seed_per_class: Annotated[int, typer.Option(help="Labeled images per class to start from")] = 2,
+    c: Annotated[Optional[float], typer.Option("--C", help="Classifier C (default: the transfer template's)")] = None,
+    balanced: Annotated[Optional[bool], typer.Option("--balanced/--no-balanced", help="Balanced class weights (default: the transfer template's)")] = None,
+    out: Annotated[Path, typer.Option(help="Where <set>.json/.md/.png go")] = Path("al-benchmark"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Simulate the active-learning loop with an oracle: per strategy and seed, start from a few
+    labels per class, let the strategy pick a batch, reveal its labels, retrain the live loop's
+    classifier (the transfer template's settings), and record test accuracy per round."""
+    from firstlight.curation import benchmark as bm
+    from firstlight.curation import strategies as st
+
+    names = [x for x in strategies.split(",") if x] or bm.DEFAULT_COMPARE
+    unknown = [x for x in names if x not in st.STRATEGIES]
+    if unknown:
+        console.print(f"[red]unknown strategies: {', '.join(unknown)} (known: {', '.join(st.STRATEGIES)})[/red]")
+        raise typer.Exit(2)
+    try:
+        seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+    except ValueError:
+        console.print(f"[red]--seeds must be comma-separated integers, got {seeds!r}[/red]")
+        raise typer.Exit(2) from None
+    sets = list(datasets or ([] if folder else ["animal-mnist", "fashion-mnist"]))
+    client = None
+    try:
+        if folder:
+            bm.load_folder(folder, seed_per_class=seed_per_class)  # reject a bad folder before connecting
+            client = _client(data_dir)
+        stems = bm.run(
+            sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
+            rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
+            balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False),
+        )  # fmt: skip
+    except (bm.FolderError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except FirstlightError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    finally:
+        if client is not None:
+            client.close()
+    for name, stem in stems.items():
+        console.print(f"[green]{name}[/green]: {stem}.json, {stem}.md, {stem}.png")
+
+
 @app.command("export-sample")
 def export_sample(folder: Path, per_class: int = 100, seed: int = 0) -> None:
     """Write bundled animal-mnist images as FOLDER/<class>/<id>.png."""

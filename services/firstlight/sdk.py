@@ -36,6 +36,8 @@ from firstlight.v1 import (
     common_pb2,
     curation_pb2,
     curation_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     ingestion_pb2,
@@ -51,7 +53,7 @@ SPLITS = {"": 0, "train": 1, "validation": 2, "test": 3}
 #: RPCs with no side effect, hence retried on UNAVAILABLE (runtime.retry). Uploads are retried
 #: separately (``upload``: every item gets a client-side id first, so a resend cannot duplicate).
 IDEMPOTENT_RPCS = frozenset({
-    "GetApp", "GetInput", "ListInputs", "ListConcepts",
+    "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
     "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
     "Predict", "ListModels", "PredictWorkflow",
     "GetDataset", "GetTrainingJob", "ListModelVersions",
@@ -177,7 +179,7 @@ class Firstlight:
     def __init__(
         self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0,
         *, api_key: str | None = None, tls_root_cert: str | Path | bytes | None = None,
-        retry: RetryPolicy = DEFAULT_POLICY,
+        retry: RetryPolicy = DEFAULT_POLICY, embedding: str = "",
     ) -> None:
         opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *CHANNEL_OPTIONS]
         addrs = [ingestion, search, inference] + ([training] if training else [])
@@ -193,6 +195,12 @@ class Firstlight:
         self.training = _RetryingStub(training_pb2_grpc.TrainingServiceStub(self._channels[3]), retry) if training else None
         # Curation is served beside training (same address).
         self.curation = _RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[3]), retry) if training else None
+        # The embedding service (the backbone every index and model is built on), for
+        # :meth:`embed_images`; optional since deployments need not expose it.
+        self.embedding = None
+        if embedding:
+            self._channels.append(client_channel(embedding, api_key=key, tls_root_cert=tls_root_cert, options=opts))
+            self.embedding = _RetryingStub(embedding_pb2_grpc.EmbeddingServiceStub(self._channels[-1]), retry)
         self.timeout_s = timeout_s
 
     @classmethod
@@ -205,6 +213,7 @@ class Firstlight:
         """``addrs`` as in stack.json; its admin key is used unless ``api_key=`` or
         FIRSTLIGHT_API_KEY says otherwise."""
         kw.setdefault("api_key", os.environ.get("FIRSTLIGHT_API_KEY") or addrs.get(ADMIN_KEY_ENTRY, ""))
+        kw.setdefault("embedding", addrs.get("embedding", ""))
         return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
 
     def close(self) -> None:
@@ -387,6 +396,16 @@ class Firstlight:
         )
 
     # -- embedding model -------------------------------------------------------------
+    @_wrap_errors
+    def embed_images(self, images: Sequence[bytes], *, model: str = "") -> list[list[float]]:
+        """Embeddings of encoded images from the embedding service (``model`` empty: the base
+        backbone the live index and transfer models use), one per image, in order. Send batches
+        of at most a few dozen images per call."""
+        if self.embedding is None:
+            raise ValueError("this client has no embedding service address")
+        resp = self.embedding.EmbedImages(embedding_pb2.EmbedImagesRequest(images=list(images), model=model), timeout=self.timeout_s * 5)
+        return [list(e.vector) for e in resp.embeddings]
+
     @_wrap_errors
     def set_embedding_model(
         self, app_id: str, model_id: str = "", version: str = "", *, triton_model: str = ""

@@ -1,10 +1,15 @@
-"""Command line for the active-learning benchmark on cached real embeddings.
+"""Command line for the active-learning benchmark: an oracle answers every query, on cached
+real embeddings of bundled sets or on any folder of class sub-folders.
 
     python -m firstlight.curation.al_data                      # once: embed and cache the sets
     python -m firstlight.curation.benchmark animal-mnist fashion-mnist \
         --seeds 0 1 2 3 4 --out .cache/al/results
+    firstlight al-benchmark --folder photos/ --seeds 0 1 2     # needs a running stack
 
-Writes ``<out>/<dataset>.{json,md,png}`` per dataset (see simulate.BenchmarkResult).
+Writes ``<out>/<dataset>.{json,md,png}`` per dataset (see simulate.BenchmarkResult). The
+classifier is the live loop's: the transfer template's defaults (training.transfer.TransferSettings,
+C=100, balanced class weights) unless ``--C``/``--no-balanced`` say otherwise. A folder's images are
+embedded by the running stack's embedding service, the backbone the live loop's vectors come from.
 """
 
 from __future__ import annotations
@@ -13,16 +18,132 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from firstlight.curation import al_data, simulate
 from firstlight.curation import strategies as st
+from firstlight.training.transfer import TransferSettings
+
+#: The live loop trains the transfer template with its default settings; so does the benchmark.
+DEFAULT_C = TransferSettings().C
+DEFAULT_BALANCED = TransferSettings().class_weight == "balanced"
+EMBED_BATCH = 32  # images per EmbedImages call
 
 DEFAULT_COMPARE = ["random", "margin", "entropy", "least_confidence", "diversity", "kmeanspp",
                    "margin_kmeanspp", "badge", "typiclust", "typiclust_margin", "mc_dropout"]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="active-learning benchmark on cached embeddings")
-    ap.add_argument("datasets", nargs="*", default=["animal-mnist", "fashion-mnist"])
+class FolderError(ValueError):
+    """A folder that cannot be benchmarked (too few classes or images)."""
+
+
+def load_folder(folder: Path, *, seed_per_class: int = 2) -> tuple[list[bytes], np.ndarray, list[str]]:
+    """(encoded images, class index per image, class names) of ``folder/<class>/*`` (the layout
+    ``firstlight upload`` takes; the SDK's folder walk). Images not in a class sub-folder are
+    ignored. Each class needs the seed set plus one image in the pool and one in the test split."""
+    from firstlight.sdk import folder_items
+
+    try:
+        items = [it for it in folder_items(Path(folder)) if it.concepts]
+    except FileNotFoundError as exc:
+        raise FolderError(str(exc)) from None
+    classes = sorted({it.concepts[0] for it in items})
+    if len(classes) < 2:
+        raise FolderError(f"{folder}: {len(classes)} class sub-folder(s) with images; need at least 2")
+    y = np.array([classes.index(it.concepts[0]) for it in items])
+    need = seed_per_class + 2
+    small = {c: int((y == k).sum()) for k, c in enumerate(classes) if (y == k).sum() < need}
+    if small:
+        listed = ", ".join(f"{c} ({n})" for c, n in sorted(small.items()))
+        raise FolderError(f"{folder}: classes with fewer than {need} images (seed set of {seed_per_class} + pool + test): {listed}")
+    return [it.image_bytes for it in items], y, classes
+
+
+def stratified_split(y: np.ndarray, test_frac: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pool and test indices, ``test_frac`` of each class (at least one) in the test split."""
+    rng = np.random.default_rng(seed)
+    pool, test = [], []
+    for k in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        n_test = min(len(idx) - 1, max(1, int(round(test_frac * len(idx)))))
+        test += list(idx[:n_test])
+        pool += list(idx[n_test:])
+    return np.sort(np.array(pool)), np.sort(np.array(test))
+
+
+def embed_images(client, images: list[bytes], *, batch: int = EMBED_BATCH, progress: bool = True) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Embed through the stack's EmbeddingService (``client``: an SDK Firstlight), in batches."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    out: list[list[float]] = []
+    cols = (TextColumn("[bold]embedding"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, disable=not progress) as bar:
+        task = bar.add_task("embed", total=len(images))
+        for start in range(0, len(images), batch):
+            out += client.embed_images(images[start : start + batch])
+            bar.update(task, advance=len(images[start : start + batch]))
+    return np.asarray(out, dtype=np.float32)
+
+
+def folder_dataset(client, folder: Path, *, seed_per_class: int = 2, test_frac: float = 0.2, split_seed: int = 0, progress: bool = True):  # type: ignore[no-untyped-def]
+    """(X_pool, y_pool, X_test, y_test, class names) of a folder, embedded by the stack."""
+    images, y, classes = load_folder(folder, seed_per_class=seed_per_class)
+    X = embed_images(client, images, progress=progress)
+    pool, test = stratified_split(y, test_frac, split_seed)
+    return X[pool], y[pool], X[test], y[test], classes
+
+
+def _write(res: simulate.BenchmarkResult, stem: Path, header: str, n_seeds: int) -> str:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(res.to_json())
+    md = header + res.to_markdown()
+    stem.with_suffix(".md").write_text(md)
+    res.plot(stem.with_suffix(".png"), title=f"{stem.name}: active learning ({n_seeds} seeds)")
+    return md
+
+
+def run(
+    datasets: list[str], *, folder: Path | None = None, client=None, strategies: list[str] = DEFAULT_COMPARE,  # type: ignore[no-untyped-def]
+    seeds: list[int] = (0, 1, 2, 3, 4), seed_per_class: int = 2, rounds: int = 15, batch: int = 50,  # type: ignore[assignment]
+    C: float = DEFAULT_C, balanced: bool = DEFAULT_BALANCED, size: int = 224, out: Path | None = None, tag: str = "",
+    test_frac: float = 0.2, log=lambda m: print(m, flush=True),  # type: ignore[no-untyped-def]
+) -> dict[str, Path]:
+    """Run the benchmark on each bundled ``datasets`` name and/or on ``folder`` (embedded via
+    ``client``); returns the output stem (``<out>/<name><tag>``) per set."""
+    out = Path(out) if out is not None else al_data.default_cache_dir() / "results"
+    fit = simulate.logreg_fit(C, "balanced" if balanced else None)
+    sets = [(name, None) for name in datasets] + ([(Path(folder).resolve().name or "folder", Path(folder))] if folder else [])
+    stems = {}
+    for name, path in sets:
+        if path is None:
+            X, y, Xt, yt = al_data.load_cached(name, size=size)
+            embedding = f"efficientnet-lite0 {size}px"
+        else:
+            if client is None:
+                raise ValueError("a folder needs a client of the running stack (its embedding service)")
+            X, y, Xt, yt, classes = folder_dataset(client, path, seed_per_class=seed_per_class, test_frac=test_frac)
+            embedding = "embedding service base backbone"
+        log(f"== {name}: pool {X.shape}, test {Xt.shape}")
+        res = simulate.run_benchmark(
+            X, y, Xt, yt, strategies=list(strategies), seeds=list(seeds), seed_per_class=seed_per_class,
+            rounds=rounds, batch=batch, fit=fit, log=log,
+        )  # fmt: skip
+        res.settings.update(dataset=name, embedding=embedding)
+        if path is not None:
+            res.settings.update(folder=str(path), classes=classes, test_fraction=test_frac)
+        stem = out / f"{name}{tag}"
+        md = _write(res, stem, f"### {name} ({embedding} embeddings, {res.settings['fit']})\n\n", len(seeds))
+        log(md)
+        stems[name] = stem
+    return stems
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description="active-learning benchmark (oracle labels) on cached sets or a folder")
+    ap.add_argument("datasets", nargs="*", help="bundled cached sets (default: animal-mnist fashion-mnist unless --folder)")
+    ap.add_argument("--folder", type=Path, help="folder of class sub-folders, embedded by the running stack")
+    ap.add_argument("--data-dir", type=Path, default=Path(".firstlight"), help="local stack state directory (for --folder)")
+    ap.add_argument("--test-frac", type=float, default=0.2, help="stratified test fraction of a folder")
     ap.add_argument("--strategies", nargs="+", default=DEFAULT_COMPARE, choices=st.STRATEGIES)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     ap.add_argument("--seed-per-class", type=int, default=2)
@@ -30,26 +151,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--size", type=int, default=224, help="embedding resolution of the cache")
     ap.add_argument("--out", type=Path, default=al_data.default_cache_dir() / "results")
-    ap.add_argument("--C", type=float, default=1.0, help="logistic regression inverse regularisation")
-    ap.add_argument("--balanced", action="store_true", help="class_weight='balanced'")
+    ap.add_argument("--C", type=float, default=DEFAULT_C, help="logistic regression inverse regularisation (default: the transfer template's)")
+    ap.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=DEFAULT_BALANCED,
+                    help="class_weight='balanced' (default: the transfer template's)")  # fmt: skip
     ap.add_argument("--tag", default="", help="suffix for the output file names")
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.datasets:
-        X, y, Xt, yt = al_data.load_cached(name, size=args.size)
-        print(f"== {name}: pool {X.shape}, test {Xt.shape}", flush=True)
-        res = simulate.run_benchmark(
-            X, y, Xt, yt, strategies=args.strategies, seeds=args.seeds, seed_per_class=args.seed_per_class,
-            rounds=args.rounds, batch=args.batch,
-            fit=simulate.logreg_fit(args.C, "balanced" if args.balanced else None), log=lambda m: print(m, flush=True),
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    datasets = args.datasets or ([] if args.folder else ["animal-mnist", "fashion-mnist"])
+    client = None
+    try:
+        if args.folder:
+            from firstlight.sdk import Firstlight
+
+            load_folder(args.folder, seed_per_class=args.seed_per_class)  # fail before connecting
+            client = Firstlight.from_stack(args.data_dir)
+        run(
+            datasets, folder=args.folder, client=client, strategies=args.strategies, seeds=args.seeds,
+            seed_per_class=args.seed_per_class, rounds=args.rounds, batch=args.batch, C=args.C, balanced=args.balanced,
+            size=args.size, out=args.out, tag=args.tag, test_frac=args.test_frac,
         )  # fmt: skip
-        res.settings.update(dataset=name, embedding=f"efficientnet-lite0 {args.size}px")
-        stem = args.out / f"{name}{args.tag}"
-        stem.with_suffix(".json").write_text(res.to_json())
-        md = f"### {name} ({args.size}px EfficientNet-Lite0 embeddings, {res.settings['fit']})\n\n" + res.to_markdown()
-        stem.with_suffix(".md").write_text(md)
-        res.plot(stem.with_suffix(".png"), title=f"{name}: active learning ({len(args.seeds)} seeds)")
-        print(md, flush=True)
+    except (FolderError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if client is not None:
+            client.close()
     return 0
 
 
