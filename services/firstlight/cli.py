@@ -763,7 +763,7 @@ def al_benchmark(
         stems = bm.run(
             sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
             rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
-            balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False),
+            balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
         )  # fmt: skip
     except (bm.FolderError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
