@@ -68,18 +68,15 @@ class RetryPolicy:
     ) -> T:
         """``fn()`` until it succeeds, raises something not retryable, or the policy is spent
         (then the last error is raised)."""
-        first_failure: float | None = None
-        delays = self.delays()
+        schedule = self._schedule(retry_on)
         attempt = 0
         while True:
             attempt += 1
             try:
                 return fn()
             except Exception as exc:
-                now = time.monotonic()
-                first_failure = now if first_failure is None else first_failure
-                delay = next(delays, None)
-                if not retry_on(exc) or delay is None or now + delay - first_failure > self.budget_s:
+                delay = schedule(exc)
+                if delay is None:
                     raise
                 if on_retry:
                     on_retry(attempt, exc, delay)
@@ -92,18 +89,32 @@ class RetryPolicy:
         retry_on: Callable[[BaseException], bool] = is_retryable,
     ) -> T:
         """The asyncio twin of :meth:`call`."""
-        first_failure: float | None = None
-        delays = self.delays()
+        schedule = self._schedule(retry_on)
         while True:
             try:
                 return await fn()
             except Exception as exc:
-                now = time.monotonic()
-                first_failure = now if first_failure is None else first_failure
-                delay = next(delays, None)
-                if not retry_on(exc) or delay is None or now + delay - first_failure > self.budget_s:
+                delay = schedule(exc)
+                if delay is None:
                     raise
                 await asyncio.sleep(delay)
+
+    def _schedule(self, retry_on: Callable[[BaseException], bool]) -> Callable[[BaseException], float | None]:
+        """One call's retry decisions, shared by :meth:`call` and :meth:`acall`: the delay before
+        the next try after ``exc``, or None to give up (not retryable, out of attempts or budget)."""
+        first_failure: float | None = None
+        delays = self.delays()
+
+        def next_delay(exc: BaseException) -> float | None:
+            nonlocal first_failure
+            now = time.monotonic()
+            first_failure = now if first_failure is None else first_failure
+            delay = next(delays, None)
+            if not retry_on(exc) or delay is None or now + delay - first_failure > self.budget_s:
+                return None
+            return delay
+
+        return next_delay
 
 
 #: What the SDK uses unless told otherwise: rides out a service restart (seconds to tens of seconds).
