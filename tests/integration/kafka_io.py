@@ -17,9 +17,9 @@ def produce(bootstrap: str, topic: str, key: bytes, value: bytes, headers: dict[
         producer.close()
 
 
-def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    """First record of ``topic`` (read from the beginning) for which ``match(record)`` is true."""
-    consumer = KafkaConsumer(
+def _reader(bootstrap: str, topic: str) -> KafkaConsumer:
+    """A consumer in a fresh group reading ``topic`` from the beginning (never commits)."""
+    return KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         group_id=f"test-{uuid.uuid4().hex[:8]}",
@@ -28,6 +28,11 @@ def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # ty
         session_timeout_ms=6000,
         heartbeat_interval_ms=1000,
     )
+
+
+def find_record(bootstrap: str, topic: str, match, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """First record of ``topic`` (read from the beginning) for which ``match(record)`` is true."""
+    consumer = _reader(bootstrap, topic)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -47,15 +52,7 @@ def api_key_header(key: str) -> dict[str, str]:
 
 def find_records_by_key(bootstrap: str, topic: str, keys: set[bytes], timeout: float = 90.0) -> dict[bytes, object]:
     """The first record of ``topic`` for each of ``keys``, with one consumer (one group join)."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
+    consumer = _reader(bootstrap, topic)
     found: dict[bytes, object] = {}
     try:
         deadline = time.monotonic() + timeout
