@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra hyperparameters")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when a GPU is visible)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.quick:
@@ -67,7 +68,7 @@ def main() -> None:
         m = f" val mAP@0.5 {row.metrics['map_50']:.3f}" if row.metrics else ""
         print(f"epoch {row.epoch}/{row.num_epochs} loss {row.loss:.3f} lr {row.lrate:.4g} {row.items_per_second:.0f} img/s {row.seconds:.0f}s{m}", flush=True)
 
-    ctx = LocalContext(data, hyper, seed=args.seed, device="cpu", on_report=show, resume=False)
+    ctx = LocalContext(data, hyper, seed=args.seed, device=args.device, on_report=show, resume=False)
     t1 = time.perf_counter()
     result = TEMPLATE.fit(ctx)
     fit_seconds = time.perf_counter() - t1
@@ -85,7 +86,7 @@ def main() -> None:
     for name, blob in result.artifacts.items():
         (args.out / name).write_bytes(blob)
     summary = {
-        "machine": {"cpu_threads": args.threads, "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]},
+        "machine": {"device": ctx.device, "gpu": torch.cuda.get_device_name() if ctx.device == "cuda" else None, "cpu_threads": args.threads, "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]},
         "scenes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test), "objects": n_obj},
         "hyperparameters": {k: v for k, v in hyper.items()},
         "validation": result.validation,
