@@ -121,7 +121,7 @@ def test_regions_column_added_to_an_older_postgres_store(postgres: str) -> None:
 
 def test_training_store_on_postgres(postgres: str) -> None:
     store = TrainingStore(postgres + "training")
-    rows = [DatasetRow("a", ["猫"], 1), DatasetRow("b", ["dog", "cat"], 2)]
+    rows = [DatasetRow("a", ["猫"], 1), DatasetRow("b", ["dog", "cat"], 2, [("dog", 0.1, 0.2, 0.3, 0.4)]), DatasetRow("c", ["cat"], 3, [])]
     store.save_dataset("app", "ds", "v1", {"seed": 1}, rows)
     assert store.latest_dataset("app", "ds")["version"] == "v1"  # type: ignore[index]
     assert sorted(store.dataset_rows("app", "ds", "v1"), key=lambda r: r.input_id) == rows

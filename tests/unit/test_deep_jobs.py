@@ -25,7 +25,7 @@ class FakePlatform:
         self.delay = 0.0
 
     def labeled_inputs(self, app_id, concepts):
-        return [(i, ["light" if int(i[1:]) % 2 else "dark"]) for i in self.items]
+        return [(i, ["light" if int(i[1:]) % 2 else "dark"], []) for i in self.items]
 
     def write_splits(self, app_id, splits_by_input):
         pass

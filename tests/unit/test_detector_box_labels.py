@@ -12,7 +12,9 @@ from firstlight.training.deep.context import Box
 from firstlight.training.deep.detector import _check_boxes
 from firstlight.training.deep.jobs import _split, fetch_regions
 from firstlight.training.errors import InsufficientData
-from firstlight.training.store import DatasetRow
+from firstlight.training.service import TrainingService
+from firstlight.training.splits import dataset_version_id
+from firstlight.training.store import DatasetRow, TrainingStore
 from firstlight.v1 import common_pb2
 
 
@@ -54,6 +56,68 @@ def test_a_split_without_boxes_is_the_detectors_failed_precondition() -> None:
         _check_boxes("validation", labeled, ["cat"])
     with pytest.raises(FailedPrecondition, match="cannot read regions"):
         fetch_regions(SimpleNamespace(platform=object()), "app", rows, ["cat"])
+
+
+class LabeledPlatform(Platform):
+    """Ingestion's view: labeled inputs with their current boxes (which the test then changes)."""
+
+    def __init__(self, regions, concepts):
+        super().__init__(regions)
+        self.concepts = concepts
+
+    def labeled_inputs(self, app_id, wanted):
+        return [(i, cs, list(self._regions.get(i, []))) for i, cs in self.concepts.items()]
+
+
+def test_a_dataset_version_freezes_box_labels(tmp_path) -> None:
+    concepts = {f"i{k}": ["cat" if k % 2 else "dog"] for k in range(40)}
+    boxes = {i: [(cs[0], 0.1, 0.1, 0.6, 0.6), ("tree", 0.0, 0.0, 1.0, 1.0)] for i, cs in concepts.items()}
+    platform = LabeledPlatform(boxes, concepts)
+    service = TrainingService(TrainingStore(f"sqlite:///{tmp_path / 't.db'}"), platform, tmp_path / "repo", workers=1)
+    try:
+        ds = service.create_dataset("app", "ds", concepts=["cat", "dog"], seed=0)
+        assert all(r.regions == [(r.concepts[0], 0.1, 0.1, 0.6, 0.6)] for r in ds["rows"])  # "tree" not wanted
+        # Relabeling a box after the freeze does not change what the version trains on...
+        platform._regions["i1"] = [("cat", 0.5, 0.5, 0.9, 0.9)]
+        model = {"app_id": "app", "concepts": ["cat", "dog"]}
+        _, rows = service._dataset_for(model, "ds")
+        assert fetch_regions(service, "app", rows, ["cat", "dog"])["i1"] == [Box(0.1, 0.1, 0.6, 0.6, "cat")]
+        assert platform.asked == []  # read from the snapshot, not from ingestion
+        # ...and freezing again gives a new version that has the new box.
+        ds2 = service.extend_dataset("app", "ds")
+        assert ds2["version"] != ds["version"]
+        assert next(r for r in ds2["rows"] if r.input_id == "i1").regions == [("cat", 0.5, 0.5, 0.9, 0.9)]
+    finally:
+        service.shutdown()
+
+
+def test_versions_frozen_before_box_snapshots_read_todays_boxes() -> None:
+    service = SimpleNamespace(platform=Platform({"a": [("cat", 0.1, 0.1, 0.5, 0.5)]}))
+    rows = [DatasetRow("a", ["cat"], 1), DatasetRow("b", ["cat"], 1, [("cat", 0.2, 0.2, 0.3, 0.3)])]
+    got = fetch_regions(service, "app", rows, ["cat"])
+    assert service.platform.asked == [["a"]]
+    assert got == {"a": [Box(0.1, 0.1, 0.5, 0.5, "cat")], "b": [Box(0.2, 0.2, 0.3, 0.3, "cat")]}
+
+
+def test_box_labels_enter_the_version_id_and_plain_rows_keep_theirs() -> None:
+    plain = [("a", ["cat"], 1), ("b", ["dog"], 2)]
+    assert dataset_version_id(plain) == dataset_version_id([(*r, None) for r in plain]) == dataset_version_id([(*r, []) for r in plain])
+    boxed = [("a", ["cat"], 1, [("cat", 0.1, 0.1, 0.5, 0.5)]), ("b", ["dog"], 2, [])]
+    moved = [("a", ["cat"], 1, [("cat", 0.1, 0.1, 0.5, 0.6)]), ("b", ["dog"], 2, [])]
+    assert len({dataset_version_id(plain), dataset_version_id(boxed), dataset_version_id(moved)}) == 3
+
+
+def test_a_store_from_before_box_snapshots_gains_the_column(tmp_path) -> None:
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # the dataset_rows table as it was
+        conn.execute("CREATE TABLE dataset_rows (app_id VARCHAR(64), dataset_id VARCHAR(128), version VARCHAR(64),"
+                     " input_id VARCHAR(128), concepts JSON NOT NULL, split INTEGER NOT NULL,"
+                     " PRIMARY KEY (app_id, dataset_id, version, input_id))")  # fmt: skip
+        conn.execute("INSERT INTO dataset_rows VALUES ('app', 'ds', 'v1', 'a', '[\"cat\"]', 1)")
+    store = TrainingStore(f"sqlite:///{db}")
+    assert store.dataset_rows("app", "ds", "v1") == [DatasetRow("a", ["cat"], 1, None)]
 
 
 def test_sdk_region_forms() -> None:

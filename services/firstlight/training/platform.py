@@ -16,6 +16,7 @@ from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, new_header
 from firstlight.runtime.channels import internal_channel
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
+from firstlight.training.store import Box
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
 
 TIMEOUT_S = 60.0
@@ -100,7 +101,9 @@ class GrpcPlatform:
     def publish_progress(self, event: events_pb2.TrainingProgressed) -> None:
         self.producer.send_and_wait(topics.TRAINING_PROGRESS, topics.event_key(event.app_id, event.job_id), event)
 
-    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]:
+    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]:
+        """(id, concepts, box labels) of the app's labeled inputs with any of ``concepts`` (all
+        labeled inputs when empty): what a dataset version freezes."""
         out, token = [], ""
         while True:
             resp = _call(
@@ -112,7 +115,7 @@ class GrpcPlatform:
                     filter=common_pb2.InputFilter(concepts=list(concepts), labeled=common_pb2.LABELED_FILTER_LABELED),
                 ),
             )
-            out += [(i.id, list(i.concepts)) for i in resp.inputs]
+            out += [(i.id, list(i.concepts), [(r.concept, r.box.x0, r.box.y0, r.box.x1, r.box.y1) for r in i.regions]) for i in resp.inputs]
             token = resp.next_page_token
             if not token:
                 return out

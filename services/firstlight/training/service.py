@@ -24,7 +24,7 @@ from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training import evaluation, export, hyper, oneshot, splits, transfer
 from firstlight.training.deep import jobs as deep_jobs
 from firstlight.training.deep.context import JobCancelled
-from firstlight.training.store import DatasetRow, TrainingStore
+from firstlight.training.store import Box, DatasetRow, TrainingStore
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Platform:
     """What training needs from the rest of the platform (gRPC clients in production; the
     unit tests pass in-memory doubles of this small surface)."""
 
-    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str]]]: ...
+    def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]: ...
     def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
@@ -65,6 +65,16 @@ class Platform:
     def images(self, app_id: str, input_ids: Sequence[str], short_side: int = 0) -> dict[str, np.ndarray]: ...
     def publish_progress(self, event: object) -> None: ...
     def regions(self, app_id: str, input_ids: Sequence[str]) -> dict[str, list[tuple[str, float, float, float, float]]]: ...
+
+
+def _keep_concepts(items: list[tuple[str, list[str], list[Box]]], wanted: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]:
+    """Restrict labeled inputs (id, concepts, boxes) to the ``wanted`` concepts (all when empty);
+    inputs left with no concept drop out, and so do boxes of concepts not kept."""
+    if not wanted:
+        return [(i, list(cs), list(boxes)) for i, cs, boxes in items]
+    keep = set(wanted)
+    out = [(i, [c for c in cs if c in keep], [g for g in boxes if g[0] in keep]) for i, cs, boxes in items]
+    return [item for item in out if item[1]]
 
 
 class JobLog:
@@ -118,21 +128,17 @@ class TrainingService:
         validation.app_id(app_id)
         validation.input_id(dataset_id)
         wanted = [validation.concept(c) for c in concepts]
-        items = self.platform.labeled_inputs(app_id, wanted)
-        if wanted:  # keep only the wanted concepts on each input
-            keep = set(wanted)
-            items = [(i, [c for c in cs if c in keep]) for i, cs in items]
-            items = [(i, cs) for i, cs in items if cs]
+        items = _keep_concepts(self.platform.labeled_inputs(app_id, wanted), wanted)
         if not items:
             raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
-        keys = splits.stratification_keys([cs for _, cs in items])
+        keys = splits.stratification_keys([cs for _, cs, _ in items])
         assignment = splits.stratified_split(keys, fractions=fractions, counts=counts, seed=seed)
         split_of = {}
         for name, idx in assignment.items():
             for i in idx:
                 split_of[items[i][0]] = SPLIT_IDS[name]
-        rows = [DatasetRow(i, sorted(cs), split_of[i]) for i, cs in items]
-        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split) for r in rows])
+        rows = [DatasetRow(i, sorted(cs), split_of[i], boxes) for i, cs, boxes in items]
+        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:
@@ -146,14 +152,10 @@ class TrainingService:
         inputs it did not have join the train split."""
         latest = self.get_dataset(app_id, dataset_id)
         wanted = list(latest["spec"].get("concepts") or [])
-        items = dict((i, cs) for i, cs in self.platform.labeled_inputs(app_id, wanted))
-        if wanted:
-            keep = set(wanted)
-            items = {i: [c for c in cs if c in keep] for i, cs in items.items()}
-            items = {i: cs for i, cs in items.items() if cs}
+        items = _keep_concepts(self.platform.labeled_inputs(app_id, wanted), wanted)
         old = {r.input_id: r.split for r in latest["rows"]}
-        rows = [DatasetRow(i, sorted(cs), old.get(i, SPLIT_IDS["train"])) for i, cs in items.items()]
-        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split) for r in rows])
+        rows = [DatasetRow(i, sorted(cs), old.get(i, SPLIT_IDS["train"]), boxes) for i, cs, boxes in items]
+        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {**latest["spec"], "extended_from": latest["version"]}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
@@ -188,7 +190,13 @@ class TrainingService:
     def _dataset_for(self, model: dict, dataset_id: str) -> tuple[dict, list[DatasetRow]]:
         ds = self.get_dataset(model["app_id"], dataset_id)
         concepts = set(model["concepts"])
-        rows = [DatasetRow(r.input_id, [c for c in r.concepts if c in concepts], r.split) for r in ds["rows"]]
+        rows = [
+            DatasetRow(
+                r.input_id, [c for c in r.concepts if c in concepts], r.split,
+                None if r.regions is None else [g for g in r.regions if g[0] in concepts],
+            )  # fmt: skip
+            for r in ds["rows"]
+        ]
         rows = [r for r in rows if r.concepts]
         for concept in model["concepts"]:
             for split in (1, 2):

@@ -202,16 +202,22 @@ def stratification_keys(label_lists: Sequence[Sequence[str]]) -> list[str]:
 
 
 def dataset_version_id(
-    rows: Iterable[tuple[str, str | Sequence[str], str]], *, extra: Mapping[str, str] | None = None
+    rows: Iterable[tuple], *, extra: Mapping[str, str] | None = None
 ) -> str:
     """Stable content hash of a frozen dataset version: ``rows`` are ``(input_id, concept(s),
-    split)``. Independent of row order and of concept order within a row; any change of an id,
-    a label or a split (or of ``extra``, e.g. the embedding model) gives a different id.
+    split[, regions])``, regions as (concept, x0, y0, x1, y1) boxes. Independent of row order
+    and of concept and box order within a row; any change of an id, a label, a box or a split
+    (or of ``extra``, e.g. the embedding model) gives a different id. Rows without boxes hash
+    as they did before boxes existed, so classifier datasets keep their ids.
     Returns ``"ds-" + 24 hex digits``."""
     canon = []
-    for input_id, concepts, split in rows:
+    for input_id, concepts, split, *rest in rows:
         labs = [concepts] if isinstance(concepts, str) else list(concepts)
-        canon.append([str(input_id), sorted(set(map(str, labs))), str(split)])
+        row = [str(input_id), sorted(set(map(str, labs))), str(split)]
+        boxes = rest[0] if rest else None
+        if boxes:
+            row.append(sorted([str(g[0]), *(round(float(v), 6) for v in g[1:5])] for g in boxes))
+        canon.append(row)
     canon.sort()
     ids = [r[0] for r in canon]
     if len(set(ids)) != len(ids):

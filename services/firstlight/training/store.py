@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, select, update
+import json
+
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +36,9 @@ dataset_rows = Table(
     Column("input_id", String(128), primary_key=True),
     Column("concepts", JSON, nullable=False),
     Column("split", Integer, nullable=False),
+    # Box labels frozen with the version ([[concept, x0, y0, x1, y1], ...]); NULL in versions
+    # frozen before boxes were snapshotted (their detector jobs read today's boxes).
+    Column("regions", JSON, nullable=True),
 )
 models = Table(
     "models",
@@ -95,16 +100,34 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+Box = tuple[str, float, float, float, float]  # (concept, x0, y0, x1, y1), normalised
+
+
 @dataclass(frozen=True)
 class DatasetRow:
     input_id: str
     concepts: list[str]
     split: int
+    #: the input's box labels when the version was frozen; None: not snapshotted (older versions)
+    regions: list[Box] | None = None
+
+
+def _boxes(value: object) -> list[Box] | None:
+    if isinstance(value, str):  # some drivers hand JSON back as text
+        value = json.loads(value)
+    if value is None:
+        return None
+    return [(str(g[0]), float(g[1]), float(g[2]), float(g[3]), float(g[4])) for g in value]  # type: ignore[union-attr]
 
 
 class TrainingStore:
     def __init__(self, url: str) -> None:
         self.engine: Engine = db.make_engine(url, metadata)
+        # create_all does not alter existing tables: stores made before versions froze box
+        # labels get the column here (NULL: that version's boxes were not snapshotted).
+        if "regions" not in {c["name"] for c in inspect(self.engine).get_columns("dataset_rows")}:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE dataset_rows ADD COLUMN regions JSON"))
 
     # -- datasets ---------------------------------------------------------------------
     def save_dataset(self, app_id: str, dataset_id: str, version: str, spec: dict, rows: list[DatasetRow]) -> datetime:
@@ -121,7 +144,11 @@ class TrainingStore:
             conn.execute(
                 insert(dataset_rows),
                 [
-                    {"app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id, "concepts": r.concepts, "split": r.split}
+                    {
+                        "app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id,
+                        "concepts": r.concepts, "split": r.split,
+                        "regions": None if r.regions is None else [list(g) for g in r.regions],
+                    }  # fmt: skip
                     for r in rows
                 ],
             )
@@ -140,11 +167,11 @@ class TrainingStore:
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[DatasetRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(dataset_rows.c.input_id, dataset_rows.c.concepts, dataset_rows.c.split)
+                select(dataset_rows.c.input_id, dataset_rows.c.concepts, dataset_rows.c.split, dataset_rows.c.regions)
                 .where(dataset_rows.c.app_id == app_id, dataset_rows.c.dataset_id == dataset_id, dataset_rows.c.version == version)
                 .order_by(dataset_rows.c.input_id)
             ).all()
-        return [DatasetRow(i, list(c), s) for i, c, s in rows]
+        return [DatasetRow(i, list(c), s, _boxes(g)) for i, c, s, g in rows]
 
     # -- models -----------------------------------------------------------------------
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:

@@ -163,12 +163,17 @@ def _split(
 
 
 def fetch_regions(service: TrainingService, app_id: str, rows: list[DatasetRow], concepts: list[str]) -> dict[str, list[Box]]:
-    """Box labels (ingestion's regions) of ``rows``, restricted to the model's concepts."""
-    fetch = getattr(service.platform, "regions", None)
-    if fetch is None:
-        raise FailedPrecondition("visual_detector needs box labels, and this platform cannot read regions")
+    """Box labels of ``rows``, restricted to the model's concepts: the boxes frozen with the
+    dataset version (so a job trains on what the version says, whatever was relabeled since),
+    or, for versions frozen before boxes were snapshotted, today's boxes from ingestion."""
     known = set(concepts)
-    got = fetch(app_id, [r.input_id for r in rows])
+    got = {r.input_id: r.regions for r in rows if r.regions is not None}
+    stale = [r.input_id for r in rows if r.regions is None]
+    if stale:
+        fetch = getattr(service.platform, "regions", None)
+        if fetch is None:
+            raise FailedPrecondition("visual_detector needs box labels, and this platform cannot read regions")
+        got.update(fetch(app_id, stale))
     return {i: [Box(x0, y0, x1, y1, c) for c, x0, y0, x1, y1 in objs if c in known] for i, objs in got.items()}
 
 
