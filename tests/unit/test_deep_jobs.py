@@ -100,6 +100,38 @@ def test_cancel_running_and_ended(ready):
         service.cancel(job["id"])
 
 
+def test_a_cancel_sent_to_another_replica_stops_the_job(ready, tmp_path):
+    service, platform = ready
+    platform.delay = 0.5
+    service.create_model("app", "x", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "50"})
+    job = service.train("app", "x", "d", {})
+    while not any(s.epoch for s in service.log.wait_after(job["id"], 0, 1.0)):
+        pass
+    other = _service(tmp_path, FakePlatform())  # a second replica over the same database
+    try:
+        other.cancel(job["id"])
+        assert _wait(service, job["id"], (CANCELLED,), timeout=30)["state"] == CANCELLED
+    finally:
+        other.shutdown()
+
+
+def test_a_job_cancelled_before_a_crash_is_not_resumed(tmp_path):
+    platform = FakePlatform()
+    first = _service(tmp_path, platform)
+    first.create_dataset("app", "d", fractions=(0.5, 0.25, 0.25))
+    first.create_model("app", "k", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "4"})
+    job = first.train("app", "k", "d", {})
+    first.shutdown()
+    # The process died with the job RUNNING and its cancel stored but not yet acted on.
+    first.store.update_job(job["id"], state=RUNNING, cancel_requested=True)
+    second = _service(tmp_path, platform)
+    try:
+        second.recover_interrupted_jobs()
+        assert second.job(job["id"])["state"] == CANCELLED
+    finally:
+        second.shutdown()
+
+
 def test_shutdown_leaves_the_job_running_and_a_new_service_resumes_it(tmp_path):
     platform = FakePlatform()
     first = _service(tmp_path, platform)
@@ -114,7 +146,7 @@ def test_shutdown_leaves_the_job_running_and_a_new_service_resumes_it(tmp_path):
     assert first.job(job["id"])["state"] == RUNNING
     platform.delay = 0.0
     second = _service(tmp_path, platform)
-    second.resume(job["id"])
+    second.recover_interrupted_jobs()  # what a new process does at start-up
     done = _wait(second, job["id"], (SUCCEEDED,))
     resumed = [s.epoch for s in second.log.wait_after(job["id"], 0, 0.1) if s.epoch]
     assert resumed and resumed[0] >= 3 and resumed[-1] == 4

@@ -16,9 +16,8 @@ from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.training import servicer as training_servicer
 from firstlight.models.backbone import configure_torch_threads
-from firstlight.training.deep.jobs import DEEP_TEMPLATES
 from firstlight.training.platform import GrpcPlatform
-from firstlight.training.service import FAILED, QUEUED, RUNNING, TrainingService
+from firstlight.training.service import TrainingService
 from firstlight.training.store import TrainingStore
 from firstlight.v1 import events_pb2
 
@@ -75,15 +74,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
     platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer, settings.embedding_addr, blobs)
     service = TrainingService(store, platform, repository, workers=settings.workers, work_root=settings.data_dir / "jobs")
-    # Jobs that were queued or running when the process died: deep jobs resume from their last
-    # checkpoint (epochs are expensive); head jobs train in seconds, so they are marked failed
-    # with the reason rather than silently re-run.
-    for job in store.jobs_in_states([QUEUED, RUNNING]):
-        model = store.get_model(job["app_id"], job["model_id"])
-        if model and model["template"] in DEEP_TEMPLATES:
-            service.resume(job["id"])
-        else:
-            store.update_job(job["id"], state=FAILED, error="the training service restarted during this job; train again")
+    service.recover_interrupted_jobs()
     servicer = training_servicer.TrainingServicer(service)
     # Curation runs in this process: it needs exactly the clients and repository training has.
     # Stream curation: its tables share the training database.

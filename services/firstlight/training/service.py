@@ -34,6 +34,7 @@ SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 1, 2, 3, 4, 5
+CANCEL_POLL_S = 1.0  # how often a running job reads a cancel stored by another replica
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 
 
@@ -109,6 +110,7 @@ class TrainingService:
         self.work_root = work_root or model_repository.parent / "jobs"
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
+        self._cancel_checked: dict[str, float] = {}  # job id -> monotonic time of the last store read
         # Set on shutdown: deep jobs stop between batches and stay RUNNING, so the next start
         # resumes them from their checkpoint (and the process can exit promptly on SIGTERM).
         self.stopping = threading.Event()
@@ -237,6 +239,20 @@ class TrainingService:
         self.store.update_job(job_id, state=state, progress=progress)
         self.log.add(job_id, Progress(state, stage, progress, metrics or {}, message))
 
+    def recover_interrupted_jobs(self) -> None:
+        """At start-up, jobs that were queued or running when the process died: deep jobs resume
+        from their last checkpoint (epochs are expensive); head jobs train in seconds, so they
+        are marked failed with the reason rather than silently re-run; a job whose cancel was
+        stored before the process died ends CANCELLED."""
+        for job in self.store.jobs_in_states([QUEUED, RUNNING]):
+            model = self.store.get_model(job["app_id"], job["model_id"])
+            if job.get("cancel_requested"):
+                self.store.update_job(job["id"], state=CANCELLED, error="cancelled")
+            elif model and model["template"] in deep_jobs.DEEP_TEMPLATES:
+                self.resume(job["id"])
+            else:
+                self.store.update_job(job["id"], state=FAILED, error="the training service restarted during this job; train again")
+
     def resume(self, job_id: str) -> None:
         """Queue a job that was queued or running when the service stopped (deep jobs continue from
         their last checkpoint)."""
@@ -249,14 +265,28 @@ class TrainingService:
             raise FailedPrecondition(f"training job {job_id!r} already ended")
         with self._cancel_lock:
             self._cancelled.add(job_id)
+        self.store.update_job(job_id, cancel_requested=True)
         if job["state"] == QUEUED:  # not started: the worker will skip it
             self.store.update_job(job_id, state=CANCELLED, error="cancelled")
             self.log.add(job_id, Progress(CANCELLED, "cancelled", job["progress"], message="cancelled before it started"))
         return self.job(job_id)
 
     def is_cancelled(self, job_id: str) -> bool:
+        """Asked between batches: a cancel sent to this process, or one stored by another
+        replica's CancelTrainingJob (read from the store at most once a second)."""
         with self._cancel_lock:
-            return job_id in self._cancelled
+            if job_id in self._cancelled:
+                return True
+            now = time.monotonic()
+            if now - self._cancel_checked.get(job_id, 0.0) < CANCEL_POLL_S:
+                return False
+            self._cancel_checked[job_id] = now
+        job = self.store.get_job(job_id)
+        if job and job.get("cancel_requested"):
+            with self._cancel_lock:
+                self._cancelled.add(job_id)
+            return True
+        return False
 
     def _run(self, job_id: str) -> None:
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import json
 
-from sqlalchemy import JSON, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, inspect, select, text, update
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, inspect, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -81,6 +81,9 @@ jobs = Table(
     Column("error", String(4096), nullable=False, default=""),
     Column("progress", Float, nullable=False, default=0.0),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # A cancel asked for while the job runs: stored, so the replica running the job sees a
+    # cancel sent to another replica, and a restart does not resume a cancelled job.
+    Column("cancel_requested", Boolean, nullable=False, default=False),
 )
 evaluations = Table(
     "evaluations",
@@ -128,6 +131,9 @@ class TrainingStore:
         if "regions" not in {c["name"] for c in inspect(self.engine).get_columns("dataset_rows")}:
             with self.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE dataset_rows ADD COLUMN regions JSON"))
+        if "cancel_requested" not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE jobs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE"))
 
     # -- datasets ---------------------------------------------------------------------
     def save_dataset(self, app_id: str, dataset_id: str, version: str, spec: dict, rows: list[DatasetRow]) -> datetime:
