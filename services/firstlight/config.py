@@ -165,6 +165,9 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Triton model repository (read-only here): image size and dimension of the trained
+    #: embedder a head was trained on, when its Triton config leaves them variable. Optional.
+    model_repository: Path = Path("")
 
 
 class TritonSettings(BaseSettings):

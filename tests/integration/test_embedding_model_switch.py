@@ -107,3 +107,32 @@ def test_switch_reindexes_every_input_without_interrupting_search(client: Firstl
     # Switching to the same model again changes nothing.
     again = client.set_embedding_model(APP, MODEL_ID, "1")
     assert not again.changed and again.inputs_to_reembed == 0
+
+
+def test_a_head_trained_after_the_switch_predicts_with_the_apps_embedder(client: Firstlight, app_inputs: dict[str, str]) -> None:
+    """A transfer head trained on a switched app's vectors (16-d) must be fed that embedder's
+    vectors by Predict, not the backbone's 1280-d ones."""
+    if client.index_stats(APP).model != f"fl.{APP}.{MODEL_ID}@1":
+        pytest.skip("needs the switch of the previous test")
+    client.create_model(APP, "head", CLASSES, exist_ok=True)
+    job = client.train(APP, "head", "d")
+    assert job.state == training_pb2.JOB_STATE_SUCCEEDED, job.error
+    animals = datasets.animal_mnist(5, seed=3, classes=CLASSES)
+    # Inference learns of the version from model.version.ready: wait until it serves it.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            predictions = client.predict([data for _, _, data in animals], model="head", app_id=APP, top_k=1)
+            break
+        except FirstlightError as exc:
+            if exc.code != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    right = sum(p[0][0] == name for p, (_, name, _) in zip(predictions, animals))
+    assert right >= 16, f"{right}/20 of the head's own inputs predicted as labeled"  # C=100 fits its training inputs
+    # Evaluation reads the same embedder's vectors from the index.
+    evaluation = client.evaluate(APP, "head", job.version, split="validation")
+    assert evaluation.count == 4 and 0.0 <= evaluation.metrics["accuracy"] <= 1.0
+    # The version records the embedding model it was trained on (what Predict embeds with).
+    [*_, head_version] = client.versions(APP, "head").versions
+    assert head_version.version == job.version and head_version.embedding_model == f"fl.{APP}.{MODEL_ID}@1"

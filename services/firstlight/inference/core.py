@@ -40,6 +40,7 @@ class Resolved:
     triton_model: str = ""  # empty for the general model
     kind: str = ""  # "" for the general model and heads; "classifier" for a deep classifier (pixels in)
     image_size: int = 0
+    embedding_model: str = ""  # a head's input embeddings: "" the backbone, else an embedder's Triton ref
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class Predictor:
                 f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})"
             )
         v = model.versions[version]
-        return Resolved(model_id, version, v.concepts, v.triton_model, v.kind, v.image_size)
+        return Resolved(model_id, version, v.concepts, v.triton_model, v.kind, v.image_size, v.embedding_model)
 
     def _allowed(self, model: Resolved, concepts: Sequence[str]) -> np.ndarray | None:
         if not concepts:
@@ -153,9 +154,21 @@ class Predictor:
             if "general" not in cache:
                 cache["general"] = self.triton.classify(pixels)
             return cache["general"]
+        if model.embedding_model:  # trained on an app's switched-to embedder: embed with that model
+            return self.triton.infer_head(model.triton_model, model.version, self._embedder_vectors(model.embedding_model, cache))
         if "embedding" not in cache:
             cache["embedding"] = self.triton.embed(pixels)
         return self.triton.infer_head(model.triton_model, model.version, cache["embedding"])
+
+    def _embedder_vectors(self, ref: str, cache: dict) -> np.ndarray:
+        """Unit vectors of the batch from embedding model ``ref`` (as the embedding worker makes
+        the index's vectors), once per request and model."""
+        key = ("embedding", ref)
+        if key not in cache:
+            size = self.triton.describe_embedder(ref).image_size  # the servicer maps a missing model
+            vectors = self.triton.embed_with(ref, self._pixels_at(cache, size))
+            cache[key] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return cache[key]
 
     @staticmethod
     def _check(model: Resolved, top_k: int, min_score: float) -> None:

@@ -46,7 +46,8 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
 
 
 def build(settings: InferenceSettings) -> ServiceShell:
-    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s)
+    repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
+    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository)
     registry = Registry()
 
     def on_ready(records: list[ParsedRecord[events_pb2.ModelVersionReady]]) -> list[PoisonMessage | None]:

@@ -19,6 +19,7 @@ class ServableVersion:
     activation: str
     kind: str = ""  # "" (a head on backbone embeddings) or a deep template's kind, e.g. "classifier"
     image_size: int = 0  # side of the uint8 images a deep model takes
+    embedding_model: str = ""  # a head's input embeddings: "" the backbone, else an embedder's Triton ref
 
 
 @dataclass
@@ -38,8 +39,9 @@ class Registry:
         with self._lock:
             model = self._models.setdefault((event.app_id, event.model_id), AppModel(event.app_id, event.model_id))
             model.versions[event.version] = ServableVersion(
-                event.version, event.triton_model, list(event.concepts), event.activation, event.kind, event.image_size
-            )
+                event.version, event.triton_model, list(event.concepts), event.activation, event.kind, event.image_size,
+                event.embedding_model,
+            )  # fmt: skip
             if event.serving or not model.serving:
                 model.serving = event.version
 

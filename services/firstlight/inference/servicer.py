@@ -6,10 +6,10 @@ import asyncio
 
 import grpc
 
-from firstlight.errors import Unavailable
+from firstlight.errors import FailedPrecondition, Unavailable
 from firstlight.inference.core import Predictor, Step
 from firstlight.runtime.status import map_errors
-from firstlight.triton.client import TritonUnavailable
+from firstlight.triton.client import TritonModelNotFound, TritonUnavailable
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 
@@ -33,6 +33,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
+        except TritonModelNotFound as exc:  # e.g. the embedder a head was trained on was removed
+            raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
         return inference_pb2.PredictResponse(
             predictions=[
                 inference_pb2.Prediction(
@@ -78,6 +80,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             results = await asyncio.to_thread(self.predictor.workflow, list(request.images), request.app_id, steps)
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
+        except TritonModelNotFound as exc:  # e.g. the embedder a head was trained on was removed
+            raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
         return inference_pb2.PredictWorkflowResponse(
             outputs=[
                 inference_pb2.WorkflowOutput(

@@ -48,9 +48,10 @@ class GrpcPlatform:
         self.blobs = blobs
         self.producer = producer
 
-    def flipped_vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    def flipped_vectors(self, app_id: str, input_ids: Sequence[str], model: str = "") -> dict[str, np.ndarray]:
         """Embeddings of horizontally mirrored images (the ``augment_flip`` option): read the
-        originals from the blob store, mirror, embed through the EmbeddingService."""
+        originals from the blob store, mirror, embed through the EmbeddingService with
+        ``model`` (the model the originals' vectors come from; empty: the backbone)."""
         if self.embedding is None or self.blobs is None:
             raise FailedPrecondition("augment_flip needs FIRSTLIGHT_EMBEDDING_ADDR and FIRSTLIGHT_BLOB_URL on the training service")
         uris = {}
@@ -66,7 +67,7 @@ class GrpcPlatform:
                     buf = io.BytesIO()
                     img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
                 images.append(buf.getvalue())
-            resp = _call(self.embedding.EmbedImages, embedding_pb2.EmbedImagesRequest(images=images))
+            resp = _call(self.embedding.EmbedImages, embedding_pb2.EmbedImagesRequest(images=images, model=model))
             out.update({i: np.asarray(e.vector, dtype=np.float32) for i, e in zip(chunk, resp.embeddings)})
         return out
 
@@ -146,12 +147,20 @@ class GrpcPlatform:
             )
 
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.vectors_of(app_id, input_ids)[0]
+
+    def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], str]:
+        """(vectors by input id, the embedding model they come from, as the index names it)."""
         out: dict[str, np.ndarray] = {}
+        models = set()
         ids = list(input_ids)
         for start in range(0, len(ids), 5000):
             resp = _call(self.search.GetVectors, search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + 5000]))
             out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
-        return out
+            models.add(resp.model)
+        if len(models) > 1:  # the app's embedding-model switch flipped between two pages
+            raise Unavailable("the app's embedding model changed while its vectors were read; try again")
+        return out, models.pop() if models else ""
 
     def publish_version(
         self,
@@ -164,6 +173,7 @@ class GrpcPlatform:
         activation: str,
         kind: str = "",
         image_size: int = 0,
+        embedding_model: str = "",
     ) -> None:
         event = events_pb2.ModelVersionReady(
             header=new_header("training", f"{app_id}/{model_id}/{version}"),
@@ -176,6 +186,7 @@ class GrpcPlatform:
             activation=activation,
             kind=kind,
             image_size=image_size,
+            embedding_model=embedding_model,
         )
         self.producer.send_and_wait(topics.MODEL_VERSION_READY, topics.event_key(app_id, model_id), event)
 

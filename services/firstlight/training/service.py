@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight import validation
+from firstlight.models import backbone
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training import evaluation, export, hyper, oneshot, splits, transfer
 from firstlight.training.deep import jobs as deep_jobs
@@ -62,10 +63,16 @@ class Platform:
     def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
-    def flipped_vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def flipped_vectors(self, app_id: str, input_ids: Sequence[str], model: str = "") -> dict[str, np.ndarray]: ...
     def images(self, app_id: str, input_ids: Sequence[str], short_side: int = 0) -> dict[str, np.ndarray]: ...
     def publish_progress(self, event: object) -> None: ...
     def regions(self, app_id: str, input_ids: Sequence[str]) -> dict[str, list[tuple[str, float, float, float, float]]]: ...
+
+
+def embedding_model_ref(index_model: str) -> str:
+    """What a head records as its embedding model: "" for the built-in backbone (however the
+    index names it), else the embedder's Triton model ref."""
+    return "" if index_model in ("", backbone.BACKBONE_VERSION) else index_model
 
 
 def _keep_concepts(items: list[tuple[str, list[str], list[Box]]], wanted: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]:
@@ -311,15 +318,26 @@ class TrainingService:
             self.log.add(job_id, Progress(FAILED, "failed", 1.0, message=message))
             deep_jobs.publish_end(self, job_id, FAILED, message)
 
-    def _xy(self, app_id: str, rows: list[DatasetRow]) -> tuple[np.ndarray, list[list[str]], list[str]]:
-        vectors = self.platform.vectors(app_id, [r.input_id for r in rows])
+    def _xy(self, app_id: str, rows: list[DatasetRow], embedding_model: str | None = None) -> tuple[np.ndarray, list[list[str]], str]:
+        """(X, labels, embedding model) of ``rows`` from the app's index. With
+        ``embedding_model`` (what a version was trained on), vectors of another model are a
+        FAILED_PRECONDITION: a head only understands the embeddings it was trained on."""
+        ids = [r.input_id for r in rows]
+        vectors_of = getattr(self.platform, "vectors_of", None)
+        vectors, model = vectors_of(app_id, ids) if vectors_of else (self.platform.vectors(app_id, ids), "")
+        model = embedding_model_ref(model)
+        if embedding_model is not None and model != embedding_model:
+            raise FailedPrecondition(
+                f"this version was trained on {embedding_model or 'backbone'} embeddings and the app's index now "
+                f"holds {model or 'backbone'} embeddings (its embedding model was switched); train a new version"
+            )
         missing = [r.input_id for r in rows if r.input_id not in vectors]
         if missing:
             raise FailedPrecondition(
                 f"{len(missing)} inputs are not embedded yet (e.g. {missing[0]!r}); wait until they are searchable"
             )
         X = np.stack([vectors[r.input_id] for r in rows]).astype(np.float32)
-        return X, [r.concepts for r in rows], [r.input_id for r in rows]
+        return X, [r.concepts for r in rows], model
 
     def _train(self, job_id: str) -> None:
         job = self.job(job_id)
@@ -329,14 +347,14 @@ class TrainingService:
         settings = hyper.parse_settings(model["template"], job["settings"])
         self._step(job_id, "loading embeddings", 0.05, message=f"{len(rows)} inputs from dataset {ds['id']}")
         train_rows = [r for r in rows if r.split == 1]
-        X, Y, _ = self._xy(app_id, train_rows)
+        X, Y, embedding_model = self._xy(app_id, train_rows)
         self._step(job_id, "fitting", 0.3, message=f"{len(train_rows)} training inputs, template {model['template']}")
         started = time.perf_counter()
         if model["template"] == "transfer_classifier":
             X_flip = None
             if settings.augment_flip:  # embeddings of the mirrored training images, same labels
                 self._step(job_id, "embedding flipped images", 0.2, message=f"{len(train_rows)} images")
-                flipped = self.platform.flipped_vectors(app_id, [r.input_id for r in train_rows])
+                flipped = self.platform.flipped_vectors(app_id, [r.input_id for r in train_rows], model=embedding_model)
                 X_flip = np.stack([flipped[r.input_id] for r in train_rows]).astype(np.float32)
             head = transfer.train_transfer(X, Y, model["concepts"], settings, X_flip=X_flip)
         else:
@@ -346,7 +364,7 @@ class TrainingService:
             raise JobCancelled("training job cancelled")
         self._step(job_id, "evaluating", 0.7, metrics={"train_seconds": seconds})
         version = self.store.next_version(app_id, model_id)
-        report = self._evaluate_head(head, app_id, [r for r in rows if r.split == 2], model["concepts"])
+        report = self._evaluate_head(head, app_id, [r for r in rows if r.split == 2], model["concepts"], embedding_model)
         metrics = evaluation.headline(report)
         self._step(job_id, "exporting", 0.85, metrics=metrics)
         triton_model = export.export_head(
@@ -368,7 +386,7 @@ class TrainingService:
             dataset_version=ds["version"],
             settings=job["settings"],
             validation_metrics=metrics,
-            train_report={"validation": report.to_dict(), "fit": head.report()},
+            train_report={"validation": report.to_dict(), "fit": head.report(), "embedding_model": embedding_model},
             train_seconds=seconds,
             triton_model=triton_model,
             activation=head.activation,
@@ -376,12 +394,13 @@ class TrainingService:
         )
         if promote:
             self.store.set_serving(app_id, model_id, str(version))
-        self.platform.publish_version(app_id, model_id, str(version), triton_model, model["concepts"], promote, head.activation)
+        publish_extra = {"embedding_model": embedding_model} if embedding_model else {}  # fakes need not know
+        self.platform.publish_version(app_id, model_id, str(version), triton_model, model["concepts"], promote, head.activation, **publish_extra)
         self.store.update_job(job_id, state=SUCCEEDED, version=str(version), progress=1.0)
         self.log.add(job_id, Progress(SUCCEEDED, "done", 1.0, metrics, f"version {version}: {note}"))
 
-    def _evaluate_head(self, head, app_id: str, rows: list[DatasetRow], concepts: list[str]):  # type: ignore[no-untyped-def]
-        X, Y, _ = self._xy(app_id, rows)
+    def _evaluate_head(self, head, app_id: str, rows: list[DatasetRow], concepts: list[str], embedding_model: str):  # type: ignore[no-untyped-def]
+        X, Y, _ = self._xy(app_id, rows, embedding_model)
         return evaluation.evaluate(Y, head.predict_proba(X), concepts, multilabel=head.activation == "sigmoid")
 
     # -- evaluation -------------------------------------------------------------------
@@ -415,7 +434,8 @@ class TrainingService:
             report = deep_jobs.evaluate_version(self, app_id, model, v, rows)
         else:
             head = transfer.load_head(self.repository / v["triton_model"] / str(v["version"]) / "weights.npz", model["concepts"])
-            report = self._evaluate_head(head, app_id, rows, model["concepts"])
+            # Versions from before heads recorded their embedding model were trained on the backbone's.
+            report = self._evaluate_head(head, app_id, rows, model["concepts"], v["train_report"].get("embedding_model", ""))
         title = f"{model_id} v{v['version']} on {SPLIT_NAMES[split]} ({len(rows)} inputs)"
         with tempfile.TemporaryDirectory() as tmp:
             png_path = Path(tmp) / "confusion.png"

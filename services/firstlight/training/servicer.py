@@ -149,6 +149,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     test_metrics={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("test", {}).items()},
                     timings={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("timings", {}).items()},
                     template=model["template"],
+                    embedding_model=v["train_report"].get("embedding_model", ""),
                 )
                 for v in rows
             ],

@@ -450,6 +450,7 @@ class ModelVersionReady(_message.Message):
     ACTIVATION_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     IMAGE_SIZE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     model_id: _builtins.str
@@ -468,6 +469,11 @@ class ModelVersionReady(_message.Message):
     """
     image_size: _builtins.int
     """Side S of the square uint8 images a deep model takes (0 for heads)."""
+    embedding_model: _builtins.str
+    """For heads: the embedding model their input vectors come from, as GetVectorsResponse.model
+    names it (an app that switched to a trained embedder trains heads on its vectors). Empty or
+    the built-in backbone's name: the backbone's EMBEDDING.
+    """
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -489,10 +495,11 @@ class ModelVersionReady(_message.Message):
         activation: _builtins.str = ...,
         kind: _builtins.str = ...,
         image_size: _builtins.int = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "app_id", b"app_id", "concepts", b"concepts", "header", b"header", "image_size", b"image_size", "kind", b"kind", "model_id", b"model_id", "serving", b"serving", "triton_model", b"triton_model", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "app_id", b"app_id", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "image_size", b"image_size", "kind", b"kind", "model_id", b"model_id", "serving", b"serving", "triton_model", b"triton_model", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

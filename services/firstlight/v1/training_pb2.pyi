@@ -696,6 +696,7 @@ class ModelVersion(_message.Message):
     TEST_METRICS_FIELD_NUMBER: _builtins.int
     TIMINGS_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Version id (v1, v2, ...)."""
     dataset_id: _builtins.str
@@ -714,6 +715,10 @@ class ModelVersion(_message.Message):
     """
     template: _builtins.str
     """Template that produced it."""
+    embedding_model: _builtins.str
+    """Heads: the embedding model of the vectors it was trained on, which Predict embeds with
+    (empty: the built-in backbone; else the app's switched-to embedder, e.g. "fl.app.emb@1").
+    """
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Validation metrics (accuracy, macro_f1, macro_auc, ece)."""
@@ -752,10 +757,11 @@ class ModelVersion(_message.Message):
         test_metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         timings: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         template: _builtins.str = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "fit_report_json", b"fit_report_json", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "template", b"template", "test_metrics", b"test_metrics", "timings", b"timings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "embedding_model", b"embedding_model", "fit_report_json", b"fit_report_json", "promotion_note", b"promotion_note", "serving", b"serving", "settings", b"settings", "template", b"template", "test_metrics", b"test_metrics", "timings", b"timings", "train_seconds", b"train_seconds", "validation_metrics", b"validation_metrics", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
