@@ -131,7 +131,7 @@ def main() -> None:
     backbone = load_efficientnet(device)
     size = COMMON["image_size"]
     results: dict[str, dict[str, list[float]]] = {"base": {"1-shot": [], "5-shot": []}}
-    results.update({n: {"1-shot": [], "5-shot": [], "val_oneshot": [], "train_seconds": []} for n in names})
+    results.update({n: {"1-shot": [], "5-shot": [], "val_oneshot": [], "val_new_concept": [], "train_seconds": []} for n in names})
     started = time.perf_counter()
     for seed in seeds:
         held_out = args.held_out.split(",")
@@ -155,19 +155,23 @@ def main() -> None:
             for shots in (1, 5):
                 r[f"{shots}-shot"].append(E.oneshot_accuracy(emb, eval_y, shots=shots, episodes=args.episodes, seed=seed))
             r["val_oneshot"].append(result.validation["oneshot_accuracy"])
+            # The template's own selection metric: its new-concept probe (frozen backbone only).
+            r["val_new_concept"].append(result.validation.get(E.PRIMARY_METRIC, float("nan")))
             r["train_seconds"].append(result.timings["train_seconds"])
             print(
                 f"seed {seed}: {name:22s} 1-shot {r['1-shot'][-1]:.3f} 5-shot {r['5-shot'][-1]:.3f} "
-                f"(val one-shot on training concepts {r['val_oneshot'][-1]:.3f}, {r['train_seconds'][-1]:.0f}s)",
+                f"(validation: one-shot on training concepts {r['val_oneshot'][-1]:.3f}, "
+                f"new-concept probe {r['val_new_concept'][-1]:.3f}; {r['train_seconds'][-1]:.0f}s)",
                 flush=True,
             )
     print(f"\nheld-out concepts {args.held_out.split(',')}; {len(seeds)} seeds × {args.episodes} episodes; image_size {size}; total {time.perf_counter() - started:.0f}s")
-    print(f"{'embedding':24s} {'1-shot':>15s} {'5-shot':>15s}")
+    print(f"{'embedding':24s} {'1-shot':>15s} {'5-shot':>15s} {'val train-concepts':>19s} {'val new-concept probe':>22s}")
     summary = {}
     for name, r in results.items():
         row = {k: (float(np.mean(v)), float(np.std(v))) for k, v in r.items()}
         summary[name] = row
-        print(f"{name:24s} {row['1-shot'][0]:.3f} ± {row['1-shot'][1]:.3f}   {row['5-shot'][0]:.3f} ± {row['5-shot'][1]:.3f}")
+        vals = "".join(f"   {row[k][0]:>16.3f}" if k in row else "" for k in ("val_oneshot", "val_new_concept"))
+        print(f"{name:24s} {row['1-shot'][0]:.3f} ± {row['1-shot'][1]:.3f}   {row['5-shot'][0]:.3f} ± {row['5-shot'][1]:.3f}{vals}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "common": COMMON, "variants": {n: VARIANTS[n] for n in names}, "per_seed": results, "summary": summary}, indent=1))
 

@@ -114,6 +114,24 @@ def test_wccn_whitens_within_class_scatter_and_helps_new_classes() -> None:
     assert whitened > 0.95 and whitened > raw + 0.08  # measured 0.98 vs 0.86
 
 
+def test_new_concept_probe_leaves_concepts_out_and_needs_four() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 1280)).astype(np.float32)
+    y = np.repeat(np.arange(6), 10)
+    feats = torch.from_numpy(centres[y] + 0.3 * rng.normal(size=(60, 1280)).astype(np.float32))
+    y_val = np.repeat(np.arange(6), 4)
+    val = torch.from_numpy(centres[y_val] + 0.3 * rng.normal(size=(24, 1280)).astype(np.float32))
+    hyper = {"embedding_dim": 16, "num_epochs": 2, "batch_size": 16, "image_size": 32}
+    asked = []
+    got = E.new_concept_probe(hyper, feats, feats, feats, val, y, y_val, seed=0, device="cpu", check=lambda: asked.append(1))
+    # well-separated concepts: the probe's head and the base features both tell new ones apart
+    assert got["new_concept_oneshot_accuracy"] > 0.9 and got["base_new_concept_oneshot_accuracy"] > 0.9
+    assert asked  # cancellable between batches
+    assert got == E.new_concept_probe(hyper, feats, feats, feats, val, y, y_val, seed=0, device="cpu")  # seeded
+    three = y < 3
+    assert E.new_concept_probe(hyper, feats[three], feats[three], feats[three], val[y_val < 3], y[three], y_val[y_val < 3], seed=0, device="cpu") == {}
+
+
 def test_oneshot_accuracy_on_separable_and_random_embeddings() -> None:
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 10)
@@ -136,6 +154,10 @@ def test_frozen_fit_returns_normalised_uint8_module_and_reports(tmp_path: Path, 
     result = E.TEMPLATE.fit(ctx)
     assert result.kind == "embedder" and result.primary_metric in result.validation
     assert 0.0 <= result.validation["oneshot_accuracy"] <= 1.0 and "knn_accuracy" in result.test
+    # 4 concepts and a frozen backbone: versions are judged by the new-concept probe
+    assert result.primary_metric == "new_concept_oneshot_accuracy"
+    assert 0.0 <= result.validation["new_concept_oneshot_accuracy"] <= 1.0
+    assert 0.0 <= result.validation["base_new_concept_oneshot_accuracy"] <= 1.0
     # test_freq=2: metrics on epoch 2 and the last one only
     assert [bool(r.metrics) for r in ctx.rows] == [False, True, True]
     assert all(math.isfinite(r.loss) for r in ctx.rows)
@@ -172,6 +194,7 @@ def test_unfrozen_backbone_changes_and_bn_stays_frozen(tmp_path: Path, data: Dee
     from firstlight.models.backbone import load_efficientnet
 
     base = load_efficientnet().state_dict()
+    assert result.primary_metric == "oneshot_accuracy"  # no cached features: no probe
     assert not torch.equal(trained["_conv_stem.weight"], base["_conv_stem.weight"])
     assert torch.equal(trained["_bn0.running_mean"], base["_bn0.running_mean"])
     assert torch.equal(trained["_bn0.weight"], base["_bn0.weight"])
