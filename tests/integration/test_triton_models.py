@@ -70,6 +70,17 @@ def test_backbone_matches_in_process(models: TritonModels, local_model: torch.nn
     np.testing.assert_allclose(served_probs.sum(axis=1), 1.0, atol=1e-4)
 
 
+def test_chunked_forward_matches_one_pass(local_model: torch.nn.Module, photos: np.ndarray) -> None:
+    """model.py runs CPU batches as chunks of CPU_FORWARD_CHUNK (a flat stub heap): same numbers."""
+    emb, probs = embed_and_classify(local_model, photos)
+    chunked_emb, chunked_probs = embed_and_classify(local_model, photos, max_chunk=2)  # 2 + 2 + 1
+    assert chunked_emb.shape == emb.shape and chunked_probs.shape == probs.shape
+    np.testing.assert_allclose(chunked_emb, emb, atol=1e-4)
+    np.testing.assert_allclose(chunked_probs, probs, atol=1e-4)
+    same_emb, _ = embed_and_classify(local_model, photos, max_chunk=len(photos))  # no split
+    np.testing.assert_array_equal(same_emb, emb)
+
+
 def test_general_recognises_the_cat(models: TritonModels, photos: np.ndarray) -> None:
     probs = models.classify(photos[:1])[0]
     top3 = [int(i) for i in np.argsort(-probs)[:3]]

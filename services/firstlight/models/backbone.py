@@ -97,8 +97,29 @@ def features_and_logits(model: torch.nn.Module, batch_uint8_nhwc: np.ndarray) ->
     return feats, logits
 
 
-def embed_and_classify(model: torch.nn.Module, batch_uint8_nhwc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One forward pass -> (L2-normalised embeddings float32 [N,1280], softmax probs float32 [N,1000])."""
+#: Largest forward pass on CPU; bigger batches run as consecutive chunks of this size. glibc's
+#: malloc keeps the freed activations of a forward pass in its heap (torch has no CPU caching
+#: allocator), and activations whose size changes with every batch size fragment that heap: a
+#: Triton stub fed batches of 1..32 held ~1 GiB after 30 of them and kept creeping, against
+#: ~400 MiB, flat, for batches of 1..8 (docs/reliability.md, "Memory"). Chunks of 8 are also
+#: faster per image on CPU, where large batches are memory-bound.
+CPU_FORWARD_CHUNK = 8
+
+
+def embed_and_classify(
+    model: torch.nn.Module, batch_uint8_nhwc: np.ndarray, max_chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(L2-normalised embeddings float32 [N,1280], softmax probs float32 [N,1000]).
+
+    One forward pass, or with ``max_chunk`` one per ``max_chunk`` images (same results)."""
+    n = len(batch_uint8_nhwc)
+    if max_chunk and n > max_chunk:
+        emb_out = np.empty((n, EMBEDDING_DIM), dtype=np.float32)
+        probs_out = np.empty((n, NUM_CLASSES), dtype=np.float32)
+        for start in range(0, n, max_chunk):
+            end = start + max_chunk
+            emb_out[start:end], probs_out[start:end] = embed_and_classify(model, batch_uint8_nhwc[start:end])
+        return emb_out, probs_out
     feats, logits = features_and_logits(model, batch_uint8_nhwc)
     with torch.inference_mode():
         emb = F.normalize(feats.float(), dim=1)

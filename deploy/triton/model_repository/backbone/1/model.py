@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "services"))
 
-from firstlight.models.backbone import configure_torch_threads, embed_and_classify, load_efficientnet
+from firstlight.models.backbone import CPU_FORWARD_CHUNK, configure_torch_threads, embed_and_classify, load_efficientnet
 
 _OUTPUTS = ("EMBEDDING", "PROBS")
 
@@ -38,6 +38,9 @@ class TritonPythonModel:
         use_cuda = torch.cuda.is_available() and args.get("model_instance_kind") != "CPU"
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if use_cuda else "cpu"
         self._model = load_efficientnet(device)
+        # CPU: whatever batch the dynamic batcher forms, forward passes stay small, which keeps
+        # the stub's heap flat (see CPU_FORWARD_CHUNK). CUDA memory has torch's caching allocator.
+        self._chunk = None if use_cuda else CPU_FORWARD_CHUNK
         # Warm-up so the first real request doesn't pay for lazy kernel/allocator setup.
         embed_and_classify(self._model, np.zeros((1, 224, 224, 3), dtype=np.uint8))
         self._logger = pb_utils.Logger
@@ -48,7 +51,7 @@ class TritonPythonModel:
         try:
             images = [pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy() for r in requests]
             batch = images[0] if len(images) == 1 else np.concatenate(images)
-            emb, probs = embed_and_classify(self._model, batch)
+            emb, probs = embed_and_classify(self._model, batch, max_chunk=self._chunk)
         except Exception as exc:  # report to every caller instead of crashing the stub
             err = pb_utils.TritonError(f"backbone inference failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=err) for _ in requests]
