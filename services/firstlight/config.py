@@ -165,6 +165,10 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Predict/PredictWorkflow calls in flight at once (each holds a thread while Triton works).
+    #: asyncio's default pool (cores + 4 threads: 6 here) capped concurrent requests below what
+    #: Triton's dynamic batcher can merge; threads mostly wait on Triton, so more cost little.
+    predict_threads: int = Field(32, ge=1, le=512)
 
 
 class TritonSettings(BaseSettings):

@@ -19,8 +19,9 @@ def settings(**kw: object) -> TritonSettings:
 
 def test_cpu_defaults_are_one_single_thread_instance_per_core_small_batches() -> None:
     t = tuning.choose(settings(), cores=2, device="cpu")
-    assert (t.kind, t.instances, t.torch_threads, t.max_batch_size) == ("KIND_CPU", 2, 1, 8)
-    assert t.preferred_batch_sizes == (4, 8)
+    assert (t.kind, t.instances, t.torch_threads, t.max_batch_size) == ("KIND_CPU", 2, 1, 4)
+    assert t.preferred_batch_sizes == (4,)
+    assert t.queue_delay_us == 500  # a lone request waits out the whole delay
     big = tuning.choose(settings(), cores=16, device="cpu")
     assert (big.instances, big.torch_threads) == (4, 4)  # capped instances, leftover cores as threads
     assert tuning.choose(settings(), cores=1, device="cpu").instances == 1
