@@ -97,6 +97,19 @@ def ingest_rows(r: dict) -> list[common.Row]:
             if r.get("bare_backbone_img_per_cpu_s")
             else []
         ),
+        *(
+            [
+                common.Row(
+                    f"ingest → searchable vs bare at the served batch {r['served_batch']} (diagnostic)",
+                    f"{r['full_path_img_per_s']:.1f} img/s",
+                    f"bare backbone batch {r['served_batch']}: {r['bare_backbone_at_served_batch_img_per_s']:.1f} img/s "
+                    "(measured once, after the full path)",
+                    f"{r['full_path_img_per_s'] / r['bare_backbone_at_served_batch_img_per_s']:.2f}×",
+                )
+            ]
+            if r.get("bare_backbone_at_served_batch_img_per_s")
+            else []
+        ),
     ]
 
 
