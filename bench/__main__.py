@@ -5,6 +5,8 @@ finishes and one at the end, write bench/results/<name>.json.
     python -m bench --only search,inference  # a subset (names: see SECTIONS)
     python -m bench --quick                  # smaller sizes and shorter levels
     python -m bench --hnsw-1m                # also build the HNSW index at 1M points (~10 min more here)
+    python -m bench --only deep_training     # deep-template training images/s alone: no stack started
+                                             # (cuda when available; also python -m bench.deep_training)
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, inference, ingest, kafka, search, text_search, training
+from bench import common, deep_training, inference, ingest, kafka, search, text_search, training
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "text_search", "search", "inference", "training", "kafka")
+SECTIONS = ("ingest", "text_search", "search", "inference", "training", "deep_training", "kafka")
+#: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
+STACKLESS = ("deep_training",)
 
 
 def machine() -> dict:
@@ -45,7 +49,16 @@ def machine() -> dict:
     except (ValueError, OSError):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - no torch/CUDA: a CPU host
+        pass
     return {
+        "gpu": gpu,
         "cpu": model,
         "cores": os.cpu_count(),
         "memory_gb": round(mem_gb, 1),
@@ -56,7 +69,8 @@ def machine() -> dict:
 
 
 def machine_text(m: dict) -> str:
-    return f"{m['arch']} {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']:.0f} GB, Python {m['python']}"
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return f"{m['arch']} {m['cpu'] or '?'}, {m['cores']} cores, {m['memory_gb']:.0f} GB{gpu}, Python {m['python']}"
 
 
 def ingest_rows(r: dict) -> list[common.Row]:
@@ -81,6 +95,19 @@ def ingest_rows(r: dict) -> list[common.Row]:
                 )
             ]
             if r.get("bare_backbone_img_per_cpu_s")
+            else []
+        ),
+        *(
+            [
+                common.Row(
+                    f"ingest → searchable vs bare at the served batch {r['served_batch']} (diagnostic)",
+                    f"{r['full_path_img_per_s']:.1f} img/s",
+                    f"bare backbone batch {r['served_batch']}: {r['bare_backbone_at_served_batch_img_per_s']:.1f} img/s "
+                    "(measured once, after the full path)",
+                    f"{r['full_path_img_per_s'] / r['bare_backbone_at_served_batch_img_per_s']:.2f}×",
+                )
+            ]
+            if r.get("bare_backbone_at_served_batch_img_per_s")
             else []
         ),
     ]
@@ -151,38 +178,46 @@ def main(argv: list[str]) -> int:
     def log(msg: str) -> None:
         console.print(msg, highlight=False)
 
-    # The search service builds its HNSW graph once writes pause; a longer pause than the default
-    # lets the search benchmark time the scan right after its bulk load before the build starts.
-    env = {"FIRSTLIGHT_ANN_BUILD_QUIET_S": "30"}
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack", extra_env=env) as stack:
-        log(f"stack up in {time.perf_counter() - began:.0f}s; sections: {', '.join(args.sections)}{' (quick)' if args.quick else ''}")
-        with Firstlight.from_addresses(stack.addresses) as client:
-            runners: dict[str, Callable[[], dict]] = {
-                "ingest": lambda: with_rows(ingest.run(stack), ingest_rows),
-                "text_search": lambda: with_rows(text_search.run(client), text_rows),
-                "search": lambda: search.run(
-                    client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
-                ),
-                "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack)),
-                "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
-                "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
-            }
-            for name in args.sections:
-                log(f"\n[bold]{name}[/bold] …")
-                t = time.perf_counter()
-                try:
-                    result = runners[name]()
-                except Exception as exc:  # one broken section must not cost the others
-                    console.print_exception(max_frames=8)
-                    failed.append(name)
-                    result = {"error": repr(exc), "rows": [common.Row(name, f"FAILED: {exc!r}", "", "").as_dict()]}
-                timings[name] = time.perf_counter() - t
-                result = {"machine": info, "quick": args.quick, "seconds": timings[name], **result}
-                (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
-                console.print(table(f"{name} ({timings[name]:.0f}s)", result["rows"]))
-                if name == "text_search" and "error" not in result:
-                    console.print(per_concept(result))
-                all_rows += result["rows"]
+    def run_section(name: str, runner: Callable[[], dict]) -> None:
+        log(f"\n[bold]{name}[/bold] …")
+        t = time.perf_counter()
+        try:
+            result = runner()
+        except Exception as exc:  # one broken section must not cost the others
+            console.print_exception(max_frames=8)
+            failed.append(name)
+            result = {"error": repr(exc), "rows": [common.Row(name, f"FAILED: {exc!r}", "", "").as_dict()]}
+        timings[name] = time.perf_counter() - t
+        result = {"machine": info, "quick": args.quick, "seconds": timings[name], **result}
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=float))
+        console.print(table(f"{name} ({timings[name]:.0f}s)", result["rows"]))
+        if name == "text_search" and "error" not in result:
+            console.print(per_concept(result))
+        all_rows.extend(result["rows"])
+
+    stacked = [s for s in args.sections if s not in STACKLESS]
+    if stacked:
+        # The search service builds its HNSW graph once writes pause; a longer pause than the default
+        # lets the search benchmark time the scan right after its bulk load before the build starts.
+        env = {"FIRSTLIGHT_ANN_BUILD_QUIET_S": "30"}
+        with tempfile.TemporaryDirectory() as tmp, LocalStack(Path(tmp) / "stack", extra_env=env) as stack:
+            log(f"stack up in {time.perf_counter() - began:.0f}s; sections: {', '.join(args.sections)}{' (quick)' if args.quick else ''}")
+            with Firstlight.from_addresses(stack.addresses) as client:
+                runners: dict[str, Callable[[], dict]] = {
+                    "ingest": lambda: with_rows(ingest.run(stack), ingest_rows),
+                    "text_search": lambda: with_rows(text_search.run(client), text_rows),
+                    "search": lambda: search.run(
+                        client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
+                    ),
+                    "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack)),
+                    "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
+                    "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
+                }
+                for name in stacked:
+                    run_section(name, runners[name])
+    # After the stack is down: training throughput is measured on a host with nothing else of ours.
+    if "deep_training" in args.sections:
+        run_section("deep_training", lambda: deep_training.run(quick=args.quick, log=log))
 
     total = time.perf_counter() - began
     console.print()

@@ -168,6 +168,10 @@ class InferenceSettings(CommonSettings, ImageLimits):
     #: Triton model repository (read-only here): image size and dimension of the trained
     #: embedder a head was trained on, when its Triton config leaves them variable. Optional.
     model_repository: Path = Path("")
+    #: Predict/PredictWorkflow calls in flight at once (each holds a thread while Triton works).
+    #: asyncio's default pool (cores + 4 threads: 6 here) capped concurrent requests below what
+    #: Triton's dynamic batcher can merge; threads mostly wait on Triton, so more cost little.
+    predict_threads: int = Field(32, ge=1, le=512)
 
 
 class TritonSettings(BaseSettings):

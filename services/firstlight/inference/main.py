@@ -88,7 +88,9 @@ def build(settings: InferenceSettings) -> ServiceShell:
             future = producer.send(topics.PREDICTIONS_MADE, topics.event_key(ev.app_id, ev.input_id), ev)
             future.add_errback(lambda exc: log.warning("predictions.made not published: %s", exc))
 
-    servicer = inference_servicer.InferenceServicer(Predictor(triton, settings, registry, observer=publish))
+    servicer = inference_servicer.InferenceServicer(
+        Predictor(triton, settings, registry, observer=publish), threads=settings.predict_threads
+    )
 
     async def on_start() -> None:
         versions.start()
@@ -96,6 +98,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
     async def on_stop() -> None:
         await asyncio.to_thread(versions.stop)
         await asyncio.to_thread(producer.close)
+        servicer.close()
 
     return ServiceShell(
         name="inference",

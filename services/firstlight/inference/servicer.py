@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 
@@ -12,15 +17,27 @@ from firstlight.runtime.status import map_errors
 from firstlight.triton.client import TritonModelNotFound, TritonUnavailable
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
+T = TypeVar("T")
+
 
 @map_errors
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, threads: int = 32) -> None:
         self.predictor = predictor
+        # Its own pool, sized for concurrency (config.InferenceSettings.predict_threads): decode
+        # and preprocessing release the GIL, and the rest of a call waits on Triton.
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="predict")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        ctx = contextvars.copy_context()  # as asyncio.to_thread does
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(ctx.run, fn, *args, **kwargs))
 
     async def Predict(self, request, context):  # type: ignore[no-untyped-def]
         try:
-            model, results, found = await asyncio.to_thread(
+            model, results, found = await self._run(
                 self.predictor.predict_regions,
                 list(request.images),
                 app_id=request.app_id,
@@ -77,7 +94,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             for s in request.steps
         ]
         try:
-            results = await asyncio.to_thread(self.predictor.workflow, list(request.images), request.app_id, steps)
+            results = await self._run(self.predictor.workflow, list(request.images), request.app_id, steps)
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
         except TritonModelNotFound as exc:  # e.g. the embedder a head was trained on was removed

@@ -28,7 +28,7 @@ INPUT_NAME = "IMAGE"
 EMBEDDING_OUTPUT = "EMBEDDING"
 PROBS_OUTPUT = "PROBS"
 HEAD_INPUT = "EMBEDDING"
-DEFAULT_MAX_BATCH_SIZE = 8  # when a config states none (firstlight.triton.tuning sets it by device)
+DEFAULT_MAX_BATCH_SIZE = 4  # when a config states none (firstlight.triton.tuning sets it by device)
 
 # gRPC statuses that mean "server not reachable / overloaded / too slow": worth retrying.
 _RETRYABLE = {

@@ -1,7 +1,7 @@
 """Serving parameters of the backbone by device, written into a model repository's config.pbtxt.
 
 Measured on the 2-core CPU dev machine (bench/README.md): the forward pass is compute-bound and
-large batches are 3-6x slower *per image* than small ones (memory-bound), and two OpenMP threads
+batches above 4 are slower *per image* than small ones (memory-bound: 1.4x at 8, 3-6x at 64), and two OpenMP threads
 in one process lose to one thread whenever the other core is busy (spinning barriers). So on CPU
 the backbone runs as several single-threaded instances with small batches (concurrent requests
 land on different cores instead of queueing behind one 2-thread forward pass), while on a GPU
@@ -58,13 +58,22 @@ def choose(settings: TritonSettings, cores: int | None = None, device: str | Non
         delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 5000
         kind = "KIND_GPU"
     else:
-        # One single-threaded instance per core, at most 4 (each instance is a process holding
-        # the weights, ~150 MB); leftover cores become intra-op threads.
-        instances = settings.triton_instances or max(1, min(4, cores))
+        # Single-threaded instances, one more than the cores, at most 4 (each is a process
+        # holding the weights, 0.2-0.5 GB); leftover cores become intra-op threads. The extra
+        # instance computes while another is in its per-request IPC/Python phases, when its core
+        # would idle: on 2 cores, 3 instances served Triton-direct c=8 at 1.31x/1.58x the bare
+        # call against 1.05x/1.05x for 2 (two back-to-back pairs, bench/README.md).
+        instances = settings.triton_instances or max(1, min(4, cores + 1))
         threads = settings.torch_threads or max(1, cores // instances)
-        max_batch = settings.triton_max_batch or 8
-        preferred = (4, max_batch)
-        delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 2000
+        # Batches of 4: per image, a batch of 8 costs ~1.4x the CPU of a batch of 2-4 on this
+        # CPU (single thread, 224 px: 19-28 ms against 14-15 ms; bench/README.md), the
+        # activations of bigger batches no longer fitting in the core's cache.
+        max_batch = settings.triton_max_batch or 4
+        preferred = (max_batch,)
+        # 0.5 ms: below a preferred-size batch Triton holds a request for the whole delay, which
+        # a lone request pays in full (2 ms was ~9% of a 22 ms Predict); under load requests
+        # queue behind busy instances and batches form without waiting.
+        delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 500
         kind = "KIND_CPU"
     preferred = tuple(sorted({p for p in preferred if 1 <= p <= max_batch}))
     return BackboneTuning(kind, instances, threads, max_batch, preferred, delay)
