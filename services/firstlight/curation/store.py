@@ -179,6 +179,15 @@ class CurationStore:
             conn.execute(insert(rounds).values(app_id=app_id, round=number, record=record))
         return record
 
+    def add_round(self, app_id: str, record: dict) -> dict:
+        """Append a finished round (pool-based loops record the version that suggested); returns
+        it with its number."""
+        with self.engine.begin() as conn:
+            number = conn.execute(select(func.coalesce(func.max(rounds.c.round), 0)).where(rounds.c.app_id == app_id)).scalar_one() + 1
+            record = dict(record, round=int(number))
+            conn.execute(insert(rounds).values(app_id=app_id, round=int(number), record=record))
+        return record
+
     def save_round(self, app_id: str, record: dict) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(rounds).where(rounds.c.app_id == app_id, rounds.c.round == record["round"]).values(record=record))
