@@ -736,15 +736,32 @@ def al_benchmark(
     c: Annotated[Optional[float], typer.Option("--C", help="Classifier C (default: the transfer template's)")] = None,
     balanced: Annotated[Optional[bool], typer.Option("--balanced/--no-balanced", help="Balanced class weights (default: the transfer template's)")] = None,
     out: Annotated[Path, typer.Option(help="Where <set>.json/.md/.png go")] = Path("al-benchmark"),
+    through_services: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--through-services/--in-process",
+            help="Every round through the running stack (PostAnnotations, CreateDataset, TrainModel, EvaluateModelVersion, "
+            "SuggestInputsForLabeling; rounds in ListLearningRounds) or the in-process simulation on embeddings "
+            "(default: through the services for --folder, in-process for bundled sets)",
+        ),
+    ] = None,
+    pool: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's pool")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's test split")] = None,
+    val_per_class: Annotated[int, typer.Option(help="Through the services, bundled sets: validation images per class")] = 10,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Simulate the active-learning loop with an oracle: per strategy and seed, start from a few
     labels per class, let the strategy pick a batch, reveal its labels, retrain the live loop's
-    classifier (the transfer template's settings), and record test accuracy per round."""
+    classifier (the transfer template's settings), and record test accuracy per round. Against a
+    running stack every round goes through its services (the default for --folder)."""
     from firstlight.curation import benchmark as bm
     from firstlight.curation import strategies as st
 
-    names = [x for x in strategies.split(",") if x] or bm.DEFAULT_COMPARE
+    services = through_services if through_services is not None else folder is not None
+    names = [x for x in strategies.split(",") if x] or (["random", st.DEFAULT_STRATEGY] if services else bm.DEFAULT_COMPARE)
+    if services and "mc_dropout" in names:
+        console.print("[red]mc_dropout has no service counterpart (SuggestInputsForLabeling); use --in-process[/red]")
+        raise typer.Exit(2)
     unknown = [x for x in names if x not in st.STRATEGIES]
     if unknown:
         console.print(f"[red]unknown strategies: {', '.join(unknown)} (known: {', '.join(st.STRATEGIES)})[/red]")
@@ -758,13 +775,21 @@ def al_benchmark(
     client = None
     try:
         if folder:
-            bm.load_folder(folder, seed_per_class=seed_per_class)  # reject a bad folder before connecting
+            bm.load_folder(folder, seed_per_class=seed_per_class + (1 if services else 0))  # reject a bad folder before connecting
+        if folder or services:
             client = _client(data_dir)
-        stems = bm.run(
-            sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
-            rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
-            balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
-        )  # fmt: skip
+        if services:
+            stems = bm.run_through_services(
+                sets, client=client, folder=folder, strategies=names, seeds=seed_list, seed_per_class=seed_per_class, rounds=rounds,
+                batch=batch, pool=pool, test=test, val_per_class=val_per_class, out=out,
+                log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+            )  # fmt: skip
+        else:
+            stems = bm.run(
+                sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
+                rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
+                balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+            )  # fmt: skip
     except (bm.FolderError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -7,9 +7,16 @@ real embeddings of bundled sets or on any folder of class sub-folders.
     firstlight al-benchmark --folder photos/ --seeds 0 1 2     # needs a running stack
 
 Writes ``<out>/<dataset>.{json,md,png}`` per dataset (see simulate.BenchmarkResult). The
-classifier is the live loop's: the transfer template's defaults (training.transfer.TransferSettings,
-C=100, balanced class weights) unless ``--C``/``--no-balanced`` say otherwise. A folder's images are
-embedded by the running stack's embedding service, the backbone the live loop's vectors come from.
+classifier is the live loop's: the transfer template's own training code
+(``training.transfer.train_transfer``) with its defaults (C=100, balanced class weights) unless
+``--C``/``--no-balanced`` say otherwise.
+
+``--through-services`` (the default with ``--folder``) runs every round through the running
+stack instead (``curation.through_services``: PostAnnotations, CreateDataset, TrainModel,
+EvaluateModelVersion on the held-out split, SuggestInputsForLabeling recording the round);
+bundled sets are then uploaded once to an app of their own (``--pool``/``--test`` take stratified
+subsets) and the in-process simulation is run on the same images as well
+(``<dataset>_services`` and ``<dataset>_inprocess`` outputs).
 """
 
 from __future__ import annotations
