@@ -102,3 +102,12 @@ def test_subsample_is_stratified() -> None:
     idx = bm._subsample(y, 100, np.random.default_rng(0))
     assert np.bincount(y[idx]).tolist() == [60, 30, 10] and len(set(idx)) == 100
     assert len(bm._subsample(y, None, np.random.default_rng(0))) == 1000
+
+
+def test_bundled_image_set_without_a_cache_has_no_in_process_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIRSTLIGHT_AL_CACHE", str(tmp_path))
+    data, arrays = bm.bundled_image_set("animal-mnist", pool=100, test=50, val_per_class=2)
+    assert arrays is None and data.classes[0] == "bear"
+    assert (len(data.pool), len(data.test), len(data.val)) == (100, 50, 20)
+    assert np.bincount(data.y_pool).tolist() == [10] * 10 and np.bincount(data.y_val).tolist() == [2] * 10
+    assert data.pool[0][:8] == b"\x89PNG\r\n\x1a\n"

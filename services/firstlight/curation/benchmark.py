@@ -116,16 +116,20 @@ def _subsample(y: np.ndarray, n: int | None, rng: np.random.Generator) -> np.nda
 def bundled_image_set(name: str, *, pool: int | None = None, test: int | None = None, val_per_class: int = 10, seed: int = 0):  # type: ignore[no-untyped-def]
     """A bundled set for the through-services mode: (ImageSet, (X, y, X_test, y_test)) where the
     arrays are the cached embeddings of exactly the same pool and test images (the in-process
-    comparison on the same sizes). ``pool``/``test``: stratified subsets of the cached pool and
+    comparison on the same sizes; None without the cache). ``pool``/``test``: stratified subsets of the cached pool and
     test (seed ``seed``); the validation images (``val_per_class`` per class) come from the rest
     of the cached pool, so they are in neither."""
     from firstlight.curation.through_services import ImageSet
     from firstlight.datasets import png_bytes
 
     imgs, y, timgs, yt = al_data.load_images(name)
-    X, y2, Xt, yt2 = al_data.load_cached(name)
-    if not (np.array_equal(y, y2) and np.array_equal(yt, yt2)):
-        raise RuntimeError(f"{name}: the cached embeddings do not line up with the images (rebuild the cache)")
+    try:
+        X, y2, Xt, yt2 = al_data.load_cached(name)
+    except FileNotFoundError:  # no cache: the services embed the images anyway; no in-process comparison
+        X = Xt = None
+    else:
+        if not (np.array_equal(y, y2) and np.array_equal(yt, yt2)):
+            raise RuntimeError(f"{name}: the cached embeddings do not line up with the images (rebuild the cache)")
     rng = np.random.default_rng(seed)
     ip = _subsample(y, pool, rng)
     it = _subsample(yt, test, rng)
@@ -137,7 +141,7 @@ def bundled_image_set(name: str, *, pool: int | None = None, test: int | None = 
         name=name, classes=al_data.class_names(name), pool=[png_bytes(imgs[i]) for i in ip], y_pool=y[ip],
         test=[png_bytes(timgs[i]) for i in it], y_test=yt[it], val=[png_bytes(imgs[i]) for i in iv], y_val=y[iv],
     )  # fmt: skip
-    return data, (X[ip], y[ip], Xt[it], yt[it])
+    return data, (None if X is None else (X[ip], y[ip], Xt[it], yt[it]))
 
 
 def folder_image_set(folder: Path, *, seed_per_class: int = 2, test_frac: float = 0.2, val_frac: float = 0.1, split_seed: int = 0):  # type: ignore[no-untyped-def]

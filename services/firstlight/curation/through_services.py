@@ -133,14 +133,16 @@ def run_curve(
             out.accuracy.append(float(ev.metrics["accuracy"]))
             out.versions.append(job.version)
             b = min(batch, len(ids) - len(labeled))
+            if b == 0:  # the whole pool is labeled: nothing left to suggest (or to record a round with)
+                break
             resp = client.suggest(
-                app_id, run_id, batch_size=max(b, 1), strategy=strategy, version=job.version,
+                app_id, run_id, batch_size=b, strategy=strategy, version=job.version,
                 seed=int(rng.integers(2**31)), record_round=True,
             )  # fmt: skip
             out.rounds.append(int(resp.round))
             if log:
                 log(f"  {run_id} round {r}: {len(labeled)} labels, v{job.version}, test accuracy {out.accuracy[-1]:.4f}")
-            if r == rounds or b == 0:
+            if r == rounds:
                 break
             picked = [s.input_id for s in resp.suggestions]
             if len(set(picked)) != len(picked) or any(p in labeled or p not in index for p in picked):
