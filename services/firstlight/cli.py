@@ -431,6 +431,7 @@ def dataset(
     split: Annotated[str, typer.Option(help="train,validation,test counts (e.g. 500,100,100) or fractions (0.8,0.1,0.1)")] = "0.8,0.1,0.1",
     concept: Annotated[Optional[list[str]], typer.Option(help="Only inputs labeled with these concepts")] = None,
     seed: int = 0,
+    from_inputs: Annotated[bool, typer.Option(help="Keep the split recorded on each input (none: train) instead of drawing one")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Freeze the app's labeled inputs into a dataset version with stratified splits."""
@@ -441,6 +442,7 @@ def dataset(
             ds = client.create_dataset(
                 app_id, dataset_id, counts=tuple(int(p) for p in parts) if is_counts else None,  # type: ignore[arg-type]
                 fractions=tuple(parts) if not is_counts else (0.8, 0.1, 0.1), seed=seed, concepts=concept or [],  # type: ignore[arg-type]
+                from_inputs=from_inputs,
             )
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -554,12 +556,14 @@ def suggest(
     model_id: str,
     batch_size: int = 20,
     strategy: Annotated[str, typer.Option(help="Empty: the default strategy")] = "",
+    version: Annotated[str, typer.Option(help="Model version (empty: the serving one)")] = "",
+    record: Annotated[bool, typer.Option(help="Log this as a round of the app's experiment record (see `firstlight rounds`)")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Active learning: the unlabeled inputs the model would learn most from."""
     with _client(data_dir) as client:
         try:
-            resp = client.suggest(app_id, model_id, batch_size=batch_size, strategy=strategy)
+            resp = client.suggest(app_id, model_id, batch_size=batch_size, strategy=strategy, version=version, record_round=record)
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
@@ -569,6 +573,8 @@ def suggest(
     for n, s in enumerate(resp.suggestions, 1):
         table.add_row(str(n), s.input_id, f"{s.score:.3f}", s.difficulty, f"{s.predicted_concept} {s.confidence:.2f}")
     console.print(table)
+    if resp.round:
+        console.print(f"recorded as round {resp.round} of {app_id}")
 
 
 @app.command("label-errors")
@@ -690,13 +696,14 @@ def learning_rounds(app_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         except FirstlightError as exc:
             _fail(exc)
     table = Table(title=f"active-learning rounds of {app_id}")
-    for col in ("round", "model", "labels", "total", "version", "accuracy", "vs serving", "promoted", "note"):
+    for col in ("round", "model", "strategy", "labels", "total", "version", "accuracy", "test acc", "vs serving", "promoted", "note"):
         table.add_column(col)
     for r in rounds:
         table.add_row(
-            str(r.round), r.model_id, str(r.labels_spent), str(r.total_labels),
+            str(r.round), r.model_id, r.strategy, str(r.labels_spent), str(r.total_labels),
             f"v{r.previous_version} → v{r.candidate_version}" if r.candidate_version else r.status,
             f"{r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else "",
+            f"{r.metrics['test_accuracy']:.3f}" if "test_accuracy" in r.metrics else "",
             f"{r.previous_metrics['accuracy']:.3f}" if "accuracy" in r.previous_metrics else "",
             "[green]yes[/green]" if r.promoted else "no", r.note,
         )

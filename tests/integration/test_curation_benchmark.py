@@ -28,7 +28,7 @@ def _image_set() -> ts.ImageSet:
     return ts.ImageSet("tiny", CONCEPTS, pool, yp, test, yt, val, yv)
 
 
-def test_benchmark_rounds_go_through_the_services_and_are_recorded(client: Firstlight) -> None:
+def test_benchmark_rounds_go_through_the_services_and_are_recorded(client: Firstlight, stack) -> None:  # type: ignore[no-untyped-def]
     data = _image_set()
     res = ts.run_benchmark(client, data, app_id=APP, strategies=["typiclust_margin"], seeds=[0], seed_per_class=1, rounds=ROUNDS, batch=BATCH)
     assert res.strategies == ["random", "typiclust_margin"]
@@ -51,3 +51,11 @@ def test_benchmark_rounds_go_through_the_services_and_are_recorded(client: First
     # each run takes its labels off again: only validation and test stay labeled
     labeled = [i.id for i in client.list_inputs(APP) if i.concepts]
     assert sorted(labeled) == sorted([f"val-{i:05d}" for i in range(3)] + [f"test-{i:05d}" for i in range(12)])
+    # the experiment record through the CLI: strategy and test accuracy per round
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    out = CliRunner().invoke(cli, ["rounds", APP, "--data-dir", str(stack.data_dir)], env={"COLUMNS": "250"})
+    assert out.exit_code == 0 and "typiclust_margin" in out.output and "test acc" in out.output, out.output
+    assert f"{res.accuracy['typiclust_margin'][0][-1]:.3f}" in out.output
