@@ -129,3 +129,16 @@ def test_simulation_classifier_is_the_transfer_templates_training() -> None:
     assert model.classes_.tolist() == [3, 7]
     direct = train_transfer(X, [str(v) for v in y], ["3", "7"])
     np.testing.assert_array_equal(model.predict_proba(X), direct.predict_proba(X))
+
+
+def test_stream_round_totals_leave_pool_rounds_out(tmp_path) -> None:
+    from datetime import datetime, timezone
+
+    store = CurationStore(f"sqlite:///{tmp_path / 'c.db'}")
+    store.add_round(APP, {"model_id": "m", "kind": "pool", "labels_spent": 40, "total_labels": 40, "status": "done"})
+    now = datetime.now(timezone.utc)
+    with store.engine.begin() as conn:
+        store.add_item(conn, app_id=APP, input_id="x", model_id="m", model_version="1", score=0.9, strategy="margin", predicted="a", queued_at=now)
+        assert store.set_labels(conn, APP, "x", ["a"], now)
+    record = store.start_round(APP, {"model_id": "m"}, 1)
+    assert record is not None and (record["round"], record["labels_spent"], record["total_labels"]) == (2, 1, 1)

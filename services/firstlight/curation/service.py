@@ -153,6 +153,7 @@ class Curation:
             "candidate_version": str(version), "promoted": model["serving_version"] == str(version),
             "note": f"pool-based: suggested {n} of {pool} unlabeled inputs", "metrics": metrics,
             "previous_metrics": dict(previous["metrics"]) if previous else {}, "status": "done", "started_at": now, "finished_at": now,
+            "kind": "pool",  # stream rounds count queue labels; they leave these out of their totals
         }
         return int(self.rounds.add_round(app_id, record)["round"])
 

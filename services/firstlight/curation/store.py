@@ -174,7 +174,7 @@ class CurationStore:
                 return None
             number = max((r["round"] for r in records), default=0) + 1
             conn.execute(update(queue).where(*fresh).values(round=number))
-            total = sum(r["labels_spent"] for r in records) + n
+            total = sum(r["labels_spent"] for r in records if r.get("kind") != "pool") + n  # queue labels only
             record = dict(record, round=number, labels_spent=n, total_labels=total, status="running")
             conn.execute(insert(rounds).values(app_id=app_id, round=number, record=record))
         return record
