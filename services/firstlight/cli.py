@@ -701,7 +701,7 @@ def learning_rounds(app_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     for r in rounds:
         table.add_row(
             str(r.round), r.model_id, r.strategy, str(r.labels_spent), str(r.total_labels),
-            f"v{r.previous_version} → v{r.candidate_version}" if r.candidate_version else r.status,
+            (f"v{r.previous_version} → v{r.candidate_version}" if r.previous_version else f"v{r.candidate_version}") if r.candidate_version else r.status,
             f"{r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else "",
             f"{r.metrics['test_accuracy']:.3f}" if "test_accuracy" in r.metrics else "",
             f"{r.previous_metrics['accuracy']:.3f}" if "accuracy" in r.previous_metrics else "",
