@@ -431,6 +431,7 @@ def dataset(
     split: Annotated[str, typer.Option(help="train,validation,test counts (e.g. 500,100,100) or fractions (0.8,0.1,0.1)")] = "0.8,0.1,0.1",
     concept: Annotated[Optional[list[str]], typer.Option(help="Only inputs labeled with these concepts")] = None,
     seed: int = 0,
+    from_inputs: Annotated[bool, typer.Option(help="Keep the split recorded on each input (none: train) instead of drawing one")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Freeze the app's labeled inputs into a dataset version with stratified splits."""
@@ -441,6 +442,7 @@ def dataset(
             ds = client.create_dataset(
                 app_id, dataset_id, counts=tuple(int(p) for p in parts) if is_counts else None,  # type: ignore[arg-type]
                 fractions=tuple(parts) if not is_counts else (0.8, 0.1, 0.1), seed=seed, concepts=concept or [],  # type: ignore[arg-type]
+                from_inputs=from_inputs,
             )
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
@@ -554,12 +556,14 @@ def suggest(
     model_id: str,
     batch_size: int = 20,
     strategy: Annotated[str, typer.Option(help="Empty: the default strategy")] = "",
+    version: Annotated[str, typer.Option(help="Model version (empty: the serving one)")] = "",
+    record: Annotated[bool, typer.Option(help="Log this as a round of the app's experiment record (see `firstlight rounds`)")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Active learning: the unlabeled inputs the model would learn most from."""
     with _client(data_dir) as client:
         try:
-            resp = client.suggest(app_id, model_id, batch_size=batch_size, strategy=strategy)
+            resp = client.suggest(app_id, model_id, batch_size=batch_size, strategy=strategy, version=version, record_round=record)
         except FirstlightError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
@@ -569,6 +573,8 @@ def suggest(
     for n, s in enumerate(resp.suggestions, 1):
         table.add_row(str(n), s.input_id, f"{s.score:.3f}", s.difficulty, f"{s.predicted_concept} {s.confidence:.2f}")
     console.print(table)
+    if resp.round:
+        console.print(f"recorded as round {resp.round} of {app_id}")
 
 
 @app.command("label-errors")
@@ -690,13 +696,14 @@ def learning_rounds(app_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         except FirstlightError as exc:
             _fail(exc)
     table = Table(title=f"active-learning rounds of {app_id}")
-    for col in ("round", "model", "labels", "total", "version", "accuracy", "vs serving", "promoted", "note"):
+    for col in ("round", "model", "strategy", "labels", "total", "version", "accuracy", "test acc", "vs serving", "promoted", "note"):
         table.add_column(col)
     for r in rounds:
         table.add_row(
-            str(r.round), r.model_id, str(r.labels_spent), str(r.total_labels),
-            f"v{r.previous_version} → v{r.candidate_version}" if r.candidate_version else r.status,
+            str(r.round), r.model_id, r.strategy, str(r.labels_spent), str(r.total_labels),
+            (f"v{r.previous_version} → v{r.candidate_version}" if r.previous_version else f"v{r.candidate_version}") if r.candidate_version else r.status,
             f"{r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else "",
+            f"{r.metrics['test_accuracy']:.3f}" if "test_accuracy" in r.metrics else "",
             f"{r.previous_metrics['accuracy']:.3f}" if "accuracy" in r.previous_metrics else "",
             "[green]yes[/green]" if r.promoted else "no", r.note,
         )
@@ -736,15 +743,32 @@ def al_benchmark(
     c: Annotated[Optional[float], typer.Option("--C", help="Classifier C (default: the transfer template's)")] = None,
     balanced: Annotated[Optional[bool], typer.Option("--balanced/--no-balanced", help="Balanced class weights (default: the transfer template's)")] = None,
     out: Annotated[Path, typer.Option(help="Where <set>.json/.md/.png go")] = Path("al-benchmark"),
+    through_services: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--through-services/--in-process",
+            help="Every round through the running stack (PostAnnotations, CreateDataset, TrainModel, EvaluateModelVersion, "
+            "SuggestInputsForLabeling; rounds in ListLearningRounds) or the in-process simulation on embeddings "
+            "(default: through the services for --folder, in-process for bundled sets)",
+        ),
+    ] = None,
+    pool: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's pool")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's test split")] = None,
+    val_per_class: Annotated[int, typer.Option(help="Through the services, bundled sets: validation images per class")] = 10,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Simulate the active-learning loop with an oracle: per strategy and seed, start from a few
     labels per class, let the strategy pick a batch, reveal its labels, retrain the live loop's
-    classifier (the transfer template's settings), and record test accuracy per round."""
+    classifier (the transfer template's settings), and record test accuracy per round. Against a
+    running stack every round goes through its services (the default for --folder)."""
     from firstlight.curation import benchmark as bm
     from firstlight.curation import strategies as st
 
-    names = [x for x in strategies.split(",") if x] or bm.DEFAULT_COMPARE
+    services = through_services if through_services is not None else folder is not None
+    names = [x for x in strategies.split(",") if x] or (["random", st.DEFAULT_STRATEGY] if services else bm.DEFAULT_COMPARE)
+    if services and "mc_dropout" in names:
+        console.print("[red]mc_dropout has no service counterpart (SuggestInputsForLabeling); use --in-process[/red]")
+        raise typer.Exit(2)
     unknown = [x for x in names if x not in st.STRATEGIES]
     if unknown:
         console.print(f"[red]unknown strategies: {', '.join(unknown)} (known: {', '.join(st.STRATEGIES)})[/red]")
@@ -758,13 +782,21 @@ def al_benchmark(
     client = None
     try:
         if folder:
-            bm.load_folder(folder, seed_per_class=seed_per_class)  # reject a bad folder before connecting
+            bm.load_folder(folder, seed_per_class=seed_per_class + (1 if services else 0))  # reject a bad folder before connecting
+        if folder or services:
             client = _client(data_dir)
-        stems = bm.run(
-            sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
-            rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
-            balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
-        )  # fmt: skip
+        if services:
+            stems = bm.run_through_services(
+                sets, client=client, folder=folder, strategies=names, seeds=seed_list, seed_per_class=seed_per_class, rounds=rounds,
+                batch=batch, pool=pool, test=test, val_per_class=val_per_class, out=out,
+                log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+            )  # fmt: skip
+        else:
+            stems = bm.run(
+                sets, folder=folder, client=client, strategies=names, seeds=seed_list, seed_per_class=seed_per_class,
+                rounds=rounds, batch=batch, C=bm.DEFAULT_C if c is None else c,
+                balanced=bm.DEFAULT_BALANCED if balanced is None else balanced, out=out, log=lambda m: console.print(m, markup=False, highlight=False, soft_wrap=True),
+            )  # fmt: skip
     except (bm.FolderError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -488,8 +488,11 @@ class Firstlight:
     def create_dataset(
         self, app_id: str, dataset_id: str, *, counts: tuple[int, int, int] | None = None,
         fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, concepts: Iterable[str] = (), write_splits: bool = True,
+        from_inputs: bool = False,
     ) -> training_pb2.Dataset:
-        spec = training_pb2.SplitSpec(seed=seed)
+        """Freeze the labeled inputs into a dataset version. ``from_inputs``: keep the split each
+        input already has (inputs without one: train) instead of drawing a stratified split."""
+        spec = training_pb2.SplitSpec(seed=seed, from_inputs=from_inputs)
         if counts:
             spec.train_count, spec.validation_count, spec.test_count = counts
         else:
@@ -588,10 +591,15 @@ class Firstlight:
         return self.curation
 
     @_wrap_errors
-    def suggest(self, app_id: str, model_id: str, *, batch_size: int = 50, strategy: str = "", version: str = "", seed: int = 0) -> curation_pb2.SuggestInputsResponse:
-        """Unlabeled inputs worth labeling next, best first (active learning)."""
+    def suggest(
+        self, app_id: str, model_id: str, *, batch_size: int = 50, strategy: str = "", version: str = "", seed: int = 0, record_round: bool = False
+    ) -> curation_pb2.SuggestInputsResponse:
+        """Unlabeled inputs worth labeling next, best first (active learning). ``record_round``
+        logs the call as a round of the experiment record (see :meth:`learning_rounds`)."""
         return self._curation().SuggestInputsForLabeling(
-            curation_pb2.SuggestInputsRequest(app_id=app_id, model_id=model_id, model_version=version, strategy=strategy, batch_size=batch_size, seed=seed),
+            curation_pb2.SuggestInputsRequest(
+                app_id=app_id, model_id=model_id, model_version=version, strategy=strategy, batch_size=batch_size, seed=seed, record_round=record_round
+            ),
             timeout=self.timeout_s * 5,
         )
 
@@ -662,12 +670,14 @@ class Firstlight:
         *,
         regions: dict[str, Iterable[Any]] | None = None,
         replace_regions: bool = False,
+        remove: dict[str, Iterable[str]] | None = None,
     ) -> list[common_pb2.Input]:
         """Add concepts per input ({input_id: [concept, ...]}) and/or box labels
         ({input_id: [region, ...]}, forms as in :func:`region_protos`; their concepts are added
-        too), all-or-nothing. ``replace_regions`` drops the inputs' previous regions first."""
-        labels, regions = labels or {}, regions or {}
-        ids = list(dict.fromkeys([*labels, *regions]))
+        too), all-or-nothing. ``replace_regions`` drops the inputs' previous regions first;
+        ``remove`` ({input_id: [concept, ...]}) takes concepts off."""
+        labels, regions, remove = labels or {}, regions or {}, remove or {}
+        ids = list(dict.fromkeys([*labels, *regions, *remove]))
         resp = self.ingestion.PostAnnotations(
             ingestion_pb2.PostAnnotationsRequest(
                 app_id=app_id,
@@ -675,6 +685,7 @@ class Firstlight:
                     ingestion_pb2.Annotation(
                         input_id=i,
                         add_concepts=list(labels.get(i, ())),
+                        remove_concepts=list(remove.get(i, ())),
                         add_regions=region_protos(regions.get(i, ())),
                         clear_regions=replace_regions and i in regions,
                     )

@@ -73,3 +73,41 @@ def test_cli_refuses_a_one_class_folder_before_connecting(tmp_path: Path) -> Non
     assert res.exit_code == 2 and "need at least 2" in res.output
     res = CliRunner().invoke(app, ["al-benchmark", "--strategies", "random,nope"])
     assert res.exit_code == 2 and "unknown strategies: nope" in res.output
+
+
+def test_cli_folder_runs_through_the_services_by_default(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app
+
+    # through the services a class also needs a validation image: 5 per class with a seed of 2
+    folder = _folder(tmp_path / "f", {"cat": 4, "dog": 3})
+    res = CliRunner().invoke(app, ["al-benchmark", "--folder", str(folder), "--data-dir", str(tmp_path / "nostack")])
+    assert res.exit_code == 2 and "cat (4), dog (3)" in res.output
+    res = CliRunner().invoke(app, ["al-benchmark", "--through-services", "--strategies", "random,mc_dropout"])
+    assert res.exit_code == 2 and "mc_dropout has no service counterpart" in res.output
+
+
+def test_folder_image_set_splits_pool_validation_test(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "f", {"cat": 20, "dog": 10})
+    data = bm.folder_image_set(folder, seed_per_class=2)
+    assert data.classes == ["cat", "dog"]
+    assert np.bincount(data.y_test).tolist() == [4, 2] and np.bincount(data.y_val).tolist() == [2, 1]
+    assert np.bincount(data.y_pool).tolist() == [14, 7]
+    assert len(data.pool) + len(data.val) + len(data.test) == 30
+
+
+def test_subsample_is_stratified() -> None:
+    y = np.repeat([0, 1, 2], [600, 300, 100])
+    idx = bm._subsample(y, 100, np.random.default_rng(0))
+    assert np.bincount(y[idx]).tolist() == [60, 30, 10] and len(set(idx)) == 100
+    assert len(bm._subsample(y, None, np.random.default_rng(0))) == 1000
+
+
+def test_bundled_image_set_without_a_cache_has_no_in_process_arrays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIRSTLIGHT_AL_CACHE", str(tmp_path))
+    data, arrays = bm.bundled_image_set("animal-mnist", pool=100, test=50, val_per_class=2)
+    assert arrays is None and data.classes[0] == "bear"
+    assert (len(data.pool), len(data.test), len(data.val)) == (100, 50, 20)
+    assert np.bincount(data.y_pool).tolist() == [10] * 10 and np.bincount(data.y_val).tolist() == [2] * 10
+    assert data.pool[0][:8] == b"\x89PNG\r\n\x1a\n"

@@ -147,6 +147,30 @@ def load_cached(name: str, size: int = 224, cache: Path | None = None, test_size
     return Xp, yp, Xt, yt
 
 
+def load_images(name: str, test_size: int = 2000, split_seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pool images, pool labels, test images, test labels) as gray uint8 [N,28,28], row for row
+    the images behind :func:`load_cached`'s embeddings (same subsets, same split)."""
+    if name == "fashion-mnist":
+        return fashion_mnist_arrays()
+    if name != "animal-mnist":
+        raise ValueError(f"unknown dataset {name!r}")
+    from sklearn.model_selection import train_test_split
+
+    from firstlight.datasets import _animal_arrays
+
+    images, labels = _animal_arrays()
+    ip, it = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=split_seed)
+    return images[ip], labels[ip], images[it], labels[it]
+
+
+def class_names(name: str) -> list[str]:
+    if name == "fashion-mnist":
+        return list(FASHION_CLASSES)
+    from firstlight.datasets import ANIMAL_CLASSES
+
+    return list(ANIMAL_CLASSES)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("datasets", nargs="*", default=["animal-mnist", "fashion-mnist"])

@@ -37,16 +37,17 @@ class CurationPlatform:
 
 
 class Curation:
-    def __init__(self, platform: CurationPlatform, repository: Path, models) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, platform: CurationPlatform, repository: Path, models, rounds=None) -> None:  # type: ignore[no-untyped-def]
         self.platform = platform
         self.repository = repository
-        self.models = models  # training store: model rows (concepts, serving version)
+        self.models = models  # training store: model rows (concepts, serving version), versions, datasets
+        self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
 
     def _head(self, app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
         model = self.models.get_model(app_id, model_id)
         if not model:
             raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
-        version = version or model["serving_version"]
+        version = self._version_id(model, version)
         if not version:
             raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
         path = self.repository / export.triton_model_name(app_id, model_id) / version / "weights.npz"
@@ -61,6 +62,23 @@ class Curation:
             raise NotFound(f"model {model_id!r} has no version {version!r}")
         return load_head(path, model["concepts"]), model["concepts"]
 
+    @staticmethod
+    def _version_id(model: dict, version: str) -> str:
+        version = version or model["serving_version"]
+        if not version:
+            raise FailedPrecondition(f"model {model.get('id', '')!r} has no trained version yet")
+        return version
+
+    def _version_rows(self, app_id: str, model_id: str, version: str) -> tuple[dict | None, list]:  # type: ignore[type-arg]
+        """(version row, its dataset's rows); (None, []) when the store does not know them."""
+        try:
+            v = self.models.get_version(app_id, model_id, int(version))
+        except (ValueError, AttributeError):
+            return None, []
+        if not v:
+            return None, []
+        return v, self.models.dataset_rows(app_id, v["dataset_id"], v["dataset_version"])
+
     def _matrix(self, app_id: str, ids: list[str]) -> tuple[list[str], np.ndarray]:
         vectors = self.platform.vectors(app_id, ids)
         kept = [i for i in ids if i in vectors]
@@ -68,7 +86,14 @@ class Curation:
             return [], np.zeros((0, 0), np.float32)
         return kept, np.stack([vectors[i] for i in kept]).astype(np.float32)
 
-    def suggest(self, app_id: str, model_id: str, version: str, strategy: str, batch_size: int, seed: int) -> tuple[str, int, list[SuggestionOut]]:
+    def suggest(
+        self, app_id: str, model_id: str, version: str, strategy: str, batch_size: int, seed: int, record_round: bool = False
+    ) -> tuple[str, int, list[SuggestionOut], int]:
+        """Suggestions, the strategy used, the pool size and (``record_round``) the round number.
+
+        The "already labeled" set the diversity strategies (and typiclust_margin's cold-start
+        switch) see is the app's labeled inputs minus the version's validation and test rows:
+        held-out inputs are not something the model learned from."""
         validation.app_id(app_id)
         strategy = strategy or strategies.DEFAULT_STRATEGY
         if strategy not in strategies.STRATEGIES or strategy == "mc_dropout":
@@ -78,10 +103,14 @@ class Curation:
         if not 0 < size <= 1000:
             raise InvalidArgument(f"batch_size must be between 1 and 1000 (got {batch_size})")
         head, concepts = self._head(app_id, model_id, version)
+        model = self.models.get_model(app_id, model_id)
+        version = self._version_id(model, version)
+        version_row, rows = self._version_rows(app_id, model_id, version)
+        held_out = {r.input_id for r in rows if r.split != 1}
         pool_ids, X = self._matrix(app_id, [i for i, _, _ in self.platform.inputs(app_id, labeled=False)][:MAX_POOL])
         if not pool_ids:
             raise FailedPrecondition(f"app {app_id!r} has no unlabeled, indexed inputs to suggest")
-        labeled_ids = [i for i, _, _ in self.platform.inputs(app_id, labeled=True)][:MAX_POOL]
+        labeled_ids = [i for i, _, _ in self.platform.inputs(app_id, labeled=True) if i not in held_out][:MAX_POOL]
         _, L = self._matrix(app_id, labeled_ids)
         proba = head.predict_proba(X)
         picked = strategies.select(
@@ -92,7 +121,41 @@ class Curation:
             SuggestionOut(pool_ids[s.index], s.score, s.difficulty, concepts[int(proba[s.index].argmax())], float(proba[s.index].max()))
             for s in picked
         ]
-        return strategy, len(pool_ids), out
+        number = 0
+        if record_round:
+            number = self._record(app_id, model, version, version_row, rows, strategy, len(out), len(pool_ids))
+        return strategy, len(pool_ids), out, number
+
+    def _record(self, app_id: str, model: dict, version: str, v: dict | None, rows: list, strategy: str, n: int, pool: int) -> int:  # type: ignore[type-arg]
+        """One pool-based round in the experiment record: the version that suggested, the
+        training labels it had, its validation metrics and its latest test-split evaluation."""
+        from datetime import datetime, timezone
+
+        from firstlight.training.evaluation import EvaluationReport, headline
+
+        if self.rounds is None:
+            raise FailedPrecondition("this curation service has no experiment record")
+        if v is None:
+            raise FailedPrecondition(f"model {model['id']!r} version {version!r} has no training record to log a round from")
+        model_id = model["id"]
+        concepts = set(model["concepts"])
+        total = sum(1 for r in rows if r.split == 1 and concepts & set(r.concepts))
+        mine = [r for r in self.rounds.rounds(app_id) if r["model_id"] == model_id]  # newest first
+        previous = mine[0] if mine else None
+        metrics = {k: float(x) for k, x in (v.get("validation_metrics") or {}).items()}
+        test = self.models.get_evaluation(app_id, model_id, int(version), 3)
+        if test:
+            metrics.update({f"test_{k}": x for k, x in headline(EvaluationReport.from_dict(test)).items()})
+        now = datetime.now(timezone.utc).isoformat()
+        record = {
+            "app_id": app_id, "model_id": model_id, "strategy": strategy, "labels_spent": total - (previous["total_labels"] if previous else 0),
+            "total_labels": total, "dataset_version": v["dataset_version"], "previous_version": previous["candidate_version"] if previous else "",
+            "candidate_version": str(version), "promoted": model["serving_version"] == str(version),
+            "note": f"pool-based: suggested {n} of {pool} unlabeled inputs", "metrics": metrics,
+            "previous_metrics": dict(previous["metrics"]) if previous else {}, "status": "done", "started_at": now, "finished_at": now,
+            "kind": "pool",  # stream rounds count queue labels; they leave these out of their totals
+        }
+        return int(self.rounds.add_round(app_id, record)["round"])
 
     def label_errors(self, app_id: str, concepts: Sequence[str], folds: int, max_results: int) -> tuple[int, list[tuple[str, str, str, float]]]:
         validation.app_id(app_id)

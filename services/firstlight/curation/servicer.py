@@ -51,12 +51,14 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         return self.stream
 
     async def SuggestInputsForLabeling(self, request, context):  # type: ignore[no-untyped-def]
-        strategy, pool, suggestions = await asyncio.to_thread(
-            self.curation.suggest, request.app_id, request.model_id, request.model_version, request.strategy, request.batch_size, request.seed
+        strategy, pool, suggestions, number = await asyncio.to_thread(
+            self.curation.suggest, request.app_id, request.model_id, request.model_version, request.strategy, request.batch_size, request.seed,
+            request.record_round,
         )
         return curation_pb2.SuggestInputsResponse(
             strategy=strategy,
             pool_size=pool,
+            round=number,
             suggestions=[
                 curation_pb2.Suggestion(input_id=s.input_id, score=s.score, difficulty=s.difficulty, predicted_concept=s.predicted, confidence=s.confidence)
                 for s in suggestions

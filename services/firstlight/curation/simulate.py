@@ -16,9 +16,12 @@ never reached within the budget). Per-seed ratios (each seed's curve against tha
 final accuracy) are also reported, to show the seed noise.
 
 The classifier is injectable: ``fit(X, y) -> model`` with ``predict_proba`` (columns in
-``model.classes_`` order when it has that attribute, else 0..K-1). The default is multinomial
-logistic regression (C=1, lbfgs, tol=1e-6 — sklearn's default tol stops early and changes what
-uncertainty strategies pick) with BLAS pinned to one thread.
+``model.classes_`` order when it has that attribute, else 0..K-1). The default is the live
+loop's: the transfer template's own training code (``training.transfer.train_transfer``, what
+TrainModel runs) with its default settings (multinomial logistic regression, C=100, balanced
+class weights, lbfgs tol 1e-6, one BLAS thread); ``transfer_fit(TransferSettings(...))`` for
+other settings. ``curation.benchmark --through-services`` runs the same protocol through the
+running stack's RPCs instead.
 
 "mc_dropout" in the simulation uses input dropout on the fitted model (T passes of
 ``predict_proba`` with a Bernoulli(1-rate)/(1-rate) mask on the embeddings), as a stand-in for
@@ -40,25 +43,37 @@ from firstlight.curation import strategies as st
 FitFn = Callable[[np.ndarray, np.ndarray], Any]
 
 
-def logreg_fit(C: float = 1.0, class_weight: str | None = None) -> FitFn:
-    """Factory: multinomial logistic regression (lbfgs, tol=1e-6, max_iter=1000), one BLAS thread."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
+class _Fitted:
+    """A trained transfer head with ``classes_`` (the label values its columns stand for)."""
 
-    def fit(X: np.ndarray, y: np.ndarray):
-        with threadpool_limits(limits=1):
-            return LogisticRegression(C=C, tol=1e-6, max_iter=1000, class_weight=class_weight).fit(X, y)
+    def __init__(self, head, classes: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+        self.head = head
+        self.classes_ = classes
 
-    fit.__name__ = f"logreg(C={C:g}{', balanced' if class_weight else ''})"
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.head.predict_proba(np.asarray(X, dtype=np.float32))
+
+
+def transfer_fit(settings=None) -> FitFn:  # type: ignore[no-untyped-def]
+    """Factory: the transfer template's own training code (``training.transfer.train_transfer``,
+    the function the TrainingService's TrainModel calls) with ``settings`` (default: the
+    template's defaults, ``TransferSettings()``: C=100, balanced, lbfgs tol 1e-6, one BLAS
+    thread). Labels become concept names ``str(label)``; columns follow ``np.unique(y)``."""
+    from firstlight.training.transfer import TransferSettings, train_transfer
+
+    s = settings or TransferSettings()
+
+    def fit(X: np.ndarray, y: np.ndarray):  # type: ignore[no-untyped-def]
+        classes = np.unique(y)
+        head = train_transfer(np.asarray(X, dtype=np.float32), [str(v) for v in y], [str(c) for c in classes], s)
+        return _Fitted(head, classes)
+
+    fit.__name__ = f"transfer_classifier(C={s.C:g}, class_weight={s.class_weight})"
     return fit
 
 
-def default_fit(X: np.ndarray, y: np.ndarray):
-    """Multinomial logistic regression, C=1, converged (tol=1e-6), one BLAS thread."""
-    return _LOGREG_C1(X, y)
-
-
-_LOGREG_C1 = logreg_fit(1.0)
+#: The transfer template with its default settings (what TrainModel trains).
+default_fit: FitFn = transfer_fit()
 
 
 def _proba(model, X: np.ndarray, classes: np.ndarray) -> np.ndarray:

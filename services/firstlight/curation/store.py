@@ -174,9 +174,18 @@ class CurationStore:
                 return None
             number = max((r["round"] for r in records), default=0) + 1
             conn.execute(update(queue).where(*fresh).values(round=number))
-            total = sum(r["labels_spent"] for r in records) + n
+            total = sum(r["labels_spent"] for r in records if r.get("kind") != "pool") + n  # queue labels only
             record = dict(record, round=number, labels_spent=n, total_labels=total, status="running")
             conn.execute(insert(rounds).values(app_id=app_id, round=number, record=record))
+        return record
+
+    def add_round(self, app_id: str, record: dict) -> dict:
+        """Append a finished round (pool-based loops record the version that suggested); returns
+        it with its number."""
+        with self.engine.begin() as conn:
+            number = conn.execute(select(func.coalesce(func.max(rounds.c.round), 0)).where(rounds.c.app_id == app_id)).scalar_one() + 1
+            record = dict(record, round=int(number))
+            conn.execute(insert(rounds).values(app_id=app_id, round=int(number), record=record))
         return record
 
     def save_round(self, app_id: str, record: dict) -> None:

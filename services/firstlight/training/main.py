@@ -91,7 +91,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
         BatchConsumer(settings.kafka_bootstrap, "curation-labels", topics.ANNOTATIONS_CHANGED, events_pb2.AnnotationsChanged,
                       handlers.on_annotations, producer=producer, **common),  # type: ignore[arg-type]
     ]
-    curation = curation_servicer.CurationServicer(Curation(platform, repository, store), stream, rounds, stream_drift)
+    curation = curation_servicer.CurationServicer(Curation(platform, repository, store, cstore), stream, rounds, stream_drift)
 
     async def on_start() -> None:
         for c in consumers:

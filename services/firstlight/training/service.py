@@ -60,6 +60,7 @@ class Platform:
     unit tests pass in-memory doubles of this small surface)."""
 
     def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]: ...
+    def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
     def write_splits(self, app_id: str, splits_by_input: dict[str, int]) -> None: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def publish_version(self, app_id: str, model_id: str, version: str, triton_model: str, concepts: list[str], serving: bool, activation: str) -> None: ...
@@ -133,10 +134,15 @@ class TrainingService:
         counts: tuple[int, int, int] | None = None,
         seed: int = 0,
         write_back: bool = False,
+        input_splits: bool = False,
     ) -> dict:
+        """``input_splits``: keep the split recorded on each input (none: train) instead of
+        drawing a stratified one; ``fractions``, ``counts`` and ``seed`` are then ignored."""
         validation.app_id(app_id)
         validation.input_id(dataset_id)
         wanted = [validation.concept(c) for c in concepts]
+        if input_splits:
+            return self._dataset_from_input_splits(app_id, dataset_id, wanted, write_back)
         items = _keep_concepts(self.platform.labeled_inputs(app_id, wanted), wanted)
         if not items:
             raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
@@ -151,6 +157,24 @@ class TrainingService:
         spec = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:
+            self.platform.write_splits(app_id, {r.input_id: r.split for r in rows})
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+
+    def _dataset_from_input_splits(self, app_id: str, dataset_id: str, wanted: list[str], write_back: bool) -> dict:
+        keep = set(wanted)
+        rows = []
+        for input_id, cs, split in self.platform.inputs(app_id, labeled=True):
+            cs = [c for c in cs if c in keep] if keep else list(cs)
+            if cs:
+                rows.append(DatasetRow(input_id, sorted(cs), split if split in SPLIT_NAMES else SPLIT_IDS["train"]))
+        if not rows:
+            raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
+        if not any(r.split == SPLIT_IDS["train"] for r in rows):
+            raise FailedPrecondition(f"every labeled input of app {app_id!r} is recorded in validation or test: the train split would be empty")
+        version = splits.dataset_version_id([(r.input_id, r.concepts, r.split) for r in rows])
+        spec = {"concepts": wanted, "fractions": None, "counts": None, "seed": 0, "from_inputs": True}
+        created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
+        if write_back:  # inputs with no split get the train split they were given
             self.platform.write_splits(app_id, {r.input_id: r.split for r in rows})
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
 

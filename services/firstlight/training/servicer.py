@@ -84,6 +84,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             counts=counts,
             seed=s.seed,
             write_back=request.write_splits_to_inputs,
+            input_splits=s.from_inputs,
         )
         return _dataset(ds)
 

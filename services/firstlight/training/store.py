@@ -259,3 +259,10 @@ class TrainingStore:
                         app_id=app_id, model_id=model_id, version=version, split=split, report=report, markdown=markdown, png=png, created_at=utcnow()
                     )
                 )
+
+    def get_evaluation(self, app_id: str, model_id: str, version: int, split: int) -> dict | None:
+        """The latest stored evaluation report of a version on a split (None: never evaluated)."""
+        with self.engine.connect() as conn:
+            key = (evaluations.c.app_id == app_id, evaluations.c.model_id == model_id, evaluations.c.version == version, evaluations.c.split == split)
+            row = conn.execute(select(evaluations.c.report).where(*key)).first()
+        return dict(row[0]) if row else None

@@ -60,6 +60,7 @@ class SuggestInputsRequest(_message.Message):
     STRATEGY_FIELD_NUMBER: _builtins.int
     BATCH_SIZE_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    RECORD_ROUND_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -74,6 +75,11 @@ class SuggestInputsRequest(_message.Message):
     """How many inputs to suggest (default 50, max 1000)."""
     seed: _builtins.int
     """Seed for the strategies that sample."""
+    record_round: _builtins.bool
+    """Record this call as a round of the app's experiment record (ListLearningRounds): the
+    strategy, the labels the version trained on, the version, its validation metrics and its
+    latest test-split evaluation. For pool-based loops (label, TrainModel, suggest again).
+    """
     def __init__(
         self,
         *,
@@ -83,10 +89,11 @@ class SuggestInputsRequest(_message.Message):
         strategy: _builtins.str = ...,
         batch_size: _builtins.int = ...,
         seed: _builtins.int = ...,
+        record_round: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "batch_size", b"batch_size", "model_id", b"model_id", "model_version", b"model_version", "seed", b"seed", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "batch_size", b"batch_size", "model_id", b"model_id", "model_version", b"model_version", "record_round", b"record_round", "seed", b"seed", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -139,10 +146,13 @@ class SuggestInputsResponse(_message.Message):
     SUGGESTIONS_FIELD_NUMBER: _builtins.int
     STRATEGY_FIELD_NUMBER: _builtins.int
     POOL_SIZE_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     strategy: _builtins.str
     """Strategy used."""
     pool_size: _builtins.int
     """Unlabeled inputs considered."""
+    round: _builtins.int
+    """Number of the round recorded (record_round), 0 otherwise."""
     @_builtins.property
     def suggestions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Suggestion]:
         """Suggestions, best first."""
@@ -153,10 +163,11 @@ class SuggestInputsResponse(_message.Message):
         suggestions: _abc.Iterable[Global___Suggestion] | None = ...,
         strategy: _builtins.str = ...,
         pool_size: _builtins.int = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_size", b"pool_size", "strategy", b"strategy", "suggestions", b"suggestions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_size", b"pool_size", "round", b"round", "strategy", b"strategy", "suggestions", b"suggestions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,7 +659,10 @@ Global___ListLearningRoundsRequest: _TypeAlias = ListLearningRoundsRequest  # no
 
 @_typing.final
 class LearningRound(_message.Message):
-    """One active-learning round: labels spent, the retrained version, and whether it was promoted."""
+    """One active-learning round: labels spent, the retrained version, and whether it was promoted.
+    Stream rounds (retrain after N queue labels) train a candidate; pool-based rounds
+    (SuggestInputsForLabeling with record_round) record the version that made the suggestions.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -717,9 +731,11 @@ class LearningRound(_message.Message):
     strategy: _builtins.str
     """Strategy that chose the labeled inputs."""
     labels_spent: _builtins.int
-    """Queue labels this round used."""
+    """Queue labels this round used (pool-based: training labels added since the model's
+    previous recorded round).
+    """
     total_labels: _builtins.int
-    """Queue labels used by all rounds so far."""
+    """Queue labels used by all rounds so far (pool-based: training labels of the version)."""
     dataset_version: _builtins.str
     """Dataset version trained on."""
     previous_version: _builtins.str
@@ -734,7 +750,9 @@ class LearningRound(_message.Message):
     """running, done or failed."""
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Candidate's validation metrics."""
+        """Candidate's validation metrics (pool-based: also test_<metric> from the version's latest
+        test-split evaluation, when it has one).
+        """
 
     @_builtins.property
     def previous_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:

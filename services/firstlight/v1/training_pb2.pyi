@@ -74,6 +74,7 @@ class SplitSpec(_message.Message):
     VALIDATION_COUNT_FIELD_NUMBER: _builtins.int
     TEST_COUNT_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
+    FROM_INPUTS_FIELD_NUMBER: _builtins.int
     train_fraction: _builtins.float
     """Fraction of inputs for training (default 0.8)."""
     validation_fraction: _builtins.float
@@ -88,6 +89,11 @@ class SplitSpec(_message.Message):
     """Exact number for test."""
     seed: _builtins.int
     """Seed: the same inputs and seed give the same split."""
+    from_inputs: _builtins.bool
+    """Keep the split already recorded on each input (at upload, by PostAnnotations or an earlier
+    write-back) instead of drawing one; inputs with none go to train. Fractions, counts and
+    seed are then ignored. For a test set the client fixed (the AL benchmark's held-out split).
+    """
     def __init__(
         self,
         *,
@@ -98,10 +104,11 @@ class SplitSpec(_message.Message):
         validation_count: _builtins.int = ...,
         test_count: _builtins.int = ...,
         seed: _builtins.int = ...,
+        from_inputs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["seed", b"seed", "test_count", b"test_count", "test_fraction", b"test_fraction", "train_count", b"train_count", "train_fraction", b"train_fraction", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_inputs", b"from_inputs", "seed", b"seed", "test_count", b"test_count", "test_fraction", b"test_fraction", "train_count", b"train_count", "train_fraction", b"train_fraction", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
