@@ -34,7 +34,7 @@ def test_folder_benchmark_through_the_embedding_service(client: Firstlight, tmp_
         assert stem.with_suffix(suffix).stat().st_size > 0
     report = json.loads(stem.with_suffix(".json").read_text())
     assert report["settings"]["classes"] == classes
-    assert report["settings"]["fit"] == "logreg(C=100, balanced)"  # the live loop's classifier
+    assert report["settings"]["fit"] == "transfer_classifier(C=100, class_weight=balanced)"  # the live loop's classifier
     assert set(report["accuracy"]) == {"random", "typiclust_margin"}
     assert report["labels"] == [6, 11, 16]  # seed set of 2 per class, then 2 rounds of 5
     accs = [a for per_seed in report["accuracy"].values() for curve in per_seed.values() for a in curve]
