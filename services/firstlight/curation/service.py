@@ -44,10 +44,11 @@ class Curation:
         self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
 
     def _head(self, app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
+        """(head, model row, resolved version id: the given one or the serving one)."""
         model = self.models.get_model(app_id, model_id)
         if not model:
             raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
-        version = self._version_id(model, version)
+        version = version or model["serving_version"]
         if not version:
             raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
         path = self.repository / export.triton_model_name(app_id, model_id) / version / "weights.npz"
@@ -60,14 +61,7 @@ class Curation:
             )
         if not path.exists():
             raise NotFound(f"model {model_id!r} has no version {version!r}")
-        return load_head(path, model["concepts"]), model["concepts"]
-
-    @staticmethod
-    def _version_id(model: dict, version: str) -> str:
-        version = version or model["serving_version"]
-        if not version:
-            raise FailedPrecondition(f"model {model.get('id', '')!r} has no trained version yet")
-        return version
+        return load_head(path, model["concepts"]), model, version
 
     def _version_rows(self, app_id: str, model_id: str, version: str) -> tuple[dict | None, list]:  # type: ignore[type-arg]
         """(version row, its dataset's rows); (None, []) when the store does not know them."""
@@ -102,9 +96,8 @@ class Curation:
         size = batch_size or 50
         if not 0 < size <= 1000:
             raise InvalidArgument(f"batch_size must be between 1 and 1000 (got {batch_size})")
-        head, concepts = self._head(app_id, model_id, version)
-        model = self.models.get_model(app_id, model_id)
-        version = self._version_id(model, version)
+        head, model, version = self._head(app_id, model_id, version)
+        concepts = model["concepts"]
         version_row, rows = self._version_rows(app_id, model_id, version)
         held_out = {r.input_id for r in rows if r.split != 1}
         pool_ids, X = self._matrix(app_id, [i for i, _, _ in self.platform.inputs(app_id, labeled=False)][:MAX_POOL])
