@@ -141,7 +141,7 @@ class UploadReport:
 def id_for_path(rel: Path) -> str:
     """A stable input id from a file's path, so uploading a folder twice adds nothing twice."""
     candidate = re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(rel.parts))
-    if INPUT_ID.match(candidate) and candidate == "_".join(rel.parts).replace(" ", "_"):
+    if INPUT_ID.fullmatch(candidate) and candidate == "_".join(rel.parts).replace(" ", "_"):
         return candidate
     return "f-" + hashlib.sha256(str(rel).encode()).hexdigest()[:24]
 

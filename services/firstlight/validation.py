@@ -9,8 +9,10 @@ import unicodedata
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
-APP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-INPUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Identifier patterns. Always used with ``fullmatch`` (never ``match`` with ``$``, which also
+# accepts a trailing newline: "evil\n"), and ASCII-only (no unicode digits or lookalikes).
+APP_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
+INPUT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 MAX_CONCEPT_CHARS = 256
 MAX_CONCEPTS_PER_INPUT = 256
 MAX_METADATA_ENTRIES = 64
@@ -19,7 +21,7 @@ MAX_METADATA_CHARS = 4096
 
 
 def app_id(value: str) -> str:
-    if not APP_ID.match(value or ""):
+    if not isinstance(value, str) or not APP_ID.fullmatch(value):
         raise InvalidArgument(
             f"app id {value!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
         )
@@ -27,7 +29,7 @@ def app_id(value: str) -> str:
 
 
 def input_id(value: str) -> str:
-    if not INPUT_ID.match(value or ""):
+    if not isinstance(value, str) or not INPUT_ID.fullmatch(value):
         raise InvalidArgument(
             f"input id {value[:80]!r} is invalid: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit"
         )
@@ -35,12 +37,12 @@ def input_id(value: str) -> str:
 
 
 # A Triton model name (letters, digits, '_', '-', '.'), optionally "@<version>".
-EMBEDDING_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?$")
+EMBEDDING_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?", re.ASCII)
 
 
 def embedding_model(value: str) -> str:
     """An app's embedding model reference; "" (the base backbone) is valid."""
-    if value and not EMBEDDING_MODEL.match(value):
+    if value and not EMBEDDING_MODEL.fullmatch(value):
         raise InvalidArgument(
             f"embedding model {value[:80]!r} is invalid: give a Triton model name (letters, digits, '_', '-', '.'), "
             "optionally followed by '@<version>', or nothing for the base backbone"
@@ -58,6 +60,19 @@ def concept(value: str) -> str:
     if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in name):
         raise InvalidArgument(f"concept name {name[:40]!r} contains control or unassigned characters")
     return name
+
+
+MAX_KEY_NAME_CHARS = 256
+
+
+def key_name(value: str) -> str:
+    """An API key's label (free text, may be empty): no control, format or unassigned characters
+    (a newline or NUL in a name would forge lines in listings and logs)."""
+    if len(value) > MAX_KEY_NAME_CHARS:
+        raise InvalidArgument(f"key name is {len(value)} characters, over the limit of {MAX_KEY_NAME_CHARS}")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in value):
+        raise InvalidArgument(f"key name {value[:40]!r} contains control or unassigned characters")
+    return value
 
 
 def concepts(values: list[str] | tuple[str, ...]) -> list[str]:
