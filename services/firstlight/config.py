@@ -126,8 +126,9 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     embed_batch_size: int = Field(32, ge=1, le=256)
     #: Consumer group id (replicas share it; partitions spread across them).
     consumer_group: str = "embedding"
-    #: Triton model repository (read-only here): image size and dimension of trained embedders
-    #: whose Triton config leaves them variable. Optional.
+    #: Triton model repository (read-only here): which app embedders exist (checked before Triton
+    #: is asked to load one), and the image size and dimension of those whose Triton config
+    #: leaves them variable. Without it only the base backbone can embed.
     model_repository: Path = Path("")
 
     def resolved_blob_url(self) -> str:

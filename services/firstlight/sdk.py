@@ -397,31 +397,25 @@ class Firstlight:
 
     # -- embedding model -------------------------------------------------------------
     @_wrap_errors
-    def embed_images(self, images: Sequence[bytes], *, model: str = "") -> list[list[float]]:
-        """Embeddings of encoded images from the embedding service (``model`` empty: the base
-        backbone the live index and transfer models use), one per image, in order. Send batches
-        of at most a few dozen images per call."""
+    def embed_images(self, images: Sequence[bytes], *, model: str = "", app_id: str = "") -> list[list[float]]:
+        """Embeddings of encoded images from the embedding service, one per image, in order.
+        ``model`` empty (or "backbone"): the base backbone the live index and transfer models use;
+        else one of ``app_id``'s own trained visual_embedder models by model id ("emb" or
+        "emb@2"; an app key's own app when ``app_id`` is empty). Send batches of at most a few
+        dozen images per call."""
         if self.embedding is None:
             raise ValueError("this client has no embedding service address")
-        resp = self.embedding.EmbedImages(embedding_pb2.EmbedImagesRequest(images=list(images), model=model), timeout=self.timeout_s * 5)
+        request = embedding_pb2.EmbedImagesRequest(images=list(images), model=model, app_id=app_id)
+        resp = self.embedding.EmbedImages(request, timeout=self.timeout_s * 5)
         return [list(e.vector) for e in resp.embeddings]
 
     @_wrap_errors
-    def set_embedding_model(
-        self, app_id: str, model_id: str = "", version: str = "", *, triton_model: str = ""
-    ) -> ingestion_pb2.SetEmbeddingModelResponse:
+    def set_embedding_model(self, app_id: str, model_id: str = "", version: str = "") -> ingestion_pb2.SetEmbeddingModelResponse:
         """Switch the app's image-embedding model to ``version`` (the latest when empty) of its
-        trained ``visual_embedder`` model ``model_id``, or to a Triton model named directly
-        (``triton_model``, optionally "name@version"); no model switches back to the base backbone.
-        Inputs are re-embedded and re-indexed in the background; searches keep using the old
-        index until the new one holds every input (see :meth:`wait_embedding_model`)."""
-        if model_id and triton_model:
-            raise ValueError("give model_id (and version) or triton_model, not both")
-        ref = triton_model
-        if model_id:
-            from firstlight.training.export import triton_model_name  # where training exports it
-
-            ref = triton_model_name(app_id, model_id) + (f"@{version}" if version else "")
+        own trained ``visual_embedder`` model ``model_id``; no model switches back to the base
+        backbone. Inputs are re-embedded and re-indexed in the background; searches keep using
+        the old index until the new one holds every input (see :meth:`wait_embedding_model`)."""
+        ref = model_id + (f"@{version}" if model_id and version else "")
         return self.ingestion.SetEmbeddingModel(
             ingestion_pb2.SetEmbeddingModelRequest(app_id=app_id, embedding_model=ref), timeout=max(self.timeout_s, 180.0)
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from firstlight import fsmodes
 from firstlight.config import DEFAULT_MODEL_REPOSITORY, TritonSettings
 from firstlight.messaging.broker import LocalBroker
 from firstlight.triton import tuning
@@ -94,12 +95,21 @@ class LocalStack:
         self.admin_key = self.extra_env.get("FIRSTLIGHT_ADMIN_KEY") or "fla_" + secrets.token_urlsafe(32)
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
         self.triton_tuning: tuning.BackboneTuning | None = None
+        self._saved_umask: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
+        # Owner-only state (docs/security.md): umask 077 from here on, for this process and every
+        # process it starts (broker, Triton and its /dev/shm regions, the services), restored by
+        # stop(); what an older run left (or the copied repository's 0644) is tightened below.
+        if self._saved_umask is None:
+            self._saved_umask = os.umask(fsmodes.OWNER_ONLY_UMASK)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Triton reads a writable copy of the repository: training exports new versions into it.
         shutil.copytree(self.model_repository, self.runtime_repository, dirs_exist_ok=True)
+        fsmodes.restrict_tree(self.data_dir)
         # Serve the backbone the way this host serves best (instances, threads, batch sizes).
         self.triton_tuning = tuning.choose(self.triton_settings())
         tuning.tune_repository(self.runtime_repository, self.triton_tuning)
@@ -192,6 +202,9 @@ class LocalStack:
         if self.broker:
             self.broker.stop()
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        if self._saved_umask is not None:
+            os.umask(self._saved_umask)
+            self._saved_umask = None
 
     def __enter__(self) -> "LocalStack":
         return self.start()

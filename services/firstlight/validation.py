@@ -28,6 +28,9 @@ def app_id(value: str) -> str:
     return value
 
 
+_app_id = app_id  # for functions whose parameter is called app_id
+
+
 def input_id(value: str) -> str:
     if not isinstance(value, str) or not INPUT_ID.fullmatch(value):
         raise InvalidArgument(
@@ -36,18 +39,73 @@ def input_id(value: str) -> str:
     return value
 
 
-# A Triton model name (letters, digits, '_', '-', '.'), optionally "@<version>".
+# An embedding model reference as it appears inside the platform (stored App.embedding_model,
+# events, index names): a Triton model name, optionally "@<version>".
 EMBEDDING_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?", re.ASCII)
+# What a client names: one of its app's own models, "<model id>" or "<model id>@<version>".
+APP_MODEL_REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@([1-9][0-9]{0,9}))?", re.ASCII)
+#: Names a client may give for the built-in backbone (besides ""): its Triton name and the
+#: version string indexes report (firstlight.models.backbone.BACKBONE_VERSION; not imported
+#: here, it pulls in torch; a unit test keeps the two equal).
+BACKBONE_NAMES = frozenset({"backbone", "efficientnet-lite0-57934424.v1"})
+#: Prefix of every Triton model an app's models are exported as (training.export.triton_model_name).
+APP_MODEL_PREFIX = "fl."
 
 
 def embedding_model(value: str) -> str:
-    """An app's embedding model reference; "" (the base backbone) is valid."""
+    """An internal embedding model reference (a Triton model name, optionally "@<version>");
+    "" (the base backbone) is valid. Never applied to what a client sends: see
+    :func:`app_embedding_model`."""
     if value and not EMBEDDING_MODEL.fullmatch(value):
         raise InvalidArgument(
             f"embedding model {value[:80]!r} is invalid: give a Triton model name (letters, digits, '_', '-', '.'), "
             "optionally followed by '@<version>', or nothing for the base backbone"
         )
     return value
+
+
+def app_embedding_model(app_id: str, value: str) -> str:
+    """Resolve the embedding model a client names, within ``app_id``, to the internal reference
+    (the Triton model name, optionally "@<version>"); "" for the built-in backbone.
+
+    A client names the backbone ("", "backbone" or its version string) or one of its own app's
+    models by model id ("emb", "emb@2"). It never names a Triton model: ``fl.<app>.<model>`` is
+    INVALID_ARGUMENT, so no request can reach another app's model (the Triton name is built here
+    from the app the caller was authorised for)."""
+    if not isinstance(value, str):
+        raise InvalidArgument("embedding model must be a string")
+    if not value or value in BACKBONE_NAMES:
+        return ""
+    if value.startswith(APP_MODEL_PREFIX):
+        raise InvalidArgument(
+            f"embedding model {value[:80]!r} looks like a Triton model name: name one of the app's own models by its "
+            "model id ('<model id>' or '<model id>@<version>'), or 'backbone'; Triton model names are not accepted"
+        )
+    m = APP_MODEL_REF.fullmatch(value)
+    if m is None:
+        raise InvalidArgument(
+            f"embedding model {value[:80]!r} is invalid: give one of the app's model ids (1-128 letters, digits, '.', "
+            "'-' or '_'), optionally followed by '@<version>', or 'backbone' (or nothing) for the base backbone"
+        )
+    if not app_id:
+        raise InvalidArgument(f"embedding model {value!r} is an app's model: the request needs app_id")
+    _app_id(app_id)
+    model_id, version = m.group(1), m.group(2)
+    return f"{APP_MODEL_PREFIX}{app_id}.{model_id}" + (f"@{version}" if version else "")
+
+
+def public_embedding_model(app_id: str, value: str) -> str:
+    """The inverse of :func:`app_embedding_model` for what clients are shown: an internal
+    reference of ``app_id``'s own model becomes its model id ("fl.app.emb@2" -> "emb@2");
+    anything else (the backbone's names, "") is returned as is."""
+    prefix = f"{APP_MODEL_PREFIX}{app_id}."
+    return value[len(prefix) :] if app_id and value.startswith(prefix) else value
+
+
+def owns_embedding_model(app_id: str, value: str) -> bool:
+    """Whether an internal embedding model reference is the backbone or one of ``app_id``'s own
+    models (an event naming another app's model is refused by the consumer)."""
+    return not value or (bool(app_id) and value.startswith(f"{APP_MODEL_PREFIX}{app_id}."))
 
 
 def concept(value: str) -> str:

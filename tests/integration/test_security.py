@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -215,6 +216,93 @@ def test_kafka_submissions_and_events_keep_apps_apart(stack, apps: dict[str, str
     forged = events_pb2.InputIngested(app_id=A, input_id="stolen", blob_uri=b_blob)
     produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString())
     assert "does not belong to app" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
+
+
+# -- issue 14: what an attacker with one app's key found ----------------------------------------
+
+# Whole-string cases: a trailing newline / CR, a NUL, a look-alike letter (Cyrillic "е").
+NOT_WHOLE = ("\n", "\r", "\x00", "\u0435")
+
+
+def test_identifiers_match_the_whole_string_through_the_rpcs(stack, as_a: Firstlight, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    """Item 2: ``re.match("^…$")`` accepted "evil\n" as an app id, "x\n" as an input id (a blob
+    file named "x\n"), "m\n" as a model id and "backbone\n" as an embedding model."""
+    image = datasets.sample_photo("coffee")
+    embed = as_a.embedding
+    assert embed is not None
+    codes: dict[str, grpc.StatusCode] = {}
+    for n, end in enumerate(NOT_WHOLE):
+        calls: dict[str, Callable[[], object]] = {
+            "CreateApp": lambda: client.create_app(f"evil{end}"),
+            "CreateApp(lead)": lambda: client.create_app(f"{end}evil"),
+            "PostInputs": lambda: as_a.ingestion.PostInputs(
+                ingestion_pb2.PostInputsRequest(app_id=A, inputs=[common_pb2.InputSpec(id=f"x{end}", image_bytes=image)]), timeout=30
+            ),
+            "DeleteInputs": lambda: as_a.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=A, input_ids=[f"{A}-1{end}"]), timeout=30),
+            "PostAnnotations": lambda: as_a.ingestion.PostAnnotations(
+                ingestion_pb2.PostAnnotationsRequest(app_id=A, annotations=[ingestion_pb2.Annotation(input_id=f"{A}-1", add_concepts=[f"ca{end}t"])]),
+                timeout=30,
+            ),
+            "CreateModel": lambda: as_a.create_model(A, f"m{end}", ["a", "b"]),
+            "CreateDataset": lambda: as_a.create_dataset(A, f"d{end}"),
+            "SetEmbeddingModel": lambda: as_a.set_embedding_model(A, f"backbone{end}"),
+            "EmbedImages": lambda: embed.EmbedImages(embedding_pb2.EmbedImagesRequest(images=[image], model=f"backbone{end}"), timeout=30),
+            "DescribeEmbeddingModel": lambda: embed.DescribeEmbeddingModel(embedding_pb2.DescribeEmbeddingModelRequest(model=f"emb{end}"), timeout=30),
+            "CreateApiKey(name)": lambda: client.create_api_key(A, f"ci{end}x"),
+        }
+        if end == "\u0435":  # a look-alike inside a concept name is a legitimate (Cyrillic) name
+            calls.pop("PostAnnotations")
+        for name, call in calls.items():
+            codes[f"{name}[{n}]"] = code_of(call)
+    assert codes == dict.fromkeys(codes, CODE.INVALID_ARGUMENT)
+    # Nothing was written: no such app, input, blob file or model.
+    assert code_of(lambda: client.ingestion.GetApp(ingestion_pb2.GetAppRequest(id="evil"), timeout=30)) == CODE.NOT_FOUND
+    blobs = stack.data_dir / "blobs" / A
+    assert all(name.isprintable() and name.isascii() for name in os.listdir(blobs)), os.listdir(blobs)
+    assert all(i.id.isprintable() and i.id.isascii() for i in as_a.list_inputs(A))
+
+
+def test_no_rpc_names_a_triton_model(as_a: Firstlight) -> None:
+    """Item 1: EmbedImages / DescribeEmbeddingModel / SetEmbeddingModel took Triton model names,
+    so app A's key could embed with, describe and switch to app B's trained models. A Triton
+    name is refused whoever asks; a model id names the caller's app's model only (the interceptor
+    refuses app_id B). tests/integration/test_embedding_model_switch.py repeats this against a
+    really trained embedder of another app."""
+    image = datasets.sample_photo("coffee")
+    embed = as_a.embedding
+    assert embed is not None
+    for ref in (f"fl.{B}.emb", f"fl.{B}.emb@1", f"fl.{A}.emb", "fl.x"):
+        assert code_of(lambda: as_a.embed_images([image], model=ref)) == CODE.INVALID_ARGUMENT, ref
+        describe = embedding_pb2.DescribeEmbeddingModelRequest(model=ref)
+        assert code_of(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == CODE.INVALID_ARGUMENT, ref
+        assert code_of(lambda: as_a.set_embedding_model(A, ref)) == CODE.INVALID_ARGUMENT, ref
+    assert code_of(lambda: as_a.embed_images([image], model="emb", app_id=B)) == CODE.PERMISSION_DENIED
+    describe = embedding_pb2.DescribeEmbeddingModelRequest(model="emb@1", app_id=B)
+    assert code_of(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == CODE.PERMISSION_DENIED
+    # A model id the app does not have is NOT_FOUND; the built-in backbone's names still work.
+    assert code_of(lambda: as_a.embed_images([image], model="emb@1")) == CODE.NOT_FOUND
+    assert {len(v) for v in as_a.embed_images([image], model="backbone")} == {1280}
+    info = embed.DescribeEmbeddingModel(embedding_pb2.DescribeEmbeddingModelRequest(), timeout=30)
+    assert (info.dim, info.image_size) == (1280, 224)
+
+
+def test_state_directory_is_owner_only(stack, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Item 5: metadata.db, training.db, the logs and the model repository were 0644, Triton's
+    /dev/shm regions too. Every directory of the stack's state is 0700, every file 0600 (or
+    0700), and so are Triton's shared-memory regions."""
+    loose = []
+    for directory, dirnames, filenames in os.walk(stack.data_dir):
+        for name in [directory, *(os.path.join(directory, n) for n in (*dirnames, *filenames))]:
+            st = os.lstat(name)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                loose.append(f"{oct(stat.S_IMODE(st.st_mode))} {name}")
+    assert stat.S_IMODE(os.stat(stack.data_dir).st_mode) == 0o700
+    for must in ("ingestion/metadata.db", "logs/triton.log", "logs/ingestion.log", "model_repository/backbone/config.pbtxt", "stack.json"):
+        assert (stack.data_dir / must).exists(), must
+    shm = sorted(Path("/dev/shm").glob(f"{stack.triton._shm_prefix}*")) if stack.triton else []
+    assert shm, "no Triton shared-memory regions found"
+    loose += [f"{oct(stat.S_IMODE(p.stat().st_mode))} {p}" for p in shm if p.stat().st_mode & 0o077]
+    assert not loose, "\n".join(loose[:20])
 
 
 # -- TLS and limits on a second ingestion process ------------------------------------------------

@@ -8,6 +8,7 @@ import uuid
 
 import numpy as np
 
+from firstlight import validation
 from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Observed, Predictor, uncertainty
@@ -56,6 +57,14 @@ def build(settings: InferenceSettings) -> ServiceShell:
             ev = record.message
             if not (ev.app_id and ev.model_id and ev.version and ev.triton_model and ev.concepts):
                 outcomes.append(PoisonMessage("ModelVersionReady lacks app, model, version, Triton model or concepts"))
+                continue
+            # An app model is exported under its app's own Triton name (training.export): an event
+            # pointing an app's model at another app's Triton model (or embedder) is refused.
+            expected = f"{validation.APP_MODEL_PREFIX}{ev.app_id}.{ev.model_id}"
+            if ev.triton_model != expected or not validation.owns_embedding_model(ev.app_id, ev.embedding_model):
+                outcomes.append(
+                    PoisonMessage(f"ModelVersionReady for {ev.app_id}/{ev.model_id} names models of another app ({ev.triton_model[:80]!r}, {ev.embedding_model[:80]!r})")
+                )
                 continue
             try:
                 triton.load_model(ev.triton_model)  # picks up the new version folder, no restart

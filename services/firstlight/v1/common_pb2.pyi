@@ -92,8 +92,9 @@ class App(_message.Message):
     description: _builtins.str
     """Free text."""
     embedding_model: _builtins.str
-    """Image-embedding model of the app: a Triton model name, optionally "@<version>" (a trained
-    visual_embedder); empty means the base backbone (EfficientNet-Lite0). Changed with
+    """Image-embedding model of the app: one of its own trained visual_embedder models by model
+    id, optionally "@<version>" (as SetEmbeddingModel takes it); empty means the base backbone
+    (EfficientNet-Lite0). Changed with
     IngestionService.SetEmbeddingModel; search keeps the previous model's index until the new
     one holds every input (see SearchService.GetIndexStats).
     """
