@@ -119,6 +119,10 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     #: Triton gRPC address (host:port). Required.
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Token Triton wants in the x-firstlight-triton-token header of every call but health
+    #: (Triton started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
+    triton_token: str = Field("", repr=False)
     #: Blob store URL (same as ingestion's).
     blob_url: str = ""
     #: Inputs the event consumer takes per batch. They go to Triton in chunks of the backbone's
@@ -166,6 +170,10 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Token Triton wants in the x-firstlight-triton-token header of every call but health
+    #: (Triton started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
+    triton_token: str = Field("", repr=False)
     #: Triton model repository (read-only here): image size and dimension of the trained
     #: embedder a head was trained on, when its Triton config leaves them variable. Optional.
     model_repository: Path = Path("")

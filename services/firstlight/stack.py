@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
 TRITON_MODELS = ["backbone", "general"]
+#: The services that call Triton: only they get its access token.
+TRITON_CLIENTS = ("embedding", "inference")
 STACK_FILE = "stack.json"
 #: The stack.json / ``addresses`` entry holding the local stack's admin key.
 ADMIN_KEY_ENTRY = "admin_key"
@@ -94,6 +96,8 @@ class LocalStack:
         # for the SDK, CLI and tests; the internal key only to the services' environment.
         self.admin_key = self.extra_env.get("FIRSTLIGHT_ADMIN_KEY") or "fla_" + secrets.token_urlsafe(32)
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
+        # Triton refuses every call but health without this token (held by the services only).
+        self.triton_token = self.extra_env.get("FIRSTLIGHT_TRITON_TOKEN") or "flt_" + secrets.token_urlsafe(32)
         self.triton_tuning: tuning.BackboneTuning | None = None
         self._saved_umask: int | None = None
 
@@ -116,7 +120,11 @@ class LocalStack:
         log.info("triton backbone tuning: %s", self.triton_tuning)
         self.broker = LocalBroker(port=self.broker_port, log_file=self.log_dir / "broker.log").start()
         self.triton = LocalTritonServer(
-            self.runtime_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
+            self.runtime_repository,
+            TRITON_MODELS,
+            grpc_port=self.triton_grpc_port,
+            log_file=self.log_dir / "triton.log",
+            access_token=self.triton_token,
         ).start()
         for name in SERVICES:
             port = self.service_ports.get(name) or free_port()
@@ -156,6 +164,8 @@ class LocalStack:
             FIRSTLIGHT_INTERNAL_KEY=self.internal_key,
             PYTHONUNBUFFERED="1",
         )
+        if name in TRITON_CLIENTS:
+            env["FIRSTLIGHT_TRITON_TOKEN"] = self.triton_token
         env.update(self.extra_env)
         return env
 

@@ -305,6 +305,59 @@ def test_state_directory_is_owner_only(stack, apps: dict[str, str]) -> None:  # 
     assert not loose, "\n".join(loose[:20])
 
 
+def test_triton_refuses_clients_without_the_services_token(stack) -> None:  # type: ignore[no-untyped-def]
+    """Item 4: anyone local could list every app's models on Triton, infer with them and unload
+    them. Triton now refuses every protocol but health without the token only the embedding and
+    inference services hold (FIRSTLIGHT_TRITON_TOKEN); its ports, metrics included, are bound
+    to loopback."""
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from firstlight.triton.client import TOKEN_HEADER, TOKEN_KEY
+
+    triton = stack.triton
+    assert triton is not None and stack.triton_token
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    image = grpcclient.InferInput("IMAGE", [1, 224, 224, 3], "UINT8")
+    image.set_data_from_numpy(np.zeros((1, 224, 224, 3), np.uint8))
+    calls: dict[str, Callable[[dict | None], object]] = {
+        "repository index": lambda h: client.get_model_repository_index(headers=h),
+        "model metadata": lambda h: client.get_model_metadata("general", headers=h),
+        "model config": lambda h: client.get_model_config("general", headers=h),
+        "infer": lambda h: client.infer("general", [image], headers=h),
+        "unload": lambda h: client.unload_model("general", headers=h),
+        "load": lambda h: client.load_model("general", headers=h),
+        "statistics": lambda h: client.get_inference_statistics(headers=h),
+    }
+    try:
+        for headers in (None, {TOKEN_HEADER: "flt_wrong"}, {"authorization": f"Bearer {stack.admin_key}"}):
+            for name, call in calls.items():
+                with pytest.raises(InferenceServerException, match="restricted") as refused:
+                    call(headers)
+                assert refused.value.status() == "StatusCode.UNAVAILABLE", name
+        assert client.is_server_live() and client.is_model_ready("general")  # health stays open (probes)
+        assert "general" in {m.name for m in client.get_model_repository_index(headers={TOKEN_HEADER: stack.triton_token}).models}
+    finally:
+        client.close()
+    index = f"{triton.http_url}/v2/repository/index"
+    with pytest.raises(urllib.error.HTTPError) as http_refused:
+        urllib.request.urlopen(urllib.request.Request(index, data=b"{}", method="POST"), timeout=10)
+    assert http_refused.value.code == 403
+    ok = urllib.request.urlopen(urllib.request.Request(index, data=b"{}", method="POST", headers={TOKEN_KEY: stack.triton_token}), timeout=10)
+    assert ok.status == 200
+    # Bound to loopback: gRPC, HTTP and metrics (which no header protects).
+    args = Path(f"/proc/{triton.pid}/cmdline").read_bytes().split(b"\0")
+    for flag in (b"--grpc-address", b"--http-address", b"--metrics-address"):
+        assert flag + b"=127.0.0.1" in args, flag
+    # Only the services that call Triton hold the token; stack.json does not.
+    assert stack.triton_token not in (stack.data_dir / "stack.json").read_text()
+    assert [n for n in stack.services if "FIRSTLIGHT_TRITON_TOKEN" in stack.env_for(n)] == ["embedding", "inference"]
+
+
 # -- TLS and limits on a second ingestion process ------------------------------------------------
 
 

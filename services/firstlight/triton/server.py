@@ -32,6 +32,8 @@ from types import TracebackType
 
 import tritonclient.grpc as grpcclient
 
+from firstlight.triton.client import TOKEN_KEY
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("backbone", "general")
@@ -110,6 +112,22 @@ def _tail(path: Path, max_bytes: int = 6000) -> str:
         return "<no log>"
 
 
+#: Everything but health (orchestrators' probes): listing, loading and unloading models
+#: (model-repository), inference, metadata, configs, statistics, shared memory, trace, logging.
+RESTRICTED_PROTOCOLS = ("metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics", "trace", "logging")
+
+
+def restricted_args(token: str) -> list[str]:
+    """tritonserver flags that refuse every gRPC and HTTP call but health without the token in
+    a header (Triton's restricted-protocol check: HTTP header ``firstlight-triton-token``, gRPC
+    metadata ``triton-grpc-protocol-firstlight-triton-token``; the services send it, see
+    firstlight.triton.client.TOKEN_HEADER). Empty for no token."""
+    if not token:
+        return []
+    spec = f"{','.join(RESTRICTED_PROTOCOLS)}:{TOKEN_KEY}={token}"
+    return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
+
+
 class LocalTritonServer:
     """A tritonserver child process serving `models` from `model_repository` (explicit load mode).
 
@@ -127,7 +145,10 @@ class LocalTritonServer:
         host: str = "127.0.0.1",
         startup_timeout_s: float = 120.0,
         env: Mapping[str, str] | None = None,
+        access_token: str = "",
     ) -> None:
+        #: With a token, every protocol but health needs it in a request header (restricted_args).
+        self.access_token = access_token
         self.model_repository = Path(model_repository or default_model_repository()).resolve()
         self.models = list(models)
         self.host = host
@@ -269,6 +290,7 @@ class LocalTritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--exit-timeout-secs=10",
+            *restricted_args(self.access_token),
             "--log-verbose=0",
         ]
         env = server_env()
