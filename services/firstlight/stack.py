@@ -125,6 +125,7 @@ class LocalStack:
             grpc_port=self.triton_grpc_port,
             log_file=self.log_dir / "triton.log",
             access_token=self.triton_token,
+            private_shm=True,  # its /dev/shm regions owner-only too
         ).start()
         for name in SERVICES:
             port = self.service_ports.get(name) or free_port()

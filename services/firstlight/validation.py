@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import os
+import secrets
 import math
 import re
 import unicodedata
@@ -185,19 +189,48 @@ def page_size(value: int, *, default: int, maximum: int) -> int:
     return value or default
 
 
-def encode_page_token(kind: str, position: int) -> str:
-    """Opaque page token: a tagged position (sequence number, offset) in base64."""
-    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+_PAGE_KEY: bytes | None = None
 
 
-def decode_page_token(kind: str, token: str) -> int:
-    """Position in a token made by :func:`encode_page_token` with the same ``kind``; 0 if empty."""
+def _page_key() -> bytes:
+    """Key of the page tokens: derived from FIRSTLIGHT_INTERNAL_KEY, which every replica of
+    every service holds (a token from one replica works on another), else random per process."""
+    global _PAGE_KEY
+    if _PAGE_KEY is None:
+        secret = os.environ.get("FIRSTLIGHT_INTERNAL_KEY", "")
+        _PAGE_KEY = hmac.new(secret.encode(), b"firstlight page tokens v1", hashlib.sha256).digest() if secret else secrets.token_bytes(32)
+    return _PAGE_KEY
+
+
+def _page_pad(key: bytes, nonce: bytes, label: bytes) -> bytes:
+    return hmac.new(key, b"pad" + nonce + label, hashlib.sha256).digest()[:8]
+
+
+def encode_page_token(kind: str, position: int, scope: str = "") -> str:
+    """Opaque page token for ``position`` (a sequence number or an offset) of a listing of
+    ``kind`` in ``scope`` (the app): encrypted (a client cannot read a global row number from
+    it) and authenticated (it cannot be forged, edited, or replayed in another app's listing).
+    Random nonce, HMAC-SHA256 as the keystream and as the MAC."""
+    key, nonce, label = _page_key(), secrets.token_bytes(8), f"{kind}\0{scope}".encode()
+    cipher = bytes(a ^ b for a, b in zip(int(position).to_bytes(8, "big"), _page_pad(key, nonce, label)))
+    mac = hmac.new(key, b"mac" + nonce + cipher + label, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(nonce + cipher + mac).decode().rstrip("=")
+
+
+def decode_page_token(kind: str, token: str, scope: str = "") -> int:
+    """Position in a token made by :func:`encode_page_token` with the same ``kind`` and
+    ``scope``; 0 if empty; INVALID_ARGUMENT for anything else."""
     if not token:
         return 0
     try:
-        tag, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if tag != kind or int(value) < 0:
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token returned by this service") from None
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    key, label = _page_key(), f"{kind}\0{scope}".encode()
+    if len(raw) == 32:
+        nonce, cipher, mac = raw[:8], raw[8:16], raw[16:]
+        if hmac.compare_digest(mac, hmac.new(key, b"mac" + nonce + cipher + label, hashlib.sha256).digest()[:16]):
+            position = int.from_bytes(bytes(a ^ b for a, b in zip(cipher, _page_pad(key, nonce, label))), "big")
+            if position < 1 << 62:
+                return position
+    raise InvalidArgument("page_token is not a token returned by this service for this listing")

@@ -105,3 +105,19 @@ def test_no_anchored_match_in_the_services() -> None:
             if "re.match(" in line or re.search(r"""re\.compile\(r?["'][^"']*\$["']""", line):
                 offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_page_tokens_are_opaque_signed_and_scoped() -> None:
+    """Issue 14, item 7: tokens were base64("s:<global row number>"), readable and editable."""
+    import base64
+
+    token = validation.encode_page_token("s", 1234, "app-a")
+    assert validation.decode_page_token("s", token, "app-a") == 1234
+    assert b"1234" not in base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))  # not readable
+    assert token != validation.encode_page_token("s", 1234, "app-a")  # random nonce: unlinkable
+    assert validation.decode_page_token("s", "", "app-a") == 0
+    tampered = token[:12] + ("A" if token[12] != "A" else "B") + token[13:]
+    old_style = base64.urlsafe_b64encode(b"s:1234").decode()
+    for bad, kind, scope in ((token, "s", "app-b"), (token, "o", "app-a"), (tampered, "s", "app-a"), (old_style, "s", "app-a"), ("x\n", "s", "app-a")):
+        with pytest.raises(InvalidArgument, match="page_token"):
+            validation.decode_page_token(kind, bad, scope)

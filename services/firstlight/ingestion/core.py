@@ -185,13 +185,13 @@ class Ingestion:
             raise InvalidArgument(f"unknown split {split}")
         rows, next_seq, total = self.store.list_inputs(
             app_id,
-            after_seq=validation.decode_page_token("s", page_token),
+            after_seq=validation.decode_page_token("s", page_token, app_id),
             limit=size,
             concepts_any=[validation.concept(c) for c in concepts_any],
             split=split,
             labeled=labeled,
         )
-        return rows, validation.encode_page_token("s", next_seq) if next_seq else "", total
+        return rows, validation.encode_page_token("s", next_seq, app_id) if next_seq else "", total
 
     def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
         self.get_app(app_id)

@@ -11,6 +11,7 @@ from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgume
 from firstlight.ingestion.core import Ingestion, NewInput, region_proto
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
+from firstlight.runtime.auth import caller_is_service
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
@@ -37,7 +38,9 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
     return common_pb2.Input(
         id=row.id,
         app_id=row.app_id,
-        blob_uri=row.blob_uri,
+        # The services read the bytes at the store's URI; clients are not shown the server's
+        # paths (a file:// URI names a directory on the server), only an opaque reference.
+        blob_uri=row.blob_uri if caller_is_service() or not row.blob_uri else f"blob:{row.app_id}/{row.id}",
         concepts=row.concepts,
         metadata=row.metadata,
         split=row.split,  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -191,8 +192,21 @@ def _refuse(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str,
     return _same_shape(handler, abort, abort_stream)
 
 
+#: Who is calling, for servicers that show services more than clients (set per call by the
+#: interceptor; None when authentication is off).
+CURRENT_PRINCIPAL: ContextVar[Principal | None] = ContextVar("firstlight_principal", default=None)
+
+
+def caller_is_service() -> bool:
+    """Whether the current call comes from another Firstlight service (the internal key), or
+    authentication is off: such callers may see server-side details (a blob's file URI)."""
+    principal = CURRENT_PRINCIPAL.get()
+    return principal is None or principal.kind == keys.INTERNAL
+
+
 def _checked(handler: grpc.RpcMethodHandler, principal: Principal, max_items: int) -> grpc.RpcMethodHandler:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        CURRENT_PRINCIPAL.set(principal)
         if handler.request_streaming:  # every message is checked as the servicer reads it
             return await handler.stream_unary(_checked_stream(request, context, principal, max_items), context)
         refused = _check(principal, request, max_items)
@@ -201,6 +215,7 @@ def _checked(handler: grpc.RpcMethodHandler, principal: Principal, max_items: in
         return await handler.unary_unary(request, context)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        CURRENT_PRINCIPAL.set(principal)
         behavior = handler.unary_stream or handler.stream_stream
         if handler.request_streaming:
             request = _checked_stream(request, context, principal, max_items)

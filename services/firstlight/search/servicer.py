@@ -92,7 +92,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
-        check_page(request.page_size, request.page_token)  # fail fast, before embedding the query
+        check_page(request.page_size, request.page_token, request.app_id)  # fail fast, before embedding the query
         which = request.WhichOneof("query")
         if which == "image_bytes":
             # The query is embedded with the model of the index it searches; the search then names
@@ -114,7 +114,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
-        check_page(request.page_size, request.page_token)
+        check_page(request.page_size, request.page_token, request.app_id)
         if not request.text.strip():
             raise InvalidArgument("text is empty")
         model = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active

@@ -146,7 +146,10 @@ class LocalTritonServer:
         startup_timeout_s: float = 120.0,
         env: Mapping[str, str] | None = None,
         access_token: str = "",
+        private_shm: bool = False,
     ) -> None:
+        #: Keep the Python backend's /dev/shm regions owner-only (see _guard_shm).
+        self.private_shm = private_shm
         #: With a token, every protocol but health needs it in a request header (restricted_args).
         self.access_token = access_token
         self.model_repository = Path(model_repository or default_model_repository()).resolve()
@@ -306,6 +309,23 @@ class LocalTritonServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() can kill the stubs too
             )
+        if self.private_shm:
+            threading.Thread(target=self._guard_shm, args=(self._proc, self._shm_prefix), name="triton-shm-modes", daemon=True).start()
+
+    def _guard_shm(self, proc: subprocess.Popen[bytes], prefix: str, interval_s: float = 0.2) -> None:
+        """Make the Python backend's shared-memory regions owner-only while ``proc`` runs. The
+        backend creates them with an explicit 0644 (boost.interprocess sets the mode after
+        creating, so the stack's umask 077 does not apply), each time a model instance starts;
+        they carry the tensors of every request. Polled: a region is 0644 for at most
+        ``interval_s`` after it appears (docs/security.md)."""
+        while proc.poll() is None:
+            for region in Path("/dev/shm").glob(f"{prefix}*"):
+                try:
+                    if region.stat().st_mode & 0o077:
+                        region.chmod(0o600)
+                except FileNotFoundError:
+                    pass
+            time.sleep(interval_s)
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

@@ -236,7 +236,9 @@ class Input(_message.Message):
     app_id: _builtins.str
     """Owning app."""
     blob_uri: _builtins.str
-    """Where the original bytes are kept (blob store URI)."""
+    """Where the original bytes are kept. The services (internal key) see the blob store's URI;
+    clients see an opaque reference "blob:<app>/<input id>" (never a path on the server).
+    """
     split: Global___Split.ValueType
     """Dataset split."""
     width: _builtins.int
