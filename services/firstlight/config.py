@@ -29,6 +29,13 @@ class SecuritySettings(BaseSettings):
     admin_key: SecretStr = SecretStr("")
     #: The key the services present to each other: reaches every app, no admin RPCs, no rate limit.
     internal_key: SecretStr = SecretStr("")
+    #: Keys of the signed internal events: "<id>:<secret>[,<id>:<secret>…]"; the first signs,
+    #: all verify (two during a rotation). From a Secret; only the services hold it
+    #: (firstlight.messaging.signing reads it). Required with auth_required.
+    event_keys: SecretStr = SecretStr("")
+    #: Freshness window of signed events: a record signed longer ago is dead-lettered as a replay
+    #: (0: none). The inference registry, which replays its topic from the start, has none.
+    event_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
     #: IngestionService address, where the other services resolve app keys (AuthService).
     ingestion_addr: str = ""
     #: Seconds a service trusts a resolved app key before asking again (bounds how long a revoked

@@ -98,6 +98,8 @@ class LocalStack:
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
         # Triton refuses every call but health without this token (held by the services only).
         self.triton_token = self.extra_env.get("FIRSTLIGHT_TRITON_TOKEN") or "flt_" + secrets.token_urlsafe(32)
+        # Internal events are signed with this (messaging.signing); only the services hold it.
+        self.event_keys = self.extra_env.get("FIRSTLIGHT_EVENT_KEYS") or f"k{secrets.token_hex(4)}:{secrets.token_urlsafe(32)}"
         self.triton_tuning: tuning.BackboneTuning | None = None
         self._saved_umask: int | None = None
 
@@ -165,6 +167,7 @@ class LocalStack:
             FIRSTLIGHT_INTERNAL_KEY=self.internal_key,
             PYTHONUNBUFFERED="1",
         )
+        env["FIRSTLIGHT_EVENT_KEYS"] = self.event_keys
         if name in TRITON_CLIENTS:
             env["FIRSTLIGHT_TRITON_TOKEN"] = self.triton_token
         env.update(self.extra_env)

@@ -50,7 +50,7 @@ from firstlight.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .helpers import eventually
-from .kafka_io import api_key_header, find_record, produce
+from .kafka_io import api_key_header, find_record, find_records_by_key, produce, signed
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +216,10 @@ def test_kafka_submissions_and_events_keep_apps_apart(stack, apps: dict[str, str
     key = f"{A}/stolen-{uuid.uuid4().hex[:6]}".encode()
     forged = events_pb2.InputIngested(app_id=A, input_id="stolen", blob_uri=b_blob)
     produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString())
+    assert "unsigned record" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
+    # Even signed (an insider holding the event key), the worker checks the blob's app.
+    key = f"{A}/stolen-{uuid.uuid4().hex[:6]}".encode()
+    produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString(), sign_with=stack.event_keys)
     assert "does not belong to app" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
 
 
@@ -389,6 +393,72 @@ def test_smaller_holes(stack, as_a: Firstlight, client: Firstlight, apps: dict[s
     for c in (as_a, client):
         shown = c.get_input(A, f"{A}-1").blob_uri
         assert shown == f"blob:{A}/{A}-1" and str(stack.data_dir) not in shown
+
+
+def test_forged_internal_events_are_dead_lettered_and_change_nothing(stack, apps: dict[str, str], client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    """Item 3: anyone who could reach the broker removed B's input from search (inputs.deleted),
+    put concept "pwned" on B's search hit (annotations.changed) and made B's Predict answer with
+    A's model (model.version.ready). Internal topics now take only records signed with the
+    services' event key: unsigned, forged (another key), altered and replayed (stale) records
+    are dead-lettered with the reason, and B's data does not change."""
+    from kafka import KafkaProducer
+
+    bootstrap = stack.addresses["kafka"]
+    run = uuid.uuid4().hex[:6]
+    header = events_pb2.EventHeader(idempotency_key=f"forged-{run}")
+    attacks = {
+        topics.INPUTS_DELETED: events_pb2.InputsDeleted(header=header, app_id=B, input_ids=[f"{B}-1"]),
+        topics.ANNOTATIONS_CHANGED: events_pb2.AnnotationsChanged(header=header, app_id=B, input_id=f"{B}-1", concepts=["pwned"], label_revision=99),
+        topics.MODEL_VERSION_READY: events_pb2.ModelVersionReady(
+            header=header, app_id=B, model_id="m", version="1", triton_model="general", concepts=["made", "up"], serving=True
+        ),
+        topics.INPUTS_INGESTED: events_pb2.InputIngested(header=header, app_id=B, input_id="planted", blob_uri=f"file:///tmp/{run}"),
+        topics.EMBEDDINGS_COMPUTED: events_pb2.EmbeddingComputed(header=header, app_id=B, input_id="planted", vector=[0.0] * 1280),
+        topics.PREDICTIONS_MADE: events_pb2.PredictionMade(header=header, app_id=B, input_id=f"{B}-1", model_id="m"),
+        topics.EMBEDDING_MODEL_CHANGED: events_pb2.EmbeddingModelChanged(header=header, app_id=B, embedding_model=f"fl.{A}.x"),
+    }
+    other_key = f"kx:{'z' * 40}"  # a key the stack does not have
+    eight_days_ago = int((time.time() - 8 * 86400) * 1000)
+    expected: dict[tuple[str, bytes], str] = {}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for topic, event in attacks.items():
+            value = event.SerializeToString()
+            mt = [("message-type", event.DESCRIPTOR.full_name.encode())]
+            genuine = lambda key, now_ms=None: signed(stack.event_keys, topic, key, value, mt, now_ms=now_ms)  # noqa: E731
+            variants: dict[str, tuple[bytes, Callable[[bytes], list], str]] = {
+                "unsigned": (value, lambda key: mt, "unsigned record"),
+                "other-key": (value, lambda key: signed(other_key, topic, key, value, mt), "signed with unknown event key"),
+                # A genuine signature, sent with another value (the attacker's edit).
+                "altered": (value + b"\x10\x01", genuine, "forged or altered"),
+                # A genuine record captured more than the freshness window ago. (model.version.ready
+                # is replayed from its start by design: there the registry ignores serving changes
+                # older than the one it applied, tests/unit/test_event_signing.py.)
+                "replayed": (value, lambda key: genuine(key, eight_days_ago), "replayed or stale"),
+            }
+            for name, (body, headers_for, reason) in variants.items():
+                if name == "replayed" and topic == topics.MODEL_VERSION_READY:
+                    continue
+                key = f"{B}/{run}-{name}".encode()
+                producer.send(topic, key=key, value=body, headers=headers_for(key))
+                expected[(topic, key)] = reason
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    for topic in attacks:
+        keys = {k for t, k in expected if t == topic}
+        letters = find_records_by_key(bootstrap, topics.dlq(topic), keys, timeout=90)
+        assert set(letters) == keys, f"{topic}: not dead-lettered: {sorted(keys - set(letters))}"
+        for key, record in letters.items():
+            error = events_pb2.DeadLetter.FromString(record.value).error  # type: ignore[attr-defined]
+            assert expected[(topic, key)] in error, (topic, key, error)
+    # Nothing of B changed: its input is searchable with its own label, and B has no model "m".
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[B]) as as_b:
+        hit = as_b.search_by_image(B, input_id=f"{B}-1", top_k=1).hits[0]
+        assert (hit.input_id, list(hit.concepts)) == (f"{B}-1", ["coffee"])
+        assert as_b.indexed_count(B) == 1
+        assert code_of(lambda: as_b.predict([datasets.sample_photo("coffee")], model="m", app_id=B)) == CODE.NOT_FOUND
+        assert as_b.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=B), timeout=30).embedding_model == ""
 
 
 # -- TLS and limits on a second ingestion process ------------------------------------------------

@@ -13,7 +13,7 @@ from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Observed, Predictor, uncertainty
 from firstlight.inference.registry import Registry
-from firstlight.messaging import topics
+from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
@@ -73,7 +73,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
             except TritonError as exc:
                 outcomes.append(PoisonMessage(f"Triton could not load {ev.triton_model}: {exc}"))
                 continue
-            registry.apply(ev)
+            registry.apply(ev, signing.signed_at_ms(record.headers))
             outcomes.append(None)
         return outcomes
 
@@ -85,6 +85,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
         topics.MODEL_VERSION_READY,
         events_pb2.ModelVersionReady,
         on_ready,
+        max_age_s=0,  # replayed from the start (kept forever): no freshness window, see Registry.apply
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )

@@ -267,10 +267,18 @@ def build_interceptor(settings: SecuritySettings, authenticator: Authenticator |
 
 def make_authenticator(settings: SecuritySettings, resolve: Resolver) -> Authenticator:
     admin, internal = settings.admin_key.get_secret_value(), settings.internal_key.get_secret_value()
-    if not admin or not internal:
-        missing = [n for n, v in (("FIRSTLIGHT_ADMIN_KEY", admin), ("FIRSTLIGHT_INTERNAL_KEY", internal)) if not v]
+    events = settings.event_keys.get_secret_value()  # checked here: every service starts through this
+    if not admin or not internal or not events:
+        named = (("FIRSTLIGHT_ADMIN_KEY", admin), ("FIRSTLIGHT_INTERNAL_KEY", internal), ("FIRSTLIGHT_EVENT_KEYS", events))
+        missing = [n for n, v in named if not v]
         raise RuntimeError(
             f"authentication is on (FIRSTLIGHT_AUTH_REQUIRED) but {' and '.join(missing)} is not set; "
             "set them from a Secret, or FIRSTLIGHT_AUTH_REQUIRED=false for a throwaway development server"
         )
+    from firstlight.messaging.signing import EventKeys
+
+    try:
+        EventKeys.parse(events)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
     return Authenticator(admin, internal, resolve, settings.auth_cache_s)
