@@ -114,6 +114,10 @@ class IngestionSettings(CommonSettings, ImageLimits):
     search_addr: str = ""
     #: EmbeddingService address, to check a model before an app switches to it (optional).
     embedding_addr: str = ""
+    #: Memory the checks of concurrent uploads' images may hold at once, in MiB (estimated from
+    #: each image's header: JPEGs are checked at 1/8 scale, ~1/64 of the pixels). Uploads past
+    #: it wait, up to 30 s, then get RESOURCE_EXHAUSTED; one image larger than it runs alone.
+    decode_budget_mb: int = Field(256, ge=16)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
@@ -126,8 +130,8 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     #: Triton gRPC address (host:port). Required.
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
-    #: Token Triton wants in the x-firstlight-triton-token header of every call but health
-    #: (Triton started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton
+    #: started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
     #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
     triton_token: str = Field("", repr=False)
     #: Blob store URL (same as ingestion's).
@@ -177,8 +181,8 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
-    #: Token Triton wants in the x-firstlight-triton-token header of every call but health
-    #: (Triton started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton
+    #: started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
     #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
     triton_token: str = Field("", repr=False)
     #: Triton model repository (read-only here): image size and dimension of the trained
