@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_librdkafka_produces_submissions_and_consumes_indexed(stack, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
-    confluent_kafka = pytest.importorskip("confluent_kafka")
+    confluent_kafka = pytest.importorskip("confluent_kafka", reason="missing tool: confluent-kafka (make setup)")
     app = "rdkafka"
     client.create_app(app, exist_ok=True)
     _, key = client.create_api_key(app, "librdkafka")

