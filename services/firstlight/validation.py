@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
-import secrets
 import math
+import os
 import re
+import secrets
 import unicodedata
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
