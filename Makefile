@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos run demo demo-ladder test test-unit test-integration bench load k8s-validate clean
+.PHONY: help setup browser protos run demo demo-ladder test test-unit test-integration bench load k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -20,6 +20,14 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the pinned dependencies (idempotent)
 
+# The Portal's browser tests drive Debian's chromium through chromium-driver (Selenium). No
+# browser is ever downloaded by a test: this installs the distribution's packages (as root, as CI
+# runs) when they are missing, and the tests fail (never skip) without them.
+BROWSER_PKGS := chromium chromium-driver fonts-dejavu-core
+browser: ## Install Debian's chromium + chromium-driver for the browser tests (apt-get, as root) unless present
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); fi
+
 protos: $(STAMP) ## Regenerate Python code from protos/ (committed; a test checks it is fresh)
 	$(PY) -m firstlight.protogen
 
@@ -32,13 +40,13 @@ demo: setup ## Run the demo against an already running stack
 demo-ladder: setup ## The data-efficiency ladder on 700 bundled images: starts its own stack, writes ladder-report/
 	$(PY) -m firstlight.ladder_demo
 
-test: setup ## Run the whole test suite (unit + integration + e2e)
+test: setup browser ## Run the whole test suite (unit + integration + e2e + browser)
 	$(PY) -m pytest -q
 
 test-unit: setup ## Fast, pure tests only
 	$(PY) -m pytest -q tests/unit
 
-test-integration: setup ## Tests that start real servers
+test-integration: setup browser ## Tests that start real servers
 	$(PY) -m pytest -q tests/integration tests/e2e
 
 LOAD_ARGS ?=

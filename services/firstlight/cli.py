@@ -44,6 +44,17 @@ def progress_bar() -> Progress:
     )
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @app.command()
 def up(
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -55,7 +66,7 @@ def up(
 
     console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training)…")
     t0 = time.perf_counter()
-    stack = LocalStack(data_dir)
+    stack = LocalStack(data_dir, service_ports={"gateway": 8080} if _port_free(8080) else {})
     try:
         stack.start()
         table = Table(title=f"Firstlight is up in {time.perf_counter() - t0:.1f}s")
@@ -67,6 +78,11 @@ def up(
         table.add_row("admin key", f"in {data_dir / STACK_FILE} (the SDK and CLI read it from there)")
         console.print(table)
         console.print(f"logs: {stack.log_dir}")
+        console.print(
+            f"[bold]Portal:[/bold] {stack.gateway_url}/portal/  (sign in with an app key, or the admin key: "
+            f"`python -c \"import json;print(json.load(open('{data_dir / STACK_FILE}'))['{ADMIN_KEY_ENTRY}'])\"`)  ·  "
+            f"HTTP API docs: {stack.gateway_url}/v1/docs"
+        )
         if demo:
             from firstlight.demo import run_demo
 
