@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +24,9 @@ pytestmark = pytest.mark.integration
 
 A, B = "gw-a", "gw-b"
 CLASSES = ["cat", "dog", "horse"]
-HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>\u202etxt.exe'
+HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+#: Right-to-left override: refused in concept names (a control character), kept in metadata.
+HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
 
 
 def b64(data: bytes) -> str:
@@ -65,7 +68,7 @@ def keys(stack, gw: httpx.Client) -> dict[str, str]:  # type: ignore[no-untyped-
     r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": labeled + unlabeled}, headers=bearer(out[A]))
     assert r.status_code == 201, r.text
     r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE],
-                                                            "metadata": {"filename": HOSTILE}}]}, headers=bearer(out[A]))
+                                                            "metadata": {"filename": HOSTILE_FILE}}]}, headers=bearer(out[A]))
     assert r.status_code == 201, r.text
     r = gw.post(f"/v1/apps/{B}/inputs", files={"file": ("coffee.jpg", datasets.sample_photo("coffee"), "image/jpeg")}, headers=bearer(out[B]))
     assert r.status_code == 201 and len(r.json()["input_ids"]) == 1 and not r.json()["failures"], r.text
@@ -85,7 +88,8 @@ def test_health_openapi_and_docs_are_served_from_the_package(gw: httpx.Client) -
     assert "default-src 'self'" in docs.headers["content-security-policy"]
     for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
         assert asset.startswith("/"), asset  # nothing from another origin
-        assert gw.get(asset).status_code == 200, asset
+        if asset.startswith("/static/"):
+            assert gw.get(asset).status_code == 200, asset
     for name in ("portal.js", "portal.css", "docs.js"):
         text = gw.get(f"/static/{name}").text
         assert "http://" not in text and "https://" not in text, name
@@ -154,10 +158,13 @@ def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: di
     assert again.status_code == 304
     concepts = {c["name"]: int(c["input_count"]) for c in gw.get(f"/v1/apps/{A}/concepts", headers=h).json()["concepts"]}
     assert concepts["cat"] == 10 and concepts[HOSTILE] == 1
+    assert gw.get(f"/v1/apps/{A}/inputs/hostile", headers=h).json()["metadata"]["filename"] == HOSTILE_FILE
 
 
 def test_upload_errors_map_to_http(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     h = bearer(keys[A])
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": b64(datasets.sample_photo("coffee")), "concepts": ["a\u202eb"]}]}, headers=h)
+    assert r.status_code == 400 and "control" in err(r)["message"]
     r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": "!!not base64!!"}]}, headers=h)
     assert r.status_code == 400 and "base64" in err(r)["message"]
     r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": b64(b"not an image at all")}]}, headers=h)
@@ -169,8 +176,15 @@ def test_upload_errors_map_to_http(stack, gw: httpx.Client, keys: dict[str, str]
     assert r.status_code == 409 and err(r)["code"] == "ALREADY_EXISTS"
     r = gw.post(f"/v1/apps/{A}/inputs", json={"wrong": 1}, headers=h)
     assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
-    r = gw.post(f"/v1/apps/{A}/inputs", content=b"x", headers={**h, "Content-Type": "application/json", "Content-Length": str(65 * 1024 * 1024)})
-    assert r.status_code == 413
+    # A body over FIRSTLIGHT_MAX_REQUEST_BYTES (64 MiB) is refused from its Content-Length, unread.
+    host, port = stack.gateway.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST /v1/apps/{A}/inputs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {keys[A]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {65 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        status_line = sock.recv(4096).split(b"\r\n")[0]
+    assert b" 413 " in status_line, status_line
     # Multipart: each file on its own; a bad one is reported, the good one stored, then deleted.
     r = gw.post(
         f"/v1/apps/{A}/inputs",

@@ -27,7 +27,9 @@ pytestmark = pytest.mark.integration
 
 APP = "portal-ui"
 CLASSES = ["cat", "dog", "horse", "elephant"]
-HOSTILE = '<img src=x onerror=alert(1)>"\'><script>alert(2)</script>\u202egnp.exe'
+HOSTILE = '<img src=x onerror=alert(1)>"\'><script>alert(2)</script> javascript:alert(3)'
+#: Right-to-left override: refused in concept names (a control character), kept in metadata.
+HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("FIRSTLIGHT_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "portal"
 
@@ -46,7 +48,7 @@ def app_key(stack) -> str:  # type: ignore[no-untyped-def]
         h = {"Authorization": f"Bearer {key}"}
         items = datasets.animal_mnist(20, seed=11, classes=CLASSES)
         inputs = [{"id": i, "base64": b64(d), "concepts": [c] if n % 2 == 0 else []} for n, (i, c, d) in enumerate(items)]
-        inputs.append({"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE], "metadata": {"filename": HOSTILE}})
+        inputs.append({"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE], "metadata": {"filename": HOSTILE_FILE}})
         assert gw.post(f"/v1/apps/{APP}/inputs", json={"inputs": inputs}, headers=h).status_code == 201
         eventually(lambda: gw.get(f"/v1/apps/{APP}/index", headers=h).json()["indexed_count"] >= len(inputs), 180, what="indexed")
     return key
@@ -139,7 +141,7 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     d.get(f"{base}/portal/apps/{APP}/inputs/hostile")
     chip = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-concepts li a"), what="input labels")[0]
     assert chip.text == HOSTILE
-    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#metadata td") and HOSTILE in [td.text for td in d.find_elements(By.CSS_SELECTOR, "#metadata td")],
+    wait(d, lambda d: HOSTILE_FILE in [td.get_attribute("textContent") for td in d.find_elements(By.CSS_SELECTOR, "#metadata td")],
          what="metadata shown")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours .tile")) >= 6, what="neighbours")
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#predictions li"), what="predictions")

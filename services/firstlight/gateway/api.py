@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 
@@ -68,7 +69,38 @@ def media(request: Request) -> Media:
 
 # -- conversions ------------------------------------------------------------------------------------
 def to_json(msg: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """The proto3 JSON mapping (proto field names, enums by name, timestamps RFC 3339), except that
+    64-bit integers are JSON numbers, not strings (counts here never pass 2^53)."""
+    out = json_format.MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _int64_as_numbers(msg, out)
+    return out
+
+
+_INT64 = {FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64}
+
+
+def _int64_as_numbers(msg: Message, out: dict[str, Any]) -> None:
+    for f in msg.DESCRIPTOR.fields:
+        if f.name not in out:
+            continue
+        value = getattr(msg, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            vf = f.message_type.fields_by_name["value"]
+            if vf.cpp_type in _INT64:
+                out[f.name] = {k: int(v) for k, v in out[f.name].items()}
+            elif vf.message_type is not None:
+                for k, sub in out[f.name].items():
+                    if isinstance(sub, dict):
+                        _int64_as_numbers(value[k], sub)
+        elif f.cpp_type in _INT64:
+            out[f.name] = [int(x) for x in out[f.name]] if f.is_repeated else int(out[f.name])
+        elif f.message_type is not None:
+            if f.is_repeated:
+                for sub_msg, sub in zip(value, out[f.name]):
+                    if isinstance(sub, dict):
+                        _int64_as_numbers(sub_msg, sub)
+            elif isinstance(out[f.name], dict):
+                _int64_as_numbers(value, out[f.name])
 
 
 def split_value(name: str) -> int:
