@@ -64,7 +64,7 @@ def up(
     """Start the whole local stack: Kafka broker, Triton, and the five services."""
     from firstlight.stack import LocalStack
 
-    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training)…")
+    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, gateway)…")
     t0 = time.perf_counter()
     stack = LocalStack(data_dir, service_ports={"gateway": 8080} if _port_free(8080) else {})
     try:
@@ -847,6 +847,14 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             console.print(f"[green]SERVING[/green] {name} {addrs[name]}")
         except Exception as exc:  # noqa: BLE001
             console.print(f"[red]DOWN[/red] {name} {addrs.get(name)}: {exc}")
+    if "gateway" in addrs:
+        from firstlight.stack import wait_http
+
+        try:
+            wait_http(f"{addrs['gateway']}/healthz", timeout_s=2)
+            console.print(f"[green]SERVING[/green] gateway {addrs['gateway']}/portal/")
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[red]DOWN[/red] gateway {addrs['gateway']}: {exc}")
 
 
 if __name__ == "__main__":

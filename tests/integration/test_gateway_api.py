@@ -29,6 +29,28 @@ HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
 HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
 
 
+def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
+    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
+        if len(q["items"]) >= n:
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
+        time.sleep(0.5)
+
+
+def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
+    """Predict on a stored input with an app model (retried while inference loads a new version)."""
+    def call() -> dict | None:
+        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    return eventually(call, 60, what=f"{model_id} served")
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -266,34 +288,35 @@ def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: di
     kinds = [k for k, _ in events]
     assert kinds[-1] == "end" and "progress" in kinds, kinds
     final = events[-1][1]
-    assert final["state"] == "JOB_STATE_SUCCEEDED" and final["version"] == "v1", final
+    assert final["state"] == "JOB_STATE_SUCCEEDED" and final["version"], final
+    version = final["version"]
     assert gw.get(f"/v1/apps/{A}/jobs/{job_id}", headers=h).json()["state"] == "JOB_STATE_SUCCEEDED"
     r = gw.post(f"/v1/apps/{A}/jobs/{job_id}/cancel", headers=h)
     assert r.status_code == 409 and err(r)["code"] == "FAILED_PRECONDITION"
     assert gw.get(f"/v1/apps/{A}/jobs/nope/events", headers=h).status_code == 404
     versions = gw.get(f"/v1/apps/{A}/models/animals", headers=h).json()
-    assert versions["model"]["serving_version"] == "v1" and versions["versions"][0]["validation_metrics"]["accuracy"] > 0
+    assert versions["model"]["serving_version"] == version and versions["versions"][0]["validation_metrics"]["accuracy"] > 0
     ev = gw.get(f"/v1/apps/{A}/models/animals/versions/serving/evaluations/test", headers=h).json()
     assert ev["split"] == "SPLIT_TEST" and ev["count"] == 6 and len(ev["confusion_matrix"]) == 9 and "confusion_matrix_png" not in ev
-    png = gw.get(f"/v1/apps/{A}/models/animals/versions/v1/evaluations/validation/confusion.png", headers=h)
+    png = gw.get(f"/v1/apps/{A}/models/animals/versions/{version}/evaluations/validation/confusion.png", headers=h)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    assert gw.get(f"/v1/apps/{A}/models/animals/compare", params={"split": "validation"}, headers=h).json()["best_version"] == "v1"
-    assert gw.get(f"/v1/apps/{A}/models/animals/versions/v9/evaluations/test", headers=h).status_code == 404
+    assert gw.get(f"/v1/apps/{A}/models/animals/compare", params={"split": "validation"}, headers=h).json()["best_version"] == version
+    assert gw.get(f"/v1/apps/{A}/models/animals/versions/999/evaluations/test", headers=h).status_code == 404
     # Predict with the app's model, on bytes and on a stored input (which feeds curation).
     cat = gw.get(f"/v1/apps/{A}/inputs", params={"concept": "cat", "page_size": 1}, headers=h).json()["inputs"][0]["id"]
-    stored = gw.post(f"/v1/apps/{A}/inputs/{cat}/predict", json={"model_id": "animals", "top_k": 3}, headers=h).json()
-    assert stored["model_id"] == "animals" and len(stored["predictions"][0]["concepts"]) == 3
-    # Curation.
-    assert gw.get(f"/v1/apps/{A}/curation/policy", headers=h).status_code == 404
-    policy = gw.put(f"/v1/apps/{A}/curation/policy", json={"model_id": "animals", "threshold": 0.01, "budget": 50}, headers=h)
-    assert policy.status_code == 200 and policy.json()["model_id"] == "animals", policy.text
-    assert gw.get(f"/v1/apps/{A}/curation/policy", headers=h).json()["budget"] == 50
-    unlabeled = [i["id"] for i in gw.get(f"/v1/apps/{A}/inputs", params={"labeled": "unlabeled"}, headers=h).json()["inputs"]]
-    for input_id in unlabeled[:2]:
-        gw.post(f"/v1/apps/{A}/inputs/{input_id}/predict", json={"model_id": "animals"}, headers=h)
-    queue = eventually(lambda: (q := gw.get(f"/v1/apps/{A}/curation/queue", params={"state": "queued"}, headers=h).json())["items"] and q, 60,
-                       what="queued items")
-    assert queue["items"][0]["model_id"] == "animals" and int(queue["stats"]["queued"]) >= 1
+    with httpx.Client(base_url=str(gw.base_url), timeout=120, headers=h) as api:
+        stored = predict_stored(api, A, cat, "animals")
+        assert stored["model_id"] == "animals" and len(stored["predictions"][0]["concepts"]) == 3
+        # Curation.
+        assert api.get(f"/v1/apps/{A}/curation/policy").status_code == 404
+        policy = api.put(f"/v1/apps/{A}/curation/policy", json={"model_id": "animals", "strategy": "entropy", "threshold": 0.0001, "budget": 50})
+        assert policy.status_code == 200 and policy.json()["model_id"] == "animals", policy.text
+        assert api.get(f"/v1/apps/{A}/curation/policy").json()["budget"] == 50
+        unlabeled = [i["id"] for i in api.get(f"/v1/apps/{A}/inputs", params={"labeled": "unlabeled"}).json()["inputs"]]
+        for input_id in unlabeled[:2]:
+            predict_stored(api, A, input_id, "animals")
+        queue = wait_queued(api, A, 1)
+    assert queue["items"][0]["model_id"] == "animals" and queue["stats"]["queued"] >= 1
     sugg = gw.post(f"/v1/apps/{A}/curation/suggestions", json={"model_id": "animals", "batch_size": 3}, headers=h).json()
     assert len(sugg["suggestions"]) == 3 and sugg["pool_size"] >= 3
     errs = gw.get(f"/v1/apps/{A}/curation/label-errors", params={"folds": 3, "concept": CLASSES}, headers=h).json()

@@ -34,6 +34,28 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("FIRSTLIGHT_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "portal"
 
 
+def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
+    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
+        if len(q["items"]) >= n:
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
+        time.sleep(0.5)
+
+
+def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
+    """Predict on a stored input with an app model (retried while inference loads a new version)."""
+    def call() -> dict | None:
+        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    return eventually(call, 60, what=f"{model_id} served")
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -187,6 +209,7 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     api.post(f"/v1/apps/{APP}/annotations/bulk", json={"input_ids": sorted(labeled), "remove_concepts": ["horse-ui"]}, headers={})
     d.get(f"{base}/portal/apps/{APP}/models")
     d.find_element(By.ID, "dataset-id").send_keys("main")
+    d.find_element(By.ID, "dataset-concepts").send_keys(",".join(CLASSES))
     d.find_element(By.ID, "dataset-create").click()
     wait(d, lambda d: "Dataset main" in d.find_element(By.ID, "dataset-result").text, what="dataset frozen")
     d.find_element(By.ID, "model-id").send_keys("animals")
@@ -208,11 +231,12 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     shot(d, "10-gallery-from-cell")
 
     # Labeling queue: the policy's model screens predictions on unlabeled inputs.
-    assert api.put(f"/v1/apps/{APP}/curation/policy", json={"model_id": "animals", "threshold": 0.01, "budget": 100}).status_code == 200
+    policy = {"model_id": "animals", "strategy": "entropy", "threshold": 0.0001, "budget": 100}
+    assert api.put(f"/v1/apps/{APP}/curation/policy", json=policy).status_code == 200
     unlabeled = [i["id"] for i in api.get(f"/v1/apps/{APP}/inputs", params={"labeled": "unlabeled", "page_size": 5}).json()["inputs"]]
     for input_id in unlabeled:
-        api.post(f"/v1/apps/{APP}/inputs/{input_id}/predict", json={"model_id": "animals"})
-    eventually(lambda: len(api.get(f"/v1/apps/{APP}/curation/queue", params={"state": "queued"}).json()["items"]) >= 3, 60, what="queued")
+        predict_stored(api, APP, input_id, "animals")
+    wait_queued(api, APP, 3)
     d.get(f"{base}/portal/apps/{APP}/queue")
     wait(d, lambda d: d.find_element(By.ID, "queue-item").text, what="queue item")
     assert [e.text for e in d.find_elements(By.CSS_SELECTOR, "#queue-keys li span")] == CLASSES

@@ -639,9 +639,9 @@ async def _evaluate(app_id: str, model_id: str, version: str, split: str, c: Cal
 @router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}", tags=["evaluations"],
             summary="Evaluate a version (`serving` for the serving one) on a split: metrics, per-concept table, confusion matrix")
 async def evaluation(app_id: str, model_id: str, version: str, split: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
-    ev = await _evaluate(app_id, model_id, version, split, c, cl)
-    ev.ClearField("confusion_matrix_png")
-    return to_json(ev)
+    out = to_json(await _evaluate(app_id, model_id, version, split, c, cl))
+    out.pop("confusion_matrix_png", None)  # served as image/png by the route below
+    return out
 
 
 @router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/confusion.png", tags=["evaluations"],
@@ -656,10 +656,10 @@ async def compare(
     app_id: str, model_id: str, version: list[str] = Query([]), split: str = "validation", c: Caller = Depends(caller), cl: Clients = Depends(clients)
 ) -> dict:
     req = training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=version, split=split_value(split))  # type: ignore[arg-type]
-    resp = await cl.training.compare_model_versions(req, key=c.key)
-    for ev in resp.evaluations:
-        ev.ClearField("confusion_matrix_png")
-    return to_json(resp)
+    out = to_json(await cl.training.compare_model_versions(req, key=c.key))
+    for ev in out["evaluations"]:
+        ev.pop("confusion_matrix_png", None)
+    return out
 
 
 # -- curation ---------------------------------------------------------------------------------------

@@ -373,7 +373,8 @@
     $("#dataset-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const split = { train_fraction: Number($("#ds-train").value), validation_fraction: Number($("#ds-val").value), test_fraction: Number($("#ds-test").value) };
-      const d = await api("POST", appPath("/datasets"), { id: $("#dataset-id").value.trim(), split });
+      const concepts = $("#dataset-concepts").value.split(",").map((x) => x.trim()).filter(Boolean);
+      const d = await api("POST", appPath("/datasets"), { id: $("#dataset-id").value.trim(), concepts, split });
       const t = el("table", { class: "table" }, el("tr", {}, ...["concept", "train", "validation", "test"].map((h) => el("th", { text: h }))));
       for (const c of d.counts) t.append(el("tr", {}, ...[c.concept, c.train, c.validation, c.test].map((v) => el("td", { text: v }))));
       $("#dataset-result").replaceChildren(el("p", { text: `Dataset ${d.id} version ${d.version.slice(0, 12)}` }), t);
