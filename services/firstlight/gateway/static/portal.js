@@ -9,17 +9,38 @@
   const enc = encodeURIComponent;
   const appPath = (p) => `/v1/apps/${enc(APP)}${p}`;
 
+  // Bidirectional-override and other invisible format characters (a "gnp.exe" shown as
+  // "exe.png") are shown as visible code points instead of being obeyed.
+  const INVISIBLE = /[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+  function textNode(value) {
+    const s = String(value);
+    if (!INVISIBLE.test(s)) return document.createTextNode(s);
+    INVISIBLE.lastIndex = 0;
+    const span = document.createElement("span");
+    let last = 0;
+    for (const m of s.matchAll(INVISIBLE)) {
+      span.append(document.createTextNode(s.slice(last, m.index)));
+      const mark = document.createElement("span");
+      mark.className = "ctl";
+      mark.textContent = `[U+${m[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}]`;
+      span.append(mark);
+      last = m.index + m[0].length;
+    }
+    span.append(document.createTextNode(s.slice(last)));
+    return span;
+  }
+
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === undefined || v === null || v === false) continue;
-      if (k === "text") e.textContent = String(v);
+      if (k === "text") e.append(textNode(v));
       else if (k === "class") e.className = v;
       else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
       else if (k === "href" || k === "src") e.setAttribute(k, safeUrl(v));
       else e.setAttribute(k, String(v));
     }
-    for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : textNode(c));
     return e;
   }
   // Only same-origin relative URLs are ever put into href/src.
