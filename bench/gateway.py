@@ -71,7 +71,10 @@ def run(addresses: dict[str, str], gateway_url: str, admin_key: str, *, inputs: 
         body = {"inputs": [{"id": i, "base64": base64.b64encode(d).decode(), "concepts": [c]} for i, c, d in chunk]}
         http.post(f"/v1/apps/{app}/inputs", json=body).raise_for_status()
     out["upload_s"] = time.perf_counter() - t0
-    log(f"uploaded {len(items)} inputs in {out['upload_s']:.0f}s")
+    log(f"uploaded {len(items)} inputs in {out['upload_s']:.0f}s; waiting for indexing to finish (a quiet machine for the timings)")
+    deadline = time.monotonic() + 1800
+    while http.get(f"/v1/apps/{app}/index").json()["indexed_count"] < len(items) and time.monotonic() < deadline:
+        time.sleep(2)
     tokens = [""]
     while len(tokens) < len(items) // 100:
         tokens.append(http.get(f"/v1/apps/{app}/inputs", params={"page_size": 100, "page_token": tokens[-1]}).json()["next_page_token"])

@@ -481,8 +481,13 @@
     async function showPolicy() {
       try {
         const p = await api("GET", appPath("/curation/policy"));
-        $("#policy-state").textContent = `Current: model ${p.model_id}, ${p.strategy}, threshold ${fmt(p.threshold, 2)}, budget ${p.budget || "∞"}, retrain after ${p.retrain_after_labels || "never"}${p.dataset_id ? ` on ${p.dataset_id}` : ""}`;
+        $("#policy-state").textContent = `Current: model ${p.model_id}, ${p.strategy} ≥ ${Number(p.threshold.toPrecision(3))}, budget ${p.budget || "∞"}, ${p.max_per_minute || "∞"}/min, retrain after ${p.retrain_after_labels || "never"}${p.dataset_id ? ` on ${p.dataset_id}` : ""}`;
         $("#policy-model").value = p.model_id;
+        $("#policy-threshold").value = Number(p.threshold.toPrecision(3));
+        $("#policy-budget").value = p.budget;
+        $("#policy-rate").value = p.max_per_minute;
+        $("#policy-retrain").value = p.retrain_after_labels;
+        $("#policy-dataset").value = p.dataset_id;
       } catch (e) { flash(""); $("#policy-state").textContent = "No policy yet."; }
     }
     $("#policy-form").addEventListener("submit", async (ev) => {
