@@ -25,6 +25,10 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit TCP_NODELAY from the listening socket. Without it, uvicorn's
+    # separate writes of a response's head and body wait for the client's delayed ACK: every
+    # request took 44 ms here (0.5 ms with it).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.http_host, settings.http_port))
     port = sock.getsockname()[1]
     if settings.port_file:
