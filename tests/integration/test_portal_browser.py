@@ -155,6 +155,22 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "10 inputs", what="concept filter")
     assert len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == 10
     shot(d, "03-gallery-filtered")
+    # Upload a folder: class sub-folders become concepts (one refused file is reported).
+    folder = ARTIFACTS.parent / "upload-folder"
+    for n, (input_id, concept, data) in enumerate(datasets.animal_mnist(2, seed=99, classes=["zebra", "giraffe"])):
+        (folder / "animals" / concept).mkdir(parents=True, exist_ok=True)
+        (folder / "animals" / concept / f"{input_id}.png").write_bytes(data)
+    (folder / "animals" / "zebra" / "broken.png").write_bytes(b"not a png")
+    Select(d.find_element(By.ID, "filter-concept")).select_by_value("")
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "81 inputs", what="filter cleared")
+    d.find_element(By.ID, "upload-folder").click()
+    d.find_element(By.ID, "upload-files").send_keys(str(folder / "animals"))
+    d.find_element(By.ID, "upload").click()
+    wait(d, lambda d: "Uploaded 4 of 5; refused: " in flash(d) and "broken.png" in flash(d), what="folder uploaded")
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "85 inputs", what="gallery shows the upload")
+    zebras = api.get(f"/v1/apps/{APP}/inputs", params={"concept": "zebra"}).json()["inputs"]
+    assert len(zebras) == 2 and all(i["metadata"]["filename"].endswith(".png") for i in zebras)
+    shot(d, "03b-gallery-uploaded")
     # The hostile concept is in the filter as text.
     assert any(HOSTILE in o.text for o in Select(d.find_element(By.ID, "filter-concept")).options)
     no_alert(d)

@@ -136,15 +136,33 @@
     }
     for (const s of Object.values(sel)) s.addEventListener("change", reset);
     new IntersectionObserver((es) => es.some((e) => e.isIntersecting) && more(), { rootMargin: "600px" }).observe(sentinel);
+    $("#upload-folder").addEventListener("change", (ev) => { $("#upload-files").webkitdirectory = ev.target.checked; });
     $("#upload-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const files = $("#upload-files").files;
+      const files = [...$("#upload-files").files];
       if (!files.length) return flash("Choose images first.", "error");
-      const fd = new FormData();
-      for (const f of files) fd.append("file", f, f.name);
-      fd.append("concepts", $("#upload-concepts").value);
-      const r = await api("POST", appPath("/inputs"), fd);
-      flash(`Uploaded ${r.input_ids.length} of ${files.length}` + (r.failures.length ? `; refused: ${r.failures.map((f) => `${f.filename}: ${f.message}`).join("; ")}` : ""), r.failures.length ? "error" : "info");
+      // A folder: files in <folder>/<concept>/... are labeled <concept> (like `firstlight upload`).
+      const groups = new Map();
+      for (const f of files) {
+        const parts = (f.webkitRelativePath || f.name).split("/");
+        const concept = parts.length > 2 ? parts[1] : $("#upload-concepts").value;
+        if (!groups.has(concept)) groups.set(concept, []);
+        groups.get(concept).push(f);
+      }
+      let stored = 0;
+      const refused = [];
+      for (const [concept, group] of groups) {
+        for (let i = 0; i < group.length; i += 100) {
+          const fd = new FormData();
+          for (const f of group.slice(i, i + 100)) fd.append("file", f, f.webkitRelativePath || f.name);
+          fd.append("concepts", concept);
+          const r = await api("POST", appPath("/inputs"), fd);
+          stored += r.input_ids.length;
+          refused.push(...r.failures.map((x) => `${x.filename}: ${x.message}`));
+          flash(`Uploading… ${stored} of ${files.length}`);
+        }
+      }
+      flash(`Uploaded ${stored} of ${files.length}` + (refused.length ? `; refused: ${refused.join("; ")}` : ""), refused.length ? "error" : "info");
       reset();
     });
     more();
