@@ -79,7 +79,8 @@ def up(
         console.print(table)
         console.print(f"logs: {stack.log_dir}")
         console.print(
-            f"[bold]Portal:[/bold] {stack.gateway_url}/portal/  (sign in with an app key, or the admin key: "
+            f"[bold]Portal:[/bold] {stack.gateway_url}/portal/  (sign in with an app key, or with the admin key and app id "
+            f"'demo' for the demo's images; the admin key: "
             f"`python -c \"import json;print(json.load(open('{data_dir / STACK_FILE}'))['{ADMIN_KEY_ENTRY}'])\"`)  ·  "
             f"HTTP API docs: {stack.gateway_url}/v1/docs"
         )
