@@ -29,7 +29,7 @@ from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from firstlight.messaging import signing
-from firstlight.messaging.topics import INPUTS_SUBMIT, TOPICS, dlq, ensure_topics
+from firstlight.messaging.topics import INPUTS_SUBMIT, PREFIX, TOPICS, dlq, ensure_topics
 from firstlight.runtime.retry import Backoff
 from firstlight.v1 import events_pb2
 
@@ -252,7 +252,10 @@ class BatchConsumer(Generic[M]):
         self.keys = None if topic == INPUTS_SUBMIT else keys
         self.max_age_s = signing.max_age_from_env() if max_age_s is None else max_age_s
         self.bootstrap = bootstrap
-        self.group_id = group_id
+        # Stacks that share a broker under different FIRSTLIGHT_TOPIC_PREFIXes must not share
+        # consumer groups either: a group's other members would be assigned its partitions of
+        # topics they do not read, and those partitions would go unconsumed.
+        self.group_id = group_id if group_id.startswith(PREFIX) else PREFIX + group_id
         self.topic = topic
         self.dlq_topic = dlq(topic)
         self.message_type = message_type
