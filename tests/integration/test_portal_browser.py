@@ -316,7 +316,10 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
 
     # Two versions side by side: from the models page's "compare" link.
     d.get(f"{base}/portal/apps/{APP}/models")
-    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#models-table a.compare"), what="compare link")[0].click()
+    compare_links = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#models-table a.compare"), what="compare link")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#models-table tbody tr")) == 2 and len(compare_links) == 2
+    shot(d, "12b-models-two-versions")
+    compare_links[0].click()
     wait(d, lambda d: d.find_elements(By.ID, "compare-metrics"), 120, what="comparison")
     assert Select(d.find_element(By.ID, "compare-a")).first_selected_option.get_attribute("value") == v1
     assert Select(d.find_element(By.ID, "compare-b")).first_selected_option.get_attribute("value") == v2
