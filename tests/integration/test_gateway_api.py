@@ -365,6 +365,13 @@ def test_portal_session_cookie_and_csrf(stack, gw: httpx.Client, keys: dict[str,
         # A session for app A never sees app B, in pages or through the API.
         assert browser.get(f"/portal/apps/{B}/gallery").status_code == 403
         assert browser.get(f"/v1/apps/{B}/inputs").status_code == 403
+        # The pages the gateway renders itself over the RPCs (comparison, curation), and A only.
+        cmp = browser.get(f"/portal/apps/{A}/models/animals/compare")
+        assert cmp.status_code == 200 and 'id="compare-form"' in cmp.text and ("compare-metrics" in cmp.text or "train another to compare" in cmp.text)
+        cur = browser.get(f"/portal/apps/{A}/curation", params={"drift": "1", "recent_count": "6"})
+        assert cur.status_code == 200 and 'id="rounds-card"' in cur.text and 'id="drift-verdict"' in cur.text, cur.text[-2000:]
+        assert browser.get(f"/portal/apps/{B}/curation").status_code == 403
+        assert browser.get(f"/portal/apps/{B}/models/animals/compare").status_code == 403
         # Hostile strings are never echoed into a page as markup.
         inp = browser.get(f"/portal/apps/{A}/inputs/hostile")
         assert inp.status_code == 200 and "<script>alert" not in inp.text

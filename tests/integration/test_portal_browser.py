@@ -2,7 +2,8 @@
 against the session's real stack. Walks sign-in, the gallery (infinite scroll, filters), an
 input page with hostile strings, text search → untick (click, shift-click, keyboard) → bulk
 label, a dataset → training with live progress → evaluation → a confusion-matrix cell, the
-labeling queue (keys 1–9, x, u) and the curation and docs pages. Screenshots of every page go to
+labeling queue (keys 1–9, x, u), a second version compared side by side with the first, the
+curation page with the learning curve and the drift report, and the docs page. Screenshots of every page go to
 test-artifacts/portal/ (FIRSTLIGHT_TEST_ARTIFACTS overrides).
 
 A missing browser is a failure in CI (a "missing tool" skip elsewhere, tests/conftest.py):
@@ -292,16 +293,72 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     assert api.get(f"/v1/apps/{APP}/inputs/{first}").json()["concepts"] == []
     shot(d, "12-queue-after-undo")
 
-    # Curation page and the API docs page.
+    # A second version on more labels, each version's pool-based round recorded: two points on
+    # the learning curve, and two versions to compare.
+    v1 = api.get(f"/v1/apps/{APP}/models/animals").json()["versions"][0]["version"]
+    r = api.post(f"/v1/apps/{APP}/curation/suggestions", json={"model_id": "animals", "model_version": v1, "batch_size": 20, "record_round": True})
+    assert r.status_code == 200, r.text
+    picked = [s["input_id"] for s in r.json()["suggestions"] if s["input_id"] in truth]
+    for concept in CLASSES:  # the oracle labels what the model suggested
+        ids_c = [i for i in picked if truth[i] == concept]
+        if ids_c:
+            assert api.post(f"/v1/apps/{APP}/annotations/bulk", json={"input_ids": ids_c, "add_concepts": [concept]}).status_code == 200
+    # The same validation and test inputs (written back to the inputs at the first freeze); the new labels go to train.
+    ds = api.post(f"/v1/apps/{APP}/datasets", json={"id": "main", "concepts": CLASSES, "split": {"from_inputs": True}})
+    assert ds.status_code == 201, ds.text
+    job = api.post(f"/v1/apps/{APP}/models/animals/train", json={"dataset_id": "main"}).json()
+    done_job = eventually(lambda: (j := api.get(f"/v1/apps/{APP}/jobs/{job['id']}").json())["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") and j,
+                          180, what="second version trained")
+    assert done_job["state"] == "JOB_STATE_SUCCEEDED", done_job
+    v2 = done_job["version"]
+    r = api.post(f"/v1/apps/{APP}/curation/suggestions", json={"model_id": "animals", "model_version": v2, "batch_size": 5, "record_round": True})
+    assert r.status_code == 200, r.text
+
+    # Two versions side by side: from the models page's "compare" link.
+    d.get(f"{base}/portal/apps/{APP}/models")
+    compare_links = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#models-table a.compare"), what="compare link")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#models-table tbody tr")) == 2 and len(compare_links) == 2
+    shot(d, "12b-models-two-versions")
+    compare_links[0].click()
+    wait(d, lambda d: d.find_elements(By.ID, "compare-metrics"), 120, what="comparison")
+    assert Select(d.find_element(By.ID, "compare-a")).first_selected_option.get_attribute("value") == v1
+    assert Select(d.find_element(By.ID, "compare-b")).first_selected_option.get_attribute("value") == v2
+    rows = {tr.get_attribute("data-metric"): [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in d.find_elements(By.CSS_SELECTOR, "#compare-metrics tbody tr")}
+    assert {"accuracy", "macro_f1", "ece"} <= set(rows) and rows["n"][0] == rows["n"][1]  # the same validation inputs
+    assert not d.find_elements(By.CSS_SELECTOR, ".compare-note")  # so no "different sets" warning
+    for side in ("a", "b"):
+        assert len(d.find_elements(By.CSS_SELECTOR, f"#confusion-{side} a.cell")) == len(CLASSES) ** 2
+    assert len(d.find_elements(By.CSS_SELECTOR, "#compare-concepts tbody tr")) == len(CLASSES)
+    shot(d, "13-compare")
+    d.execute_script("document.getElementById('compare-concepts').scrollIntoView()")
+    shot(d, "13a-compare-matrices")
+    Select(d.find_element(By.ID, "compare-split")).select_by_visible_text("test")
+    d.find_element(By.ID, "compare-go").click()
+    wait(d, lambda d: "split=test" in d.current_url and d.find_elements(By.ID, "compare-metrics"), 120, what="comparison on test")
+    shot(d, "13b-compare-test")
+
+    # Curation page: policy, label errors, the learning curve (drawn by the gateway) and drift.
     d.get(f"{base}/portal/apps/{APP}/curation")
     wait(d, lambda d: "animals" in d.find_element(By.ID, "policy-state").text, what="policy shown")
+    points = d.find_elements(By.CSS_SELECTOR, "#learning-curve circle.point")
+    assert [p.get_attribute("data-round") for p in points] == ["1", "2"]
+    assert len(d.find_elements(By.CSS_SELECTOR, "#rounds tbody tr")) == 2
     d.find_element(By.ID, "label-errors-run").click()
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#label-errors tbody tr"), 120, what="label errors")
     no_alert(d)
-    shot(d, "13-curation")
+    shot(d, "14-curation")
+    d.find_element(By.ID, "drift-recent").clear()
+    d.find_element(By.ID, "drift-recent").send_keys("20")
+    d.find_element(By.ID, "drift-run").click()
+    verdict = wait(d, lambda d: d.find_elements(By.ID, "drift-verdict"), 120, what="drift report")[0].text
+    assert verdict.startswith(("No drift", "Drift:")) and "20 newest inputs" in verdict, verdict
+    assert len(d.find_elements(By.CSS_SELECTOR, "#drift tbody tr")) == 4
+    assert d.find_elements(By.CSS_SELECTOR, "#learning-curve circle.point")  # the curve stays
+    shot(d, "15-curation-drift")
     d.get(f"{base}/v1/docs")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ops tr")) > 30, what="docs rendered")
-    shot(d, "14-api-docs")
+    shot(d, "16-api-docs")
     # Time to first paint of the gallery, as Chromium reports it.
     d.get(f"{base}/portal/apps/{APP}/gallery")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) >= 60, what="gallery again")

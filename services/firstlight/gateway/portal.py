@@ -17,10 +17,13 @@ from fastapi.templating import Jinja2Templates
 from firstlight import errors
 from firstlight.clients import Clients
 from firstlight.gateway.session import COOKIE, Session, SessionCodec, csrf_ok
-from firstlight.v1 import auth_pb2, ingestion_pb2
+from firstlight.gateway import views
+from firstlight.gateway.api import split_value, to_json
+from firstlight.v1 import auth_pb2, curation_pb2, ingestion_pb2, training_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+templates.env.globals.update(fmt=views.fmt, metric_label=views.metric_label)
 
 
 def wants_html(request: Request) -> bool:
@@ -169,7 +172,7 @@ def _app_page(name: str, template: str) -> None:
     router.add_api_route(f"/apps/{{app_id}}/{name}", page, methods=["GET"], response_class=HTMLResponse, name=f"portal_{name}")
 
 
-for _name in ("gallery", "search", "queue", "models", "curation"):
+for _name in ("gallery", "search", "queue", "models"):
     _app_page(_name, f"{_name}.html")
 
 
@@ -189,3 +192,65 @@ async def job_page(request: Request, app_id: str, job_id: str) -> Response:
 async def evaluation_page(request: Request, app_id: str, model_id: str, version: str, split: str = "validation") -> Response:
     s = _require(request, app_id)
     return _page(request, "evaluation.html", s, app_id=app_id, page="models", model_id=model_id, version=version, split=split)
+
+
+@router.get("/apps/{app_id}/models/{model_id}/compare", response_class=HTMLResponse)
+async def compare_page(request: Request, app_id: str, model_id: str, a: str = "", b: str = "", split: str = "validation") -> Response:
+    """Two versions of a model side by side on one split (``CompareModelVersions``), rendered
+    here. Defaults: the newest version (B) against the one before it (A)."""
+    s = _require(request, app_id)
+    cl: Clients = request.app.state.clients
+    split = split if split in ("train", "validation", "test") else "validation"
+    ctx: dict = {"model_id": model_id, "split": split, "a": a, "b": b, "versions": [], "view": None, "message": ""}
+    try:
+        listed = await cl.training.list_model_versions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), key=s.key)
+        versions = [to_json(v) for v in listed.versions]  # newest first
+        ctx["versions"] = versions
+        ids = [v["version"] for v in versions]
+        if len(ids) < 2:
+            ctx["message"] = f"Model {model_id} has {len(ids)} trained version{'s' if len(ids) != 1 else ''}: train another to compare."
+        else:
+            b = b if b in ids else ids[0]
+            a = a if a in ids else next(v for v in ids if v != b)
+            ctx.update(a=a, b=b)
+            if a == b:
+                ctx["message"] = "Pick two different versions."
+            else:
+                req = training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=[a, b], split=split_value(split))  # type: ignore[arg-type]
+                comparison = to_json(await cl.training.compare_model_versions(req, key=s.key))
+                ctx["view"] = views.comparison_view(comparison, a, b)
+                ctx["by_version"] = {v["version"]: v for v in versions}
+    except (errors.NotFound, errors.FailedPrecondition, errors.InvalidArgument, KeyError) as exc:
+        ctx["message"] = str(exc)
+    return _page(request, "compare.html", s, app_id=app_id, page="models", **ctx)
+
+
+@router.get("/apps/{app_id}/curation", response_class=HTMLResponse)
+async def curation_page(
+    request: Request, app_id: str, metric: str = "", drift: bool = False, stream: bool = False, recent_count: str = "200"
+) -> Response:
+    """The curation page: the policy form and label errors (script), and, rendered here, the
+    active-learning rounds with their learning curve (``ListLearningRounds``) and, when asked
+    (``?drift=1``), the drift report in words (``GetDriftReport``)."""
+    s = _require(request, app_id)
+    cl: Clients = request.app.state.clients
+    ctx: dict = {"rounds": [], "curve": None, "metrics": [], "rounds_error": "", "drift": None, "drift_error": "",
+                 "stream": stream, "recent_count": max(1, min(int(recent_count) if recent_count.strip().isdigit() else 200, 10_000)), "drift_asked": drift}
+    try:
+        rounds = [to_json(r) for r in (await cl.curation.list_learning_rounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), key=s.key)).rounds]
+        metrics = views.curve_metrics(rounds)
+        ctx.update(rounds=rounds, metrics=metrics, curve=views.learning_curve(rounds, metric if metric in metrics else ""))
+    except (errors.Unauthenticated, errors.PermissionDenied):
+        raise
+    except errors.FirstlightError as exc:
+        ctx["rounds_error"] = str(exc)
+    if drift:
+        try:
+            req = curation_pb2.GetDriftReportRequest(app_id=app_id, stream=stream, recent_count=ctx["recent_count"])
+            report = to_json(await cl.curation.get_drift_report(req, key=s.key))
+            ctx["drift"] = views.drift_view(report, stream)
+        except (errors.Unauthenticated, errors.PermissionDenied):
+            raise
+        except errors.FirstlightError as exc:
+            ctx["drift_error"] = str(exc)
+    return _page(request, "curation.html", s, app_id=app_id, page="curation", **ctx)

@@ -438,7 +438,8 @@
       const v = await api("GET", appPath(`/models/${enc(m.id)}`)).catch(() => null);
       for (const ver of (v && v.versions) || []) {
         const link = el("a", { href: `/portal/apps/${enc(APP)}/models/${enc(m.id)}/versions/${enc(ver.version)}/evaluation`, text: "evaluation" });
-        tbody.append(el("tr", {}, ...[m.id, ver.version, ver.serving ? "yes" : "", fmt(ver.validation_metrics.accuracy), fmt(ver.validation_metrics.macro_f1), ver.promotion_note].map((x) => el("td", { text: x })), el("td", {}, link)));
+        const cmp = v.versions.length > 1 ? el("a", { class: "compare", href: `/portal/apps/${enc(APP)}/models/${enc(m.id)}/compare?b=${enc(ver.version)}`, text: "compare" }) : null;
+        tbody.append(el("tr", {}, ...[m.id, ver.version, ver.serving ? "yes" : "", fmt(ver.validation_metrics.accuracy), fmt(ver.validation_metrics.macro_f1), ver.promotion_note].map((x) => el("td", { text: x })), el("td", {}, link, cmp ? " · " : null, cmp)));
       }
     }
     if (!tbody.children.length) tbody.append(el("tr", {}, el("td", { colspan: 7, class: "muted", text: "No trained models yet." })));
@@ -485,7 +486,9 @@
       const row = el("tr", {}, el("th", { text: order[i] }));
       for (let j = 0; j < n; j++) {
         const v = cm[i * n + j];
-        const a = el("a", { href: `/portal/apps/${enc(APP)}/gallery?concept=${enc(order[i])}&split=${enc(split)}`, title: `${v} × true ${order[i]}, predicted ${order[j]}`, text: v, class: "cell" });
+        // The evaluation carries counts, not per-input predictions: a cell opens every input of
+        // its true concept in the split (its row), not only the ones predicted as its column.
+        const a = el("a", { href: `/portal/apps/${enc(APP)}/gallery?concept=${enc(order[i])}&split=${enc(split)}`, title: `${v} × true ${order[i]}, predicted ${order[j]} (opens every true ${order[i]} input of the split)`, text: v, class: "cell" });
         const td = el("td", { class: i === j ? "diag" : v ? "off" : "" }, a);
         td.style.setProperty("--w", String(v / max));
         row.append(td);
@@ -532,15 +535,7 @@
       }
       if (!r.errors.length) tb.append(el("tr", {}, el("td", { colspan: 6, class: "muted", text: `No suspects among ${r.examined} labeled inputs.` })));
     });
-    $("#drift-run").addEventListener("click", async () => {
-      const d = await api("GET", appPath("/curation/drift"));
-      const t = $("#drift");
-      t.replaceChildren();
-      for (const k of ["alert", "p_value", "psi", "centroid_distance", "reference_count", "recent_count"]) t.append(el("tr", {}, el("th", { text: k }), el("td", { text: fmt(d[k]) })));
-    });
-    const rs = (await api("GET", appPath("/curation/rounds"))).rounds || [];
-    const tb = $("#rounds tbody");
-    for (const r of rs) tb.append(el("tr", {}, ...[r.round, r.model_id, `${r.labels_spent} (${r.total_labels})`, r.candidate_version, r.promoted ? "yes" : "no", r.note].map((x) => el("td", { text: x }))));
+    // The rounds, their learning curve and the drift report are rendered by the gateway (portal.py).
     showPolicy();
   }
 
