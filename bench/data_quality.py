@@ -190,12 +190,13 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     t0 = time.monotonic()
     hashes = [dup.content_hash(b) for b in blobs]
     phashes = [dup.perceptual_hash(r["rgb"]) for r in rows]
+    thumbs = np.stack([dup.thumbnail(r["rgb"]) for r in rows])
     quality = [image_metrics.image_quality(r["rgb"]) for r in rows]
     t_pixels = time.monotonic() - t0
     blank = [i for i, x in enumerate(image_metrics.flag_issues(quality)) if "blank" in x]
     t0 = time.monotonic()
     nb = knn(X, outliers.DEFAULT_K)
-    groups = dup.find_duplicates(n=n, neighbors=nb, content_hashes=hashes, perceptual_hashes=phashes, threshold=args.threshold, max_hamming=args.max_hamming, embeddings=X, skip=blank)
+    groups = dup.find_duplicates(n=n, neighbors=nb, content_hashes=hashes, thumbnails=thumbs, threshold=args.threshold, embeddings=X, skip=blank)
     t_dup = time.monotonic() - t0
     copies = [(int(r["source"]), i) for i, r in enumerate(rows) if r["source"] >= 0]
     truth_pairs = {(min(a, b), max(a, b)) for a, b in copies}
@@ -205,7 +206,10 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     Xn = normalize(X)
     bl = set(blank)
     direct = {(a, b) for a, b, _ in dup.embedding_pairs(nb, args.threshold) if a not in bl and b not in bl}
-    direct |= {(a, b) for a, b, _ in dup.hash_pairs(phashes, args.max_hamming) if a not in bl and b not in bl and float(Xn[a] @ Xn[b]) >= dup.HASH_MIN_COSINE}
+    direct |= {(a, b) for a, b, _ in dup.thumbnail_pairs(nb, thumbs) if a not in bl and b not in bl}
+    # the perceptual hash (not used by default) for comparison, confirmed by the embedding
+    ph = {(a, b) for a, b, _ in dup.hash_pairs(phashes, args.max_hamming) if a not in bl and b not in bl and float(Xn[a] @ Xn[b]) >= dup.HASH_MIN_COSINE}
+    res["perceptual_hash_pairs"] = pr(ph, truth_pairs)
     direct |= {(a, b) for g in dup.exact_groups(hashes) for a in g for b in g if a < b}
     res["near_duplicates_pairs_direct"] = pr(direct, truth_pairs)
     # per kind recall
@@ -236,8 +240,9 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     labels_now = [r["label"] for r in rows]
     cscore = outliers.concept_outlier_scores(X, labels_now, k=10)
     res["concept_outlier_auroc_heldout"] = outliers.auroc(np.nan_to_num(cscore[clean]), pos[clean])
-    top = np.argsort(-score)[: pos.sum()]
-    res["outlier_precision_at_planted_count"] = float(pos[top].mean())
+    plain = np.flatnonzero(np.isin(kind, ["original", "outlier", "crop", "flip", "jpeg", "color", "exact"]))
+    top = plain[np.argsort(-score[plain])[: pos.sum()]]
+    res["outlier_precision_at_planted_count_without_bad_images"] = float(pos[top].mean())
     # image quality
     issues = image_metrics.flag_issues(quality)
     for flag, k in (("blurry", "blur"), ("dark", "dark"), ("blank", "blank")):
@@ -258,7 +263,7 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     res["worst_slices"] = [vars(s) for s in worst[:5]]
     res["worst_slice_is_weak_concept"] = bool(worst and worst[0].field == "concept" and worst[0].value == weak)
     # health check
-    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, perceptual_hashes=phashes, quality=quality)
+    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, quality=quality)
     res["health"] = {c.name: [c.status, c.count, c.message] for c in rep.checks}
     res["timings_s"] = {"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup}
     return res, X

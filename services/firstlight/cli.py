@@ -594,6 +594,34 @@ def label_errors(app_id: str, max_results: int = 20, data_dir: DataDir = DEFAULT
     console.print(table)
 
 
+@app.command("check")
+def check(
+    app_id: str,
+    dataset: str = typer.Option("", help="check this dataset's latest version (default: every indexed input of the app)"),
+    no_images: bool = typer.Option(False, "--no-images", help="skip the pixel checks (content hash, blur, blank, …)"),
+    examples: int = 5,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Data health check: duplicates, leaks across splits, tiny concepts, imbalance, outliers,
+    blank or corrupt images. Exit code 1 when a check fails."""
+    with _client(data_dir) as client, console.status("checking…"):
+        try:
+            resp = client.health_check(app_id, dataset_id=dataset, images=not no_images, max_examples=max(examples, 1))
+        except FirstlightError as exc:
+            _fail(exc)
+    colour = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    table = Table(title=f"health of {app_id}{' / ' + dataset if dataset else ''}: {resp.status} ({resp.examined} inputs)")
+    for col in ("check", "status", "count", "detail", "examples"):
+        table.add_column(col)
+    for c in resp.checks:
+        table.add_row(c.name, f"[{colour.get(c.status, 'white')}]{c.status}[/]", str(c.count), c.message, ", ".join(c.input_ids[:examples]))
+    console.print(table)
+    for g in resp.duplicate_groups[:examples]:
+        console.print(f"  {g.kind} duplicates (cos ≥ {g.similarity:.3f}): keep {g.keep}, drop {', '.join(i for i in g.input_ids if i != g.keep)}")
+    if resp.status == "fail":
+        raise typer.Exit(1)
+
+
 def _fail(exc: FirstlightError) -> None:
     console.print(f"[red]{exc}[/red]")
     raise typer.Exit(1) from None

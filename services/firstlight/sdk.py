@@ -604,6 +604,20 @@ class Firstlight:
         )
 
     @_wrap_errors
+    def health_check(
+        self, app_id: str, *, dataset_id: str = "", dataset_version: str = "", images: bool = True, near_duplicate_threshold: float = 0.0,
+        max_examples: int = 20,
+    ) -> curation_pb2.HealthCheckResponse:
+        """Data health report (pass / warn / fail per check: duplicates, leaks, tiny concepts,
+        imbalance, outliers, blank or corrupt images) of the app's inputs or of a dataset version."""
+        return self._curation().RunHealthCheck(
+            curation_pb2.HealthCheckRequest(
+                app_id=app_id, dataset_id=dataset_id, dataset_version=dataset_version, images=images,
+                near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples,
+            )
+        )
+
+    @_wrap_errors
     def label_errors(self, app_id: str, *, concepts: Iterable[str] = (), folds: int = 5, max_results: int = 100) -> curation_pb2.FindLabelErrorsResponse:
         return self._curation().FindLabelErrors(
             curation_pb2.FindLabelErrorsRequest(app_id=app_id, concepts=list(concepts), folds=folds, max_results=max_results),

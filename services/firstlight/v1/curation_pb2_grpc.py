@@ -70,6 +70,11 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
                 _registered_method=True)
+        self.RunHealthCheck = channel.unary_unary(
+                '/firstlight.v1.CurationService/RunHealthCheck',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -127,6 +132,15 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunHealthCheck(self, request, context):
+        """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
+        concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
+        the duplicate groups, outliers and per-image quality metrics behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +178,11 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.ListLearningRounds,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.SerializeToString,
+            ),
+            'RunHealthCheck': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunHealthCheck,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +375,33 @@ class CurationService:
             '/firstlight.v1.CurationService/ListLearningRounds',
             firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunHealthCheck(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/RunHealthCheck',
+            firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.FromString,
             options,
             channel_credentials,
             insecure,

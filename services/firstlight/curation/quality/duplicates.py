@@ -2,11 +2,16 @@
 
 - Exact: identical bytes (``content_hash``, SHA-256).
 - Near: embedding cosine ≥ ``threshold`` between k-nearest neighbours (``neighbors.knn``: a
-  blocked matrix product, never a Python all-pairs loop), or — for crops, re-encodes and
-  flips the embedding may place a little further apart — a perceptual hash (64-bit DCT hash of
-  the image and of its mirror) within ``max_hamming`` bits, found by band lookup (pigeonhole:
-  two hashes within 3 bits agree exactly on at least one of 4 16-bit bands), so also no
-  all-pairs loop.
+  blocked matrix product, never a Python all-pairs loop), or — for re-encodes, flips and
+  colour shifts, which the embedding may place a little further apart than two different
+  images of one class — a neighbour pair (cosine ≥ ``candidate_cosine``) whose tiny-image
+  descriptors agree (``thumbnail``: 6×6 gray, mean and contrast removed, and its mirror;
+  correlation ≥ ``THUMB_MIN``).
+- A perceptual hash (64-bit DCT hash of the image and of its mirror) within ``max_hamming``
+  bits, found by band lookup (pigeonhole: with b + 1 bands two hashes within b bits agree
+  exactly on one band), for callers without embeddings; on low-detail images (silhouettes,
+  icons) unrelated images share hashes, so with embeddings a hash match also needs
+  ``hash_min_cosine``.
 - ``group_of``: inputs that belong together anyway (frames of one video) are never reported as
   duplicates of each other.
 
@@ -31,6 +36,31 @@ DEFAULT_MAX_HAMMING = 2
 #: A perceptual-hash match counts only when the embeddings agree this much too: on
 #: low-detail images (silhouettes, icons) unrelated images share hashes.
 HASH_MIN_COSINE = 0.9
+
+
+#: Tiny-image correlation for a near-duplicate among embedding neighbours. bench/data_quality.py
+#: (animal-mnist): JPEG re-encodes ≥ 0.999, colour shifts ≥ 0.9994, flips 1.0; the closest
+#: unrelated pair 0.997.
+THUMB_MIN = 0.998
+CANDIDATE_COSINE = 0.8
+THUMB_SIZE = 6
+
+
+def thumbnail(image: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
+    """[2, size²] float32: the image's gray size×size thumbnail (box filter) with mean and scale
+    removed, and the same of its mirror. Invariant to brightness/contrast changes and (through
+    the mirror) to horizontal flips; JPEG artefacts average out."""
+    from PIL import Image
+
+    a = np.asarray(image)
+    if a.ndim == 3:
+        a = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    g = np.asarray(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX), np.float32)
+    out = []
+    for t in (g, g[:, ::-1]):
+        v = (t - t.mean()).ravel()
+        out.append(v / (np.linalg.norm(v) + 1e-6))
+    return np.stack(out).astype(np.float32)
 
 
 def content_hash(data: bytes) -> str:
@@ -134,6 +164,29 @@ def embedding_pairs(
     return [(a, b, s) for (a, b), s in sorted(out.items())]
 
 
+def thumbnail_pairs(
+    nb: Neighbors, thumbnails: np.ndarray, candidate_cosine: float = CANDIDATE_COSINE, thumb_min: float = THUMB_MIN,
+    group_of: Sequence[str] | None = None,
+) -> list[tuple[int, int, float]]:
+    """(i, j, embedding cosine) for neighbour pairs with cosine ≥ ``candidate_cosine`` whose
+    thumbnails (either orientation) correlate ≥ ``thumb_min``."""
+    rows, cols = np.nonzero(nb.sim >= candidate_cosine)
+    if not len(rows):
+        return []
+    j = nb.index[rows, cols]
+    t = np.asarray(thumbnails, np.float32)
+    corr = np.maximum(np.einsum("nd,nd->n", t[rows, 0], t[j, 0]), np.einsum("nd,nd->n", t[rows, 0], t[j, 1]))
+    out: dict[tuple[int, int], float] = {}
+    for r, c, jj, ok in zip(rows.tolist(), cols.tolist(), j.tolist(), (corr >= thumb_min).tolist()):
+        if not ok:
+            continue
+        a, b = (r, jj) if r < jj else (jj, r)
+        if group_of is not None and group_of[a] and group_of[a] == group_of[b]:
+            continue
+        out[(a, b)] = float(nb.sim[r, c])
+    return [(a, b, s) for (a, b), s in sorted(out.items())]
+
+
 def hash_pairs(
     hashes: Sequence[tuple[int, int]], max_hamming: int = DEFAULT_MAX_HAMMING, group_of: Sequence[str] | None = None
 ) -> list[tuple[int, int, int]]:
@@ -179,6 +232,9 @@ def find_duplicates(
     k: int = 10,
     hash_min_cosine: float = HASH_MIN_COSINE,
     skip: Sequence[int] = (),
+    thumbnails: np.ndarray | None = None,
+    thumb_min: float = THUMB_MIN,
+    candidate_cosine: float = CANDIDATE_COSINE,
 ) -> list[DuplicateGroup]:
     """Groups of exact and near-duplicate rows, largest first.
 
@@ -197,6 +253,13 @@ def find_duplicates(
         neighbors = knn(embeddings, k)
     if neighbors is not None:
         for a, b, s in embedding_pairs(neighbors, threshold, group_of):
+            if a in skipped or b in skipped:
+                continue
+            uf.union(a, b)
+            lowest[a] = min(lowest[a], s)
+            lowest[b] = min(lowest[b], s)
+    if neighbors is not None and thumbnails is not None:
+        for a, b, s in thumbnail_pairs(neighbors, thumbnails, candidate_cosine, thumb_min, group_of):
             if a in skipped or b in skipped:
                 continue
             uf.union(a, b)

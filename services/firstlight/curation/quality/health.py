@@ -84,6 +84,7 @@ def health_check(
     split_of: Sequence[str] | None = None,
     content_hashes: Sequence[str] | None = None,
     perceptual_hashes: Sequence[tuple[int, int]] | None = None,
+    thumbnails: np.ndarray | None = None,
     quality: Sequence[image_metrics.ImageQuality] | None = None,
     corrupt: Sequence[int] = (),
     label_error_rows: Sequence[int] | None = None,
@@ -109,7 +110,7 @@ def health_check(
     if nb is not None or content_hashes is not None or perceptual_hashes is not None:
         groups = dup.find_duplicates(
             n=n, neighbors=nb, content_hashes=content_hashes, perceptual_hashes=perceptual_hashes, threshold=threshold, group_of=group_of,
-            embeddings=embeddings, skip=blank,
+            embeddings=embeddings, skip=blank, thumbnails=thumbnails,
         )
         extra = sum(len(g.members) - 1 for g in groups)
         exact = sum(len(g.members) - 1 for g in groups if g.kind == "exact")

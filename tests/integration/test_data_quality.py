@@ -1,0 +1,79 @@
+"""The data health check through the running stack (RunHealthCheck, SDK health_check): a small
+planted app — exact copies under other ids, mirrored copies, blank images, a few digits among
+animals — and the report finds them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from firstlight import datasets
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+
+from .test_curation import digit_pngs
+
+pytestmark = pytest.mark.integration
+
+APP = "quality-it"
+CONCEPTS = ["bird", "dog", "zebra"]
+
+
+def _mirror(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(data)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _blank(level: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((28, 28, 3), level, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def planted(client: Firstlight) -> dict:
+    client.create_app(APP)
+    base = datasets.animal_mnist(20, seed=31, classes=CONCEPTS)
+    items = [UploadItem(d, [c], id=i) for i, c, d in base]
+    exact = {f"copy-{i}": base[i * 7][0] for i in range(3)}
+    mirrored = {f"mirror-{i}": base[i * 11 + 1][0] for i in range(3)}
+    by_id = {i: (c, d) for i, c, d in base}
+    items += [UploadItem(by_id[src][1], [by_id[src][0]], id=new) for new, src in exact.items()]
+    items += [UploadItem(_mirror(by_id[src][1]), [by_id[src][0]], id=new) for new, src in mirrored.items()]
+    items += [UploadItem(_blank(v), [CONCEPTS[k]], id=f"blank-{k}") for k, v in enumerate((0, 128, 255))]
+    items += [UploadItem(d, [], id=f"digit-{n}") for n, d in enumerate(digit_pngs(3))]
+    assert not client.upload(APP, items).failures
+    client.wait_indexed(APP, len(items), timeout=300)
+    return {"exact": exact, "mirrored": mirrored, "n": len(items)}
+
+
+def test_health_check_finds_the_planted_problems(client: Firstlight, planted: dict) -> None:
+    resp = client.health_check(APP, max_examples=50)
+    checks = {c.name: c for c in resp.checks}
+    assert resp.examined == planted["n"]
+    groups = [(set(g.input_ids), g.kind) for g in resp.duplicate_groups]
+    for new, src in planted["exact"].items():
+        assert ({new, src}, "exact") in groups
+    near = set().union(*(m for m, k in groups if k == "near")) if groups else set()
+    assert sum(new in near and src in near for new, src in planted["mirrored"].items()) >= 2
+    assert set(checks["corrupt_or_blank"].input_ids) == {"blank-0", "blank-1", "blank-2"}
+    assert checks["duplicates"].status in ("warn", "fail")
+    top = [o.input_id for o in resp.outliers[:8]]
+    assert sum(i.startswith("digit-") for i in top) >= 2, top
+    assert resp.status == "fail" and "| duplicates |" in resp.markdown
+    assert {f.input_id for f in resp.flagged_images} >= {"blank-0", "blank-1", "blank-2"}
+
+
+def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: dict) -> None:
+    client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    resp = client.health_check(APP, dataset_id="main", images=False)
+    checks = {c.name: c for c in resp.checks}
+    assert checks["leaks"].status in ("pass", "fail") and checks["corrupt_or_blank"].status == "skip"
+    assert checks["imbalance"].status == "pass" and checks["tiny_concepts"].status == "pass"
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        client.health_check(APP, dataset_id="no-such-dataset")
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
+        client.health_check(APP, near_duplicate_threshold=0.2)
