@@ -262,10 +262,24 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     res["model_overall_accuracy_test"] = overall
     res["worst_slices"] = [vars(s) for s in worst[:5]]
     res["worst_slice_is_weak_concept"] = bool(worst and worst[0].field == "concept" and worst[0].value == weak)
+    if args.explain:
+        from firstlight.curation.quality import explain
+        from firstlight.models import backbone
+        from firstlight.models.preprocess import to_model_input
+
+        model = backbone.load_efficientnet()
+        batch = np.stack([to_model_input(Image.fromarray(rows[i]["rgb"]), 224) for i in te[: args.explain]])
+        t0 = time.monotonic()
+        res["explain_faithfulness"] = {
+            f"{name}, {obj}": vars(explain.faithfulness(model, head.W, head.b, batch, grid=grid, objective=obj))
+            for name, grid in (("pixels", 0), ("7x7 cells", 7))
+            for obj in ("logit", "logprob")
+        }
+        res.setdefault("timings_s", {})["explain"] = time.monotonic() - t0
     # health check
     rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, quality=quality)
     res["health"] = {c.name: [c.status, c.count, c.message] for c in rep.checks}
-    res["timings_s"] = {"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup}
+    res.setdefault("timings_s", {}).update({"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup})
     return res, X
 
 
@@ -306,6 +320,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=dup.DEFAULT_THRESHOLD)
     ap.add_argument("--max-hamming", type=int, default=dup.DEFAULT_MAX_HAMMING)
     ap.add_argument("--scale", type=int, default=0, help="also run the scale check on this many embeddings (e.g. 100000)")
+    ap.add_argument("--explain", type=int, default=0, help="Grad-CAM faithfulness on this many test images")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     import torch
