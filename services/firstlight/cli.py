@@ -622,6 +622,30 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command("map")
+def embedding_map(
+    app_id: str,
+    out: Path = typer.Option(Path("map.png"), help="PNG to write"),
+    method: str = typer.Option("pca", help="pca or tsne"),
+    color_by: str = typer.Option("concept", help="concept or split"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """A 2-D map of the app's embeddings as a PNG, coloured by concept or split."""
+    from firstlight.curation.quality import projection
+
+    with _client(data_dir) as client, console.status("projecting…"):
+        try:
+            ids, coords, labels = client.embedding_map(app_id, method=method, color_by=color_by)
+        except (FirstlightError, ValueError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    if not ids:
+        console.print(f"[red]app {app_id!r} has no indexed inputs[/red]")
+        raise typer.Exit(1)
+    out.write_bytes(projection.map_png(coords, labels, title=f"{app_id}: {len(ids)} inputs ({method}, by {color_by})"))
+    console.print(f"wrote {out} ({len(ids)} inputs)")
+
+
 def _fail(exc: FirstlightError) -> None:
     console.print(f"[red]{exc}[/red]")
     raise typer.Exit(1) from None

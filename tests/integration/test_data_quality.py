@@ -77,3 +77,9 @@ def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: di
         client.health_check(APP, dataset_id="no-such-dataset")
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
         client.health_check(APP, near_duplicate_threshold=0.2)
+
+
+def test_embedding_map(client: Firstlight, planted: dict) -> None:
+    ids, coords, labels = client.embedding_map(APP, method="pca")
+    assert len(ids) == planted["n"] and coords.shape == (planted["n"], 2)
+    assert set(labels) == set(CONCEPTS) | {""}  # the digits are unlabeled
