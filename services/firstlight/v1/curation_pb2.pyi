@@ -878,7 +878,9 @@ class HealthCheckResult(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     INPUT_IDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """duplicates, leaks, tiny_concepts, imbalance, label_errors, outliers, corrupt_or_blank."""
+    """duplicates, leaks, tiny_concepts, imbalance, split_balance, label_errors, outliers,
+    corrupt_or_blank.
+    """
     status: _builtins.str
     """pass, warn, fail or skip."""
     message: _builtins.str

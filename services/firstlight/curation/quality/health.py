@@ -150,7 +150,13 @@ def health_check(
         checks.append(Check("tiny_concepts", status, ", ".join(f"{c}: {counts[c]}" for c in small[:10]) or f"smallest has {worst}", len(small)))
         ratio = max(counts.values()) / worst if len(counts) > 1 else 1.0
         checks.append(Check("imbalance", _grade(ratio, t.imbalance_warn, t.imbalance_fail), f"largest / smallest concept = {ratio:.1f}", 0))
-        details["balance"] = splits.class_balance([c for c in labels if c], [s for c, s in zip(labels, split_of)] if split_of is not None and any(labels) else None)
+        kept = [i for i, c in enumerate(labels) if c]
+        balance = splits.class_balance([labels[i] for i in kept], [split_of[i] for i in kept] if split_of is not None else None)
+        details["balance"] = balance
+        if split_of is not None:
+            missing = {s: v["missing"] for s, v in balance["splits"].items() if s in ("train", "validation", "test") and v["missing"]}  # type: ignore[union-attr]
+            text = "; ".join(f"{s}: no {', '.join(m[:5])}" for s, m in missing.items())
+            checks.append(Check("split_balance", WARN if missing else PASS, text or "every concept in every split", sum(len(m) for m in missing.values())))
     else:
         checks.append(Check("tiny_concepts", SKIP, "no labeled inputs"))
         checks.append(Check("imbalance", SKIP, "no labeled inputs"))
