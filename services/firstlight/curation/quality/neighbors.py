@@ -85,8 +85,9 @@ def knn(
     # exact re-rank of the candidates in full dimension
     idx_out = np.empty((n, k), np.int64)
     sim_out = np.empty((n, k), np.float32)
-    for start in range(0, n, block):
-        end = min(start + block, n)
+    rerank = max(1, (64 << 20) // (kc * d * 4))  # rows per gather: ~64 MB of candidate vectors
+    for start in range(0, n, rerank):
+        end = min(start + rerank, n)
         c = cand[start:end]  # [b, kc]
         exact = torch.einsum("bd,bkd->bk", full[start:end], full[c])
         vals, order = torch.topk(exact, k, dim=1)
