@@ -43,6 +43,7 @@ def _pca_basis(X: np.ndarray, dim: int, seed: int, sample: int = 20_000) -> tupl
 
 def _topk_blocked(Q: torch.Tensor, B: torch.Tensor, k: int, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     n = Q.shape[0]
+    block = max(1, min(block, (256 << 20) // (4 * B.shape[0])))  # a block of scores ≤ 256 MB
     idx_out = torch.empty((n, k), dtype=torch.int64)
     sim_out = torch.empty((n, k), dtype=torch.float32)
     for start in range(0, n, block):
