@@ -64,7 +64,7 @@ def knn(
     *,
     exact_below: int = 20_000,
     proj_dim: int = 128,
-    oversample: int = 3,
+    oversample: float = 0.5,
     block: int = 2048,
     seed: int = 0,
 ) -> Neighbors:
@@ -81,7 +81,7 @@ def knn(
     mean, basis = _pca_basis(Xn, proj_dim, seed)
     P = normalize((Xn - mean) @ basis)
     Pt = torch.from_numpy(P)
-    kc = min(n - 1, k * oversample + 5)
+    kc = min(n - 1, k + max(10, int(k * oversample)))  # candidates re-ranked exactly
     cand, _ = _topk_blocked(Pt, Pt, kc, block)
     # exact re-rank of the candidates in full dimension
     idx_out = np.empty((n, k), np.int64)
