@@ -262,6 +262,21 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     res["model_overall_accuracy_test"] = overall
     res["worst_slices"] = [vars(s) for s in worst[:5]]
     res["worst_slice_is_weak_concept"] = bool(worst and worst[0].field == "concept" and worst[0].value == weak)
+    res["weak_concept_rank"] = next((k + 1 for k, w in enumerate(worst) if w.field == "concept" and w.value == weak), None)
+    # the planted effect: the weak concept's test accuracy with the clean labels vs the planted ones
+    clean_head = train_transfer(X[tr], [rows[i]["true"] if rows[i]["kind"] != "outlier" else labels_now[i] for i in tr], data["classes"], TransferSettings())
+    clean_pred = [data["classes"][int(k)] for k in clean_head.predict_proba(X[te]).argmax(1)]
+    w_rows = [j for j, i in enumerate(te) if rows[i]["true"] == weak]
+    res["weak_concept_test_accuracy"] = {
+        "clean_labels": float(np.mean([clean_pred[j] == weak for j in w_rows])),
+        "planted": float(np.mean([pred[j] == weak for j in w_rows])),
+        "n": len(w_rows),
+    }
+    for w in res["worst_slices"]:
+        if w["field"] == "cluster":
+            members = [rows[te[j]]["true"] for j, c in enumerate(fields["cluster"]) if c == w["value"]]
+            top = max(set(members), key=members.count)
+            w["majority_concept"] = f"{top} ({members.count(top)}/{len(members)})"
     if args.explain:
         from firstlight.curation.quality import explain
         from firstlight.models import backbone
