@@ -622,6 +622,30 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command("slices")
+def worst_slices(
+    app_id: str,
+    model_id: str,
+    version: str = "",
+    split: str = "validation",
+    min_size: int = 20,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Where a model version does worst on a split: per concept, embedding cluster and image-quality quartile."""
+    with _client(data_dir) as client:
+        try:
+            resp = client.worst_slices(app_id, model_id, version=version, split=split, min_size=min_size)
+        except FirstlightError as exc:
+            _fail(exc)
+    table = Table(title=f"{model_id} v{resp.model_version} on {resp.split}: accuracy {resp.accuracy:.3f} over {resp.count} inputs")
+    for col in ("slice", "n", "accuracy", "95% interval", "gap", "note"):
+        table.add_column(col)
+    for s in resp.slices:
+        note = f"mostly {s.majority_concept} ({s.majority_share:.0%})" if s.majority_concept else (f"F1 {s.f1:.3f}" if s.field == "concept" else "")
+        table.add_row(f"{s.field}={s.value}", str(s.count), f"{s.accuracy:.3f}", f"{s.accuracy_low:.3f}-{s.accuracy_high:.3f}", f"{s.gap:+.3f}", note)
+    console.print(table)
+
+
 @app.command("map")
 def embedding_map(
     app_id: str,

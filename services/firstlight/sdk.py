@@ -57,7 +57,7 @@ IDEMPOTENT_RPCS = frozenset({
     "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
     "Predict", "ListModels", "PredictWorkflow",
     "GetDataset", "GetTrainingJob", "ListModelVersions",
-    "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport", "RunHealthCheck",
+    "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport", "RunHealthCheck", "GetWorstSlices",
 })  # fmt: skip
 
 
@@ -616,6 +616,17 @@ class Firstlight:
                 near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples,
             ),
             timeout=timeout_s,  # the first check of an app reads and decodes every image
+        )
+
+    @_wrap_errors
+    def worst_slices(
+        self, app_id: str, model_id: str, *, version: str = "", split: str = "validation", min_size: int = 20, limit: int = 20
+    ) -> curation_pb2.WorstSlicesResponse:
+        """Where a model version does worst on a split (per concept, embedding cluster, quality
+        quartile), with Wilson intervals, worst first."""
+        return self._curation().GetWorstSlices(
+            curation_pb2.WorstSlicesRequest(app_id=app_id, model_id=model_id, model_version=version, split=split, min_size=min_size, limit=limit),
+            timeout=self.timeout_s,
         )
 
     @_wrap_errors

@@ -83,3 +83,20 @@ def test_embedding_map(client: Firstlight, planted: dict) -> None:
     ids, coords, labels = client.embedding_map(APP, method="pca")
     assert len(ids) == planted["n"] and coords.shape == (planted["n"], 2)
     assert set(labels) == set(CONCEPTS) | {""}  # the digits are unlabeled
+
+
+def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) -> None:
+    try:
+        client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    except FirstlightError:
+        pass  # made by the test above
+    client.create_model(APP, "animals", CONCEPTS, exist_ok=True)
+    client.train(APP, "animals", "main")
+    resp = client.worst_slices(APP, "animals", split="test", min_size=3)
+    assert resp.count > 10 and 0.0 <= resp.accuracy <= 1.0 and resp.split == "test"
+    assert resp.slices and {s.field for s in resp.slices} <= {"concept", "cluster", "q_brightness", "q_contrast", "q_blur"}
+    assert all(s.count >= 3 and s.accuracy_low <= s.accuracy <= s.accuracy_high for s in resp.slices)
+    gaps = [s.confident_gap for s in resp.slices]
+    assert gaps == sorted(gaps, reverse=True)
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
+        client.worst_slices(APP, "animals", split="holdout")

@@ -63,3 +63,40 @@ def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     assert cur.health_check("app", images=True)["examined"] == 43
     with pytest.raises(InvalidArgument):
         cur.health_check("app", threshold=0.1)
+
+
+class FakeModels:
+    def __init__(self, rows):  # type: ignore[no-untyped-def]
+        self.rows = rows
+
+    def get_version(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
+        return {"dataset_id": "main", "dataset_version": "v1"}
+
+    def dataset_rows(self, app_id, dataset_id, version):  # type: ignore[no-untyped-def]
+        return self.rows
+
+
+def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
+    from firstlight.training.head import LinearHead
+    from firstlight.training.store import DatasetRow
+
+    rng = np.random.default_rng(0)
+    concepts = ["a", "b", "c"]
+    centres = np.eye(3, 16) * 3
+    platform = FakePlatform()
+    platform.vec, rows = {}, []
+    for k in range(300):
+        c = k % 3
+        # concept "c" overlaps "b": the head confuses them
+        v = centres[c] + rng.normal(size=16) * (2.0 if c == 2 else 0.5)
+        platform.vec[f"v{k}"] = v.astype(np.float32)
+        rows.append(DatasetRow(f"v{k}", [concepts[c]], 2))
+    cur = Curation(platform, tmp_path, models=FakeModels(rows))
+    head = LinearHead(concepts, centres.astype(np.float32), np.zeros(3, np.float32))
+    cur._head = lambda app_id, model_id, version: (head, {"concepts": concepts}, "1")  # type: ignore[method-assign]
+    r = cur.worst_slices("app", "m", "", "validation", min_size=20)
+    first = r["slices"][0][0]
+    assert r["count"] == 300 and (first.field, first.value) == ("concept", "c") and first.confident_gap > 0
+    assert all(s.n >= 20 for s, _, _ in r["slices"])
+    with pytest.raises(InvalidArgument):
+        cur.worst_slices("app", "m", "", "holdout")

@@ -304,3 +304,47 @@ class Curation:
             "flagged_images": [(ids[r], quality[r].to_dict(), issues[r]) for r in range(len(issues)) if issues[r]][:top],
             "markdown": report.to_markdown(),
         }
+
+    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict:  # type: ignore[type-arg]
+        """Slices of a split of the version's dataset where the head does worst: true concept,
+        embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
+        brightness, contrast and blur."""
+        from firstlight.curation.quality import image_metrics, slices
+
+        validation.app_id(app_id)
+        split = split or "validation"
+        codes = {v: k for k, v in _SPLIT_NAMES.items()}
+        if split not in ("validation", "test", "train"):
+            raise InvalidArgument(f"split must be train, validation or test (got {split!r})")
+        min_size = min_size or 20
+        limit = limit or 20
+        if min_size < 1 or not 0 < limit <= 1000:
+            raise InvalidArgument("min_size must be ≥ 1 and limit between 1 and 1000")
+        head, model, version = self._head(app_id, model_id, version)
+        v, rows = self._version_rows(app_id, model_id, version)
+        if v is None:
+            raise FailedPrecondition(f"model {model_id!r} version {version!r} has no training record (its dataset is unknown)")
+        concepts = set(model["concepts"])
+        truth = {r.input_id: r.concepts[0] for r in rows if r.split == codes[split] and len(r.concepts) == 1 and r.concepts[0] in concepts}
+        ids, X = self._matrix(app_id, sorted(truth))
+        if not ids:
+            raise FailedPrecondition(f"the {split} split of model {model_id!r} version {version} has no single-label, indexed inputs")
+        pred = head.predict(X)
+        y = [truth[i] for i in ids]
+        fields: dict[str, list[str]] = {}
+        if len(ids) >= 2 * min_size:
+            fields["cluster"] = slices.kmeans_clusters(X)
+        facts = [self._pixels.get((app_id, i)) for i in ids]
+        if all(f is not None for f in facts):
+            for metric in ("brightness", "contrast", "blur"):
+                fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])  # type: ignore[union-attr]
+        overall, worst = slices.worst_slices(y, pred, fields, min_size=min_size, limit=limit)
+        out = []
+        for s in worst:
+            majority, share = "", 0.0
+            if s.field == "cluster":
+                members = [y[k] for k, c in enumerate(fields["cluster"]) if c == s.value]
+                majority = max(set(members), key=members.count)
+                share = members.count(majority) / len(members)
+            out.append((s, majority, share))
+        return {"version": str(version), "split": split, "count": len(ids), "accuracy": overall, "slices": out}

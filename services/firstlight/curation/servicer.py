@@ -152,6 +152,21 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             markdown=r["markdown"],
         )
 
+    async def GetWorstSlices(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(
+            self.curation.worst_slices, request.app_id, request.model_id, request.model_version, request.split, request.min_size, request.limit
+        )
+        return curation_pb2.WorstSlicesResponse(
+            model_version=r["version"], split=r["split"], count=r["count"], accuracy=r["accuracy"],
+            slices=[
+                curation_pb2.Slice(
+                    field=s.field, value=s.value, count=s.n, accuracy=s.accuracy, accuracy_low=s.low, accuracy_high=s.high, gap=s.gap,
+                    confident_gap=s.confident_gap, f1=s.f1 or 0.0, majority_concept=m, majority_share=share,
+                )
+                for s, m, share in r["slices"]
+            ],
+        )
+
 
 def add_to_server(servicer: CurationServicer, server: grpc.aio.Server) -> list[str]:
     curation_pb2_grpc.add_CurationServiceServicer_to_server(servicer, server)

@@ -1079,3 +1079,143 @@ class HealthCheckResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HealthCheckResponse: _TypeAlias = HealthCheckResponse  # noqa: Y015
+
+@_typing.final
+class WorstSlicesRequest(_message.Message):
+    """GetWorstSlices arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model (a head on the stored embeddings: transfer or one-shot classifier)."""
+    model_version: _builtins.str
+    """Version ("" = serving version)."""
+    split: _builtins.str
+    """Split of the version's dataset to score: validation (default) or test."""
+    min_size: _builtins.int
+    """Smallest slice reported (0 = 20)."""
+    limit: _builtins.int
+    """Most slices returned (0 = 20)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        split: _builtins.str = ...,
+        min_size: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorstSlicesRequest: _TypeAlias = WorstSlicesRequest  # noqa: Y015
+
+@_typing.final
+class Slice(_message.Message):
+    """One slice of a split."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    ACCURACY_LOW_FIELD_NUMBER: _builtins.int
+    ACCURACY_HIGH_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    CONFIDENT_GAP_FIELD_NUMBER: _builtins.int
+    F1_FIELD_NUMBER: _builtins.int
+    MAJORITY_CONCEPT_FIELD_NUMBER: _builtins.int
+    MAJORITY_SHARE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """concept, cluster, or q_<metric> (a quartile of an image-quality metric)."""
+    value: _builtins.str
+    """The concept, cluster (c0, …) or quartile (q1 = lowest)."""
+    count: _builtins.int
+    """Inputs in the slice."""
+    accuracy: _builtins.float
+    """Share predicted correctly, and its 95% Wilson interval."""
+    accuracy_low: _builtins.float
+    accuracy_high: _builtins.float
+    gap: _builtins.float
+    """Overall accuracy minus the slice's."""
+    confident_gap: _builtins.float
+    """Overall accuracy minus the slice's upper bound (> 0: worse than overall with 95% confidence)."""
+    f1: _builtins.float
+    """For concept slices: the concept's F1."""
+    majority_concept: _builtins.str
+    """For cluster slices: its most common true concept and that concept's share."""
+    majority_share: _builtins.float
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+        count: _builtins.int = ...,
+        accuracy: _builtins.float = ...,
+        accuracy_low: _builtins.float = ...,
+        accuracy_high: _builtins.float = ...,
+        gap: _builtins.float = ...,
+        confident_gap: _builtins.float = ...,
+        f1: _builtins.float = ...,
+        majority_concept: _builtins.str = ...,
+        majority_share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_high", b"accuracy_high", "accuracy_low", b"accuracy_low", "confident_gap", b"confident_gap", "count", b"count", "f1", b"f1", "field", b"field", "gap", b"gap", "majority_concept", b"majority_concept", "majority_share", b"majority_share", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Slice: _TypeAlias = Slice  # noqa: Y015
+
+@_typing.final
+class WorstSlicesResponse(_message.Message):
+    """GetWorstSlices result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    SLICES_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Version scored."""
+    split: _builtins.str
+    """Split scored."""
+    count: _builtins.int
+    """Inputs scored and the overall accuracy on them."""
+    accuracy: _builtins.float
+    @_builtins.property
+    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]:
+        """Worst first."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        split: _builtins.str = ...,
+        count: _builtins.int = ...,
+        accuracy: _builtins.float = ...,
+        slices: _abc.Iterable[Global___Slice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "count", b"count", "model_version", b"model_version", "slices", b"slices", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorstSlicesResponse: _TypeAlias = WorstSlicesResponse  # noqa: Y015

@@ -60,6 +60,11 @@ class CurationServiceStub:
     concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
     the duplicate groups, outliers and per-image quality metrics behind it.
     """
+    GetWorstSlices: _grpc.UnaryUnaryMultiCallable[_curation_pb2.WorstSlicesRequest, _curation_pb2.WorstSlicesResponse]
+    """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+    embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+    to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -88,6 +93,11 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
     concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
     the duplicate groups, outliers and per-image quality metrics behind it.
+    """
+    GetWorstSlices: _aio.UnaryUnaryMultiCallable[_curation_pb2.WorstSlicesRequest, _curation_pb2.WorstSlicesResponse]  # type: ignore[assignment]
+    """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+    embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+    to the overall accuracy (pessimistic: overall minus the slice's upper bound).
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -162,6 +172,17 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
         concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
         the duplicate groups, outliers and per-image quality metrics behind it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWorstSlices(
+        self,
+        request: _curation_pb2.WorstSlicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.WorstSlicesResponse, _abc.Awaitable[_curation_pb2.WorstSlicesResponse]]:
+        """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+        embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+        to the overall accuracy (pessimistic: overall minus the slice's upper bound).
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
