@@ -600,13 +600,14 @@ def check(
     dataset: str = typer.Option("", help="check this dataset's latest version (default: every indexed input of the app)"),
     no_images: bool = typer.Option(False, "--no-images", help="skip the pixel checks (content hash, blur, blank, …)"),
     examples: int = 5,
+    group_key: str = typer.Option("", help="metadata key grouping inputs that belong together (e.g. video_id)"),
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Data health check: duplicates, leaks across splits, tiny concepts, imbalance, outliers,
     blank or corrupt images. Exit code 1 when a check fails."""
     with _client(data_dir) as client, console.status("checking…"):
         try:
-            resp = client.health_check(app_id, dataset_id=dataset, images=not no_images, max_examples=max(examples, 1))
+            resp = client.health_check(app_id, dataset_id=dataset, images=not no_images, max_examples=max(examples, 1), group_key=group_key)
         except FirstlightError as exc:
             _fail(exc)
     colour = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}

@@ -606,14 +606,14 @@ class Firstlight:
     @_wrap_errors
     def health_check(
         self, app_id: str, *, dataset_id: str = "", dataset_version: str = "", images: bool = True, near_duplicate_threshold: float = 0.0,
-        max_examples: int = 20, timeout_s: float = 600.0,
+        max_examples: int = 20, group_key: str = "", timeout_s: float = 600.0,
     ) -> curation_pb2.HealthCheckResponse:
         """Data health report (pass / warn / fail per check: duplicates, leaks, tiny concepts,
         imbalance, outliers, blank or corrupt images) of the app's inputs or of a dataset version."""
         return self._curation().RunHealthCheck(
             curation_pb2.HealthCheckRequest(
                 app_id=app_id, dataset_id=dataset_id, dataset_version=dataset_version, images=images,
-                near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples,
+                near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples, group_key=group_key,
             ),
             timeout=timeout_s,  # the first check of an app reads and decodes every image
         )

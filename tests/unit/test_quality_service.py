@@ -48,6 +48,9 @@ class FakePlatform:
     def blobs_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
         return {i: self.blob[i] for i in input_ids}
 
+    def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
+        return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
+
 
 def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     platform = FakePlatform()
@@ -63,6 +66,11 @@ def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     assert cur.health_check("app", images=True)["examined"] == 43
     with pytest.raises(InvalidArgument):
         cur.health_check("app", threshold=0.1)
+    # as two frames of one video, i3 and dup are not duplicates, but the video spans two splits: a leak
+    g = cur.health_check("app", images=True, group_key="video_id")
+    assert g["duplicate_groups"] == []
+    leaks = {name: ids for name, _, _, _, ids in g["checks"]}["leaks"]
+    assert leaks == ["dup"]
 
 
 class FakeModels:

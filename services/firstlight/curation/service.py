@@ -35,6 +35,7 @@ class CurationPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
+    def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,8 @@ class Curation:
         return {i: f for i, f in facts.items() if f is not None}, corrupt
 
     def health_check(
-        self, app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = False, threshold: float = 0.0, max_examples: int = 0
+        self, app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = False, threshold: float = 0.0, max_examples: int = 0,
+        group_key: str = "",
     ) -> dict:  # type: ignore[type-arg]
         """The health report of an app's indexed inputs or of a dataset version (rows, splits and
         labels as frozen), with its details keyed by input id."""
@@ -287,9 +289,13 @@ class Curation:
                 quality=[facts[i].quality if i in facts else none for i in ids],
             )
         row = {i: k for k, i in enumerate(ids)}
+        group_of = None
+        if group_key:
+            values = self.platform.metadata_values(app_id, group_key)
+            group_of = [values.get(i, "") for i in ids]
         report, details = health.health_check(
             labels, embeddings=X, split_of=split_of if any(split_of) else None, threshold=threshold,
-            corrupt=[row[i] for i in corrupt if i in row], **kw,
+            corrupt=[row[i] for i in corrupt if i in row], group_of=group_of, **kw,
         )
         score = details.get("outlier_scores")
         order = np.argsort(-score)[:top] if score is not None else []

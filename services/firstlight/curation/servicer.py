@@ -140,7 +140,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
     async def RunHealthCheck(self, request, context):  # type: ignore[no-untyped-def]
         r = await asyncio.to_thread(
             self.curation.health_check, request.app_id, request.dataset_id, request.dataset_version, request.images,
-            request.near_duplicate_threshold, request.max_examples,
+            request.near_duplicate_threshold, request.max_examples, request.group_key,
         )
         return curation_pb2.HealthCheckResponse(
             status=r["status"],

@@ -90,6 +90,16 @@ class GrpcPlatform:
                 out[input_id] = np.asarray(rgb, dtype=np.uint8)
         return out
 
+    def metadata_values(self, app_id: str, key: str) -> dict[str, str]:
+        """Input id → the value of metadata ``key``, for the app's inputs that have it."""
+        out, token = {}, ""
+        while True:
+            resp = _call(self.ingestion.ListInputs, ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=1000, page_token=token))
+            out.update({i.id: i.metadata[key] for i in resp.inputs if key in i.metadata})
+            token = resp.next_page_token
+            if not token:
+                return out
+
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]:
         """The stored bytes of inputs (curation's image-quality checks); inputs whose blob is
         gone are left out."""

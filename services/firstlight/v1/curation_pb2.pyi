@@ -833,6 +833,7 @@ class HealthCheckRequest(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _builtins.int
     MAX_EXAMPLES_FIELD_NUMBER: _builtins.int
+    GROUP_KEY_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     dataset_id: _builtins.str
@@ -848,6 +849,11 @@ class HealthCheckRequest(_message.Message):
     """Embedding cosine at or above which two inputs are near-duplicates (0 = the default, 0.985)."""
     max_examples: _builtins.int
     """Examples returned per check and list (0 = 20)."""
+    group_key: _builtins.str
+    """Input metadata key whose value groups inputs that belong together (e.g. "video_id": the
+    frames of one video). Members of a group are never reported as duplicates of each other,
+    and a group with members in several splits is a leak ("" = no grouping).
+    """
     def __init__(
         self,
         *,
@@ -857,10 +863,11 @@ class HealthCheckRequest(_message.Message):
         images: _builtins.bool = ...,
         near_duplicate_threshold: _builtins.float = ...,
         max_examples: _builtins.int = ...,
+        group_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "images", b"images", "max_examples", b"max_examples", "near_duplicate_threshold", b"near_duplicate_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "group_key", b"group_key", "images", b"images", "max_examples", b"max_examples", "near_duplicate_threshold", b"near_duplicate_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

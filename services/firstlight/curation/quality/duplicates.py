@@ -247,8 +247,12 @@ def find_duplicates(
     lowest = [1.0] * n
     exact_sets = exact_groups(content_hashes) if content_hashes is not None else []
     for g in exact_sets:
-        for i in g[1:]:
-            uf.union(g[0], i)
+        # identical bytes all within one group_of key (frames of one video) are not duplicates;
+        # once another input shares them, every member is a copy of that one
+        keys = {group_of[i] or f"\0{i}" for i in g} if group_of is not None else {str(i) for i in g}
+        if len(keys) > 1:
+            for i in g[1:]:
+                uf.union(g[0], i)
     if neighbors is None and embeddings is not None and len(embeddings) > 1:
         neighbors = knn(embeddings, k)
     if neighbors is not None:
