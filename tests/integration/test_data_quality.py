@@ -37,11 +37,13 @@ def _blank(level: int) -> bytes:
 def planted(client: Firstlight) -> dict:
     client.create_app(APP)
     base = datasets.animal_mnist(20, seed=31, classes=CONCEPTS)
-    items = [UploadItem(d, [c], id=i) for i, c, d in base]
     exact = {f"copy-{i}": base[i * 7][0] for i in range(3)}
+    # copy-0 and its source are two frames of one video
+    clip = {"copy-0": {"video_id": "clip-0"}, base[0][0]: {"video_id": "clip-0"}}
+    items = [UploadItem(d, [c], id=i, metadata=clip.get(i, {})) for i, c, d in base]
     mirrored = {f"mirror-{i}": base[i * 11 + 1][0] for i in range(3)}
     by_id = {i: (c, d) for i, c, d in base}
-    items += [UploadItem(by_id[src][1], [by_id[src][0]], id=new) for new, src in exact.items()]
+    items += [UploadItem(by_id[src][1], [by_id[src][0]], id=new, metadata=clip.get(new, {})) for new, src in exact.items()]
     items += [UploadItem(_mirror(by_id[src][1]), [by_id[src][0]], id=new) for new, src in mirrored.items()]
     items += [UploadItem(_blank(v), [CONCEPTS[k]], id=f"blank-{k}") for k, v in enumerate((0, 128, 255))]
     items += [UploadItem(d, [], id=f"digit-{n}") for n, d in enumerate(digit_pngs(3))]
@@ -65,6 +67,13 @@ def test_health_check_finds_the_planted_problems(client: Firstlight, planted: di
     assert sum(i.startswith("digit-") for i in top) >= 2, top
     assert resp.status == "fail" and "| duplicates |" in resp.markdown
     assert {f.input_id for f in resp.flagged_images} >= {"blank-0", "blank-1", "blank-2"}
+
+
+def test_frames_of_one_video_are_not_duplicates(client: Firstlight, planted: dict) -> None:
+    resp = client.health_check(APP, group_key="video_id", max_examples=50)
+    groups = [set(g.input_ids) for g in resp.duplicate_groups]
+    assert {"copy-0", planted["exact"]["copy-0"]} not in groups
+    assert {"copy-1", planted["exact"]["copy-1"]} in groups
 
 
 def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: dict) -> None:
@@ -100,3 +109,26 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
     assert gaps == sorted(gaps, reverse=True)
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
         client.worst_slices(APP, "animals", split="holdout")
+
+
+def test_a_new_users_folder_through_the_cli(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Upload a folder of class sub-folders with the CLI, then `firstlight check` and `map`."""
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    folder = tmp_path / "photos"
+    datasets.export_animal_mnist(folder, per_class=8, seed=41)
+    for k, src in enumerate(sorted((folder / "cat").glob("*.png"))[:5]):  # five copies under other names
+        (src.parent / f"copy-{k}.png").write_bytes(src.read_bytes())
+    (folder / "bear" / "blank.png").write_bytes(_blank(0))
+    runner = CliRunner()
+    up = runner.invoke(cli, ["upload", "cli-check", str(folder), "--data-dir", str(stack.data_dir)])
+    assert up.exit_code == 0, up.output
+    out = runner.invoke(cli, ["check", "cli-check", "--examples", "3", "--data-dir", str(stack.data_dir)])
+    assert out.exit_code == 1, out.output  # a failing check (duplicates: 5 of 86 ≥ 5 %) exits 1
+    assert "fail" in out.output and "exact duplicates" in out.output
+    png = tmp_path / "map.png"
+    m = runner.invoke(cli, ["map", "cli-check", "--out", str(png), "--data-dir", str(stack.data_dir)])
+    assert m.exit_code == 0, m.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
