@@ -92,15 +92,15 @@ def test_efficientnet_fine_tune_end_to_end(tmp_path, data):
     """The packaged ImageNet weights load, fine-tune at a small size with the template's default
     learning rate, warm-up and clipping, and export.
 
-    Measured over seeds 0-4 (6 epochs): validation accuracy 1.000 on every seed, final loss
-    0.15-0.35, no restart. The old default (lrate 0.01, no warm-up or clipping) ended at accuracy
-    0.5 on 2 of 5 seeds here and on every run on another CPU; the guard now fails or restarts such
-    runs (test_deep_loop)."""
+    Measured over seeds 0-4 (these 4 epochs): validation accuracy 1.000 on every seed, final loss
+    0.011-0.087, no restart (6 epochs: loss 0.000-0.009). The old default (lrate 0.01, no warm-up
+    or clipping) ended at accuracy 0.5 on 2 of 5 seeds over 6 epochs here, and on every run on
+    another CPU; the guard now restarts or fails such runs (test_deep_loop)."""
     h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 4, "batch_size": 16})
-    assert (h["lrate"], h["warmup_epochs"], h["max_grad_norm"], h["divergence_retries"]) == (0.003, 1, 1.0, 2)
+    assert (h["lrate"], h["warmup_epochs"], h["max_grad_norm"], h["divergence_retries"]) == (0.03, 1, 1.0, 2)
     result = classifier.TEMPLATE.fit(LocalContext(data, h, tmp_path, device="cpu"))
     assert result.validation["accuracy"] >= 0.75, result.validation
-    assert result.report["lrate_used"] <= 0.003 and isinstance(result.report["divergence_restarts"], list)
+    assert result.report["lrate_used"] <= 0.03 and isinstance(result.report["divergence_restarts"], list)
     assert result.module(torch.from_numpy(classifier.prepare_images(data.test.images[:2], 64))).shape == (2, 2)
 
 

@@ -58,7 +58,7 @@ EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
     # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
     f"FIRSTLIGHT_{name.upper()}" for name in config.TritonSettings.model_fields
 }
-KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in SETTINGS.values() for name in cls.model_fields} | EXTRA_ENV
+KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in [*SETTINGS.values(), config.GatewaySettings] for name in cls.model_fields} | EXTRA_ENV
 SERVICE_UID = 10001
 #: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
 #: Workload names double as Service names, so this is also the set of (host, port) addresses each

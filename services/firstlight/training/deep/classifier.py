@@ -45,9 +45,9 @@ from firstlight.training.hyper import SettingSpec
 NAME = "visual_classifier"
 ARCHITECTURES = ("efficientnet_lite0", "resnet_scratch")
 
-# Warm-up and clipping keep a rate above the default stable too (see the sweep in
-# docs/deep-training.md, "Learning rate"): with the gradient norm clipped to 1, lrate 0.001-0.1 all
-# fit the unit test's images, where 0.01 unclipped stayed at chance and 0.03 diverged.
+# Warm-up and gradient clipping are what keep the default rate (0.03) stable: without them lrate
+# 0.01 left the unit test's fine-tune at chance on some CPUs and 0.03 diverged; with them 0.001-0.1
+# all fit it (docs/deep-training.md, "Learning rate").
 WARMUP_EPOCHS = 1
 MAX_GRAD_NORM = 1.0
 
