@@ -24,14 +24,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, deep_training, inference, ingest, kafka, search, text_search, training
+from bench import common, data_quality, deep_training, inference, ingest, kafka, search, text_search, training
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "text_search", "search", "inference", "training", "deep_training", "kafka")
+SECTIONS = ("ingest", "text_search", "search", "inference", "training", "deep_training", "kafka", "data_quality")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
-STACKLESS = ("deep_training",)
+STACKLESS = ("deep_training", "data_quality")
 
 
 def machine() -> dict:
@@ -218,6 +218,8 @@ def main(argv: list[str]) -> int:
     # After the stack is down: training throughput is measured on a host with nothing else of ours.
     if "deep_training" in args.sections:
         run_section("deep_training", lambda: deep_training.run(quick=args.quick, log=log))
+    if "data_quality" in args.sections:  # planted problems and the 100k duplicate/outlier passes (issue 19)
+        run_section("data_quality", lambda: data_quality.run(quick=args.quick, log=log))
 
     total = time.perf_counter() - began
     console.print()

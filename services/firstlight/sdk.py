@@ -635,6 +635,61 @@ class Firstlight:
         )
 
     @_wrap_errors
+    def health_check(
+        self, app_id: str, *, dataset_id: str = "", dataset_version: str = "", images: bool = True, near_duplicate_threshold: float = 0.0,
+        max_examples: int = 20, group_key: str = "", timeout_s: float = 600.0,
+    ) -> curation_pb2.HealthCheckResponse:
+        """Data health report (pass / warn / fail per check: duplicates, leaks, tiny concepts,
+        imbalance, outliers, blank or corrupt images) of the app's inputs or of a dataset version."""
+        return self._curation().RunHealthCheck(
+            curation_pb2.HealthCheckRequest(
+                app_id=app_id, dataset_id=dataset_id, dataset_version=dataset_version, images=images,
+                near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples, group_key=group_key,
+            ),
+            timeout=timeout_s,  # the first check of an app reads and decodes every image
+        )
+
+    @_wrap_errors
+    def worst_slices(
+        self, app_id: str, model_id: str, *, version: str = "", split: str = "validation", min_size: int = 20, limit: int = 20
+    ) -> curation_pb2.WorstSlicesResponse:
+        """Where a model version does worst on a split (per concept, embedding cluster, quality
+        quartile), with Wilson intervals, worst first."""
+        return self._curation().GetWorstSlices(
+            curation_pb2.WorstSlicesRequest(app_id=app_id, model_id=model_id, model_version=version, split=split, min_size=min_size, limit=limit),
+            timeout=self.timeout_s,
+        )
+
+    @_wrap_errors
+    def embedding_map(self, app_id: str, *, method: str = "pca", color_by: str = "concept", limit: int = 20_000, seed: int = 0):  # type: ignore[no-untyped-def]
+        """(input ids, [N, 2] coordinates, one label per point) of the app's indexed inputs,
+        projected client-side (curation.quality.projection: PCA or t-SNE) and labeled by
+        ``concept`` (its single concept, "" otherwise) or ``split``."""
+        import numpy as np
+
+        from firstlight.curation.quality import projection
+
+        if color_by not in ("concept", "split"):
+            raise ValueError(f"color_by must be concept or split, got {color_by!r}")
+        inputs = []
+        for i in self.list_inputs(app_id, page_size=1000):
+            inputs.append(i)
+            if len(inputs) >= limit:
+                break
+        found: dict[str, list[float]] = {}
+        ids = [i.id for i in inputs]
+        for start in range(0, len(ids), 5000):
+            resp = self.search.GetVectors(search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + 5000]), timeout=self.timeout_s)
+            found.update({v.input_id: list(v.vector) for v in resp.vectors})
+        kept = [i for i in inputs if i.id in found]
+        if not kept:
+            return [], np.zeros((0, 2), np.float32), []
+        coords = projection.project_2d(np.asarray([found[i.id] for i in kept], np.float32), method, seed=seed)
+        names = {0: "", 1: "train", 2: "validation", 3: "test"}
+        labels = [(i.concepts[0] if len(i.concepts) == 1 else "") if color_by == "concept" else names.get(int(i.split), "") for i in kept]
+        return [i.id for i in kept], coords, labels
+
+    @_wrap_errors
     def label_errors(self, app_id: str, *, concepts: Iterable[str] = (), folds: int = 5, max_results: int = 100) -> curation_pb2.FindLabelErrorsResponse:
         return self._curation().FindLabelErrors(
             curation_pb2.FindLabelErrorsRequest(app_id=app_id, concepts=list(concepts), folds=folds, max_results=max_results),

@@ -20,6 +20,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetDataset", "GetTrainingJob", "ListModelVersions",
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
+    "RunHealthCheck", "GetWorstSlices",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -31,6 +32,7 @@ DEADLINES_S: dict[str, float] = {
     "FindLabelErrors": 600.0,
     "SuggestInputsForLabeling": 300.0,
     "GetDriftReport": 300.0,
+    "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
     "SetEmbeddingModel": 180.0,
     "StreamInputs": 600.0,
     "BulkAnnotate": 120.0,

@@ -34,6 +34,20 @@ class CurationPlatform:
 
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
+    def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class PixelFacts:
+    """What the image checks need from one decode: content hash, tiny-image descriptor, metrics."""
+
+    sha256: str
+    thumb: np.ndarray
+    quality: object  # quality.image_metrics.ImageQuality
+
+
+_SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 
 
 class Curation:
@@ -42,6 +56,9 @@ class Curation:
         self.repository = repository
         self.models = models  # training store: model rows (concepts, serving version), versions, datasets
         self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
+        # Image facts by (app, input id, blob size): computed from the blob once per process
+        # (inputs' bytes do not change under an id). Not persisted: a restart recomputes them.
+        self._pixels: dict[tuple[str, str], PixelFacts | None] = {}  # None: did not decode
 
     def _head(self, app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
         """(head, model row, resolved version id: the given one or the serving one)."""
@@ -193,3 +210,147 @@ class Curation:
         if len(ref_ids) < 2 or len(rec_ids) < 2:
             raise FailedPrecondition(f"need at least 2 reference and 2 recent indexed inputs (have {len(ref_ids)} and {len(rec_ids)})")
         return drift.drift_report(R, N), len(ref_ids), len(rec_ids)
+
+    # -- data quality (curation.quality) -------------------------------------------------
+    def _pixel_facts(self, app_id: str, ids: list[str]) -> tuple[dict[str, PixelFacts], list[str]]:
+        """(facts by input id, ids whose bytes did not decode); inputs whose blob is missing are
+        in neither."""
+        import io
+
+        from PIL import Image
+
+        from firstlight.curation.quality import duplicates as dup
+        from firstlight.curation.quality import image_metrics
+
+        missing = [i for i in ids if (app_id, i) not in self._pixels]
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            for input_id, data in self.platform.blobs_of(app_id, chunk).items():
+                try:
+                    with Image.open(io.BytesIO(data)) as img:
+                        img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size (metrics cap at 512 px)
+                        rgb = np.asarray(img.convert("RGB"))
+                except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
+                    self._pixels[(app_id, input_id)] = None
+                    continue
+                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb))
+        facts = {i: self._pixels.get((app_id, i)) for i in ids}
+        corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
+        return {i: f for i, f in facts.items() if f is not None}, corrupt
+
+    def health_check(
+        self, app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = False, threshold: float = 0.0, max_examples: int = 0,
+        group_key: str = "",
+    ) -> dict:  # type: ignore[type-arg]
+        """The health report of an app's indexed inputs or of a dataset version (rows, splits and
+        labels as frozen), with its details keyed by input id."""
+        from firstlight.curation.quality import duplicates as dup
+        from firstlight.curation.quality import health
+
+        validation.app_id(app_id)
+        threshold = threshold or dup.DEFAULT_THRESHOLD
+        if not 0.5 <= threshold <= 1.0:
+            raise InvalidArgument(f"near_duplicate_threshold must be between 0.5 and 1 (got {threshold})")
+        top = max_examples or 20
+        if not 0 < top <= 1000:
+            raise InvalidArgument(f"max_examples must be between 1 and 1000 (got {max_examples})")
+        if dataset_id:
+            version = dataset_version
+            if not version:
+                latest = self.models.latest_dataset(app_id, dataset_id)
+                if not latest:
+                    raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
+                version = latest["version"]
+            rows = [(r.input_id, list(r.concepts), int(r.split)) for r in self.models.dataset_rows(app_id, dataset_id, version)]
+            if not rows:
+                raise NotFound(f"dataset {dataset_id!r} has no version {version!r} in app {app_id!r}")
+        else:
+            rows = self.platform.inputs(app_id, labeled=None)
+        rows = rows[-MAX_POOL:]
+        ids, X = self._matrix(app_id, [i for i, _, _ in rows])
+        if len(ids) < 2:
+            raise FailedPrecondition(f"need at least 2 indexed inputs to check (have {len(ids)})")
+        info = {i: (c, s) for i, c, s in rows}
+        labels = [info[i][0][0] if len(info[i][0]) == 1 else "" for i in ids]
+        split_of = [_SPLIT_NAMES.get(info[i][1], "") for i in ids]
+        kw: dict = {}
+        corrupt: list[str] = []
+        if images:
+            from firstlight.curation.quality.image_metrics import ImageQuality
+
+            facts, corrupt = self._pixel_facts(app_id, ids)
+            # an input that did not decode: no content hash, a zero descriptor (correlates with
+            # nothing), flat metrics (reported as corrupt, not as duplicates)
+            none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
+            blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
+            kw = dict(
+                content_hashes=[facts[i].sha256 if i in facts else "" for i in ids],
+                thumbnails=np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
+                quality=[facts[i].quality if i in facts else none for i in ids],
+            )
+        row = {i: k for k, i in enumerate(ids)}
+        group_of = None
+        if group_key:
+            values = self.platform.metadata_values(app_id, group_key)
+            group_of = [values.get(i, "") for i in ids]
+        report, details = health.health_check(
+            labels, embeddings=X, split_of=split_of if any(split_of) else None, threshold=threshold,
+            corrupt=[row[i] for i in corrupt if i in row], group_of=group_of, **kw,
+        )
+        score = details.get("outlier_scores")
+        order = np.argsort(-score)[:top] if score is not None else []
+        issues = details.get("image_issues") or []
+        quality = kw.get("quality") or []
+        return {
+            "status": report.status,
+            "examined": len(ids),
+            "checks": [(c.name, c.status, c.message, c.count, [ids[r] for r in c.rows[:top]]) for c in report.checks],
+            "duplicate_groups": [([ids[m] for m in g.members], ids[g.keep], g.kind, g.similarity) for g in details.get("duplicate_groups", [])[:top]],
+            "outliers": [(ids[int(r)], float(score[int(r)])) for r in order],
+            "flagged_images": [(ids[r], quality[r].to_dict(), issues[r]) for r in range(len(issues)) if issues[r]][:top],
+            "markdown": report.to_markdown(),
+        }
+
+    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict:  # type: ignore[type-arg]
+        """Slices of a split of the version's dataset where the head does worst: true concept,
+        embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
+        brightness, contrast and blur."""
+        from firstlight.curation.quality import image_metrics, slices
+
+        validation.app_id(app_id)
+        split = split or "validation"
+        codes = {v: k for k, v in _SPLIT_NAMES.items()}
+        if split not in ("validation", "test", "train"):
+            raise InvalidArgument(f"split must be train, validation or test (got {split!r})")
+        min_size = min_size or 20
+        limit = limit or 20
+        if min_size < 1 or not 0 < limit <= 1000:
+            raise InvalidArgument("min_size must be ≥ 1 and limit between 1 and 1000")
+        head, model, version = self._head(app_id, model_id, version)
+        v, rows = self._version_rows(app_id, model_id, version)
+        if v is None:
+            raise FailedPrecondition(f"model {model_id!r} version {version!r} has no training record (its dataset is unknown)")
+        concepts = set(model["concepts"])
+        truth = {r.input_id: r.concepts[0] for r in rows if r.split == codes[split] and len(r.concepts) == 1 and r.concepts[0] in concepts}
+        ids, X = self._matrix(app_id, sorted(truth))
+        if not ids:
+            raise FailedPrecondition(f"the {split} split of model {model_id!r} version {version} has no single-label, indexed inputs")
+        pred = head.predict(X)
+        y = [truth[i] for i in ids]
+        fields: dict[str, list[str]] = {}
+        if len(ids) >= 2 * min_size:
+            fields["cluster"] = slices.kmeans_clusters(X)
+        facts = [self._pixels.get((app_id, i)) for i in ids]
+        if all(f is not None for f in facts):
+            for metric in ("brightness", "contrast", "blur"):
+                fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])  # type: ignore[union-attr]
+        overall, worst = slices.worst_slices(y, pred, fields, min_size=min_size, limit=limit)
+        out = []
+        for s in worst:
+            majority, share = "", 0.0
+            if s.field == "cluster":
+                members = [y[k] for k, c in enumerate(fields["cluster"]) if c == s.value]
+                majority = max(set(members), key=members.count)
+                share = members.count(majority) / len(members)
+            out.append((s, majority, share))
+        return {"version": str(version), "split": split, "count": len(ids), "accuracy": overall, "slices": out}

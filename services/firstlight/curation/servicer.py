@@ -137,6 +137,36 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         rows = await asyncio.to_thread(self._stream().store.rounds, request.app_id)
         return curation_pb2.ListLearningRoundsResponse(rounds=[_round(r) for r in rows])
 
+    async def RunHealthCheck(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(
+            self.curation.health_check, request.app_id, request.dataset_id, request.dataset_version, request.images,
+            request.near_duplicate_threshold, request.max_examples, request.group_key,
+        )
+        return curation_pb2.HealthCheckResponse(
+            status=r["status"],
+            examined=r["examined"],
+            checks=[curation_pb2.HealthCheckResult(name=n, status=s, message=m, count=c, input_ids=ids) for n, s, m, c, ids in r["checks"]],
+            duplicate_groups=[curation_pb2.DuplicateGroup(input_ids=m, keep=k, kind=kind, similarity=sim) for m, k, kind, sim in r["duplicate_groups"]],
+            outliers=[curation_pb2.OutlierScore(input_id=i, score=sc) for i, sc in r["outliers"]],
+            flagged_images=[curation_pb2.ImageQualityMetrics(input_id=i, metrics=m, issues=iss) for i, m, iss in r["flagged_images"]],
+            markdown=r["markdown"],
+        )
+
+    async def GetWorstSlices(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(
+            self.curation.worst_slices, request.app_id, request.model_id, request.model_version, request.split, request.min_size, request.limit
+        )
+        return curation_pb2.WorstSlicesResponse(
+            model_version=r["version"], split=r["split"], count=r["count"], accuracy=r["accuracy"],
+            slices=[
+                curation_pb2.Slice(
+                    field=s.field, value=s.value, count=s.n, accuracy=s.accuracy, accuracy_low=s.low, accuracy_high=s.high, gap=s.gap,
+                    confident_gap=s.confident_gap, f1=s.f1 or 0.0, majority_concept=m, majority_share=share,
+                )
+                for s, m, share in r["slices"]
+            ],
+        )
+
 
 def add_to_server(servicer: CurationServicer, server: grpc.aio.Server) -> list[str]:
     curation_pb2_grpc.add_CurationServiceServicer_to_server(servicer, server)

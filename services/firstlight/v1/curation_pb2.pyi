@@ -817,3 +817,412 @@ class ListLearningRoundsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListLearningRoundsResponse: _TypeAlias = ListLearningRoundsResponse  # noqa: Y015
+
+@_typing.final
+class HealthCheckRequest(_message.Message):
+    """---- Data quality (issue 19) ------------------------------------------------------------------
+
+    RunHealthCheck arguments.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    MAX_EXAMPLES_FIELD_NUMBER: _builtins.int
+    GROUP_KEY_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    dataset_id: _builtins.str
+    """Dataset to check ("" = every indexed input of the app, with the split stored on it)."""
+    dataset_version: _builtins.str
+    """Version of the dataset ("" = the latest)."""
+    images: _builtins.bool
+    """Also read and decode the images: exact duplicates (content hash), perceptual hashes, and
+    image quality metrics (blur, brightness, …) with blank / dark / blurry flags. Costs one
+    blob read and decode per input (cached in the curation process).
+    """
+    near_duplicate_threshold: _builtins.float
+    """Embedding cosine at or above which two inputs are near-duplicates (0 = the default, 0.985)."""
+    max_examples: _builtins.int
+    """Examples returned per check and list (0 = 20)."""
+    group_key: _builtins.str
+    """Input metadata key whose value groups inputs that belong together (e.g. "video_id": the
+    frames of one video). Members of a group are never reported as duplicates of each other,
+    and a group with members in several splits is a leak ("" = no grouping).
+    """
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        images: _builtins.bool = ...,
+        near_duplicate_threshold: _builtins.float = ...,
+        max_examples: _builtins.int = ...,
+        group_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "group_key", b"group_key", "images", b"images", "max_examples", b"max_examples", "near_duplicate_threshold", b"near_duplicate_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckRequest: _TypeAlias = HealthCheckRequest  # noqa: Y015
+
+@_typing.final
+class HealthCheckResult(_message.Message):
+    """One check of a health report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """duplicates, leaks, tiny_concepts, imbalance, split_balance, label_errors, outliers,
+    corrupt_or_blank.
+    """
+    status: _builtins.str
+    """pass, warn, fail or skip."""
+    message: _builtins.str
+    """What was found, in words."""
+    count: _builtins.int
+    """How many inputs (or concepts) the check counts."""
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Example inputs, worst first where ranked."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        count: _builtins.int = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "input_ids", b"input_ids", "message", b"message", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckResult: _TypeAlias = HealthCheckResult  # noqa: Y015
+
+@_typing.final
+class DuplicateGroup(_message.Message):
+    """Inputs that are (near-)copies of one another."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    keep: _builtins.str
+    """The member to keep (the others are redundant)."""
+    kind: _builtins.str
+    """exact (same bytes) or near."""
+    similarity: _builtins.float
+    """Lowest cosine of a pair that joined the group (1 for exact)."""
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Members (the kept one included)."""
+
+    def __init__(
+        self,
+        *,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        keep: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        similarity: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_ids", b"input_ids", "keep", b"keep", "kind", b"kind", "similarity", b"similarity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DuplicateGroup: _TypeAlias = DuplicateGroup  # noqa: Y015
+
+@_typing.final
+class OutlierScore(_message.Message):
+    """An input far from the rest of the app."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    score: _builtins.float
+    """Mean cosine distance to its nearest neighbours (higher: more unusual)."""
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_id", b"input_id", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutlierScore: _TypeAlias = OutlierScore  # noqa: Y015
+
+@_typing.final
+class ImageQualityMetrics(_message.Message):
+    """Quality metrics of one image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    ISSUES_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """blur, brightness, highlight, contrast, saturation, noise, aspect_ratio, width, height,
+        grayscale (0/1), blank_fraction.
+        """
+
+    @_builtins.property
+    def issues(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Flags: blank, dark, bright, low_contrast, blurry, tiny, extreme_aspect."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        issues: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_id", b"input_id", "issues", b"issues", "metrics", b"metrics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageQualityMetrics: _TypeAlias = ImageQualityMetrics  # noqa: Y015
+
+@_typing.final
+class HealthCheckResponse(_message.Message):
+    """RunHealthCheck result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    DUPLICATE_GROUPS_FIELD_NUMBER: _builtins.int
+    OUTLIERS_FIELD_NUMBER: _builtins.int
+    FLAGGED_IMAGES_FIELD_NUMBER: _builtins.int
+    MARKDOWN_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """Worst status of the checks: pass, warn or fail."""
+    examined: _builtins.int
+    """Inputs checked (indexed ones)."""
+    markdown: _builtins.str
+    """The report as Markdown."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthCheckResult]:
+        """One entry per check."""
+
+    @_builtins.property
+    def duplicate_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateGroup]:
+        """Duplicate groups, largest first (at most max_examples)."""
+
+    @_builtins.property
+    def outliers(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutlierScore]:
+        """Most unusual inputs first (at most max_examples)."""
+
+    @_builtins.property
+    def flagged_images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageQualityMetrics]:
+        """Per-image metrics of the inputs with an issue (when images was set; at most max_examples)."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        checks: _abc.Iterable[Global___HealthCheckResult] | None = ...,
+        examined: _builtins.int = ...,
+        duplicate_groups: _abc.Iterable[Global___DuplicateGroup] | None = ...,
+        outliers: _abc.Iterable[Global___OutlierScore] | None = ...,
+        flagged_images: _abc.Iterable[Global___ImageQualityMetrics] | None = ...,
+        markdown: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "duplicate_groups", b"duplicate_groups", "examined", b"examined", "flagged_images", b"flagged_images", "markdown", b"markdown", "outliers", b"outliers", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckResponse: _TypeAlias = HealthCheckResponse  # noqa: Y015
+
+@_typing.final
+class WorstSlicesRequest(_message.Message):
+    """GetWorstSlices arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model (a head on the stored embeddings: transfer or one-shot classifier)."""
+    model_version: _builtins.str
+    """Version ("" = serving version)."""
+    split: _builtins.str
+    """Split of the version's dataset to score: validation (default) or test."""
+    min_size: _builtins.int
+    """Smallest slice reported (0 = 20)."""
+    limit: _builtins.int
+    """Most slices returned (0 = 20)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        split: _builtins.str = ...,
+        min_size: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorstSlicesRequest: _TypeAlias = WorstSlicesRequest  # noqa: Y015
+
+@_typing.final
+class Slice(_message.Message):
+    """One slice of a split."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    ACCURACY_LOW_FIELD_NUMBER: _builtins.int
+    ACCURACY_HIGH_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    CONFIDENT_GAP_FIELD_NUMBER: _builtins.int
+    F1_FIELD_NUMBER: _builtins.int
+    MAJORITY_CONCEPT_FIELD_NUMBER: _builtins.int
+    MAJORITY_SHARE_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """concept, cluster, or q_<metric> (a quartile of an image-quality metric)."""
+    value: _builtins.str
+    """The concept, cluster (c0, …) or quartile (q1 = lowest)."""
+    count: _builtins.int
+    """Inputs in the slice."""
+    accuracy: _builtins.float
+    """Share predicted correctly, and its 95% Wilson interval."""
+    accuracy_low: _builtins.float
+    accuracy_high: _builtins.float
+    gap: _builtins.float
+    """Overall accuracy minus the slice's."""
+    confident_gap: _builtins.float
+    """Overall accuracy minus the slice's upper bound (> 0: worse than overall with 95% confidence)."""
+    f1: _builtins.float
+    """For concept slices: the concept's F1."""
+    majority_concept: _builtins.str
+    """For cluster slices: its most common true concept and that concept's share."""
+    majority_share: _builtins.float
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+        count: _builtins.int = ...,
+        accuracy: _builtins.float = ...,
+        accuracy_low: _builtins.float = ...,
+        accuracy_high: _builtins.float = ...,
+        gap: _builtins.float = ...,
+        confident_gap: _builtins.float = ...,
+        f1: _builtins.float = ...,
+        majority_concept: _builtins.str = ...,
+        majority_share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_high", b"accuracy_high", "accuracy_low", b"accuracy_low", "confident_gap", b"confident_gap", "count", b"count", "f1", b"f1", "field", b"field", "gap", b"gap", "majority_concept", b"majority_concept", "majority_share", b"majority_share", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Slice: _TypeAlias = Slice  # noqa: Y015
+
+@_typing.final
+class WorstSlicesResponse(_message.Message):
+    """GetWorstSlices result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    SLICES_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Version scored."""
+    split: _builtins.str
+    """Split scored."""
+    count: _builtins.int
+    """Inputs scored and the overall accuracy on them."""
+    accuracy: _builtins.float
+    @_builtins.property
+    def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]:
+        """Worst first."""
+
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        split: _builtins.str = ...,
+        count: _builtins.int = ...,
+        accuracy: _builtins.float = ...,
+        slices: _abc.Iterable[Global___Slice] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "count", b"count", "model_version", b"model_version", "slices", b"slices", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorstSlicesResponse: _TypeAlias = WorstSlicesResponse  # noqa: Y015

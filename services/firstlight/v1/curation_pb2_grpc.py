@@ -70,6 +70,16 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
                 _registered_method=True)
+        self.RunHealthCheck = channel.unary_unary(
+                '/firstlight.v1.CurationService/RunHealthCheck',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.FromString,
+                _registered_method=True)
+        self.GetWorstSlices = channel.unary_unary(
+                '/firstlight.v1.CurationService/GetWorstSlices',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -127,6 +137,24 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunHealthCheck(self, request, context):
+        """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
+        concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
+        the duplicate groups, outliers and per-image quality metrics behind it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorstSlices(self, request, context):
+        """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+        embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+        to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +192,16 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.ListLearningRounds,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.SerializeToString,
+            ),
+            'RunHealthCheck': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunHealthCheck,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.SerializeToString,
+            ),
+            'GetWorstSlices': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorstSlices,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +394,60 @@ class CurationService:
             '/firstlight.v1.CurationService/ListLearningRounds',
             firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.ListLearningRoundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunHealthCheck(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/RunHealthCheck',
+            firstlight_dot_v1_dot_curation__pb2.HealthCheckRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.HealthCheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorstSlices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/GetWorstSlices',
+            firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,16 @@ class CurationServiceStub:
     """The app's labeling queue (oldest first, paged) and its counters."""
     ListLearningRounds: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ListLearningRoundsRequest, _curation_pb2.ListLearningRoundsResponse]
     """The app's active-learning rounds (retrain after N labels), newest first."""
+    RunHealthCheck: _grpc.UnaryUnaryMultiCallable[_curation_pb2.HealthCheckRequest, _curation_pb2.HealthCheckResponse]
+    """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
+    concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
+    the duplicate groups, outliers and per-image quality metrics behind it.
+    """
+    GetWorstSlices: _grpc.UnaryUnaryMultiCallable[_curation_pb2.WorstSlicesRequest, _curation_pb2.WorstSlicesResponse]
+    """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+    embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+    to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -79,6 +89,16 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """The app's labeling queue (oldest first, paged) and its counters."""
     ListLearningRounds: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListLearningRoundsRequest, _curation_pb2.ListLearningRoundsResponse]  # type: ignore[assignment]
     """The app's active-learning rounds (retrain after N labels), newest first."""
+    RunHealthCheck: _aio.UnaryUnaryMultiCallable[_curation_pb2.HealthCheckRequest, _curation_pb2.HealthCheckResponse]  # type: ignore[assignment]
+    """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
+    concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
+    the duplicate groups, outliers and per-image quality metrics behind it.
+    """
+    GetWorstSlices: _aio.UnaryUnaryMultiCallable[_curation_pb2.WorstSlicesRequest, _curation_pb2.WorstSlicesResponse]  # type: ignore[assignment]
+    """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+    embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+    to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+    """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Active learning and data quality."""
@@ -142,5 +162,27 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_curation_pb2.ListLearningRoundsResponse, _abc.Awaitable[_curation_pb2.ListLearningRoundsResponse]]:
         """The app's active-learning rounds (retrain after N labels), newest first."""
+
+    @_abc_1.abstractmethod
+    def RunHealthCheck(
+        self,
+        request: _curation_pb2.HealthCheckRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.HealthCheckResponse, _abc.Awaitable[_curation_pb2.HealthCheckResponse]]:
+        """Data health check of an app or a dataset version: duplicates, leaks across splits, tiny
+        concepts, imbalance, outliers, blank/corrupt images (pass / warn / fail per check), with
+        the duplicate groups, outliers and per-image quality metrics behind it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWorstSlices(
+        self,
+        request: _curation_pb2.WorstSlicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.WorstSlicesResponse, _abc.Awaitable[_curation_pb2.WorstSlicesResponse]]:
+        """Where a model version does worst on a split of its dataset: accuracy per true concept, per
+        embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
+        to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+        """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

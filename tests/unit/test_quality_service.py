@@ -1,0 +1,110 @@
+"""Curation.health_check over a fake platform: rows, vectors and blobs in, ids out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from firstlight.curation.service import Curation
+from firstlight.errors import InvalidArgument
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class FakePlatform:
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.vec: dict[str, np.ndarray] = {}
+        self.blob: dict[str, bytes] = {}
+        self.rows = []
+        for i in range(40):
+            img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            self.blob[f"i{i}"] = _png(img)
+            self.vec[f"i{i}"] = rng.normal(size=16).astype(np.float32)
+            self.rows.append((f"i{i}", [f"c{i % 2}"], 1 if i < 30 else 3))
+        self.blob["dup"] = self.blob["i3"]
+        self.vec["dup"] = self.vec["i3"]
+        self.rows.append(("dup", ["c1"], 3))
+        self.blob["blank"] = _png(np.zeros((32, 32, 3), np.uint8))
+        self.vec["blank"] = rng.normal(size=16).astype(np.float32)
+        self.rows.append(("blank", ["c0"], 1))
+        self.blob["bad"] = b"not an image"
+        self.vec["bad"] = rng.normal(size=16).astype(np.float32)
+        self.rows.append(("bad", ["c0"], 1))
+
+    def inputs(self, app_id, *, labeled, split=0):  # type: ignore[no-untyped-def]
+        return list(self.rows)
+
+    def vectors(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        return {i: self.vec[i] for i in input_ids if i in self.vec}
+
+    def blobs_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        return {i: self.blob[i] for i in input_ids}
+
+    def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
+        return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
+
+
+def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
+    platform = FakePlatform()
+    cur = Curation(platform, tmp_path, models=None)
+    r = cur.health_check("app", images=True)
+    checks = {name: (status, count, ids) for name, status, _, count, ids in r["checks"]}
+    assert r["examined"] == 43
+    assert (["i3", "dup"], "i3", "exact", 1.0) in [(sorted(m, key=lambda x: x != "i3"), k, kind, s) for m, k, kind, s in r["duplicate_groups"]]
+    assert checks["leaks"][0] == "fail" and checks["leaks"][2] == ["dup"]
+    assert set(checks["corrupt_or_blank"][2]) == {"blank", "bad"}
+    assert any(i == "blank" and "blank" in issues for i, _, issues in r["flagged_images"])
+    platform.blob = {}  # cached: a second check reads no blobs
+    assert cur.health_check("app", images=True)["examined"] == 43
+    with pytest.raises(InvalidArgument):
+        cur.health_check("app", threshold=0.1)
+    # as two frames of one video, i3 and dup are not duplicates, but the video spans two splits: a leak
+    g = cur.health_check("app", images=True, group_key="video_id")
+    assert g["duplicate_groups"] == []
+    leaks = {name: ids for name, _, _, _, ids in g["checks"]}["leaks"]
+    assert leaks == ["dup"]
+
+
+class FakeModels:
+    def __init__(self, rows):  # type: ignore[no-untyped-def]
+        self.rows = rows
+
+    def get_version(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
+        return {"dataset_id": "main", "dataset_version": "v1"}
+
+    def dataset_rows(self, app_id, dataset_id, version):  # type: ignore[no-untyped-def]
+        return self.rows
+
+
+def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
+    from firstlight.training.head import LinearHead
+    from firstlight.training.store import DatasetRow
+
+    rng = np.random.default_rng(0)
+    concepts = ["a", "b", "c"]
+    centres = np.eye(3, 16) * 3
+    platform = FakePlatform()
+    platform.vec, rows = {}, []
+    for k in range(300):
+        c = k % 3
+        # concept "c" overlaps "b": the head confuses them
+        v = centres[c] + rng.normal(size=16) * (2.0 if c == 2 else 0.5)
+        platform.vec[f"v{k}"] = v.astype(np.float32)
+        rows.append(DatasetRow(f"v{k}", [concepts[c]], 2))
+    cur = Curation(platform, tmp_path, models=FakeModels(rows))
+    head = LinearHead(concepts, centres.astype(np.float32), np.zeros(3, np.float32))
+    cur._head = lambda app_id, model_id, version: (head, {"concepts": concepts}, "1")  # type: ignore[method-assign]
+    r = cur.worst_slices("app", "m", "", "validation", min_size=20)
+    first = r["slices"][0][0]
+    assert r["count"] == 300 and (first.field, first.value) == ("concept", "c") and first.confident_gap > 0
+    assert all(s.n >= 20 for s, _, _ in r["slices"])
+    with pytest.raises(InvalidArgument):
+        cur.worst_slices("app", "m", "", "holdout")
