@@ -107,6 +107,11 @@ class IngestionSettings(CommonSettings, ImageLimits):
     search_addr: str = ""
     #: EmbeddingService address, to check a model before an app switches to it (optional).
     embedding_addr: str = ""
+    #: An input announced on ``inputs.ingested`` and not confirmed indexed (``inputs.indexed``)
+    #: this long after the broker's ack is announced again; the deadline doubles per attempt.
+    index_confirm_deadline_s: float = Field(300.0, gt=0)
+    #: Announcements after the first before an unconfirmed input is given up on (logged).
+    index_confirm_attempts: int = Field(8, ge=0)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"

@@ -48,7 +48,8 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
 def build(settings: InferenceSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
     triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository)
-    registry = Registry()
+    # The snapshot brings back what a memory broker forgot (see inference.registry).
+    registry = Registry(settings.data_dir / "model_registry.json")
 
     def on_ready(records: list[ParsedRecord[events_pb2.ModelVersionReady]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
