@@ -177,6 +177,11 @@ class InferenceSettings(CommonSettings, ImageLimits):
     #: asyncio's default pool (cores + 4 threads: 6 here) capped concurrent requests below what
     #: Triton's dynamic batcher can merge; threads mostly wait on Triton, so more cost little.
     predict_threads: int = Field(32, ge=1, le=512)
+    #: Versions of one app model Triton keeps loaded: the serving one and the most recently used
+    #: or trained others; another is loaded on demand (firstlight.triton.residency).
+    triton_keep_versions: int = Field(3, ge=1, le=64)
+    #: App models (all apps together) Triton keeps loaded; the least recently used is unloaded.
+    triton_max_app_models: int = Field(16, ge=1, le=4096)
 
 
 class TritonSettings(BaseSettings):

@@ -16,6 +16,7 @@ from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
+from firstlight.triton.residency import Residency
 from firstlight.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
 def build(settings: InferenceSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
     triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository)
+    # Bounded: the serving version and a few recent ones per app model, a cap across apps.
+    residency = Residency(triton.load_versions, triton.unload_model, settings.triton_keep_versions, settings.triton_max_app_models)
+    triton.residency = residency
     # The snapshot brings back what a memory broker forgot (see inference.registry).
     registry = Registry(settings.data_dir / "model_registry.json")
 
@@ -59,7 +63,8 @@ def build(settings: InferenceSettings) -> ServiceShell:
                 outcomes.append(PoisonMessage("ModelVersionReady lacks app, model, version, Triton model or concepts"))
                 continue
             try:
-                triton.load_model(ev.triton_model)  # picks up the new version folder, no restart
+                # Loads the new version folder with the kept ones (no restart); the rest unload.
+                residency.announce(ev.triton_model, ev.version, ev.serving)
             except TritonUnavailable as exc:
                 raise RetryableError(f"Triton unavailable: {exc}") from exc
             except TritonError as exc:
