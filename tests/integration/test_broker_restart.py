@@ -27,7 +27,7 @@ from firstlight.v1 import search_pb2
 
 from .helpers import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]  # in CI (not `slow`): ~50-60 s with its own stack
 
 APP = "restart"
 CONCEPTS = ["cat", "dog", "zebra"]

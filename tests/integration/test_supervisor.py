@@ -24,7 +24,7 @@ from firstlight.stack import COMPONENTS, SERVICES, STACK_FILE, SUPERVISOR_FILE, 
 
 from .helpers import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration]  # in CI (not `slow`): ~50-60 s with its own stack
 
 PATIENT = RetryPolicy(attempts=40, max_s=5.0, budget_s=150.0)
 
