@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from firstlight import datasets
-from firstlight.sdk import Firstlight, UploadItem
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+
+from .helpers import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +52,7 @@ def test_triton_memory_flat_over_50_rounds(stack, client: Firstlight) -> None:  
     samples = []
     for n in range(1, ROUNDS + 1):
         client.train(APP, "m", "d", settings={"C": str(rng.choice([0.1, 1.0, 10.0]))})
+        eventually(lambda n=n: _served(client, images[:1], str(n)), timeout=60, what=f"v{n} served")  # announced, loaded
         client.predict(images, model="m", app_id=APP, top_k=1)
         client.predict(images[:1], model="m", version=str(rng.randint(1, n)), app_id=APP, top_k=1)
         samples.append(group_rss_mib(pgid))
@@ -58,3 +61,10 @@ def test_triton_memory_flat_over_50_rounds(stack, client: Firstlight) -> None:  
     print(f"triton RSS: first {samples[0]:.0f} MiB, round 10 {samples[min(9, len(samples) - 1)]:.0f}, last {samples[-1]:.0f}, "
           f"growth over the last 40 rounds {growth:.0f} MiB")  # fmt: skip
     assert growth < 50, samples
+
+
+def _served(client: Firstlight, images: list[bytes], version: str) -> bool:
+    try:
+        return bool(client.predict(images, model="m", version=version, app_id=APP, top_k=1))
+    except FirstlightError:
+        return False
