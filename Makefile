@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos run demo demo-ladder test test-unit test-integration bench load k8s-validate clean
+.PHONY: help setup system-deps browser protos run demo demo-ladder test test-unit test-integration test-slow bench load k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -20,6 +20,17 @@ $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 
 setup: $(STAMP) ## Create .venv with the pinned dependencies (idempotent)
 
+system-deps: ## Install the Debian packages the tests need when missing (PostgreSQL server; root)
+	bash scripts/system-deps.sh
+
+# The Portal's browser tests drive Debian's chromium through chromium-driver (Selenium). No
+# browser is ever downloaded by a test: this installs the distribution's packages (as root, as CI
+# runs) when they are missing, and the tests fail (never skip) without them.
+BROWSER_PKGS := chromium chromium-driver fonts-dejavu-core
+browser: ## Install Debian's chromium + chromium-driver for the browser tests (apt-get, as root) unless present
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "chromium: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PKGS); fi
+
 protos: $(STAMP) ## Regenerate Python code from protos/ (committed; a test checks it is fresh)
 	$(PY) -m firstlight.protogen
 
@@ -32,14 +43,19 @@ demo: setup ## Run the demo against an already running stack
 demo-ladder: setup ## The data-efficiency ladder on 700 bundled images: starts its own stack, writes ladder-report/
 	$(PY) -m firstlight.ladder_demo
 
-test: setup ## Run the whole test suite (unit + integration + e2e)
-	$(PY) -m pytest -q
+# PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="--durations=25" (CI) or "-x -k upload".
+PYTEST_ARGS ?=
+test: setup system-deps browser ## Run the whole test suite (unit + integration + e2e + browser), without the `slow` seed sweeps and soaks
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-unit: setup ## Fast, pure tests only
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -m "not slow" tests/unit $(PYTEST_ARGS)
 
-test-integration: setup ## Tests that start real servers
-	$(PY) -m pytest -q tests/integration tests/e2e
+test-integration: setup system-deps browser ## Tests that start real servers
+	$(PY) -m pytest -q -m "not slow" tests/integration tests/e2e $(PYTEST_ARGS)
+
+test-slow: setup system-deps ## Seed sweeps, long loops and soaks (the `slow` marker; not run by CI)
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
 LOAD_ARGS ?=
 load: setup ## Load test on loopback: 8 clients upload/search/predict for 2 min; bench/results/load.{json,md} (LOAD_ARGS="--clients 16 --seconds 300")

@@ -3,7 +3,9 @@
 #
 #   <image> ingestion|embedding|search|inference   run that service (python -m firstlight.<name>.main)
 #   <image>                                          run $FIRSTLIGHT_SERVICE
+#   <image> gateway                                  the HTTP API and Portal (python -m firstlight.gateway.main)
 #   <image> healthcheck                              exit 0 iff the local gRPC health service says SERVING
+#   <image> http-healthcheck                         exit 0 iff the gateway's /healthz answers 200
 #   <image> <any other command> [args...]            exec it (e.g. `firstlight --help`, `sh`)
 #
 # `exec` keeps Python as PID 1, so SIGTERM reaches the service's graceful-shutdown handler.
@@ -13,8 +15,11 @@ service="${1:-${FIRSTLIGHT_SERVICE:-}}"
 [ "$#" -gt 0 ] && shift
 
 case "$service" in
-  ingestion|embedding|search|inference|training)
+  ingestion|embedding|search|inference|training|gateway)
     exec python -m "firstlight.${service}.main" "$@"
+    ;;
+  http-healthcheck)
+    exec python -c "import sys,urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:${FIRSTLIGHT_HTTP_PORT:-8080}/healthz', timeout=3).status == 200 else 1)"
     ;;
   healthcheck)
     exec python - "${FIRSTLIGHT_GRPC_PORT:-50051}" <<'PY'

@@ -44,6 +44,17 @@ def progress_bar() -> Progress:
     )
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @app.command()
 def up(
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -54,9 +65,9 @@ def up(
     """Start the whole local stack: Kafka broker, Triton, and the five services."""
     from firstlight.stack import LocalStack
 
-    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training)…")
+    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, gateway)…")
     t0 = time.perf_counter()
-    stack = LocalStack(data_dir, supervise=supervise)
+    stack = LocalStack(data_dir, supervise=supervise, service_ports={"gateway": 8080} if _port_free(8080) else {})
     try:
         stack.start()
         table = Table(title=f"Firstlight is up in {time.perf_counter() - t0:.1f}s")
@@ -68,6 +79,12 @@ def up(
         table.add_row("admin key", f"in {data_dir / STACK_FILE} (the SDK and CLI read it from there)")
         console.print(table)
         console.print(f"logs: {stack.log_dir}")
+        console.print(
+            f"[bold]Portal:[/bold] {stack.gateway_url}/portal/  (sign in with an app key, or with the admin key and app id "
+            f"'demo' for the demo's images; the admin key: "
+            f"`python -c \"import json;print(json.load(open('{data_dir / STACK_FILE}'))['{ADMIN_KEY_ENTRY}'])\"`)  ·  "
+            f"HTTP API docs: {stack.gateway_url}/v1/docs"
+        )
         if demo:
             from firstlight.demo import run_demo
 
@@ -849,6 +866,14 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
             row(name, "[green]SERVING[/green]", addrs[name])
         except Exception:  # noqa: BLE001
             row(name, "[red]DOWN[/red]", addrs.get(name, ""))
+    if "gateway" in addrs:
+        from firstlight.stack import wait_http
+
+        try:
+            wait_http(f"{addrs['gateway']}/healthz", timeout_s=2)
+            row("gateway", "[green]SERVING[/green]", f"{addrs['gateway']}/portal/")
+        except Exception:  # noqa: BLE001
+            row("gateway", "[red]DOWN[/red]", addrs["gateway"])
     console.print(table)
     if not supervised:
         console.print("no supervisor (started with --no-supervise or by a test harness): crashed components stay down")

@@ -227,3 +227,40 @@ class TrainingSettings(CommonSettings):
 
     def resolved_model_repository(self) -> Path:
         return self.model_repository if str(self.model_repository) not in ("", ".") else self.data_dir / "model_repository"
+
+
+class GatewaySettings(SecuritySettings):
+    """The HTTP API gateway and the Portal (firstlight.gateway): a client of the services that
+    passes each request's API key through, so it holds no key of its own; its one secret signs
+    and encrypts the Portal's session cookies."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: The services it calls (curation: the training address unless set).
+    ingestion_addr: str = Field(..., min_length=3)
+    search_addr: str = Field(..., min_length=3)
+    inference_addr: str = Field(..., min_length=3)
+    training_addr: str = Field(..., min_length=3)
+    curation_addr: str = ""
+    #: Blob store the inputs' images are read from (read-only; thumbnails and full images), after
+    #: the ingestion service has answered GetInput for the caller's key.
+    blob_url: str = Field(..., min_length=8)
+    #: Where the HTTP server listens (port 0: a free one, written to ``port_file``).
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8080, ge=0, le=65535)
+    port_file: Path | None = None
+    #: Encrypts and authenticates the Portal's session cookies (32+ characters; the same on every
+    #: replica, from a Secret). Changing it signs everyone out.
+    session_secret: SecretStr = Field(..., min_length=32)
+    #: Lifetime of a Portal session, in seconds (the cookie is refused after it).
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+    #: Mark the session cookie Secure (only sent over HTTPS). On behind TLS; off for loopback.
+    cookie_secure: bool = False
+    #: Largest HTTP request body (uploads), bytes: larger ones are refused with 413.
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: Thumbnails kept in memory (LRU), and their longest side in pixels.
+    thumbnail_cache: int = Field(4096, ge=0)
+    thumbnail_px: int = Field(192, ge=32, le=1024)
+    log_level: str = "INFO"
+    #: Seconds given to in-flight requests on SIGTERM.
+    shutdown_grace_s: float = Field(10.0, ge=0)

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 
+from firstlight.clients.policy import IDEMPOTENT_RPCS
 from firstlight.runtime.channels import client_channel
 from firstlight.runtime.retry import CHANNEL_OPTIONS, DEFAULT_POLICY, RetryPolicy
 from firstlight.stack import ADMIN_KEY_ENTRY, read_stack_file
@@ -50,15 +51,9 @@ from firstlight.v1 import (
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLITS = {"": 0, "train": 1, "validation": 2, "test": 3}
-#: RPCs with no side effect, hence retried on UNAVAILABLE (runtime.retry). Uploads are retried
-#: separately (``upload``: every item gets a client-side id first, so a resend cannot duplicate).
-IDEMPOTENT_RPCS = frozenset({
-    "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
-    "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
-    "Predict", "ListModels", "PredictWorkflow",
-    "GetDataset", "GetTrainingJob", "ListModelVersions",
-    "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
-})  # fmt: skip
+#: Side-effect-free RPCs retry on UNAVAILABLE; the list is the clients package's (one policy).
+#: Uploads are retried separately (``upload``: every item gets a client-side id first, so a resend
+#: cannot duplicate).
 
 
 class _RetryingStub:

@@ -31,12 +31,14 @@ from firstlight.triton.server import LocalTritonServer
 log = logging.getLogger(__name__)
 
 SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
+#: The HTTP API gateway and Portal (firstlight.gateway), started after the gRPC services.
+GATEWAY = "gateway"
 TRITON_MODELS = ["backbone", "general"]
 STACK_FILE = "stack.json"
 #: Written by the supervisor of ``firstlight up``: each component's pid, restarts, start time and
 #: last exit (read by ``firstlight status``).
 SUPERVISOR_FILE = "supervisor.json"
-COMPONENTS = ["broker", "triton", *SERVICES]
+COMPONENTS = ["broker", "triton", *SERVICES, "gateway"]
 #: The stack.json / ``addresses`` entry holding the local stack's admin key.
 ADMIN_KEY_ENTRY = "admin_key"
 
@@ -45,6 +47,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
+    """Block until ``url`` answers 200 (the gateway's /healthz)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc is not None and proc.poll() is not None:
+            tail = log_file.read_text()[-3000:] if log_file and log_file.exists() else ""
+            raise RuntimeError(f"{url} exited with {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not answering after {timeout_s:.0f}s")
+        time.sleep(0.2)
 
 
 def wait_serving(address: str, timeout_s: float = 60.0, proc: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
@@ -104,6 +127,9 @@ class LocalStack:
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
         self.triton_tuning: tuning.BackboneTuning | None = None
         self.supervisor: Supervisor | None = None
+        self.gateway: ServiceProcess | None = None
+        # Encrypts the Portal's session cookies; fresh per start (signs everyone out on restart).
+        self.session_secret = self.extra_env.get("FIRSTLIGHT_SESSION_SECRET") or secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
@@ -127,11 +153,40 @@ class LocalStack:
         for name in SERVICES:
             svc = self.services[name]
             wait_serving(svc.address, 120, svc.proc, svc.log_file)
+        self.start_gateway()
         self.write_stack_file()
         if self.supervise:
             self.supervisor = Supervisor(self, self.supervisor_policy or RestartPolicy())
             self.supervisor.start()
         return self
+
+    def start_gateway(self) -> ServiceProcess:
+        """The HTTP API and Portal: a client of the services (no key of its own), reading images
+        from the same blob directory."""
+        if self.gateway is None:
+            self.gateway = ServiceProcess(GATEWAY, self.service_ports.get(GATEWAY) or free_port(), self.log_dir / "gateway.log")
+        gw = self.gateway
+        env = self.env_for("ingestion")
+        for name in ("FIRSTLIGHT_GRPC_PORT", "FIRSTLIGHT_DATA_DIR", "FIRSTLIGHT_ADMIN_KEY", "FIRSTLIGHT_INTERNAL_KEY"):
+            env.pop(name, None)  # the gateway passes each caller's key through; it holds none
+        env.update(
+            FIRSTLIGHT_INFERENCE_ADDR=self.services["inference"].address,
+            FIRSTLIGHT_TRAINING_ADDR=self.services["training"].address,
+            FIRSTLIGHT_HTTP_HOST="127.0.0.1",
+            FIRSTLIGHT_HTTP_PORT=str(gw.port),
+            FIRSTLIGHT_SESSION_SECRET=self.session_secret,
+        )
+        with open(gw.log_file, "ab") as log_fh:
+            gw.proc = subprocess.Popen(
+                [sys.executable, "-m", "firstlight.gateway.main"], env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_http(f"{self.gateway_url}/healthz", 60, gw.proc, gw.log_file)
+        return gw
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.gateway is not None
+        return f"http://{self.gateway.address}"
 
     def triton_settings(self) -> TritonSettings:
         """FIRSTLIGHT_TRITON_* / FIRSTLIGHT_TORCH_THREADS from the environment and ``extra_env``."""
@@ -227,6 +282,8 @@ class LocalStack:
             return self.broker.pid if self.broker else None
         if name == "triton":
             return self.triton.pid if self.triton else None
+        if name == GATEWAY:
+            return self.gateway.proc.pid if self.gateway and self.gateway.proc else None
         proc = self.services[name].proc
         return proc.pid if proc else None
 
@@ -236,6 +293,8 @@ class LocalStack:
             proc = self.broker._proc if self.broker else None
         elif name == "triton":
             proc = self.triton._proc if self.triton else None
+        elif name == GATEWAY:
+            proc = self.gateway.proc if self.gateway else None
         else:
             proc = self.services[name].proc
         if proc is None:
@@ -252,6 +311,10 @@ class LocalStack:
         elif name == "triton":
             assert self.triton is not None
             self.triton.restart()  # same ports; cleans the dead server's stubs and shm first
+        elif name == GATEWAY:
+            if self.gateway and self.gateway.proc:
+                self.gateway.proc.poll()  # reap it
+            self.start_gateway()  # same port
         else:
             self._stop_service(name, signal.SIGKILL)  # reap it
             self._launch_service(name, wait=False)
@@ -259,6 +322,13 @@ class LocalStack:
     def stop(self) -> None:
         if self.supervisor is not None:  # first: nothing may be restarted while we stop
             self.supervisor.stop()
+        if self.gateway and self.gateway.proc and self.gateway.proc.poll() is None:
+            self.gateway.proc.terminate()
+            try:
+                self.gateway.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.gateway.proc.kill()
+                self.gateway.proc.wait()
         for name in reversed(SERVICES):
             if name in self.services:
                 self._stop_service(name, signal.SIGTERM)
@@ -285,6 +355,8 @@ class LocalStack:
             out["kafka"] = self.broker.bootstrap
         if self.triton:
             out["triton"] = self.triton.grpc_url
+        if self.gateway:
+            out[GATEWAY] = self.gateway_url
         out[ADMIN_KEY_ENTRY] = self.admin_key
         return out
 
@@ -343,6 +415,7 @@ class Supervisor:
         self.components = {
             name: ComponentStatus(name, stack.component_pid(name), now, next_delay_s=self.policy.initial_s)
             for name in COMPONENTS
+            if name != GATEWAY or stack.gateway is not None
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="firstlight-supervisor", daemon=True)
@@ -369,10 +442,10 @@ class Supervisor:
 
     def check_once(self) -> None:
         changed = False
-        for name in COMPONENTS:
+        for c in list(self.components.values()):
             if self._stop.is_set():
                 return
-            changed |= self._check(self.components[name])
+            changed |= self._check(c)
         if changed:
             self.write()
 

@@ -42,7 +42,7 @@ def _pg_bin(name: str) -> str | None:
 
 
 INITDB, PG_CTL = _pg_bin("initdb"), _pg_bin("pg_ctl")
-pytestmark = [pytest.mark.integration, pytest.mark.skipif(not (INITDB and PG_CTL), reason="no PostgreSQL server binaries")]
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not (INITDB and PG_CTL), reason="missing tool: no PostgreSQL server binaries (make system-deps)")]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def postgres() -> Iterator[str]:
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the "postgres" user
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser")
+            pytest.skip("missing tool: running as root without runuser (make system-deps)")
         shutil.chown(root, "postgres")
         shutil.chown(sock, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]

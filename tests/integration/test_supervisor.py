@@ -1,4 +1,4 @@
-"""``firstlight up`` supervises its stack: SIGKILL the broker, Triton and each service in turn
+"""``firstlight up`` supervises its stack: SIGKILL the broker, Triton, each service and the gateway in turn
 (as a crash would, with no hand on the stack), and each comes back on its own with its restart
 counted in ``firstlight status``; the pipeline carries on (an upload is indexed, a prediction is
 served); Ctrl-C then stops everything, with no process of the stack left behind.
@@ -86,7 +86,7 @@ def test_up_restarts_every_component_and_ctrl_c_leaves_nothing(tmp_path: Path) -
         for name in COMPONENTS:
             line = next(line for line in status.stdout.splitlines() if f" {name} " in line)
             assert "killed by SIGKILL" in line and " 1 " in line, line
-        assert status.stdout.count("SERVING") == len(SERVICES)
+        assert status.stdout.count("SERVING") == len(SERVICES) + 1  # and the gateway
 
         # The pipeline carries on after every component was restarted once.
         with Firstlight.from_stack(data_dir, timeout_s=60, retry=PATIENT) as client:

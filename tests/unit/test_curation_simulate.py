@@ -19,25 +19,34 @@ def digits():
     return train_test_split(X / 16.0, y, test_size=497, stratify=y, random_state=0)
 
 
+# Five seeds: one seed's margin over random at the end ranged from -0.002 to +0.040 (seeds 0-7 on
+# one CPU; the same seed gave +0.012 on another), so claims are about the mean over seeds.
+SEEDS = [0, 1, 2, 3, 4]
+
+
 @pytest.fixture(scope="module")
 def result(digits):
     Xp, Xt, yp, yt = digits
     return run_benchmark(
-        Xp, yp, Xt, yt, strategies=["margin", "typiclust_margin"], seeds=[0, 1], seed_per_class=2, rounds=6, batch=20
+        Xp, yp, Xt, yt, strategies=["margin", "typiclust_margin"], seeds=SEEDS, seed_per_class=2, rounds=6, batch=20
     )
 
 
 def test_margin_beats_random_at_the_end(result):
-    # measured: random 0.901-0.907, margin 0.936-0.946 at 140 labels (seeds 0-2)
+    # Measured at 140 labels, margin minus random per seed: seeds 0-4 +0.012 +0.040 +0.032 +0.036
+    # -0.002 (mean +0.024, sd 0.016); seeds 0-7 mean +0.023, sd 0.013. The bound is ~3 standard
+    # errors of the 5-seed mean below the measured mean. ratio("margin"): 0.59 over seeds 0-7.
     assert result.labels == [20, 40, 60, 80, 100, 120, 140]
-    for seed in result.seeds:
-        assert result.accuracy["margin"][seed][-1] > result.accuracy["random"][seed][-1] + 0.015
+    gains = [result.accuracy["margin"][s][-1] - result.accuracy["random"][s][-1] for s in result.seeds]
+    assert np.mean(gains) > 0.005, gains
     assert result.ratio("margin") < 0.85
     assert result.ratio("random") <= 1.0
 
 
 def test_cold_start_switch_helps_the_first_round(result):
-    # TypiClust's first batch covers the digit styles; measured 0.858 vs random 0.807 (3 seeds)
+    # TypiClust's first batch covers the digit styles. Measured after round 1, typiclust_margin minus
+    # random per seed: seeds 0-4 +0.052 +0.066 +0.022 +0.078 +0.046 (mean +0.053); seeds 0-7 mean
+    # +0.058, min +0.022. ratio("typiclust_margin"): 0.57 over seeds 0-7.
     assert result.curve("typiclust_margin")[0][1] > result.curve("random")[0][1] + 0.02
     assert result.ratio("typiclust_margin") < 0.8
 
@@ -112,3 +121,15 @@ def test_bad_arguments(digits):
         simulate.seed_set(np.array([0, 0, 1]), 2, np.random.default_rng(0))
     with pytest.raises(ValueError, match="width"):
         run_benchmark(Xp, yp, Xt[:, :10], yt, strategies=["margin"], seeds=[0])
+
+
+@pytest.mark.slow
+def test_margin_and_cold_start_gains_hold_over_eight_seeds(digits):
+    """The seed sweep behind the bounds above (`make test-slow`)."""
+    Xp, Xt, yp, yt = digits
+    seeds = list(range(8))
+    res = run_benchmark(Xp, yp, Xt, yt, strategies=["margin", "typiclust_margin"], seeds=seeds, seed_per_class=2, rounds=6, batch=20)
+    gains = [res.accuracy["margin"][s][-1] - res.accuracy["random"][s][-1] for s in seeds]
+    assert np.mean(gains) > 0.01, gains
+    cold = [res.accuracy["typiclust_margin"][s][1] - res.accuracy["random"][s][1] for s in seeds]
+    assert np.mean(cold) > 0.03 and sum(g > 0 for g in cold) >= 7, cold

@@ -89,8 +89,25 @@ def test_efficientnet_backbone_multiplier_and_frozen_batchnorm(data, mult):
 
 
 def test_efficientnet_fine_tune_end_to_end(tmp_path, data):
-    """The packaged ImageNet weights load, fine-tune at a small size and export."""
-    h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 4, "batch_size": 16, "lrate": 0.01})
+    """The packaged ImageNet weights load, fine-tune at a small size with the template's default
+    learning rate, warm-up and clipping, and export.
+
+    Measured over seeds 0-4 (these 4 epochs): validation accuracy 1.000 on every seed, final loss
+    0.011-0.087, no restart (6 epochs: loss 0.000-0.009). The old default (lrate 0.01, no warm-up
+    or clipping) ended at accuracy 0.5 on 2 of 5 seeds over 6 epochs here, and on every run on
+    another CPU; the guard now restarts or fails such runs (test_deep_loop)."""
+    h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 4, "batch_size": 16})
+    assert (h["lrate"], h["warmup_epochs"], h["max_grad_norm"], h["divergence_retries"]) == (0.03, 1, 1.0, 2)
     result = classifier.TEMPLATE.fit(LocalContext(data, h, tmp_path, device="cpu"))
     assert result.validation["accuracy"] >= 0.75, result.validation
+    assert result.report["lrate_used"] <= 0.03 and isinstance(result.report["divergence_restarts"], list)
     assert result.module(torch.from_numpy(classifier.prepare_images(data.test.images[:2], 64))).shape == (2, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_efficientnet_fine_tune_learns_on_every_seed(tmp_path, data, seed):
+    """The seed sweep behind the end-to-end test's bound (`make test-slow`)."""
+    h = hyper.parse_deep("visual_classifier", {"image_size": 64, "num_epochs": 4, "batch_size": 16})
+    result = classifier.TEMPLATE.fit(LocalContext(data, h, tmp_path, seed=seed, device="cpu"))
+    assert result.validation["accuracy"] >= 0.75, result.validation

@@ -1,16 +1,19 @@
 """The shared deep training loop: each hyperparameter it handles has its effect (schedule, epoch
-length, test_freq, flips, cancellation, checkpoint/resume)."""
+length, test_freq, flips, cancellation, checkpoint/resume, warm-up, clipping, the divergence
+guard and its restarts at a lower rate)."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from firstlight.training.deep.context import DeepData, JobCancelled, LabeledImages
+from firstlight.training.deep.context import DeepData, JobCancelled, LabeledImages, TrainingDiverged
 from firstlight.training.deep.loop import (
+    DivergenceGuard,
     LocalContext,
     LoopSettings,
     batches,
+    clip_and_step,
     epoch_order,
     hflip_nhwc,
     lr_factor,
@@ -19,6 +22,7 @@ from firstlight.training.deep.loop import (
     prepare_images,
     random_hflip,
     run_epochs,
+    warmup_factor,
 )
 
 torch.set_num_threads(1)
@@ -149,3 +153,101 @@ def test_resume_from_checkpoint_continues_the_epoch_counter_and_matches_an_unint
     assert [r.epoch for r in rows] == [1, 2, 3, 4, 5] and second.steps == 6
     assert [r.loss for r in rows] == pytest.approx([r.loss for r in ref_rows], rel=1e-5)
     assert torch.allclose(second.model.weight, ref.model.weight, atol=1e-6)
+
+
+# -- warm-up, clipping and the divergence guard ------------------------------------------------------
+def test_warmup_ramps_linearly_then_holds():
+    assert [warmup_factor(s, 4) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1])
+    assert warmup_factor(0, 0) == 1.0
+
+
+def test_warmup_epochs_ramp_the_rate_of_each_step(tmp_path):
+    toy, ctx = _Toy(), LocalContext(_data(), {}, tmp_path, device="cpu")
+    seen = []
+    original = toy.step
+
+    def step(idx, rng):
+        seen.append(toy.opt.param_groups[0]["lr"])
+        return original(idx, rng)
+
+    run_epochs(ctx, toy.model, toy.opt, 12, step, lambda: {}, _settings(num_epochs=2, warmup_epochs=1))
+    # 3 batches per epoch: the first epoch ramps 1/3, 2/3, 3/3 of lrate, the second holds it
+    assert seen == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1, 0.1])
+    assert ctx.rows[0].lrate == pytest.approx(0.1)  # the row reports the scheduled rate
+
+
+def test_clip_and_step_bounds_the_gradient_norm():
+    w = nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    clip_and_step(opt, (w - 100.0).pow(2).sum(), max_grad_norm=1.0)
+    assert float(w.detach().norm()) == pytest.approx(1.0, rel=1e-5)  # a step of lr × (a unit-norm gradient)
+    w2 = nn.Parameter(torch.zeros(4))
+    loss = clip_and_step(torch.optim.SGD([w2], lr=1.0), (w2 - 100.0).pow(2).sum(), max_grad_norm=0)
+    assert loss == pytest.approx(4 * 100.0**2) and float(w2.detach().norm()) == pytest.approx(400.0)  # 0: no clipping
+
+
+def test_guard_fires_on_non_finite_and_rising_losses():
+    g = DivergenceGuard()
+    assert g.batch(0.7) is None and g.start_loss == 0.7
+    assert "nan" in g.batch(float("nan"))
+    assert "inf" in DivergenceGuard().epoch(1, float("inf"))
+    g = DivergenceGuard(start_loss=0.7)
+    assert g.epoch(1, 1.3) is None
+    assert "rose from 0.7" in g.epoch(2, 1.5)
+
+
+# Epoch losses measured in the unit test's fine-tune over 6 epochs (5 seeds; chance = ln 2): runs at
+# the old lrate 0.01 that ended at accuracy 0.5, and runs that learned, slowly or fast.
+_STUCK = [[1.764, 0.72, 0.701, 0.676, 0.667, 0.648], [0.69, 0.70, 0.695, 0.693, 0.702, 0.707]]
+_LEARNING = [[0.917, 0.912, 0.779, 0.676, 0.387, 0.35], [1.115, 0.673, 0.658, 0.614, 0.377, 0.275], [0.533, 0.502, 0.447, 0.291, 0.284, 0.15]]
+
+
+@pytest.mark.parametrize("losses", _STUCK)
+def test_guard_fires_when_the_loss_stays_at_chance(losses):
+    g = DivergenceGuard(chance_loss=float(np.log(2)), start_loss=5.0)  # a start that never trips "rose"
+    fired = [e for e, loss in enumerate(losses, 1) if g.epoch(e, loss)]
+    assert fired and fired[0] == 3
+
+
+@pytest.mark.parametrize("losses", _LEARNING)
+def test_guard_lets_slow_and_fast_learning_through(losses):
+    g = DivergenceGuard(chance_loss=float(np.log(2)), start_loss=0.7)
+    assert [g.epoch(e, loss) for e, loss in enumerate(losses, 1)] == [None] * len(losses)
+    g = DivergenceGuard(start_loss=0.7)  # no chance level given: only non-finite and rising losses count
+    assert g.epoch(3, 0.69) is None and g.epoch(4, 0.69) is None
+
+
+class _Quadratic:
+    """loss = (w - 10)², plain SGD: w -> w - 2·lr·(w - 10) converges for lr < 1 (in one step at 0.5)
+    and diverges above 1, on any machine."""
+
+    def __init__(self):
+        self.model = nn.Module()
+        self.model.w = nn.Parameter(torch.zeros(()))
+        self.opt = torch.optim.SGD([{"params": [self.model.w], "lr_mult": 1.0}], lr=0.1)
+
+    def step(self, idx, rng):
+        return clip_and_step(self.opt, (self.model.w - 10.0).pow(2), 0.0)
+
+
+def test_divergence_restarts_from_the_initial_weights_at_a_third_of_the_rate(tmp_path):
+    q, ctx = _Quadratic(), LocalContext(_data(), {}, tmp_path, device="cpu")
+    settings = _settings(lrate=4.5, init_epochs=10, divergence_retries=2)
+    rows = run_epochs(ctx, q.model, q.opt, 12, q.step, lambda: {}, settings)
+    assert settings.lrate == pytest.approx(0.5) and len(settings.restarts) == 2  # 4.5 and 1.5 diverged
+    assert "lrate 4.5" in settings.restarts[0] and "restarting from the initial weights at lrate 1.5" in settings.restarts[0]
+    notes = [r.note for r in ctx.rows if r.note]
+    assert notes == settings.restarts  # the progress stream says so
+    assert [r.epoch for r in rows] == [1, 2, 3, 4, 5]  # the history is the run that learned
+    assert float(q.model.w.detach()) == pytest.approx(10.0) and rows[-1].loss == pytest.approx(0.0)
+    # the lowered rate is in the checkpoint: a resumed job keeps it
+    again = _settings(lrate=4.5, init_epochs=10, divergence_retries=2)
+    run_epochs(LocalContext(_data(), {}, tmp_path, device="cpu"), _Quadratic().model, _Quadratic().opt, 12, q.step, lambda: {}, again)
+    assert again.lrate == pytest.approx(0.5) and again.restarts == settings.restarts
+
+
+def test_divergence_fails_the_job_with_the_reason_when_retries_run_out(tmp_path):
+    q, ctx = _Quadratic(), LocalContext(_data(), {}, tmp_path, device="cpu")
+    with pytest.raises(TrainingDiverged, match=r"diverged at lrate 1\.5 \(after 1 restart.*rose from 100"):
+        run_epochs(ctx, q.model, q.opt, 12, q.step, lambda: {}, _settings(lrate=4.5, init_epochs=10, divergence_retries=1))
+    assert ctx.rows[-1].note.endswith("stopped")

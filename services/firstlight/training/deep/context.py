@@ -25,6 +25,11 @@ class JobCancelled(Exception):
     """Raised inside a template's loop when the job was cancelled (the service records CANCELLED)."""
 
 
+class TrainingDiverged(Exception):
+    """The loss diverged (or did not fall) at every learning rate the loop's guard tried: the job
+    fails with this message instead of serving a model that learned nothing."""
+
+
 class Box(NamedTuple):
     """One labeled object: corners normalised to [0, 1] of the image's width/height (so they survive
     any resize of the whole image), and its concept."""
@@ -71,6 +76,7 @@ class EpochReport:
     items_per_second: float
     seconds: float  # wall time of this epoch
     metrics: dict[str, float] = field(default_factory=dict)  # validation metrics: only on test_freq epochs
+    note: str = ""  # what the loop did besides training (e.g. a restart at a lower rate), for people
 
 
 class DeepTrainContext(Protocol):

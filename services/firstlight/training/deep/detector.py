@@ -45,7 +45,7 @@ from torch import nn
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import Box, DeepTrainContext, DeepTrainResult, OutputSpec
 from firstlight.training.deep.det_metrics import Detection, mean_average_precision
-from firstlight.training.deep.loop import LoopSettings, run_epochs
+from firstlight.training.deep.loop import LoopSettings, clip_and_step, run_epochs
 from firstlight.training.errors import InsufficientData, TrainingError
 from firstlight.training.hyper import SettingSpec
 
@@ -78,6 +78,9 @@ OWN_SETTINGS = (
     SettingSpec("init_epochs", "int", 8, "epochs at the base learning rate before the first step down", 0, 1000),
     SettingSpec("step_epochs", "int", 3, "after init_epochs, the learning rate is multiplied by 0.1 every step_epochs", 1, 1000),
     SettingSpec("weight_decay", "float", 1e-4, "decoupled weight decay of AdamW", 0.0, 0.1),
+    # Clipping at 10 was always on here; the guard only catches blow-ups (a detector's focal loss
+    # can stay flat for an epoch while the heatmap calibrates, so no "does not fall" check).
+    *deep_hyper.stability_settings(warmup_epochs=0, max_grad_norm=10.0, divergence_retries=2),
 )
 deep_hyper.register_template(NAME, OWN_SETTINGS)
 
@@ -485,6 +488,7 @@ class VisualDetector:
         perclass = bool(h["use_perclass_regression"])
         flips = bool(h["average_horizontal_flips"])
         threshold = float(h["detection_score_threshold"])
+        max_grad_norm = float(h["max_grad_norm"])
         device = ctx.device
 
         t0 = time.perf_counter()
@@ -525,11 +529,7 @@ class VisualDetector:
                 logits, reg, torch.from_numpy(heat_t).to(device), torch.from_numpy(where).to(device),
                 torch.from_numpy(reg_t).to(device), perclass,
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
-            optimizer.step()
-            return float(loss.detach())
+            return clip_and_step(optimizer, loss, max_grad_norm)
 
         def on_device(module: nn.Module) -> nn.Module:
             class _Dev(nn.Module):  # run on ctx.device, return CPU tensors for numpy

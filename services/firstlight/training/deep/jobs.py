@@ -98,12 +98,12 @@ class ServiceContext(LocalContext):
         self.service.log.add(
             self.job["id"],
             Progress(
-                RUNNING, "training", progress, dict(row.metrics), f"epoch {row.epoch}/{row.num_epochs}",
+                RUNNING, "training", progress, dict(row.metrics), row.note or f"epoch {row.epoch}/{row.num_epochs}",
                 epoch=row.epoch, num_epochs=row.num_epochs, loss=row.loss, lrate=row.lrate, eta_seconds=eta,
                 items_per_second=row.items_per_second,
             ),
         )
-        _publish(self.service, self.job, RUNNING, row=row, eta=eta)
+        _publish(self.service, self.job, RUNNING, row=row, eta=eta, message=row.note)
 
 
 def _publish(service: TrainingService, job: dict, state: int, *, row: EpochReport | None = None, eta: float = 0.0, message: str = "") -> None:

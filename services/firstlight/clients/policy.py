@@ -1,0 +1,42 @@
+"""The one retry/deadline policy for calling the services.
+
+* Every call has a deadline: :data:`DEFAULT_DEADLINE_S`, or the longer one of the RPCs that do
+  real work (training-set freezes, evaluations, label-error searches) in :data:`DEADLINES_S`.
+* Side-effect-free RPCs (:data:`IDEMPOTENT_RPCS`) retry on UNAVAILABLE with the jittered
+  exponential backoff of :mod:`firstlight.runtime.retry`; every other RPC is sent once.
+"""
+
+from __future__ import annotations
+
+from firstlight.runtime.retry import DEFAULT_POLICY, INTERNAL_POLICY, NO_RETRY, RetryPolicy
+
+__all__ = ["DEADLINES_S", "DEFAULT_DEADLINE_S", "DEFAULT_POLICY", "IDEMPOTENT_RPCS", "INTERNAL_POLICY", "NO_RETRY", "RetryPolicy", "deadline_for"]
+
+#: RPCs with no side effect, hence retried on UNAVAILABLE.
+IDEMPOTENT_RPCS = frozenset({
+    "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
+    "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
+    "Predict", "ListModels", "PredictWorkflow",
+    "GetDataset", "GetTrainingJob", "ListModelVersions",
+    "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
+    "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
+})  # fmt: skip
+
+DEFAULT_DEADLINE_S = 60.0
+#: RPCs that do real work before they answer.
+DEADLINES_S: dict[str, float] = {
+    "CreateDataset": 300.0,
+    "EvaluateModelVersion": 300.0,
+    "CompareModelVersions": 600.0,
+    "FindLabelErrors": 600.0,
+    "SuggestInputsForLabeling": 300.0,
+    "GetDriftReport": 300.0,
+    "SetEmbeddingModel": 180.0,
+    "StreamInputs": 600.0,
+    "BulkAnnotate": 120.0,
+    "StreamTrainingProgress": 24 * 3600.0,
+}
+
+
+def deadline_for(rpc: str) -> float:
+    return DEADLINES_S.get(rpc, DEFAULT_DEADLINE_S)

@@ -1,0 +1,62 @@
+"""Image bytes for the gateway: originals and thumbnails, read from the blob store.
+
+The gateway reads a blob only after the ingestion service has answered GetInput for the
+caller's key (so app scoping is the services' own), and only inside that app's folder. A
+thumbnail is made on the first request (one decode, Pillow's JPEG draft mode for large photos)
+and kept in a bounded in-memory LRU keyed by the input's content hash; browsers cache it too
+(ETag = the content hash)."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+
+from PIL import Image
+
+from firstlight.blobstore import BlobStore
+
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+def content_type(fmt: str) -> str:
+    return CONTENT_TYPES.get(fmt.upper(), "application/octet-stream")
+
+
+def make_thumbnail(data: bytes, px: int) -> bytes:
+    """A JPEG whose longest side is at most ``px`` (small images are not enlarged)."""
+    img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG":
+        img.draft("RGB", (px, px))  # decode at 1/2, 1/4 or 1/8 scale: most of a photo's cost
+    img = img.convert("RGB")
+    img.thumbnail((px, px), Image.Resampling.LANCZOS if max(img.size) < 4 * px else Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=82, optimize=True)
+    return out.getvalue()
+
+
+class Media:
+    def __init__(self, blobs: BlobStore, thumbnail_px: int = 192, cache_entries: int = 4096) -> None:
+        self.blobs = blobs
+        self.px = thumbnail_px
+        self.capacity = cache_entries
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def original(self, app_id: str, blob_uri: str) -> bytes:
+        return self.blobs.get(blob_uri, app_id)
+
+    def thumbnail(self, app_id: str, blob_uri: str, sha256: str) -> bytes:
+        key = (app_id, sha256 or blob_uri)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        thumb = make_thumbnail(self.blobs.get(blob_uri, app_id), self.px)
+        if self.capacity:
+            with self._lock:
+                self._cache[key] = thumb
+                while len(self._cache) > self.capacity:
+                    self._cache.popitem(last=False)
+        return thumb

@@ -1,0 +1,403 @@
+"""The HTTP API (firstlight.gateway) against the real stack: every /v1 route, auth with the same
+keys and app scoping as gRPC, cross-app denial, the status mapping, limits, the session cookie
+and CSRF, and the OpenAPI document and docs page served with no external asset."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from firstlight import datasets
+from firstlight.gateway.session import COOKIE
+
+from .helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+A, B = "gw-a", "gw-b"
+CLASSES = ["cat", "dog", "horse"]
+HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
+#: Right-to-left override: refused in concept names (a control character), kept in metadata.
+HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
+
+
+def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
+    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
+        if len(q["items"]) >= n:
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
+        time.sleep(0.5)
+
+
+def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
+    """Predict on a stored input with an app model (retried while inference loads a new version)."""
+    def call() -> dict | None:
+        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    return eventually(call, 60, what=f"{model_id} served")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def err(resp: httpx.Response) -> dict:
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "status", "message"}, body
+    assert body["error"]["status"] == resp.status_code
+    return body["error"]
+
+
+@pytest.fixture(scope="module")
+def gw(stack) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=stack.gateway_url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def keys(stack, gw: httpx.Client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Apps A (30 labeled animals + 6 unlabeled + one hostile-named) and B (one photo), created
+    through the HTTP API with the admin key, and an app key for each: {app: key, "admin": key}."""
+    admin = bearer(stack.admin_key)
+    out = {"admin": stack.admin_key}
+    for app in (A, B):
+        r = gw.post("/v1/apps", json={"id": app, "name": f"app {app}"}, headers=admin)
+        assert r.status_code == 201, r.text
+        r = gw.post(f"/v1/apps/{app}/keys", json={"name": "tests"}, headers=admin)
+        assert r.status_code == 201, r.text
+        out[app] = r.json()["secret"]
+    items = datasets.animal_mnist(12, seed=5, classes=CLASSES)
+    labeled = [{"id": i, "base64": b64(d), "concepts": [c]} for n, (i, c, d) in enumerate(items) if n % 12 < 10]
+    unlabeled = [{"id": i, "base64": b64(d)} for n, (i, c, d) in enumerate(items) if n % 12 >= 10]
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": labeled + unlabeled}, headers=bearer(out[A]))
+    assert r.status_code == 201, r.text
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE],
+                                                            "metadata": {"filename": HOSTILE_FILE}}]}, headers=bearer(out[A]))
+    assert r.status_code == 201, r.text
+    r = gw.post(f"/v1/apps/{B}/inputs", files={"file": ("coffee.jpg", datasets.sample_photo("coffee"), "image/jpeg")}, headers=bearer(out[B]))
+    assert r.status_code == 201 and len(r.json()["input_ids"]) == 1 and not r.json()["failures"], r.text
+    total = len(labeled) + len(unlabeled) + 1
+    eventually(lambda: gw.get(f"/v1/apps/{A}/index", headers=bearer(out[A])).json()["indexed_count"] >= total, 180, what="app A indexed")
+    eventually(lambda: gw.get(f"/v1/apps/{B}/index", headers=bearer(out[B])).json()["indexed_count"] >= 1, 180, what="app B indexed")
+    return out
+
+
+def test_health_openapi_and_docs_are_served_from_the_package(gw: httpx.Client) -> None:
+    assert gw.get("/healthz").json() == {"status": "ok"}
+    spec = gw.get("/v1/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and len(spec["paths"]) >= 35
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    docs = gw.get("/v1/docs")
+    assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
+    assert "default-src 'self'" in docs.headers["content-security-policy"]
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', docs.text):
+        assert asset.startswith("/"), asset  # nothing from another origin
+        if asset.startswith("/static/"):
+            assert gw.get(asset).status_code == 200, asset
+    for name in ("portal.js", "portal.css", "docs.js"):
+        text = gw.get(f"/static/{name}").text
+        assert "http://" not in text and "https://" not in text, name
+    assert gw.get("/docs").status_code == 404  # FastAPI's CDN-backed Swagger UI is off
+
+
+def test_no_key_bad_key_and_admin_only(gw: httpx.Client, keys: dict[str, str]) -> None:
+    r = gw.get(f"/v1/apps/{A}")
+    assert r.status_code == 401 and err(r)["code"] == "UNAUTHENTICATED" and r.headers["www-authenticate"].startswith("Bearer")
+    for bad in ("flk_0123456789ab_" + "x" * 43, "nonsense"):
+        r = gw.get(f"/v1/apps/{A}/inputs", headers=bearer(bad))
+        assert r.status_code == 401 and err(r)["code"] == "UNAUTHENTICATED"
+    r = gw.post("/v1/apps", json={"id": "nope"}, headers=bearer(keys[A]))
+    assert r.status_code == 403 and "admin" in err(r)["message"]
+    r = gw.post(f"/v1/apps/{A}/keys", json={}, headers=bearer(keys[A]))
+    assert r.status_code == 403
+    assert gw.get(f"/v1/apps/{A}", headers={"X-Api-Key": keys[A]}).json()["id"] == A
+    r = gw.post("/v1/apps", json={"id": A}, headers=bearer(keys["admin"]))
+    assert r.status_code == 409 and err(r)["code"] == "ALREADY_EXISTS"
+
+
+def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[str, str]) -> None:
+    h = bearer(keys[A])
+    photo = b64(datasets.sample_photo("coffee"))
+    calls = [
+        ("GET", f"/v1/apps/{B}", None), ("GET", f"/v1/apps/{B}/inputs", None), ("GET", f"/v1/apps/{B}/concepts", None),
+        ("POST", f"/v1/apps/{B}/inputs", {"inputs": [{"base64": photo}]}),
+        ("POST", f"/v1/apps/{B}/annotations", {"annotations": [{"input_id": "x", "add_concepts": ["y"]}]}),
+        ("POST", f"/v1/apps/{B}/annotations/bulk", {"input_ids": ["x"], "add_concepts": ["y"]}),
+        ("POST", f"/v1/apps/{B}/search/text", {"text": "cup"}), ("POST", f"/v1/apps/{B}/search/image", {"base64": photo}),
+        ("GET", f"/v1/apps/{B}/index", None), ("POST", f"/v1/apps/{B}/models/general/predict", {"images": [photo]}),
+        ("GET", f"/v1/apps/{B}/models", None), ("POST", f"/v1/apps/{B}/datasets", {"id": "d"}),
+        ("POST", f"/v1/apps/{B}/models", {"id": "m", "concepts": ["a", "b"]}), ("GET", f"/v1/apps/{B}/models/m", None),
+        ("POST", f"/v1/apps/{B}/models/m/train", {"dataset_id": "d"}), ("GET", f"/v1/apps/{B}/jobs/j", None),
+        ("GET", f"/v1/apps/{B}/curation/queue", None), ("GET", f"/v1/apps/{B}/curation/rounds", None),
+        ("GET", f"/v1/apps/{B}/curation/policy", None), ("POST", f"/v1/apps/{B}/curation/suggestions", {"model_id": "m"}),
+    ]
+    for method, path, body in calls:
+        r = gw.request(method, path, json=body, headers=h)
+        assert r.status_code == 403 and err(r)["code"] == "PERMISSION_DENIED", (method, path, r.text)
+    b_input = gw.get(f"/v1/apps/{B}/inputs", headers=bearer(keys[B])).json()["inputs"][0]["id"]
+    for suffix in ("", "/image", "/thumbnail"):
+        assert gw.get(f"/v1/apps/{B}/inputs/{b_input}{suffix}", headers=h).status_code == 403
+    # The same input id asked for under the caller's own app is simply not there.
+    assert gw.get(f"/v1/apps/{A}/inputs/{b_input}/image", headers=h).status_code == 404
+
+
+def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: dict[str, str]) -> None:
+    h = bearer(keys[A])
+    first = gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 10}, headers=h).json()
+    assert len(first["inputs"]) == 10 and first["next_page_token"] and int(first["total_size"]) == 37
+    second = gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 10, "page_token": first["next_page_token"]}, headers=h).json()
+    assert not {i["id"] for i in first["inputs"]} & {i["id"] for i in second["inputs"]}
+    cats = gw.get(f"/v1/apps/{A}/inputs", params={"concept": "cat", "page_size": 100}, headers=h).json()
+    assert int(cats["total_size"]) == 10 and all(i["concepts"] == ["cat"] for i in cats["inputs"])
+    unlabeled = gw.get(f"/v1/apps/{A}/inputs", params={"labeled": "unlabeled"}, headers=h).json()
+    assert int(unlabeled["total_size"]) == 6
+    assert gw.get(f"/v1/apps/{A}/inputs", params={"split": "nonsense"}, headers=h).status_code == 400
+    one = cats["inputs"][0]
+    assert gw.get(f"/v1/apps/{A}/inputs/{one['id']}", headers=h).json()["sha256"] == one["sha256"]
+    img = gw.get(f"/v1/apps/{A}/inputs/{one['id']}/image", headers=h)
+    assert img.status_code == 200 and img.headers["content-type"] == "image/png" and img.content.startswith(b"\x89PNG")
+    th = gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers=h)
+    assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg" and th.content.startswith(b"\xff\xd8")
+    again = gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers={**h, "If-None-Match": th.headers["etag"]})
+    assert again.status_code == 304
+    concepts = {c["name"]: int(c["input_count"]) for c in gw.get(f"/v1/apps/{A}/concepts", headers=h).json()["concepts"]}
+    assert concepts["cat"] == 10 and concepts[HOSTILE] == 1
+    assert gw.get(f"/v1/apps/{A}/inputs/hostile", headers=h).json()["metadata"]["filename"] == HOSTILE_FILE
+
+
+def test_upload_errors_map_to_http(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    h = bearer(keys[A])
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": b64(datasets.sample_photo("coffee")), "concepts": ["a\u202eb"]}]}, headers=h)
+    assert r.status_code == 400 and "control" in err(r)["message"]
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": "!!not base64!!"}]}, headers=h)
+    assert r.status_code == 400 and "base64" in err(r)["message"]
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": b64(b"not an image at all")}]}, headers=h)
+    assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT" and "not a recognised image" in err(r)["message"]
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"base64": b64(b"\xff\xd8" + b"\0" * (2 * 1024 * 1024 + 10))}]}, headers=h)
+    assert r.status_code == 413 and err(r)["code"] == "RESOURCE_EXHAUSTED"
+    existing = gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 1}, headers=h).json()["inputs"][0]["id"]
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"id": existing, "base64": b64(datasets.sample_photo("coffee"))}]}, headers=h)
+    assert r.status_code == 409 and err(r)["code"] == "ALREADY_EXISTS"
+    r = gw.post(f"/v1/apps/{A}/inputs", json={"wrong": 1}, headers=h)
+    assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
+    # A body over FIRSTLIGHT_MAX_REQUEST_BYTES (64 MiB) is refused from its Content-Length, unread.
+    host, port = stack.gateway.address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST /v1/apps/{A}/inputs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {keys[A]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {65 * 1024 * 1024}\r\n\r\n".encode()
+        )
+        status_line = sock.recv(4096).split(b"\r\n")[0]
+    assert b" 413 " in status_line, status_line
+    # Multipart: each file on its own; a bad one is reported, the good one stored, then deleted.
+    r = gw.post(
+        f"/v1/apps/{A}/inputs",
+        files=[("file", ("ok.jpg", datasets.sample_photo("chelsea"), "image/jpeg")), ("file", ("bad.jpg", b"garbage", "image/jpeg"))],
+        data={"concepts": "tmp"}, headers=h,
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert len(body["input_ids"]) == 1 and body["failures"][0]["filename"] == "bad.jpg" and body["failures"][0]["code"] == "INVALID_ARGUMENT"
+    assert gw.get(f"/v1/apps/{A}/inputs/{body['input_ids'][0]}", headers=h).json()["metadata"]["filename"] == "ok.jpg"
+    assert gw.delete(f"/v1/apps/{A}/inputs/{body['input_ids'][0]}", headers=h).json()["deleted_count"] == 1
+    r = gw.get(f"/v1/apps/{A}/inputs/{body['input_ids'][0]}", headers=h)
+    assert r.status_code == 404 and err(r)["code"] == "NOT_FOUND"
+
+
+def test_search_annotate_and_bulk_label(gw: httpx.Client, keys: dict[str, str]) -> None:
+    h = bearer(keys[A])
+    text = gw.post(f"/v1/apps/{A}/search/text", json={"text": "horse", "page_size": 5}, headers=h).json()
+    assert len(text["hits"]) == 5 and text["interpreted_as"] and text["hits"][0]["score"] >= text["hits"][-1]["score"]
+    unlabeled = [i["id"] for i in gw.get(f"/v1/apps/{A}/inputs", params={"labeled": "unlabeled"}, headers=h).json()["inputs"]]
+    by_id = gw.post(f"/v1/apps/{A}/search/image", json={"input_id": unlabeled[0], "page_size": 3}, headers=h).json()
+    assert by_id["hits"][0]["input_id"] == unlabeled[0]
+    by_bytes = gw.post(f"/v1/apps/{A}/search/image", json={"base64": b64(datasets.sample_photo("chelsea")), "page_size": 3}, headers=h).json()
+    assert len(by_bytes["hits"]) == 3
+    assert gw.post(f"/v1/apps/{A}/search/image", json={"input_id": "missing"}, headers=h).status_code == 404
+    dry = gw.post(f"/v1/apps/{A}/annotations/bulk", json={"search_text": "horse", "max_results": 4, "add_concepts": ["x"], "dry_run": True}, headers=h).json()
+    assert len(dry["input_ids"]) == 4 and len(dry["scores"]) == 4
+    r = gw.post(f"/v1/apps/{A}/annotations/bulk", json={"input_ids": unlabeled[:2], "add_concepts": ["reviewed"]}, headers=h).json()
+    assert r["input_ids"] == unlabeled[:2]
+    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": unlabeled[0], "remove_concepts": ["reviewed"],
+                                                                     "add_regions": [{"concept": "spot", "box": [0.1, 0.1, 0.5, 0.6]}]}]}, headers=h)
+    assert r.status_code == 200, r.text
+    inp = r.json()["inputs"][0]
+    assert inp["concepts"] == ["spot"] and inp["regions"][0]["box"]["x1"] == pytest.approx(0.5)
+    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": unlabeled[0], "clear_regions": True, "remove_concepts": ["spot"],
+                                                                     "add_regions": [{"concept": "bad", "box": [0.5, 0.1, 0.2, 0.6]}]}]}, headers=h)
+    assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
+    gw.post(f"/v1/apps/{A}/annotations/bulk", json={"input_ids": unlabeled[:2], "remove_concepts": ["reviewed", "spot"]}, headers=h)
+
+
+def test_predict_general_json_and_multipart(gw: httpx.Client, keys: dict[str, str]) -> None:
+    h = bearer(keys[A])
+    photo = datasets.sample_photo("chelsea")
+    js = gw.post("/v1/models/general/predict", json={"images": [b64(photo)], "top_k": 3}, headers=h).json()
+    assert js["model_id"] == "general" and len(js["predictions"][0]["concepts"]) == 3
+    mp = gw.post("/v1/models/general/predict", files={"file": ("chelsea.jpg", photo, "image/jpeg")}, data={"top_k": "3"}, headers=h).json()
+    assert [c["name"] for c in mp["predictions"][0]["concepts"]] == [c["name"] for c in js["predictions"][0]["concepts"]]
+    assert "cat" in js["predictions"][0]["concepts"][0]["name"]
+    r = gw.post("/v1/models/general/predict", json={"images": [b64(b"nope")]}, headers=h)
+    assert r.status_code == 400
+    r = gw.post(f"/v1/apps/{A}/models/no-such-model/predict", json={"images": [b64(photo)]}, headers=h)
+    assert r.status_code == 404 and err(r)["code"] == "NOT_FOUND"
+    models = gw.get(f"/v1/apps/{A}/models", headers=h).json()["models"]
+    assert "general" in [m["id"] for m in models]
+
+
+def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: dict[str, str]) -> None:
+    h = bearer(keys[A])
+    ds = gw.post(f"/v1/apps/{A}/datasets", json={"id": "main", "concepts": CLASSES, "split": {"train_count": 18, "validation_count": 6, "test_count": 6}}, headers=h)
+    assert ds.status_code == 201, ds.text
+    assert {c["concept"]: c["train"] for c in ds.json()["counts"]} == {c: 6 for c in CLASSES}
+    assert gw.get(f"/v1/apps/{A}/datasets/main", headers=h).json()["version"] == ds.json()["version"]
+    assert gw.get(f"/v1/apps/{A}/datasets/missing", headers=h).status_code == 404
+    r = gw.post(f"/v1/apps/{A}/models", json={"id": "animals", "concepts": CLASSES}, headers=h)
+    assert r.status_code == 201, r.text
+    r = gw.post(f"/v1/apps/{A}/models", json={"id": "bad", "concepts": ["cat"]}, headers=h)
+    assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
+    job = gw.post(f"/v1/apps/{A}/models/animals/train", json={"dataset_id": "main"}, headers=h)
+    assert job.status_code == 202, job.text
+    job_id = job.json()["id"]
+    events = []
+    with gw.stream("GET", f"/v1/apps/{A}/jobs/{job_id}/events", headers=h) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                events.append([line[7:], None])
+            elif line.startswith("data: "):
+                events[-1][1] = json.loads(line[6:])
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "end" and "progress" in kinds, kinds
+    final = events[-1][1]
+    assert final["state"] == "JOB_STATE_SUCCEEDED" and final["version"], final
+    version = final["version"]
+    assert gw.get(f"/v1/apps/{A}/jobs/{job_id}", headers=h).json()["state"] == "JOB_STATE_SUCCEEDED"
+    r = gw.post(f"/v1/apps/{A}/jobs/{job_id}/cancel", headers=h)
+    assert r.status_code == 409 and err(r)["code"] == "FAILED_PRECONDITION"
+    assert gw.get(f"/v1/apps/{A}/jobs/nope/events", headers=h).status_code == 404
+    versions = gw.get(f"/v1/apps/{A}/models/animals", headers=h).json()
+    assert versions["model"]["serving_version"] == version and versions["versions"][0]["validation_metrics"]["accuracy"] > 0
+    ev = gw.get(f"/v1/apps/{A}/models/animals/versions/serving/evaluations/test", headers=h).json()
+    assert ev["split"] == "SPLIT_TEST" and ev["count"] == 6 and len(ev["confusion_matrix"]) == 9 and "confusion_matrix_png" not in ev
+    png = gw.get(f"/v1/apps/{A}/models/animals/versions/{version}/evaluations/validation/confusion.png", headers=h)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert gw.get(f"/v1/apps/{A}/models/animals/compare", params={"split": "validation"}, headers=h).json()["best_version"] == version
+    assert gw.get(f"/v1/apps/{A}/models/animals/versions/999/evaluations/test", headers=h).status_code == 404
+    # Predict with the app's model, on bytes and on a stored input (which feeds curation).
+    cat = gw.get(f"/v1/apps/{A}/inputs", params={"concept": "cat", "page_size": 1}, headers=h).json()["inputs"][0]["id"]
+    with httpx.Client(base_url=str(gw.base_url), timeout=120, headers=h) as api:
+        stored = predict_stored(api, A, cat, "animals")
+        assert stored["model_id"] == "animals" and len(stored["predictions"][0]["concepts"]) == 3
+        # Curation.
+        assert api.get(f"/v1/apps/{A}/curation/policy").status_code == 404
+        policy = api.put(f"/v1/apps/{A}/curation/policy", json={"model_id": "animals", "strategy": "entropy", "threshold": 0.0001, "budget": 50})
+        assert policy.status_code == 200 and policy.json()["model_id"] == "animals", policy.text
+        assert api.get(f"/v1/apps/{A}/curation/policy").json()["budget"] == 50
+        unlabeled = [i["id"] for i in api.get(f"/v1/apps/{A}/inputs", params={"labeled": "unlabeled"}).json()["inputs"]]
+        for input_id in unlabeled[:2]:
+            predict_stored(api, A, input_id, "animals")
+        queue = wait_queued(api, A, 1)
+    assert queue["items"][0]["model_id"] == "animals" and queue["stats"]["queued"] >= 1
+    sugg = gw.post(f"/v1/apps/{A}/curation/suggestions", json={"model_id": "animals", "batch_size": 3}, headers=h).json()
+    assert len(sugg["suggestions"]) == 3 and sugg["pool_size"] >= 3
+    errs = gw.get(f"/v1/apps/{A}/curation/label-errors", params={"folds": 3, "concept": CLASSES}, headers=h).json()
+    assert errs["examined"] >= 30
+    drift = gw.get(f"/v1/apps/{A}/curation/drift", params={"recent_count": 6}, headers=h).json()
+    assert "p_value" in drift and drift["reference_count"] > 0
+    assert gw.get(f"/v1/apps/{A}/curation/rounds", headers=h).json() == {"rounds": []}
+
+
+def test_rate_limit_is_429_with_retry_after(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    key = gw.post(f"/v1/apps/{B}/keys", json={"name": "burst"}, headers=bearer(keys["admin"])).json()["secret"]
+    h = bearer(key)
+
+    def hit(_: int) -> httpx.Response:
+        return gw.get(f"/v1/apps/{B}", headers=h)
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(hit, range(400)))
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited, {r.status_code for r in responses}
+    assert int(limited[0].headers["retry-after"]) >= 1 and err(limited[0])["code"] == "RESOURCE_EXHAUSTED"
+    assert {r.status_code for r in responses} <= {200, 429}
+
+
+def test_portal_session_cookie_and_csrf(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=stack.gateway_url, timeout=60) as browser:
+        assert browser.get("/portal/", follow_redirects=False).headers["location"] == "/portal/sign-in"
+        bad = browser.post("/portal/sign-in", data={"api_key": "nonsense"})
+        assert bad.status_code == 401 and COOKIE not in browser.cookies
+        r = browser.post("/portal/sign-in", data={"api_key": keys[A]}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == f"/portal/apps/{A}/gallery"
+        set_cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in set_cookie and "SameSite=lax" in set_cookie and "Max-Age=" in set_cookie and keys[A] not in set_cookie
+        page = browser.get(f"/portal/apps/{A}/gallery")
+        assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        # The cookie authenticates API calls; state changes also need the page's CSRF token.
+        assert browser.get(f"/v1/apps/{A}/inputs", params={"page_size": 1}).status_code == 200
+        body = {"annotations": [{"input_id": "hostile", "add_concepts": ["csrf-test"]}]}
+        r = browser.post(f"/v1/apps/{A}/annotations", json=body)
+        assert r.status_code == 403 and "CSRF" in err(r)["message"]
+        assert browser.post(f"/v1/apps/{A}/annotations", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+        assert browser.post(f"/v1/apps/{A}/annotations", json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+        body["annotations"][0] = {"input_id": "hostile", "remove_concepts": ["csrf-test"]}
+        assert browser.post(f"/v1/apps/{A}/annotations", json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+        # A session for app A never sees app B, in pages or through the API.
+        assert browser.get(f"/portal/apps/{B}/gallery").status_code == 403
+        assert browser.get(f"/v1/apps/{B}/inputs").status_code == 403
+        # Hostile strings are never echoed into a page as markup.
+        inp = browser.get(f"/portal/apps/{A}/inputs/hostile")
+        assert inp.status_code == 200 and "<script>alert" not in inp.text
+        # Tampered cookie: signed out.
+        value = browser.cookies[COOKIE]
+        browser.cookies.set(COOKIE, value[:-3] + ("AAA" if value[-3:] != "AAA" else "BBB"))
+        assert browser.get(f"/v1/apps/{A}").status_code == 401
+        assert browser.get(f"/portal/apps/{A}/gallery", follow_redirects=False).headers["location"] == "/portal/sign-in"
+        browser.cookies.set(COOKIE, value)
+        out = browser.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=False)
+        assert out.status_code == 303 and 'fl_session=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+    # The admin key may sign in without an app and pick one.
+    with httpx.Client(base_url=stack.gateway_url, timeout=60) as admin:
+        r = admin.post("/portal/sign-in", data={"api_key": keys["admin"]}, follow_redirects=False)
+        assert r.headers["location"] == "/portal/apps"
+        page = admin.get("/portal/apps")
+        assert page.status_code == 200 and "create-app" in page.text
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        r = admin.post("/portal/apps", data={"csrf": csrf, "action": "key", "app_id": B, "name": "portal"})
+        assert r.status_code == 200 and re.search(r"flk_[0-9a-f]{12}_", r.text)
+        r = admin.post("/portal/apps", data={"csrf": csrf, "action": "open", "app_id": B}, follow_redirects=False)
+        assert r.headers["location"] == f"/portal/apps/{B}/gallery"
+        assert admin.get(f"/v1/apps/{B}").json()["id"] == B
+        assert admin.post("/portal/apps", data={"csrf": "wrong", "action": "create", "app_id": "zzz"}).status_code == 403
+
+
+def test_gateway_answers_503_when_a_service_is_down(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    stack.kill_service("inference")
+    try:
+        t0 = time.monotonic()
+        r = gw.get(f"/v1/apps/{A}/models", headers=bearer(keys[A]))
+        assert r.status_code == 503 and err(r)["code"] == "UNAVAILABLE" and r.headers["retry-after"] == "1", r.text
+        assert time.monotonic() - t0 < 60
+    finally:
+        stack.start_service("inference")
+    assert gw.get(f"/v1/apps/{A}/models", headers=bearer(keys[A])).status_code == 200

@@ -1,0 +1,313 @@
+"""The Portal in a real browser: Debian's headless Chromium driven by Selenium (chromium-driver)
+against the session's real stack. Walks sign-in, the gallery (infinite scroll, filters), an
+input page with hostile strings, text search → untick (click, shift-click, keyboard) → bulk
+label, a dataset → training with live progress → evaluation → a confusion-matrix cell, the
+labeling queue (keys 1–9, x, u) and the curation and docs pages. Screenshots of every page go to
+test-artifacts/portal/ (FIRSTLIGHT_TEST_ARTIFACTS overrides).
+
+A missing browser is a failure in CI (a "missing tool" skip elsewhere, tests/conftest.py):
+`make browser` (run by `make test`) installs it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from firstlight import datasets
+from firstlight.config import REPO_ROOT
+
+from .helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+APP = "portal-ui"
+CLASSES = ["cat", "dog", "horse", "elephant"]
+HOSTILE = '<img src=x onerror=alert(1)>"\'><script>alert(2)</script> javascript:alert(3)'
+#: Right-to-left override: refused in concept names (a control character), kept in metadata.
+HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("FIRSTLIGHT_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "portal"
+
+
+def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
+    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
+        if len(q["items"]) >= n:
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
+        time.sleep(0.5)
+
+
+def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
+    """Predict on a stored input with an app model (retried while inference loads a new version)."""
+    def call() -> dict | None:
+        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    return eventually(call, 60, what=f"{model_id} served")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def app_key(stack) -> str:  # type: ignore[no-untyped-def]
+    """An app with 80 animals (half labeled) and a hostile-named input; its key."""
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=stack.gateway_url, timeout=120) as gw:
+        assert gw.post("/v1/apps", json={"id": APP}, headers=admin).status_code == 201
+        key = gw.post(f"/v1/apps/{APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
+        h = {"Authorization": f"Bearer {key}"}
+        items = datasets.animal_mnist(20, seed=11, classes=CLASSES)
+        inputs = [{"id": i, "base64": b64(d), "concepts": [c] if n % 2 == 0 else []} for n, (i, c, d) in enumerate(items)]
+        inputs.append({"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE], "metadata": {"filename": HOSTILE_FILE}})
+        assert gw.post(f"/v1/apps/{APP}/inputs", json={"inputs": inputs}, headers=h).status_code == 201
+        eventually(lambda: gw.get(f"/v1/apps/{APP}/index", headers=h).json()["indexed_count"] >= len(inputs), 180, what="indexed")
+    return key
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator["WebDriver"]:  # type: ignore[name-defined]  # noqa: F821
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    if missing:  # tests/conftest.py turns a "missing tool" skip into a failure in CI
+        pytest.skip(f"missing tool: {', '.join(missing)}: `make browser` installs Debian's chromium and chromium-driver")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000", "--no-first-run"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver, name: str) -> None:  # type: ignore[no-untyped-def]
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def wait(driver, check, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: check(d), message=what)
+
+
+def no_alert(driver) -> None:  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert  # noqa: B018 - a script injected by a hostile string would have opened one
+
+
+def flash(driver) -> str:  # type: ignore[no-untyped-def]
+    return driver.find_element("id", "flash").text
+
+
+def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    d = browser
+    base = stack.gateway_url
+    h = {"Authorization": f"Bearer {app_key}"}
+    api = httpx.Client(base_url=base, timeout=120, headers=h)
+    timings: dict[str, float] = {}
+
+    # Sign in.
+    d.get(f"{base}/portal/")
+    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
+    shot(d, "01-sign-in")
+    d.find_element(By.ID, "api-key").send_keys("flk_000000000000_" + "x" * 43)
+    d.find_element(By.ID, "sign-in").click()
+    assert "not valid" in wait(d, lambda d: d.find_elements(By.ID, "sign-in-error"))[0].text
+    d.find_element(By.ID, "api-key").send_keys(app_key)
+    d.find_element(By.ID, "sign-in").click()
+
+    # Gallery: thumbnails, infinite scroll over two pages, filters.
+    t0 = time.monotonic()
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) >= 60, what="first gallery page")
+    timings["gallery_first_page_s"] = time.monotonic() - t0
+    assert d.find_element(By.ID, "gallery-count").text == "81 inputs"
+    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+                          for i in d.find_elements(By.CSS_SELECTOR, "#grid .tile img")[:12]), what="thumbnails loaded")
+    shot(d, "02-gallery")
+    d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == 81, what="second page by scrolling")
+    from selenium.webdriver.support.ui import Select
+
+    Select(d.find_element(By.ID, "filter-concept")).select_by_value("dog")
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "10 inputs", what="concept filter")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == 10
+    shot(d, "03-gallery-filtered")
+    # Upload a folder: class sub-folders become concepts (one refused file is reported).
+    folder = ARTIFACTS.parent / "upload-folder"
+    for n, (input_id, concept, data) in enumerate(datasets.animal_mnist(2, seed=99, classes=["zebra", "giraffe"])):
+        (folder / "animals" / concept).mkdir(parents=True, exist_ok=True)
+        (folder / "animals" / concept / f"{input_id}.png").write_bytes(data)
+    (folder / "animals" / "zebra" / "broken.png").write_bytes(b"not a png")
+    Select(d.find_element(By.ID, "filter-concept")).select_by_value("")
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "81 inputs", what="filter cleared")
+    d.find_element(By.ID, "upload-folder").click()
+    d.find_element(By.ID, "upload-files").send_keys(str(folder / "animals"))
+    d.find_element(By.ID, "upload").click()
+    wait(d, lambda d: "Uploaded 4 of 5; refused: " in flash(d) and "broken.png" in flash(d), what="folder uploaded")
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == "85 inputs", what="gallery shows the upload")
+    zebras = api.get(f"/v1/apps/{APP}/inputs", params={"concept": "zebra"}).json()["inputs"]
+    assert len(zebras) == 2 and all(i["metadata"]["filename"].endswith(".png") for i in zebras)
+    shot(d, "03b-gallery-uploaded")
+    # The hostile concept is in the filter as text.
+    assert any(HOSTILE in o.text for o in Select(d.find_element(By.ID, "filter-concept")).options)
+    no_alert(d)
+
+    # Input page with hostile strings: shown as text, never run.
+    d.get(f"{base}/portal/apps/{APP}/inputs/hostile")
+    chip = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-concepts li a"), what="input labels")[0]
+    assert chip.text == HOSTILE
+    # The right-to-left override is shown as a visible code point, not obeyed.
+    wait(d, lambda d: HOSTILE + "[U+202E]gnp.exe" in [td.get_attribute("textContent") for td in d.find_elements(By.CSS_SELECTOR, "#metadata td")],
+         what="metadata shown")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours .tile")) >= 6, what="neighbours")
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#predictions li"), what="predictions")
+    no_alert(d)
+    # Draw a box on the image and name it.
+    img = d.find_element(By.ID, "full-image")
+    ActionChains(d).move_to_element_with_offset(img, -img.size["width"] // 4, -img.size["height"] // 4).click_and_hold() \
+        .move_by_offset(img.size["width"] // 3, img.size["height"] // 3).release().perform()
+    d.find_element(By.ID, "new-concept").send_keys("blob", Keys.ENTER)
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#stage .box:not(.drawing)"), what="box drawn")
+    region = api.get(f"/v1/apps/{APP}/inputs/hostile").json()["regions"][0]
+    assert region["concept"] == "blob" and 0.1 < region["box"]["x0"] < 0.4 and region["box"]["x1"] > region["box"]["x0"] + 0.2
+    shot(d, "04-input-page")
+
+    # Text search → untick the wrong ones → bulk label the rest.
+    d.get(f"{base}/portal/apps/{APP}/search")
+    Select(d.find_element(By.ID, "search-size")).select_by_visible_text("24")
+    d.find_element(By.ID, "search-unlabeled").click()
+    d.find_element(By.ID, "search-text").send_keys("horse", Keys.ENTER)
+    tiles = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#results .tile"), what="search results")
+    assert len(tiles) == 24 and d.find_element(By.ID, "selection-count").text == "24 of 24 selected"
+    ids = [t.get_attribute("data-id") for t in tiles]
+    truth = {i: c for i, c, _ in datasets.animal_mnist(20, seed=11, classes=CLASSES)}
+    wrong = [n for n, i in enumerate(ids) if truth[i] != "horse"]
+    assert wrong, "every result is a horse: nothing to untick"
+    done: set[int] = set()
+    # A run of wrong ones: click its first, shift-click its last.
+    run = next(((a, b) for a in wrong for b in (a + 2, a + 1) if all(k in wrong for k in range(a, b + 1))), None)
+    if run:
+        tiles[run[0]].click()
+        ActionChains(d).key_down(Keys.SHIFT).click(tiles[run[1]]).key_up(Keys.SHIFT).perform()
+        done |= set(range(run[0], run[1] + 1))
+    else:
+        tiles[wrong[0]].click()
+        done.add(wrong[0])
+    # The next wrong one with the keyboard: arrows from the last clicked tile, then space.
+    rest = [n for n in wrong if n not in done]
+    if rest:
+        here = run[1] if run else wrong[0]
+        arrow = Keys.ARROW_RIGHT if rest[0] > here else Keys.ARROW_LEFT
+        d.find_element(By.ID, "results").send_keys(*([arrow] * abs(rest[0] - here)), " ")
+        done.add(rest[0])
+    for n in wrong:  # the others by clicking
+        if n not in done:
+            tiles[n].click()
+    assert d.find_element(By.ID, "selection-count").text == f"{len(ids) - len(wrong)} of {len(ids)} selected"
+    unticked = {ids[n] for n in wrong}
+    assert {t.get_attribute("data-id") for t in d.find_elements(By.CSS_SELECTOR, "#results .tile:not(.selected)")} == unticked
+    shot(d, "05-search-unticked")
+    concept = d.find_element(By.ID, "bulk-concept")
+    assert concept.get_attribute("value") == "horse"
+    concept.clear()
+    concept.send_keys("horse-ui")
+    d.find_element(By.ID, "bulk-apply").click()
+    wait(d, lambda d: f"Labeled {len(ids) - len(wrong)} inputs" in flash(d), what="bulk label done")
+    shot(d, "06-search-labeled")
+    labeled = {i["id"] for i in api.get(f"/v1/apps/{APP}/inputs", params={"concept": "horse-ui", "page_size": 100}).json()["inputs"]}
+    assert labeled == set(ids) - unticked
+
+    # Dataset → training with live progress → evaluation → a confusion-matrix cell.
+    api.post(f"/v1/apps/{APP}/annotations/bulk", json={"input_ids": sorted(labeled), "remove_concepts": ["horse-ui"]}, headers={})
+    d.get(f"{base}/portal/apps/{APP}/models")
+    d.find_element(By.ID, "dataset-id").send_keys("main")
+    d.find_element(By.ID, "dataset-concepts").send_keys(",".join(CLASSES))
+    d.find_element(By.ID, "dataset-create").click()
+    wait(d, lambda d: "Dataset main" in d.find_element(By.ID, "dataset-result").text, what="dataset frozen")
+    d.find_element(By.ID, "model-id").send_keys("animals")
+    d.find_element(By.ID, "model-concepts").send_keys(",".join(CLASSES))
+    shot(d, "07-models")
+    d.find_element(By.ID, "train-start").click()
+    wait(d, lambda d: "/jobs/" in d.current_url, what="job page")
+    link = wait(d, lambda d: d.find_elements(By.ID, "job-evaluation"), 180, what="training finished")[0]
+    assert d.find_elements(By.CSS_SELECTOR, "#job-steps tbody tr")
+    shot(d, "08-training-job")
+    link.click()
+    cells = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion a.cell"), 120, what="confusion matrix")
+    assert len(cells) == len(CLASSES) ** 2
+    assert d.find_elements(By.CSS_SELECTOR, "#eval-metrics tr")
+    shot(d, "09-evaluation")
+    cells[0].click()
+    wait(d, lambda d: "/gallery?" in d.current_url and d.find_elements(By.CSS_SELECTOR, "#grid .tile"), what="gallery from a cell")
+    assert Select(d.find_element(By.ID, "filter-split")).first_selected_option.text == "validation"
+    shot(d, "10-gallery-from-cell")
+
+    # Labeling queue: the policy's model screens predictions on unlabeled inputs.
+    policy = {"model_id": "animals", "strategy": "entropy", "threshold": 0.0001, "budget": 100}
+    assert api.put(f"/v1/apps/{APP}/curation/policy", json=policy).status_code == 200
+    unlabeled = [i["id"] for i in api.get(f"/v1/apps/{APP}/inputs", params={"labeled": "unlabeled", "page_size": 5}).json()["inputs"]]
+    for input_id in unlabeled:
+        predict_stored(api, APP, input_id, "animals")
+    wait_queued(api, APP, 3)
+    d.get(f"{base}/portal/apps/{APP}/queue")
+    wait(d, lambda d: d.find_element(By.ID, "queue-item").text, what="queue item")
+    assert [e.text for e in d.find_elements(By.CSS_SELECTOR, "#queue-keys li span")] == CLASSES
+    shot(d, "11-queue")
+    first = d.find_element(By.ID, "queue-item").text.split(" · ")[0]
+    body = d.find_element(By.TAG_NAME, "body")
+    body.send_keys("2")  # dog
+    wait(d, lambda d: f"{first} → dog" in flash(d), what="labeled from the keyboard")
+    assert api.get(f"/v1/apps/{APP}/inputs/{first}").json()["concepts"] == ["dog"]
+    second = d.find_element(By.ID, "queue-item").text.split(" · ")[0]
+    assert second != first
+    body.send_keys("x")  # skip
+    assert d.find_element(By.ID, "queue-item").text.split(" · ")[0] != second
+    body.send_keys("u")  # undo the label
+    wait(d, lambda d: "Undid" in flash(d), what="undo")
+    assert api.get(f"/v1/apps/{APP}/inputs/{first}").json()["concepts"] == []
+    shot(d, "12-queue-after-undo")
+
+    # Curation page and the API docs page.
+    d.get(f"{base}/portal/apps/{APP}/curation")
+    wait(d, lambda d: "animals" in d.find_element(By.ID, "policy-state").text, what="policy shown")
+    d.find_element(By.ID, "label-errors-run").click()
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#label-errors tbody tr"), 120, what="label errors")
+    no_alert(d)
+    shot(d, "13-curation")
+    d.get(f"{base}/v1/docs")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#ops tr")) > 30, what="docs rendered")
+    shot(d, "14-api-docs")
+    # Time to first paint of the gallery, as Chromium reports it.
+    d.get(f"{base}/portal/apps/{APP}/gallery")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) >= 60, what="gallery again")
+    paint = d.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime])")
+    print(f"gallery timings: {timings}; paint: {paint}")
+    # Sign out: back to the sign-in page, and the API refuses the old page's calls.
+    d.find_element(By.ID, "sign-out").click()
+    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="signed out")
+    api.close()
