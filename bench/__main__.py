@@ -209,7 +209,7 @@ def main(argv: list[str]) -> int:
                     "search": lambda: search.run(
                         client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
                     ),
-                    "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack)),
+                    "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack), triton_token=stack.triton_token),
                     "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
                     "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
                 }

@@ -47,7 +47,9 @@ def run(calls: int = 2000, log=print) -> dict:  # type: ignore[no-untyped-def]
         # The remote resolver's channel presents the internal key from the environment, as in a service.
         os.environ["FIRSTLIGHT_INTERNAL_KEY"] = internal
         channels._security.cache_clear()
-        settings = IngestionSettings(kafka_bootstrap="127.0.0.1:9", admin_key=admin, internal_key=internal, rate_limit_per_s=0)
+        settings = IngestionSettings(
+            kafka_bootstrap="127.0.0.1:9", admin_key=admin, internal_key=internal, event_keys="bench:" + "e" * 32, rate_limit_per_s=0
+        )
         engine = make_engine(f"sqlite:///{Path(tmp) / 'm.db'}")
         core = Ingestion(MetadataStore(engine), LocalBlobStore(Path(tmp) / "blobs"), settings)
         core.create_app(APP, APP, "")

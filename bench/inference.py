@@ -128,7 +128,7 @@ def backbone_counts(triton: TritonModels) -> tuple[int, int, int, int]:
     )
 
 
-def run(addresses: dict[str, str], quick: bool = False, log=print, pids: dict[str, int] | None = None) -> dict:  # type: ignore[no-untyped-def]
+def run(addresses: dict[str, str], quick: bool = False, log=print, pids: dict[str, int] | None = None, triton_token: str = "") -> dict:  # type: ignore[no-untyped-def]
     """``pids``: {"triton": tritonserver pid (= its process group), "inference": service pid}
     for the CPU-time accounting; without them only wall-clock figures are reported."""
     seconds = 4.0 if quick else 10.0
@@ -144,7 +144,7 @@ def run(addresses: dict[str, str], quick: bool = False, log=print, pids: dict[st
         return np.argsort(-probs[0])[:5]
 
     # -- direct Triton ----------------------------------------------------------------------
-    triton = TritonModels(addresses["triton"])
+    triton = TritonModels(addresses["triton"], access_token=triton_token)  # the stack's Triton wants its token
 
     def direct(data: bytes) -> object:
         return np.argsort(-triton.classify(pixels(data))[0])[:5]

@@ -89,7 +89,7 @@ def run(stack: LocalStack, n_per_class: int = 100, batch: int = 16) -> dict:
     bare = (bare_before + bare_after) / 2
     # Diagnostic: the bare backbone at the batch size the served path runs (Triton's max batch,
     # which the embedding worker's chunks follow), with the same thread budget.
-    with TritonModels(stack.addresses["triton"]) as triton:
+    with TritonModels(stack.addresses["triton"], access_token=stack.triton_token) as triton:
         served_batch = triton.max_batch_size(BACKBONE_MODEL)
     bare_served = bare_backbone_images_per_s(images, served_batch)
     # The k-th input became searchable when the count first reached k (inputs are indexed

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from firstlight.errors import NotFound
+from firstlight import validation
+from firstlight.errors import InvalidArgument, NotFound
 
 
 class BlobStore(Protocol):
@@ -28,6 +29,14 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def _path(self, uri: str) -> Path:
+        if uri.startswith("blob:"):  # the opaque reference clients are shown: blob:<app>/<input id>
+            app_id, _, input_id = uri[len("blob:") :].partition("/")
+            try:
+                validation.app_id(app_id)
+                validation.input_id(input_id)
+            except InvalidArgument:
+                raise NotFound(f"blob {uri[:120]!r} is not in this store") from None
+            return self.root / app_id / input_id
         parsed = urlparse(uri)
         path = Path(parsed.path).resolve()
         if parsed.scheme != "file" or self.root not in path.parents:

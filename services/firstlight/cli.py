@@ -224,7 +224,6 @@ def set_embedding_model(
     app_id: str,
     model_id: Annotated[str, typer.Argument(help="The app's trained visual_embedder model; omit to switch back to the base backbone")] = "",
     version: Annotated[str, typer.Option(help="Version of model_id (default: the latest)")] = "",
-    triton_model: Annotated[str, typer.Option(help="Or name a Triton model directly ('name' or 'name@version')")] = "",
     wait: Annotated[bool, typer.Option(help="Follow the re-indexing until searches use the new model")] = True,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
@@ -232,7 +231,7 @@ def set_embedding_model(
     searches keep answering from the old index until the new one is complete."""
     with _client(data_dir) as client:
         try:
-            resp = client.set_embedding_model(app_id, model_id, version, triton_model=triton_model)
+            resp = client.set_embedding_model(app_id, model_id, version)
             target = resp.app.embedding_model or "the base backbone"
             if not resp.changed:
                 console.print(f"app {app_id} already uses {target}")

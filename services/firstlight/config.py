@@ -29,6 +29,13 @@ class SecuritySettings(BaseSettings):
     admin_key: SecretStr = SecretStr("")
     #: The key the services present to each other: reaches every app, no admin RPCs, no rate limit.
     internal_key: SecretStr = SecretStr("")
+    #: Keys of the signed internal events: "<id>:<secret>[,<id>:<secret>…]"; the first signs,
+    #: all verify (two during a rotation). From a Secret; only the services hold it
+    #: (firstlight.messaging.signing reads it). Required with auth_required.
+    event_keys: SecretStr = SecretStr("")
+    #: Freshness window of signed events: a record signed longer ago is dead-lettered as a replay
+    #: (0: none). The inference registry, which replays its topic from the start, has none.
+    event_max_age_s: float = Field(7 * 24 * 3600.0, ge=0)
     #: IngestionService address, where the other services resolve app keys (AuthService).
     ingestion_addr: str = ""
     #: Seconds a service trusts a resolved app key before asking again (bounds how long a revoked
@@ -107,6 +114,10 @@ class IngestionSettings(CommonSettings, ImageLimits):
     search_addr: str = ""
     #: EmbeddingService address, to check a model before an app switches to it (optional).
     embedding_addr: str = ""
+    #: Memory the checks of concurrent uploads' images may hold at once, in MiB (estimated from
+    #: each image's header: JPEGs are checked at 1/8 scale, ~1/64 of the pixels). Uploads past
+    #: it wait, up to 30 s, then get RESOURCE_EXHAUSTED; one image larger than it runs alone.
+    decode_budget_mb: int = Field(256, ge=16)
     #: An input announced on ``inputs.ingested`` and not confirmed indexed (``inputs.indexed``)
     #: this long after the broker's ack is announced again; the deadline doubles per attempt.
     index_confirm_deadline_s: float = Field(300.0, gt=0)
@@ -124,6 +135,10 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     #: Triton gRPC address (host:port). Required.
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton
+    #: started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
+    triton_token: str = Field("", repr=False)
     #: Blob store URL (same as ingestion's).
     blob_url: str = ""
     #: Inputs the event consumer takes per batch. They go to Triton in chunks of the backbone's
@@ -131,8 +146,9 @@ class EmbeddingSettings(CommonSettings, ImageLimits):
     embed_batch_size: int = Field(32, ge=1, le=256)
     #: Consumer group id (replicas share it; partitions spread across them).
     consumer_group: str = "embedding"
-    #: Triton model repository (read-only here): image size and dimension of trained embedders
-    #: whose Triton config leaves them variable. Optional.
+    #: Triton model repository (read-only here): which app embedders exist (checked before Triton
+    #: is asked to load one), and the image size and dimension of those whose Triton config
+    #: leaves them variable. Without it only the base backbone can embed.
     model_repository: Path = Path("")
 
     def resolved_blob_url(self) -> str:
@@ -170,6 +186,10 @@ class SearchSettings(CommonSettings):
 class InferenceSettings(CommonSettings, ImageLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
+    #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton
+    #: started with --grpc-restricted-protocol/--http-restricted-api: docs/security.md).
+    #: A Secret; the local stack generates one per start. Empty: Triton is not restricted.
+    triton_token: str = Field("", repr=False)
     #: Triton model repository (read-only here): image size and dimension of the trained
     #: embedder a head was trained on, when its Triton config leaves them variable. Optional.
     model_repository: Path = Path("")

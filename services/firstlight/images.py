@@ -36,37 +36,149 @@ def _human_bytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> DecodedImage:
-    """Decode ``data`` into an RGB image or raise InvalidArgument / ResourceExhausted."""
+def _open_checked(data: bytes, *, max_bytes: int, max_pixels: int, label: str, max_side: int) -> Image.Image:
+    """Open ``data`` (header only) and apply the size limits, before any pixel is decoded."""
     if not data:
         raise InvalidArgument(f"{label} is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ResourceExhausted(
             f"{label} is {_human_bytes(len(data))}, over the limit of {_human_bytes(max_bytes)}"
         )
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise InvalidArgument(f"{label} has no pixels ({width}x{height})")
+    if max_side and max(width, height) > max_side:
+        raise ResourceExhausted(f"{label} is {width}x{height}, over the limit of {max_side:,} pixels per side")
+    if width * height > max_pixels:
+        raise ResourceExhausted(
+            f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
+    return img
+
+
+def _decoding(label: str, data: bytes, body):  # type: ignore[no-untyped-def]
+    """Run ``body()`` mapping PIL's failures to InvalidArgument (the same verdicts everywhere)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or "UNKNOWN"
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise InvalidArgument(f"{label} has no pixels ({width}x{height})")
-            if max_side and max(width, height) > max_side:
-                raise ResourceExhausted(f"{label} is {width}x{height}, over the limit of {max_side:,} pixels per side")
-            if width * height > max_pixels:
-                raise ResourceExhausted(
-                    f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-                )
-            img.load()  # raises on truncated or corrupt data
-            rgb = img.convert("RGB")
+            return body()
     except (InvalidArgument, ResourceExhausted):
         raise
     except UnidentifiedImageError:
         raise InvalidArgument(f"{label} is not a recognised image format ({len(data)} bytes)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(f"{label} is corrupt or truncated: {exc}") from None
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> DecodedImage:
+    """Decode ``data`` into an RGB image or raise InvalidArgument / ResourceExhausted."""
+
+    def body() -> DecodedImage:
+        img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
+        fmt, (width, height) = img.format or "UNKNOWN", img.size
+        img.load()  # raises on truncated or corrupt data
+        return DecodedImage(image=img.convert("RGB"), width=width, height=height, format=fmt)
+
+    return _decoding(label, data, body)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+
+
+#: JPEGs are checked decoded at 1/8 scale (libjpeg's DCT scaling): every coefficient is still
+#: entropy-decoded, so truncated or corrupt data fails as in a full decode, with 1/64 of the memory.
+DRAFT_SCALE = 8
+
+
+def check_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> ImageInfo:
+    """Validate ``data`` as :func:`decode_image` does without keeping the pixels (ingestion
+    stores the original bytes): size, format, and a complete decode — of a JPEG at 1/8 scale."""
+
+    def body() -> ImageInfo:
+        img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
+        fmt, (width, height) = img.format or "UNKNOWN", img.size
+        if fmt in ("JPEG", "MPO"):
+            img.draft(img.mode, (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
+        img.load()  # raises on truncated or corrupt data
+        img.close()
+        return ImageInfo(width, height, fmt)
+
+    return _decoding(label, data, body)
+
+
+def decode_memory(width: int, height: int, fmt: str) -> int:
+    """Bytes :func:`check_image` holds while it decodes such an image (RGBA worst case)."""
+    pixels = width * height
+    if fmt in ("JPEG", "MPO"):
+        pixels = max(1, width // DRAFT_SCALE) * max(1, height // DRAFT_SCALE)
+    return pixels * 4 + (1 << 20)
+
+
+def image_header(data: bytes) -> tuple[int, int, str] | None:
+    """(width, height, format) from the header alone; None if it cannot be read (the full check
+    reports why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size[0], img.size[1], img.format or "UNKNOWN"
+    except Exception:  # noqa: BLE001 - any unreadable header: check_image gives the verdict
+        return None
+
+
+class DecodeBudget:
+    """Bounds the memory concurrent image checks hold (ingestion's burst of large uploads):
+    a check waits until its estimated bytes fit in ``budget_bytes`` (one check larger than the
+    budget runs alone), at most ``wait_s``, then fails with RESOURCE_EXHAUSTED. When the last
+    check of a burst ends, freed heap goes back to the OS (glibc ``malloc_trim``): without it
+    a burst left the process hundreds of MB above its baseline."""
+
+    def __init__(self, budget_bytes: int, wait_s: float = 30.0, trim: bool = True) -> None:
+        import threading
+
+        self.budget_bytes = budget_bytes
+        self.wait_s = wait_s
+        self.in_use = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+        self._trim = _malloc_trim() if trim else None
+
+    def acquire(self, weight: int, label: str = "image") -> int:
+        import time
+
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            while self.in_use and self.in_use + weight > self.budget_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ResourceExhausted(
+                        f"{label}: the server is decoding {_human_bytes(self.in_use)} of images (budget "
+                        f"{_human_bytes(self.budget_bytes)}); retry shortly"
+                    )
+                self._cond.wait(left)
+            self.in_use += weight
+            self.peak = max(self.peak, self.in_use)
+        return weight
+
+    def release(self, weight: int) -> None:
+        with self._cond:
+            self.in_use -= weight
+            idle = self.in_use == 0
+            self._cond.notify_all()
+        if idle and self._trim is not None:
+            self._trim(0)
+
+
+def _malloc_trim():  # type: ignore[no-untyped-def]
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
 
 
 def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image") -> list[Image.Image]:

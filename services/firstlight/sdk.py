@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import time
 import uuid
@@ -65,9 +66,50 @@ class _RetryingStub:
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         method = getattr(self._stub, name)
+        if "UnaryUnary" not in type(method).__name__:
+            return method  # streams: a refused stream cannot be replayed from its iterator
+        # Any unary call the server refused for the key's rate limit is retried after the wait
+        # it names: the refusal comes before the RPC does anything, so even writes are safe.
+        limited = lambda *args, **kw: honour_rate_limit(lambda: method(*args, **kw))  # noqa: E731
         if name not in IDEMPOTENT_RPCS:
-            return method
-        return lambda *args, **kw: self._policy.call(lambda: method(*args, **kw))
+            return limited
+        return lambda *args, **kw: self._policy.call(lambda: limited(*args, **kw))
+
+
+#: How often and how long in all the SDK waits out a key's rate limit before giving up.
+RATE_LIMIT_ATTEMPTS = 6
+RATE_LIMIT_MAX_WAIT_S = 30.0
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a RESOURCE_EXHAUSTED refusal asks for (trailing metadata ``retry-after-ms``, set
+    by the per-key rate limit); None for any other error (a size limit is not worth retrying)."""
+    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+        return None
+    for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "retry-after-ms":
+            try:
+                return max(0.0, float(value)) / 1000.0
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def honour_rate_limit(call: Callable[[], Any], attempts: int = RATE_LIMIT_ATTEMPTS, max_wait_s: float = RATE_LIMIT_MAX_WAIT_S) -> Any:
+    """``call()``, retried after the server's ``retry-after-ms`` while the key is rate-limited
+    (at most ``attempts`` tries and ``max_wait_s`` of waiting; then the refusal is raised)."""
+    waited = 0.0
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except grpc.RpcError as exc:
+            wait = retry_after_s(exc)
+            if wait is None or attempt == attempts or waited + wait > max_wait_s:
+                raise
+            wait += random.uniform(0.0, 0.05)  # clients refused together do not return in lockstep
+            time.sleep(wait)
+            waited += wait
+    raise AssertionError("unreachable")
 
 
 class FirstlightError(Exception):
@@ -136,7 +178,7 @@ class UploadReport:
 def id_for_path(rel: Path) -> str:
     """A stable input id from a file's path, so uploading a folder twice adds nothing twice."""
     candidate = re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(rel.parts))
-    if INPUT_ID.match(candidate) and candidate == "_".join(rel.parts).replace(" ", "_"):
+    if INPUT_ID.fullmatch(candidate) and candidate == "_".join(rel.parts).replace(" ", "_"):
         return candidate
     return "f-" + hashlib.sha256(str(rel).encode()).hexdigest()[:24]
 
@@ -392,31 +434,25 @@ class Firstlight:
 
     # -- embedding model -------------------------------------------------------------
     @_wrap_errors
-    def embed_images(self, images: Sequence[bytes], *, model: str = "") -> list[list[float]]:
-        """Embeddings of encoded images from the embedding service (``model`` empty: the base
-        backbone the live index and transfer models use), one per image, in order. Send batches
-        of at most a few dozen images per call."""
+    def embed_images(self, images: Sequence[bytes], *, model: str = "", app_id: str = "") -> list[list[float]]:
+        """Embeddings of encoded images from the embedding service, one per image, in order.
+        ``model`` empty (or "backbone"): the base backbone the live index and transfer models use;
+        else one of ``app_id``'s own trained visual_embedder models by model id ("emb" or
+        "emb@2"; an app key's own app when ``app_id`` is empty). Send batches of at most a few
+        dozen images per call."""
         if self.embedding is None:
             raise ValueError("this client has no embedding service address")
-        resp = self.embedding.EmbedImages(embedding_pb2.EmbedImagesRequest(images=list(images), model=model), timeout=self.timeout_s * 5)
+        request = embedding_pb2.EmbedImagesRequest(images=list(images), model=model, app_id=app_id)
+        resp = self.embedding.EmbedImages(request, timeout=self.timeout_s * 5)
         return [list(e.vector) for e in resp.embeddings]
 
     @_wrap_errors
-    def set_embedding_model(
-        self, app_id: str, model_id: str = "", version: str = "", *, triton_model: str = ""
-    ) -> ingestion_pb2.SetEmbeddingModelResponse:
+    def set_embedding_model(self, app_id: str, model_id: str = "", version: str = "") -> ingestion_pb2.SetEmbeddingModelResponse:
         """Switch the app's image-embedding model to ``version`` (the latest when empty) of its
-        trained ``visual_embedder`` model ``model_id``, or to a Triton model named directly
-        (``triton_model``, optionally "name@version"); no model switches back to the base backbone.
-        Inputs are re-embedded and re-indexed in the background; searches keep using the old
-        index until the new one holds every input (see :meth:`wait_embedding_model`)."""
-        if model_id and triton_model:
-            raise ValueError("give model_id (and version) or triton_model, not both")
-        ref = triton_model
-        if model_id:
-            from firstlight.training.export import triton_model_name  # where training exports it
-
-            ref = triton_model_name(app_id, model_id) + (f"@{version}" if version else "")
+        own trained ``visual_embedder`` model ``model_id``; no model switches back to the base
+        backbone. Inputs are re-embedded and re-indexed in the background; searches keep using
+        the old index until the new one holds every input (see :meth:`wait_embedding_model`)."""
+        ref = model_id + (f"@{version}" if model_id and version else "")
         return self.ingestion.SetEmbeddingModel(
             ingestion_pb2.SetEmbeddingModelRequest(app_id=app_id, embedding_model=ref), timeout=max(self.timeout_s, 180.0)
         )

@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from firstlight import fsmodes
 from firstlight.config import DEFAULT_MODEL_REPOSITORY, TritonSettings
 from firstlight.messaging.broker import LocalBroker
 from firstlight.triton import tuning
@@ -34,6 +35,8 @@ SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
 #: The HTTP API gateway and Portal (firstlight.gateway), started after the gRPC services.
 GATEWAY = "gateway"
 TRITON_MODELS = ["backbone", "general"]
+#: The services that call Triton: only they get its access token.
+TRITON_CLIENTS = ("embedding", "inference")
 STACK_FILE = "stack.json"
 #: Written by the supervisor of ``firstlight up``: each component's pid, restarts, start time and
 #: last exit (read by ``firstlight status``).
@@ -125,24 +128,42 @@ class LocalStack:
         # for the SDK, CLI and tests; the internal key only to the services' environment.
         self.admin_key = self.extra_env.get("FIRSTLIGHT_ADMIN_KEY") or "fla_" + secrets.token_urlsafe(32)
         self.internal_key = self.extra_env.get("FIRSTLIGHT_INTERNAL_KEY") or "fli_" + secrets.token_urlsafe(32)
+        # Triton refuses every call but health without this token (held by the services only).
+        self.triton_token = self.extra_env.get("FIRSTLIGHT_TRITON_TOKEN") or "flt_" + secrets.token_urlsafe(32)
+        # Internal events are signed with this (messaging.signing); only the services hold it.
+        self.event_keys = self.extra_env.get("FIRSTLIGHT_EVENT_KEYS") or f"k{secrets.token_hex(4)}:{secrets.token_urlsafe(32)}"
         self.triton_tuning: tuning.BackboneTuning | None = None
         self.supervisor: Supervisor | None = None
+        self._saved_umask: int | None = None
         self.gateway: ServiceProcess | None = None
         # Encrypts the Portal's session cookies; fresh per start (signs everyone out on restart).
         self.session_secret = self.extra_env.get("FIRSTLIGHT_SESSION_SECRET") or secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> "LocalStack":
+        # Owner-only state (docs/security.md): umask 077 from here on, for this process and every
+        # process it starts (broker, Triton and its /dev/shm regions, the services), restored by
+        # stop(); what an older run left (or the copied repository's 0644) is tightened below.
+        if self._saved_umask is None:
+            self._saved_umask = os.umask(fsmodes.OWNER_ONLY_UMASK)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Triton reads a writable copy of the repository: training exports new versions into it.
         shutil.copytree(self.model_repository, self.runtime_repository, dirs_exist_ok=True)
+        fsmodes.restrict_tree(self.data_dir)
         # Serve the backbone the way this host serves best (instances, threads, batch sizes).
         self.triton_tuning = tuning.choose(self.triton_settings())
         tuning.tune_repository(self.runtime_repository, self.triton_tuning)
         log.info("triton backbone tuning: %s", self.triton_tuning)
         self.broker = LocalBroker(port=self.broker_port, log_file=self.log_dir / "broker.log").start()
         self.triton = LocalTritonServer(
-            self.runtime_repository, TRITON_MODELS, grpc_port=self.triton_grpc_port, log_file=self.log_dir / "triton.log"
+            self.runtime_repository,
+            TRITON_MODELS,
+            grpc_port=self.triton_grpc_port,
+            log_file=self.log_dir / "triton.log",
+            access_token=self.triton_token,
+            private_shm=True,  # its /dev/shm regions owner-only too
         ).start()
         for name in SERVICES:
             port = self.service_ports.get(name) or free_port()
@@ -167,7 +188,7 @@ class LocalStack:
             self.gateway = ServiceProcess(GATEWAY, self.service_ports.get(GATEWAY) or free_port(), self.log_dir / "gateway.log")
         gw = self.gateway
         env = self.env_for("ingestion")
-        for name in ("FIRSTLIGHT_GRPC_PORT", "FIRSTLIGHT_DATA_DIR", "FIRSTLIGHT_ADMIN_KEY", "FIRSTLIGHT_INTERNAL_KEY"):
+        for name in ("FIRSTLIGHT_GRPC_PORT", "FIRSTLIGHT_DATA_DIR", "FIRSTLIGHT_ADMIN_KEY", "FIRSTLIGHT_INTERNAL_KEY", "FIRSTLIGHT_EVENT_KEYS"):
             env.pop(name, None)  # the gateway passes each caller's key through; it holds none
         env.update(
             FIRSTLIGHT_INFERENCE_ADDR=self.services["inference"].address,
@@ -214,6 +235,9 @@ class LocalStack:
             FIRSTLIGHT_INTERNAL_KEY=self.internal_key,
             PYTHONUNBUFFERED="1",
         )
+        env["FIRSTLIGHT_EVENT_KEYS"] = self.event_keys
+        if name in TRITON_CLIENTS:
+            env["FIRSTLIGHT_TRITON_TOKEN"] = self.triton_token
         env.update(self.extra_env)
         return env
 
@@ -338,6 +362,9 @@ class LocalStack:
             self.broker.stop()
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
         (self.data_dir / SUPERVISOR_FILE).unlink(missing_ok=True)
+        if self._saved_umask is not None:
+            os.umask(self._saved_umask)
+            self._saved_umask = None
 
     def __enter__(self) -> "LocalStack":
         return self.start()

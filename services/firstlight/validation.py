@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import math
+import os
 import re
+import secrets
 import unicodedata
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
-APP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-INPUT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Identifier patterns. Always used with ``fullmatch`` (never ``match`` with ``$``, which also
+# accepts a trailing newline: "evil\n"), and ASCII-only (no unicode digits or lookalikes).
+APP_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}", re.ASCII)
+INPUT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 MAX_CONCEPT_CHARS = 256
 MAX_CONCEPTS_PER_INPUT = 256
 MAX_METADATA_ENTRIES = 64
@@ -19,33 +25,91 @@ MAX_METADATA_CHARS = 4096
 
 
 def app_id(value: str) -> str:
-    if not APP_ID.match(value or ""):
+    if not isinstance(value, str) or not APP_ID.fullmatch(value):
         raise InvalidArgument(
             f"app id {value!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
         )
     return value
 
 
+_app_id = app_id  # for functions whose parameter is called app_id
+
+
 def input_id(value: str) -> str:
-    if not INPUT_ID.match(value or ""):
+    if not isinstance(value, str) or not INPUT_ID.fullmatch(value):
         raise InvalidArgument(
             f"input id {value[:80]!r} is invalid: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit"
         )
     return value
 
 
-# A Triton model name (letters, digits, '_', '-', '.'), optionally "@<version>".
-EMBEDDING_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?$")
+# An embedding model reference as it appears inside the platform (stored App.embedding_model,
+# events, index names): a Triton model name, optionally "@<version>".
+EMBEDDING_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}(@[1-9][0-9]{0,9})?", re.ASCII)
+# What a client names: one of its app's own models, "<model id>" or "<model id>@<version>".
+APP_MODEL_REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@([1-9][0-9]{0,9}))?", re.ASCII)
+#: Names a client may give for the built-in backbone (besides ""): its Triton name and the
+#: version string indexes report (firstlight.models.backbone.BACKBONE_VERSION; not imported
+#: here, it pulls in torch; a unit test keeps the two equal).
+BACKBONE_NAMES = frozenset({"backbone", "efficientnet-lite0-57934424.v1"})
+#: Prefix of every Triton model an app's models are exported as (training.export.triton_model_name).
+APP_MODEL_PREFIX = "fl."
 
 
 def embedding_model(value: str) -> str:
-    """An app's embedding model reference; "" (the base backbone) is valid."""
-    if value and not EMBEDDING_MODEL.match(value):
+    """An internal embedding model reference (a Triton model name, optionally "@<version>");
+    "" (the base backbone) is valid. Never applied to what a client sends: see
+    :func:`app_embedding_model`."""
+    if value and not EMBEDDING_MODEL.fullmatch(value):
         raise InvalidArgument(
             f"embedding model {value[:80]!r} is invalid: give a Triton model name (letters, digits, '_', '-', '.'), "
             "optionally followed by '@<version>', or nothing for the base backbone"
         )
     return value
+
+
+def app_embedding_model(app_id: str, value: str) -> str:
+    """Resolve the embedding model a client names, within ``app_id``, to the internal reference
+    (the Triton model name, optionally "@<version>"); "" for the built-in backbone.
+
+    A client names the backbone ("", "backbone" or its version string) or one of its own app's
+    models by model id ("emb", "emb@2"). It never names a Triton model: ``fl.<app>.<model>`` is
+    INVALID_ARGUMENT, so no request can reach another app's model (the Triton name is built here
+    from the app the caller was authorised for)."""
+    if not isinstance(value, str):
+        raise InvalidArgument("embedding model must be a string")
+    if not value or value in BACKBONE_NAMES:
+        return ""
+    if value.startswith(APP_MODEL_PREFIX):
+        raise InvalidArgument(
+            f"embedding model {value[:80]!r} looks like a Triton model name: name one of the app's own models by its "
+            "model id ('<model id>' or '<model id>@<version>'), or 'backbone'; Triton model names are not accepted"
+        )
+    m = APP_MODEL_REF.fullmatch(value)
+    if m is None:
+        raise InvalidArgument(
+            f"embedding model {value[:80]!r} is invalid: give one of the app's model ids (1-128 letters, digits, '.', "
+            "'-' or '_'), optionally followed by '@<version>', or 'backbone' (or nothing) for the base backbone"
+        )
+    if not app_id:
+        raise InvalidArgument(f"embedding model {value!r} is an app's model: the request needs app_id")
+    _app_id(app_id)
+    model_id, version = m.group(1), m.group(2)
+    return f"{APP_MODEL_PREFIX}{app_id}.{model_id}" + (f"@{version}" if version else "")
+
+
+def public_embedding_model(app_id: str, value: str) -> str:
+    """The inverse of :func:`app_embedding_model` for what clients are shown: an internal
+    reference of ``app_id``'s own model becomes its model id ("fl.app.emb@2" -> "emb@2");
+    anything else (the backbone's names, "") is returned as is."""
+    prefix = f"{APP_MODEL_PREFIX}{app_id}."
+    return value[len(prefix) :] if app_id and value.startswith(prefix) else value
+
+
+def owns_embedding_model(app_id: str, value: str) -> bool:
+    """Whether an internal embedding model reference is the backbone or one of ``app_id``'s own
+    models (an event naming another app's model is refused by the consumer)."""
+    return not value or (bool(app_id) and value.startswith(f"{APP_MODEL_PREFIX}{app_id}."))
 
 
 def concept(value: str) -> str:
@@ -58,6 +122,19 @@ def concept(value: str) -> str:
     if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in name):
         raise InvalidArgument(f"concept name {name[:40]!r} contains control or unassigned characters")
     return name
+
+
+MAX_KEY_NAME_CHARS = 256
+
+
+def key_name(value: str) -> str:
+    """An API key's label (free text, may be empty): no control, format or unassigned characters
+    (a newline or NUL in a name would forge lines in listings and logs)."""
+    if len(value) > MAX_KEY_NAME_CHARS:
+        raise InvalidArgument(f"key name is {len(value)} characters, over the limit of {MAX_KEY_NAME_CHARS}")
+    if any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Co", "Cn"} for ch in value):
+        raise InvalidArgument(f"key name {value[:40]!r} contains control or unassigned characters")
+    return value
 
 
 def concepts(values: list[str] | tuple[str, ...]) -> list[str]:
@@ -112,19 +189,48 @@ def page_size(value: int, *, default: int, maximum: int) -> int:
     return value or default
 
 
-def encode_page_token(kind: str, position: int) -> str:
-    """Opaque page token: a tagged position (sequence number, offset) in base64."""
-    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode()
+_PAGE_KEY: bytes | None = None
 
 
-def decode_page_token(kind: str, token: str) -> int:
-    """Position in a token made by :func:`encode_page_token` with the same ``kind``; 0 if empty."""
+def _page_key() -> bytes:
+    """Key of the page tokens: derived from FIRSTLIGHT_INTERNAL_KEY, which every replica of
+    every service holds (a token from one replica works on another), else random per process."""
+    global _PAGE_KEY
+    if _PAGE_KEY is None:
+        secret = os.environ.get("FIRSTLIGHT_INTERNAL_KEY", "")
+        _PAGE_KEY = hmac.new(secret.encode(), b"firstlight page tokens v1", hashlib.sha256).digest() if secret else secrets.token_bytes(32)
+    return _PAGE_KEY
+
+
+def _page_pad(key: bytes, nonce: bytes, label: bytes) -> bytes:
+    return hmac.new(key, b"pad" + nonce + label, hashlib.sha256).digest()[:8]
+
+
+def encode_page_token(kind: str, position: int, scope: str = "") -> str:
+    """Opaque page token for ``position`` (a sequence number or an offset) of a listing of
+    ``kind`` in ``scope`` (the app): encrypted (a client cannot read a global row number from
+    it) and authenticated (it cannot be forged, edited, or replayed in another app's listing).
+    Random nonce, HMAC-SHA256 as the keystream and as the MAC."""
+    key, nonce, label = _page_key(), secrets.token_bytes(8), f"{kind}\0{scope}".encode()
+    cipher = bytes(a ^ b for a, b in zip(int(position).to_bytes(8, "big"), _page_pad(key, nonce, label)))
+    mac = hmac.new(key, b"mac" + nonce + cipher + label, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(nonce + cipher + mac).decode().rstrip("=")
+
+
+def decode_page_token(kind: str, token: str, scope: str = "") -> int:
+    """Position in a token made by :func:`encode_page_token` with the same ``kind`` and
+    ``scope``; 0 if empty; INVALID_ARGUMENT for anything else."""
     if not token:
         return 0
     try:
-        tag, _, value = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if tag != kind or int(value) < 0:
-            raise ValueError
-        return int(value)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not a token returned by this service") from None
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    key, label = _page_key(), f"{kind}\0{scope}".encode()
+    if len(raw) == 32:
+        nonce, cipher, mac = raw[:8], raw[8:16], raw[16:]
+        if hmac.compare_digest(mac, hmac.new(key, b"mac" + nonce + cipher + label, hashlib.sha256).digest()[:16]):
+            position = int.from_bytes(bytes(a ^ b for a, b in zip(cipher, _page_pad(key, nonce, label))), "big")
+            if position < 1 << 62:
+                return position
+    raise InvalidArgument("page_token is not a token returned by this service for this listing")

@@ -8,10 +8,23 @@ import uuid
 from kafka import KafkaConsumer, KafkaProducer
 
 
-def produce(bootstrap: str, topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
+def signed(event_keys: str, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None, now_ms: int | None = None) -> list[tuple[str, bytes]]:
+    """``headers`` plus the signature a service would add with the stack's event keys
+    (``stack.event_keys``): what a trusted producer (or an insider holding the key) sends."""
+    from firstlight.messaging import signing
+
+    declared = dict(headers or []).get("message-type", b"").decode()
+    header = signing.sign(signing.EventKeys.parse(event_keys), topic, key, declared, value or b"", now_ms=now_ms)
+    return [*(headers or []), (signing.H_SIGNATURE, header.encode())]
+
+
+def produce(bootstrap: str, topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None, sign_with: str = "") -> None:
+    """Produce one record; ``sign_with``: the stack's event keys, to sign it as a service would."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         hdrs = [(k, v.encode()) for k, v in (headers or {}).items()]
+        if sign_with:
+            hdrs = signed(sign_with, topic, key, value, hdrs)
         producer.send(topic, key=key, value=value, headers=hdrs).get(timeout=30)
     finally:
         producer.close()

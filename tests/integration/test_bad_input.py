@@ -32,7 +32,7 @@ from firstlight.v1 import (
 )
 
 from .helpers import eventually
-from .kafka_io import api_key_header, find_record, find_records_by_key, produce, produce_many
+from .kafka_io import api_key_header, find_record, find_records_by_key, produce, produce_many, signed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
 import make_bad_inputs as corpus  # noqa: E402
@@ -157,12 +157,12 @@ def test_malformed_events_go_to_dead_letter_queues(client: Firstlight, stack) ->
     # Well-formed protobuf, impossible content.
     key = f"{APP}/ghost".encode()
     ghost = events_pb2.InputIngested(app_id=APP, input_id="ghost", blob_uri="file:///nowhere/ghost")
-    produce(bootstrap, topics.INPUTS_INGESTED, key, ghost.SerializeToString())
+    produce(bootstrap, topics.INPUTS_INGESTED, key, ghost.SerializeToString(), sign_with=stack.event_keys)
     assert "ghost" in _dead_letter(stack, topics.INPUTS_INGESTED, key).error
 
     key = f"{APP}/short-vector".encode()
     short = events_pb2.EmbeddingComputed(app_id=APP, input_id="short", vector=[0.1, 0.2])
-    produce(bootstrap, topics.EMBEDDINGS_COMPUTED, key, short.SerializeToString())
+    produce(bootstrap, topics.EMBEDDINGS_COMPUTED, key, short.SerializeToString(), sign_with=stack.event_keys)
     assert "dimensions" in _dead_letter(stack, topics.EMBEDDINGS_COMPUTED, key).error
 
     key = f"{APP}/bad-submission".encode()
@@ -311,7 +311,9 @@ def test_malformed_events_on_every_consumed_topic(stack) -> None:  # type: ignor
     for topic in consumed:
         for kind, (value, headers, reason) in kinds.items():
             key = f"{APP}/{run}-{kind}".encode()
-            records.append((topic, key, value, headers))
+            # Signed as a service would (internal topics refuse unsigned records before parsing).
+            signed_headers = headers if topic == topics.INPUTS_SUBMIT else signed(stack.event_keys, topic, key, value, headers)
+            records.append((topic, key, value, signed_headers))
             expect[(topic, key)] = reason
     produce_many(bootstrap, records)
     for topic in consumed:

@@ -45,7 +45,7 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
         header=new_header("test", f"{APP}/det/1"), app_id=APP, model_id="det", version="1", triton_model=name,
         concepts=CONCEPTS, serving=True, kind="detector", image_size=64,
     )
-    produce(stack.broker.bootstrap, topics.MODEL_VERSION_READY, topics.event_key(APP, "det"), event.SerializeToString())
+    produce(stack.broker.bootstrap, topics.MODEL_VERSION_READY, topics.event_key(APP, "det"), event.SerializeToString(), sign_with=stack.event_keys)
 
     images = data.test.images[:4]
     request = inference_pb2.PredictRequest(app_id=APP, model_id="det", images=[png_bytes(im) for im in images])

@@ -13,7 +13,7 @@ import pytest
 
 from firstlight import datasets
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
-from firstlight.v1 import search_pb2, training_pb2
+from firstlight.v1 import embedding_pb2, ingestion_pb2, search_pb2, training_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +35,20 @@ def app_inputs(client: Firstlight) -> dict[str, str]:
 
 def test_bad_embedding_models_are_refused(client: Firstlight, app_inputs: dict[str, str]) -> None:
     with pytest.raises(FirstlightError) as bad:
-        client.set_embedding_model(APP, triton_model="no spaces allowed")
+        client.set_embedding_model(APP, "no spaces allowed")
     assert bad.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(FirstlightError) as triton_name:  # clients never name Triton models
+        client.set_embedding_model(APP, f"fl.{APP}.{MODEL_ID}")
+    assert triton_name.value.code == grpc.StatusCode.INVALID_ARGUMENT and "Triton model name" in triton_name.value.message
     with pytest.raises(FirstlightError) as missing:
-        client.set_embedding_model(APP, triton_model="fl.nowhere.nothing")
+        client.set_embedding_model(APP, "nothing")
     assert missing.value.code == grpc.StatusCode.NOT_FOUND
     with pytest.raises(FirstlightError) as app_missing:
-        client.set_embedding_model("no-such-app", triton_model="backbone")
+        client.set_embedding_model("no-such-app", "backbone")
     assert app_missing.value.code == grpc.StatusCode.NOT_FOUND
-    with pytest.raises(FirstlightError) as not_embedder:
-        client.set_embedding_model(APP, triton_model="general")  # takes images, returns 1000 class probabilities
-    assert not_embedder.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(FirstlightError) as not_ours:  # a built-in Triton model is no model of the app
+        client.set_embedding_model(APP, "general")
+    assert not_ours.value.code == grpc.StatusCode.NOT_FOUND
     assert client.index_stats(APP).switching_to == ""
 
 
@@ -59,7 +62,7 @@ def _train_embedder(client: Firstlight) -> None:
 def _ensure_switched(client: Firstlight, app_inputs: dict[str, str]) -> None:
     """The app switched to its trained embedder, whether or not the switch test ran first (tests
     must not depend on their order)."""
-    target = f"fl.{APP}.{MODEL_ID}@1"
+    target = f"{MODEL_ID}@1"  # clients see the app's model id (IndexStats.model)
     if client.index_stats(APP).model == target:
         return
     try:
@@ -86,7 +89,7 @@ def test_switch_reindexes_every_input_without_interrupting_search(client: Firstl
     probe_bytes = dict((i, d) for i, _, d in datasets.animal_mnist(5, seed=3, classes=CLASSES))[probe]
     resp = client.set_embedding_model(APP, MODEL_ID, "1")
     assert resp.changed and resp.inputs_to_reembed == len(app_inputs)
-    assert resp.app.embedding_model == f"fl.{APP}.{MODEL_ID}@1"
+    assert resp.app.embedding_model == f"{MODEL_ID}@1"  # the app's model id, never the Triton name
 
     # During the switch every search answers, from whichever index is active, with results.
     seen_models, searches = set(), 0
@@ -108,7 +111,7 @@ def test_switch_reindexes_every_input_without_interrupting_search(client: Firstl
     assert searches >= 2
 
     after = client.index_stats(APP)
-    assert after.model == f"fl.{APP}.{MODEL_ID}@1" and after.indexed_count == len(app_inputs)
+    assert after.model == f"{MODEL_ID}@1" and after.indexed_count == len(app_inputs)
     # Results come from the new model: its vectors have its dimension, and match the exported
     # module run in-process on the same pixels.
     vectors = client.search.GetVectors(search_pb2.GetVectorsRequest(app_id=APP, input_ids=sorted(app_inputs)), timeout=30)
@@ -130,6 +133,48 @@ def test_switch_reindexes_every_input_without_interrupting_search(client: Firstl
     # Switching to the same model again changes nothing.
     again = client.set_embedding_model(APP, MODEL_ID, "1")
     assert not again.changed and again.inputs_to_reembed == 0
+
+
+def test_another_apps_embedder_is_out_of_reach(stack, client: Firstlight, app_inputs: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14, item 1: with its own key, another app can neither embed with, describe, nor
+    switch to this app's trained embedder, by Triton name or by model id."""
+    _ensure_switched(client, app_inputs)
+    other = "embswitch-other"
+    client.create_app(other, exist_ok=True)
+    _, key = client.create_api_key(other, "attacker")
+    image = datasets.sample_photo("coffee")
+    with Firstlight.from_addresses(stack.addresses, api_key=key, timeout_s=60) as attacker:
+        embed = attacker.embedding
+        assert embed is not None
+
+        def code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+            try:
+                call()
+            except (FirstlightError, grpc.RpcError) as exc:
+                return exc.code if isinstance(exc, FirstlightError) else exc.code()  # type: ignore[attr-defined]
+            return grpc.StatusCode.OK
+
+        triton_name = f"fl.{APP}.{MODEL_ID}"
+        for ref in (triton_name, f"{triton_name}@1"):  # the raw Triton name: refused, whoever asks
+            assert code(lambda: attacker.embed_images([image], model=ref)) == grpc.StatusCode.INVALID_ARGUMENT
+            describe = embedding_pb2.DescribeEmbeddingModelRequest(model=ref)
+            assert code(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == grpc.StatusCode.INVALID_ARGUMENT
+            assert code(lambda: attacker.set_embedding_model(other, ref)) == grpc.StatusCode.INVALID_ARGUMENT
+            assert code(lambda: client.embed_images([image], model=ref, app_id=APP)) == grpc.StatusCode.INVALID_ARGUMENT
+        # By model id, in the attacker's own app: not its model.
+        assert code(lambda: attacker.embed_images([image], model=f"{MODEL_ID}@1")) == grpc.StatusCode.NOT_FOUND
+        assert code(lambda: attacker.set_embedding_model(other, MODEL_ID, "1")) == grpc.StatusCode.NOT_FOUND
+        # By model id, naming the other app: the interceptor stops it.
+        assert code(lambda: attacker.embed_images([image], model=MODEL_ID, app_id=APP)) == grpc.StatusCode.PERMISSION_DENIED
+        describe = embedding_pb2.DescribeEmbeddingModelRequest(model=MODEL_ID, app_id=APP)
+        assert code(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == grpc.StatusCode.PERMISSION_DENIED
+        assert attacker.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=other), timeout=30).embedding_model == ""
+    # The owner embeds with its model by model id.
+    assert {len(v) for v in client.embed_images([image], model=f"{MODEL_ID}@1", app_id=APP)} == {DIM}
+    # A made-up model is NOT_FOUND from the service's own registry (the model repository) before
+    # Triton is asked anything (tests/unit/test_embedding_models.py checks no load is attempted).
+    for made_up in ("general", "nothing", "nothing@3", f"{MODEL_ID}@9"):
+        assert code(lambda: client.embed_images([image], model=made_up, app_id=APP)) == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_head_trained_after_the_switch_predicts_with_the_apps_embedder(client: Firstlight, app_inputs: dict[str, str]) -> None:
@@ -157,4 +202,4 @@ def test_a_head_trained_after_the_switch_predicts_with_the_apps_embedder(client:
     assert evaluation.count == 4 and 0.0 <= evaluation.metrics["accuracy"] <= 1.0
     # The version records the embedding model it was trained on (what Predict embeds with).
     [*_, head_version] = client.versions(APP, "head").versions
-    assert head_version.version == job.version and head_version.embedding_model == f"fl.{APP}.{MODEL_ID}@1"
+    assert head_version.version == job.version and head_version.embedding_model == f"{MODEL_ID}@1"

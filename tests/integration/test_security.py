@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -49,7 +50,7 @@ from firstlight.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .helpers import eventually
-from .kafka_io import api_key_header, find_record, produce
+from .kafka_io import api_key_header, find_record, produce, signed
 
 pytestmark = pytest.mark.integration
 
@@ -210,11 +211,266 @@ def test_kafka_submissions_and_events_keep_apps_apart(stack, apps: dict[str, str
     assert code_of(lambda: client.get_input(B, "sub-other-app")) == CODE.NOT_FOUND
 
     # An event naming app A but pointing at app B's image: the embedding worker refuses it.
-    b_blob = client.get_input(B, f"{B}-1").blob_uri
+    assert client.get_input(B, f"{B}-1").blob_uri == f"blob:{B}/{B}-1"  # clients never see server paths
+    b_blob = (stack.data_dir / "blobs" / B / f"{B}-1").as_uri()  # an attacker who guesses the layout
     key = f"{A}/stolen-{uuid.uuid4().hex[:6]}".encode()
     forged = events_pb2.InputIngested(app_id=A, input_id="stolen", blob_uri=b_blob)
     produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString())
+    assert "unsigned record" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
+    # Even signed (an insider holding the event key), the worker checks the blob's app.
+    key = f"{A}/stolen-{uuid.uuid4().hex[:6]}".encode()
+    produce(bootstrap, topics.INPUTS_INGESTED, key, forged.SerializeToString(), sign_with=stack.event_keys)
     assert "does not belong to app" in _dead_letter(bootstrap, topics.INPUTS_INGESTED, key).error
+
+
+# -- issue 14: what an attacker with one app's key found ----------------------------------------
+
+# Whole-string cases: a trailing newline / CR, a NUL, a look-alike letter (Cyrillic "е").
+NOT_WHOLE = ("\n", "\r", "\x00", "\u0435")
+
+
+def test_identifiers_match_the_whole_string_through_the_rpcs(stack, as_a: Firstlight, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    """Item 2: ``re.match("^…$")`` accepted "evil\n" as an app id, "x\n" as an input id (a blob
+    file named "x\n"), "m\n" as a model id and "backbone\n" as an embedding model."""
+    image = datasets.sample_photo("coffee")
+    embed = as_a.embedding
+    assert embed is not None
+    codes: dict[str, grpc.StatusCode] = {}
+    for n, end in enumerate(NOT_WHOLE):
+        calls: dict[str, Callable[[], object]] = {
+            "CreateApp": lambda: client.create_app(f"evil{end}"),
+            "CreateApp(lead)": lambda: client.create_app(f"{end}evil"),
+            "PostInputs": lambda: as_a.ingestion.PostInputs(
+                ingestion_pb2.PostInputsRequest(app_id=A, inputs=[common_pb2.InputSpec(id=f"x{end}", image_bytes=image)]), timeout=30
+            ),
+            "DeleteInputs": lambda: as_a.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=A, input_ids=[f"{A}-1{end}"]), timeout=30),
+            "PostAnnotations": lambda: as_a.ingestion.PostAnnotations(
+                ingestion_pb2.PostAnnotationsRequest(app_id=A, annotations=[ingestion_pb2.Annotation(input_id=f"{A}-1", add_concepts=[f"ca{end}t"])]),
+                timeout=30,
+            ),
+            "CreateModel": lambda: as_a.create_model(A, f"m{end}", ["a", "b"]),
+            "CreateDataset": lambda: as_a.create_dataset(A, f"d{end}"),
+            "SetEmbeddingModel": lambda: as_a.set_embedding_model(A, f"backbone{end}"),
+            "EmbedImages": lambda: embed.EmbedImages(embedding_pb2.EmbedImagesRequest(images=[image], model=f"backbone{end}"), timeout=30),
+            "DescribeEmbeddingModel": lambda: embed.DescribeEmbeddingModel(embedding_pb2.DescribeEmbeddingModelRequest(model=f"emb{end}"), timeout=30),
+            "CreateApiKey(name)": lambda: client.create_api_key(A, f"ci{end}x"),
+        }
+        if end == "\u0435":  # a look-alike in a concept or key name is a legitimate (Cyrillic) name
+            calls.pop("PostAnnotations")
+            calls.pop("CreateApiKey(name)")
+        for name, call in calls.items():
+            codes[f"{name}[{n}]"] = code_of(call)
+    assert codes == dict.fromkeys(codes, CODE.INVALID_ARGUMENT)
+    # Nothing was written: no such app, input, blob file or model.
+    assert code_of(lambda: client.ingestion.GetApp(ingestion_pb2.GetAppRequest(id="evil"), timeout=30)) == CODE.NOT_FOUND
+    blobs = stack.data_dir / "blobs" / A
+    assert all(name.isprintable() and name.isascii() for name in os.listdir(blobs)), os.listdir(blobs)
+    assert all(i.id.isprintable() and i.id.isascii() for i in as_a.list_inputs(A))
+
+
+def test_no_rpc_names_a_triton_model(as_a: Firstlight) -> None:
+    """Item 1: EmbedImages / DescribeEmbeddingModel / SetEmbeddingModel took Triton model names,
+    so app A's key could embed with, describe and switch to app B's trained models. A Triton
+    name is refused whoever asks; a model id names the caller's app's model only (the interceptor
+    refuses app_id B). tests/integration/test_embedding_model_switch.py repeats this against a
+    really trained embedder of another app."""
+    image = datasets.sample_photo("coffee")
+    embed = as_a.embedding
+    assert embed is not None
+    for ref in (f"fl.{B}.emb", f"fl.{B}.emb@1", f"fl.{A}.emb", "fl.x"):
+        assert code_of(lambda: as_a.embed_images([image], model=ref)) == CODE.INVALID_ARGUMENT, ref
+        describe = embedding_pb2.DescribeEmbeddingModelRequest(model=ref)
+        assert code_of(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == CODE.INVALID_ARGUMENT, ref
+        assert code_of(lambda: as_a.set_embedding_model(A, ref)) == CODE.INVALID_ARGUMENT, ref
+    assert code_of(lambda: as_a.embed_images([image], model="emb", app_id=B)) == CODE.PERMISSION_DENIED
+    describe = embedding_pb2.DescribeEmbeddingModelRequest(model="emb@1", app_id=B)
+    assert code_of(lambda: embed.DescribeEmbeddingModel(describe, timeout=30)) == CODE.PERMISSION_DENIED
+    # A model id the app does not have is NOT_FOUND; the built-in backbone's names still work.
+    assert code_of(lambda: as_a.embed_images([image], model="emb@1")) == CODE.NOT_FOUND
+    assert {len(v) for v in as_a.embed_images([image], model="backbone")} == {1280}
+    info = embed.DescribeEmbeddingModel(embedding_pb2.DescribeEmbeddingModelRequest(), timeout=30)
+    assert (info.dim, info.image_size) == (1280, 224)
+
+
+def test_state_directory_is_owner_only(stack, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Item 5: metadata.db, training.db, the logs and the model repository were 0644, Triton's
+    /dev/shm regions too. Every directory of the stack's state is 0700, every file 0600 (or
+    0700), and so are Triton's shared-memory regions."""
+    loose = []
+    for directory, dirnames, filenames in os.walk(stack.data_dir):
+        for name in [directory, *(os.path.join(directory, n) for n in (*dirnames, *filenames))]:
+            st = os.lstat(name)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                loose.append(f"{oct(stat.S_IMODE(st.st_mode))} {name}")
+    assert stat.S_IMODE(os.stat(stack.data_dir).st_mode) == 0o700
+    for must in ("ingestion/metadata.db", "logs/triton.log", "logs/ingestion.log", "model_repository/backbone/config.pbtxt", "stack.json"):
+        assert (stack.data_dir / must).exists(), must
+    assert not loose, "\n".join(loose[:20])
+    # Triton's Python backend sets 0644 on its regions itself (umask does not apply): the stack
+    # makes them owner-only within a fraction of a second of their creation.
+    shm = sorted(Path("/dev/shm").glob(f"{stack.triton._shm_prefix}*")) if stack.triton else []
+    assert shm, "no Triton shared-memory regions found"
+
+    def shm_private() -> bool:
+        return not [p for p in Path("/dev/shm").glob(f"{stack.triton._shm_prefix}*") if p.stat().st_mode & 0o077]
+
+    eventually(shm_private, timeout=2, interval=0.1, what="Triton's /dev/shm regions owner-only")
+
+
+def test_triton_refuses_clients_without_the_services_token(stack) -> None:  # type: ignore[no-untyped-def]
+    """Item 4: anyone local could list every app's models on Triton, infer with them and unload
+    them. Triton now refuses every protocol but health without the token only the embedding and
+    inference services hold (FIRSTLIGHT_TRITON_TOKEN); its ports, metrics included, are bound
+    to loopback."""
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from firstlight.triton.client import TOKEN_HEADER, TOKEN_KEY
+
+    triton = stack.triton
+    assert triton is not None and stack.triton_token
+    client = grpcclient.InferenceServerClient(triton.grpc_url)
+    image = grpcclient.InferInput("IMAGE", [1, 224, 224, 3], "UINT8")
+    image.set_data_from_numpy(np.zeros((1, 224, 224, 3), np.uint8))
+    calls: dict[str, Callable[[dict | None], object]] = {
+        "repository index": lambda h: client.get_model_repository_index(headers=h),
+        "model metadata": lambda h: client.get_model_metadata("general", headers=h),
+        "model config": lambda h: client.get_model_config("general", headers=h),
+        "infer": lambda h: client.infer("general", [image], headers=h),
+        "unload": lambda h: client.unload_model("general", headers=h),
+        "load": lambda h: client.load_model("general", headers=h),
+        "statistics": lambda h: client.get_inference_statistics(headers=h),
+    }
+    try:
+        for headers in (None, {TOKEN_HEADER: "flt_wrong"}, {"authorization": f"Bearer {stack.admin_key}"}):
+            for name, call in calls.items():
+                with pytest.raises(InferenceServerException, match="restricted") as refused:
+                    call(headers)
+                assert refused.value.status() == "StatusCode.UNAVAILABLE", name
+        assert client.is_server_live() and client.is_model_ready("general")  # health stays open (probes)
+        assert "general" in {m.name for m in client.get_model_repository_index(headers={TOKEN_HEADER: stack.triton_token}).models}
+    finally:
+        client.close()
+    index = f"{triton.http_url}/v2/repository/index"
+    with pytest.raises(urllib.error.HTTPError) as http_refused:
+        urllib.request.urlopen(urllib.request.Request(index, data=b"{}", method="POST"), timeout=10)
+    assert http_refused.value.code == 403
+    ok = urllib.request.urlopen(urllib.request.Request(index, data=b"{}", method="POST", headers={TOKEN_KEY: stack.triton_token}), timeout=10)
+    assert ok.status == 200
+    # Bound to loopback: gRPC, HTTP and metrics (which no header protects).
+    args = Path(f"/proc/{triton.pid}/cmdline").read_bytes().split(b"\0")
+    for flag in (b"--grpc-address", b"--http-address", b"--metrics-address"):
+        assert flag + b"=127.0.0.1" in args, flag
+    # Only the services that call Triton hold the token; stack.json does not.
+    assert stack.triton_token not in (stack.data_dir / "stack.json").read_text()
+    assert [n for n in stack.services if "FIRSTLIGHT_TRITON_TOKEN" in stack.env_for(n)] == ["embedding", "inference"]
+
+
+def test_smaller_holes(stack, as_a: Firstlight, client: Firstlight, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Item 7: admin TrainModel(app_id="") was NOT_FOUND "in app ''"; page tokens were
+    base64("s:<global row number>") and worked in another app's listing; blob_uri showed the
+    server's absolute path to clients."""
+    import base64
+
+    train = training_pb2.TrainModelRequest(app_id="", model_id="m", dataset_id="d")
+    assert code_of(lambda: client.training.TrainModel(train, timeout=30)) == CODE.INVALID_ARGUMENT  # type: ignore[union-attr]
+    # Page tokens: opaque, and only for the listing (app) they came from.
+    client.upload(A, [UploadItem(datasets.sample_photo("chelsea"), id=f"{A}-page")])
+    page = as_a.ingestion.ListInputs(ingestion_pb2.ListInputsRequest(app_id=A, page_size=1), timeout=30)
+    token = page.next_page_token
+    assert token and b":" not in base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert as_a.ingestion.ListInputs(ingestion_pb2.ListInputsRequest(app_id=A, page_size=1, page_token=token), timeout=30).inputs
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[B]) as as_b:
+        elsewhere = ingestion_pb2.ListInputsRequest(app_id=B, page_size=1, page_token=token)
+        assert code_of(lambda: as_b.ingestion.ListInputs(elsewhere, timeout=30)) == CODE.INVALID_ARGUMENT
+    forged = base64.urlsafe_b64encode(b"s:0").decode()
+    assert code_of(lambda: as_a.ingestion.ListInputs(ingestion_pb2.ListInputsRequest(app_id=A, page_token=forged), timeout=30)) == CODE.INVALID_ARGUMENT
+    # No server path in what clients see (app key and admin alike).
+    for c in (as_a, client):
+        shown = c.get_input(A, f"{A}-1").blob_uri
+        assert shown == f"blob:{A}/{A}-1" and str(stack.data_dir) not in shown
+
+
+def test_forged_internal_events_are_dead_lettered_and_change_nothing(stack, apps: dict[str, str], client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    """Item 3: anyone who could reach the broker removed B's input from search (inputs.deleted),
+    put concept "pwned" on B's search hit (annotations.changed) and made B's Predict answer with
+    A's model (model.version.ready). Internal topics now take only records signed with the
+    services' event key: unsigned, forged (another key), altered and replayed (stale) records
+    are dead-lettered with the reason, and B's data does not change."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    bootstrap = stack.addresses["kafka"]
+    run = uuid.uuid4().hex[:6]
+    header = events_pb2.EventHeader(idempotency_key=f"forged-{run}")
+    attacks = {
+        topics.INPUTS_DELETED: events_pb2.InputsDeleted(header=header, app_id=B, input_ids=[f"{B}-1"]),
+        topics.ANNOTATIONS_CHANGED: events_pb2.AnnotationsChanged(header=header, app_id=B, input_id=f"{B}-1", concepts=["pwned"], label_revision=99),
+        topics.MODEL_VERSION_READY: events_pb2.ModelVersionReady(
+            header=header, app_id=B, model_id="m", version="1", triton_model="general", concepts=["made", "up"], serving=True
+        ),
+        topics.INPUTS_INGESTED: events_pb2.InputIngested(header=header, app_id=B, input_id="planted", blob_uri=f"file:///tmp/{run}"),
+        topics.EMBEDDINGS_COMPUTED: events_pb2.EmbeddingComputed(header=header, app_id=B, input_id="planted", vector=[0.0] * 1280),
+        topics.PREDICTIONS_MADE: events_pb2.PredictionMade(header=header, app_id=B, input_id=f"{B}-1", model_id="m"),
+        topics.EMBEDDING_MODEL_CHANGED: events_pb2.EmbeddingModelChanged(header=header, app_id=B, embedding_model=f"fl.{A}.x"),
+    }
+    other_key = f"kx:{'z' * 40}"  # a key the stack does not have
+    eight_days_ago = int((time.time() - 8 * 86400) * 1000)
+    expected: dict[tuple[str, bytes], str] = {}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for topic, event in attacks.items():
+            value = event.SerializeToString()
+            mt = [("message-type", event.DESCRIPTOR.full_name.encode())]
+            genuine = lambda key, now_ms=None: signed(stack.event_keys, topic, key, value, mt, now_ms=now_ms)  # noqa: E731
+            variants: dict[str, tuple[bytes, Callable[[bytes], list], str]] = {
+                "unsigned": (value, lambda key: mt, "unsigned record"),
+                "other-key": (value, lambda key: signed(other_key, topic, key, value, mt), "signed with unknown event key"),
+                # A genuine signature, sent with another value (the attacker's edit).
+                "altered": (value + b"\x10\x01", genuine, "forged or altered"),
+                # A genuine record captured more than the freshness window ago. (model.version.ready
+                # is replayed from its start by design: there the registry ignores serving changes
+                # older than the one it applied, tests/unit/test_event_signing.py.)
+                "replayed": (value, lambda key: genuine(key, eight_days_ago), "replayed or stale"),
+            }
+            for name, (body, headers_for, reason) in variants.items():
+                if name == "replayed" and topic == topics.MODEL_VERSION_READY:
+                    continue
+                key = f"{B}/{run}-{name}".encode()
+                producer.send(topic, key=key, value=body, headers=headers_for(key))
+                expected[(topic, key)] = reason
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    # Every DLQ read by one consumer (one group join, not one per topic).
+    reader = KafkaConsumer(
+        *(topics.dlq(t) for t in attacks), bootstrap_servers=bootstrap, group_id=f"test-{run}", auto_offset_reset="earliest",
+        enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+    )  # fmt: skip
+    letters: dict[tuple[str, bytes], str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not set(expected) <= set(letters):
+            for records in reader.poll(timeout_ms=500).values():
+                for record in records:
+                    letter = events_pb2.DeadLetter.FromString(record.value)
+                    letters.setdefault((letter.source_topic, record.key), letter.error)
+    finally:
+        reader.close()
+    missing = sorted(set(expected) - set(letters))
+    assert not missing, f"not dead-lettered: {missing}"
+    for where, reason in expected.items():
+        assert reason in letters[where], (where, letters[where])
+    # Nothing of B changed: its input is searchable with its own label, and B has no model "m".
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[B]) as as_b:
+        hit = as_b.search_by_image(B, input_id=f"{B}-1", top_k=1).hits[0]
+        assert (hit.input_id, list(hit.concepts)) == (f"{B}-1", ["coffee"])
+        assert as_b.indexed_count(B) == 1
+        assert code_of(lambda: as_b.predict([datasets.sample_photo("coffee")], model="m", app_id=B)) == CODE.NOT_FOUND
+        assert as_b.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=B), timeout=30).embedding_model == ""
 
 
 # -- TLS and limits on a second ingestion process ------------------------------------------------
@@ -406,6 +662,12 @@ def test_per_key_rate_limit(tls_ingestion: dict) -> None:
             assert other_stub.GetApp(request, timeout=30).id == "lim-rate"
         time.sleep(retry_ms / 1000 + 0.05)
         assert stub.GetApp(request, timeout=30).id == "lim-rate"  # after the advertised wait
+    # The SDK waits out the limit (retry-after-ms) instead of failing (issue 14, item 7).
+    addr = tls_ingestion["address"]
+    with Firstlight(addr, addr, addr, api_key=key, tls_root_cert=tls_ingestion["root"]) as sdk_client:
+        started = time.monotonic()
+        assert [sdk_client.ingestion.GetApp(request, timeout=30).id for _ in range(4)] == ["lim-rate"] * 4
+        assert time.monotonic() - started > 0.3  # it did wait: 4 calls at 2/s on a bucket just emptied
 
 
 def test_services_call_each_other_over_tls(stack, tls_ingestion: dict) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ import tritonclient.grpc as grpcclient
 from firstlight import datasets
 from firstlight.sdk import Firstlight, UploadItem
 from firstlight.training.export import triton_model_name
+from firstlight.triton.client import TOKEN_HEADER
 
 from .helpers import eventually
 
@@ -23,8 +24,9 @@ VERSIONS = 5
 
 
 def ready_versions(stack, name: str) -> list[str]:  # type: ignore[no-untyped-def]
+    headers = {TOKEN_HEADER: stack.triton_token} if getattr(stack, "triton_token", "") else None
     with grpcclient.InferenceServerClient(stack.addresses["triton"]) as triton:
-        index = triton.get_model_repository_index(as_json=True).get("models", [])
+        index = triton.get_model_repository_index(headers=headers, as_json=True).get("models", [])
     return sorted((m["version"] for m in index if m["name"] == name and m.get("state") == "READY" and m.get("version")), key=int)
 
 

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,3 +70,64 @@ def test_longest_side_limit() -> None:
     assert decode_image(strip, **LIMITS).width == 20_000
     with pytest.raises(ResourceExhausted, match="per side"):
         decode_image(strip, **LIMITS, max_side=16_384)
+
+
+# -- ingestion's check without keeping pixels (issue 14, item 6) -----------------------------------
+
+CORPUS = sorted((Path(__file__).parents[1] / "corpus" / "bad_inputs").iterdir())
+
+
+def _verdict(fn, data: bytes):  # type: ignore[no-untyped-def]
+    try:
+        out = fn(data, max_bytes=2 << 20, max_pixels=40_000_000, label="x", max_side=16_384)
+        return ("ok", out.width, out.height, out.format)
+    except Exception as exc:  # noqa: BLE001
+        return (type(exc).__name__,)
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
+def test_check_image_gives_decode_images_verdict(path: Path) -> None:
+    from firstlight.images import check_image
+
+    data = path.read_bytes()
+    assert _verdict(check_image, data) == _verdict(decode_image, data)
+
+
+def test_check_image_on_large_jpegs_and_truncation() -> None:
+    from firstlight.images import check_image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    assert check_image(data, max_bytes=8 << 20, max_pixels=40_000_000) == check_image(data, max_bytes=8 << 20, max_pixels=40_000_000)
+    info = check_image(data, max_bytes=8 << 20, max_pixels=40_000_000)
+    assert (info.width, info.height, info.format) == (1600, 1200, "JPEG")
+    for cut in (len(data) // 2, len(data) - 200):
+        with pytest.raises(InvalidArgument, match="truncated|corrupt"):
+            check_image(data[:cut], max_bytes=8 << 20, max_pixels=40_000_000)
+
+
+def test_decode_budget_bounds_concurrent_memory() -> None:
+    import threading
+    import time
+
+    from firstlight.images import DecodeBudget, decode_memory
+
+    assert decode_memory(8000, 5000, "JPEG") < decode_memory(8000, 5000, "PNG") // 40  # 1/64 of the pixels, + 1 MiB
+    trims: list[int] = []
+    budget = DecodeBudget(100, wait_s=0.2, trim=False)
+    budget._trim = trims.append  # type: ignore[assignment]
+    first = budget.acquire(60)
+    with pytest.raises(ResourceExhausted, match="retry"):
+        budget.acquire(60)  # would exceed the budget: waits, then gives up
+    released = threading.Timer(0.05, budget.release, args=(first,))
+    released.start()
+    started = time.monotonic()
+    second = budget.acquire(60)  # admitted once the first is released
+    assert time.monotonic() - started < 0.2 and trims == [0]  # the burst's end trimmed the heap
+    budget.release(second)
+    big = budget.acquire(1000)  # larger than the budget: runs alone
+    assert budget.in_use == 1000 and budget.peak == 1000
+    budget.release(big)

@@ -122,3 +122,17 @@ def test_submission_redelivery_is_a_no_op(core: Ingestion) -> None:
     assert first is not None
     assert core.submit(event) is None
     assert len(outbox(core)) == 1
+
+
+def test_blob_store_resolves_the_opaque_references_clients_see(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Clients see blob:<app>/<input id> (never a server path); a server-side reader holding the
+    store (the gateway) resolves it, within the app only, and nothing outside the store."""
+    from firstlight.blobstore import LocalBlobStore
+    from firstlight.errors import NotFound
+
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("app", "x1", b"bytes")
+    assert store.get("blob:app/x1", app_id="app") == b"bytes"
+    for bad in ("blob:other/x1", "blob:app/../app/x1", "blob:app/x1\n", "blob:../etc/passwd", "blob:app/"):
+        with pytest.raises(NotFound):
+            store.get(bad, app_id="app")

@@ -832,3 +832,40 @@ def test_compose_deploys_no_development_only_setting_and_uses_postgres() -> None
         if "database_url" in SETTINGS[name].model_fields:
             assert env["FIRSTLIGHT_DATABASE_URL"].startswith("postgresql+psycopg://"), name
     import psycopg  # noqa: F401  -- the driver those URLs name is installed (requirements.lock)
+
+
+# -- Triton's side door (issue 14, item 4) ------------------------------------------------------------
+
+
+def _triton_flags_with(token: str) -> list[str]:
+    from firstlight.triton.server import restricted_args
+
+    return restricted_args(token)
+
+
+@needs_kubectl
+def test_triton_needs_the_services_token(rendered: Rendered) -> None:
+    """Every protocol but health needs the token from the firstlight-auth Secret, which the
+    services that call Triton read (embedding, inference); the network policy test above admits
+    only those two to Triton's gRPC port."""
+    [triton] = [w for w in rendered.workloads() if w["metadata"]["name"] == "triton"]
+    [container] = [c for c in _containers(triton) if c["name"] == "triton"]
+    args = container.get("command", []) + container.get("args", [])
+    assert set(_triton_flags_with("$(FIRSTLIGHT_TRITON_TOKEN)")) <= set(args)
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["FIRSTLIGHT_TRITON_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "firstlight-auth", "key": "FIRSTLIGHT_TRITON_TOKEN"}
+    for name in ("embedding", "inference"):
+        if rendered.get("Secret", "firstlight-auth") is not None:
+            assert "FIRSTLIGHT_TRITON_TOKEN" in rendered.env(name), name
+        else:  # prod: the Secret is created out of band; the services read it whole
+            [workload] = [w for w in rendered.workloads() if w["metadata"]["name"] == name]
+            sources = [src for c in _containers(workload) for src in c.get("envFrom", [])]
+            assert {"secretRef": {"name": "firstlight-auth"}} in sources, name
+
+
+def test_compose_triton_needs_the_services_token() -> None:
+    services = _compose()["services"]
+    token = "${FIRSTLIGHT_TRITON_TOKEN:?set FIRSTLIGHT_TRITON_TOKEN}"
+    assert set(_triton_flags_with(token)) <= set(services["triton"]["command"])
+    for name in ("embedding", "inference"):
+        assert services[name]["environment"]["FIRSTLIGHT_TRITON_TOKEN"].startswith("${FIRSTLIGHT_TRITON_TOKEN:?")

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 KEY_PREFIX = "flk_"
 #: ``flk_<12 hex id>_<43 urlsafe base64 chars of 32 random bytes>``
-KEY_PATTERN = re.compile(r"^flk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+KEY_PATTERN = re.compile(r"flk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})", re.ASCII)  # fullmatch only
 
 ADMIN = "admin"
 INTERNAL = "internal"
@@ -74,7 +74,7 @@ def digest(key: str) -> str:
 
 
 def looks_like_app_key(key: str) -> bool:
-    return bool(KEY_PATTERN.match(key))
+    return bool(KEY_PATTERN.fullmatch(key))
 
 
 def same_key(key: str, expected: str) -> bool:

@@ -44,6 +44,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def CreateApiKey(self, request, context):  # type: ignore[no-untyped-def]
         validation.app_id(request.app_id)
+        validation.key_name(request.name)
         await asyncio.to_thread(self.check_app, request.app_id)
         row, key = await asyncio.to_thread(self.store.create, request.app_id, request.name)
         return auth_pb2.CreateApiKeyResponse(key=key_to_proto(row), secret=key)

@@ -214,9 +214,9 @@ class StreamCuration:
         if state not in (0, QUEUED, LABELED):
             raise InvalidArgument(f"unknown queue item state {state}")
         size = validation.page_size(page_size, default=100, maximum=1000)
-        offset = validation.decode_page_token("queue", page_token)
+        offset = validation.decode_page_token("queue", page_token, app_id)
         rows = self.store.items(app_id, state, offset, size + 1)
-        token = validation.encode_page_token("queue", offset + size) if len(rows) > size else ""
+        token = validation.encode_page_token("queue", offset + size, app_id) if len(rows) > size else ""
         return rows[:size], token, self.store.counters(app_id)
 
 

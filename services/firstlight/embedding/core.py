@@ -17,6 +17,7 @@ from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, Res
 from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
+from firstlight.validation import EMBEDDING_MODEL
 from firstlight.triton.client import TritonError, TritonModelNotFound
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,32 @@ class Embedder:
         self._bridge: ConceptBridge | None = None
 
     # -- images -----------------------------------------------------------------------
-    # ``model``: an app's embedding model — "" for the base backbone, else a Triton model name
-    # (optionally "@version") of a trained visual_embedder.
+    # ``model``: an internal embedding model reference — "" for the base backbone, else the
+    # Triton model name (optionally "@version") of an app's trained visual_embedder, resolved
+    # from the app and model id by validation.app_embedding_model (clients never name Triton
+    # models).
+    def exported(self, model: str) -> bool:
+        """Whether the model repository (the registry training exports every app model to)
+        holds ``model`` ("name" or "name@version"). Checked before Triton is asked anything, so
+        a made-up name never makes Triton load (or even look for) a model."""
+        repository = getattr(self.triton, "model_repository", None)
+        if repository is None or not EMBEDDING_MODEL.fullmatch(model) or model.startswith("."):
+            return False
+        name, _, version = model.partition("@")
+        folder = Path(repository) / name
+        if not (folder / "config.pbtxt").is_file():
+            return False
+        if version:
+            return (folder / version).is_dir()
+        return any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
+
     def describe(self, model: str = "") -> tuple[int, int]:
         """(dim, image size) of an embedding model; NotFound / FailedPrecondition if Triton
         cannot embed with it."""
         if not model:
             return backbone.EMBEDDING_DIM, backbone.IMAGE_SIZE
+        if not self.exported(model):
+            raise NotFound(f"embedding model {model!r} has no exported version (train a visual_embedder first)")
         try:
             info = self.triton.describe_embedder(model)
         except TritonModelNotFound as exc:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def build(settings: EmbeddingSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
-    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository)
+    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository, access_token=settings.triton_token)
     embedder = Embedder(triton, settings, cache_dir=settings.data_dir / "cache")
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "embedding")

@@ -19,23 +19,27 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
 
+    # The model a client names is resolved within the request's app (the interceptor checked the
+    # caller may reach it; an app key's empty app_id is its own app): clients never name Triton
+    # models, so no request reaches another app's model.
     async def EmbedImages(self, request, context):  # type: ignore[no-untyped-def]
-        model = validation.embedding_model(request.model)
+        model = validation.app_embedding_model(request.app_id, request.model)
         try:
             vectors = await asyncio.to_thread(self.embedder.embed_images, list(request.images), model)
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
         return embedding_pb2.EmbedImagesResponse(
-            embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in vectors], model=self.embedder.model_name(model)
+            embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in vectors],
+            model=validation.public_embedding_model(request.app_id, self.embedder.model_name(model)),
         )
 
     async def DescribeEmbeddingModel(self, request, context):  # type: ignore[no-untyped-def]
-        model = validation.embedding_model(request.model)
+        model = validation.app_embedding_model(request.app_id, request.model)
         try:
             dim, size = await asyncio.to_thread(self.embedder.describe, model)
         except TritonUnavailable as exc:
             raise Unavailable(f"model server unavailable: {exc}") from exc
-        return embedding_pb2.EmbeddingModelInfo(model=model, dim=dim, image_size=size)
+        return embedding_pb2.EmbeddingModelInfo(model=request.model, dim=dim, image_size=size)
 
     async def EmbedTexts(self, request, context):  # type: ignore[no-untyped-def]
         if request.space not in (

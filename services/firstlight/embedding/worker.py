@@ -11,6 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.embedding.core import Embedder
 from firstlight.errors import FirstlightError
@@ -54,6 +55,10 @@ class EmbeddingWorker:
             event = record.message
             if not event.app_id or not event.input_id or not event.blob_uri:
                 outcomes[n] = PoisonMessage("InputIngested lacks app_id, input_id or blob_uri")
+                continue
+            if not validation.owns_embedding_model(event.app_id, event.embedding_model):
+                # An event may only name its own app's model (the backbone, or fl.<app>.*).
+                outcomes[n] = PoisonMessage(f"embedding model {event.embedding_model[:80]!r} is not a model of app {event.app_id!r}")
                 continue
             by_model.setdefault(event.embedding_model, []).append(n)
         futures = []

@@ -8,11 +8,12 @@ import uuid
 
 import numpy as np
 
+from firstlight import validation
 from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Observed, Predictor, uncertainty
 from firstlight.inference.registry import Registry
-from firstlight.messaging import topics
+from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
@@ -48,7 +49,7 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
 
 def build(settings: InferenceSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
-    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository)
+    triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository, access_token=settings.triton_token)
     # Bounded: the serving version and a few recent ones per app model, a cap across apps.
     residency = Residency(triton.load_versions, triton.unload_model, settings.triton_keep_versions, settings.triton_max_app_models)
     triton.residency = residency
@@ -62,6 +63,14 @@ def build(settings: InferenceSettings) -> ServiceShell:
             if not (ev.app_id and ev.model_id and ev.version and ev.triton_model and ev.concepts):
                 outcomes.append(PoisonMessage("ModelVersionReady lacks app, model, version, Triton model or concepts"))
                 continue
+            # An app model is exported under its app's own Triton name (training.export): an event
+            # pointing an app's model at another app's Triton model (or embedder) is refused.
+            expected = f"{validation.APP_MODEL_PREFIX}{ev.app_id}.{ev.model_id}"
+            if ev.triton_model != expected or not validation.owns_embedding_model(ev.app_id, ev.embedding_model):
+                outcomes.append(
+                    PoisonMessage(f"ModelVersionReady for {ev.app_id}/{ev.model_id} names models of another app ({ev.triton_model[:80]!r}, {ev.embedding_model[:80]!r})")
+                )
+                continue
             try:
                 # Loads the new version folder with the kept ones (no restart); the rest unload.
                 residency.announce(ev.triton_model, ev.version, ev.serving)
@@ -70,7 +79,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
             except TritonError as exc:
                 outcomes.append(PoisonMessage(f"Triton could not load {ev.triton_model}: {exc}"))
                 continue
-            registry.apply(ev)
+            registry.apply(ev, signing.signed_at_ms(record.headers))
             outcomes.append(None)
         return outcomes
 
@@ -82,6 +91,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
         topics.MODEL_VERSION_READY,
         events_pb2.ModelVersionReady,
         on_ready,
+        max_age_s=0,  # replayed from the start (kept forever): no freshness window, see Registry.apply
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )

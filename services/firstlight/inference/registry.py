@@ -45,24 +45,34 @@ class AppModel:
 class Registry:
     def __init__(self, snapshot: Path | None = None) -> None:
         self._models: dict[tuple[str, str], AppModel] = {}
+        self._serving_since: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self.snapshot = snapshot
         if snapshot is not None:
             self._load(snapshot)
 
-    def apply(self, event: events_pb2.ModelVersionReady) -> None:
+    def apply(self, event: events_pb2.ModelVersionReady, signed_ms: int = 0) -> bool:
+        """Learn a version; False when the event was ignored. ``signed_ms``: when the event was
+        signed (messaging.signing): a serving change signed before the one applied last is a
+        replay and changes nothing (a captured old record cannot roll a model back)."""
+        key = (event.app_id, event.model_id)
         with self._lock:
-            model = self._models.setdefault((event.app_id, event.model_id), AppModel(event.app_id, event.model_id))
+            if event.serving and signed_ms and signed_ms < self._serving_since.get(key, 0):
+                return False
+            model = self._models.setdefault(key, AppModel(event.app_id, event.model_id))
             version = ServableVersion(
                 event.version, event.triton_model, list(event.concepts), event.activation, event.kind, event.image_size,
                 event.embedding_model,
             )  # fmt: skip
             serving = event.version if (event.serving or not model.serving) else model.serving
+            if event.serving and signed_ms:
+                self._serving_since[key] = max(signed_ms, self._serving_since.get(key, 0))
             if model.versions.get(event.version) == version and model.serving == serving:
-                return  # a replayed event: nothing changes, nothing to write
+                return True  # a replayed event: nothing changes, nothing to write
             model.versions[event.version] = version
             model.serving = serving
             self._save()
+            return True
 
     def get(self, app_id: str, model_id: str) -> AppModel | None:
         with self._lock:

@@ -11,6 +11,7 @@ from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgume
 from firstlight.ingestion.core import Ingestion, NewInput, region_proto
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
+from firstlight.runtime.auth import caller_is_service
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
@@ -37,7 +38,9 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
     return common_pb2.Input(
         id=row.id,
         app_id=row.app_id,
-        blob_uri=row.blob_uri,
+        # The services read the bytes at the store's URI; clients are not shown the server's
+        # paths (a file:// URI names a directory on the server), only an opaque reference.
+        blob_uri=row.blob_uri if caller_is_service() or not row.blob_uri else f"blob:{row.app_id}/{row.id}",
         concepts=row.concepts,
         metadata=row.metadata,
         split=row.split,  # type: ignore[arg-type]
@@ -57,7 +60,8 @@ def app_to_proto(app: dict) -> common_pb2.App:
         name=app["name"],
         description=app["description"],
         created_at=timestamp(app["created_at"]),
-        embedding_model=app.get("embedding_model", ""),
+        # Stored as the internal (Triton) reference; clients see the app's own model id.
+        embedding_model=validation.public_embedding_model(app["id"], app.get("embedding_model", "")),
     )
 
 
@@ -89,10 +93,12 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
         return app_to_proto(app)
 
     async def SetEmbeddingModel(self, request, context):  # type: ignore[no-untyped-def]
+        # The model is one of the app's own, by model id (or the backbone): never a Triton name.
+        model = validation.app_embedding_model(request.app_id, request.embedding_model)
         app = await asyncio.to_thread(self.core.get_app, request.app_id)  # NOT_FOUND before asking Triton
-        model = validation.embedding_model(request.embedding_model)
         if model and model != app.get("embedding_model", ""):
-            await self.embedding.describe(model)  # NOT_FOUND / FAILED_PRECONDITION if it cannot embed
+            # NOT_FOUND / FAILED_PRECONDITION if it cannot embed
+            await self.embedding.describe(request.app_id, validation.public_embedding_model(request.app_id, model))
         app, changed, n = await asyncio.to_thread(self.core.set_embedding_model, request.app_id, model)
         if changed:
             self._published()
@@ -201,12 +207,12 @@ class EmbeddingModels:
         self.timeout_s = timeout_s  # loading a model into Triton can take a while
         self._stub: embedding_pb2_grpc.EmbeddingServiceStub | None = None
 
-    async def describe(self, model: str) -> embedding_pb2.EmbeddingModelInfo:
+    async def describe(self, app_id: str, model: str) -> embedding_pb2.EmbeddingModelInfo:
         if not self.address:
             raise FailedPrecondition("switching embedding models needs FIRSTLIGHT_EMBEDDING_ADDR on the ingestion service")
         if self._stub is None:  # lazily: an aio channel belongs to the running loop
             self._stub = embedding_pb2_grpc.EmbeddingServiceStub(aio_internal_channel(self.address, options=CHANNEL_OPTIONS))
-        request = embedding_pb2.DescribeEmbeddingModelRequest(model=model)
+        request = embedding_pb2.DescribeEmbeddingModelRequest(app_id=app_id, model=model)
         try:  # a read: safe to retry while the embedding service restarts
             return await INTERNAL_POLICY.acall(lambda: self._stub.DescribeEmbeddingModel(request, timeout=self.timeout_s))
         except grpc.aio.AioRpcError as exc:

@@ -28,7 +28,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import OffsetAndMetadata
 
-from firstlight.messaging.topics import TOPICS, dlq, ensure_topics
+from firstlight.messaging import signing
+from firstlight.messaging.topics import INPUTS_SUBMIT, PREFIX, TOPICS, dlq, ensure_topics
 from firstlight.runtime.retry import Backoff
 from firstlight.v1 import events_pb2
 
@@ -91,7 +92,11 @@ class EventProducer:
         max_request_size: int = MAX_REQUEST_SIZE,
         compression_type: str | None = None,
         request_timeout_ms: int = 30_000,
+        keys: signing.EventKeys | None | bool = True,
     ) -> None:
+        # Every record is signed with the services' event key (FIRSTLIGHT_EVENT_KEYS, read from
+        # the environment when ``keys`` is True; docs/security.md). None/False: unsigned.
+        self._keys = signing.EventKeys.from_env() if keys is True else (keys or None)
         config: dict[str, Any] = dict(
             bootstrap_servers=bootstrap,
             client_id=client_id,
@@ -176,10 +181,13 @@ class EventProducer:
             hdrs.update(headers)
         if H_IDEMPOTENCY_KEY not in hdrs:
             hdrs[H_IDEMPOTENCY_KEY] = _idempotency_key_of(message) or str(uuid.uuid4())
+        value = message.SerializeToString()
+        if self._keys is not None:
+            hdrs[signing.H_SIGNATURE] = signing.sign(self._keys, topic, key, hdrs[H_MESSAGE_TYPE], value)
         return self._live().send(
             topic,
             key=key,
-            value=message.SerializeToString(),
+            value=value,
             headers=[(k, v.encode()) for k, v in hdrs.items()],
         )
 
@@ -200,6 +208,8 @@ class EventProducer:
         hdrs = [(H_CONTENT_TYPE, CONTENT_TYPE.encode())]
         if message_type:
             hdrs.append((H_MESSAGE_TYPE, message_type.encode()))
+        if self._keys is not None:  # signed when relayed, so a key rotation applies to the backlog too
+            hdrs.append((signing.H_SIGNATURE, signing.sign(self._keys, topic, key, message_type, value).encode()))
         return self._live().send(topic, key=key, value=value, headers=hdrs)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -284,10 +294,23 @@ class BatchConsumer(Generic[M]):
         ensure: bool = True,
         unhealthy_after: int = 3,
         state_check_interval_s: float = 10.0,
+        keys: signing.EventKeys | None | bool = True,
+        max_age_s: float | None = None,
         on_broker_lost: Callable[[], None] | None = None,
     ) -> None:
+        # Internal topics take only records signed with the services' event key (True: from
+        # FIRSTLIGHT_EVENT_KEYS when set); unsigned, forged or stale ones are dead-lettered with
+        # the reason. ``inputs.submit`` stays open: its records carry an API key instead.
+        # ``max_age_s``: the freshness window (None: FIRSTLIGHT_EVENT_MAX_AGE_S, 7 days; 0: none,
+        # for consumers that replay a topic from its start).
+        keys = signing.EventKeys.from_env() if keys is True else (keys or None)
+        self.keys = None if topic == INPUTS_SUBMIT else keys
+        self.max_age_s = signing.max_age_from_env() if max_age_s is None else max_age_s
         self.bootstrap = bootstrap
-        self.group_id = group_id
+        # Stacks that share a broker under different FIRSTLIGHT_TOPIC_PREFIXes must not share
+        # consumer groups either: a group's other members would be assigned its partitions of
+        # topics they do not read, and those partitions would go unconsumed.
+        self.group_id = group_id if group_id.startswith(PREFIX) else PREFIX + group_id
         self.topic = topic
         self.dlq_topic = dlq(topic)
         self.message_type = message_type
@@ -501,10 +524,18 @@ class BatchConsumer(Generic[M]):
     def _check(self, r: Any) -> str | None:
         if r.value is None:
             return "record has no value"
-        declared = _decode_headers(r.headers).get(H_MESSAGE_TYPE)
+        headers = _decode_headers(r.headers)
+        declared = headers.get(H_MESSAGE_TYPE)
         expected = message_type_name(self.message_type)
         if declared and declared != expected:
             return f"message-type header is {declared!r}, expected {expected!r}"
+        if self.keys is not None:
+            try:
+                signing.verify(
+                    self.keys, r.topic, r.key, declared or "", r.value, headers.get(signing.H_SIGNATURE), max_age_s=self.max_age_s
+                )
+            except signing.BadSignature as exc:
+                return str(exc)
         return None
 
     def _dead_letter(self, letters: list[tuple[Any, str]]) -> None:

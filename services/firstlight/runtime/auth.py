@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -191,8 +192,21 @@ def _refuse(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str,
     return _same_shape(handler, abort, abort_stream)
 
 
+#: Who is calling, for servicers that show services more than clients (set per call by the
+#: interceptor; None when authentication is off).
+CURRENT_PRINCIPAL: ContextVar[Principal | None] = ContextVar("firstlight_principal", default=None)
+
+
+def caller_is_service() -> bool:
+    """Whether the current call comes from another Firstlight service (the internal key), or
+    authentication is off: such callers may see server-side details (a blob's file URI)."""
+    principal = CURRENT_PRINCIPAL.get()
+    return principal is None or principal.kind == keys.INTERNAL
+
+
 def _checked(handler: grpc.RpcMethodHandler, principal: Principal, max_items: int) -> grpc.RpcMethodHandler:
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        CURRENT_PRINCIPAL.set(principal)
         if handler.request_streaming:  # every message is checked as the servicer reads it
             return await handler.stream_unary(_checked_stream(request, context, principal, max_items), context)
         refused = _check(principal, request, max_items)
@@ -201,6 +215,7 @@ def _checked(handler: grpc.RpcMethodHandler, principal: Principal, max_items: in
         return await handler.unary_unary(request, context)
 
     async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        CURRENT_PRINCIPAL.set(principal)
         behavior = handler.unary_stream or handler.stream_stream
         if handler.request_streaming:
             request = _checked_stream(request, context, principal, max_items)
@@ -252,10 +267,18 @@ def build_interceptor(settings: SecuritySettings, authenticator: Authenticator |
 
 def make_authenticator(settings: SecuritySettings, resolve: Resolver) -> Authenticator:
     admin, internal = settings.admin_key.get_secret_value(), settings.internal_key.get_secret_value()
-    if not admin or not internal:
-        missing = [n for n, v in (("FIRSTLIGHT_ADMIN_KEY", admin), ("FIRSTLIGHT_INTERNAL_KEY", internal)) if not v]
+    events = settings.event_keys.get_secret_value()  # checked here: every service starts through this
+    if not admin or not internal or not events:
+        named = (("FIRSTLIGHT_ADMIN_KEY", admin), ("FIRSTLIGHT_INTERNAL_KEY", internal), ("FIRSTLIGHT_EVENT_KEYS", events))
+        missing = [n for n, v in named if not v]
         raise RuntimeError(
             f"authentication is on (FIRSTLIGHT_AUTH_REQUIRED) but {' and '.join(missing)} is not set; "
             "set them from a Secret, or FIRSTLIGHT_AUTH_REQUIRED=false for a throwaway development server"
         )
+    from firstlight.messaging.signing import EventKeys
+
+    try:
+        EventKeys.parse(events)
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from None
     return Authenticator(admin, internal, resolve, settings.auth_cache_s)

@@ -14,7 +14,9 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha import _async as reflection_aio
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from firstlight.config import CommonSettings
 from firstlight.runtime.auth import Authenticator, build_interceptor
@@ -58,6 +60,47 @@ def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
     ]
 
 
+#: Reflection v1 (what current grpcurl, Postman and grpcui ask first). The pinned
+#: grpcio-reflection ships v1alpha only; v1's messages are v1alpha's under another package
+#: (same fields, same numbers), so the same servicer answers both.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+class _MethodAwarePool:
+    """The descriptor pool reflection answers from, plus method symbols: protobuf's pool does not
+    find "pkg.Service.Method", so `grpcurl describe pkg.Service.Method` said "Symbol not found"."""
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str):  # type: ignore[no-untyped-def]  # noqa: N802 - protobuf's name
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            service, _, method = symbol.rpartition(".")
+            if service:
+                descriptor = self._pool.FindServiceByName(service)  # KeyError when not a service either
+                if method in descriptor.methods_by_name:
+                    return descriptor.file
+            raise
+
+
+def enable_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+    """Serve reflection v1alpha and v1 over the same descriptors, method symbols included."""
+    names = [*service_names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection_aio.ReflectionServicer(names, pool=_MethodAwarePool(descriptor_pool.Default()))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),))
+
+
 def add_port(server: grpc.aio.Server, settings: CommonSettings) -> int:
     """Bind the gRPC port: TLS when a certificate and key are configured, plaintext otherwise."""
     address = f"{settings.grpc_host}:{settings.grpc_port}"
@@ -76,9 +119,7 @@ async def serve(shell: ServiceShell, settings: CommonSettings, stop: asyncio.Eve
     names = list(shell.register(server))
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    enable_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"{shell.name}: could not bind {settings.grpc_host}:{settings.grpc_port}")

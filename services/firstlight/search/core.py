@@ -25,10 +25,10 @@ class Hit:
     split: int
 
 
-def check_page(page_size: int, page_token: str) -> tuple[int, int]:
-    """(page size, offset) or InvalidArgument."""
+def check_page(page_size: int, page_token: str, app_id: str = "") -> tuple[int, int]:
+    """(page size, offset) or InvalidArgument (page tokens are scoped to the app)."""
     size = validation.page_size(page_size, default=10, maximum=MAX_PAGE)
-    offset = validation.decode_page_token("o", page_token)
+    offset = validation.decode_page_token("o", page_token, app_id)
     if offset + size > MAX_OFFSET:
         raise InvalidArgument(f"cannot page past {MAX_OFFSET} results; narrow the filter instead")
     return size, offset
@@ -73,7 +73,7 @@ class Searcher:
     ) -> tuple[list[Hit], str]:
         """``model``: the index of this embedding model (the one ``vector`` was computed with);
         default the app's active one."""
-        size, offset = check_page(page_size, page_token)
+        size, offset = check_page(page_size, page_token, flt.app_id)
         collection, dim = self._collection(flt.app_id, model)
         vec = np.asarray(vector, dtype=np.float32)
         if vec.shape != (dim,):
@@ -88,7 +88,7 @@ class Searcher:
             Hit(h.payload["input_id"], float(h.score), list(h.payload.get("concepts", [])), int(h.payload.get("split", 0)))
             for h in raw[:size]
         ]
-        token = validation.encode_page_token("o", offset + size) if len(raw) > size else ""
+        token = validation.encode_page_token("o", offset + size, flt.app_id) if len(raw) > size else ""
         return hits, token
 
     def _retrieve(self, collection: str, ids: list[str]) -> list:  # type: ignore[type-arg]

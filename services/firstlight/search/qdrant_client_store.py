@@ -45,7 +45,7 @@ T = TypeVar("T")
 #: staleness only matters near the threshold, and saves an extra round trip per search.
 _SIZE_TTL_S = 30.0
 
-_LOCAL_MISSING = re.compile(r"^Collection .+ not found$")
+_LOCAL_MISSING = re.compile(r"Collection .+ not found")  # fullmatch only
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -69,7 +69,7 @@ class _ClientErrors:
                 raise VectorStoreUnavailable(f"qdrant: {exc}") from exc
             if 400 <= status < 500:
                 raise ValueError(str(exc)) from exc
-        if isinstance(exc, ValueError) and _LOCAL_MISSING.match(str(exc)):
+        if isinstance(exc, ValueError) and _LOCAL_MISSING.fullmatch(str(exc)):
             raise CollectionNotFound(str(exc)) from exc
 
 

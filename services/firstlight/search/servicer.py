@@ -15,6 +15,7 @@ from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Searcher, check_page, make_filter
+from firstlight import validation
 from firstlight.search.models import BASE_MODEL, model_ref
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
 
@@ -54,9 +55,11 @@ class EmbeddingClient:
             error = _CODES.get(exc.code(), Unavailable)
             raise error(exc.details() or str(exc.code())) from None
 
-    async def embed_image(self, data: bytes, model: str = "") -> np.ndarray:
-        """``model``: the app's embedding model ("" = base backbone)."""
-        resp = await self._call("EmbedImages", embedding_pb2.EmbedImagesRequest(images=[data], model=model))
+    async def embed_image(self, data: bytes, app_id: str, model: str = "") -> np.ndarray:
+        """``model``: the app's embedding model as an internal reference ("" = base backbone);
+        the EmbeddingService is asked by the app's model id, never by Triton name."""
+        request = embedding_pb2.EmbedImagesRequest(images=[data], app_id=app_id, model=validation.public_embedding_model(app_id, model))
+        resp = await self._call("EmbedImages", request)
         return np.asarray(resp.embeddings[0].vector, dtype=np.float32)
 
     async def text_query(self, text: str) -> tuple[np.ndarray, list[common_pb2.ScoredConcept]]:
@@ -89,13 +92,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
-        check_page(request.page_size, request.page_token)  # fail fast, before embedding the query
+        check_page(request.page_size, request.page_token, request.app_id)  # fail fast, before embedding the query
         which = request.WhichOneof("query")
         if which == "image_bytes":
             # The query is embedded with the model of the index it searches; the search then names
             # that index, so a switch flipping meanwhile cannot pair a vector with the wrong index.
             model = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active
-            vector = await self.embedding.embed_image(request.image_bytes, model_ref(model))
+            vector = await self.embedding.embed_image(request.image_bytes, request.app_id, model_ref(model))
         elif which == "input_id":
             vector, model = await asyncio.to_thread(self.searcher.vector_of, request.app_id, request.input_id)
         else:
@@ -111,7 +114,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
-        check_page(request.page_size, request.page_token)
+        check_page(request.page_size, request.page_token, request.app_id)
         if not request.text.strip():
             raise InvalidArgument("text is empty")
         model = (await asyncio.to_thread(self.searcher.app_models, request.app_id)).active
@@ -160,8 +163,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         return search_pb2.IndexStats(
             app_id=request.app_id,
             indexed_count=n,
-            model=state.active,
-            switching_to=state.target,
+            # Clients see the app's own model ids (or the backbone's version), never Triton names.
+            model=validation.public_embedding_model(request.app_id, state.active),
+            switching_to=validation.public_embedding_model(request.app_id, state.target),
             switch_remaining=state.remaining if state.target else 0,
             switch_total=state.total if state.target else 0,
             ann_current=current,
@@ -171,7 +175,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def GetVectors(self, request, context):  # type: ignore[no-untyped-def]
         found, model = await asyncio.to_thread(self.searcher.vectors_of, request.app_id, list(request.input_ids))
         return search_pb2.GetVectorsResponse(
-            vectors=[search_pb2.InputVector(input_id=i, vector=v.tolist()) for i, v in found], model=model
+            vectors=[search_pb2.InputVector(input_id=i, vector=v.tolist()) for i, v in found],
+            model=validation.public_embedding_model(request.app_id, model),
         )
 
 

@@ -36,7 +36,7 @@ POINT_ID_NAMESPACE = uuid.UUID("3f6c1d2e-8a47-5b1e-9c0d-6e2f4a7b9c10")
 INDEXED_FIELDS: dict[str, str] = {"app_id": "keyword", "concepts": "keyword", "split": "integer", "labeled": "bool"}
 
 # Collection names become directory names in the edge twin, so keep them path-safe everywhere.
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)  # fullmatch only
 
 
 class VectorStoreUnavailable(Unavailable):
@@ -130,7 +130,7 @@ def canonical_id(id: str) -> str:
 
 
 def check_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.match(name):
+    if not _COLLECTION_NAME.fullmatch(name):
         raise ValueError(f"invalid collection name {name!r}: use letters, digits, '_' or '-' (max 128)")
     return name
 

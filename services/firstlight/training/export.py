@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from firstlight.fsmodes import shared_dir_mode
 from firstlight.config import REPO_ROOT
 
 HEAD_TEMPLATE = REPO_ROOT / "deploy" / "triton" / "templates" / "head" / "model.py"
@@ -68,7 +69,7 @@ def export_head(
     )
     (tmp / "concepts.json").write_text(json.dumps(concepts))
     shutil.copyfile(HEAD_TEMPLATE, tmp / "model.py")
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, shared_dir_mode())  # mkdtemp made it 0700; Triton reads it (0755, or 0700 in the local stack)
     final = model_dir / str(version)
     if final.exists():
         shutil.rmtree(final)

@@ -10,6 +10,7 @@ import numpy as np
 
 from PIL import Image
 
+from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.errors import FailedPrecondition, NotFound, Unavailable
 from firstlight.messaging import topics
@@ -67,7 +68,8 @@ class GrpcPlatform:
                     buf = io.BytesIO()
                     img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
                 images.append(buf.getvalue())
-            resp = _call(self.embedding.EmbedImages, embedding_pb2.EmbedImagesRequest(images=images, model=model))
+            request = embedding_pb2.EmbedImagesRequest(images=images, app_id=app_id, model=validation.public_embedding_model(app_id, model))
+            resp = _call(self.embedding.EmbedImages, request)
             out.update({i: np.asarray(e.vector, dtype=np.float32) for i, e in zip(chunk, resp.embeddings)})
         return out
 
@@ -157,7 +159,8 @@ class GrpcPlatform:
         for start in range(0, len(ids), 5000):
             resp = _call(self.search.GetVectors, search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + 5000]))
             out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
-            models.add(resp.model)
+            # Search shows the app's model id ("emb@1"); training records the internal reference.
+            models.add(validation.app_embedding_model(app_id, resp.model))
         if len(models) > 1:  # the app's embedding-model switch flipped between two pages
             raise Unavailable("the app's embedding model changed while its vectors were read; try again")
         return out, models.pop() if models else ""

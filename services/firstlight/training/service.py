@@ -194,6 +194,8 @@ class TrainingService:
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
 
     def get_dataset(self, app_id: str, dataset_id: str) -> dict:
+        validation.app_id(app_id)
+        validation.input_id(dataset_id)
         ds = self.store.latest_dataset(app_id, dataset_id)
         if not ds:
             raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
@@ -214,6 +216,10 @@ class TrainingService:
         return self.store.insert_model(app_id, model_id, template, names, dict(settings))
 
     def model(self, app_id: str, model_id: str) -> dict:
+        # INVALID_ARGUMENT for an empty or malformed id (an admin's TrainModel(app_id="") was
+        # NOT_FOUND "in app ''"), as in every other service.
+        validation.app_id(app_id)
+        validation.input_id(model_id)
         m = self.store.get_model(app_id, model_id)
         if not m:
             raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")

@@ -7,6 +7,7 @@ import json
 
 import grpc
 
+from firstlight import validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
@@ -150,7 +151,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     test_metrics={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("test", {}).items()},
                     timings={k: float(x) for k, x in v["train_report"].get("experiment", {}).get("timings", {}).items()},
                     template=model["template"],
-                    embedding_model=v["train_report"].get("embedding_model", ""),
+                    embedding_model=validation.public_embedding_model(request.app_id, v["train_report"].get("embedding_model", "")),
                 )
                 for v in rows
             ],

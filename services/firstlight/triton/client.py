@@ -29,6 +29,12 @@ EMBEDDING_OUTPUT = "EMBEDDING"
 PROBS_OUTPUT = "PROBS"
 HEAD_INPUT = "EMBEDDING"
 DEFAULT_MAX_BATCH_SIZE = 4  # when a config states none (firstlight.triton.tuning sets it by device)
+#: Key of the services' Triton access token (FIRSTLIGHT_TRITON_TOKEN). Triton refuses every
+#: protocol but health without it when started with --grpc-restricted-protocol /
+#: --http-restricted-api (firstlight.triton.server.restricted_args; docs/security.md). Over HTTP
+#: the header is the key itself; over gRPC Triton expects it prefixed "triton-grpc-protocol-".
+TOKEN_KEY = "firstlight-triton-token"
+TOKEN_HEADER = f"triton-grpc-protocol-{TOKEN_KEY}"
 
 # gRPC statuses that mean "server not reachable / overloaded / too slow": worth retrying.
 _RETRYABLE = {
@@ -84,6 +90,8 @@ def _translate(exc: InferenceServerException, what: str) -> TritonError | Triton
     # a restarting Triton answers "unknown model ... has no available versions" until it has
     # loaded its models (seen in tests/integration/test_faults.py). Callers only name models
     # they know exist (app versions come from the registry), so "unknown" means "not loaded".
+    if "protocol is restricted" in msg:  # no or wrong FIRSTLIGHT_TRITON_TOKEN: retrying cannot help
+        return TritonError(f"{msg} (FIRSTLIGHT_TRITON_TOKEN is missing or not Triton's)")
     if status in _RETRYABLE or any(s in msg for s in ("is not ready", "Deadline Exceeded", "has no available versions", "unknown model")):
         return TritonUnavailable(msg)
     return TritonError(msg)
@@ -98,10 +106,12 @@ def _unloaded(exc: InferenceServerException) -> bool:
 class TritonModels:
     """`embed()` / `classify()` over Triton gRPC, splitting batches above the model's max batch size."""
 
-    def __init__(self, url: str, timeout_s: float = 30.0, model_repository: Path | None = None) -> None:
+    def __init__(self, url: str, timeout_s: float = 30.0, model_repository: Path | None = None, access_token: str = "") -> None:
         #: Bounds which app model versions stay loaded (firstlight.triton.residency); None: load all.
         self.residency = None
         self.url = url
+        # Sent on every call: a Triton with restricted protocols refuses requests without it.
+        self._headers = {TOKEN_HEADER: access_token} if access_token else None
         self.timeout_s = timeout_s
         # Where exported deep models keep meta.json (image size, output dims): their Triton
         # configs leave those variable so versions of different sizes share one model.
@@ -129,8 +139,8 @@ class TritonModels:
         """Server and `models` ready; False (never raises) when unreachable."""
         try:
             t = min(self.timeout_s, 5.0)
-            return bool(self._client.is_server_ready(client_timeout=t)) and all(
-                self._client.is_model_ready(m, client_timeout=t) for m in models
+            return bool(self._client.is_server_ready(headers=self._headers, client_timeout=t)) and all(
+                self._client.is_model_ready(m, headers=self._headers, client_timeout=t) for m in models
             )
         except (InferenceServerException, grpc.RpcError):
             return False
@@ -158,7 +168,7 @@ class TritonModels:
         if cached is not None:
             return cached
         try:
-            cfg = self._client.get_model_config(model, as_json=True, client_timeout=min(self.timeout_s, 5.0))
+            cfg = self._client.get_model_config(model, headers=self._headers, as_json=True, client_timeout=min(self.timeout_s, 5.0))
             value = int(cfg["config"].get("max_batch_size", 0)) or DEFAULT_MAX_BATCH_SIZE
         except InferenceServerException as exc:
             raise _translate(exc, f"config of {model}") from exc
@@ -184,6 +194,7 @@ class TritonModels:
                     model,
                     inputs=[inp],
                     outputs=[grpcclient.InferRequestedOutput(output)],
+                    headers=self._headers,
                     client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
@@ -232,13 +243,13 @@ class TritonModels:
     def _server_live(self) -> bool:
         try:
             # live, not ready: Triton reports not-ready while any model is (re)loading
-            return bool(self._client.is_server_live(client_timeout=min(self.timeout_s, 5.0)))
+            return bool(self._client.is_server_live(headers=self._headers, client_timeout=min(self.timeout_s, 5.0)))
         except (InferenceServerException, grpc.RpcError):
             return False
 
     def _metadata(self, name: str, version: str) -> dict:
         try:
-            return self._client.get_model_metadata(name, model_version=version, as_json=True, client_timeout=min(self.timeout_s, 5.0))
+            return self._client.get_model_metadata(name, model_version=version, headers=self._headers, as_json=True, client_timeout=min(self.timeout_s, 5.0))
         except InferenceServerException as exc:
             raise _translate(exc, f"metadata of {name}") from exc
 
@@ -261,6 +272,7 @@ class TritonModels:
                     inputs=[inp],
                     model_version=info.version,
                     outputs=[grpcclient.InferRequestedOutput(info.output_name)],
+                    headers=self._headers,
                     client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
@@ -290,7 +302,7 @@ class TritonModels:
         """Load or reload ``name`` from the repository (explicit model control): new version
         folders become servable without restarting Triton."""
         try:
-            self._client.load_model(name, client_timeout=max(self.timeout_s, 60.0))
+            self._client.load_model(name, headers=self._headers, client_timeout=max(self.timeout_s, 60.0))
         except InferenceServerException as exc:
             raise _translate(exc, f"load {name}") from exc
         with self._lock:
@@ -311,7 +323,7 @@ class TritonModels:
         config.version_policy.Clear()
         config.version_policy.specific.versions.extend(int(v) for v in versions)
         try:
-            self._client.load_model(name, config=json_format.MessageToJson(config), client_timeout=max(self.timeout_s, 60.0))
+            self._client.load_model(name, config=json_format.MessageToJson(config), headers=self._headers, client_timeout=max(self.timeout_s, 60.0))
         except InferenceServerException as exc:
             raise _translate(exc, f"load {name} {versions}") from exc
         with self._lock:
@@ -319,7 +331,7 @@ class TritonModels:
 
     def unload_model(self, name: str) -> None:
         try:
-            self._client.unload_model(name, client_timeout=max(self.timeout_s, 60.0))
+            self._client.unload_model(name, headers=self._headers, client_timeout=max(self.timeout_s, 60.0))
         except InferenceServerException as exc:
             raise _translate(exc, f"unload {name}") from exc
         with self._lock:
@@ -350,7 +362,7 @@ class TritonModels:
             inp.set_data_from_numpy(chunk)
             try:
                 result = self._client.infer(
-                    model, inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self.timeout_s
+                    model, inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(output)], headers=self._headers, client_timeout=self.timeout_s
                 )
             except InferenceServerException as exc:
                 raise _translate(exc, f"infer {model} v{version}") from exc
@@ -369,7 +381,8 @@ class TritonModels:
             inp = grpcclient.InferInput(HEAD_INPUT, list(chunk.shape), "FP32")
             inp.set_data_from_numpy(chunk)
             request = dict(
-                inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)], client_timeout=self.timeout_s
+                inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)], headers=self._headers,
+                client_timeout=self.timeout_s,
             )
             try:
                 result = self._client.infer(model, **request)

@@ -32,6 +32,8 @@ from types import TracebackType
 
 import tritonclient.grpc as grpcclient
 
+from firstlight.triton.client import TOKEN_KEY
+
 LOG = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("backbone", "general")
@@ -110,6 +112,22 @@ def _tail(path: Path, max_bytes: int = 6000) -> str:
         return "<no log>"
 
 
+#: Everything but health (orchestrators' probes): listing, loading and unloading models
+#: (model-repository), inference, metadata, configs, statistics, shared memory, trace, logging.
+RESTRICTED_PROTOCOLS = ("metadata", "inference", "shared-memory", "model-config", "model-repository", "statistics", "trace", "logging")
+
+
+def restricted_args(token: str) -> list[str]:
+    """tritonserver flags that refuse every gRPC and HTTP call but health without the token in
+    a header (Triton's restricted-protocol check: HTTP header ``firstlight-triton-token``, gRPC
+    metadata ``triton-grpc-protocol-firstlight-triton-token``; the services send it, see
+    firstlight.triton.client.TOKEN_HEADER). Empty for no token."""
+    if not token:
+        return []
+    spec = f"{','.join(RESTRICTED_PROTOCOLS)}:{TOKEN_KEY}={token}"
+    return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
+
+
 class LocalTritonServer:
     """A tritonserver child process serving `models` from `model_repository` (explicit load mode).
 
@@ -127,7 +145,13 @@ class LocalTritonServer:
         host: str = "127.0.0.1",
         startup_timeout_s: float = 120.0,
         env: Mapping[str, str] | None = None,
+        access_token: str = "",
+        private_shm: bool = False,
     ) -> None:
+        #: Keep the Python backend's /dev/shm regions owner-only (see _guard_shm).
+        self.private_shm = private_shm
+        #: With a token, every protocol but health needs it in a request header (restricted_args).
+        self.access_token = access_token
         self.model_repository = Path(model_repository or default_model_repository()).resolve()
         self.models = list(models)
         self.host = host
@@ -269,6 +293,7 @@ class LocalTritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--exit-timeout-secs=10",
+            *restricted_args(self.access_token),
             "--log-verbose=0",
         ]
         env = server_env()
@@ -284,6 +309,23 @@ class LocalTritonServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() can kill the stubs too
             )
+        if self.private_shm:
+            threading.Thread(target=self._guard_shm, args=(self._proc, self._shm_prefix), name="triton-shm-modes", daemon=True).start()
+
+    def _guard_shm(self, proc: subprocess.Popen[bytes], prefix: str, interval_s: float = 0.2) -> None:
+        """Make the Python backend's shared-memory regions owner-only while ``proc`` runs. The
+        backend creates them with an explicit 0644 (boost.interprocess sets the mode after
+        creating, so the stack's umask 077 does not apply), each time a model instance starts;
+        they carry the tensors of every request. Polled: a region is 0644 for at most
+        ``interval_s`` after it appears (docs/security.md)."""
+        while proc.poll() is None:
+            for region in Path("/dev/shm").glob(f"{prefix}*"):
+                try:
+                    if region.stat().st_mode & 0o077:
+                        region.chmod(0o600)
+                except FileNotFoundError:
+                    pass
+            time.sleep(interval_s)
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

@@ -92,8 +92,9 @@ class App(_message.Message):
     description: _builtins.str
     """Free text."""
     embedding_model: _builtins.str
-    """Image-embedding model of the app: a Triton model name, optionally "@<version>" (a trained
-    visual_embedder); empty means the base backbone (EfficientNet-Lite0). Changed with
+    """Image-embedding model of the app: one of its own trained visual_embedder models by model
+    id, optionally "@<version>" (as SetEmbeddingModel takes it); empty means the base backbone
+    (EfficientNet-Lite0). Changed with
     IngestionService.SetEmbeddingModel; search keeps the previous model's index until the new
     one holds every input (see SearchService.GetIndexStats).
     """
@@ -235,7 +236,9 @@ class Input(_message.Message):
     app_id: _builtins.str
     """Owning app."""
     blob_uri: _builtins.str
-    """Where the original bytes are kept (blob store URI)."""
+    """Where the original bytes are kept. The services (internal key) see the blob store's URI;
+    clients see an opaque reference "blob:<app>/<input id>" (never a path on the server).
+    """
     split: Global___Split.ValueType
     """Dataset split."""
     width: _builtins.int

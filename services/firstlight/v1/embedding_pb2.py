@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/embedding.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\".\n\x1d\x44\x65scribeEmbeddingModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"D\n\x12\x45mbeddingModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\nimage_size\x18\x03 \x01(\x05\"\x1f\n\tEmbedding\x12\x12\n\x06vector\x18\x01 \x03(\x02\x42\x02\x10\x01\"3\n\x12\x45mbedImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\"R\n\x13\x45mbedImagesResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"K\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\'\n\x05space\x18\x02 \x01(\x0e\x32\x18.firstlight.v1.TextSpace\"D\n\x12TextInterpretation\x12.\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\"\x8d\x01\n\x12\x45mbedTextsResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12:\n\x0finterpretations\x18\x03 \x03(\x0b\x32!.firstlight.v1.TextInterpretation*R\n\tTextSpace\x12\x1a\n\x16TEXT_SPACE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_SPACE_TEXT\x10\x01\x12\x14\n\x10TEXT_SPACE_IMAGE\x10\x02\x32\xa6\x02\n\x10\x45mbeddingService\x12T\n\x0b\x45mbedImages\x12!.firstlight.v1.EmbedImagesRequest\x1a\".firstlight.v1.EmbedImagesResponse\x12Q\n\nEmbedTexts\x12 .firstlight.v1.EmbedTextsRequest\x1a!.firstlight.v1.EmbedTextsResponse\x12i\n\x16\x44\x65scribeEmbeddingModel\x12,.firstlight.v1.DescribeEmbeddingModelRequest\x1a!.firstlight.v1.EmbeddingModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/embedding.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\">\n\x1d\x44\x65scribeEmbeddingModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\"D\n\x12\x45mbeddingModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\x12\n\nimage_size\x18\x03 \x01(\x05\"\x1f\n\tEmbedding\x12\x12\n\x06vector\x18\x01 \x03(\x02\x42\x02\x10\x01\"C\n\x12\x45mbedImagesRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x03 \x01(\t\"R\n\x13\x45mbedImagesResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\"K\n\x11\x45mbedTextsRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\'\n\x05space\x18\x02 \x01(\x0e\x32\x18.firstlight.v1.TextSpace\"D\n\x12TextInterpretation\x12.\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\"\x8d\x01\n\x12\x45mbedTextsResponse\x12,\n\nembeddings\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.Embedding\x12\r\n\x05model\x18\x02 \x01(\t\x12:\n\x0finterpretations\x18\x03 \x03(\x0b\x32!.firstlight.v1.TextInterpretation*R\n\tTextSpace\x12\x1a\n\x16TEXT_SPACE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTEXT_SPACE_TEXT\x10\x01\x12\x14\n\x10TEXT_SPACE_IMAGE\x10\x02\x32\xa6\x02\n\x10\x45mbeddingService\x12T\n\x0b\x45mbedImages\x12!.firstlight.v1.EmbedImagesRequest\x1a\".firstlight.v1.EmbedImagesResponse\x12Q\n\nEmbedTexts\x12 .firstlight.v1.EmbedTextsRequest\x1a!.firstlight.v1.EmbedTextsResponse\x12i\n\x16\x44\x65scribeEmbeddingModel\x12,.firstlight.v1.DescribeEmbeddingModelRequest\x1a!.firstlight.v1.EmbeddingModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EMBEDDING'].fields_by_name['vector']._loaded_options = None
   _globals['_EMBEDDING'].fields_by_name['vector']._serialized_options = b'\020\001'
-  _globals['_TEXTSPACE']._serialized_start=655
-  _globals['_TEXTSPACE']._serialized_end=737
+  _globals['_TEXTSPACE']._serialized_start=687
+  _globals['_TEXTSPACE']._serialized_end=769
   _globals['_DESCRIBEEMBEDDINGMODELREQUEST']._serialized_start=76
-  _globals['_DESCRIBEEMBEDDINGMODELREQUEST']._serialized_end=122
-  _globals['_EMBEDDINGMODELINFO']._serialized_start=124
-  _globals['_EMBEDDINGMODELINFO']._serialized_end=192
-  _globals['_EMBEDDING']._serialized_start=194
-  _globals['_EMBEDDING']._serialized_end=225
-  _globals['_EMBEDIMAGESREQUEST']._serialized_start=227
-  _globals['_EMBEDIMAGESREQUEST']._serialized_end=278
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=280
-  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=362
-  _globals['_EMBEDTEXTSREQUEST']._serialized_start=364
-  _globals['_EMBEDTEXTSREQUEST']._serialized_end=439
-  _globals['_TEXTINTERPRETATION']._serialized_start=441
-  _globals['_TEXTINTERPRETATION']._serialized_end=509
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=512
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=653
-  _globals['_EMBEDDINGSERVICE']._serialized_start=740
-  _globals['_EMBEDDINGSERVICE']._serialized_end=1034
+  _globals['_DESCRIBEEMBEDDINGMODELREQUEST']._serialized_end=138
+  _globals['_EMBEDDINGMODELINFO']._serialized_start=140
+  _globals['_EMBEDDINGMODELINFO']._serialized_end=208
+  _globals['_EMBEDDING']._serialized_start=210
+  _globals['_EMBEDDING']._serialized_end=241
+  _globals['_EMBEDIMAGESREQUEST']._serialized_start=243
+  _globals['_EMBEDIMAGESREQUEST']._serialized_end=310
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_start=312
+  _globals['_EMBEDIMAGESRESPONSE']._serialized_end=394
+  _globals['_EMBEDTEXTSREQUEST']._serialized_start=396
+  _globals['_EMBEDTEXTSREQUEST']._serialized_end=471
+  _globals['_TEXTINTERPRETATION']._serialized_start=473
+  _globals['_TEXTINTERPRETATION']._serialized_end=541
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=544
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=685
+  _globals['_EMBEDDINGSERVICE']._serialized_start=772
+  _globals['_EMBEDDINGSERVICE']._serialized_end=1066
 # @@protoc_insertion_point(module_scope)

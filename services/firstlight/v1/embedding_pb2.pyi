@@ -54,16 +54,23 @@ class DescribeEmbeddingModelRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Triton model name, optionally "@<version>"; empty means the base backbone."""
+    """The app's own model by model id, optionally "@<version>" (for example "emb" or "emb@2");
+    empty or "backbone" means the base backbone. Never a Triton model name: "fl.<app>.<model>"
+    is INVALID_ARGUMENT (the service resolves the Triton name within app_id).
+    """
+    app_id: _builtins.str
+    """App the model belongs to (an app key's own app when empty). Needed for an app model."""
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
+        app_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -79,7 +86,7 @@ class EmbeddingModelInfo(_message.Message):
     DIM_FIELD_NUMBER: _builtins.int
     IMAGE_SIZE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """The model as given (empty: the base backbone)."""
+    """The model as given (empty or "backbone": the base backbone)."""
     dim: _builtins.int
     """Embedding dimension."""
     image_size: _builtins.int
@@ -131,10 +138,14 @@ class EmbedImagesRequest(_message.Message):
 
     IMAGES_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Image-embedding model (Triton model name, optionally "@<version>"); empty means the base
-    backbone.
+    """Image-embedding model: the app's own model by model id, optionally "@<version>" (for
+    example "emb@2"); empty or "backbone" means the base backbone. Never a Triton model name:
+    "fl.<app>.<model>" is INVALID_ARGUMENT (the service resolves the Triton name within app_id).
     """
+    app_id: _builtins.str
+    """App the model belongs to (an app key's own app when empty). Needed for an app model."""
     @_builtins.property
     def images(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Encoded images."""
@@ -144,10 +155,11 @@ class EmbedImagesRequest(_message.Message):
         *,
         images: _abc.Iterable[_builtins.bytes] | None = ...,
         model: _builtins.str = ...,
+        app_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "model", b"model"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "images", b"images", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,7 +174,9 @@ class EmbedImagesResponse(_message.Message):
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Model name and version, for example "efficientnet-lite0@1"."""
+    """Model name and version, for example "efficientnet-lite0-57934424.v1" for the backbone, or
+    the app's model id as given ("emb@2").
+    """
     @_builtins.property
     def embeddings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Embedding]:
         """One per image, in order."""

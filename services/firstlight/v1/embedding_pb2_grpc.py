@@ -57,7 +57,8 @@ class EmbeddingServiceServicer:
     """
 
     def EmbedImages(self, request, context):
-        """Embed images with the backbone (1280-d, L2-normalised).
+        """Embed images with the backbone (1280-d, L2-normalised), or with one of the app's own
+        trained visual_embedder models. INVALID_ARGUMENT for a Triton model name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,9 +73,10 @@ class EmbeddingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DescribeEmbeddingModel(self, request, context):
-        """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
-        Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
-        one embedding per image.
+        """Describe an image-embedding model: the backbone or one of the app's own models (loaded
+        into Triton if needed). NOT_FOUND if the app has no such exported model (checked before
+        Triton is asked to load anything); FAILED_PRECONDITION if it does not take uint8 images and
+        return one embedding per image; INVALID_ARGUMENT for a Triton model name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

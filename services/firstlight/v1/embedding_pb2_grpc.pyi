@@ -37,15 +37,18 @@ class EmbeddingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EmbeddingServiceAsyncStub: ...
     EmbedImages: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.EmbedImagesRequest, _embedding_pb2.EmbedImagesResponse]
-    """Embed images with the backbone (1280-d, L2-normalised)."""
+    """Embed images with the backbone (1280-d, L2-normalised), or with one of the app's own
+    trained visual_embedder models. INVALID_ARGUMENT for a Triton model name.
+    """
     EmbedTexts: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.EmbedTextsRequest, _embedding_pb2.EmbedTextsResponse]
     """Embed texts, either in MiniLM's text space or projected into the image space
     (through the concept-name bridge) for text-to-image search.
     """
     DescribeEmbeddingModel: _grpc.UnaryUnaryMultiCallable[_embedding_pb2.DescribeEmbeddingModelRequest, _embedding_pb2.EmbeddingModelInfo]
-    """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
-    Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
-    one embedding per image.
+    """Describe an image-embedding model: the backbone or one of the app's own models (loaded
+    into Triton if needed). NOT_FOUND if the app has no such exported model (checked before
+    Triton is asked to load anything); FAILED_PRECONDITION if it does not take uint8 images and
+    return one embedding per image; INVALID_ARGUMENT for a Triton model name.
     """
 
 @_typing.type_check_only
@@ -54,15 +57,18 @@ class EmbeddingServiceAsyncStub(EmbeddingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     EmbedImages: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedImagesRequest, _embedding_pb2.EmbedImagesResponse]  # type: ignore[assignment]
-    """Embed images with the backbone (1280-d, L2-normalised)."""
+    """Embed images with the backbone (1280-d, L2-normalised), or with one of the app's own
+    trained visual_embedder models. INVALID_ARGUMENT for a Triton model name.
+    """
     EmbedTexts: _aio.UnaryUnaryMultiCallable[_embedding_pb2.EmbedTextsRequest, _embedding_pb2.EmbedTextsResponse]  # type: ignore[assignment]
     """Embed texts, either in MiniLM's text space or projected into the image space
     (through the concept-name bridge) for text-to-image search.
     """
     DescribeEmbeddingModel: _aio.UnaryUnaryMultiCallable[_embedding_pb2.DescribeEmbeddingModelRequest, _embedding_pb2.EmbeddingModelInfo]  # type: ignore[assignment]
-    """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
-    Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
-    one embedding per image.
+    """Describe an image-embedding model: the backbone or one of the app's own models (loaded
+    into Triton if needed). NOT_FOUND if the app has no such exported model (checked before
+    Triton is asked to load anything); FAILED_PRECONDITION if it does not take uint8 images and
+    return one embedding per image; INVALID_ARGUMENT for a Triton model name.
     """
 
 class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -74,7 +80,9 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _embedding_pb2.EmbedImagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.EmbedImagesResponse, _abc.Awaitable[_embedding_pb2.EmbedImagesResponse]]:
-        """Embed images with the backbone (1280-d, L2-normalised)."""
+        """Embed images with the backbone (1280-d, L2-normalised), or with one of the app's own
+        trained visual_embedder models. INVALID_ARGUMENT for a Triton model name.
+        """
 
     @_abc_1.abstractmethod
     def EmbedTexts(
@@ -92,9 +100,10 @@ class EmbeddingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _embedding_pb2.DescribeEmbeddingModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_embedding_pb2.EmbeddingModelInfo, _abc.Awaitable[_embedding_pb2.EmbeddingModelInfo]]:
-        """Describe an image-embedding model served by Triton (loading it if needed). NOT_FOUND if
-        Triton has no such model; FAILED_PRECONDITION if it does not take uint8 images and return
-        one embedding per image.
+        """Describe an image-embedding model: the backbone or one of the app's own models (loaded
+        into Triton if needed). NOT_FOUND if the app has no such exported model (checked before
+        Triton is asked to load anything); FAILED_PRECONDITION if it does not take uint8 images and
+        return one embedding per image; INVALID_ARGUMENT for a Triton model name.
         """
 
 def add_EmbeddingServiceServicer_to_server(servicer: EmbeddingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

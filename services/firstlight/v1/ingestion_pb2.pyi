@@ -33,7 +33,10 @@ class SetEmbeddingModelRequest(_message.Message):
     app_id: _builtins.str
     """App id."""
     embedding_model: _builtins.str
-    """Triton model name, optionally "@<version>"; empty switches back to the base backbone."""
+    """The app's own model by model id, optionally "@<version>" (for example "emb" or "emb@2");
+    empty or "backbone" switches back to the base backbone. Never a Triton model name:
+    "fl.<app>.<model>" is INVALID_ARGUMENT (the service resolves the Triton name within app_id).
+    """
     def __init__(
         self,
         *,

@@ -171,8 +171,8 @@ class IngestionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetEmbeddingModel(self, request, context):
-        """Switch the app's image-embedding model (for example to a trained visual_embedder served by
-        Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+        """Switch the app's image-embedding model (to one of its own trained visual_embedder models,
+        by model id; a Triton model name is INVALID_ARGUMENT). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
         indexed into a new index; searches keep using the old index until the new one is complete,
         then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
         not an image embedder. Setting the current model again is a no-op.

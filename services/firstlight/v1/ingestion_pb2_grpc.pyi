@@ -64,8 +64,8 @@ class IngestionServiceStub:
     search (by text, by image or by input) above a score.
     """
     SetEmbeddingModel: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.SetEmbeddingModelRequest, _ingestion_pb2.SetEmbeddingModelResponse]
-    """Switch the app's image-embedding model (for example to a trained visual_embedder served by
-    Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+    """Switch the app's image-embedding model (to one of its own trained visual_embedder models,
+    by model id; a Triton model name is INVALID_ARGUMENT). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
     indexed into a new index; searches keep using the old index until the new one is complete,
     then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
     not an image embedder. Setting the current model again is a no-op.
@@ -103,8 +103,8 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     search (by text, by image or by input) above a score.
     """
     SetEmbeddingModel: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.SetEmbeddingModelRequest, _ingestion_pb2.SetEmbeddingModelResponse]  # type: ignore[assignment]
-    """Switch the app's image-embedding model (for example to a trained visual_embedder served by
-    Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+    """Switch the app's image-embedding model (to one of its own trained visual_embedder models,
+    by model id; a Triton model name is INVALID_ARGUMENT). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
     indexed into a new index; searches keep using the old index until the new one is complete,
     then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
     not an image embedder. Setting the current model again is a no-op.
@@ -205,8 +205,8 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ingestion_pb2.SetEmbeddingModelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.SetEmbeddingModelResponse, _abc.Awaitable[_ingestion_pb2.SetEmbeddingModelResponse]]:
-        """Switch the app's image-embedding model (for example to a trained visual_embedder served by
-        Triton). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
+        """Switch the app's image-embedding model (to one of its own trained visual_embedder models,
+        by model id; a Triton model name is INVALID_ARGUMENT). Every input is re-announced on `inputs.ingested` to be re-embedded with it and
         indexed into a new index; searches keep using the old index until the new one is complete,
         then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
         not an image embedder. Setting the current model again is a no-op.

@@ -86,7 +86,7 @@ class GetVectorsResponse(_message.Message):
     VECTORS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Embedding model."""
+    """Embedding model the vectors come from, as IndexStats.model names it."""
     @_builtins.property
     def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputVector]:
         """Found vectors (order of the request, missing ones skipped)."""
@@ -266,7 +266,8 @@ class IndexStats(_message.Message):
     """Number of searchable inputs."""
     model: _builtins.str
     """Embedding model of the index searches use now: the backbone version string (for example
-    "efficientnet-lite0-57934424.v1") for the base backbone, else the App.embedding_model.
+    "efficientnet-lite0-57934424.v1") for the base backbone, else the App.embedding_model (the
+    app's model id, optionally "@<version>").
     """
     switching_to: _builtins.str
     """The model (same convention) a switch is building an index for; empty when none runs."""

@@ -724,7 +724,7 @@ class ModelVersion(_message.Message):
     """Template that produced it."""
     embedding_model: _builtins.str
     """Heads: the embedding model of the vectors it was trained on, which Predict embeds with
-    (empty: the built-in backbone; else the app's switched-to embedder, e.g. "fl.app.emb@1").
+    (empty: the built-in backbone; else the app's switched-to embedder by model id, e.g. "emb@1").
     """
     @_builtins.property
     def validation_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from firstlight.fsmodes import shared_dir_mode
 from firstlight.config import REPO_ROOT
 from firstlight.training.deep.context import DeepTrainResult
 from firstlight.training.export import triton_model_name
@@ -107,7 +108,7 @@ def export_deep(
         "primary_metric": result.primary_metric,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, shared_dir_mode())  # mkdtemp made it 0700; Triton reads it (0755, or 0700 in the local stack)
     final = model_dir / str(version)
     if final.exists():
         shutil.rmtree(final)
