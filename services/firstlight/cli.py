@@ -60,13 +60,14 @@ def up(
     data_dir: DataDir = DEFAULT_DATA_DIR,
     demo: Annotated[bool, typer.Option(help="Run the demo once the stack is up")] = True,
     serve: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = True,
+    supervise: Annotated[bool, typer.Option(help="Restart a component that exits, with backoff")] = True,
 ) -> None:
     """Start the whole local stack: Kafka broker, Triton, and the five services."""
     from firstlight.stack import LocalStack
 
     console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, gateway)…")
     t0 = time.perf_counter()
-    stack = LocalStack(data_dir, service_ports={"gateway": 8080} if _port_free(8080) else {})
+    stack = LocalStack(data_dir, supervise=supervise, service_ports={"gateway": 8080} if _port_free(8080) else {})
     try:
         stack.start()
         table = Table(title=f"Firstlight is up in {time.perf_counter() - t0:.1f}s")
@@ -915,23 +916,60 @@ def export_sample(folder: Path, per_class: int = 100, seed: int = 0) -> None:
 @app.command()
 def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     """Health of each component of the local stack."""
-    from firstlight.stack import SERVICES, read_stack_file, wait_serving
+    from firstlight.stack import SERVICES, read_stack_file, read_supervisor_file, wait_serving
 
     addrs = read_stack_file(data_dir)
+    supervised = (read_supervisor_file(data_dir) or {}).get("components", {})
+    table = Table(title="Firstlight")
+    for column in ("component", "state", "address", "pid", "uptime", "restarts", "last exit"):
+        table.add_column(column)
+    now = time.time()
+
+    def row(name: str, state: str, address: str) -> None:
+        c = supervised.get(name, {})
+        if c.get("state") in ("backoff", "restarting"):
+            state = f"[yellow]{c['state'].upper()}[/yellow]"
+        uptime = _uptime(now - c["started_at"]) if c.get("started_at") and c.get("state") == "running" else ""
+        table.add_row(name, state, address, str(c.get("pid") or ""), uptime, str(c.get("restarts", "")), c.get("last_exit", ""))
+
+    for name in ("broker", "triton"):
+        address = addrs.get("kafka" if name == "broker" else name, "")
+        up = _port_open(address)
+        row(name, "[green]UP[/green]" if up else "[red]DOWN[/red]", address)
     for name in SERVICES:
         try:
             wait_serving(addrs[name], timeout_s=2)
-            console.print(f"[green]SERVING[/green] {name} {addrs[name]}")
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[red]DOWN[/red] {name} {addrs.get(name)}: {exc}")
+            row(name, "[green]SERVING[/green]", addrs[name])
+        except Exception:  # noqa: BLE001
+            row(name, "[red]DOWN[/red]", addrs.get(name, ""))
     if "gateway" in addrs:
         from firstlight.stack import wait_http
 
         try:
             wait_http(f"{addrs['gateway']}/healthz", timeout_s=2)
-            console.print(f"[green]SERVING[/green] gateway {addrs['gateway']}/portal/")
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[red]DOWN[/red] gateway {addrs['gateway']}: {exc}")
+            row("gateway", "[green]SERVING[/green]", f"{addrs['gateway']}/portal/")
+        except Exception:  # noqa: BLE001
+            row("gateway", "[red]DOWN[/red]", addrs["gateway"])
+    console.print(table)
+    if not supervised:
+        console.print("no supervisor (started with --no-supervise or by a test harness): crashed components stay down")
+
+
+def _uptime(seconds: float) -> str:
+    from firstlight.stack import _uptime as fmt
+
+    return fmt(seconds)
+
+
+def _port_open(address: str) -> bool:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

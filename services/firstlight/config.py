@@ -118,6 +118,11 @@ class IngestionSettings(CommonSettings, ImageLimits):
     #: each image's header: JPEGs are checked at 1/8 scale, ~1/64 of the pixels). Uploads past
     #: it wait, up to 30 s, then get RESOURCE_EXHAUSTED; one image larger than it runs alone.
     decode_budget_mb: int = Field(256, ge=16)
+    #: An input announced on ``inputs.ingested`` and not confirmed indexed (``inputs.indexed``)
+    #: this long after the broker's ack is announced again; the deadline doubles per attempt.
+    index_confirm_deadline_s: float = Field(300.0, gt=0)
+    #: Announcements after the first before an unconfirmed input is given up on (logged).
+    index_confirm_attempts: int = Field(8, ge=0)
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
@@ -192,6 +197,11 @@ class InferenceSettings(CommonSettings, ImageLimits):
     #: asyncio's default pool (cores + 4 threads: 6 here) capped concurrent requests below what
     #: Triton's dynamic batcher can merge; threads mostly wait on Triton, so more cost little.
     predict_threads: int = Field(32, ge=1, le=512)
+    #: Versions of one app model Triton keeps loaded: the serving one and the most recently used
+    #: or trained others; another is loaded on demand (firstlight.triton.residency).
+    triton_keep_versions: int = Field(3, ge=1, le=64)
+    #: App models (all apps together) Triton keeps loaded; the least recently used is unloaded.
+    triton_max_app_models: int = Field(16, ge=1, le=4096)
 
 
 class TritonSettings(BaseSettings):

@@ -15,8 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import grpc
@@ -37,6 +38,10 @@ TRITON_MODELS = ["backbone", "general"]
 #: The services that call Triton: only they get its access token.
 TRITON_CLIENTS = ("embedding", "inference")
 STACK_FILE = "stack.json"
+#: Written by the supervisor of ``firstlight up``: each component's pid, restarts, start time and
+#: last exit (read by ``firstlight status``).
+SUPERVISOR_FILE = "supervisor.json"
+COMPONENTS = ["broker", "triton", *SERVICES, "gateway"]
 #: The stack.json / ``addresses`` entry holding the local stack's admin key.
 ADMIN_KEY_ENTRY = "admin_key"
 
@@ -107,6 +112,10 @@ class LocalStack:
     service_ports: dict[str, int] = field(default_factory=dict)
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Watch the components and restart crashed ones with backoff (``firstlight up``). Off for
+    #: test stacks whose harness kills and restarts components itself: one owner of restarts.
+    supervise: bool = False
+    supervisor_policy: "RestartPolicy | None" = None
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -124,6 +133,7 @@ class LocalStack:
         # Internal events are signed with this (messaging.signing); only the services hold it.
         self.event_keys = self.extra_env.get("FIRSTLIGHT_EVENT_KEYS") or f"k{secrets.token_hex(4)}:{secrets.token_urlsafe(32)}"
         self.triton_tuning: tuning.BackboneTuning | None = None
+        self.supervisor: Supervisor | None = None
         self._saved_umask: int | None = None
         self.gateway: ServiceProcess | None = None
         # Encrypts the Portal's session cookies; fresh per start (signs everyone out on restart).
@@ -160,12 +170,15 @@ class LocalStack:
             self.services[name] = ServiceProcess(name, port, self.log_dir / f"{name}.log")
         # Search embeds its queries through the embedding service, so start that first.
         for name in SERVICES:
-            self.start_service(name, wait=False)
+            self._launch_service(name, wait=False)
         for name in SERVICES:
             svc = self.services[name]
             wait_serving(svc.address, 120, svc.proc, svc.log_file)
         self.start_gateway()
         self.write_stack_file()
+        if self.supervise:
+            self.supervisor = Supervisor(self, self.supervisor_policy or RestartPolicy())
+            self.supervisor.start()
         return self
 
     def start_gateway(self) -> ServiceProcess:
@@ -228,7 +241,15 @@ class LocalStack:
         env.update(self.extra_env)
         return env
 
+    def _owned_by_supervisor(self, what: str) -> None:
+        if self.supervisor is not None and self.supervisor.is_alive():
+            raise RuntimeError(f"{what}: this stack's supervisor owns restarts (LocalStack(supervise=False) to do it by hand)")
+
     def start_service(self, name: str, wait: bool = True) -> ServiceProcess:
+        self._owned_by_supervisor(f"start_service({name!r})")
+        return self._launch_service(name, wait)
+
+    def _launch_service(self, name: str, wait: bool = True) -> ServiceProcess:
         svc = self.services[name]
         with open(svc.log_file, "ab") as log_fh:
             svc.proc = subprocess.Popen(
@@ -244,6 +265,10 @@ class LocalStack:
 
     def kill_service(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a service process (SIGKILL simulates a crash; SIGTERM a graceful stop)."""
+        self._owned_by_supervisor(f"kill_service({name!r})")
+        self._stop_service(name, sig)
+
+    def _stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
         svc = self.services[name]
         if svc.proc and svc.proc.poll() is None:
             svc.proc.send_signal(sig)
@@ -259,10 +284,68 @@ class LocalStack:
 
     def restart_triton(self) -> None:
         """Stop Triton and start it on the same ports (services keep their address)."""
+        self._owned_by_supervisor("restart_triton()")
         assert self.triton is not None
         self.triton.restart()
 
+    def start_broker(self) -> None:
+        """Start the broker again (same command line and port) and create the topics at once,
+        before clients reconnect and the broker auto-creates them with its own partition count."""
+        assert self.broker is not None
+        self.broker.start()
+        try:
+            from firstlight.messaging.topics import ensure_topics
+
+            ensure_topics(self.broker.bootstrap)
+        except Exception as exc:  # noqa: BLE001 - the services ensure their topics too
+            log.warning("topics not created after the broker started: %s", exc)
+
+    # -- what the supervisor watches ---------------------------------------------------
+    def component_pid(self, name: str) -> int | None:
+        if name == "broker":
+            return self.broker.pid if self.broker else None
+        if name == "triton":
+            return self.triton.pid if self.triton else None
+        if name == GATEWAY:
+            return self.gateway.proc.pid if self.gateway and self.gateway.proc else None
+        proc = self.services[name].proc
+        return proc.pid if proc else None
+
+    def component_exit(self, name: str) -> int | None:
+        """None while the component runs, else its exit code (-9: SIGKILL)."""
+        if name == "broker":
+            proc = self.broker._proc if self.broker else None
+        elif name == "triton":
+            proc = self.triton._proc if self.triton else None
+        elif name == GATEWAY:
+            proc = self.gateway.proc if self.gateway else None
+        else:
+            proc = self.services[name].proc
+        if proc is None:
+            return -1
+        return proc.poll()
+
+    def component_log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def relaunch(self, name: str) -> None:
+        """Start a component that exited (the supervisor's restart)."""
+        if name == "broker":
+            self.start_broker()
+        elif name == "triton":
+            assert self.triton is not None
+            self.triton.restart()  # same ports; cleans the dead server's stubs and shm first
+        elif name == GATEWAY:
+            if self.gateway and self.gateway.proc:
+                self.gateway.proc.poll()  # reap it
+            self.start_gateway()  # same port
+        else:
+            self._stop_service(name, signal.SIGKILL)  # reap it
+            self._launch_service(name, wait=False)
+
     def stop(self) -> None:
+        if self.supervisor is not None:  # first: nothing may be restarted while we stop
+            self.supervisor.stop()
         if self.gateway and self.gateway.proc and self.gateway.proc.poll() is None:
             self.gateway.proc.terminate()
             try:
@@ -272,12 +355,13 @@ class LocalStack:
                 self.gateway.proc.wait()
         for name in reversed(SERVICES):
             if name in self.services:
-                self.kill_service(name, signal.SIGTERM)
+                self._stop_service(name, signal.SIGTERM)
         if self.triton:
             self.triton.stop()
         if self.broker:
             self.broker.stop()
         (self.data_dir / STACK_FILE).unlink(missing_ok=True)
+        (self.data_dir / SUPERVISOR_FILE).unlink(missing_ok=True)
         if self._saved_umask is not None:
             os.umask(self._saved_umask)
             self._saved_umask = None
@@ -317,3 +401,165 @@ def read_stack_file(data_dir: Path) -> dict[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"no running stack found ({path} missing): start one with `firstlight up`")
     return json.loads(path.read_text())
+
+
+# -- supervisor -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Like a Kubernetes restart policy ``Always`` with its CrashLoopBackOff: the first restart
+    after ``initial_s``, each next one after twice the delay, up to ``max_s``; a component that
+    stayed up ``reset_after_s`` starts over at ``initial_s``."""
+
+    initial_s: float = 1.0
+    max_s: float = 60.0
+    reset_after_s: float = 120.0
+    check_interval_s: float = 1.0
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None = None
+    started_at: float = 0.0  # wall clock (time.time())
+    restarts: int = 0
+    last_exit: str = ""  # why it last went down
+    state: str = "running"  # running | backoff | restarting
+    next_delay_s: float = 0.0
+    _restart_at: float | None = None  # monotonic
+
+
+class Supervisor:
+    """Watches the broker, Triton and every service of a :class:`LocalStack` and restarts the
+    ones that exited, with exponential backoff; logs why (exit code and the log's last lines)
+    and keeps ``supervisor.json`` up to date for ``firstlight status``."""
+
+    def __init__(self, stack: LocalStack, policy: RestartPolicy | None = None) -> None:
+        self.stack = stack
+        self.policy = policy or RestartPolicy()
+        now = time.time()
+        self.components = {
+            name: ComponentStatus(name, stack.component_pid(name), now, next_delay_s=self.policy.initial_s)
+            for name in COMPONENTS
+            if name != GATEWAY or stack.gateway is not None
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="firstlight-supervisor", daemon=True)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def stop(self, timeout: float = 180.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.policy.check_interval_s):
+            try:
+                self.check_once()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive what it watches
+                log.exception("supervisor: check failed")
+
+    def check_once(self) -> None:
+        changed = False
+        for c in list(self.components.values()):
+            if self._stop.is_set():
+                return
+            changed |= self._check(c)
+        if changed:
+            self.write()
+
+    def _check(self, c: ComponentStatus) -> bool:
+        now = time.monotonic()
+        code = self.stack.component_exit(c.name)
+        if code is None:  # running
+            if c.next_delay_s != self.policy.initial_s and time.time() - c.started_at > self.policy.reset_after_s:
+                c.next_delay_s = self.policy.initial_s
+            return False
+        if c._restart_at is None:  # just found dead
+            c.last_exit = f"{_describe_exit(code)} at {time.strftime('%H:%M:%S')} after {_uptime(time.time() - c.started_at)}"
+            c._restart_at = now + c.next_delay_s
+            c.state = "backoff"
+            log.warning(
+                "supervisor: %s (pid %s) %s; restarting in %.1fs (restart %d). Last lines of %s:\n%s",
+                c.name, c.pid, c.last_exit, c.next_delay_s, c.restarts + 1, self.stack.component_log(c.name),
+                _last_lines(self.stack.component_log(c.name)),
+            )  # fmt: skip
+            c.next_delay_s = min(self.policy.max_s, c.next_delay_s * 2)
+            return True
+        if now < c._restart_at:
+            return False
+        c.state = "restarting"
+        self.write()
+        try:
+            self.stack.relaunch(c.name)
+        except Exception as exc:  # noqa: BLE001 - try again after the next delay
+            c.last_exit = f"restart failed: {exc}"
+            c._restart_at = time.monotonic() + c.next_delay_s
+            c.state = "backoff"
+            log.error("supervisor: restarting %s failed (%s); next try in %.1fs", c.name, exc, c.next_delay_s)
+            c.next_delay_s = min(self.policy.max_s, c.next_delay_s * 2)
+            return True
+        c.restarts += 1
+        c.pid = self.stack.component_pid(c.name)
+        c.started_at = time.time()
+        c._restart_at = None
+        c.state = "running"
+        log.warning("supervisor: %s restarted (pid %s, restart %d)", c.name, c.pid, c.restarts)
+        return True
+
+    def snapshot(self) -> dict[str, dict]:
+        with self._lock:
+            return {
+                name: {k: v for k, v in asdict(c).items() if not k.startswith("_")} for name, c in self.components.items()
+            }
+
+    def write(self) -> None:
+        path = self.stack.data_dir / SUPERVISOR_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"updated_at": time.time(), "components": self.snapshot()}, indent=2))
+        tmp.replace(path)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _uptime(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _last_lines(path: Path, n: int = 5) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4000))
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return "  <no log>"
+    return "\n".join("  " + line[:300] for line in lines[-n:])
+
+
+def read_supervisor_file(data_dir: Path) -> dict | None:
+    path = data_dir / SUPERVISOR_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -179,3 +179,26 @@ def test_prediction_events_carry_uncertainty_top_concepts_and_embedding() -> Non
     assert evs[1].top_concepts[0].name == "cat" and evs[1].predicted_index == 0 and evs[1].concept_count == 3
     assert evs[0].uncertainty.margin == pytest.approx(1.0) and list(evs[2].embedding) == [0, 0, 1, 0]
     assert isinstance(parse_prediction(evs[0]), Prediction)  # what inference sends, curation accepts
+
+
+def test_drift_windows_are_bounded_across_app_models() -> None:
+    """Other growing state: one drift window (and reference) per app model, at most
+    ``max_models`` of them across apps; the least recently observed is dropped."""
+    import numpy as np
+
+    from firstlight.curation.stream import Prediction, StreamCuration, StreamDrift
+
+    refs: list[tuple[str, str, str]] = []
+
+    def reference(app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
+        refs.append((app_id, model_id, version))
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(20, 4)).astype(np.float32), rng.integers(0, 2, 20)
+
+    sd = StreamDrift(StreamCuration.__new__(StreamCuration), reference, check_every=1)
+    sd._window_size = lambda app_id, model_id: 5  # type: ignore[method-assign]
+    sd.max_models = 3
+    for app in "abcde":
+        sd.observe([Prediction(app, "m", "1", f"{app}{k}", {"margin": 0.1}, "x", k % 2, np.full(4, k, np.float32)) for k in range(5)])
+    assert list(sd._windows) == [("c", "m"), ("d", "m"), ("e", "m")]
+    assert {k[:2] for k in sd._refs} <= set(sd._windows)

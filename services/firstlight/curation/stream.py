@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -42,6 +42,9 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_DRIFT_WINDOW = 200
 DRIFT_WINDOW_RANGE = (10, 5000)
 MAX_REFERENCE = 2000  # training inputs kept per model for the stream drift check
+#: App models with a drift window in memory (all apps): the least recently observed one is dropped
+#: beyond this, with its reference (~10 MB at MAX_REFERENCE x 1280 floats), and refills from traffic.
+MAX_DRIFT_MODELS = 64
 
 
 @dataclass(frozen=True)
@@ -354,9 +357,10 @@ class StreamDrift:
         self.stream = stream
         self.reference = reference
         self.check_every = check_every
-        self._windows: dict[tuple[str, str], _Window] = {}
+        self._windows: OrderedDict[tuple[str, str], _Window] = OrderedDict()  # least recently observed first
         self._refs: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
+        self.max_models = MAX_DRIFT_MODELS
 
     def _window_size(self, app_id: str, model_id: str) -> int:
         policy = self.stream.policy(app_id)
@@ -385,7 +389,13 @@ class StreamDrift:
                     w.embeddings.popleft()
                     w.predicted.popleft()
                 w.since_check += 1
+                self._windows.move_to_end((p.app_id, p.model_id))
                 touched.append((p.app_id, p.model_id))
+            while len(self._windows) > self.max_models:
+                (app_id, model_id), _ = self._windows.popitem(last=False)
+                for old in [k for k in self._refs if k[:2] == (app_id, model_id)]:
+                    del self._refs[old]
+                touched = [k for k in touched if k != (app_id, model_id)]
             for key in dict.fromkeys(touched):
                 w = self._windows[key]
                 every = self.check_every or max(w.size // 4, 5)

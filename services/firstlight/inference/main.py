@@ -17,6 +17,7 @@ from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
+from firstlight.triton.residency import Residency
 from firstlight.v1 import common_pb2, events_pb2
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,11 @@ def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
 def build(settings: InferenceSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
     triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository, access_token=settings.triton_token)
-    registry = Registry()
+    # Bounded: the serving version and a few recent ones per app model, a cap across apps.
+    residency = Residency(triton.load_versions, triton.unload_model, settings.triton_keep_versions, settings.triton_max_app_models)
+    triton.residency = residency
+    # The snapshot brings back what a memory broker forgot (see inference.registry).
+    registry = Registry(settings.data_dir / "model_registry.json")
 
     def on_ready(records: list[ParsedRecord[events_pb2.ModelVersionReady]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
@@ -67,7 +72,8 @@ def build(settings: InferenceSettings) -> ServiceShell:
                 )
                 continue
             try:
-                triton.load_model(ev.triton_model)  # picks up the new version folder, no restart
+                # Loads the new version folder with the kept ones (no restart); the rest unload.
+                residency.announce(ev.triton_model, ev.version, ev.serving)
             except TritonUnavailable as exc:
                 raise RetryableError(f"Triton unavailable: {exc}") from exc
             except TritonError as exc:

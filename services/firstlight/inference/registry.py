@@ -1,14 +1,26 @@
 """Which app model versions are servable, rebuilt from ``model.version.ready`` events.
 
 Every inference replica replays the (single-partition) topic from the start under a fresh
-consumer group, so a new or restarted replica knows every version without a database."""
+consumer group, so a new or restarted replica knows every version. A broker with memory storage
+(the local stack's) forgets the topic when it restarts, so the registry is also kept as a small
+snapshot file in the replica's data directory (written after every change, read at start-up):
+an inference restart after a broker restart still serves every app's models. Replaying events
+on top of the snapshot is harmless (applying an event twice gives the same state)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from firstlight.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -31,10 +43,13 @@ class AppModel:
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, snapshot: Path | None = None) -> None:
         self._models: dict[tuple[str, str], AppModel] = {}
         self._serving_since: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+        self.snapshot = snapshot
+        if snapshot is not None:
+            self._load(snapshot)
 
     def apply(self, event: events_pb2.ModelVersionReady, signed_ms: int = 0) -> bool:
         """Learn a version; False when the event was ignored. ``signed_ms``: when the event was
@@ -45,14 +60,18 @@ class Registry:
             if event.serving and signed_ms and signed_ms < self._serving_since.get(key, 0):
                 return False
             model = self._models.setdefault(key, AppModel(event.app_id, event.model_id))
-            model.versions[event.version] = ServableVersion(
+            version = ServableVersion(
                 event.version, event.triton_model, list(event.concepts), event.activation, event.kind, event.image_size,
                 event.embedding_model,
             )  # fmt: skip
-            if event.serving or not model.serving:
-                model.serving = event.version
-                if signed_ms:
-                    self._serving_since[key] = max(signed_ms, self._serving_since.get(key, 0))
+            serving = event.version if (event.serving or not model.serving) else model.serving
+            if event.serving and signed_ms:
+                self._serving_since[key] = max(signed_ms, self._serving_since.get(key, 0))
+            if model.versions.get(event.version) == version and model.serving == serving:
+                return True  # a replayed event: nothing changes, nothing to write
+            model.versions[event.version] = version
+            model.serving = serving
+            self._save()
             return True
 
     def get(self, app_id: str, model_id: str) -> AppModel | None:
@@ -62,3 +81,50 @@ class Registry:
     def for_app(self, app_id: str) -> list[AppModel]:
         with self._lock:
             return [m for (a, _), m in self._models.items() if a == app_id]
+
+    def all(self) -> list[AppModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    # -- snapshot ---------------------------------------------------------------------
+    def _save(self) -> None:
+        """Write the snapshot atomically (caller holds the lock). A failure is logged, not
+        raised: the snapshot only matters when the broker lost the topic."""
+        if self.snapshot is None:
+            return
+        data = {
+            "version": SNAPSHOT_VERSION,
+            "models": [
+                {"app_id": m.app_id, "model_id": m.model_id, "serving": m.serving, "versions": [asdict(v) for v in m.versions.values()]}
+                for m in self._models.values()
+            ],
+        }
+        tmp = self.snapshot.with_name(self.snapshot.name + ".tmp")
+        try:
+            self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w") as fh:
+                json.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(self.snapshot)
+        except OSError as exc:
+            log.warning("model registry snapshot not written to %s: %s", self.snapshot, exc)
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("model registry snapshot %s unreadable (%s): rebuilding from events only", path, exc)
+            return
+        if data.get("version") != SNAPSHOT_VERSION:
+            log.warning("model registry snapshot %s has version %r: ignored", path, data.get("version"))
+            return
+        for m in data.get("models", []):
+            model = AppModel(m["app_id"], m["model_id"], serving=m.get("serving", ""))
+            for v in m.get("versions", []):
+                sv = ServableVersion(**{**v, "concepts": list(v.get("concepts", []))})
+                model.versions[sv.version] = sv
+            self._models[(model.app_id, model.model_id)] = model
+        log.info("model registry: %d model(s) restored from %s", len(self._models), path)

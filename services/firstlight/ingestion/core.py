@@ -177,6 +177,27 @@ class Ingestion:
         changed, n = self.store.set_embedding_model(app_id, model, events)
         return self.get_app(app_id), changed, n
 
+    def reannouncements(self, pairs: Sequence[tuple[str, str]], tag: str = "") -> tuple[list[OutboxEvent], list[tuple[str, str]]]:
+        """Fresh ``inputs.ingested`` events for (app, input) pairs from what the store holds now
+        (current labels and the app's current embedding model), and the pairs that no longer
+        exist (deleted inputs or apps). Used to announce again what a broker lost."""
+        events: list[OutboxEvent] = []
+        gone: list[tuple[str, str]] = []
+        by_app: dict[str, list[str]] = {}
+        for app_id, input_id in pairs:
+            by_app.setdefault(app_id, []).append(input_id)
+        for app_id, ids in by_app.items():
+            app = self.store.get_app(app_id)
+            found = self.store.get_inputs(app_id, ids) if app else {}
+            model = (app or {}).get("embedding_model", "")
+            for input_id in ids:
+                row = found.get(input_id)
+                if row is None:
+                    gone.append((app_id, input_id))
+                else:
+                    events.append(self._ingested_event(row, f"{app_id}/{input_id}:again{tag}", model))
+        return events, gone
+
     def get_input(self, app_id: str, input_id: str) -> InputRow:
         self.get_app(app_id)
         validation.input_id(input_id)

@@ -12,7 +12,7 @@ from firstlight.config import IngestionSettings
 from firstlight.errors import FirstlightError, Unavailable
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion
-from firstlight.ingestion.outbox import OutboxRelay
+from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
@@ -32,7 +32,13 @@ def build(settings: IngestionSettings) -> ServiceShell:
     core = Ingestion(store, open_blob_store(settings.resolved_blob_url()), settings)
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "ingestion")
-    relay = OutboxRelay(store, producer)
+    policy = ConfirmPolicy(deadline_s=settings.index_confirm_deadline_s, max_attempts=settings.index_confirm_attempts)
+    relay = OutboxRelay(store, producer, reannounce=core.reannouncements, policy=policy)
+    # A producer replaced after a fatal error means the broker forgot us: it may have lost records.
+    producer.on_rebuild = relay.broker_lost
+
+    def on_indexed(records: list[ParsedRecord[events_pb2.InputIndexed]]) -> None:
+        relay.confirm([(r.message.app_id, r.message.input_id, r.message.model) for r in records if r.message.app_id])
 
     gate = (
         SubmissionGate(settings.admin_key.get_secret_value(), settings.internal_key.get_secret_value(), key_store)
@@ -66,6 +72,20 @@ def build(settings: IngestionSettings) -> ServiceShell:
         producer=producer,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.submit went back"),
+    )
+    # Search's confirmations end the relay's watch over announced inputs (see ingestion.outbox).
+    confirmations = BatchConsumer(
+        settings.kafka_bootstrap,
+        "ingestion-indexed",
+        topics.INPUTS_INDEXED,
+        events_pb2.InputIndexed,
+        on_indexed,
+        producer=producer,
+        max_batch=256,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
     servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr, settings.embedding_addr)
     keys_servicer = auth_servicer.AuthServicer(key_store, core.get_app, authenticator.forget if authenticator else None)
@@ -73,9 +93,11 @@ def build(settings: IngestionSettings) -> ServiceShell:
     async def on_start() -> None:
         relay.start()
         submissions.start()
+        confirmations.start()
 
     async def on_stop() -> None:
         await asyncio.to_thread(submissions.stop)
+        await asyncio.to_thread(confirmations.stop)
         await asyncio.to_thread(relay.stop)
         producer.close()
 
@@ -87,7 +109,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         ],
         on_start=on_start,
         on_stop=on_stop,
-        probes=[lambda: relay.healthy, lambda: submissions.healthy],
+        probes=[lambda: relay.healthy, lambda: submissions.healthy, lambda: confirmations.healthy],
         authenticator=authenticator,
     )
 

@@ -90,6 +90,37 @@ outbox = Table(
     Column("value", LargeBinary, nullable=False),
 )
 
+# Inputs announced on ``inputs.ingested`` whose indexing search has not confirmed yet (on
+# ``inputs.indexed``). A row is written when the relay has the broker's ack and deleted on the
+# confirmation; one still here at ``due_at`` is announced again (docs/reliability.md, "What a
+# broker restart loses"). Rows only live until confirmed, so the table stays small.
+index_watch = Table(
+    "index_watch",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    # The embedding model the announcement asked for ("" = the base backbone).
+    Column("model", String(256), nullable=False, default=""),
+    Column("relayed_at", DateTime(timezone=True), nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    # Re-announcements so far.
+    Column("attempts", Integer, nullable=False, default=0),
+)
+
+
+@dataclass(frozen=True)
+class WatchRow:
+    app_id: str
+    input_id: str
+    model: str
+    relayed_at: datetime
+    due_at: datetime
+    attempts: int
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+
 
 @dataclass
 class InputRow:
@@ -395,9 +426,104 @@ class MetadataStore:
             rows = conn.execute(select(outbox).order_by(outbox.c.seq).limit(limit)).all()
         return [(r.seq, OutboxEvent(r.topic, r.key, r.value)) for r in rows]
 
-    def outbox_ack(self, seqs: list[int]) -> None:
+    def outbox_ack(
+        self,
+        seqs: list[int],
+        watch: Sequence[tuple[str, str, str]] = (),
+        due_at: "callable[[int], datetime] | None" = None,
+    ) -> None:
+        """Delete acknowledged outbox rows; in the same transaction, start watching the
+        ``watch`` inputs (app, input, model) for their indexing confirmation: ``due_at(attempts)``
+        is when one still unconfirmed is announced again (attempts so far are kept)."""
         with self.engine.begin() as conn:
             conn.execute(delete(outbox).where(outbox.c.seq.in_(seqs)))
+            if watch:
+                self._watch(conn, watch, due_at or (lambda _attempts: utcnow()))
+
+    @staticmethod
+    def _watch(conn: Connection, watch: Sequence[tuple[str, str, str]], due_at: "callable[[int], datetime]") -> None:
+        now = utcnow()
+        latest = {(a, i): m for a, i, m in watch}  # the last announcement of an input wins
+        attempts: dict[tuple[str, str], int] = {}
+        for app_id in {a for a, _ in latest}:
+            ids = [i for a, i in latest if a == app_id]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                for input_id, n in conn.execute(
+                    select(index_watch.c.input_id, index_watch.c.attempts).where(
+                        index_watch.c.app_id == app_id, index_watch.c.input_id.in_(chunk)
+                    )
+                ):
+                    attempts[(app_id, input_id)] = n
+                conn.execute(delete(index_watch).where(index_watch.c.app_id == app_id, index_watch.c.input_id.in_(chunk)))
+        conn.execute(
+            insert(index_watch),
+            [
+                {
+                    "app_id": a,
+                    "input_id": i,
+                    "model": m,
+                    "relayed_at": now,
+                    "due_at": due_at(attempts.get((a, i), 0)),
+                    "attempts": attempts.get((a, i), 0),
+                }
+                for (a, i), m in latest.items()
+            ],
+        )
+
+    def index_confirmed(self, confirmations: Sequence[tuple[str, str, str]]) -> int:
+        """Stop watching inputs search confirmed (app, input, indexed model). An announcement for
+        a named embedding model is only confirmed by a vector of that model; one for the base
+        backbone ("") by any. Returns how many rows were removed."""
+        removed = 0
+        with self.engine.begin() as conn:
+            for app_id, input_id, model in confirmations:
+                removed += conn.execute(
+                    delete(index_watch).where(
+                        index_watch.c.app_id == app_id,
+                        index_watch.c.input_id == input_id,
+                        (index_watch.c.model == "") | (index_watch.c.model == model),
+                    )
+                ).rowcount or 0
+        return removed
+
+    def index_overdue(self, now: datetime, limit: int = 500) -> list[WatchRow]:
+        """Watched inputs past their due time, oldest due first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(index_watch).where(index_watch.c.due_at <= now).order_by(index_watch.c.due_at).limit(limit)
+            ).all()
+        return [WatchRow(r.app_id, r.input_id, r.model, _aware(r.relayed_at), _aware(r.due_at), r.attempts) for r in rows]
+
+    def index_mark_due(self, relayed_before: datetime, now: datetime) -> int:
+        """Make every watched input relayed before ``relayed_before`` due now (the broker lost
+        its records then). Returns how many."""
+        with self.engine.begin() as conn:
+            return conn.execute(
+                update(index_watch).where(index_watch.c.relayed_at < relayed_before).values(due_at=now)
+            ).rowcount or 0
+
+    def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[OutboxEvent], due_at: "callable[[int], datetime]") -> None:
+        """Enqueue fresh announcements of ``rows`` and count the attempt; each row's next due time
+        is pushed to ``due_at(attempts)`` (the relay resets it from its ack)."""
+        with self.engine.begin() as conn:
+            for r in rows:
+                conn.execute(
+                    update(index_watch)
+                    .where(index_watch.c.app_id == r.app_id, index_watch.c.input_id == r.input_id)
+                    .values(attempts=r.attempts + 1, due_at=due_at(r.attempts + 1))
+                )
+            self._enqueue(conn, events)
+
+    def index_forget(self, rows: Sequence[tuple[str, str]]) -> None:
+        """Stop watching (app, input) pairs (the input was deleted, or attempts ran out)."""
+        with self.engine.begin() as conn:
+            for app_id, input_id in rows:
+                conn.execute(delete(index_watch).where(index_watch.c.app_id == app_id, index_watch.c.input_id == input_id))
+
+    def index_watch_size(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(index_watch)).scalar_one()
 
     def outbox_size(self) -> int:
         with self.engine.connect() as conn:

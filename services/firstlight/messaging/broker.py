@@ -206,6 +206,14 @@ class LocalBroker:
         except ProcessLookupError:
             pass
 
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: nothing flushed, memory storage lost). ``start()`` runs it
+        again with the same command line and port."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            self._signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
     def restart(self) -> LocalBroker:
         """Stop and start again on the same port (data survives only with durable storage)."""
         self.stop()

@@ -113,9 +113,58 @@ class EventProducer:
         if idempotence is not None:
             config["enable_idempotence"] = idempotence
         self.client_id = client_id
+        self.bootstrap = bootstrap
+        self._config = config
+        self._lock = threading.Lock()
         self._producer = KafkaProducer(**config)
         self.idempotent: bool = bool(self._producer.config["enable_idempotence"])
+        #: Times the client was replaced after a fatal error (a broker that lost its state).
+        self.rebuilds = 0
+        #: Called (with the reason) after each rebuild, e.g. to re-publish what the broker may have lost.
+        self.on_rebuild: Callable[[str], None] | None = None
         log.debug("producer %s ready (idempotent=%s)", client_id, self.idempotent)
+
+    # -- recovery from fatal errors -------------------------------------------------------
+    @staticmethod
+    def fatal_error(producer: KafkaProducer) -> BaseException | None:
+        """The error that left ``producer`` unusable, or None. An idempotent producer whose
+        broker forgot its producer id (a broker restarted with memory storage, a cluster that
+        lost the partition leader's state) fails InitProducerId and stays in a fatal state:
+        every later send is aborted with that error, forever. kafka-python exposes the state
+        on its transaction manager only."""
+        manager = getattr(producer, "_transaction_manager", None)
+        if manager is not None and manager.has_fatal_error():
+            return manager.last_error or RuntimeError("fatal producer error")
+        return None
+
+    def _live(self) -> KafkaProducer:
+        """The current client, replaced by a new one (topics ensured first) if it went fatal."""
+        producer = self._producer
+        if self.fatal_error(producer) is None:
+            return producer
+        with self._lock:
+            if self._producer is producer:  # not already replaced by another thread
+                reason = str(self.fatal_error(producer))
+                log.warning("producer %s: fatal error (%s); replacing the Kafka producer", self.client_id, reason)
+                try:
+                    producer.close(timeout=0)  # its batches were aborted with the fatal error already
+                except Exception:  # noqa: BLE001 - it is being dropped anyway
+                    log.debug("closing the failed producer", exc_info=True)
+                try:
+                    # The broker may have lost its topics too: create them with their partition
+                    # counts and configs before a send auto-creates them with the broker's defaults.
+                    ensure_topics(self.bootstrap)
+                except Exception as exc:  # noqa: BLE001 - the next send reports the outage
+                    log.warning("producer %s: could not ensure topics: %s", self.client_id, exc)
+                self._producer = KafkaProducer(**self._config)
+                self.rebuilds += 1
+                callback = self.on_rebuild
+                if callback is not None:
+                    try:
+                        callback(reason)
+                    except Exception:  # noqa: BLE001 - a hook must not break publishing
+                        log.exception("producer %s: on_rebuild hook failed", self.client_id)
+            return self._producer
 
     def send(
         self,
@@ -135,7 +184,7 @@ class EventProducer:
         value = message.SerializeToString()
         if self._keys is not None:
             hdrs[signing.H_SIGNATURE] = signing.sign(self._keys, topic, key, hdrs[H_MESSAGE_TYPE], value)
-        return self._producer.send(
+        return self._live().send(
             topic,
             key=key,
             value=value,
@@ -161,7 +210,7 @@ class EventProducer:
             hdrs.append((H_MESSAGE_TYPE, message_type.encode()))
         if self._keys is not None:  # signed when relayed, so a key rotation applies to the backlog too
             hdrs.append((signing.H_SIGNATURE, signing.sign(self._keys, topic, key, message_type, value).encode()))
-        return self._producer.send(topic, key=key, value=value, headers=hdrs)
+        return self._live().send(topic, key=key, value=value, headers=hdrs)
 
     def flush(self, timeout: float | None = None) -> None:
         self._producer.flush(timeout=timeout)
@@ -211,6 +260,11 @@ class _RebalanceListener(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         self._owner.assignment = {tp.partition for tp in assigned}
+        # kafka-python keeps the in-memory position of a partition that stays assigned across a
+        # rebalance. After a broker lost its log (memory storage restarted) that position points
+        # past the new log's records, which would be skipped silently: positions are set from
+        # the group's committed offsets after every assignment (see BatchConsumer._reposition).
+        self._owner._reassigned.update(assigned)
         log.info("%s: partitions assigned: %s", self._owner.name, sorted(self._owner.assignment))
 
 
@@ -242,6 +296,7 @@ class BatchConsumer(Generic[M]):
         state_check_interval_s: float = 10.0,
         keys: signing.EventKeys | None | bool = True,
         max_age_s: float | None = None,
+        on_broker_lost: Callable[[], None] | None = None,
     ) -> None:
         # Internal topics take only records signed with the services' event key (True: from
         # FIRSTLIGHT_EVENT_KEYS when set); unsigned, forged or stale ones are dead-lettered with
@@ -271,6 +326,8 @@ class BatchConsumer(Generic[M]):
         self.state_check_interval_s = state_check_interval_s
         self._producer = producer
         self._owns_producer = producer is None
+        #: Called when the group's committed offsets went back (the broker lost its records).
+        self.on_broker_lost = on_broker_lost
 
         # Counters (written by the consumer thread only).
         self.processed = 0  # records the handler accepted
@@ -286,6 +343,7 @@ class BatchConsumer(Generic[M]):
         self._thread: threading.Thread | None = None
         self._consumer: KafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}  # what we last committed
+        self._reassigned: set[TopicPartition] = set()  # assigned since the last poll returned
         self._next_state_check = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -331,8 +389,13 @@ class BatchConsumer(Generic[M]):
                 try:
                     consumer = self._consumer or self._connect()
                     records = self._poll(consumer)
+                    if self._reassigned:
+                        self._reposition(consumer, records)
+                        continue
                     if not records and self._broker_lost_state(consumer):
                         self._drop_consumer()
+                        if self.on_broker_lost is not None:
+                            self.on_broker_lost()
                         continue
                 except Exception as e:  # broker unreachable, coordinator errors...
                     self._poll_failures += 1
@@ -545,6 +608,32 @@ class BatchConsumer(Generic[M]):
                 self.last_error = f"broker lost committed offsets of {tp.topic}[{tp.partition}]"
                 return True
         return False
+
+    def _reposition(self, consumer: KafkaConsumer, records: list[Any]) -> None:
+        """Partitions were (re)assigned during the last poll: put every newly assigned partition
+        at the group's committed offset (the log's start if none), give the records of this poll
+        back (not processed, not committed) and poll again. Between batches our position equals
+        our last commit, so this only changes anything when the broker lost its log."""
+        reassigned, self._reassigned = set(self._reassigned), set()
+        self._rewind(consumer, records)
+        owned = consumer.assignment()
+        for tp in reassigned:
+            if tp not in owned:
+                continue
+            committed = consumer.committed(tp, timeout_ms=5000)
+            if committed is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+            ours = self._committed.get(tp)
+            if ours is not None and (committed is None or committed < ours):
+                log.warning(
+                    "%s: committed offset of %s is %s, behind our last commit %d (the broker lost its log?): "
+                    "reading from there", self.name, tp, committed, ours,
+                )  # fmt: skip
+                self._committed.pop(tp, None)
+                if self.on_broker_lost is not None:
+                    self.on_broker_lost()
 
     def _rewind(self, consumer: KafkaConsumer, records: list[Any]) -> None:
         """Seek each partition back to the batch's first offset so the batch is re-polled."""

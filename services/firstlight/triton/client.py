@@ -107,6 +107,8 @@ class TritonModels:
     """`embed()` / `classify()` over Triton gRPC, splitting batches above the model's max batch size."""
 
     def __init__(self, url: str, timeout_s: float = 30.0, model_repository: Path | None = None, access_token: str = "") -> None:
+        #: Bounds which app model versions stay loaded (firstlight.triton.residency); None: load all.
+        self.residency = None
         self.url = url
         # Sent on every call: a Triton with restricted protocols refuses requests without it.
         self._headers = {TOKEN_HEADER: access_token} if access_token else None
@@ -306,10 +308,52 @@ class TritonModels:
         with self._lock:
             self._max_batch.pop(name, None)
 
+    def load_versions(self, name: str, versions: list[str]) -> None:
+        """Load ``name`` with only ``versions`` (the repository's config.pbtxt with a ``specific``
+        version policy, as a config override): other versions are unloaded. Without a local
+        repository to read the config from, the whole model is loaded."""
+        config_path = self.model_repository / name / "config.pbtxt" if self.model_repository else None
+        if config_path is None or not config_path.is_file():
+            self.load_model(name)
+            return
+        from google.protobuf import json_format, text_format
+        from tritonclient.grpc import model_config_pb2
+
+        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+        config.version_policy.Clear()
+        config.version_policy.specific.versions.extend(int(v) for v in versions)
+        try:
+            self._client.load_model(name, config=json_format.MessageToJson(config), headers=self._headers, client_timeout=max(self.timeout_s, 60.0))
+        except InferenceServerException as exc:
+            raise _translate(exc, f"load {name} {versions}") from exc
+        with self._lock:
+            self._max_batch.pop(name, None)
+
+    def unload_model(self, name: str) -> None:
+        try:
+            self._client.unload_model(name, headers=self._headers, client_timeout=max(self.timeout_s, 60.0))
+        except InferenceServerException as exc:
+            raise _translate(exc, f"unload {name}") from exc
+        with self._lock:
+            self._max_batch.pop(name, None)
+
+    def _resident(self, model: str, version: str) -> None:
+        residency = getattr(self, "residency", None)
+        if residency is not None:
+            residency.ensure(model, version)
+
+    def _reload(self, model: str) -> None:
+        residency = getattr(self, "residency", None)
+        if residency is not None:
+            residency.reload(model)
+        else:
+            self.load_model(model)
+
     def infer_images(self, model: str, version: str, pixels: np.ndarray, output: str = PROBS_OUTPUT) -> np.ndarray:
         """uint8 [N,S,S,3] pixels -> ``output`` [N,...] of a deep app model version (its own S)."""
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(f"expected uint8 [N,S,S,3], got {pixels.dtype} {pixels.shape}")
+        self._resident(model, version)
         outputs = []
         step = self.max_batch_size(model)
         for start in range(0, pixels.shape[0], step):
@@ -328,6 +372,7 @@ class TritonModels:
     def infer_head(self, model: str, version: str, embeddings: np.ndarray) -> np.ndarray:
         """float32 [N,1280] embeddings -> [N,K] probabilities from an app model version."""
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._resident(model, version)
         step = self.max_batch_size(model)
         outputs: dict[int, np.ndarray] = {}
 
@@ -345,7 +390,7 @@ class TritonModels:
                 if not _unloaded(exc):
                     raise _translate(exc, f"infer {model} v{version}") from exc
                 # Triton restarted and lost the app models loaded after its start: load, retry once.
-                self.load_model(model)
+                self._reload(model)
                 try:
                     result = self._client.infer(model, **request)
                 except InferenceServerException as again:

@@ -227,14 +227,19 @@ def train_deep(service: TrainingService, job_id: str) -> None:
     primary = result.primary_metric
     serving = model["serving_version"]
     previous = service.store.get_version(app_id, model_id, int(serving)) if serving else None
-    before = (previous or {}).get("validation_metrics", {}).get(primary)
-    now = result.validation.get(primary)
-    promote = previous is None or (now is not None and (before is None or now >= before))
-    promotion = (
-        "first version" if previous is None
-        else f"{primary} {now:.4f} vs serving v{serving} {before if before is None else round(before, 4)}: "
-        + ("promoted" if promote else "kept the serving version")
+    # The one promotion rule (training.evaluation.decide_promotion), as for heads: the policy's
+    # metric where this template reports it, else its primary metric; strictly better by more
+    # than the policy's minimum gain.
+    policy_metric, min_gain = service._promotion.pop(job_id, ("", 0.0))
+    promote, promotion = evaluation.decide_promotion(
+        result.validation,
+        None if previous is None else (previous.get("validation_metrics") or {}),
+        policy_metric,
+        min_gain,
+        primary=primary,
     )
+    if previous is not None:
+        promotion = promotion.replace("vs serving", f"vs serving v{serving}", 1)
     timings = {
         "fetch_seconds": fetch_seconds,
         **{k: float(v) for k, v in result.timings.items()},

@@ -1,0 +1,105 @@
+"""One promotion rule for heads and deep versions (training.evaluation.decide_promotion): the
+policy's metric where the template reports it, else the template's primary metric; strictly
+better by more than the policy's minimum gain; a tie keeps the serving version."""
+
+from __future__ import annotations
+
+import pytest
+
+from firstlight.training.evaluation import EvaluationError, decide_promotion, metric_direction
+
+
+def test_policy_metric_when_the_template_reports_it() -> None:
+    cand = {"accuracy": 0.80, "macro_f1": 0.90}
+    serv = {"accuracy": 0.85, "macro_f1": 0.70}
+    ok, note = decide_promotion(cand, serv, "macro_f1", 0.0, primary="accuracy")
+    assert ok and note.startswith("promoted: macro_f1")
+    ok, note = decide_promotion(cand, serv, "", 0.0, primary="accuracy")  # no policy: the primary
+    assert not ok and "accuracy" in note and "worse" in note
+
+
+def test_primary_metric_when_the_template_does_not_report_the_policys() -> None:
+    # A detector reports mAP, not accuracy: a curation policy on accuracy decides on map_50.
+    cand, serv = {"map_50": 0.62}, {"map_50": 0.60}
+    ok, note = decide_promotion(cand, serv, "accuracy", 0.0, primary="map_50")
+    assert ok and "map_50" in note and "reports no accuracy" in note
+    ok, note = decide_promotion(cand, serv, "accuracy", 0.05, primary="map_50")  # the policy's min gain still holds
+    assert not ok and "min_gain 0.05" in note
+
+
+def test_strictly_better_a_tie_keeps_the_serving_version() -> None:
+    # Deep versions used to be promoted on >=; they now follow the heads' rule.
+    assert not decide_promotion({"probe": 0.5}, {"probe": 0.5}, "", 0.0, primary="probe")[0]
+    assert "tie keeps" in decide_promotion({"probe": 0.5}, {"probe": 0.5}, "", 0.0, primary="probe")[1]
+    assert decide_promotion({"probe": 0.51}, {"probe": 0.5}, "", 0.0, primary="probe")[0]
+
+
+def test_first_version_missing_metrics_and_direction() -> None:
+    assert decide_promotion({"accuracy": 0.1}, None)[0]  # nothing serving yet
+    assert not decide_promotion({}, {"accuracy": 0.5})[0]  # the candidate lacks the metric
+    assert decide_promotion({"accuracy": 0.5}, {})[0]  # the serving version lacks it
+    assert decide_promotion({"ece": 0.02}, {"ece": 0.05}, "ece")[0]  # lower is better
+    assert decide_promotion({"val_loss": 0.2}, {"val_loss": 0.3}, "", primary="val_loss")[0]
+    assert metric_direction("log_loss") == -1 and metric_direction("map_50") == 1
+    with pytest.raises(EvaluationError, match="min_gain"):
+        decide_promotion({"accuracy": 1.0}, None, "accuracy", -0.1)
+
+
+def test_deep_jobs_follow_the_policy_of_their_training_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A deep version is kept out when the request's policy asks for a gain it cannot make (deep
+    jobs used to ignore the policy and promote on >=)."""
+    from firstlight.training.service import SUCCEEDED, TrainingService
+    from firstlight.training.store import TrainingStore
+
+    platform = _Platform()
+    service = TrainingService(TrainingStore(f"sqlite:///{tmp_path / 't.db'}"), platform, tmp_path / "repo", workers=1, work_root=tmp_path / "jobs")
+    try:
+        service.create_dataset("app", "d", fractions=(0.5, 0.25, 0.25))
+        tiny = {"architecture": "resnet_scratch", "image_size": "32", "batch_size": "8", "lrate": "0.05", "num_epochs": "1"}
+        service.create_model("app", "m", "visual_classifier", ["dark", "light"], tiny)
+        first = _wait(service, service.train("app", "m", "d", {})["id"], (SUCCEEDED,))
+        second = _wait(service, service.train("app", "m", "d", {}, promotion=("accuracy", 1.0))["id"], (SUCCEEDED,))
+        v2 = service.store.get_version("app", "m", int(second["version"]))
+        assert service.model("app", "m")["serving_version"] == first["version"]
+        assert v2["promotion_note"].startswith("kept the serving version: accuracy") and "vs serving v1" in v2["promotion_note"]
+        assert platform.published[-1][0][5] is False  # announced as not serving
+    finally:
+        service.shutdown()
+
+
+class _Platform:
+    """The training service's platform, in memory (as in test_deep_jobs)."""
+
+    def __init__(self, n: int = 24) -> None:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        self.items = {f"i{k}": (rng.integers(0, 80, (28, 28, 3)) + (150 if k % 2 else 0)).astype(np.uint8) for k in range(n)}
+        self.published: list = []
+
+    def labeled_inputs(self, app_id, concepts):  # type: ignore[no-untyped-def]
+        return [(i, ["light" if int(i[1:]) % 2 else "dark"], []) for i in self.items]
+
+    def write_splits(self, app_id, splits_by_input) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def images(self, app_id, input_ids, short_side=0):  # type: ignore[no-untyped-def]
+        return {i: self.items[i] for i in input_ids}
+
+    def publish_progress(self, event) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def publish_version(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self.published.append((args, kwargs))
+
+
+def _wait(service, job_id, states, timeout=120):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = service.job(job_id)
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {service.job(job_id)}")
