@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -19,3 +22,30 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
             return last
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout:.0f}s (last value: {last!r})")
+
+
+# -- the HTTP API (gateway tests and the Portal's browser test) ---------------------------------
+def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
+    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
+        if len(q["items"]) >= n:
+            return q
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
+        time.sleep(0.5)
+
+
+def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
+    """Predict on a stored input with an app model (retried while inference loads a new version)."""
+    def call() -> dict | None:
+        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
+        assert r.status_code in (200, 404), r.text
+        return r.json() if r.status_code == 200 else None
+
+    return eventually(call, 60, what=f"{model_id} served")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

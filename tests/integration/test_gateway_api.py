@@ -4,7 +4,6 @@ and CSRF, and the OpenAPI document and docs page served with no external asset."
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import socket
@@ -18,7 +17,7 @@ import pytest
 from firstlight import datasets
 from firstlight.gateway.session import COOKIE
 
-from .helpers import eventually
+from .helpers import b64, eventually, predict_stored, wait_queued
 
 pytestmark = pytest.mark.integration
 
@@ -27,32 +26,6 @@ CLASSES = ["cat", "dog", "horse"]
 HOSTILE = '<script>alert("x")</script>"><img src=x onerror=alert(1)>'
 #: Right-to-left override: refused in concept names (a control character), kept in metadata.
 HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
-
-
-def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
-    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
-        if len(q["items"]) >= n:
-            return q
-        if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
-        time.sleep(0.5)
-
-
-def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
-    """Predict on a stored input with an app model (retried while inference loads a new version)."""
-    def call() -> dict | None:
-        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
-        assert r.status_code in (200, 404), r.text
-        return r.json() if r.status_code == 200 else None
-
-    return eventually(call, 60, what=f"{model_id} served")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -11,7 +11,6 @@ A missing browser is a failure in CI (a "missing tool" skip elsewhere, tests/con
 
 from __future__ import annotations
 
-import base64
 import os
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 from firstlight import datasets
 from firstlight.config import REPO_ROOT
 
-from .helpers import eventually
+from .helpers import b64, eventually, predict_stored, wait_queued
 
 pytestmark = pytest.mark.integration
 
@@ -34,32 +33,6 @@ HOSTILE = '<img src=x onerror=alert(1)>"\'><script>alert(2)</script> javascript:
 HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("FIRSTLIGHT_TEST_ARTIFACTS") or REPO_ROOT / "test-artifacts") / "portal"
-
-
-def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dict:
-    """The app's labeling queue once it holds ``n`` queued items (its counters in the failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        q = api.get(f"/v1/apps/{app}/curation/queue", params={"state": "queued"}).json()
-        if len(q["items"]) >= n:
-            return q
-        if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {n} items queued after {timeout:.0f}s: {q['stats']}")
-        time.sleep(0.5)
-
-
-def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
-    """Predict on a stored input with an app model (retried while inference loads a new version)."""
-    def call() -> dict | None:
-        r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
-        assert r.status_code in (200, 404), r.text
-        return r.json() if r.status_code == 200 else None
-
-    return eventually(call, 60, what=f"{model_id} served")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 @pytest.fixture(scope="module")
