@@ -350,13 +350,13 @@ def _attempt(
             weights.append(len(idx))
             reason = guard.batch(loss)
             if reason is not None:
-                raise _Diverged(reason, _row(epoch, settings, losses, weights, lrate, len(order), started, {}))
+                raise _Diverged(reason, _row(epoch, settings, losses, weights, lrate, started))
         ctx.check_cancelled()
         train_seconds = time.perf_counter() - started
         mean_loss = float(np.average(losses, weights=weights))
         reason = guard.epoch(epoch, mean_loss)
         if reason is not None:
-            raise _Diverged(reason, _row(epoch, settings, losses, weights, lrate, len(order), started, {}))
+            raise _Diverged(reason, _row(epoch, settings, losses, weights, lrate, started))
         metrics: dict[str, float] = {}
         if is_test_epoch(epoch, settings.num_epochs, settings.test_freq):
             model.eval()
@@ -377,12 +377,12 @@ def _attempt(
     return history
 
 
-def _row(epoch: int, settings: LoopSettings, losses: list[float], weights: list[int], lrate: float, items: int,
-         started: float, metrics: dict[str, float]) -> EpochReport:
+def _row(epoch: int, settings: LoopSettings, losses: list[float], weights: list[int], lrate: float, started: float) -> EpochReport:
+    """The progress row of an epoch the guard stopped part-way (no validation metrics)."""
     seconds = time.perf_counter() - started
     return EpochReport(
         epoch=epoch, num_epochs=settings.num_epochs, loss=float(np.average(losses, weights=weights)), lrate=lrate,
-        items_per_second=sum(weights) / max(seconds, 1e-9), seconds=seconds, metrics=metrics,
+        items_per_second=sum(weights) / max(seconds, 1e-9), seconds=seconds,
     )
 
 
