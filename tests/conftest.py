@@ -31,6 +31,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:  # type: ignore[name-defined]  # noqa: F821
     from firstlight.stack import LocalStack
+    from integration.helpers import serving
 
     data_dir: Path = tmp_path_factory.mktemp("stack")
     # A small image limit lets the bad-input tests cross it without 20 MB payloads.
@@ -42,15 +43,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:  
             "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE": str(data_dir / "faults" / "vector-store-down"),
         },
     )
-    try:
-        s.start()
-    except Exception:
-        for log in sorted((data_dir / "logs").glob("*.log")):
-            print(f"==== {log.name}\n{log.read_text()[-3000:]}")
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    with serving(s):
+        yield s
 
 
 @pytest.fixture(scope="session")

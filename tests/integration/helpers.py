@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import httpx
+
+from firstlight.stack import LocalStack
 
 T = TypeVar("T")
 
@@ -22,6 +25,23 @@ def eventually(check: Callable[[], T], timeout: float = 60.0, interval: float = 
             return last
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout:.0f}s (last value: {last!r})")
+
+
+@contextmanager
+def serving(stack: LocalStack) -> Iterator[LocalStack]:
+    """Start ``stack`` for a fixture and stop it afterwards; if it fails to start, print the tail of
+    every component's log (what CI shows of the failure) and stop what did start."""
+    try:
+        stack.start()
+    except Exception:
+        for log in sorted(stack.log_dir.glob("*.log")):
+            print(f"==== {log.name}\n{log.read_text()[-3000:]}")
+        stack.stop()
+        raise
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 # -- the HTTP API (gateway tests and the Portal's browser test) ---------------------------------

@@ -25,7 +25,7 @@ from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 from firstlight.stack import SERVICES, LocalStack, wait_serving
 from firstlight.v1 import search_pb2
 
-from .helpers import eventually
+from .helpers import eventually, serving
 
 pytestmark = [pytest.mark.integration]  # in CI (not `slow`): ~50-60 s with its own stack
 
@@ -40,16 +40,8 @@ PATIENT = RetryPolicy(attempts=40, max_s=5.0, budget_s=150.0)
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     data_dir: Path = tmp_path_factory.mktemp("broker-restart")
-    s = LocalStack(data_dir)
-    try:
-        s.start()
-    except Exception:
-        for log in sorted((data_dir / "logs").glob("*.log")):
-            print(f"==== {log.name}\n{log.read_text()[-3000:]}")
-        s.stop()
-        raise
-    yield s
-    s.stop()
+    with serving(LocalStack(data_dir)) as s:
+        yield s
 
 
 @dataclass
