@@ -71,16 +71,16 @@ def _decoding(label: str, data: bytes, body):  # type: ignore[no-untyped-def]
         raise InvalidArgument(f"{label} is corrupt or truncated: {exc}") from None
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> DecodedImage:
-    """Decode ``data`` into an RGB image or raise InvalidArgument / ResourceExhausted."""
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0, min_side: int = 0
+) -> DecodedImage:
+    """Decode ``data`` into an upright sRGB RGB image or raise InvalidArgument / ResourceExhausted.
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale that keeps its shorter side
+    >= ``min_side`` (firstlight.media.decode: ~6x less CPU on a 12 MP photo)."""
+    from firstlight.media.decode import decode_photo  # it builds on this module's checks
 
-    def body() -> DecodedImage:
-        img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
-        fmt, (width, height) = img.format or "UNKNOWN", img.size
-        img.load()  # raises on truncated or corrupt data
-        return DecodedImage(image=img.convert("RGB"), width=width, height=height, format=fmt)
-
-    return _decoding(label, data, body)
+    photo = decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side, label=label, max_side=max_side)
+    return DecodedImage(image=photo.image, width=photo.width, height=photo.height, format=photo.format)
 
 
 @dataclass(frozen=True)
@@ -181,16 +181,17 @@ def _malloc_trim():  # type: ignore[no-untyped-def]
         return None
 
 
-def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image") -> list[Image.Image]:
-    """Decode a request's images, each checked like :func:`decode_image`, the count checked
-    against ``limits.max_batch_size``."""
+def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image", min_side: int = 0) -> list[Image.Image]:
+    """Decode a request's images, each checked like :func:`decode_image` (at ``min_side``), the
+    count checked against ``limits.max_batch_size``."""
     if not images:
         raise InvalidArgument("no images given")
     if len(images) > limits.max_batch_size:
         raise ResourceExhausted(f"{len(images)} images, over the limit of {limits.max_batch_size}")
     return [
         decode_image(
-            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}", max_side=limits.max_image_side
+            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}",
+            max_side=limits.max_image_side, min_side=min_side,
         ).image
         for n, data in enumerate(images)
-    ]
+    ]  # fmt: skip

@@ -141,3 +141,22 @@ def test_refused_formats_say_why() -> None:
 def test_thumbnail_from_the_same_decode() -> None:
     photo = decode_photo(encode(chelsea().resize((1600, 1200)), "JPEG"), min_side=256, **LIMITS)
     assert thumbnail(photo, 192).size == (192, 144)
+
+
+def test_preview_round_trip_gives_the_same_model_input() -> None:
+    from firstlight.media.preview import covers, decode_preview, encode_preview, wants_preview
+    from firstlight.models.preprocess import to_model_input
+
+    photo = decode_photo(encode(chelsea().resize((2400, 1600)), "JPEG"), min_side=model_decode_side(224), **LIMITS)
+    assert wants_preview(photo)
+    back = decode_preview(encode_preview(photo))
+    assert covers(back, 224) and not covers(back, 512)
+    assert np.array_equal(to_model_input(back), to_model_input(photo.image))
+    assert not wants_preview(decode_photo(encode(chelsea(), "PNG"), min_side=256, **LIMITS))
+    for bad in (b"not npy", encode_preview(photo)[:100]):
+        with pytest.raises(InvalidArgument, match="preview"):
+            decode_preview(bad)
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((4, 4), dtype=np.float32))
+    with pytest.raises(InvalidArgument, match="not an RGB image"):
+        decode_preview(buf.getvalue())

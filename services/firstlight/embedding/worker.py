@@ -16,6 +16,7 @@ from firstlight.blobstore import BlobStore
 from firstlight.embedding.core import Embedder
 from firstlight.errors import FirstlightError
 from firstlight.images import decode_image
+from firstlight.media.decode import model_decode_side
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
 from firstlight.models.preprocess import to_model_input
@@ -96,8 +97,9 @@ class EmbeddingWorker:
             try:
                 data = self.blobs.get(event.blob_uri, app_id=event.app_id)
                 image = decode_image(
-                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image"
-                ).image
+                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image",
+                    min_side=model_decode_side(size),  # a large JPEG decoded at the scale the model needs
+                ).image  # fmt: skip
             except FirstlightError as exc:  # deleted meanwhile, or not an image: cannot succeed later
                 outcomes[n] = PoisonMessage(f"input {event.app_id}/{event.input_id}: {exc}")
                 continue
