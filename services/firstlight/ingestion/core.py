@@ -12,7 +12,10 @@ from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.config import ImageLimits
 from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from firstlight.blobstore import preview_name, preview_uri_of
 from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
+from firstlight.media.decode import decode_photo
+from firstlight.media.preview import PREVIEW_SIDE, encode_preview, wants_preview
 from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
 from firstlight.messaging import topics
 from firstlight.v1 import common_pb2, events_pb2
@@ -69,7 +72,7 @@ class Ingestion:
         return app
 
     # -- inputs -----------------------------------------------------------------------
-    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes]:
+    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes, bytes | None]:
         input_id = validation.input_id(item.id) if item.id else uuid.uuid4().hex
         if item.split not in SPLITS:
             raise InvalidArgument(f"{label}: unknown split {item.split}")
@@ -77,7 +80,7 @@ class Ingestion:
         # A region's concept is one of the input's concepts (concept filters and datasets see it).
         concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
-        decoded = self._check_image(item.image_bytes, label)
+        decoded, preview = self._check_image(item.image_bytes, label)
         row = InputRow(
             app_id=app_id,
             id=input_id,
@@ -93,11 +96,12 @@ class Ingestion:
             concepts=concepts,
             regions=regions,
         )
-        return row, item.image_bytes
+        return row, item.image_bytes, preview
 
-    def _check_image(self, data: bytes, label: str) -> ImageInfo:
-        """Validate an upload's image (a full decode, of a JPEG at 1/8 scale) within the decode
-        memory budget; the pixels are not kept (the embedding worker decodes the stored bytes)."""
+    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None]:
+        """Validate an upload's image (a full decode; of a JPEG at the reduced scale the backbone
+        needs) within the decode memory budget. A large JPEG's decoded pixels come back as a
+        preview for the embedding worker (decode once, firstlight.media.preview)."""
         limits = self.limits
         header = image_header(data) if data and len(data) <= limits.max_image_bytes else None
         weight = 1 << 20
@@ -107,16 +111,19 @@ class Ingestion:
                 weight = decode_memory(w, h, fmt)
         taken = self.decode_budget.acquire(weight, label)
         try:
-            return check_image(
-                data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label,
-                max_side=getattr(limits, "max_image_side", 0),
-            )  # fmt: skip
+            checks = dict(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=getattr(limits, "max_image_side", 0))
+            if header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * PREVIEW_SIDE:
+                photo = decode_photo(data, min_side=PREVIEW_SIDE, **checks)  # type: ignore[arg-type]
+                info = ImageInfo(photo.width, photo.height, photo.format)
+                return info, encode_preview(photo) if wants_preview(photo) else None
+            return check_image(data, **checks), None  # type: ignore[arg-type]
         finally:
             self.decode_budget.release(taken)
 
-    def _ingested_event(self, row: InputRow, key: str | None = None, embedding_model: str = "") -> OutboxEvent:
+    def _ingested_event(self, row: InputRow, key: str | None = None, embedding_model: str = "", preview_uri: str = "") -> OutboxEvent:
         event = events_pb2.InputIngested(
             embedding_model=embedding_model,
+            preview_uri=preview_uri,
             header=_header(key),
             app_id=row.app_id,
             input_id=row.id,
@@ -140,17 +147,20 @@ class Ingestion:
                 "split the batch or use StreamInputs"
             )
         prepared = [self._prepare(app_id, item, f"input {n}" + (f" ({item.id})" if item.id else "")) for n, item in enumerate(items)]
-        ids = [row.id for row, _ in prepared]
+        ids = [row.id for row, _, _ in prepared]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidArgument(f"input id {dup!r} appears twice in the request")
         taken = self.store.existing_input_ids(app_id, ids)
         if taken:
             raise AlreadyExists(f"input id(s) already exist in app {app_id!r}: {', '.join(sorted(taken)[:5])}")
-        for row, data in prepared:
+        previews: dict[str, str] = {}
+        for row, data, preview in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
-        rows = [row for row, _ in prepared]
-        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key, model) for r in rows])
+            if preview is not None:
+                previews[row.id] = self.blobs.put(app_id, preview_name(row.id), preview)
+        rows = [row for row, _, _ in prepared]
+        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key, model, previews.get(r.id, "")) for r in rows])
         return rows
 
     def set_embedding_model(self, app_id: str, model: str) -> tuple[dict, bool, int]:
@@ -244,6 +254,7 @@ class Ingestion:
         )
         for uri in uris:
             self.blobs.delete(uri)
+            self.blobs.delete(preview_uri_of(uri))  # a large JPEG's decoded preview, if any
         return len(ids)
 
     def annotate(self, app_id: str, changes: Sequence[tuple]) -> list[InputRow]:

@@ -22,6 +22,11 @@ from PIL import Image
 from firstlight.errors import InvalidArgument
 from firstlight.media.decode import Photo, model_decode_side
 
+#: The side ingestion decodes for: the backbone's (224 px input, 256 px before the crop).
+#: Ingestion does not import the backbone (torch); a unit test keeps the two equal.
+BACKBONE_INPUT = 224
+PREVIEW_SIDE = model_decode_side(BACKBONE_INPUT)
+
 #: Largest preview side accepted back (a 16,384-px photo at 1/2 scale is 8,192).
 _MAX_SIDE = 8192
 
