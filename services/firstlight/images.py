@@ -105,6 +105,9 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "i
         if fmt in ("JPEG", "MPO"):
             img.draft(img.mode, (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
         img.load()  # raises on truncated or corrupt data
+        from firstlight.media.decode import check_mode  # it builds on this module's checks
+
+        check_mode(img, label)  # the embedding worker could not use it: refused here, by name
         img.close()
         return ImageInfo(width, height, fmt)
 

@@ -160,3 +160,19 @@ def test_preview_round_trip_gives_the_same_model_input() -> None:
     np.save(buf, np.zeros((4, 4), dtype=np.float32))
     with pytest.raises(InvalidArgument, match="not an RGB image"):
         decode_preview(buf.getvalue())
+
+
+def test_ingestion_check_refuses_what_the_decode_would() -> None:
+    from firstlight.images import check_image
+
+    floats = encode(Image.fromarray(np.random.default_rng(0).random((32, 32), dtype=np.float32)), "TIFF")
+    with pytest.raises(InvalidArgument, match="floating-point"):
+        check_image(floats, **LIMITS)
+    assert check_image(encode(chelsea().convert("CMYK"), "JPEG"), **LIMITS).format == "JPEG"
+
+
+def test_thumbnails_are_upright() -> None:
+    from firstlight.gateway.media import make_thumbnail
+
+    data = encode(stored_with_orientation(chelsea(), 6), "JPEG", exif=exif_bytes(6))
+    assert Image.open(io.BytesIO(make_thumbnail(data, 192))).size == (192, 128)

@@ -107,6 +107,18 @@ def _to_srgb(img: Image.Image) -> Image.Image:
         return img  # unreadable or unusable profile: use the pixels as they are
 
 
+def check_mode(img: Image.Image, label: str = "image") -> None:
+    """Refuse, at validation, a colour mode :func:`to_rgb` would refuse after a decode."""
+    if img.mode == "F":
+        raise InvalidArgument(f"{label} is a floating-point image (mode F); send 8- or 16-bit")
+    if img.mode in ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "I", "1", "RGBa", "La") or img.mode in _SIXTEEN_BIT:
+        return
+    try:
+        Image.new(img.mode, (1, 1)).convert("RGB")
+    except ValueError:
+        raise InvalidArgument(f"{label} has colour mode {img.mode}, which cannot be converted to RGB") from None
+
+
 def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
     """Any accepted mode -> 8-bit RGB in sRGB (see the module docstring for each case)."""
     mode = img.mode

@@ -13,6 +13,7 @@ from PIL import Image
 from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.errors import FailedPrecondition, NotFound, Unavailable
+from firstlight.media.decode import draft_reduction, to_rgb, upright
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, new_header
 from firstlight.runtime.channels import internal_channel
@@ -84,7 +85,9 @@ class GrpcPlatform:
         for input_id in input_ids:
             uri = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
             with Image.open(io.BytesIO(self.blobs.get(uri))) as img:
-                rgb = img.convert("RGB")
+                if short_side:
+                    draft_reduction(img, short_side)  # a large JPEG decoded at the scale kept
+                rgb = to_rgb(upright(img))  # as inference sees it (EXIF orientation, sRGB)
                 w, h = rgb.size
                 if short_side and min(w, h) > short_side:
                     scale = short_side / min(w, h)
