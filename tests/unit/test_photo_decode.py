@@ -176,3 +176,11 @@ def test_thumbnails_are_upright() -> None:
 
     data = encode(stored_with_orientation(chelsea(), 6), "JPEG", exif=exif_bytes(6))
     assert Image.open(io.BytesIO(make_thumbnail(data, 192))).size == (192, 128)
+
+
+def test_jpeg_reduction_from_the_header_matches_the_decoder() -> None:
+    from firstlight.media.decode import jpeg_reduction
+
+    for size in ((1600, 1200), (4032, 3024), (600, 500), (2100, 520), (300, 200)):
+        photo = decode_photo(encode(chelsea().resize(size), "JPEG"), min_side=256, **LIMITS)
+        assert jpeg_reduction(*size, 256) == photo.reduction

@@ -14,7 +14,7 @@ from firstlight.config import ImageLimits
 from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
 from firstlight.blobstore import preview_name, preview_uri_of
 from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
-from firstlight.media.decode import decode_photo
+from firstlight.media.decode import decode_photo, jpeg_reduction
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, wants_preview
 from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
 from firstlight.messaging import topics
@@ -105,14 +105,18 @@ class Ingestion:
         limits = self.limits
         header = image_header(data) if data and len(data) <= limits.max_image_bytes else None
         weight = 1 << 20
+        large_jpeg = header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * PREVIEW_SIDE
         if header is not None:
             w, h, fmt = header
             if w * h <= limits.max_image_pixels:  # over the limit: refused before decoding anyway
                 weight = decode_memory(w, h, fmt)
+            if large_jpeg:  # decoded at the preview's scale: the pixels, their upright RGB copy, the .npy
+                r = jpeg_reduction(w, h, PREVIEW_SIDE)
+                weight = max(weight, -(-w // r) * -(-h // r) * 3 * 3 + (1 << 20))
         taken = self.decode_budget.acquire(weight, label)
         try:
             checks = dict(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=getattr(limits, "max_image_side", 0))
-            if header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * PREVIEW_SIDE:
+            if large_jpeg:
                 photo = decode_photo(data, min_side=PREVIEW_SIDE, **checks)  # type: ignore[arg-type]
                 info = ImageInfo(photo.width, photo.height, photo.format)
                 return info, encode_preview(photo) if wants_preview(photo) else None

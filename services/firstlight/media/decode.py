@@ -76,6 +76,13 @@ def draft_reduction(img: Image.Image, min_side: int) -> int:
     return max(1, round(width / img.size[0]))
 
 
+def jpeg_reduction(width: int, height: int, min_side: int) -> int:
+    """The DCT reduction :func:`draft_reduction` will pick for a JPEG of this size (Pillow's rule:
+    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone."""
+    scale = min(width, height) // max(1, min_side)
+    return next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
+
+
 def exif_orientation(img: Image.Image) -> int:
     try:
         value = int(img.getexif().get(0x0112, 1))
