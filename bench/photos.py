@@ -127,6 +127,33 @@ def decode_shift(images: list[bytes], ort: OrtBackbone) -> dict:
     }
 
 
+def transfer_shift(ort: OrtBackbone, per_class: int = 30, side: int = 1024) -> dict:
+    """Transfer accuracy with full- vs small-decoded embeddings: animal-mnist images upscaled to
+    ``side`` px JPEGs (q90; the bundled sets are small PNGs, which the reduced decode never
+    touches), logistic regression, 2-fold by seed. ``mixed``: trained on full-decode vectors
+    (what an existing index stores), tested on small-decode ones (what new uploads get)."""
+    from sklearn.linear_model import LogisticRegression
+
+    animals = datasets.animal_mnist(per_class, seed=5)
+    labels = np.array([c for _, c, _ in animals])
+    full_px, small_px = [], []
+    for _, _, png in animals:
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(png)).convert("RGB").resize((side, side * 3 // 4), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=90)
+        full_px.append(to_model_input(decode_photo(buf.getvalue(), **LIMITS).image))
+        small_px.append(best_pixels(buf.getvalue()))
+    full, small = ort.embed_and_classify(np.stack(full_px))[0], ort.embed_and_classify(np.stack(small_px))[0]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(labels))
+    a, b = order[: len(order) // 2], order[len(order) // 2 :]
+    acc: dict[str, list[float]] = {"full": [], "small": [], "mixed": []}
+    for train, test in ((a, b), (b, a)):
+        for name, X_train, X_test in (("full", full, full), ("small", small, small), ("mixed", full, small)):
+            clf = LogisticRegression(max_iter=2000, C=1.0).fit(X_train[train], labels[train])
+            acc[name].append(float((clf.predict(X_test[test]) == labels[test]).mean()))
+    return {k: float(np.mean(v)) for k, v in acc.items()} | {"n": len(labels), "cosine_mean": float((full * small).sum(1).mean())}
+
+
 def product(stack, images: list[bytes], log) -> dict:  # type: ignore[no-untyped-def]
     from firstlight.sdk import Firstlight, UploadItem
 
@@ -223,6 +250,8 @@ def run(stack, quick: bool = False, log=print) -> dict:  # type: ignore[no-untyp
         res["best_img_per_s"], res["naive_img_per_s"] = float(np.mean(best)), float(np.mean(naive))
         log(f"  bare: best {res['best_img_per_s']:.1f} img/s, naive {res['naive_img_per_s']:.1f} img/s")
         res["decode_shift"] = decode_shift(images, ort)
+        res["transfer_shift"] = transfer_shift(ort, per_class=10 if quick else 30)
+        log(f"  decode shift {res['decode_shift']}; transfer {res['transfer_shift']}")
         if stack is not None:
             res["product"] = product(stack, images, log)
             best_after = throughput(images, best_pixels, ort_forward, batch, cores)
@@ -249,6 +278,16 @@ def rows(r: dict) -> list[Row]:
             "",
         )
     )
+    t = r.get("transfer_shift")
+    if t:
+        out.append(
+            Row(
+                "transfer accuracy, 1024 px JPEGs: small decode",
+                f"{t['small']:.3f} (trained on full-decode vectors, tested on small: {t['mixed']:.3f})",
+                f"full decode {t['full']:.3f} (n={t['n']}, 2-fold)",
+                f"{(t['small'] - t['full']) * 100:+.1f} pp",
+            )
+        )
     if "product" in r:
         p = r["product"]
         best = (r["best_img_per_s"] + r.get("best_img_per_s_after", r["best_img_per_s"])) / 2
