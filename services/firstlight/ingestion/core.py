@@ -4,8 +4,10 @@ events are written to the store's outbox and a relay publishes them."""
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from firstlight import validation
@@ -56,6 +58,7 @@ class Ingestion:
         # Concurrent uploads share a memory budget for checking their images (issue 14: a burst
         # of 40 MP uploads held 1.6 GB and kept 860 MB after it).
         self.decode_budget = DecodeBudget(int(getattr(limits, "decode_budget_mb", 256)) << 20)
+        self._decode_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="decode")
 
     # -- apps -------------------------------------------------------------------------
     def create_app(self, app_id: str, name: str = "", description: str = "") -> dict:
@@ -150,7 +153,12 @@ class Ingestion:
                 f"{len(items)} inputs in one request, over the limit of {self.limits.max_batch_size}; "
                 "split the batch or use StreamInputs"
             )
-        prepared = [self._prepare(app_id, item, f"input {n}" + (f" ({item.id})" if item.id else "")) for n, item in enumerate(items)]
+        labels = [f"input {n}" + (f" ({item.id})" if item.id else "") for n, item in enumerate(items)]
+        # Decoding dominates on photos and Pillow releases the GIL while it decodes: a request's
+        # images are checked side by side, one per core; map() re-raises the first failing
+        # item's error in order, as a sequential loop would.
+        run = self._decode_pool.map if len(items) > 1 else map
+        prepared = list(run(lambda pair: self._prepare(app_id, *pair), zip(items, labels)))
         ids = [row.id for row, _, _ in prepared]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
