@@ -74,19 +74,6 @@ class LocalBlobStore:
         self._path(uri).unlink(missing_ok=True)
 
 
-def preview_name(input_id: str) -> str:
-    """Blob name of an input's decoded preview (firstlight.media.preview). Input ids start with a
-    letter or digit, so no input can be named like a preview."""
-    return f".preview-{input_id}"
-
-
-def preview_uri_of(blob_uri: str) -> str:
-    """The preview's URI beside the original at ``blob_uri`` (named by its input id, as put()
-    names it), to delete it with the input."""
-    folder, _, input_id = blob_uri.rpartition("/")
-    return f"{folder}/{preview_name(input_id)}"
-
-
 def open_blob_store(url: str) -> BlobStore:
     parsed = urlparse(url)
     if parsed.scheme == "file":

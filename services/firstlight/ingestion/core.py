@@ -14,10 +14,9 @@ from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.config import ImageLimits
 from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
-from firstlight.blobstore import preview_name, preview_uri_of
 from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
 from firstlight.media.decode import decode_photo, jpeg_reduction
-from firstlight.media.preview import PREVIEW_SIDE, encode_preview, wants_preview
+from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
 from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
 from firstlight.messaging import topics
 from firstlight.v1 import common_pb2, events_pb2

@@ -56,3 +56,16 @@ def decode_preview(data: bytes) -> Image.Image:
 def covers(image: Image.Image, image_size: int) -> bool:
     """Whether ``image`` has the resolution a model input of ``image_size`` is made from."""
     return min(image.size) >= model_decode_side(image_size)
+
+
+def preview_name(input_id: str) -> str:
+    """Blob name of an input's preview, beside its original in the app's blob folder. Input ids
+    start with a letter or digit, so no input can be named like a preview."""
+    return f".preview-{input_id}"
+
+
+def preview_uri_of(blob_uri: str) -> str:
+    """The preview's URI beside the original at ``blob_uri`` (named by its input id, as the blob
+    store names the original), to delete it with the input."""
+    folder, _, input_id = blob_uri.rpartition("/")
+    return f"{folder}/{preview_name(input_id)}"
