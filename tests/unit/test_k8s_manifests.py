@@ -792,7 +792,7 @@ def test_dockerfile_is_pinned_and_non_root() -> None:
 DEV_ONLY_ENV = {
     "FIRSTLIGHT_AL_CACHE",  # curation benchmark's embedding cache (curation/al_data.py)
     "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE",  # fault injection (search/faults.py, tests)
-    "FIRSTLIGHT_API_KEY",  # the SDK/CLI user's key (client side, sdk.py): no service reads it
+    "FIRSTLIGHT_API_KEY",  # the SDK/CLI user's key (client side, firstlight/sdk): no service reads it
 }
 
 

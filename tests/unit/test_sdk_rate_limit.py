@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from firstlight import sdk
+from firstlight.sdk import transport
 
 
 class Refused(grpc.RpcError):
@@ -25,7 +26,7 @@ class Refused(grpc.RpcError):
 
 def test_rate_limited_calls_are_retried_after_the_servers_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(sdk.time, "sleep", slept.append)
+    monkeypatch.setattr(transport.time, "sleep", slept.append)
     outcomes = [Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, (("retry-after-ms", "120"),))] * 2 + ["ok"]
 
     def call() -> str:
@@ -39,7 +40,7 @@ def test_rate_limited_calls_are_retried_after_the_servers_wait(monkeypatch: pyte
 
 
 def test_other_errors_and_spent_budgets_are_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sdk.time, "sleep", lambda s: None)
+    monkeypatch.setattr(transport.time, "sleep", lambda s: None)
     too_big = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED)  # a size limit: no retry-after-ms
     calls = []
 
