@@ -32,7 +32,20 @@ from firstlight.sdk.items import (
 from firstlight.sdk.transport import RATE_LIMIT_ATTEMPTS, RATE_LIMIT_MAX_WAIT_S, honour_rate_limit, retry_after_s
 
 __all__ = [
-    "IMAGE_SUFFIXES", "RATE_LIMIT_ATTEMPTS", "RATE_LIMIT_MAX_WAIT_S", "SPLITS", "Client", "DetectedRegion", "Firstlight",
-    "FirstlightError", "UploadItem", "UploadReport", "error_for", "folder_items", "honour_rate_limit", "id_for_path",
-    "region_protos", "retry_after_s",
+    "IMAGE_SUFFIXES",
+    "RATE_LIMIT_ATTEMPTS",
+    "RATE_LIMIT_MAX_WAIT_S",
+    "SPLITS",
+    "Client",
+    "DetectedRegion",
+    "Firstlight",
+    "FirstlightError",
+    "UploadItem",
+    "UploadReport",
+    "error_for",
+    "folder_items",
+    "honour_rate_limit",
+    "id_for_path",
+    "region_protos",
+    "retry_after_s",
 ]
