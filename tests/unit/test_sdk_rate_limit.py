@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
 
@@ -11,13 +13,13 @@ from firstlight.sdk import transport
 
 
 class Refused(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, trailing: tuple = ()) -> None:  # type: ignore[type-arg]
+    def __init__(self, code: grpc.StatusCode, trailing: tuple[tuple[str, str], ...] = ()) -> None:
         self._code, self._trailing = code, trailing
 
     def code(self) -> grpc.StatusCode:
         return self._code
 
-    def trailing_metadata(self) -> tuple:  # type: ignore[type-arg]
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._trailing
 
     def details(self) -> str:
@@ -44,7 +46,7 @@ def test_other_errors_and_spent_budgets_are_raised(monkeypatch: pytest.MonkeyPat
     too_big = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED)  # a size limit: no retry-after-ms
     calls = []
 
-    def refuse(exc: Exception):  # type: ignore[no-untyped-def]
+    def refuse(exc: Exception) -> Callable[[], None]:
         def call() -> None:
             calls.append(1)
             raise exc

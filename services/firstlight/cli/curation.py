@@ -55,8 +55,10 @@ def _show_policy(p: curation_pb2.CurationPolicy) -> None:
     table.add_column("setting")
     table.add_column("value")
     rows = [
-        ("model", p.model_id), ("queue when", f"{p.strategy} uncertainty >= {p.threshold:g}"),
-        ("max per minute", str(p.max_per_minute or "no limit")), ("budget", str(p.budget or "no limit")),
+        ("model", p.model_id),
+        ("queue when", f"{p.strategy} uncertainty >= {p.threshold:g}"),
+        ("max per minute", str(p.max_per_minute or "no limit")),
+        ("budget", str(p.budget or "no limit")),
         ("retrain after", f"{p.retrain_after_labels} new labels on dataset {p.dataset_id}" if p.retrain_after_labels else "never (manual)"),
         ("promote if", f"{p.promotion_metric} better by > {p.promotion_min_gain:g} on validation"),
         ("drift window", "off" if p.drift_window == -1 else f"{p.drift_window} predictions"),
@@ -84,9 +86,17 @@ def set_policy(
     """Stream-based active learning: which predictions go on the labeling queue, and when to retrain."""
     with client(data_dir) as fl:
         p = fl.set_policy(
-            app_id, model_id, threshold=threshold, strategy=strategy, max_per_minute=max_per_minute, budget=budget,
-            retrain_after_labels=retrain_after, dataset_id=dataset, promotion_metric=promotion_metric,
-            promotion_min_gain=min_gain, drift_window=drift_window,
+            app_id,
+            model_id,
+            threshold=threshold,
+            strategy=strategy,
+            max_per_minute=max_per_minute,
+            budget=budget,
+            retrain_after_labels=retrain_after,
+            dataset_id=dataset,
+            promotion_metric=promotion_metric,
+            promotion_min_gain=min_gain,
+            drift_window=drift_window,
         )
     _show_policy(p)
 
@@ -119,8 +129,15 @@ def labeling_queue(
         table.add_column(col)
     names = {1: "queued", 2: "labeled"}
     for q in items:
-        table.add_row(q.input_id, f"{q.score:.3f} {q.strategy}", q.predicted_concept, names.get(q.state, "?"), ", ".join(q.concepts),
-                      str(q.round or ""), q.queued_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
+        table.add_row(
+            q.input_id,
+            f"{q.score:.3f} {q.strategy}",
+            q.predicted_concept,
+            names.get(q.state, "?"),
+            ", ".join(q.concepts),
+            str(q.round or ""),
+            q.queued_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        )
     console.print(table)
     console.print(
         f"screened {stats.screened}: below threshold {stats.below_threshold}, over rate {stats.skipped_rate}, "
@@ -138,12 +155,17 @@ def learning_rounds(app_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
         table.add_column(col)
     for r in rounds:
         table.add_row(
-            str(r.round), r.model_id, r.strategy, str(r.labels_spent), str(r.total_labels),
+            str(r.round),
+            r.model_id,
+            r.strategy,
+            str(r.labels_spent),
+            str(r.total_labels),
             (f"v{r.previous_version} → v{r.candidate_version}" if r.previous_version else f"v{r.candidate_version}") if r.candidate_version else r.status,
             f"{r.metrics['accuracy']:.3f}" if "accuracy" in r.metrics else "",
             f"{r.metrics['test_accuracy']:.3f}" if "test_accuracy" in r.metrics else "",
             f"{r.previous_metrics['accuracy']:.3f}" if "accuracy" in r.previous_metrics else "",
-            "[green]yes[/green]" if r.promoted else "no", r.note,
+            "[green]yes[/green]" if r.promoted else "no",
+            r.note,
         )
     console.print(table)
 

@@ -34,11 +34,13 @@ def fail(message: object, code: int = CALL_FAILED) -> NoReturn:
 def presenting_errors(command: F, also: tuple[type[Exception], ...] = ()) -> F:
     """``command`` with every domain error (and the ``also`` types) presented by :func:`fail`."""
 
+    presented: tuple[type[Exception], ...] = (errors.FirstlightError, *also)
+
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (errors.FirstlightError, *also) as exc:
+        except presented as exc:
             fail(exc, CALL_FAILED)
 
     return cast(F, run)

@@ -4,7 +4,7 @@ benchmark."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,7 +20,7 @@ from firstlight.sdk import Firstlight
 
 @command()
 def ladder(
-    folder: Annotated[Optional[Path], typer.Option(help="Folder of class sub-folders (default: bundled animal-mnist)")] = None,
+    folder: Annotated[Path | None, typer.Option(help="Folder of class sub-folders (default: bundled animal-mnist)")] = None,
     classes: Annotated[str, typer.Option(help="Bundled classes to use, comma-separated")] = "bear,bird,dog,elephant,zebra",
     per_class: Annotated[int, typer.Option(help="Bundled images per class")] = 140,
     app_id: Annotated[str, typer.Option("--app", help="App to create/use")] = "ladder",
@@ -58,18 +58,18 @@ def _log(message: str) -> None:
 
 @command("al-benchmark")
 def al_benchmark(
-    datasets: Annotated[Optional[list[str]], typer.Argument(help="Bundled cached sets (animal-mnist, fashion-mnist; default: both unless --folder)")] = None,
-    folder: Annotated[Optional[Path], typer.Option(help="Folder of class sub-folders, embedded by the running stack's embedding service")] = None,
+    datasets: Annotated[list[str] | None, typer.Argument(help="Bundled cached sets (animal-mnist, fashion-mnist; default: both unless --folder)")] = None,
+    folder: Annotated[Path | None, typer.Option(help="Folder of class sub-folders, embedded by the running stack's embedding service")] = None,
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds (one learning curve per seed and strategy)")] = "0,1,2,3,4",
     rounds: Annotated[int, typer.Option(help="Labeling rounds after the seed set")] = 15,
     batch: Annotated[int, typer.Option(help="Labels the oracle gives per round")] = 50,
     strategies: Annotated[str, typer.Option(help="Comma-separated strategies (default: the usual comparison set)")] = "",
     seed_per_class: Annotated[int, typer.Option(help="Labeled images per class to start from")] = 2,
-    c: Annotated[Optional[float], typer.Option("--C", help="Classifier C (default: the transfer template's)")] = None,
-    balanced: Annotated[Optional[bool], typer.Option("--balanced/--no-balanced", help="Balanced class weights (default: the transfer template's)")] = None,
+    c: Annotated[float | None, typer.Option("--C", help="Classifier C (default: the transfer template's)")] = None,
+    balanced: Annotated[bool | None, typer.Option("--balanced/--no-balanced", help="Balanced class weights (default: the transfer template's)")] = None,
     out: Annotated[Path, typer.Option(help="Where <set>.json/.md/.png go")] = Path("al-benchmark"),
     through_services: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(
             "--through-services/--in-process",
             help="Every round through the running stack (PostAnnotations, CreateDataset, TrainModel, EvaluateModelVersion, "
@@ -77,8 +77,8 @@ def al_benchmark(
             "(default: through the services for --folder, in-process for bundled sets)",
         ),
     ] = None,
-    pool: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's pool")] = None,
-    test: Annotated[Optional[int], typer.Option(help="Through the services: stratified subset of a bundled set's test split")] = None,
+    pool: Annotated[int | None, typer.Option(help="Through the services: stratified subset of a bundled set's pool")] = None,
+    test: Annotated[int | None, typer.Option(help="Through the services: stratified subset of a bundled set's test split")] = None,
     val_per_class: Annotated[int, typer.Option(help="Through the services, bundled sets: validation images per class")] = 10,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -102,9 +102,9 @@ def label(
     app_id: str,
     concept: Annotated[list[str], typer.Option("--add", help="Concept(s) to add")],
     text: Annotated[str, typer.Option(help="Label the results of this text search")] = "",
-    like: Annotated[Optional[Path], typer.Option(help="...or of a search by this image")] = None,
-    input_id: Annotated[Optional[list[str]], typer.Option(help="...or these inputs")] = None,
-    remove: Annotated[Optional[list[str]], typer.Option(help="Concept(s) to remove (relabel)")] = None,
+    like: Annotated[Path | None, typer.Option(help="...or of a search by this image")] = None,
+    input_id: Annotated[list[str] | None, typer.Option(help="...or these inputs")] = None,
+    remove: Annotated[list[str] | None, typer.Option(help="Concept(s) to remove (relabel)")] = None,
     min_score: float = 0.0,
     max_results: int = 100,
     dry_run: bool = False,
@@ -113,8 +113,15 @@ def label(
     """Bulk-label inputs: a hand-picked list, or every result of a text/image search above a score."""
     with client(data_dir) as fl:
         resp = fl.bulk_label(
-            app_id, add=concept, remove=remove or [], input_ids=input_id or [], text=text,
-            image=like.read_bytes() if like else b"", min_score=min_score, max_results=max_results, dry_run=dry_run,
+            app_id,
+            add=concept,
+            remove=remove or [],
+            input_ids=input_id or [],
+            text=text,
+            image=like.read_bytes() if like else b"",
+            min_score=min_score,
+            max_results=max_results,
+            dry_run=dry_run,
         )
     verb = "would label" if dry_run else "labeled"
     console.print(f"{verb} {len(resp.input_ids)} inputs with {', '.join(concept)}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -28,7 +28,7 @@ def dataset(
     app_id: str,
     dataset_id: str,
     split: Annotated[str, typer.Option(help="train,validation,test counts (e.g. 500,100,100) or fractions (0.8,0.1,0.1)")] = "0.8,0.1,0.1",
-    concept: Annotated[Optional[list[str]], typer.Option(help="Only inputs labeled with these concepts")] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="Only inputs labeled with these concepts")] = None,
     seed: int = 0,
     from_inputs: Annotated[bool, typer.Option(help="Keep the split recorded on each input (none: train) instead of drawing one")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
@@ -39,8 +39,13 @@ def dataset(
     counts = (int(parts[0]), int(parts[1]), int(parts[2])) if is_counts else None
     with client(data_dir) as fl:
         ds = fl.create_dataset(
-            app_id, dataset_id, counts=counts, fractions=(0.8, 0.1, 0.1) if is_counts else parts, seed=seed,
-            concepts=concept or [], from_inputs=from_inputs,
+            app_id,
+            dataset_id,
+            counts=counts,
+            fractions=(0.8, 0.1, 0.1) if is_counts else parts,
+            seed=seed,
+            concepts=concept or [],
+            from_inputs=from_inputs,
         )
     table = Table(title=f"dataset {ds.id} version {ds.version}")
     for col in ("concept", "train", "validation", "test"):
@@ -62,9 +67,9 @@ def train(
     app_id: str,
     model_id: str,
     dataset_id: Annotated[str, typer.Option("--dataset")],
-    concept: Annotated[Optional[list[str]], typer.Option(help="Concepts (needed the first time a model is trained)")] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="Concepts (needed the first time a model is trained)")] = None,
     template: str = "transfer_classifier",
-    setting: Annotated[Optional[list[str]], typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
+    setting: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train a new version (creating the model if needed), following its progress.

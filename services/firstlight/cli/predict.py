@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from PIL import Image
@@ -17,7 +17,7 @@ from firstlight.cli.output import console
 def predict(
     files: list[Path],
     top_k: int = 5,
-    concept: Annotated[Optional[list[str]], typer.Option(help="Only score these concepts")] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="Only score these concepts")] = None,
     model: Annotated[str, typer.Option(help="Model id: 'general' or one of the app's")] = "general",
     version: str = "",
     app_id: Annotated[str, typer.Option("--app", help="App of the model")] = "",
@@ -38,14 +38,19 @@ def detect(
     version: str = "",
     top_k: Annotated[int, typer.Option(help="Regions per image (0: all the model found)")] = 0,
     min_score: Annotated[float, typer.Option(help="Drop regions scoring below this")] = 0.0,
-    concept: Annotated[Optional[list[str]], typer.Option(help="Only these concepts")] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="Only these concepts")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Find objects with a detector model: concept, score and box (pixels of each image)."""
     with client(data_dir) as fl:
         results = fl.detect(
-            [f.read_bytes() for f in files], model=model, app_id=app_id, version=version, top_k=top_k,
-            concepts=concept or [], min_score=min_score,
+            [f.read_bytes() for f in files],
+            model=model,
+            app_id=app_id,
+            version=version,
+            top_k=top_k,
+            concepts=concept or [],
+            min_score=min_score,
         )
     for f, regions in zip(files, results):
         w, h = Image.open(f).size

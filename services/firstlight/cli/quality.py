@@ -11,7 +11,7 @@ from firstlight.cli.app import command
 from firstlight.cli.errors import CALL_FAILED, fail
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console
-from firstlight.curation.quality import projection
+from firstlight.sdk import projection
 
 
 @command("check")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from firstlight.cli.output import print_hits
 @command("search-image")
 def search_image(
     app_id: str,
-    image: Annotated[Optional[Path], typer.Option("--file", help="Query image file")] = None,
+    image: Annotated[Path | None, typer.Option("--file", help="Query image file")] = None,
     input_id: Annotated[str, typer.Option(help="Query by an indexed input instead")] = "",
     top_k: int = 10,
     data_dir: DataDir = DEFAULT_DATA_DIR,

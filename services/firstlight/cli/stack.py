@@ -142,4 +142,3 @@ def status(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     console.print(table)
     if not supervised:
         console.print("no supervisor (started with --no-supervise or by a test harness): crashed components stay down")
-

@@ -14,7 +14,8 @@ FIRSTLIGHT_API_KEY environment variable, else (``from_stack``) the local stack's
 A failed call raises a :mod:`firstlight.errors` type (``NotFound``, ``InvalidArgument``…, all
 :class:`FirstlightError`) with the gRPC ``code``, the service's ``message`` and the text
 ``"<CODE>: <message>"``. The calls of each service live in a module of their own
-(``auth``, ``ingestion``, ``search``, ``embedding``, ``inference``, ``training``, ``curation``).
+(``auth``, ``ingestion``, ``search``, ``embedding``, ``inference``, ``training``, ``curation``);
+``projection`` draws the client-side embedding map.
 """
 
 from firstlight.sdk.client import Client, Firstlight
@@ -32,7 +33,20 @@ from firstlight.sdk.items import (
 from firstlight.sdk.transport import RATE_LIMIT_ATTEMPTS, RATE_LIMIT_MAX_WAIT_S, honour_rate_limit, retry_after_s
 
 __all__ = [
-    "IMAGE_SUFFIXES", "RATE_LIMIT_ATTEMPTS", "RATE_LIMIT_MAX_WAIT_S", "SPLITS", "Client", "DetectedRegion", "Firstlight",
-    "FirstlightError", "UploadItem", "UploadReport", "error_for", "folder_items", "honour_rate_limit", "id_for_path",
-    "region_protos", "retry_after_s",
+    "IMAGE_SUFFIXES",
+    "RATE_LIMIT_ATTEMPTS",
+    "RATE_LIMIT_MAX_WAIT_S",
+    "SPLITS",
+    "Client",
+    "DetectedRegion",
+    "Firstlight",
+    "FirstlightError",
+    "UploadItem",
+    "UploadReport",
+    "error_for",
+    "folder_items",
+    "honour_rate_limit",
+    "id_for_path",
+    "region_protos",
+    "retry_after_s",
 ]

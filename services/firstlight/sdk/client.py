@@ -10,8 +10,8 @@ import numpy as np
 
 from firstlight.clients.policy import DEFAULT_DEADLINE_S, DEFAULT_POLICY, RetryPolicy
 from firstlight.clients.services import MESSAGE_OPTIONS
-from firstlight.curation.quality import projection
 from firstlight.runtime.channels import client_channel
+from firstlight.sdk import projection
 from firstlight.sdk.auth import AuthCalls
 from firstlight.sdk.curation import CurationCalls
 from firstlight.sdk.embedding import EmbeddingCalls
@@ -42,9 +42,18 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
     UNAVAILABLE by ``retry``."""
 
     def __init__(
-        self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = DEFAULT_DEADLINE_S,
-        *, api_key: str | None = None, tls_root_cert: str | Path | bytes | None = None,
-        retry: RetryPolicy = DEFAULT_POLICY, embedding: str = "",
+        self,
+        ingestion: str,
+        search: str,
+        inference: str,
+        training: str = "",
+        timeout_s: float = DEFAULT_DEADLINE_S,
+        *,
+        api_key: str | None = None,
+        tls_root_cert: str | Path | bytes | None = None,
+        retry: RetryPolicy = DEFAULT_POLICY,
+        embedding: str = "",
+        curation: str = "",
     ) -> None:
         addrs = [ingestion, search, inference] + ([training] if training else [])
         key = api_key if api_key is not None else os.environ.get("FIRSTLIGHT_API_KEY", "")
@@ -57,8 +66,11 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
         self.search = RetryingStub(search_pb2_grpc.SearchServiceStub(self._channels[1]), retry)
         self.inference = RetryingStub(inference_pb2_grpc.InferenceServiceStub(self._channels[2]), retry)
         self.training = RetryingStub(training_pb2_grpc.TrainingServiceStub(self._channels[3]), retry) if training else None
-        # Curation is served beside training (same address).
+        # Curation: its own address when given, else served beside training (same address).
         self.curation = RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[3]), retry) if training else None
+        if curation:
+            self._channels.append(client_channel(curation, api_key=key, tls_root_cert=tls_root_cert, options=MESSAGE_OPTIONS))
+            self.curation = RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[-1]), retry)
         # The embedding service (the backbone every index and model is built on), for
         # :meth:`embed_images`; optional since deployments need not expose it.
         self.embedding = None
@@ -77,6 +89,7 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
         FIRSTLIGHT_API_KEY says otherwise."""
         kw.setdefault("api_key", os.environ.get("FIRSTLIGHT_API_KEY") or addrs.get(ADMIN_KEY_ENTRY, ""))
         kw.setdefault("embedding", addrs.get("embedding", ""))
+        kw.setdefault("curation", addrs.get("curation", ""))
         return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
 
     def close(self) -> None:
@@ -95,7 +108,7 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
         self, app_id: str, *, method: str = "pca", color_by: str = "concept", limit: int = 20_000, seed: int = 0
     ) -> tuple[list[str], np.ndarray, list[str]]:
         """(input ids, [N, 2] coordinates, one label per point) of the app's indexed inputs,
-        projected client-side (curation.quality.projection: PCA or t-SNE) and labeled by
+        projected client-side (:mod:`firstlight.sdk.projection`: PCA or t-SNE) and labeled by
         ``concept`` (its single concept, "" otherwise) or ``split``."""
         if color_by not in ("concept", "split"):
             raise ValueError(f"color_by must be concept or split, got {color_by!r}")

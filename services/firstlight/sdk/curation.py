@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from firstlight.sdk.base import ServiceCalls
 from firstlight.sdk.errors import wrap_errors
@@ -26,15 +27,28 @@ class CurationCalls(ServiceCalls):
 
     @wrap_errors
     def health_check(
-        self, app_id: str, *, dataset_id: str = "", dataset_version: str = "", images: bool = True, near_duplicate_threshold: float = 0.0,
-        max_examples: int = 20, group_key: str = "", timeout_s: float = 600.0,
+        self,
+        app_id: str,
+        *,
+        dataset_id: str = "",
+        dataset_version: str = "",
+        images: bool = True,
+        near_duplicate_threshold: float = 0.0,
+        max_examples: int = 20,
+        group_key: str = "",
+        timeout_s: float = 600.0,
     ) -> curation_pb2.HealthCheckResponse:
         """Data health report (pass / warn / fail per check: duplicates, leaks, tiny concepts,
         imbalance, outliers, blank or corrupt images) of the app's inputs or of a dataset version."""
         return self._curation().RunHealthCheck(
             curation_pb2.HealthCheckRequest(
-                app_id=app_id, dataset_id=dataset_id, dataset_version=dataset_version, images=images,
-                near_duplicate_threshold=near_duplicate_threshold, max_examples=max_examples, group_key=group_key,
+                app_id=app_id,
+                dataset_id=dataset_id,
+                dataset_version=dataset_version,
+                images=images,
+                near_duplicate_threshold=near_duplicate_threshold,
+                max_examples=max_examples,
+                group_key=group_key,
             ),
             timeout=timeout_s,  # the first check of an app reads and decodes every image
         )
@@ -65,18 +79,21 @@ class CurationCalls(ServiceCalls):
         predictions against its serving version's training split."""
         return self._curation().GetDriftReport(
             curation_pb2.GetDriftReportRequest(
-                app_id=app_id, reference_split=SPLITS[reference_split], recent_count=recent_count, recent_input_ids=list(recent_input_ids),
+                app_id=app_id,
+                reference_split=SPLITS[reference_split],
+                recent_count=recent_count,
+                recent_input_ids=list(recent_input_ids),
                 stream=stream,
             ),
             timeout=self._deadline("GetDriftReport"),
         )
 
     @wrap_errors
-    def set_policy(self, app_id: str, model_id: str, **fields: object) -> curation_pb2.CurationPolicy:
+    def set_policy(self, app_id: str, model_id: str, **fields: Any) -> curation_pb2.CurationPolicy:
         """Stream policy: ``strategy``, ``threshold``, ``max_per_minute``, ``budget``,
         ``retrain_after_labels``, ``dataset_id``, ``promotion_metric``, ``promotion_min_gain``,
         ``drift_window`` (see CurationPolicy in curation.proto; unset = default)."""
-        policy = curation_pb2.CurationPolicy(app_id=app_id, model_id=model_id, **fields)  # type: ignore[arg-type]
+        policy = curation_pb2.CurationPolicy(app_id=app_id, model_id=model_id, **fields)
         return self._curation().SetCurationPolicy(policy, timeout=self._deadline("SetCurationPolicy"))
 
     @wrap_errors
@@ -88,11 +105,15 @@ class CurationCalls(ServiceCalls):
     def labeling_queue(self, app_id: str, *, state: str = "all", page_size: int = 100, page_token: str = "") -> curation_pb2.ListLabelingQueueResponse:
         """One page of the labeling queue (oldest first) with the app's counters;
         ``state``: all, queued or labeled."""
-        states = {"all": 0, "queued": curation_pb2.QUEUE_ITEM_STATE_QUEUED, "labeled": curation_pb2.QUEUE_ITEM_STATE_LABELED}
+        states = {
+            "all": curation_pb2.QUEUE_ITEM_STATE_UNSPECIFIED,
+            "queued": curation_pb2.QUEUE_ITEM_STATE_QUEUED,
+            "labeled": curation_pb2.QUEUE_ITEM_STATE_LABELED,
+        }
         if state not in states:
             raise ValueError(f"state must be one of {', '.join(states)}")
         return self._curation().ListLabelingQueue(
-            curation_pb2.ListLabelingQueueRequest(app_id=app_id, state=states[state], page_size=page_size, page_token=page_token),  # type: ignore[arg-type]
+            curation_pb2.ListLabelingQueueRequest(app_id=app_id, state=states[state], page_size=page_size, page_token=page_token),
             timeout=self._deadline("ListLabelingQueue"),
         )
 

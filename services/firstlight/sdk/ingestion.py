@@ -69,7 +69,7 @@ class IngestionCalls(ServiceCalls):
                             image_bytes=item.image_bytes,
                             concepts=item.concepts,
                             metadata=item.metadata,
-                            split=SPLITS[item.split],  # type: ignore[arg-type]
+                            split=SPLITS[item.split],
                             regions=region_protos(item.regions),
                         ),
                     )
@@ -108,9 +108,7 @@ class IngestionCalls(ServiceCalls):
         token = ""
         while True:
             resp = self.ingestion.ListInputs(
-                ingestion_pb2.ListInputsRequest(
-                    app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts))
-                ),
+                ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts))),
                 timeout=self._deadline("ListInputs"),
             )
             yield from resp.inputs
@@ -142,9 +140,13 @@ class IngestionCalls(ServiceCalls):
         """Label (add), un-label (remove) or relabel (both) a hand-picked list or every result of a
         search by text / image / input above ``min_score``, in one call."""
         sel = ingestion_pb2.BulkSelection(
-            input_ids=list(input_ids), search_text=text, search_image=image, search_input_id=like_input,
-            min_score=min_score, max_results=max_results,
-            filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED if only_unlabeled else 0),  # type: ignore[arg-type]
+            input_ids=list(input_ids),
+            search_text=text,
+            search_image=image,
+            search_input_id=like_input,
+            min_score=min_score,
+            max_results=max_results,
+            filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED if only_unlabeled else common_pb2.LABELED_FILTER_UNSPECIFIED),
         )
         return self.ingestion.BulkAnnotate(
             ingestion_pb2.BulkAnnotateRequest(app_id=app_id, selection=sel, add_concepts=list(add), remove_concepts=list(remove), dry_run=dry_run),

@@ -14,7 +14,13 @@ from firstlight.v1 import common_pb2, ingestion_pb2
 from firstlight.validation import INPUT_ID
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLITS = {"": 0, "train": 1, "validation": 2, "test": 3}
+#: Split names and their proto values (common.Split: 0 unspecified, 1 train, 2 validation, 3 test).
+SPLITS: dict[str, common_pb2.Split.ValueType] = {
+    "": common_pb2.SPLIT_UNSPECIFIED,
+    "train": common_pb2.SPLIT_TRAIN,
+    "validation": common_pb2.SPLIT_VALIDATION,
+    "test": common_pb2.SPLIT_TEST,
+}
 
 
 @dataclass(frozen=True)

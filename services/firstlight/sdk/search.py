@@ -15,9 +15,7 @@ class SearchCalls(ServiceCalls):
     def indexed_count(self, app_id: str) -> int:
         return int(self.index_stats(app_id).indexed_count)
 
-    def wait_indexed(
-        self, app_id: str, count: int, timeout: float = 300.0, on_progress: Callable[[int], None] | None = None
-    ) -> float:
+    def wait_indexed(self, app_id: str, count: int, timeout: float = 300.0, on_progress: Callable[[int], None] | None = None) -> float:
         """Wait until ``count`` inputs of the app are searchable; returns the seconds waited."""
         start = time.perf_counter()
         while True:

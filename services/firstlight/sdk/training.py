@@ -15,8 +15,15 @@ from firstlight.v1 import training_pb2
 class TrainingCalls(ServiceCalls):
     @wrap_errors
     def create_dataset(
-        self, app_id: str, dataset_id: str, *, counts: tuple[int, int, int] | None = None,
-        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0, concepts: Iterable[str] = (), write_splits: bool = True,
+        self,
+        app_id: str,
+        dataset_id: str,
+        *,
+        counts: tuple[int, int, int] | None = None,
+        fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        seed: int = 0,
+        concepts: Iterable[str] = (),
+        write_splits: bool = True,
         from_inputs: bool = False,
     ) -> training_pb2.Dataset:
         """Freeze the labeled inputs into a dataset version. ``from_inputs``: keep the split each
@@ -33,8 +40,14 @@ class TrainingCalls(ServiceCalls):
 
     @wrap_errors
     def create_model(
-        self, app_id: str, model_id: str, concepts: Iterable[str], *, template: str = "transfer_classifier",
-        settings: dict[str, str] | None = None, exist_ok: bool = False,
+        self,
+        app_id: str,
+        model_id: str,
+        concepts: Iterable[str],
+        *,
+        template: str = "transfer_classifier",
+        settings: dict[str, str] | None = None,
+        exist_ok: bool = False,
     ) -> training_pb2.Model:
         try:
             return self._training().CreateModel(
@@ -48,7 +61,12 @@ class TrainingCalls(ServiceCalls):
 
     @wrap_errors
     def train(
-        self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None,
+        self,
+        app_id: str,
+        model_id: str,
+        dataset_id: str,
+        *,
+        settings: dict[str, str] | None = None,
         on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
     ) -> training_pb2.TrainingJob:
         """Start a job and follow its progress stream until it ends; returns the final job."""
@@ -90,8 +108,15 @@ class TrainingCalls(ServiceCalls):
         return self._training().GetTrainingJob(request, timeout=self._deadline("GetTrainingJob"))
 
     def train_deep(
-        self, app_id: str, model_id: str, dataset_id: str, concepts: Iterable[str], *, template: str = "visual_classifier",
-        settings: dict[str, str] | None = None, on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
+        self,
+        app_id: str,
+        model_id: str,
+        dataset_id: str,
+        concepts: Iterable[str],
+        *,
+        template: str = "visual_classifier",
+        settings: dict[str, str] | None = None,
+        on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
     ) -> training_pb2.TrainingJob:
         """Create (or reuse) a deep-template model and train a version on ``dataset_id``; the
         hyperparameters go in ``settings`` (e.g. ``{"architecture": "resnet_scratch", "num_epochs": "5"}``)."""
@@ -106,13 +131,13 @@ class TrainingCalls(ServiceCalls):
     @wrap_errors
     def evaluate(self, app_id: str, model_id: str, version: str = "", split: str = "validation") -> training_pb2.Evaluation:
         return self._training().EvaluateModelVersion(
-            training_pb2.EvaluateModelVersionRequest(app_id=app_id, model_id=model_id, version=version, split=SPLITS[split]),  # type: ignore[arg-type]
+            training_pb2.EvaluateModelVersionRequest(app_id=app_id, model_id=model_id, version=version, split=SPLITS[split]),
             timeout=self._deadline("EvaluateModelVersion"),
         )
 
     @wrap_errors
     def compare(self, app_id: str, model_id: str, versions: Iterable[str] = (), split: str = "validation") -> training_pb2.Comparison:
         return self._training().CompareModelVersions(
-            training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=list(versions), split=SPLITS[split]),  # type: ignore[arg-type]
+            training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=list(versions), split=SPLITS[split]),
             timeout=self._deadline("CompareModelVersions"),
         )

@@ -20,9 +20,9 @@ RATE_LIMIT_MAX_WAIT_S = 30.0
 def retry_after_s(exc: BaseException) -> float | None:
     """The wait a RESOURCE_EXHAUSTED refusal asks for (trailing metadata ``retry-after-ms``, set
     by the per-key rate limit); None for any other error (a size limit is not worth retrying)."""
-    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    for key, value in exc.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, value in exc.trailing_metadata() or ():
         if key == "retry-after-ms":
             try:
                 return max(0.0, float(value)) / 1000.0
@@ -61,9 +61,16 @@ class RetryingStub:
         method = getattr(self._stub, name)
         if "UnaryUnary" not in type(method).__name__:
             return method  # streams: a refused stream cannot be replayed from its iterator
+
         # Any unary call the server refused for the key's rate limit is retried after the wait
         # it names: the refusal comes before the RPC does anything, so even writes are safe.
-        limited = lambda *args, **kw: honour_rate_limit(lambda: method(*args, **kw))  # noqa: E731
+        def limited(*args: Any, **kw: Any) -> Any:
+            return honour_rate_limit(lambda: method(*args, **kw))
+
         if name not in IDEMPOTENT_RPCS:
             return limited
-        return lambda *args, **kw: self._policy.call(lambda: limited(*args, **kw))
+
+        def retried(*args: Any, **kw: Any) -> Any:
+            return self._policy.call(lambda: limited(*args, **kw))
+
+        return retried
