@@ -7,15 +7,9 @@ qdrant or triton imports — the servicer wraps these. Every model is a :class:`
 serves transfer and prototype models alike.
 """
 
-from firstlight.training.errors import (
-    EvaluationError,
-    InsufficientData,
-    InvalidSetting,
-    SplitError,
-    SplitPreconditionError,
-    TrainingError,
-)
-from firstlight.training.evaluation import (
+from firstlight.domain.errors import EvaluationError, SplitError, SplitPreconditionError
+from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
+from firstlight.domain.evaluation import (
     Comparison,
     ConceptMetrics,
     EvaluationReport,
@@ -28,8 +22,8 @@ from firstlight.training.evaluation import (
     render_confusion_matrix_png,
     render_report_html,
     render_report_markdown,
-    should_promote,
 )
+from firstlight.domain.promotion import should_promote
 from firstlight.training.head import LinearHead, load_head
 from firstlight.training.hyper import parse_prototype_settings, parse_settings, parse_transfer_settings
 from firstlight.training.oneshot import (
@@ -39,7 +33,7 @@ from firstlight.training.oneshot import (
     build_prototypes,
     train_oneshot,
 )
-from firstlight.training.splits import (
+from firstlight.domain.splits import (
     SPLIT_NAMES,
     check_split,
     dataset_version_id,

@@ -6,7 +6,10 @@ concept out of validation) is FAILED_PRECONDITION. All are also ``ValueError`` f
 
 from __future__ import annotations
 
+from firstlight.domain.errors import EvaluationError, SplitError, SplitPreconditionError
 from firstlight.errors import FailedPrecondition, InvalidArgument
+
+__all__ = ["EvaluationError", "InsufficientData", "InvalidSetting", "SplitError", "SplitPreconditionError", "TrainingError"]
 
 
 class InvalidSetting(InvalidArgument, ValueError):
@@ -25,20 +28,3 @@ class TrainingError(InvalidArgument, ValueError):
 class InsufficientData(FailedPrecondition, TrainingError):
     """The data is well formed but cannot train a model: fewer than two concepts, a concept with
     no labeled inputs (or, for independent sigmoids, no negatives). Maps to FAILED_PRECONDITION."""
-
-
-class SplitError(InvalidArgument, ValueError):
-    """Split arguments are invalid (fractions not summing to 1, counts larger than the data...)."""
-
-
-class SplitPreconditionError(FailedPrecondition, SplitError):
-    """The data cannot be split as asked: a concept would be absent from train or validation
-    (e.g. it has a single labeled input). Maps to FAILED_PRECONDITION; ``concept`` names it."""
-
-    def __init__(self, message: str, concept: str | None = None) -> None:
-        super().__init__(message)
-        self.concept = concept
-
-
-class EvaluationError(InvalidArgument, ValueError):
-    """Evaluation inputs are inconsistent (shapes, labels that are not model concepts...)."""

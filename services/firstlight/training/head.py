@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -146,11 +146,19 @@ class LinearHead:
 
 
 _TEMPLATES: dict[str, type[LinearHead]] = {LinearHead.template: LinearHead}
+# Models saved in a format of their own (not LinearHead's arrays), by template: each module
+# registers its loader, so this base module never imports the models built on it.
+_LOADERS: dict[str, Callable[[Path], Any]] = {}
 
 
 def register_template(cls: type[LinearHead]) -> type[LinearHead]:
     _TEMPLATES[cls.template] = cls
     return cls
+
+
+def register_loader(template: str, load: Callable[[Path], Any]) -> None:
+    """``load_head`` reads files of ``template`` with ``load`` (e.g. the kNN classifier)."""
+    _LOADERS[template] = load
 
 
 def load_head(path: str | Path, concepts: Sequence[str] | None = None) -> Any:
@@ -163,7 +171,7 @@ def load_head(path: str | Path, concepts: Sequence[str] | None = None) -> Any:
     with np.load(path, allow_pickle=False) as z:
         files = set(z.files)
         template = str(z["template"]) if "template" in files else ""
-        if "format" not in files and template != "knn_classifier":
+        if "format" not in files and template not in _LOADERS:
             if concepts is None:
                 raise TrainingError(f"{path} does not list its concepts; pass them")
             if not {"W", "b"} <= files:
@@ -171,10 +179,8 @@ def load_head(path: str | Path, concepts: Sequence[str] | None = None) -> Any:
             kind = str(z["activation"]) if "activation" in files else str(z["kind"]) if "kind" in files else "softmax"
             normalize = bool(z["normalize"]) if "normalize" in files else False
             return LinearHead(concepts=list(concepts), W=z["W"], b=z["b"], kind=kind, normalize=normalize)  # type: ignore[arg-type]
-    if template == "knn_classifier":
-        from firstlight.training.oneshot import KNNClassifier
-
-        head: Any = KNNClassifier.from_npz(path)
+    if template in _LOADERS:
+        head: Any = _LOADERS[template](path)
     else:
         head = LinearHead.from_npz(path)
     if concepts is not None and list(head.concepts) != [str(c) for c in concepts]:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
-from firstlight.training.head import LinearHead, l2_normalize, register_template, softmax
+from firstlight.training.head import LinearHead, l2_normalize, register_loader, register_template, softmax
 
 PROTOTYPE_TEMPLATE = "oneshot_classifier"
 KNN_TEMPLATE = "knn_classifier"
@@ -251,3 +251,6 @@ class KNNClassifier:
                 k=int(meta["k"]),
                 tau=float(meta["tau"]),
             )
+
+
+register_loader(KNN_TEMPLATE, KNNClassifier.from_npz)

@@ -10,7 +10,7 @@ import numpy as np
 
 from PIL import Image
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.blobstore import BlobStore
 from firstlight.errors import FailedPrecondition, NotFound, Unavailable
 from firstlight.messaging import topics

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.models import backbone
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
-from firstlight.training import evaluation, export, hyper, oneshot, splits, transfer
+from firstlight.domain import evaluation, promotion as promotion_rule, splits
+from firstlight.training import export, hyper, oneshot, transfer
 from firstlight.training.deep import jobs as deep_jobs
 from firstlight.training.deep.context import JobCancelled
 from firstlight.training.store import Box, DatasetRow, TrainingStore
@@ -407,7 +408,7 @@ class TrainingService:
             previous = self.store.get_version(app_id, model_id, int(serving))
             serving_report = evaluation.EvaluationReport.from_dict(previous["train_report"]["validation"]) if previous else None
         metric, min_gain = self._promotion.pop(job_id, ("accuracy", 0.0))
-        promote, note = evaluation.should_promote(report, serving_report, metric, min_gain)
+        promote, note = promotion_rule.should_promote(report, serving_report, metric, min_gain)
         self.store.insert_version(
             app_id=app_id,
             model_id=model_id,

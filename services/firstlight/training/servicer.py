@@ -7,11 +7,11 @@ import json
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
-from firstlight.training import evaluation
+from firstlight.domain import evaluation
 from firstlight.training.service import CANCELLED, FAILED, SUCCEEDED, TERMINAL as _TERMINAL, TrainingService
 from firstlight.v1 import training_pb2, training_pb2_grpc
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from firstlight.training import evaluation
+from firstlight.domain import evaluation
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import DeepTrainContext, DeepTrainResult, OutputSpec
 from firstlight.training.deep.loop import (

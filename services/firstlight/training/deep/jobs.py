@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from firstlight.errors import FailedPrecondition
-from firstlight.training import evaluation
+from firstlight.domain import evaluation, promotion as promotion_rule
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import Box, DeepData, DeepTemplate, DeepTrainResult, EpochReport, LabeledImages
 from firstlight.training.deep.loop import LocalContext, default_device, prepare_images
@@ -231,7 +231,7 @@ def train_deep(service: TrainingService, job_id: str) -> None:
     # metric where this template reports it, else its primary metric; strictly better by more
     # than the policy's minimum gain.
     policy_metric, min_gain = service._promotion.pop(job_id, ("", 0.0))
-    promote, promotion = evaluation.decide_promotion(
+    promote, promotion = promotion_rule.decide_promotion(
         result.validation,
         None if previous is None else (previous.get("validation_metrics") or {}),
         policy_metric,
