@@ -73,6 +73,11 @@ def decide_promotion(
     return False, f"kept the serving version: {metric} {_f(cand)} vs serving {_f(serv)}; {why}{why_metric}"
 
 
+def metrics_of(report: EvaluationReport) -> dict[str, float | None]:
+    """Every metric of ``METRICS`` a head's evaluation report holds (what the rule may read)."""
+    return {m: report.metric(m) for m in METRICS}
+
+
 def should_promote(
     candidate: EvaluationReport,
     serving: EvaluationReport | None,
@@ -84,8 +89,8 @@ def should_promote(
     if metric not in METRICS:
         raise EvaluationError(f"unknown promotion metric {metric!r}; known: {', '.join(METRICS)}")
     return decide_promotion(
-        {m: candidate.metric(m) for m in METRICS},
-        None if serving is None else {m: serving.metric(m) for m in METRICS},
+        metrics_of(candidate),
+        None if serving is None else metrics_of(serving),
         metric,
         min_gain,
         primary="accuracy",

@@ -13,6 +13,8 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from typing import Any
+
 import numpy as np
 
 from firstlight.domain.errors import SplitError, SplitPreconditionError
@@ -202,7 +204,7 @@ def stratification_keys(label_lists: Sequence[Sequence[str]]) -> list[str]:
 
 
 def dataset_version_id(
-    rows: Iterable[tuple], *, extra: Mapping[str, str] | None = None
+    rows: Iterable[tuple[Any, ...]], *, extra: Mapping[str, str] | None = None
 ) -> str:
     """Stable content hash of a frozen dataset version: ``rows`` are ``(input_id, concept(s),
     split[, regions])``, regions as (concept, x0, y0, x1, y1) boxes. Independent of row order
@@ -210,10 +212,10 @@ def dataset_version_id(
     (or of ``extra``, e.g. the embedding model) gives a different id. Rows without boxes hash
     as they did before boxes existed, so classifier datasets keep their ids.
     Returns ``"ds-" + 24 hex digits``."""
-    canon = []
+    canon: list[list[Any]] = []
     for input_id, concepts, split, *rest in rows:
         labs = [concepts] if isinstance(concepts, str) else list(concepts)
-        row = [str(input_id), sorted(set(map(str, labs))), str(split)]
+        row: list[Any] = [str(input_id), sorted(set(map(str, labs))), str(split)]
         boxes = rest[0] if rest else None
         if boxes:
             row.append(sorted([str(g[0]), *(round(float(v), 6) for v in g[1:5])] for g in boxes))

@@ -10,6 +10,8 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterable
+from typing import Any
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
@@ -143,7 +145,7 @@ def concepts(values: list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(concept(v) for v in values))
 
 
-def regions(values, field: str = "regions") -> list[tuple[str, float, float, float, float]]:
+def regions(values: Iterable[Any], field: str = "regions") -> list[tuple[str, float, float, float, float]]:
     """Labeled objects as (concept, x0, y0, x1, y1), from anything with ``concept`` and ``box``
     (a common.Region, or the SDK's dicts turned into Regions). Boxes are normalised to the image:
     0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1. Errors name the field, e.g. ``regions[2].box.x1``."""

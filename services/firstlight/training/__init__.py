@@ -8,7 +8,6 @@ serves transfer and prototype models alike.
 """
 
 from firstlight.domain.errors import EvaluationError, SplitError, SplitPreconditionError
-from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
 from firstlight.domain.evaluation import (
     Comparison,
     ConceptMetrics,
@@ -24,21 +23,26 @@ from firstlight.domain.evaluation import (
     render_report_markdown,
 )
 from firstlight.domain.promotion import should_promote
-from firstlight.training.head import LinearHead, load_head
-from firstlight.training.hyper import parse_prototype_settings, parse_settings, parse_transfer_settings
-from firstlight.training.oneshot import (
-    KNNClassifier,
-    PrototypeClassifier,
-    PrototypeSettings,
-    build_prototypes,
-    train_oneshot,
-)
 from firstlight.domain.splits import (
     SPLIT_NAMES,
     check_split,
     dataset_version_id,
     stratification_keys,
     stratified_split,
+)
+from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
+from firstlight.training.head import LinearHead, load_head
+from firstlight.training.hyper import (
+    parse_prototype_settings,
+    parse_settings,
+    parse_transfer_settings,
+)
+from firstlight.training.oneshot import (
+    KNNClassifier,
+    PrototypeClassifier,
+    PrototypeSettings,
+    build_prototypes,
+    train_oneshot,
 )
 from firstlight.training.transfer import TransferModel, TransferSettings, train_transfer
 

@@ -1,4 +1,4 @@
-"""TrainingService gRPC servicer: proto ⇄ domain around :class:`TrainingService`."""
+"""TrainingService gRPC servicer: proto ⇄ domain around :class:`~firstlight.training.core.TrainingCore`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 
 import grpc
 
-from firstlight.domain import validation
+from firstlight.domain import evaluation, validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
-from firstlight.domain import evaluation
-from firstlight.training.service import CANCELLED, FAILED, SUCCEEDED, TERMINAL as _TERMINAL, TrainingService
+from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, TrainingCore
+from firstlight.training.core import TERMINAL as _TERMINAL
 from firstlight.v1 import training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
@@ -66,7 +66,7 @@ def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
 
 @map_errors
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, service: TrainingService) -> None:
+    def __init__(self, service: TrainingCore) -> None:
         self.service = service
 
     async def CreateDataset(self, request, context):  # type: ignore[no-untyped-def]
@@ -132,8 +132,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return _job(await asyncio.to_thread(self.service.cancel, request.job_id, request.app_id or None))
 
     async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
-        model = await asyncio.to_thread(self.service.model, request.app_id, request.model_id)
-        rows = await asyncio.to_thread(self.service.store.list_versions, request.app_id, request.model_id)
+        model, rows = await asyncio.to_thread(self.service.list_versions, request.app_id, request.model_id)
         return training_pb2.ListModelVersionsResponse(
             model=_model(model),
             versions=[
