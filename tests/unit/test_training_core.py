@@ -318,7 +318,7 @@ def test_datasets_are_stratified_versioned_and_written_back(world: World) -> Non
 def test_the_core_and_the_domain_package_import_no_transport() -> None:
     code = (
         "import sys, firstlight.training.core, firstlight.domain.evaluation, firstlight.domain.promotion, "
-        "firstlight.domain.splits, firstlight.domain.validation\n"
+        "firstlight.domain.splits, firstlight.domain.validation, firstlight.domain.heads\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'confluent_kafka', 'aiokafka', 'tritonclient', "
         "'qdrant_client', 'torch', 'sqlalchemy') or m.startswith(('firstlight.v1', 'firstlight.messaging', "
         "'firstlight.runtime', 'firstlight.clients', 'firstlight.ingestion', 'firstlight.search', 'firstlight.curation')))\n"

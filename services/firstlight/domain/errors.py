@@ -1,7 +1,8 @@
 """Errors of the shared domain code. Each is a :mod:`firstlight.errors` type, so the one runtime
-map turns it into a gRPC status: malformed arguments are INVALID_ARGUMENT, data that is well
-formed but cannot be split as asked is FAILED_PRECONDITION. All are also ``ValueError`` for
-plain callers."""
+map turns it into a gRPC status: malformed settings or data are INVALID_ARGUMENT, data that is
+well formed but not enough to train on or to split as asked (a concept with no labeled inputs, a
+split that leaves a concept out of validation) is FAILED_PRECONDITION. All are also
+``ValueError`` for plain callers."""
 
 from __future__ import annotations
 
@@ -23,3 +24,21 @@ class SplitPreconditionError(FailedPrecondition, SplitError):
 
 class EvaluationError(InvalidArgument, ValueError):
     """Evaluation inputs are inconsistent (shapes, labels that are not model concepts...)."""
+
+
+class InvalidSetting(InvalidArgument, ValueError):
+    """A training setting is unknown, of the wrong type or out of range. ``key`` names it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"setting {key!r}: {message}")
+        self.key = key
+
+
+class TrainingError(InvalidArgument, ValueError):
+    """The training data is malformed (shapes, unknown concepts, a row with two labels where
+    concepts are mutually exclusive...)."""
+
+
+class InsufficientData(FailedPrecondition, TrainingError):
+    """The data is well formed but cannot train a model: fewer than two concepts, a concept with
+    no labeled inputs (or, for independent sigmoids, no negatives). Maps to FAILED_PRECONDITION."""

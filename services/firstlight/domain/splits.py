@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-
 from typing import Any
 
 import numpy as np

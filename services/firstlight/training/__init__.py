@@ -1,13 +1,19 @@
-"""TrainingService domain core: splits, dataset versions, the transfer classifier, one-shot
-prototype classifiers, evaluation reports and the promotion rule.
-
-Pure: numpy, scipy, scikit-learn (training only) and matplotlib (reports). No grpc, kafka,
-qdrant or triton imports — the servicer wraps these. Every model is a :class:`LinearHead`
+"""The training service. Its domain is :mod:`firstlight.training.core` (behind the ports of
+:mod:`firstlight.training.ports`); the pure code it shares with other services (splits, dataset
+versions, heads, evaluation reports, the promotion rule) lives in :mod:`firstlight.domain`, and
+is re-exported here for callers of the older paths. Every head is a :class:`LinearHead`
 (``probs = softmax(X @ W.T + b)`` or sigmoid; saved with ``to_npz``) so the same Triton export
 serves transfer and prototype models alike.
 """
 
-from firstlight.domain.errors import EvaluationError, SplitError, SplitPreconditionError
+from firstlight.domain.errors import (
+    EvaluationError,
+    InsufficientData,
+    InvalidSetting,
+    SplitError,
+    SplitPreconditionError,
+    TrainingError,
+)
 from firstlight.domain.evaluation import (
     Comparison,
     ConceptMetrics,
@@ -22,6 +28,19 @@ from firstlight.domain.evaluation import (
     render_report_html,
     render_report_markdown,
 )
+from firstlight.domain.heads.linear import LinearHead, load_head
+from firstlight.domain.heads.oneshot import (
+    KNNClassifier,
+    PrototypeClassifier,
+    PrototypeSettings,
+    build_prototypes,
+    train_oneshot,
+)
+from firstlight.domain.heads.transfer import (
+    TransferModel,
+    TransferSettings,
+    train_transfer,
+)
 from firstlight.domain.promotion import should_promote
 from firstlight.domain.splits import (
     SPLIT_NAMES,
@@ -30,21 +49,11 @@ from firstlight.domain.splits import (
     stratification_keys,
     stratified_split,
 )
-from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
-from firstlight.training.head import LinearHead, load_head
 from firstlight.training.hyper import (
     parse_prototype_settings,
     parse_settings,
     parse_transfer_settings,
 )
-from firstlight.training.oneshot import (
-    KNNClassifier,
-    PrototypeClassifier,
-    PrototypeSettings,
-    build_prototypes,
-    train_oneshot,
-)
-from firstlight.training.transfer import TransferModel, TransferSettings, train_transfer
 
 __all__ = [
     "SPLIT_NAMES",

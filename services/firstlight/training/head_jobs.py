@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from firstlight.domain import evaluation
+from firstlight.domain.heads import oneshot, transfer
+from firstlight.domain.heads.linear import LinearHead
 from firstlight.domain.promotion import metrics_of
 from firstlight.errors import FailedPrecondition
 from firstlight.models import backbone
-from firstlight.training import hyper, oneshot, transfer
-from firstlight.training.head import LinearHead
+from firstlight.training import hyper
 from firstlight.training.ports import (
     Candidate,
     Exported,

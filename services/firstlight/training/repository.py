@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from firstlight.domain.heads.linear import load_head
 from firstlight.training import export
 from firstlight.training.deep.triton_export import export_deep, load_exported
-from firstlight.training.head import load_head
 
 
 class TritonRepository:

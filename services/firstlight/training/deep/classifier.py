@@ -39,7 +39,7 @@ from firstlight.training.deep.loop import (
     random_hflip,
     run_epochs,
 )
-from firstlight.training.errors import InsufficientData
+from firstlight.domain.errors import InsufficientData
 from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_classifier"
