@@ -154,8 +154,8 @@ class GrpcPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first (curation's view)."""
         flt = common_pb2.InputFilter(
-            labeled={None: 0, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],  # type: ignore[arg-type]
-            split=split,  # type: ignore[arg-type]
+            labeled={None: common_pb2.LabeledFilter.ValueType(0), True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],
+            split=common_pb2.Split.ValueType(split),
         )
         out, token = [], ""
         while True:
@@ -172,7 +172,7 @@ class GrpcPlatform:
                 self.ingestion.PostAnnotations,
                 ingestion_pb2.PostAnnotationsRequest(
                     app_id=app_id,
-                    annotations=[ingestion_pb2.Annotation(input_id=i, split=s) for i, s in items[start : start + 500]],  # type: ignore[arg-type]
+                    annotations=[ingestion_pb2.Annotation(input_id=i, split=common_pb2.Split.ValueType(s)) for i, s in items[start : start + 500]],
                 ),
             )
 
