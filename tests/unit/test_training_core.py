@@ -16,21 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
-from firstlight.training.core import (
-    CANCELLED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    TrainingCore,
-)
-from firstlight.training.ports import (
-    Candidate,
-    Exported,
-    JobProgressed,
-    JobRun,
-    VersionReady,
-)
+from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, TrainingCore
+from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores, VersionReady
 
 CONCEPTS = ["cat", "dog"]
 
@@ -58,7 +45,7 @@ class FakeStore:
         return {k: v for k, v in got[-1].items() if k != "rows"} if got else None
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Any]:
-        return next(d["rows"] for d in self.datasets[(app_id, dataset_id)] if d["version"] == version)
+        return next((d["rows"] for d in self.datasets.get((app_id, dataset_id), []) if d["version"] == version), [])
 
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         m = {"app_id": app_id, "id": model_id, "template": template, "concepts": concepts, "settings": settings, "serving_version": ""}
@@ -104,6 +91,10 @@ class FakeStore:
 
     def save_evaluation(self, *args: Any) -> None:
         self.evaluations.append(args)
+
+    def get_evaluation(self, app_id: str, model_id: str, version: int, split: int) -> dict[str, Any] | None:
+        got = [e[4] for e in self.evaluations if e[:4] == (app_id, model_id, version, split)]
+        return got[-1] if got else None
 
 
 class FakePeers:
@@ -184,6 +175,12 @@ class FakeRunner:
 
     def evaluate(self, app_id: str, model: dict[str, Any], version: dict[str, Any], rows: list[Any]) -> Any:
         raise AssertionError("not used")
+
+    def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
+        if self.resumable:
+            raise FailedPrecondition("not a head")
+        kept = [i for i in input_ids if i != "unembedded"]
+        return Scores(kept, np.full((len(kept), len(model["concepts"])), 0.5, np.float32), "softmax")
 
 
 class World:
@@ -315,6 +312,27 @@ def test_datasets_are_stratified_versioned_and_written_back(world: World) -> Non
         world.core.get_dataset("app", "../etc")
 
 
+def test_what_the_curation_service_reads(world: World) -> None:
+    world.core.create_model("app", "m", "head_template", CONCEPTS, {})
+    world.heads.metrics = [{"accuracy": 0.5}]
+    world.wait(world.core.train("app", "m", "d", {})["id"])
+    scored = world.core.score_inputs("app", "m", "", ["i1", "unembedded"])
+    assert (scored["version"], scored["concepts"], scored["input_ids"], scored["proba"].shape) == ("1", CONCEPTS, ["i1"], (1, 2))
+    with pytest.raises(InvalidArgument, match="at most"):
+        world.core.score_inputs("app", "m", "", ["i1"] * (MAX_SCORED + 1))
+    world.core.create_model("app", "g", "deep_template", CONCEPTS, {})
+    world.deep.metrics = [{"map_50": 0.5}]
+    world.wait(world.core.train("app", "g", "d", {})["id"])
+    with pytest.raises(FailedPrecondition, match="not a head"):
+        world.core.score_inputs("app", "g", "1", ["i1"])
+    version, rows = world.core.dataset_rows("app", "d", "")
+    assert world.core.dataset_rows("app", "d", version) == (version, rows) and len(rows) == 20
+    with pytest.raises(NotFound):
+        world.core.dataset_rows("app", "d", "ds-nope")
+    with pytest.raises(NotFound, match="no stored evaluation"):
+        world.core.stored_evaluation("app", "m", "1", 2)
+
+
 def test_the_core_and_the_domain_package_import_no_transport() -> None:
     code = (
         "import sys, firstlight.training.core, firstlight.domain.evaluation, firstlight.domain.promotion, "
@@ -325,3 +343,23 @@ def test_the_core_and_the_domain_package_import_no_transport() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_head_runner_scores_stored_embeddings_with_the_exported_head(tmp_path: Path) -> None:
+    from firstlight.domain.heads import LinearHead
+    from firstlight.training.head_jobs import HeadRunner
+
+    class Repository:
+        root = tmp_path
+
+        def load_head(self, triton_model: str, version: int | str, concepts: list[str]) -> LinearHead:
+            if str(version) != "1":
+                raise FileNotFoundError(triton_model)
+            return LinearHead(concepts=list(concepts), W=np.eye(2, 4), b=np.zeros(2), kind="sigmoid")
+
+    runner = HeadRunner(FakePeers(), Repository())  # type: ignore[arg-type]
+    model = {"id": "m", "concepts": CONCEPTS}
+    got = runner.score("app", model, {"triton_model": "fl.app.m", "version": 1}, ["i1", "i2"])
+    assert got.input_ids == ["i1", "i2"] and got.proba.shape == (2, 2) and got.activation == "sigmoid"
+    with pytest.raises(FailedPrecondition, match="no exported head"):
+        runner.score("app", model, {"triton_model": "fl.app.m", "version": 2}, ["i1"])

@@ -24,6 +24,7 @@ from firstlight.training.ports import (
     JobRun,
     ModelRepository,
     Peers,
+    Scores,
 )
 from firstlight.training.records import DatasetRow
 
@@ -114,3 +115,13 @@ class HeadRunner:
         head = self.repository.load_head(version["triton_model"], version["version"], model["concepts"])
         # Versions from before heads recorded their embedding model were trained on the backbone's.
         return self._evaluate(head, app_id, rows, model["concepts"], version["train_report"].get("embedding_model", ""))
+
+    def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
+        try:
+            head = self.repository.load_head(version["triton_model"], version["version"], model["concepts"])
+        except FileNotFoundError:
+            raise FailedPrecondition(f"version {version['version']} of {model['id']!r} has no exported head to score with") from None
+        vectors, _ = self.peers.vectors_of(app_id, input_ids)
+        kept = [i for i in input_ids if i in vectors]
+        proba = head.predict_proba(np.stack([vectors[i] for i in kept]).astype(np.float32)) if kept else np.zeros((0, len(model["concepts"])))
+        return Scores(kept, np.asarray(proba, np.float32), "sigmoid" if head.activation == "sigmoid" else "softmax")

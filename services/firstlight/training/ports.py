@@ -50,6 +50,7 @@ class TrainingStorePort(Protocol):
     def get_job(self, job_id: str) -> dict[str, Any] | None: ...
     def jobs_in_states(self, states: list[int]) -> list[dict[str, Any]]: ...
     def save_evaluation(self, app_id: str, model_id: str, version: int, split: int, report: dict[str, Any], markdown: str, png: bytes) -> None: ...
+    def get_evaluation(self, app_id: str, model_id: str, version: int, split: int) -> dict[str, Any] | None: ...
 
 
 # -- the peer services (ingestion, search, embedding, blobs) ------------------------------------
@@ -152,6 +153,15 @@ class Candidate:
     embedding_model: str = ""
 
 
+@dataclass
+class Scores:
+    """A version's probabilities on inputs (those without a stored embedding are left out)."""
+
+    input_ids: list[str]
+    proba: np.ndarray  # [len(input_ids), concepts] float32
+    activation: str  # "softmax" or "sigmoid"
+
+
 class JobRun(Protocol):
     """A running job as a template runner sees it."""
 
@@ -184,3 +194,7 @@ class TemplateRunner(Protocol):
         ...
     def train(self, run: JobRun) -> Candidate: ...
     def evaluate(self, app_id: str, model: dict[str, Any], version: dict[str, Any], rows: list[Any]) -> EvaluationReport: ...
+    def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
+        """A version's probabilities on the inputs' stored embeddings (FAILED_PRECONDITION for
+        templates that do not run on stored embeddings)."""
+        ...

@@ -39,6 +39,7 @@ from firstlight.training.ports import (
     JobRun,
     ModelRepository,
     Peers,
+    Scores,
 )
 from firstlight.training.records import RUNNING, DatasetRow
 
@@ -246,3 +247,9 @@ class DeepRunner:
         multilabel = version["activation"] == "sigmoid"
         truth: list[Any] = [r.concepts for r in rows] if multilabel else [r.concepts[0] for r in rows]
         return evaluation.evaluate(truth, probs, model["concepts"], multilabel=multilabel)
+
+    def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
+        raise FailedPrecondition(
+            f"model {model['id']!r} is a {model['template']} model; scoring stored embeddings works with transfer_classifier "
+            "or oneshot_classifier models (heads on the stored embeddings)"
+        )
