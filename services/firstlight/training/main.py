@@ -13,29 +13,30 @@ from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import Rounds, StreamCuration, StreamDrift
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
+from firstlight.models.backbone import configure_torch_threads
 from firstlight.runtime.server import ServiceShell, run
 from firstlight.training import servicer as training_servicer
-from firstlight.models.backbone import configure_torch_threads
+from firstlight.training.core import TrainingCore
+from firstlight.training.events import BusEvents
 from firstlight.training.platform import GrpcPlatform
-from firstlight.training.service import TrainingService
+from firstlight.training.repository import TritonRepository
+from firstlight.training.service import runners
 from firstlight.training.store import TrainingStore
 from firstlight.v1 import events_pb2
 
 
 class InProcessTrainer:
-    """Curation's rounds drive the TrainingService of this process directly: the same methods
+    """Curation's rounds drive the training core of this process directly: the same methods
     the TrainingService RPCs call (extend a dataset, train with a promotion rule, poll the job),
     without a gRPC hop to ourselves."""
 
-    def __init__(self, service: TrainingService) -> None:
+    def __init__(self, service: TrainingCore) -> None:
         self.service = service
         self.extend_dataset = service.extend_dataset
         self.train = service.train
         self.job = service.job
         self.model = service.model
-
-    def version_row(self, app_id: str, model_id: str, version: str) -> dict | None:
-        return self.service.store.get_version(app_id, model_id, int(version)) if version else None
+        self.version_row = service.version_row
 
 
 def drift_reference(store: TrainingStore, platform: GrpcPlatform):  # type: ignore[no-untyped-def]
@@ -73,7 +74,10 @@ def build(settings: TrainingSettings) -> ServiceShell:
     producer = EventProducer(settings.kafka_bootstrap, "training")
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
     platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer, settings.embedding_addr, blobs)
-    service = TrainingService(store, platform, repository, workers=settings.workers, work_root=settings.data_dir / "jobs")
+    service = TrainingCore(
+        store, platform, BusEvents(producer), runners(platform, TritonRepository(repository)),
+        work_root=settings.data_dir / "jobs", workers=settings.workers,
+    )  # fmt: skip
     service.recover_interrupted_jobs()
     servicer = training_servicer.TrainingServicer(service)
     # Curation runs in this process: it needs exactly the clients and repository training has.

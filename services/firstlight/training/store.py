@@ -3,7 +3,6 @@ evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from firstlight import db
 from firstlight.errors import AlreadyExists
+from firstlight.training.records import Box, DatasetRow
+
+__all__ = ["Box", "DatasetRow", "TrainingStore"]
 
 metadata = MetaData()
 
@@ -101,18 +103,6 @@ evaluations = Table(
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-Box = tuple[str, float, float, float, float]  # (concept, x0, y0, x1, y1), normalised
-
-
-@dataclass(frozen=True)
-class DatasetRow:
-    input_id: str
-    concepts: list[str]
-    split: int
-    #: the input's box labels when the version was frozen; None: not snapshotted (older versions)
-    regions: list[Box] | None = None
 
 
 def _boxes(value: object) -> list[Box] | None:
