@@ -1,4 +1,5 @@
-"""Which app model versions are servable, rebuilt from ``model.version.ready`` events.
+"""Which app model versions are servable, rebuilt from ``model.version.ready`` events (any
+``ports.VersionReady``: the process's consumer hands it the decoded events).
 
 Every inference replica replays the (single-partition) topic from the start under a fresh
 consumer group, so a new or restarted replica knows every version. A broker with memory storage
@@ -16,7 +17,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from firstlight.v1 import events_pb2
+from firstlight.inference.ports import VersionReady
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Registry:
         if snapshot is not None:
             self._load(snapshot)
 
-    def apply(self, event: events_pb2.ModelVersionReady, signed_ms: int = 0) -> bool:
+    def apply(self, event: VersionReady, signed_ms: int = 0) -> bool:
         """Learn a version; False when the event was ignored. ``signed_ms``: when the event was
         signed (messaging.signing): a serving change signed before the one applied last is a
         replay and changes nothing (a captured old record cannot roll a model back)."""

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from firstlight.messaging import topics, wire
-from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
+from firstlight.messaging import wire
+from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.models.backbone import EMBEDDING_DIM
 from firstlight.search.models import COLLECTION, AppModels, ModelRegistry, SwitchIds, collection_for, model_key
+from firstlight.search.events import SearchEvents
 from firstlight.search.vector_store import Point, VectorStore, VectorStoreUnavailable, point_id
 from firstlight.v1 import events_pb2
 
@@ -64,6 +65,7 @@ class Indexer:
     def __init__(self, store: VectorStore, producer: EventProducer | None, dim: int = EMBEDDING_DIM) -> None:
         self.store = store
         self.producer = producer
+        self.events = SearchEvents(producer) if producer is not None else None
         self.dim = dim
         store.ensure_collection(COLLECTION, dim)
         store.ensure_collection(PENDING, 1)
@@ -180,24 +182,8 @@ class Indexer:
         return outcomes
 
     def _announce(self, indexed: list[events_pb2.EmbeddingComputed]) -> None:
-        if not self.producer or not indexed:
-            return
-        futures = [
-            self.producer.send(
-                topics.INPUTS_INDEXED,
-                topics.event_key(ev.app_id, ev.input_id),
-                events_pb2.InputIndexed(
-                    header=new_header("search", f"{ev.header.idempotency_key}:indexed"),
-                    app_id=ev.app_id,
-                    input_id=ev.input_id,
-                    model=ev.model,
-                ),
-            )
-            for ev in indexed
-        ]
-        self.producer.flush(timeout=30)
-        for future in futures:
-            future.get(timeout=30)
+        if self.events is not None and indexed:
+            self.events.indexed(indexed)
 
     def on_annotations(self, records: list[ParsedRecord[events_pb2.AnnotationsChanged]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = [None] * len(records)
