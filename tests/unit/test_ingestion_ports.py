@@ -188,3 +188,17 @@ def test_a_peers_failure_keeps_request_errors_and_is_unavailable_otherwise(code:
         assert isinstance(error, RpcError)
     mapped = as_peer_failure(error, "search failed: ")
     assert type(mapped) is kind and str(mapped) == "search failed: details"
+
+
+def test_servicer_turns_a_bulk_selection_into_the_cores_selection() -> None:
+    from firstlight.ingestion.servicer import selection_to_domain
+    from firstlight.v1 import common_pb2, ingestion_pb2
+
+    flt = common_pb2.InputFilter(concepts=["dog"], split=2, labeled=common_pb2.LABELED_FILTER_UNLABELED)
+    sel = selection_to_domain(ingestion_pb2.BulkSelection(search_text="cat", filter=flt, max_results=7, min_score=0.5))
+    assert sel == Selection((), SearchQuery(text="cat"), InputFilter(("dog",), 2, False), 7, 0.5)
+    bad = common_pb2.InputFilter(labeled=7)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="unknown labeled filter 7"):
+        selection_to_domain(ingestion_pb2.BulkSelection(search_input_id="i0", filter=bad))
+    # listed ids ignore the filter, as they always did
+    assert selection_to_domain(ingestion_pb2.BulkSelection(input_ids=["a"], filter=bad)).input_ids == ("a",)
