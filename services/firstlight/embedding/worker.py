@@ -15,6 +15,7 @@ from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.embedding.core import Embedder
 from firstlight.embedding.events import EmbeddingEvents
+from firstlight.embedding.ports import EmbeddingsPublisher
 from firstlight.errors import FirstlightError, Unavailable
 from firstlight.images import decode_image
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError
@@ -26,11 +27,11 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingWorker:
-    def __init__(self, embedder: Embedder, blobs: BlobStore, producer: EventProducer) -> None:
+    def __init__(self, embedder: Embedder, blobs: BlobStore, producer: EventProducer, events: EmbeddingsPublisher | None = None) -> None:
         self.embedder = embedder
         self.blobs = blobs
         self.producer = producer
-        self.events = EmbeddingEvents(producer)
+        self.events: EmbeddingsPublisher = events or EmbeddingEvents(producer)
         # Triton calls run here while the consumer thread decodes the next images.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-triton")
         self._chunk_size = 0
