@@ -125,6 +125,8 @@ def test_queries_are_checked_before_anything_is_embedded() -> None:
     with pytest.raises(InvalidArgument, match="empty"):
         run(search.by_text(make_filter("app"), "  ", 10, ""))
     assert embedder.images == [] and embedder.texts == []
+    run(search.by_image(make_filter("app"), 10, "", image=b""))  # given, if empty: the embedder's to judge
+    assert embedder.images == [("app", "")]
 
 
 def test_index_stats_counts_under_one_state() -> None:

@@ -204,15 +204,16 @@ class Search:
         return (await asyncio.to_thread(self.searcher.app_models, app_id)).active
 
     async def by_image(
-        self, flt: SearchFilter, page_size: int, page_token: str, *, image: bytes = b"", input_id: str = ""
+        self, flt: SearchFilter, page_size: int, page_token: str, *, image: bytes | None = None, input_id: str = ""
     ) -> tuple[list[Hit], str]:
-        """Inputs nearest an image (embedded here) or an indexed input's stored vector."""
+        """Inputs nearest an image (embedded here; None: not given, while empty bytes are a bad
+        image the embedder names) or an indexed input's stored vector."""
         app_id = flt.app_id
         check_page(page_size, page_token, app_id)  # fail fast, before embedding the query
-        if not image and not input_id:
+        if image is None and not input_id:
             raise InvalidArgument("give either image_bytes or input_id")
         for _ in range(MAX_SWITCH_RETRIES + 1):
-            if image:
+            if image is not None:
                 # Embedded with the model of the index it searches; the search then names that
                 # index, so a switch flipping meanwhile cannot pair a vector with the wrong index.
                 model = await self._active(app_id)

@@ -46,7 +46,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             flt,
             request.page_size,
             request.page_token,
-            image=request.image_bytes if which == "image_bytes" else b"",
+            image=request.image_bytes if which == "image_bytes" else None,
             input_id=request.input_id if which == "input_id" else "",
         )
         return search_pb2.SearchResponse(hits=_hits(hits), next_page_token=token)
