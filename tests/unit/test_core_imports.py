@@ -10,7 +10,7 @@ import sys
 
 CORES = [
     "firstlight.ingestion.core", "firstlight.ingestion.ports",
-    "firstlight.search.core", "firstlight.search.ports",
+    "firstlight.search.core", "firstlight.search.ports", "firstlight.search.indexing",
     "firstlight.embedding.core", "firstlight.embedding.ports",
     "firstlight.inference.core", "firstlight.inference.ports", "firstlight.inference.registry",
     "firstlight.auth.core", "firstlight.auth.ports",
