@@ -130,3 +130,13 @@ def test_a_head_whose_embedder_is_gone_is_a_failed_precondition() -> None:
         gone.predict([image], app_id="a", model_id="head")
     with pytest.raises(errors.FailedPrecondition, match="not served"):
         gone.workflow([image], "a", [Step(model_id="head")])
+
+
+def test_announcements_of_another_apps_models_are_refused() -> None:
+    from firstlight.inference.registry import refusal
+
+    assert refusal(Ready()) is None  # type: ignore[arg-type]
+    assert refusal(Ready(embedding_model="fl.a.emb@1")) is None  # type: ignore[arg-type]
+    assert "lacks" in (refusal(Ready(concepts=())) or "")  # type: ignore[arg-type]
+    assert "another app" in (refusal(Ready(triton_model="fl.b.head")) or "")  # type: ignore[arg-type]
+    assert "another app" in (refusal(Ready(embedding_model="fl.b.emb@1")) or "")  # type: ignore[arg-type]

@@ -6,12 +6,11 @@ import asyncio
 import logging
 import uuid
 
-from firstlight import validation
 from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Predictor
 from firstlight.inference.events import PredictionEvents, prediction_events
-from firstlight.inference.registry import Registry
+from firstlight.inference.registry import Registry, refusal
 from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.runtime.server import ServiceShell, run
@@ -37,16 +36,9 @@ def build(settings: InferenceSettings) -> ServiceShell:
         outcomes: list[PoisonMessage | None] = []
         for record in records:
             ev = record.message
-            if not (ev.app_id and ev.model_id and ev.version and ev.triton_model and ev.concepts):
-                outcomes.append(PoisonMessage("ModelVersionReady lacks app, model, version, Triton model or concepts"))
-                continue
-            # An app model is exported under its app's own Triton name (training.export): an event
-            # pointing an app's model at another app's Triton model (or embedder) is refused.
-            expected = f"{validation.APP_MODEL_PREFIX}{ev.app_id}.{ev.model_id}"
-            if ev.triton_model != expected or not validation.owns_embedding_model(ev.app_id, ev.embedding_model):
-                outcomes.append(
-                    PoisonMessage(f"ModelVersionReady for {ev.app_id}/{ev.model_id} names models of another app ({ev.triton_model[:80]!r}, {ev.embedding_model[:80]!r})")
-                )
+            why = refusal(ev)
+            if why:
+                outcomes.append(PoisonMessage(why))
                 continue
             try:
                 # Loads the new version folder with the kept ones (no restart); the rest unload.

@@ -17,6 +17,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from firstlight import validation
 from firstlight.inference.ports import VersionReady
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,21 @@ class AppModel:
     model_id: str
     versions: dict[str, ServableVersion] = field(default_factory=dict)
     serving: str = ""
+
+
+def refusal(event: VersionReady) -> str | None:
+    """Why an announcement cannot be served (a dead letter's reason), or None. An app model is
+    exported under its app's own Triton name (training.export): an event pointing an app's
+    model at another app's Triton model (or embedder) is refused."""
+    if not (event.app_id and event.model_id and event.version and event.triton_model and event.concepts):
+        return "ModelVersionReady lacks app, model, version, Triton model or concepts"
+    expected = f"{validation.APP_MODEL_PREFIX}{event.app_id}.{event.model_id}"
+    if event.triton_model != expected or not validation.owns_embedding_model(event.app_id, event.embedding_model):
+        return (
+            f"ModelVersionReady for {event.app_id}/{event.model_id} names models of another app "
+            f"({event.triton_model[:80]!r}, {event.embedding_model[:80]!r})"
+        )
+    return None
 
 
 class Registry:
