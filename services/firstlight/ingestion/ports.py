@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, Union
 
+from firstlight.blobstore import BlobStore
+
 Region = tuple[str, float, float, float, float]  # (concept, x0, y0, x1, y1), normalised
 
 
@@ -99,12 +101,8 @@ class MetadataStorePort(Protocol):
     def list_concepts(self, app_id: str) -> list[tuple[str, int]]: ...
 
 
-class BlobStorePort(Protocol):
-    """Where image bytes live (``firstlight.blobstore``)."""
-
-    def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
-    def get(self, uri: str, app_id: str | None = None) -> bytes: ...
-    def delete(self, uri: str) -> None: ...
+#: Where image bytes live: the Protocol of ``firstlight.blobstore`` (local files, S3-like).
+BlobStorePort = BlobStore
 
 
 # -- peers ------------------------------------------------------------------------------------
