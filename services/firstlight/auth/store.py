@@ -3,13 +3,13 @@ code path). Only SHA-256 digests of keys are stored (see keys.py for why that is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
 from firstlight.auth.keys import digest, new_key
+from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound
 
 metadata = MetaData()
@@ -27,15 +27,6 @@ api_keys = Table(
 )
 
 MAX_NAME_CHARS = 256
-
-
-@dataclass
-class KeyRow:
-    id: str
-    app_id: str
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None
 
 
 def _row(r) -> KeyRow:  # type: ignore[no-untyped-def]

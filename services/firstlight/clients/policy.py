@@ -21,6 +21,7 @@ IDEMPOTENT_RPCS = frozenset({
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices",
+    "EmbedTexts", "DescribeEmbeddingModel",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -37,6 +38,13 @@ DEADLINES_S: dict[str, float] = {
     "StreamInputs": 600.0,
     "BulkAnnotate": 120.0,
     "StreamTrainingProgress": 24 * 3600.0,
+    # The services' calls to each other. A query's embedding is waited on by a user's search;
+    # describing a model may load it into Triton first. ResolveApiKey is on every RPC's path
+    # (sent once, not retried: the interceptor falls back on its cache instead).
+    "EmbedImages": 30.0,
+    "EmbedTexts": 30.0,
+    "DescribeEmbeddingModel": 120.0,
+    "ResolveApiKey": 5.0,
 }
 
 

@@ -7,16 +7,16 @@ mapped by :func:`firstlight.clients.errors.from_rpc_error`. No other logic lives
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from firstlight.clients.errors import from_rpc_error
-from firstlight.clients.policy import DEFAULT_POLICY, IDEMPOTENT_RPCS, RetryPolicy, deadline_for
-from firstlight.runtime.channels import aio_client_channel, auth_metadata
+from firstlight.clients.policy import DEFAULT_POLICY, IDEMPOTENT_RPCS, INTERNAL_POLICY, RetryPolicy, deadline_for
+from firstlight.runtime.channels import aio_client_channel, aio_internal_channel, auth_metadata
 from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.v1 import (
     auth_pb2,
@@ -24,6 +24,8 @@ from firstlight.v1 import (
     common_pb2,
     curation_pb2,
     curation_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     ingestion_pb2,
@@ -61,16 +63,35 @@ class Addresses:
 class _Service:
     stub_class: Any = None
 
-    def __init__(self, channel: grpc.aio.Channel, policy: RetryPolicy, default_key: str = "") -> None:
-        self._stub = self.stub_class(channel)
+    def __init__(
+        self, channel: grpc.aio.Channel | Callable[[], grpc.aio.Channel], policy: RetryPolicy, default_key: str = ""
+    ) -> None:
+        # A factory makes the channel on the first call (an aio channel belongs to the event loop
+        # running when it is made; a service wires its peers before its loop runs).
+        self._channel_factory = channel if callable(channel) and not isinstance(channel, grpc.aio.Channel) else None
+        self._own_channel: grpc.aio.Channel | None = None
+        self._stub: Any = None if self._channel_factory else self.stub_class(channel)
         self._policy = policy
         self._default_key = default_key
+
+    def _stub_now(self) -> Any:
+        if self._stub is None:
+            assert self._channel_factory is not None
+            self._own_channel = self._channel_factory()
+            self._stub = self.stub_class(self._own_channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel this client made itself (a shared one is closed by its owner)."""
+        if getattr(self, "_own_channel", None) is not None:
+            await self._own_channel.close()  # type: ignore[union-attr]
+            self._own_channel, self._stub = None, None
 
     def _metadata(self, key: str | None) -> tuple[tuple[str, str], ...]:
         return auth_metadata(self._default_key if key is None else key)
 
     async def _unary(self, rpc: str, request: Any, key: str | None, timeout: float | None = None) -> Any:
-        method = getattr(self._stub, rpc)
+        method = getattr(self._stub_now(), rpc)
         metadata = self._metadata(key)
         deadline = timeout or deadline_for(rpc)
 
@@ -85,7 +106,7 @@ class _Service:
             raise from_rpc_error(exc) from None
 
     async def _stream_out(self, rpc: str, request: Any, key: str | None, timeout: float | None = None) -> AsyncIterator[Any]:
-        call = getattr(self._stub, rpc)(request, timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+        call = getattr(self._stub_now(), rpc)(request, timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
         try:
             async for item in call:
                 yield item
@@ -96,7 +117,7 @@ class _Service:
 
     async def _stream_in(self, rpc: str, requests: Iterable[Any], key: str | None, timeout: float | None = None) -> Any:
         try:
-            return await getattr(self._stub, rpc)(iter(requests), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+            return await getattr(self._stub_now(), rpc)(iter(requests), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -153,6 +174,11 @@ class AuthClient(_Service):
 
     async def revoke_api_key(self, req: auth_pb2.RevokeApiKeyRequest, *, key: str | None = None) -> auth_pb2.ApiKey:
         return await self._unary("RevokeApiKey", req, key)
+
+    async def resolve_api_key(self, req: auth_pb2.ResolveApiKeyRequest, *, key: str | None = None) -> auth_pb2.ResolveApiKeyResponse:
+        """For the services' interceptors (internal key). Sent once: a caller waiting on it
+        would rather fall back on its cache than wait out retries."""
+        return await self._unary("ResolveApiKey", req, key)
 
 
 class SearchClient(_Service):
@@ -246,6 +272,33 @@ class CurationClient(_Service):
         self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None
     ) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
+
+
+class EmbeddingClient(_Service):
+    """The internal EmbeddingService (called by search and ingestion, not by users)."""
+
+    stub_class = embedding_pb2_grpc.EmbeddingServiceStub
+
+    async def embed_images(self, req: embedding_pb2.EmbedImagesRequest, *, key: str | None = None) -> embedding_pb2.EmbedImagesResponse:
+        return await self._unary("EmbedImages", req, key)
+
+    async def embed_texts(self, req: embedding_pb2.EmbedTextsRequest, *, key: str | None = None) -> embedding_pb2.EmbedTextsResponse:
+        return await self._unary("EmbedTexts", req, key)
+
+    async def describe_embedding_model(
+        self, req: embedding_pb2.DescribeEmbeddingModelRequest, *, key: str | None = None
+    ) -> embedding_pb2.EmbeddingModelInfo:
+        return await self._unary("DescribeEmbeddingModel", req, key)
+
+
+S = TypeVar("S", bound=_Service)
+
+
+def internal_client(client_class: type[S], address: str, *, policy: RetryPolicy = INTERNAL_POLICY) -> S:
+    """A client for a service calling a peer: the internal key and TLS root from the settings
+    (``runtime.channels.aio_internal_channel``), the shorter internal retry budget, and the
+    channel made on the first call. ``await client.close()`` at the end."""
+    return client_class(lambda: aio_internal_channel(address, options=MESSAGE_OPTIONS), policy)
 
 
 class Clients:
