@@ -216,7 +216,7 @@ class Firstlight:
     def __init__(
         self, ingestion: str, search: str, inference: str, training: str = "", timeout_s: float = 60.0,
         *, api_key: str | None = None, tls_root_cert: str | Path | bytes | None = None,
-        retry: RetryPolicy = DEFAULT_POLICY, embedding: str = "",
+        retry: RetryPolicy = DEFAULT_POLICY, embedding: str = "", curation: str = "",
     ) -> None:
         opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20), *CHANNEL_OPTIONS]
         addrs = [ingestion, search, inference] + ([training] if training else [])
@@ -230,8 +230,11 @@ class Firstlight:
         self.search = _RetryingStub(search_pb2_grpc.SearchServiceStub(self._channels[1]), retry)
         self.inference = _RetryingStub(inference_pb2_grpc.InferenceServiceStub(self._channels[2]), retry)
         self.training = _RetryingStub(training_pb2_grpc.TrainingServiceStub(self._channels[3]), retry) if training else None
-        # Curation is served beside training (same address).
-        self.curation = _RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[3]), retry) if training else None
+        # The curation service (its own process and port).
+        self.curation = None
+        if curation:
+            self._channels.append(client_channel(curation, api_key=key, tls_root_cert=tls_root_cert, options=opts))
+            self.curation = _RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[-1]), retry)
         # The embedding service (the backbone every index and model is built on), for
         # :meth:`embed_images`; optional since deployments need not expose it.
         self.embedding = None
@@ -251,6 +254,7 @@ class Firstlight:
         FIRSTLIGHT_API_KEY says otherwise."""
         kw.setdefault("api_key", os.environ.get("FIRSTLIGHT_API_KEY") or addrs.get(ADMIN_KEY_ENTRY, ""))
         kw.setdefault("embedding", addrs.get("embedding", ""))
+        kw.setdefault("curation", addrs.get("curation", ""))
         return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs.get("training", ""), **kw)
 
     def close(self) -> None:
@@ -618,7 +622,7 @@ class Firstlight:
     # -- curation ---------------------------------------------------------------------
     def _curation(self) -> curation_pb2_grpc.CurationServiceStub:
         if self.curation is None:
-            raise ValueError("this client has no training/curation service address")
+            raise ValueError("this client has no curation service address (Firstlight(..., curation=...))")
         return self.curation
 
     @_wrap_errors

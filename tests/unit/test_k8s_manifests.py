@@ -52,6 +52,7 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
     "search": config.SearchSettings,
     "inference": config.InferenceSettings,
     "training": config.TrainingSettings,
+    "curation": config.CurationSettings,
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
 EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
@@ -69,6 +70,8 @@ EXPECTED_EGRESS = {
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051), ("ingestion", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
     "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051)},
+    # curation reaches training only through its gRPC API (issue 15), never its database or files
+    "curation": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("training", 50051)},
 }
 #: Settings that hold another server's address (host:port or a URL with an explicit port).
 ADDRESS_ENV = [
@@ -78,11 +81,13 @@ ADDRESS_ENV = [
     "FIRSTLIGHT_VECTOR_STORE_URL",
     "FIRSTLIGHT_INGESTION_ADDR",
     "FIRSTLIGHT_SEARCH_ADDR",
+    "FIRSTLIGHT_TRAINING_ADDR",
     "FIRSTLIGHT_DATABASE_URL",
 ]
 #: Services that must never run two pods (service -> why); everything else scales out in prod.
 SINGLE_REPLICA = {
     "training": "jobs run in-process and a starting pod fails every queued/running job of its store",
+    "curation": "rounds run in-process, a starting pod fails every running round of its store, drift windows are in memory",
 }
 #: Where the image holds the repository's files (deploy/Dockerfile: WORKDIR /app, PYTHONPATH
 #: /app/services, so config.REPO_ROOT is /app there), hence the bundled Triton models.
@@ -486,7 +491,7 @@ def test_model_repository_is_shared_by_training_and_triton(rendered: Rendered) -
 @needs_kubectl
 def test_each_stateful_service_has_its_own_database_and_it_is_created(rendered: Rendered) -> None:
     urls = {name: rendered.env(name).get("FIRSTLIGHT_DATABASE_URL") for name in SERVICES if "database_url" in SETTINGS[name].model_fields}
-    assert set(urls) == {"ingestion", "training"}
+    assert set(urls) == {"ingestion", "training", "curation"}
     for name, url in urls.items():
         assert url != "", f"{rendered.target}/{name}: FIRSTLIGHT_DATABASE_URL must be set (the default is SQLite in the pod)"
         assert "FIRSTLIGHT_DATABASE_URL" in rendered.env(name), f"{rendered.target}/{name}: no FIRSTLIGHT_DATABASE_URL"

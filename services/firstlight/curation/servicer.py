@@ -1,14 +1,14 @@
-"""CurationService gRPC servicer."""
+"""CurationService gRPC servicer: proto <-> the core's types; domain errors -> status (map_errors)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import grpc
 
-from datetime import datetime
-
-from firstlight.curation.service import Curation
+from firstlight import validation
+from firstlight.curation.core import Curation
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.errors import NotFound
 from firstlight.runtime.convert import timestamp
@@ -107,10 +107,9 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         return _policy(saved)
 
     def _check_exists(self, policy: Policy) -> None:
-        models = self.curation.models
-        if not models.get_model(policy.app_id, policy.model_id):
-            raise NotFound(f"model {policy.model_id!r} does not exist in app {policy.app_id!r}")
-        if policy.dataset_id and not models.latest_dataset(policy.app_id, policy.dataset_id):
+        training = self.curation.training
+        training.model(policy.app_id, policy.model_id)  # NotFound from the training service
+        if policy.dataset_id and not training.latest_dataset_version(policy.app_id, policy.dataset_id):
             raise NotFound(f"dataset {policy.dataset_id!r} does not exist in app {policy.app_id!r}")
 
     async def GetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
@@ -131,8 +130,6 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         )
 
     async def ListLearningRounds(self, request, context):  # type: ignore[no-untyped-def]
-        from firstlight import validation
-
         validation.app_id(request.app_id)
         rows = await asyncio.to_thread(self._stream().store.rounds, request.app_id)
         return curation_pb2.ListLearningRoundsResponse(rounds=[_round(r) for r in rows])

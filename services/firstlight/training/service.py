@@ -33,6 +33,8 @@ HEAD_TEMPLATES = ("transfer_classifier", "oneshot_classifier")
 TEMPLATES = HEAD_TEMPLATES + deep_jobs.DEEP_TEMPLATES
 SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
+#: Inputs one ScoreInputs call scores (the curation service pages its pool).
+MAX_SCORED = 20_000
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = 1, 2, 3, 4, 5
 CANCEL_POLL_S = 1.0  # how often a running job reads a cancel stored by another replica
@@ -476,6 +478,51 @@ class TrainingService:
         )
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
         return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
+
+    def stored_evaluation(self, app_id: str, model_id: str, version: str, split: int) -> tuple[str, int, dict[str, float]]:
+        """(version, split, headline metrics) of the evaluation an earlier ``evaluate`` stored."""
+        v = self._version(app_id, model_id, version)
+        split = split or 2
+        if split not in SPLIT_NAMES:
+            raise InvalidArgument(f"unknown split {split}")
+        stored = self.store.get_evaluation(app_id, model_id, v["version"], split)
+        if not stored:
+            raise NotFound(f"model {model_id!r} version {v['version']} has no stored evaluation on the {SPLIT_NAMES[split]} split")
+        return str(v["version"]), split, evaluation.headline(evaluation.EvaluationReport.from_dict(stored))
+
+    def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> tuple[str, list[DatasetRow]]:
+        """(version, rows) of a dataset version; the latest when ``version`` is empty."""
+        validation.app_id(app_id)
+        validation.input_id(dataset_id)
+        if not version:
+            latest = self.get_dataset(app_id, dataset_id)
+            return latest["version"], latest["rows"]
+        rows = self.store.dataset_rows(app_id, dataset_id, version)
+        if not rows:
+            raise NotFound(f"dataset {dataset_id!r} has no version {version!r} in app {app_id!r}")
+        return version, rows
+
+    def score_inputs(self, app_id: str, model_id: str, version: str, input_ids: Sequence[str]) -> dict:
+        """A head version's probabilities on the inputs' stored embeddings (inputs without one
+        are left out): what the curation service's strategies rank by."""
+        if len(input_ids) > MAX_SCORED:
+            raise InvalidArgument(f"at most {MAX_SCORED} input ids per call (got {len(input_ids)})")
+        for i in input_ids:
+            validation.input_id(i)
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        path = self.repository / v["triton_model"] / str(v["version"]) / "weights.npz"
+        if model["template"] in deep_jobs.DEEP_TEMPLATES or not path.exists():
+            raise FailedPrecondition(
+                f"model {model_id!r} is a {model['template']} model; scoring stored embeddings works with transfer_classifier "
+                "or oneshot_classifier models (heads on the stored embeddings)"
+            )
+        head = transfer.load_head(path, model["concepts"])
+        vectors = self.platform.vectors(app_id, list(input_ids))
+        kept = [i for i in input_ids if i in vectors]
+        proba = head.predict_proba(np.stack([vectors[i] for i in kept]).astype(np.float32)) if kept else np.zeros((0, len(model["concepts"])))
+        activation = "sigmoid" if getattr(head, "activation", "softmax") == "sigmoid" else "softmax"
+        return {"version": str(v["version"]), "concepts": list(model["concepts"]), "input_ids": kept, "proba": np.asarray(proba, np.float32), "activation": activation}
 
     def compare(self, app_id: str, model_id: str, version_ids: Sequence[str], split: int) -> dict:
         all_versions = [str(v["version"]) for v in self.store.list_versions(app_id, model_id)] if not version_ids else list(version_ids)
