@@ -205,3 +205,26 @@ def test_drift_windows_are_bounded_across_app_models() -> None:
         sd.observe([Prediction(app, "m", "1", f"{app}{k}", {"margin": 0.1}, "x", k % 2, np.full(4, k, np.float32)) for k in range(5)])
     assert list(sd._windows) == [("c", "m"), ("d", "m"), ("e", "m")]
     assert {k[:2] for k in sd._refs} <= set(sd._windows)
+
+
+def test_a_round_waits_when_training_does_not_answer(stream) -> None:  # type: ignore[no-untyped-def]
+    from firstlight.errors import Unavailable
+
+    s, _ = stream
+    trainer = FakeTrainer([0.9])
+    rounds = Rounds(s.store, s, trainer, poll_s=0.01)
+    s.set_policy(make_policy("a", "m", retrain_after_labels=1, dataset_id="main"))
+    s.mark_published(s.screen([pred("i0", 0.9)]))
+    down = trainer.model
+
+    def unavailable(app_id, model_id):  # type: ignore[no-untyped-def]
+        raise Unavailable("training restarting")
+
+    trainer.model = unavailable  # type: ignore[method-assign]
+    for app in s.on_labels([("a", "i0", ["cat"])]):
+        assert rounds.maybe_start(app) is None  # no exception into the consumer; the label stays unused
+    assert s.store.unused_labels("a") == 1 and s.store.rounds("a") == []
+    trainer.model = down  # type: ignore[method-assign]
+    assert rounds.maybe_start("a") is not None  # the next trigger starts it
+    wait_rounds(s.store, 1)
+    rounds.shutdown()

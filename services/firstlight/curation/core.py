@@ -57,6 +57,12 @@ class Curation:
             raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
         return model, version
 
+    def check_policy_targets(self, app_id: str, model_id: str, dataset_id: str) -> None:
+        """NotFound unless the policy's model (and dataset, when it names one) exist."""
+        self.training.model(app_id, model_id)  # NotFound from the training service
+        if dataset_id and not self.training.latest_dataset_version(app_id, dataset_id):
+            raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
+
     def _version_rows(self, app_id: str, model_id: str, version: str) -> tuple[VersionInfo | None, list[Row]]:
         """(version record, its dataset's rows); (None, []) when training does not know them."""
         v = self.training.version(app_id, model_id, version)

@@ -100,17 +100,11 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             budget=request.budget, retrain_after_labels=request.retrain_after_labels, dataset_id=request.dataset_id,
             promotion_metric=request.promotion_metric, promotion_min_gain=request.promotion_min_gain, drift_window=request.drift_window,
         )
-        await asyncio.to_thread(self._check_exists, policy)
+        await asyncio.to_thread(self.curation.check_policy_targets, policy.app_id, policy.model_id, policy.dataset_id)
         saved = await asyncio.to_thread(self._stream().set_policy, policy)
         if self.rounds is not None:  # labels may already be waiting for the new rule
             await asyncio.to_thread(self.rounds.maybe_start, policy.app_id)
         return _policy(saved)
-
-    def _check_exists(self, policy: Policy) -> None:
-        training = self.curation.training
-        training.model(policy.app_id, policy.model_id)  # NotFound from the training service
-        if policy.dataset_id and not training.latest_dataset_version(policy.app_id, policy.dataset_id):
-            raise NotFound(f"dataset {policy.dataset_id!r} does not exist in app {policy.app_id!r}")
 
     async def GetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
         return _policy(await asyncio.to_thread(self._stream().get_policy, request.app_id))

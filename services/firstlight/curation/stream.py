@@ -35,7 +35,7 @@ from firstlight import validation
 from firstlight.curation import drift
 from firstlight.curation.ports import Platform, Training
 from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago
-from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,9 @@ class Rounds:
             serving = self.trainer.model(app_id, policy.model_id).serving_version
         except NotFound:
             serving = ""
+        except FirstlightError as exc:  # training unreachable: the labels wait for the next trigger
+            log.warning("no round for %s now: the training service did not answer (%s)", app_id, exc)
+            return None
         with self._start_lock, self.stream._lock:  # one writer at a time on the queue table (SQLite)
             record = self._start(app_id, policy, serving)
         if record is not None:
