@@ -13,6 +13,7 @@ import pytest
 
 from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import StreamCuration, make_policy
+from firstlight.messaging.broker import LocalBroker
 from firstlight.sdk import Firstlight
 from firstlight.stack import free_port, wait_serving
 from firstlight.training.store import TrainingStore
@@ -45,13 +46,15 @@ def _old_training_db(path: Path) -> str:
 def test_curation_process_adopts_the_training_databases_rows(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url = _old_training_db(tmp_path / "training" / "training.db")
     port = free_port()
+    # Its own broker: on the session stack's, its consumers would join the session curation's
+    # consumer groups (group ids do not carry the topic prefix) and rebalance them mid-test.
+    broker = LocalBroker(log_file=tmp_path / "broker.log").start()
     env = stack.env_for("curation")
     env.update(
         FIRSTLIGHT_DATA_DIR=str(tmp_path / "curation"),
         FIRSTLIGHT_GRPC_PORT=str(port),
         FIRSTLIGHT_ADOPT_FROM_DATABASE_URL=url,
-        # Its own topics: its consumers must not join the session stack's curation groups.
-        FIRSTLIGHT_TOPIC_PREFIX="adopt-test.",
+        FIRSTLIGHT_KAFKA_BOOTSTRAP=broker.bootstrap,
     )
     log = tmp_path / "curation.log"
     with open(log, "wb") as fh:
@@ -69,4 +72,5 @@ def test_curation_process_adopts_the_training_databases_rows(stack, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(30)
+        broker.stop()
     assert (tmp_path / "curation" / "curation.db").exists()  # its own store, beside nothing of training's
