@@ -538,6 +538,17 @@ def test_triton_loads_the_models_the_services_use(rendered: Rendered) -> None:
 
 
 @needs_kubectl
+def test_curation_reaches_training_only_through_its_api(rendered: Rendered) -> None:
+    """Issue 15: curation is its own service; it neither mounts the model repository nor reads
+    training's database (its own database is checked above), it calls training's gRPC API."""
+    curation = rendered.deployment("curation")
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(curation).get("volumes", []) if "persistentVolumeClaim" in v}
+    assert "triton-models" not in claims and "FIRSTLIGHT_MODEL_REPOSITORY" not in rendered.env("curation")
+    assert rendered.env("curation").get("FIRSTLIGHT_TRAINING_ADDR") == "training:50051"
+    assert "FIRSTLIGHT_ADOPT_FROM_DATABASE_URL" not in rendered.env("curation"), "only for the one upgrade start (k8s/README.md)"
+
+
+@needs_kubectl
 def test_single_replica_services_never_run_two_pods(rendered: Rendered) -> None:
     hpa_targets = {h["spec"]["scaleTargetRef"]["name"] for h in rendered.all("HorizontalPodAutoscaler")}
     for name, why in SINGLE_REPLICA.items():
