@@ -36,5 +36,5 @@ class ServiceCalls:
 
     def _curation(self) -> Any:
         if self.curation is None:
-            raise ValueError("this client has no curation service address (Firstlight(..., curation=...) or a training address)")
+            raise ValueError("this client has no curation service address (Firstlight(..., curation=...))")
         return self.curation

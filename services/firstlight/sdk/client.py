@@ -66,8 +66,8 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
         self.search = RetryingStub(search_pb2_grpc.SearchServiceStub(self._channels[1]), retry)
         self.inference = RetryingStub(inference_pb2_grpc.InferenceServiceStub(self._channels[2]), retry)
         self.training = RetryingStub(training_pb2_grpc.TrainingServiceStub(self._channels[3]), retry) if training else None
-        # Curation: its own address when given, else served beside training (same address).
-        self.curation = RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[3]), retry) if training else None
+        # The curation service (its own process and port).
+        self.curation = None
         if curation:
             self._channels.append(client_channel(curation, api_key=key, tls_root_cert=tls_root_cert, options=MESSAGE_OPTIONS))
             self.curation = RetryingStub(curation_pb2_grpc.CurationServiceStub(self._channels[-1]), retry)

@@ -102,7 +102,10 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return _model(m)
 
     async def TrainModel(self, request: training_pb2.TrainModelRequest, context: Context) -> training_pb2.TrainingJob:
-        job = await asyncio.to_thread(self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings))
+        promotion = (request.promotion_metric, request.promotion_min_gain) if request.promotion_metric else None
+        job = await asyncio.to_thread(
+            self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion
+        )
         return _job(job)
 
     async def GetTrainingJob(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> training_pb2.TrainingJob:
@@ -160,6 +163,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
 
     async def EvaluateModelVersion(self, request: training_pb2.EvaluateModelVersionRequest, context: Context) -> training_pb2.Evaluation:
+        if request.stored_only:
+            version, split, metrics = await asyncio.to_thread(
+                self.service.stored_evaluation, request.app_id, request.model_id, request.version, int(request.split)
+            )
+            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=split, metrics=metrics)
         result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
         return _evaluation(request.model_id, result)
 
@@ -171,6 +179,25 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             evaluations=[_evaluation(request.model_id, r) for r in out["results"].values()],
             best_version=out["best"],
             report_markdown=out["markdown"],
+        )
+
+    # -- for the curation service (its rounds, strategies and reports) ------------------------
+    async def ExtendDataset(self, request, context):  # type: ignore[no-untyped-def]
+        validation.app_id(request.app_id)
+        validation.input_id(request.dataset_id)
+        return _dataset(await asyncio.to_thread(self.service.extend_dataset, request.app_id, request.dataset_id))
+
+    async def ListDatasetRows(self, request, context):  # type: ignore[no-untyped-def]
+        version, rows = await asyncio.to_thread(self.service.dataset_rows, request.app_id, request.dataset_id, request.version)
+        return training_pb2.ListDatasetRowsResponse(
+            version=version, rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=r.split) for r in rows]  # type: ignore[arg-type]
+        )
+
+    async def ScoreInputs(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(self.service.score_inputs, request.app_id, request.model_id, request.version, list(request.input_ids))
+        return training_pb2.ScoreInputsResponse(
+            version=r["version"], concepts=r["concepts"], input_ids=r["input_ids"], probabilities=r["proba"].ravel().tolist(),
+            activation=r["activation"],
         )
 
 
