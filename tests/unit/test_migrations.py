@@ -198,3 +198,29 @@ def test_the_migrations_ship_with_the_package() -> None:
     found = set(find_packages(str(Path(__file__).parents[2] / "services")))
     for name in SCHEMAS:
         assert {f"firstlight.{name}.migrations", f"firstlight.{name}.migrations.versions"} <= found
+
+
+def test_a_new_revision_is_generated_from_the_changed_tables(new_database: NewDatabase, tmp_path: Path) -> None:
+    """``python -m firstlight.migrations new``: the revision it writes makes a database equal to
+    the changed tables (on a copy of the auth store's migrations, with one column more)."""
+    import shutil
+
+    from sqlalchemy import Column, DateTime
+
+    from firstlight.migrations.__main__ import check, new_revision
+
+    assert check() == 0  # every store as it is: nothing to generate
+    folder = tmp_path / "auth_migrations"
+    shutil.copytree(SCHEMAS["auth"].folder, folder)
+    metadata = MetaData()
+    auth_store.api_keys.to_metadata(metadata).append_column(Column("last_used_at", DateTime(timezone=True), nullable=True))
+    changed = migrations.Schema("auth", folder, metadata, SCHEMAS["auth"].legacy_revision)
+    path = new_revision(changed, "api_keys.last_used_at: when a key was last used")
+    assert path.name == "0002_api_keys_last_used_at_when_a_key_was.py"
+    engine = create_engine(new_database())
+    migrations.upgrade(engine, changed)
+    assert migrations.diff(engine, changed) == []
+    assert "last_used_at" in {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    migrations.downgrade(engine, changed, "0001")
+    assert "last_used_at" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
+    engine.dispose()

@@ -64,7 +64,11 @@ def _indented(code: str) -> str:
 
 
 def new(name: str, message: str) -> Path:
-    s = schema(name)
+    return new_revision(schema(name), message)
+
+
+def new_revision(s: migrations.Schema, message: str) -> Path:
+    """Write the next revision of ``s``: what its tables have that its migrations' head lacks."""
     head = ScriptDirectory(str(s.folder)).get_current_head()
     revision = f"{int(head or 0) + 1:04d}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,12 +77,18 @@ def new(name: str, message: str) -> Path:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"version_table": s.version_table, "include_name": s.include_name, "compare_type": True})
             script = produce_migrations(ctx, s.metadata)
-            kw = {"render_as_batch": True, "migration_context": ctx}
-            upgrade, downgrade = (_indented(render_python_code(ops, **kw)) for ops in (script.upgrade_ops, script.downgrade_ops))
+            up, down = script.upgrade_ops, script.downgrade_ops
+            assert up is not None and down is not None  # produce_migrations fills both
+            upgrade = _indented(render_python_code(up, render_as_batch=True, migration_context=ctx))
+            downgrade = _indented(render_python_code(down, render_as_batch=True, migration_context=ctx))
         engine.dispose()
-    if script.upgrade_ops.is_empty():
-        sys.exit(f"{name}: the tables already equal the migrations' head ({head}); change store.py first")
-    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40]
+    if up.is_empty():
+        sys.exit(f"{s.name}: the tables already equal the migrations' head ({head}); change store.py first")
+    slug = ""
+    for word in re.findall(r"[a-z0-9]+", message.lower()):  # whole words, up to ~40 characters
+        if slug and len(slug) + len(word) >= 40:
+            break
+        slug = f"{slug}_{word}" if slug else word
     path = s.folder / "versions" / f"{revision}_{slug}.py"
     path.write_text(
         TEMPLATE.format(message=message, revision=revision, down=head or "", down_repr=f'"{head}"' if head else "None", upgrade=upgrade, downgrade=downgrade)
