@@ -95,7 +95,7 @@ def revisions(engine: Engine, names: list[str]) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_a_legacy_store_is_stamped_and_upgraded_in_place(new_database: NewDatabase, shape: str) -> None:
+def test_a_legacy_store_is_stamped_and_upgraded_in_place(new_database: NewDatabase, shape: str, caplog: pytest.LogCaptureFixture) -> None:
     url = new_database()
     load(url, shape)
     engine = create_engine(url)
@@ -106,8 +106,14 @@ def test_a_legacy_store_is_stamped_and_upgraded_in_place(new_database: NewDataba
     engine.dispose()
 
     kind = shape.split("-")[0]
-    engine = open_stores(kind, url)
+    with caplog.at_level("INFO", logger="firstlight.migrations"):
+        engine = open_stores(kind, url)
     assert revisions(engine, list(SHAPES[shape])) == {n: HEAD[n] for n in SHAPES[shape]}
+    for name, legacy in SHAPES[shape].items():  # the log says what happened to each store
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{name} store:")]
+        stamped = [f"{name} store: made before versioned migrations, stamped at {legacy}"] if legacy else []
+        upgraded = [f"{name} store: schema upgraded from {legacy or 'nothing'} to {HEAD[name]}"] if legacy != HEAD[name] else []
+        assert said == stamped + upgraded, name
     for name in SHAPES[shape]:
         assert migrations.diff(engine, SCHEMAS[name]) == [], name
     after = rows(engine)

@@ -16,22 +16,26 @@ Adding a migration: docs/migrations.md."""
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine, Inspector
 
-#: The env.py every store's migrations folder runs (it only calls :func:`firstlight.migrations.env.run`).
-ENV = "firstlight.migrations.env"
+log = logging.getLogger(__name__)
+# Alembic says "Context impl ..." per connection and lists its plugins (on import) at INFO; one
+# line of ours per store that changed (upgrade below) says what matters.
+for _name in ("alembic.runtime.migration", "alembic.runtime.plugins"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
+from alembic import command  # noqa: E402  (after the levels: importing it logs)
+from alembic.autogenerate import compare_metadata  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.migration import MigrationContext  # noqa: E402
 
 @dataclass(frozen=True)
 class Schema:
@@ -58,7 +62,7 @@ class Schema:
 
 def _config(schema: Schema, conn: Connection) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(schema.folder))
+    cfg.set_main_option("script_location", str(schema.folder).replace("%", "%%"))  # configparser syntax
     cfg.attributes["connection"] = conn
     cfg.attributes["schema"] = schema
     return cfg
@@ -79,11 +83,17 @@ def upgrade(engine: Engine, schema: Schema, revision: str = "head") -> None:
     with engine.begin() as conn:
         _lock(conn, schema)
         cfg = _config(schema, conn)
-        if current_revision(conn, schema) is None:
+        before = current_revision(conn, schema)
+        if before is None:
             legacy = schema.legacy_revision(inspect(conn))
             if legacy is not None:
                 command.stamp(cfg, legacy)
+                log.info("%s store: made before versioned migrations, stamped at %s", schema.name, legacy)
+                before = legacy
         command.upgrade(cfg, revision)
+        after = current_revision(conn, schema)
+        if after != before:
+            log.info("%s store: schema upgraded from %s to %s", schema.name, before or "nothing", after)
 
 
 def downgrade(engine: Engine, schema: Schema, revision: str) -> None:
