@@ -181,6 +181,17 @@ def test_the_comparison_sees_a_difference(new_database: NewDatabase) -> None:
     engine.dispose()
 
 
+def test_a_database_from_newer_code_is_refused_by_name(new_database: NewDatabase) -> None:
+    url = new_database()
+    engine = open_stores("ingestion", url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version_ingestion SET version_num = '0999'"))
+    with pytest.raises(RuntimeError, match=r"ingestion store's database is at schema revision '0999'"):
+        ingestion_store.make_engine(url)
+    auth_store.ApiKeyStore(engine)  # its neighbour's version is its own
+    engine.dispose()
+
+
 def test_each_store_downgrades_to_nothing_and_back(new_database: NewDatabase) -> None:
     """Every downgrade runs (a store's tables go, its neighbour's stay) and upgrading again
     gives the same tables."""

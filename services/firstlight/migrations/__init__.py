@@ -36,6 +36,7 @@ from alembic import command  # noqa: E402  (after the levels: importing it logs)
 from alembic.autogenerate import compare_metadata  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from alembic.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
 
 @dataclass(frozen=True)
 class Schema:
@@ -84,6 +85,12 @@ def upgrade(engine: Engine, schema: Schema, revision: str = "head") -> None:
         _lock(conn, schema)
         cfg = _config(schema, conn)
         before = current_revision(conn, schema)
+        known = {r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()}
+        if before is not None and before not in known:  # e.g. newer code ran here, then a rollback
+            raise RuntimeError(
+                f"the {schema.name} store's database is at schema revision {before!r}, which this version of "
+                f"Firstlight does not know (it knows {', '.join(sorted(known))}): run the version that migrated it"
+            )
         if before is None:
             legacy = schema.legacy_revision(inspect(conn))
             if legacy is not None:
