@@ -106,19 +106,6 @@ def test_box_labels_enter_the_version_id_and_plain_rows_keep_theirs() -> None:
     assert len({dataset_version_id(plain), dataset_version_id(boxed), dataset_version_id(moved)}) == 3
 
 
-def test_a_store_from_before_box_snapshots_gains_the_column(tmp_path) -> None:
-    import sqlite3
-
-    db = tmp_path / "old.db"
-    with sqlite3.connect(db) as conn:  # the dataset_rows table as it was
-        conn.execute("CREATE TABLE dataset_rows (app_id VARCHAR(64), dataset_id VARCHAR(128), version VARCHAR(64),"
-                     " input_id VARCHAR(128), concepts JSON NOT NULL, split INTEGER NOT NULL,"
-                     " PRIMARY KEY (app_id, dataset_id, version, input_id))")  # fmt: skip
-        conn.execute("INSERT INTO dataset_rows VALUES ('app', 'ds', 'v1', 'a', '[\"cat\"]', 1)")
-    store = TrainingStore(f"sqlite:///{db}")
-    assert store.dataset_rows("app", "ds", "v1") == [DatasetRow("a", ["cat"], 1, None)]
-
-
 def test_sdk_region_forms() -> None:
     want = common_pb2.Region(concept="cat", box=common_pb2.BoundingBox(x0=0.25, y0=0.5, x1=0.75, y1=1.0))
     forms = [

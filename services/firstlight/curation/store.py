@@ -13,7 +13,8 @@ import logging
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 
-from firstlight import db
+from firstlight import db, migrations
+from firstlight.curation import migrations as schema_migrations
 
 log = logging.getLogger(__name__)
 metadata = MetaData()
@@ -63,6 +64,8 @@ rounds = Table(
 QUEUED, LABELED = 1, 2
 COUNTERS = ("screened", "below_threshold", "skipped_rate", "skipped_budget", "duplicates", "without_input_id")
 
+SCHEMA = migrations.Schema("curation", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -74,11 +77,8 @@ def _aware(dt: datetime) -> datetime:
 
 class CurationStore:
     def __init__(self, url: str | None = None, engine: Engine | None = None) -> None:
-        if engine is not None:
-            metadata.create_all(engine)
-            self.engine = engine
-        else:
-            self.engine = db.make_engine(url or "sqlite://", metadata)
+        self.engine = engine if engine is not None else db.make_engine(url or "sqlite://")
+        migrations.upgrade(self.engine, SCHEMA)
 
     # -- policies -----------------------------------------------------------------------
     def set_policy(self, app_id: str, policy: dict) -> None:
