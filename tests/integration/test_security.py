@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from firstlight import datasets
-from firstlight.auth.keys import new_key
+from firstlight.hosting.keys import new_key
 from firstlight.messaging import topics
 from firstlight.runtime.channels import client_channel
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 TRANSPORT = ("grpc", "confluent_kafka", "aiokafka", "kafka", "qdrant_client", "tritonclient")
-# (firstlight.auth.keys is loaded by every service: the shared runtime's interceptor uses its key model)
+# (firstlight.hosting.keys is loaded by every service: the shared runtime's interceptor uses its key model)
 SERVICES = ("training", "inference", "ingestion", "search", "embedding", "gateway")
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 
 from firstlight import migrations
 from firstlight.auth import migrations as schema_migrations
-from firstlight.auth.keys import digest, new_key
+from firstlight.hosting.keys import digest, new_key
 from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound
 

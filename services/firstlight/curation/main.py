@@ -18,7 +18,7 @@ from firstlight.curation.store import CurationStore, adopt_from_training_db
 from firstlight.curation.stream import Rounds, StreamCuration, StreamDrift, drift_reference
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 

@@ -7,7 +7,7 @@ from firstlight.config import TrainingSettings
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
 from firstlight.models.backbone import configure_torch_threads
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.training import servicer as training_servicer
 from firstlight.training.core import TrainingCore
 from firstlight.training.events import BusEvents
