@@ -17,7 +17,7 @@ What this module guarantees for any accepted image:
 * **refused precisely**: floating-point images, HEIC/HEIF/AVIF (no decoder ships here), and
   colour modes Pillow cannot convert, each with InvalidArgument naming the reason.
 
-The size checks and error mapping are firstlight.images' (`_open_checked`, `_decoding`): the
+The size checks and error mapping are firstlight.media.checks' (shared with firstlight.images): the
 same input gets the same verdict as before, only the decode is smaller.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from firstlight.errors import InvalidArgument
-from firstlight.images import _decoding, _open_checked
+from firstlight.media.checks import _decoding, _open_checked
 
 #: The backbone's preprocessing resizes the shorter side to round(size * 256 / 224) before the
 #: centre crop (firstlight.models.preprocess.to_model_input); decoding below that loses detail.
