@@ -24,12 +24,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_training, inference, ingest, kafka, search, text_search, training
+from bench import common, data_quality, deep_training, inference, ingest, kafka, photos, search, text_search, training
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "text_search", "search", "inference", "training", "deep_training", "kafka", "data_quality")
+SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "deep_training", "kafka", "data_quality")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
 STACKLESS = ("deep_training", "data_quality")
 
@@ -205,6 +205,7 @@ def main(argv: list[str]) -> int:
             with Firstlight.from_addresses(stack.addresses) as client:
                 runners: dict[str, Callable[[], dict]] = {
                     "ingest": lambda: with_rows(ingest.run(stack), ingest_rows),
+                    "photos": lambda: photos.run(stack, quick=args.quick, log=log),
                     "text_search": lambda: with_rows(text_search.run(client), text_rows),
                     "search": lambda: search.run(
                         client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)

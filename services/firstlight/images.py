@@ -7,14 +7,15 @@ input gets the same verdict everywhere."""
 from __future__ import annotations
 
 import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
+from firstlight.media.checks import _decoding, _human_bytes, _open_checked
+from firstlight.media.decode import check_mode, decode_photo
 
 if TYPE_CHECKING:
     from firstlight.config import ImageLimits
@@ -32,55 +33,14 @@ class DecodedImage:
     format: str
 
 
-def _human_bytes(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
-
-
-def _open_checked(data: bytes, *, max_bytes: int, max_pixels: int, label: str, max_side: int) -> Image.Image:
-    """Open ``data`` (header only) and apply the size limits, before any pixel is decoded."""
-    if not data:
-        raise InvalidArgument(f"{label} is empty (0 bytes)")
-    if len(data) > max_bytes:
-        raise ResourceExhausted(
-            f"{label} is {_human_bytes(len(data))}, over the limit of {_human_bytes(max_bytes)}"
-        )
-    img = Image.open(io.BytesIO(data))
-    width, height = img.size
-    if width <= 0 or height <= 0:
-        raise InvalidArgument(f"{label} has no pixels ({width}x{height})")
-    if max_side and max(width, height) > max_side:
-        raise ResourceExhausted(f"{label} is {width}x{height}, over the limit of {max_side:,} pixels per side")
-    if width * height > max_pixels:
-        raise ResourceExhausted(
-            f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-        )
-    return img
-
-
-def _decoding(label: str, data: bytes, body):  # type: ignore[no-untyped-def]
-    """Run ``body()`` mapping PIL's failures to InvalidArgument (the same verdicts everywhere)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return body()
-    except (InvalidArgument, ResourceExhausted):
-        raise
-    except UnidentifiedImageError:
-        raise InvalidArgument(f"{label} is not a recognised image format ({len(data)} bytes)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidArgument(f"{label} is corrupt or truncated: {exc}") from None
-
-
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0) -> DecodedImage:
-    """Decode ``data`` into an RGB image or raise InvalidArgument / ResourceExhausted."""
-
-    def body() -> DecodedImage:
-        img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
-        fmt, (width, height) = img.format or "UNKNOWN", img.size
-        img.load()  # raises on truncated or corrupt data
-        return DecodedImage(image=img.convert("RGB"), width=width, height=height, format=fmt)
-
-    return _decoding(label, data, body)
+def decode_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0, min_side: int = 0
+) -> DecodedImage:
+    """Decode ``data`` into an upright sRGB RGB image or raise InvalidArgument / ResourceExhausted.
+    With ``min_side``, a JPEG is decoded at the smallest DCT scale that keeps its shorter side
+    >= ``min_side`` (firstlight.media.decode: ~6x less CPU on a 12 MP photo)."""
+    photo = decode_photo(data, max_bytes=max_bytes, max_pixels=max_pixels, min_side=min_side, label=label, max_side=max_side)
+    return DecodedImage(image=photo.image, width=photo.width, height=photo.height, format=photo.format)
 
 
 @dataclass(frozen=True)
@@ -105,6 +65,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "i
         if fmt in ("JPEG", "MPO"):
             img.draft(img.mode, (max(1, width // DRAFT_SCALE), max(1, height // DRAFT_SCALE)))
         img.load()  # raises on truncated or corrupt data
+        check_mode(img, label)  # the embedding worker could not use it: refused here, by name
         img.close()
         return ImageInfo(width, height, fmt)
 
@@ -181,16 +142,17 @@ def _malloc_trim():  # type: ignore[no-untyped-def]
         return None
 
 
-def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image") -> list[Image.Image]:
-    """Decode a request's images, each checked like :func:`decode_image`, the count checked
-    against ``limits.max_batch_size``."""
+def decode_batch(images: Sequence[bytes], limits: ImageLimits, label: str = "image", min_side: int = 0) -> list[Image.Image]:
+    """Decode a request's images, each checked like :func:`decode_image` (at ``min_side``), the
+    count checked against ``limits.max_batch_size``."""
     if not images:
         raise InvalidArgument("no images given")
     if len(images) > limits.max_batch_size:
         raise ResourceExhausted(f"{len(images)} images, over the limit of {limits.max_batch_size}")
     return [
         decode_image(
-            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}", max_side=limits.max_image_side
+            data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=f"{label} {n}",
+            max_side=limits.max_image_side, min_side=min_side,
         ).image
         for n, data in enumerate(images)
-    ]
+    ]  # fmt: skip

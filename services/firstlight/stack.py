@@ -164,6 +164,7 @@ class LocalStack:
             log_file=self.log_dir / "triton.log",
             access_token=self.triton_token,
             private_shm=True,  # its /dev/shm regions owner-only too
+            env={"FIRSTLIGHT_ONNX_CACHE_DIR": str(self.data_dir / "onnx-cache")},  # the backbone's exported graph
         ).start()
         for name in SERVICES:
             port = self.service_ports.get(name) or free_port()

@@ -26,3 +26,20 @@ def test_cpu_uses_the_training_service_thread_budget(monkeypatch: pytest.MonkeyP
     assert deep_training.device_and_threads() == ("cpu", 3)
     monkeypatch.delenv("FIRSTLIGHT_TRAIN_THREADS")
     assert deep_training.device_and_threads() == ("cpu", 1)  # TrainingSettings.train_threads' default
+
+
+def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
+    from bench import photos
+
+    assert "photos" in bench_main.parse([]).sections and "photos" not in bench_main.STACKLESS
+    stages = {"decode_cpu_s": 0.03, "preprocess_cpu_s": 0.001, "forward_cpu_s": 0.01}
+    result = {
+        "best_img_per_s": 20.0, "naive_img_per_s": 4.0, "best_img_per_s_after": 18.0,
+        "stages_best": stages, "stages_naive": {**stages, "decode_cpu_s": 0.2},
+        "decode_shift": {"cosine_min": 0.99, "cosine_mean": 0.995, "near_duplicate_cosine_mean": 0.98, "top1_agreement": 1.0, "self_retrieval_at_1": 1.0, "n": 24},
+        "product": {"img_per_s": 17.0, "cpu_s_per_image": {"ingestion": 0.03, "embedding": 0.01, "triton": 0.01, "search": 0.002, "broker": 0.001}},
+        "predict": {1: {"served": 15.0, "bare": 20.0}, 8: {"served": 30.0, "bare": 20.0}},
+    }  # fmt: skip
+    rows = photos.rows(result)
+    goals = {r.benchmark: r.met for r in rows if r.goal}
+    assert goals == {"12 MP ingest → searchable": True, "12 MP Predict c=1": False, "12 MP Predict c=8": True}

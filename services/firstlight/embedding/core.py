@@ -16,6 +16,7 @@ from firstlight.embedding.bridge import ConceptBridge, Match, TextEncoderLike
 from firstlight.embedding.ports import ImageModels
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, ModelServerError, NotFound, ResourceExhausted
 from firstlight.images import decode_batch
+from firstlight.media.decode import model_decode_side
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
 from firstlight.validation import EMBEDDING_MODEL
@@ -87,7 +88,7 @@ class Embedder:
         return self.describe(model)[1]
 
     def decode_batch(self, images: Sequence[bytes], label: str = "image", size: int = backbone.IMAGE_SIZE) -> np.ndarray:
-        return batch_from_images(decode_batch(images, self.limits, label), size)
+        return batch_from_images(decode_batch(images, self.limits, label, min_side=model_decode_side(size)), size)
 
     def embed_pixels(self, batch: np.ndarray, model: str = "") -> np.ndarray:
         """[N,S,S,3] uint8 → [N,D] L2-normalised (raises Unavailable when the server is down)."""

@@ -10,6 +10,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+from PIL import Image
 
 from firstlight import validation
 from firstlight.blobstore import BlobStore
@@ -18,6 +19,8 @@ from firstlight.embedding.events import EmbeddingEvents
 from firstlight.embedding.ports import EmbeddingsPublisher
 from firstlight.errors import FirstlightError, Unavailable
 from firstlight.images import decode_image
+from firstlight.media.decode import model_decode_side
+from firstlight.media.preview import covers, decode_preview
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.models.preprocess import to_model_input
 from firstlight.triton.client import BACKBONE_MODEL
@@ -47,6 +50,19 @@ class EmbeddingWorker:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+    def _preview(self, event: events_pb2.InputIngested, size: int) -> Image.Image | None:
+        """The pixels ingestion decoded (decode once), when the event names them and they cover
+        ``size``; None means: decode the original (older events, small images, a deleted or
+        unreadable preview, a model that needs more resolution)."""
+        if not event.preview_uri:
+            return None
+        try:
+            image = decode_preview(self.blobs.get(event.preview_uri, app_id=event.app_id))
+        except FirstlightError as exc:
+            log.info("input %s/%s: preview not used (%s); decoding the original", event.app_id, event.input_id, exc)
+            return None
+        return image if covers(image, size) else None
 
     def handle(self, records: list[ParsedRecord[events_pb2.InputIngested]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = [None] * len(records)
@@ -96,10 +112,13 @@ class EmbeddingWorker:
         for n in members:
             event = records[n].message
             try:
-                data = self.blobs.get(event.blob_uri, app_id=event.app_id)
-                image = decode_image(
-                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image"
-                ).image
+                image = self._preview(event, size)
+                if image is None:
+                    data = self.blobs.get(event.blob_uri, app_id=event.app_id)
+                    image = decode_image(
+                        data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label="stored image",
+                        min_side=model_decode_side(size),  # a large JPEG decoded at the scale the model needs
+                    ).image  # fmt: skip
             except FirstlightError as exc:  # deleted meanwhile, or not an image: cannot succeed later
                 outcomes[n] = PoisonMessage(f"input {event.app_id}/{event.input_id}: {exc}")
                 continue

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from PIL import Image
 
 from firstlight.blobstore import BlobStore
+from firstlight.media.decode import to_rgb, upright
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
 
@@ -28,7 +29,9 @@ def make_thumbnail(data: bytes, px: int) -> bytes:
     img = Image.open(io.BytesIO(data))
     if img.format == "JPEG":
         img.draft("RGB", (px, px))  # decode at 1/2, 1/4 or 1/8 scale: most of a photo's cost
-    img = img.convert("RGB")
+    # Upright and sRGB, as the models see it (firstlight.media.decode): a phone photo stored
+    # sideways is shown, labeled and embedded the same way up.
+    img = to_rgb(upright(img))
     img.thumbnail((px, px), Image.Resampling.LANCZOS if max(img.size) < 4 * px else Image.Resampling.BILINEAR)
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=82, optimize=True)

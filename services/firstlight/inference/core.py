@@ -16,6 +16,7 @@ from firstlight import validation
 from firstlight.config import ImageLimits
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, NotFound
 from firstlight.images import decode_batch
+from firstlight.media.decode import model_decode_side
 from firstlight.models import backbone
 from firstlight.inference import detections
 from firstlight.inference.detections import FoundRegion
@@ -160,9 +161,11 @@ class Predictor:
             idx.append(i)
         return np.array(sorted(set(idx)))
 
-    def _decoded(self, images: Sequence[bytes]) -> dict:
-        """Per-request cache: decoded images, pixels per size, backbone outputs."""
-        return {"decoded": decode_batch(images, self.limits)}
+    def _decoded(self, images: Sequence[bytes], *models: Resolved) -> dict:
+        """Per-request cache: decoded images (a large JPEG at the scale the largest input of
+        ``models`` needs), pixels per size, backbone outputs."""
+        size = max([backbone.IMAGE_SIZE, *(m.image_size for m in models)])
+        return {"decoded": decode_batch(images, self.limits, min_side=model_decode_side(size))}
 
     @staticmethod
     def _pixels_at(cache: dict, size: int) -> np.ndarray:
@@ -248,7 +251,7 @@ class Predictor:
         for i in input_ids:
             validation.input_id(i)
         allowed = self._allowed(model, concepts)
-        cache = self._decoded(images)
+        cache = self._decoded(images, model)
         if model.kind == "detector":
             found = self._regions(model, cache, allowed, top_k, min_score)
             return model, [detections.concepts_of(f) for f in found], found
@@ -292,7 +295,7 @@ class Predictor:
             if step.gate_concepts and not 0 <= step.gate_step < n:
                 raise InvalidArgument(f"step {n}: gate_step must name an earlier step (got {step.gate_step})")
             resolved.append((model, self._allowed(model, step.concepts)))
-        cache = self._decoded(images)
+        cache = self._decoded(images, *(m for m, _ in resolved))
         results: list[list[tuple[bool, list[tuple[str, float]]]]] = [[] for _ in images]
         for n, (step, (model, allowed)) in enumerate(zip(steps, resolved)):
             probs = self._probabilities(model, cache)

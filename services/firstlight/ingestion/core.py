@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from firstlight import validation
@@ -31,6 +33,8 @@ from firstlight.ingestion.ports import (
     Submission,
     utcnow,
 )
+from firstlight.media.decode import decode_photo, jpeg_reduction
+from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
 
 SPLITS = {0, 1, 2, 3}
 #: A bulk selection given as a search: this many hits unless it says, and at most MAX.
@@ -79,6 +83,7 @@ class Ingestion:
         # Concurrent uploads share a memory budget for checking their images (issue 14: a burst
         # of 40 MP uploads held 1.6 GB and kept 860 MB after it).
         self.decode_budget = DecodeBudget(int(getattr(limits, "decode_budget_mb", 256)) << 20)
+        self._decode_pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="decode")
 
     # -- apps -------------------------------------------------------------------------
     def create_app(self, app_id: str, name: str = "", description: str = "") -> dict:
@@ -95,7 +100,7 @@ class Ingestion:
         return app
 
     # -- inputs -----------------------------------------------------------------------
-    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes]:
+    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes, bytes | None]:
         input_id = validation.input_id(item.id) if item.id else uuid.uuid4().hex
         if item.split not in SPLITS:
             raise InvalidArgument(f"{label}: unknown split {item.split}")
@@ -103,7 +108,7 @@ class Ingestion:
         # A region's concept is one of the input's concepts (concept filters and datasets see it).
         concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
-        decoded = self._check_image(item.image_bytes, label)
+        decoded, preview = self._check_image(item.image_bytes, label)
         row = InputRow(
             app_id=app_id,
             id=input_id,
@@ -119,24 +124,31 @@ class Ingestion:
             concepts=concepts,
             regions=regions,
         )
-        return row, item.image_bytes
+        return row, item.image_bytes, preview
 
-    def _check_image(self, data: bytes, label: str) -> ImageInfo:
-        """Validate an upload's image (a full decode, of a JPEG at 1/8 scale) within the decode
-        memory budget; the pixels are not kept (the embedding worker decodes the stored bytes)."""
+    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None]:
+        """Validate an upload's image (a full decode; of a JPEG at the reduced scale the backbone
+        needs) within the decode memory budget. A large JPEG's decoded pixels come back as a
+        preview for the embedding worker (decode once, firstlight.media.preview)."""
         limits = self.limits
         header = image_header(data) if data and len(data) <= limits.max_image_bytes else None
         weight = 1 << 20
+        large_jpeg = header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * PREVIEW_SIDE
         if header is not None:
             w, h, fmt = header
             if w * h <= limits.max_image_pixels:  # over the limit: refused before decoding anyway
                 weight = decode_memory(w, h, fmt)
+            if large_jpeg:  # decoded at the preview's scale: the pixels, their upright RGB copy, the .npy
+                r = jpeg_reduction(w, h, PREVIEW_SIDE)
+                weight = max(weight, -(-w // r) * -(-h // r) * 3 * 3 + (1 << 20))
         taken = self.decode_budget.acquire(weight, label)
         try:
-            return check_image(
-                data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label,
-                max_side=getattr(limits, "max_image_side", 0),
-            )  # fmt: skip
+            checks = dict(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=getattr(limits, "max_image_side", 0))
+            if large_jpeg:
+                photo = decode_photo(data, min_side=PREVIEW_SIDE, **checks)  # type: ignore[arg-type]
+                info = ImageInfo(photo.width, photo.height, photo.format)
+                return info, encode_preview(photo) if wants_preview(photo) else None
+            return check_image(data, **checks), None  # type: ignore[arg-type]
         finally:
             self.decode_budget.release(taken)
 
@@ -150,18 +162,26 @@ class Ingestion:
                 f"{len(items)} inputs in one request, over the limit of {self.limits.max_batch_size}; "
                 "split the batch or use StreamInputs"
             )
-        prepared = [self._prepare(app_id, item, f"input {n}" + (f" ({item.id})" if item.id else "")) for n, item in enumerate(items)]
-        ids = [row.id for row, _ in prepared]
+        labels = [f"input {n}" + (f" ({item.id})" if item.id else "") for n, item in enumerate(items)]
+        # Decoding dominates on photos and Pillow releases the GIL while it decodes: a request's
+        # images are checked side by side, one per core; map() re-raises the first failing
+        # item's error in order, as a sequential loop would.
+        run = self._decode_pool.map if len(items) > 1 else map
+        prepared = list(run(lambda pair: self._prepare(app_id, *pair), zip(items, labels)))
+        ids = [row.id for row, _, _ in prepared]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidArgument(f"input id {dup!r} appears twice in the request")
         taken = self.store.existing_input_ids(app_id, ids)
         if taken:
             raise AlreadyExists(f"input id(s) already exist in app {app_id!r}: {', '.join(sorted(taken)[:5])}")
-        for row, data in prepared:
+        previews: dict[str, str] = {}
+        for row, data, preview in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
-        rows = [row for row, _ in prepared]
-        self.store.insert_inputs(rows, [InputIngested(r, model, idempotency_key) for r in rows])
+            if preview is not None:
+                previews[row.id] = self.blobs.put(app_id, preview_name(row.id), preview)
+        rows = [row for row, _, _ in prepared]
+        self.store.insert_inputs(rows, [InputIngested(r, model, idempotency_key, previews.get(r.id, "")) for r in rows])
         self.on_events()
         return rows
 
@@ -262,6 +282,7 @@ class Ingestion:
         self.on_events()
         for uri in uris:
             self.blobs.delete(uri)
+            self.blobs.delete(preview_uri_of(uri))  # a large JPEG's decoded preview, if any
         return len(ids)
 
     def annotate(self, app_id: str, changes: Sequence[tuple]) -> list[InputRow]:

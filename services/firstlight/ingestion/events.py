@@ -44,9 +44,10 @@ def region_proto(g: Region) -> common_pb2.Region:
     return common_pb2.Region(concept=g[0], box=common_pb2.BoundingBox(x0=g[1], y0=g[2], x1=g[3], y1=g[4]))
 
 
-def _ingested(row: InputRow, key: str | None, embedding_model: str) -> events_pb2.InputIngested:
+def _ingested(row: InputRow, key: str | None, embedding_model: str, preview_uri: str = "") -> events_pb2.InputIngested:
     return events_pb2.InputIngested(
         embedding_model=embedding_model,
+        preview_uri=preview_uri,
         header=_header(key),
         app_id=row.app_id,
         input_id=row.id,
@@ -66,7 +67,7 @@ def encode(event: Event) -> OutboxEvent:
 @encode.register
 def _(event: InputIngested) -> OutboxEvent:
     row = event.row
-    msg = _ingested(row, event.idempotency_key, event.embedding_model)
+    msg = _ingested(row, event.idempotency_key, event.embedding_model, event.preview_uri)
     return OutboxEvent(topics.INPUTS_INGESTED, topics.event_key(row.app_id, row.id), msg.SerializeToString())
 
 

@@ -53,6 +53,9 @@ class InputIngested:
     row: InputRow
     embedding_model: str = ""
     idempotency_key: str | None = None
+    #: Where ingestion stored the pixels it decoded from a large JPEG (firstlight.media.preview);
+    #: "" = none (small images, re-announcements): the embedding worker decodes the original.
+    preview_uri: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from firstlight.clients.errors import from_rpc_error
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, Unavailable
+from firstlight.media.decode import draft_reduction, to_rgb, upright
 from firstlight.runtime.channels import internal_channel
 from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.training.records import Box
@@ -91,7 +92,9 @@ class GrpcPlatform:
         for input_id in input_ids:
             uri = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
             with Image.open(io.BytesIO(self.blobs.get(uri))) as img:
-                rgb = img.convert("RGB")
+                if short_side:
+                    draft_reduction(img, short_side)  # a large JPEG decoded at the scale kept
+                rgb = to_rgb(upright(img))  # as inference sees it (EXIF orientation, sRGB)
                 w, h = rgb.size
                 if short_side and min(w, h) > short_side:
                     scale = short_side / min(w, h)

@@ -89,6 +89,9 @@ def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     # venv's pyvenv.cfg, so sys.path is the venv's site-packages (torch, numpy 1.26, and
     # firstlight through its editable-install .pth) instead of the base interpreter's.
     prepend("PATH", str(Path(sys.executable).parent))
+    # ...and the models import the firstlight tree that started the server, not whichever one
+    # the venv has installed (deploy/triton/model_repository/backbone/1/model.py).
+    env.setdefault("FIRSTLIGHT_SERVICES_DIR", str(_SERVICES_DIR))
     # OpenMP threads that finish early spin for the others by default, burning a core that the
     # other backbone instance, the services and the broker need on a small host. Passive waiting
     # costs nothing measurable when the machine is idle. An explicit value in the environment wins.

@@ -108,6 +108,7 @@ class InputIngested(_message.Message):
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    PREVIEW_URI_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -121,6 +122,12 @@ class InputIngested(_message.Message):
     embedding_model: _builtins.str
     """Image-embedding model to embed with (the app's App.embedding_model when announced); empty
     means the base backbone.
+    """
+    preview_uri: _builtins.str
+    """Blob store URI of the pixels ingestion decoded while validating a large JPEG (upright sRGB
+    RGB at the reduced scale the backbone needs, .npy), so the embedding worker need not decode
+    the original again. Empty (small images, re-announcements, events from before it existed):
+    the worker decodes blob_uri.
     """
     @_builtins.property
     def header(self) -> Global___EventHeader:
@@ -141,10 +148,11 @@ class InputIngested(_message.Message):
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
         embedding_model: _builtins.str = ...,
+        preview_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "preview_uri", b"preview_uri", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

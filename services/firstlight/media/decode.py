@@ -1,0 +1,183 @@
+"""Decode an upload once, small, upright and in sRGB: the pixels the model and the thumbnail need.
+
+Measured on a 12 MP JPEG (q90, 2.7 MB; docs/results/photos.md): Pillow's full decode + resize
+to 256 px took 174 ms; Pillow's JPEG draft mode (libjpeg-turbo's DCT-domain 1/2, 1/4, 1/8
+scaling) 28-32 ms; simplejpeg (a libjpeg-turbo binding wheel) at the same scale 26 ms and at
+full size 42-51 ms. Draft mode is within noise of the fastest decoder and keeps one code path
+for every format (EXIF, ICC, CMYK, MPO), so no second JPEG library is added.
+
+What this module guarantees for any accepted image:
+* **orientation**: the EXIF orientation tag is applied (a phone photo stored sideways with
+  tag 6 becomes upright before anything is embedded or thumbnailed);
+* **colour**: RGB 8-bit in sRGB. An embedded ICC profile (Display P3 from phones, Adobe RGB,
+  CMYK press profiles) is converted to sRGB; an unreadable profile is ignored, as browsers do;
+  CMYK without a profile uses Pillow's naive conversion; 16-bit greyscale is scaled (not
+  clipped) to 8 bits; transparency is composited over white (dropping alpha exposes whatever
+  colour the transparent pixels happen to hold, often black);
+* **refused precisely**: floating-point images, HEIC/HEIF/AVIF (no decoder ships here), and
+  colour modes Pillow cannot convert, each with InvalidArgument naming the reason.
+
+The size checks and error mapping are firstlight.media.checks' (shared with firstlight.images): the
+same input gets the same verdict as before, only the decode is smaller.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from firstlight.errors import InvalidArgument
+from firstlight.media.checks import _decoding, _open_checked
+
+#: The backbone's preprocessing resizes the shorter side to round(size * 256 / 224) before the
+#: centre crop (firstlight.models.preprocess.to_model_input); decoding below that loses detail.
+_RESIZE_RATIO = 256 / 224
+
+#: ISO-BMFF brands of HEIF-family files (the ``ftyp`` box at offset 4): refused by name, since
+#: Pillow would only say "not a recognised image format".
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def model_decode_side(image_size: int) -> int:
+    """Shorter side a decode needs for a model input of ``image_size`` (256 for 224)."""
+    return round(image_size * _RESIZE_RATIO)
+
+
+@dataclass(frozen=True)
+class Photo:
+    image: Image.Image  # RGB, upright, sRGB, loaded; shorter side >= the min_side asked for when the source has it
+    width: int  # of the stored image, as its header says (before orientation)
+    height: int
+    format: str
+    reduction: int  # JPEG DCT scale denominator used: 1 (full), 2, 4 or 8
+    orientation: int  # EXIF orientation applied (1 = none)
+
+
+def heif_brand(data: bytes) -> str | None:
+    """The HEIF-family brand of ``data`` ('heic', 'avif', ...), or None."""
+    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return data[8:12].decode("ascii")
+    return None
+
+
+def draft_reduction(img: Image.Image, min_side: int) -> int:
+    """Ask a JPEG's decoder for the largest DCT reduction that keeps both sides >= ``min_side``
+    (before load); returns the reduction (1 when none applies, or for other formats)."""
+    if min_side <= 0 or img.format not in ("JPEG", "MPO"):
+        return 1
+    width = img.size[0]
+    img.draft(img.mode, (min_side, min_side))  # Pillow keeps both sides >= the size asked for
+    return max(1, round(width / img.size[0]))
+
+
+def jpeg_reduction(width: int, height: int, min_side: int) -> int:
+    """The DCT reduction :func:`draft_reduction` will pick for a JPEG of this size (Pillow's rule:
+    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone."""
+    scale = min(width, height) // max(1, min_side)
+    return next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
+
+
+def exif_orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block: treated as no orientation
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (a no-op for 1 or none)."""
+    if exif_orientation(img) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """Convert RGB/CMYK with an embedded ICC profile to sRGB; unchanged without one."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "CMYK"):
+        return img
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if img.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
+            return img  # already sRGB: skip the transform (most camera JPEGs)
+        return ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")  # type: ignore[return-value]
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return img  # unreadable or unusable profile: use the pixels as they are
+
+
+def check_mode(img: Image.Image, label: str = "image") -> None:
+    """Refuse, at validation, a colour mode :func:`to_rgb` would refuse after a decode."""
+    if img.mode == "F":
+        raise InvalidArgument(f"{label} is a floating-point image (mode F); send 8- or 16-bit")
+    if img.mode in ("RGB", "RGBA", "L", "LA", "P", "PA", "CMYK", "I", "1", "RGBa", "La") or img.mode in _SIXTEEN_BIT:
+        return
+    try:
+        Image.new(img.mode, (1, 1)).convert("RGB")
+    except ValueError:
+        raise InvalidArgument(f"{label} has colour mode {img.mode}, which cannot be converted to RGB") from None
+
+
+def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
+    """Any accepted mode -> 8-bit RGB in sRGB (see the module docstring for each case)."""
+    mode = img.mode
+    if mode in ("RGB", "CMYK"):
+        img = _to_srgb(img)
+        return img if img.mode == "RGB" else img.convert("RGB")
+    if mode in _SIXTEEN_BIT or mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        # PNG's 16-bit greyscale reads as I;16 (or I): 0..65535 scaled, not clipped at 255.
+        top = 65535 if mode in _SIXTEEN_BIT or a.max(initial=0) > 255 else 255
+        if a.min(initial=0) < 0 or a.max(initial=0) > 65535:
+            raise InvalidArgument(f"{label} is a 32-bit integer image with values outside 0..65535; send 8- or 16-bit")
+        g = (a * 255 + top // 2) // top if top != 255 else a
+        return Image.fromarray(g.astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        raise InvalidArgument(f"{label} is a floating-point image (mode F); send 8- or 16-bit")
+    if mode == "P" and "transparency" in img.info:
+        img, mode = img.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        raise InvalidArgument(f"{label} has colour mode {mode}, which cannot be converted to RGB") from None
+
+
+def decode_photo(
+    data: bytes, *, max_bytes: int, max_pixels: int, min_side: int = 0, label: str = "image", max_side: int = 0
+) -> Photo:
+    """Check ``data`` like firstlight.images.decode_image, then decode it once: for a JPEG at the
+    smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size); upright,
+    RGB, sRGB. Raises InvalidArgument / ResourceExhausted."""
+    brand = heif_brand(data) if len(data) <= max_bytes else None
+    if brand is not None:
+        raise InvalidArgument(f"{label} is a HEIF-family image ({brand}), which is not supported; send JPEG, PNG or WebP")
+
+    def body() -> Photo:
+        img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
+        fmt, (width, height) = img.format or "UNKNOWN", img.size
+        reduction = draft_reduction(img, min_side)
+        img.load()  # raises on truncated or corrupt data
+        orientation = exif_orientation(img)
+        rgb = to_rgb(upright(img) if orientation != 1 else img, label)
+        return Photo(image=rgb, width=width, height=height, format=fmt, reduction=reduction, orientation=orientation)
+
+    return _decoding(label, data, body)
+
+
+def thumbnail(photo: Photo, px: int) -> Image.Image:
+    """A copy at most ``px`` on its longer side, from the same decode as the model input."""
+    thumb = photo.image.copy()
+    thumb.thumbnail((px, px), Image.Resampling.BILINEAR if max(thumb.size) >= 4 * px else Image.Resampling.LANCZOS)
+    return thumb
