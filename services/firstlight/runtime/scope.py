@@ -1,0 +1,107 @@
+"""What a request touches: every app id a request names (including nested and batch messages,
+maps and client streams) and its largest repeated field, read from the protobuf descriptors
+(planned once per message type). Used by the interceptor (``runtime.auth``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+#: Messages whose app id is not in a field called ``app_id``.
+APP_ID_FIELDS = {"firstlight.v1.GetAppRequest": "id", "firstlight.v1.CreateAppRequest": "id"}
+
+
+@cache
+def _interesting(descriptor: Descriptor) -> bool:
+    """Whether messages of this type can hold an app id or a repeated field (anywhere below)."""
+    return _interesting_walk(descriptor, set())
+
+
+def _interesting_walk(descriptor: Descriptor, seen: set[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False
+    seen.add(descriptor.full_name)
+    if descriptor.full_name in APP_ID_FIELDS:
+        return True
+    for f in descriptor.fields:
+        if f.name == "app_id" or f.label == FieldDescriptor.LABEL_REPEATED:
+            return True
+        if f.message_type is not None and _interesting_walk(f.message_type, seen):
+            return True
+    return False
+
+
+def default_app(message: Message, app_id: str) -> None:
+    """Scope an app key's request to its app where the request names none: an empty top-level
+    app id field gets the key's app. Without this, an RPC that reads an empty ``app_id`` as
+    "any app" (a job looked up by id alone) would let a key reach another app's data."""
+    descriptor = message.DESCRIPTOR
+    name = APP_ID_FIELDS.get(descriptor.full_name, "app_id")
+    field = descriptor.fields_by_name.get(name)
+    if field is not None and field.type == FieldDescriptor.TYPE_STRING and field.label != FieldDescriptor.LABEL_REPEATED:
+        if not getattr(message, name):
+            setattr(message, name, app_id)
+
+
+@dataclass
+class RequestScope:
+    """The app ids a request names and its largest repeated field."""
+
+    app_ids: set[str]
+    largest_field: str = ""
+    largest_count: int = 0
+
+
+def request_scope(message: Message) -> RequestScope:
+    scope = RequestScope(set())
+    _walk(message, "", scope)
+    return scope
+
+
+_APP_ID, _REPEATED, _MAP_OF_MESSAGES, _MESSAGES, _MESSAGE = range(5)
+
+
+@cache
+def _plan(descriptor: Descriptor) -> tuple[tuple[str, int], ...]:
+    """The fields of a message type the walk must look at, and how (computed once per type)."""
+    plan = []
+    special = APP_ID_FIELDS.get(descriptor.full_name)
+    for f in descriptor.fields:
+        if f.name == special or (f.name == "app_id" and f.type == FieldDescriptor.TYPE_STRING):
+            plan.append((f.name, _APP_ID))
+        elif f.label == FieldDescriptor.LABEL_REPEATED:
+            sub = f.message_type
+            if sub is None:
+                plan.append((f.name, _REPEATED))
+            elif sub.GetOptions().map_entry:
+                value = sub.fields_by_name["value"].message_type
+                plan.append((f.name, _MAP_OF_MESSAGES if value is not None and _interesting(value) else _REPEATED))
+            else:
+                plan.append((f.name, _MESSAGES if _interesting(sub) else _REPEATED))
+        elif f.message_type is not None and _interesting(f.message_type):
+            plan.append((f.name, _MESSAGE))
+    return tuple(plan)
+
+
+def _walk(message: Message, path: str, scope: RequestScope) -> None:
+    for name, kind in _plan(message.DESCRIPTOR):
+        if kind == _APP_ID:
+            value = getattr(message, name)
+            if value:
+                scope.app_ids.add(value)
+        elif kind == _MESSAGE:
+            if message.HasField(name):
+                _walk(getattr(message, name), f"{path}.{name}" if path else name, scope)
+        else:
+            values = getattr(message, name)
+            if len(values) > scope.largest_count:
+                scope.largest_field, scope.largest_count = (f"{path}.{name}" if path else name), len(values)
+            if kind == _MESSAGES:
+                for item in values:
+                    _walk(item, f"{path}.{name}" if path else name, scope)
+            elif kind == _MAP_OF_MESSAGES:
+                for item in values.values():
+                    _walk(item, f"{path}.{name}" if path else name, scope)
