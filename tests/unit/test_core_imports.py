@@ -13,7 +13,7 @@ CORES = [
     "firstlight.search.core", "firstlight.search.ports", "firstlight.search.indexing",
     "firstlight.embedding.core", "firstlight.embedding.ports",
     "firstlight.inference.core", "firstlight.inference.ports", "firstlight.inference.registry",
-    "firstlight.auth.core", "firstlight.auth.ports", "firstlight.domain.keys",
+    "firstlight.auth.core", "firstlight.auth.ports",
 ]  # fmt: skip
 TRANSPORT = ("grpc", "confluent_kafka", "aiokafka", "qdrant_client", "tritonclient", "sqlalchemy", "firstlight.v1", "firstlight.messaging")
 

@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from firstlight import validation
-from firstlight.domain import keys
-from firstlight.domain.keys import Principal
+from firstlight.auth import keys
+from firstlight.auth.keys import Principal
 from firstlight.auth.ports import AppDirectory, KeyRow, KeyStorePort
 from firstlight.errors import InvalidArgument, NotFound
 

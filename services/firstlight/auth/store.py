@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
-from firstlight.domain.keys import digest, new_key
+from firstlight.auth.keys import digest, new_key
 from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound
 

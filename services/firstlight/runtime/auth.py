@@ -25,12 +25,11 @@ from typing import Any
 
 import grpc
 
-from firstlight.domain import keys
-from firstlight.domain.keys import Principal
+from firstlight.auth import keys
+from firstlight.auth.keys import Principal
 from firstlight.config import SecuritySettings
 from firstlight.errors import FirstlightError, NotFound, Unavailable
 from firstlight.runtime.channels import aio_internal_channel
-from firstlight.runtime import scope
 from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.runtime.status import from_rpc_error
 from firstlight.v1 import auth_pb2, auth_pb2_grpc
@@ -186,15 +185,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 def _check(principal: Principal, request: Any, max_items: int) -> tuple[grpc.StatusCode, str] | None:
     if principal.kind == keys.APP:
-        scope.default_app(request, principal.app_id)
-    touched = scope.request_scope(request)
-    for app_id in sorted(touched.app_ids):
+        keys.default_app(request, principal.app_id)
+    scope = keys.request_scope(request)
+    for app_id in sorted(scope.app_ids):
         if not principal.may_reach(app_id):
             return grpc.StatusCode.PERMISSION_DENIED, f"{principal} cannot reach app {app_id!r}"
-    if principal.kind == keys.APP and touched.largest_count > max_items:
+    if principal.kind == keys.APP and scope.largest_count > max_items:
         return (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"{touched.largest_count} items in {touched.largest_field}, over the limit of {max_items} (FIRSTLIGHT_MAX_REPEATED_ITEMS)",
+            f"{scope.largest_count} items in {scope.largest_field}, over the limit of {max_items} (FIRSTLIGHT_MAX_REPEATED_ITEMS)",
         )
     return None
 
