@@ -27,12 +27,10 @@ import grpc
 
 from firstlight.auth import keys
 from firstlight.auth.keys import Principal
+from firstlight.clients import AuthClient, internal_client
 from firstlight.config import SecuritySettings
 from firstlight.errors import FirstlightError, NotFound, Unavailable
-from firstlight.runtime.channels import aio_internal_channel
-from firstlight.runtime.retry import CHANNEL_OPTIONS
-from firstlight.runtime.status import from_rpc_error
-from firstlight.v1 import auth_pb2, auth_pb2_grpc
+from firstlight.v1 import auth_pb2
 
 log = logging.getLogger(__name__)
 
@@ -86,31 +84,13 @@ class Authenticator:
         return principal
 
 
-class _AuthStub:
-    """The one AuthService call the runtime makes (``firstlight.clients`` sits above the runtime,
-    so the interceptor cannot use its AuthClient without an import cycle): sent once, with the
-    5 s deadline of ``clients.policy``; a failure read through the one status map."""
-
-    def __init__(self, address: str, timeout_s: float) -> None:
-        self.address = address
-        self.timeout_s = timeout_s
-        self._stub: auth_pb2_grpc.AuthServiceStub | None = None
-
-    async def resolve_api_key(self, req: auth_pb2.ResolveApiKeyRequest) -> auth_pb2.ResolveApiKeyResponse:
-        if self._stub is None:  # lazily: an aio channel belongs to the running loop
-            self._stub = auth_pb2_grpc.AuthServiceStub(aio_internal_channel(self.address, options=CHANNEL_OPTIONS))
-        try:
-            return await self._stub.ResolveApiKey(req, timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from None
-
-
 class RemoteResolver:
-    """Resolves app keys through AuthService.ResolveApiKey on the ingestion service."""
+    """Resolves app keys through AuthService.ResolveApiKey on the ingestion service (a
+    ``firstlight.clients`` AuthClient: sent once, 5 s deadline, see ``clients.policy``)."""
 
-    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self._client = _AuthStub(address, timeout_s)
+        self._client = internal_client(AuthClient, address)
 
     async def __call__(self, key_digest: str) -> Principal | None:
         try:

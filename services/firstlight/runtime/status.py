@@ -1,10 +1,8 @@
-"""The one table between domain errors and gRPC status codes, read both ways.
+"""The one place where domain errors become gRPC status codes.
 
 Servicers are wrapped with :func:`map_errors`: a :class:`FirstlightError` becomes its status
 with its message; anything else becomes INTERNAL with an opaque incident id (the traceback
-goes to the log, never to the client). A caller reads a peer's status back with
-:func:`from_rpc_error` (exported as ``firstlight.clients.errors.from_rpc_error``; it lives here,
-beside its table, so the runtime's own calls use it without depending on ``clients``).
+goes to the log, never to the client).
 """
 
 from __future__ import annotations
@@ -83,48 +81,3 @@ def map_errors(cls: type) -> type:
         if inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member):
             setattr(cls, name, _wrap(member))
     return cls
-
-
-#: gRPC status → the domain error a client raises for it.
-ERROR_BY_STATUS: dict[grpc.StatusCode, type[errors.FirstlightError]] = {code: err for err, code in STATUS_BY_ERROR.items()}
-
-
-class RpcError(errors.FirstlightError):
-    """A failed call whose status has no domain error of its own (DEADLINE_EXCEEDED, INTERNAL…)."""
-
-
-def code_of(exc: BaseException) -> grpc.StatusCode:
-    """The gRPC status of an error raised by :func:`from_rpc_error` (or by a servicer's core)."""
-    code = getattr(exc, "code", None)
-    if isinstance(code, grpc.StatusCode):
-        return code
-    for error_type in type(exc).__mro__:
-        if error_type in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[error_type]
-    return grpc.StatusCode.INTERNAL
-
-
-def _retry_after_s(exc: Any) -> float | None:
-    try:
-        trailing = exc.trailing_metadata() or ()
-    except Exception:  # noqa: BLE001 - a call without trailers
-        return None
-    for name, value in trailing:
-        if name == "retry-after-ms":
-            try:
-                return int(value) / 1000.0
-            except ValueError:
-                return None
-    return None
-
-
-def from_rpc_error(exc: grpc.RpcError) -> errors.FirstlightError:
-    """The domain error for a failed call (sync or asyncio), with ``code``, ``message`` and
-    ``retry_after_s`` set on it."""
-    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    message: str = exc.details() or code.name  # type: ignore[attr-defined]
-    error = ERROR_BY_STATUS.get(code, RpcError)(message)
-    error.code = code  # type: ignore[attr-defined]
-    error.message = message  # type: ignore[attr-defined]
-    error.retry_after_s = _retry_after_s(exc)  # type: ignore[attr-defined]
-    return error
