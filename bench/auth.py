@@ -24,7 +24,7 @@ import grpc
 
 from bench.common import Row, lat_text, latency, ratio
 from firstlight import datasets
-from firstlight.auth import keys
+from firstlight.hosting import keys
 from firstlight.auth import servicer as auth_servicer
 from firstlight.auth.core import ApiKeys
 from firstlight.auth.store import ApiKeyStore
@@ -33,7 +33,7 @@ from firstlight.config import IngestionSettings
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.runtime.auth import AuthInterceptor, RemoteResolver, make_authenticator
+from firstlight.hosting.auth import AuthInterceptor, RemoteResolver, make_authenticator
 from firstlight.runtime import channels
 from firstlight.runtime.channels import client_channel
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc

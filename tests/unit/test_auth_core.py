@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 
 import pytest
 
-from firstlight.auth import keys
+from firstlight.hosting import keys
 from firstlight.auth.core import ApiKeys
-from firstlight.auth.keys import Principal
+from firstlight.hosting.keys import Principal
 from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound, Unavailable
-from firstlight.runtime.auth import RemoteResolver
+from firstlight.hosting.auth import RemoteResolver
 
 
 class MemoryKeys:

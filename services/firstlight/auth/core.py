@@ -1,7 +1,7 @@
 """API keys as a domain: making, listing, revoking and resolving an app's keys, and who may
 submit to an app over ``inputs.submit``. No grpc or generated code here: the key table and the
 app directory are the Protocols of ``ports.py``; the interceptor that enforces keys on every
-RPC is ``firstlight.runtime.auth``.
+RPC is ``firstlight.hosting.auth``.
 
 Hosted by the ingestion process (see ``ingestion.main``): the key table lives in its store,
 beside the apps a key must belong to, and inputs.submit is consumed there."""
@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from firstlight import validation
-from firstlight.auth import keys
-from firstlight.auth.keys import Principal
+from firstlight.hosting import keys
+from firstlight.hosting.keys import Principal
 from firstlight.auth.ports import AppDirectory, KeyRow, KeyStorePort
 from firstlight.errors import InvalidArgument, NotFound
 

@@ -20,7 +20,7 @@ from firstlight.auth.core import ApiKeys, SubmissionGate
 from firstlight.auth.ports import AppDirectory
 from firstlight.auth.store import ApiKeyStore
 from firstlight.config import SecuritySettings
-from firstlight.runtime.auth import Authenticator, make_authenticator
+from firstlight.hosting.auth import Authenticator, make_authenticator
 
 
 @dataclass

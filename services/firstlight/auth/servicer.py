@@ -1,6 +1,6 @@
 """AuthService gRPC servicer (served by the ingestion process, beside IngestionService): proto ⇄
 domain conversion around :class:`firstlight.auth.core.ApiKeys`. Who may call which RPC is the
-interceptor's job (runtime/auth.py)."""
+interceptor's job (hosting/auth.py)."""
 
 from __future__ import annotations
 

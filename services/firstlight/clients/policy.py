@@ -17,7 +17,7 @@ IDEMPOTENT_RPCS = frozenset({
     "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
     "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
     "Predict", "ListModels", "PredictWorkflow",
-    "GetDataset", "GetTrainingJob", "ListModelVersions",
+    "GetDataset", "GetTrainingJob", "ListModelVersions", "ListDatasetRows", "ScoreInputs",
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices",
@@ -29,6 +29,8 @@ DEFAULT_DEADLINE_S = 60.0
 DEADLINES_S: dict[str, float] = {
     "CreateDataset": 300.0,
     "EvaluateModelVersion": 300.0,
+    "ExtendDataset": 300.0,
+    "ScoreInputs": 300.0,
     "CompareModelVersions": 600.0,
     "FindLabelErrors": 600.0,
     "SuggestInputsForLabeling": 300.0,

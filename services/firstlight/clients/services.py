@@ -46,18 +46,18 @@ MESSAGE_OPTIONS: list[tuple[str, Any]] = [
 
 @dataclass(frozen=True)
 class Addresses:
-    """Where the services listen. Curation is served by the training process unless given."""
+    """Where the services listen (curation is a service of its own, on its own port)."""
 
     ingestion: str
     search: str
     inference: str
     training: str
-    curation: str = ""
+    curation: str
 
     @classmethod
     def from_mapping(cls, addrs: dict[str, str]) -> "Addresses":
         """From a stack.json-like mapping (``firstlight.stack.LocalStack.addresses``)."""
-        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs["training"], addrs.get("curation", ""))
+        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs["training"], addrs["curation"])
 
 
 class _Service:
@@ -193,6 +193,9 @@ class SearchClient(_Service):
     async def get_index_stats(self, req: search_pb2.GetIndexStatsRequest, *, key: str | None = None) -> search_pb2.IndexStats:
         return await self._unary("GetIndexStats", req, key)
 
+    async def get_vectors(self, req: search_pb2.GetVectorsRequest, *, key: str | None = None) -> search_pb2.GetVectorsResponse:
+        return await self._unary("GetVectors", req, key)
+
 
 class InferenceClient(_Service):
     stub_class = inference_pb2_grpc.InferenceServiceStub
@@ -243,6 +246,17 @@ class TrainingClient(_Service):
 
     async def cancel_training_job(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> training_pb2.TrainingJob:
         return await self._unary("CancelTrainingJob", req, key)
+
+    async def extend_dataset(self, req: training_pb2.ExtendDatasetRequest, *, key: str | None = None) -> training_pb2.Dataset:
+        return await self._unary("ExtendDataset", req, key)
+
+    async def list_dataset_rows(
+        self, req: training_pb2.ListDatasetRowsRequest, *, key: str | None = None
+    ) -> training_pb2.ListDatasetRowsResponse:
+        return await self._unary("ListDatasetRows", req, key)
+
+    async def score_inputs(self, req: training_pb2.ScoreInputsRequest, *, key: str | None = None) -> training_pb2.ScoreInputsResponse:
+        return await self._unary("ScoreInputs", req, key)
 
 
 class CurationClient(_Service):
@@ -325,7 +339,7 @@ class Clients:
         self.search = SearchClient(channel(addresses.search), policy, default_key)
         self.inference = InferenceClient(channel(addresses.inference), policy, default_key)
         self.training = TrainingClient(channel(addresses.training), policy, default_key)
-        self.curation = CurationClient(channel(addresses.curation or addresses.training), policy, default_key)
+        self.curation = CurationClient(channel(addresses.curation), policy, default_key)
 
     async def close(self) -> None:
         for ch in self._channels.values():

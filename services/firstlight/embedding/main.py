@@ -12,7 +12,7 @@ from firstlight.embedding.core import Embedder
 from firstlight.embedding.worker import EmbeddingWorker
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonModels
 from firstlight.v1 import events_pb2

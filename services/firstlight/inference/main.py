@@ -13,7 +13,7 @@ from firstlight.inference.events import PredictionEvents, prediction_events
 from firstlight.inference.registry import Registry, refusal
 from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
 from firstlight.triton.residency import Residency

@@ -15,7 +15,7 @@ from firstlight.ingestion.peers import EmbeddingService, SearchService
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 

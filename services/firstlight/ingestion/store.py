@@ -27,18 +27,17 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    inspect,
-    text,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from firstlight import db
+from firstlight import db, migrations
 from firstlight.ingestion.events import OutboxEvent, encode
 from firstlight.ingestion.ports import Event, InputRow, MakeEvents, utcnow
 from firstlight.errors import AlreadyExists
+from firstlight.ingestion import migrations as schema_migrations
 
 metadata = MetaData()
 
@@ -110,6 +109,9 @@ index_watch = Table(
 )
 
 
+SCHEMA = migrations.Schema("ingestion", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
+
 @dataclass(frozen=True)
 class WatchRow:
     app_id: str
@@ -125,16 +127,8 @@ def _aware(value: datetime) -> datetime:
 
 
 def make_engine(url: str) -> Engine:
-    engine = db.make_engine(url, metadata)
-    # create_all does not alter existing tables: stores created before apps had an embedding
-    # model get the column here (additive, with the base backbone as everyone's value).
-    if "embedding_model" not in {c["name"] for c in inspect(engine).get_columns("apps")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE apps ADD COLUMN embedding_model VARCHAR(256) NOT NULL DEFAULT ''"))
-    # Same for stores created before inputs had regions (NULL reads as no regions).
-    if "regions" not in {c["name"] for c in inspect(engine).get_columns("inputs")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE inputs ADD COLUMN regions JSON"))
+    engine = db.make_engine(url)
+    migrations.upgrade(engine, SCHEMA)
     return engine
 
 

@@ -8,7 +8,7 @@ from firstlight.config import SearchSettings
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.models.backbone import EMBEDDING_DIM
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.search import servicer as search_servicer
 from firstlight.search.core import Search, Searcher
 from firstlight.search.factory import open_vector_store

@@ -25,11 +25,12 @@ from typing import Any
 
 import grpc
 
-from firstlight.auth import keys
-from firstlight.auth.keys import Principal
+from firstlight.hosting import keys
+from firstlight.hosting.keys import Principal
 from firstlight.clients import AuthClient, internal_client
 from firstlight.config import SecuritySettings
 from firstlight.errors import FirstlightError, NotFound, Unavailable
+from firstlight.messaging.signing import EventKeys
 from firstlight.v1 import auth_pb2
 
 log = logging.getLogger(__name__)
@@ -274,8 +275,6 @@ def make_authenticator(settings: SecuritySettings, resolve: Resolver) -> Authent
             f"authentication is on (FIRSTLIGHT_AUTH_REQUIRED) but {' and '.join(missing)} is not set; "
             "set them from a Secret, or FIRSTLIGHT_AUTH_REQUIRED=false for a throwaway development server"
         )
-    from firstlight.messaging.signing import EventKeys
-
     try:
         EventKeys.parse(events)
     except ValueError as exc:
