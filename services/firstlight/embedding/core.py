@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.config import ImageLimits
+from firstlight.domain.validation import EMBEDDING_MODEL
 from firstlight.embedding.bridge import ConceptBridge, Match, TextEncoderLike
 from firstlight.embedding.ports import ImageModels
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, ModelServerError, NotFound, ResourceExhausted
 from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
-from firstlight.validation import EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
 

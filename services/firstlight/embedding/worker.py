@@ -11,8 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from firstlight import validation
 from firstlight.blobstore import BlobStore
+from firstlight.domain import validation
 from firstlight.embedding.core import Embedder
 from firstlight.embedding.events import EmbeddingEvents
 from firstlight.embedding.ports import EmbeddingsPublisher
