@@ -5,16 +5,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from firstlight.hosting import keys
 from firstlight.auth.core import ApiKeys
-from firstlight.hosting.keys import Principal
 from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound, Unavailable
+from firstlight.hosting import keys
 from firstlight.hosting.auth import RemoteResolver
+from firstlight.hosting.keys import Principal
 
 
 class MemoryKeys:
@@ -23,7 +23,7 @@ class MemoryKeys:
 
     def create(self, app_id: str, name: str = "") -> tuple[KeyRow, str]:
         key_id, key = keys.new_key()
-        row = KeyRow(key_id, app_id, name, datetime.now(timezone.utc), None)
+        row = KeyRow(key_id, app_id, name, datetime.now(UTC), None)
         self.rows[key_id] = (row, keys.digest(key))
         return row, key
 
@@ -34,7 +34,7 @@ class MemoryKeys:
         if key_id not in self.rows or self.rows[key_id][0].app_id != app_id:
             raise NotFound(f"API key {key_id!r} does not exist in app {app_id!r}")
         row, digest = self.rows[key_id]
-        row.revoked_at = row.revoked_at or datetime.now(timezone.utc)
+        row.revoked_at = row.revoked_at or datetime.now(UTC)
         return row, digest
 
     def resolve(self, key_digest: str) -> KeyRow | None:

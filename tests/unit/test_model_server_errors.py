@@ -126,7 +126,7 @@ def test_a_head_whose_embedder_is_gone_is_a_failed_precondition() -> None:
     image = datasets.animal_mnist(1, seed=0, classes=["zebra"])[0][2]
     assert Predictor(FakeServer(), ImageLimits(), registry).predict([image], app_id="a", model_id="head")[1]
     gone = Predictor(FakeServer(embedder_gone=True), ImageLimits(), registry)
-    with pytest.raises(errors.FailedPrecondition, match="a model this version needs is not served: model 'fl.a.emb@1'"):
+    with pytest.raises(errors.FailedPrecondition, match=r"a model this version needs is not served: model 'fl\.a\.emb@1'"):
         gone.predict([image], app_id="a", model_id="head")
     with pytest.raises(errors.FailedPrecondition, match="not served"):
         gone.workflow([image], "a", [Step(model_id="head")])

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 
-from firstlight import validation
+from firstlight.auth.ports import AppDirectory, KeyRow, KeyStorePort
+from firstlight.domain import validation
+from firstlight.errors import InvalidArgument, NotFound
 from firstlight.hosting import keys
 from firstlight.hosting.keys import Principal
-from firstlight.auth.ports import AppDirectory, KeyRow, KeyStorePort
-from firstlight.errors import InvalidArgument, NotFound
 
 
 class ApiKeys:

@@ -3,16 +3,16 @@ code path). Only SHA-256 digests of keys are stored (see keys.py for why that is
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
 from firstlight import migrations
 from firstlight.auth import migrations as schema_migrations
-from firstlight.hosting.keys import digest, new_key
 from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound
+from firstlight.hosting.keys import digest, new_key
 
 metadata = MetaData()
 
@@ -48,7 +48,7 @@ class ApiKeyStore:
         if len(name) > MAX_NAME_CHARS:
             raise InvalidArgument(f"key name is {len(name)} characters, over the limit of {MAX_NAME_CHARS}")
         key_id, key = new_key()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         with self.engine.begin() as conn:
             conn.execute(insert(api_keys).values(id=key_id, app_id=app_id, name=name, digest=digest(key), created_at=now))
         return KeyRow(key_id, app_id, name, now, None), key
@@ -68,7 +68,7 @@ class ApiKeyStore:
             if r is None:
                 raise NotFound(f"API key {key_id!r} does not exist in app {app_id!r}")
             if r.revoked_at is None:
-                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=datetime.now(timezone.utc)))
+                conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=datetime.now(UTC)))
             r = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return _row(r), r.digest
 

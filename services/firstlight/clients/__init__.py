@@ -28,6 +28,17 @@ from firstlight.clients.services import (
 )
 
 __all__ = [
-    "Addresses", "AuthClient", "Clients", "CurationClient", "EmbeddingClient", "InferenceClient", "IngestionClient",
-    "RpcError", "SearchClient", "TrainingClient", "as_peer_failure", "from_rpc_error", "internal_client",
+    "Addresses",
+    "AuthClient",
+    "Clients",
+    "CurationClient",
+    "EmbeddingClient",
+    "InferenceClient",
+    "IngestionClient",
+    "RpcError",
+    "SearchClient",
+    "TrainingClient",
+    "as_peer_failure",
+    "from_rpc_error",
+    "internal_client",
 ]

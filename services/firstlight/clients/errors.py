@@ -50,8 +50,8 @@ def _retry_after_s(exc: Any) -> float | None:
 def from_rpc_error(exc: grpc.RpcError) -> errors.FirstlightError:
     """The domain error for a failed call (sync or asyncio), with ``code``, ``message`` and
     ``retry_after_s`` set on it."""
-    code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
-    message: str = exc.details() or code.name  # type: ignore[attr-defined]
+    code: grpc.StatusCode = exc.code()
+    message: str = exc.details() or code.name
     error = ERROR_BY_STATUS.get(code, RpcError)(message)
     error.code = code  # type: ignore[attr-defined]
     error.message = message  # type: ignore[attr-defined]
@@ -61,7 +61,11 @@ def from_rpc_error(exc: grpc.RpcError) -> errors.FirstlightError:
 
 #: Errors about the request itself: a peer's answer keeps its meaning for our own caller.
 _REQUEST_ERRORS: tuple[type[errors.FirstlightError], ...] = (
-    errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition, errors.ResourceExhausted,
+    errors.InvalidArgument,
+    errors.NotFound,
+    errors.AlreadyExists,
+    errors.FailedPrecondition,
+    errors.ResourceExhausted,
 )
 
 

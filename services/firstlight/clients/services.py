@@ -55,7 +55,7 @@ class Addresses:
     curation: str
 
     @classmethod
-    def from_mapping(cls, addrs: dict[str, str]) -> "Addresses":
+    def from_mapping(cls, addrs: dict[str, str]) -> Addresses:
         """From a stack.json-like mapping (``firstlight.stack.LocalStack.addresses``)."""
         return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs["training"], addrs["curation"])
 
@@ -63,9 +63,7 @@ class Addresses:
 class _Service:
     stub_class: Any = None
 
-    def __init__(
-        self, channel: grpc.aio.Channel | Callable[[], grpc.aio.Channel], policy: RetryPolicy, default_key: str = ""
-    ) -> None:
+    def __init__(self, channel: grpc.aio.Channel | Callable[[], grpc.aio.Channel], policy: RetryPolicy, default_key: str = "") -> None:
         # A factory makes the channel on the first call (an aio channel belongs to the event loop
         # running when it is made; a service wires its peers before its loop runs).
         self._channel_factory = channel if callable(channel) and not isinstance(channel, grpc.aio.Channel) else None
@@ -155,9 +153,7 @@ class IngestionClient(_Service):
     async def bulk_annotate(self, req: ingestion_pb2.BulkAnnotateRequest, *, key: str | None = None) -> ingestion_pb2.BulkAnnotateResponse:
         return await self._unary("BulkAnnotate", req, key)
 
-    async def set_embedding_model(
-        self, req: ingestion_pb2.SetEmbeddingModelRequest, *, key: str | None = None
-    ) -> ingestion_pb2.SetEmbeddingModelResponse:
+    async def set_embedding_model(self, req: ingestion_pb2.SetEmbeddingModelRequest, *, key: str | None = None) -> ingestion_pb2.SetEmbeddingModelResponse:
         return await self._unary("SetEmbeddingModel", req, key)
 
 
@@ -228,14 +224,10 @@ class TrainingClient(_Service):
     async def get_training_job(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> training_pb2.TrainingJob:
         return await self._unary("GetTrainingJob", req, key)
 
-    def stream_training_progress(
-        self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None
-    ) -> AsyncIterator[training_pb2.TrainingProgress]:
+    def stream_training_progress(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> AsyncIterator[training_pb2.TrainingProgress]:
         return self._stream_out("StreamTrainingProgress", req, key)
 
-    async def list_model_versions(
-        self, req: training_pb2.ListModelVersionsRequest, *, key: str | None = None
-    ) -> training_pb2.ListModelVersionsResponse:
+    async def list_model_versions(self, req: training_pb2.ListModelVersionsRequest, *, key: str | None = None) -> training_pb2.ListModelVersionsResponse:
         return await self._unary("ListModelVersions", req, key)
 
     async def evaluate_model_version(self, req: training_pb2.EvaluateModelVersionRequest, *, key: str | None = None) -> training_pb2.Evaluation:
@@ -250,9 +242,7 @@ class TrainingClient(_Service):
     async def extend_dataset(self, req: training_pb2.ExtendDatasetRequest, *, key: str | None = None) -> training_pb2.Dataset:
         return await self._unary("ExtendDataset", req, key)
 
-    async def list_dataset_rows(
-        self, req: training_pb2.ListDatasetRowsRequest, *, key: str | None = None
-    ) -> training_pb2.ListDatasetRowsResponse:
+    async def list_dataset_rows(self, req: training_pb2.ListDatasetRowsRequest, *, key: str | None = None) -> training_pb2.ListDatasetRowsResponse:
         return await self._unary("ListDatasetRows", req, key)
 
     async def score_inputs(self, req: training_pb2.ScoreInputsRequest, *, key: str | None = None) -> training_pb2.ScoreInputsResponse:
@@ -277,14 +267,10 @@ class CurationClient(_Service):
     async def get_curation_policy(self, req: curation_pb2.GetCurationPolicyRequest, *, key: str | None = None) -> curation_pb2.CurationPolicy:
         return await self._unary("GetCurationPolicy", req, key)
 
-    async def list_labeling_queue(
-        self, req: curation_pb2.ListLabelingQueueRequest, *, key: str | None = None
-    ) -> curation_pb2.ListLabelingQueueResponse:
+    async def list_labeling_queue(self, req: curation_pb2.ListLabelingQueueRequest, *, key: str | None = None) -> curation_pb2.ListLabelingQueueResponse:
         return await self._unary("ListLabelingQueue", req, key)
 
-    async def list_learning_rounds(
-        self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None
-    ) -> curation_pb2.ListLearningRoundsResponse:
+    async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
 
 
@@ -299,9 +285,7 @@ class EmbeddingClient(_Service):
     async def embed_texts(self, req: embedding_pb2.EmbedTextsRequest, *, key: str | None = None) -> embedding_pb2.EmbedTextsResponse:
         return await self._unary("EmbedTexts", req, key)
 
-    async def describe_embedding_model(
-        self, req: embedding_pb2.DescribeEmbeddingModelRequest, *, key: str | None = None
-    ) -> embedding_pb2.EmbeddingModelInfo:
+    async def describe_embedding_model(self, req: embedding_pb2.DescribeEmbeddingModelRequest, *, key: str | None = None) -> embedding_pb2.EmbeddingModelInfo:
         return await self._unary("DescribeEmbeddingModel", req, key)
 
 
@@ -323,7 +307,11 @@ class Clients:
     key); the gateway passes each request's own key instead."""
 
     def __init__(
-        self, addresses: Addresses, *, default_key: str = "", tls_root_cert: str | Path | bytes | None = None,
+        self,
+        addresses: Addresses,
+        *,
+        default_key: str = "",
+        tls_root_cert: str | Path | bytes | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
         self.addresses = addresses

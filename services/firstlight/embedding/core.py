@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.config import ImageLimits
+from firstlight.domain.validation import EMBEDDING_MODEL
 from firstlight.embedding.bridge import ConceptBridge, Match, TextEncoderLike
 from firstlight.embedding.ports import ImageModels
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, ModelServerError, NotFound, ResourceExhausted
@@ -19,7 +20,6 @@ from firstlight.images import decode_batch
 from firstlight.media.decode import model_decode_side
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
-from firstlight.validation import EMBEDDING_MODEL
 
 log = logging.getLogger(__name__)
 

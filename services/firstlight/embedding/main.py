@@ -10,9 +10,9 @@ from firstlight.config import EmbeddingSettings
 from firstlight.embedding import servicer as embedding_servicer
 from firstlight.embedding.core import Embedder
 from firstlight.embedding.worker import EmbeddingWorker
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonModels
 from firstlight.v1 import events_pb2

@@ -4,7 +4,6 @@ publisher of the worker (``events.py``)."""
 
 from __future__ import annotations
 
-
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +47,3 @@ class EmbeddingsPublisher(Protocol):
         ...
 
     def flush(self) -> None: ...
-
-
-

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.embedding.core import Embedder
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.status import map_errors

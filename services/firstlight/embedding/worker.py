@@ -12,8 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from firstlight import validation
 from firstlight.blobstore import BlobStore
+from firstlight.domain import validation
 from firstlight.embedding.core import Embedder
 from firstlight.embedding.events import EmbeddingEvents
 from firstlight.embedding.ports import EmbeddingsPublisher

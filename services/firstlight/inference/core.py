@@ -12,8 +12,8 @@ from typing import ParamSpec, TypeVar
 
 import numpy as np
 
-from firstlight import validation
 from firstlight.config import ImageLimits
+from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, NotFound
 from firstlight.images import decode_batch
 from firstlight.media.decode import model_decode_side
@@ -22,6 +22,7 @@ from firstlight.inference import detections
 from firstlight.inference.detections import FoundRegion
 from firstlight.inference.ports import ModelServer
 from firstlight.inference.registry import Registry
+from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
 
 GENERAL = "general"
@@ -297,7 +298,7 @@ class Predictor:
             resolved.append((model, self._allowed(model, step.concepts)))
         cache = self._decoded(images, *(m for m, _ in resolved))
         results: list[list[tuple[bool, list[tuple[str, float]]]]] = [[] for _ in images]
-        for n, (step, (model, allowed)) in enumerate(zip(steps, resolved)):
+        for step, (model, allowed) in zip(steps, resolved):
             probs = self._probabilities(model, cache)
             gate = {c.casefold() for c in step.gate_concepts}
             for i, row in enumerate(probs):

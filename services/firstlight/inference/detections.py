@@ -60,7 +60,7 @@ def regions(
     classes = np.asarray(classes).astype(np.int64)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != boxes.shape[:2]:
         raise ValueError(f"detector outputs disagree: boxes {boxes.shape}, scores {scores.shape}, classes {classes.shape}")
-    keep_cls = set(int(i) for i in allowed) if allowed is not None else None
+    keep_cls = {int(i) for i in allowed} if allowed is not None else None
     out: list[list[FoundRegion]] = []
     for b, s, c in zip(boxes, scores, classes):
         order = np.argsort(-s, kind="stable")

@@ -7,13 +7,13 @@ import logging
 import uuid
 
 from firstlight.config import InferenceSettings
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Predictor
 from firstlight.inference.events import PredictionEvents, prediction_events
 from firstlight.inference.registry import Registry, refusal
 from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
 from firstlight.triton.residency import Residency

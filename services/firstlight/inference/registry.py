@@ -17,7 +17,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.inference.ports import VersionReady
 
 log = logging.getLogger(__name__)

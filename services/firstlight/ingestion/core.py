@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from firstlight import validation
 from firstlight.config import ImageLimits
+from firstlight.domain import validation
 from firstlight.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
 from firstlight.ingestion.ports import (

@@ -116,4 +116,3 @@ def watched(row: OutboxEvent) -> tuple[str, str, str] | None:
         return None
     msg = events_pb2.InputIngested.FromString(row.value)
     return msg.app_id, msg.input_id, msg.embedding_model
-

@@ -8,6 +8,7 @@ from firstlight.auth import main as auth_main
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
 from firstlight.errors import FirstlightError, Unavailable
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
@@ -15,7 +16,6 @@ from firstlight.ingestion.peers import EmbeddingService, SearchService
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 

@@ -23,9 +23,7 @@ class SearchService:
         self.address = address
         self._client = internal_client(SearchClient, address) if address else None
 
-    async def search_page(
-        self, app_id: str, query: SearchQuery, flt: InputFilter, page_size: int, page_token: str
-    ) -> tuple[list[tuple[str, float]], str]:
+    async def search_page(self, app_id: str, query: SearchQuery, flt: InputFilter, page_size: int, page_token: str) -> tuple[list[tuple[str, float]], str]:
         if self._client is None:
             raise FailedPrecondition("bulk labeling by search needs FIRSTLIGHT_SEARCH_ADDR on the ingestion service")
         f = filter_proto(flt)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Protocol, Union
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from firstlight.blobstore import BlobStore
 
@@ -22,7 +22,7 @@ Region = tuple[str, float, float, float, float]  # (concept, x0, y0, x1, y1), no
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -79,7 +79,7 @@ class AnnotationsChanged:
     row: InputRow
 
 
-Event = Union[InputIngested, EmbeddingModelChanged, InputsDeleted, AnnotationsChanged]
+Event = InputIngested | EmbeddingModelChanged | InputsDeleted | AnnotationsChanged
 #: Builds the events of a write from the rows the store wrote (inside its transaction).
 MakeEvents = Callable[[list[InputRow]], list[Event]]
 #: One annotation change: (input_id, add, remove, split or 0, add_regions, clear_regions).
@@ -143,9 +143,7 @@ class Selection:
 class SearchPeer(Protocol):
     """The SearchService, for selections given as searches."""
 
-    async def search_page(
-        self, app_id: str, query: SearchQuery, flt: InputFilter, page_size: int, page_token: str
-    ) -> tuple[list[tuple[str, float]], str]:
+    async def search_page(self, app_id: str, query: SearchQuery, flt: InputFilter, page_size: int, page_token: str) -> tuple[list[tuple[str, float]], str]:
         """One page of (input id, score) hits, best first, and the next page's token ('' at the end)."""
         ...
 
@@ -168,4 +166,3 @@ class Submission(Protocol):
     def header(self) -> Any: ...  # .idempotency_key: str
     @property
     def input(self) -> Any: ...  # .id, .image_bytes, .concepts, .metadata, .split, .regions
-

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import FirstlightError, InvalidArgument
+from firstlight.hosting.auth import caller_is_service
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, SearchQuery, Selection
-from firstlight.hosting.auth import caller_is_service
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -34,10 +34,10 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from firstlight import db, migrations
-from firstlight.ingestion.events import OutboxEvent, encode
-from firstlight.ingestion.ports import Event, InputRow, MakeEvents, utcnow
 from firstlight.errors import AlreadyExists
 from firstlight.ingestion import migrations as schema_migrations
+from firstlight.ingestion.events import OutboxEvent, encode
+from firstlight.ingestion.ports import Event, InputRow, MakeEvents, utcnow
 
 metadata = MetaData()
 
@@ -123,7 +123,7 @@ class WatchRow:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def make_engine(url: str) -> Engine:
@@ -241,7 +241,7 @@ class MetadataStore:
             meta = json.loads(meta)
         created = m["created_at"]
         if created.tzinfo is None:  # SQLite drops the zone
-            created = created.replace(tzinfo=timezone.utc)
+            created = created.replace(tzinfo=UTC)
         return InputRow(
             app_id=m["app_id"],
             id=m["id"],
@@ -398,7 +398,7 @@ class MetadataStore:
         self,
         seqs: list[int],
         watch: Sequence[tuple[str, str, str]] = (),
-        due_at: "callable[[int], datetime] | None" = None,
+        due_at: callable[[int], datetime] | None = None,
     ) -> None:
         """Delete acknowledged outbox rows; in the same transaction, start watching the
         ``watch`` inputs (app, input, model) for their indexing confirmation: ``due_at(attempts)``
@@ -409,7 +409,7 @@ class MetadataStore:
                 self._watch(conn, watch, due_at or (lambda _attempts: utcnow()))
 
     @staticmethod
-    def _watch(conn: Connection, watch: Sequence[tuple[str, str, str]], due_at: "callable[[int], datetime]") -> None:
+    def _watch(conn: Connection, watch: Sequence[tuple[str, str, str]], due_at: callable[[int], datetime]) -> None:
         now = utcnow()
         latest = {(a, i): m for a, i, m in watch}  # the last announcement of an input wins
         attempts: dict[tuple[str, str], int] = {}
@@ -471,7 +471,7 @@ class MetadataStore:
                 update(index_watch).where(index_watch.c.relayed_at < relayed_before).values(due_at=now)
             ).rowcount or 0
 
-    def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[Event], due_at: "callable[[int], datetime]") -> None:
+    def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[Event], due_at: callable[[int], datetime]) -> None:
         """Enqueue fresh announcements of ``rows`` and count the attempt; each row's next due time
         is pushed to ``due_at(attempts)`` (the relay resets it from its ack)."""
         with self.engine.begin() as conn:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from firstlight.search.models import BASE_MODEL, AppModels, ModelRegistry, collection_for, model_ref
 from firstlight.search.ports import QueryEmbedder

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from firstlight.config import SearchSettings
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.models.backbone import EMBEDDING_DIM
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.search import servicer as search_servicer
 from firstlight.search.core import Search, Searcher
 from firstlight.search.factory import open_vector_store
@@ -27,11 +27,11 @@ def build(settings: SearchSettings) -> ServiceShell:
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "search")
     indexer = Indexer(store, producer)
-    common = dict(
-        producer=producer,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-    )
+    common = {
+        "producer": producer,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
     consumers = [
         BatchConsumer(
             settings.kafka_bootstrap,

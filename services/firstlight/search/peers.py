@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from firstlight import validation
 from firstlight.clients import EmbeddingClient, as_peer_failure, internal_client
+from firstlight.domain import validation
 from firstlight.errors import FirstlightError
 from firstlight.v1 import embedding_pb2
 

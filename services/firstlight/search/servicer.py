@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Search, make_filter
