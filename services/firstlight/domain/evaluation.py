@@ -207,7 +207,7 @@ def evaluate(
     notes: list[str] = []
 
     if multilabel:
-        pred = P >= threshold
+        pred = P >= threshold  # noqa: SIM300 - P is the probability matrix, not a constant
         accuracy = float((pred == T).all(axis=1).mean())
         confusion = (T.T.astype(np.int64) @ pred.astype(np.int64))
         conf = P.ravel()

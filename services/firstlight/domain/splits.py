@@ -9,6 +9,7 @@ one in validation (when validation is non-empty), and is deterministic for a see
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +60,7 @@ def _allocate(class_sizes: np.ndarray, targets: list[int], rng: np.random.Genera
     """Integer matrix a[c, s] (s over train, validation, test, unused) with row sums = class
     sizes and column sums = targets, each cell within one of proportional."""
     n = int(class_sizes.sum())
-    cols = np.array(targets + [n - sum(targets)], dtype=np.int64)
+    cols = np.array([*targets, n - sum(targets)], dtype=np.int64)
     expected = class_sizes[:, None] * cols[None, :] / n
     alloc = np.floor(expected + 1e-9).astype(np.int64)
     row_left = class_sizes - alloc.sum(1)
@@ -158,7 +159,7 @@ def stratified_split(
             )
     rng = np.random.default_rng(int(seed))
     alloc = _allocate(sizes, targets, rng)
-    expected = sizes[:, None] * np.array(targets + [n - sum(targets)])[None, :] / n
+    expected = sizes[:, None] * np.array([*targets, n - sum(targets)])[None, :] / n
     _ensure_minimum(alloc, expected, concepts, required)
 
     out: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
@@ -222,7 +223,7 @@ def dataset_version_id(
     canon.sort()
     ids = [r[0] for r in canon]
     if len(set(ids)) != len(ids):
-        dup = next(i for i, j in zip(ids, ids[1:]) if i == j)
+        dup = next(i for i, j in itertools.pairwise(ids) if i == j)
         raise SplitError(f"input {dup!r} appears twice in the dataset version")
     payload = json.dumps(
         {"v": 1, "rows": canon, "extra": dict(sorted((extra or {}).items()))},

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from firstlight.domain.evaluation import EvaluationReport
-from firstlight.training.records import Box as BoxTuple  # noqa: F401 - part of the ports' vocabulary
+from firstlight.training.records import Box as BoxTuple
 
 
 class JobCancelled(Exception):

@@ -15,7 +15,7 @@ from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, TrainingCore
 from firstlight.training.core import TERMINAL as _TERMINAL
-from firstlight.v1 import training_pb2, training_pb2_grpc
+from firstlight.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -119,7 +119,8 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             seen += len(steps)
             for step in steps:
                 yield training_pb2.TrainingProgress(
-                    job_id=job["id"], state=training_pb2.JobState.ValueType(step.state), stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message,
+                    job_id=job["id"], state=training_pb2.JobState.ValueType(step.state), stage=step.stage, progress=step.progress,
+                    metrics=step.metrics, message=step.message,
                     epoch=step.epoch, num_epochs=step.num_epochs, loss=step.loss, lrate=step.lrate, eta_seconds=step.eta_seconds,
                     items_per_second=step.items_per_second,
                 )
@@ -167,7 +168,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             version, split, metrics = await asyncio.to_thread(
                 self.service.stored_evaluation, request.app_id, request.model_id, request.version, int(request.split)
             )
-            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=split, metrics=metrics)
+            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=common_pb2.Split.ValueType(split), metrics=metrics)
         result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
         return _evaluation(request.model_id, result)
 
@@ -182,18 +183,18 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
 
     # -- for the curation service (its rounds, strategies and reports) ------------------------
-    async def ExtendDataset(self, request, context):  # type: ignore[no-untyped-def]
-        validation.app_id(request.app_id)
-        validation.input_id(request.dataset_id)
+    async def ExtendDataset(self, request: training_pb2.ExtendDatasetRequest, context: Context) -> training_pb2.Dataset:
+        # the core checks the ids (extend_dataset reads the latest version through get_dataset)
         return _dataset(await asyncio.to_thread(self.service.extend_dataset, request.app_id, request.dataset_id))
 
-    async def ListDatasetRows(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListDatasetRows(self, request: training_pb2.ListDatasetRowsRequest, context: Context) -> training_pb2.ListDatasetRowsResponse:
         version, rows = await asyncio.to_thread(self.service.dataset_rows, request.app_id, request.dataset_id, request.version)
         return training_pb2.ListDatasetRowsResponse(
-            version=version, rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=r.split) for r in rows]  # type: ignore[arg-type]
+            version=version,
+            rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=common_pb2.Split.ValueType(r.split)) for r in rows],
         )
 
-    async def ScoreInputs(self, request, context):  # type: ignore[no-untyped-def]
+    async def ScoreInputs(self, request: training_pb2.ScoreInputsRequest, context: Context) -> training_pb2.ScoreInputsResponse:
         r = await asyncio.to_thread(self.service.score_inputs, request.app_id, request.model_id, request.version, list(request.input_ids))
         return training_pb2.ScoreInputsResponse(
             version=r["version"], concepts=r["concepts"], input_ids=r["input_ids"], probabilities=r["proba"].ravel().tolist(),

@@ -3,10 +3,9 @@ evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, false, insert, select, update
 from sqlalchemy.engine import Engine
@@ -105,7 +104,7 @@ SCHEMA = migrations.Schema("training", schema_migrations.FOLDER, metadata, schem
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _boxes(value: object) -> list[Box] | None:
@@ -140,7 +139,7 @@ class TrainingStore:
                         "app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id,
                         "concepts": r.concepts, "split": r.split,
                         "regions": None if r.regions is None else [list(g) for g in r.regions],
-                    }  # fmt: skip
+                    }
                     for r in rows
                 ],
             )
@@ -167,7 +166,10 @@ class TrainingStore:
 
     # -- models -----------------------------------------------------------------------
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:
-        row = dict(app_id=app_id, id=model_id, template=template, concepts=concepts, settings=settings, serving_version="", created_at=utcnow())
+        row = {
+            "app_id": app_id, "id": model_id, "template": template, "concepts": concepts, "settings": settings,
+            "serving_version": "", "created_at": utcnow(),
+        }
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(models).values(**row))

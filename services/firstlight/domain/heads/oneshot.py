@@ -45,7 +45,8 @@ class PrototypeSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.examples_per_concept, bool) or not isinstance(self.examples_per_concept, (int, np.integer)) or not 0 <= self.examples_per_concept <= K_RANGE[1]:
+        n = self.examples_per_concept
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= K_RANGE[1]:
             raise InvalidSetting("examples_per_concept", f"must be an integer in [0, {K_RANGE[1]}], got {self.examples_per_concept!r}")
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float, np.floating)) or not math.isfinite(self.tau):
             raise InvalidSetting("tau", f"must be a finite number, got {self.tau!r}")
