@@ -4,8 +4,9 @@ evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, false, insert, select, update
 from sqlalchemy.engine import Engine
@@ -112,7 +113,8 @@ def _boxes(value: object) -> list[Box] | None:
         value = json.loads(value)
     if value is None:
         return None
-    return [(str(g[0]), float(g[1]), float(g[2]), float(g[3]), float(g[4])) for g in value]  # type: ignore[union-attr]
+    rows = cast("list[Sequence[Any]]", value)  # a JSON list of [concept, x0, y0, x1, y1]
+    return [(str(g[0]), float(g[1]), float(g[2]), float(g[3]), float(g[4])) for g in rows]
 
 
 class TrainingStore:
