@@ -176,9 +176,7 @@ def stratified_split(
     return out
 
 
-def check_split(
-    labels: Sequence[str], split: Mapping[str, Sequence[int]], *, require_validation: bool = True
-) -> None:
+def check_split(labels: Sequence[str], split: Mapping[str, Sequence[int]], *, require_validation: bool = True) -> None:
     """Raise :class:`SplitPreconditionError` naming the first concept (sorted) that is absent
     from train (or validation, when required) — also for splits the client chose itself."""
     for name in ("train", "validation") if require_validation else ("train",):
@@ -187,8 +185,7 @@ def check_split(
         if missing:
             more = f" (and {len(missing) - 1} more: {', '.join(map(repr, missing[1:6]))})" if len(missing) > 1 else ""
             raise SplitPreconditionError(
-                f"concept {missing[0]!r} has no input in the {name} split{more}; every concept "
-                f"needs at least one labeled input in train and in validation",
+                f"concept {missing[0]!r} has no input in the {name} split{more}; every concept needs at least one labeled input in train and in validation",
                 missing[0],
             )
 
@@ -203,9 +200,7 @@ def stratification_keys(label_lists: Sequence[Sequence[str]]) -> list[str]:
     return [min(set(labs), key=lambda c: (freq[c], c)) if labs else "" for labs in label_lists]
 
 
-def dataset_version_id(
-    rows: Iterable[tuple[Any, ...]], *, extra: Mapping[str, str] | None = None
-) -> str:
+def dataset_version_id(rows: Iterable[tuple[Any, ...]], *, extra: Mapping[str, str] | None = None) -> str:
     """Stable content hash of a frozen dataset version: ``rows`` are ``(input_id, concept(s),
     split[, regions])``, regions as (concept, x0, y0, x1, y1) boxes. Independent of row order
     and of concept and box order within a row; any change of an id, a label, a box or a split

@@ -269,7 +269,9 @@ class TrainingCore:
         concepts = set(model["concepts"])
         rows = [
             DatasetRow(
-                r.input_id, [c for c in r.concepts if c in concepts], r.split,
+                r.input_id,
+                [c for c in r.concepts if c in concepts],
+                r.split,
                 None if r.regions is None else [g for g in r.regions if g[0] in concepts],
             )
             for r in ds["rows"]
@@ -279,9 +281,7 @@ class TrainingCore:
             for split in (1, 2):
                 if not any(concept in r.concepts and r.split == split for r in rows):
                     where = "labeled inputs" if split == 1 else "inputs in the validation split"
-                    raise FailedPrecondition(
-                        f"concept {concept!r} has no {where} in dataset {dataset_id!r} (version {ds['version'][:12]})"
-                    )
+                    raise FailedPrecondition(f"concept {concept!r} has no {where} in dataset {dataset_id!r} (version {ds['version'][:12]})")
         return ds, rows
 
     # -- models -----------------------------------------------------------------------
@@ -522,9 +522,7 @@ class TrainingCore:
             png_path = Path(tmp) / "confusion.png"
             evaluation.render_confusion_matrix_png(report, png_path, title)
             png = png_path.read_bytes()
-        markdown = evaluation.render_report_markdown(
-            report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]}
-        )
+        markdown = evaluation.render_report_markdown(report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]})
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
         return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
 

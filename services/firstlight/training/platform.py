@@ -42,9 +42,7 @@ def _call(method: Callable[..., Any], request: Any) -> Any:
 
 
 class GrpcPlatform:
-    def __init__(
-        self, ingestion_addr: str, search_addr: str, embedding_addr: str = "", blobs: BlobStore | None = None
-    ) -> None:
+    def __init__(self, ingestion_addr: str, search_addr: str, embedding_addr: str = "", blobs: BlobStore | None = None) -> None:
         opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20), *CHANNEL_OPTIONS]
         self._channels = [internal_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])

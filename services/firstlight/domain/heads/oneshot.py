@@ -124,9 +124,7 @@ class PrototypeClassifier(LinearHead):
         return {"template": self.template, "tau": self.tau, "shots": dict(self.shots), "dim": self.dim}
 
     @classmethod
-    def _from_arrays(
-        cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]
-    ) -> PrototypeClassifier:
+    def _from_arrays(cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]) -> PrototypeClassifier:
         return cls(concepts=concepts, W=W, b=b, kind=kind, normalize=normalize, tau=float(meta["tau"]), shots=dict(meta.get("shots", {})))
 
 
