@@ -1,1 +1,1 @@
-from firstlight.domain.validation import *  # noqa: F401,F403  # shim: removed after the branches merge
+from firstlight.domain.validation import *  # noqa: F403  # shim: removed after the branches merge

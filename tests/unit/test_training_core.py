@@ -9,12 +9,13 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, TrainingCore
 from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores, VersionReady
@@ -34,7 +35,7 @@ class FakeStore:
         self.lock = threading.Lock()
 
     def save_dataset(self, app_id: str, dataset_id: str, version: str, spec: dict[str, Any], rows: list[Any]) -> datetime:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.datasets.setdefault((app_id, dataset_id), []).append(
             {"app_id": app_id, "id": dataset_id, "version": version, "spec": spec, "rows": list(rows), "created_at": now}
         )

@@ -141,8 +141,7 @@ def _truth_matrix(y_true: Sequence[str | Sequence[str]], concepts: list[str], mu
             T[i, index[c]] = True
         if not multilabel and T[i].sum() != 1:
             raise EvaluationError(
-                f"input {i} has {int(T[i].sum())} concepts; single-label evaluation needs exactly one "
-                "(pass multilabel=True for multi-label data)"
+                f"input {i} has {int(T[i].sum())} concepts; single-label evaluation needs exactly one (pass multilabel=True for multi-label data)"
             )
     return T
 
@@ -207,9 +206,9 @@ def evaluate(
     notes: list[str] = []
 
     if multilabel:
-        pred = P >= threshold
+        pred = P >= threshold  # noqa: SIM300 - P is the probability matrix, not a constant
         accuracy = float((pred == T).all(axis=1).mean())
-        confusion = (T.T.astype(np.int64) @ pred.astype(np.int64))
+        confusion = T.T.astype(np.int64) @ pred.astype(np.int64)
         conf = P.ravel()
         correct = T.ravel().astype(np.float64)
         loss = float(-np.mean(T * np.log(np.clip(P, _EPS, 1)) + (~T) * np.log(np.clip(1 - P, _EPS, 1))))
@@ -242,10 +241,7 @@ def evaluate(
     present = [m for m in per_concept if m.support > 0]
     absent = [m.concept for m in per_concept if m.support == 0]
     if absent:
-        notes.append(
-            f"{len(absent)} concept(s) have no input in this evaluation set and are left out of the "
-            f"macro averages: {', '.join(absent)}"
-        )
+        notes.append(f"{len(absent)} concept(s) have no input in this evaluation set and are left out of the macro averages: {', '.join(absent)}")
     if not present:  # multi-label only: every input has an empty label set
         notes.append("no concept has a positive input: macro precision/recall/F1 are reported as 0")
     macro_f1 = float(np.mean([m.f1 for m in present])) if present else 0.0
@@ -257,10 +253,7 @@ def evaluate(
     auc_skipped = [m.concept for m in per_concept if m.auc is None]
     macro_auc = float(np.mean(aucs)) if aucs else None
     if auc_skipped:
-        notes.append(
-            f"ROC-AUC undefined (no positive or no negative input) and skipped for: {', '.join(auc_skipped)}"
-            + ("" if aucs else "; no macro ROC-AUC")
-        )
+        notes.append(f"ROC-AUC undefined (no positive or no negative input) and skipped for: {', '.join(auc_skipped)}" + ("" if aucs else "; no macro ROC-AUC"))
     ece, bins = _reliability(conf, correct, ECE_BINS)
 
     return EvaluationReport(
@@ -328,8 +321,7 @@ def confusion_matrix_png(report: EvaluationReport, title: str = "Confusion matri
         size = max(5.0, min(10.0, 120.0 / max(K, 1)))
         for i in range(K):
             for j in range(K):
-                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=size,
-                        color="white" if norm[i, j] > 0.55 else "black")
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=size, color="white" if norm[i, j] > 0.55 else "black")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -391,17 +383,20 @@ def render_report_markdown(
     for m in r.per_concept:
         out.append(f"| {_md(m.concept)} | {_f(m.precision)} | {_f(m.recall)} | {_f(m.f1)} | {m.support} | {m.predicted} | {_f(m.auc)} |")
     out += ["", "## Confusion matrix", ""]
-    out.append(
-        "Rows are the true concept, columns the predicted one"
-        + (" (multi-label: counts of (true, predicted) pairs)." if r.multilabel else ".")
-    )
+    out.append("Rows are the true concept, columns the predicted one" + (" (multi-label: counts of (true, predicted) pairs)." if r.multilabel else "."))
     out += ["", "| true \\ predicted | " + " | ".join(_md(c) for c in r.concepts) + " |", "|---|" + "---:|" * len(r.concepts)]
     for c, row in zip(r.concepts, r.confusion):
         out.append(f"| **{_md(c)}** | " + " | ".join(str(v) for v in row) + " |")
     if confusion_png:
         out += ["", f"![confusion matrix]({confusion_png})"]
-    out += ["", "## Calibration", "", f"Expected calibration error: {_f(r.ece)} ({len(r.reliability)} equal-width bins; "
-            + ("every concept probability against its 0/1 truth)." if r.multilabel else "top-1 confidence against correctness)."), ""]
+    out += [
+        "",
+        "## Calibration",
+        "",
+        f"Expected calibration error: {_f(r.ece)} ({len(r.reliability)} equal-width bins; "
+        + ("every concept probability against its 0/1 truth)." if r.multilabel else "top-1 confidence against correctness)."),
+        "",
+    ]
     out += ["| bin | inputs | mean confidence | accuracy |", "|---|---:|---:|---:|"]
     for b in r.reliability:
         if b.count:
@@ -423,10 +418,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: i
     h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
     body = []
     for row in rows:
-        cells = "".join(
-            f'<td class="n">{html.escape(str(v))}</td>' if i >= numeric_from else f"<td>{html.escape(str(v))}</td>"
-            for i, v in enumerate(row)
-        )
+        cells = "".join(f'<td class="n">{html.escape(str(v))}</td>' if i >= numeric_from else f"<td>{html.escape(str(v))}</td>" for i, v in enumerate(row))
         body.append(f"<tr>{cells}</tr>")
     return f"<table><tr>{h}</tr>{''.join(body)}</table>"
 
@@ -506,9 +498,7 @@ def compare(reports: Mapping[str, EvaluationReport], metric: str = "accuracy") -
         raise EvaluationError("nothing to compare")
     if metric not in COMPARED:
         raise EvaluationError(f"cannot compare on {metric!r}; use one of {', '.join(COMPARED)}")
-    rows = [
-        ComparisonRow(v, r.n, r.accuracy, r.macro_f1, r.macro_auc, r.ece, r.log_loss) for v, r in reports.items()
-    ]
+    rows = [ComparisonRow(v, r.n, r.accuracy, r.macro_f1, r.macro_auc, r.ece, r.log_loss) for v, r in reports.items()]
     best: dict[str, str] = {}
     for name in COMPARED:
         sign = METRICS[name]
@@ -525,8 +515,7 @@ def compare(reports: Mapping[str, EvaluationReport], metric: str = "accuracy") -
 def render_comparison_markdown(comparison: Comparison, title: str = "Model versions") -> str:
     """Side-by-side table; the best value per metric in bold."""
     labels = {"accuracy": "accuracy", "macro_f1": "macro F1", "macro_auc": "macro ROC-AUC", "ece": "ECE ↓", "log_loss": "log loss ↓"}
-    out = [f"# {_md(title)}", "", "| version | inputs | " + " | ".join(labels[m] for m in COMPARED) + " |",
-           "|---|---:|" + "---:|" * len(COMPARED)]
+    out = [f"# {_md(title)}", "", "| version | inputs | " + " | ".join(labels[m] for m in COMPARED) + " |", "|---|---:|" + "---:|" * len(COMPARED)]
     for row in comparison.rows:
         cells = []
         for m in COMPARED:

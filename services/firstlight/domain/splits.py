@@ -9,6 +9,7 @@ one in validation (when validation is non-empty), and is deterministic for a see
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,7 +60,7 @@ def _allocate(class_sizes: np.ndarray, targets: list[int], rng: np.random.Genera
     """Integer matrix a[c, s] (s over train, validation, test, unused) with row sums = class
     sizes and column sums = targets, each cell within one of proportional."""
     n = int(class_sizes.sum())
-    cols = np.array(targets + [n - sum(targets)], dtype=np.int64)
+    cols = np.array([*targets, n - sum(targets)], dtype=np.int64)
     expected = class_sizes[:, None] * cols[None, :] / n
     alloc = np.floor(expected + 1e-9).astype(np.int64)
     row_left = class_sizes - alloc.sum(1)
@@ -158,7 +159,7 @@ def stratified_split(
             )
     rng = np.random.default_rng(int(seed))
     alloc = _allocate(sizes, targets, rng)
-    expected = sizes[:, None] * np.array(targets + [n - sum(targets)])[None, :] / n
+    expected = sizes[:, None] * np.array([*targets, n - sum(targets)])[None, :] / n
     _ensure_minimum(alloc, expected, concepts, required)
 
     out: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
@@ -175,9 +176,7 @@ def stratified_split(
     return out
 
 
-def check_split(
-    labels: Sequence[str], split: Mapping[str, Sequence[int]], *, require_validation: bool = True
-) -> None:
+def check_split(labels: Sequence[str], split: Mapping[str, Sequence[int]], *, require_validation: bool = True) -> None:
     """Raise :class:`SplitPreconditionError` naming the first concept (sorted) that is absent
     from train (or validation, when required) — also for splits the client chose itself."""
     for name in ("train", "validation") if require_validation else ("train",):
@@ -186,8 +185,7 @@ def check_split(
         if missing:
             more = f" (and {len(missing) - 1} more: {', '.join(map(repr, missing[1:6]))})" if len(missing) > 1 else ""
             raise SplitPreconditionError(
-                f"concept {missing[0]!r} has no input in the {name} split{more}; every concept "
-                f"needs at least one labeled input in train and in validation",
+                f"concept {missing[0]!r} has no input in the {name} split{more}; every concept needs at least one labeled input in train and in validation",
                 missing[0],
             )
 
@@ -202,9 +200,7 @@ def stratification_keys(label_lists: Sequence[Sequence[str]]) -> list[str]:
     return [min(set(labs), key=lambda c: (freq[c], c)) if labs else "" for labs in label_lists]
 
 
-def dataset_version_id(
-    rows: Iterable[tuple[Any, ...]], *, extra: Mapping[str, str] | None = None
-) -> str:
+def dataset_version_id(rows: Iterable[tuple[Any, ...]], *, extra: Mapping[str, str] | None = None) -> str:
     """Stable content hash of a frozen dataset version: ``rows`` are ``(input_id, concept(s),
     split[, regions])``, regions as (concept, x0, y0, x1, y1) boxes. Independent of row order
     and of concept and box order within a row; any change of an id, a label, a box or a split
@@ -222,7 +218,7 @@ def dataset_version_id(
     canon.sort()
     ids = [r[0] for r in canon]
     if len(set(ids)) != len(ids):
-        dup = next(i for i, j in zip(ids, ids[1:]) if i == j)
+        dup = next(i for i, j in itertools.pairwise(ids) if i == j)
         raise SplitError(f"input {dup!r} appears twice in the dataset version")
     payload = json.dumps(
         {"v": 1, "rows": canon, "extra": dict(sorted((extra or {}).items()))},

@@ -28,9 +28,7 @@ MAX_METADATA_CHARS = 4096
 
 def app_id(value: str) -> str:
     if not isinstance(value, str) or not APP_ID.fullmatch(value):
-        raise InvalidArgument(
-            f"app id {value!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
-        )
+        raise InvalidArgument(f"app id {value!r} is invalid: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
     return value
 
 
@@ -39,9 +37,7 @@ _app_id = app_id  # for functions whose parameter is called app_id
 
 def input_id(value: str) -> str:
     if not isinstance(value, str) or not INPUT_ID.fullmatch(value):
-        raise InvalidArgument(
-            f"input id {value[:80]!r} is invalid: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit"
-        )
+        raise InvalidArgument(f"input id {value[:80]!r} is invalid: use 1-128 letters, digits, '.', '-' or '_', starting with a letter or digit")
     return value
 
 

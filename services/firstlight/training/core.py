@@ -24,7 +24,6 @@ from firstlight.domain import evaluation, splits, validation
 from firstlight.domain.promotion import decide_promotion, metrics_of
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training.ports import (
-    BoxTuple,
     Candidate,
     EventPublisher,
     Interrupted,
@@ -44,6 +43,7 @@ from firstlight.training.records import (
     TERMINAL,
     DatasetRow,
 )
+from firstlight.training.records import Box as BoxTuple
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +269,11 @@ class TrainingCore:
         concepts = set(model["concepts"])
         rows = [
             DatasetRow(
-                r.input_id, [c for c in r.concepts if c in concepts], r.split,
+                r.input_id,
+                [c for c in r.concepts if c in concepts],
+                r.split,
                 None if r.regions is None else [g for g in r.regions if g[0] in concepts],
-            )  # fmt: skip
+            )
             for r in ds["rows"]
         ]
         rows = [r for r in rows if r.concepts]
@@ -279,9 +281,7 @@ class TrainingCore:
             for split in (1, 2):
                 if not any(concept in r.concepts and r.split == split for r in rows):
                     where = "labeled inputs" if split == 1 else "inputs in the validation split"
-                    raise FailedPrecondition(
-                        f"concept {concept!r} has no {where} in dataset {dataset_id!r} (version {ds['version'][:12]})"
-                    )
+                    raise FailedPrecondition(f"concept {concept!r} has no {where} in dataset {dataset_id!r} (version {ds['version'][:12]})")
         return ds, rows
 
     # -- models -----------------------------------------------------------------------
@@ -352,7 +352,7 @@ class TrainingCore:
         and the job row carry the same progress)."""
         try:
             self.events.job_progressed(event)
-        except Exception:  # noqa: BLE001 - progress events are best-effort
+        except Exception:  # progress events are best-effort
             log.warning("could not publish training progress of job %s", event.job_id, exc_info=True)
 
     def recover_interrupted_jobs(self) -> None:
@@ -425,7 +425,7 @@ class TrainingCore:
             self.store.update_job(job_id, state=CANCELLED, error="cancelled")
             self.log.add(job_id, Progress(CANCELLED, "cancelled", progress, message="cancelled"))
             self._publish_end(job_id, runner, CANCELLED, "cancelled")
-        except Exception as exc:  # noqa: BLE001 - a failed job records why; the worker lives on
+        except Exception as exc:  # a failed job records why; the worker lives on
             log.exception("training job %s failed", job_id)
             message = str(exc) if isinstance(exc, (InvalidArgument, FailedPrecondition, NotFound)) else f"{type(exc).__name__}: {exc}"
             self.store.update_job(job_id, state=FAILED, error=message)
@@ -522,9 +522,7 @@ class TrainingCore:
             png_path = Path(tmp) / "confusion.png"
             evaluation.render_confusion_matrix_png(report, png_path, title)
             png = png_path.read_bytes()
-        markdown = evaluation.render_report_markdown(
-            report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]}
-        )
+        markdown = evaluation.render_report_markdown(report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]})
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
         return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
 

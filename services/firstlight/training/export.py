@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firstlight.fsmodes import shared_dir_mode
 from firstlight.config import REPO_ROOT
+from firstlight.fsmodes import shared_dir_mode
 
 HEAD_TEMPLATE = REPO_ROOT / "deploy" / "triton" / "templates" / "head" / "model.py"
 

@@ -62,9 +62,7 @@ class HeadRunner:
             )
         missing = [r.input_id for r in rows if r.input_id not in vectors]
         if missing:
-            raise FailedPrecondition(
-                f"{len(missing)} inputs are not embedded yet (e.g. {missing[0]!r}); wait until they are searchable"
-            )
+            raise FailedPrecondition(f"{len(missing)} inputs are not embedded yet (e.g. {missing[0]!r}); wait until they are searchable")
         X = np.stack([vectors[r.input_id] for r in rows]).astype(np.float32)
         return X, [r.concepts for r in rows], model
 

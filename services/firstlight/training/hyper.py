@@ -33,13 +33,13 @@ from firstlight.domain.heads.transfer import (
 )
 
 __all__ = [
+    "PROTOTYPE_SETTINGS",
+    "TRANSFER_SETTINGS",
     "InvalidSetting",
     "SettingSpec",
-    "TRANSFER_SETTINGS",
-    "PROTOTYPE_SETTINGS",
-    "parse_transfer_settings",
     "parse_prototype_settings",
     "parse_settings",
+    "parse_transfer_settings",
     "settings_specs",
 ]
 

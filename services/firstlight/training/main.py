@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from firstlight.blobstore import open_blob_store
 from firstlight.config import TrainingSettings
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
 from firstlight.models.backbone import configure_torch_threads
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.training import servicer as training_servicer
 from firstlight.training.core import TrainingCore
 from firstlight.training.events import BusEvents
@@ -29,7 +29,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "training")
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
-    platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, producer, settings.embedding_addr, blobs)
+    platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, settings.embedding_addr, blobs)
     service = TrainingCore(
         store, platform, BusEvents(producer), runners(platform, TritonRepository(repository)),
         work_root=settings.data_dir / "jobs", workers=settings.workers,

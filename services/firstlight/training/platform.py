@@ -43,10 +43,7 @@ def _call(method: Callable[..., Any], request: Any) -> Any:
 
 
 class GrpcPlatform:
-    def __init__(
-        self, ingestion_addr: str, search_addr: str, producer: object = None, embedding_addr: str = "", blobs: BlobStore | None = None
-    ) -> None:
-        """``producer`` is accepted for callers of the older signature and not used."""
+    def __init__(self, ingestion_addr: str, search_addr: str, embedding_addr: str = "", blobs: BlobStore | None = None) -> None:
         opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20), *CHANNEL_OPTIONS]
         self._channels = [internal_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
@@ -102,30 +99,6 @@ class GrpcPlatform:
                 out[input_id] = np.asarray(rgb, dtype=np.uint8)
         return out
 
-    def metadata_values(self, app_id: str, key: str) -> dict[str, str]:
-        """Input id → the value of metadata ``key``, for the app's inputs that have it."""
-        out, token = {}, ""
-        while True:
-            resp = _call(self.ingestion.ListInputs, ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=1000, page_token=token))
-            out.update({i.id: i.metadata[key] for i in resp.inputs if key in i.metadata})
-            token = resp.next_page_token
-            if not token:
-                return out
-
-    def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]:
-        """The stored bytes of inputs (curation's image-quality checks); inputs whose blob is
-        gone are left out."""
-        if self.blobs is None:
-            raise FailedPrecondition("image checks need FIRSTLIGHT_BLOB_URL on the curation service")
-        out: dict[str, bytes] = {}
-        for input_id in input_ids:
-            uri = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
-            try:
-                out[input_id] = self.blobs.get(uri, app_id=app_id)
-            except (OSError, KeyError):
-                continue
-        return out
-
     def regions(self, app_id: str, input_ids: Sequence[str]) -> dict[str, list[tuple[str, float, float, float, float]]]:
         """Box labels of inputs as (concept, x0, y0, x1, y1), normalised (visual_detector's
         data), read live from ingestion's GetInput like the pixels."""
@@ -155,7 +128,7 @@ class GrpcPlatform:
                 return out
 
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
-        """(id, concepts, split) of the app's inputs, oldest first (curation's view)."""
+        """(id, concepts, split) of the app's inputs, oldest first (a dataset that keeps the inputs' own splits)."""
         flt = common_pb2.InputFilter(
             labeled={None: common_pb2.LabeledFilter.ValueType(0), True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],
             split=common_pb2.Split.ValueType(split),

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from firstlight.domain.evaluation import EvaluationReport
-from firstlight.training.records import Box as BoxTuple  # noqa: F401 - part of the ports' vocabulary
+from firstlight.training.records import Box as BoxTuple
 
 
 class JobCancelled(Exception):
@@ -175,9 +175,11 @@ class JobRun(Protocol):
     def epoch(self, progress: float, event: JobProgressed) -> None:
         """One epoch row: the job row, the progress stream and ``training.progress``."""
         ...
+
     def check_cancelled(self) -> None:
         """Raise :class:`Interrupted` on shutdown, :class:`JobCancelled` after a cancel."""
         ...
+
     def is_cancelled(self) -> bool: ...
 
 
@@ -192,6 +194,7 @@ class TemplateRunner(Protocol):
     def parse(self, template: str, settings: dict[str, str]) -> object:
         """Validated settings (INVALID_ARGUMENT naming a bad key)."""
         ...
+
     def train(self, run: JobRun) -> Candidate: ...
     def evaluate(self, app_id: str, model: dict[str, Any], version: dict[str, Any], rows: list[Any]) -> EvaluationReport: ...
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:

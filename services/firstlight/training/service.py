@@ -65,9 +65,7 @@ def runners(peers: Any, repository: TritonRepository) -> list[Any]:
 
 
 class TrainingService(TrainingCore):
-    def __init__(
-        self, store: TrainingStore, platform: Any, model_repository: Path, workers: int = 2, work_root: Path | None = None
-    ) -> None:
+    def __init__(self, store: TrainingStore, platform: Any, model_repository: Path, workers: int = 2, work_root: Path | None = None) -> None:
         peers = PlatformPeers(platform)
         self.platform = platform
         self.repository = model_repository

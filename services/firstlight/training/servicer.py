@@ -15,7 +15,7 @@ from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, TrainingCore
 from firstlight.training.core import TERMINAL as _TERMINAL
-from firstlight.v1 import training_pb2, training_pb2_grpc
+from firstlight.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -56,8 +56,7 @@ def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
         split=result["split"],
         metrics=evaluation.headline(report),
         concepts=[
-            training_pb2.ConceptMetrics(concept=c.concept, precision=c.precision, recall=c.recall, f1=c.f1, support=c.support)
-            for c in report.per_concept
+            training_pb2.ConceptMetrics(concept=c.concept, precision=c.precision, recall=c.recall, f1=c.f1, support=c.support) for c in report.per_concept
         ],
         confusion_matrix=[int(x) for row in report.confusion for x in row],
         concept_order=report.concepts,
@@ -103,9 +102,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     async def TrainModel(self, request: training_pb2.TrainModelRequest, context: Context) -> training_pb2.TrainingJob:
         promotion = (request.promotion_metric, request.promotion_min_gain) if request.promotion_metric else None
-        job = await asyncio.to_thread(
-            self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion
-        )
+        job = await asyncio.to_thread(self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion)
         return _job(job)
 
     async def GetTrainingJob(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> training_pb2.TrainingJob:
@@ -119,8 +116,17 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             seen += len(steps)
             for step in steps:
                 yield training_pb2.TrainingProgress(
-                    job_id=job["id"], state=training_pb2.JobState.ValueType(step.state), stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message,
-                    epoch=step.epoch, num_epochs=step.num_epochs, loss=step.loss, lrate=step.lrate, eta_seconds=step.eta_seconds,
+                    job_id=job["id"],
+                    state=training_pb2.JobState.ValueType(step.state),
+                    stage=step.stage,
+                    progress=step.progress,
+                    metrics=step.metrics,
+                    message=step.message,
+                    epoch=step.epoch,
+                    num_epochs=step.num_epochs,
+                    loss=step.loss,
+                    lrate=step.lrate,
+                    eta_seconds=step.eta_seconds,
                     items_per_second=step.items_per_second,
                 )
                 if step.state in TERMINAL:
@@ -129,8 +135,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                 current = await asyncio.to_thread(self.service.job, job["id"])
                 if current["state"] in TERMINAL:
                     yield training_pb2.TrainingProgress(
-                        job_id=job["id"], state=current["state"], stage=_END_STAGE[current["state"]],
-                        progress=current["progress"], message=current["error"],
+                        job_id=job["id"],
+                        state=current["state"],
+                        stage=_END_STAGE[current["state"]],
+                        progress=current["progress"],
+                        message=current["error"],
                     )
                     return
 
@@ -167,7 +176,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             version, split, metrics = await asyncio.to_thread(
                 self.service.stored_evaluation, request.app_id, request.model_id, request.version, int(request.split)
             )
-            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=split, metrics=metrics)
+            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=common_pb2.Split.ValueType(split), metrics=metrics)
         result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
         return _evaluation(request.model_id, result)
 
@@ -182,21 +191,24 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
 
     # -- for the curation service (its rounds, strategies and reports) ------------------------
-    async def ExtendDataset(self, request, context):  # type: ignore[no-untyped-def]
-        validation.app_id(request.app_id)
-        validation.input_id(request.dataset_id)
+    async def ExtendDataset(self, request: training_pb2.ExtendDatasetRequest, context: Context) -> training_pb2.Dataset:
+        # the core checks the ids (extend_dataset reads the latest version through get_dataset)
         return _dataset(await asyncio.to_thread(self.service.extend_dataset, request.app_id, request.dataset_id))
 
-    async def ListDatasetRows(self, request, context):  # type: ignore[no-untyped-def]
+    async def ListDatasetRows(self, request: training_pb2.ListDatasetRowsRequest, context: Context) -> training_pb2.ListDatasetRowsResponse:
         version, rows = await asyncio.to_thread(self.service.dataset_rows, request.app_id, request.dataset_id, request.version)
         return training_pb2.ListDatasetRowsResponse(
-            version=version, rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=r.split) for r in rows]  # type: ignore[arg-type]
+            version=version,
+            rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=common_pb2.Split.ValueType(r.split)) for r in rows],
         )
 
-    async def ScoreInputs(self, request, context):  # type: ignore[no-untyped-def]
+    async def ScoreInputs(self, request: training_pb2.ScoreInputsRequest, context: Context) -> training_pb2.ScoreInputsResponse:
         r = await asyncio.to_thread(self.service.score_inputs, request.app_id, request.model_id, request.version, list(request.input_ids))
         return training_pb2.ScoreInputsResponse(
-            version=r["version"], concepts=r["concepts"], input_ids=r["input_ids"], probabilities=r["proba"].ravel().tolist(),
+            version=r["version"],
+            concepts=r["concepts"],
+            input_ids=r["input_ids"],
+            probabilities=r["proba"].ravel().tolist(),
             activation=r["activation"],
         )
 

@@ -3,10 +3,10 @@ evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, false, insert, select, update
 from sqlalchemy.engine import Engine
@@ -105,7 +105,7 @@ SCHEMA = migrations.Schema("training", schema_migrations.FOLDER, metadata, schem
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _boxes(value: object) -> list[Box] | None:
@@ -113,7 +113,8 @@ def _boxes(value: object) -> list[Box] | None:
         value = json.loads(value)
     if value is None:
         return None
-    return [(str(g[0]), float(g[1]), float(g[2]), float(g[3]), float(g[4])) for g in value]  # type: ignore[union-attr]
+    rows = cast("list[Sequence[Any]]", value)  # a JSON list of [concept, x0, y0, x1, y1]
+    return [(str(g[0]), float(g[1]), float(g[2]), float(g[3]), float(g[4])) for g in rows]
 
 
 class TrainingStore:
@@ -140,7 +141,7 @@ class TrainingStore:
                         "app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id,
                         "concepts": r.concepts, "split": r.split,
                         "regions": None if r.regions is None else [list(g) for g in r.regions],
-                    }  # fmt: skip
+                    }
                     for r in rows
                 ],
             )
@@ -167,7 +168,10 @@ class TrainingStore:
 
     # -- models -----------------------------------------------------------------------
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:
-        row = dict(app_id=app_id, id=model_id, template=template, concepts=concepts, settings=settings, serving_version="", created_at=utcnow())
+        row = {
+            "app_id": app_id, "id": model_id, "template": template, "concepts": concepts, "settings": settings,
+            "serving_version": "", "created_at": utcnow(),
+        }
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(models).values(**row))

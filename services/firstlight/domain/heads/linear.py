@@ -34,6 +34,8 @@ def as_kind(value: str) -> Kind:
     if value == "sigmoid":
         return "sigmoid"
     raise TrainingError(f"kind must be 'softmax' or 'sigmoid', got {value!r}")
+
+
 NPZ_FORMAT = 1
 
 
@@ -71,9 +73,7 @@ class LinearHead:
         self.W = np.ascontiguousarray(self.W, dtype=np.float32)
         self.b = np.ascontiguousarray(self.b, dtype=np.float32).reshape(-1)
         if self.W.ndim != 2 or self.W.shape[0] != len(self.concepts) or self.b.shape != (len(self.concepts),):
-            raise TrainingError(
-                f"head shapes disagree: {len(self.concepts)} concepts, W {self.W.shape}, b {self.b.shape}"
-            )
+            raise TrainingError(f"head shapes disagree: {len(self.concepts)} concepts, W {self.W.shape}, b {self.b.shape}")
         if self.kind not in ("softmax", "sigmoid"):
             raise TrainingError(f"kind must be 'softmax' or 'sigmoid', got {self.kind!r}")
 

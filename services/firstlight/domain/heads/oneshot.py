@@ -45,7 +45,8 @@ class PrototypeSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.examples_per_concept, bool) or not isinstance(self.examples_per_concept, (int, np.integer)) or not 0 <= self.examples_per_concept <= K_RANGE[1]:
+        n = self.examples_per_concept
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= K_RANGE[1]:
             raise InvalidSetting("examples_per_concept", f"must be an integer in [0, {K_RANGE[1]}], got {self.examples_per_concept!r}")
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float, np.floating)) or not math.isfinite(self.tau):
             raise InvalidSetting("tau", f"must be a finite number, got {self.tau!r}")
@@ -123,9 +124,7 @@ class PrototypeClassifier(LinearHead):
         return {"template": self.template, "tau": self.tau, "shots": dict(self.shots), "dim": self.dim}
 
     @classmethod
-    def _from_arrays(
-        cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]
-    ) -> PrototypeClassifier:
+    def _from_arrays(cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]) -> PrototypeClassifier:
         return cls(concepts=concepts, W=W, b=b, kind=kind, normalize=normalize, tau=float(meta["tau"]), shots=dict(meta.get("shots", {})))
 
 

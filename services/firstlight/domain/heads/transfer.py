@@ -80,8 +80,7 @@ class TransferSettings:
         if not self.mutually_exclusive and not self.logreg:
             raise InvalidSetting(
                 "logreg",
-                "must be true when concepts are not mutually exclusive (a softmax cannot predict "
-                "several concepts or none)",
+                "must be true when concepts are not mutually exclusive (a softmax cannot predict several concepts or none)",
             )
         _check_number("C", self.C, *C_RANGE, integer=False)
         _check_number("tol", self.tol, *TOL_RANGE, integer=False)
@@ -153,9 +152,7 @@ class TransferModel(LinearHead):
         }
 
     @classmethod
-    def _from_arrays(
-        cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]
-    ) -> TransferModel:
+    def _from_arrays(cls, concepts: list[str], W: np.ndarray, b: np.ndarray, kind: Kind, normalize: bool, meta: dict[str, Any]) -> TransferModel:
         keys = ("settings", "n_train", "n_augmented", "class_counts", "class_weighting", "class_weights", "seconds", "n_iter", "converged")
         return cls(concepts=concepts, W=W, b=b, kind=kind, normalize=normalize, **{k: meta[k] for k in keys if k in meta})
 
@@ -187,10 +184,7 @@ def _label_matrix(Y: Sequence[str | Sequence[str]], concepts: list[str], exclusi
             out[i, index[c]] = True
         if exclusive and out[i].sum() != 1:
             got = ", ".join(repr(c) for c in dict.fromkeys(labs)) or "none"
-            raise TrainingError(
-                f"row {i} has {int(out[i].sum())} concepts ({got}) but concepts are mutually exclusive: "
-                "each training input needs exactly one"
-            )
+            raise TrainingError(f"row {i} has {int(out[i].sum())} concepts ({got}) but concepts are mutually exclusive: each training input needs exactly one")
     return out
 
 

@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from firstlight.domain.errors import InsufficientData, TrainingError
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import Box, DeepTrainContext, DeepTrainResult, OutputSpec
 from firstlight.training.deep.det_metrics import Detection, mean_average_precision
 from firstlight.training.deep.loop import LoopSettings, clip_and_step, run_epochs
-from firstlight.domain.errors import InsufficientData, TrainingError
 from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_detector"
@@ -267,7 +267,7 @@ def decode(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Heatmap probabilities N×K×G×G and regression N×R×G×G -> (boxes N×D×4 in [0,1], scores N×D,
     classes N×D int32), D = ``max_detections``, padded with zero boxes, score 0 and class -1."""
-    n, k, gh, gw = heat.shape
+    n, _k, gh, gw = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
     flat = peaks.reshape(n, -1)
     top = min(pre_nms, int(flat.shape[1]))

@@ -39,10 +39,10 @@ from torch import nn
 
 from firstlight.models import backbone as bb
 from firstlight.models.preprocess import to_model_input
-from firstlight.training.hyper import SettingSpec
 from firstlight.training.deep import hyper as deep_hyper
-from firstlight.training.deep.loop import lr_factor
 from firstlight.training.deep.context import DeepTrainContext, DeepTrainResult, EpochReport, LabeledImages, OutputSpec
+from firstlight.training.deep.loop import lr_factor
+from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_embedder"
 LOSSES = ("arcface", "triplet")
@@ -569,7 +569,11 @@ class VisualEmbedder:
             validation=validation,
             test=test,
             report={"history": history, "loss": loss_name, "embedding_dim": dim, "frozen_backbone": frozen, "head_init": setting(hyper, "head_init")},
-            timings={"train_seconds": train_seconds, "probe_seconds": probe_seconds, "images_per_second": len(y_train) * max(1, epochs - first_epoch + 1) / max(train_seconds, 1e-9)},
+            timings={
+                "train_seconds": train_seconds,
+                "probe_seconds": probe_seconds,
+                "images_per_second": len(y_train) * max(1, epochs - first_epoch + 1) / max(train_seconds, 1e-9),
+            },
         )
 
     @staticmethod

@@ -19,15 +19,15 @@ from firstlight.domain.errors import InvalidSetting
 from firstlight.training.hyper import SettingSpec, _coerce
 
 __all__ = [
-    "SHARED",
     "LR_KEYS",
-    "register_template",
-    "template_specs",
+    "SHARED",
     "applicable",
-    "parse_deep",
-    "effective_lrate",
     "deep_templates",
+    "effective_lrate",
+    "parse_deep",
+    "register_template",
     "stability_settings",
+    "template_specs",
 ]
 
 # The learning rate can be given in three equivalent ways (as in the classic platform): directly,
@@ -51,7 +51,11 @@ SHARED: dict[str, SettingSpec] = {
             "detection_score_threshold", "float", 0.3,
             "detections scoring below this are dropped from the output (and from mAP's ranked list)", 0.0, 1.0,
         ),
-        SettingSpec("image_size", "int", 128, "training and serving image side: images are resized to image_size × image_size (classifier/embedder: shorter side then center crop)", 32, 512),
+        SettingSpec(
+            "image_size", "int", 128,
+            "training and serving image side: images are resized to image_size × image_size (classifier/embedder: shorter side then center crop)",
+            32, 512,
+        ),
         SettingSpec("init_epochs", "int", 5, "epochs at the base learning rate before the first step down", 0, 1000),
         SettingSpec(
             "logreg", "bool", False,
@@ -61,7 +65,9 @@ SHARED: dict[str, SettingSpec] = {
         # warm-up and clipping: unclipped, 30 steps on 16 images stayed at chance at 0.01 and diverged
         # at 0.03; clipped at norm 1, 0.001-0.1 all fit them and the edge is 0.3, so 0.03 sits 10×
         # below it. It also learned best on the bundled sets (docs/deep-training.md, "Learning rate").
-        SettingSpec("lrate", "float", 0.03, "base learning rate of the new layers (the optimizer is the template's: SGD+momentum for the classifier)", 1e-7, 10.0),
+        SettingSpec(
+            "lrate", "float", 0.03, "base learning rate of the new layers (the optimizer is the template's: SGD+momentum for the classifier)", 1e-7, 10.0,
+        ),
         SettingSpec("num_epochs", "int", 10, "training epochs", 1, 1000),
         SettingSpec(
             "num_items_per_epoch", "int", 0,

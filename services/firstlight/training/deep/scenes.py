@@ -138,7 +138,7 @@ def make_scene(
         for _attempt in range(20):  # re-draw placements that overlap an earlier animal too much
             concept = concepts[rng.integers(len(concepts))]
             src = images[pool[concept][rng.integers(len(pool[concept]))]]
-            side = max(8, int(round(rng.uniform(*scale) * size)))
+            side = max(8, round(rng.uniform(*scale) * size))
             aspect = rng.uniform(0.8, 1.25)  # mild stretch: more shape variety than the 28×28 set has
             pw, ph = max(8, int(side * aspect)), max(8, int(side / aspect))
             pw, ph = min(pw, size), min(ph, size)

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from firstlight.fsmodes import shared_dir_mode
 from firstlight.config import REPO_ROOT
+from firstlight.fsmodes import shared_dir_mode
 from firstlight.training.deep.context import DeepTrainResult
 from firstlight.training.export import triton_model_name
 
