@@ -20,7 +20,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetDataset", "GetTrainingJob", "ListModelVersions",
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
-    "RunHealthCheck", "GetWorstSlices",
+    "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0

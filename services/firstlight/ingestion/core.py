@@ -246,9 +246,10 @@ class Ingestion:
             self.blobs.delete(uri)
         return len(ids)
 
-    def annotate(self, app_id: str, changes: Sequence[tuple]) -> list[InputRow]:
+    def annotate(self, app_id: str, changes: Sequence[tuple], labeled_by: str = "") -> list[InputRow]:
         """Each change is (input_id, add_concepts, remove_concepts, split or 0[, add_regions,
-        clear_regions]); the concepts of added regions are added too."""
+        clear_regions]); the concepts of added regions are added too. New labels record
+        ``labeled_by`` (who: the caller's key) and when."""
         self.get_app(app_id)
         if not changes:
             raise InvalidArgument("no annotations given")
@@ -288,7 +289,7 @@ class Ingestion:
                 out.append(OutboxEvent(topics.ANNOTATIONS_CHANGED, topics.event_key(r.app_id, r.id), ev.SerializeToString()))
             return out
 
-        return self.store.apply_annotations(app_id, clean, events)
+        return self.store.apply_annotations(app_id, clean, events, labeled_by=labeled_by)
 
     def list_concepts(self, app_id: str) -> list[tuple[str, int]]:
         self.get_app(app_id)

@@ -87,7 +87,9 @@ def build(settings: IngestionSettings) -> ServiceShell:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
-    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr, settings.embedding_addr)
+    servicer = ingestion_servicer.IngestionServicer(
+        core, relay, settings.search_addr, settings.embedding_addr, key_name=key_store.name_of
+    )
     keys_servicer = auth_servicer.AuthServicer(key_store, core.get_app, authenticator.forget if authenticator else None)
 
     async def on_start() -> None:

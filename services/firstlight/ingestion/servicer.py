@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -11,7 +11,8 @@ from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgume
 from firstlight.ingestion.core import Ingestion, NewInput, region_proto
 from firstlight.ingestion.outbox import OutboxRelay
 from firstlight.ingestion.store import InputRow
-from firstlight.runtime.auth import caller_is_service
+from firstlight.auth import keys
+from firstlight.runtime.auth import CURRENT_PRINCIPAL, caller_is_service
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
@@ -51,6 +52,9 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         created_at=timestamp(row.created_at),
         label_revision=row.label_revision,
         regions=[region_proto(g) for g in row.regions],
+        label_records=[
+            common_pb2.LabelRecord(concept=c, labeled_by=by, labeled_at=timestamp(at) if at else None) for c, by, at in row.label_records
+        ],
     )
 
 
@@ -78,11 +82,26 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 @map_errors
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "", embedding_addr: str = "") -> None:
+    def __init__(
+        self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "", embedding_addr: str = "",
+        key_name: Callable[[str, str], str] | None = None,
+    ) -> None:
         self.core = core
         self.relay = relay
         self.search = SearchClient(search_addr)
         self.embedding = EmbeddingModels(embedding_addr)
+        self.key_name = key_name  # (app, key id) -> the key's name, for who-labeled records
+
+    def _labeler(self) -> str:
+        """Who is labeling, for the label records: the key's name and id, "admin key",
+        "service", or "" when authentication is off."""
+        p = CURRENT_PRINCIPAL.get()
+        if p is None:
+            return ""
+        if p.kind != keys.APP:
+            return "admin key" if p.kind == keys.ADMIN else "service"
+        name = self.key_name(p.app_id, p.key_id) if self.key_name else ""
+        return f"{name} ({p.key_id})" if name else p.key_id
 
     def _published(self) -> None:
         if self.relay:
@@ -169,7 +188,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split), list(a.add_regions), a.clear_regions)
             for a in request.annotations
         ]
-        rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes)
+        rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes, self._labeler())
         self._published()
         return ingestion_pb2.PostAnnotationsResponse(inputs=[input_to_proto(r) for r in rows])
 
@@ -187,7 +206,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             ids, scores = await self.search.select(request.app_id, sel)
         if ids and not request.dry_run:
             changes = [(i, list(request.add_concepts), list(request.remove_concepts), 0) for i in ids]
-            await asyncio.to_thread(self.core.annotate, request.app_id, changes)
+            await asyncio.to_thread(self.core.annotate, request.app_id, changes, self._labeler())
             self._published()
         return ingestion_pb2.BulkAnnotateResponse(input_ids=ids, scores=scores)
 

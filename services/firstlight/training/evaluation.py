@@ -541,6 +541,21 @@ def render_comparison_markdown(comparison: Comparison, title: str = "Model versi
     return "\n".join(out) + "\n"
 
 
+def top1_predictions(
+    input_ids: Sequence[str], y_true: Sequence[Sequence[str]], proba: np.ndarray, concepts: list[str]
+) -> list[tuple[str, str, str, float]]:
+    """(input id, true concept, predicted concept, its probability) per single-label input: the
+    pairs behind each cell of the confusion matrix (rows = true, columns = top prediction)."""
+    P = np.asarray(proba)
+    top = P.argmax(axis=1)
+    index = {c: k for k, c in enumerate(concepts)}
+    out = []
+    for i, (input_id, labs) in enumerate(zip(input_ids, y_true)):
+        truth = min(index[c] for c in ([labs] if isinstance(labs, str) else labs))
+        out.append((input_id, concepts[truth], concepts[int(top[i])], float(P[i, top[i]])))
+    return out
+
+
 def metric_direction(metric: str) -> int:
     """+1 when higher is better, -1 when lower is (ECE, log loss, any "*loss*" a template reports)."""
     if metric in METRICS:

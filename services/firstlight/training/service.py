@@ -460,12 +460,18 @@ class TrainingService:
         rows = [r for r in rows if r.split == split and r.concepts]
         if not rows:
             raise FailedPrecondition(f"the {SPLIT_NAMES[split]} split of dataset {v['dataset_id']!r} is empty")
+        predictions: list[tuple[str, str, str, float]] = []
         if model["template"] in deep_jobs.DEEP_TEMPLATES:
             report = deep_jobs.evaluate_version(self, app_id, model, v, rows)
         else:
             head = transfer.load_head(self.repository / v["triton_model"] / str(v["version"]) / "weights.npz", model["concepts"])
             # Versions from before heads recorded their embedding model were trained on the backbone's.
-            report = self._evaluate_head(head, app_id, rows, model["concepts"], v["train_report"].get("embedding_model", ""))
+            X, Y, _ = self._xy(app_id, rows, v["train_report"].get("embedding_model", ""))
+            proba = head.predict_proba(X)
+            multilabel = head.activation == "sigmoid"
+            report = evaluation.evaluate(Y, proba, model["concepts"], multilabel=multilabel)
+            if not multilabel:  # which input lands in which confusion cell (a multi-label matrix counts pairs)
+                predictions = evaluation.top1_predictions([r.input_id for r in rows], Y, proba, model["concepts"])
         title = f"{model_id} v{v['version']} on {SPLIT_NAMES[split]} ({len(rows)} inputs)"
         with tempfile.TemporaryDirectory() as tmp:
             png_path = Path(tmp) / "confusion.png"
@@ -475,7 +481,43 @@ class TrainingService:
             report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]}
         )
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
-        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
+        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows),
+                "predictions": predictions}
+
+    def promote(self, app_id: str, model_id: str, version: str, metric: str = "", min_gain: float = 0.0, override_reason: str = "") -> tuple[dict, bool, str, str]:
+        """A person promotes a version: the promotion rule (``evaluation.decide_promotion``, the
+        one automatic promotion uses) still decides against the serving version's validation
+        metrics; a refusal stands unless ``override_reason`` says why (it is kept in the version's
+        promotion note). Returns (model, promoted, note, previous serving version)."""
+        if not version:
+            raise InvalidArgument("name the version to promote")
+        if len(override_reason) > 512:
+            raise InvalidArgument(f"override_reason is {len(override_reason)} characters, over the limit of 512")
+        if metric and metric not in evaluation.METRICS:
+            raise InvalidArgument(f"unknown promotion metric {metric!r} (known: {', '.join(evaluation.METRICS)})")
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        serving = model["serving_version"]
+        if serving == str(v["version"]):
+            return model, True, f"version {serving} is already serving", serving
+        previous = self.store.get_version(app_id, model_id, int(serving)) if serving else None
+        experiment = v["train_report"].get("experiment") or {}
+        ok, verdict = evaluation.decide_promotion(
+            v["validation_metrics"], previous["validation_metrics"] if previous else None, metric, min_gain,
+            primary=experiment.get("primary_metric") or "accuracy",
+        )
+        if not ok and not override_reason.strip():
+            raise FailedPrecondition(f"the promotion rule refuses version {v['version']}: {verdict}")
+        note = f"promoted by hand: {verdict}" if ok else f"promoted by hand over the rule ({override_reason.strip()}); the rule said: {verdict}"
+        self.store.set_promotion_note(app_id, model_id, int(v["version"]), note[:1024])
+        self.store.set_serving(app_id, model_id, str(v["version"]))
+        extra: dict = {}
+        if experiment.get("kind"):
+            extra.update(kind=experiment["kind"], image_size=int(experiment.get("image_size") or 0))
+        elif v["train_report"].get("embedding_model"):
+            extra["embedding_model"] = v["train_report"]["embedding_model"]
+        self.platform.publish_version(app_id, model_id, str(v["version"]), v["triton_model"], list(model["concepts"]), True, v["activation"], **extra)
+        return self.model(app_id, model_id), True, note, serving
 
     def compare(self, app_id: str, model_id: str, version_ids: Sequence[str], split: int) -> dict:
         all_versions = [str(v["version"]) for v in self.store.list_versions(app_id, model_id)] if not version_ids else list(version_ids)

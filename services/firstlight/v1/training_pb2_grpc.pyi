@@ -59,6 +59,12 @@ class TrainingServiceStub:
     """Cancel a queued or running job (a deep template stops between batches); returns the job.
     FAILED_PRECONDITION if it already ended.
     """
+    PromoteModelVersion: _grpc.UnaryUnaryMultiCallable[_training_pb2.PromoteModelVersionRequest, _training_pb2.PromoteModelVersionResponse]
+    """Make a trained version the serving one (a person, after reading its evaluation). The
+    promotion rule still decides against the serving version on validation; a refusal is
+    FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+    anyway (a rollback, say), which is recorded in the version's promotion note.
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -86,6 +92,12 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     CancelTrainingJob: _aio.UnaryUnaryMultiCallable[_training_pb2.GetTrainingJobRequest, _training_pb2.TrainingJob]  # type: ignore[assignment]
     """Cancel a queued or running job (a deep template stops between batches); returns the job.
     FAILED_PRECONDITION if it already ended.
+    """
+    PromoteModelVersion: _aio.UnaryUnaryMultiCallable[_training_pb2.PromoteModelVersionRequest, _training_pb2.PromoteModelVersionResponse]  # type: ignore[assignment]
+    """Make a trained version the serving one (a person, after reading its evaluation). The
+    promotion rule still decides against the serving version on validation; a refusal is
+    FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+    anyway (a rollback, say), which is recorded in the version's promotion note.
     """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -171,6 +183,18 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_training_pb2.TrainingJob, _abc.Awaitable[_training_pb2.TrainingJob]]:
         """Cancel a queued or running job (a deep template stops between batches); returns the job.
         FAILED_PRECONDITION if it already ended.
+        """
+
+    @_abc_1.abstractmethod
+    def PromoteModelVersion(
+        self,
+        request: _training_pb2.PromoteModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.PromoteModelVersionResponse, _abc.Awaitable[_training_pb2.PromoteModelVersionResponse]]:
+        """Make a trained version the serving one (a person, after reading its evaluation). The
+        promotion rule still decides against the serving version on validation; a refusal is
+        FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+        anyway (a rollback, say), which is recorded in the version's promotion note.
         """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
