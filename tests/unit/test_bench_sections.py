@@ -26,3 +26,8 @@ def test_cpu_uses_the_training_service_thread_budget(monkeypatch: pytest.MonkeyP
     assert deep_training.device_and_threads() == ("cpu", 3)
     monkeypatch.delenv("FIRSTLIGHT_TRAIN_THREADS")
     assert deep_training.device_and_threads() == ("cpu", 1)  # TrainingSettings.train_threads' default
+
+
+def test_gateway_is_a_section_of_make_bench() -> None:
+    assert "gateway" in bench_main.parse([]).sections and "gateway" not in bench_main.STACKLESS
+    assert bench_main.parse(["--only", "gateway"]).sections == ["gateway"]
