@@ -314,10 +314,16 @@ def test_queue_leases_labelers_scoring_promotion_and_cells(gw: httpx.Client, key
     assert r.status_code == 400 and "holder" in err(r)["message"]
     assert gw.post(f"/v1/apps/{B}/curation/queue/lease", json={"holder": "x"}, headers=h).status_code == 403
     item = alice["item"]["input_id"]
-    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": item, "add_concepts": ["cat"]}]}, headers=h)
+    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": item, "add_concepts": ["reviewed"]}]}, headers=h)
     assert r.status_code == 200, r.text
-    records = gw.get(f"/v1/apps/{A}/inputs/{item}", headers=h).json()["label_records"]
-    assert records[0]["concept"] == "cat" and records[0]["labeled_by"].startswith("tests (") and records[0]["labeled_at"], records
+    records = {x["concept"]: x for x in gw.get(f"/v1/apps/{A}/inputs/{item}", headers=h).json()["label_records"]}
+    assert records["reviewed"]["labeled_by"].startswith("tests (") and records["reviewed"]["labeled_at"], records
+    # Alice names the item she labeled (curation sees the label a moment later): she gets another
+    # one, and bob still cannot get hers meanwhile.
+    nxt = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "alice", "exclude_input_ids": [item]}, headers=h).json()
+    assert nxt["item"] is None or nxt["item"]["input_id"] not in (item, bob["item"]["input_id"]), nxt
+    carol = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "carol"}, headers=h).json()
+    assert carol["item"] is None or carol["item"]["input_id"] not in (item, bob["item"]["input_id"]), carol
     # Score the pool, then filter and sort by the stored predictions.
     job = gw.post(f"/v1/apps/{A}/curation/score-pool", json={"model_id": "animals"}, headers=h)
     assert job.status_code == 202, job.text

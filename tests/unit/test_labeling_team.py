@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
@@ -54,10 +54,13 @@ def test_two_labelers_never_hold_the_same_item_and_leases_expire(queue) -> None:
     assert again["input_id"] == "i0" and expires == clock.now + timedelta(seconds=60)
     skipped, _, _ = leases.lease("a", "alice", 60, release="i0", exclude=["i0"])  # x: next free one, not bob's
     assert skipped["input_id"] == "i2"
-    stream.on_labels([("a", "i2", ["cat"])])  # labeled: alice's lease is over, she gets the next free
-    nxt, _, _ = leases.lease("a", "alice", 60, exclude=["i0"])
+    # Alice labels i2; curation has not seen the label yet: she names it and gets the next free
+    # one, while i2 stays hers: carol (skipping the free i0) gets nothing.
+    nxt, _, _ = leases.lease("a", "alice", 60, exclude=["i0", "i2"])
     assert nxt["input_id"] == "i3"
-    assert leases.lease("a", "carol", 60, exclude=["i0"])[0] is None  # i1 (bob), i3 (alice) held; i0 excluded
+    assert leases.lease("a", "carol", 60, exclude=["i0"])[0] is None
+    stream.on_labels([("a", "i2", ["cat"])])  # the label arrives: i2 is no longer waiting
+    assert leases.lease("a", "carol", 60, exclude=["i0"])[0] is None  # i1 (bob), i3 (alice)
     assert leases.lease("a", "carol", 60)[0]["input_id"] == "i0"  # released by alice: free again
     clock.now += timedelta(seconds=61)  # everyone walked away: their leases ended
     assert leases.lease("a", "dave", 60, exclude=["i0"])[0]["input_id"] == "i1"
@@ -90,8 +93,14 @@ def test_an_old_store_gets_the_label_columns(tmp_path: Path) -> None:
         conn.execute(text("DROP TABLE input_concepts"))
         conn.execute(text("ALTER TABLE t RENAME TO input_concepts"))
     engine.dispose()
-    cols = {c["name"] for c in __import__("sqlalchemy").inspect(make_engine(url)).get_columns("input_concepts")}
-    assert {"labeled_by", "labeled_at"} <= cols
+    migrated = make_engine(url)
+    assert {"labeled_by", "labeled_at"} <= {c["name"] for c in inspect(migrated).get_columns("input_concepts")}
+    core = Ingestion(MetadataStore(migrated), LocalBlobStore(tmp_path / "b"), ImageLimits())
+    core.create_app("app")
+    core.post_inputs("app", [NewInput(png(1), id="x")])
+    core.annotate("app", [("x", ["cat"], [], 0)], "carol (k3)")
+    [(concept, by, at)] = core.get_input("app", "x").label_records
+    assert (concept, by) == ("cat", "carol (k3)") and at is not None and at.tzinfo is not None
 
 
 class FakeHead:
@@ -125,11 +134,12 @@ def wait(scoring: PoolScoring, job: dict) -> dict:
 
 
 def test_scoring_the_pool_stores_predictions_to_filter_and_sort(tmp_path: Path) -> None:
-    scoring = PoolScoring(fake_curation(1200), CurationStore(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    n = 700  # two batches of 512
+    scoring = PoolScoring(fake_curation(n), CurationStore(f"sqlite:///{tmp_path / 'c.db'}").engine)
     job = wait(scoring, scoring.start("a", "m", "", unlabeled_only=False))
-    assert (job["state"], job["scored"], job["total"], job["model_version"]) == ("succeeded", 1200, 1200, "2")
+    assert (job["state"], job["scored"], job["total"], job["model_version"]) == ("succeeded", n, n, "2")
     rows, token, total, version = scoring.predictions("a", "m", "", "dog", 0.0, 0.0, "", 100, "")
-    assert version == "2" and total == 600 and len(rows) == 100 and token
+    assert version == "2" and total == n // 2 and len(rows) == 100 and token
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True) and {r["predicted"] for r in rows} == {"dog"}
     rest, _, _, _ = scoring.predictions("a", "m", "", "dog", 0.0, 0.0, "", 100, token)
     assert not {r["input_id"] for r in rest} & {r["input_id"] for r in rows}
@@ -142,7 +152,7 @@ def test_scoring_the_pool_stores_predictions_to_filter_and_sort(tmp_path: Path) 
         with pytest.raises(InvalidArgument):
             scoring.predictions("a", "m", "", "", bad[0], bad[1], bad[2], 10, "")
     half = wait(scoring, scoring.start("a", "m", "2", unlabeled_only=True))  # rescoring replaces the version's rows
-    assert half["total"] == 600 and scoring.predictions("a", "m", "2", "", 0.0, 0.0, "", 10, "")[2] == 600
+    assert half["total"] == n // 2 and scoring.predictions("a", "m", "2", "", 0.0, 0.0, "", 10, "")[2] == n // 2
     with pytest.raises(NotFound):
         scoring.start("a", "nope", "", False)
     with pytest.raises(NotFound):

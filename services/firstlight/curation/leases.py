@@ -2,7 +2,12 @@
 to one labeler (a browser session: the ``holder``) for a while, so two labelers never label the
 same item at the same time. A lease ends when the item gets a label, when its holder releases it
 (skips it) or when it expires; the holder's live lease is handed back on the next call (a reload
-shows the same item) and renewed. No grpc here; the RPC is in ``servicer``."""
+shows the same item) and renewed.
+
+Labels reach curation as events, a moment after the annotation: the Portal asks for its next
+item right after labeling, when curation may still see the item waiting. So it names the items
+it labeled in ``exclude`` without releasing them: they stay leased to it (nobody else gets them)
+until the label arrives, and it gets the next free item. No grpc here; the RPC is in ``servicer``."""
 
 from __future__ import annotations
 
@@ -83,7 +88,6 @@ class QueueLeases:
                 input_id = conn.execute(free.order_by(queue.c.seq).limit(1)).scalar_one_or_none()
                 if input_id is None:
                     return None, None, others
-                conn.execute(delete(leases).where(mine, leases.c.holder == holder))  # one item per holder
                 conn.execute(insert(leases).values(app_id=app_id, input_id=input_id, holder=holder, expires_at=expires))
             row = conn.execute(select(queue).where(and_(queue.c.app_id == app_id, queue.c.input_id == input_id))).mappings().one()
         return dict(row, queued_at=_aware(row["queued_at"])), expires, others

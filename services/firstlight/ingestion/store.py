@@ -171,7 +171,7 @@ def make_engine(url: str) -> Engine:
     if "labeled_by" not in {c["name"] for c in inspect(engine).get_columns("input_concepts")}:
         with engine.begin() as conn:
             conn.execute(text("ALTER TABLE input_concepts ADD COLUMN labeled_by VARCHAR(320)"))
-            conn.execute(text("ALTER TABLE input_concepts ADD COLUMN labeled_at TIMESTAMP"))
+            conn.execute(text("ALTER TABLE input_concepts ADD COLUMN labeled_at TIMESTAMP WITH TIME ZONE"))
     return engine
 
 

@@ -113,8 +113,8 @@
     }
     for (const k of Object.keys(sel)) if (params.get(k)) sel[k].value = params.get(k);
     if (params.get("model")) { pred.model.value = params.get("model"); await modelConcepts(); }
-    for (const k of Object.keys(pred)) if (k !== "model" && params.get(k)) pred[k].value = params.get(k);
     // A confusion-matrix cell (evaluation page): exactly the inputs of true X predicted as Y.
+    if (!params.get("eval_model")) for (const k of Object.keys(pred)) if (k !== "model" && params.get(k)) pred[k].value = params.get(k);
     const cell = params.get("eval_model") ? { model: params.get("eval_model"), version: params.get("eval_version") || "serving", split: params.get("split") || "validation", true: params.get("true") || "", predicted: params.get("predicted") || "" } : null;
     let token = "", done = false, loading = false, generation = 0;
     const caption = (p) => ({ input_id: p.input_id, concepts: [`→ ${p.predicted_concept}`], score: p.score });
@@ -135,16 +135,24 @@
         } else if (pred.model.value) {
           q.set("model_id", pred.model.value);
           for (const [k, f] of [["model_version", pred.version], ["concept", pred.predicted], ["min_score", pred.min_score], ["max_score", pred.max_score], ["order", pred.order]]) if (f.value) q.set(k, f.value);
-          const r = await api("GET", appPath(`/curation/predictions?${q}`));
-          page = { inputs: r.predictions.map(caption), total_size: r.total_size, next_page_token: r.next_page_token };
-          $("#score-state").textContent = `predictions of v${r.model_version}`;
+          const r = await fetch(appPath(`/curation/predictions?${q}`), { credentials: "same-origin", headers: { Accept: "application/json" } });
+          const body = await r.json().catch(() => ({}));
+          if (r.status === 404) {  // this model has not scored the pool yet: say what to do, not an error
+            $("#score-state").textContent = `${pred.model.value} has no stored predictions${pred.version.value ? ` for v${pred.version.value}` : ""} yet: press "Score the pool".`;
+            page = { inputs: [], total_size: 0 };
+          } else if (!r.ok) {
+            throw new Error(flash((body.error && body.error.message) || r.statusText, "error") || (body.error && body.error.message) || r.statusText);
+          } else {
+            page = { inputs: body.predictions.map(caption), total_size: body.total_size, next_page_token: body.next_page_token };
+            $("#score-state").textContent = `predictions of v${body.model_version}`;
+          }
         } else {
           for (const k of Object.keys(sel)) if (sel[k].value) q.set(k, sel[k].value);
           page = await api("GET", appPath(`/inputs?${q}`));
         }
         if (gen !== generation) return;
         for (const inp of page.inputs || []) grid.append(tile(inp));
-        count.textContent = `${page.total_size} inputs`;
+        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}`;
         token = page.next_page_token || "";
         done = !token;
         sentinel.textContent = done ? (grid.children.length ? "" : "No inputs match.") : "…";
@@ -179,7 +187,7 @@
         await new Promise((r) => setTimeout(r, 500));
         job = await api("GET", appPath(`/curation/score-pool/${enc(job.id)}`));
       }
-      bar.value = 1;
+      bar.hidden = true;
       $("#score-state").textContent = job.state === "succeeded" ? `scored ${job.total} inputs with ${job.model_id} v${job.model_version}` : `scoring failed: ${job.error}`;
       pred.version.value = job.model_version;
       reset();
@@ -407,22 +415,60 @@
 
   // -- labeling queue --------------------------------------------------------------------------------
   async function queue() {
-    // Items come one at a time from a lease (LeaseQueueItem): two browsers never get the same
-    // item, and a reload shows this browser's item again until it is labeled or the lease ends.
-    let policy = null, concepts = [], item = null, skipped = [], history = [];
-    try { policy = await api("GET", appPath("/curation/policy")); } catch (e) { flash("No curation policy yet: set one on the Curation page.", "error"); }
-    if (policy) concepts = (await api("GET", appPath(`/models/${enc(policy.model_id)}`))).model.concepts;
-    const keys = $("#queue-keys");
-    concepts.slice(0, 9).forEach((c, i) => keys.append(el("li", {}, el("kbd", { text: String(i + 1) }), " ", el("span", { text: c }))));
-    async function lease(release) {
-      const r = await api("POST", appPath("/curation/queue/lease"), { release_input_id: release || "", exclude_input_ids: skipped.slice(-500) });
-      item = r.item;
-      $("#queue-lease").textContent = item ? `leased to you until ${(r.lease_expires_at || "").slice(11, 19)} UTC` + (r.leased_to_others ? ` · ${r.leased_to_others} with other labelers` : "")
-        : r.leased_to_others ? `${r.leased_to_others} waiting items are with other labelers` : "";
+    // Three sources, one image at a time. The stream queue hands out leases (LeaseQueueItem): two
+    // browsers never get the same item, and a reload shows this browser's item again until it is
+    // labeled or the lease ends. The pool sources walk the unlabeled inputs best first: the
+    // strategy's suggestions, or the stored pool scores by uncertainty (score the pool first).
+    let policy = null, concepts = [], item = null, skipped = [], undo = [], pool = [];
+    const params = new URLSearchParams(location.search);
+    const source = $("#queue-source"), modelSel = $("#queue-model");
+    if (params.get("source")) source.value = params.get("source");
+    try { policy = await api("GET", appPath("/curation/policy")); } catch (e) { flash(""); }
+    const models = ((await api("GET", appPath("/models")).catch(() => ({}))).models || []).filter((m) => m.id !== "general");
+    for (const m of models) modelSel.append(el("option", { value: m.id, text: m.id }));
+    modelSel.value = params.get("model") || (policy ? policy.model_id : "") || (models[0] || {}).id || "";
+    async function setup() {
+      if (source.value === "stream" && !policy) flash("No curation policy yet: set one on the Curation page.", "error");
+      const modelId = source.value === "stream" ? (policy ? policy.model_id : "") : modelSel.value;
+      modelSel.disabled = source.value === "stream";
+      concepts = modelId ? (await api("GET", appPath(`/models/${enc(modelId)}`))).model.concepts : [];
+      const keys = $("#queue-keys");
+      keys.replaceChildren();
+      concepts.slice(0, 9).forEach((c, i) => keys.append(el("li", {}, el("kbd", { text: String(i + 1) }), " ", el("span", { text: c }))));
+      pool = [];
+      skipped = [];
+      if (source.value === "suggest" && modelId) {
+        const r = await api("POST", appPath("/curation/suggestions"), { model_id: modelId, strategy: "margin", batch_size: 50 });
+        pool = r.suggestions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.score, strategy: r.strategy }));
+      } else if (source.value === "scores" && modelId) {
+        const r = await api("GET", appPath(`/curation/predictions?` + new URLSearchParams({ model_id: modelId, order: "uncertainty", page_size: "200" })));
+        pool = r.predictions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.uncertainty, strategy: `margin, v${r.model_version}` }));
+      }
+      history.replaceState(null, "", `?${new URLSearchParams({ source: source.value, model: modelSel.value })}`);
+      await next();
+    }
+    async function next(release) {
+      if (source.value === "stream") {
+        // Labeled items are excluded but not released: curation sees the label a moment later (an
+        // event), and until then the lease keeps them from other labelers.
+        const r = await api("POST", appPath("/curation/queue/lease"), { release_input_id: release || "", exclude_input_ids: [...skipped, ...undo.map((h) => h.id)].slice(-500) });
+        item = r.item;
+        $("#queue-lease").textContent = item ? `leased to you until ${(r.lease_expires_at || "").slice(11, 19)} UTC` + (r.leased_to_others ? ` · ${r.leased_to_others} with other labelers` : "")
+          : r.leased_to_others ? `${r.leased_to_others} waiting items are with other labelers` : "";
+      } else {
+        item = null;
+        while (pool.length) {  // the first still unlabeled and not skipped (labels may have come meanwhile)
+          const cand = pool[0];
+          const inp = skipped.includes(cand.input_id) ? null : await api("GET", appPath(`/inputs/${enc(cand.input_id)}`)).catch(() => null);
+          if (inp && !inp.concepts.length) { item = cand; break; }
+          pool.shift();
+        }
+        $("#queue-lease").textContent = `most uncertain first; up to ${pool.length} left in this batch (labeled ones are skipped; pool sources are not leased: one labeler)`;
+      }
       show();
     }
     async function refresh() {
-      const page = await api("GET", appPath("/curation/queue?state=queued&page_size=1"));
+      const page = await api("GET", appPath("/curation/queue?state=queued&page_size=1")).catch(() => ({}));
       const s = page.stats || {};
       const rounds = (await api("GET", appPath("/curation/rounds"))).rounds || [];
       const last = rounds[0];
@@ -431,7 +477,7 @@
       const t = $("#queue-stats");
       t.replaceChildren();
       const rows = { waiting: s.queued, "labels spent": s.labeled, "next retrain in": every ? `${Math.max(0, every - since)} labels` : "never (no retrain policy)", screened: s.screened };
-      for (const [k, v] of Object.entries(rows)) t.append(el("tr", {}, el("th", { text: k }), el("td", { text: v })));
+      for (const [k, v] of Object.entries(rows)) t.append(el("tr", {}, el("th", { text: k }), el("td", { text: v === undefined ? "" : v })));
       $("#queue-round").textContent = last ? `Round ${last.round}: ${last.candidate_version} ${last.promoted ? "promoted" : "not promoted"} — ${last.note}` : "none yet";
     }
     function show() {
@@ -450,23 +496,26 @@
           const c = concepts[Number(ev.key) - 1];
           if (!c) return;
           await api("POST", appPath("/annotations"), { annotations: [{ input_id: item.input_id, add_concepts: [c] }] });
-          history.push({ id: item.input_id, concept: c });
+          undo.push({ id: item.input_id, concept: c });
           flash(`${item.input_id} → ${c}`);
-          await lease();
+          await next();
           refresh();
         } else if (ev.key === "x" && item) {
           skipped.push(item.input_id);
-          await lease(item.input_id);
-        } else if (ev.key === "u" && history.length) {
-          const h = history.pop();
+          await next(item.input_id);
+        } else if (ev.key === "u" && undo.length) {
+          const h = undo.pop();
           await api("POST", appPath("/annotations"), { annotations: [{ input_id: h.id, remove_concepts: [h.concept] }] });
           flash(`Undid ${h.id} → ${h.concept}`);
-          await lease(item ? item.input_id : "");
+          if (source.value !== "stream") pool.unshift({ input_id: h.id, predicted_concept: "?", score: 0, strategy: "undone" });
+          await next();
           await refresh();
-        } else if (ev.key === "r") { await lease(); await refresh(); }
+        } else if (ev.key === "r") { await next(); await refresh(); }
       } finally { busy = false; }
     });
-    await lease();
+    source.addEventListener("change", setup);
+    modelSel.addEventListener("change", setup);
+    await setup();
     await refresh();
   }
 
@@ -544,12 +593,18 @@
     const order = ev.concept_order, n = order.length, cm = ev.confusion_matrix;
     const max = Math.max(1, ...cm);
     const exact = (ev.predictions || []).length > 0;
+    api("GET", appPath(`/models/${enc(modelId)}`)).then((m) => {
+      const serving = m.model.serving_version;
+      $("#promote").disabled = serving === ev.version;
+      $("#promote-state").textContent = serving === ev.version ? "This version serves." : serving ? `v${serving} serves now.` : "No version serves yet.";
+    }).catch(() => {});
     $("#promote-form").addEventListener("submit", async (e) => {
       e.preventDefault();
       const reason = $("#promote-reason").value.trim();
       try {
         const r = await api("POST", appPath(`/models/${enc(modelId)}/versions/${enc(ev.version)}/promote`), { override_reason: reason });
         $("#promote-state").textContent = r.note;
+        $("#promote").disabled = true;
         flash(`${modelId} v${ev.version} now serves (before: ${r.previous_version ? "v" + r.previous_version : "none"}).`);
       } catch (err) { $("#promote-state").textContent = err.message; }
     });
