@@ -1,8 +1,11 @@
 """The Portal in a real browser: Debian's headless Chromium driven by Selenium (chromium-driver)
 against the session's real stack. Walks sign-in, the gallery (infinite scroll, filters), an
 input page with hostile strings, text search → untick (click, shift-click, keyboard) → bulk
-label, a dataset → training with live progress → evaluation → a confusion-matrix cell, the
-labeling queue (keys 1–9, x, u), a second version compared side by side with the first, the
+label, a dataset → training with live progress → evaluation → a confusion-matrix cell's exact
+inputs, the
+labeling queue (keys 1–9, x, u; a lease another labeler cannot take; who labeled, on the input
+page), a second version compared side by side with the first, promotion by hand under the rule,
+scoring the pool and filtering the gallery by prediction, the queue fed by the stored scores, the
 curation page with the learning curve and the drift report, and the docs page. Screenshots of every page go to
 test-artifacts/portal/ (FIRSTLIGHT_TEST_ARTIFACTS overrides).
 
