@@ -333,7 +333,8 @@ def test_queue_leases_labelers_scoring_promotion_and_cells(gw: httpx.Client, key
     assert done["state"] == "succeeded" and done["scored"] == done["total"] >= 37 and done["progress"] == 1, done
     every = gw.get(f"/v1/apps/{A}/curation/predictions", params={"model_id": "animals", "page_size": 1000}, headers=h).json()
     assert every["total_size"] == done["total"] and every["model_version"] == done["model_version"]
-    cats = gw.get(f"/v1/apps/{A}/curation/predictions", params={"model_id": "animals", "concept": "cat", "min_score": 0.2, "order": "uncertainty"}, headers=h).json()
+    wanted = {"model_id": "animals", "concept": "cat", "min_score": 0.2, "order": "uncertainty"}
+    cats = gw.get(f"/v1/apps/{A}/curation/predictions", params=wanted, headers=h).json()
     assert cats["predictions"] and all(p["predicted_concept"] == "cat" and p["score"] >= 0.2 for p in cats["predictions"])
     unsure = [p["uncertainty"] for p in cats["predictions"]]
     assert unsure == sorted(unsure, reverse=True)

@@ -12,7 +12,7 @@ import pytest
 
 from firstlight import errors
 from firstlight.gateway import views
-from firstlight.v1 import inference_pb2, common_pb2, curation_pb2, training_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 SVG = "{http://www.w3.org/2000/svg}"
@@ -166,7 +166,7 @@ def portal(tmp_path):  # type: ignore[no-untyped-def]
     from firstlight.gateway.app import create_app
     from firstlight.gateway.session import COOKIE
 
-    settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4",
+    settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4", curation_addr="x:5",
                                blob_url=f"file://{tmp_path}", session_secret="s" * 40)
     fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration(), inference=FakeInference())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
@@ -186,7 +186,8 @@ def test_compare_page(portal) -> None:  # type: ignore[no-untyped-def]
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)" in html  # concept and note escaped
     assert 'style="' not in html  # the CSP forbids inline styles: matrix shades are classes
     # a cell opens exactly its inputs: that version's true X predicted as Y
-    assert re.search(r'href="/portal/apps/app1/gallery\?eval_model=m&amp;eval_version=2&amp;split=validation&amp;true=%3Cscript%3E[^"]*&amp;predicted=dog"', html)
+    cell = r'href="/portal/apps/app1/gallery\?eval_model=m&amp;eval_version=2&amp;split=validation&amp;true=%3Cscript%3E[^"]*&amp;predicted=dog"'
+    assert re.search(cell, html)
     client.get("/portal/apps/app1/models/m/compare", params={"a": "1", "b": "3", "split": "test"})
     assert fake.training.compared[-1] == (["1", "3"], common_pb2.SPLIT_TEST)
     client.get("/portal/apps/app1/models/m/compare", params={"b": "2"})

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.curation.leases import QueueLeases
 from firstlight.curation.pool_scores import PoolScoring, top_and_margin
+from firstlight.curation.ports import Scores
 from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import Prediction, StreamCuration, make_policy
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -27,10 +28,9 @@ from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.training import evaluation
 
 
-
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -86,42 +86,40 @@ def test_labels_record_who_and_when(tmp_path: Path) -> None:
 
 
 def test_an_old_store_gets_the_label_columns(tmp_path: Path) -> None:
+    """A store as the code before label records left it (migration 0004) is upgraded in place."""
+    import sqlite3
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "legacy_stores" / "ingestion-d94866b.sqlite.sql"
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    with engine.begin() as conn:  # a store from before label records
-        conn.execute(text("CREATE TABLE t AS SELECT app_id, input_id, concept FROM input_concepts"))
-        conn.execute(text("DROP TABLE input_concepts"))
-        conn.execute(text("ALTER TABLE t RENAME TO input_concepts"))
-    engine.dispose()
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.executescript(fixture.read_text())
     migrated = make_engine(url)
     assert {"labeled_by", "labeled_at"} <= {c["name"] for c in inspect(migrated).get_columns("input_concepts")}
     core = Ingestion(MetadataStore(migrated), LocalBlobStore(tmp_path / "b"), ImageLimits())
-    core.create_app("app")
-    core.post_inputs("app", [NewInput(png(1), id="x")])
-    core.annotate("app", [("x", ["cat"], [], 0)], "carol (k3)")
-    [(concept, by, at)] = core.get_input("app", "x").label_records
+    core.create_app("fresh-app")
+    core.post_inputs("fresh-app", [NewInput(png(1), id="x")])
+    core.annotate("fresh-app", [("x", ["cat"], [], 0)], "carol (k3)")
+    [(concept, by, at)] = core.get_input("fresh-app", "x").label_records
     assert (concept, by) == ("cat", "carol (k3)") and at is not None and at.tzinfo is not None
 
 
-class FakeHead:
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return X / X.sum(axis=1, keepdims=True)
-
-
 def fake_curation(n: int):  # type: ignore[no-untyped-def]
+    """The curation core's ports as PoolScoring uses them: the platform's inputs, and the
+    training service's model lookup and scores (here p(cat) = (k+1)/(n+1) for input k)."""
     ids = [f"i{k:03d}" for k in range(n)]
     vec = {i: np.array([k + 1.0, n - k], np.float32) for k, i in enumerate(ids)}
     platform = SimpleNamespace(inputs=lambda app_id, labeled=None, split=0: [(i, [], 0) for i in ids if labeled is not False or int(i[1:]) % 2])
 
-    def matrix(app_id, batch):  # type: ignore[no-untyped-def]
-        return batch, np.stack([vec[i] for i in batch])
-
-    def head(app_id, model_id, version):  # type: ignore[no-untyped-def]
+    def model_version(app_id, model_id, version):  # type: ignore[no-untyped-def]
         if model_id != "m":
             raise NotFound("no such model")
-        return FakeHead(), {"concepts": ["cat", "dog"]}, "2"
+        return SimpleNamespace(concepts=["cat", "dog"]), version or "2"
 
-    return SimpleNamespace(platform=platform, _matrix=matrix, _head=head)
+    def scores(app_id, model_id, version, batch):  # type: ignore[no-untyped-def]
+        X = np.stack([vec[i] for i in batch]) if batch else np.zeros((0, 2), np.float32)
+        return Scores(version, ["cat", "dog"], list(batch), X / X.sum(axis=1, keepdims=True) if len(X) else X)
+
+    return SimpleNamespace(platform=platform, _model_version=model_version, training=SimpleNamespace(scores=scores))
 
 
 def wait(scoring: PoolScoring, job: dict) -> dict:
@@ -176,36 +174,49 @@ def test_confusion_cells_know_their_inputs() -> None:
     assert preds[1] == ("b", "cat", "dog", pytest.approx(0.8))
 
 
-class FakePlatform:
+class FakeEvents:
     def __init__(self) -> None:
-        self.published: list = []
+        self.ready: list = []
 
-    def publish_version(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
-        self.published.append((args, kw))
+    def version_ready(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.ready.append(event)
 
 
 def test_promotion_by_hand_is_guarded_by_the_rule(tmp_path: Path) -> None:
-    from firstlight.training.service import TrainingService
+    from firstlight.training.core import TrainingCore
     from firstlight.training.store import TrainingStore
 
     store = TrainingStore(f"sqlite:///{tmp_path / 't.db'}")
-    svc = TrainingService.__new__(TrainingService)  # only the store and the platform are used here
-    svc.store, svc.platform = store, FakePlatform()
+    events = FakeEvents()
+    core = TrainingCore(store, peers=None, events=events, runners=[], work_root=tmp_path / "jobs")  # type: ignore[arg-type]
     store.insert_model("a", "m", "transfer_classifier", ["cat", "dog"], {})
     for v, acc in ((1, 0.8), (2, 0.7), (3, 0.9)):
-        store.insert_version(app_id="a", model_id="m", version=v, dataset_id="d", dataset_version="x", settings={}, validation_metrics={"accuracy": acc},
-                             train_report={"embedding_model": ""}, train_seconds=1.0, triton_model="t", activation="softmax", promotion_note="")
+        store.insert_version(
+            app_id="a",
+            model_id="m",
+            version=v,
+            dataset_id="d",
+            dataset_version="x",
+            settings={},
+            validation_metrics={"accuracy": acc},
+            train_report={"embedding_model": ""},
+            train_seconds=1.0,
+            triton_model="t",
+            activation="softmax",
+            promotion_note="",
+        )
     store.set_serving("a", "m", "1")
     with pytest.raises(FailedPrecondition, match="the candidate is worse"):
-        svc.promote("a", "m", "2")
-    model, ok, note, previous = svc.promote("a", "m", "3")
+        core.promote("a", "m", "2")
+    model, ok, note, previous = core.promote("a", "m", "3")
     assert ok and model["serving_version"] == "3" and previous == "1" and note.startswith("promoted by hand: promoted: accuracy")
-    assert svc.platform.published[-1][0][:2] == ("a", "m") and svc.platform.published[-1][0][5] is True
-    model, ok, note, _ = svc.promote("a", "m", "2", override_reason="roll back: v3 mislabels night images")
+    assert (events.ready[-1].version, events.ready[-1].serving) == ("3", True)
+    model, ok, note, _ = core.promote("a", "m", "2", override_reason="roll back: v3 mislabels night images")
     assert model["serving_version"] == "2" and "over the rule (roll back" in note
     assert store.get_version("a", "m", 2)["promotion_note"] == note
+    assert core.promote("a", "m", "2")[2] == "version 2 is already serving"
     for bad in ({"version": ""}, {"version": "3", "metric": "vibes"}, {"version": "3", "override_reason": "x" * 513}):
         with pytest.raises(InvalidArgument):
-            svc.promote("a", "m", **bad)
+            core.promote("a", "m", **bad)
     with pytest.raises(NotFound):
-        svc.promote("a", "m", "9")
+        core.promote("a", "m", "9")

@@ -13,23 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, String, Table, and_, delete, insert, select, update
+from sqlalchemy import and_, delete, insert, select, update
 
 from firstlight import validation
-from firstlight.curation.store import QUEUED, metadata, queue
+from firstlight.curation.store import QUEUED, leases, queue
 from firstlight.curation.stream import StreamCuration
 from firstlight.errors import InvalidArgument
-
-leases = Table(
-    "curation_leases",
-    metadata,
-    Column("app_id", String(64), primary_key=True),
-    Column("input_id", String(128), primary_key=True),
-    Column("holder", String(128), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-)
 
 DEFAULT_LEASE_S = 300
 LEASE_RANGE_S = (10, 3600)
@@ -38,14 +29,13 @@ MAX_EXCLUDED = 1000
 
 
 def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 class QueueLeases:
     def __init__(self, stream: StreamCuration, clock: Callable[[], datetime] | None = None) -> None:
         self.stream = stream
         self.clock = clock or stream.clock
-        metadata.create_all(stream.store.engine, tables=[leases])
 
     def lease(
         self, app_id: str, holder: str, lease_seconds: int = 0, release: str = "", exclude: Sequence[str] = ()
@@ -74,7 +64,7 @@ class QueueLeases:
             conn.execute(delete(leases).where(mine, leases.c.input_id.in_(labeled)))
             if release:
                 conn.execute(delete(leases).where(mine, leases.c.input_id == release, leases.c.holder == holder))
-            held = {i: h for i, h in conn.execute(select(leases.c.input_id, leases.c.holder).where(mine))}
+            held: dict[str, str] = dict(map(tuple, conn.execute(select(leases.c.input_id, leases.c.holder).where(mine))))
             others = sum(1 for h in held.values() if h != holder)
             own = sorted(i for i, h in held.items() if h == holder and i not in skip)
             if own:

@@ -1,7 +1,8 @@
-"""Scoring the pool: a model version (a head on the stored embeddings) over all, or the
-unlabeled, inputs of an app in a background job with progress; the top concept, its score and
-the margin uncertainty are stored per input and version, for the gallery's filters (predicted
-concept, score range), sorting by uncertainty, and the labeling queue. No grpc here.
+"""Scoring the pool: a model version (a head on the stored embeddings, scored through the
+training service's ScoreInputs) over all, or the unlabeled, inputs of an app in a background
+job with progress; the top concept, its score and the margin uncertainty are stored per input
+and version, for the gallery's filters (predicted concept, score range), sorting by
+uncertainty, and the labeling queue. No grpc here (the core's ports).
 
 Jobs live in memory (a restart forgets a running one: score again); their results are rows of
 the curation database. Scoring a version again replaces its rows."""
@@ -14,30 +15,16 @@ import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import Column, DateTime, Float, Index, String, Table, delete, func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from firstlight import validation
-from firstlight.curation.store import metadata
+from firstlight.curation.store import pool_scores
 from firstlight.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
-
-pool_scores = Table(
-    "curation_pool_scores",
-    metadata,
-    Column("app_id", String(64), primary_key=True),
-    Column("model_id", String(128), primary_key=True),
-    Column("version", String(16), primary_key=True),
-    Column("input_id", String(128), primary_key=True),
-    Column("predicted", String(256), nullable=False),
-    Column("score", Float, nullable=False),
-    Column("uncertainty", Float, nullable=False),
-    Column("scored_at", DateTime(timezone=True), nullable=False),
-    Index("ix_pool_scores_filter", "app_id", "model_id", "version", "predicted", "score"),
-)
 
 BATCH = 512
 MAX_POOL = 100_000
@@ -56,10 +43,9 @@ def top_and_margin(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 class PoolScoring:
     def __init__(self, curation, engine, clock: Callable[[], datetime] | None = None) -> None:  # type: ignore[no-untyped-def]
-        self.curation = curation  # curation.service.Curation: heads, inputs, vectors
+        self.curation = curation  # curation.core.Curation: its platform (inputs) and training (scores) ports
         self.engine = engine
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
-        metadata.create_all(engine, tables=[pool_scores])
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._jobs: dict[str, dict] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -69,14 +55,24 @@ class PoolScoring:
     def start(self, app_id: str, model_id: str, version: str, unlabeled_only: bool) -> dict:
         validation.app_id(app_id)
         validation.input_id(model_id)
-        head, model, version = self.curation._head(app_id, model_id, version)  # NOT_FOUND / FAILED_PRECONDITION now, not in the job
+        _, version = self.curation._model_version(app_id, model_id, version)  # NOT_FOUND / FAILED_PRECONDITION now, not in the job
+        # An empty call resolves the version and refuses a deep template (it scores pixels in Triton).
+        version = self.curation.training.scores(app_id, model_id, version, []).version or version
         with self._lock:
             job = {
-                "id": f"score-{next(self._ids)}-{model_id}-v{version}"[:128], "app_id": app_id, "model_id": model_id, "model_version": str(version),
-                "state": "running", "scored": 0, "total": 0, "error": "", "started_at": self.clock(), "finished_at": None,
+                "id": f"score-{next(self._ids)}-{model_id}-v{version}"[:128],
+                "app_id": app_id,
+                "model_id": model_id,
+                "model_version": str(version),
+                "state": "running",
+                "scored": 0,
+                "total": 0,
+                "error": "",
+                "started_at": self.clock(),
+                "finished_at": None,
             }
             self._jobs[job["id"]] = job
-        self.pool.submit(self._run, job, head, list(model["concepts"]), unlabeled_only)
+        self.pool.submit(self._run, job, unlabeled_only)
         return dict(job)
 
     def job(self, app_id: str, job_id: str) -> dict:
@@ -86,7 +82,7 @@ class PoolScoring:
             raise NotFound(f"scoring job {job_id!r} does not exist in app {app_id!r}")
         return dict(job)
 
-    def _run(self, job: dict, head, concepts: list[str], unlabeled_only: bool) -> None:  # type: ignore[no-untyped-def]
+    def _run(self, job: dict, unlabeled_only: bool) -> None:
         app_id, model_id, version = job["app_id"], job["model_id"], job["model_version"]
         try:
             ids = [i for i, _, _ in self.curation.platform.inputs(app_id, labeled=False if unlabeled_only else None)][:MAX_POOL]
@@ -95,20 +91,29 @@ class PoolScoring:
             with self.engine.begin() as conn:
                 conn.execute(delete(pool_scores).where(*key))
             for start in range(0, len(ids), BATCH):
-                kept, X = self.curation._matrix(app_id, ids[start : start + BATCH])  # inputs not indexed yet are left out
-                if kept:
-                    top, p1, unsure = top_and_margin(np.asarray(head.predict_proba(X)))
+                # The training service scores the stored embeddings; inputs not indexed yet are left out.
+                scored = self.curation.training.scores(app_id, model_id, version, ids[start : start + BATCH])
+                if scored.input_ids:
+                    top, p1, unsure = top_and_margin(np.asarray(scored.proba))
                     now = self.clock()
                     rows = [
-                        {"app_id": app_id, "model_id": model_id, "version": version, "input_id": i, "predicted": concepts[int(t)],
-                         "score": float(s), "uncertainty": float(u), "scored_at": now}
-                        for i, t, s, u in zip(kept, top, p1, unsure)
+                        {
+                            "app_id": app_id,
+                            "model_id": model_id,
+                            "version": version,
+                            "input_id": i,
+                            "predicted": scored.concepts[int(t)],
+                            "score": float(s),
+                            "uncertainty": float(u),
+                            "scored_at": now,
+                        }
+                        for i, t, s, u in zip(scored.input_ids, top, p1, unsure)
                     ]
                     with self.engine.begin() as conn:
                         conn.execute(insert(pool_scores), rows)
                 job["scored"] = min(len(ids), start + BATCH)
             job["state"] = "succeeded"
-        except Exception as exc:  # noqa: BLE001 - a failed job says why; the next one may work
+        except Exception as exc:
             log.exception("scoring the pool of %s with %s v%s failed", app_id, model_id, version)
             job.update(state="failed", error=str(exc) or type(exc).__name__)
         job["finished_at"] = self.clock()
@@ -147,17 +152,18 @@ class PoolScoring:
         scope = f"{app_id}/{model_id}/{version}/{concept}/{min_score}/{max_score}/{order}"
         offset = validation.decode_page_token("pool", page_token, scope)
         where = [
-            pool_scores.c.app_id == app_id, pool_scores.c.model_id == model_id, pool_scores.c.version == version,
-            pool_scores.c.score >= min_score, pool_scores.c.score <= max_score,
+            pool_scores.c.app_id == app_id,
+            pool_scores.c.model_id == model_id,
+            pool_scores.c.version == version,
+            pool_scores.c.score >= min_score,
+            pool_scores.c.score <= max_score,
         ]
         if concept:
             where.append(pool_scores.c.predicted == concept)
         sort = (pool_scores.c.uncertainty.desc(),) if order == "uncertainty" else (pool_scores.c.score.desc(),)
         with self.engine.connect() as conn:
             total = int(conn.execute(select(func.count()).select_from(pool_scores).where(*where)).scalar_one())
-            rows = conn.execute(
-                select(pool_scores).where(*where).order_by(*sort, pool_scores.c.input_id).offset(offset).limit(size + 1)
-            ).mappings().all()
+            rows = conn.execute(select(pool_scores).where(*where).order_by(*sort, pool_scores.c.input_id).offset(offset).limit(size + 1)).mappings().all()
         token = validation.encode_page_token("pool", offset + size, scope) if len(rows) > size else ""
         return [dict(r) for r in rows[:size]], token, total, version
 

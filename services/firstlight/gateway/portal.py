@@ -217,7 +217,8 @@ async def compare_page(request: Request, app_id: str, model_id: str, a: str = ""
         ctx.update(versions=versions, b_versions=b_versions)
         ids, b_ids = [v["version"] for v in versions], [v["version"] for v in b_versions]
         if b_model == model_id and len(ids) < 2:
-            ctx["message"] = f"Model {model_id} has {len(ids)} trained version{'s' if len(ids) != 1 else ''}: train another to compare, or pick another model for B."
+            n = len(ids)
+            ctx["message"] = f"Model {model_id} has {n} trained version{'s' if n != 1 else ''}: train another to compare, or pick another model for B."
         elif not ids or not b_ids:
             ctx["message"] = f"Model {model_id if not ids else b_model} has no trained version yet."
         else:
