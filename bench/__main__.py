@@ -5,6 +5,7 @@ finishes and one at the end, write bench/results/<name>.json.
     python -m bench --only search,inference  # a subset (names: see SECTIONS)
     python -m bench --quick                  # smaller sizes and shorter levels
     python -m bench --hnsw-1m                # also build the HNSW index at 1M points (~10 min more here)
+    python -m bench --only gateway           # HTTP vs gRPC predict, gallery and thumbnail latency, first paint
     python -m bench --only deep_training     # deep-template training images/s alone: no stack started
                                              # (cuda when available; also python -m bench.deep_training)
 """
@@ -24,12 +25,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_training, inference, ingest, kafka, photos, search, text_search, training
+from bench import common, data_quality, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "deep_training", "kafka", "data_quality")
+SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "kafka", "data_quality")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
 STACKLESS = ("deep_training", "data_quality")
 
@@ -213,6 +214,12 @@ def main(argv: list[str]) -> int:
                     "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack), triton_token=stack.triton_token),
                     "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
                     "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
+                    # issue 16: HTTP vs gRPC predict, gallery page and thumbnails at 10,000 inputs, first paint
+                    "gateway": lambda: with_rows(
+                        gateway.run(stack.addresses, stack.gateway_url, stack.admin_key, inputs=2_000 if args.quick else 10_000,
+                                    seconds=4.0 if args.quick else 10.0, log=log),
+                        gateway.rows,
+                    ),
                 }
                 for name in stacked:
                     run_section(name, runners[name])

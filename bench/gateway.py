@@ -5,7 +5,12 @@
 * a gallery page of 100 thumbnails at N inputs: the gateway's ``GET /v1/apps/{app}/inputs?page_size=100``
   (its ListInputs call included) — p50/p99 over pages spread across the app;
 * thumbnail fetches (``GET …/thumbnail``, its GetInput call included): first fetch (decode +
-  resize) and cached, p50/p99.
+  resize) and cached, p50/p99;
+* the Portal gallery in headless Chromium (when Debian's chromium and chromium-driver are
+  installed: ``make browser``): first contentful paint and the time to the first 60 thumbnails,
+  as the browser reports them (reported, no goal: one browser on a shared machine).
+
+``python -m bench --only gateway`` runs it as a section of ``make bench`` on the shared stack.
 
     python -m bench.gateway [--inputs 10000] [--seconds 10]   # starts its own stack
 """
@@ -96,9 +101,55 @@ def run(addresses: dict[str, str], gateway_url: str, admin_key: str, *, inputs: 
     out["thumbnail_cached"] = latency(warm)
     log(f"gallery page p50 {ms(out['gallery_page']['p50_s'])} p99 {ms(out['gallery_page']['p99_s'])}; "
         f"thumbnail first p99 {ms(out['thumbnail_first']['p99_s'])}, cached p99 {ms(out['thumbnail_cached']['p99_s'])}")
+    out["browser"] = first_paint(gateway_url, admin_key, app, log=log)
     http.close()
     channel.close()
     return out
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def first_paint(gateway_url: str, admin_key: str, app: str, *, runs: int = 3, log=print) -> dict | None:  # type: ignore[no-untyped-def]
+    """Chromium's first contentful paint of the gallery and the time until 60 thumbnails are in
+    the grid (median of ``runs`` loads, the session cookie already set); None without a browser."""
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        log("no chromium/chromedriver (make browser): the gallery's first paint is not measured")
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000", "--no-first-run"):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+    try:
+        d.get(f"{gateway_url}/portal/sign-in")
+        d.find_element(By.ID, "api-key").send_keys(admin_key)
+        d.find_element(By.ID, "app-id-input").send_keys(app)
+        d.find_element(By.ID, "sign-in").click()
+        fcp, tiles = [], []
+        for _ in range(runs):
+            d.get(f"{gateway_url}/portal/apps/{app}/gallery")
+            WebDriverWait(d, 60, poll_frequency=0.02).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile img")) >= 60)
+            WebDriverWait(d, 60, poll_frequency=0.02).until(lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#grid .tile img')].slice(0, 60).every(i => i.complete)"))
+            paint = dict(d.execute_script("return performance.getEntriesByType('paint').map(e => [e.name, e.startTime])"))
+            # The last of the first 60 thumbnails to finish loading, from navigation start.
+            done = d.execute_script(
+                "const ids = new Set([...document.querySelectorAll('#grid .tile img')].slice(0, 60).map(i => i.src));"
+                "return Math.max(...performance.getEntriesByType('resource').filter(e => ids.has(e.name)).map(e => e.responseEnd))")
+            fcp.append(paint.get("first-contentful-paint", 0.0) / 1000)
+            tiles.append(float(done) / 1000)
+        out = {"first_contentful_paint": latency(fcp), "sixty_thumbnails": latency(tiles)}
+        log(f"gallery in Chromium: first contentful paint {ms(out['first_contentful_paint']['p50_s'])}, "
+            f"60 thumbnails loaded at {ms(out['sixty_thumbnails']['p50_s'])}")
+        return out
+    finally:
+        d.quit()
 
 
 def rows(r: dict) -> list[Row]:
@@ -116,6 +167,11 @@ def rows(r: dict) -> list[Row]:
     for name, label in (("thumbnail_first", "thumbnail, first fetch (GetInput + decode + resize)"), ("thumbnail_cached", "thumbnail, cached (GetInput included)")):
         t = r[name]
         out.append(Row(label, f"p50 {ms(t['p50_s'])}, p99 {ms(t['p99_s'])} (n={t['n']})", "", "", "p99 < 20 ms", t["p99_s"] < 0.02))
+    b = r.get("browser")
+    if b:
+        out.append(Row(f"Portal gallery in headless Chromium at {r['inputs']:,} inputs (median of {b['first_contentful_paint']['n']} loads)",
+                       f"first contentful paint {ms(b['first_contentful_paint']['p50_s'])}; first 60 thumbnails loaded at "
+                       f"{ms(b['sixty_thumbnails']['p50_s'])}", "", "", "reported"))
     return out
 
 

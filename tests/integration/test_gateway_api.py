@@ -299,6 +299,67 @@ def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: di
     assert gw.get(f"/v1/apps/{A}/curation/rounds", headers=h).json() == {"rounds": []}
 
 
+def test_queue_leases_labelers_scoring_promotion_and_cells(gw: httpx.Client, keys: dict[str, str]) -> None:
+    """After the training test: two labelers lease different queue items, a label records its
+    key, the pool is scored and filtered, a confusion cell lists exactly its inputs, promotion
+    goes through the rule, and two models (here: one against itself) compare."""
+    h = bearer(keys[A])
+    eventually(lambda: gw.get(f"/v1/apps/{A}/curation/queue", params={"state": "queued"}, headers=h).json()["stats"]["queued"] >= 2, 60,
+               what="two items queued")
+    alice = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "alice"}, headers=h).json()
+    bob = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "bob", "lease_seconds": 60}, headers=h).json()
+    assert alice["item"]["input_id"] != bob["item"]["input_id"] and bob["leased_to_others"] >= 1, (alice, bob)
+    assert gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "alice"}, headers=h).json()["item"]["input_id"] == alice["item"]["input_id"]
+    r = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "no spaces"}, headers=h)
+    assert r.status_code == 400 and "holder" in err(r)["message"]
+    assert gw.post(f"/v1/apps/{B}/curation/queue/lease", json={"holder": "x"}, headers=h).status_code == 403
+    item = alice["item"]["input_id"]
+    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": item, "add_concepts": ["reviewed"]}]}, headers=h)
+    assert r.status_code == 200, r.text
+    records = {x["concept"]: x for x in gw.get(f"/v1/apps/{A}/inputs/{item}", headers=h).json()["label_records"]}
+    assert records["reviewed"]["labeled_by"].startswith("tests (") and records["reviewed"]["labeled_at"], records
+    # Alice names the item she labeled (curation sees the label a moment later): she gets another
+    # one, and bob still cannot get hers meanwhile.
+    nxt = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "alice", "exclude_input_ids": [item]}, headers=h).json()
+    assert nxt["item"] is None or nxt["item"]["input_id"] not in (item, bob["item"]["input_id"]), nxt
+    carol = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "carol"}, headers=h).json()
+    assert carol["item"] is None or carol["item"]["input_id"] not in (item, bob["item"]["input_id"]), carol
+    # Score the pool, then filter and sort by the stored predictions.
+    job = gw.post(f"/v1/apps/{A}/curation/score-pool", json={"model_id": "animals"}, headers=h)
+    assert job.status_code == 202, job.text
+    job = job.json()
+    eventually(lambda: gw.get(f"/v1/apps/{A}/curation/score-pool/{job['id']}", headers=h).json()["state"] != "running", 60, what="pool scored")
+    done = gw.get(f"/v1/apps/{A}/curation/score-pool/{job['id']}", headers=h).json()
+    assert done["state"] == "succeeded" and done["scored"] == done["total"] >= 37 and done["progress"] == 1, done
+    every = gw.get(f"/v1/apps/{A}/curation/predictions", params={"model_id": "animals", "page_size": 1000}, headers=h).json()
+    assert every["total_size"] == done["total"] and every["model_version"] == done["model_version"]
+    wanted = {"model_id": "animals", "concept": "cat", "min_score": 0.2, "order": "uncertainty"}
+    cats = gw.get(f"/v1/apps/{A}/curation/predictions", params=wanted, headers=h).json()
+    assert cats["predictions"] and all(p["predicted_concept"] == "cat" and p["score"] >= 0.2 for p in cats["predictions"])
+    unsure = [p["uncertainty"] for p in cats["predictions"]]
+    assert unsure == sorted(unsure, reverse=True)
+    r = gw.get(f"/v1/apps/{A}/curation/predictions", params={"model_id": "animals", "min_score": 0.9, "max_score": 0.1}, headers=h)
+    assert r.status_code == 400
+    assert gw.get(f"/v1/apps/{A}/curation/score-pool/nope", headers=h).status_code == 404
+    # A confusion cell: exactly the inputs of true X predicted as Y, as many as the matrix counts.
+    ev = gw.get(f"/v1/apps/{A}/models/animals/versions/serving/evaluations/test", headers=h).json()
+    assert len(ev["predictions"]) == ev["count"]
+    order, cm = ev["concept_order"], ev["confusion_matrix"]
+    for i, t in enumerate(order):
+        for j, p in enumerate(order):
+            cell = gw.get(f"/v1/apps/{A}/models/animals/versions/serving/evaluations/test/inputs", params={"true": t, "predicted": p}, headers=h).json()
+            assert cell["count"] == cm[i * len(order) + j] and all(x["true_concept"] == t and x["predicted_concept"] == p for x in cell["inputs"])
+    # Promotion by hand: the serving version stays ("already serving"); unknown versions are 404.
+    version = ev["version"]
+    r = gw.post(f"/v1/apps/{A}/models/animals/versions/{version}/promote", json={}, headers=h)
+    assert r.status_code == 200 and r.json()["promoted"] and "already serving" in r.json()["note"], r.text
+    assert gw.post(f"/v1/apps/{A}/models/animals/versions/999/promote", json={}, headers=h).status_code == 404
+    r = gw.post(f"/v1/apps/{A}/models/animals/versions/{version}/promote", json={"metric": "vibes"}, headers=h)
+    assert r.status_code == 400
+    both = gw.get(f"/v1/apps/{A}/compare-models", params={"a": "animals", "b": f"animals:{version}", "split": "test"}, headers=h).json()
+    assert [e["version"] for e in both["evaluations"]] == [version, version]
+
+
 def test_rate_limit_is_429_with_retry_after(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     key = gw.post(f"/v1/apps/{B}/keys", json={"name": "burst"}, headers=bearer(keys["admin"])).json()["secret"]
     h = bearer(key)

@@ -1,8 +1,11 @@
 """The Portal in a real browser: Debian's headless Chromium driven by Selenium (chromium-driver)
 against the session's real stack. Walks sign-in, the gallery (infinite scroll, filters), an
 input page with hostile strings, text search → untick (click, shift-click, keyboard) → bulk
-label, a dataset → training with live progress → evaluation → a confusion-matrix cell, the
-labeling queue (keys 1–9, x, u), a second version compared side by side with the first, the
+label, a dataset → training with live progress → evaluation → a confusion-matrix cell's exact
+inputs, the
+labeling queue (keys 1–9, x, u; a lease another labeler cannot take; who labeled, on the input
+page), a second version compared side by side with the first, promotion by hand under the rule,
+scoring the pool and filtering the gallery by prediction, the queue fed by the stored scores, the
 curation page with the learning curve and the drift report, and the docs page. Screenshots of every page go to
 test-artifacts/portal/ (FIRSTLIGHT_TEST_ARTIFACTS overrides).
 
@@ -236,9 +239,15 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     assert len(cells) == len(CLASSES) ** 2
     assert d.find_elements(By.CSS_SELECTOR, "#eval-metrics tr")
     shot(d, "09-evaluation")
-    cells[0].click()
-    wait(d, lambda d: "/gallery?" in d.current_url and d.find_elements(By.CSS_SELECTOR, "#grid .tile"), what="gallery from a cell")
-    assert Select(d.find_element(By.ID, "filter-split")).first_selected_option.text == "validation"
+    # An off-diagonal cell with inputs if there is one (a mistake to look at), else the first.
+    counts = [int(c.text) for c in cells]
+    pick = next((k for k, n in enumerate(counts) if n and k % (len(CLASSES) + 1)), 0)
+    cells[pick].click()
+    wait(d, lambda d: "/gallery?" in d.current_url and len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == counts[pick], what="gallery from a cell")
+    note = d.find_element(By.ID, "cell-note").text
+    true_c, pred_c = CLASSES[pick // len(CLASSES)], CLASSES[pick % len(CLASSES)]
+    assert f"true concept {true_c} predicted as {pred_c}" in note, note
+    assert all(t.text.startswith(f"{true_c} → {pred_c}") for t in d.find_elements(By.CSS_SELECTOR, "#grid .tile .concepts"))
     shot(d, "10-gallery-from-cell")
 
     # Labeling queue: the policy's model screens predictions on unlabeled inputs.
@@ -257,14 +266,24 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     body.send_keys("2")  # dog
     wait(d, lambda d: f"{first} → dog" in flash(d), what="labeled from the keyboard")
     assert api.get(f"/v1/apps/{APP}/inputs/{first}").json()["concepts"] == ["dog"]
-    second = d.find_element(By.ID, "queue-item").text.split(" · ")[0]
-    assert second != first
+    second = wait(d, lambda d: (t := d.find_element(By.ID, "queue-item").text.split(" · ")[0]) != first and t, what="next item").strip()
     body.send_keys("x")  # skip
-    assert d.find_element(By.ID, "queue-item").text.split(" · ")[0] != second
+    wait(d, lambda d: d.find_element(By.ID, "queue-item").text.split(" · ")[0] not in (second, ""), what="skipped")
     body.send_keys("u")  # undo the label
     wait(d, lambda d: "Undid" in flash(d), what="undo")
     assert api.get(f"/v1/apps/{APP}/inputs/{first}").json()["concepts"] == []
     shot(d, "12-queue-after-undo")
+    # Leases: another labeler never gets the item this browser shows; the label records the key.
+    shown = wait(d, lambda d: d.find_element(By.ID, "queue-item").text, what="queue item after undo").split(" · ")[0]
+    assert "leased to you until" in d.find_element(By.ID, "queue-lease").text
+    other = api.post(f"/v1/apps/{APP}/curation/queue/lease", json={"holder": "another-labeler"}).json()
+    assert other["item"] and other["item"]["input_id"] != shown, (shown, other)
+    body.send_keys("1")
+    wait(d, lambda d: f"{shown} → {CLASSES[0]}" in flash(d), what="labeled again")
+    d.get(f"{base}/portal/apps/{APP}/inputs/{shown}")
+    by = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-concepts li .by"), what="who labeled")[0].text
+    assert by.startswith("by browser (") and "UTC" in by, by
+    shot(d, "12a-input-who-labeled")
 
     # A second version on more labels, each version's pool-based round recorded: two points on
     # the learning curve, and two versions to compare.
@@ -310,6 +329,51 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     d.find_element(By.ID, "compare-go").click()
     wait(d, lambda d: "split=test" in d.current_url and d.find_elements(By.ID, "compare-metrics"), 120, what="comparison on test")
     shot(d, "13b-compare-test")
+
+    # Promote by hand from the evaluation page: the rule decides; an override needs a reason.
+    serving = api.get(f"/v1/apps/{APP}/models/animals").json()["model"]["serving_version"]
+    other_v = v1 if serving == v2 else v2
+    d.get(f"{base}/portal/apps/{APP}/models/animals/versions/{other_v}/evaluation")
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion a.cell"), 120, what="evaluation to promote from")
+    wait(d, lambda d: "serves now" in d.find_element(By.ID, "promote-state").text, what="serving version shown")
+    d.find_element(By.ID, "promote").click()
+    def verdict(d):  # type: ignore[no-untyped-def]
+        t = d.find_element(By.ID, "promote-state").text
+        return t if "refuses" in t or "promoted by hand" in t else ""
+
+    state = wait(d, verdict, what="promotion verdict")
+    if "refuses" in state:  # the rule kept the serving version: override, saying why
+        shot(d, "13c-promote-refused")
+        d.find_element(By.ID, "promote-reason").send_keys("reviewed the evaluation: promote anyway")
+        d.find_element(By.ID, "promote").click()
+        wait(d, lambda d: "over the rule" in d.find_element(By.ID, "promote-state").text, what="promoted over the rule")
+    assert api.get(f"/v1/apps/{APP}/models/animals").json()["model"]["serving_version"] == other_v
+    shot(d, "13d-promoted")
+
+    # Score the pool with the serving version and filter the gallery by its predictions.
+    d.get(f"{base}/portal/apps/{APP}/gallery")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-model option")) > 1, what="models in the filter")
+    Select(d.find_element(By.ID, "filter-model")).select_by_value("animals")
+    d.find_element(By.ID, "score-pool").click()
+    wait(d, lambda d: d.find_element(By.ID, "score-state").text.startswith("predictions of v"), 120, what="pool scored")
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#filter-predicted option")) == len(CLASSES) + 1, what="model concepts")
+    Select(d.find_element(By.ID, "filter-predicted")).select_by_value("cat")
+    Select(d.find_element(By.ID, "filter-order")).select_by_value("uncertainty")
+    wait(d, lambda d: "order=uncertainty" in d.current_url and "predicted=cat" in d.current_url, what="filter applied")
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .tile"), what="cats by uncertainty")
+    assert all(t.text == "→ cat" for t in d.find_elements(By.CSS_SELECTOR, "#grid .tile .concepts"))
+    scores = [float(t.text) for t in d.find_elements(By.CSS_SELECTOR, "#grid .tile .score")]
+    assert scores and max(scores) <= 1.0
+    shot(d, "13e-gallery-by-prediction")
+    # The same stored scores as a labeling source: the most uncertain unlabeled input first.
+    d.get(f"{base}/portal/apps/{APP}/queue?source=scores&model=animals")
+    wait(d, lambda d: "uncertainty" in d.find_element(By.ID, "queue-item").text and "v" in d.find_element(By.ID, "queue-item").text, what="pool item")
+    pool_item = d.find_element(By.ID, "queue-item").text.split(" · ")[0]
+    assert api.get(f"/v1/apps/{APP}/inputs/{pool_item}").json()["concepts"] == []
+    shot(d, "13f-queue-from-pool-scores")
+    d.find_element(By.TAG_NAME, "body").send_keys("3")
+    wait(d, lambda d: f"{pool_item} → {CLASSES[2]}" in flash(d), what="labeled from the pool")
+    assert d.find_element(By.ID, "queue-item").text.split(" · ")[0] != pool_item
 
     # Curation page: policy, label errors, the learning curve (drawn by the gateway) and drift.
     d.get(f"{base}/portal/apps/{APP}/curation")

@@ -12,7 +12,7 @@ import pytest
 
 from firstlight import errors
 from firstlight.gateway import views
-from firstlight.v1 import common_pb2, curation_pb2, training_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 SVG = "{http://www.w3.org/2000/svg}"
@@ -113,7 +113,7 @@ class FakeTraining:
         self.compared: list = []
 
     async def list_model_versions(self, req, key):  # type: ignore[no-untyped-def]
-        if req.model_id != "m":
+        if req.model_id not in ("m", "m2"):
             raise errors.NotFound(f"no model {req.model_id!r}")
         versions = [training_pb2.ModelVersion(version=str(v), dataset_id="main", dataset_version=f"{v:064x}", serving=v == self.n,
                                               validation_metrics={"accuracy": 0.5}, promotion_note=HOSTILE if v == 2 else "ok")
@@ -127,6 +127,18 @@ class FakeTraining:
                                                  training_pb2.ConceptMetrics(concept="dog", precision=0.5, recall=0.5, f1=0.5, support=3)],
                                        confusion_matrix=[2, 1, 1, 2], concept_order=[HOSTILE, "dog"], count=6) for v in req.versions]
         return training_pb2.Comparison(evaluations=evs, best_version=req.versions[-1])
+
+    async def evaluate_model_version(self, req, key):  # type: ignore[no-untyped-def]
+        self.compared.append((req.model_id, req.version, req.split))
+        acc = 0.9 if req.model_id == "m2" else 0.6
+        return training_pb2.Evaluation(model_id=req.model_id, version=req.version, split=req.split, metrics={"accuracy": acc},
+                                       concepts=[training_pb2.ConceptMetrics(concept="dog", precision=acc, recall=acc, f1=acc, support=3)],
+                                       confusion_matrix=[3, 0, 1, 2], concept_order=["cat", "dog"], count=6)
+
+
+class FakeInference:
+    async def list_models(self, req, key):  # type: ignore[no-untyped-def]
+        return inference_pb2.ListModelsResponse(models=[inference_pb2.ModelInfo(id=i) for i in ("general", "m", "m2")])
 
 
 class FakeCuration:
@@ -156,7 +168,7 @@ def portal(tmp_path):  # type: ignore[no-untyped-def]
 
     settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4", curation_addr="x:5",
                                blob_url=f"file://{tmp_path}", session_secret="s" * 40)
-    fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration())
+    fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration(), inference=FakeInference())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
     with TestClient(app) as client:
         codec = app.state.sessions
@@ -173,7 +185,9 @@ def test_compare_page(portal) -> None:  # type: ignore[no-untyped-def]
     assert 'id="compare-metrics"' in html and "+0.100" in html and 'id="confusion-a"' in html and 'id="confusion-b"' in html
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)" in html  # concept and note escaped
     assert 'style="' not in html  # the CSP forbids inline styles: matrix shades are classes
-    assert re.search(r'href="/portal/apps/app1/gallery\?concept=%3Cscript%3E[^"]*&amp;split=validation"', html)
+    # a cell opens exactly its inputs: that version's true X predicted as Y
+    cell = r'href="/portal/apps/app1/gallery\?eval_model=m&amp;eval_version=2&amp;split=validation&amp;true=%3Cscript%3E[^"]*&amp;predicted=dog"'
+    assert re.search(cell, html)
     client.get("/portal/apps/app1/models/m/compare", params={"a": "1", "b": "3", "split": "test"})
     assert fake.training.compared[-1] == (["1", "3"], common_pb2.SPLIT_TEST)
     client.get("/portal/apps/app1/models/m/compare", params={"b": "2"})
@@ -185,6 +199,17 @@ def test_compare_page(portal) -> None:  # type: ignore[no-untyped-def]
     assert "has 1 trained version:" in one.text and 'id="compare-metrics"' not in one.text
     assert "no model" in client.get("/portal/apps/app1/models/nope/compare").text
     assert client.get("/portal/apps/other/models/m/compare").status_code == 403
+
+
+def test_compare_two_models(portal) -> None:  # type: ignore[no-untyped-def]
+    client, fake = portal
+    page = client.get("/portal/apps/app1/models/m/compare", params={"a": "1", "b_model": "m2", "b": "3", "split": "test"})
+    assert page.status_code == 200, page.text
+    assert fake.training.compared[-2:] == [("m", "1", common_pb2.SPLIT_TEST), ("m2", "3", common_pb2.SPLIT_TEST)]
+    html = page.text
+    assert "A: v1 of m" in html and "B: v3 of m2" in html and "+0.300" in html
+    assert 'href="/portal/apps/app1/models/m2/versions/3/evaluation?split=test"' in html
+    assert 'href="/portal/apps/app1/gallery?eval_model=m2&amp;eval_version=3&amp;split=test&amp;true=cat&amp;predicted=dog"' in html
 
 
 def test_curation_page_curve_rounds_and_drift(portal) -> None:  # type: ignore[no-untyped-def]

@@ -72,6 +72,12 @@ class ApiKeyStore:
             r = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return _row(r), r.digest
 
+    def name_of(self, app_id: str, key_id: str) -> str:
+        """A key's name ("" if unknown), for records of who did what."""
+        with self.engine.connect() as conn:
+            name = conn.execute(select(api_keys.c.name).where(api_keys.c.id == key_id, api_keys.c.app_id == app_id)).scalar_one_or_none()
+        return name or ""
+
     def resolve(self, key_digest: str) -> KeyRow | None:
         """The active key with this digest, or None."""
         with self.engine.connect() as conn:

@@ -20,7 +20,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetDataset", "GetTrainingJob", "ListModelVersions", "ListDatasetRows", "ScoreInputs",
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
-    "RunHealthCheck", "GetWorstSlices",
+    "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel",
 })  # fmt: skip
 

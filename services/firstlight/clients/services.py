@@ -236,6 +236,11 @@ class TrainingClient(_Service):
     async def compare_model_versions(self, req: training_pb2.CompareModelVersionsRequest, *, key: str | None = None) -> training_pb2.Comparison:
         return await self._unary("CompareModelVersions", req, key)
 
+    async def promote_model_version(
+        self, req: training_pb2.PromoteModelVersionRequest, *, key: str | None = None
+    ) -> training_pb2.PromoteModelVersionResponse:
+        return await self._unary("PromoteModelVersion", req, key)
+
     async def cancel_training_job(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> training_pb2.TrainingJob:
         return await self._unary("CancelTrainingJob", req, key)
 
@@ -270,7 +275,23 @@ class CurationClient(_Service):
     async def list_labeling_queue(self, req: curation_pb2.ListLabelingQueueRequest, *, key: str | None = None) -> curation_pb2.ListLabelingQueueResponse:
         return await self._unary("ListLabelingQueue", req, key)
 
-    async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
+    async def lease_queue_item(self, req: curation_pb2.LeaseQueueItemRequest, *, key: str | None = None) -> curation_pb2.LeaseQueueItemResponse:
+        return await self._unary("LeaseQueueItem", req, key)
+
+    async def score_pool(self, req: curation_pb2.ScorePoolRequest, *, key: str | None = None) -> curation_pb2.ScoringJob:
+        return await self._unary("ScorePool", req, key)
+
+    async def get_scoring_job(self, req: curation_pb2.GetScoringJobRequest, *, key: str | None = None) -> curation_pb2.ScoringJob:
+        return await self._unary("GetScoringJob", req, key)
+
+    async def list_pool_predictions(
+        self, req: curation_pb2.ListPoolPredictionsRequest, *, key: str | None = None
+    ) -> curation_pb2.ListPoolPredictionsResponse:
+        return await self._unary("ListPoolPredictions", req, key)
+
+    async def list_learning_rounds(
+        self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None
+    ) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
 
 

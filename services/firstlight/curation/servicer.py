@@ -9,6 +9,8 @@ import grpc
 
 from firstlight import validation
 from firstlight.curation.core import Curation
+from firstlight.curation.leases import QueueLeases
+from firstlight.curation.pool_scores import PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.errors import NotFound
 from firstlight.runtime.convert import timestamp
@@ -21,6 +23,21 @@ def _policy(p: Policy) -> curation_pb2.CurationPolicy:
         app_id=p.app_id, model_id=p.model_id, strategy=p.strategy, threshold=p.threshold, max_per_minute=p.max_per_minute,
         budget=p.budget, retrain_after_labels=p.retrain_after_labels, dataset_id=p.dataset_id, promotion_metric=p.promotion_metric,
         promotion_min_gain=p.promotion_min_gain, drift_window=p.drift_window,
+    )
+
+
+def _queue_item(r: dict) -> curation_pb2.QueueItem:
+    return curation_pb2.QueueItem(
+        input_id=r["input_id"], model_id=r["model_id"], model_version=r["model_version"], score=r["score"], strategy=r["strategy"],
+        predicted_concept=r["predicted"], state=r["state"], concepts=r["concepts"], queued_at=timestamp(r["queued_at"]), round=r["round"],
+    )
+
+
+def _scoring_job(j: dict) -> curation_pb2.ScoringJob:
+    return curation_pb2.ScoringJob(
+        id=j["id"], app_id=j["app_id"], model_id=j["model_id"], model_version=j["model_version"], state=j["state"], scored=j["scored"],
+        total=j["total"], progress=(j["scored"] / j["total"]) if j["total"] else float(j["state"] != "running"), error=j["error"],
+        started_at=timestamp(j["started_at"]), finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
     )
 
 
@@ -44,6 +61,8 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         self.stream = stream
         self.rounds = rounds
         self.stream_drift = drift
+        self.leases = QueueLeases(stream) if stream is not None else None
+        self.scoring = PoolScoring(curation, stream.store.engine) if stream is not None else None
 
     def _stream(self) -> StreamCuration:
         if self.stream is None:  # only in tests that build the servicer without the stream side
@@ -112,15 +131,44 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
     async def ListLabelingQueue(self, request, context):  # type: ignore[no-untyped-def]
         rows, token, stats = await asyncio.to_thread(self._stream().queue, request.app_id, int(request.state), request.page_size, request.page_token)
         return curation_pb2.ListLabelingQueueResponse(
-            items=[
-                curation_pb2.QueueItem(
-                    input_id=r["input_id"], model_id=r["model_id"], model_version=r["model_version"], score=r["score"], strategy=r["strategy"],
-                    predicted_concept=r["predicted"], state=r["state"], concepts=r["concepts"], queued_at=timestamp(r["queued_at"]), round=r["round"],
-                )
-                for r in rows
-            ],
+            items=[_queue_item(r) for r in rows],
             next_page_token=token,
             stats=curation_pb2.QueueStats(**stats),
+        )
+
+    async def LeaseQueueItem(self, request, context):  # type: ignore[no-untyped-def]
+        if self.leases is None:
+            raise NotFound("stream curation is not running in this process")
+        row, expires, others = await asyncio.to_thread(
+            self.leases.lease, request.app_id, request.holder, request.lease_seconds, request.release_input_id, list(request.exclude_input_ids)
+        )
+        if row is None:
+            return curation_pb2.LeaseQueueItemResponse(leased_to_others=others)
+        return curation_pb2.LeaseQueueItemResponse(item=_queue_item(row), lease_expires_at=timestamp(expires), leased_to_others=others)
+
+    def _scoring(self) -> PoolScoring:
+        if self.scoring is None:
+            raise NotFound("stream curation is not running in this process")
+        return self.scoring
+
+    async def ScorePool(self, request, context):  # type: ignore[no-untyped-def]
+        job = await asyncio.to_thread(self._scoring().start, request.app_id, request.model_id, request.model_version, request.unlabeled_only)
+        return _scoring_job(job)
+
+    async def GetScoringJob(self, request, context):  # type: ignore[no-untyped-def]
+        return _scoring_job(self._scoring().job(request.app_id, request.job_id))
+
+    async def ListPoolPredictions(self, request, context):  # type: ignore[no-untyped-def]
+        rows, token, total, version = await asyncio.to_thread(
+            self._scoring().predictions, request.app_id, request.model_id, request.model_version, request.predicted_concept,
+            request.min_score, request.max_score, request.order, request.page_size, request.page_token,
+        )
+        return curation_pb2.ListPoolPredictionsResponse(
+            predictions=[
+                curation_pb2.PoolPrediction(input_id=r["input_id"], predicted_concept=r["predicted"], score=r["score"], uncertainty=r["uncertainty"])
+                for r in rows
+            ],
+            next_page_token=token, total_size=total, model_version=version,
         )
 
     async def ListLearningRounds(self, request, context):  # type: ignore[no-untyped-def]

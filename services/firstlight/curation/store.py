@@ -10,7 +10,7 @@ from typing import Any
 
 import logging
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, func, insert, inspect, select, update
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 
 from firstlight import db, migrations
@@ -59,6 +59,32 @@ rounds = Table(
     Column("app_id", String(64), primary_key=True),
     Column("round", Integer, primary_key=True),
     Column("record", JSON, nullable=False),
+)
+
+# A waiting queue item leased to one labeler (curation/leases.py): nobody else gets it until
+# the lease ends (a label, a release, or expires_at).
+leases = Table(
+    "curation_leases",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+# A model version's stored prediction per input (curation/pool_scores.py: ScorePool), for the
+# gallery's filters and for sorting by uncertainty.
+pool_scores = Table(
+    "curation_pool_scores",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("model_id", String(128), primary_key=True),
+    Column("version", String(16), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("predicted", String(256), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("uncertainty", Float, nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Index("ix_pool_scores_filter", "app_id", "model_id", "version", "predicted", "score"),
 )
 
 QUEUED, LABELED = 1, 2

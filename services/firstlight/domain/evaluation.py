@@ -491,6 +491,22 @@ class Comparison:
         return _json_safe(asdict(self))
 
 
+def top1_predictions(
+    input_ids: Sequence[str], y_true: Sequence[Sequence[str]], proba: np.ndarray, concepts: list[str]
+) -> list[tuple[str, str, str, float]]:
+    """(input id, true concept, predicted concept, its probability) per single-label input: the
+    pairs behind each cell of the confusion matrix (rows = true, columns = top prediction; the
+    true concept is the first of the input's concepts in ``concepts`` order, as in ``evaluate``)."""
+    P = np.asarray(proba)
+    top = P.argmax(axis=1) if len(P) else np.zeros(0, dtype=np.int64)
+    index = {c: k for k, c in enumerate(concepts)}
+    out = []
+    for i, (input_id, labs) in enumerate(zip(input_ids, y_true)):
+        truth = min(index[c] for c in ([labs] if isinstance(labs, str) else labs))
+        out.append((input_id, concepts[truth], concepts[int(top[i])], float(P[i, top[i]])))
+    return out
+
+
 def compare(reports: Mapping[str, EvaluationReport], metric: str = "accuracy") -> Comparison:
     """Versions side by side (in the mapping's order); ``best`` is the best version on
     ``metric`` (ties: the first listed), ``best_per_metric`` the best on each compared metric."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -662,6 +663,44 @@ async def compare(
     return out
 
 
+@router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/inputs", tags=["evaluations"],
+            summary="The inputs of one confusion-matrix cell: true concept `true`, predicted `predicted` (either may be left out)")
+async def evaluation_inputs(
+    app_id: str, model_id: str, version: str, split: str, true: str = "", predicted: str = "", c: Caller = Depends(caller), cl: Clients = Depends(clients)
+) -> dict:
+    ev = await _evaluate(app_id, model_id, version, split, c, cl)
+    if not ev.predictions and ev.count:
+        raise errors.FailedPrecondition(f"model {model_id!r} reports no per-input predictions (multi-label or deep template): open the row instead")
+    picked = [p for p in ev.predictions if (not true or p.true_concept == true) and (not predicted or p.predicted_concept == predicted)]
+    return {"model_id": model_id, "version": ev.version, "split": split, "count": len(picked),
+            "inputs": [to_json(p) for p in sorted(picked, key=lambda p: -p.score)]}
+
+
+class PromoteBody(BaseModel):
+    metric: str = ""
+    min_gain: float = 0.0
+    override_reason: str = Field("", description="promote even if the promotion rule refuses, and say why (kept in the version's note)")
+
+
+@router.post("/apps/{app_id}/models/{model_id}/versions/{version}/promote", tags=["models"],
+             summary="Make a version the serving one; the promotion rule decides (409 with its verdict) unless override_reason is given")
+async def promote(app_id: str, model_id: str, version: str, body: PromoteBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    req = training_pb2.PromoteModelVersionRequest(app_id=app_id, model_id=model_id, version=version, **body.model_dump())
+    return to_json(await cl.training.promote_model_version(req, key=c.key))
+
+
+@router.get("/apps/{app_id}/compare-models", tags=["evaluations"],
+            summary="Two models (or versions) side by side on one split: `a` and `b` are `model` or `model:version` (serving when left out)")
+async def compare_models(app_id: str, a: str, b: str, split: str = "validation", c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    out = []
+    for ref in (a, b):
+        model_id, _, version = ref.partition(":")
+        ev = to_json(await _evaluate(app_id, model_id, version, split, c, cl))
+        ev.pop("confusion_matrix_png", None)
+        out.append(ev)
+    return {"evaluations": out}
+
+
 # -- curation ---------------------------------------------------------------------------------------
 class SuggestBody(BaseModel):
     model_id: str
@@ -729,3 +768,64 @@ async def queue(
 async def rounds(app_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     return to_json(await cl.curation.list_learning_rounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), key=c.key))
 
+
+
+def holder_of(c: Caller, given: str = "") -> str:
+    """Who holds queue leases: the Portal session (one browser), else what the caller names,
+    else its key — hashed, so no secret reaches curation's tables."""
+    if c.session is not None:
+        return "s-" + hashlib.sha256(c.session.csrf.encode()).hexdigest()[:24]
+    return given or "k-" + hashlib.sha256(c.key.encode()).hexdigest()[:24]
+
+
+class LeaseBody(BaseModel):
+    holder: str = Field("", description="your labeler id (default: the Portal session, or your key)")
+    lease_seconds: int = 0
+    release_input_id: str = ""
+    exclude_input_ids: list[str] = []
+
+
+@router.post("/apps/{app_id}/curation/queue/lease", tags=["curation"],
+             summary="Lease the next waiting queue item nobody else holds (renews your own); `item` is absent when none is free")
+async def lease(app_id: str, body: LeaseBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    req = curation_pb2.LeaseQueueItemRequest(
+        app_id=app_id, holder=holder_of(c, body.holder), lease_seconds=body.lease_seconds, release_input_id=body.release_input_id,
+        exclude_input_ids=body.exclude_input_ids,
+    )
+    resp = await cl.curation.lease_queue_item(req, key=c.key)
+    out = to_json(resp)
+    if not resp.HasField("item"):
+        out["item"] = None
+        out["lease_expires_at"] = None
+    return out
+
+
+class ScorePoolBody(BaseModel):
+    model_id: str
+    model_version: str = ""
+    unlabeled_only: bool = False
+
+
+@router.post("/apps/{app_id}/curation/score-pool", tags=["curation"], status_code=202,
+             summary="Score the app's inputs (or the unlabeled ones) with a model version in the background; returns the job")
+async def score_pool(app_id: str, body: ScorePoolBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    return to_json(await cl.curation.score_pool(curation_pb2.ScorePoolRequest(app_id=app_id, **body.model_dump()), key=c.key))
+
+
+@router.get("/apps/{app_id}/curation/score-pool/{job_id}", tags=["curation"], summary="A pool-scoring job's progress")
+async def scoring_job(app_id: str, job_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    return to_json(await cl.curation.get_scoring_job(curation_pb2.GetScoringJobRequest(app_id=app_id, job_id=job_id), key=c.key))
+
+
+@router.get("/apps/{app_id}/curation/predictions", tags=["curation"],
+            summary="Stored pool predictions of a model version: by predicted concept and score range, most confident or most uncertain first")
+async def pool_predictions(
+    app_id: str, model_id: str, model_version: str = "", concept: str = "", min_score: float = 0.0, max_score: float = 0.0,
+    order: Literal["", "score", "uncertainty"] = "", page_size: int = Query(100, ge=1, le=1000), page_token: str = "",
+    c: Caller = Depends(caller), cl: Clients = Depends(clients),
+) -> dict:
+    req = curation_pb2.ListPoolPredictionsRequest(
+        app_id=app_id, model_id=model_id, model_version=model_version, predicted_concept=concept, min_score=min_score, max_score=max_score,
+        order=order, page_size=page_size, page_token=page_token,
+    )
+    return to_json(await cl.curation.list_pool_predictions(req, key=c.key))

@@ -19,7 +19,7 @@ from firstlight.clients import Clients
 from firstlight.gateway.session import COOKIE, Session, SessionCodec, csrf_ok
 from firstlight.gateway import views
 from firstlight.gateway.api import split_value, to_json
-from firstlight.v1 import auth_pb2, curation_pb2, ingestion_pb2, training_pb2
+from firstlight.v1 import auth_pb2, curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -195,31 +195,53 @@ async def evaluation_page(request: Request, app_id: str, model_id: str, version:
 
 
 @router.get("/apps/{app_id}/models/{model_id}/compare", response_class=HTMLResponse)
-async def compare_page(request: Request, app_id: str, model_id: str, a: str = "", b: str = "", split: str = "validation") -> Response:
-    """Two versions of a model side by side on one split (``CompareModelVersions``), rendered
-    here. Defaults: the newest version (B) against the one before it (A)."""
+async def compare_page(request: Request, app_id: str, model_id: str, a: str = "", b: str = "", split: str = "validation", b_model: str = "") -> Response:
+    """Two versions of a model side by side on one split (``CompareModelVersions``), or, with
+    ``b_model``, a version of this model against a version of another (two evaluations on the
+    same split), rendered here. Defaults: the newest version (B) against the one before (A)."""
     s = _require(request, app_id)
     cl: Clients = request.app.state.clients
     split = split if split in ("train", "validation", "test") else "validation"
-    ctx: dict = {"model_id": model_id, "split": split, "a": a, "b": b, "versions": [], "view": None, "message": ""}
+    b_model = b_model.strip() or model_id
+    ctx: dict = {"model_id": model_id, "b_model": b_model, "split": split, "a": a, "b": b, "versions": [], "b_versions": [], "view": None,
+                 "message": "", "models": [], "refs": {}}
     try:
-        listed = await cl.training.list_model_versions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), key=s.key)
-        versions = [to_json(v) for v in listed.versions]  # newest first
-        ctx["versions"] = versions
-        ids = [v["version"] for v in versions]
-        if len(ids) < 2:
-            ctx["message"] = f"Model {model_id} has {len(ids)} trained version{'s' if len(ids) != 1 else ''}: train another to compare."
+        listed = await cl.inference.list_models(inference_pb2.ListModelsRequest(app_id=app_id), key=s.key)
+        ctx["models"] = [m.id for m in listed.models if m.id != "general"]
+        listed_a = await cl.training.list_model_versions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id), key=s.key)
+        versions = [to_json(v) for v in listed_a.versions]  # newest first
+        b_versions = versions
+        if b_model != model_id:
+            listed_b = await cl.training.list_model_versions(training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=b_model), key=s.key)
+            b_versions = [to_json(v) for v in listed_b.versions]
+        ctx.update(versions=versions, b_versions=b_versions)
+        ids, b_ids = [v["version"] for v in versions], [v["version"] for v in b_versions]
+        if b_model == model_id and len(ids) < 2:
+            n = len(ids)
+            ctx["message"] = f"Model {model_id} has {n} trained version{'s' if n != 1 else ''}: train another to compare, or pick another model for B."
+        elif not ids or not b_ids:
+            ctx["message"] = f"Model {model_id if not ids else b_model} has no trained version yet."
         else:
-            b = b if b in ids else ids[0]
-            a = a if a in ids else next(v for v in ids if v != b)
+            b = b if b in b_ids else b_ids[0]
+            a = a if a in ids else next((v for v in ids if v != b or b_model != model_id), ids[0])
             ctx.update(a=a, b=b)
-            if a == b:
+            if a == b and b_model == model_id:
                 ctx["message"] = "Pick two different versions."
-            else:
+            elif b_model == model_id:
                 req = training_pb2.CompareModelVersionsRequest(app_id=app_id, model_id=model_id, versions=[a, b], split=split_value(split))  # type: ignore[arg-type]
                 comparison = to_json(await cl.training.compare_model_versions(req, key=s.key))
                 ctx["view"] = views.comparison_view(comparison, a, b)
                 ctx["by_version"] = {v["version"]: v for v in versions}
+                ctx["refs"] = {a: (model_id, a), b: (model_id, b)}
+            else:  # two models: each evaluated on the split of the dataset version it trained on
+                la, lb = f"{a} of {model_id}", f"{b} of {b_model}"
+                evs = []
+                for label, (m, v) in ((la, (model_id, a)), (lb, (b_model, b))):
+                    req_e = training_pb2.EvaluateModelVersionRequest(app_id=app_id, model_id=m, version=v, split=split_value(split))  # type: ignore[arg-type]
+                    evs.append(dict(to_json(await cl.training.evaluate_model_version(req_e, key=s.key)), version=label))
+                ctx["view"] = views.comparison_view({"evaluations": evs}, la, lb)
+                ctx["by_version"] = {la: next(v for v in versions if v["version"] == a), lb: next(v for v in b_versions if v["version"] == b)}
+                ctx["refs"] = {la: (model_id, a), lb: (b_model, b)}
     except (errors.NotFound, errors.FailedPrecondition, errors.InvalidArgument, KeyError) as exc:
         ctx["message"] = str(exc)
     return _page(request, "compare.html", s, app_id=app_id, page="models", **ctx)

@@ -285,9 +285,10 @@ class Ingestion:
             self.blobs.delete(preview_uri_of(uri))  # a large JPEG's decoded preview, if any
         return len(ids)
 
-    def annotate(self, app_id: str, changes: Sequence[tuple]) -> list[InputRow]:
+    def annotate(self, app_id: str, changes: Sequence[tuple], labeled_by: str = "") -> list[InputRow]:
         """Each change is (input_id, add_concepts, remove_concepts, split or 0[, add_regions,
-        clear_regions]); the concepts of added regions are added too."""
+        clear_regions]); the concepts of added regions are added too. New labels record
+        ``labeled_by`` (who: the caller's key) and when."""
         self.get_app(app_id)
         if not changes:
             raise InvalidArgument("no annotations given")
@@ -315,12 +316,12 @@ class Ingestion:
         def events(rows: list[InputRow]) -> list[Event]:
             return [AnnotationsChanged(r) for r in rows]
 
-        rows = self.store.apply_annotations(app_id, clean, events)
+        rows = self.store.apply_annotations(app_id, clean, events, labeled_by=labeled_by)
         self.on_events()
         return rows
 
     async def bulk_annotate(
-        self, app_id: str, selection: Selection, add: Sequence[str], remove: Sequence[str], *, dry_run: bool = False
+        self, app_id: str, selection: Selection, add: Sequence[str], remove: Sequence[str], *, dry_run: bool = False, labeled_by: str = ""
     ) -> BulkResult:
         """Add and/or remove concepts on the inputs of a selection: listed ids, or the hits of
         one search (by text, image or an input's vector) down to ``min_score``. ``dry_run``
@@ -339,7 +340,7 @@ class Ingestion:
             ids, scores = await self._search_selection(app_id, sel)
         if ids and not dry_run:
             changes = [(i, list(add), list(remove), 0) for i in ids]
-            await asyncio.to_thread(self.annotate, app_id, changes)
+            await asyncio.to_thread(self.annotate, app_id, changes, labeled_by)
         return BulkResult(ids, scores)
 
     async def _search_selection(self, app_id: str, sel: Selection) -> tuple[list[str], list[float]]:

@@ -80,7 +80,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
-    servicer = ingestion_servicer.IngestionServicer(core)
+    servicer = ingestion_servicer.IngestionServicer(core, key_name=auth.keys.store.name_of)
 
     async def on_start() -> None:
         relay.start()

@@ -40,6 +40,8 @@ class InputRow:
     label_revision: int
     concepts: list[str] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    # (concept, labeled_by, labeled_at or None) per concept; filled by get_inputs only.
+    label_records: list[tuple[str, str, datetime | None]] = field(default_factory=list)
 
 
 # -- domain events (encoded by events.py; topics and payloads are its business) ----------------
@@ -100,7 +102,7 @@ class MetadataStorePort(Protocol):
         self, app_id: str, *, after_seq: int, limit: int, concepts_any: Sequence[str], split: int, labeled: bool | None
     ) -> tuple[list[InputRow], int | None, int]: ...
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]: ...
-    def apply_annotations(self, app_id: str, changes: Sequence[Change], make_events: MakeEvents) -> list[InputRow]: ...
+    def apply_annotations(self, app_id: str, changes: Sequence[Change], make_events: MakeEvents, labeled_by: str = "") -> list[InputRow]: ...
     def list_concepts(self, app_id: str) -> list[tuple[str, int]]: ...
 
 

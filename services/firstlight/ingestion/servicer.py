@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from firstlight.domain import validation
 from firstlight.errors import FirstlightError, InvalidArgument
-from firstlight.hosting.auth import caller_is_service
+from firstlight.hosting import keys
+from firstlight.hosting.auth import CURRENT_PRINCIPAL, caller_is_service
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, SearchQuery, Selection
@@ -47,6 +48,9 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         created_at=timestamp(row.created_at),
         label_revision=row.label_revision,
         regions=[region_proto(g) for g in row.regions],
+        label_records=[
+            common_pb2.LabelRecord(concept=c, labeled_by=by, labeled_at=timestamp(at) if at else None) for c, by, at in row.label_records
+        ],
     )
 
 
@@ -92,8 +96,20 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 @map_errors
 class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
-    def __init__(self, core: Ingestion) -> None:
+    def __init__(self, core: Ingestion, key_name: Callable[[str, str], str] | None = None) -> None:
         self.core = core
+        self.key_name = key_name  # (app, key id) -> the key's name, for who-labeled records
+
+    def _labeler(self) -> str:
+        """Who is labeling, for the label records: the key's name and id, "admin key",
+        "service", or "" when authentication is off."""
+        p = CURRENT_PRINCIPAL.get()
+        if p is None:
+            return ""
+        if p.kind != keys.APP:
+            return "admin key" if p.kind == keys.ADMIN else "service"
+        name = self.key_name(p.app_id, p.key_id) if self.key_name else ""
+        return f"{name} ({p.key_id})" if name else p.key_id
 
     async def CreateApp(self, request, context):  # type: ignore[no-untyped-def]
         app = await asyncio.to_thread(self.core.create_app, request.id, request.name, request.description)
@@ -178,7 +194,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split), list(a.add_regions), a.clear_regions)
             for a in request.annotations
         ]
-        rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes)
+        rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes, self._labeler())
         return ingestion_pb2.PostAnnotationsResponse(inputs=[input_to_proto(r) for r in rows])
 
     async def BulkAnnotate(self, request, context):  # type: ignore[no-untyped-def]
@@ -188,6 +204,7 @@ class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
             list(request.add_concepts),
             list(request.remove_concepts),
             dry_run=request.dry_run,
+            labeled_by=self._labeler(),
         )
         return ingestion_pb2.BulkAnnotateResponse(input_ids=result.input_ids, scores=result.scores)
 

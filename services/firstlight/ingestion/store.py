@@ -80,6 +80,10 @@ input_concepts = Table(
     Column("app_id", String(64), primary_key=True),
     Column("input_id", String(128), primary_key=True),
     Column("concept", String(256), primary_key=True),
+    # Who added the label (an API key's name and id, "admin key", "service") and when; NULL for
+    # labels that came with the upload or predate these columns.
+    Column("labeled_by", String(320), nullable=True),
+    Column("labeled_at", DateTime(timezone=True), nullable=True),
 )
 
 outbox = Table(
@@ -262,7 +266,17 @@ class MetadataStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(inputs).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))).mappings().all()
             concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
-        return {r["id"]: self._row(dict(r), concepts[r["id"]]) for r in rows}
+            records: dict[str, list[tuple[str, str, datetime | None]]] = {}
+            if rows:
+                q = select(input_concepts.c.input_id, input_concepts.c.concept, input_concepts.c.labeled_by, input_concepts.c.labeled_at).where(
+                    input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_([r["id"] for r in rows])
+                ).order_by(input_concepts.c.concept)
+                for input_id, concept, by, at in conn.execute(q):
+                    records.setdefault(input_id, []).append((concept, by or "", _aware(at) if at else None))
+        out = {r["id"]: self._row(dict(r), concepts[r["id"]]) for r in rows}
+        for input_id, row in out.items():
+            row.label_records = records.get(input_id, [])
+        return out
 
     def list_inputs(
         self,
@@ -328,10 +342,12 @@ class MetadataStore:
         app_id: str,
         changes: Sequence[tuple],
         make_events: MakeEvents,
+        labeled_by: str = "",
     ) -> list[InputRow]:
         """Apply (input_id, add, remove, split[, add_regions, clear_regions]) changes, bump
         revisions, enqueue events. Removing a concept also removes its regions; the caller has
-        put the concepts of ``add_regions`` into ``add``."""
+        put the concepts of ``add_regions`` into ``add``. New labels record ``labeled_by`` and now."""
+        now = utcnow()
         ids = [c[0] for c in changes]
         with self.engine.begin() as conn:
             for change in changes:
@@ -355,7 +371,13 @@ class MetadataStore:
                 )
                 new = [c for c in dict.fromkeys(add) if c not in current]
                 if new:
-                    conn.execute(insert(input_concepts), [{"app_id": app_id, "input_id": input_id, "concept": c} for c in new])
+                    conn.execute(
+                        insert(input_concepts),
+                        [
+                            {"app_id": app_id, "input_id": input_id, "concept": c, "labeled_by": labeled_by or None, "labeled_at": now if labeled_by else None}
+                            for c in new
+                        ],
+                    )
                 values: dict = {"label_revision": inputs.c.label_revision + 1}
                 if remove or add_regions or clear_regions:
                     old = _regions(

@@ -516,7 +516,8 @@ class TrainingCore:
         rows = [r for r in rows if r.split == split and r.concepts]
         if not rows:
             raise FailedPrecondition(f"the {SPLIT_NAMES[split]} split of dataset {v['dataset_id']!r} is empty")
-        report = self._runner(model["template"]).evaluate(app_id, model, v, rows)
+        runner = self._runner(model["template"])
+        report = runner.evaluate(app_id, model, v, rows)
         title = f"{model_id} v{v['version']} on {SPLIT_NAMES[split]} ({len(rows)} inputs)"
         with tempfile.TemporaryDirectory() as tmp:
             png_path = Path(tmp) / "confusion.png"
@@ -524,7 +525,63 @@ class TrainingCore:
             png = png_path.read_bytes()
         markdown = evaluation.render_report_markdown(report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]})
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
-        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows)}
+        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows),
+                "predictions": self._predictions(runner, app_id, model, v, rows, report)}
+
+    def _predictions(self, runner: TemplateRunner, app_id: str, model: dict[str, Any], v: dict[str, Any], rows: list[DatasetRow],
+                     report: evaluation.EvaluationReport) -> list[tuple[str, str, str, float]]:
+        """Which input lands in which confusion cell: (input, true, predicted, probability) for
+        single-label heads (scored again on the same stored embeddings); [] for a multi-label
+        matrix (it counts pairs) and for deep templates (their network runs in Triton)."""
+        if report.multilabel:
+            return []
+        try:
+            scores = runner.score(app_id, model, v, [r.input_id for r in rows])
+        except FailedPrecondition:
+            return []
+        if scores.activation != "softmax":
+            return []
+        truth = {r.input_id: r.concepts for r in rows}
+        return evaluation.top1_predictions(scores.input_ids, [truth[i] for i in scores.input_ids], scores.proba, list(model["concepts"]))
+
+    def promote(self, app_id: str, model_id: str, version: str, metric: str = "", min_gain: float = 0.0,
+                override_reason: str = "") -> tuple[dict[str, Any], bool, str, str]:
+        """A person promotes a version: the one promotion rule (``decide_promotion``, as after
+        training) still decides against the serving version's validation metrics; a refusal
+        stands unless ``override_reason`` says why (kept in the version's promotion note with
+        the rule's verdict). Returns (model, promoted, note, previous serving version)."""
+        if not version:
+            raise InvalidArgument("name the version to promote")
+        if len(override_reason) > 512:
+            raise InvalidArgument(f"override_reason is {len(override_reason)} characters, over the limit of 512")
+        if metric and metric not in evaluation.METRICS:
+            raise InvalidArgument(f"unknown promotion metric {metric!r} (known: {', '.join(evaluation.METRICS)})")
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        serving = model["serving_version"]
+        if serving == str(v["version"]):
+            return model, True, f"version {serving} is already serving", serving
+        previous = self.store.get_version(app_id, model_id, int(serving)) if serving else None
+        experiment = (v.get("train_report") or {}).get("experiment") or {}
+        ok, verdict = decide_promotion(
+            serving_metrics(v), None if previous is None else serving_metrics(previous), metric, min_gain,
+            primary=experiment.get("primary_metric") or "accuracy",
+        )
+        if previous is not None:
+            verdict = verdict.replace("vs serving", f"vs serving v{serving}", 1)
+        if not ok and not override_reason.strip():
+            raise FailedPrecondition(f"the promotion rule refuses version {v['version']}: {verdict}")
+        note = f"promoted by hand: {verdict}" if ok else f"promoted by hand over the rule ({override_reason.strip()}); the rule said: {verdict}"
+        self.store.set_promotion_note(app_id, model_id, int(v["version"]), note[:1024])
+        self.store.set_serving(app_id, model_id, str(v["version"]))
+        self.events.version_ready(
+            VersionReady(
+                app_id, model_id, str(v["version"]), v["triton_model"], list(model["concepts"]), True, v["activation"],
+                kind=str(experiment.get("kind") or ""), image_size=int(experiment.get("image_size") or 0),
+                embedding_model=str((v.get("train_report") or {}).get("embedding_model") or ""),
+            )
+        )  # fmt: skip
+        return self.model(app_id, model_id), True, note, serving
 
     def stored_evaluation(self, app_id: str, model_id: str, version: str, split: int) -> tuple[str, int, dict[str, float]]:
         """(version, split, headline metrics) of the evaluation an earlier ``evaluate`` stored."""

@@ -62,6 +62,9 @@ def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
         concept_order=report.concepts,
         confusion_matrix_png=result["png"],
         report_markdown=result["markdown"],
+        predictions=[
+            training_pb2.EvaluatedInput(input_id=i, true_concept=t, predicted_concept=p, score=sc) for i, t, p, sc in result.get("predictions", ())
+        ],
         count=result["count"],
     )
 
@@ -179,6 +182,12 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             return training_pb2.Evaluation(model_id=request.model_id, version=version, split=common_pb2.Split.ValueType(split), metrics=metrics)
         result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
         return _evaluation(request.model_id, result)
+
+    async def PromoteModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+        model, promoted, note, previous = await asyncio.to_thread(
+            self.service.promote, request.app_id, request.model_id, request.version, request.metric, request.min_gain, request.override_reason
+        )
+        return training_pb2.PromoteModelVersionResponse(model=_model(model), promoted=promoted, note=note, previous_version=previous)
 
     async def CompareModelVersions(self, request: training_pb2.CompareModelVersionsRequest, context: Context) -> training_pb2.Comparison:
         if len(set(request.versions)) != len(request.versions):

@@ -184,6 +184,12 @@ class TrainingStore:
             row = conn.execute(select(models).where(models.c.app_id == app_id, models.c.id == model_id)).mappings().first()
         return dict(row) if row else None
 
+    def set_promotion_note(self, app_id: str, model_id: str, version: int, note: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id, versions.c.version == version).values(promotion_note=note)
+            )
+
     def set_serving(self, app_id: str, model_id: str, version: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(update(models).where(models.c.app_id == app_id, models.c.id == model_id).values(serving_version=version))

@@ -231,6 +231,7 @@ class Input(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
+    LABEL_RECORDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id unique within its app."""
     app_id: _builtins.str
@@ -267,6 +268,10 @@ class Input(_message.Message):
     def regions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Region]:
         """Labeled objects (concept and normalised box; score 0), in the order they were added."""
 
+    @_builtins.property
+    def label_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelRecord]:
+        """Who put each concept on the input, and when (GetInput only; empty in lists)."""
+
     def __init__(
         self,
         *,
@@ -283,14 +288,50 @@ class Input(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         label_revision: _builtins.int = ...,
         regions: _abc.Iterable[Global___Region] | None = ...,
+        label_records: _abc.Iterable[Global___LabelRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Input: _TypeAlias = Input  # noqa: Y015
+
+@_typing.final
+class LabelRecord(_message.Message):
+    """Who labeled an input with a concept, and when."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    LABELED_BY_FIELD_NUMBER: _builtins.int
+    LABELED_AT_FIELD_NUMBER: _builtins.int
+    concept: _builtins.str
+    """The concept."""
+    labeled_by: _builtins.str
+    """The API key's name and id ("alice (k3f9…)"), "admin key", "service" (a Firstlight
+    service, e.g. an active-learning round); "" when the label came with the upload or
+    predates label records.
+    """
+    @_builtins.property
+    def labeled_at(self) -> _timestamp_pb2.Timestamp:
+        """When (unset when labeled_by is "")."""
+
+    def __init__(
+        self,
+        *,
+        concept: _builtins.str = ...,
+        labeled_by: _builtins.str = ...,
+        labeled_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["labeled_at", b"labeled_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "labeled_at", b"labeled_at", "labeled_by", b"labeled_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelRecord: _TypeAlias = LabelRecord  # noqa: Y015
 
 @_typing.final
 class Concept(_message.Message):

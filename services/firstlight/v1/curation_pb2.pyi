@@ -49,6 +49,332 @@ QUEUE_ITEM_STATE_LABELED: QueueItemState.ValueType  # 2
 Global___QueueItemState: _TypeAlias = QueueItemState  # noqa: Y015
 
 @_typing.final
+class LeaseQueueItemRequest(_message.Message):
+    """LeaseQueueItem arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    RELEASE_INPUT_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDE_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    holder: _builtins.str
+    """Who holds the lease: an opaque id of the labeler's session ([A-Za-z0-9_.:-], 1-128)."""
+    lease_seconds: _builtins.int
+    """Lease length (0 = 300 s; 10 to 3600)."""
+    release_input_id: _builtins.str
+    """Give this item back first (the labeler skipped it); it is not offered to this holder again
+    in this call.
+    """
+    @_builtins.property
+    def exclude_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Items this holder skipped: not offered to it (others may get them)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        lease_seconds: _builtins.int = ...,
+        release_input_id: _builtins.str = ...,
+        exclude_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "exclude_input_ids", b"exclude_input_ids", "holder", b"holder", "lease_seconds", b"lease_seconds", "release_input_id", b"release_input_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseQueueItemRequest: _TypeAlias = LeaseQueueItemRequest  # noqa: Y015
+
+@_typing.final
+class LeaseQueueItemResponse(_message.Message):
+    """LeaseQueueItem result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LEASED_TO_OTHERS_FIELD_NUMBER: _builtins.int
+    leased_to_others: _builtins.int
+    """Waiting items other labelers hold now."""
+    @_builtins.property
+    def item(self) -> Global___QueueItem:
+        """The leased item (unset when no waiting item is free)."""
+
+    @_builtins.property
+    def lease_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the lease ends unless renewed (calling again renews the holder's lease)."""
+
+    def __init__(
+        self,
+        *,
+        item: Global___QueueItem | None = ...,
+        lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        leased_to_others: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "lease_expires_at", b"lease_expires_at", "leased_to_others", b"leased_to_others"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseQueueItemResponse: _TypeAlias = LeaseQueueItemResponse  # noqa: Y015
+
+@_typing.final
+class ScorePoolRequest(_message.Message):
+    """ScorePool arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    UNLABELED_ONLY_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model (a head on the stored embeddings: transfer or one-shot classifier)."""
+    model_version: _builtins.str
+    """Version ("" = serving version)."""
+    unlabeled_only: _builtins.bool
+    """Only the unlabeled inputs (default: all indexed inputs)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        unlabeled_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model_id", b"model_id", "model_version", b"model_version", "unlabeled_only", b"unlabeled_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScorePoolRequest: _TypeAlias = ScorePoolRequest  # noqa: Y015
+
+@_typing.final
+class ScoringJob(_message.Message):
+    """A background scoring job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SCORED_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Job id."""
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model scored with."""
+    model_version: _builtins.str
+    """Its version."""
+    state: _builtins.str
+    """running, succeeded or failed."""
+    scored: _builtins.int
+    """Inputs scored so far."""
+    total: _builtins.int
+    """Inputs to score."""
+    progress: _builtins.float
+    """scored / total."""
+    error: _builtins.str
+    """Why it failed."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When it ended."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        state: _builtins.str = ...,
+        scored: _builtins.int = ...,
+        total: _builtins.int = ...,
+        progress: _builtins.float = ...,
+        error: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "error", b"error", "finished_at", b"finished_at", "id", b"id", "model_id", b"model_id", "model_version", b"model_version", "progress", b"progress", "scored", b"scored", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoringJob: _TypeAlias = ScoringJob  # noqa: Y015
+
+@_typing.final
+class GetScoringJobRequest(_message.Message):
+    """GetScoringJob arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    job_id: _builtins.str
+    """Job id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScoringJobRequest: _TypeAlias = GetScoringJobRequest  # noqa: Y015
+
+@_typing.final
+class ListPoolPredictionsRequest(_message.Message):
+    """ListPoolPredictions arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    MAX_SCORE_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model."""
+    model_version: _builtins.str
+    """Version ("" = the version scored most recently)."""
+    predicted_concept: _builtins.str
+    """Only inputs whose top concept is this ("" = any)."""
+    min_score: _builtins.float
+    """Only inputs whose top score is at least this."""
+    max_score: _builtins.float
+    """And at most this (0 = 1)."""
+    order: _builtins.str
+    """score (most confident first, the default) or uncertainty (least margin first)."""
+    page_size: _builtins.int
+    """Page size (default 100, max 1000)."""
+    page_token: _builtins.str
+    """From a previous response."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        predicted_concept: _builtins.str = ...,
+        min_score: _builtins.float = ...,
+        max_score: _builtins.float = ...,
+        order: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "max_score", b"max_score", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "predicted_concept", b"predicted_concept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPoolPredictionsRequest: _TypeAlias = ListPoolPredictionsRequest  # noqa: Y015
+
+@_typing.final
+class PoolPrediction(_message.Message):
+    """A stored prediction of one input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    predicted_concept: _builtins.str
+    """The model's top concept."""
+    score: _builtins.float
+    """Its probability."""
+    uncertainty: _builtins.float
+    """1 - (top1 - top2) probability margin (higher: more unsure)."""
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        predicted_concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+        uncertainty: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_id", b"input_id", "predicted_concept", b"predicted_concept", "score", b"score", "uncertainty", b"uncertainty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolPrediction: _TypeAlias = PoolPrediction  # noqa: Y015
+
+@_typing.final
+class ListPoolPredictionsResponse(_message.Message):
+    """ListPoolPredictions result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last."""
+    total_size: _builtins.int
+    """Predictions matching the filter."""
+    model_version: _builtins.str
+    """Version listed."""
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolPrediction]:
+        """Predictions in the asked order."""
+
+    def __init__(
+        self,
+        *,
+        predictions: _abc.Iterable[Global___PoolPrediction] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "next_page_token", b"next_page_token", "predictions", b"predictions", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPoolPredictionsResponse: _TypeAlias = ListPoolPredictionsResponse  # noqa: Y015
+
+@_typing.final
 class SuggestInputsRequest(_message.Message):
     """SuggestInputsForLabeling arguments."""
 

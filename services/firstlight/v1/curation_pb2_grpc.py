@@ -80,6 +80,26 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
                 _registered_method=True)
+        self.LeaseQueueItem = channel.unary_unary(
+                '/firstlight.v1.CurationService/LeaseQueueItem',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemResponse.FromString,
+                _registered_method=True)
+        self.ScorePool = channel.unary_unary(
+                '/firstlight.v1.CurationService/ScorePool',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ScorePoolRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ScoringJob.FromString,
+                _registered_method=True)
+        self.GetScoringJob = channel.unary_unary(
+                '/firstlight.v1.CurationService/GetScoringJob',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.GetScoringJobRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ScoringJob.FromString,
+                _registered_method=True)
+        self.ListPoolPredictions = channel.unary_unary(
+                '/firstlight.v1.CurationService/ListPoolPredictions',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -155,6 +175,39 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseQueueItem(self, request, context):
+        """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
+        session) for a while, so two labelers never get the same item at once. The holder's
+        live lease is returned again (a reload shows the same item); a lease ends when the item
+        gets a label, when its holder releases it, or when it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScorePool(self, request, context):
+        """Score the app's pool with a model version in the background: predictions per input and
+        version are stored for the gallery's filters and for sorting by uncertainty.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetScoringJob(self, request, context):
+        """A scoring job's progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPoolPredictions(self, request, context):
+        """The stored predictions of a scored version, filtered by predicted concept and score range,
+        most confident or most uncertain first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +255,26 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.GetWorstSlices,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.SerializeToString,
+            ),
+            'LeaseQueueItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseQueueItem,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemResponse.SerializeToString,
+            ),
+            'ScorePool': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScorePool,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ScorePoolRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ScoringJob.SerializeToString,
+            ),
+            'GetScoringJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScoringJob,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.GetScoringJobRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ScoringJob.SerializeToString,
+            ),
+            'ListPoolPredictions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPoolPredictions,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -448,6 +521,114 @@ class CurationService:
             '/firstlight.v1.CurationService/GetWorstSlices',
             firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseQueueItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/LeaseQueueItem',
+            firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScorePool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ScorePool',
+            firstlight_dot_v1_dot_curation__pb2.ScorePoolRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ScoringJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScoringJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/GetScoringJob',
+            firstlight_dot_v1_dot_curation__pb2.GetScoringJobRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ScoringJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPoolPredictions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ListPoolPredictions',
+            firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,22 @@ class CurationServiceStub:
     embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
     to the overall accuracy (pessimistic: overall minus the slice's upper bound).
     """
+    LeaseQueueItem: _grpc.UnaryUnaryMultiCallable[_curation_pb2.LeaseQueueItemRequest, _curation_pb2.LeaseQueueItemResponse]
+    """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
+    session) for a while, so two labelers never get the same item at once. The holder's
+    live lease is returned again (a reload shows the same item); a lease ends when the item
+    gets a label, when its holder releases it, or when it expires.
+    """
+    ScorePool: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ScorePoolRequest, _curation_pb2.ScoringJob]
+    """Score the app's pool with a model version in the background: predictions per input and
+    version are stored for the gallery's filters and for sorting by uncertainty.
+    """
+    GetScoringJob: _grpc.UnaryUnaryMultiCallable[_curation_pb2.GetScoringJobRequest, _curation_pb2.ScoringJob]
+    """A scoring job's progress."""
+    ListPoolPredictions: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ListPoolPredictionsRequest, _curation_pb2.ListPoolPredictionsResponse]
+    """The stored predictions of a scored version, filtered by predicted concept and score range,
+    most confident or most uncertain first, paged.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -98,6 +114,22 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """Where a model version does worst on a split of its dataset: accuracy per true concept, per
     embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
     to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+    """
+    LeaseQueueItem: _aio.UnaryUnaryMultiCallable[_curation_pb2.LeaseQueueItemRequest, _curation_pb2.LeaseQueueItemResponse]  # type: ignore[assignment]
+    """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
+    session) for a while, so two labelers never get the same item at once. The holder's
+    live lease is returned again (a reload shows the same item); a lease ends when the item
+    gets a label, when its holder releases it, or when it expires.
+    """
+    ScorePool: _aio.UnaryUnaryMultiCallable[_curation_pb2.ScorePoolRequest, _curation_pb2.ScoringJob]  # type: ignore[assignment]
+    """Score the app's pool with a model version in the background: predictions per input and
+    version are stored for the gallery's filters and for sorting by uncertainty.
+    """
+    GetScoringJob: _aio.UnaryUnaryMultiCallable[_curation_pb2.GetScoringJobRequest, _curation_pb2.ScoringJob]  # type: ignore[assignment]
+    """A scoring job's progress."""
+    ListPoolPredictions: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListPoolPredictionsRequest, _curation_pb2.ListPoolPredictionsResponse]  # type: ignore[assignment]
+    """The stored predictions of a scored version, filtered by predicted concept and score range,
+    most confident or most uncertain first, paged.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -183,6 +215,46 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Where a model version does worst on a split of its dataset: accuracy per true concept, per
         embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
         to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+        """
+
+    @_abc_1.abstractmethod
+    def LeaseQueueItem(
+        self,
+        request: _curation_pb2.LeaseQueueItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.LeaseQueueItemResponse, _abc.Awaitable[_curation_pb2.LeaseQueueItemResponse]]:
+        """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
+        session) for a while, so two labelers never get the same item at once. The holder's
+        live lease is returned again (a reload shows the same item); a lease ends when the item
+        gets a label, when its holder releases it, or when it expires.
+        """
+
+    @_abc_1.abstractmethod
+    def ScorePool(
+        self,
+        request: _curation_pb2.ScorePoolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ScoringJob, _abc.Awaitable[_curation_pb2.ScoringJob]]:
+        """Score the app's pool with a model version in the background: predictions per input and
+        version are stored for the gallery's filters and for sorting by uncertainty.
+        """
+
+    @_abc_1.abstractmethod
+    def GetScoringJob(
+        self,
+        request: _curation_pb2.GetScoringJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ScoringJob, _abc.Awaitable[_curation_pb2.ScoringJob]]:
+        """A scoring job's progress."""
+
+    @_abc_1.abstractmethod
+    def ListPoolPredictions(
+        self,
+        request: _curation_pb2.ListPoolPredictionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ListPoolPredictionsResponse, _abc.Awaitable[_curation_pb2.ListPoolPredictionsResponse]]:
+        """The stored predictions of a scored version, filtered by predicted concept and score range,
+        most confident or most uncertain first, paged.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -62,6 +62,84 @@ JOB_STATE_CANCELLED: JobState.ValueType  # 5
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
+class PromoteModelVersionRequest(_message.Message):
+    """PromoteModelVersion arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    MIN_GAIN_FIELD_NUMBER: _builtins.int
+    OVERRIDE_REASON_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model id."""
+    version: _builtins.str
+    """Version to serve."""
+    metric: _builtins.str
+    """Validation metric of the rule ("" = the template's primary metric)."""
+    min_gain: _builtins.float
+    """The candidate must beat the serving version by more than this (default 0)."""
+    override_reason: _builtins.str
+    """Promote even if the rule refuses, and say why (at most 512 characters)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        min_gain: _builtins.float = ...,
+        override_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "metric", b"metric", "min_gain", b"min_gain", "model_id", b"model_id", "override_reason", b"override_reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteModelVersionRequest: _TypeAlias = PromoteModelVersionRequest  # noqa: Y015
+
+@_typing.final
+class PromoteModelVersionResponse(_message.Message):
+    """PromoteModelVersion result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROMOTED_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VERSION_FIELD_NUMBER: _builtins.int
+    promoted: _builtins.bool
+    """Whether the version now serves."""
+    note: _builtins.str
+    """The rule's verdict (and the override, when one was used)."""
+    previous_version: _builtins.str
+    """The version that served before."""
+    @_builtins.property
+    def model(self) -> Global___Model:
+        """The model after the change."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___Model | None = ...,
+        promoted: _builtins.bool = ...,
+        note: _builtins.str = ...,
+        previous_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "note", b"note", "previous_version", b"previous_version", "promoted", b"promoted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteModelVersionResponse: _TypeAlias = PromoteModelVersionResponse  # noqa: Y015
+
+@_typing.final
 class SplitSpec(_message.Message):
     """How to split a dataset. Counts win over fractions when both are set."""
 
@@ -953,6 +1031,7 @@ class Evaluation(_message.Message):
     CONFUSION_MATRIX_PNG_FIELD_NUMBER: _builtins.int
     REPORT_MARKDOWN_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     """Model id."""
     version: _builtins.str
@@ -981,6 +1060,12 @@ class Evaluation(_message.Message):
     def concept_order(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Concept order of the matrix."""
 
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluatedInput]:
+        """Each input's true and predicted concept (single-label heads; empty otherwise), so a
+        confusion-matrix cell can be opened as exactly its inputs.
+        """
+
     def __init__(
         self,
         *,
@@ -994,14 +1079,49 @@ class Evaluation(_message.Message):
         confusion_matrix_png: _builtins.bytes = ...,
         report_markdown: _builtins.str = ...,
         count: _builtins.int = ...,
+        predictions: _abc.Iterable[Global___EvaluatedInput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_order", b"concept_order", "concepts", b"concepts", "confusion_matrix", b"confusion_matrix", "confusion_matrix_png", b"confusion_matrix_png", "count", b"count", "metrics", b"metrics", "model_id", b"model_id", "report_markdown", b"report_markdown", "split", b"split", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept_order", b"concept_order", "concepts", b"concepts", "confusion_matrix", b"confusion_matrix", "confusion_matrix_png", b"confusion_matrix_png", "count", b"count", "metrics", b"metrics", "model_id", b"model_id", "predictions", b"predictions", "report_markdown", b"report_markdown", "split", b"split", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
+
+@_typing.final
+class EvaluatedInput(_message.Message):
+    """One input of an evaluation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    TRUE_CONCEPT_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    true_concept: _builtins.str
+    """Its label (the first of the model's concepts it carries)."""
+    predicted_concept: _builtins.str
+    """The top prediction."""
+    score: _builtins.float
+    """Its probability."""
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        true_concept: _builtins.str = ...,
+        predicted_concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_id", b"input_id", "predicted_concept", b"predicted_concept", "score", b"score", "true_concept", b"true_concept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluatedInput: _TypeAlias = EvaluatedInput  # noqa: Y015
 
 @_typing.final
 class CompareModelVersionsRequest(_message.Message):

@@ -100,6 +100,11 @@ class TrainingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.FromString,
                 _registered_method=True)
+        self.PromoteModelVersion = channel.unary_unary(
+                '/firstlight.v1.TrainingService/PromoteModelVersion',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -202,6 +207,16 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteModelVersion(self, request, context):
+        """Make a trained version the serving one (a person, after reading its evaluation). The
+        promotion rule still decides against the serving version on validation; a refusal is
+        FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+        anyway (a rollback, say), which is recorded in the version's promotion note.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +284,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.ScoreInputs,
                     request_deserializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.SerializeToString,
+            ),
+            'PromoteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteModelVersion,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -623,6 +643,33 @@ class TrainingService:
             '/firstlight.v1.TrainingService/ScoreInputs',
             firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.SerializeToString,
             firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/PromoteModelVersion',
+            firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

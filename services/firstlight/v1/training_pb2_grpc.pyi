@@ -71,6 +71,12 @@ class TrainingServiceStub:
     strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
     (its network runs on pixels in Triton).
     """
+    PromoteModelVersion: _grpc.UnaryUnaryMultiCallable[_training_pb2.PromoteModelVersionRequest, _training_pb2.PromoteModelVersionResponse]
+    """Make a trained version the serving one (a person, after reading its evaluation). The
+    promotion rule still decides against the serving version on validation; a refusal is
+    FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+    anyway (a rollback, say), which is recorded in the version's promotion note.
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -110,6 +116,12 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     """A head version's probabilities on inputs' stored embeddings (the curation service's
     strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
     (its network runs on pixels in Triton).
+    """
+    PromoteModelVersion: _aio.UnaryUnaryMultiCallable[_training_pb2.PromoteModelVersionRequest, _training_pb2.PromoteModelVersionResponse]  # type: ignore[assignment]
+    """Make a trained version the serving one (a person, after reading its evaluation). The
+    promotion rule still decides against the serving version on validation; a refusal is
+    FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+    anyway (a rollback, say), which is recorded in the version's promotion note.
     """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -225,6 +237,18 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         """A head version's probabilities on inputs' stored embeddings (the curation service's
         strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
         (its network runs on pixels in Triton).
+        """
+
+    @_abc_1.abstractmethod
+    def PromoteModelVersion(
+        self,
+        request: _training_pb2.PromoteModelVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.PromoteModelVersionResponse, _abc.Awaitable[_training_pb2.PromoteModelVersionResponse]]:
+        """Make a trained version the serving one (a person, after reading its evaluation). The
+        promotion rule still decides against the serving version on validation; a refusal is
+        FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
+        anyway (a rollback, say), which is recorded in the version's promotion note.
         """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

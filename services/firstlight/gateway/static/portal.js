@@ -99,22 +99,60 @@
     const grid = $("#grid"), sentinel = $("#sentinel"), count = $("#gallery-count");
     const params = new URLSearchParams(location.search);
     const sel = { concept: $("#filter-concept"), labeled: $("#filter-labeled"), split: $("#filter-split") };
+    // A model's stored pool predictions (ScorePool) replace the listing when a model is chosen.
+    const pred = { model: $("#filter-model"), version: $("#filter-version"), predicted: $("#filter-predicted"), min_score: $("#filter-min"), max_score: $("#filter-max"), order: $("#filter-order") };
     const concepts = await api("GET", appPath("/concepts"));
     for (const c of concepts.concepts || []) sel.concept.append(el("option", { value: c.name, text: `${c.name} (${c.input_count})` }));
+    const models = ((await api("GET", appPath("/models")).catch(() => ({}))).models || []).filter((m) => m.id !== "general");
+    for (const m of models) pred.model.append(el("option", { value: m.id, text: m.id }));
+    async function modelConcepts() {
+      pred.predicted.replaceChildren(el("option", { value: "", text: "any" }));
+      if (!pred.model.value) return;
+      const m = await api("GET", appPath(`/models/${enc(pred.model.value)}`)).catch(() => null);
+      for (const c of (m && m.model.concepts) || []) pred.predicted.append(el("option", { value: c, text: c }));
+    }
     for (const k of Object.keys(sel)) if (params.get(k)) sel[k].value = params.get(k);
+    if (params.get("model")) { pred.model.value = params.get("model"); await modelConcepts(); }
+    // A confusion-matrix cell (evaluation page): exactly the inputs of true X predicted as Y.
+    if (!params.get("eval_model")) for (const k of Object.keys(pred)) if (k !== "model" && params.get(k)) pred[k].value = params.get(k);
+    const cell = params.get("eval_model") ? { model: params.get("eval_model"), version: params.get("eval_version") || "serving", split: params.get("split") || "validation", true: params.get("true") || "", predicted: params.get("predicted") || "" } : null;
     let token = "", done = false, loading = false, generation = 0;
+    const caption = (p) => ({ input_id: p.input_id, concepts: [`→ ${p.predicted_concept}`], score: p.score });
     async function more() {
       if (done || loading) return;
       loading = true;
       const gen = generation;
       const q = new URLSearchParams({ page_size: "60" });
       if (token) q.set("page_token", token);
-      for (const k of Object.keys(sel)) if (sel[k].value) q.set(k, sel[k].value);
       try {
-        const page = await api("GET", appPath(`/inputs?${q}`));
+        let page;
+        if (cell) {
+          const r = await api("GET", appPath(`/models/${enc(cell.model)}/versions/${enc(cell.version)}/evaluations/${enc(cell.split)}/inputs?` + new URLSearchParams({ true: cell.true, predicted: cell.predicted })));
+          const note = $("#cell-note");
+          note.hidden = false;
+          note.textContent = `${r.count} ${cell.split} inputs of ${cell.model} v${r.version} with true concept ${cell.true || "any"} predicted as ${cell.predicted || "any"}.`;
+          page = { inputs: r.inputs.map((p) => ({ input_id: p.input_id, concepts: [`${p.true_concept} → ${p.predicted_concept}`], score: p.score })), total_size: r.count };
+        } else if (pred.model.value) {
+          q.set("model_id", pred.model.value);
+          for (const [k, f] of [["model_version", pred.version], ["concept", pred.predicted], ["min_score", pred.min_score], ["max_score", pred.max_score], ["order", pred.order]]) if (f.value) q.set(k, f.value);
+          const r = await fetch(appPath(`/curation/predictions?${q}`), { credentials: "same-origin", headers: { Accept: "application/json" } });
+          const body = await r.json().catch(() => ({}));
+          if (r.status === 404) {  // this model has not scored the pool yet: say what to do, not an error
+            $("#score-state").textContent = `${pred.model.value} has no stored predictions${pred.version.value ? ` for v${pred.version.value}` : ""} yet: press "Score the pool".`;
+            page = { inputs: [], total_size: 0 };
+          } else if (!r.ok) {
+            throw new Error(flash((body.error && body.error.message) || r.statusText, "error") || (body.error && body.error.message) || r.statusText);
+          } else {
+            page = { inputs: body.predictions.map(caption), total_size: body.total_size, next_page_token: body.next_page_token };
+            $("#score-state").textContent = `predictions of v${body.model_version}`;
+          }
+        } else {
+          for (const k of Object.keys(sel)) if (sel[k].value) q.set(k, sel[k].value);
+          page = await api("GET", appPath(`/inputs?${q}`));
+        }
         if (gen !== generation) return;
         for (const inp of page.inputs || []) grid.append(tile(inp));
-        count.textContent = `${page.total_size} inputs`;
+        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}`;
         token = page.next_page_token || "";
         done = !token;
         sentinel.textContent = done ? (grid.children.length ? "" : "No inputs match.") : "…";
@@ -131,10 +169,29 @@
       loading = false;
       const q = new URLSearchParams();
       for (const k of Object.keys(sel)) if (sel[k].value) q.set(k, sel[k].value);
+      for (const k of Object.keys(pred)) if (pred.model.value && pred[k].value) q.set(k, pred[k].value);
       history.replaceState(null, "", `?${q}`);
       more();
     }
     for (const s of Object.values(sel)) s.addEventListener("change", reset);
+    pred.model.addEventListener("change", async () => { await modelConcepts(); reset(); });
+    for (const k of ["version", "predicted", "min_score", "max_score", "order"]) pred[k].addEventListener("change", reset);
+    $("#score-pool").addEventListener("click", async () => {
+      if (!pred.model.value) return flash("Choose the model to score with.", "error");
+      let job = await api("POST", appPath("/curation/score-pool"), { model_id: pred.model.value, model_version: pred.version.value.trim(), unlabeled_only: $("#score-unlabeled").checked });
+      const bar = $("#score-progress");
+      bar.hidden = false;
+      while (job.state === "running") {
+        bar.value = job.progress;
+        $("#score-state").textContent = `scoring with ${job.model_id} v${job.model_version}: ${job.scored} of ${job.total}`;
+        await new Promise((r) => setTimeout(r, 500));
+        job = await api("GET", appPath(`/curation/score-pool/${enc(job.id)}`));
+      }
+      bar.hidden = true;
+      $("#score-state").textContent = job.state === "succeeded" ? `scored ${job.total} inputs with ${job.model_id} v${job.model_version}` : `scoring failed: ${job.error}`;
+      pred.version.value = job.model_version;
+      reset();
+    });
     new IntersectionObserver((es) => es.some((e) => e.isIntersecting) && more(), { rootMargin: "600px" }).observe(sentinel);
     $("#upload-folder").addEventListener("change", (ev) => { $("#upload-files").webkitdirectory = ev.target.checked; });
     $("#upload-form").addEventListener("submit", async (ev) => {
@@ -178,8 +235,12 @@
       $("#input-title").textContent = id;
       const ul = $("#input-concepts");
       ul.replaceChildren();
+      const who = new Map((inp.label_records || []).map((r) => [r.concept, r]));
       for (const c of inp.concepts) {
-        ul.append(el("li", {}, el("a", { href: `/portal/apps/${enc(APP)}/gallery?concept=${enc(c)}`, text: c }),
+        const r = who.get(c);
+        const by = r && r.labeled_by ? `by ${r.labeled_by} · ${(r.labeled_at || "").replace("T", " ").slice(0, 19)} UTC` : "with the upload";
+        ul.append(el("li", { title: `labeled ${by}` }, el("a", { href: `/portal/apps/${enc(APP)}/gallery?concept=${enc(c)}`, text: c }),
+          el("span", { class: "by muted", text: ` ${by}` }),
           el("button", { class: "x", title: `remove ${c}`, text: "×", onclick: () => annotate({ remove_concepts: [c] }) })));
       }
       if (!inp.concepts.length) ul.append(el("li", { class: "muted", text: "unlabeled" }));
@@ -354,15 +415,60 @@
 
   // -- labeling queue --------------------------------------------------------------------------------
   async function queue() {
-    let policy = null, concepts = [], items = [], pos = 0, history = [];
-    try { policy = await api("GET", appPath("/curation/policy")); } catch (e) { flash("No curation policy yet: set one on the Curation page.", "error"); }
-    if (policy) concepts = (await api("GET", appPath(`/models/${enc(policy.model_id)}`))).model.concepts;
-    const keys = $("#queue-keys");
-    concepts.slice(0, 9).forEach((c, i) => keys.append(el("li", {}, el("kbd", { text: String(i + 1) }), " ", el("span", { text: c }))));
+    // Three sources, one image at a time. The stream queue hands out leases (LeaseQueueItem): two
+    // browsers never get the same item, and a reload shows this browser's item again until it is
+    // labeled or the lease ends. The pool sources walk the unlabeled inputs best first: the
+    // strategy's suggestions, or the stored pool scores by uncertainty (score the pool first).
+    let policy = null, concepts = [], item = null, skipped = [], undo = [], pool = [];
+    const params = new URLSearchParams(location.search);
+    const source = $("#queue-source"), modelSel = $("#queue-model");
+    if (params.get("source")) source.value = params.get("source");
+    try { policy = await api("GET", appPath("/curation/policy")); } catch (e) { flash(""); }
+    const models = ((await api("GET", appPath("/models")).catch(() => ({}))).models || []).filter((m) => m.id !== "general");
+    for (const m of models) modelSel.append(el("option", { value: m.id, text: m.id }));
+    modelSel.value = params.get("model") || (policy ? policy.model_id : "") || (models[0] || {}).id || "";
+    async function setup() {
+      if (source.value === "stream" && !policy) flash("No curation policy yet: set one on the Curation page.", "error");
+      const modelId = source.value === "stream" ? (policy ? policy.model_id : "") : modelSel.value;
+      modelSel.disabled = source.value === "stream";
+      concepts = modelId ? (await api("GET", appPath(`/models/${enc(modelId)}`))).model.concepts : [];
+      const keys = $("#queue-keys");
+      keys.replaceChildren();
+      concepts.slice(0, 9).forEach((c, i) => keys.append(el("li", {}, el("kbd", { text: String(i + 1) }), " ", el("span", { text: c }))));
+      pool = [];
+      skipped = [];
+      if (source.value === "suggest" && modelId) {
+        const r = await api("POST", appPath("/curation/suggestions"), { model_id: modelId, strategy: "margin", batch_size: 50 });
+        pool = r.suggestions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.score, strategy: r.strategy }));
+      } else if (source.value === "scores" && modelId) {
+        const r = await api("GET", appPath(`/curation/predictions?` + new URLSearchParams({ model_id: modelId, order: "uncertainty", page_size: "200" })));
+        pool = r.predictions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.uncertainty, strategy: `margin, v${r.model_version}` }));
+      }
+      history.replaceState(null, "", `?${new URLSearchParams({ source: source.value, model: modelSel.value })}`);
+      await next();
+    }
+    async function next(release) {
+      if (source.value === "stream") {
+        // Labeled items are excluded but not released: curation sees the label a moment later (an
+        // event), and until then the lease keeps them from other labelers.
+        const r = await api("POST", appPath("/curation/queue/lease"), { release_input_id: release || "", exclude_input_ids: [...skipped, ...undo.map((h) => h.id)].slice(-500) });
+        item = r.item;
+        $("#queue-lease").textContent = item ? `leased to you until ${(r.lease_expires_at || "").slice(11, 19)} UTC` + (r.leased_to_others ? ` · ${r.leased_to_others} with other labelers` : "")
+          : r.leased_to_others ? `${r.leased_to_others} waiting items are with other labelers` : "";
+      } else {
+        item = null;
+        while (pool.length) {  // the first still unlabeled and not skipped (labels may have come meanwhile)
+          const cand = pool[0];
+          const inp = skipped.includes(cand.input_id) ? null : await api("GET", appPath(`/inputs/${enc(cand.input_id)}`)).catch(() => null);
+          if (inp && !inp.concepts.length) { item = cand; break; }
+          pool.shift();
+        }
+        $("#queue-lease").textContent = `most uncertain first; up to ${pool.length} left in this batch (labeled ones are skipped; pool sources are not leased: one labeler)`;
+      }
+      show();
+    }
     async function refresh() {
-      const page = await api("GET", appPath("/curation/queue?state=queued&page_size=200"));
-      items = page.items || [];
-      pos = 0;
+      const page = await api("GET", appPath("/curation/queue?state=queued&page_size=1")).catch(() => ({}));
       const s = page.stats || {};
       const rounds = (await api("GET", appPath("/curation/rounds"))).rounds || [];
       const last = rounds[0];
@@ -371,39 +477,45 @@
       const t = $("#queue-stats");
       t.replaceChildren();
       const rows = { waiting: s.queued, "labels spent": s.labeled, "next retrain in": every ? `${Math.max(0, every - since)} labels` : "never (no retrain policy)", screened: s.screened };
-      for (const [k, v] of Object.entries(rows)) t.append(el("tr", {}, el("th", { text: k }), el("td", { text: v })));
+      for (const [k, v] of Object.entries(rows)) t.append(el("tr", {}, el("th", { text: k }), el("td", { text: v === undefined ? "" : v })));
       $("#queue-round").textContent = last ? `Round ${last.round}: ${last.candidate_version} ${last.promoted ? "promoted" : "not promoted"} — ${last.note}` : "none yet";
-      show();
     }
     function show() {
-      const item = items[pos];
       $("#queue-empty").hidden = !!item;
       $("#queue-image").hidden = !item;
       if (!item) { $("#queue-item").textContent = ""; return; }
       $("#queue-image").src = appPath(`/inputs/${enc(item.input_id)}/image`);
       $("#queue-item").textContent = `${item.input_id} · model guesses ${item.predicted_concept} · uncertainty ${fmt(item.score, 2)} (${item.strategy})`;
     }
+    let busy = false;
     document.addEventListener("keydown", async (ev) => {
-      if (ev.target.matches("input, textarea, select")) return;
-      const item = items[pos];
-      if (ev.key >= "1" && ev.key <= "9" && item) {
-        const c = concepts[Number(ev.key) - 1];
-        if (!c) return;
-        await api("POST", appPath("/annotations"), { annotations: [{ input_id: item.input_id, add_concepts: [c] }] });
-        history.push({ id: item.input_id, concept: c, pos });
-        flash(`${item.input_id} → ${c}`);
-        items.splice(pos, 1);
-        show();
-      } else if (ev.key === "x" && item) {
-        pos = (pos + 1) % Math.max(1, items.length);
-        show();
-      } else if (ev.key === "u" && history.length) {
-        const h = history.pop();
-        await api("POST", appPath("/annotations"), { annotations: [{ input_id: h.id, remove_concepts: [h.concept] }] });
-        flash(`Undid ${h.id} → ${h.concept}`);
-        await refresh();
-      } else if (ev.key === "r") await refresh();
+      if (ev.target.matches("input, textarea, select") || busy) return;
+      busy = true;
+      try {
+        if (ev.key >= "1" && ev.key <= "9" && item) {
+          const c = concepts[Number(ev.key) - 1];
+          if (!c) return;
+          await api("POST", appPath("/annotations"), { annotations: [{ input_id: item.input_id, add_concepts: [c] }] });
+          undo.push({ id: item.input_id, concept: c });
+          flash(`${item.input_id} → ${c}`);
+          await next();
+          refresh();
+        } else if (ev.key === "x" && item) {
+          skipped.push(item.input_id);
+          await next(item.input_id);
+        } else if (ev.key === "u" && undo.length) {
+          const h = undo.pop();
+          await api("POST", appPath("/annotations"), { annotations: [{ input_id: h.id, remove_concepts: [h.concept] }] });
+          flash(`Undid ${h.id} → ${h.concept}`);
+          if (source.value !== "stream") pool.unshift({ input_id: h.id, predicted_concept: "?", score: 0, strategy: "undone" });
+          await next();
+          await refresh();
+        } else if (ev.key === "r") { await next(); await refresh(); }
+      } finally { busy = false; }
     });
+    source.addEventListener("change", setup);
+    modelSel.addEventListener("change", setup);
+    await setup();
     await refresh();
   }
 
@@ -480,15 +592,33 @@
     for (const c of ev.concepts) tb.append(el("tr", {}, ...[c.concept, fmt(c.precision), fmt(c.recall), fmt(c.f1), c.support].map((x) => el("td", { text: x }))));
     const order = ev.concept_order, n = order.length, cm = ev.confusion_matrix;
     const max = Math.max(1, ...cm);
+    const exact = (ev.predictions || []).length > 0;
+    api("GET", appPath(`/models/${enc(modelId)}`)).then((m) => {
+      const serving = m.model.serving_version;
+      $("#promote").disabled = serving === ev.version;
+      $("#promote-state").textContent = serving === ev.version ? "This version serves." : serving ? `v${serving} serves now.` : "No version serves yet.";
+    }).catch(() => {});
+    $("#promote-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const reason = $("#promote-reason").value.trim();
+      try {
+        const r = await api("POST", appPath(`/models/${enc(modelId)}/versions/${enc(ev.version)}/promote`), { override_reason: reason });
+        $("#promote-state").textContent = r.note;
+        $("#promote").disabled = true;
+        flash(`${modelId} v${ev.version} now serves (before: ${r.previous_version ? "v" + r.previous_version : "none"}).`);
+      } catch (err) { $("#promote-state").textContent = err.message; }
+    });
     const table = $("#confusion");
     table.append(el("tr", {}, el("th", { text: "true \\ predicted" }), ...order.map((c) => el("th", { text: c }))));
     for (let i = 0; i < n; i++) {
       const row = el("tr", {}, el("th", { text: order[i] }));
       for (let j = 0; j < n; j++) {
         const v = cm[i * n + j];
-        // The evaluation carries counts, not per-input predictions: a cell opens every input of
-        // its true concept in the split (its row), not only the ones predicted as its column.
-        const a = el("a", { href: `/portal/apps/${enc(APP)}/gallery?concept=${enc(order[i])}&split=${enc(split)}`, title: `${v} × true ${order[i]}, predicted ${order[j]} (opens every true ${order[i]} input of the split)`, text: v, class: "cell" });
+        // Heads report each input's prediction: a cell opens exactly its inputs. Otherwise (deep
+        // or multi-label models) it opens its row: every true-concept input of the split.
+        const href = exact ? `/portal/apps/${enc(APP)}/gallery?` + new URLSearchParams({ eval_model: modelId, eval_version: ev.version, split, true: order[i], predicted: order[j] })
+          : `/portal/apps/${enc(APP)}/gallery?concept=${enc(order[i])}&split=${enc(split)}`;
+        const a = el("a", { href, title: `${v} × true ${order[i]}, predicted ${order[j]}` + (exact ? "" : ` (opens every true ${order[i]} input of the split)`), text: v, class: "cell" });
         const td = el("td", { class: i === j ? "diag" : v ? "off" : "" }, a);
         td.style.setProperty("--w", String(v / max));
         row.append(td);

@@ -22,4 +22,6 @@ def legacy_revision(insp: Inspector) -> str | None:
         return "0002"
     if "index_watch" not in tables:
         return "0003"
+    if "labeled_by" in {c["name"] for c in insp.get_columns("input_concepts")}:
+        return "0005"  # the portal3 branch added label records by ALTER TABLE before it merged
     return "0004"
