@@ -56,6 +56,11 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
 EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
+    # Read by Triton's backbone stub (deploy/triton/.../backbone/1/model.py): ONNX Runtime's threads,
+    # where the exported graph is cached (default: a private temp folder, an emptyDir in a pod), and
+    # which firstlight tree the stub imports (the local stack's own).
+    "FIRSTLIGHT_ORT_THREADS", "FIRSTLIGHT_ONNX_CACHE_DIR", "FIRSTLIGHT_SERVICES_DIR",
+} | {
     # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
     f"FIRSTLIGHT_{name.upper()}" for name in config.TritonSettings.model_fields
 }
