@@ -29,14 +29,13 @@ import pytest
 from firstlight import datasets, migrations
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
-from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion import store as ingestion_store
+from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.ingestion.store import metadata as store_metadata
 from firstlight.sdk import Firstlight, UploadItem
 from firstlight.stack import free_port, wait_serving
 from firstlight.training.store import DatasetRow, TrainingStore
-
 
 
 def _pg_bin(name: str) -> str | None:

@@ -5,9 +5,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import pytest
+from PIL import Image
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits

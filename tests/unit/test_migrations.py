@@ -241,3 +241,26 @@ def test_a_new_revision_is_generated_from_the_changed_tables(new_database: NewDa
     migrations.downgrade(engine, changed, "0001")
     assert "last_used_at" not in {c["name"] for c in inspect(engine).get_columns("api_keys")}
     engine.dispose()
+
+
+@pytest.mark.parametrize("shape", ["training-6bc2797", "training-d94866b"])
+def test_curation_adopts_its_rows_from_a_legacy_training_database(new_database: NewDatabase, shape: str) -> None:
+    """A stack from before versions (curation's tables unversioned in the training database, as
+    that code left them) moves to curation's own store: its new database gets every row, and
+    the training database is only read."""
+    training_url = new_database()
+    load(training_url, shape)
+    source = create_engine(training_url)
+    before = rows(source)
+    store = curation_store.CurationStore(new_database())
+    copied = curation_store.adopt_from_training_db(store, training_url)
+    assert copied == {t.name: 1 for t in curation_store.TABLES}
+    moved = rows(store.engine)
+    for table in curation_store.TABLES:
+        assert moved[table.name] == before[table.name], table.name
+    assert store.policy("app") == {"table": "curation_policies", "n": 1}
+    assert migrations.diff(store.engine, SCHEMAS["curation"]) == []
+    assert rows(source) == before  # the training database is untouched
+    assert curation_store.adopt_from_training_db(store, training_url) == {}  # once
+    source.dispose()
+    store.engine.dispose()

@@ -38,6 +38,7 @@ from alembic.config import Config  # noqa: E402
 from alembic.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 
+
 @dataclass(frozen=True)
 class Schema:
     """One store's tables and the migrations that build them."""

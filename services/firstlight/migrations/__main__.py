@@ -105,7 +105,7 @@ def check() -> int:
             migrations.upgrade(engine, s)
             found = migrations.diff(engine, s)
             engine.dispose()
-            print(f"{name}: {'OK' if not found else found}")
+            print(f"{name}: {found or 'OK'}")
             failed += bool(found)
     return failed
 
