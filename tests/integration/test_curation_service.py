@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from firstlight.stack import free_port, wait_serving
 from firstlight.training.store import TrainingStore
 
 pytestmark = pytest.mark.integration
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _old_training_db(path: Path) -> str:
@@ -31,14 +31,31 @@ def _old_training_db(path: Path) -> str:
     StreamCuration(old).set_policy(make_policy("adopted", "animals", threshold=0.3, budget=40))
     with old.engine.begin() as conn:
         for k in range(3):
-            old.add_item(conn, app_id="adopted", input_id=f"i{k}", model_id="animals", model_version="1", score=0.6,
-                         strategy="margin", predicted="cat", queued_at=NOW)
+            old.add_item(
+                conn, app_id="adopted", input_id=f"i{k}", model_id="animals", model_version="1", score=0.6, strategy="margin", predicted="cat", queued_at=NOW
+            )
         old.count(conn, "adopted", "screened", 9)
         old.set_labels(conn, "adopted", "i0", ["dog"], NOW)
-    old.add_round("adopted", {"app_id": "adopted", "model_id": "animals", "round": 0, "strategy": "margin", "labels_spent": 4,
-                              "total_labels": 4, "dataset_version": "d", "previous_version": "", "candidate_version": "1",
-                              "promoted": True, "note": "", "metrics": {"accuracy": 0.9}, "previous_metrics": {}, "status": "done",
-                              "kind": "pool"})
+    old.add_round(
+        "adopted",
+        {
+            "app_id": "adopted",
+            "model_id": "animals",
+            "round": 0,
+            "strategy": "margin",
+            "labels_spent": 4,
+            "total_labels": 4,
+            "dataset_version": "d",
+            "previous_version": "",
+            "candidate_version": "1",
+            "promoted": True,
+            "note": "",
+            "metrics": {"accuracy": 0.9},
+            "previous_metrics": {},
+            "status": "done",
+            "kind": "pool",
+        },
+    )
     training.engine.dispose()
     return url
 

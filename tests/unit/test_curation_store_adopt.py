@@ -3,7 +3,7 @@ database: copied once into a new store, read back through the store's API, idemp
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import create_engine, inspect
 
@@ -11,7 +11,7 @@ from firstlight.curation.store import LABELED, QUEUED, CurationStore, adopt_from
 from firstlight.curation.stream import StreamCuration, make_policy
 from firstlight.training.store import TrainingStore
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _old_training_db(tmp_path) -> str:  # type: ignore[no-untyped-def]
@@ -25,8 +25,17 @@ def _old_training_db(tmp_path) -> str:  # type: ignore[no-untyped-def]
     stream.set_policy(make_policy("pets", "animals", threshold=0.3, retrain_after_labels=2, dataset_id="main"))
     with old.engine.begin() as conn:
         for k in range(3):
-            old.add_item(conn, app_id="pets", input_id=f"i{k}", model_id="animals", model_version="1", score=0.5 + k / 10,
-                         strategy="margin", predicted="cat", queued_at=NOW)
+            old.add_item(
+                conn,
+                app_id="pets",
+                input_id=f"i{k}",
+                model_id="animals",
+                model_version="1",
+                score=0.5 + k / 10,
+                strategy="margin",
+                predicted="cat",
+                queued_at=NOW,
+            )
         old.count(conn, "pets", "screened", 7)
         old.count(conn, "pets", "below_threshold", 4)
         old.set_labels(conn, "pets", "i0", ["dog"], NOW)
@@ -47,7 +56,9 @@ def test_a_new_store_adopts_the_training_databases_rows_once(tmp_path) -> None: 
     assert (policy.model_id, policy.threshold, policy.retrain_after_labels, policy.dataset_id) == ("animals", 0.3, 2, "main")
     items, _, stats = stream.queue("pets", 0, 10, "")
     assert [(i["input_id"], i["state"], i["concepts"], i["published"]) for i in items] == [
-        ("i0", LABELED, ["dog"], True), ("i1", QUEUED, [], True), ("i2", QUEUED, [], False)
+        ("i0", LABELED, ["dog"], True),
+        ("i1", QUEUED, [], True),
+        ("i2", QUEUED, [], False),
     ]
     assert items[0]["queued_at"] == NOW
     assert (stats["screened"], stats["below_threshold"], stats["queued"], stats["labeled"]) == (7, 4, 2, 1)

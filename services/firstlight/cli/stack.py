@@ -53,8 +53,8 @@ def up(
     serve: Annotated[bool, typer.Option(help="Keep serving until Ctrl-C")] = True,
     supervise: Annotated[bool, typer.Option(help="Restart a component that exits, with backoff")] = True,
 ) -> None:
-    """Start the whole local stack: Kafka broker, Triton, and the five services."""
-    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, gateway)…")
+    """Start the whole local stack: Kafka broker, Triton, and the six services."""
+    console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, curation, gateway)…")
     t0 = time.perf_counter()
     stack = LocalStack(data_dir, supervise=supervise, service_ports={"gateway": 8080} if _port_free(8080) else {})
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
+from datetime import UTC
 
 import numpy as np
 
@@ -129,7 +131,7 @@ class Curation:
     def _record(self, app_id: str, model: ModelInfo, version: str, v: VersionInfo | None, rows: list[Row], strategy: str, n: int, pool: int) -> int:
         """One pool-based round in the experiment record: the version that suggested, the
         training labels it had, its validation metrics and its latest test-split evaluation."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         if self.rounds is None:
             raise FailedPrecondition("this curation service has no experiment record")
@@ -142,7 +144,7 @@ class Curation:
         previous = mine[0] if mine else None
         metrics = {k: float(x) for k, x in v.validation_metrics.items()}
         metrics.update({f"test_{k}": float(x) for k, x in self.training.stored_test_metrics(app_id, model_id, version).items()})
-        now = datetime.now(timezone.utc).isoformat()
+        now = datetime.now(UTC).isoformat()
         record = {
             "app_id": app_id, "model_id": model_id, "strategy": strategy, "labels_spent": total - (previous["total_labels"] if previous else 0),
             "total_labels": total, "dataset_version": v.dataset_version, "previous_version": previous["candidate_version"] if previous else "",
@@ -158,7 +160,7 @@ class Curation:
         folds = folds or 5
         if not 2 <= folds <= 20:
             raise InvalidArgument(f"folds must be between 2 and 20 (got {folds})")
-        wanted = set(validation.concept(c) for c in concepts)
+        wanted = {validation.concept(c) for c in concepts}
         rows = [(i, cs[0]) for i, cs, _ in self.platform.inputs(app_id, labeled=True) if len(cs) == 1 and (not wanted or cs[0] in wanted)]
         counts: dict[str, int] = {}
         for _, c in rows:
@@ -221,7 +223,7 @@ class Curation:
     def health_check(
         self, app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = False, threshold: float = 0.0, max_examples: int = 0,
         group_key: str = "",
-    ) -> dict:  # type: ignore[type-arg]
+    ) -> dict[str, Any]:
         """The health report of an app's indexed inputs or of a dataset version (rows, splits and
         labels as frozen), with its details keyed by input id."""
         from firstlight.curation.quality import duplicates as dup
@@ -260,11 +262,11 @@ class Curation:
             # nothing), flat metrics (reported as corrupt, not as duplicates)
             none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
             blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
-            kw = dict(
-                content_hashes=[facts[i].sha256 if i in facts else "" for i in ids],
-                thumbnails=np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
-                quality=[facts[i].quality if i in facts else none for i in ids],
-            )
+            kw = {
+                "content_hashes": [facts[i].sha256 if i in facts else "" for i in ids],
+                "thumbnails": np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
+                "quality": [facts[i].quality if i in facts else none for i in ids],
+            }
         row = {i: k for k, i in enumerate(ids)}
         group_of = None
         if group_key:
@@ -274,21 +276,22 @@ class Curation:
             labels, embeddings=X, split_of=split_of if any(split_of) else None, threshold=threshold,
             corrupt=[row[i] for i in corrupt if i in row], group_of=group_of, **kw,
         )
-        score = details.get("outlier_scores")
-        order = np.argsort(-score)[:top] if score is not None else []
-        issues = details.get("image_issues") or []
+        score = cast("np.ndarray | None", details.get("outlier_scores"))
+        order = np.argsort(-score)[:top] if score is not None else np.zeros(0, dtype=int)
+        issues = cast("list[list[str]]", details.get("image_issues") or [])
+        groups = cast("list[Any]", details.get("duplicate_groups", []))
         quality = kw.get("quality") or []
         return {
             "status": report.status,
             "examined": len(ids),
             "checks": [(c.name, c.status, c.message, c.count, [ids[r] for r in c.rows[:top]]) for c in report.checks],
-            "duplicate_groups": [([ids[m] for m in g.members], ids[g.keep], g.kind, g.similarity) for g in details.get("duplicate_groups", [])[:top]],
-            "outliers": [(ids[int(r)], float(score[int(r)])) for r in order],
+            "duplicate_groups": [([ids[m] for m in g.members], ids[g.keep], g.kind, g.similarity) for g in groups[:top]],
+            "outliers": [(ids[int(r)], float(score[int(r)])) for r in order] if score is not None else [],
             "flagged_images": [(ids[r], quality[r].to_dict(), issues[r]) for r in range(len(issues)) if issues[r]][:top],
             "markdown": report.to_markdown(),
         }
 
-    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict:  # type: ignore[type-arg]
+    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict[str, Any]:
         """Slices of a split of the version's dataset where the head does worst: true concept,
         embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
         brightness, contrast and blur."""

@@ -16,9 +16,9 @@ from firstlight.curation.events import StreamHandlers
 from firstlight.curation.peers import Bridge, GrpcPlatform, GrpcTraining
 from firstlight.curation.store import CurationStore, adopt_from_training_db
 from firstlight.curation.stream import Rounds, StreamCuration, StreamDrift, drift_reference
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
-from firstlight.hosting.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 
@@ -37,14 +37,28 @@ def build(settings: CurationSettings) -> ServiceShell:
     rounds = Rounds(store, stream, training)
     stream_drift = StreamDrift(stream, drift_reference(training, platform))
     handlers = StreamHandlers(stream, rounds, stream_drift, producer)
-    common = dict(session_timeout_ms=settings.kafka_session_timeout_ms, heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms)
+    common = {"session_timeout_ms": settings.kafka_session_timeout_ms, "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms}
     # The consumer group names are the ones curation used inside the training process, so an
     # upgraded stack resumes from the committed offsets instead of re-reading or skipping.
     consumers = [
-        BatchConsumer(settings.kafka_bootstrap, "curation-predictions", topics.PREDICTIONS_MADE, events_pb2.PredictionMade,
-                      handlers.on_predictions, producer=producer, **common),  # type: ignore[arg-type]
-        BatchConsumer(settings.kafka_bootstrap, "curation-labels", topics.ANNOTATIONS_CHANGED, events_pb2.AnnotationsChanged,
-                      handlers.on_annotations, producer=producer, **common),  # type: ignore[arg-type]
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            "curation-predictions",
+            topics.PREDICTIONS_MADE,
+            events_pb2.PredictionMade,
+            handlers.on_predictions,
+            producer=producer,
+            **common,
+        ),  # type: ignore[arg-type]
+        BatchConsumer(
+            settings.kafka_bootstrap,
+            "curation-labels",
+            topics.ANNOTATIONS_CHANGED,
+            events_pb2.AnnotationsChanged,
+            handlers.on_annotations,
+            producer=producer,
+            **common,
+        ),  # type: ignore[arg-type]
     ]
     servicer = curation_servicer.CurationServicer(Curation(platform, training, store), stream, rounds, stream_drift)
 

@@ -91,7 +91,7 @@ class GrpcPlatform:
         token = ""
         while True:
             req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=PAGE, page_token=token, filter=flt)
-            resp = self.bridge.call(lambda: self.bridge.ingestion.list_inputs(req))
+            resp = self.bridge.call(lambda req=req: self.bridge.ingestion.list_inputs(req))
             out += list(resp.inputs)
             token = resp.next_page_token
             if not token:
@@ -114,7 +114,7 @@ class GrpcPlatform:
         ids = list(input_ids)
         for start in range(0, len(ids), VECTORS_PER_CALL):
             req = search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + VECTORS_PER_CALL])
-            resp = self.bridge.call(lambda: self.bridge.search.get_vectors(req))
+            resp = self.bridge.call(lambda req=req: self.bridge.search.get_vectors(req))
             out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
         return out
 
@@ -126,7 +126,7 @@ class GrpcPlatform:
         out: dict[str, bytes] = {}
         for input_id in input_ids:
             req = ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)
-            uri = self.bridge.call(lambda: self.bridge.ingestion.get_input(req)).blob_uri
+            uri = self.bridge.call(lambda req=req: self.bridge.ingestion.get_input(req)).blob_uri
             try:
                 out[input_id] = self.blobs.get(uri, app_id=app_id)
             except (OSError, KeyError):
@@ -142,7 +142,7 @@ class GrpcTraining:
 
     def _versions(self, app_id: str, model_id: str) -> training_pb2.ListModelVersionsResponse:
         req = training_pb2.ListModelVersionsRequest(app_id=app_id, model_id=model_id)
-        return self.bridge.call(lambda: self.bridge.training.list_model_versions(req))
+        return self.bridge.call(lambda req=req: self.bridge.training.list_model_versions(req))
 
     def model(self, app_id: str, model_id: str) -> ModelInfo:
         m = self._versions(app_id, model_id).model
@@ -157,14 +157,14 @@ class GrpcTraining:
     def latest_dataset_version(self, app_id: str, dataset_id: str) -> str | None:
         req = training_pb2.GetDatasetRequest(app_id=app_id, dataset_id=dataset_id)
         try:
-            return self.bridge.call(lambda: self.bridge.training.get_dataset(req)).version
+            return self.bridge.call(lambda req=req: self.bridge.training.get_dataset(req)).version
         except NotFound:
             return None
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Row]:
         req = training_pb2.ListDatasetRowsRequest(app_id=app_id, dataset_id=dataset_id, version=version)
         try:
-            resp = self.bridge.call(lambda: self.bridge.training.list_dataset_rows(req))
+            resp = self.bridge.call(lambda req=req: self.bridge.training.list_dataset_rows(req))
         except NotFound:
             return []
         return [Row(r.input_id, list(r.concepts), int(r.split)) for r in resp.rows]
@@ -176,7 +176,7 @@ class GrpcTraining:
         concepts: list[str] = []
         for start in range(0, max(len(ids), 1), SCORES_PER_CALL):
             req = training_pb2.ScoreInputsRequest(app_id=app_id, model_id=model_id, version=version, input_ids=ids[start : start + SCORES_PER_CALL])
-            resp = self.bridge.call(lambda: self.bridge.training.score_inputs(req))
+            resp = self.bridge.call(lambda req=req: self.bridge.training.score_inputs(req))
             concepts, version = list(resp.concepts), resp.version
             kept += list(resp.input_ids)
             parts.append(np.asarray(resp.probabilities, dtype=np.float32).reshape(len(resp.input_ids), len(resp.concepts)))
@@ -185,23 +185,23 @@ class GrpcTraining:
     def stored_test_metrics(self, app_id: str, model_id: str, version: str) -> dict[str, float]:
         req = training_pb2.EvaluateModelVersionRequest(app_id=app_id, model_id=model_id, version=version, split=TEST_SPLIT, stored_only=True)  # type: ignore[arg-type]
         try:
-            return dict(self.bridge.call(lambda: self.bridge.training.evaluate_model_version(req)).metrics)
+            return dict(self.bridge.call(lambda req=req: self.bridge.training.evaluate_model_version(req)).metrics)
         except NotFound:
             return {}
 
     def extend_dataset(self, app_id: str, dataset_id: str) -> str:
         req = training_pb2.ExtendDatasetRequest(app_id=app_id, dataset_id=dataset_id)
-        return self.bridge.call(lambda: self.bridge.training.extend_dataset(req)).version
+        return self.bridge.call(lambda req=req: self.bridge.training.extend_dataset(req)).version
 
     def train(self, app_id: str, model_id: str, dataset_id: str, promotion: tuple[str, float]) -> Job:
         req = training_pb2.TrainModelRequest(
             app_id=app_id, model_id=model_id, dataset_id=dataset_id, promotion_metric=promotion[0], promotion_min_gain=promotion[1]
         )
-        return _job(self.bridge.call(lambda: self.bridge.training.train_model(req)))
+        return _job(self.bridge.call(lambda req=req: self.bridge.training.train_model(req)))
 
     def job(self, app_id: str, job_id: str) -> Job:
         req = training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job_id)
-        return _job(self.bridge.call(lambda: self.bridge.training.get_training_job(req)))
+        return _job(self.bridge.call(lambda req=req: self.bridge.training.get_training_job(req)))
 
 
 def _job(j: training_pb2.TrainingJob) -> Job:

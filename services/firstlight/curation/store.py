@@ -5,10 +5,9 @@ that process): :func:`adopt_from_training_db` moves an existing stack's rows ove
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any
-
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
@@ -94,11 +93,11 @@ SCHEMA = migrations.Schema("curation", schema_migrations.FOLDER, metadata, schem
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 class CurationStore:
@@ -133,7 +132,7 @@ class CurationStore:
             states = conn.execute(
                 select(queue.c.state, func.count()).where(queue.c.app_id == app_id).group_by(queue.c.state)
             ).all()
-        out = {n: 0 for n in COUNTERS}
+        out = dict.fromkeys(COUNTERS, 0)
         out.update({n: int(v) for n, v in rows})
         by_state = {int(s): int(c) for s, c in states}
         out["queued"], out["labeled"] = by_state.get(QUEUED, 0), by_state.get(LABELED, 0)

@@ -27,7 +27,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -126,7 +126,7 @@ class QueuedItem:
 class StreamCuration:
     def __init__(self, store: CurationStore, clock: Callable[[], datetime] | None = None) -> None:
         self.store = store
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()  # one writer: the prediction and label consumers share the store
         self._policies: dict[str, Policy | None] = {}
 
@@ -277,7 +277,7 @@ class Rounds:
     def _run(self, policy: Policy, record: dict) -> None:
         try:
             record = self._train(policy, record)
-        except Exception as exc:  # noqa: BLE001 - a failed round records why; later rounds go on
+        except Exception as exc:
             log.exception("active-learning round %s of %s failed", record["round"], policy.app_id)
             record = dict(record, status="failed", note=str(exc) or type(exc).__name__)
         record["finished_at"] = self.stream.clock().isoformat()
@@ -469,6 +469,15 @@ class StreamDrift:
 
 
 __all__ = [
-    "Policy", "Prediction", "QueuedItem", "Rounds", "StreamCuration", "StreamDrift", "StreamDriftReport", "drift_reference", "make_policy",
-    "LABELED", "QUEUED",
+    "LABELED",
+    "QUEUED",
+    "Policy",
+    "Prediction",
+    "QueuedItem",
+    "Rounds",
+    "StreamCuration",
+    "StreamDrift",
+    "StreamDriftReport",
+    "drift_reference",
+    "make_policy",
 ]

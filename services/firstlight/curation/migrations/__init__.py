@@ -1,5 +1,6 @@
-"""The curation store's migrations (versions/), self-contained: they run the same whether the
-tables share the training database (today) or sit in a database of their own."""
+"""The curation store's migrations (versions/), self-contained: they run the same in curation's
+own database and in a training database from before issue 15 that still holds the old tables
+(``curation.store.adopt_from_training_db`` copies their rows out once)."""
 
 from __future__ import annotations
 
