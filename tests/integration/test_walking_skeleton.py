@@ -43,8 +43,14 @@ def uploaded(client: Firstlight) -> dict[str, str]:
 def test_each_service_has_health_and_reflection(stack, name: str) -> None:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(stack.addresses[name]) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        status = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name]), timeout=5).status
-        assert status == health_pb2.HealthCheckResponse.SERVING
+
+        def serving() -> bool:
+            request = health_pb2.HealthCheckRequest(service=SERVICE_NAMES[name])
+            return health.Check(request, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+
+        # A service's probes (Triton ready, consumers polling) can read false for a moment on a
+        # loaded 2-core machine: the contract is that it reports SERVING, not on the first call.
+        eventually(serving, timeout=60, interval=1.0, what=f"{name} health SERVING")
         refl = reflection_pb2_grpc.ServerReflectionStub(channel)
         [resp] = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
         services = {s.name for s in resp.list_services_response.service}
