@@ -1,0 +1,1 @@
+"""Shared pure domain code (no service, no transport imports)."""
