@@ -26,3 +26,8 @@ def test_cpu_uses_the_training_service_thread_budget(monkeypatch: pytest.MonkeyP
     assert deep_training.device_and_threads() == ("cpu", 3)
     monkeypatch.delenv("FIRSTLIGHT_TRAIN_THREADS")
     assert deep_training.device_and_threads() == ("cpu", 1)  # TrainingSettings.train_threads' default
+
+
+def test_video_section_needs_no_stack() -> None:
+    assert bench_main.parse(["--only", "video"]).sections == ["video"]
+    assert "video" in bench_main.STACKLESS

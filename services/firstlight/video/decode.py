@@ -70,7 +70,7 @@ class DecodeOutcome:
     error: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class DecodedFrame:
     index: int
     t: float  # seconds from the start of the stream
@@ -159,11 +159,16 @@ class VideoReader:
         container, out, limits = self._container, self.outcome, self.limits
         stream = container.streams.video[0]
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base else 0.0
-        packets = container.demux(stream)
+        # Per-frame work stays in plain floats and locals: Fraction arithmetic and settings
+        # lookups per frame cost a visible share of a 1080p decode.
+        max_t, max_frames = limits.max_video_duration_s, limits.max_video_frames
+        max_side, max_pixels = limits.max_video_side, limits.max_video_pixels
+        fps = self.info.fps or 25.0
+        tb_cache: dict[Any, float] = {}
+        decoding = container.decode(stream)
         while True:
             try:
-                packet = next(packets)
-                decoded = packet.decode()
+                frame = next(decoding)
             except StopIteration:
                 break
             except av.FFmpegError as exc:
@@ -171,24 +176,27 @@ class VideoReader:
                     raise InvalidArgument(f"{self.label} is corrupt or truncated: no frame could be decoded ({_why(exc)})") from None
                 out.partial, out.error = True, f"decoding stopped at {_clock(out.last_good_s or 0.0)}: {_why(exc)}"
                 break
-            for frame in decoded:
-                if frame.is_corrupt:  # concealed damage: not a frame to label or train on
-                    out.corrupt_skipped += 1
-                    continue
-                self._check_size(frame.width, frame.height, "has a frame of")
-                if frame.pts is not None and frame.time_base:
-                    t = max(0.0, float(frame.pts * frame.time_base) - start)
-                else:
-                    t = out.frames / (self.info.fps or 25.0)
-                if t > limits.max_video_duration_s:
-                    raise ResourceExhausted(
-                        f"{self.label} runs past the limit of {_clock(limits.max_video_duration_s)} (its header did not say)"
-                    )
-                if out.frames >= limits.max_video_frames:
-                    raise ResourceExhausted(f"{self.label} has more than {limits.max_video_frames:,} frames")
-                yield DecodedFrame(out.frames, t, frame)
-                out.frames += 1
-                out.last_good_s = t if out.last_good_s is None else max(out.last_good_s, t)
+            if frame.is_corrupt:  # concealed damage: not a frame to label or train on
+                out.corrupt_skipped += 1
+                continue
+            w, h = frame.width, frame.height
+            if w > max_side or h > max_side or w * h > max_pixels:
+                self._check_size(w, h, "has a frame of")
+            pts, tb = frame.pts, frame.time_base
+            if pts is not None and tb:
+                tbf = tb_cache.get(tb)
+                if tbf is None:
+                    tbf = tb_cache[tb] = float(tb)
+                t = max(0.0, pts * tbf - start)
+            else:
+                t = out.frames / fps
+            if t > max_t:
+                raise ResourceExhausted(f"{self.label} runs past the limit of {_clock(max_t)} (its header did not say)")
+            if out.frames >= max_frames:
+                raise ResourceExhausted(f"{self.label} has more than {max_frames:,} frames")
+            yield DecodedFrame(out.frames, t, frame)
+            out.frames += 1
+            out.last_good_s = t if out.last_good_s is None else max(out.last_good_s, t)
         if out.frames == 0:
             raise InvalidArgument(f"{self.label} ({self.info.container}, {self.info.codec}) has zero frames: nothing could be decoded")
         self._check_complete()
