@@ -137,7 +137,7 @@ class VideoLimits(BaseSettings):
     video_frame_max_side: int = Field(1280, ge=64)
 
 
-class IngestionSettings(CommonSettings, ImageLimits):
+class IngestionSettings(CommonSettings, ImageLimits, VideoLimits):
     #: SQLAlchemy URL; SQLite by default, ``postgresql+psycopg://…`` in a cluster.
     database_url: str = ""
     #: Blob store URL: ``file:///abs/dir`` (default under data_dir).
@@ -215,7 +215,7 @@ class SearchSettings(CommonSettings):
         return self.vector_store_url or f"edge://{(self.data_dir / 'vectors').resolve()}"
 
 
-class InferenceSettings(CommonSettings, ImageLimits):
+class InferenceSettings(CommonSettings, ImageLimits, VideoLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
     #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton

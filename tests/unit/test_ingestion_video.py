@@ -68,3 +68,38 @@ def test_spool_refuses_at_the_first_chunk_past_the_limit(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir())  # the temporary file is gone
     with Spool(max_bytes=10, directory=tmp_path) as spool, pytest.raises(InvalidArgument, match="no video bytes"):
         spool.finish()
+
+
+def test_iterate_in_thread_streams_items_errors_and_stops_early() -> None:
+    import asyncio
+    import threading
+
+    from firstlight.video.spool import iterate_in_thread
+
+    produced = []
+    done = threading.Event()
+
+    def numbers(n: int, fail: bool = False):
+        for i in range(n):
+            produced.append(i)
+            yield i
+        done.set()
+        if fail:
+            raise InvalidArgument("broken at the end")
+
+    async def main() -> None:
+        assert [i async for i in iterate_in_thread(lambda: numbers(5))] == [0, 1, 2, 3, 4]
+        got = []
+        with pytest.raises(InvalidArgument, match="broken"):
+            async for i in iterate_in_thread(lambda: numbers(3, fail=True)):
+                got.append(i)
+        assert got == [0, 1, 2]
+        produced.clear()
+        done.clear()
+        async for i in iterate_in_thread(lambda: numbers(10_000), maxsize=2):
+            if i == 3:
+                break
+        await asyncio.sleep(1.5)
+        assert not done.is_set() and len(produced) < 100  # the producer stopped, bounded queue
+
+    asyncio.run(main())

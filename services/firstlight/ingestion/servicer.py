@@ -10,6 +10,7 @@ import grpc
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, Unavailable
 from firstlight.ingestion.core import Ingestion, NewInput, region_proto
 from firstlight.ingestion.outbox import OutboxRelay
+from firstlight.ingestion.servicer_video import VideoRpcs
 from firstlight.ingestion.store import InputRow
 from firstlight.runtime.auth import caller_is_service
 from firstlight.runtime.channels import aio_internal_channel
@@ -77,7 +78,7 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 
 @map_errors
-class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
     def __init__(self, core: Ingestion, relay: OutboxRelay | None = None, search_addr: str = "", embedding_addr: str = "") -> None:
         self.core = core
         self.relay = relay

@@ -18,6 +18,7 @@ from firstlight.search.core import Hit, Searcher, check_page, make_filter
 from firstlight import validation
 from firstlight.search.models import BASE_MODEL, model_ref
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
+from firstlight.video.frames import parse_frame_input_id
 
 LABELED = {0: None, 1: True, 2: False}
 _CODES: dict[grpc.StatusCode, type[FirstlightError]] = {
@@ -74,7 +75,14 @@ class EmbeddingClient:
 
 
 def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
-    return [common_pb2.SearchHit(input_id=h.input_id, score=h.score, concepts=h.concepts, split=h.split) for h in hits]  # type: ignore[arg-type]
+    out = []
+    for h in hits:
+        hit = common_pb2.SearchHit(input_id=h.input_id, score=h.score, concepts=h.concepts, split=h.split)  # type: ignore[arg-type]
+        frame = parse_frame_input_id(h.input_id)  # a video frame's id names its video and time
+        if frame is not None:
+            hit.video_id, hit.video_t = frame
+        out.append(hit)
+    return out
 
 
 @map_errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -24,6 +25,7 @@ class FrameResult:
     t: float
     reason: str
     scores: Mapping[str, float]  # concept -> score (for a detector: its best box per concept)
+    detail: Any = None  # whatever the scorer returned beside the scores (the service's proto)
 
 
 @dataclass
@@ -34,13 +36,14 @@ class VideoDone:
 def predict_video(
     reader: VideoReader,
     limits: VideoLimits,
-    score: Callable[[Sequence[Image.Image]], Sequence[Mapping[str, float]]],
+    score: Callable[[Sequence[Image.Image]], Sequence[Mapping[str, float] | tuple[Mapping[str, float], Any]]],
     *,
     threshold: float = 0.5,
     max_gap_s: float | None = None,
     batch_size: int = PREDICT_BATCH,
 ) -> Iterator[FrameResult | Segment | VideoDone]:
-    """FrameResult per kept frame, Segment per closed segment (in close order), then VideoDone.
+    """``score`` maps a batch of frames to {concept: score} each (or ({...}, detail)).
+    FrameResult per kept frame, Segment per closed segment (in close order), then VideoDone.
     A segment bridges gaps up to ``max_gap_s`` (default: two sampling periods)."""
     gap = max_gap_s if max_gap_s is not None else 2.0 / limits.video_sample_fps
     tracker = SegmentTracker(threshold=threshold, max_gap_s=gap)
@@ -53,8 +56,9 @@ def predict_video(
         if not pending:
             return
         results = score([k.image for k in pending])
-        for kept, scores in zip(pending, results):
-            yield FrameResult(kept.t, kept.reason, dict(scores))
+        for kept, result in zip(pending, results):
+            scores, detail = result if isinstance(result, tuple) else (result, None)
+            yield FrameResult(kept.t, kept.reason, dict(scores), detail)
             yield from tracker.add(kept.t, scores)
         pending.clear()
 

@@ -4,9 +4,13 @@ limit, not after it is all in)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
@@ -48,3 +52,74 @@ class Spool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str = "upload") -> tuple[Any, Spool]:
+    """Read a ``header``-then-``chunk`` message stream (a ``part`` oneof) into a Spool; returns
+    (header, spool). The caller closes the spool."""
+    header = None
+    spool = Spool(max_bytes)
+    try:
+        async for message in messages:
+            part = message.WhichOneof("part")
+            if header is None:
+                if part != "header":
+                    raise InvalidArgument(f"the first {what} message must be the header")
+                header = message.header
+            elif part == "header":
+                raise InvalidArgument(f"a second header in the middle of the {what}")
+            else:
+                spool.write(message.chunk)  # at most 4 MiB into the page cache
+        if header is None:
+            raise InvalidArgument(f"the {what} carried no message")
+        await asyncio.to_thread(spool.finish)
+        return header, spool
+    except BaseException:
+        spool.close()
+        raise
+
+
+T = TypeVar("T")
+_END = object()
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]], maxsize: int = 32) -> AsyncIterator[T]:
+    """Run a blocking iterator (decoding, model calls) in a thread and yield its items here as
+    they come (bounded queue: a slow client slows the decode, not memory). If the consumer stops
+    (client gone), the thread stops at its next item."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return True
+            except TimeoutError:  # queue full: wait on, unless the consumer is gone
+                if stop.is_set():
+                    future.cancel()
+                    return False
+
+    def produce() -> None:
+        try:
+            for item in make():
+                if stop.is_set() or not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            if not stop.is_set():
+                put(exc)
+
+    task = loop.run_in_executor(None, produce)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()  # the producer ends at its next item (or within 0.5 s if blocked on the queue)
