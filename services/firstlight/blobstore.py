@@ -98,6 +98,9 @@ class LocalBlobStore:
             raise
         return path.as_uri()
 
+    def delete_video(self, app_id: str, video_id: str) -> None:
+        self._video_path(app_id, video_id, ".video").unlink(missing_ok=True)
+
     def put_video_summary(self, app_id: str, video_id: str, data: bytes) -> None:
         path = self._video_path(app_id, video_id, ".json")
         tmp = path.with_suffix(".json.tmp")

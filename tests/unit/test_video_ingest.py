@@ -45,6 +45,9 @@ class Store:
     def put_summary(self, app_id, vid, summary):
         self.summaries[vid] = summary
 
+    def delete_original(self, app_id, vid):
+        self.originals.pop(vid, None)
+
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
@@ -122,3 +125,15 @@ def test_predict_answers_before_the_video_is_decoded(clip):
         first = next(events)
         assert isinstance(first, FrameResult) and first.t == 0.0
         assert reader.outcome.frames < 80  # streamed: most of the clip is not decoded yet
+
+
+def test_refused_before_the_first_frame_leaves_no_original_and_a_late_limit_is_partial(clip, tmp_path):
+    cut = tmp_path / "early.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 20])
+    sink, store = Sink(), Store()
+    with pytest.raises(InvalidArgument, match="corrupt or truncated"):
+        ingest_video("app", "early", cut, LIMITS, sink, store)
+    assert not store.originals and not sink.inputs and not store.summaries
+    # a frame limit found part-way (the header did not say): frames before it kept, partial
+    s = ingest_video("app", "long", clip, VideoLimits(max_video_frames=35), sink, store)
+    assert s.partial and "more than 35 frames" in s.error and s.frames_added == 4

@@ -43,6 +43,9 @@ class BlobVideos:
     def put_summary(self, app_id: str, vid: str, summary: bytes) -> None:
         self.blobs.put_video_summary(app_id, vid, summary)
 
+    def delete_original(self, app_id: str, vid: str) -> None:
+        self.blobs.delete_video(app_id, vid)
+
 
 def upload_video(
     core: Ingestion, limits: VideoLimits, app_id: str, vid: str, path: Path, *, concepts: Sequence[str] = (), metadata: dict | None = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from firstlight.config import VideoLimits
+from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.video.decode import VideoInfo, open_video
 from firstlight.video.frames import META_REASON, META_TIME, META_VIDEO, frame_input_id, sample_frames, video_id
 from firstlight.video.sampler import FrameSampler
@@ -49,6 +50,7 @@ class VideoStore(Protocol):
 
     def put_original(self, app_id: str, video_id: str, path: Path) -> str: ...
     def put_summary(self, app_id: str, video_id: str, summary: bytes) -> None: ...
+    def delete_original(self, app_id: str, video_id: str) -> None: ...
 
 
 @dataclass
@@ -114,15 +116,24 @@ def ingest_video(
                 on_batch(list(pending))
             pending.clear()
 
-        for kept in sample_frames(reader, sampler, limits.video_frame_max_side):
-            fid = frame_input_id(vid, kept.t)
-            if ids and ids[-1] == fid:  # two frames within the same millisecond: keep the first
-                continue
-            ids.append(fid)
-            meta = {**extra, META_VIDEO: vid, META_TIME: f"{kept.t:.3f}", META_REASON: kept.reason}
-            pending.append(FrameInput(fid, kept.t, kept.reason, jpeg(kept.image), meta, tuple(concepts)))
-            if len(pending) >= batch_size:
-                flush()
+        stopped = ""
+        try:
+            for kept in sample_frames(reader, sampler, limits.video_frame_max_side):
+                fid = frame_input_id(vid, kept.t)
+                if ids and ids[-1] == fid:  # two frames within the same millisecond: keep the first
+                    continue
+                ids.append(fid)
+                meta = {**extra, META_VIDEO: vid, META_TIME: f"{kept.t:.3f}", META_REASON: kept.reason}
+                pending.append(FrameInput(fid, kept.t, kept.reason, jpeg(kept.image), meta, tuple(concepts)))
+                if len(pending) >= batch_size:
+                    flush()
+        except (InvalidArgument, ResourceExhausted) as exc:
+            if not ids:  # refused before any frame: leave nothing behind, report the status
+                store.delete_original(app_id, vid)
+                raise
+            # A limit the header did not announce (duration, frame count, a frame size change)
+            # found part-way: the frames before it are kept and the video is marked partial.
+            stopped = str(exc)
         flush()
         out = reader.outcome
         summary = VideoSummary(
@@ -134,8 +145,8 @@ def ingest_video(
             frames_added=added,
             scene_changes=sampler.stats.scene_changes,
             duplicates_dropped=sampler.stats.duplicates_dropped,
-            partial=out.partial,
-            error=out.error,
+            partial=out.partial or bool(stopped),
+            error=stopped or out.error,
             last_good_s=out.last_good_s,
             frame_ids=ids,
         )
