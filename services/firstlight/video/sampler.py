@@ -59,7 +59,7 @@ class FrameSampler:
 
     - the first frame is kept;
     - a frame differing from the previous *decoded* frame by more than ``scene_threshold`` is a
-      scene change and is kept, unless the last keep was less than ``min_scene_gap_s`` ago;
+      scene change and is kept, unless the last scene change was less than ``min_scene_gap_s`` ago;
     - otherwise the clock keeps the first frame at or after each tick (every 1/``fps`` s),
       unless it differs from the last *kept* frame by less than ``duplicate_threshold``: a
       static shot gives one input, not one per second. The tick advances either way."""
@@ -74,7 +74,7 @@ class FrameSampler:
         self.stats = SamplerStats()
         self._prev: np.ndarray | None = None
         self._kept: np.ndarray | None = None
-        self._kept_t = float("-inf")
+        self._scene_t = float("-inf")
         self._next_tick = float("inf")
 
     @classmethod
@@ -87,7 +87,9 @@ class FrameSampler:
         if self._kept is None:
             return self._keep(t, thumb, "start")
         scene = prev is not None and difference(thumb, prev) > self.scene_threshold
-        if scene and t - self._kept_t >= self.min_scene_gap_s:
+        # The gap counts from the last *scene* keep: a cut right after a clock keep is new content
+        # (opencv-doc's Megamind.avi has three cuts 0.3-0.5 s after a tick), a strobe is not.
+        if scene and t - self._scene_t >= self.min_scene_gap_s:
             self.stats.scene_changes += 1
             return self._keep(t, thumb, "scene")
         if t + 1e-6 < self._next_tick:
@@ -100,8 +102,9 @@ class FrameSampler:
         return self._keep(t, thumb, "clock")
 
     def _keep(self, t: float, thumb: np.ndarray, reason: str) -> Decision:
-        self._kept, self._kept_t = thumb, t
-        if reason != "clock":  # the clock restarts at a start or a cut: no near-twin 0.1 s later
+        self._kept = thumb
+        if reason != "clock":
+            self._scene_t = t  # the clock restarts at a start or a cut: no near-twin 0.1 s later
             self._next_tick = t + self.period
         self.stats.kept += 1
         return Decision(True, reason)
