@@ -133,7 +133,7 @@ class VideoReader:
         if duration is not None and duration > limits.max_video_duration_s:
             self.close()
             raise ResourceExhausted(
-                f"{label} is {_clock(duration)} long, over the limit of {_clock(limits.max_video_duration_s)}"
+                f"{label} is {format_clock(duration)} long, over the limit of {format_clock(limits.max_video_duration_s)}"
             )
         stream.thread_type = "AUTO"  # frame + slice threads: the decode is the ingest's main cost
         return VideoInfo(name, codec, width, height, duration, fps, int(stream.frames) or None, size)
@@ -174,7 +174,7 @@ class VideoReader:
             except av.FFmpegError as exc:
                 if out.frames == 0:
                     raise InvalidArgument(f"{self.label} is corrupt or truncated: no frame could be decoded ({_why(exc)})") from None
-                out.partial, out.error = True, f"decoding stopped at {_clock(out.last_good_s or 0.0)}: {_why(exc)}"
+                out.partial, out.error = True, f"decoding stopped at {format_clock(out.last_good_s or 0.0)}: {_why(exc)}"
                 break
             if frame.is_corrupt:  # concealed damage: not a frame to label or train on
                 out.corrupt_skipped += 1
@@ -191,7 +191,7 @@ class VideoReader:
             else:
                 t = out.frames / fps
             if t > max_t:
-                raise ResourceExhausted(f"{self.label} runs past the limit of {_clock(max_t)} (its header did not say)")
+                raise ResourceExhausted(f"{self.label} runs past the limit of {format_clock(max_t)} (its header did not say)")
             if out.frames >= max_frames:
                 raise ResourceExhausted(f"{self.label} has more than {max_frames:,} frames")
             yield DecodedFrame(out.frames, t, frame)
@@ -212,7 +212,7 @@ class VideoReader:
         if info.duration_s:
             if info.duration_s - end > max(0.5, 3 * step, 0.02 * info.duration_s):
                 out.partial = True
-                out.error = f"the stream ends at {_clock(end)} of the {_clock(info.duration_s)} its header declares (truncated file)"
+                out.error = f"the stream ends at {format_clock(end)} of the {format_clock(info.duration_s)} its header declares (truncated file)"
         # The frame count only without a duration: AVI counts dropped (empty) frames, so
         # opencv-doc's tree.avi declares 444 and decodes 68 spanning all its 29.6 s.
         elif info.frames and out.frames + out.corrupt_skipped < info.frames * 0.98 - 2:
@@ -246,7 +246,7 @@ def _mib(n: int) -> str:
     return f"{n / 1024**2:,.1f} MiB"
 
 
-def _clock(seconds: float) -> str:
+def format_clock(seconds: float) -> str:
     """00:12.0 / 1:02:03.5"""
     minutes, s = divmod(max(0.0, seconds), 60)
     hours, minutes = divmod(int(minutes), 60)
