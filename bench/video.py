@@ -83,10 +83,9 @@ def sample_only(path: Path) -> int:
 
 
 def sample_embed(path: Path, model, batch: int = 8) -> int:  # type: ignore[no-untyped-def]
-    from PIL import Image
-
     from firstlight.models import backbone
     from firstlight.models.preprocess import batch_from_images
+    from PIL import Image
 
     kept, pending = 0, []
 
@@ -159,8 +158,9 @@ def _memory_child(path: Path) -> None:
 
 
 def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
-    from bench.common import Row
     from firstlight.models import backbone
+
+    from bench.common import Row
 
     backbone.configure_torch_threads()
     model = backbone.load_efficientnet()

@@ -6,12 +6,16 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
-
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.video import synth
 from firstlight.video.decode import open_video
-from firstlight.video.frames import frame_input_id, parse_frame_input_id, sample_frames, video_id
+from firstlight.video.frames import (
+    frame_input_id,
+    parse_frame_input_id,
+    sample_frames,
+    video_id,
+)
 from firstlight.video.sampler import FrameSampler
 
 LIMITS = VideoLimits()

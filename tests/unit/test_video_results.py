@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from firstlight.domain.diverse_batch import Candidate, diverse_batch
 from firstlight.domain.group_split import LEFT_OUT, group_split
 from firstlight.errors import InvalidArgument
 from firstlight.video.clip_search import FrameHit, group_by_video, rank_videos
 from firstlight.video.segments import SegmentTracker, frames_in, segments
+
 
 def test_segments_bridge_one_missed_frame_and_split_on_a_longer_gap():
     dog = [0.1] * 12 + [0.8, 0.93, 0.4, 0.7] + [0.1] * 5 + [0.9, 0.9]  # 1 frame/s

@@ -74,8 +74,8 @@ def group_split(
         members.setdefault(f"g:{g}" if g is not None else f"i:{i}", []).append(i)
     keys = list(members)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(keys))  # ties between equal sizes broken by the seed
-    order = sorted(order, key=lambda k: -len(members[keys[k]]))
+    shuffled = rng.permutation(len(keys))  # ties between equal sizes broken by the seed
+    order = sorted(shuffled.tolist(), key=lambda k: -len(members[keys[k]]))
 
     share = np.asarray(targets, float) / n  # each split's share of every label
     label_totals = np.zeros(len(label_names))

@@ -82,7 +82,7 @@ class VideoPredictions:
                         segment=video_pb2.TimeSegment(
                             concept=item.concept, start_s=item.start_s, end_s=item.end_s, max_score=item.max_score,
                             mean_score=item.mean_score, frames=item.frames,
-                        )  # fmt: skip
+                        )
                     )
                 else:
                     out = item.outcome
@@ -93,7 +93,7 @@ class VideoPredictions:
                                 duration_s=info.duration_s or 0.0, fps=info.fps or 0.0, bytes=info.bytes,
                             ),
                             frames_decoded=out.frames, partial=out.partial, error=out.error, last_good_s=out.last_good_s or 0.0,
-                        )  # fmt: skip
+                        )
                     )
         finally:
             spool.close()

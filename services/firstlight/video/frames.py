@@ -32,7 +32,7 @@ def video_id(value: str) -> str:
 
 def frame_input_id(vid: str, t: float) -> str:
     """``<video id>.t<milliseconds, 10 digits>``: sorts in time order, the same on every run."""
-    return f"{vid}.t{int(round(t * 1000)):010d}"
+    return f"{vid}.t{round(t * 1000):010d}"
 
 
 def parse_frame_input_id(input_id: str) -> tuple[str, float] | None:

@@ -18,7 +18,14 @@ from typing import Protocol
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.video.decode import VideoInfo, open_video
-from firstlight.video.frames import META_REASON, META_TIME, META_VIDEO, frame_input_id, sample_frames, video_id
+from firstlight.video.frames import (
+    META_REASON,
+    META_TIME,
+    META_VIDEO,
+    frame_input_id,
+    sample_frames,
+    video_id,
+)
 from firstlight.video.sampler import FrameSampler
 
 #: Kept frames handed on per batch (one metadata transaction + its events each).

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
@@ -47,7 +47,7 @@ class Spool:
             self._fh.close()
         self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> Spool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,7 +112,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], maxsize: int = 32) 
             if not stop.is_set():
                 put(exc)
 
-    task = loop.run_in_executor(None, produce)
+    loop.run_in_executor(None, produce)
     try:
         while True:
             item = await queue.get()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _fit(photo: np.ndarray, width: int, height: int) -> np.ndarray:
 def frames(shots: Sequence[Shot], width: int, height: int, fps: int) -> Iterator[np.ndarray]:
     for shot in shots:
         big = _fit(shot.photo, width, height)
-        n = max(1, int(round(shot.seconds * fps)))
+        n = max(1, round(shot.seconds * fps))
         room = big.shape[1] - width
         for i in range(n):
             x = 0 if shot.static else int(room * i / max(1, n - 1))
@@ -88,7 +89,7 @@ def encode(
         if audio_only:
             _audio_only(out)
             return
-        stream = out.add_stream(codec, rate=fps)
+        stream: Any = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "23"}
