@@ -103,3 +103,14 @@ def test_a_batch_has_no_two_frames_of_the_same_moment():
     emb[4] = emb[3] + 0.01
     chosen = diverse_batch(cands, 4, embeddings=emb, min_gap_s=5.0, max_cosine=0.95)
     assert [cands[i].input_id for i in chosen] == ["v1.t1", "v2.t1", "img", "v1.t3"]
+
+
+def test_thin_near_duplicates_keeps_the_strategy_order():
+    from firstlight.domain.diverse_batch import thin_near_duplicates
+    from firstlight.video.frames import parse_frame_input_id, video_groups
+
+    ids = ["a.t0000001000", "a.t0000002000", "b.t0000001000", "photo", "a.t0000009000"]
+    ranked = [1, 0, 2, 3, 4]
+    assert thin_near_duplicates(ids, ranked, 3, moment_of=parse_frame_input_id) == [1, 2, 3]
+    assert thin_near_duplicates(ids, ranked, 9, moment_of=parse_frame_input_id) == [1, 2, 3, 4]
+    assert video_groups(ids) == ["a", "a", "b", None, "a"]

@@ -4,7 +4,7 @@ already taken frame of the same video, or its embedding is within ``max_cosine``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,3 +44,25 @@ def diverse_batch(
         if c.video_id:
             times.setdefault(c.video_id, []).append(c.t)
     return taken
+
+
+def thin_near_duplicates(
+    ids: Sequence[str],
+    ranked: Sequence[int],
+    size: int,
+    *,
+    moment_of: Callable[[str], tuple[str, float] | None],
+    embeddings: np.ndarray | None = None,
+    min_gap_s: float = 5.0,
+    max_cosine: float = 0.95,
+) -> list[int]:
+    """A strategy's ranked pool rows (indices into ``ids``/``embeddings``, best first, usually
+    a few times ``size``) thinned to ``size`` with :func:`diverse_batch`; ``moment_of`` gives a
+    frame's (video id, time) from its input id, None for a still image."""
+    cands = []
+    for i in ranked:
+        moment = moment_of(ids[i])
+        cands.append(Candidate(ids[i], *moment) if moment else Candidate(ids[i]))
+    rows = None if embeddings is None else np.asarray(embeddings)[list(ranked)]
+    chosen = diverse_batch(cands, size, embeddings=rows, min_gap_s=min_gap_s, max_cosine=max_cosine)
+    return [ranked[k] for k in chosen]

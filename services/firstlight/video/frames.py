@@ -64,3 +64,12 @@ def sample_frames(reader: VideoReader, sampler: FrameSampler, max_side: int = 12
         decision = sampler.offer(decoded.t, luma_thumbnail(decoded.frame))
         if decision.keep:
             yield KeptFrame(decoded.index, decoded.t, decision.reason, to_rgb(decoded.frame, max_side))
+
+
+def video_groups(input_ids: list[str]) -> list[str | None]:
+    """Each input's video (None for an image): the groups of a group-aware split."""
+    out: list[str | None] = []
+    for input_id in input_ids:
+        parsed = parse_frame_input_id(input_id)
+        out.append(parsed[0] if parsed else None)
+    return out
