@@ -18,7 +18,7 @@ from firstlight.search.core import Hit, Searcher, check_page, make_filter
 from firstlight import validation
 from firstlight.search.models import BASE_MODEL, model_ref
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, search_pb2, search_pb2_grpc
-from firstlight.video.frames import parse_frame_input_id
+from firstlight.domain.frames import parse_frame_input_id
 
 LABELED = {0: None, 1: True, 2: False}
 _CODES: dict[grpc.StatusCode, type[FirstlightError]] = {

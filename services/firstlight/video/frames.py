@@ -4,40 +4,25 @@ its timestamp, so a re-run after a crash rewrites the same inputs and duplicates
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
-from firstlight.errors import InvalidArgument
+from firstlight.domain.frames import (  # noqa: F401 - re-exported
+    VIDEO_ID,
+    frame_input_id,
+    parse_frame_input_id,
+    video_groups,
+    video_id,
+)
 from firstlight.video.decode import VideoReader
 from firstlight.video.sampler import FrameSampler, luma_thumbnail
 
-#: Video ids leave room in the 128-character input id for the frame suffix (".t" + 10 digits).
-VIDEO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", re.ASCII)
 #: Metadata keys every frame input carries (searches and datasets read them back).
 META_VIDEO = "video_id"
 META_TIME = "video_t"  # seconds, 3 decimals
 META_REASON = "video_keep"  # start | clock | scene
-
-
-def video_id(value: str) -> str:
-    if not isinstance(value, str) or not VIDEO_ID.fullmatch(value):
-        raise InvalidArgument(
-            f"video id {str(value)[:80]!r} is invalid: use 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit"
-        )
-    return value
-
-
-def frame_input_id(vid: str, t: float) -> str:
-    """``<video id>.t<milliseconds, 10 digits>``: sorts in time order, the same on every run."""
-    return f"{vid}.t{round(t * 1000):010d}"
-
-
-def parse_frame_input_id(input_id: str) -> tuple[str, float] | None:
-    m = re.fullmatch(r"(.+)\.t([0-9]{10})", input_id)
-    return (m.group(1), int(m.group(2)) / 1000) if m else None
 
 
 @dataclass
@@ -65,11 +50,3 @@ def sample_frames(reader: VideoReader, sampler: FrameSampler, max_side: int = 12
         if decision.keep:
             yield KeptFrame(decoded.index, decoded.t, decision.reason, to_rgb(decoded.frame, max_side))
 
-
-def video_groups(input_ids: list[str]) -> list[str | None]:
-    """Each input's video (None for an image): the groups of a group-aware split."""
-    out: list[str | None] = []
-    for input_id in input_ids:
-        parsed = parse_frame_input_id(input_id)
-        out.append(parsed[0] if parsed else None)
-    return out
