@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps browser protos run demo demo-ladder test test-unit test-integration test-slow bench load k8s-validate clean
+.PHONY: help setup system-deps browser protos run demo demo-ladder test test-unit test-integration test-slow check bench load k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,21 @@ test-integration: setup system-deps browser ## Tests that start real servers
 
 test-slow: setup system-deps ## Seed sweeps, long loops and soaks (the `slow` marker; not run by CI)
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# `make check`: every check runs (a failure does not hide the next ones); it fails if any failed.
+# mypy checks the pure layers (each service's core.py, the shared domain package once it
+# exists, clients/, errors.py) and the SDK and CLI (typed clean, kept so). The contracts are in
+# pyproject.toml ([tool.importlinter]).
+LINT_PATHS := services tests bench scripts
+MYPY_SCOPE = $(wildcard services/firstlight/*/core.py) $(wildcard services/firstlight/domain) services/firstlight/clients \
+	services/firstlight/errors.py services/firstlight/sdk services/firstlight/cli
+check: setup ## Lint (ruff), format check (ruff format), types of the pure layers (mypy), import contracts (lint-imports)
+	@rc=0; \
+	echo "== ruff check"; $(VENV)/bin/ruff check $(LINT_PATHS) || rc=1; \
+	echo "== ruff format --check"; $(VENV)/bin/ruff format --check --output-format concise $(LINT_PATHS) || rc=1; \
+	echo "== mypy"; $(VENV)/bin/mypy $(MYPY_SCOPE) || rc=1; \
+	echo "== lint-imports"; PYTHONPATH=services $(VENV)/bin/lint-imports --no-cache || rc=1; \
+	exit $$rc
 
 LOAD_ARGS ?=
 load: setup ## Load test on loopback: 8 clients upload/search/predict for 2 min; bench/results/load.{json,md} (LOAD_ARGS="--clients 16 --seconds 300")

@@ -24,15 +24,16 @@ import grpc
 
 from bench.common import Row, lat_text, latency, ratio
 from firstlight import datasets
-from firstlight.auth import keys
+from firstlight.hosting import keys
 from firstlight.auth import servicer as auth_servicer
+from firstlight.auth.core import ApiKeys
 from firstlight.auth.store import ApiKeyStore
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import IngestionSettings
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.runtime.auth import AuthInterceptor, RemoteResolver, make_authenticator
+from firstlight.hosting.auth import AuthInterceptor, RemoteResolver, make_authenticator
 from firstlight.runtime import channels
 from firstlight.runtime.channels import client_channel
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
@@ -55,6 +56,7 @@ def run(calls: int = 2000, log=print) -> dict:  # type: ignore[no-untyped-def]
         core.create_app(APP, APP, "")
         core.post_inputs(APP, [NewInput(image_bytes=datasets.sample_photo("coffee"), id="one")])
         key_store = ApiKeyStore(engine)
+        api_keys = ApiKeys(key_store, core.get_app)
         _, app_key = key_store.create(APP, "bench")
 
         loop = asyncio.new_event_loop()
@@ -64,14 +66,14 @@ def run(calls: int = 2000, log=print) -> dict:  # type: ignore[no-untyped-def]
         async def start(name: str, interceptor: AuthInterceptor | None) -> None:
             server = grpc.aio.server(interceptors=[interceptor] if interceptor else None)
             ingestion_servicer.add_to_server(ingestion_servicer.IngestionServicer(core), server)
-            auth_servicer.add_to_server(auth_servicer.AuthServicer(key_store, core.get_app), server)
+            auth_servicer.add_to_server(auth_servicer.AuthServicer(api_keys), server)
             ports[name] = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             servers.append(server)
 
         async def start_all() -> None:
             await start("none", None)
-            local = make_authenticator(settings, auth_servicer.local_resolver(key_store))
+            local = make_authenticator(settings, api_keys.principal)
             await start("local", AuthInterceptor(local, settings))
             remote = make_authenticator(settings, RemoteResolver(f"127.0.0.1:{ports['local']}"))
             await start("remote", AuthInterceptor(remote, settings))

@@ -35,7 +35,7 @@ import numpy as np
 from bench.__main__ import machine
 from firstlight import datasets
 from firstlight.runtime.retry import NO_RETRY
-from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+from firstlight.sdk import Firstlight, FirstlightError, UploadItem, error_for
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
@@ -150,7 +150,7 @@ class Client(threading.Thread):
             report = self.sdk.upload(APP, items)
             if report.failures:
                 f = report.failures[0]
-                raise FirstlightError(grpc.StatusCode[f.code], f.message)
+                raise error_for(grpc.StatusCode[f.code], f.message)
             return report.input_ids
         if op == "search_id":
             self.sdk.search_by_image(APP, input_id=self.rng.choice(self.seed_ids), top_k=10)

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Entrypoint of the Firstlight image: one image, four services.
+# Entrypoint of the Firstlight image: one image, six services.
 #
-#   <image> ingestion|embedding|search|inference   run that service (python -m firstlight.<name>.main)
+#   <image> ingestion|embedding|search|inference|training|curation   run that service (python -m firstlight.<name>.main)
 #   <image>                                          run $FIRSTLIGHT_SERVICE
 #   <image> gateway                                  the HTTP API and Portal (python -m firstlight.gateway.main)
 #   <image> healthcheck                              exit 0 iff the local gRPC health service says SERVING
@@ -15,7 +15,7 @@ service="${1:-${FIRSTLIGHT_SERVICE:-}}"
 [ "$#" -gt 0 ] && shift
 
 case "$service" in
-  ingestion|embedding|search|inference|training|gateway)
+  ingestion|embedding|search|inference|training|curation|gateway)
     exec python -m "firstlight.${service}.main" "$@"
     ;;
   http-healthcheck)
@@ -37,7 +37,7 @@ sys.exit(0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1)
 PY
     ;;
   "")
-    echo "firstlight: name a service (ingestion, embedding, search, inference) as the argument or in FIRSTLIGHT_SERVICE" >&2
+    echo "firstlight: name a service (ingestion, embedding, search, inference, training, curation) as the argument or in FIRSTLIGHT_SERVICE" >&2
     exit 64
     ;;
   *)

@@ -281,6 +281,29 @@ class TrainingSettings(CommonSettings):
         return self.model_repository if str(self.model_repository) not in ("", ".") else self.data_dir / "model_repository"
 
 
+class CurationSettings(CommonSettings):
+    """The CurationService process (firstlight.curation.main): active learning, label errors,
+    drift, data quality and the live labeling loop. It reaches the other services only through
+    their gRPC APIs and events."""
+
+    #: SQLAlchemy URL of the curation store (policies, labeling queue, counters, rounds).
+    database_url: str = ""
+    #: IngestionService (inputs, labels), SearchService (stored embeddings) and TrainingService
+    #: (models, versions, datasets, scores; the rounds train through it) addresses.
+    ingestion_addr: str = Field(..., min_length=3)
+    search_addr: str = Field(..., min_length=3)
+    training_addr: str = Field(..., min_length=3)
+    #: Blob store URL the image-quality checks read inputs' bytes from (read-only; optional).
+    blob_url: str = ""
+    #: The training database of a deployment from before curation had its own store: on
+    #: start-up, a new (empty) curation store copies curation's rows from it once
+    #: (``curation.store.adopt_from_training_db``). Empty: nothing to adopt.
+    adopt_from_database_url: str = ""
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'curation.db').resolve()}"
+
+
 class GatewaySettings(SecuritySettings):
     """The HTTP API gateway and the Portal (firstlight.gateway): a client of the services that
     passes each request's API key through, so it holds no key of its own; its one secret signs
@@ -288,12 +311,12 @@ class GatewaySettings(SecuritySettings):
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
 
-    #: The services it calls (curation: the training address unless set).
+    #: The services it calls.
     ingestion_addr: str = Field(..., min_length=3)
     search_addr: str = Field(..., min_length=3)
     inference_addr: str = Field(..., min_length=3)
     training_addr: str = Field(..., min_length=3)
-    curation_addr: str = ""
+    curation_addr: str = Field(..., min_length=3)
     #: Blob store the inputs' images are read from (read-only; thumbnails and full images), after
     #: the ingestion service has answered GetInput for the caller's key.
     blob_url: str = Field(..., min_length=8)

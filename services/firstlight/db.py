@@ -1,5 +1,6 @@
 """One way to open the relational store, for every service that has one: SQLite by default
-(WAL, full sync, foreign keys), any SQLAlchemy URL (PostgreSQL) in a cluster."""
+(WAL, full sync, foreign keys), any SQLAlchemy URL (PostgreSQL) in a cluster. The tables are
+made by each store's versioned migrations (firstlight.migrations), not here."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 
 
-def make_engine(url: str, metadata: MetaData) -> Engine:
+def make_engine(url: str, metadata: MetaData | None = None) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -21,5 +22,6 @@ def make_engine(url: str, metadata: MetaData) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    if metadata is not None:  # shim: removed after the branches merge (stores call migrations.upgrade)
+        metadata.create_all(engine)
     return engine

@@ -9,14 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from firstlight import datasets
+from firstlight.progress import progress_bar
 from firstlight.sdk import Firstlight, UploadItem
 
 DEMO_APP = "demo"
 
 
 def run_demo(client: Firstlight, console: Console, per_class: int = 30) -> dict:
-    from firstlight.cli import progress_bar
-
     console.rule("[bold]Firstlight demo")
     client.create_app(DEMO_APP, "Demo: animal-mnist and sample photos", exist_ok=True)
     animals = datasets.animal_mnist(per_class, seed=0)
@@ -25,7 +24,7 @@ def run_demo(client: Firstlight, console: Console, per_class: int = 30) -> dict:
     items += [UploadItem(data, [], id=f"photo-{name}") for name, data in photos.items()]
 
     start = time.perf_counter()
-    with progress_bar() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("uploading", total=len(items), rate="")
         report = client.upload(DEMO_APP, items, on_progress=lambda n: bar.advance(task, n))
         again = [f for f in report.failures if f.code == "ALREADY_EXISTS"]  # a re-run keeps earlier uploads

@@ -1,5 +1,7 @@
-"""Typed domain errors. Core modules raise these; ``runtime.status`` maps them to gRPC codes
-in one place, so core code never imports grpc and every RPC reports the same way."""
+"""Typed domain errors: the one hierarchy. Core modules raise these; ``runtime.status`` maps them
+to gRPC codes in one place (so core code never imports grpc and every RPC reports the same way),
+and ``clients.errors.from_rpc_error`` maps a peer's status back to them (the same table, read the
+other way). Adapters translate their libraries' failures into these (e.g. ``triton.adapter``)."""
 
 from __future__ import annotations
 
@@ -38,3 +40,13 @@ class Unauthenticated(FirstlightError):
 
 class PermissionDenied(FirstlightError):
     """A valid key asked for another app's data, or for an admin-only operation."""
+
+
+class ModelServerError(FirstlightError):
+    """The model server (Triton) answered with an error about a model: it failed to load, or it
+    rejected the inputs. Retrying will not help. Not the caller's fault, so it reaches a caller
+    as INTERNAL unless a core says what it means there (e.g. FAILED_PRECONDITION)."""
+
+
+class ModelNotServed(ModelServerError):
+    """The model server has no such model (never exported, removed, or it failed to load)."""

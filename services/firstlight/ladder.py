@@ -17,7 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+from firstlight.errors import NotFound
+from firstlight.progress import progress_bar
+from firstlight.sdk import Firstlight, UploadItem, folder_items
 
 DEFAULT_CLASSES = ["bear", "bird", "dog", "elephant", "zebra"]
 
@@ -29,8 +31,8 @@ def _predict_when_served(client: Firstlight, app_id: str, model: str, images: li
     while True:
         try:
             return client.predict(images, model=model, app_id=app_id, top_k=1)
-        except FirstlightError as exc:
-            if exc.code.name != "NOT_FOUND" or time.monotonic() > deadline:
+        except NotFound:
+            if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
@@ -92,14 +94,12 @@ def run_ladder(
     seed: int = 0,
     label_by_text: bool = True,
 ) -> dict:
-    from firstlight.cli import progress_bar
-
     out_dir.mkdir(parents=True, exist_ok=True)
     truth = {i: c for i, c, _ in items}
     concepts = sorted(set(truth.values()))
     console.rule(f"[bold]Data-efficiency ladder: {len(items)} images, {len(concepts)} concepts")
     client.create_app(app_id, exist_ok=True)
-    with progress_bar() as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("uploading (unlabeled)", total=len(items), rate="")
         uploads = [UploadItem(data, [] if label_by_text else [c], id=i) for i, c, data in items]
         report = client.upload(app_id, uploads, on_progress=lambda n: bar.advance(task, n))
@@ -126,7 +126,7 @@ def run_ladder(
     ]
     for model_id, template, settings in runs:
         client.create_model(app_id, model_id, concepts, template=template, settings=settings, exist_ok=True)
-        with progress_bar() as bar:
+        with progress_bar(console) as bar:
             task = bar.add_task(f"training {model_id}", total=100, rate="")
 
             def on_progress(step, task=task, bar=bar) -> None:  # type: ignore[no-untyped-def]
@@ -176,8 +176,6 @@ def run_ladder(
 
 def folder_dataset(folder: Path) -> list[tuple[str, str, bytes]]:
     """(input id, true concept, bytes) from FOLDER/<concept>/<file>: the oracle's answer key."""
-    from firstlight.sdk import folder_items
-
     out = []
     for item in folder_items(folder):
         if item.concepts:

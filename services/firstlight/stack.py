@@ -1,4 +1,4 @@
-"""The embedded local stack: a real Kafka-protocol broker, a real Triton server and the four
+"""The embedded local stack: a real Kafka-protocol broker, a real Triton server and the six
 services, each its own process on its own port — the same processes a cluster runs, with
 embedded defaults (SQLite, local blobs, Qdrant edge engine) instead of external servers.
 
@@ -31,7 +31,7 @@ from firstlight.triton.server import LocalTritonServer
 
 log = logging.getLogger(__name__)
 
-SERVICES = ["ingestion", "embedding", "search", "inference", "training"]
+SERVICES = ["ingestion", "embedding", "search", "inference", "training", "curation"]
 #: The HTTP API gateway and Portal (firstlight.gateway), started after the gRPC services.
 GATEWAY = "gateway"
 TRITON_MODELS = ["backbone", "general"]
@@ -192,7 +192,6 @@ class LocalStack:
             env.pop(name, None)  # the gateway passes each caller's key through; it holds none
         env.update(
             FIRSTLIGHT_INFERENCE_ADDR=self.services["inference"].address,
-            FIRSTLIGHT_TRAINING_ADDR=self.services["training"].address,
             FIRSTLIGHT_HTTP_HOST="127.0.0.1",
             FIRSTLIGHT_HTTP_PORT=str(gw.port),
             FIRSTLIGHT_SESSION_SECRET=self.session_secret,
@@ -229,6 +228,8 @@ class LocalStack:
             FIRSTLIGHT_EMBEDDING_ADDR=self.services["embedding"].address,
             FIRSTLIGHT_INGESTION_ADDR=self.services["ingestion"].address,
             FIRSTLIGHT_SEARCH_ADDR=self.services["search"].address,
+            FIRSTLIGHT_TRAINING_ADDR=self.services["training"].address,
+            FIRSTLIGHT_CURATION_ADDR=self.services["curation"].address,
             FIRSTLIGHT_MODEL_REPOSITORY=str(self.runtime_repository),
             FIRSTLIGHT_SHUTDOWN_GRACE_S="3",
             FIRSTLIGHT_ADMIN_KEY=self.admin_key,
@@ -238,6 +239,10 @@ class LocalStack:
         env["FIRSTLIGHT_EVENT_KEYS"] = self.event_keys
         if name in TRITON_CLIENTS:
             env["FIRSTLIGHT_TRITON_TOKEN"] = self.triton_token
+        if name == "curation":
+            # A stack from before curation had its own store kept curation's tables in the
+            # training database: the curation service copies them over on its first start.
+            env["FIRSTLIGHT_ADOPT_FROM_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'training' / 'training.db'}"
         env.update(self.extra_env)
         return env
 

@@ -1,5 +1,5 @@
 """Faults in the middle of a stream of uploads and predictions: SIGKILL and restart ingestion,
-inference and training (which also serves curation), restart Triton, and make the vector store
+inference, training and curation, restart Triton, and make the vector store
 fail for a while. Afterwards every accepted input is stored once and searchable exactly once
 (counted by input id), every predict call returned within its deadline, and every service is
 SERVING again. Embedding and search are killed mid-upload in test_kill_restart.py.
@@ -21,7 +21,7 @@ from firstlight import datasets
 from firstlight.runtime.retry import NO_RETRY, RetryPolicy
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 from firstlight.stack import SERVICES, wait_serving
-from firstlight.v1 import search_pb2, training_pb2
+from firstlight.v1 import curation_pb2, search_pb2, training_pb2
 
 from .helpers import eventually
 
@@ -98,13 +98,16 @@ def test_restarts_and_store_outage_mid_stream(stack, client: Firstlight, fault_f
         try:
             eventually(lambda: client.indexed_count(APP) >= 16, timeout=120, what="first inputs indexed")
             mark("first indexed")
-            for name in ("ingestion", "inference", "training"):  # training serves curation too
+            for name in ("ingestion", "inference", "training", "curation"):
                 stack.kill_service(name)  # SIGKILL: a crash, nothing flushed
                 stack.start_service(name)
                 mark(f"{name} restarted")
-            # The restarted training/curation process answers (NOT_FOUND: no such dataset).
+            # The restarted training and curation processes answer (NOT_FOUND: no such dataset / policy).
             with pytest.raises(grpc.RpcError) as err:
                 client._training().GetDataset(training_pb2.GetDatasetRequest(app_id=APP, dataset_id="none"), timeout=30)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+            with pytest.raises(grpc.RpcError) as err:
+                client._curation().GetCurationPolicy(curation_pb2.GetCurationPolicyRequest(app_id=APP), timeout=30)
             assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
 
             stack.restart_triton()

@@ -2,6 +2,8 @@
 
 * the ingestion domain tests of tests/unit/test_ingestion_core.py, run again on PostgreSQL
   (same functions, the ``core`` fixture swapped for one on PostgreSQL);
+* the schema migration tests of tests/unit/test_migrations.py (legacy stores upgraded in place,
+  a fresh database equal to the stores' tables), again on PostgreSQL (``new_database`` swapped);
 * the training store's tables and a dataset round trip;
 * a real IngestionService process configured with FIRSTLIGHT_DATABASE_URL, beside the session
   stack: an upload through it becomes searchable, so its outbox publishes from PostgreSQL.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import itertools
 import os
 import shutil
 import subprocess
@@ -22,12 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
 
-from firstlight import datasets
+from firstlight import datasets, migrations
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.ingestion.core import Ingestion
+from firstlight.ingestion import store as ingestion_store
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.ingestion.store import metadata as store_metadata
 from firstlight.sdk import Firstlight, UploadItem
@@ -85,7 +88,7 @@ def postgres() -> Iterator[str]:
 
 # -- the ingestion domain tests, again on PostgreSQL ----------------------------------------------
 
-for _file in ("test_ingestion_core.py", "test_ingestion_regions.py"):
+for _file in ("test_ingestion_core.py", "test_ingestion_regions.py", "test_migrations.py"):
     _spec = importlib.util.spec_from_file_location(f"_{_file[:-3]}_tests", Path(__file__).parents[1] / "unit" / _file)
     assert _spec and _spec.loader
     _unit = importlib.util.module_from_spec(_spec)
@@ -93,9 +96,9 @@ for _file in ("test_ingestion_core.py", "test_ingestion_regions.py"):
     _spec.loader.exec_module(_unit)
     for _name in dir(_unit):
         _fn = getattr(_unit, _name)
-        # only the tests that run on the `core` store (the others are pure or SQLite-specific)
+        # only the tests that run on the `core` store or a new database (the others are pure or SQLite-specific)
         _args = _fn.__code__.co_varnames[: _fn.__code__.co_argcount] if hasattr(_fn, "__code__") else ()
-        if _name.startswith("test_") and (_file == "test_ingestion_core.py" or "core" in _args):
+        if _name.startswith("test_") and (_file == "test_ingestion_core.py" or "core" in _args or "new_database" in _args):
             globals()[f"{_name}_on_postgres"] = _fn
 
 
@@ -110,13 +113,35 @@ def core(postgres: str, tmp_path: Path) -> Ingestion:
     return ing
 
 
-def test_regions_column_added_to_an_older_postgres_store(postgres: str) -> None:
-    engine = make_engine(postgres + "ingestion_core")
-    with engine.begin() as conn:  # the schema before inputs had regions
-        conn.execute(text("ALTER TABLE inputs DROP COLUMN regions"))
-    engine.dispose()
-    engine = make_engine(postgres + "ingestion_core")  # adds it back
-    assert "regions" in {c["name"] for c in inspect(engine).get_columns("inputs")}
+_databases = itertools.count()
+
+
+@pytest.fixture
+def new_database(postgres: str):  # type: ignore[no-untyped-def]
+    """Makes an empty PostgreSQL database and returns its URL (the migration tests' fixture)."""
+    import psycopg
+
+    def make() -> str:
+        name = f"migrations_{next(_databases)}"
+        with psycopg.connect(postgres.replace("postgresql+psycopg://", "postgresql://") + "postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return postgres + name
+
+    return make
+
+
+def test_replicas_starting_together_migrate_once(new_database) -> None:  # type: ignore[no-untyped-def]
+    """Replicas opening one new database at once: the advisory lock makes one migrate and the
+    others find it done (without it, the second CREATE TABLE fails)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = new_database()
+    with ThreadPoolExecutor(4) as pool:
+        engines = list(pool.map(lambda _: make_engine(url), range(4)))
+    with engines[0].connect() as conn:
+        assert migrations.current_revision(conn, ingestion_store.SCHEMA) == "0004"
+    for engine in engines:
+        engine.dispose()
 
 
 def test_training_store_on_postgres(postgres: str) -> None:

@@ -19,6 +19,7 @@ SERVICES = {
     "search": (search_pb2, "SearchService", "SearchByImage"),
     "inference": (inference_pb2, "InferenceService", "Predict"),
     "training": (training_pb2, "TrainingService", "TrainModel"),
+    "curation": (curation_pb2, "CurationService", "SuggestInputsForLabeling"),
 }
 
 
@@ -51,9 +52,9 @@ def test_grpcurl_lists_and_describes_methods(stack) -> None:  # type: ignore[no-
     assert "is a method" in _run(ingestion, "describe", f"{auth_pb2.DESCRIPTOR.package}.AuthService.CreateApiKey").stdout
     assert "is a message" in _run(ingestion, "describe", "firstlight.v1.CreateAppRequest").stdout
     assert _run(ingestion, "describe", "firstlight.v1.IngestionService.NoSuchMethod").returncode != 0
-    # The curation service is served by the training process.
+    # Curation is a service of its own (issue 15): the training process no longer serves it.
     curation = curation_pb2.DESCRIPTOR.services_by_name["CurationService"].full_name
-    assert "is a method" in _run(stack.services["training"].address, "describe", f"{curation}.SuggestInputsForLabeling").stdout
+    assert curation not in _run(stack.services["training"].address, "list").stdout.split()
 
 
 def test_reflection_v1_answers(stack) -> None:  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from firstlight import datasets
-from firstlight.auth.keys import new_key
+from firstlight.hosting.keys import new_key
 from firstlight.messaging import topics
 from firstlight.runtime.channels import client_channel
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
@@ -150,6 +150,12 @@ def test_app_key_cannot_reach_another_app_in_any_service(stack, as_a: Firstlight
         "CreateDataset": lambda: as_a.create_dataset(B, "d"),
         "TrainModel": lambda: as_a.training.TrainModel(training_pb2.TrainModelRequest(app_id=B, model_id="m"), timeout=30),  # type: ignore[union-attr]
         "ListModelVersions": lambda: as_a.versions(B, "m"),
+        # training RPCs the curation service calls (issue 15): the same app scoping
+        "ExtendDataset": lambda: as_a.training.ExtendDataset(training_pb2.ExtendDatasetRequest(app_id=B, dataset_id="d"), timeout=30),  # type: ignore[union-attr]
+        "ListDatasetRows": lambda: as_a.training.ListDatasetRows(training_pb2.ListDatasetRowsRequest(app_id=B, dataset_id="d"), timeout=30),  # type: ignore[union-attr]
+        "ScoreInputs": lambda: as_a.training.ScoreInputs(  # type: ignore[union-attr]
+            training_pb2.ScoreInputsRequest(app_id=B, model_id="m", input_ids=[f"{B}-1"]), timeout=30
+        ),
         "SuggestInputs": lambda: as_a.suggest(B, "m"),
         "FindLabelErrors": lambda: as_a.label_errors(B),
         "GetDriftReport": lambda: as_a.curation.GetDriftReport(curation_pb2.GetDriftReportRequest(app_id=B), timeout=30),  # type: ignore[union-attr]

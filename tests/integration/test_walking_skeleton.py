@@ -22,6 +22,8 @@ SERVICE_NAMES = {
     "embedding": "firstlight.v1.EmbeddingService",
     "search": "firstlight.v1.SearchService",
     "inference": "firstlight.v1.InferenceService",
+    "training": "firstlight.v1.TrainingService",
+    "curation": "firstlight.v1.CurationService",
 }
 
 

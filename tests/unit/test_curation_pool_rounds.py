@@ -11,8 +11,10 @@ import time
 import numpy as np
 import pytest
 
+from curation_doubles import InProcessTraining
+
 from firstlight.curation import simulate, strategies
-from firstlight.curation.service import Curation
+from firstlight.curation.core import Curation
 from firstlight.curation.store import CurationStore
 from firstlight.errors import FailedPrecondition
 from firstlight.training.service import SUCCEEDED, TrainingService
@@ -60,7 +62,7 @@ def world(tmp_path):
     platform = FakePlatform()
     store = TrainingStore(f"sqlite:///{tmp_path / 'training.db'}")
     service = TrainingService(store, platform, tmp_path / "repo", workers=1)
-    curation = Curation(platform, tmp_path / "repo", store, CurationStore(engine=store.engine))
+    curation = Curation(platform, InProcessTraining(service), CurationStore(f"sqlite:///{tmp_path / 'curation.db'}"))
     service.create_model(APP, "m", "transfer_classifier", CONCEPTS, {})
     yield platform, service, curation
     service.shutdown()

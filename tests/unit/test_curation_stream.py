@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from firstlight.curation.events import parse_prediction
+from firstlight.curation.ports import Job, ModelInfo, VersionInfo
 from firstlight.curation.store import LABELED, QUEUED, CurationStore
 from firstlight.curation.stream import Prediction, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.errors import InvalidArgument, NotFound
@@ -79,32 +80,34 @@ def test_labels_mark_items_done_once(stream) -> None:  # type: ignore[no-untyped
 
 
 class FakeTrainer:
+    """The curation core's Training port, as far as rounds use it."""
+
     def __init__(self, accuracies: list[float]) -> None:
         self.accuracies = accuracies
         self.serving = "1"
-        self.versions = {"1": {"validation_metrics": {"accuracy": 0.5}, "promotion_note": ""}}
+        self.versions = {"1": VersionInfo("1", "main", "ds0", {"accuracy": 0.5}, "")}
         self.calls: list[tuple] = []
 
-    def extend_dataset(self, app_id: str, dataset_id: str) -> dict:
-        return {"version": f"ds{len(self.calls)}"}
+    def extend_dataset(self, app_id: str, dataset_id: str) -> str:
+        return f"ds{len(self.calls)}"
 
-    def train(self, app_id, model_id, dataset_id, overrides, promotion=None):  # type: ignore[no-untyped-def]
+    def train(self, app_id, model_id, dataset_id, promotion):  # type: ignore[no-untyped-def]
         self.calls.append((dataset_id, promotion))
         v = str(len(self.versions) + 1)
         acc = self.accuracies.pop(0)
-        better = acc > self.versions[self.serving]["validation_metrics"]["accuracy"] + promotion[1]
-        self.versions[v] = {"validation_metrics": {"accuracy": acc}, "promotion_note": "promoted" if better else "kept the serving version"}
+        better = acc > self.versions[self.serving].validation_metrics["accuracy"] + promotion[1]
+        self.versions[v] = VersionInfo(v, dataset_id, v, {"accuracy": acc}, "promoted" if better else "kept the serving version")
         if better:
             self.serving = v
-        return {"id": v, "state": 3, "version": v, "error": ""}
+        return Job(v, 3, v, "")
 
-    def job(self, job_id, app_id=None):  # type: ignore[no-untyped-def]
-        return {"id": job_id, "state": 3, "version": job_id, "error": ""}
+    def job(self, app_id, job_id):  # type: ignore[no-untyped-def]
+        return Job(job_id, 3, job_id, "")
 
     def model(self, app_id, model_id):  # type: ignore[no-untyped-def]
-        return {"serving_version": self.serving}
+        return ModelInfo(app_id, model_id, "transfer_classifier", ["cat", "dog"], self.serving)
 
-    def version_row(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
+    def version(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
         return self.versions.get(version)
 
 
@@ -202,3 +205,26 @@ def test_drift_windows_are_bounded_across_app_models() -> None:
         sd.observe([Prediction(app, "m", "1", f"{app}{k}", {"margin": 0.1}, "x", k % 2, np.full(4, k, np.float32)) for k in range(5)])
     assert list(sd._windows) == [("c", "m"), ("d", "m"), ("e", "m")]
     assert {k[:2] for k in sd._refs} <= set(sd._windows)
+
+
+def test_a_round_waits_when_training_does_not_answer(stream) -> None:  # type: ignore[no-untyped-def]
+    from firstlight.errors import Unavailable
+
+    s, _ = stream
+    trainer = FakeTrainer([0.9])
+    rounds = Rounds(s.store, s, trainer, poll_s=0.01)
+    s.set_policy(make_policy("a", "m", retrain_after_labels=1, dataset_id="main"))
+    s.mark_published(s.screen([pred("i0", 0.9)]))
+    down = trainer.model
+
+    def unavailable(app_id, model_id):  # type: ignore[no-untyped-def]
+        raise Unavailable("training restarting")
+
+    trainer.model = unavailable  # type: ignore[method-assign]
+    for app in s.on_labels([("a", "i0", ["cat"])]):
+        assert rounds.maybe_start(app) is None  # no exception into the consumer; the label stays unused
+    assert s.store.unused_labels("a") == 1 and s.store.rounds("a") == []
+    trainer.model = down  # type: ignore[method-assign]
+    assert rounds.maybe_start("a") is not None  # the next trigger starts it
+    wait_rounds(s.store, 1)
+    rounds.shutdown()

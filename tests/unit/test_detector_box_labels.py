@@ -1,7 +1,6 @@
 """How box labels reach the detector's training data (jobs._split / fetch_regions) and the SDK's
 accepted region forms; the integration test runs the same path through the real services."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,33 +28,33 @@ class Platform:
 
 
 def test_regions_fill_boxes_and_inputs_without_boxes_are_left_out() -> None:
-    service = SimpleNamespace(platform=Platform({
+    peers = Platform({
         "a": [("cat", 0.1, 0.1, 0.5, 0.5), ("tree", 0.0, 0.0, 1.0, 1.0)],  # "tree" is not a model concept
         "b": [("dog", 0.2, 0.3, 0.4, 0.9)],
-    }))
+    })
     rows = [DatasetRow("a", ["cat"], 1), DatasetRow("b", ["dog"], 1), DatasetRow("c", ["cat"], 1)]
     images = {i: np.zeros((8, 8, 3), np.uint8) for i in "abc"}
-    regions = fetch_regions(service, "app", rows, ["cat", "dog"])
-    assert service.platform.asked == [["a", "b", "c"]]
-    labeled = _split(service, "app", rows, images, regions)
+    regions = fetch_regions(peers, "app", rows, ["cat", "dog"])
+    assert peers.asked == [["a", "b", "c"]]
+    labeled = _split(rows, images, regions)
     assert labeled.input_ids == ["a", "b"]  # "c" has a concept but no box: not a detector example
     assert labeled.boxes == [[Box(0.1, 0.1, 0.5, 0.5, "cat")], [Box(0.2, 0.3, 0.4, 0.9, "dog")]]
     assert labeled.labels == [["cat"], ["dog"]]
     assert _check_boxes("train", labeled, ["cat", "dog"]) == labeled.boxes
     # classification templates get every row and no boxes
-    plain = _split(service, "app", rows, images)
+    plain = _split(rows, images)
     assert plain.input_ids == ["a", "b", "c"] and plain.boxes is None
 
 
 def test_a_split_without_boxes_is_the_detectors_failed_precondition() -> None:
-    service = SimpleNamespace(platform=Platform({}))
+    peers = Platform({})
     rows = [DatasetRow("a", ["cat"], 2)]
-    labeled = _split(service, "app", rows, {"a": np.zeros((8, 8, 3), np.uint8)}, fetch_regions(service, "app", rows, ["cat"]))
+    labeled = _split(rows, {"a": np.zeros((8, 8, 3), np.uint8)}, fetch_regions(peers, "app", rows, ["cat"]))
     assert len(labeled) == 0
     with pytest.raises(InsufficientData, match="visual_detector needs boxes: the validation split"):
         _check_boxes("validation", labeled, ["cat"])
     with pytest.raises(FailedPrecondition, match="cannot read regions"):
-        fetch_regions(SimpleNamespace(platform=object()), "app", rows, ["cat"])
+        fetch_regions(object(), "app", rows, ["cat"])
 
 
 class LabeledPlatform(Platform):
@@ -80,8 +79,8 @@ def test_a_dataset_version_freezes_box_labels(tmp_path) -> None:
         # Relabeling a box after the freeze does not change what the version trains on...
         platform._regions["i1"] = [("cat", 0.5, 0.5, 0.9, 0.9)]
         model = {"app_id": "app", "concepts": ["cat", "dog"]}
-        _, rows = service._dataset_for(model, "ds")
-        assert fetch_regions(service, "app", rows, ["cat", "dog"])["i1"] == [Box(0.1, 0.1, 0.6, 0.6, "cat")]
+        _, rows = service.dataset_for(model, "ds")
+        assert fetch_regions(service.peers, "app", rows, ["cat", "dog"])["i1"] == [Box(0.1, 0.1, 0.6, 0.6, "cat")]
         assert platform.asked == []  # read from the snapshot, not from ingestion
         # ...and freezing again gives a new version that has the new box.
         ds2 = service.extend_dataset("app", "ds")
@@ -92,10 +91,10 @@ def test_a_dataset_version_freezes_box_labels(tmp_path) -> None:
 
 
 def test_versions_frozen_before_box_snapshots_read_todays_boxes() -> None:
-    service = SimpleNamespace(platform=Platform({"a": [("cat", 0.1, 0.1, 0.5, 0.5)]}))
+    peers = Platform({"a": [("cat", 0.1, 0.1, 0.5, 0.5)]})
     rows = [DatasetRow("a", ["cat"], 1), DatasetRow("b", ["cat"], 1, [("cat", 0.2, 0.2, 0.3, 0.3)])]
-    got = fetch_regions(service, "app", rows, ["cat"])
-    assert service.platform.asked == [["a"]]
+    got = fetch_regions(peers, "app", rows, ["cat"])
+    assert peers.asked == [["a"]]
     assert got == {"a": [Box(0.1, 0.1, 0.5, 0.5, "cat")], "b": [Box(0.2, 0.2, 0.3, 0.3, "cat")]}
 
 
@@ -105,19 +104,6 @@ def test_box_labels_enter_the_version_id_and_plain_rows_keep_theirs() -> None:
     boxed = [("a", ["cat"], 1, [("cat", 0.1, 0.1, 0.5, 0.5)]), ("b", ["dog"], 2, [])]
     moved = [("a", ["cat"], 1, [("cat", 0.1, 0.1, 0.5, 0.6)]), ("b", ["dog"], 2, [])]
     assert len({dataset_version_id(plain), dataset_version_id(boxed), dataset_version_id(moved)}) == 3
-
-
-def test_a_store_from_before_box_snapshots_gains_the_column(tmp_path) -> None:
-    import sqlite3
-
-    db = tmp_path / "old.db"
-    with sqlite3.connect(db) as conn:  # the dataset_rows table as it was
-        conn.execute("CREATE TABLE dataset_rows (app_id VARCHAR(64), dataset_id VARCHAR(128), version VARCHAR(64),"
-                     " input_id VARCHAR(128), concepts JSON NOT NULL, split INTEGER NOT NULL,"
-                     " PRIMARY KEY (app_id, dataset_id, version, input_id))")  # fmt: skip
-        conn.execute("INSERT INTO dataset_rows VALUES ('app', 'ds', 'v1', 'a', '[\"cat\"]', 1)")
-    store = TrainingStore(f"sqlite:///{db}")
-    assert store.dataset_rows("app", "ds", "v1") == [DatasetRow("a", ["cat"], 1, None)]
 
 
 def test_sdk_region_forms() -> None:

@@ -154,7 +154,7 @@ def portal(tmp_path):  # type: ignore[no-untyped-def]
     from firstlight.gateway.app import create_app
     from firstlight.gateway.session import COOKIE
 
-    settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4",
+    settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4", curation_addr="x:5",
                                blob_url=f"file://{tmp_path}", session_secret="s" * 40)
     fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]

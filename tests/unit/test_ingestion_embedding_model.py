@@ -8,7 +8,6 @@ import numpy as np
 from PIL import Image
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
@@ -68,14 +67,3 @@ def test_bad_model_names_and_unknown_apps(core: Ingestion) -> None:
     with pytest.raises(NotFound):
         core.set_embedding_model("nope", "fl.x")
     assert drain(core) == []
-
-
-def test_a_store_from_before_the_column_gets_it(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = create_engine(url)
-    with old.begin() as conn:
-        conn.execute(text("CREATE TABLE apps (id VARCHAR(64) PRIMARY KEY, name VARCHAR(256) NOT NULL, description VARCHAR(4096) NOT NULL, created_at DATETIME NOT NULL)"))
-        conn.execute(text("INSERT INTO apps VALUES ('legacy', 'legacy', '', '2026-01-01 00:00:00')"))
-    old.dispose()
-    store = MetadataStore(make_engine(url))
-    assert store.get_app("legacy")["embedding_model"] == ""

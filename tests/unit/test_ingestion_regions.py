@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import create_engine, text
 
 from firstlight import validation
 from firstlight.blobstore import LocalBlobStore
@@ -114,17 +113,3 @@ def test_submission_carries_regions(core: Ingestion) -> None:
     event = events_pb2.InputSubmitted(app_id="app", input=spec)
     row = core.submit(event)
     assert row is not None and row.concepts == ["cat"] and row.regions[0][0] == "cat"
-
-
-def test_store_created_before_regions_gets_the_column(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    make_engine(url).dispose()
-    old = create_engine(url)
-    with old.begin() as conn:  # the pre-regions schema: drop the column again
-        conn.execute(text("ALTER TABLE inputs DROP COLUMN regions"))
-    old.dispose()
-    store = MetadataStore(make_engine(url))
-    ing = Ingestion(store, LocalBlobStore(tmp_path / "blobs"), ImageLimits())
-    ing.create_app("app")
-    [row] = ing.post_inputs("app", [NewInput(png(1), id="a", regions=[region("cat", 0.1, 0.1, 0.3, 0.3)])])
-    assert ing.get_input("app", "a").regions[0][0] == "cat"

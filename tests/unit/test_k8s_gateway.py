@@ -10,7 +10,7 @@ from test_k8s_manifests import DEPLOY, TARGETS, Rendered, _pod_spec, _render, _s
 from firstlight import config
 
 pytestmark = needs_kubectl
-SERVICES_CALLED = {"ingestion", "search", "inference", "training"}
+SERVICES_CALLED = {"ingestion", "search", "inference", "training", "curation"}
 
 
 @pytest.fixture(scope="module", params=list(TARGETS))
@@ -37,7 +37,8 @@ def test_gateway_deployment_service_and_settings(rendered: Rendered, monkeypatch
     if env.get("FIRSTLIGHT_SESSION_SECRET") is None:  # prod: from a Secret made out of band
         monkeypatch.setenv("FIRSTLIGHT_SESSION_SECRET", "s" * 40)
     settings = config.GatewaySettings()  # type: ignore[call-arg]
-    hosts = {addr.split(":")[0] for addr in (settings.ingestion_addr, settings.search_addr, settings.inference_addr, settings.training_addr)}
+    addrs = (settings.ingestion_addr, settings.search_addr, settings.inference_addr, settings.training_addr, settings.curation_addr)
+    hosts = {addr.split(":")[0] for addr in addrs}
     assert hosts == SERVICES_CALLED and settings.blob_url == "file:///blobs" and settings.cookie_secure
 
 

@@ -52,6 +52,7 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
     "search": config.SearchSettings,
     "inference": config.InferenceSettings,
     "training": config.TrainingSettings,
+    "curation": config.CurationSettings,
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
 EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
@@ -69,6 +70,8 @@ EXPECTED_EGRESS = {
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051), ("ingestion", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
     "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051)},
+    # curation reaches training only through its gRPC API (issue 15), never its database or files
+    "curation": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("training", 50051)},
 }
 #: Settings that hold another server's address (host:port or a URL with an explicit port).
 ADDRESS_ENV = [
@@ -78,11 +81,13 @@ ADDRESS_ENV = [
     "FIRSTLIGHT_VECTOR_STORE_URL",
     "FIRSTLIGHT_INGESTION_ADDR",
     "FIRSTLIGHT_SEARCH_ADDR",
+    "FIRSTLIGHT_TRAINING_ADDR",
     "FIRSTLIGHT_DATABASE_URL",
 ]
 #: Services that must never run two pods (service -> why); everything else scales out in prod.
 SINGLE_REPLICA = {
     "training": "jobs run in-process and a starting pod fails every queued/running job of its store",
+    "curation": "rounds run in-process, a starting pod fails every running round of its store, drift windows are in memory",
 }
 #: Where the image holds the repository's files (deploy/Dockerfile: WORKDIR /app, PYTHONPATH
 #: /app/services, so config.REPO_ROOT is /app there), hence the bundled Triton models.
@@ -486,7 +491,7 @@ def test_model_repository_is_shared_by_training_and_triton(rendered: Rendered) -
 @needs_kubectl
 def test_each_stateful_service_has_its_own_database_and_it_is_created(rendered: Rendered) -> None:
     urls = {name: rendered.env(name).get("FIRSTLIGHT_DATABASE_URL") for name in SERVICES if "database_url" in SETTINGS[name].model_fields}
-    assert set(urls) == {"ingestion", "training"}
+    assert set(urls) == {"ingestion", "training", "curation"}
     for name, url in urls.items():
         assert url != "", f"{rendered.target}/{name}: FIRSTLIGHT_DATABASE_URL must be set (the default is SQLite in the pod)"
         assert "FIRSTLIGHT_DATABASE_URL" in rendered.env(name), f"{rendered.target}/{name}: no FIRSTLIGHT_DATABASE_URL"
@@ -530,6 +535,17 @@ def test_triton_loads_the_models_the_services_use(rendered: Rendered) -> None:
     assert {a.split("=", 1)[1] for a in args if a.startswith("--load-model=")} == set(TRITON_MODELS)
     for probe in ("livenessProbe", "readinessProbe"):
         assert "grpc" in container[probe] or container[probe].get("httpGet", {}).get("path", "").startswith("/v2/health/")
+
+
+@needs_kubectl
+def test_curation_reaches_training_only_through_its_api(rendered: Rendered) -> None:
+    """Issue 15: curation is its own service; it neither mounts the model repository nor reads
+    training's database (its own database is checked above), it calls training's gRPC API."""
+    curation = rendered.deployment("curation")
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(curation).get("volumes", []) if "persistentVolumeClaim" in v}
+    assert "triton-models" not in claims and "FIRSTLIGHT_MODEL_REPOSITORY" not in rendered.env("curation")
+    assert rendered.env("curation").get("FIRSTLIGHT_TRAINING_ADDR") == "training:50051"
+    assert "FIRSTLIGHT_ADOPT_FROM_DATABASE_URL" not in rendered.env("curation"), "only for the one upgrade start (k8s/README.md)"
 
 
 @needs_kubectl
@@ -792,7 +808,7 @@ def test_dockerfile_is_pinned_and_non_root() -> None:
 DEV_ONLY_ENV = {
     "FIRSTLIGHT_AL_CACHE",  # curation benchmark's embedding cache (curation/al_data.py)
     "FIRSTLIGHT_VECTOR_STORE_FAULT_FILE",  # fault injection (search/faults.py, tests)
-    "FIRSTLIGHT_API_KEY",  # the SDK/CLI user's key (client side, sdk.py): no service reads it
+    "FIRSTLIGHT_API_KEY",  # the SDK/CLI user's key (client side, firstlight/sdk): no service reads it
 }
 
 

@@ -288,7 +288,7 @@ def test_thumbnail_descriptor_confirms_reencodes_flips_and_colour_shifts(seed):
 def test_embedding_map_keeps_clusters_apart(method):
     from sklearn.metrics import silhouette_score
 
-    from firstlight.curation.quality import projection
+    from firstlight.sdk import projection
 
     rng = np.random.default_rng(0)
     X, lab = _clustered(240, 64, 4, rng)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firstlight.curation.service import Curation
+from firstlight.curation.core import Curation
+from firstlight.curation.ports import ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import InvalidArgument
 
 
@@ -54,7 +55,7 @@ class FakePlatform:
 
 def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     platform = FakePlatform()
-    cur = Curation(platform, tmp_path, models=None)
+    cur = Curation(platform, training=None)  # type: ignore[arg-type]
     r = cur.health_check("app", images=True)
     checks = {name: (status, count, ids) for name, status, _, count, ids in r["checks"]}
     assert r["examined"] == 43
@@ -73,21 +74,28 @@ def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     assert leaks == ["dup"]
 
 
-class FakeModels:
-    def __init__(self, rows):  # type: ignore[no-untyped-def]
-        self.rows = rows
+class FakeTraining:
+    """The Training port with one version and a linear head scoring the stored vectors."""
 
-    def get_version(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
-        return {"dataset_id": "main", "dataset_version": "v1"}
+    def __init__(self, rows, vectors, W):  # type: ignore[no-untyped-def]
+        self.rows, self.vectors, self.W = rows, vectors, W
+
+    def model(self, app_id, model_id):  # type: ignore[no-untyped-def]
+        return ModelInfo(app_id, model_id, "transfer_classifier", ["a", "b", "c"], "1")
+
+    def version(self, app_id, model_id, version):  # type: ignore[no-untyped-def]
+        return VersionInfo("1", "main", "v1")
 
     def dataset_rows(self, app_id, dataset_id, version):  # type: ignore[no-untyped-def]
         return self.rows
 
+    def scores(self, app_id, model_id, version, input_ids):  # type: ignore[no-untyped-def]
+        z = np.stack([self.vectors[i] for i in input_ids]) @ self.W.T
+        p = np.exp(z - z.max(1, keepdims=True))
+        return Scores("1", ["a", "b", "c"], list(input_ids), p / p.sum(1, keepdims=True))
+
 
 def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
-    from firstlight.training.head import LinearHead
-    from firstlight.training.store import DatasetRow
-
     rng = np.random.default_rng(0)
     concepts = ["a", "b", "c"]
     centres = np.eye(3, 16) * 3
@@ -98,10 +106,8 @@ def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
         # concept "c" overlaps "b": the head confuses them
         v = centres[c] + rng.normal(size=16) * (2.0 if c == 2 else 0.5)
         platform.vec[f"v{k}"] = v.astype(np.float32)
-        rows.append(DatasetRow(f"v{k}", [concepts[c]], 2))
-    cur = Curation(platform, tmp_path, models=FakeModels(rows))
-    head = LinearHead(concepts, centres.astype(np.float32), np.zeros(3, np.float32))
-    cur._head = lambda app_id, model_id, version: (head, {"concepts": concepts}, "1")  # type: ignore[method-assign]
+        rows.append(Row(f"v{k}", [concepts[c]], 2))
+    cur = Curation(platform, FakeTraining(rows, platform.vec, centres.astype(np.float32)))
     r = cur.worst_slices("app", "m", "", "validation", min_size=20)
     first = r["slices"][0][0]
     assert r["count"] == 300 and (first.field, first.value) == ("concept", "c") and first.confident_gap > 0

@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import pytest
 
 from firstlight import sdk
+from firstlight.sdk import transport
 
 
 class Refused(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, trailing: tuple = ()) -> None:  # type: ignore[type-arg]
+    def __init__(self, code: grpc.StatusCode, trailing: tuple[tuple[str, str], ...] = ()) -> None:
         self._code, self._trailing = code, trailing
 
     def code(self) -> grpc.StatusCode:
         return self._code
 
-    def trailing_metadata(self) -> tuple:  # type: ignore[type-arg]
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._trailing
 
     def details(self) -> str:
@@ -25,7 +28,7 @@ class Refused(grpc.RpcError):
 
 def test_rate_limited_calls_are_retried_after_the_servers_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(sdk.time, "sleep", slept.append)
+    monkeypatch.setattr(transport.time, "sleep", slept.append)
     outcomes = [Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, (("retry-after-ms", "120"),))] * 2 + ["ok"]
 
     def call() -> str:
@@ -39,11 +42,11 @@ def test_rate_limited_calls_are_retried_after_the_servers_wait(monkeypatch: pyte
 
 
 def test_other_errors_and_spent_budgets_are_raised(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sdk.time, "sleep", lambda s: None)
+    monkeypatch.setattr(transport.time, "sleep", lambda s: None)
     too_big = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED)  # a size limit: no retry-after-ms
     calls = []
 
-    def refuse(exc: Exception):  # type: ignore[no-untyped-def]
+    def refuse(exc: Exception) -> Callable[[], None]:
         def call() -> None:
             calls.append(1)
             raise exc

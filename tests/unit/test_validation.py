@@ -70,7 +70,7 @@ def test_identifiers_are_ascii_only(bad: str) -> None:
 
 
 def test_api_key_pattern_and_names_are_whole_string() -> None:
-    from firstlight.auth.keys import looks_like_app_key, new_key
+    from firstlight.hosting.keys import looks_like_app_key, new_key
 
     key = new_key()[1]
     assert looks_like_app_key(key)

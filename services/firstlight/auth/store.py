@@ -3,13 +3,15 @@ code path). Only SHA-256 digests of keys are stored (see keys.py for why that is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
-from firstlight.auth.keys import digest, new_key
+from firstlight import migrations
+from firstlight.auth import migrations as schema_migrations
+from firstlight.hosting.keys import digest, new_key
+from firstlight.auth.ports import KeyRow
 from firstlight.errors import InvalidArgument, NotFound
 
 metadata = MetaData()
@@ -26,16 +28,9 @@ api_keys = Table(
     Index("ix_api_keys_app", "app_id"),
 )
 
+SCHEMA = migrations.Schema("auth", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
 MAX_NAME_CHARS = 256
-
-
-@dataclass
-class KeyRow:
-    id: str
-    app_id: str
-    name: str
-    created_at: datetime
-    revoked_at: datetime | None
 
 
 def _row(r) -> KeyRow:  # type: ignore[no-untyped-def]
@@ -45,7 +40,7 @@ def _row(r) -> KeyRow:  # type: ignore[no-untyped-def]
 class ApiKeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        migrations.upgrade(engine, SCHEMA)
 
     def create(self, app_id: str, name: str = "") -> tuple[KeyRow, str]:
         """Store a new key for ``app_id`` (the caller checked the app exists); returns the row

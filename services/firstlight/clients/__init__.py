@@ -8,23 +8,26 @@ generated stubs, with the retry/deadline policy and the gRPC-status → error ma
 Each call carries the caller's API key as metadata (``key=``), so one set of channels serves many
 callers (the HTTP gateway passes each request's key through; the services check it). Failures
 come back as :mod:`firstlight.errors` types (:func:`firstlight.clients.errors.from_rpc_error`).
-The asyncio clients here serve the gateway; the SDK's synchronous client uses the same policy
+The asyncio clients here serve the gateway and the services' calls to each other
+(:func:`internal_client`: the internal key, peer failures reported with :func:`as_peer_failure`); the SDK's synchronous client uses the same policy
 (:mod:`firstlight.clients.policy`) and the same error map.
 """
 
-from firstlight.clients.errors import RpcError, from_rpc_error
+from firstlight.clients.errors import RpcError, as_peer_failure, from_rpc_error
 from firstlight.clients.services import (
     Addresses,
     AuthClient,
     Clients,
     CurationClient,
+    EmbeddingClient,
     InferenceClient,
     IngestionClient,
     SearchClient,
     TrainingClient,
+    internal_client,
 )
 
 __all__ = [
-    "Addresses", "AuthClient", "Clients", "CurationClient", "InferenceClient", "IngestionClient",
-    "RpcError", "SearchClient", "TrainingClient", "from_rpc_error",
+    "Addresses", "AuthClient", "Clients", "CurationClient", "EmbeddingClient", "InferenceClient", "IngestionClient",
+    "RpcError", "SearchClient", "TrainingClient", "as_peer_failure", "from_rpc_error", "internal_client",
 ]

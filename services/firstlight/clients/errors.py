@@ -57,3 +57,20 @@ def from_rpc_error(exc: grpc.RpcError) -> errors.FirstlightError:
     error.message = message  # type: ignore[attr-defined]
     error.retry_after_s = _retry_after_s(exc)  # type: ignore[attr-defined]
     return error
+
+
+#: Errors about the request itself: a peer's answer keeps its meaning for our own caller.
+_REQUEST_ERRORS: tuple[type[errors.FirstlightError], ...] = (
+    errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition, errors.ResourceExhausted,
+)
+
+
+def as_peer_failure(error: errors.FirstlightError, context: str = "") -> errors.FirstlightError:
+    """A peer's failure (from :func:`from_rpc_error`) as the service that called it on behalf of
+    its own caller reports it. Errors about the request keep their type; anything else (the
+    peer down or too slow, an INTERNAL there, or the peer refusing *our* internal key) is this
+    service's dependency being unavailable: UNAVAILABLE, so the caller may retry, never
+    UNAUTHENTICATED for a caller whose own key was fine. ``context`` prefixes the message."""
+    message = f"{context}{getattr(error, 'message', None) or error}"
+    kind = next((t for t in _REQUEST_ERRORS if isinstance(error, t)), errors.Unavailable)
+    return kind(message)

@@ -17,10 +17,11 @@ IDEMPOTENT_RPCS = frozenset({
     "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
     "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
     "Predict", "ListModels", "PredictWorkflow",
-    "GetDataset", "GetTrainingJob", "ListModelVersions",
+    "GetDataset", "GetTrainingJob", "ListModelVersions", "ListDatasetRows", "ScoreInputs",
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices",
+    "EmbedTexts", "DescribeEmbeddingModel",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -28,6 +29,8 @@ DEFAULT_DEADLINE_S = 60.0
 DEADLINES_S: dict[str, float] = {
     "CreateDataset": 300.0,
     "EvaluateModelVersion": 300.0,
+    "ExtendDataset": 300.0,
+    "ScoreInputs": 300.0,
     "CompareModelVersions": 600.0,
     "FindLabelErrors": 600.0,
     "SuggestInputsForLabeling": 300.0,
@@ -37,6 +40,13 @@ DEADLINES_S: dict[str, float] = {
     "StreamInputs": 600.0,
     "BulkAnnotate": 120.0,
     "StreamTrainingProgress": 24 * 3600.0,
+    # The services' calls to each other. A query's embedding is waited on by a user's search;
+    # describing a model may load it into Triton first. ResolveApiKey is on every RPC's path
+    # (sent once, not retried: the interceptor falls back on its cache instead).
+    "EmbedImages": 30.0,
+    "EmbedTexts": 30.0,
+    "DescribeEmbeddingModel": 120.0,
+    "ResolveApiKey": 5.0,
 }
 
 

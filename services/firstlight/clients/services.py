@@ -7,16 +7,16 @@ mapped by :func:`firstlight.clients.errors.from_rpc_error`. No other logic lives
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from firstlight.clients.errors import from_rpc_error
-from firstlight.clients.policy import DEFAULT_POLICY, IDEMPOTENT_RPCS, RetryPolicy, deadline_for
-from firstlight.runtime.channels import aio_client_channel, auth_metadata
+from firstlight.clients.policy import DEFAULT_POLICY, IDEMPOTENT_RPCS, INTERNAL_POLICY, RetryPolicy, deadline_for
+from firstlight.runtime.channels import aio_client_channel, aio_internal_channel, auth_metadata
 from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.v1 import (
     auth_pb2,
@@ -24,6 +24,8 @@ from firstlight.v1 import (
     common_pb2,
     curation_pb2,
     curation_pb2_grpc,
+    embedding_pb2,
+    embedding_pb2_grpc,
     inference_pb2,
     inference_pb2_grpc,
     ingestion_pb2,
@@ -44,33 +46,52 @@ MESSAGE_OPTIONS: list[tuple[str, Any]] = [
 
 @dataclass(frozen=True)
 class Addresses:
-    """Where the services listen. Curation is served by the training process unless given."""
+    """Where the services listen (curation is a service of its own, on its own port)."""
 
     ingestion: str
     search: str
     inference: str
     training: str
-    curation: str = ""
+    curation: str
 
     @classmethod
     def from_mapping(cls, addrs: dict[str, str]) -> "Addresses":
         """From a stack.json-like mapping (``firstlight.stack.LocalStack.addresses``)."""
-        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs["training"], addrs.get("curation", ""))
+        return cls(addrs["ingestion"], addrs["search"], addrs["inference"], addrs["training"], addrs["curation"])
 
 
 class _Service:
     stub_class: Any = None
 
-    def __init__(self, channel: grpc.aio.Channel, policy: RetryPolicy, default_key: str = "") -> None:
-        self._stub = self.stub_class(channel)
+    def __init__(
+        self, channel: grpc.aio.Channel | Callable[[], grpc.aio.Channel], policy: RetryPolicy, default_key: str = ""
+    ) -> None:
+        # A factory makes the channel on the first call (an aio channel belongs to the event loop
+        # running when it is made; a service wires its peers before its loop runs).
+        self._channel_factory = channel if callable(channel) and not isinstance(channel, grpc.aio.Channel) else None
+        self._own_channel: grpc.aio.Channel | None = None
+        self._stub: Any = None if self._channel_factory else self.stub_class(channel)
         self._policy = policy
         self._default_key = default_key
+
+    def _stub_now(self) -> Any:
+        if self._stub is None:
+            assert self._channel_factory is not None
+            self._own_channel = self._channel_factory()
+            self._stub = self.stub_class(self._own_channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel this client made itself (a shared one is closed by its owner)."""
+        if getattr(self, "_own_channel", None) is not None:
+            await self._own_channel.close()  # type: ignore[union-attr]
+            self._own_channel, self._stub = None, None
 
     def _metadata(self, key: str | None) -> tuple[tuple[str, str], ...]:
         return auth_metadata(self._default_key if key is None else key)
 
     async def _unary(self, rpc: str, request: Any, key: str | None, timeout: float | None = None) -> Any:
-        method = getattr(self._stub, rpc)
+        method = getattr(self._stub_now(), rpc)
         metadata = self._metadata(key)
         deadline = timeout or deadline_for(rpc)
 
@@ -85,7 +106,7 @@ class _Service:
             raise from_rpc_error(exc) from None
 
     async def _stream_out(self, rpc: str, request: Any, key: str | None, timeout: float | None = None) -> AsyncIterator[Any]:
-        call = getattr(self._stub, rpc)(request, timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+        call = getattr(self._stub_now(), rpc)(request, timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
         try:
             async for item in call:
                 yield item
@@ -96,7 +117,7 @@ class _Service:
 
     async def _stream_in(self, rpc: str, requests: Iterable[Any], key: str | None, timeout: float | None = None) -> Any:
         try:
-            return await getattr(self._stub, rpc)(iter(requests), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+            return await getattr(self._stub_now(), rpc)(iter(requests), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from None
 
@@ -154,6 +175,11 @@ class AuthClient(_Service):
     async def revoke_api_key(self, req: auth_pb2.RevokeApiKeyRequest, *, key: str | None = None) -> auth_pb2.ApiKey:
         return await self._unary("RevokeApiKey", req, key)
 
+    async def resolve_api_key(self, req: auth_pb2.ResolveApiKeyRequest, *, key: str | None = None) -> auth_pb2.ResolveApiKeyResponse:
+        """For the services' interceptors (internal key). Sent once: a caller waiting on it
+        would rather fall back on its cache than wait out retries."""
+        return await self._unary("ResolveApiKey", req, key)
+
 
 class SearchClient(_Service):
     stub_class = search_pb2_grpc.SearchServiceStub
@@ -166,6 +192,9 @@ class SearchClient(_Service):
 
     async def get_index_stats(self, req: search_pb2.GetIndexStatsRequest, *, key: str | None = None) -> search_pb2.IndexStats:
         return await self._unary("GetIndexStats", req, key)
+
+    async def get_vectors(self, req: search_pb2.GetVectorsRequest, *, key: str | None = None) -> search_pb2.GetVectorsResponse:
+        return await self._unary("GetVectors", req, key)
 
 
 class InferenceClient(_Service):
@@ -218,6 +247,17 @@ class TrainingClient(_Service):
     async def cancel_training_job(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> training_pb2.TrainingJob:
         return await self._unary("CancelTrainingJob", req, key)
 
+    async def extend_dataset(self, req: training_pb2.ExtendDatasetRequest, *, key: str | None = None) -> training_pb2.Dataset:
+        return await self._unary("ExtendDataset", req, key)
+
+    async def list_dataset_rows(
+        self, req: training_pb2.ListDatasetRowsRequest, *, key: str | None = None
+    ) -> training_pb2.ListDatasetRowsResponse:
+        return await self._unary("ListDatasetRows", req, key)
+
+    async def score_inputs(self, req: training_pb2.ScoreInputsRequest, *, key: str | None = None) -> training_pb2.ScoreInputsResponse:
+        return await self._unary("ScoreInputs", req, key)
+
 
 class CurationClient(_Service):
     stub_class = curation_pb2_grpc.CurationServiceStub
@@ -248,6 +288,33 @@ class CurationClient(_Service):
         return await self._unary("ListLearningRounds", req, key)
 
 
+class EmbeddingClient(_Service):
+    """The internal EmbeddingService (called by search and ingestion, not by users)."""
+
+    stub_class = embedding_pb2_grpc.EmbeddingServiceStub
+
+    async def embed_images(self, req: embedding_pb2.EmbedImagesRequest, *, key: str | None = None) -> embedding_pb2.EmbedImagesResponse:
+        return await self._unary("EmbedImages", req, key)
+
+    async def embed_texts(self, req: embedding_pb2.EmbedTextsRequest, *, key: str | None = None) -> embedding_pb2.EmbedTextsResponse:
+        return await self._unary("EmbedTexts", req, key)
+
+    async def describe_embedding_model(
+        self, req: embedding_pb2.DescribeEmbeddingModelRequest, *, key: str | None = None
+    ) -> embedding_pb2.EmbeddingModelInfo:
+        return await self._unary("DescribeEmbeddingModel", req, key)
+
+
+S = TypeVar("S", bound=_Service)
+
+
+def internal_client(client_class: type[S], address: str, *, policy: RetryPolicy = INTERNAL_POLICY) -> S:
+    """A client for a service calling a peer: the internal key and TLS root from the settings
+    (``runtime.channels.aio_internal_channel``), the shorter internal retry budget, and the
+    channel made on the first call. ``await client.close()`` at the end."""
+    return client_class(lambda: aio_internal_channel(address, options=MESSAGE_OPTIONS), policy)
+
+
 class Clients:
     """Channels to every service and a client per service. Create it inside the running event
     loop (an asyncio channel belongs to its loop); ``await close()`` at the end.
@@ -272,7 +339,7 @@ class Clients:
         self.search = SearchClient(channel(addresses.search), policy, default_key)
         self.inference = InferenceClient(channel(addresses.inference), policy, default_key)
         self.training = TrainingClient(channel(addresses.training), policy, default_key)
-        self.curation = CurationClient(channel(addresses.curation or addresses.training), policy, default_key)
+        self.curation = CurationClient(channel(addresses.curation), policy, default_key)
 
     async def close(self) -> None:
         for ch in self._channels.values():

@@ -29,7 +29,7 @@ import numpy as np
 
 from firstlight.curation import al_data, simulate
 from firstlight.curation import strategies as st
-from firstlight.training.transfer import TransferSettings
+from firstlight.domain.heads.transfer import TransferSettings
 
 #: The live loop trains the transfer template with its default settings; so does the benchmark.
 DEFAULT_C = TransferSettings().C

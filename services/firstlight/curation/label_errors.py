@@ -74,6 +74,27 @@ def out_of_fold_proba(
     return out
 
 
+def transfer_fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
+    """The fit the ``transfer_classifier`` template makes with its default settings (softmax
+    logistic regression, lbfgs, C=100, tol 1e-6, balanced class weights, features centred on
+    the training mean): the same optimum, hence the same probabilities, as TrainModel's head.
+    Kept here so the curation service needs no training module (every class is in every
+    training fold: ``out_of_fold_proba`` splits stratified)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    mu = X_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+    clf = LogisticRegression(C=100.0, tol=1e-6, max_iter=1000, class_weight="balanced", solver="lbfgs", random_state=0)
+    # one BLAS thread, as the template fits (faster on a shared CPU; see training.transfer)
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit((X_train - mu).astype(np.float32), y_train)
+    return clf.predict_proba((X_test - mu).astype(np.float32))
+
+
 def per_class_thresholds(proba: np.ndarray, labels_enc: np.ndarray) -> np.ndarray:
     """t_j = mean p_j over examples labeled j."""
     k = proba.shape[1]

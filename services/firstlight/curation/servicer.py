@@ -1,14 +1,14 @@
-"""CurationService gRPC servicer."""
+"""CurationService gRPC servicer: proto <-> the core's types; domain errors -> status (map_errors)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 import grpc
 
-from datetime import datetime
-
-from firstlight.curation.service import Curation
+from firstlight import validation
+from firstlight.curation.core import Curation
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.errors import NotFound
 from firstlight.runtime.convert import timestamp
@@ -100,18 +100,11 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             budget=request.budget, retrain_after_labels=request.retrain_after_labels, dataset_id=request.dataset_id,
             promotion_metric=request.promotion_metric, promotion_min_gain=request.promotion_min_gain, drift_window=request.drift_window,
         )
-        await asyncio.to_thread(self._check_exists, policy)
+        await asyncio.to_thread(self.curation.check_policy_targets, policy.app_id, policy.model_id, policy.dataset_id)
         saved = await asyncio.to_thread(self._stream().set_policy, policy)
         if self.rounds is not None:  # labels may already be waiting for the new rule
             await asyncio.to_thread(self.rounds.maybe_start, policy.app_id)
         return _policy(saved)
-
-    def _check_exists(self, policy: Policy) -> None:
-        models = self.curation.models
-        if not models.get_model(policy.app_id, policy.model_id):
-            raise NotFound(f"model {policy.model_id!r} does not exist in app {policy.app_id!r}")
-        if policy.dataset_id and not models.latest_dataset(policy.app_id, policy.dataset_id):
-            raise NotFound(f"dataset {policy.dataset_id!r} does not exist in app {policy.app_id!r}")
 
     async def GetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
         return _policy(await asyncio.to_thread(self._stream().get_policy, request.app_id))
@@ -131,8 +124,6 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         )
 
     async def ListLearningRounds(self, request, context):  # type: ignore[no-untyped-def]
-        from firstlight import validation
-
         validation.app_id(request.app_id)
         rows = await asyncio.to_thread(self._stream().store.rounds, request.app_id)
         return curation_pb2.ListLearningRoundsResponse(rounds=[_round(r) for r in rows])

@@ -59,7 +59,7 @@ def transfer_fit(settings=None) -> FitFn:  # type: ignore[no-untyped-def]
     the function the TrainingService's TrainModel calls) with ``settings`` (default: the
     template's defaults, ``TransferSettings()``: C=100, balanced, lbfgs tol 1e-6, one BLAS
     thread). Labels become concept names ``str(label)``; columns follow ``np.unique(y)``."""
-    from firstlight.training.transfer import TransferSettings, train_transfer
+    from firstlight.domain.heads.transfer import TransferSettings, train_transfer
 
     s = settings or TransferSettings()
 

@@ -1,17 +1,22 @@
 """Curation's persisted state: per-app stream policies, the labeling queue with its counters,
-and the active-learning rounds. Tables live in the training service's database (curation runs
-in that process) under their own metadata; SQLite by default, PostgreSQL by URL."""
+and the active-learning rounds, in the curation service's own database (SQLite by default,
+PostgreSQL by URL). Until issue 15 these tables lived in the training database (curation ran in
+that process): :func:`adopt_from_training_db` moves an existing stack's rows over once."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, func, insert, select, update
+import logging
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 
-from firstlight import db
+from firstlight import db, migrations
+from firstlight.curation import migrations as schema_migrations
 
+log = logging.getLogger(__name__)
 metadata = MetaData()
 
 policies = Table(
@@ -59,6 +64,8 @@ rounds = Table(
 QUEUED, LABELED = 1, 2
 COUNTERS = ("screened", "below_threshold", "skipped_rate", "skipped_budget", "duplicates", "without_input_id")
 
+SCHEMA = migrations.Schema("curation", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -70,11 +77,8 @@ def _aware(dt: datetime) -> datetime:
 
 class CurationStore:
     def __init__(self, url: str | None = None, engine: Engine | None = None) -> None:
-        if engine is not None:
-            metadata.create_all(engine)
-            self.engine = engine
-        else:
-            self.engine = db.make_engine(url or "sqlite://", metadata)
+        self.engine = engine if engine is not None else db.make_engine(url or "sqlite://")
+        migrations.upgrade(self.engine, SCHEMA)
 
     # -- policies -----------------------------------------------------------------------
     def set_policy(self, app_id: str, policy: dict) -> None:
@@ -209,3 +213,56 @@ class CurationStore:
 
 def minute_ago(now: datetime) -> datetime:
     return now - timedelta(seconds=60)
+
+
+#: Copied in this order (no foreign keys between them; the order only makes the log readable).
+TABLES = (policies, queue, counters, rounds)
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when none of curation's tables holds a row (a store created just now)."""
+    with engine.connect() as conn:
+        return all(conn.execute(select(func.count()).select_from(t)).scalar_one() == 0 for t in TABLES)
+
+
+def adopt_from_training_db(store: CurationStore, training_url: str) -> dict[str, int]:
+    """Copy curation's rows from the training database (where curation kept them before it was a
+    service of its own) into ``store``, if ``store`` is new (every table empty) and the training
+    database has them. Returns the rows copied per table ({} when there was nothing to do).
+
+    Idempotent: once rows are copied the store is no longer empty, so a second call (every
+    start-up makes one) copies nothing; and a store that was empty before copies nothing new
+    since the old tables no longer change. The old tables are left in the training database,
+    unused (dropping them belongs to a migration once every deployment has moved). One
+    transaction on the curation side: a crash half-way leaves the store empty, and the next
+    start-up copies again."""
+    from sqlalchemy import create_engine
+
+    if not training_url or not is_empty(store.engine):
+        return {}
+    if training_url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        if not Path(training_url.removeprefix("sqlite:///")).exists():  # a fresh stack: nothing to adopt
+            return {}
+    source = create_engine(training_url)
+    try:
+        present = set(inspect(source).get_table_names())
+        copied: dict[str, int] = {}
+        with source.connect() as src, store.engine.begin() as dst:
+            for table in TABLES:
+                if table.name not in present:
+                    continue
+                # Only the columns both sides have (an older source may lack a later column;
+                # the target's defaults fill it).
+                have = {c["name"] for c in inspect(source).get_columns(table.name)}
+                cols = [c for c in table.columns if c.name in have]
+                rows = [dict(r) for r in src.execute(select(*cols)).mappings()]
+                if rows:
+                    dst.execute(insert(table), rows)
+                copied[table.name] = len(rows)
+    finally:
+        source.dispose()
+    if any(copied.values()):
+        log.info("adopted curation rows from the training database: %s", copied)
+    return {k: v for k, v in copied.items() if v}

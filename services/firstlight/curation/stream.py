@@ -12,7 +12,9 @@
   the serving version's training split (``drift.drift_report``); an alert is returned once when
   the check turns from quiet to alert.
 
-The Kafka wiring (consumers, DLQ, publishing) is in ``training.main``; the RPCs in ``servicer``.
+The Kafka side (consumers, DLQ, publishing) is in ``events``, the process in ``main``; the RPCs
+in ``servicer``. Rounds reach the training service only through the
+:class:`~firstlight.curation.ports.Training` port (its gRPC API in production).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ import numpy as np
 
 from firstlight import validation
 from firstlight.curation import drift
+from firstlight.curation.ports import Platform, Training
 from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago
-from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -227,22 +230,11 @@ def _item(row: dict) -> QueuedItem:
 # -- rounds: retrain after N labels, promote only if better --------------------------------
 
 
-class Trainer:
-    """What a round needs from the training service (``training.service.TrainingService``
-    in production, running in the same process; a double in unit tests)."""
-
-    def extend_dataset(self, app_id: str, dataset_id: str) -> dict: ...
-    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str], promotion: tuple[str, float] | None = None) -> dict: ...
-    def job(self, job_id: str, app_id: str | None = None) -> dict: ...
-    def model(self, app_id: str, model_id: str) -> dict: ...
-    def version_row(self, app_id: str, model_id: str, version: str) -> dict | None: ...
-
-
-TERMINAL_JOB_STATES = {3: "succeeded", 4: "failed"}
+TERMINAL_JOB_STATES = {3: "succeeded", 4: "failed", 5: "cancelled"}
 
 
 class Rounds:
-    def __init__(self, store: CurationStore, stream: StreamCuration, trainer: Trainer, *, job_timeout_s: float = 600.0, poll_s: float = 0.2) -> None:
+    def __init__(self, store: CurationStore, stream: StreamCuration, trainer: Training, *, job_timeout_s: float = 600.0, poll_s: float = 0.2) -> None:
         self.store = store
         self.stream = stream
         self.trainer = trainer
@@ -259,9 +251,12 @@ class Rounds:
         if policy is None or not policy.retrain_after_labels:
             return None
         try:
-            serving = self.trainer.model(app_id, policy.model_id)["serving_version"]
+            serving = self.trainer.model(app_id, policy.model_id).serving_version
         except NotFound:
             serving = ""
+        except FirstlightError as exc:  # training unreachable: the labels wait for the next trigger
+            log.warning("no round for %s now: the training service did not answer (%s)", app_id, exc)
+            return None
         with self._start_lock, self.stream._lock:  # one writer at a time on the queue table (SQLite)
             record = self._start(app_id, policy, serving)
         if record is not None:
@@ -291,33 +286,53 @@ class Rounds:
 
     def _train(self, policy: Policy, record: dict) -> dict:
         app_id, model_id = policy.app_id, policy.model_id
-        ds = self.trainer.extend_dataset(app_id, policy.dataset_id)
-        record = dict(record, dataset_version=ds["version"])
+        record = dict(record, dataset_version=self.trainer.extend_dataset(app_id, policy.dataset_id))
         self.store.save_round(app_id, record)
-        job = self.trainer.train(app_id, model_id, policy.dataset_id, {}, (policy.promotion_metric, policy.promotion_min_gain))
+        job = self.trainer.train(app_id, model_id, policy.dataset_id, (policy.promotion_metric, policy.promotion_min_gain))
         deadline = time.monotonic() + self.job_timeout_s
-        while job["state"] not in TERMINAL_JOB_STATES:
+        while job.state not in TERMINAL_JOB_STATES:
             if time.monotonic() > deadline:
-                raise FailedPrecondition(f"training job {job['id']} did not finish within {self.job_timeout_s:.0f}s")
+                raise FailedPrecondition(f"training job {job.id} did not finish within {self.job_timeout_s:.0f}s")
             time.sleep(self.poll_s)
-            job = self.trainer.job(job["id"])
-        if TERMINAL_JOB_STATES[job["state"]] == "failed":
-            raise FailedPrecondition(f"training job {job['id']} failed: {job['error']}")
-        candidate = self.trainer.version_row(app_id, model_id, job["version"]) or {}
-        previous = self.trainer.version_row(app_id, model_id, record["previous_version"]) if record["previous_version"] else None
-        serving_now = self.trainer.model(app_id, model_id)["serving_version"]
+            job = self.trainer.job(app_id, job.id)
+        if TERMINAL_JOB_STATES[job.state] != "succeeded":
+            raise FailedPrecondition(f"training job {job.id} {TERMINAL_JOB_STATES[job.state]}: {job.error}")
+        candidate = self.trainer.version(app_id, model_id, job.version)
+        previous = self.trainer.version(app_id, model_id, record["previous_version"]) if record["previous_version"] else None
+        serving_now = self.trainer.model(app_id, model_id).serving_version
         return dict(
             record,
             status="done",
-            candidate_version=str(job["version"]),
-            promoted=serving_now == str(job["version"]),
-            note=candidate.get("promotion_note", ""),
-            metrics={k: float(v) for k, v in (candidate.get("validation_metrics") or {}).items()},
-            previous_metrics={k: float(v) for k, v in ((previous or {}).get("validation_metrics") or {}).items()},
+            candidate_version=str(job.version),
+            promoted=serving_now == str(job.version),
+            note=candidate.promotion_note if candidate else "",
+            metrics={k: float(v) for k, v in (candidate.validation_metrics if candidate else {}).items()},
+            previous_metrics={k: float(v) for k, v in (previous.validation_metrics if previous else {}).items()},
         )
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def drift_reference(training: Training, platform: Platform) -> Callable[[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """``reference(app, model, version)`` for :class:`StreamDrift`: the version's training-split
+    embeddings and the concept index of each (from the training service's dataset rows and the
+    stored vectors)."""
+
+    def reference(app_id: str, model_id: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        model = training.model(app_id, model_id)
+        v = training.version(app_id, model_id, version) if version.isdigit() else None
+        if v is None:
+            raise NotFound(f"model {model_id!r} has no version {version!r}")
+        index = {c: i for i, c in enumerate(model.concepts)}
+        rows = [r for r in training.dataset_rows(app_id, v.dataset_id, v.dataset_version) if r.split == 1 and r.concepts and r.concepts[0] in index]
+        vectors = platform.vectors(app_id, [r.input_id for r in rows])
+        rows = [r for r in rows if r.input_id in vectors]
+        if len(rows) < 2:
+            raise FailedPrecondition(f"version {version} of {model_id!r} has fewer than 2 embedded training inputs")
+        return np.stack([vectors[r.input_id] for r in rows]), np.array([index[r.concepts[0]] for r in rows])
+
+    return reference
 
 
 # -- drift over the prediction stream --------------------------------------------------------
@@ -454,6 +469,6 @@ class StreamDrift:
 
 
 __all__ = [
-    "Policy", "Prediction", "QueuedItem", "Rounds", "StreamCuration", "StreamDrift", "StreamDriftReport", "Trainer", "make_policy",
+    "Policy", "Prediction", "QueuedItem", "Rounds", "StreamCuration", "StreamDrift", "StreamDriftReport", "drift_reference", "make_policy",
     "LABELED", "QUEUED",
 ]

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.config import ImageLimits
-from firstlight.embedding.bridge import ConceptBridge, Match
-from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from firstlight.embedding.bridge import ConceptBridge, Match, TextEncoderLike
+from firstlight.embedding.ports import ImageModels
+from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, ModelServerError, NotFound, ResourceExhausted
 from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
 from firstlight.validation import EMBEDDING_MODEL
-from firstlight.triton.client import TritonError, TritonModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,15 @@ class TextResult:
 
 
 class Embedder:
-    """Owns the model handles. ``triton`` is a :class:`firstlight.triton.client.TritonModels`."""
+    """Owns the model handles. ``triton``: the model server (``ports.ImageModels``; a
+    ``TritonModels`` wrapped in ``triton.adapter.DomainErrors``)."""
 
-    def __init__(self, triton, limits: ImageLimits, cache_dir: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, triton: ImageModels, limits: ImageLimits, cache_dir: Path | None = None) -> None:
         self.triton = triton
         self.limits = limits
         self.cache_dir = cache_dir
         self._text_lock = threading.Lock()
-        self._encoder = None
+        self._encoder: TextEncoderLike | None = None
         self._bridge: ConceptBridge | None = None
 
     # -- images -----------------------------------------------------------------------
@@ -72,9 +73,9 @@ class Embedder:
             raise NotFound(f"embedding model {model!r} has no exported version (train a visual_embedder first)")
         try:
             info = self.triton.describe_embedder(model)
-        except TritonModelNotFound as exc:
+        except ModelNotServed as exc:
             raise NotFound(str(exc)) from None
-        except TritonError as exc:  # NotAnEmbedder, or the model failed to load
+        except ModelServerError as exc:  # not an embedder, or the model failed to load
             raise FailedPrecondition(str(exc)) from None
         return info.dim, info.image_size
 
@@ -89,7 +90,7 @@ class Embedder:
         return batch_from_images(decode_batch(images, self.limits, label), size)
 
     def embed_pixels(self, batch: np.ndarray, model: str = "") -> np.ndarray:
-        """[N,S,S,3] uint8 → [N,D] L2-normalised (raises TritonUnavailable when down)."""
+        """[N,S,S,3] uint8 → [N,D] L2-normalised (raises Unavailable when the server is down)."""
         if not model:
             return self.triton.embed(batch)
         vectors = self.triton.embed_with(model, batch)

@@ -12,7 +12,8 @@ from firstlight.embedding.core import Embedder
 from firstlight.embedding.worker import EmbeddingWorker
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
+from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonModels
 from firstlight.v1 import events_pb2
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def build(settings: EmbeddingSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
     triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository, access_token=settings.triton_token)
-    embedder = Embedder(triton, settings, cache_dir=settings.data_dir / "cache")
+    embedder = Embedder(DomainErrors(triton), settings, cache_dir=settings.data_dir / "cache")
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "embedding")
     worker = EmbeddingWorker(embedder, open_blob_store(settings.resolved_blob_url()), producer)

@@ -8,9 +8,8 @@ import grpc
 
 from firstlight import validation
 from firstlight.embedding.core import Embedder
-from firstlight.errors import InvalidArgument, Unavailable
+from firstlight.errors import InvalidArgument
 from firstlight.runtime.status import map_errors
-from firstlight.triton.client import TritonUnavailable
 from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc
 
 
@@ -24,10 +23,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
     # models, so no request reaches another app's model.
     async def EmbedImages(self, request, context):  # type: ignore[no-untyped-def]
         model = validation.app_embedding_model(request.app_id, request.model)
-        try:
-            vectors = await asyncio.to_thread(self.embedder.embed_images, list(request.images), model)
-        except TritonUnavailable as exc:
-            raise Unavailable(f"model server unavailable: {exc}") from exc
+        vectors = await asyncio.to_thread(self.embedder.embed_images, list(request.images), model)
         return embedding_pb2.EmbedImagesResponse(
             embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in vectors],
             model=validation.public_embedding_model(request.app_id, self.embedder.model_name(model)),
@@ -35,10 +31,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
 
     async def DescribeEmbeddingModel(self, request, context):  # type: ignore[no-untyped-def]
         model = validation.app_embedding_model(request.app_id, request.model)
-        try:
-            dim, size = await asyncio.to_thread(self.embedder.describe, model)
-        except TritonUnavailable as exc:
-            raise Unavailable(f"model server unavailable: {exc}") from exc
+        dim, size = await asyncio.to_thread(self.embedder.describe, model)
         return embedding_pb2.EmbeddingModelInfo(model=request.model, dim=dim, image_size=size)
 
     async def EmbedTexts(self, request, context):  # type: ignore[no-untyped-def]

@@ -14,22 +14,24 @@ import numpy as np
 from firstlight import validation
 from firstlight.blobstore import BlobStore
 from firstlight.embedding.core import Embedder
-from firstlight.errors import FirstlightError
+from firstlight.embedding.events import EmbeddingEvents
+from firstlight.embedding.ports import EmbeddingsPublisher
+from firstlight.errors import FirstlightError, Unavailable
 from firstlight.images import decode_image
-from firstlight.messaging import topics
-from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
+from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.models.preprocess import to_model_input
-from firstlight.triton.client import BACKBONE_MODEL, TritonError, TritonUnavailable
+from firstlight.triton.client import BACKBONE_MODEL
 from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddingWorker:
-    def __init__(self, embedder: Embedder, blobs: BlobStore, producer: EventProducer) -> None:
+    def __init__(self, embedder: Embedder, blobs: BlobStore, producer: EventProducer, events: EmbeddingsPublisher | None = None) -> None:
         self.embedder = embedder
         self.blobs = blobs
         self.producer = producer
+        self.events: EmbeddingsPublisher = events or EmbeddingEvents(producer)
         # Triton calls run here while the consumer thread decodes the next images.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="embed-triton")
         self._chunk_size = 0
@@ -65,14 +67,14 @@ class EmbeddingWorker:
         for model, members in by_model.items():
             try:
                 size = self.embedder.image_size(model)
-            except TritonUnavailable as exc:
+            except Unavailable as exc:
                 raise RetryableError(f"Triton unavailable: {exc}") from exc
             except FirstlightError as exc:  # Triton has no such embedder: re-trying cannot help
                 for n in members:
                     outcomes[n] = PoisonMessage(f"input {records[n].message.app_id}/{records[n].message.input_id}: {exc}")
                 continue
             futures += self._embed(records, members, model, size, outcomes)
-        self.producer.flush(timeout=30)
+        self.events.flush()
         for future in futures:
             future.get(timeout=30)  # raises (→ retry, no commit) if the broker did not take it
         return outcomes
@@ -113,28 +115,14 @@ class EmbeddingWorker:
             pending.append(self._pool.submit(self.embedder.embed_pixels, np.stack(pixels[done:]), model))
         try:
             vectors = np.concatenate([f.result() for f in pending])
-        except TritonUnavailable as exc:
+        except Unavailable as exc:
             raise RetryableError(f"Triton unavailable: {exc}") from exc
-        except TritonError as exc:  # the model rejects these inputs: same answer next time
+        except FirstlightError as exc:  # the model rejects these inputs: same answer next time
             for n in ready:
                 outcomes[n] = PoisonMessage(f"input {records[n].message.app_id}/{records[n].message.input_id}: {exc}")
             return []
         futures = []
         name = self.embedder.model_name(model)
         for n, vector in zip(ready, vectors):
-            event = records[n].message
-            out = events_pb2.EmbeddingComputed(
-                # Derived from the source event's key: a redelivery republishes the same logical event.
-                header=new_header("embedding", f"{event.header.idempotency_key}:embedding"),
-                app_id=event.app_id,
-                input_id=event.input_id,
-                model=name,
-                vector=vector.tolist(),
-                concepts=event.concepts,
-                split=event.split,
-                label_revision=event.label_revision,
-            )
-            futures.append(
-                self.producer.send(topics.EMBEDDINGS_COMPUTED, topics.event_key(event.app_id, event.input_id), out)
-            )
+            futures.append(self.events.computed(records[n].message, name, vector))
         return futures

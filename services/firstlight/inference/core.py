@@ -1,20 +1,25 @@
-"""Prediction logic: validated images → Triton → ranked concepts (no grpc here)."""
+"""Prediction logic: validated images → Triton → ranked concepts. No grpc, tritonclient or
+generated code here: the model server, the registry's announcements and the predictions'
+publisher are the Protocols of ``ports.py``."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 from firstlight import validation
 from firstlight.config import ImageLimits
-from firstlight.errors import InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, NotFound
 from firstlight.images import decode_batch
 from firstlight.models import backbone
 from firstlight.inference import detections
 from firstlight.inference.detections import FoundRegion
+from firstlight.inference.ports import ModelServer
 from firstlight.inference.registry import Registry
 from firstlight.models.preprocess import batch_from_images
 
@@ -77,8 +82,32 @@ def uncertainty(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return margin.clip(0, 1), ent.clip(0, 1), (1.0 - top[:, 0]).clip(0, 1)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _needs_served_models(method: Callable[P, T]) -> Callable[P, T]:
+    """A model the resolved version needs that the server does not have is the version's
+    problem, not the server's: FAILED_PRECONDITION."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except ModelNotServed as exc:  # e.g. the embedder a head was trained on was removed
+            raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
+
+    return wrapper
+
+
 class Predictor:
-    def __init__(self, triton, limits: ImageLimits, registry: Registry | None = None, observer=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        triton: ModelServer,
+        limits: ImageLimits,
+        registry: Registry | None = None,
+        observer: Callable[[Observed], None] | None = None,
+    ) -> None:
         self.triton = triton
         #: Called with an :class:`Observed` after each app-model Predict (publishes events).
         self.observer = observer
@@ -165,7 +194,7 @@ class Predictor:
         the index's vectors), once per request and model."""
         key = ("embedding", ref)
         if key not in cache:
-            size = self.triton.describe_embedder(ref).image_size  # the servicer maps a missing model
+            size = self.triton.describe_embedder(ref).image_size  # a missing model: see _needs_served_models
             vectors = self.triton.embed_with(ref, self._pixels_at(cache, size))
             cache[key] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return cache[key]
@@ -195,6 +224,7 @@ class Predictor:
         packed = self.triton.infer_images(model.triton_model, model.version, cache[key], output=detections.OUTPUT)
         return detections.regions_from_packed(packed, model.concepts, allowed=allowed, top_k=top_k, min_score=min_score)
 
+    @_needs_served_models
     def predict_regions(
         self,
         images: Sequence[bytes],
@@ -249,6 +279,7 @@ class Predictor:
         )
         return model, ranked
 
+    @_needs_served_models
     def workflow(self, images: Sequence[bytes], app_id: str, steps: Sequence[Step]) -> list[list[tuple[bool, list[tuple[str, float]]]]]:
         """Per image, per step: (ran, concepts). A gated step runs only for images where the gate
         step predicted one of the gate concepts with at least the gate score."""

@@ -6,45 +6,21 @@ import asyncio
 import logging
 import uuid
 
-import numpy as np
-
-from firstlight import validation
 from firstlight.config import InferenceSettings
 from firstlight.inference import servicer as inference_servicer
-from firstlight.inference.core import Observed, Predictor, uncertainty
-from firstlight.inference.registry import Registry
+from firstlight.inference.core import Predictor
+from firstlight.inference.events import PredictionEvents, prediction_events
+from firstlight.inference.registry import Registry, refusal
 from firstlight.messaging import signing, topics
-from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
+from firstlight.hosting.server import ServiceShell, run
+from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
 from firstlight.triton.residency import Residency
-from firstlight.v1 import common_pb2, events_pb2
+from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
-TOP_CONCEPTS = 5
-
-
-def prediction_events(seen: Observed) -> list[events_pb2.PredictionMade]:
-    """One ``predictions.made`` event per image of an app-model Predict call."""
-    margin, entropy, least = uncertainty(seen.probabilities)
-    out = []
-    for n, (input_id, row) in enumerate(zip(seen.input_ids, seen.probabilities)):
-        order = [int(i) for i in (-row).argsort(kind="stable")[:TOP_CONCEPTS]]
-        out.append(
-            events_pb2.PredictionMade(
-                header=new_header("inference"),
-                app_id=seen.app_id,
-                model_id=seen.model.id,
-                model_version=seen.model.version,
-                input_id=input_id,
-                top_concepts=[common_pb2.ScoredConcept(name=seen.model.concepts[i], score=float(row[i])) for i in order],
-                uncertainty=events_pb2.Uncertainty(margin=float(margin[n]), entropy=float(entropy[n]), least_confidence=float(least[n])),
-                predicted_index=order[0],
-                concept_count=len(row),
-                embedding=np.asarray(seen.embeddings[n], dtype=np.float32).tolist(),
-            )
-        )
-    return out
+__all__ = ["build", "main", "prediction_events"]  # prediction_events: moved to inference.events
 
 
 def build(settings: InferenceSettings) -> ServiceShell:
@@ -60,16 +36,9 @@ def build(settings: InferenceSettings) -> ServiceShell:
         outcomes: list[PoisonMessage | None] = []
         for record in records:
             ev = record.message
-            if not (ev.app_id and ev.model_id and ev.version and ev.triton_model and ev.concepts):
-                outcomes.append(PoisonMessage("ModelVersionReady lacks app, model, version, Triton model or concepts"))
-                continue
-            # An app model is exported under its app's own Triton name (training.export): an event
-            # pointing an app's model at another app's Triton model (or embedder) is refused.
-            expected = f"{validation.APP_MODEL_PREFIX}{ev.app_id}.{ev.model_id}"
-            if ev.triton_model != expected or not validation.owns_embedding_model(ev.app_id, ev.embedding_model):
-                outcomes.append(
-                    PoisonMessage(f"ModelVersionReady for {ev.app_id}/{ev.model_id} names models of another app ({ev.triton_model[:80]!r}, {ev.embedding_model[:80]!r})")
-                )
+            why = refusal(ev)
+            if why:
+                outcomes.append(PoisonMessage(why))
                 continue
             try:
                 # Loads the new version folder with the kept ones (no restart); the rest unload.
@@ -96,16 +65,8 @@ def build(settings: InferenceSettings) -> ServiceShell:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
     )
     producer = EventProducer(settings.kafka_bootstrap, "inference")
-
-    def publish(seen: Observed) -> None:
-        # Fire and forget: a prediction is answered whether or not curation hears of it (the
-        # producer retries on its own; a lost event costs a labeling candidate, not a result).
-        for ev in prediction_events(seen):
-            future = producer.send(topics.PREDICTIONS_MADE, topics.event_key(ev.app_id, ev.input_id), ev)
-            future.add_errback(lambda exc: log.warning("predictions.made not published: %s", exc))
-
     servicer = inference_servicer.InferenceServicer(
-        Predictor(triton, settings, registry, observer=publish), threads=settings.predict_threads
+        Predictor(DomainErrors(triton), settings, registry, observer=PredictionEvents(producer)), threads=settings.predict_threads
     )
 
     async def on_start() -> None:

@@ -1,4 +1,5 @@
-"""Which app model versions are servable, rebuilt from ``model.version.ready`` events.
+"""Which app model versions are servable, rebuilt from ``model.version.ready`` events (any
+``ports.VersionReady``: the process's consumer hands it the decoded events).
 
 Every inference replica replays the (single-partition) topic from the start under a fresh
 consumer group, so a new or restarted replica knows every version. A broker with memory storage
@@ -16,7 +17,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from firstlight.v1 import events_pb2
+from firstlight import validation
+from firstlight.inference.ports import VersionReady
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,21 @@ class AppModel:
     serving: str = ""
 
 
+def refusal(event: VersionReady) -> str | None:
+    """Why an announcement cannot be served (a dead letter's reason), or None. An app model is
+    exported under its app's own Triton name (training.export): an event pointing an app's
+    model at another app's Triton model (or embedder) is refused."""
+    if not (event.app_id and event.model_id and event.version and event.triton_model and event.concepts):
+        return "ModelVersionReady lacks app, model, version, Triton model or concepts"
+    expected = f"{validation.APP_MODEL_PREFIX}{event.app_id}.{event.model_id}"
+    if event.triton_model != expected or not validation.owns_embedding_model(event.app_id, event.embedding_model):
+        return (
+            f"ModelVersionReady for {event.app_id}/{event.model_id} names models of another app "
+            f"({event.triton_model[:80]!r}, {event.embedding_model[:80]!r})"
+        )
+    return None
+
+
 class Registry:
     def __init__(self, snapshot: Path | None = None) -> None:
         self._models: dict[tuple[str, str], AppModel] = {}
@@ -51,7 +68,7 @@ class Registry:
         if snapshot is not None:
             self._load(snapshot)
 
-    def apply(self, event: events_pb2.ModelVersionReady, signed_ms: int = 0) -> bool:
+    def apply(self, event: VersionReady, signed_ms: int = 0) -> bool:
         """Learn a version; False when the event was ignored. ``signed_ms``: when the event was
         signed (messaging.signing): a serving change signed before the one applied last is a
         replay and changes nothing (a captured old record cannot roll a model back)."""

@@ -11,11 +11,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from firstlight.errors import FailedPrecondition, Unavailable
 from firstlight.inference.core import Predictor, Step
 from firstlight.inference.servicer_video import VideoPredictions
 from firstlight.runtime.status import map_errors
-from firstlight.triton.client import TritonModelNotFound, TritonUnavailable
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 T = TypeVar("T")
@@ -37,22 +35,17 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(ctx.run, fn, *args, **kwargs))
 
     async def Predict(self, request, context):  # type: ignore[no-untyped-def]
-        try:
-            model, results, found = await self._run(
-                self.predictor.predict_regions,
-                list(request.images),
-                app_id=request.app_id,
-                model_id=request.model_id,
-                version=request.model_version,
-                top_k=request.top_k,
-                concepts=list(request.concepts),
-                min_score=request.min_score,
-                input_ids=list(request.input_ids),
-            )
-        except TritonUnavailable as exc:
-            raise Unavailable(f"model server unavailable: {exc}") from exc
-        except TritonModelNotFound as exc:  # e.g. the embedder a head was trained on was removed
-            raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
+        model, results, found = await self._run(
+            self.predictor.predict_regions,
+            list(request.images),
+            app_id=request.app_id,
+            model_id=request.model_id,
+            version=request.model_version,
+            top_k=request.top_k,
+            concepts=list(request.concepts),
+            min_score=request.min_score,
+            input_ids=list(request.input_ids),
+        )
         return inference_pb2.PredictResponse(
             predictions=[
                 inference_pb2.Prediction(
@@ -94,12 +87,7 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
             )
             for s in request.steps
         ]
-        try:
-            results = await self._run(self.predictor.workflow, list(request.images), request.app_id, steps)
-        except TritonUnavailable as exc:
-            raise Unavailable(f"model server unavailable: {exc}") from exc
-        except TritonModelNotFound as exc:  # e.g. the embedder a head was trained on was removed
-            raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
+        results = await self._run(self.predictor.workflow, list(request.images), request.app_id, steps)
         return inference_pb2.PredictWorkflowResponse(
             outputs=[
                 inference_pb2.WorkflowOutput(

@@ -9,9 +9,8 @@ import io
 from collections.abc import AsyncIterator, Sequence
 
 from firstlight.config import VideoLimits
-from firstlight.errors import FailedPrecondition, InvalidArgument, Unavailable
+from firstlight.errors import InvalidArgument
 from firstlight.runtime.status import map_errors
-from firstlight.triton.client import TritonModelNotFound, TritonUnavailable
 from firstlight.v1 import common_pb2, inference_pb2, video_pb2
 from firstlight.video.decode import open_video
 from firstlight.video.predict import FrameResult, VideoDone, predict_video
@@ -39,15 +38,11 @@ class VideoPredictions:
         predictor = self.predictor
 
         def score(images: Sequence) -> list:
-            try:
-                _, ranked, found = predictor.predict_regions(  # type: ignore[attr-defined]
-                    [_jpeg(im) for im in images], app_id=header.app_id, model_id=header.model_id, version=header.model_version,
-                    top_k=header.top_k, concepts=list(header.concepts), min_score=header.min_score,
-                )  # fmt: skip
-            except TritonUnavailable as exc:
-                raise Unavailable(f"model server unavailable: {exc}") from exc
-            except TritonModelNotFound as exc:
-                raise FailedPrecondition(f"a model this version needs is not served: {exc}") from exc
+            # The same core call as Predict (its errors are already domain errors).
+            _, ranked, found = predictor.predict_regions(  # type: ignore[attr-defined]
+                [_jpeg(im) for im in images], app_id=header.app_id, model_id=header.model_id, version=header.model_version,
+                top_k=header.top_k, concepts=list(header.concepts), min_score=header.min_score,
+            )  # fmt: skip
             return [
                 (
                     dict(r),

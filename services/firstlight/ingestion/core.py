@@ -1,24 +1,42 @@
-"""Ingestion domain logic: validation, storage and event emission. No grpc or kafka here:
-events are written to the store's outbox and a relay publishes them."""
+"""Ingestion domain logic: validation, storage, the rules of bulk labeling and of switching an
+app's embedding model, and which events each write emits. No grpc, kafka or generated code
+here: it talks to the outside through the Protocols of ``ports.py`` (the store commits the
+domain events with the data, see there; ``events.py`` encodes them; the peers are
+``firstlight.clients`` behind ``peers.py``)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from firstlight import validation
-from firstlight.blobstore import BlobStore
 from firstlight.config import ImageLimits
-from firstlight.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from firstlight.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
-from firstlight.ingestion.store import InputRow, MetadataStore, OutboxEvent, utcnow
-from firstlight.messaging import topics
-from firstlight.v1 import common_pb2, events_pb2
+from firstlight.ingestion.ports import (
+    AnnotationsChanged,
+    BlobStorePort,
+    EmbeddingModelChanged,
+    EmbeddingPeer,
+    Event,
+    InputIngested,
+    InputRow,
+    InputsDeleted,
+    MetadataStorePort,
+    SearchPeer,
+    Selection,
+    Submission,
+    utcnow,
+)
 
-PRODUCER = "ingestion"
 SPLITS = {0, 1, 2, 3}
+#: A bulk selection given as a search: this many hits unless it says, and at most MAX.
+DEFAULT_SELECTION = 100
+MAX_SELECTION = 10_000
+SEARCH_PAGE = 1000
 
 
 @dataclass
@@ -34,22 +52,30 @@ class NewInput:
     regions: Sequence = ()
 
 
-def region_proto(g: tuple[str, float, float, float, float]) -> common_pb2.Region:
-    """A stored labeled object as a common.Region (score 0: it is a label, not a detection)."""
-    return common_pb2.Region(concept=g[0], box=common_pb2.BoundingBox(x0=g[1], y0=g[2], x1=g[3], y1=g[4]))
-
-
-def _header(key: str | None = None) -> events_pb2.EventHeader:
-    header = events_pb2.EventHeader(idempotency_key=key or uuid.uuid4().hex, producer=PRODUCER)
-    header.event_time.GetCurrentTime()
-    return header
+@dataclass(frozen=True)
+class BulkResult:
+    input_ids: list[str]
+    scores: list[float]  # one per id for a search selection; empty for listed ids
 
 
 class Ingestion:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, limits: ImageLimits) -> None:
+    def __init__(
+        self,
+        store: MetadataStorePort,
+        blobs: BlobStorePort,
+        limits: ImageLimits,
+        *,
+        search: SearchPeer | None = None,
+        embedding: EmbeddingPeer | None = None,
+        on_events: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.blobs = blobs
         self.limits = limits
+        self.search = search
+        self.embedding = embedding
+        #: Called after a write committed events (wakes the outbox relay: no wait for its poll).
+        self.on_events = on_events or (lambda: None)
         # Concurrent uploads share a memory budget for checking their images (issue 14: a burst
         # of 40 MP uploads held 1.6 GB and kept 860 MB after it).
         self.decode_budget = DecodeBudget(int(getattr(limits, "decode_budget_mb", 256)) << 20)
@@ -114,21 +140,6 @@ class Ingestion:
         finally:
             self.decode_budget.release(taken)
 
-    def _ingested_event(self, row: InputRow, key: str | None = None, embedding_model: str = "") -> OutboxEvent:
-        event = events_pb2.InputIngested(
-            embedding_model=embedding_model,
-            header=_header(key),
-            app_id=row.app_id,
-            input_id=row.id,
-            blob_uri=row.blob_uri,
-            concepts=row.concepts,
-            split=row.split,  # type: ignore[arg-type]
-            label_revision=row.label_revision,
-        )
-        return OutboxEvent(
-            topics.INPUTS_INGESTED, topics.event_key(row.app_id, row.id), event.SerializeToString()
-        )
-
     def post_inputs(self, app_id: str, items: Sequence[NewInput], *, idempotency_key: str | None = None) -> list[InputRow]:
         """Validate all, then store all (all-or-nothing)."""
         model = self.get_app(app_id).get("embedding_model", "")
@@ -150,7 +161,8 @@ class Ingestion:
         for row, data in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
         rows = [row for row, _ in prepared]
-        self.store.insert_inputs(rows, [self._ingested_event(r, idempotency_key, model) for r in rows])
+        self.store.insert_inputs(rows, [InputIngested(r, model, idempotency_key) for r in rows])
+        self.on_events()
         return rows
 
     def set_embedding_model(self, app_id: str, model: str) -> tuple[dict, bool, int]:
@@ -162,26 +174,34 @@ class Ingestion:
         previous = self.get_app(app_id).get("embedding_model", "")
         model = validation.embedding_model(model)
 
-        def events(rows: list[InputRow]) -> list[OutboxEvent]:
-            changed = events_pb2.EmbeddingModelChanged(
-                header=_header(),
-                app_id=app_id,
-                embedding_model=model,
-                previous_embedding_model=previous,
-                input_ids=[r.id for r in rows],
-            )
-            out = [OutboxEvent(topics.EMBEDDING_MODEL_CHANGED, topics.event_key(app_id), changed.SerializeToString())]
+        def events(rows: list[InputRow]) -> list[Event]:
+            out: list[Event] = [EmbeddingModelChanged(app_id, model, previous, tuple(r.id for r in rows))]
             # New idempotency keys: these are new logical events (same input, another model).
-            return out + [self._ingested_event(r, None, model) for r in rows]
+            return out + [InputIngested(r, model) for r in rows]
 
         changed, n = self.store.set_embedding_model(app_id, model, events)
+        if changed:
+            self.on_events()
         return self.get_app(app_id), changed, n
 
-    def reannouncements(self, pairs: Sequence[tuple[str, str]], tag: str = "") -> tuple[list[OutboxEvent], list[tuple[str, str]]]:
+    async def switch_embedding_model(self, app_id: str, requested: str) -> tuple[dict, bool, int]:
+        """SetEmbeddingModel: ``requested`` is one of the app's own models by model id (or the
+        backbone), never a Triton name. The EmbeddingService is asked first whether it can embed
+        with it (a model that cannot would leave every new input unsearchable); an unknown app
+        is NOT_FOUND before anyone asks."""
+        model = validation.app_embedding_model(app_id, requested)
+        app = await asyncio.to_thread(self.get_app, app_id)
+        if model and model != app.get("embedding_model", ""):
+            if self.embedding is None:
+                raise FailedPrecondition("switching embedding models needs the embedding service (FIRSTLIGHT_EMBEDDING_ADDR)")
+            await self.embedding.check_model(app_id, validation.public_embedding_model(app_id, model))
+        return await asyncio.to_thread(self.set_embedding_model, app_id, model)
+
+    def reannouncements(self, pairs: Sequence[tuple[str, str]], tag: str = "") -> tuple[list[Event], list[tuple[str, str]]]:
         """Fresh ``inputs.ingested`` events for (app, input) pairs from what the store holds now
         (current labels and the app's current embedding model), and the pairs that no longer
         exist (deleted inputs or apps). Used to announce again what a broker lost."""
-        events: list[OutboxEvent] = []
+        events: list[Event] = []
         gone: list[tuple[str, str]] = []
         by_app: dict[str, list[str]] = {}
         for app_id, input_id in pairs:
@@ -195,7 +215,7 @@ class Ingestion:
                 if row is None:
                     gone.append((app_id, input_id))
                 else:
-                    events.append(self._ingested_event(row, f"{app_id}/{input_id}:again{tag}", model))
+                    events.append(InputIngested(row, model, f"{app_id}/{input_id}:again{tag}"))
         return events, gone
 
     def get_input(self, app_id: str, input_id: str) -> InputRow:
@@ -238,10 +258,8 @@ class Ingestion:
         missing = set(ids) - self.store.existing_input_ids(app_id, ids)
         if missing:
             raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
-        event = events_pb2.InputsDeleted(header=_header(), app_id=app_id, input_ids=ids)
-        uris = self.store.delete_inputs(
-            app_id, ids, [OutboxEvent(topics.INPUTS_DELETED, topics.event_key(app_id), event.SerializeToString())]
-        )
+        uris = self.store.delete_inputs(app_id, ids, [InputsDeleted(app_id, tuple(ids))])
+        self.on_events()
         for uri in uris:
             self.blobs.delete(uri)
         return len(ids)
@@ -273,29 +291,63 @@ class Ingestion:
         if missing:
             raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
 
-        def events(rows: list[InputRow]) -> list[OutboxEvent]:
-            out = []
-            for r in rows:
-                ev = events_pb2.AnnotationsChanged(
-                    header=_header(),
-                    app_id=r.app_id,
-                    input_id=r.id,
-                    concepts=r.concepts,
-                    split=r.split,  # type: ignore[arg-type]
-                    label_revision=r.label_revision,
-                    regions=[region_proto(g) for g in r.regions],
-                )
-                out.append(OutboxEvent(topics.ANNOTATIONS_CHANGED, topics.event_key(r.app_id, r.id), ev.SerializeToString()))
-            return out
+        def events(rows: list[InputRow]) -> list[Event]:
+            return [AnnotationsChanged(r) for r in rows]
 
-        return self.store.apply_annotations(app_id, clean, events)
+        rows = self.store.apply_annotations(app_id, clean, events)
+        self.on_events()
+        return rows
+
+    async def bulk_annotate(
+        self, app_id: str, selection: Selection, add: Sequence[str], remove: Sequence[str], *, dry_run: bool = False
+    ) -> BulkResult:
+        """Add and/or remove concepts on the inputs of a selection: listed ids, or the hits of
+        one search (by text, image or an input's vector) down to ``min_score``. ``dry_run``
+        only says which inputs it would change."""
+        sel = selection
+        queries = sum(bool(x) for x in (sel.query.text, sel.query.image, sel.query.input_id))
+        if bool(sel.input_ids) + queries != 1:
+            raise InvalidArgument("select inputs with exactly one of input_ids, search_text, search_image, search_input_id")
+        if not add and not remove:
+            raise InvalidArgument("give concepts to add and/or remove")
+        await asyncio.to_thread(self.get_app, app_id)
+        scores: list[float] = []
+        if sel.input_ids:
+            ids = list(dict.fromkeys(sel.input_ids))
+        else:
+            ids, scores = await self._search_selection(app_id, sel)
+        if ids and not dry_run:
+            changes = [(i, list(add), list(remove), 0) for i in ids]
+            await asyncio.to_thread(self.annotate, app_id, changes)
+        return BulkResult(ids, scores)
+
+    async def _search_selection(self, app_id: str, sel: Selection) -> tuple[list[str], list[float]]:
+        """The search's hits, best first, until ``max_results`` or a score under ``min_score``."""
+        limit = sel.max_results or DEFAULT_SELECTION
+        if not 0 < limit <= MAX_SELECTION:
+            raise InvalidArgument(f"max_results must be between 1 and {MAX_SELECTION} (got {sel.max_results})")
+        if self.search is None:
+            raise FailedPrecondition("bulk labeling by search needs the search service (FIRSTLIGHT_SEARCH_ADDR)")
+        ids: list[str] = []
+        scores: list[float] = []
+        token = ""
+        while len(ids) < limit:
+            hits, token = await self.search.search_page(app_id, sel.query, sel.filter, min(SEARCH_PAGE, limit - len(ids)), token)
+            for input_id, score in hits:
+                if score < sel.min_score:
+                    return ids, scores
+                ids.append(input_id)
+                scores.append(score)
+            if not token:
+                break
+        return ids[:limit], scores[:limit]
 
     def list_concepts(self, app_id: str) -> list[tuple[str, int]]:
         self.get_app(app_id)
         return self.store.list_concepts(app_id)
 
     # -- events from outside ----------------------------------------------------------
-    def submit(self, event: events_pb2.InputSubmitted) -> InputRow | None:
+    def submit(self, event: Submission) -> InputRow | None:
         """Handle an ``inputs.submit`` event. The input id defaults to one derived from the
         idempotency key, so a redelivered submission is recognised and ignored (returns None)."""
         spec = event.input

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-from firstlight.auth import servicer as auth_servicer
-from firstlight.auth.events import SubmissionGate
-from firstlight.auth.store import ApiKeyStore
+from firstlight.auth import main as auth_main
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
 from firstlight.errors import FirstlightError, Unavailable
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
+from firstlight.ingestion.peers import EmbeddingService, SearchService
 from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
-from firstlight.runtime.auth import make_authenticator
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.v1 import events_pb2
 
 
@@ -25,26 +23,22 @@ def build(settings: IngestionSettings) -> ServiceShell:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url())
     store = MetadataStore(engine)
-    # The key table lives in the same store; this process resolves keys from it directly and
-    # serves AuthService so the other services can resolve them too.
-    key_store = ApiKeyStore(engine)
-    authenticator = make_authenticator(settings, auth_servicer.local_resolver(key_store)) if settings.auth_required else None
-    core = Ingestion(store, open_blob_store(settings.resolved_blob_url()), settings)
+    search, embedding = SearchService(settings.search_addr), EmbeddingService(settings.embedding_addr)
+    core = Ingestion(store, open_blob_store(settings.resolved_blob_url()), settings, search=search, embedding=embedding)
+    # Auth is hosted here (see auth.main): the key table lives in the same store; this process
+    # resolves keys from it directly and serves AuthService so the other services can too.
+    auth = auth_main.build(engine, settings, core.get_app)
+    gate = auth.gate
     topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
     producer = EventProducer(settings.kafka_bootstrap, "ingestion")
     policy = ConfirmPolicy(deadline_s=settings.index_confirm_deadline_s, max_attempts=settings.index_confirm_attempts)
     relay = OutboxRelay(store, producer, reannounce=core.reannouncements, policy=policy)
+    core.on_events = relay.notify  # a write wakes the relay at once
     # A producer replaced after a fatal error means the broker forgot us: it may have lost records.
     producer.on_rebuild = relay.broker_lost
 
     def on_indexed(records: list[ParsedRecord[events_pb2.InputIndexed]]) -> None:
         relay.confirm([(r.message.app_id, r.message.input_id, r.message.model) for r in records if r.message.app_id])
-
-    gate = (
-        SubmissionGate(settings.admin_key.get_secret_value(), settings.internal_key.get_secret_value(), key_store)
-        if settings.auth_required
-        else None
-    )
 
     def on_submitted(records: list[ParsedRecord[events_pb2.InputSubmitted]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
@@ -54,13 +48,12 @@ def build(settings: IngestionSettings) -> ServiceShell:
                 outcomes.append(PoisonMessage(refusal))
                 continue
             try:
-                core.submit(record.message)
+                core.submit(record.message)  # an InputSubmitted is a ports.Submission
                 outcomes.append(None)
             except Unavailable:
                 raise  # a dependency is down: retry the batch, never dead-letter a valid submission
             except FirstlightError as exc:  # invalid submission: dead-letter with the reason
                 outcomes.append(PoisonMessage(f"{type(exc).__name__}: {exc}"))
-        relay.notify()
         return outcomes
 
     submissions = BatchConsumer(
@@ -87,8 +80,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
-    servicer = ingestion_servicer.IngestionServicer(core, relay, settings.search_addr, settings.embedding_addr)
-    keys_servicer = auth_servicer.AuthServicer(key_store, core.get_app, authenticator.forget if authenticator else None)
+    servicer = ingestion_servicer.IngestionServicer(core)
 
     async def on_start() -> None:
         relay.start()
@@ -100,17 +92,19 @@ def build(settings: IngestionSettings) -> ServiceShell:
         await asyncio.to_thread(confirmations.stop)
         await asyncio.to_thread(relay.stop)
         producer.close()
+        await search.close()
+        await embedding.close()
 
     return ServiceShell(
         name="ingestion",
         register=lambda server: [
             *ingestion_servicer.add_to_server(servicer, server),
-            *auth_servicer.add_to_server(keys_servicer, server),
+            *auth.register(server),
         ],
         on_start=on_start,
         on_stop=on_stop,
         probes=[lambda: relay.healthy, lambda: submissions.healthy, lambda: confirmations.healthy],
-        authenticator=authenticator,
+        authenticator=auth.authenticator,
     )
 
 

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from firstlight.ingestion import events
+from firstlight.ingestion.ports import Event
 from firstlight.ingestion.store import MetadataStore, OutboxEvent, WatchRow, utcnow
-from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer
 from firstlight.runtime.retry import Backoff
-from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ConfirmPolicy:
 
 
 #: Builds fresh announcements of (app, input) pairs; returns them and the pairs that are gone.
-Reannounce = Callable[[Sequence[tuple[str, str]], str], tuple[list[OutboxEvent], list[tuple[str, str]]]]
+Reannounce = Callable[[Sequence[tuple[str, str]], str], tuple[list[Event], list[tuple[str, str]]]]
 
 
 class OutboxRelay:
@@ -105,10 +105,7 @@ class OutboxRelay:
         rows = self.store.outbox_batch(self.batch)
         if not rows:
             return 0
-        futures = [
-            self.producer.send_raw(ev.topic, ev.key, ev.value, topics.TOPICS[ev.topic].message_type.DESCRIPTOR.full_name)
-            for _, ev in rows
-        ]
+        futures = [self.producer.send_raw(ev.topic, ev.key, ev.value, events.type_name(ev)) for _, ev in rows]
         self.producer.flush(timeout=30)  # don't wait out linger_ms per batch
         for future in futures:
             future.get(timeout=30)  # raises if the broker did not acknowledge
@@ -118,14 +115,8 @@ class OutboxRelay:
         return len(rows)
 
     @staticmethod
-    def _watched(events: Iterable[OutboxEvent]) -> list[tuple[str, str, str]]:
-        out = []
-        for ev in events:
-            if ev.topic != topics.INPUTS_INGESTED:
-                continue
-            msg = events_pb2.InputIngested.FromString(ev.value)
-            out.append((msg.app_id, msg.input_id, msg.embedding_model))
-        return out
+    def _watched(rows: Iterable[OutboxEvent]) -> list[tuple[str, str, str]]:
+        return [w for w in map(events.watched, rows) if w is not None]
 
     def confirm(self, confirmations: Sequence[tuple[str, str, str]]) -> int:
         """Search indexed these (app, input, model): stop watching them."""
@@ -156,17 +147,17 @@ class OutboxRelay:
             retry: list[WatchRow] = [r for r in rows if r.attempts < self.policy.max_attempts]
             if not retry:
                 continue
-            events, gone = self.reannounce([(r.app_id, r.input_id) for r in retry], f"{int(now.timestamp())}")
+            again, gone = self.reannounce([(r.app_id, r.input_id) for r in retry], f"{int(now.timestamp())}")
             if gone:
                 self.store.index_forget(gone)
             gone_set = set(gone)
             kept = [r for r in retry if (r.app_id, r.input_id) not in gone_set]
-            self.store.index_requeue(kept, events, lambda attempts: self.policy.due_at(attempts, now))
-            total += len(events)
-            self.reannounced += len(events)
+            self.store.index_requeue(kept, again, lambda attempts: self.policy.due_at(attempts, now))
+            total += len(again)
+            self.reannounced += len(again)
             log.warning(
                 "outbox relay: %d input(s) not confirmed indexed in time, announced again (e.g. %s)",
-                len(events), ", ".join(f"{r.app_id}/{r.input_id}" for r in kept[:3]),
+                len(again), ", ".join(f"{r.app_id}/{r.input_id}" for r in kept[:3]),
             )  # fmt: skip
             if len(rows) < 500:
                 return total

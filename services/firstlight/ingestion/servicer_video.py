@@ -1,7 +1,6 @@
 """IngestionService's video RPCs (transport only): the upload is spooled to a temporary file with
 its byte limit checked per chunk, then :mod:`firstlight.ingestion.video` does the work.
-Mixed into :class:`firstlight.ingestion.servicer.IngestionServicer` (it provides ``core`` and
-``_published``)."""
+Mixed into :class:`firstlight.ingestion.servicer.IngestionServicer` (it provides ``core``)."""
 
 from __future__ import annotations
 
@@ -44,9 +43,6 @@ def summary_to_proto(app_id: str, s: VideoSummary) -> video_pb2.UploadVideoRespo
 class VideoRpcs:
     core: video.Ingestion
 
-    def _published(self) -> None:  # overridden by the servicer (wakes the outbox relay)
-        pass
-
     async def UploadVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
         limits = VideoLimits()
         header, spool = await spool_stream(request_iterator, limits.max_video_bytes, "UploadVideo")
@@ -57,7 +53,6 @@ class VideoRpcs:
             )  # fmt: skip
         finally:
             spool.close()
-        self._published()
         return summary_to_proto(header.app_id, summary)
 
     async def AnnotateVideoSegment(self, request, context):  # type: ignore[no-untyped-def]
@@ -65,5 +60,4 @@ class VideoRpcs:
             video.annotate_segment, self.core, request.app_id, request.video_id, request.start_s, request.end_s,
             list(request.add_concepts), list(request.remove_concepts),
         )  # fmt: skip
-        self._published()
         return video_pb2.AnnotateVideoSegmentResponse(input_ids=ids)

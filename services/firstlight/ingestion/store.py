@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import (
@@ -27,16 +27,17 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    inspect,
-    text,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from firstlight import db
+from firstlight import db, migrations
+from firstlight.ingestion.events import OutboxEvent, encode
+from firstlight.ingestion.ports import Event, InputRow, MakeEvents, utcnow
 from firstlight.errors import AlreadyExists
+from firstlight.ingestion import migrations as schema_migrations
 
 metadata = MetaData()
 
@@ -108,6 +109,9 @@ index_watch = Table(
 )
 
 
+SCHEMA = migrations.Schema("ingestion", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
+
 @dataclass(frozen=True)
 class WatchRow:
     app_id: str
@@ -122,45 +126,9 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)  # SQLite drops the zone
 
 
-@dataclass
-class InputRow:
-    app_id: str
-    id: str
-    blob_uri: str
-    width: int
-    height: int
-    format: str
-    sha256: str
-    split: int
-    metadata: dict[str, str]
-    created_at: datetime
-    label_revision: int
-    concepts: list[str] = field(default_factory=list)
-    regions: list[tuple[str, float, float, float, float]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class OutboxEvent:
-    topic: str
-    key: bytes
-    value: bytes
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def make_engine(url: str) -> Engine:
-    engine = db.make_engine(url, metadata)
-    # create_all does not alter existing tables: stores created before apps had an embedding
-    # model get the column here (additive, with the base backbone as everyone's value).
-    if "embedding_model" not in {c["name"] for c in inspect(engine).get_columns("apps")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE apps ADD COLUMN embedding_model VARCHAR(256) NOT NULL DEFAULT ''"))
-    # Same for stores created before inputs had regions (NULL reads as no regions).
-    if "regions" not in {c["name"] for c in inspect(engine).get_columns("inputs")}:
-        with engine.begin() as conn:
-            conn.execute(text("ALTER TABLE inputs ADD COLUMN regions JSON"))
+    engine = db.make_engine(url)
+    migrations.upgrade(engine, SCHEMA)
     return engine
 
 
@@ -186,9 +154,7 @@ class MetadataStore:
             row = conn.execute(select(apps).where(apps.c.id == app_id)).mappings().first()
         return dict(row) if row else None
 
-    def set_embedding_model(
-        self, app_id: str, model: str, make_events: "callable[[list[InputRow]], list[OutboxEvent]]"
-    ) -> tuple[bool, int]:
+    def set_embedding_model(self, app_id: str, model: str, make_events: MakeEvents) -> tuple[bool, int]:
         """Set the app's embedding model and, in the same transaction, enqueue the events
         ``make_events`` builds from every input of the app (oldest first). Returns (changed,
         number of inputs); nothing is enqueued when the model is already the app's."""
@@ -214,14 +180,14 @@ class MetadataStore:
             ).scalars()
             return set(rows)
 
-    def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[OutboxEvent]) -> None:
+    def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[Event]) -> None:
         """Insert inputs, their labels and their events in one transaction."""
         try:
             self._insert_inputs(rows, events)
         except IntegrityError:  # a concurrent upload took one of the ids first
             raise AlreadyExists("an input id in this request already exists") from None
 
-    def _insert_inputs(self, rows: Sequence[InputRow], events: Sequence[OutboxEvent]) -> None:
+    def _insert_inputs(self, rows: Sequence[InputRow], events: Sequence[Event]) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(inputs),
@@ -249,9 +215,11 @@ class MetadataStore:
             self._enqueue(conn, events)
 
     @staticmethod
-    def _enqueue(conn: Connection, events: Sequence[OutboxEvent]) -> None:
+    def _enqueue(conn: Connection, events: Sequence[Event]) -> None:
+        """Write the domain events, encoded for the wire (``events.encode``), into the outbox."""
         if events:
-            conn.execute(insert(outbox), [{"topic": e.topic, "key": e.key, "value": e.value} for e in events])
+            rows = [encode(e) for e in events]
+            conn.execute(insert(outbox), [{"topic": e.topic, "key": e.key, "value": e.value} for e in rows])
 
     def _concepts_for(self, conn: Connection, app_id: str, ids: list[str]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {i: [] for i in ids}
@@ -342,7 +310,7 @@ class MetadataStore:
         next_seq = rows[-1]["seq"] if more and rows else None
         return [self._row(dict(r), concepts[r["id"]]) for r in rows], next_seq, total
 
-    def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[OutboxEvent]) -> list[str]:
+    def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]:
         """Delete and return the blob URIs to remove (after commit)."""
         with self.engine.begin() as conn:
             uris = list(
@@ -359,7 +327,7 @@ class MetadataStore:
         self,
         app_id: str,
         changes: Sequence[tuple],
-        make_events: "callable[[list[InputRow]], list[OutboxEvent]]",
+        make_events: MakeEvents,
     ) -> list[InputRow]:
         """Apply (input_id, add, remove, split[, add_regions, clear_regions]) changes, bump
         revisions, enqueue events. Removing a concept also removes its regions; the caller has
@@ -503,7 +471,7 @@ class MetadataStore:
                 update(index_watch).where(index_watch.c.relayed_at < relayed_before).values(due_at=now)
             ).rowcount or 0
 
-    def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[OutboxEvent], due_at: "callable[[int], datetime]") -> None:
+    def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[Event], due_at: "callable[[int], datetime]") -> None:
         """Enqueue fresh announcements of ``rows`` and count the attempt; each row's next due time
         is pushed to ``due_at(attempts)`` (the relay resets it from its ack)."""
         with self.engine.begin() as conn:

@@ -1,16 +1,20 @@
-"""Search domain logic over the vector store (no grpc): filters, pagination, query vectors."""
+"""Search domain logic over the vector store (no grpc): filters, pagination, query vectors, the
+text-query blend with an app's labeled examples, and searching through an index switch. It
+talks to the outside through ``ports.py`` (the vector store, the query embedder)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from firstlight import validation
-from firstlight.errors import InvalidArgument, NotFound, Unavailable
-from firstlight.search.models import AppModels, ModelRegistry, collection_for
-from firstlight.search.vector_store import CollectionNotFound, SearchFilter, VectorStore, VectorStoreUnavailable, point_id
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from firstlight.search.models import BASE_MODEL, AppModels, ModelRegistry, collection_for, model_ref
+from firstlight.search.ports import QueryEmbedder
+from firstlight.search.vector_store import CollectionNotFound, Record, SearchFilter, VectorStore, VectorStoreUnavailable, point_id
 
 MAX_PAGE = 1000
 MAX_OFFSET = 10_000
@@ -91,7 +95,7 @@ class Searcher:
         token = validation.encode_page_token("o", offset + size, flt.app_id) if len(raw) > size else ""
         return hits, token
 
-    def _retrieve(self, collection: str, ids: list[str]) -> list:  # type: ignore[type-arg]
+    def _retrieve(self, collection: str, ids: list[str]) -> list[Record]:
         try:
             return self.store.retrieve(collection, ids, with_vectors=True)
         except CollectionNotFound:
@@ -158,3 +162,109 @@ class Searcher:
             return 0
         except VectorStoreUnavailable as exc:
             raise Unavailable(f"vector store unavailable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TextResult:
+    hits: list[Hit]
+    next_page_token: str
+    interpreted_as: list[tuple[str, float]]  # (concept, weight) the text was read as
+
+
+#: A search that lands on an index a switch just emptied is tried again on the new one, at
+#: most this many times (each retry needs another flip in between).
+MAX_SWITCH_RETRIES = 3
+PROTOTYPE_EXAMPLES = 256
+
+
+def prototype_weight(n: int) -> float:
+    """How much a text query trusts the app's prototype of ``n`` labeled examples over the
+    ImageNet-name bridge: n / (n + 2), so 2 examples count as much as the bridge."""
+    return n / (n + 2.0)
+
+
+def blend(bridge: np.ndarray, concepts: list[tuple[str, float]], name: str, centre: np.ndarray, n: int) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """The bridge's query vector blended with the app's prototype (unit length), and the
+    interpretation with the prototype first and the bridge's concepts scaled down."""
+    weight = prototype_weight(n)
+    vector = weight * centre + (1 - weight) * bridge
+    vector = vector / (np.linalg.norm(vector) + 1e-12)
+    return vector, [(f"{name} (app prototype, {n} labeled)", weight)] + [(c, s * (1 - weight)) for c, s in concepts]
+
+
+class Search:
+    """The SearchService's queries: embeds them (``QueryEmbedder``) and searches the app's index
+    with :class:`Searcher` (blocking calls run in threads)."""
+
+    def __init__(self, searcher: Searcher, embedder: QueryEmbedder) -> None:
+        self.searcher = searcher
+        self.embedder = embedder
+
+    async def _active(self, app_id: str) -> str:
+        return (await asyncio.to_thread(self.searcher.app_models, app_id)).active
+
+    async def by_image(
+        self, flt: SearchFilter, page_size: int, page_token: str, *, image: bytes | None = None, input_id: str = ""
+    ) -> tuple[list[Hit], str]:
+        """Inputs nearest an image (embedded here; None: not given, while empty bytes are a bad
+        image the embedder names) or an indexed input's stored vector."""
+        app_id = flt.app_id
+        check_page(page_size, page_token, app_id)  # fail fast, before embedding the query
+        if image is None and not input_id:
+            raise InvalidArgument("give either image_bytes or input_id")
+        for _ in range(MAX_SWITCH_RETRIES + 1):
+            if image is not None:
+                # Embedded with the model of the index it searches; the search then names that
+                # index, so a switch flipping meanwhile cannot pair a vector with the wrong index.
+                model = await self._active(app_id)
+                vector = await self.embedder.embed_image(image, app_id, model_ref(model))
+            else:
+                vector, model = await asyncio.to_thread(self.searcher.vector_of, app_id, input_id)
+            hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, page_size, page_token, model)
+            # The app flipped to a new index between embedding and searching (the old index's
+            # points are gone): search the new one the same way.
+            if hits or page_token or await self._active(app_id) == model:
+                break
+        return hits, token
+
+    async def by_text(self, flt: SearchFilter, text: str, page_size: int, page_token: str) -> TextResult:
+        app_id = flt.app_id
+        check_page(page_size, page_token, app_id)
+        if not text.strip():
+            raise InvalidArgument("text is empty")
+        model = await self._active(app_id)
+        if model != BASE_MODEL:
+            return await self._by_prototype(flt, text, page_size, page_token, model)
+        vector, concepts = await self.embedder.text_query(text)
+        # Once the app has labeled examples of a concept named like the query, its prototype
+        # (mean labeled embedding) is a far better query than the ImageNet-name bridge; blend
+        # them, trusting the prototype more as its examples grow.
+        proto = await asyncio.to_thread(self.searcher.concept_prototype, app_id, text, vector, PROTOTYPE_EXAMPLES, model)
+        if proto is not None:
+            vector, concepts = blend(vector, concepts, *proto)
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, page_size, page_token, model)
+        return TextResult(hits, token, concepts)
+
+    async def _by_prototype(self, flt: SearchFilter, text: str, page_size: int, page_token: str, model: str) -> TextResult:
+        """A trained embedder's space has no text bridge (that maps names onto the base
+        backbone's ImageNet head): a text query is the prototype of the app's inputs labeled with
+        a concept of that name."""
+        proto = await asyncio.to_thread(self.searcher.concept_prototype, flt.app_id, text, None, PROTOTYPE_EXAMPLES, model)
+        if proto is None:
+            raise FailedPrecondition(
+                f"app {flt.app_id!r} searches with embedding model {model!r}: text search there needs inputs "
+                f"labeled with a concept named {text.strip()!r}"
+            )
+        name, vector, n = proto
+        hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, page_size, page_token, model)
+        return TextResult(hits, token, [(f"{name} (app prototype, {n} labeled)", 1.0)])
+
+    async def index_stats(self, app_id: str) -> tuple[AppModels, int]:
+        """The app's index state and its count, read under the same state: a switch may flip
+        (and empty the old index) between the two reads, so count again until it did not."""
+        for _ in range(5):
+            state = await asyncio.to_thread(self.searcher.app_models, app_id)
+            n = await asyncio.to_thread(self.searcher.count, app_id, state.active)
+            if await asyncio.to_thread(self.searcher.app_models, app_id) == state:
+                break
+        return state, n

@@ -8,13 +8,14 @@ from firstlight.config import SearchSettings
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.models.backbone import EMBEDDING_DIM
-from firstlight.runtime.server import ServiceShell, run
+from firstlight.hosting.server import ServiceShell, run
 from firstlight.search import servicer as search_servicer
-from firstlight.search.core import Searcher
+from firstlight.search.core import Search, Searcher
 from firstlight.search.factory import open_vector_store
 from firstlight.search.faults import FaultInjectingStore
 from firstlight.search.index_builder import IndexBuilder
 from firstlight.search.indexer import COLLECTION, Indexer
+from firstlight.search.peers import EmbeddingService
 from firstlight.v1 import events_pb2
 
 
@@ -75,8 +76,8 @@ def build(settings: SearchSettings) -> ServiceShell:
         max_wait_s=settings.ann_build_max_wait_s,
         nice=settings.ann_build_nice,
     )
-    embedding = search_servicer.EmbeddingClient(settings.embedding_addr)
-    servicer = search_servicer.SearchServicer(Searcher(store, EMBEDDING_DIM), embedding, index_current=builder.current)
+    embedding = EmbeddingService(settings.embedding_addr)
+    servicer = search_servicer.SearchServicer(Search(Searcher(store, EMBEDDING_DIM), embedding), index_current=builder.current)
 
     async def on_start() -> None:
         for consumer in consumers:

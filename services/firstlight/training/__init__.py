@@ -1,13 +1,12 @@
-"""TrainingService domain core: splits, dataset versions, the transfer classifier, one-shot
-prototype classifiers, evaluation reports and the promotion rule.
-
-Pure: numpy, scipy, scikit-learn (training only) and matplotlib (reports). No grpc, kafka,
-qdrant or triton imports — the servicer wraps these. Every model is a :class:`LinearHead`
+"""The training service. Its domain is :mod:`firstlight.training.core` (behind the ports of
+:mod:`firstlight.training.ports`); the pure code it shares with other services (splits, dataset
+versions, heads, evaluation reports, the promotion rule) lives in :mod:`firstlight.domain`, and
+is re-exported here for callers of the older paths. Every head is a :class:`LinearHead`
 (``probs = softmax(X @ W.T + b)`` or sigmoid; saved with ``to_npz``) so the same Triton export
 serves transfer and prototype models alike.
 """
 
-from firstlight.training.errors import (
+from firstlight.domain.errors import (
     EvaluationError,
     InsufficientData,
     InvalidSetting,
@@ -15,7 +14,7 @@ from firstlight.training.errors import (
     SplitPreconditionError,
     TrainingError,
 )
-from firstlight.training.evaluation import (
+from firstlight.domain.evaluation import (
     Comparison,
     ConceptMetrics,
     EvaluationReport,
@@ -28,25 +27,33 @@ from firstlight.training.evaluation import (
     render_confusion_matrix_png,
     render_report_html,
     render_report_markdown,
-    should_promote,
 )
-from firstlight.training.head import LinearHead, load_head
-from firstlight.training.hyper import parse_prototype_settings, parse_settings, parse_transfer_settings
-from firstlight.training.oneshot import (
+from firstlight.domain.heads.linear import LinearHead, load_head
+from firstlight.domain.heads.oneshot import (
     KNNClassifier,
     PrototypeClassifier,
     PrototypeSettings,
     build_prototypes,
     train_oneshot,
 )
-from firstlight.training.splits import (
+from firstlight.domain.heads.transfer import (
+    TransferModel,
+    TransferSettings,
+    train_transfer,
+)
+from firstlight.domain.promotion import should_promote
+from firstlight.domain.splits import (
     SPLIT_NAMES,
     check_split,
     dataset_version_id,
     stratification_keys,
     stratified_split,
 )
-from firstlight.training.transfer import TransferModel, TransferSettings, train_transfer
+from firstlight.training.hyper import (
+    parse_prototype_settings,
+    parse_settings,
+    parse_transfer_settings,
+)
 
 __all__ = [
     "SPLIT_NAMES",

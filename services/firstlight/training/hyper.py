@@ -13,15 +13,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from firstlight.training.errors import InvalidSetting
-from firstlight.training.oneshot import DEFAULT_TAU, K_RANGE, PROTOTYPE_TEMPLATE, TAU_RANGE, PrototypeSettings
-from firstlight.training.transfer import (
+from firstlight.domain.errors import InvalidSetting
+from firstlight.domain.heads.oneshot import (
+    DEFAULT_TAU,
+    K_RANGE,
+    PROTOTYPE_TEMPLATE,
+    TAU_RANGE,
+    PrototypeSettings,
+)
+from firstlight.domain.heads.transfer import (
     C_RANGE,
     CLASS_WEIGHTS,
     MAX_ITER_RANGE,
-    TEMPLATE as TRANSFER_TEMPLATE,
     TOL_RANGE,
     TransferSettings,
+)
+from firstlight.domain.heads.transfer import (
+    TEMPLATE as TRANSFER_TEMPLATE,
 )
 
 __all__ = [

@@ -1,43 +1,51 @@
-"""The training service's view of the rest of the platform, over gRPC and Kafka."""
+"""The training service's peers (ingestion, search, embedding, the blob store) over gRPC: the
+core's :class:`~firstlight.training.ports.Peers`. Events go through :mod:`firstlight.training.events`."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
-
 from PIL import Image
 
-from firstlight import validation
 from firstlight.blobstore import BlobStore
-from firstlight.errors import FailedPrecondition, NotFound, Unavailable
-from firstlight.messaging import topics
-from firstlight.messaging.bus import EventProducer, new_header
+from firstlight.clients.errors import from_rpc_error
+from firstlight.clients.policy import INTERNAL_POLICY
+from firstlight.domain import validation
+from firstlight.errors import FailedPrecondition, Unavailable
 from firstlight.runtime.channels import internal_channel
-from firstlight.runtime.retry import CHANNEL_OPTIONS, INTERNAL_POLICY
-from firstlight.training.store import Box
-from firstlight.v1 import common_pb2, embedding_pb2, embedding_pb2_grpc, events_pb2, ingestion_pb2, ingestion_pb2_grpc, search_pb2, search_pb2_grpc
+from firstlight.runtime.retry import CHANNEL_OPTIONS
+from firstlight.training.records import Box
+from firstlight.v1 import (
+    common_pb2,
+    embedding_pb2,
+    embedding_pb2_grpc,
+    ingestion_pb2,
+    ingestion_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
+)
 
 TIMEOUT_S = 60.0
 
 
-def _call(method, request):  # type: ignore[no-untyped-def]
+def _call(method: Callable[..., Any], request: Any) -> Any:
     # Every call here is a read, an embedding, or PostAnnotations setting absolute splits:
     # repeating any of them changes nothing, so UNAVAILABLE (a peer restarting) is retried.
     try:
         return INTERNAL_POLICY.call(lambda: method(request, timeout=TIMEOUT_S))
     except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
-            raise NotFound(exc.details()) from None  # type: ignore[attr-defined]
-        raise Unavailable(f"{exc.code().name}: {exc.details()}") from None  # type: ignore[attr-defined]
+        raise from_rpc_error(exc) from None  # the peer's status as the domain error (one map)
 
 
 class GrpcPlatform:
     def __init__(
-        self, ingestion_addr: str, search_addr: str, producer: EventProducer, embedding_addr: str = "", blobs: BlobStore | None = None
+        self, ingestion_addr: str, search_addr: str, producer: object = None, embedding_addr: str = "", blobs: BlobStore | None = None
     ) -> None:
+        """``producer`` is accepted for callers of the older signature and not used."""
         opts = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 64 << 20), *CHANNEL_OPTIONS]
         self._channels = [internal_channel(a, options=opts) for a in (ingestion_addr, search_addr)]
         self.ingestion = ingestion_pb2_grpc.IngestionServiceStub(self._channels[0])
@@ -47,7 +55,6 @@ class GrpcPlatform:
             self._channels.append(internal_channel(embedding_addr, options=opts))
             self.embedding = embedding_pb2_grpc.EmbeddingServiceStub(self._channels[-1])
         self.blobs = blobs
-        self.producer = producer
 
     def flipped_vectors(self, app_id: str, input_ids: Sequence[str], model: str = "") -> dict[str, np.ndarray]:
         """Embeddings of horizontally mirrored images (the ``augment_flip`` option): read the
@@ -125,9 +132,6 @@ class GrpcPlatform:
             out[input_id] = [(r.concept, r.box.x0, r.box.y0, r.box.x1, r.box.y1) for r in got.regions]
         return out
 
-    def publish_progress(self, event: events_pb2.TrainingProgressed) -> None:
-        self.producer.send_and_wait(topics.TRAINING_PROGRESS, topics.event_key(event.app_id, event.job_id), event)
-
     def labeled_inputs(self, app_id: str, concepts: Sequence[str]) -> list[tuple[str, list[str], list[Box]]]:
         """(id, concepts, box labels) of the app's labeled inputs with any of ``concepts`` (all
         labeled inputs when empty): what a dataset version freezes."""
@@ -150,8 +154,8 @@ class GrpcPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first (curation's view)."""
         flt = common_pb2.InputFilter(
-            labeled={None: 0, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],  # type: ignore[arg-type]
-            split=split,  # type: ignore[arg-type]
+            labeled={None: common_pb2.LabeledFilter.ValueType(0), True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],
+            split=common_pb2.Split.ValueType(split),
         )
         out, token = [], ""
         while True:
@@ -168,7 +172,7 @@ class GrpcPlatform:
                 self.ingestion.PostAnnotations,
                 ingestion_pb2.PostAnnotationsRequest(
                     app_id=app_id,
-                    annotations=[ingestion_pb2.Annotation(input_id=i, split=s) for i, s in items[start : start + 500]],  # type: ignore[arg-type]
+                    annotations=[ingestion_pb2.Annotation(input_id=i, split=common_pb2.Split.ValueType(s)) for i, s in items[start : start + 500]],
                 ),
             )
 
@@ -188,34 +192,6 @@ class GrpcPlatform:
         if len(models) > 1:  # the app's embedding-model switch flipped between two pages
             raise Unavailable("the app's embedding model changed while its vectors were read; try again")
         return out, models.pop() if models else ""
-
-    def publish_version(
-        self,
-        app_id: str,
-        model_id: str,
-        version: str,
-        triton_model: str,
-        concepts: list[str],
-        serving: bool,
-        activation: str,
-        kind: str = "",
-        image_size: int = 0,
-        embedding_model: str = "",
-    ) -> None:
-        event = events_pb2.ModelVersionReady(
-            header=new_header("training", f"{app_id}/{model_id}/{version}"),
-            app_id=app_id,
-            model_id=model_id,
-            version=version,
-            triton_model=triton_model,
-            concepts=concepts,
-            serving=serving,
-            activation=activation,
-            kind=kind,
-            image_size=image_size,
-            embedding_model=embedding_model,
-        )
-        self.producer.send_and_wait(topics.MODEL_VERSION_READY, topics.event_key(app_id, model_id), event)
 
     def close(self) -> None:
         for channel in self._channels:

@@ -1,21 +1,24 @@
-"""TrainingService gRPC servicer: proto ⇄ domain around :class:`TrainingService`."""
+"""TrainingService gRPC servicer: proto ⇄ domain around :class:`~firstlight.training.core.TrainingCore`."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import evaluation, validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
-from firstlight.training import evaluation
-from firstlight.training.service import CANCELLED, FAILED, SUCCEEDED, TERMINAL as _TERMINAL, TrainingService
+from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, TrainingCore
+from firstlight.training.core import TERMINAL as _TERMINAL
 from firstlight.v1 import training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _END_STAGE = {SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled"}
 
 
@@ -66,10 +69,10 @@ def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
 
 @map_errors
 class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, service: TrainingService) -> None:
+    def __init__(self, service: TrainingCore) -> None:
         self.service = service
 
-    async def CreateDataset(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateDataset(self, request: training_pb2.CreateDatasetRequest, context: Context) -> training_pb2.Dataset:
         s = request.split
         counts = (s.train_count, s.validation_count, s.test_count) if (s.train_count or s.validation_count or s.test_count) else None
         fractions = None
@@ -89,23 +92,26 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         )
         return _dataset(ds)
 
-    async def GetDataset(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetDataset(self, request: training_pb2.GetDatasetRequest, context: Context) -> training_pb2.Dataset:
         return _dataset(await asyncio.to_thread(self.service.get_dataset, request.app_id, request.dataset_id))
 
-    async def CreateModel(self, request, context):  # type: ignore[no-untyped-def]
+    async def CreateModel(self, request: training_pb2.CreateModelRequest, context: Context) -> training_pb2.Model:
         m = await asyncio.to_thread(
             self.service.create_model, request.app_id, request.model_id, request.template, list(request.concepts), dict(request.settings)
         )
         return _model(m)
 
-    async def TrainModel(self, request, context):  # type: ignore[no-untyped-def]
-        job = await asyncio.to_thread(self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings))
+    async def TrainModel(self, request: training_pb2.TrainModelRequest, context: Context) -> training_pb2.TrainingJob:
+        promotion = (request.promotion_metric, request.promotion_min_gain) if request.promotion_metric else None
+        job = await asyncio.to_thread(
+            self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion
+        )
         return _job(job)
 
-    async def GetTrainingJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetTrainingJob(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> training_pb2.TrainingJob:
         return _job(await asyncio.to_thread(self.service.job, request.job_id, request.app_id or None))
 
-    async def StreamTrainingProgress(self, request, context):  # type: ignore[no-untyped-def]
+    async def StreamTrainingProgress(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> AsyncIterator[training_pb2.TrainingProgress]:
         job = await asyncio.to_thread(self.service.job, request.job_id, request.app_id or None)
         seen = 0
         while True:
@@ -113,7 +119,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             seen += len(steps)
             for step in steps:
                 yield training_pb2.TrainingProgress(
-                    job_id=job["id"], state=step.state, stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message,
+                    job_id=job["id"], state=training_pb2.JobState.ValueType(step.state), stage=step.stage, progress=step.progress, metrics=step.metrics, message=step.message,
                     epoch=step.epoch, num_epochs=step.num_epochs, loss=step.loss, lrate=step.lrate, eta_seconds=step.eta_seconds,
                     items_per_second=step.items_per_second,
                 )
@@ -128,12 +134,11 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
                     )
                     return
 
-    async def CancelTrainingJob(self, request, context):  # type: ignore[no-untyped-def]
+    async def CancelTrainingJob(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> training_pb2.TrainingJob:
         return _job(await asyncio.to_thread(self.service.cancel, request.job_id, request.app_id or None))
 
-    async def ListModelVersions(self, request, context):  # type: ignore[no-untyped-def]
-        model = await asyncio.to_thread(self.service.model, request.app_id, request.model_id)
-        rows = await asyncio.to_thread(self.service.store.list_versions, request.app_id, request.model_id)
+    async def ListModelVersions(self, request: training_pb2.ListModelVersionsRequest, context: Context) -> training_pb2.ListModelVersionsResponse:
+        model, rows = await asyncio.to_thread(self.service.list_versions, request.app_id, request.model_id)
         return training_pb2.ListModelVersionsResponse(
             model=_model(model),
             versions=[
@@ -157,11 +162,16 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             ],
         )
 
-    async def EvaluateModelVersion(self, request, context):  # type: ignore[no-untyped-def]
+    async def EvaluateModelVersion(self, request: training_pb2.EvaluateModelVersionRequest, context: Context) -> training_pb2.Evaluation:
+        if request.stored_only:
+            version, split, metrics = await asyncio.to_thread(
+                self.service.stored_evaluation, request.app_id, request.model_id, request.version, int(request.split)
+            )
+            return training_pb2.Evaluation(model_id=request.model_id, version=version, split=split, metrics=metrics)
         result = await asyncio.to_thread(self.service.evaluate, request.app_id, request.model_id, request.version, int(request.split))
         return _evaluation(request.model_id, result)
 
-    async def CompareModelVersions(self, request, context):  # type: ignore[no-untyped-def]
+    async def CompareModelVersions(self, request: training_pb2.CompareModelVersionsRequest, context: Context) -> training_pb2.Comparison:
         if len(set(request.versions)) != len(request.versions):
             raise InvalidArgument("a version appears twice")
         out = await asyncio.to_thread(self.service.compare, request.app_id, request.model_id, list(request.versions), int(request.split))
@@ -169,6 +179,25 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             evaluations=[_evaluation(request.model_id, r) for r in out["results"].values()],
             best_version=out["best"],
             report_markdown=out["markdown"],
+        )
+
+    # -- for the curation service (its rounds, strategies and reports) ------------------------
+    async def ExtendDataset(self, request, context):  # type: ignore[no-untyped-def]
+        validation.app_id(request.app_id)
+        validation.input_id(request.dataset_id)
+        return _dataset(await asyncio.to_thread(self.service.extend_dataset, request.app_id, request.dataset_id))
+
+    async def ListDatasetRows(self, request, context):  # type: ignore[no-untyped-def]
+        version, rows = await asyncio.to_thread(self.service.dataset_rows, request.app_id, request.dataset_id, request.version)
+        return training_pb2.ListDatasetRowsResponse(
+            version=version, rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=r.split) for r in rows]  # type: ignore[arg-type]
+        )
+
+    async def ScoreInputs(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(self.service.score_inputs, request.app_id, request.model_id, request.version, list(request.input_ids))
+        return training_pb2.ScoreInputsResponse(
+            version=r["version"], concepts=r["concepts"], input_ids=r["input_ids"], probabilities=r["proba"].ravel().tolist(),
+            activation=r["activation"],
         )
 
 

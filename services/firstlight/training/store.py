@@ -3,18 +3,21 @@ evaluations. SQLite by default, PostgreSQL by URL (the same SQLAlchemy Core code
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import json
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, insert, inspect, select, text, update
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, false, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from firstlight import db
+from firstlight import db, migrations
 from firstlight.errors import AlreadyExists
+from firstlight.training import migrations as schema_migrations
+from firstlight.training.records import Box, DatasetRow
+
+__all__ = ["Box", "DatasetRow", "TrainingStore"]
 
 metadata = MetaData()
 
@@ -83,7 +86,7 @@ jobs = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # A cancel asked for while the job runs: stored, so the replica running the job sees a
     # cancel sent to another replica, and a restart does not resume a cancelled job.
-    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("cancel_requested", Boolean, nullable=False, default=False, server_default=false()),
 )
 evaluations = Table(
     "evaluations",
@@ -98,21 +101,11 @@ evaluations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+SCHEMA = migrations.Schema("training", schema_migrations.FOLDER, metadata, schema_migrations.legacy_revision)
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-Box = tuple[str, float, float, float, float]  # (concept, x0, y0, x1, y1), normalised
-
-
-@dataclass(frozen=True)
-class DatasetRow:
-    input_id: str
-    concepts: list[str]
-    split: int
-    #: the input's box labels when the version was frozen; None: not snapshotted (older versions)
-    regions: list[Box] | None = None
 
 
 def _boxes(value: object) -> list[Box] | None:
@@ -125,15 +118,8 @@ def _boxes(value: object) -> list[Box] | None:
 
 class TrainingStore:
     def __init__(self, url: str) -> None:
-        self.engine: Engine = db.make_engine(url, metadata)
-        # create_all does not alter existing tables: stores made before versions froze box
-        # labels get the column here (NULL: that version's boxes were not snapshotted).
-        if "regions" not in {c["name"] for c in inspect(self.engine).get_columns("dataset_rows")}:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE dataset_rows ADD COLUMN regions JSON"))
-        if "cancel_requested" not in {c["name"] for c in inspect(self.engine).get_columns("jobs")}:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE jobs ADD COLUMN cancel_requested BOOLEAN NOT NULL DEFAULT FALSE"))
+        self.engine: Engine = db.make_engine(url)
+        migrations.upgrade(self.engine, SCHEMA)
 
     # -- datasets ---------------------------------------------------------------------
     def save_dataset(self, app_id: str, dataset_id: str, version: str, spec: dict, rows: list[DatasetRow]) -> datetime:

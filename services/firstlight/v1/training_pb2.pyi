@@ -418,12 +418,19 @@ class TrainModelRequest(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    PROMOTION_METRIC_FIELD_NUMBER: _builtins.int
+    PROMOTION_MIN_GAIN_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
     """Model id."""
     dataset_id: _builtins.str
     """Dataset to train on (its train split; validation for the report)."""
+    promotion_metric: _builtins.str
+    """Promotion rule of this job: the validation metric that must improve ("" = the default rule,
+    strictly higher accuracy) and by at least how much.
+    """
+    promotion_min_gain: _builtins.float
     @_builtins.property
     def settings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Overrides of the model's settings for this version."""
@@ -435,10 +442,12 @@ class TrainModelRequest(_message.Message):
         model_id: _builtins.str = ...,
         dataset_id: _builtins.str = ...,
         settings: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        promotion_metric: _builtins.str = ...,
+        promotion_min_gain: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "model_id", b"model_id", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "model_id", b"model_id", "promotion_metric", b"promotion_metric", "promotion_min_gain", b"promotion_min_gain", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -840,6 +849,7 @@ class EvaluateModelVersionRequest(_message.Message):
     MODEL_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    STORED_ONLY_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -848,6 +858,10 @@ class EvaluateModelVersionRequest(_message.Message):
     """Version ("" = serving version)."""
     split: _common_pb2.Split.ValueType
     """Split of the version's dataset to evaluate on (default validation)."""
+    stored_only: _builtins.bool
+    """Return the evaluation stored by an earlier call instead of computing one (only model_id,
+    version, split and metrics are set); NOT_FOUND if there is none.
+    """
     def __init__(
         self,
         *,
@@ -855,10 +869,11 @@ class EvaluateModelVersionRequest(_message.Message):
         model_id: _builtins.str = ...,
         version: _builtins.str = ...,
         split: _common_pb2.Split.ValueType = ...,
+        stored_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model_id", b"model_id", "split", b"split", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model_id", b"model_id", "split", b"split", "stored_only", b"stored_only", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1055,3 +1070,199 @@ class Comparison(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Comparison: _TypeAlias = Comparison  # noqa: Y015
+
+@_typing.final
+class ExtendDatasetRequest(_message.Message):
+    """ExtendDataset arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    dataset_id: _builtins.str
+    """Dataset id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendDatasetRequest: _TypeAlias = ExtendDatasetRequest  # noqa: Y015
+
+@_typing.final
+class ListDatasetRowsRequest(_message.Message):
+    """ListDatasetRows arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    dataset_id: _builtins.str
+    """Dataset id."""
+    version: _builtins.str
+    """Dataset version (content hash); "" = the latest."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetRowsRequest: _TypeAlias = ListDatasetRowsRequest  # noqa: Y015
+
+@_typing.final
+class DatasetRow(_message.Message):
+    """One input of a dataset version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    split: _common_pb2.Split.ValueType
+    """Its split."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its concepts as frozen in this version."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        split: _common_pb2.Split.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "input_id", b"input_id", "split", b"split"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetRow: _TypeAlias = DatasetRow  # noqa: Y015
+
+@_typing.final
+class ListDatasetRowsResponse(_message.Message):
+    """ListDatasetRows result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """Dataset version the rows belong to."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetRow]:
+        """Rows in the version's order."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        rows: _abc.Iterable[Global___DatasetRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDatasetRowsResponse: _TypeAlias = ListDatasetRowsResponse  # noqa: Y015
+
+@_typing.final
+class ScoreInputsRequest(_message.Message):
+    """ScoreInputs arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model id."""
+    version: _builtins.str
+    """Version ("" = serving version)."""
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Inputs to score (at most 20,000 per call)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "input_ids", b"input_ids", "model_id", b"model_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreInputsRequest: _TypeAlias = ScoreInputsRequest  # noqa: Y015
+
+@_typing.final
+class ScoreInputsResponse(_message.Message):
+    """ScoreInputs result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    PROBABILITIES_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """Version scored (the serving one when none was asked)."""
+    activation: _builtins.str
+    """"softmax" (rows sum to 1) or "sigmoid" (independent per concept)."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concept order of the probabilities."""
+
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Inputs scored, in request order (inputs without a stored embedding are left out)."""
+
+    @_builtins.property
+    def probabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Probabilities, row-major [len(input_ids), len(concepts)]."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        probabilities: _abc.Iterable[_builtins.float] | None = ...,
+        activation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "concepts", b"concepts", "input_ids", b"input_ids", "probabilities", b"probabilities", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreInputsResponse: _TypeAlias = ScoreInputsResponse  # noqa: Y015

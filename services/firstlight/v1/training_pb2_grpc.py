@@ -85,6 +85,21 @@ class TrainingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_training__pb2.TrainingJob.FromString,
                 _registered_method=True)
+        self.ExtendDataset = channel.unary_unary(
+                '/firstlight.v1.TrainingService/ExtendDataset',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.ExtendDatasetRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ListDatasetRows = channel.unary_unary(
+                '/firstlight.v1.TrainingService/ListDatasetRows',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.ListDatasetRowsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.ListDatasetRowsResponse.FromString,
+                _registered_method=True)
+        self.ScoreInputs = channel.unary_unary(
+                '/firstlight.v1.TrainingService/ScoreInputs',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -162,6 +177,31 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtendDataset(self, request, context):
+        """A new version of a dataset for active learning: every input of the latest version keeps its
+        split (validation and test stay frozen) with its current labels; labeled inputs it did not
+        have join the train split. NOT_FOUND if the dataset is unknown. (The curation service's rounds.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasetRows(self, request, context):
+        """The rows of a dataset version: input, concepts, split. NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScoreInputs(self, request, context):
+        """A head version's probabilities on inputs' stored embeddings (the curation service's
+        strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
+        (its network runs on pixels in Triton).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +254,21 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.CancelTrainingJob,
                     request_deserializer=firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_training__pb2.TrainingJob.SerializeToString,
+            ),
+            'ExtendDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendDataset,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.ExtendDatasetRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.Dataset.SerializeToString,
+            ),
+            'ListDatasetRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasetRows,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.ListDatasetRowsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.ListDatasetRowsResponse.SerializeToString,
+            ),
+            'ScoreInputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreInputs,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +542,87 @@ class TrainingService:
             '/firstlight.v1.TrainingService/CancelTrainingJob',
             firstlight_dot_v1_dot_training__pb2.GetTrainingJobRequest.SerializeToString,
             firstlight_dot_v1_dot_training__pb2.TrainingJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/ExtendDataset',
+            firstlight_dot_v1_dot_training__pb2.ExtendDatasetRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasetRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/ListDatasetRows',
+            firstlight_dot_v1_dot_training__pb2.ListDatasetRowsRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.ListDatasetRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreInputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/ScoreInputs',
+            firstlight_dot_v1_dot_training__pb2.ScoreInputsRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.ScoreInputsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,18 @@ class TrainingServiceStub:
     """Cancel a queued or running job (a deep template stops between batches); returns the job.
     FAILED_PRECONDITION if it already ended.
     """
+    ExtendDataset: _grpc.UnaryUnaryMultiCallable[_training_pb2.ExtendDatasetRequest, _training_pb2.Dataset]
+    """A new version of a dataset for active learning: every input of the latest version keeps its
+    split (validation and test stay frozen) with its current labels; labeled inputs it did not
+    have join the train split. NOT_FOUND if the dataset is unknown. (The curation service's rounds.)
+    """
+    ListDatasetRows: _grpc.UnaryUnaryMultiCallable[_training_pb2.ListDatasetRowsRequest, _training_pb2.ListDatasetRowsResponse]
+    """The rows of a dataset version: input, concepts, split. NOT_FOUND if unknown."""
+    ScoreInputs: _grpc.UnaryUnaryMultiCallable[_training_pb2.ScoreInputsRequest, _training_pb2.ScoreInputsResponse]
+    """A head version's probabilities on inputs' stored embeddings (the curation service's
+    strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
+    (its network runs on pixels in Triton).
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -86,6 +98,18 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     CancelTrainingJob: _aio.UnaryUnaryMultiCallable[_training_pb2.GetTrainingJobRequest, _training_pb2.TrainingJob]  # type: ignore[assignment]
     """Cancel a queued or running job (a deep template stops between batches); returns the job.
     FAILED_PRECONDITION if it already ended.
+    """
+    ExtendDataset: _aio.UnaryUnaryMultiCallable[_training_pb2.ExtendDatasetRequest, _training_pb2.Dataset]  # type: ignore[assignment]
+    """A new version of a dataset for active learning: every input of the latest version keeps its
+    split (validation and test stay frozen) with its current labels; labeled inputs it did not
+    have join the train split. NOT_FOUND if the dataset is unknown. (The curation service's rounds.)
+    """
+    ListDatasetRows: _aio.UnaryUnaryMultiCallable[_training_pb2.ListDatasetRowsRequest, _training_pb2.ListDatasetRowsResponse]  # type: ignore[assignment]
+    """The rows of a dataset version: input, concepts, split. NOT_FOUND if unknown."""
+    ScoreInputs: _aio.UnaryUnaryMultiCallable[_training_pb2.ScoreInputsRequest, _training_pb2.ScoreInputsResponse]  # type: ignore[assignment]
+    """A head version's probabilities on inputs' stored embeddings (the curation service's
+    strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
+    (its network runs on pixels in Triton).
     """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -171,6 +195,36 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_training_pb2.TrainingJob, _abc.Awaitable[_training_pb2.TrainingJob]]:
         """Cancel a queued or running job (a deep template stops between batches); returns the job.
         FAILED_PRECONDITION if it already ended.
+        """
+
+    @_abc_1.abstractmethod
+    def ExtendDataset(
+        self,
+        request: _training_pb2.ExtendDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.Dataset, _abc.Awaitable[_training_pb2.Dataset]]:
+        """A new version of a dataset for active learning: every input of the latest version keeps its
+        split (validation and test stay frozen) with its current labels; labeled inputs it did not
+        have join the train split. NOT_FOUND if the dataset is unknown. (The curation service's rounds.)
+        """
+
+    @_abc_1.abstractmethod
+    def ListDatasetRows(
+        self,
+        request: _training_pb2.ListDatasetRowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.ListDatasetRowsResponse, _abc.Awaitable[_training_pb2.ListDatasetRowsResponse]]:
+        """The rows of a dataset version: input, concepts, split. NOT_FOUND if unknown."""
+
+    @_abc_1.abstractmethod
+    def ScoreInputs(
+        self,
+        request: _training_pb2.ScoreInputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.ScoreInputsResponse, _abc.Awaitable[_training_pb2.ScoreInputsResponse]]:
+        """A head version's probabilities on inputs' stored embeddings (the curation service's
+        strategies, slices and drift); publishes nothing. FAILED_PRECONDITION for a deep template
+        (its network runs on pixels in Triton).
         """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

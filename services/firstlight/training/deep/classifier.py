@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from firstlight.training import evaluation
+from firstlight.domain import evaluation
 from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import DeepTrainContext, DeepTrainResult, OutputSpec
 from firstlight.training.deep.loop import (
@@ -39,7 +39,7 @@ from firstlight.training.deep.loop import (
     random_hflip,
     run_epochs,
 )
-from firstlight.training.errors import InsufficientData
+from firstlight.domain.errors import InsufficientData
 from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_classifier"

@@ -18,11 +18,9 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
+from firstlight.training.ports import JobCancelled  # noqa: F401 - templates raise it; the core records CANCELLED
+
 Kind = Literal["classifier", "embedder", "detector"]
-
-
-class JobCancelled(Exception):
-    """Raised inside a template's loop when the job was cancelled (the service records CANCELLED)."""
 
 
 class TrainingDiverged(Exception):

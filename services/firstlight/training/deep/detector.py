@@ -46,7 +46,7 @@ from firstlight.training.deep import hyper as deep_hyper
 from firstlight.training.deep.context import Box, DeepTrainContext, DeepTrainResult, OutputSpec
 from firstlight.training.deep.det_metrics import Detection, mean_average_precision
 from firstlight.training.deep.loop import LoopSettings, clip_and_step, run_epochs
-from firstlight.training.errors import InsufficientData, TrainingError
+from firstlight.domain.errors import InsufficientData, TrainingError
 from firstlight.training.hyper import SettingSpec
 
 NAME = "visual_detector"

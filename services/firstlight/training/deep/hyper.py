@@ -5,7 +5,7 @@ Every deep template (``visual_classifier``, ``visual_detector``, ``visual_embedd
 shared names that apply to it plus its own settings, registered with :func:`register_template`.
 :func:`parse_deep` validates a client's ``map<string,string>`` against that list: a key that does
 not apply to the template, or a value of the wrong type or out of range, is
-:class:`~firstlight.training.errors.InvalidSetting` naming the key (INVALID_ARGUMENT), and the
+:class:`~firstlight.domain.errors.InvalidSetting` naming the key (INVALID_ARGUMENT), and the
 learning rate is resolved from whichever of ``lrate`` / ``per_128_lrate`` / ``per_item_lrate`` was
 given (at most one).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from firstlight.training.errors import InvalidSetting
+from firstlight.domain.errors import InvalidSetting
 from firstlight.training.hyper import SettingSpec, _coerce
 
 __all__ = [

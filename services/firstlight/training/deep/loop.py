@@ -403,7 +403,7 @@ class LocalContext:
         resume: bool = True,
     ) -> None:
         self.data = data
-        self.hyper = dict(hyper)
+        self.hyper: Mapping[str, Any] = dict(hyper)
         self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="deep-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.seed = seed

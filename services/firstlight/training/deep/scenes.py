@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -211,7 +212,7 @@ def scene_data(
     seed: int = 0,
     size: int = 128,
     classes: list[str] | None = None,
-    **kwargs,  # type: ignore[no-untyped-def]
+    **kwargs: Any,
 ) -> DeepData:
     """A :class:`DeepData` of generated scenes (train/validation/test), as the training service
     would hand it to the detector."""

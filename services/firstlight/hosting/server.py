@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from firstlight.config import CommonSettings
-from firstlight.runtime.auth import Authenticator, build_interceptor
+from firstlight.hosting.auth import Authenticator, build_interceptor
 
 log = logging.getLogger(__name__)
 

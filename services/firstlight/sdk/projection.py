@@ -1,6 +1,7 @@
 """A 2-D map of an app's embeddings: PCA (instant, global layout) or t-SNE (local
 neighbourhoods; PCA to 50 dims first, then scikit-learn's Barnes-Hut t-SNE), and a PNG of it
-coloured by any per-point label (concept, split, prediction)."""
+coloured by any per-point label (concept, split, prediction). Client-side: the SDK's
+``embedding_map`` and ``firstlight map`` use it; no service does."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from firstlight.curation.quality.neighbors import normalize
-
 METHODS = ("pca", "tsne")
+
+
+def normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine geometry, as the index searches)."""
+    X = np.asarray(X, dtype=np.float32)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
 
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -22,6 +27,7 @@ def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0) -> np
     n = len(X)
     if n < 3:
         return np.zeros((n, 2), np.float32)
+    # scikit-learn and matplotlib are imported on use: most SDK users never draw a map.
     from sklearn.decomposition import PCA
 
     if method == "pca":

@@ -25,11 +25,13 @@ from typing import Any
 
 import grpc
 
-from firstlight.auth import keys
-from firstlight.auth.keys import Principal
+from firstlight.hosting import keys
+from firstlight.hosting.keys import Principal
+from firstlight.clients import AuthClient, internal_client
 from firstlight.config import SecuritySettings
-from firstlight.errors import Unavailable
-from firstlight.v1 import auth_pb2, auth_pb2_grpc
+from firstlight.errors import FirstlightError, NotFound, Unavailable
+from firstlight.messaging.signing import EventKeys
+from firstlight.v1 import auth_pb2
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +86,22 @@ class Authenticator:
 
 
 class RemoteResolver:
-    """Resolves app keys through AuthService.ResolveApiKey on the ingestion service."""
+    """Resolves app keys through AuthService.ResolveApiKey on the ingestion service (a
+    ``firstlight.clients`` AuthClient: sent once, 5 s deadline, see ``clients.policy``)."""
 
-    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, address: str) -> None:
         self.address = address
-        self.timeout_s = timeout_s
-        self._stub: auth_pb2_grpc.AuthServiceStub | None = None
+        self._client = internal_client(AuthClient, address)
 
     async def __call__(self, key_digest: str) -> Principal | None:
-        if self._stub is None:  # lazily: an aio channel belongs to the running loop
-            from firstlight.runtime.channels import aio_internal_channel
-
-            self._stub = auth_pb2_grpc.AuthServiceStub(aio_internal_channel(self.address))
         try:
-            resp = await self._stub.ResolveApiKey(auth_pb2.ResolveApiKeyRequest(key_sha256=key_digest), timeout=self.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise Unavailable(f"cannot check the API key: the ingestion service answered {exc.code().name}") from None
+            resp = await self._client.resolve_api_key(auth_pb2.ResolveApiKeyRequest(key_sha256=key_digest))
+        except NotFound:
+            return None
+        except FirstlightError as exc:
+            code = getattr(exc, "code", None)
+            answered = getattr(code, "name", type(exc).__name__)
+            raise Unavailable(f"cannot check the API key: the ingestion service answered {answered}") from None
         return Principal(keys.APP, resp.app_id, resp.key_id)
 
 
@@ -275,8 +275,6 @@ def make_authenticator(settings: SecuritySettings, resolve: Resolver) -> Authent
             f"authentication is on (FIRSTLIGHT_AUTH_REQUIRED) but {' and '.join(missing)} is not set; "
             "set them from a Secret, or FIRSTLIGHT_AUTH_REQUIRED=false for a throwaway development server"
         )
-    from firstlight.messaging.signing import EventKeys
-
     try:
         EventKeys.parse(events)
     except ValueError as exc:

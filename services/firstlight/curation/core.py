@@ -1,21 +1,20 @@
-"""Curation orchestration: the app's inputs and embeddings (through the platform's RPCs) and
-its trained heads (from the model repository) fed to the pure strategy, label-error and drift
-modules. The same :mod:`strategies` code drives the AL benchmark (``curation.benchmark``)."""
+"""Curation core: the app's inputs and embeddings (the :class:`~firstlight.curation.ports.Platform`
+port) and its models' scores, versions and datasets (the training service's API, the
+:class:`~firstlight.curation.ports.Training` port) fed to the pure strategy, label-error and
+drift modules. No transport here: the adapters are in ``peers``. The same :mod:`strategies` code
+drives the AL benchmark (``curation.benchmark``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from firstlight import validation
 from firstlight.curation import drift, label_errors, strategies
+from firstlight.curation.ports import ModelInfo, Platform, Row, Training, VersionInfo
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
-from firstlight.training import export
-from firstlight.training.head import load_head
-from firstlight.training.transfer import TransferSettings, train_transfer
 
 MAX_POOL = 20_000
 
@@ -27,15 +26,6 @@ class SuggestionOut:
     difficulty: str
     predicted: str
     confidence: float
-
-
-class CurationPlatform:
-    """What curation needs from the rest of the platform (see training.platform.GrpcPlatform)."""
-
-    def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
-    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
-    def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
-    def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -51,44 +41,42 @@ _SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 
 
 class Curation:
-    def __init__(self, platform: CurationPlatform, repository: Path, models, rounds=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, platform: Platform, training: Training, rounds=None) -> None:  # type: ignore[no-untyped-def]
         self.platform = platform
-        self.repository = repository
-        self.models = models  # training store: model rows (concepts, serving version), versions, datasets
+        self.training = training  # the training service's API: models, versions, datasets, scores
         self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
         # Image facts by (app, input id, blob size): computed from the blob once per process
         # (inputs' bytes do not change under an id). Not persisted: a restart recomputes them.
         self._pixels: dict[tuple[str, str], PixelFacts | None] = {}  # None: did not decode
 
-    def _head(self, app_id: str, model_id: str, version: str):  # type: ignore[no-untyped-def]
-        """(head, model row, resolved version id: the given one or the serving one)."""
-        model = self.models.get_model(app_id, model_id)
-        if not model:
-            raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
-        version = version or model["serving_version"]
+    def _model_version(self, app_id: str, model_id: str, version: str) -> tuple[ModelInfo, str]:
+        """(model, resolved version id: the given one or the serving one)."""
+        model = self.training.model(app_id, model_id)
+        version = version or model.serving_version
         if not version:
             raise FailedPrecondition(f"model {model_id!r} has no trained version yet")
-        path = self.repository / export.triton_model_name(app_id, model_id) / version / "weights.npz"
-        if not path.exists() and (path.parent / "model.pt").exists():
-            # Curation scores inputs with a head on stored embeddings; a deep template's network
-            # runs on pixels (in Triton), which these strategies do not call.
-            raise FailedPrecondition(
-                f"model {model_id!r} is a {model['template']} model; curation works with transfer_classifier "
-                "or oneshot_classifier models (heads on the stored embeddings)"
-            )
-        if not path.exists():
-            raise NotFound(f"model {model_id!r} has no version {version!r}")
-        return load_head(path, model["concepts"]), model, version
+        return model, version
 
-    def _version_rows(self, app_id: str, model_id: str, version: str) -> tuple[dict | None, list]:  # type: ignore[type-arg]
-        """(version row, its dataset's rows); (None, []) when the store does not know them."""
-        try:
-            v = self.models.get_version(app_id, model_id, int(version))
-        except (ValueError, AttributeError):
+    def check_policy_targets(self, app_id: str, model_id: str, dataset_id: str) -> None:
+        """NotFound unless the policy's model (and dataset, when it names one) exist."""
+        self.training.model(app_id, model_id)  # NotFound from the training service
+        if dataset_id and not self.training.latest_dataset_version(app_id, dataset_id):
+            raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
+
+    def _version_rows(self, app_id: str, model_id: str, version: str) -> tuple[VersionInfo | None, list[Row]]:
+        """(version record, its dataset's rows); (None, []) when training does not know them."""
+        v = self.training.version(app_id, model_id, version)
+        if v is None:
             return None, []
-        if not v:
-            return None, []
-        return v, self.models.dataset_rows(app_id, v["dataset_id"], v["dataset_version"])
+        return v, self.training.dataset_rows(app_id, v.dataset_id, v.dataset_version)
+
+    def _scores(self, app_id: str, model_id: str, version: str, ids: list[str], X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(ids, embeddings, probabilities) of the inputs the training service could score
+        (the same stored embeddings; an input indexed in between is left out)."""
+        scored = self.training.scores(app_id, model_id, version, ids)
+        row = {i: k for k, i in enumerate(ids)}
+        keep = [row[i] for i in scored.input_ids if i in row]
+        return [ids[k] for k in keep], X[keep], np.asarray(scored.proba, dtype=np.float64)[[k for k, i in enumerate(scored.input_ids) if i in row]]
 
     def _matrix(self, app_id: str, ids: list[str]) -> tuple[list[str], np.ndarray]:
         vectors = self.platform.vectors(app_id, ids)
@@ -113,8 +101,7 @@ class Curation:
         size = batch_size or 50
         if not 0 < size <= 1000:
             raise InvalidArgument(f"batch_size must be between 1 and 1000 (got {batch_size})")
-        head, model, version = self._head(app_id, model_id, version)
-        concepts = model["concepts"]
+        model, version = self._model_version(app_id, model_id, version)
         version_row, rows = self._version_rows(app_id, model_id, version)
         held_out = {r.input_id for r in rows if r.split != 1}
         pool_ids, X = self._matrix(app_id, [i for i, _, _ in self.platform.inputs(app_id, labeled=False)][:MAX_POOL])
@@ -122,7 +109,10 @@ class Curation:
             raise FailedPrecondition(f"app {app_id!r} has no unlabeled, indexed inputs to suggest")
         labeled_ids = [i for i, _, _ in self.platform.inputs(app_id, labeled=True) if i not in held_out][:MAX_POOL]
         _, L = self._matrix(app_id, labeled_ids)
-        proba = head.predict_proba(X)
+        pool_ids, X, proba = self._scores(app_id, model_id, version, pool_ids, X)
+        concepts = model.concepts
+        if not pool_ids:
+            raise FailedPrecondition(f"app {app_id!r} has no unlabeled, indexed inputs to suggest")
         picked = strategies.select(
             strategy, proba=proba, embeddings=X, batch_size=min(size, len(pool_ids)), seed=seed,
             labeled_embeddings=L if len(L) else None,
@@ -136,31 +126,27 @@ class Curation:
             number = self._record(app_id, model, version, version_row, rows, strategy, len(out), len(pool_ids))
         return strategy, len(pool_ids), out, number
 
-    def _record(self, app_id: str, model: dict, version: str, v: dict | None, rows: list, strategy: str, n: int, pool: int) -> int:  # type: ignore[type-arg]
+    def _record(self, app_id: str, model: ModelInfo, version: str, v: VersionInfo | None, rows: list[Row], strategy: str, n: int, pool: int) -> int:
         """One pool-based round in the experiment record: the version that suggested, the
         training labels it had, its validation metrics and its latest test-split evaluation."""
         from datetime import datetime, timezone
 
-        from firstlight.training.evaluation import EvaluationReport, headline
-
         if self.rounds is None:
             raise FailedPrecondition("this curation service has no experiment record")
         if v is None:
-            raise FailedPrecondition(f"model {model['id']!r} version {version!r} has no training record to log a round from")
-        model_id = model["id"]
-        concepts = set(model["concepts"])
+            raise FailedPrecondition(f"model {model.id!r} version {version!r} has no training record to log a round from")
+        model_id = model.id
+        concepts = set(model.concepts)
         total = sum(1 for r in rows if r.split == 1 and concepts & set(r.concepts))
         mine = [r for r in self.rounds.rounds(app_id) if r["model_id"] == model_id]  # newest first
         previous = mine[0] if mine else None
-        metrics = {k: float(x) for k, x in (v.get("validation_metrics") or {}).items()}
-        test = self.models.get_evaluation(app_id, model_id, int(version), 3)
-        if test:
-            metrics.update({f"test_{k}": x for k, x in headline(EvaluationReport.from_dict(test)).items()})
+        metrics = {k: float(x) for k, x in v.validation_metrics.items()}
+        metrics.update({f"test_{k}": float(x) for k, x in self.training.stored_test_metrics(app_id, model_id, version).items()})
         now = datetime.now(timezone.utc).isoformat()
         record = {
             "app_id": app_id, "model_id": model_id, "strategy": strategy, "labels_spent": total - (previous["total_labels"] if previous else 0),
-            "total_labels": total, "dataset_version": v["dataset_version"], "previous_version": previous["candidate_version"] if previous else "",
-            "candidate_version": str(version), "promoted": model["serving_version"] == str(version),
+            "total_labels": total, "dataset_version": v.dataset_version, "previous_version": previous["candidate_version"] if previous else "",
+            "candidate_version": str(version), "promoted": model.serving_version == str(version),
             "note": f"pool-based: suggested {n} of {pool} unlabeled inputs", "metrics": metrics,
             "previous_metrics": dict(previous["metrics"]) if previous else {}, "status": "done", "started_at": now, "finished_at": now,
             "kind": "pool",  # stream rounds count queue labels; they leave these out of their totals
@@ -184,13 +170,7 @@ class Curation:
         ids, X = self._matrix(app_id, [i for i, _ in rows])
         label_of = dict(rows)
         y = np.array([label_of[i] for i in ids])
-        names = sorted(set(y))
-
-        def fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray) -> np.ndarray:
-            head = train_transfer(X_train, [names[k] for k in y_train], names, TransferSettings())
-            return head.predict_proba(X_test)
-
-        proba = label_errors.out_of_fold_proba(X, y, fit_predict, folds=folds, seed=0)
+        proba = label_errors.out_of_fold_proba(X, y, label_errors.transfer_fit_predict, folds=folds, seed=0)
         issues = label_errors.find_label_issues(proba, y)[: max_results or 100]
         return len(ids), [(ids[i.index], str(i.given_label), str(i.suggested_label), float(i.score)) for i in issues]
 
@@ -255,13 +235,10 @@ class Curation:
         if not 0 < top <= 1000:
             raise InvalidArgument(f"max_examples must be between 1 and 1000 (got {max_examples})")
         if dataset_id:
-            version = dataset_version
+            version = dataset_version or self.training.latest_dataset_version(app_id, dataset_id)
             if not version:
-                latest = self.models.latest_dataset(app_id, dataset_id)
-                if not latest:
-                    raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
-                version = latest["version"]
-            rows = [(r.input_id, list(r.concepts), int(r.split)) for r in self.models.dataset_rows(app_id, dataset_id, version)]
+                raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
+            rows = [(r.input_id, list(r.concepts), int(r.split)) for r in self.training.dataset_rows(app_id, dataset_id, version)]
             if not rows:
                 raise NotFound(f"dataset {dataset_id!r} has no version {version!r} in app {app_id!r}")
         else:
@@ -326,16 +303,18 @@ class Curation:
         limit = limit or 20
         if min_size < 1 or not 0 < limit <= 1000:
             raise InvalidArgument("min_size must be ≥ 1 and limit between 1 and 1000")
-        head, model, version = self._head(app_id, model_id, version)
+        model, version = self._model_version(app_id, model_id, version)
         v, rows = self._version_rows(app_id, model_id, version)
         if v is None:
             raise FailedPrecondition(f"model {model_id!r} version {version!r} has no training record (its dataset is unknown)")
-        concepts = set(model["concepts"])
+        concepts = set(model.concepts)
         truth = {r.input_id: r.concepts[0] for r in rows if r.split == codes[split] and len(r.concepts) == 1 and r.concepts[0] in concepts}
         ids, X = self._matrix(app_id, sorted(truth))
+        if ids:
+            ids, X, proba = self._scores(app_id, model_id, version, ids, X)
         if not ids:
             raise FailedPrecondition(f"the {split} split of model {model_id!r} version {version} has no single-label, indexed inputs")
-        pred = head.predict(X)
+        pred = [model.concepts[int(k)] for k in proba.argmax(axis=1)]
         y = [truth[i] for i in ids]
         fields: dict[str, list[str]] = {}
         if len(ids) >= 2 * min_size:

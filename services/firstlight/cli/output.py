@@ -1,0 +1,25 @@
+"""What the commands print with: one console, the progress bar, the search-hit table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from firstlight import progress
+from firstlight.v1 import search_pb2
+
+console = Console()
+
+
+def progress_bar() -> Progress:
+    return progress.progress_bar(console)
+
+
+def print_hits(resp: search_pb2.SearchResponse, title: str) -> None:
+    table = Table(title=title)
+    for col in ("#", "input", "score", "concepts"):
+        table.add_column(col)
+    for n, hit in enumerate(resp.hits, 1):
+        table.add_row(str(n), hit.input_id, f"{hit.score:.3f}", ", ".join(hit.concepts))
+    console.print(table)

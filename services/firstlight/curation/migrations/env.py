@@ -1,0 +1,3 @@
+from firstlight.migrations.env import run
+
+run()

@@ -1,0 +1,87 @@
+"""What the curation core needs from the rest of the platform, as typed interfaces.
+
+Adapters: :mod:`firstlight.curation.peers` implements :class:`Platform` and :class:`Training`
+over the services' gRPC APIs (``firstlight.clients``); :mod:`firstlight.curation.store` is the
+store; :mod:`firstlight.curation.events` consumes and publishes the events. The core never
+reaches into another service's database, files or modules: only these calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input of a dataset version (as the training service froze it)."""
+
+    input_id: str
+    concepts: list[str]
+    split: int  # 1 train, 2 validation, 3 test
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A head version's probabilities on inputs (rows in ``input_ids`` order)."""
+
+    version: str
+    concepts: list[str]
+    input_ids: list[str]
+    proba: np.ndarray  # [len(input_ids), len(concepts)]
+
+    def predict(self) -> list[str]:
+        return [self.concepts[int(k)] for k in self.proba.argmax(axis=1)] if len(self.proba) else []
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    app_id: str
+    id: str
+    template: str
+    concepts: list[str]
+    serving_version: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    dataset_id: str
+    dataset_version: str
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+    promotion_note: str = ""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    state: int  # training.proto JobState: 3 succeeded, 4 failed, 5 cancelled
+    version: str = ""
+    error: str = ""
+
+
+class Platform(Protocol):
+    """The app's inputs (ingestion), their stored embeddings (search) and bytes (blob store)."""
+
+    def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
+    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
+    def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...
+
+
+class Training(Protocol):
+    """The training service's API as curation uses it. Unknown models, versions and datasets
+    raise :class:`firstlight.errors.NotFound`."""
+
+    def model(self, app_id: str, model_id: str) -> ModelInfo: ...
+    def version(self, app_id: str, model_id: str, version: str) -> VersionInfo | None: ...
+    def latest_dataset_version(self, app_id: str, dataset_id: str) -> str | None: ...
+    def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Row]: ...
+    def scores(self, app_id: str, model_id: str, version: str, input_ids: Sequence[str]) -> Scores: ...
+    def stored_test_metrics(self, app_id: str, model_id: str, version: str) -> dict[str, float]: ...
+    # the rounds of the live loop
+    def extend_dataset(self, app_id: str, dataset_id: str) -> str: ...
+    def train(self, app_id: str, model_id: str, dataset_id: str, promotion: tuple[str, float]) -> Job: ...
+    def job(self, app_id: str, job_id: str) -> Job: ...

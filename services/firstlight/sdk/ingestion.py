@@ -1,0 +1,201 @@
+"""Apps, inputs, uploads and labels (IngestionService), and an app's embedding model."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from firstlight.clients.policy import deadline_for
+from firstlight.sdk.base import ServiceCalls
+from firstlight.sdk.errors import wrap_errors
+from firstlight.sdk.items import SPLITS, UploadItem, UploadReport, folder_items, region_protos
+from firstlight.v1 import common_pb2, ingestion_pb2
+
+
+class IngestionCalls(ServiceCalls):
+    # -- apps & inputs ----------------------------------------------------------------
+    @wrap_errors
+    def create_app(self, app_id: str, name: str = "", exist_ok: bool = False) -> common_pb2.App:
+        """Create an app (admin key). With ``exist_ok``, an existing app is returned first, so
+        an app's own key can call this for its app (creating needs the admin key)."""
+        get = ingestion_pb2.GetAppRequest(id=app_id)
+        if exist_ok:
+            try:
+                return self.ingestion.GetApp(get, timeout=self._deadline("GetApp"))
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+        try:
+            return self.ingestion.CreateApp(ingestion_pb2.CreateAppRequest(id=app_id, name=name), timeout=self._deadline("CreateApp"))
+        except grpc.RpcError as exc:
+            if exist_ok and exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return self.ingestion.GetApp(get, timeout=self._deadline("GetApp"))
+            raise
+
+    @wrap_errors
+    def upload(
+        self,
+        app_id: str,
+        items: Sequence[UploadItem],
+        *,
+        chunk: int = 256,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> UploadReport:
+        """Stream ``items`` (StreamInputs, ``chunk`` per call); bad images are reported, not fatal.
+
+        Items without an id get one here (a uuid), so a chunk cut off by a restarting service
+        is sent again without duplicating what the first attempt stored: on a resend, an id the
+        interrupted attempt had already sent that comes back ALREADY_EXISTS counts as accepted."""
+        report = UploadReport()
+        start = time.perf_counter()
+        ids = [item.id or uuid.uuid4().hex for item in items]
+        for begin in range(0, len(items), chunk):
+            part = items[begin : begin + chunk]
+            sent: set[int] = set()  # offsets in `part` that any attempt has put on the wire
+
+            def messages(part: Sequence[UploadItem] = part, begin: int = begin, sent: set[int] = sent) -> Iterator[ingestion_pb2.StreamInputsRequest]:
+                for offset, item in enumerate(part):
+                    first = offset not in sent
+                    sent.add(offset)
+                    yield ingestion_pb2.StreamInputsRequest(
+                        app_id=app_id,
+                        input=common_pb2.InputSpec(
+                            id=ids[begin + offset],
+                            image_bytes=item.image_bytes,
+                            concepts=item.concepts,
+                            metadata=item.metadata,
+                            split=SPLITS[item.split],
+                            regions=region_protos(item.regions),
+                        ),
+                    )
+                    if on_progress and first:
+                        on_progress(1)
+
+            attempt: dict[str, Any] = {"n": 0, "sent_before": set()}  # attempts so far; what was sent before the last
+
+            def send(attempt: dict[str, Any] = attempt, sent: set[int] = sent) -> ingestion_pb2.StreamInputsResponse:
+                attempt["n"] += 1
+                attempt["sent_before"] = set(sent)
+                return self.ingestion.StreamInputs(messages(), timeout=self._deadline("StreamInputs"))
+
+            resp = self.retry.call(send)
+            accepted = list(resp.input_ids)
+            for failure in resp.failures:
+                if failure.code == "ALREADY_EXISTS" and attempt["n"] > 1 and failure.index in attempt["sent_before"]:
+                    accepted.append(failure.id)  # stored by the interrupted attempt
+                    continue
+                failure.index += begin
+                report.failures.append(failure)
+            order = {input_id: n for n, input_id in enumerate(ids[begin : begin + chunk])}
+            report.input_ids += sorted(accepted, key=lambda i: order.get(i, len(order)))
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def upload_folder(self, app_id: str, folder: str | Path, **kw: Any) -> UploadReport:
+        return self.upload(app_id, folder_items(Path(folder)), **kw)
+
+    @wrap_errors
+    def get_input(self, app_id: str, input_id: str) -> common_pb2.Input:
+        return self.ingestion.GetInput(ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id), timeout=self._deadline("GetInput"))
+
+    @wrap_errors
+    def list_inputs(self, app_id: str, *, concepts: Iterable[str] = (), page_size: int = 100) -> Iterator[common_pb2.Input]:
+        token = ""
+        while True:
+            resp = self.ingestion.ListInputs(
+                ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts))),
+                timeout=self._deadline("ListInputs"),
+            )
+            yield from resp.inputs
+            token = resp.next_page_token
+            if not token:
+                return
+
+    @wrap_errors
+    def list_concepts(self, app_id: str) -> list[common_pb2.Concept]:
+        return list(self.ingestion.ListConcepts(ingestion_pb2.ListConceptsRequest(app_id=app_id), timeout=self._deadline("ListConcepts")).concepts)
+
+    # -- labeling ---------------------------------------------------------------------
+    @wrap_errors
+    def bulk_label(
+        self,
+        app_id: str,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        input_ids: Iterable[str] = (),
+        text: str = "",
+        image: bytes = b"",
+        like_input: str = "",
+        min_score: float = 0.0,
+        max_results: int = 100,
+        only_unlabeled: bool = False,
+        dry_run: bool = False,
+    ) -> ingestion_pb2.BulkAnnotateResponse:
+        """Label (add), un-label (remove) or relabel (both) a hand-picked list or every result of a
+        search by text / image / input above ``min_score``, in one call."""
+        sel = ingestion_pb2.BulkSelection(
+            input_ids=list(input_ids),
+            search_text=text,
+            search_image=image,
+            search_input_id=like_input,
+            min_score=min_score,
+            max_results=max_results,
+            filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED if only_unlabeled else common_pb2.LABELED_FILTER_UNSPECIFIED),
+        )
+        return self.ingestion.BulkAnnotate(
+            ingestion_pb2.BulkAnnotateRequest(app_id=app_id, selection=sel, add_concepts=list(add), remove_concepts=list(remove), dry_run=dry_run),
+            timeout=self._deadline("BulkAnnotate"),
+        )
+
+    @wrap_errors
+    def annotate(
+        self,
+        app_id: str,
+        labels: dict[str, Iterable[str]] | None = None,
+        *,
+        regions: dict[str, Iterable[Any]] | None = None,
+        replace_regions: bool = False,
+        remove: dict[str, Iterable[str]] | None = None,
+    ) -> list[common_pb2.Input]:
+        """Add concepts per input ({input_id: [concept, ...]}) and/or box labels
+        ({input_id: [region, ...]}, forms as in :func:`region_protos`; their concepts are added
+        too), all-or-nothing. ``replace_regions`` drops the inputs' previous regions first;
+        ``remove`` ({input_id: [concept, ...]}) takes concepts off."""
+        labels, regions, remove = labels or {}, regions or {}, remove or {}
+        ids = list(dict.fromkeys([*labels, *regions, *remove]))
+        resp = self.ingestion.PostAnnotations(
+            ingestion_pb2.PostAnnotationsRequest(
+                app_id=app_id,
+                annotations=[
+                    ingestion_pb2.Annotation(
+                        input_id=i,
+                        add_concepts=list(labels.get(i, ())),
+                        remove_concepts=list(remove.get(i, ())),
+                        add_regions=region_protos(regions.get(i, ())),
+                        clear_regions=replace_regions and i in regions,
+                    )
+                    for i in ids
+                ],
+            ),
+            timeout=self._deadline("PostAnnotations"),
+        )
+        return list(resp.inputs)
+
+    # -- embedding model -------------------------------------------------------------
+    @wrap_errors
+    def set_embedding_model(self, app_id: str, model_id: str = "", version: str = "") -> ingestion_pb2.SetEmbeddingModelResponse:
+        """Switch the app's image-embedding model to ``version`` (the latest when empty) of its
+        own trained ``visual_embedder`` model ``model_id``; no model switches back to the base
+        backbone. Inputs are re-embedded and re-indexed in the background; searches keep using
+        the old index until the new one holds every input (see :meth:`wait_embedding_model`)."""
+        ref = model_id + (f"@{version}" if model_id and version else "")
+        return self.ingestion.SetEmbeddingModel(
+            ingestion_pb2.SetEmbeddingModelRequest(app_id=app_id, embedding_model=ref),
+            timeout=max(self.timeout_s, deadline_for("SetEmbeddingModel")),
+        )
