@@ -25,14 +25,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training
+from bench import common, data_quality, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training, video
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "kafka", "data_quality")
+SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "kafka", "data_quality", "video")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
-STACKLESS = ("deep_training", "data_quality")
+STACKLESS = ("deep_training", "data_quality", "video")
 
 
 def machine() -> dict:
@@ -228,6 +228,8 @@ def main(argv: list[str]) -> int:
         run_section("deep_training", lambda: deep_training.run(quick=args.quick, log=log))
     if "data_quality" in args.sections:  # planted problems and the 100k duplicate/outlier passes (issue 19)
         run_section("data_quality", lambda: data_quality.run(quick=args.quick, log=log))
+    if "video" in args.sections:  # decode + sample + embed against bare decode; memory on a long clip (issue 18)
+        run_section("video", lambda: video.run(quick=args.quick, log=log))
 
     total = time.perf_counter() - began
     console.print()

@@ -19,6 +19,11 @@ class BlobStore(Protocol):
     def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
     def get(self, uri: str, app_id: str = "") -> bytes: ...
     def delete(self, uri: str) -> None: ...
+    # Videos (firstlight.video): originals and their summaries, apart from the inputs' blobs.
+    def put_video(self, app_id: str, video_id: str, src: Path) -> str: ...
+    def delete_video(self, app_id: str, video_id: str) -> None: ...
+    def put_video_summary(self, app_id: str, video_id: str, data: bytes) -> None: ...
+    def get_video_summary(self, app_id: str, video_id: str) -> bytes: ...
 
 
 class LocalBlobStore:
@@ -72,6 +77,46 @@ class LocalBlobStore:
 
     def delete(self, uri: str) -> None:
         self._path(uri).unlink(missing_ok=True)
+
+    # -- videos: originals and their summaries, beside the app's inputs -------------------
+    def _video_path(self, app_id: str, video_id: str, suffix: str) -> Path:
+        # "_videos" cannot be an app id (they start with a letter or digit): no collision.
+        validation.app_id(app_id)
+        directory = self.root / "_videos" / app_id
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{video_id}{suffix}"
+
+    def put_video(self, app_id: str, video_id: str, src: Path) -> str:
+        """Copy the uploaded file in (tmp + fsync + rename: a crash leaves no half original)."""
+        import shutil
+
+        path = self._video_path(app_id, video_id, ".video")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(src, "rb") as fh:
+                shutil.copyfileobj(fh, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path.as_uri()
+
+    def delete_video(self, app_id: str, video_id: str) -> None:
+        self._video_path(app_id, video_id, ".video").unlink(missing_ok=True)
+
+    def put_video_summary(self, app_id: str, video_id: str, data: bytes) -> None:
+        path = self._video_path(app_id, video_id, ".json")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def get_video_summary(self, app_id: str, video_id: str) -> bytes:
+        try:
+            return self._video_path(app_id, video_id, ".json").read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"video {video_id!r} does not exist in app {app_id!r}") from None
 
 
 def open_blob_store(url: str) -> BlobStore:

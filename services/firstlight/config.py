@@ -105,7 +105,39 @@ class ImageLimits(BaseSettings):
     max_batch_size: int = Field(128, ge=1)
 
 
-class IngestionSettings(CommonSettings, ImageLimits):
+class VideoLimits(BaseSettings):
+    """Limits on uploaded videos and how their frames are sampled (firstlight.video; defaults
+    and how the thresholds were chosen: docs/video.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: Bytes of one uploaded video (the original is kept in the blob store).
+    max_video_bytes: int = Field(2 * 1024**3, ge=1)
+    #: Seconds of video: a header declaring more is refused before decoding; a stream whose
+    #: timestamps run past it is stopped there.
+    max_video_duration_s: float = Field(3 * 3600.0, gt=0)
+    #: Longest side and pixels of a frame (DCI 4K passes): a header or a decoded frame over
+    #: either is refused before its pixels are allocated (decompression bombs).
+    max_video_side: int = Field(4096, ge=16)
+    max_video_pixels: int = Field(4096 * 2160, ge=256)
+    #: Frames decoded from one video (a variable-frame-rate file can pack millions into a second).
+    max_video_frames: int = Field(2_000_000, ge=1)
+    #: Frames kept per second of video by the clock (scene changes come on top).
+    video_sample_fps: float = Field(1.0, gt=0, le=60)
+    #: Mean absolute luma difference (0-255, on a 64×36 thumbnail) between consecutive decoded
+    #: frames that counts as a scene change (the frame is kept off the clock).
+    video_scene_threshold: float = Field(30.0, gt=0, le=255)
+    #: Scene-change keeps closer together than this are skipped (flashes, fast cuts).
+    video_min_scene_gap_s: float = Field(0.5, ge=0)
+    #: A frame the clock picks is dropped when it differs from the last kept frame by less
+    #: than this (same 0-255 measure): a static shot keeps one frame, not one per second.
+    video_duplicate_threshold: float = Field(2.0, ge=0, le=255)
+    #: Kept frames are stored as JPEG with this longest side at most (the embedding and
+    #: labeling need no more; the original stays in the blob store).
+    video_frame_max_side: int = Field(1280, ge=64)
+
+
+class IngestionSettings(CommonSettings, ImageLimits, VideoLimits):
     #: SQLAlchemy URL; SQLite by default, ``postgresql+psycopg://…`` in a cluster.
     database_url: str = ""
     #: Blob store URL: ``file:///abs/dir`` (default under data_dir).
@@ -183,7 +215,7 @@ class SearchSettings(CommonSettings):
         return self.vector_store_url or f"edge://{(self.data_dir / 'vectors').resolve()}"
 
 
-class InferenceSettings(CommonSettings, ImageLimits):
+class InferenceSettings(CommonSettings, ImageLimits, VideoLimits):
     triton_url: str = Field(..., min_length=3)
     triton_timeout_s: float = Field(30.0, gt=0)
     #: Token Triton wants in a header of every call but health (firstlight-triton-token; Triton

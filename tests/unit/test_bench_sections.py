@@ -48,3 +48,8 @@ def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
 def test_gateway_is_a_section_of_make_bench() -> None:
     assert "gateway" in bench_main.parse([]).sections and "gateway" not in bench_main.STACKLESS
     assert bench_main.parse(["--only", "gateway"]).sections == ["gateway"]
+
+
+def test_video_section_needs_no_stack() -> None:
+    assert bench_main.parse(["--only", "video"]).sections == ["video"]
+    assert "video" in bench_main.STACKLESS

@@ -364,3 +364,17 @@ def test_the_head_runner_scores_stored_embeddings_with_the_exported_head(tmp_pat
     assert got.input_ids == ["i1", "i2"] and got.proba.shape == (2, 2) and got.activation == "sigmoid"
     with pytest.raises(FailedPrecondition, match="no exported head"):
         runner.score("app", model, {"triton_model": "fl.app.m", "version": 2}, ["i1"])
+
+
+def test_frames_of_one_video_stay_in_one_split(world: World) -> None:
+    # 6 videos x 4 frames (ids <video>.t<ms>), every video showing both concepts, plus 4 images
+    world.peers.items[:] = [
+        (f"v{v}.t{t * 1000:010d}", [CONCEPTS[t % 2]], []) for v in range(6) for t in range(4)
+    ] + [(f"img{i}", [CONCEPTS[i % 2]], []) for i in range(4)]  # fmt: skip
+    ds = world.core.create_dataset("app", "frames", fractions=(0.5, 0.25, 0.25), seed=3)
+    split_of_video: dict[str, set[int]] = {}
+    for r in ds["rows"]:
+        if ".t" in r.input_id:
+            split_of_video.setdefault(r.input_id.split(".t")[0], set()).add(r.split)
+    assert len(split_of_video) == 6 and all(len(s) == 1 for s in split_of_video.values())
+    assert {r.split for r in ds["rows"]} == {1, 2, 3} and len(ds["rows"]) == 28

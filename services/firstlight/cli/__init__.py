@@ -17,6 +17,7 @@ from firstlight.cli import (  # noqa: F401
     curation,
     quality,
     experiments,
+    video,
 )
 
 # isort: on

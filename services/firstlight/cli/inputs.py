@@ -30,7 +30,13 @@ def upload(
     wait: Annotated[bool, typer.Option(help="Wait until every upload is searchable")] = True,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Upload a folder of images; class sub-folders become concepts."""
+    """Upload a folder of images (class sub-folders become concepts), or one video file (MP4,
+    MOV, WebM, MKV, AVI): its sampled frames become inputs with their timestamps."""
+    from firstlight.cli.video import is_video, upload_video_file
+
+    if is_video(folder):
+        upload_video_file(app_id, folder, wait=wait, data_dir=data_dir)
+        return
     items = folder_items(folder)
     if not items:
         fail(f"no images found under {folder}")

@@ -17,9 +17,13 @@ def progress_bar() -> Progress:
 
 
 def print_hits(resp: search_pb2.SearchResponse, title: str) -> None:
+    from firstlight.video.decode import format_clock
+
     table = Table(title=title)
-    for col in ("#", "input", "score", "concepts"):
+    video = any(hit.video_id for hit in resp.hits)  # frames of videos: say which video and when
+    for col in ("#", "input", "score", "concepts", *(("video", "at") if video else ())):
         table.add_column(col)
     for n, hit in enumerate(resp.hits, 1):
-        table.add_row(str(n), hit.input_id, f"{hit.score:.3f}", ", ".join(hit.concepts))
+        where = (hit.video_id, format_clock(hit.video_t)) if hit.video_id else ("", "")
+        table.add_row(str(n), hit.input_id, f"{hit.score:.3f}", ", ".join(hit.concepts), *(where if video else ()))
     console.print(table)

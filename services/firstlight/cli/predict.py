@@ -21,9 +21,23 @@ def predict(
     model: Annotated[str, typer.Option(help="Model id: 'general' or one of the app's")] = "general",
     version: str = "",
     app_id: Annotated[str, typer.Option("--app", help="App of the model")] = "",
+    frames: Annotated[bool, typer.Option(help="Videos: print every sampled frame's concepts too")] = False,
+    segment_threshold: Annotated[float, typer.Option(help="Videos: a frame scoring this counts towards a segment")] = 0.5,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Predict concepts with the general model or an app's trained model."""
+    """Predict concepts with the general model or an app's trained model. A video file gets a
+    result per sampled frame (--frames) and its time segments, streamed as it decodes."""
+    from firstlight.cli.video import is_video, predict_video_file
+
+    videos = [f for f in files if is_video(f)]
+    for f in videos:
+        predict_video_file(
+            f, model=model, version=version, app_id=app_id, top_k=top_k, concepts=concept or [], threshold=segment_threshold,
+            frames=frames, data_dir=data_dir,
+        )  # fmt: skip
+    files = [f for f in files if f not in videos]
+    if not files:
+        return
     with client(data_dir) as fl:
         results = fl.predict([f.read_bytes() for f in files], model=model, version=version, app_id=app_id, top_k=top_k, concepts=concept or [])
     for f, concepts in zip(files, results):

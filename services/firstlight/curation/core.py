@@ -15,6 +15,7 @@ import numpy as np
 
 from firstlight import validation
 from firstlight.curation import drift, label_errors, strategies
+from firstlight.domain import diverse_batch, frames
 from firstlight.curation.ports import ModelInfo, Platform, Row, Training, VersionInfo
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -115,10 +116,21 @@ class Curation:
         concepts = model.concepts
         if not pool_ids:
             raise FailedPrecondition(f"app {app_id!r} has no unlabeled, indexed inputs to suggest")
+        # Video frames: the strategy ranks 3x the batch, then frames of the same moment (same
+        # video within 5 s, or cosine > 0.95) are thinned out, so a batch never asks for several
+        # near-duplicates of one moment.
+        has_frames = any(frames.parse_frame_input_id(i) for i in pool_ids)
         picked = strategies.select(
-            strategy, proba=proba, embeddings=X, batch_size=min(size, len(pool_ids)), seed=seed,
+            strategy, proba=proba, embeddings=X, batch_size=min(size * 3 if has_frames else size, len(pool_ids)), seed=seed,
             labeled_embeddings=L if len(L) else None,
         )
+        if has_frames:
+            keep = set(
+                diverse_batch.thin_near_duplicates(
+                    pool_ids, [s.index for s in picked], size, moment_of=frames.parse_frame_input_id, embeddings=X
+                )
+            )
+            picked = [s for s in picked if s.index in keep]
         out = [
             SuggestionOut(pool_ids[s.index], s.score, s.difficulty, concepts[int(proba[s.index].argmax())], float(proba[s.index].max()))
             for s in picked

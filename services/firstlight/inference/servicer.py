@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 
 from firstlight.inference.core import Predictor, Step
+from firstlight.inference.servicer_video import VideoPredictions
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -19,7 +20,7 @@ T = TypeVar("T")
 
 
 @map_errors
-class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
+class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceServicer):
     def __init__(self, predictor: Predictor, threads: int = 32) -> None:
         self.predictor = predictor
         # Its own pool, sized for concurrency (config.InferenceSettings.predict_threads): decode

@@ -17,6 +17,7 @@ from firstlight.hosting.auth import CURRENT_PRINCIPAL, caller_is_service
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, SearchQuery, Selection
+from firstlight.ingestion.servicer_video import VideoRpcs
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
@@ -95,7 +96,7 @@ def spec_to_domain(spec: common_pb2.InputSpec) -> NewInput:
 
 
 @map_errors
-class IngestionServicer(ingestion_pb2_grpc.IngestionServiceServicer):
+class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
     def __init__(self, core: Ingestion, key_name: Callable[[str, str], str] | None = None) -> None:
         self.core = core
         self.key_name = key_name  # (app, key id) -> the key's name, for who-labeled records

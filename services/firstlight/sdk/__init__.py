@@ -14,7 +14,8 @@ FIRSTLIGHT_API_KEY environment variable, else (``from_stack``) the local stack's
 A failed call raises a :mod:`firstlight.errors` type (``NotFound``, ``InvalidArgument``…, all
 :class:`FirstlightError`) with the gRPC ``code``, the service's ``message`` and the text
 ``"<CODE>: <message>"``. The calls of each service live in a module of their own
-(``auth``, ``ingestion``, ``search``, ``embedding``, ``inference``, ``training``, ``curation``);
+(``auth``, ``ingestion``, ``search``, ``embedding``, ``inference``, ``training``, ``curation``,
+``video``: upload a video, label a segment, predict with time segments, search by a clip);
 ``projection`` draws the client-side embedding map.
 """
 

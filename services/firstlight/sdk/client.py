@@ -21,6 +21,7 @@ from firstlight.sdk.ingestion import IngestionCalls
 from firstlight.sdk.search import SearchCalls
 from firstlight.sdk.training import TrainingCalls
 from firstlight.sdk.transport import RetryingStub
+from firstlight.sdk.video import VideoCalls, VideoSearchCalls
 from firstlight.stack import ADMIN_KEY_ENTRY, read_stack_file
 from firstlight.v1 import (
     auth_pb2_grpc,
@@ -34,7 +35,7 @@ from firstlight.v1 import (
 )
 
 
-class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, InferenceCalls, TrainingCalls, CurationCalls):
+class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, InferenceCalls, TrainingCalls, CurationCalls, VideoCalls, VideoSearchCalls):
     """Client for a Firstlight deployment. Use as a context manager to close its channels.
 
     Every call has a deadline: the clients' policy (:mod:`firstlight.clients.policy`) scaled by

@@ -14,12 +14,20 @@ from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Search, make_filter
 from firstlight.search.vector_store import SearchFilter
 from firstlight.v1 import common_pb2, search_pb2, search_pb2_grpc
+from firstlight.domain.frames import parse_frame_input_id
 
 LABELED = {0: None, 1: True, 2: False}
 
 
 def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
-    return [common_pb2.SearchHit(input_id=h.input_id, score=h.score, concepts=h.concepts, split=h.split) for h in hits]  # type: ignore[arg-type]
+    out = []
+    for h in hits:
+        hit = common_pb2.SearchHit(input_id=h.input_id, score=h.score, concepts=h.concepts, split=h.split)  # type: ignore[arg-type]
+        frame = parse_frame_input_id(h.input_id)  # a video frame's id names its video and time
+        if frame is not None:
+            hit.video_id, hit.video_t = frame
+        out.append(hit)
+    return out
 
 
 def _concepts(pairs: list[tuple[str, float]]) -> list[common_pb2.ScoredConcept]:

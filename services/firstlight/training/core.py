@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firstlight.domain import evaluation, splits, validation
+from firstlight.domain import evaluation, frames, group_split, splits, validation
 from firstlight.domain.promotion import decide_promotion, metrics_of
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training.ports import (
@@ -208,12 +208,22 @@ class TrainingCore:
         if not items:
             raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
         keys = splits.stratification_keys([cs for _, cs, _ in items])
-        assignment = splits.stratified_split(keys, fractions=fractions, counts=counts, seed=seed)
+        groups = frames.video_groups([i for i, _, _ in items])
+        if any(g is not None for g in groups):
+            # Frames of one video are near-identical: all of them go to one split (no leak from
+            # train into test), stratified as far as whole videos allow.
+            grouped = group_split.group_split(keys, groups, fractions=fractions, counts=counts, seed=seed)
+            assignment = {name: idx for name, idx in grouped.splits.items() if name in SPLIT_IDS}
+            splits.check_split(keys, assignment, require_validation=grouped.requested["validation"] > 0)
+            log.info("dataset %s/%s: group-aware split over %s videos, achieved %s of %s", app_id, dataset_id,
+                     len({g for g in groups if g}), grouped.achieved, grouped.requested)  # fmt: skip
+        else:
+            assignment = splits.stratified_split(keys, fractions=fractions, counts=counts, seed=seed)
         split_of = {}
         for name, idx in assignment.items():
             for i in idx:
                 split_of[items[i][0]] = SPLIT_IDS[name]
-        rows = [DatasetRow(i, sorted(cs), split_of[i], boxes) for i, cs, boxes in items]
+        rows = [DatasetRow(i, sorted(cs), split_of[i], boxes) for i, cs, boxes in items if i in split_of]
         version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)

@@ -427,12 +427,17 @@ class SearchHit(_message.Message):
     SCORE_FIELD_NUMBER: _builtins.int
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    VIDEO_T_FIELD_NUMBER: _builtins.int
     input_id: _builtins.str
     """Matching input."""
     score: _builtins.float
     """Similarity; higher is more similar. Cosine for image queries."""
     split: Global___Split.ValueType
     """Split of the input."""
+    video_id: _builtins.str
+    """For a video frame: its video and its time in seconds (empty / 0 for an image)."""
+    video_t: _builtins.float
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Concepts of the input at indexing time."""
@@ -444,10 +449,12 @@ class SearchHit(_message.Message):
         score: _builtins.float = ...,
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: Global___Split.ValueType = ...,
+        video_id: _builtins.str = ...,
+        video_t: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "input_id", b"input_id", "score", b"score", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "input_id", b"input_id", "score", b"score", "split", b"split", "video_id", b"video_id", "video_t", b"video_t"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

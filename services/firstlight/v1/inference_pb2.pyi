@@ -7,6 +7,7 @@ classifier (1,000 concepts) that works with zero data.
 
 from collections import abc as _abc
 from firstlight.v1 import common_pb2 as _common_pb2
+from firstlight.v1 import video_pb2 as _video_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
@@ -20,6 +21,148 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class PredictVideoHeader(_message.Message):
+    """PredictVideo's first message: what to run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    MIN_SCORE_FIELD_NUMBER: _builtins.int
+    SEGMENT_THRESHOLD_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """As PredictRequest."""
+    model_id: _builtins.str
+    model_version: _builtins.str
+    top_k: _builtins.int
+    min_score: _builtins.float
+    segment_threshold: _builtins.float
+    """A frame scoring at least this counts towards a segment of its concept (default 0.5)."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        top_k: _builtins.int = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        min_score: _builtins.float = ...,
+        segment_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "segment_threshold", b"segment_threshold", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictVideoHeader: _TypeAlias = PredictVideoHeader  # noqa: Y015
+
+@_typing.final
+class PredictVideoRequest(_message.Message):
+    """PredictVideo arguments: a header, then the file's bytes in chunks (each at most 4 MiB)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """Following messages."""
+    @_builtins.property
+    def header(self) -> Global___PredictVideoHeader:
+        """First message."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___PredictVideoHeader | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "header", b"header", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["header", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___PredictVideoRequest: _TypeAlias = PredictVideoRequest  # noqa: Y015
+
+@_typing.final
+class FramePrediction(_message.Message):
+    """The prediction for one sampled frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    T_FIELD_NUMBER: _builtins.int
+    KEEP_REASON_FIELD_NUMBER: _builtins.int
+    PREDICTION_FIELD_NUMBER: _builtins.int
+    t: _builtins.float
+    """Seconds from the start of the video."""
+    keep_reason: _builtins.str
+    """Why the frame was sampled: start, clock or scene."""
+    @_builtins.property
+    def prediction(self) -> Global___Prediction:
+        """As Predict's."""
+
+    def __init__(
+        self,
+        *,
+        t: _builtins.float = ...,
+        keep_reason: _builtins.str = ...,
+        prediction: Global___Prediction | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["prediction", b"prediction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_reason", b"keep_reason", "prediction", b"prediction", "t", b"t"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FramePrediction: _TypeAlias = FramePrediction  # noqa: Y015
+
+@_typing.final
+class PredictVideoResponse(_message.Message):
+    """One streamed PredictVideo result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAME_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def frame(self) -> Global___FramePrediction:
+        """A sampled frame's prediction (in time order)."""
+
+    @_builtins.property
+    def segment(self) -> _video_pb2.TimeSegment:
+        """A closed segment."""
+
+    @_builtins.property
+    def end(self) -> _video_pb2.VideoDecodeEnd:
+        """The last message."""
+
+    def __init__(
+        self,
+        *,
+        frame: Global___FramePrediction | None = ...,
+        segment: _video_pb2.TimeSegment | None = ...,
+        end: _video_pb2.VideoDecodeEnd | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frame", b"frame", "item", b"item", "segment", b"segment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "frame", b"frame", "item", b"item", "segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["frame", "segment", "end"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___PredictVideoResponse: _TypeAlias = PredictVideoResponse  # noqa: Y015
 
 @_typing.final
 class WorkflowStep(_message.Message):

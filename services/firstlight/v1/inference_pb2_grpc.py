@@ -50,6 +50,11 @@ class InferenceServiceStub:
                 request_serializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.FromString,
                 _registered_method=True)
+        self.PredictVideo = channel.stream_stream(
+                '/firstlight.v1.InferenceService/PredictVideo',
+                request_serializer=firstlight_dot_v1_dot_inference__pb2.PredictVideoRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictVideoResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -78,6 +83,15 @@ class InferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PredictVideo(self, request_iterator, context):
+        """Predict on a video: a header, then the bytes in chunks; once the file is in, a result per
+        sampled frame and each time segment as soon as it closes are streamed back while the
+        video decodes, then the end. Errors as IngestionService.UploadVideo.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InferenceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.PredictWorkflow,
                     request_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.SerializeToString,
+            ),
+            'PredictVideo': grpc.stream_stream_rpc_method_handler(
+                    servicer.PredictVideo,
+                    request_deserializer=firstlight_dot_v1_dot_inference__pb2.PredictVideoRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_inference__pb2.PredictVideoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +198,33 @@ class InferenceService:
             '/firstlight.v1.InferenceService/PredictWorkflow',
             firstlight_dot_v1_dot_inference__pb2.PredictWorkflowRequest.SerializeToString,
             firstlight_dot_v1_dot_inference__pb2.PredictWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PredictVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/firstlight.v1.InferenceService/PredictVideo',
+            firstlight_dot_v1_dot_inference__pb2.PredictVideoRequest.SerializeToString,
+            firstlight_dot_v1_dot_inference__pb2.PredictVideoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,11 @@ class InferenceServiceStub:
     """Run a chain of models on each image: every step sees the same image; a step can be
     gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
     """
+    PredictVideo: _grpc.StreamStreamMultiCallable[_inference_pb2.PredictVideoRequest, _inference_pb2.PredictVideoResponse]
+    """Predict on a video: a header, then the bytes in chunks; once the file is in, a result per
+    sampled frame and each time segment as soon as it closes are streamed back while the
+    video decodes, then the end. Errors as IngestionService.UploadVideo.
+    """
 
 @_typing.type_check_only
 class InferenceServiceAsyncStub(InferenceServiceStub):
@@ -56,6 +61,11 @@ class InferenceServiceAsyncStub(InferenceServiceStub):
     PredictWorkflow: _aio.UnaryUnaryMultiCallable[_inference_pb2.PredictWorkflowRequest, _inference_pb2.PredictWorkflowResponse]  # type: ignore[assignment]
     """Run a chain of models on each image: every step sees the same image; a step can be
     gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+    """
+    PredictVideo: _aio.StreamStreamMultiCallable[_inference_pb2.PredictVideoRequest, _inference_pb2.PredictVideoResponse]  # type: ignore[assignment]
+    """Predict on a video: a header, then the bytes in chunks; once the file is in, a result per
+    sampled frame and each time segment as soon as it closes are streamed back while the
+    video decodes, then the end. Errors as IngestionService.UploadVideo.
     """
 
 class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -85,6 +95,17 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_inference_pb2.PredictWorkflowResponse, _abc.Awaitable[_inference_pb2.PredictWorkflowResponse]]:
         """Run a chain of models on each image: every step sees the same image; a step can be
         gated on what an earlier step predicted (e.g. general model → "cat"? → custom classifier).
+        """
+
+    @_abc_1.abstractmethod
+    def PredictVideo(
+        self,
+        request_iterator: _MaybeAsyncIterator[_inference_pb2.PredictVideoRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_inference_pb2.PredictVideoResponse], _abc.AsyncIterator[_inference_pb2.PredictVideoResponse]]:
+        """Predict on a video: a header, then the bytes in chunks; once the file is in, a result per
+        sampled frame and each time segment as soon as it closes are streamed back while the
+        video decodes, then the end. Errors as IngestionService.UploadVideo.
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,59 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
+from firstlight.v1 import video_pb2 as firstlight_dot_v1_dot_video__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/ingestion.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\"C\n\x18SetEmbeddingModelRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"h\n\x19SetEmbeddingModelResponse\x12\x1f\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x12.firstlight.v1.App\x12\x19\n\x11inputs_to_reembed\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\"\xba\x01\n\rBulkSelection\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12\x13\n\x0bsearch_text\x18\x02 \x01(\t\x12\x14\n\x0csearch_image\x18\x03 \x01(\x0c\x12\x17\n\x0fsearch_input_id\x18\x04 \x01(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x13\n\x0bmax_results\x18\x06 \x01(\x05\x12*\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\"\x96\x01\n\x13\x42ulkAnnotateRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12/\n\tselection\x18\x02 \x01(\x0b\x32\x1c.firstlight.v1.BulkSelection\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x03 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"9\n\x14\x42ulkAnnotateResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"A\n\x10\x43reateAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x1b\n\rGetAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x11PostInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12(\n\x06inputs\x18\x02 \x03(\x0b\x32\x18.firstlight.v1.InputSpec\":\n\x12PostInputsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\"N\n\x13StreamInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\'\n\x05input\x18\x02 \x01(\x0b\x32\x18.firstlight.v1.InputSpec\"H\n\x0cInputFailure\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"X\n\x14StreamInputsResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12-\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1b.firstlight.v1.InputFailure\"3\n\x0fGetInputRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08input_id\x18\x02 \x01(\t\"v\n\x11ListInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\"g\n\x12ListInputsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"8\n\x13\x44\x65leteInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tinput_ids\x18\x02 \x03(\t\"-\n\x14\x44\x65leteInputsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\xb5\x01\n\nAnnotation\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x02 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x03 \x03(\t\x12#\n\x05split\x18\x04 \x01(\x0e\x32\x14.firstlight.v1.Split\x12*\n\x0b\x61\x64\x64_regions\x18\x05 \x03(\x0b\x32\x15.firstlight.v1.Region\x12\x15\n\rclear_regions\x18\x06 \x01(\x08\"X\n\x16PostAnnotationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\x0b\x61nnotations\x18\x02 \x03(\x0b\x32\x19.firstlight.v1.Annotation\"?\n\x17PostAnnotationsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\"%\n\x13ListConceptsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"@\n\x14ListConceptsResponse\x12(\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x16.firstlight.v1.Concept2\xa8\x07\n\x10IngestionService\x12@\n\tCreateApp\x12\x1f.firstlight.v1.CreateAppRequest\x1a\x12.firstlight.v1.App\x12:\n\x06GetApp\x12\x1c.firstlight.v1.GetAppRequest\x1a\x12.firstlight.v1.App\x12Q\n\nPostInputs\x12 .firstlight.v1.PostInputsRequest\x1a!.firstlight.v1.PostInputsResponse\x12Y\n\x0cStreamInputs\x12\".firstlight.v1.StreamInputsRequest\x1a#.firstlight.v1.StreamInputsResponse(\x01\x12@\n\x08GetInput\x12\x1e.firstlight.v1.GetInputRequest\x1a\x14.firstlight.v1.Input\x12Q\n\nListInputs\x12 .firstlight.v1.ListInputsRequest\x1a!.firstlight.v1.ListInputsResponse\x12W\n\x0c\x44\x65leteInputs\x12\".firstlight.v1.DeleteInputsRequest\x1a#.firstlight.v1.DeleteInputsResponse\x12`\n\x0fPostAnnotations\x12%.firstlight.v1.PostAnnotationsRequest\x1a&.firstlight.v1.PostAnnotationsResponse\x12W\n\x0cListConcepts\x12\".firstlight.v1.ListConceptsRequest\x1a#.firstlight.v1.ListConceptsResponse\x12W\n\x0c\x42ulkAnnotate\x12\".firstlight.v1.BulkAnnotateRequest\x1a#.firstlight.v1.BulkAnnotateResponse\x12\x66\n\x11SetEmbeddingModel\x12\'.firstlight.v1.SetEmbeddingModelRequest\x1a(.firstlight.v1.SetEmbeddingModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/ingestion.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\x1a\x19\x66irstlight/v1/video.proto\"C\n\x18SetEmbeddingModelRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x02 \x01(\t\"h\n\x19SetEmbeddingModelResponse\x12\x1f\n\x03\x61pp\x18\x01 \x01(\x0b\x32\x12.firstlight.v1.App\x12\x19\n\x11inputs_to_reembed\x18\x02 \x01(\x03\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\"\xba\x01\n\rBulkSelection\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12\x13\n\x0bsearch_text\x18\x02 \x01(\t\x12\x14\n\x0csearch_image\x18\x03 \x01(\x0c\x12\x17\n\x0fsearch_input_id\x18\x04 \x01(\t\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x13\n\x0bmax_results\x18\x06 \x01(\x05\x12*\n\x06\x66ilter\x18\x07 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\"\x96\x01\n\x13\x42ulkAnnotateRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12/\n\tselection\x18\x02 \x01(\x0b\x32\x1c.firstlight.v1.BulkSelection\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x03 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x04 \x03(\t\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\"9\n\x14\x42ulkAnnotateResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\"A\n\x10\x43reateAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x1b\n\rGetAppRequest\x12\n\n\x02id\x18\x01 \x01(\t\"M\n\x11PostInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12(\n\x06inputs\x18\x02 \x03(\x0b\x32\x18.firstlight.v1.InputSpec\":\n\x12PostInputsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\"N\n\x13StreamInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\'\n\x05input\x18\x02 \x01(\x0b\x32\x18.firstlight.v1.InputSpec\"H\n\x0cInputFailure\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"X\n\x14StreamInputsResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\t\x12-\n\x08\x66\x61ilures\x18\x02 \x03(\x0b\x32\x1b.firstlight.v1.InputFailure\"3\n\x0fGetInputRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08input_id\x18\x02 \x01(\t\"v\n\x11ListInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12*\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1a.firstlight.v1.InputFilter\"g\n\x12ListInputsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"8\n\x13\x44\x65leteInputsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tinput_ids\x18\x02 \x03(\t\"-\n\x14\x44\x65leteInputsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x05\"\xb5\x01\n\nAnnotation\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x02 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x03 \x03(\t\x12#\n\x05split\x18\x04 \x01(\x0e\x32\x14.firstlight.v1.Split\x12*\n\x0b\x61\x64\x64_regions\x18\x05 \x03(\x0b\x32\x15.firstlight.v1.Region\x12\x15\n\rclear_regions\x18\x06 \x01(\x08\"X\n\x16PostAnnotationsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12.\n\x0b\x61nnotations\x18\x02 \x03(\x0b\x32\x19.firstlight.v1.Annotation\"?\n\x17PostAnnotationsResponse\x12$\n\x06inputs\x18\x01 \x03(\x0b\x32\x14.firstlight.v1.Input\"%\n\x13ListConceptsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"@\n\x14ListConceptsResponse\x12(\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x16.firstlight.v1.Concept2\xf1\x08\n\x10IngestionService\x12@\n\tCreateApp\x12\x1f.firstlight.v1.CreateAppRequest\x1a\x12.firstlight.v1.App\x12:\n\x06GetApp\x12\x1c.firstlight.v1.GetAppRequest\x1a\x12.firstlight.v1.App\x12Q\n\nPostInputs\x12 .firstlight.v1.PostInputsRequest\x1a!.firstlight.v1.PostInputsResponse\x12Y\n\x0cStreamInputs\x12\".firstlight.v1.StreamInputsRequest\x1a#.firstlight.v1.StreamInputsResponse(\x01\x12@\n\x08GetInput\x12\x1e.firstlight.v1.GetInputRequest\x1a\x14.firstlight.v1.Input\x12Q\n\nListInputs\x12 .firstlight.v1.ListInputsRequest\x1a!.firstlight.v1.ListInputsResponse\x12W\n\x0c\x44\x65leteInputs\x12\".firstlight.v1.DeleteInputsRequest\x1a#.firstlight.v1.DeleteInputsResponse\x12`\n\x0fPostAnnotations\x12%.firstlight.v1.PostAnnotationsRequest\x1a&.firstlight.v1.PostAnnotationsResponse\x12W\n\x0cListConcepts\x12\".firstlight.v1.ListConceptsRequest\x1a#.firstlight.v1.ListConceptsResponse\x12W\n\x0c\x42ulkAnnotate\x12\".firstlight.v1.BulkAnnotateRequest\x1a#.firstlight.v1.BulkAnnotateResponse\x12\x66\n\x11SetEmbeddingModel\x12\'.firstlight.v1.SetEmbeddingModelRequest\x1a(.firstlight.v1.SetEmbeddingModelResponse\x12V\n\x0bUploadVideo\x12!.firstlight.v1.UploadVideoRequest\x1a\".firstlight.v1.UploadVideoResponse(\x01\x12o\n\x14\x41nnotateVideoSegment\x12*.firstlight.v1.AnnotateVideoSegmentRequest\x1a+.firstlight.v1.AnnotateVideoSegmentResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'firstlight.v1.ingestion_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETEMBEDDINGMODELREQUEST']._serialized_start=76
-  _globals['_SETEMBEDDINGMODELREQUEST']._serialized_end=143
-  _globals['_SETEMBEDDINGMODELRESPONSE']._serialized_start=145
-  _globals['_SETEMBEDDINGMODELRESPONSE']._serialized_end=249
-  _globals['_BULKSELECTION']._serialized_start=252
-  _globals['_BULKSELECTION']._serialized_end=438
-  _globals['_BULKANNOTATEREQUEST']._serialized_start=441
-  _globals['_BULKANNOTATEREQUEST']._serialized_end=591
-  _globals['_BULKANNOTATERESPONSE']._serialized_start=593
-  _globals['_BULKANNOTATERESPONSE']._serialized_end=650
-  _globals['_CREATEAPPREQUEST']._serialized_start=652
-  _globals['_CREATEAPPREQUEST']._serialized_end=717
-  _globals['_GETAPPREQUEST']._serialized_start=719
-  _globals['_GETAPPREQUEST']._serialized_end=746
-  _globals['_POSTINPUTSREQUEST']._serialized_start=748
-  _globals['_POSTINPUTSREQUEST']._serialized_end=825
-  _globals['_POSTINPUTSRESPONSE']._serialized_start=827
-  _globals['_POSTINPUTSRESPONSE']._serialized_end=885
-  _globals['_STREAMINPUTSREQUEST']._serialized_start=887
-  _globals['_STREAMINPUTSREQUEST']._serialized_end=965
-  _globals['_INPUTFAILURE']._serialized_start=967
-  _globals['_INPUTFAILURE']._serialized_end=1039
-  _globals['_STREAMINPUTSRESPONSE']._serialized_start=1041
-  _globals['_STREAMINPUTSRESPONSE']._serialized_end=1129
-  _globals['_GETINPUTREQUEST']._serialized_start=1131
-  _globals['_GETINPUTREQUEST']._serialized_end=1182
-  _globals['_LISTINPUTSREQUEST']._serialized_start=1184
-  _globals['_LISTINPUTSREQUEST']._serialized_end=1302
-  _globals['_LISTINPUTSRESPONSE']._serialized_start=1304
-  _globals['_LISTINPUTSRESPONSE']._serialized_end=1407
-  _globals['_DELETEINPUTSREQUEST']._serialized_start=1409
-  _globals['_DELETEINPUTSREQUEST']._serialized_end=1465
-  _globals['_DELETEINPUTSRESPONSE']._serialized_start=1467
-  _globals['_DELETEINPUTSRESPONSE']._serialized_end=1512
-  _globals['_ANNOTATION']._serialized_start=1515
-  _globals['_ANNOTATION']._serialized_end=1696
-  _globals['_POSTANNOTATIONSREQUEST']._serialized_start=1698
-  _globals['_POSTANNOTATIONSREQUEST']._serialized_end=1786
-  _globals['_POSTANNOTATIONSRESPONSE']._serialized_start=1788
-  _globals['_POSTANNOTATIONSRESPONSE']._serialized_end=1851
-  _globals['_LISTCONCEPTSREQUEST']._serialized_start=1853
-  _globals['_LISTCONCEPTSREQUEST']._serialized_end=1890
-  _globals['_LISTCONCEPTSRESPONSE']._serialized_start=1892
-  _globals['_LISTCONCEPTSRESPONSE']._serialized_end=1956
-  _globals['_INGESTIONSERVICE']._serialized_start=1959
-  _globals['_INGESTIONSERVICE']._serialized_end=2895
+  _globals['_SETEMBEDDINGMODELREQUEST']._serialized_start=103
+  _globals['_SETEMBEDDINGMODELREQUEST']._serialized_end=170
+  _globals['_SETEMBEDDINGMODELRESPONSE']._serialized_start=172
+  _globals['_SETEMBEDDINGMODELRESPONSE']._serialized_end=276
+  _globals['_BULKSELECTION']._serialized_start=279
+  _globals['_BULKSELECTION']._serialized_end=465
+  _globals['_BULKANNOTATEREQUEST']._serialized_start=468
+  _globals['_BULKANNOTATEREQUEST']._serialized_end=618
+  _globals['_BULKANNOTATERESPONSE']._serialized_start=620
+  _globals['_BULKANNOTATERESPONSE']._serialized_end=677
+  _globals['_CREATEAPPREQUEST']._serialized_start=679
+  _globals['_CREATEAPPREQUEST']._serialized_end=744
+  _globals['_GETAPPREQUEST']._serialized_start=746
+  _globals['_GETAPPREQUEST']._serialized_end=773
+  _globals['_POSTINPUTSREQUEST']._serialized_start=775
+  _globals['_POSTINPUTSREQUEST']._serialized_end=852
+  _globals['_POSTINPUTSRESPONSE']._serialized_start=854
+  _globals['_POSTINPUTSRESPONSE']._serialized_end=912
+  _globals['_STREAMINPUTSREQUEST']._serialized_start=914
+  _globals['_STREAMINPUTSREQUEST']._serialized_end=992
+  _globals['_INPUTFAILURE']._serialized_start=994
+  _globals['_INPUTFAILURE']._serialized_end=1066
+  _globals['_STREAMINPUTSRESPONSE']._serialized_start=1068
+  _globals['_STREAMINPUTSRESPONSE']._serialized_end=1156
+  _globals['_GETINPUTREQUEST']._serialized_start=1158
+  _globals['_GETINPUTREQUEST']._serialized_end=1209
+  _globals['_LISTINPUTSREQUEST']._serialized_start=1211
+  _globals['_LISTINPUTSREQUEST']._serialized_end=1329
+  _globals['_LISTINPUTSRESPONSE']._serialized_start=1331
+  _globals['_LISTINPUTSRESPONSE']._serialized_end=1434
+  _globals['_DELETEINPUTSREQUEST']._serialized_start=1436
+  _globals['_DELETEINPUTSREQUEST']._serialized_end=1492
+  _globals['_DELETEINPUTSRESPONSE']._serialized_start=1494
+  _globals['_DELETEINPUTSRESPONSE']._serialized_end=1539
+  _globals['_ANNOTATION']._serialized_start=1542
+  _globals['_ANNOTATION']._serialized_end=1723
+  _globals['_POSTANNOTATIONSREQUEST']._serialized_start=1725
+  _globals['_POSTANNOTATIONSREQUEST']._serialized_end=1813
+  _globals['_POSTANNOTATIONSRESPONSE']._serialized_start=1815
+  _globals['_POSTANNOTATIONSRESPONSE']._serialized_end=1878
+  _globals['_LISTCONCEPTSREQUEST']._serialized_start=1880
+  _globals['_LISTCONCEPTSREQUEST']._serialized_end=1917
+  _globals['_LISTCONCEPTSRESPONSE']._serialized_start=1919
+  _globals['_LISTCONCEPTSRESPONSE']._serialized_end=1983
+  _globals['_INGESTIONSERVICE']._serialized_start=1986
+  _globals['_INGESTIONSERVICE']._serialized_end=3123
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ import warnings
 
 from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
 from firstlight.v1 import ingestion_pb2 as firstlight_dot_v1_dot_ingestion__pb2
+from firstlight.v1 import video_pb2 as firstlight_dot_v1_dot_video__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -90,6 +91,16 @@ class IngestionServiceStub:
                 '/firstlight.v1.IngestionService/SetEmbeddingModel',
                 request_serializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.FromString,
+                _registered_method=True)
+        self.UploadVideo = channel.stream_unary(
+                '/firstlight.v1.IngestionService/UploadVideo',
+                request_serializer=firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
+                _registered_method=True)
+        self.AnnotateVideoSegment = channel.unary_unary(
+                '/firstlight.v1.IngestionService/AnnotateVideoSegment',
+                request_serializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.FromString,
                 _registered_method=True)
 
 
@@ -181,6 +192,25 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadVideo(self, request_iterator, context):
+        """Upload a video (MP4/MOV, WebM/Matroska, AVI): a header, then the bytes in chunks. The
+        original is kept; frames sampled at the configured rate plus scene changes, minus
+        near-identical ones, become image inputs linked to the video with their timestamps.
+        INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
+        RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
+        part-way keeps the frames before the break and the response says partial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AnnotateVideoSegment(self, request, context):
+        """Label (or un-label) every frame of a video in a time span at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -238,6 +268,16 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.SetEmbeddingModel,
                     request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.SerializeToString,
+            ),
+            'UploadVideo': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadVideo,
+                    request_deserializer=firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.SerializeToString,
+            ),
+            'AnnotateVideoSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnnotateVideoSegment,
+                    request_deserializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -538,6 +578,60 @@ class IngestionService:
             '/firstlight.v1.IngestionService/SetEmbeddingModel',
             firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelRequest.SerializeToString,
             firstlight_dot_v1_dot_ingestion__pb2.SetEmbeddingModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadVideo(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/firstlight.v1.IngestionService/UploadVideo',
+            firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
+            firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnotateVideoSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/AnnotateVideoSegment',
+            firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.SerializeToString,
+            firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ blob store and metadata in the relational store, then announces each input on Ka
 from collections import abc as _abc
 from firstlight.v1 import common_pb2 as _common_pb2
 from firstlight.v1 import ingestion_pb2 as _ingestion_pb2
+from firstlight.v1 import video_pb2 as _video_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -70,6 +71,16 @@ class IngestionServiceStub:
     then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
     not an image embedder. Setting the current model again is a no-op.
     """
+    UploadVideo: _grpc.StreamUnaryMultiCallable[_video_pb2.UploadVideoRequest, _video_pb2.UploadVideoResponse]
+    """Upload a video (MP4/MOV, WebM/Matroska, AVI): a header, then the bytes in chunks. The
+    original is kept; frames sampled at the configured rate plus scene changes, minus
+    near-identical ones, become image inputs linked to the video with their timestamps.
+    INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
+    RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
+    part-way keeps the frames before the break and the response says partial.
+    """
+    AnnotateVideoSegment: _grpc.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]
+    """Label (or un-label) every frame of a video in a time span at once."""
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -109,6 +120,16 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
     not an image embedder. Setting the current model again is a no-op.
     """
+    UploadVideo: _aio.StreamUnaryMultiCallable[_video_pb2.UploadVideoRequest, _video_pb2.UploadVideoResponse]  # type: ignore[assignment]
+    """Upload a video (MP4/MOV, WebM/Matroska, AVI): a header, then the bytes in chunks. The
+    original is kept; frames sampled at the configured rate plus scene changes, minus
+    near-identical ones, become image inputs linked to the video with their timestamps.
+    INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
+    RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
+    part-way keeps the frames before the break and the response says partial.
+    """
+    AnnotateVideoSegment: _aio.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]  # type: ignore[assignment]
+    """Label (or un-label) every frame of a video in a time span at once."""
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Apps, inputs and their labels."""
@@ -211,5 +232,27 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         then flip. NOT_FOUND if the app or the model is unknown; FAILED_PRECONDITION if the model is
         not an image embedder. Setting the current model again is a no-op.
         """
+
+    @_abc_1.abstractmethod
+    def UploadVideo(
+        self,
+        request_iterator: _MaybeAsyncIterator[_video_pb2.UploadVideoRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.UploadVideoResponse, _abc.Awaitable[_video_pb2.UploadVideoResponse]]:
+        """Upload a video (MP4/MOV, WebM/Matroska, AVI): a header, then the bytes in chunks. The
+        original is kept; frames sampled at the configured rate plus scene changes, minus
+        near-identical ones, become image inputs linked to the video with their timestamps.
+        INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
+        RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
+        part-way keeps the frames before the break and the response says partial.
+        """
+
+    @_abc_1.abstractmethod
+    def AnnotateVideoSegment(
+        self,
+        request: _video_pb2.AnnotateVideoSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.AnnotateVideoSegmentResponse, _abc.Awaitable[_video_pb2.AnnotateVideoSegmentResponse]]:
+        """Label (or un-label) every frame of a video in a time span at once."""
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,63 @@
+"""IngestionService's video RPCs (transport only): the upload is spooled to a temporary file with
+its byte limit checked per chunk, then :mod:`firstlight.ingestion.video` does the work.
+Mixed into :class:`firstlight.ingestion.servicer.IngestionServicer` (it provides ``core``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from firstlight.config import VideoLimits
+from firstlight.ingestion import video
+from firstlight.runtime.status import map_errors
+from firstlight.v1 import video_pb2
+from firstlight.video.ingest import VideoSummary
+from firstlight.video.spool import spool_stream
+
+
+def info_to_proto(info: dict) -> video_pb2.VideoInfo:
+    return video_pb2.VideoInfo(
+        container=info["container"], codec=info["codec"], width=info["width"], height=info["height"],
+        duration_s=info["duration_s"] or 0.0, fps=info["fps"] or 0.0, bytes=info["bytes"],
+    )  # fmt: skip
+
+
+def summary_to_proto(app_id: str, s: VideoSummary) -> video_pb2.UploadVideoResponse:
+    return video_pb2.UploadVideoResponse(
+        video_id=s.video_id,
+        blob_uri=f"video:{app_id}/{s.video_id}",  # an opaque reference: clients never see server paths
+        info=info_to_proto(s.info),
+        frames_decoded=s.frames_decoded,
+        frames_kept=s.frames_kept,
+        frames_added=s.frames_added,
+        scene_changes=s.scene_changes,
+        duplicates_dropped=s.duplicates_dropped,
+        partial=s.partial,
+        error=s.error,
+        last_good_s=s.last_good_s or 0.0,
+        frame_ids=s.frame_ids,
+    )
+
+
+@map_errors
+class VideoRpcs:
+    core: video.Ingestion
+
+    async def UploadVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
+        limits = VideoLimits()
+        header, spool = await spool_stream(request_iterator, limits.max_video_bytes, "UploadVideo")
+        try:
+            summary = await asyncio.to_thread(
+                video.upload_video, self.core, limits, header.app_id, header.video_id, spool.path,
+                concepts=list(header.concepts), metadata=dict(header.metadata),
+            )  # fmt: skip
+        finally:
+            spool.close()
+        return summary_to_proto(header.app_id, summary)
+
+    async def AnnotateVideoSegment(self, request, context):  # type: ignore[no-untyped-def]
+        ids = await asyncio.to_thread(
+            video.annotate_segment, self.core, request.app_id, request.video_id, request.start_s, request.end_s,
+            list(request.add_concepts), list(request.remove_concepts),
+        )  # fmt: skip
+        return video_pb2.AnnotateVideoSegmentResponse(input_ids=ids)

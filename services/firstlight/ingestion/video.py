@@ -1,0 +1,81 @@
+"""Videos in the ingestion service: the adapters the video ingest core needs (frames become
+inputs through :class:`Ingestion`, originals and summaries go to the blob store), and labeling a
+whole segment of a video at once. No grpc here; the servicer spools the upload and calls these."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from firstlight.config import VideoLimits
+from firstlight.errors import InvalidArgument, NotFound
+from firstlight.ingestion.core import Ingestion, NewInput
+from firstlight.video.frames import parse_frame_input_id, video_id
+from firstlight.video.ingest import FrameInput, VideoSummary, ingest_video
+from firstlight.video.segments import frames_in
+
+
+class FramesAsInputs:
+    """FrameSink over the ingestion core: each batch of frames is one all-or-nothing PostInputs
+    (metadata and ``inputs.ingested`` events in one transaction)."""
+
+    def __init__(self, core: Ingestion) -> None:
+        self.core = core
+
+    def existing(self, app_id: str, input_ids: Sequence[str]) -> set[str]:
+        return set(self.core.store.existing_input_ids(app_id, list(input_ids)))
+
+    def add(self, app_id: str, frames: Sequence[FrameInput]) -> None:
+        items = [NewInput(image_bytes=f.jpeg, id=f.id, concepts=list(f.concepts), metadata=f.metadata) for f in frames]
+        self.core.post_inputs(app_id, items)
+
+
+class BlobVideos:
+    """VideoStore over the blob store."""
+
+    def __init__(self, blobs) -> None:  # type: ignore[no-untyped-def]
+        self.blobs = blobs
+
+    def put_original(self, app_id: str, vid: str, path: Path) -> str:
+        return self.blobs.put_video(app_id, vid, path)
+
+    def put_summary(self, app_id: str, vid: str, summary: bytes) -> None:
+        self.blobs.put_video_summary(app_id, vid, summary)
+
+    def delete_original(self, app_id: str, vid: str) -> None:
+        self.blobs.delete_video(app_id, vid)
+
+
+def upload_video(
+    core: Ingestion, limits: VideoLimits, app_id: str, vid: str, path: Path, *, concepts: Sequence[str] = (), metadata: dict | None = None
+) -> VideoSummary:
+    core.get_app(app_id)  # unknown app: NOT_FOUND before any decoding
+    return ingest_video(app_id, vid, path, limits, FramesAsInputs(core), BlobVideos(core.blobs), concepts=concepts, metadata=metadata)
+
+
+def video_summary(core: Ingestion, app_id: str, vid: str) -> dict:
+    core.get_app(app_id)
+    video_id(vid)
+    return json.loads(core.blobs.get_video_summary(app_id, vid))
+
+
+def annotate_segment(
+    core: Ingestion, app_id: str, vid: str, start_s: float, end_s: float, add: Sequence[str], remove: Sequence[str]
+) -> list[str]:
+    """Label every stored frame of video ``vid`` from ``start_s`` to ``end_s``; returns their ids."""
+    if not (0 <= start_s <= end_s):
+        raise InvalidArgument(f"segment {start_s}..{end_s} s: need 0 <= start_s <= end_s")
+    if not add and not remove:
+        raise InvalidArgument("the segment annotation adds and removes no concept")
+    summary = video_summary(core, app_id, vid)
+    times = [(fid, parsed[1]) for fid in summary["frame_ids"] if (parsed := parse_frame_input_id(fid))]
+    ids = frames_in(start_s, end_s, times)
+    if not ids:
+        raise NotFound(f"video {vid!r} has no frame between {start_s:.3f} s and {end_s:.3f} s")
+    present = core.store.existing_input_ids(app_id, ids)  # frames deleted since are skipped
+    ids = [i for i in ids if i in present]
+    if not ids:
+        raise NotFound(f"the frames of video {vid!r} between {start_s:.3f} s and {end_s:.3f} s were deleted")
+    core.annotate(app_id, [(i, list(add), list(remove), 0) for i in ids])
+    return ids
