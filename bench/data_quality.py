@@ -249,7 +249,7 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         found = {i for i, x in enumerate(issues) if flag in x}
         res[f"quality_{flag}"] = pr(found, set(np.flatnonzero(kind == k).tolist()))
     # worst slice: transfer classifier on train, test split
-    from firstlight.training.transfer import TransferSettings, train_transfer
+    from firstlight.domain.heads.transfer import TransferSettings, train_transfer
 
     tr = [i for i in range(n) if split_of[i] == "train"]
     te = [i for i in range(n) if split_of[i] == "test" and kind[i] in ("original",)]

@@ -30,11 +30,11 @@ import torch
 
 from firstlight.datasets import ANIMAL_CLASSES, _animal_arrays
 from firstlight.models.backbone import configure_torch_threads, embed_and_classify, load_efficientnet
-from firstlight.training import evaluation
+from firstlight.domain import evaluation
 from firstlight.training.deep import classifier, hyper
 from firstlight.training.deep.context import DeepData, LabeledImages
 from firstlight.training.deep.loop import LocalContext, prepare_images
-from firstlight.training.transfer import TransferSettings, train_transfer
+from firstlight.domain.heads.transfer import TransferSettings, train_transfer
 
 OUT = Path(__file__).parent / "results" / "deep_classifier"
 

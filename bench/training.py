@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from bench.common import Row, jittered
-from firstlight.training.transfer import train_transfer
+from firstlight.domain.heads.transfer import train_transfer
 
 
 def _split(source: np.ndarray, n_sources: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlparse
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, NotFound
 
 

@@ -4,11 +4,11 @@ made by each store's versioned migrations (firstlight.migrations), not here."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 
-def make_engine(url: str, metadata: MetaData | None = None) -> Engine:
+def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
@@ -22,6 +22,4 @@ def make_engine(url: str, metadata: MetaData | None = None) -> Engine:
 
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if metadata is not None:  # shim: removed after the branches merge (stores call migrations.upgrade)
-        metadata.create_all(engine)
     return engine

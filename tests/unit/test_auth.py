@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from firstlight.hosting import keys
-from firstlight.auth.events import SubmissionGate
+from firstlight.auth.core import SubmissionGate
 from firstlight.hosting.keys import Principal
 from firstlight.auth.store import ApiKeyStore
 from firstlight.errors import NotFound, Unavailable

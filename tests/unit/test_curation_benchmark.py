@@ -9,7 +9,7 @@ import pytest
 
 from firstlight.curation import benchmark as bm
 from firstlight.datasets import png_bytes
-from firstlight.training.transfer import TransferSettings
+from firstlight.domain.heads.transfer import TransferSettings
 
 
 def _folder(root: Path, counts: dict[str, int]) -> Path:

@@ -19,7 +19,7 @@ from firstlight.curation.store import CurationStore
 from firstlight.errors import FailedPrecondition
 from firstlight.training.service import SUCCEEDED, TrainingService
 from firstlight.training.store import TrainingStore
-from firstlight.training.transfer import TransferModel, TransferSettings, train_transfer
+from firstlight.domain.heads.transfer import TransferModel, TransferSettings, train_transfer
 
 APP = "app"
 CONCEPTS = ["a", "b", "c"]

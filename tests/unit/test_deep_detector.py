@@ -23,7 +23,7 @@ from firstlight.training.deep.detector import (
 )
 from firstlight.training.deep.loop import LocalContext
 from firstlight.training.deep.scenes import generate_scenes, scene_data, split_indices
-from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
+from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
 
 CLASSES = ["bear", "bird", "giraffe"]
 

@@ -4,7 +4,7 @@ import pytest
 
 from firstlight.errors import InvalidArgument
 from firstlight.training.deep import hyper
-from firstlight.training.errors import InvalidSetting
+from firstlight.domain.errors import InvalidSetting
 
 ALL = {
     "average_horizontal_flips", "base_gradient_multiplier", "batch_size", "detection_score_threshold", "image_size",

@@ -10,9 +10,9 @@ from firstlight.sdk import DetectedRegion, region_protos
 from firstlight.training.deep.context import Box
 from firstlight.training.deep.detector import _check_boxes
 from firstlight.training.deep.jobs import _split, fetch_regions
-from firstlight.training.errors import InsufficientData
+from firstlight.domain.errors import InsufficientData
 from firstlight.training.service import TrainingService
-from firstlight.training.splits import dataset_version_id
+from firstlight.domain.splits import dataset_version_id
 from firstlight.training.store import DatasetRow, TrainingStore
 from firstlight.v1 import common_pb2
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.config import ImageLimits
 from firstlight.embedding.core import Embedder
 from firstlight.errors import InvalidArgument, NotFound

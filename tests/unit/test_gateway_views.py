@@ -77,7 +77,7 @@ def test_drift_view_words_and_thresholds() -> None:
 
 def test_thresholds_match_the_services() -> None:
     from firstlight.curation import drift
-    from firstlight.training import evaluation
+    from firstlight.domain import evaluation
 
     assert (views.DRIFT_ALPHA, views.DRIFT_PSI_EMBEDDING_MIN, views.DRIFT_PSI_PREDICTION_MIN, views.DRIFT_PSI_MIN_SAMPLES) == (
         drift.ALPHA, drift.PSI_EMBEDDING_MIN, drift.PSI_PREDICTION_MIN, drift.PSI_MIN_SAMPLES)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument, ResourceExhausted

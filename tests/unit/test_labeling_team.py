@@ -25,7 +25,7 @@ from firstlight.curation.stream import Prediction, StreamCuration, make_policy
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.training import evaluation
+from firstlight.domain import evaluation
 
 
 class Clock:

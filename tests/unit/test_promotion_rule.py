@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from firstlight.training.evaluation import EvaluationError, decide_promotion, metric_direction
+from firstlight.domain.errors import EvaluationError
+from firstlight.domain.promotion import decide_promotion, metric_direction
 
 
 def test_policy_metric_when_the_template_reports_it() -> None:

@@ -8,8 +8,8 @@ import pytest
 from sklearn import metrics as skm
 
 from firstlight.errors import InvalidArgument
-from firstlight.training.errors import EvaluationError
-from firstlight.training.evaluation import (
+from firstlight.domain.errors import EvaluationError
+from firstlight.domain.evaluation import (
     EvaluationReport,
     compare,
     evaluate,
@@ -18,8 +18,8 @@ from firstlight.training.evaluation import (
     render_confusion_matrix_png,
     render_report_html,
     render_report_markdown,
-    should_promote,
 )
+from firstlight.domain.promotion import should_promote
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from firstlight.errors import FailedPrecondition
-from firstlight.training.errors import InsufficientData, InvalidSetting, TrainingError
-from firstlight.training.head import LinearHead, load_head
+from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
+from firstlight.domain.heads.linear import LinearHead, load_head
 from firstlight.training.hyper import parse_prototype_settings, parse_settings
-from firstlight.training.oneshot import (
+from firstlight.domain.heads.oneshot import (
     KNNClassifier,
     PrototypeClassifier,
     PrototypeSettings,

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from firstlight.errors import FailedPrecondition, InvalidArgument
-from firstlight.training.errors import SplitError, SplitPreconditionError
-from firstlight.training.splits import (
+from firstlight.domain.errors import SplitError, SplitPreconditionError
+from firstlight.domain.splits import (
     check_split,
     dataset_version_id,
     stratification_keys,

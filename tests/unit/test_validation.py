@@ -1,6 +1,6 @@
 import pytest
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
 

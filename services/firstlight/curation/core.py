@@ -13,7 +13,7 @@ from datetime import UTC
 
 import numpy as np
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation import drift, label_errors, strategies
 from firstlight.domain import diverse_batch, frames
 from firstlight.curation.ports import ModelInfo, Platform, Row, Training, VersionInfo

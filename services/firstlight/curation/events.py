@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation.stream import Prediction, QueuedItem, Rounds, StreamCuration, StreamDrift, StreamDriftReport
 from firstlight.errors import FirstlightError
 from firstlight.messaging import topics

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, delete, insert, select, update
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation.store import QUEUED, leases, queue
 from firstlight.curation.stream import StreamCuration
 from firstlight.errors import InvalidArgument

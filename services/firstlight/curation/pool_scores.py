@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import delete, func, insert, select
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation.store import pool_scores
 from firstlight.errors import InvalidArgument, NotFound
 

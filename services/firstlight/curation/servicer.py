@@ -7,7 +7,7 @@ from datetime import datetime
 
 import grpc
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation.core import Curation
 from firstlight.curation.leases import QueueLeases
 from firstlight.curation.pool_scores import PoolScoring

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from firstlight import validation
+from firstlight.domain import validation
 from firstlight.curation import drift
 from firstlight.curation.ports import Platform, Training
 from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago

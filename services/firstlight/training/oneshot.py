@@ -1,1 +1,0 @@
-from firstlight.domain.heads.oneshot import *  # noqa: F403  # shim: removed after the branches merge
