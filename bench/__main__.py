@@ -103,8 +103,7 @@ def ingest_rows(r: dict) -> list[common.Row]:
                 common.Row(
                     f"ingest → searchable vs bare at the served batch {r['served_batch']} (diagnostic)",
                     f"{r['full_path_img_per_s']:.1f} img/s",
-                    f"bare backbone batch {r['served_batch']}: {r['bare_backbone_at_served_batch_img_per_s']:.1f} img/s "
-                    "(measured once, after the full path)",
+                    f"bare backbone batch {r['served_batch']}: {r['bare_backbone_at_served_batch_img_per_s']:.1f} img/s (measured once, after the full path)",
                     f"{r['full_path_img_per_s'] / r['bare_backbone_at_served_batch_img_per_s']:.2f}×",
                 )
             ]
@@ -208,16 +207,20 @@ def main(argv: list[str]) -> int:
                     "ingest": lambda: with_rows(ingest.run(stack), ingest_rows),
                     "photos": lambda: photos.run(stack, quick=args.quick, log=log),
                     "text_search": lambda: with_rows(text_search.run(client), text_rows),
-                    "search": lambda: search.run(
-                        client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)
-                    ),
+                    "search": lambda: search.run(client, stack.addresses["kafka"], quick=args.quick, full_hnsw=args.hnsw_1m, log=log, work_dir=Path(tmp)),
                     "inference": lambda: inference.run(stack.addresses, quick=args.quick, log=log, pids=_pids(stack), triton_token=stack.triton_token),
                     "training": lambda: training.run(*_real(client, log), quick=args.quick, log=log),
                     "kafka": lambda: kafka.run(stack.addresses["kafka"], quick=args.quick, log=log),
                     # issue 16: HTTP vs gRPC predict, gallery page and thumbnails at 10,000 inputs, first paint
                     "gateway": lambda: with_rows(
-                        gateway.run(stack.addresses, stack.gateway_url, stack.admin_key, inputs=2_000 if args.quick else 10_000,
-                                    seconds=4.0 if args.quick else 10.0, log=log),
+                        gateway.run(
+                            stack.addresses,
+                            stack.gateway_url,
+                            stack.admin_key,
+                            inputs=2_000 if args.quick else 10_000,
+                            seconds=4.0 if args.quick else 10.0,
+                            log=log,
+                        ),
                         gateway.rows,
                     ),
                 }
@@ -236,8 +239,7 @@ def main(argv: list[str]) -> int:
     console.print(table(f"Firstlight benchmarks — {machine_text(info)} — {total / 60:.1f} min", all_rows))
     log(
         f"load average at start {info['load_avg_at_start']} (the machine is shared: absolute figures move with "
-        "other work; ratios are measured in the same run). Per section: "
-        + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
+        "other work; ratios are measured in the same run). Per section: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items())
     )
     if failed:
         log(f"[red]failed sections: {', '.join(failed)}[/red]")

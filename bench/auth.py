@@ -24,16 +24,16 @@ import grpc
 
 from bench.common import Row, lat_text, latency, ratio
 from firstlight import datasets
-from firstlight.hosting import keys
 from firstlight.auth import servicer as auth_servicer
 from firstlight.auth.core import ApiKeys
 from firstlight.auth.store import ApiKeyStore
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import IngestionSettings
+from firstlight.hosting import keys
+from firstlight.hosting.auth import AuthInterceptor, RemoteResolver, make_authenticator
 from firstlight.ingestion import servicer as ingestion_servicer
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.hosting.auth import AuthInterceptor, RemoteResolver, make_authenticator
 from firstlight.runtime import channels
 from firstlight.runtime.channels import client_channel
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
@@ -48,9 +48,7 @@ def run(calls: int = 2000, log=print) -> dict:  # type: ignore[no-untyped-def]
         # The remote resolver's channel presents the internal key from the environment, as in a service.
         os.environ["FIRSTLIGHT_INTERNAL_KEY"] = internal
         channels._security.cache_clear()
-        settings = IngestionSettings(
-            kafka_bootstrap="127.0.0.1:9", admin_key=admin, internal_key=internal, event_keys="bench:" + "e" * 32, rate_limit_per_s=0
-        )
+        settings = IngestionSettings(kafka_bootstrap="127.0.0.1:9", admin_key=admin, internal_key=internal, event_keys="bench:" + "e" * 32, rate_limit_per_s=0)
         engine = make_engine(f"sqlite:///{Path(tmp) / 'm.db'}")
         core = Ingestion(MetadataStore(engine), LocalBlobStore(Path(tmp) / "blobs"), settings)
         core.create_app(APP, APP, "")
@@ -117,8 +115,12 @@ def run(calls: int = 2000, log=print) -> dict:  # type: ignore[no-untyped-def]
 
     base = stats["no interceptor (baseline)"]["p50_s"]
     rows = [
-        Row(f"GetInput, {name}", lat_text(s), lat_text(stats["no interceptor (baseline)"]) if name != "no interceptor (baseline)" else "-",
-            f"{ratio(s['p50_s'], base):.2f}x p50")
+        Row(
+            f"GetInput, {name}",
+            lat_text(s),
+            lat_text(stats["no interceptor (baseline)"]) if name != "no interceptor (baseline)" else "-",
+            f"{ratio(s['p50_s'], base):.2f}x p50",
+        )
         for name, s in stats.items()
     ]
     rows.append(Row("app ids + largest repeated field of a 128-image PostInputs", f"{scope_s * 1e6:.0f} us per request", "-", "-"))

@@ -67,7 +67,11 @@ def variant(rgb: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
         a = rgb.astype(np.float64) * rng.uniform(0.85, 1.15, 3) + rng.uniform(-15, 15, 3)
         im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     elif kind == "blur":
-        im = im.resize((w * 4, h * 4), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(4 * rng.uniform(1.2, 2.0))).resize((w, h), Image.Resampling.BILINEAR)
+        im = (
+            im.resize((w * 4, h * 4), Image.Resampling.BICUBIC)
+            .filter(ImageFilter.GaussianBlur(4 * rng.uniform(1.2, 2.0)))
+            .resize((w, h), Image.Resampling.BILINEAR)
+        )
     elif kind == "dark":
         im = Image.fromarray((rgb.astype(np.float64) * rng.uniform(0.08, 0.15)).astype(np.uint8))
     elif kind == "blank":
@@ -111,17 +115,30 @@ def build_set(per_class: int, seed: int) -> dict:
         src = rows[s]
         other = [x for x in SPLIT_NAMES if x != src["split"]]
         split = src["split"] if j % 2 == 0 else other[int(rng.integers(0, 2))]
-        rows.append({"rgb": variant(src["rgb"], kinds[j % 4], rng), "label": src["label"], "true": src["true"], "kind": kinds[j % 4], "source": int(s), "split": split})
+        rows.append(
+            {"rgb": variant(src["rgb"], kinds[j % 4], rng), "label": src["label"], "true": src["true"], "kind": kinds[j % 4], "source": int(s), "split": split}
+        )
     # exact copies across splits
     for s in sources[n_near:]:
         src = rows[s]
         other = [x for x in SPLIT_NAMES if x != src["split"]]
-        rows.append({"rgb": src["rgb"].copy(), "label": src["label"], "true": src["true"], "kind": "exact", "source": int(s), "split": other[int(rng.integers(0, 2))]})
+        rows.append(
+            {"rgb": src["rgb"].copy(), "label": src["label"], "true": src["true"], "kind": "exact", "source": int(s), "split": other[int(rng.integers(0, 2))]}
+        )
     # outliers: 2 % held-out class, labeled as a random kept concept, in train
     n_out = round(0.02 * len(rows))
     idx = keep[labels[keep] == ANIMAL_CLASSES.index(HELD_OUT)]
     for i in rng.choice(idx, n_out, replace=False):
-        rows.append({"rgb": np.stack([images[i]] * 3, -1), "label": kept_classes[int(rng.integers(0, len(kept_classes)))], "true": HELD_OUT, "kind": "outlier", "source": -1, "split": "train"})
+        rows.append(
+            {
+                "rgb": np.stack([images[i]] * 3, -1),
+                "label": kept_classes[int(rng.integers(0, len(kept_classes)))],
+                "true": HELD_OUT,
+                "kind": "outlier",
+                "source": -1,
+                "split": "train",
+            }
+        )
     # bad images, made from package images not otherwise in the set (so not copies of a row)
     unused = np.array([i for i in keep if int(i) not in used and labels[i] != ANIMAL_CLASSES.index(HELD_OUT)])
     for kind, count in (("blur", 30), ("dark", 30), ("blank", 15)):
@@ -214,7 +231,8 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     res["near_duplicates_pairs_direct"] = pr(direct, truth_pairs)
     # per kind recall
     res["near_duplicates_recall_by_kind"] = {
-        k: float(np.mean([(min(a, b), max(a, b)) in found_pairs for a, b in copies if rows[b]["kind"] == k])) for k in ("crop", "flip", "jpeg", "color", "exact")
+        k: float(np.mean([(min(a, b), max(a, b)) in found_pairs for a, b in copies if rows[b]["kind"] == k]))
+        for k in ("crop", "flip", "jpeg", "color", "exact")
     }
     # group-level: a copy is "caught" when it shares a group with its source
     # leaks
@@ -324,8 +342,16 @@ def scale(X: np.ndarray, n: int, seed: int, log=print) -> dict:
     sims[np.arange(len(q)), q] = -np.inf
     exact = np.argsort(-sims, axis=1)[:, :10]
     recall = float(np.mean([len(set(nb.index[i, :10]) & set(exact[j])) / 10 for j, i in enumerate(q)]))
-    return {"n": len(Z), "seconds_knn": t_knn, "seconds_total": t_all, "planted_copy_recall": caught, "knn_recall_at_10": recall,
-            "groups": len(groups), "outlier_score_mean": float(score.mean()), "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
+    return {
+        "n": len(Z),
+        "seconds_knn": t_knn,
+        "seconds_total": t_all,
+        "planted_copy_recall": caught,
+        "knn_recall_at_10": recall,
+        "groups": len(groups),
+        "outlier_score_mean": float(score.mean()),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
+    }
 
 
 def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
@@ -349,11 +375,33 @@ def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
     exact_20k = time.monotonic() - t0
     nd, lk = res["near_duplicates_pairs_in_groups"], res["leaks_rows"]
     rows = [
-        Row(f"data quality: duplicate + outlier passes, {sc['n']:,} × 1280", f"{sc['seconds_total']:.0f} s (recall@10 {sc['knn_recall_at_10']:.3f}, planted copies {sc['planted_copy_recall']:.2f})",
-            f"exact blocked product, 20,000 rows: {exact_20k:.0f} s (all pairs grow ×{(sc['n'] / 20_000) ** 2:.0f} to {sc['n']:,})", f"{sc['seconds_total'] / exact_20k:.2f}×", "≤ 5 min on 2 cores", sc["seconds_total"] <= 300),
-        Row("data quality: near-duplicates on planted animal-mnist", f"precision {nd['precision']:.3f}, recall {nd['recall']:.3f}", "planted truth (204 pairs)", "", "≥ 0.9 / ≥ 0.8", nd["precision"] >= 0.9 and nd["recall"] >= 0.8),
-        Row("data quality: leaks across splits", f"precision {lk['precision']:.3f}, recall {lk['recall']:.3f}", "planted truth (119 rows)", "", "≥ 0.9 / ≥ 0.8", lk["precision"] >= 0.9 and lk["recall"] >= 0.8),
-        Row("data quality: held-out-class outliers", f"AUROC {res['outlier_auroc_heldout']:.3f}", "65 planted", "", "≥ 0.8", res["outlier_auroc_heldout"] >= 0.8),
+        Row(
+            f"data quality: duplicate + outlier passes, {sc['n']:,} × 1280",
+            f"{sc['seconds_total']:.0f} s (recall@10 {sc['knn_recall_at_10']:.3f}, planted copies {sc['planted_copy_recall']:.2f})",
+            f"exact blocked product, 20,000 rows: {exact_20k:.0f} s (all pairs grow ×{(sc['n'] / 20_000) ** 2:.0f} to {sc['n']:,})",
+            f"{sc['seconds_total'] / exact_20k:.2f}×",
+            "≤ 5 min on 2 cores",
+            sc["seconds_total"] <= 300,
+        ),
+        Row(
+            "data quality: near-duplicates on planted animal-mnist",
+            f"precision {nd['precision']:.3f}, recall {nd['recall']:.3f}",
+            "planted truth (204 pairs)",
+            "",
+            "≥ 0.9 / ≥ 0.8",
+            nd["precision"] >= 0.9 and nd["recall"] >= 0.8,
+        ),
+        Row(
+            "data quality: leaks across splits",
+            f"precision {lk['precision']:.3f}, recall {lk['recall']:.3f}",
+            "planted truth (119 rows)",
+            "",
+            "≥ 0.9 / ≥ 0.8",
+            lk["precision"] >= 0.9 and lk["recall"] >= 0.8,
+        ),
+        Row(
+            "data quality: held-out-class outliers", f"AUROC {res['outlier_auroc_heldout']:.3f}", "65 planted", "", "≥ 0.8", res["outlier_auroc_heldout"] >= 0.8
+        ),
     ]
     res["rows"] = [r.as_dict() for r in rows]
     return res

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from firstlight.datasets import ANIMAL_CLASSES, _animal_arrays
-from firstlight.models.backbone import configure_torch_threads, embed_and_classify, load_efficientnet
 from firstlight.domain import evaluation
+from firstlight.domain.heads.transfer import TransferSettings, train_transfer
+from firstlight.models.backbone import configure_torch_threads, embed_and_classify, load_efficientnet
 from firstlight.training.deep import classifier, hyper
 from firstlight.training.deep.context import DeepData, LabeledImages
 from firstlight.training.deep.loop import LocalContext, prepare_images
-from firstlight.domain.heads.transfer import TransferSettings, train_transfer
 
 OUT = Path(__file__).parent / "results" / "deep_classifier"
 
@@ -76,7 +76,9 @@ def run_transfer(data: DeepData, size: int) -> dict[str, Any]:
     val = _report(head.predict_proba(embed(data.validation)), data.validation, data.concepts)
     test = _report(head.predict_proba(embed(data.test)), data.test, data.concepts)
     return {
-        "validation": val, "test": test, "train_seconds": embed_seconds + fit_seconds,
+        "validation": val,
+        "test": test,
+        "train_seconds": embed_seconds + fit_seconds,
         "detail": f"{size} px embeddings of the training images {embed_seconds:.1f} s + logistic regression {fit_seconds:.1f} s",
         "settings": {"image_size": size, "C": TransferSettings().C},
     }
@@ -85,12 +87,26 @@ def run_transfer(data: DeepData, size: int) -> dict[str, Any]:
 def run_deep(data: DeepData, settings: dict[str, str]) -> dict[str, Any]:
     h = hyper.parse_deep("visual_classifier", settings)
     rows: list = []
-    ctx = LocalContext(data, h, device=None, resume=False, on_report=lambda r: (rows.append(r), print(f"    epoch {r.epoch}/{r.num_epochs} loss {r.loss:.3f} lr {r.lrate:g} {r.items_per_second:.0f} img/s {r.metrics.get('accuracy', '')}", flush=True)))
+    ctx = LocalContext(
+        data,
+        h,
+        device=None,
+        resume=False,
+        on_report=lambda r: (
+            rows.append(r),
+            print(
+                f"    epoch {r.epoch}/{r.num_epochs} loss {r.loss:.3f} lr {r.lrate:g} {r.items_per_second:.0f} img/s {r.metrics.get('accuracy', '')}",
+                flush=True,
+            ),
+        ),
+    )
     result = classifier.TEMPLATE.fit(ctx)
     val = evaluation.EvaluationReport.from_dict(result.report["validation"])
     test = evaluation.EvaluationReport.from_dict(result.report["test"])
     return {
-        "validation": val, "test": test, "train_seconds": result.timings["train_seconds"],
+        "validation": val,
+        "test": test,
+        "train_seconds": result.timings["train_seconds"],
         "detail": f"{len(rows)} epochs at {h['image_size']} px, {np.mean([r.items_per_second for r in rows]):.0f} img/s, device {ctx.device}",
         "settings": {k: v for k, v in h.items() if k in settings or k in ("lrate",)},
         "history": [r.__dict__ for r in rows],
@@ -117,20 +133,39 @@ def main() -> None:
     data = split(args.train_per_class, args.val_per_class, args.test_per_class, args.seed)
     runs = {
         "transfer": lambda: run_transfer(data, args.transfer_size),
-        "finetune": lambda: run_deep(data, {
-            "architecture": "efficientnet_lite0", "image_size": str(args.finetune_size), "num_epochs": str(args.finetune_epochs),
-            "batch_size": "32", "lrate": "0.01", "base_gradient_multiplier": "0.1", "init_epochs": str(max(1, args.finetune_epochs - 1)),
-            "step_epochs": "1", "test_freq": str(args.finetune_epochs),
-        }),
-        "scratch": lambda: run_deep(data, {
-            "architecture": "resnet_scratch", "image_size": str(args.scratch_size), "num_epochs": str(args.scratch_epochs),
-            "batch_size": "32", "lrate": "0.05", "init_epochs": str(max(1, args.scratch_epochs * 2 // 3)),
-            "step_epochs": str(max(1, args.scratch_epochs // 6)), "test_freq": str(max(1, args.scratch_epochs // 3)),
-        }),
+        "finetune": lambda: run_deep(
+            data,
+            {
+                "architecture": "efficientnet_lite0",
+                "image_size": str(args.finetune_size),
+                "num_epochs": str(args.finetune_epochs),
+                "batch_size": "32",
+                "lrate": "0.01",
+                "base_gradient_multiplier": "0.1",
+                "init_epochs": str(max(1, args.finetune_epochs - 1)),
+                "step_epochs": "1",
+                "test_freq": str(args.finetune_epochs),
+            },
+        ),
+        "scratch": lambda: run_deep(
+            data,
+            {
+                "architecture": "resnet_scratch",
+                "image_size": str(args.scratch_size),
+                "num_epochs": str(args.scratch_epochs),
+                "batch_size": "32",
+                "lrate": "0.05",
+                "init_epochs": str(max(1, args.scratch_epochs * 2 // 3)),
+                "step_epochs": str(max(1, args.scratch_epochs // 6)),
+                "test_freq": str(max(1, args.scratch_epochs // 3)),
+            },
+        ),
     }
-    names = {"transfer": "transfer learning (frozen EfficientNet-Lite0 + logistic regression)",
-             "finetune": "fine-tuned EfficientNet-Lite0 (visual_classifier)",
-             "scratch": "ResNet from scratch (visual_classifier)"}
+    names = {
+        "transfer": "transfer learning (frozen EfficientNet-Lite0 + logistic regression)",
+        "finetune": "fine-tuned EfficientNet-Lite0 (visual_classifier)",
+        "scratch": "ResNet from scratch (visual_classifier)",
+    }
     results: dict[str, dict[str, Any]] = {}
     for key in args.only.split(","):
         print(f"== {names[key]}", flush=True)
@@ -162,13 +197,30 @@ def main() -> None:
     lines += [f"![{k}](confusion_{k}.png)" for k in results]
     lines += ["", "Settings:", ""] + [f"- {k}: `{json.dumps(r['settings'], default=str)}`" for k, r in results.items()]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps({
-        "best": best, "split": [len(data.train), len(data.validation), len(data.test)], "threads": args.threads, "load_avg_end": load,
-        "runs": {k: {"validation": evaluation.headline(r["validation"]) | {"macro_precision": r["validation"].macro_precision},
-                     "test": evaluation.headline(r["test"]) | {"macro_precision": r["test"].macro_precision, "macro_recall": r["test"].macro_recall},
-                     "train_seconds": r["train_seconds"], "wall_seconds": r["wall_seconds"], "detail": r["detail"], "settings": r["settings"],
-                     "confusion_test": r["test"].confusion} for k, r in results.items()},
-    }, indent=1, default=str))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "best": best,
+                "split": [len(data.train), len(data.validation), len(data.test)],
+                "threads": args.threads,
+                "load_avg_end": load,
+                "runs": {
+                    k: {
+                        "validation": evaluation.headline(r["validation"]) | {"macro_precision": r["validation"].macro_precision},
+                        "test": evaluation.headline(r["test"]) | {"macro_precision": r["test"].macro_precision, "macro_recall": r["test"].macro_recall},
+                        "train_seconds": r["train_seconds"],
+                        "wall_seconds": r["wall_seconds"],
+                        "detail": r["detail"],
+                        "settings": r["settings"],
+                        "confusion_test": r["test"].confusion,
+                    }
+                    for k, r in results.items()
+                },
+            },
+            indent=1,
+            default=str,
+        )
+    )
     print("\n".join(lines))
     torch.set_num_threads(args.threads)
 

@@ -61,7 +61,7 @@ def bare_finetune_images_per_s(batch: int, size: int, steps: int, device: str, c
     from firstlight.models.backbone import load_efficientnet
 
     net = load_efficientnet(device)
-    net._fc = torch.nn.Linear(1280, classes).to(device)  # noqa: SLF001 - the new head, as the template has
+    net._fc = torch.nn.Linear(1280, classes).to(device)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
@@ -94,9 +94,7 @@ def _animal_data(train: int, validation: int, seed: int = 0):  # type: ignore[no
     order = rng.permutation(len(labels))[: train + validation]
 
     def part(ix: np.ndarray) -> LabeledImages:
-        return LabeledImages(
-            [f"am-{i}" for i in ix], [np.stack([images[i]] * 3, axis=-1) for i in ix], [[ANIMAL_CLASSES[labels[i]]] for i in ix]
-        )
+        return LabeledImages([f"am-{i}" for i in ix], [np.stack([images[i]] * 3, axis=-1) for i in ix], [[ANIMAL_CLASSES[labels[i]]] for i in ix])
 
     empty = LabeledImages([], [], [])
     return DeepData(list(ANIMAL_CLASSES), part(order[:train]), part(order[train:]), empty)

@@ -86,7 +86,13 @@ def main() -> None:
     for name, blob in result.artifacts.items():
         (args.out / name).write_bytes(blob)
     summary = {
-        "machine": {"device": ctx.device, "gpu": torch.cuda.get_device_name() if ctx.device == "cuda" else None, "cpu_threads": args.threads, "platform": platform.platform(), "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "device": ctx.device,
+            "gpu": torch.cuda.get_device_name() if ctx.device == "cuda" else None,
+            "cpu_threads": args.threads,
+            "platform": platform.platform(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
         "scenes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test), "objects": n_obj},
         "hyperparameters": {k: v for k, v in hyper.items()},
         "validation": result.validation,
@@ -99,9 +105,11 @@ def main() -> None:
         "timings": {**result.timings, "generate_seconds": gen_seconds, "fit_seconds": fit_seconds},
     }
     (args.out / "detector.json").write_text(json.dumps(summary, indent=1, default=float))
-    print(f"test mAP@0.5 {result.test.get('map_50', float('nan')):.3f} (threshold {hyper['detection_score_threshold']}), "
-          f"no threshold {summary['test_no_threshold']['map_50'] if summary['test_no_threshold'] else float('nan'):.3f}, "
-          f"scripted {scripted['map']:.3f}, class-agnostic {agnostic:.3f}; fit {fit_seconds:.0f}s")
+    print(
+        f"test mAP@0.5 {result.test.get('map_50', float('nan')):.3f} (threshold {hyper['detection_score_threshold']}), "
+        f"no threshold {summary['test_no_threshold']['map_50'] if summary['test_no_threshold'] else float('nan'):.3f}, "
+        f"scripted {scripted['map']:.3f}, class-agnostic {agnostic:.3f}; fit {fit_seconds:.0f}s"
+    )
     for c, v in (result.report["test"] or {}).get("per_class_ap_50", {}).items():
         print(f"  AP@0.5 {c:10s} {v if v is not None else float('nan'):.3f}")
     print(f"wrote {args.out}/detector.json and {', '.join(result.artifacts)}")

@@ -41,7 +41,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wccn-256-arcface-lr1e-3": {"lrate": 1e-3, "num_epochs": 10, "init_epochs": 7, "step_epochs": 3},
     # projections trained from a random start (the classic recipe)
     "arcface-128-random": {"head_init": "random", "embedding_dim": 128, "lrate": 1e-3, "num_epochs": 30, "init_epochs": 20, "step_epochs": 10},
-    "triplet-128-random": {"head_init": "random", "loss": "triplet", "embedding_dim": 128, "lrate": 1e-3, "num_epochs": 30, "init_epochs": 20, "step_epochs": 10},
+    "triplet-128-random": {
+        "head_init": "random",
+        "loss": "triplet",
+        "embedding_dim": 128,
+        "lrate": 1e-3,
+        "num_epochs": 30,
+        "init_epochs": 20,
+        "step_epochs": 10,
+    },
     # the backbone fine-tuned too, at 0.1× the head's rate (slow on a CPU)
     "default-finetune": {"base_gradient_multiplier": 0.1, "num_epochs": 3, "lrate": 1e-3},
 }
@@ -76,9 +84,7 @@ def _rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[:, :, None], 3, axis=2)
 
 
-def sample(
-    seed: int, n_train: int, n_val: int, n_eval: int, held_out: list[str] | None = None
-) -> tuple[DeepData, list[np.ndarray], np.ndarray]:
+def sample(seed: int, n_train: int, n_val: int, n_eval: int, held_out: list[str] | None = None) -> tuple[DeepData, list[np.ndarray], np.ndarray]:
     held_out = held_out or HELD_OUT
     train_concepts = [c for c in ANIMAL_CLASSES if c not in held_out]
     images, labels = _animal_arrays()
@@ -164,7 +170,9 @@ def main() -> None:
                 f"new-concept probe {r['val_new_concept'][-1]:.3f}; {r['train_seconds'][-1]:.0f}s)",
                 flush=True,
             )
-    print(f"\nheld-out concepts {args.held_out.split(',')}; {len(seeds)} seeds × {args.episodes} episodes; image_size {size}; total {time.perf_counter() - started:.0f}s")
+    print(
+        f"\nheld-out concepts {args.held_out.split(',')}; {len(seeds)} seeds × {args.episodes} episodes; image_size {size}; total {time.perf_counter() - started:.0f}s"
+    )
     print(f"{'embedding':24s} {'1-shot':>15s} {'5-shot':>15s} {'val train-concepts':>19s} {'val new-concept probe':>22s}")
     summary = {}
     for name, r in results.items():
@@ -173,7 +181,18 @@ def main() -> None:
         vals = "".join(f"   {row[k][0]:>16.3f}" if k in row else "" for k in ("val_oneshot", "val_new_concept"))
         print(f"{name:24s} {row['1-shot'][0]:.3f} ± {row['1-shot'][1]:.3f}   {row['5-shot'][0]:.3f} ± {row['5-shot'][1]:.3f}{vals}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "common": COMMON, "variants": {n: VARIANTS[n] for n in names}, "per_seed": results, "summary": summary}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "common": COMMON,
+                "variants": {n: VARIANTS[n] for n in names},
+                "per_seed": results,
+                "summary": summary,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

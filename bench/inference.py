@@ -117,7 +117,7 @@ def combine(parts: list[dict]) -> dict:
 
 def backbone_counts(triton: TritonModels) -> tuple[int, int, int, int]:
     """(inferences, executions, compute_infer ns, queue ns) of the backbone model so far."""
-    stats = triton._client.get_inference_statistics(BACKBONE_MODEL, as_json=True)  # noqa: SLF001
+    stats = triton._client.get_inference_statistics(BACKBONE_MODEL, as_json=True)
     s = stats["model_stats"][0]
     inf = s.get("inference_stats", {})
     return (
@@ -150,9 +150,7 @@ def run(addresses: dict[str, str], quick: bool = False, log=print, pids: dict[st
         return np.argsort(-triton.classify(pixels(data))[0])[:5]
 
     # -- the service ------------------------------------------------------------------------
-    channel = client_channel(
-        addresses["inference"], api_key=addresses.get("admin_key", ""), options=[("grpc.max_send_message_length", 64 << 20)]
-    )
+    channel = client_channel(addresses["inference"], api_key=addresses.get("admin_key", ""), options=[("grpc.max_send_message_length", 64 << 20)])
     stub = inference_pb2_grpc.InferenceServiceStub(channel)
 
     def predict(data: bytes) -> object:

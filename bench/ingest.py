@@ -45,9 +45,7 @@ def bare_backbone_images_per_s(images: list[bytes], batch: int) -> float:
     model.embed_and_classify(batch_from_images([decode_image(images[0], max_bytes=1 << 30, max_pixels=1 << 30).image]))
     start = time.perf_counter()
     for i in range(0, len(images), batch):
-        pixels = batch_from_images(
-            [decode_image(d, max_bytes=1 << 30, max_pixels=1 << 30).image for d in images[i : i + batch]]
-        )
+        pixels = batch_from_images([decode_image(d, max_bytes=1 << 30, max_pixels=1 << 30).image for d in images[i : i + batch]])
         model.embed_and_classify(pixels)
     return len(images) / (time.perf_counter() - start)
 

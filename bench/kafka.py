@@ -123,9 +123,7 @@ def run_bus(bootstrap: str, msgs: list, timeout_s: float) -> dict:
     producer = EventProducer(bootstrap, "bench-bus")
     try:
         _wait_assigned(lambda: len(consumer.assignment) == INPUT_PARTITIONS)
-        r = _measure(
-            lambda i, m: producer.send(topic, f"kbench/{i}".encode(), m), lambda: producer.flush(timeout=300), consumed, msgs, timeout_s
-        )
+        r = _measure(lambda i, m: producer.send(topic, f"kbench/{i}".encode(), m), lambda: producer.flush(timeout=300), consumed, msgs, timeout_s)
     finally:
         producer.close()
         consumer.stop()

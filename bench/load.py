@@ -194,9 +194,7 @@ def parse_mix(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    images = [data for _, _, data in datasets.animal_mnist(30, seed=5)] + [
-        datasets.sample_photo(name) for name in ("coffee", "chelsea", "astronaut")
-    ]
+    images = [data for _, _, data in datasets.animal_mnist(30, seed=5)] + [datasets.sample_photo(name) for name in ("coffee", "chelsea", "astronaut")]
     data_dir = Path(tempfile.mkdtemp(prefix="firstlight-load-"))
     print(f"starting a local stack in {data_dir} (loopback only) ...", flush=True)
     stack = LocalStack(data_dir)
@@ -304,7 +302,9 @@ def markdown(r: dict) -> str:
     for op, o in r["operations"].items():
         fmt = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
         errs = ", ".join(f"{k} {v}" for k, v in o["errors_by_status"].items()) or "0"
-        lines.append(f"| {op} | {o['calls_ok']} | {o['calls_per_s']:.2f} | {o['images_per_s']:.2f} | {fmt(o['p50_ms'])} | {fmt(o['p99_ms'])} | {fmt(o['max_ms'])} | {errs} |")
+        lines.append(
+            f"| {op} | {o['calls_ok']} | {o['calls_per_s']:.2f} | {o['images_per_s']:.2f} | {fmt(o['p50_ms'])} | {fmt(o['p99_ms'])} | {fmt(o['max_ms'])} | {errs} |"
+        )
     idx = r["index"]
     lines += [
         "",

@@ -75,10 +75,7 @@ def upsert_all(store: VectorStore, app: str, X: np.ndarray, batch: int = 1000) -
     for s in range(0, len(X), batch):
         store.upsert(
             COLLECTION,
-            [
-                Point(point_id(app, str(i)), X[i], payload_for(app, str(i), [], 0, 0, "bench"))
-                for i in range(s, min(len(X), s + batch))
-            ],
+            [Point(point_id(app, str(i)), X[i], payload_for(app, str(i), [], 0, 0, "bench")) for i in range(s, min(len(X), s + batch))],
         )
     return len(X) / (time.perf_counter() - start)
 
@@ -216,9 +213,7 @@ def wait_ann_current(client: Firstlight, app: str, timeout_s: float) -> float | 
 
 def time_service(client: Firstlight, app: str, X: np.ndarray, ids: np.ndarray, kth: np.ndarray) -> dict:
     def call(i: int) -> search_pb2.SearchResponse:
-        return client.search.SearchByImage(
-            search_pb2.SearchByImageRequest(app_id=app, input_id=str(i), page_size=K), timeout=60
-        )
+        return client.search.SearchByImage(search_pb2.SearchByImageRequest(app_id=app, input_id=str(i), page_size=K), timeout=60)
 
     for i in ids[:3]:
         call(int(i))

@@ -32,7 +32,7 @@ def run(client: Firstlight, app_id: str = "textbench", per_class: int = 100, sho
         ids = sorted(i for i, c in truth.items() if c == concept)
         chosen = [str(x) for x in rng.choice(ids, size=shots, replace=False)]
         client.bulk_label(app_id, add=[concept], input_ids=chosen)
-        labeled.update({i: concept for i in chosen})
+        labeled.update(dict.fromkeys(chosen, concept))
     client.wait_labels_visible(app_id, labeled, timeout=60.0 * len(concepts))
     labeled = precision_at_10(client, app_id, truth, concepts)
     return {

@@ -83,7 +83,9 @@ def run(real: np.ndarray, labels: list[str], quick: bool = False, log=print) -> 
             "sklearn_heldout_accuracy": acc_sk,
             "repeats": repeats,
         }
-        log(f"  {name}: train_transfer {t_ours:.2f}s ({model.n_iter} it, acc {acc_ours:.3f}); sklearn default {t_sk:.2f}s ({out[name]['sklearn_n_iter']} it, acc {acc_sk:.3f})")
+        log(
+            f"  {name}: train_transfer {t_ours:.2f}s ({model.n_iter} it, acc {acc_ours:.3f}); sklearn default {t_sk:.2f}s ({out[name]['sklearn_n_iter']} it, acc {acc_sk:.3f})"
+        )
         rows.append(
             Row(
                 f"train_transfer, {name} embeddings ({len(tr):,} train rows)",

@@ -142,9 +142,18 @@ def run(args: argparse.Namespace) -> dict:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    result: dict = {"env": env, "tuning": str(t), "requests": done, "seconds": round(elapsed, 1),
-                    "threads": args.threads, "max_batch": args.max_batch, "errors": len(errors),
-                    "images": images_done, "stub_cpu_ms_per_image": round(1000 * cpu / max(1, images_done), 1), "stubs": {}}
+    result: dict = {
+        "env": env,
+        "tuning": str(t),
+        "requests": done,
+        "seconds": round(elapsed, 1),
+        "threads": args.threads,
+        "max_batch": args.max_batch,
+        "errors": len(errors),
+        "images": images_done,
+        "stub_cpu_ms_per_image": round(1000 * cpu / max(1, images_done), 1),
+        "stubs": {},
+    }
     for name in samples[0][2]:
         xs = [n for n, _, m in samples if n >= args.warmup]
         ys = [m[name] / MIB for n, _, m in samples if n >= args.warmup]
@@ -159,8 +168,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.triton_memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.triton_memory", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=2000, help="Triton infer calls to send")
     p.add_argument("--seconds", type=float, default=float("inf"), help="stop after this long, whatever the count")
     p.add_argument("--threads", type=int, default=4)
@@ -176,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args)
     for name, s in r["stubs"].items():
         print(f"{name}: {s['start_mib']} -> {s['end_mib']} MiB anon, {s['mib_per_1000_requests']} MiB/1000 requests, {s['mib_per_min']} MiB/min")
-    print(f"{r['requests']} requests ({r['images']} images) in {r['seconds']} s, {r['errors']} errors, "
-          f"stub CPU {r['stub_cpu_ms_per_image']} ms/image, env {r['env']}")
+    print(
+        f"{r['requests']} requests ({r['images']} images) in {r['seconds']} s, {r['errors']} errors, "
+        f"stub CPU {r['stub_cpu_ms_per_image']} ms/image, env {r['env']}"
+    )
     if args.out:
         args.out.write_text(json.dumps(r, indent=1))
     return 0

@@ -35,9 +35,7 @@ LIMITS = VideoLimits()
 GRAIN = 4.0
 
 
-def make_clip(
-    path: Path, width: int, height: int, seconds: float, fps: int, preset: str = "veryfast", grain: float = 0.0, mbit_s: float = 0.0
-) -> Path:
+def make_clip(path: Path, width: int, height: int, seconds: float, fps: int, preset: str = "veryfast", grain: float = 0.0, mbit_s: float = 0.0) -> Path:
     """Pans over the bundled photos, 5 s per shot, H.264 in MP4. ``grain``: sensor-like noise
     (σ in 0-255 levels, 8 patterns cycled) and ``mbit_s`` (a target bitrate instead of CRF 23) so
     the stream is like camera footage rather than a clean pan over a still photo, which x264
@@ -83,9 +81,10 @@ def sample_only(path: Path) -> int:
 
 
 def sample_embed(path: Path, model, batch: int = 8) -> int:  # type: ignore[no-untyped-def]
+    from PIL import Image
+
     from firstlight.models import backbone
     from firstlight.models.preprocess import batch_from_images
-    from PIL import Image
 
     kept, pending = 0, []
 
@@ -158,9 +157,8 @@ def _memory_child(path: Path) -> None:
 
 
 def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
-    from firstlight.models import backbone
-
     from bench.common import Row
+    from firstlight.models import backbone
 
     backbone.configure_torch_threads()
     model = backbone.load_efficientnet()

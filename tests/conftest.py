@@ -29,9 +29,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator["LocalStack"]:  # type: ignore[name-defined]  # noqa: F821
-    from firstlight.stack import LocalStack
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:  # type: ignore[name-defined]  # noqa: F821
     from integration.helpers import serving
+
+    from firstlight.stack import LocalStack
 
     data_dir: Path = tmp_path_factory.mktemp("stack")
     # A small image limit lets the bad-input tests cross it without 20 MB payloads.

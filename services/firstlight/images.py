@@ -33,9 +33,7 @@ class DecodedImage:
     format: str
 
 
-def decode_image(
-    data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0, min_side: int = 0
-) -> DecodedImage:
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int, label: str = "image", max_side: int = 0, min_side: int = 0) -> DecodedImage:
     """Decode ``data`` into an upright sRGB RGB image or raise InvalidArgument / ResourceExhausted.
     With ``min_side``, a JPEG is decoded at the smallest DCT scale that keeps its shorter side
     >= ``min_side`` (firstlight.media.decode: ~6x less CPU on a 12 MP photo)."""
@@ -116,8 +114,7 @@ class DecodeBudget:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ResourceExhausted(
-                        f"{label}: the server is decoding {_human_bytes(self.in_use)} of images (budget "
-                        f"{_human_bytes(self.budget_bytes)}); retry shortly"
+                        f"{label}: the server is decoding {_human_bytes(self.in_use)} of images (budget {_human_bytes(self.budget_bytes)}); retry shortly"
                     )
                 self._cond.wait(left)
             self.in_use += weight

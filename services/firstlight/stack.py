@@ -115,7 +115,7 @@ class LocalStack:
     #: Watch the components and restart crashed ones with backoff (``firstlight up``). Off for
     #: test stacks whose harness kills and restarts components itself: one owner of restarts.
     supervise: bool = False
-    supervisor_policy: "RestartPolicy | None" = None
+    supervisor_policy: RestartPolicy | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -140,7 +140,7 @@ class LocalStack:
         self.session_secret = self.extra_env.get("FIRSTLIGHT_SESSION_SECRET") or secrets.token_urlsafe(32)
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         # Owner-only state (docs/security.md): umask 077 from here on, for this process and every
         # process it starts (broker, Triton and its /dev/shm regions, the services), restored by
         # stop(); what an older run left (or the copied repository's 0644) is tightened below.
@@ -372,7 +372,7 @@ class LocalStack:
             os.umask(self._saved_umask)
             self._saved_umask = None
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -470,7 +470,7 @@ class Supervisor:
         while not self._stop.wait(self.policy.check_interval_s):
             try:
                 self.check_once()
-            except Exception:  # noqa: BLE001 - the supervisor must outlive what it watches
+            except Exception:
                 log.exception("supervisor: check failed")
 
     def check_once(self) -> None:
@@ -523,9 +523,7 @@ class Supervisor:
 
     def snapshot(self) -> dict[str, dict]:
         with self._lock:
-            return {
-                name: {k: v for k, v in asdict(c).items() if not k.startswith("_")} for name, c in self.components.items()
-            }
+            return {name: {k: v for k, v in asdict(c).items() if not k.startswith("_")} for name, c in self.components.items()}
 
     def write(self) -> None:
         path = self.stack.data_dir / SUPERVISOR_FILE

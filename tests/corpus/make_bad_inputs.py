@@ -111,7 +111,7 @@ def small_cases() -> dict[str, tuple[str, bytes]]:
     cmyk = io.BytesIO()
     Image.fromarray(_noise(20, 20, 4)).convert("CMYK").save(cmyk, "JPEG")
     gray16 = io.BytesIO()
-    Image.fromarray((np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60)).save(gray16, "PNG")
+    Image.fromarray(np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60).save(gray16, "PNG")
     palette = Image.fromarray(_noise(16, 16, 6)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
     palette.info["transparency"] = 0
     pal = io.BytesIO()
@@ -123,11 +123,10 @@ def small_cases() -> dict[str, tuple[str, bytes]]:
         "header_only_png": ("png", header_only),
         "corrupt_png_crc": ("png", bytes(bad_crc)),
         "zero_by_zero_png": ("png", _png_with_header(0, 0)),
-        "text_file": ("txt", "just some text, not an image\n".encode() * 10),
+        "text_file": ("txt", b"just some text, not an image\n" * 10),
         "pdf_document": (
             "pdf",
-            b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\n"
-            b"trailer<</Root 1 0 R>>\n%%EOF\n",
+            b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n",
         ),
         "html_page": ("html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>\n"),
         "svg_image": ("svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>\n'),

@@ -58,20 +58,44 @@ def test_cli_user_path(stack, tmp_path: Path) -> None:  # type: ignore[no-untype
     assert "precision" in out
     zebra = sorted((folder / "zebra").iterdir())[1]
     for _ in range(120):  # the version reaches the inference service through model.version.ready
-        result = runner.invoke(app, ["predict", str(zebra), "--model", "animals", "--app", "cli-app", "--top-k", "1",
-                                     "--data-dir", str(stack.data_dir)])
+        result = runner.invoke(app, ["predict", str(zebra), "--model", "animals", "--app", "cli-app", "--top-k", "1", "--data-dir", str(stack.data_dir)])
         if result.exit_code == 0:
             break
         __import__("time").sleep(0.5)
     assert result.exit_code == 0 and any(c in result.output for c in datasets.ANIMAL_CLASSES), result.output
 
     # Many examples → a deep template on the pixels, hyperparameters with --set (tiny here).
-    deep = ["--template", "visual_classifier", "--set", "architecture=resnet_scratch", "--set", "image_size=32",
-            "--set", "num_epochs=2", "--set", "batch_size=8"]
+    deep = [
+        "--template",
+        "visual_classifier",
+        "--set",
+        "architecture=resnet_scratch",
+        "--set",
+        "image_size=32",
+        "--set",
+        "num_epochs=2",
+        "--set",
+        "batch_size=8",
+    ]
     out = cli(stack, "train", "cli-app", "deep", "--dataset", "main", *concepts, *deep)
     assert "version 1 trained" in out and "test: " in out and "train_seconds" in out
-    result = runner.invoke(app, ["train", "cli-app", "deep2", "--dataset", "main", *concepts, "--template", "visual_classifier",
-                                 "--set", "detection_score_threshold=0.5", "--data-dir", str(stack.data_dir)])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "cli-app",
+            "deep2",
+            "--dataset",
+            "main",
+            *concepts,
+            "--template",
+            "visual_classifier",
+            "--set",
+            "detection_score_threshold=0.5",
+            "--data-dir",
+            str(stack.data_dir),
+        ],
+    )
     assert result.exit_code == 1 and "INVALID_ARGUMENT" in result.output and "detection_score_threshold" in result.output
 
 

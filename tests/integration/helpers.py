@@ -59,6 +59,7 @@ def wait_queued(api: httpx.Client, app: str, n: int, timeout: float = 90) -> dic
 
 def predict_stored(api: httpx.Client, app: str, input_id: str, model_id: str) -> dict:
     """Predict on a stored input with an app model (retried while inference loads a new version)."""
+
     def call() -> dict | None:
         r = api.post(f"/v1/apps/{app}/inputs/{input_id}/predict", json={"model_id": model_id, "top_k": 3})
         assert r.status_code in (200, 404), r.text

@@ -8,7 +8,9 @@ import uuid
 from kafka import KafkaConsumer, KafkaProducer
 
 
-def signed(event_keys: str, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None, now_ms: int | None = None) -> list[tuple[str, bytes]]:
+def signed(
+    event_keys: str, topic: str, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None, now_ms: int | None = None
+) -> list[tuple[str, bytes]]:
     """``headers`` plus the signature a service would add with the stack's event keys
     (``stack.event_keys``): what a trusted producer (or an insider holding the key) sends."""
     from firstlight.messaging import signing

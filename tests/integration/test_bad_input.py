@@ -12,9 +12,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
-
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
 from firstlight import datasets
 from firstlight.messaging import topics
@@ -35,7 +34,7 @@ from .helpers import eventually
 from .kafka_io import api_key_header, find_record, find_records_by_key, produce, produce_many, signed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
-import make_bad_inputs as corpus  # noqa: E402
+import make_bad_inputs as corpus
 
 pytestmark = pytest.mark.integration
 
@@ -107,9 +106,7 @@ def test_stream_upload_reports_bad_items_and_keeps_the_good(client: Firstlight) 
 def test_grpc_message_over_the_server_limit(client: Firstlight) -> None:
     huge = b"\xff" * (65 * 1024 * 1024)
     with pytest.raises(grpc.RpcError) as err:
-        client.ingestion.PostInputs(
-            ingestion_pb2.PostInputsRequest(app_id=APP, inputs=[common_pb2.InputSpec(image_bytes=huge)]), timeout=60
-        )
+        client.ingestion.PostInputs(ingestion_pb2.PostInputsRequest(app_id=APP, inputs=[common_pb2.InputSpec(image_bytes=huge)]), timeout=60)
     assert err.value.code() == CODE.RESOURCE_EXHAUSTED
 
 

@@ -27,10 +27,7 @@ def test_producer_and_consumer_survive_a_broker_that_lost_everything() -> None:
     final: list[str] = []
 
     def forward(records):  # type: ignore[no-untyped-def]
-        futures = [
-            relay.send(topics.EMBEDDINGS_COMPUTED, r.key, events_pb2.EmbeddingComputed(app_id="a", input_id=r.message.input_id))
-            for r in records
-        ]
+        futures = [relay.send(topics.EMBEDDINGS_COMPUTED, r.key, events_pb2.EmbeddingComputed(app_id="a", input_id=r.message.input_id)) for r in records]
         relay.flush(30)
         for f in futures:
             f.get(30)

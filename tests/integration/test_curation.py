@@ -12,8 +12,6 @@ from PIL import Image
 from firstlight import datasets
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 
-from .helpers import eventually
-
 pytestmark = pytest.mark.integration
 
 APP = "curation-it"

@@ -81,8 +81,14 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     with pytest.raises(FirstlightError, match="NOT_FOUND"):
         client.set_policy(APP, "no-such-model")
     policy = client.set_policy(
-        APP, "animals", strategy="margin", threshold=0.2, max_per_minute=1000,
-        retrain_after_labels=RETRAIN_AFTER, dataset_id="main", drift_window=-1,
+        APP,
+        "animals",
+        strategy="margin",
+        threshold=0.2,
+        max_per_minute=1000,
+        retrain_after_labels=RETRAIN_AFTER,
+        dataset_id="main",
+        drift_window=-1,
     )
     assert client.get_policy(APP) == policy and policy.promotion_metric == "accuracy"
 
@@ -117,8 +123,11 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     assert stats.queued + stats.labeled <= budget
     # every screened prediction is accounted for exactly once (the re-predicted input is either
     # a duplicate or, now that the model is surer, below the threshold; never queued twice)
-    assert stats.screened == 40 == (stats.queued + stats.labeled + stats.below_threshold + stats.skipped_budget + stats.skipped_rate
-                                    + stats.duplicates + stats.without_input_id)
+    assert (
+        stats.screened
+        == 40
+        == (stats.queued + stats.labeled + stats.below_threshold + stats.skipped_budget + stats.skipped_rate + stats.duplicates + stats.without_input_id)
+    )
     queued_b = list(client.queue_items(APP, state="queued"))
     assert 1 <= len(queued_b) <= RETRAIN_AFTER and (len(queued_b) == RETRAIN_AFTER or not stats.skipped_budget)
     # the reviewer labels what the queue holds: retrain after exactly those
@@ -131,8 +140,10 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     assert r2.total_labels == len(queued_a) + len(queued_b)
     assert client.versions(APP, "animals").model.serving_version == "2"
     for r in (r1, r2):  # shown with -s: the figures the curation README quotes
-        print(f"round {r.round}: {r.labels_spent} labels, v{r.previous_version} {r.previous_metrics['accuracy']:.3f} -> "
-              f"v{r.candidate_version} {r.metrics['accuracy']:.3f}, promoted={r.promoted}: {r.note}")
+        print(
+            f"round {r.round}: {r.labels_spent} labels, v{r.previous_version} {r.previous_metrics['accuracy']:.3f} -> "
+            f"v{r.candidate_version} {r.metrics['accuracy']:.3f}, promoted={r.promoted}: {r.note}"
+        )
 
     # the same through the CLI
     from typer.testing import CliRunner
@@ -158,8 +169,9 @@ def test_stream_drift_alert_fires_on_another_dataset_not_on_held_out_data(client
     record = find_record(stack.broker.bootstrap, topics.DRIFT_ALERT, lambda r: r.key == app.encode(), timeout=60)
     alert = events_pb2.DriftAlert.FromString(record.value)
     assert alert.model_id == "animals-d" and alert.window_size == 30 and alert.p_value < 0.01
-    other = eventually(lambda: (r := _stream_report(client, app, 30)) and r.centroid_distance > same.centroid_distance and r, timeout=60,
-                       what="a window of digit predictions")
+    other = eventually(
+        lambda: (r := _stream_report(client, app, 30)) and r.centroid_distance > same.centroid_distance and r, timeout=60, what="a window of digit predictions"
+    )
     assert other.alert and other.p_value < 0.01 and other.model_id == "animals-d", other
 
 

@@ -61,9 +61,12 @@ def test_train_stream_record_and_serve(stack, client: Firstlight, dataset: str) 
     assert ev.count == 9 and ev.confusion_matrix_png.startswith(b"\x89PNG")
 
     record = find_record(
-        stack.broker.bootstrap, "training.progress",
-        lambda r: events_pb2.TrainingProgressed.FromString(r.value).job_id == job.id
-        and events_pb2.TrainingProgressed.FromString(r.value).state == training_pb2.JOB_STATE_SUCCEEDED,
+        stack.broker.bootstrap,
+        "training.progress",
+        lambda r: (
+            events_pb2.TrainingProgressed.FromString(r.value).job_id == job.id
+            and events_pb2.TrainingProgressed.FromString(r.value).state == training_pb2.JOB_STATE_SUCCEEDED
+        ),
     )
     assert record.key == f"{APP}/{job.id}".encode()
 

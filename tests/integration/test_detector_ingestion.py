@@ -22,8 +22,13 @@ pytestmark = pytest.mark.integration
 APP = "det-boxes-it"
 CONCEPTS = ["bear", "bird"]
 TINY = {
-    "architecture": "small_cnn", "image_size": "64", "batch_size": "16", "num_epochs": "2",
-    "init_epochs": "1", "step_epochs": "1", "detection_score_threshold": "0.0",
+    "architecture": "small_cnn",
+    "image_size": "64",
+    "batch_size": "16",
+    "num_epochs": "2",
+    "init_epochs": "1",
+    "step_epochs": "1",
+    "detection_score_threshold": "0.0",
 }
 
 
@@ -52,9 +57,7 @@ def test_detector_trains_from_ingested_boxes_and_predicts_regions(stack, client:
     got = client.get_input(APP, "scene-000")
     want = scenes[0].boxes
     assert [r.concept for r in got.regions] == [b.concept for b in want]
-    assert [tuple(round(v, 4) for v in (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in got.regions] == [
-        tuple(round(v, 4) for v in b[:4]) for b in want
-    ]
+    assert [tuple(round(v, 4) for v in (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in got.regions] == [tuple(round(v, 4) for v in b[:4]) for b in want]
     assert set(got.concepts) == {b.concept for b in want}
 
     # a bad box is INVALID_ARGUMENT naming the field: on upload (a streamed failure, not fatal)...

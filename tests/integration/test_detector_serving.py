@@ -34,16 +34,21 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
     torch.set_num_threads(1)
     try:
         data = scene_data(48, 8, 8, size=64, classes=CONCEPTS)
-        hyper = deep_hyper.parse_deep(
-            "visual_detector", {"image_size": 64, "batch_size": 16, "num_epochs": 2, "detection_score_threshold": 0.05}
-        )
+        hyper = deep_hyper.parse_deep("visual_detector", {"image_size": 64, "batch_size": 16, "num_epochs": 2, "detection_score_threshold": 0.05})
         result = TEMPLATE.fit(LocalContext(data, hyper, tmp_path / "job", seed=0, device="cpu", resume=False))
     finally:
         torch.set_num_threads(threads)
     name = export_deep(stack.runtime_repository, APP, "det", 1, result, CONCEPTS)
     event = events_pb2.ModelVersionReady(
-        header=new_header("test", f"{APP}/det/1"), app_id=APP, model_id="det", version="1", triton_model=name,
-        concepts=CONCEPTS, serving=True, kind="detector", image_size=64,
+        header=new_header("test", f"{APP}/det/1"),
+        app_id=APP,
+        model_id="det",
+        version="1",
+        triton_model=name,
+        concepts=CONCEPTS,
+        serving=True,
+        kind="detector",
+        image_size=64,
     )
     produce(stack.broker.bootstrap, topics.MODEL_VERSION_READY, topics.event_key(APP, "det"), event.SerializeToString(), sign_with=stack.event_keys)
 
@@ -53,7 +58,7 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
     def served():  # type: ignore[no-untyped-def]
         try:
             return client.inference.Predict(request, timeout=60)
-        except Exception as exc:  # noqa: BLE001 - NOT_FOUND until the registry has the version
+        except Exception as exc:
             if "NOT_FOUND" not in str(exc) and "not exist" not in str(exc):
                 raise
             return None
@@ -68,16 +73,12 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
         assert [g[0] for g in got] == [CONCEPTS[int(w[5])] for w in want]
         np.testing.assert_allclose([g[1:] for g in got] or np.zeros((0, 5)), want[:, [4, 0, 1, 2, 3]] if len(want) else np.zeros((0, 5)), atol=1e-4)
         # concepts: each concept found, with its best region's score
-        assert {c.name: c.score for c in pred.concepts} == pytest.approx(
-            {c: max(g[1] for g in got if g[0] == c) for c in {g[0] for g in got}}
-        )
+        assert {c.name: c.score for c in pred.concepts} == pytest.approx({c: max(g[1] for g in got if g[0] == c) for c in {g[0] for g in got}})
     # the SDK's detect() returns the same regions
     sdk = client.detect(list(request.images), model="det", app_id=APP)
     assert [[(r.concept, r.score, r.box) for r in regs] for regs in sdk] == [
         [(r.concept, r.score, (r.box.x0, r.box.y0, r.box.x1, r.box.y1)) for r in p.regions] for p in resp.predictions
     ]
     # top_k caps regions; min_score drops the weak ones
-    capped = client.inference.Predict(
-        inference_pb2.PredictRequest(app_id=APP, model_id="det", images=request.images, top_k=1, min_score=0.06), timeout=60
-    )
+    capped = client.inference.Predict(inference_pb2.PredictRequest(app_id=APP, model_id="det", images=request.images, top_k=1, min_score=0.06), timeout=60)
     assert all(len(p.regions) <= 1 and all(r.score >= 0.06 for r in p.regions) for p in capped.predictions)

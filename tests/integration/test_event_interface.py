@@ -21,19 +21,18 @@ APP = "integration"
 def test_outside_producer_in_outside_consumer_out(stack, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
     client.create_app(APP)
     bootstrap = stack.addresses["kafka"]
-    event = events_pb2.InputSubmitted(
-        app_id=APP, input=common_pb2.InputSpec(image_bytes=datasets.sample_photo("astronaut"), concepts=["astronaut"])
-    )
+    event = events_pb2.InputSubmitted(app_id=APP, input=common_pb2.InputSpec(image_bytes=datasets.sample_photo("astronaut"), concepts=["astronaut"]))
     event.header.idempotency_key = "camera-7/frame-000123"
     for _ in range(2):  # a retried submission must not create a second input
         produce(
-            bootstrap, topics.INPUTS_SUBMIT, f"{APP}/camera-7-frame-000123".encode(), event.SerializeToString(),
+            bootstrap,
+            topics.INPUTS_SUBMIT,
+            f"{APP}/camera-7-frame-000123".encode(),
+            event.SerializeToString(),
             api_key_header(stack.admin_key),
         )
 
-    indexed = find_record(
-        bootstrap, topics.INPUTS_INDEXED, lambda r: events_pb2.InputIndexed.FromString(r.value).app_id == APP, timeout=120
-    )
+    indexed = find_record(bootstrap, topics.INPUTS_INDEXED, lambda r: events_pb2.InputIndexed.FromString(r.value).app_id == APP, timeout=120)
     input_id = events_pb2.InputIndexed.FromString(indexed.value).input_id
     embedding = find_record(bootstrap, topics.EMBEDDINGS_COMPUTED, lambda r: r.key == f"{APP}/{input_id}".encode())
     computed = events_pb2.EmbeddingComputed.FromString(embedding.value)

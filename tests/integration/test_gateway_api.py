@@ -62,8 +62,11 @@ def keys(stack, gw: httpx.Client) -> dict[str, str]:  # type: ignore[no-untyped-
     unlabeled = [{"id": i, "base64": b64(d)} for n, (i, c, d) in enumerate(items) if n % 12 >= 10]
     r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": labeled + unlabeled}, headers=bearer(out[A]))
     assert r.status_code == 201, r.text
-    r = gw.post(f"/v1/apps/{A}/inputs", json={"inputs": [{"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE],
-                                                            "metadata": {"filename": HOSTILE_FILE}}]}, headers=bearer(out[A]))
+    r = gw.post(
+        f"/v1/apps/{A}/inputs",
+        json={"inputs": [{"id": "hostile", "base64": b64(items[0][2]), "concepts": [HOSTILE], "metadata": {"filename": HOSTILE_FILE}}]},
+        headers=bearer(out[A]),
+    )
     assert r.status_code == 201, r.text
     r = gw.post(f"/v1/apps/{B}/inputs", files={"file": ("coffee.jpg", datasets.sample_photo("coffee"), "image/jpeg")}, headers=bearer(out[B]))
     assert r.status_code == 201 and len(r.json()["input_ids"]) == 1 and not r.json()["failures"], r.text
@@ -110,17 +113,26 @@ def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[st
     h = bearer(keys[A])
     photo = b64(datasets.sample_photo("coffee"))
     calls = [
-        ("GET", f"/v1/apps/{B}", None), ("GET", f"/v1/apps/{B}/inputs", None), ("GET", f"/v1/apps/{B}/concepts", None),
+        ("GET", f"/v1/apps/{B}", None),
+        ("GET", f"/v1/apps/{B}/inputs", None),
+        ("GET", f"/v1/apps/{B}/concepts", None),
         ("POST", f"/v1/apps/{B}/inputs", {"inputs": [{"base64": photo}]}),
         ("POST", f"/v1/apps/{B}/annotations", {"annotations": [{"input_id": "x", "add_concepts": ["y"]}]}),
         ("POST", f"/v1/apps/{B}/annotations/bulk", {"input_ids": ["x"], "add_concepts": ["y"]}),
-        ("POST", f"/v1/apps/{B}/search/text", {"text": "cup"}), ("POST", f"/v1/apps/{B}/search/image", {"base64": photo}),
-        ("GET", f"/v1/apps/{B}/index", None), ("POST", f"/v1/apps/{B}/models/general/predict", {"images": [photo]}),
-        ("GET", f"/v1/apps/{B}/models", None), ("POST", f"/v1/apps/{B}/datasets", {"id": "d"}),
-        ("POST", f"/v1/apps/{B}/models", {"id": "m", "concepts": ["a", "b"]}), ("GET", f"/v1/apps/{B}/models/m", None),
-        ("POST", f"/v1/apps/{B}/models/m/train", {"dataset_id": "d"}), ("GET", f"/v1/apps/{B}/jobs/j", None),
-        ("GET", f"/v1/apps/{B}/curation/queue", None), ("GET", f"/v1/apps/{B}/curation/rounds", None),
-        ("GET", f"/v1/apps/{B}/curation/policy", None), ("POST", f"/v1/apps/{B}/curation/suggestions", {"model_id": "m"}),
+        ("POST", f"/v1/apps/{B}/search/text", {"text": "cup"}),
+        ("POST", f"/v1/apps/{B}/search/image", {"base64": photo}),
+        ("GET", f"/v1/apps/{B}/index", None),
+        ("POST", f"/v1/apps/{B}/models/general/predict", {"images": [photo]}),
+        ("GET", f"/v1/apps/{B}/models", None),
+        ("POST", f"/v1/apps/{B}/datasets", {"id": "d"}),
+        ("POST", f"/v1/apps/{B}/models", {"id": "m", "concepts": ["a", "b"]}),
+        ("GET", f"/v1/apps/{B}/models/m", None),
+        ("POST", f"/v1/apps/{B}/models/m/train", {"dataset_id": "d"}),
+        ("GET", f"/v1/apps/{B}/jobs/j", None),
+        ("GET", f"/v1/apps/{B}/curation/queue", None),
+        ("GET", f"/v1/apps/{B}/curation/rounds", None),
+        ("GET", f"/v1/apps/{B}/curation/policy", None),
+        ("POST", f"/v1/apps/{B}/curation/suggestions", {"model_id": "m"}),
     ]
     for method, path, body in calls:
         r = gw.request(method, path, json=body, headers=h)
@@ -184,7 +196,8 @@ def test_upload_errors_map_to_http(stack, gw: httpx.Client, keys: dict[str, str]
     r = gw.post(
         f"/v1/apps/{A}/inputs",
         files=[("file", ("ok.jpg", datasets.sample_photo("chelsea"), "image/jpeg")), ("file", ("bad.jpg", b"garbage", "image/jpeg"))],
-        data={"concepts": "tmp"}, headers=h,
+        data={"concepts": "tmp"},
+        headers=h,
     )
     assert r.status_code == 201, r.text
     body = r.json()
@@ -209,13 +222,23 @@ def test_search_annotate_and_bulk_label(gw: httpx.Client, keys: dict[str, str]) 
     assert len(dry["input_ids"]) == 4 and len(dry["scores"]) == 4
     r = gw.post(f"/v1/apps/{A}/annotations/bulk", json={"input_ids": unlabeled[:2], "add_concepts": ["reviewed"]}, headers=h).json()
     assert r["input_ids"] == unlabeled[:2]
-    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": unlabeled[0], "remove_concepts": ["reviewed"],
-                                                                     "add_regions": [{"concept": "spot", "box": [0.1, 0.1, 0.5, 0.6]}]}]}, headers=h)
+    r = gw.post(
+        f"/v1/apps/{A}/annotations",
+        json={"annotations": [{"input_id": unlabeled[0], "remove_concepts": ["reviewed"], "add_regions": [{"concept": "spot", "box": [0.1, 0.1, 0.5, 0.6]}]}]},
+        headers=h,
+    )
     assert r.status_code == 200, r.text
     inp = r.json()["inputs"][0]
     assert inp["concepts"] == ["spot"] and inp["regions"][0]["box"]["x1"] == pytest.approx(0.5)
-    r = gw.post(f"/v1/apps/{A}/annotations", json={"annotations": [{"input_id": unlabeled[0], "clear_regions": True, "remove_concepts": ["spot"],
-                                                                     "add_regions": [{"concept": "bad", "box": [0.5, 0.1, 0.2, 0.6]}]}]}, headers=h)
+    r = gw.post(
+        f"/v1/apps/{A}/annotations",
+        json={
+            "annotations": [
+                {"input_id": unlabeled[0], "clear_regions": True, "remove_concepts": ["spot"], "add_regions": [{"concept": "bad", "box": [0.5, 0.1, 0.2, 0.6]}]}
+            ]
+        },
+        headers=h,
+    )
     assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
     gw.post(f"/v1/apps/{A}/annotations/bulk", json={"input_ids": unlabeled[:2], "remove_concepts": ["reviewed", "spot"]}, headers=h)
 
@@ -238,9 +261,11 @@ def test_predict_general_json_and_multipart(gw: httpx.Client, keys: dict[str, st
 
 def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: dict[str, str]) -> None:
     h = bearer(keys[A])
-    ds = gw.post(f"/v1/apps/{A}/datasets", json={"id": "main", "concepts": CLASSES, "split": {"train_count": 18, "validation_count": 6, "test_count": 6}}, headers=h)
+    ds = gw.post(
+        f"/v1/apps/{A}/datasets", json={"id": "main", "concepts": CLASSES, "split": {"train_count": 18, "validation_count": 6, "test_count": 6}}, headers=h
+    )
     assert ds.status_code == 201, ds.text
-    assert {c["concept"]: c["train"] for c in ds.json()["counts"]} == {c: 6 for c in CLASSES}
+    assert {c["concept"]: c["train"] for c in ds.json()["counts"]} == dict.fromkeys(CLASSES, 6)
     assert gw.get(f"/v1/apps/{A}/datasets/main", headers=h).json()["version"] == ds.json()["version"]
     assert gw.get(f"/v1/apps/{A}/datasets/missing", headers=h).status_code == 404
     r = gw.post(f"/v1/apps/{A}/models", json={"id": "animals", "concepts": CLASSES}, headers=h)
@@ -304,8 +329,9 @@ def test_queue_leases_labelers_scoring_promotion_and_cells(gw: httpx.Client, key
     key, the pool is scored and filtered, a confusion cell lists exactly its inputs, promotion
     goes through the rule, and two models (here: one against itself) compare."""
     h = bearer(keys[A])
-    eventually(lambda: gw.get(f"/v1/apps/{A}/curation/queue", params={"state": "queued"}, headers=h).json()["stats"]["queued"] >= 2, 60,
-               what="two items queued")
+    eventually(
+        lambda: gw.get(f"/v1/apps/{A}/curation/queue", params={"state": "queued"}, headers=h).json()["stats"]["queued"] >= 2, 60, what="two items queued"
+    )
     alice = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "alice"}, headers=h).json()
     bob = gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": "bob", "lease_seconds": 60}, headers=h).json()
     assert alice["item"]["input_id"] != bob["item"]["input_id"] and bob["leased_to_others"] >= 1, (alice, bob)
@@ -416,7 +442,7 @@ def test_portal_session_cookie_and_csrf(stack, gw: httpx.Client, keys: dict[str,
         assert browser.get(f"/portal/apps/{A}/gallery", follow_redirects=False).headers["location"] == "/portal/sign-in"
         browser.cookies.set(COOKIE, value)
         out = browser.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=False)
-        assert out.status_code == 303 and 'fl_session=""' in out.headers["set-cookie"] or "Max-Age=0" in out.headers["set-cookie"]
+        assert (out.status_code == 303 and 'fl_session=""' in out.headers["set-cookie"]) or "Max-Age=0" in out.headers["set-cookie"]
     # The admin key may sign in without an app and pick one.
     with httpx.Client(base_url=stack.gateway_url, timeout=60) as admin:
         r = admin.post("/portal/sign-in", data={"api_key": keys["admin"]}, follow_redirects=False)

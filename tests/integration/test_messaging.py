@@ -71,9 +71,7 @@ def wait_until(pred: Callable[[], bool], timeout: float = 20.0, what: str = "con
 
 
 def ingested(app_id: str, input_id: str, **kw: Any) -> events_pb2.InputIngested:
-    return events_pb2.InputIngested(
-        header=new_header("test"), app_id=app_id, input_id=input_id, blob_uri=f"blob://{input_id}", **kw
-    )
+    return events_pb2.InputIngested(header=new_header("test"), app_id=app_id, input_id=input_id, blob_uri=f"blob://{input_id}", **kw)
 
 
 def read_dlq(broker: LocalBroker, topic: str, n: int, timeout: float = 15.0) -> list[events_pb2.DeadLetter]:
@@ -130,10 +128,7 @@ def consumer_for(
 def test_keyed_round_trip_with_headers(broker: LocalBroker, producer: EventProducer) -> None:
     topic = new_topic(broker, partitions=6)
     events = [ingested("app1", f"in{i}", concepts=["cat"], label_revision=i) for i in range(6)]
-    metas = [
-        producer.send_and_wait(topic, event_key("app1", e.input_id), e, {"trace-id": f"t{i}"})
-        for i, e in enumerate(events)
-    ]
+    metas = [producer.send_and_wait(topic, event_key("app1", e.input_id), e, {"trace-id": f"t{i}"}) for i, e in enumerate(events)]
     # Same key -> same partition, in order.
     again = producer.send_and_wait(topic, event_key("app1", "in0"), ingested("app1", "in0", label_revision=99))
     assert again.partition == metas[0].partition and again.offset > metas[0].offset
@@ -171,9 +166,7 @@ def test_keyed_round_trip_with_headers(broker: LocalBroker, producer: EventProdu
 # -- dead letters -------------------------------------------------------------------------
 
 
-def test_malformed_record_goes_to_dlq_and_processing_continues(
-    broker: LocalBroker, producer: EventProducer
-) -> None:
+def test_malformed_record_goes_to_dlq_and_processing_continues(broker: LocalBroker, producer: EventProducer) -> None:
     topic = new_topic(broker)
     raw = KafkaProducer(bootstrap_servers=broker.bootstrap)
     try:
@@ -264,13 +257,11 @@ def test_retryable_error_retries_batch_until_success(broker: LocalBroker, produc
     assert c.last_error == "retryable: still down"
     gaps = [b[0] - a[0] for a, b in zip(calls, calls[1:3])]
     # Exponential backoff with equal jitter (runtime.retry.Backoff): 0.25-0.5 s, then 0.5-1 s.
-    assert 0.2 <= gaps[0] and 0.45 <= gaps[1], gaps
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.45, gaps
     assert committed(broker, c.group_id) == {0: 5}
 
 
-def test_unexpected_handler_exception_is_retried_not_dropped(
-    broker: LocalBroker, producer: EventProducer
-) -> None:
+def test_unexpected_handler_exception_is_retried_not_dropped(broker: LocalBroker, producer: EventProducer) -> None:
     topic = new_topic(broker)
     producer.send_and_wait(topic, b"app/0", ingested("app", "in0"))
 
@@ -335,9 +326,7 @@ def test_at_least_once_across_consumer_restart(broker: LocalBroker, producer: Ev
     assert a.processed + b.processed == total
 
 
-def test_rebalance_when_a_second_consumer_joins_loses_nothing(
-    broker: LocalBroker, producer: EventProducer
-) -> None:
+def test_rebalance_when_a_second_consumer_joins_loses_nothing(broker: LocalBroker, producer: EventProducer) -> None:
     topic = new_topic(broker, partitions=6)
     total = 240
     group = f"rb-{uuid.uuid4().hex[:6]}"
@@ -383,10 +372,7 @@ def test_ensure_topics_is_idempotent(broker: LocalBroker) -> None:
     # Concurrent creators race on the same new names: both succeed, one creates.
     names = [f"race.{uuid.uuid4().hex[:8]}" for _ in range(3)]
     results: list[list[str]] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(ensure_topics(broker.bootstrap, names, default_partitions=2)))
-        for _ in range(2)
-    ]
+    threads = [threading.Thread(target=lambda: results.append(ensure_topics(broker.bootstrap, names, default_partitions=2))) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -398,7 +384,7 @@ def test_ensure_topics_is_idempotent(broker: LocalBroker) -> None:
         parts = {t["name"]: len(t["partitions"]) for t in admin.describe_topics([*TOPICS, *names])}
     finally:
         admin.close()
-    assert parts == {**{n: s.partitions for n, s in TOPICS.items()}, **{n: 2 for n in names}}
+    assert parts == {**{n: s.partitions for n, s in TOPICS.items()}, **dict.fromkeys(names, 2)}
     assert parts["inputs.ingested"] == 6 and parts["inputs.ingested.dlq"] == 1
 
 

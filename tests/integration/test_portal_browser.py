@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 APP = "portal-ui"
 CLASSES = ["cat", "dog", "horse", "elephant"]
-HOSTILE = '<img src=x onerror=alert(1)>"\'><script>alert(2)</script> javascript:alert(3)'
+HOSTILE = "<img src=x onerror=alert(1)>\"'><script>alert(2)</script> javascript:alert(3)"
 #: Right-to-left override: refused in concept names (a control character), kept in metadata.
 HOSTILE_FILE = HOSTILE + "\u202egnp.exe"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -55,7 +55,7 @@ def app_key(stack) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator["WebDriver"]:  # type: ignore[name-defined]  # noqa: F821
+def browser() -> Iterator[WebDriver]:  # type: ignore[name-defined]  # noqa: F821
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -64,8 +64,17 @@ def browser() -> Iterator["WebDriver"]:  # type: ignore[name-defined]  # noqa: F
         pytest.skip(f"missing tool: {', '.join(missing)}: `make browser` installs Debian's chromium and chromium-driver")
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -123,8 +132,14 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) >= 60, what="first gallery page")
     timings["gallery_first_page_s"] = time.monotonic() - t0
     assert d.find_element(By.ID, "gallery-count").text == "81 inputs"
-    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
-                          for i in d.find_elements(By.CSS_SELECTOR, "#grid .tile img")[:12]), what="thumbnails loaded")
+    wait(
+        d,
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)
+            for i in d.find_elements(By.CSS_SELECTOR, "#grid .tile img")[:12]
+        ),
+        what="thumbnails loaded",
+    )
     shot(d, "02-gallery")
     d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == 81, what="second page by scrolling")
@@ -159,15 +174,19 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     chip = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#input-concepts li a"), what="input labels")[0]
     assert chip.text == HOSTILE
     # The right-to-left override is shown as a visible code point, not obeyed.
-    wait(d, lambda d: HOSTILE + "[U+202E]gnp.exe" in [td.get_attribute("textContent") for td in d.find_elements(By.CSS_SELECTOR, "#metadata td")],
-         what="metadata shown")
+    wait(
+        d,
+        lambda d: HOSTILE + "[U+202E]gnp.exe" in [td.get_attribute("textContent") for td in d.find_elements(By.CSS_SELECTOR, "#metadata td")],
+        what="metadata shown",
+    )
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#neighbours .tile")) >= 6, what="neighbours")
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#predictions li"), what="predictions")
     no_alert(d)
     # Draw a box on the image and name it.
     img = d.find_element(By.ID, "full-image")
-    ActionChains(d).move_to_element_with_offset(img, -img.size["width"] // 4, -img.size["height"] // 4).click_and_hold() \
-        .move_by_offset(img.size["width"] // 3, img.size["height"] // 3).release().perform()
+    ActionChains(d).move_to_element_with_offset(img, -img.size["width"] // 4, -img.size["height"] // 4).click_and_hold().move_by_offset(
+        img.size["width"] // 3, img.size["height"] // 3
+    ).release().perform()
     d.find_element(By.ID, "new-concept").send_keys("blob", Keys.ENTER)
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#stage .box:not(.drawing)"), what="box drawn")
     region = api.get(f"/v1/apps/{APP}/inputs/hostile").json()["regions"][0]
@@ -299,8 +318,11 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     ds = api.post(f"/v1/apps/{APP}/datasets", json={"id": "main", "concepts": CLASSES, "split": {"from_inputs": True}})
     assert ds.status_code == 201, ds.text
     job = api.post(f"/v1/apps/{APP}/models/animals/train", json={"dataset_id": "main"}).json()
-    done_job = eventually(lambda: (j := api.get(f"/v1/apps/{APP}/jobs/{job['id']}").json())["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") and j,
-                          180, what="second version trained")
+    done_job = eventually(
+        lambda: (j := api.get(f"/v1/apps/{APP}/jobs/{job['id']}").json())["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") and j,
+        180,
+        what="second version trained",
+    )
     assert done_job["state"] == "JOB_STATE_SUCCEEDED", done_job
     v2 = done_job["version"]
     r = api.post(f"/v1/apps/{APP}/curation/suggestions", json={"model_id": "animals", "model_version": v2, "batch_size": 5, "record_round": True})
@@ -315,8 +337,10 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     wait(d, lambda d: d.find_elements(By.ID, "compare-metrics"), 120, what="comparison")
     assert Select(d.find_element(By.ID, "compare-a")).first_selected_option.get_attribute("value") == v1
     assert Select(d.find_element(By.ID, "compare-b")).first_selected_option.get_attribute("value") == v2
-    rows = {tr.get_attribute("data-metric"): [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in d.find_elements(By.CSS_SELECTOR, "#compare-metrics tbody tr")}
+    rows = {
+        tr.get_attribute("data-metric"): [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in d.find_elements(By.CSS_SELECTOR, "#compare-metrics tbody tr")
+    }
     assert {"accuracy", "macro_f1", "ece"} <= set(rows) and rows["n"][0] == rows["n"][1]  # the same validation inputs
     assert not d.find_elements(By.CSS_SELECTOR, ".compare-note")  # so no "different sets" warning
     for side in ("a", "b"):
@@ -337,6 +361,7 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#confusion a.cell"), 120, what="evaluation to promote from")
     wait(d, lambda d: "serves now" in d.find_element(By.ID, "promote-state").text, what="serving version shown")
     d.find_element(By.ID, "promote").click()
+
     def verdict(d):  # type: ignore[no-untyped-def]
         t = d.find_element(By.ID, "promote-state").text
         return t if "refuses" in t or "promoted by hand" in t else ""

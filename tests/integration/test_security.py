@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from firstlight import datasets
 from firstlight.hosting.keys import new_key
@@ -48,7 +49,6 @@ from firstlight.v1 import (
     search_pb2,
     training_pb2,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .helpers import eventually
 from .kafka_io import api_key_header, find_record, produce, signed
@@ -492,7 +492,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -501,17 +501,13 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = directory / "server.crt", directory / "server.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     key_file.chmod(0o600)
     return cert_file, key_file
 
@@ -622,9 +618,8 @@ def test_request_size_limit(tls_ingestion: dict) -> None:
     key = _app_key(tls_ingestion, "lim-size")
     channel, stub = _ingestion(tls_ingestion, key)
     big = ingestion_pb2.PostInputsRequest(app_id="lim-size", inputs=[common_pb2.InputSpec(image_bytes=os.urandom(300 * 1024))])
-    with channel:
-        with pytest.raises(grpc.RpcError) as err:
-            stub.PostInputs(big, timeout=30)
+    with channel, pytest.raises(grpc.RpcError) as err:
+        stub.PostInputs(big, timeout=30)
     assert err.value.code() == CODE.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
 
 

@@ -52,7 +52,7 @@ def test_bulk_label_unlabel_relabel(client: Firstlight, labeled: dict[str, str])
 
 def test_dataset_train_evaluate_serve(client: Firstlight, labeled: dict[str, str]) -> None:
     ds = client.create_dataset(APP, "three", concepts=CONCEPTS, fractions=(0.6, 0.2, 0.2), seed=1)
-    assert {c.concept: (c.train, c.validation, c.test) for c in ds.counts} == {c: (18, 6, 6) for c in CONCEPTS}
+    assert {c.concept: (c.train, c.validation, c.test) for c in ds.counts} == dict.fromkeys(CONCEPTS, (18, 6, 6))
     again = client.create_dataset(APP, "three", concepts=CONCEPTS, fractions=(0.6, 0.2, 0.2), seed=1)
     assert again.version == ds.version  # same inputs, labels and seed: the same frozen version
     some = next(i for i in labeled)
@@ -98,14 +98,12 @@ def test_two_trainings_at_once_and_promotion(client: Firstlight, labeled: dict[s
     client.create_model(APP, "oneshot", CONCEPTS, template="oneshot_classifier", settings={"examples_per_concept": "1"})
     client.create_model(APP, "strong", CONCEPTS, exist_ok=True)
     jobs: dict[str, training_pb2.TrainingJob] = {}
-    threads = [
-        threading.Thread(target=lambda m=m: jobs.setdefault(m, client.train(APP, m, "three"))) for m in ("oneshot", "strong")
-    ]
+    threads = [threading.Thread(target=lambda m=m: jobs.setdefault(m, client.train(APP, m, "three"))) for m in ("oneshot", "strong")]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    assert {m: j.state for m, j in jobs.items()} == {m: training_pb2.JOB_STATE_SUCCEEDED for m in ("oneshot", "strong")}
+    assert {m: j.state for m, j in jobs.items()} == dict.fromkeys(("oneshot", "strong"), training_pb2.JOB_STATE_SUCCEEDED)
 
     # A second version trained with crippling regularisation must not replace the first.
     job = client.train(APP, "strong", "three", settings={"C": "0.000001"})
@@ -161,8 +159,17 @@ def _served(client: Firstlight, model: str) -> bool:
         (lambda c: c.predict([datasets.sample_photo("coffee")], model="animals", version="99", app_id=APP), "NOT_FOUND", "99"),
         (lambda c: c.predict([datasets.sample_photo("coffee")], model="ghost", app_id=APP), "NOT_FOUND", "ghost"),
     ],
-    ids=["one-concept", "unknown-setting", "setting-range", "unknown-template", "unknown-model", "unknown-dataset",
-         "unknown-version", "predict-unknown-version", "predict-unknown-model"],
+    ids=[
+        "one-concept",
+        "unknown-setting",
+        "setting-range",
+        "unknown-template",
+        "unknown-model",
+        "unknown-dataset",
+        "unknown-version",
+        "predict-unknown-version",
+        "predict-unknown-model",
+    ],
 )
 def test_training_errors(client: Firstlight, labeled: dict[str, str], call, code: str, words: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(FirstlightError) as err:

@@ -88,9 +88,7 @@ def test_general_recognises_the_cat(models: TritonModels, photos: np.ndarray) ->
     assert CAT_CLASSES & set(top3), [names[i] for i in top3]
 
 
-def test_batch_larger_than_max_batch_size(
-    models: TritonModels, local_model: torch.nn.Module, photos: np.ndarray
-) -> None:
+def test_batch_larger_than_max_batch_size(models: TritonModels, local_model: torch.nn.Module, photos: np.ndarray) -> None:
     assert models.max_batch_size("backbone") == 4  # the bundled CPU config (firstlight.triton.tuning)
     big = np.concatenate([photos] * 7)[:33]  # 33 > 4: nine concurrent requests
     emb = models.embed(big)

@@ -88,9 +88,7 @@ def test_search_filters_and_pagination(client: Firstlight, uploaded: dict[str, s
     only_cats = client.search_by_image(APP, input_id="chelsea", top_k=20, concepts=["cat"]).hits
     assert only_cats and all(list(h.concepts) == ["cat"] for h in only_cats)
     page1 = client.search.SearchByImage(search_pb2.SearchByImageRequest(app_id=APP, input_id="chelsea", page_size=4))
-    page2 = client.search.SearchByImage(
-        search_pb2.SearchByImageRequest(app_id=APP, input_id="chelsea", page_size=4, page_token=page1.next_page_token)
-    )
+    page2 = client.search.SearchByImage(search_pb2.SearchByImageRequest(app_id=APP, input_id="chelsea", page_size=4, page_token=page1.next_page_token))
     both = client.search_by_image(APP, input_id="chelsea", top_k=8).hits
     assert [h.input_id for h in page1.hits] + [h.input_id for h in page2.hits] == [h.input_id for h in both]
 
@@ -106,20 +104,16 @@ def test_text_search_reads_the_query_as_concepts(client: Firstlight, uploaded: d
 
 def test_list_inputs_filters_and_concepts(client: Firstlight, uploaded: dict[str, str]) -> None:
     resp = client.ingestion.ListInputs(
-        ingestion_pb2.ListInputsRequest(
-            app_id=APP, page_size=100, filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED)
-        )
+        ingestion_pb2.ListInputsRequest(app_id=APP, page_size=100, filter=common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED))
     )
     assert [i.id for i in resp.inputs] == ["chelsea"] and resp.inputs[0].metadata["source"] == "skimage"
     concepts = {c.name: c.input_count for c in client.list_concepts(APP)}
-    assert concepts == {name: 8 for name in datasets.ANIMAL_CLASSES}
+    assert concepts == dict.fromkeys(datasets.ANIMAL_CLASSES, 8)
 
 
 def test_annotations_reach_the_index(client: Firstlight, uploaded: dict[str, str]) -> None:
     client.ingestion.PostAnnotations(
-        ingestion_pb2.PostAnnotationsRequest(
-            app_id=APP, annotations=[ingestion_pb2.Annotation(input_id="chelsea", add_concepts=["chelsea-the-cat"])]
-        )
+        ingestion_pb2.PostAnnotationsRequest(app_id=APP, annotations=[ingestion_pb2.Annotation(input_id="chelsea", add_concepts=["chelsea-the-cat"])])
     )
 
     def labeled() -> bool:

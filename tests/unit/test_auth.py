@@ -8,12 +8,12 @@ import asyncio
 import pytest
 from sqlalchemy import create_engine
 
-from firstlight.hosting import keys
 from firstlight.auth.core import SubmissionGate
-from firstlight.hosting.keys import Principal
 from firstlight.auth.store import ApiKeyStore
 from firstlight.errors import NotFound, Unavailable
+from firstlight.hosting import keys
 from firstlight.hosting.auth import Authenticator, RateLimiter
+from firstlight.hosting.keys import Principal
 from firstlight.v1 import auth_pb2, common_pb2, embedding_pb2, inference_pb2, ingestion_pb2, search_pb2, training_pb2
 
 ADMIN, INTERNAL = "admin-secret-0123456789", "internal-secret-0123456789"

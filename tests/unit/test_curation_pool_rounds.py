@@ -7,19 +7,19 @@ classifier being the transfer template's training code."""
 from __future__ import annotations
 
 import time
+from datetime import UTC
 
 import numpy as np
 import pytest
-
 from curation_doubles import InProcessTraining
 
 from firstlight.curation import simulate, strategies
 from firstlight.curation.core import Curation
 from firstlight.curation.store import CurationStore
+from firstlight.domain.heads.transfer import TransferModel, TransferSettings, train_transfer
 from firstlight.errors import FailedPrecondition
 from firstlight.training.service import SUCCEEDED, TrainingService
 from firstlight.training.store import TrainingStore
-from firstlight.domain.heads.transfer import TransferModel, TransferSettings, train_transfer
 
 APP = "app"
 CONCEPTS = ["a", "b", "c"]
@@ -134,11 +134,11 @@ def test_simulation_classifier_is_the_transfer_templates_training() -> None:
 
 
 def test_stream_round_totals_leave_pool_rounds_out(tmp_path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     store = CurationStore(f"sqlite:///{tmp_path / 'c.db'}")
     store.add_round(APP, {"model_id": "m", "kind": "pool", "labels_spent": 40, "total_labels": 40, "status": "done"})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with store.engine.begin() as conn:
         store.add_item(conn, app_id=APP, input_id="x", model_id="m", model_version="1", score=0.9, strategy="margin", predicted="a", queued_at=now)
         assert store.set_labels(conn, APP, "x", ["a"], now)

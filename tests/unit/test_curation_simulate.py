@@ -27,9 +27,7 @@ SEEDS = [0, 1, 2, 3, 4]
 @pytest.fixture(scope="module")
 def result(digits):
     Xp, Xt, yp, yt = digits
-    return run_benchmark(
-        Xp, yp, Xt, yt, strategies=["margin", "typiclust_margin"], seeds=SEEDS, seed_per_class=2, rounds=6, batch=20
-    )
+    return run_benchmark(Xp, yp, Xt, yt, strategies=["margin", "typiclust_margin"], seeds=SEEDS, seed_per_class=2, rounds=6, batch=20)
 
 
 def test_margin_beats_random_at_the_end(result):

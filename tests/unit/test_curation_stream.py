@@ -4,7 +4,7 @@ marking queue items done, rounds that retrain after N labels, stream drift, DLQ 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from firstlight.v1 import common_pb2, events_pb2
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -38,9 +38,14 @@ def stream(tmp_path) -> tuple[StreamCuration, Clock]:  # type: ignore[no-untyped
 
 def test_policy_validation_names_the_field() -> None:
     assert make_policy("a", "m").strategy == "margin" and make_policy("a", "m").threshold == 0.5
-    for kw, word in [({"threshold": 1.5}, "threshold"), ({"strategy": "vibes"}, "strategy"), ({"budget": -1}, "budget"),
-                     ({"retrain_after_labels": 5}, "dataset_id"), ({"promotion_metric": "speed"}, "promotion_metric"),
-                     ({"drift_window": 3}, "drift_window")]:
+    for kw, word in [
+        ({"threshold": 1.5}, "threshold"),
+        ({"strategy": "vibes"}, "strategy"),
+        ({"budget": -1}, "budget"),
+        ({"retrain_after_labels": 5}, "dataset_id"),
+        ({"promotion_metric": "speed"}, "promotion_metric"),
+        ({"drift_window": 3}, "drift_window"),
+    ]:
         with pytest.raises(InvalidArgument, match=word):
             make_policy("a", "m", **kw)
     with pytest.raises(InvalidArgument, match="model_id"):
@@ -53,8 +58,7 @@ def test_screen_threshold_budget_rate_dedupe(stream) -> None:  # type: ignore[no
     with pytest.raises(NotFound):
         s.get_policy("a")
     s.set_policy(make_policy("a", "m", threshold=0.6, max_per_minute=2, budget=3))
-    queued = s.screen([pred("i1", 0.9), pred("i2", 0.3), pred("i3", 0.7), pred("i1", 0.95), pred("i4", 0.8), pred("", 0.9),
-                       pred("o", 0.99, model="other")])
+    queued = s.screen([pred("i1", 0.9), pred("i2", 0.3), pred("i3", 0.7), pred("i1", 0.95), pred("i4", 0.8), pred("", 0.9), pred("o", 0.99, model="other")])
     assert [q.input_id for q in queued] == ["i1", "i3"]  # i4 over the rate, i1 again a duplicate, other model ignored
     s.mark_published(queued)
     clock.now += timedelta(seconds=61)
@@ -158,13 +162,22 @@ def test_stream_drift_alerts_once_on_a_switch(stream) -> None:  # type: ignore[n
 
 
 def test_malformed_prediction_events_are_poison() -> None:
-    ok = events_pb2.PredictionMade(app_id="a", model_id="m", model_version="1", input_id="i",
-                                   top_concepts=[common_pb2.ScoredConcept(name="cat", score=0.6)],
-                                   uncertainty=events_pb2.Uncertainty(margin=0.5, entropy=0.4, least_confidence=0.4))
+    ok = events_pb2.PredictionMade(
+        app_id="a",
+        model_id="m",
+        model_version="1",
+        input_id="i",
+        top_concepts=[common_pb2.ScoredConcept(name="cat", score=0.6)],
+        uncertainty=events_pb2.Uncertainty(margin=0.5, entropy=0.4, least_confidence=0.4),
+    )
     assert isinstance(parse_prediction(ok), Prediction)
     bad = [events_pb2.PredictionMade(), events_pb2.PredictionMade(app_id="a", model_id="m", model_version="1")]
-    broken = events_pb2.PredictionMade(); broken.CopyFrom(ok); broken.uncertainty.margin = 2.0
-    slash = events_pb2.PredictionMade(); slash.CopyFrom(ok); slash.input_id = "a/../b"
+    broken = events_pb2.PredictionMade()
+    broken.CopyFrom(ok)
+    broken.uncertainty.margin = 2.0
+    slash = events_pb2.PredictionMade()
+    slash.CopyFrom(ok)
+    slash.input_id = "a/../b"
     for ev in bad + [broken, slash]:
         assert isinstance(parse_prediction(ev), PoisonMessage)
 

@@ -51,9 +51,7 @@ def test_resnet_scratch_learns_and_exports(tmp_path, data):
 
 
 def test_logreg_gives_independent_sigmoids(tmp_path, data):
-    h = hyper.parse_deep(
-        "visual_classifier", {"architecture": "resnet_scratch", "image_size": 32, "num_epochs": 1, "batch_size": 16, "logreg": "true"}
-    )
+    h = hyper.parse_deep("visual_classifier", {"architecture": "resnet_scratch", "image_size": 32, "num_epochs": 1, "batch_size": 16, "logreg": "true"})
     result = classifier.TEMPLATE.fit(LocalContext(data, h, tmp_path, device="cpu"))
     probs = result.module(torch.from_numpy(np.stack(data.test.images[:4])))
     assert result.report["activation"] == "sigmoid"

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
 from firstlight.inference.detections import concepts_of, detector_pixels, regions
 from firstlight.training.deep import hyper as deep_hyper
-from firstlight.training.deep.context import Box, LabeledImages
+from firstlight.training.deep.context import Box
 from firstlight.training.deep.detector import (
     MAX_DETECTIONS,
     TEMPLATE,
@@ -23,7 +24,6 @@ from firstlight.training.deep.detector import (
 )
 from firstlight.training.deep.loop import LocalContext
 from firstlight.training.deep.scenes import generate_scenes, scene_data, split_indices
-from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
 
 CLASSES = ["bear", "bird", "giraffe"]
 
@@ -225,9 +225,18 @@ def test_predictor_returns_regions_of_a_detector_model(trained) -> None:  # type
             return res.module(torch.from_numpy(pixels)).numpy()
 
     registry = Registry()
-    registry.apply(events_pb2.ModelVersionReady(
-        app_id="app", model_id="det", version="1", triton_model="fl.app.det", concepts=CLASSES, kind="detector", image_size=64, serving=True,
-    ))
+    registry.apply(
+        events_pb2.ModelVersionReady(
+            app_id="app",
+            model_id="det",
+            version="1",
+            triton_model="fl.app.det",
+            concepts=CLASSES,
+            kind="detector",
+            image_size=64,
+            serving=True,
+        )
+    )
     predictor = Predictor(ModuleAsTriton(), ImageLimits(), registry)
     images = data.test.images[:3]
     model, ranked, found = predictor.predict_regions([png_bytes(im) for im in images], app_id="app", model_id="det")

@@ -144,7 +144,7 @@ def test_oneshot_accuracy_on_separable_and_random_embeddings() -> None:
     queries = (centers[np.arange(4)] + 0.01, np.arange(4))
     assert E.oneshot_accuracy(clean, y, queries=queries) == 1.0
     assert E.oneshot_accuracy(clean, y, queries=(queries[0], np.array([3, 2, 1, 0]))) == 0.0
-    assert np.isnan(E.oneshot_accuracy(clean[:10], y[:10], queries=queries[:1] + (np.arange(4),)) )  # one class only
+    assert np.isnan(E.oneshot_accuracy(clean[:10], y[:10], queries=queries[:1] + (np.arange(4),)))  # one class only
 
 
 @pytest.mark.parametrize("loss", ["arcface", "triplet"])
@@ -177,7 +177,11 @@ def test_frozen_fit_returns_normalised_uint8_module_and_reports(tmp_path: Path, 
 
 def test_arcface_training_lowers_loss_and_separates_training_concepts(tmp_path: Path, data: DeepData) -> None:
     torch.set_num_threads(1)
-    ctx = MemoryContext(data, {"embedding_dim": 32, "image_size": 64, "num_epochs": 15, "lrate": 0.003, "init_epochs": 15, "batch_size": 16, "test_freq": 15, "head_init": "random"}, tmp_path)
+    ctx = MemoryContext(
+        data,
+        {"embedding_dim": 32, "image_size": 64, "num_epochs": 15, "lrate": 0.003, "init_epochs": 15, "batch_size": 16, "test_freq": 15, "head_init": "random"},
+        tmp_path,
+    )
     result = E.TEMPLATE.fit(ctx)
     assert ctx.rows[-1].loss < ctx.rows[0].loss
     train_pixels = torch.from_numpy(E.to_pixels(data.train.images, 64))
@@ -188,7 +192,19 @@ def test_arcface_training_lowers_loss_and_separates_training_concepts(tmp_path: 
 
 def test_unfrozen_backbone_changes_and_bn_stays_frozen(tmp_path: Path, data: DeepData) -> None:
     torch.set_num_threads(1)
-    ctx = MemoryContext(data, {"embedding_dim": 8, "image_size": 32, "num_epochs": 1, "base_gradient_multiplier": 1.0, "num_items_per_epoch": 16, "batch_size": 8, "average_horizontal_flips": False}, tmp_path)
+    ctx = MemoryContext(
+        data,
+        {
+            "embedding_dim": 8,
+            "image_size": 32,
+            "num_epochs": 1,
+            "base_gradient_multiplier": 1.0,
+            "num_items_per_epoch": 16,
+            "batch_size": 8,
+            "average_horizontal_flips": False,
+        },
+        tmp_path,
+    )
     result = E.TEMPLATE.fit(ctx)
     trained = result.module.net.backbone.state_dict()
     from firstlight.models.backbone import load_efficientnet

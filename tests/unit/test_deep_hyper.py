@@ -2,14 +2,26 @@
 
 import pytest
 
+from firstlight.domain.errors import InvalidSetting
 from firstlight.errors import InvalidArgument
 from firstlight.training.deep import hyper
-from firstlight.domain.errors import InvalidSetting
 
 ALL = {
-    "average_horizontal_flips", "base_gradient_multiplier", "batch_size", "detection_score_threshold", "image_size",
-    "init_epochs", "logreg", "lrate", "num_epochs", "num_items_per_epoch", "per_128_lrate", "per_item_lrate",
-    "step_epochs", "test_freq", "use_perclass_regression",
+    "average_horizontal_flips",
+    "base_gradient_multiplier",
+    "batch_size",
+    "detection_score_threshold",
+    "image_size",
+    "init_epochs",
+    "logreg",
+    "lrate",
+    "num_epochs",
+    "num_items_per_epoch",
+    "per_128_lrate",
+    "per_item_lrate",
+    "step_epochs",
+    "test_freq",
+    "use_perclass_regression",
 }
 
 

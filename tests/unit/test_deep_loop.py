@@ -112,7 +112,7 @@ def test_run_epochs_schedule_test_freq_and_batches(tmp_path):
 
 def test_num_items_per_epoch_changes_batches(tmp_path):
     toy, ctx = _Toy(), LocalContext(_data(), {}, tmp_path, device="cpu")
-    run_epochs(ctx, toy.model, toy.opt, 12, toy.step, lambda: {}, _settings(num_epochs=2, num_items_per_epoch=40))
+    run_epochs(ctx, toy.model, toy.opt, 12, toy.step, dict, _settings(num_epochs=2, num_items_per_epoch=40))
     assert toy.steps == 2 * 10
 
 
@@ -126,14 +126,14 @@ def test_cancel_between_batches(tmp_path):
         return original(idx, rng)
 
     with pytest.raises(JobCancelled):
-        run_epochs(ctx, toy.model, toy.opt, 12, step, lambda: {}, _settings())
+        run_epochs(ctx, toy.model, toy.opt, 12, step, dict, _settings())
     assert toy.steps == 5 and len(ctx.rows) == 1  # stopped in epoch 2, right after the cancel
 
 
 def test_resume_from_checkpoint_continues_the_epoch_counter_and_matches_an_uninterrupted_run(tmp_path):
     # uninterrupted reference
     ref = _Toy()
-    ref_rows = run_epochs(LocalContext(_data(), {}, tmp_path / "ref", device="cpu"), ref.model, ref.opt, 12, ref.step, lambda: {}, _settings())
+    ref_rows = run_epochs(LocalContext(_data(), {}, tmp_path / "ref", device="cpu"), ref.model, ref.opt, 12, ref.step, dict, _settings())
     # killed after epoch 3 (cancel at the start of epoch 4), then a fresh process resumes
     first = _Toy()
     ctx = LocalContext(_data(), {}, tmp_path / "job", device="cpu")
@@ -144,11 +144,11 @@ def test_resume_from_checkpoint_continues_the_epoch_counter_and_matches_an_unint
         return first.step(idx, rng)
 
     with pytest.raises(JobCancelled):
-        run_epochs(ctx, first.model, first.opt, 12, step, lambda: {}, _settings())
+        run_epochs(ctx, first.model, first.opt, 12, step, dict, _settings())
     assert [r.epoch for r in ctx.rows] == [1, 2, 3]
     second = _Toy()  # new weights, new optimizer: all state comes from the checkpoint
     ctx2 = LocalContext(_data(), {}, tmp_path / "job", device="cpu")
-    rows = run_epochs(ctx2, second.model, second.opt, 12, second.step, lambda: {}, _settings())
+    rows = run_epochs(ctx2, second.model, second.opt, 12, second.step, dict, _settings())
     assert [r.epoch for r in ctx2.rows] == [4, 5]  # only the remaining epochs ran
     assert [r.epoch for r in rows] == [1, 2, 3, 4, 5] and second.steps == 6
     assert [r.loss for r in rows] == pytest.approx([r.loss for r in ref_rows], rel=1e-5)
@@ -170,7 +170,7 @@ def test_warmup_epochs_ramp_the_rate_of_each_step(tmp_path):
         seen.append(toy.opt.param_groups[0]["lr"])
         return original(idx, rng)
 
-    run_epochs(ctx, toy.model, toy.opt, 12, step, lambda: {}, _settings(num_epochs=2, warmup_epochs=1))
+    run_epochs(ctx, toy.model, toy.opt, 12, step, dict, _settings(num_epochs=2, warmup_epochs=1))
     # 3 batches per epoch: the first epoch ramps 1/3, 2/3, 3/3 of lrate, the second holds it
     assert seen == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.1, 0.1])
     assert ctx.rows[0].lrate == pytest.approx(0.1)  # the row reports the scheduled rate
@@ -233,7 +233,7 @@ class _Quadratic:
 def test_divergence_restarts_from_the_initial_weights_at_a_third_of_the_rate(tmp_path):
     q, ctx = _Quadratic(), LocalContext(_data(), {}, tmp_path, device="cpu")
     settings = _settings(lrate=4.5, init_epochs=10, divergence_retries=2)
-    rows = run_epochs(ctx, q.model, q.opt, 12, q.step, lambda: {}, settings)
+    rows = run_epochs(ctx, q.model, q.opt, 12, q.step, dict, settings)
     assert settings.lrate == pytest.approx(0.5) and len(settings.restarts) == 2  # 4.5 and 1.5 diverged
     assert "lrate 4.5" in settings.restarts[0] and "restarting from the initial weights at lrate 1.5" in settings.restarts[0]
     notes = [r.note for r in ctx.rows if r.note]
@@ -242,12 +242,12 @@ def test_divergence_restarts_from_the_initial_weights_at_a_third_of_the_rate(tmp
     assert float(q.model.w.detach()) == pytest.approx(10.0) and rows[-1].loss == pytest.approx(0.0)
     # the lowered rate is in the checkpoint: a resumed job keeps it
     again = _settings(lrate=4.5, init_epochs=10, divergence_retries=2)
-    run_epochs(LocalContext(_data(), {}, tmp_path, device="cpu"), _Quadratic().model, _Quadratic().opt, 12, q.step, lambda: {}, again)
+    run_epochs(LocalContext(_data(), {}, tmp_path, device="cpu"), _Quadratic().model, _Quadratic().opt, 12, q.step, dict, again)
     assert again.lrate == pytest.approx(0.5) and again.restarts == settings.restarts
 
 
 def test_divergence_fails_the_job_with_the_reason_when_retries_run_out(tmp_path):
     q, ctx = _Quadratic(), LocalContext(_data(), {}, tmp_path, device="cpu")
     with pytest.raises(TrainingDiverged, match=r"diverged at lrate 1\.5 \(after 1 restart.*rose from 100"):
-        run_epochs(ctx, q.model, q.opt, 12, q.step, lambda: {}, _settings(lrate=4.5, init_epochs=10, divergence_retries=1))
+        run_epochs(ctx, q.model, q.opt, 12, q.step, dict, _settings(lrate=4.5, init_epochs=10, divergence_retries=1))
     assert ctx.rows[-1].note.endswith("stopped")

@@ -1,18 +1,17 @@
 """How box labels reach the detector's training data (jobs._split / fetch_regions) and the SDK's
 accepted region forms; the integration test runs the same path through the real services."""
 
-
 import numpy as np
 import pytest
 
+from firstlight.domain.errors import InsufficientData
+from firstlight.domain.splits import dataset_version_id
 from firstlight.errors import FailedPrecondition
 from firstlight.sdk import DetectedRegion, region_protos
 from firstlight.training.deep.context import Box
 from firstlight.training.deep.detector import _check_boxes
 from firstlight.training.deep.jobs import _split, fetch_regions
-from firstlight.domain.errors import InsufficientData
 from firstlight.training.service import TrainingService
-from firstlight.domain.splits import dataset_version_id
 from firstlight.training.store import DatasetRow, TrainingStore
 from firstlight.v1 import common_pb2
 
@@ -28,10 +27,12 @@ class Platform:
 
 
 def test_regions_fill_boxes_and_inputs_without_boxes_are_left_out() -> None:
-    peers = Platform({
-        "a": [("cat", 0.1, 0.1, 0.5, 0.5), ("tree", 0.0, 0.0, 1.0, 1.0)],  # "tree" is not a model concept
-        "b": [("dog", 0.2, 0.3, 0.4, 0.9)],
-    })
+    peers = Platform(
+        {
+            "a": [("cat", 0.1, 0.1, 0.5, 0.5), ("tree", 0.0, 0.0, 1.0, 1.0)],  # "tree" is not a model concept
+            "b": [("dog", 0.2, 0.3, 0.4, 0.9)],
+        }
+    )
     rows = [DatasetRow("a", ["cat"], 1), DatasetRow("b", ["dog"], 1), DatasetRow("c", ["cat"], 1)]
     images = {i: np.zeros((8, 8, 3), np.uint8) for i in "abc"}
     regions = fetch_regions(peers, "app", rows, ["cat", "dog"])

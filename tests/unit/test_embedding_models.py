@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from firstlight.domain import validation
 from firstlight.config import ImageLimits
+from firstlight.domain import validation
 from firstlight.embedding.core import Embedder
 from firstlight.errors import InvalidArgument, NotFound
 from firstlight.triton.client import EmbedderInfo

@@ -21,7 +21,12 @@ def test_signed_records_verify_and_bind_topic_key_type_and_value() -> None:
     keys = EventKeys.parse(OLD)
     header = sign(keys, T, b"app/m", MT, b"value", now_ms=NOW)
     assert verify(keys, T, b"app/m", MT, b"value", header, now_ms=NOW).key_id == "k1"
-    for topic, key, mt, value in ((T, b"app/m", MT, b"valuE"), (T, b"other/m", MT, b"value"), ("inputs.deleted", b"app/m", MT, b"value"), (T, b"app/m", "x", b"value")):
+    for topic, key, mt, value in (
+        (T, b"app/m", MT, b"valuE"),
+        (T, b"other/m", MT, b"value"),
+        ("inputs.deleted", b"app/m", MT, b"value"),
+        (T, b"app/m", "x", b"value"),
+    ):
         with pytest.raises(BadSignature, match="forged or altered"):
             verify(keys, topic, key, mt, value, header, now_ms=NOW)
 

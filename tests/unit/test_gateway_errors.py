@@ -32,10 +32,20 @@ class FakeRpcError(grpc.RpcError):
 @pytest.mark.parametrize(
     "code,status",
     [
-        (C.INVALID_ARGUMENT, 400), (C.OUT_OF_RANGE, 400), (C.UNAUTHENTICATED, 401), (C.PERMISSION_DENIED, 403),
-        (C.NOT_FOUND, 404), (C.ALREADY_EXISTS, 409), (C.FAILED_PRECONDITION, 409), (C.ABORTED, 409),
-        (C.RESOURCE_EXHAUSTED, 413), (C.UNAVAILABLE, 503), (C.DEADLINE_EXCEEDED, 504), (C.UNIMPLEMENTED, 501),
-        (C.INTERNAL, 500), (C.UNKNOWN, 500),
+        (C.INVALID_ARGUMENT, 400),
+        (C.OUT_OF_RANGE, 400),
+        (C.UNAUTHENTICATED, 401),
+        (C.PERMISSION_DENIED, 403),
+        (C.NOT_FOUND, 404),
+        (C.ALREADY_EXISTS, 409),
+        (C.FAILED_PRECONDITION, 409),
+        (C.ABORTED, 409),
+        (C.RESOURCE_EXHAUSTED, 413),
+        (C.UNAVAILABLE, 503),
+        (C.DEADLINE_EXCEEDED, 504),
+        (C.UNIMPLEMENTED, 501),
+        (C.INTERNAL, 500),
+        (C.UNKNOWN, 500),
     ],
 )
 def test_status_table(code: grpc.StatusCode, status: int) -> None:

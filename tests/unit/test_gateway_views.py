@@ -20,14 +20,54 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def rounds_json() -> list[dict]:
     return [  # newest first, as ListLearningRounds answers
-        {"model_id": "animals", "round": 3, "total_labels": 60, "labels_spent": 20, "candidate_version": "3", "promoted": False,
-         "note": HOSTILE, "metrics": {"accuracy": 0.80, "macro_f1": 0.78}, "previous_metrics": {"accuracy": 0.85}, "status": "done"},
-        {"model_id": "animals", "round": 2, "total_labels": 40, "labels_spent": 20, "candidate_version": "2", "promoted": True,
-         "note": "promoted", "metrics": {"accuracy": 0.85, "macro_f1": 0.84}, "previous_metrics": {"accuracy": 0.7}, "status": "done"},
-        {"model_id": "animals", "round": 1, "total_labels": 20, "labels_spent": 20, "candidate_version": "1", "promoted": True,
-         "note": "", "metrics": {"accuracy": 0.7, "macro_f1": 0.66, "test_accuracy": 0.69}, "previous_metrics": {}, "status": "done"},
-        {"model_id": HOSTILE, "round": 4, "total_labels": 10, "labels_spent": 10, "candidate_version": "", "promoted": False,
-         "note": "failed: boom", "metrics": {}, "previous_metrics": {}, "status": "failed"},
+        {
+            "model_id": "animals",
+            "round": 3,
+            "total_labels": 60,
+            "labels_spent": 20,
+            "candidate_version": "3",
+            "promoted": False,
+            "note": HOSTILE,
+            "metrics": {"accuracy": 0.80, "macro_f1": 0.78},
+            "previous_metrics": {"accuracy": 0.85},
+            "status": "done",
+        },
+        {
+            "model_id": "animals",
+            "round": 2,
+            "total_labels": 40,
+            "labels_spent": 20,
+            "candidate_version": "2",
+            "promoted": True,
+            "note": "promoted",
+            "metrics": {"accuracy": 0.85, "macro_f1": 0.84},
+            "previous_metrics": {"accuracy": 0.7},
+            "status": "done",
+        },
+        {
+            "model_id": "animals",
+            "round": 1,
+            "total_labels": 20,
+            "labels_spent": 20,
+            "candidate_version": "1",
+            "promoted": True,
+            "note": "",
+            "metrics": {"accuracy": 0.7, "macro_f1": 0.66, "test_accuracy": 0.69},
+            "previous_metrics": {},
+            "status": "done",
+        },
+        {
+            "model_id": HOSTILE,
+            "round": 4,
+            "total_labels": 10,
+            "labels_spent": 10,
+            "candidate_version": "",
+            "promoted": False,
+            "note": "failed: boom",
+            "metrics": {},
+            "previous_metrics": {},
+            "status": "failed",
+        },
     ]
 
 
@@ -67,8 +107,19 @@ def test_drift_view_words_and_thresholds() -> None:
     assert quiet.rows[0][1] == "p = 0.400" and quiet.rows[0][2].startswith("no:") and "small" in quiet.rows[1][2]
     small = views.drift_view({"alert": False, "p_value": 0.001, "psi": 0.05, "reference_count": 5000, "recent_count": 5000})
     assert small.verdict.startswith("No drift to act on") and "0.05 < 0.1" in small.verdict
-    big = views.drift_view({"alert": True, "p_value": 0.0, "psi": 0.4, "psi_predictions": 0.3, "reference_count": 80, "recent_count": 60,
-                            "model_id": "animals", "model_version": "2"}, stream=True)
+    big = views.drift_view(
+        {
+            "alert": True,
+            "p_value": 0.0,
+            "psi": 0.4,
+            "psi_predictions": 0.3,
+            "reference_count": 80,
+            "recent_count": 60,
+            "model_id": "animals",
+            "model_version": "2",
+        },
+        stream=True,
+    )
     noisy = views.drift_view({"alert": False, "p_value": 0.17, "psi": 3.4, "reference_count": 52, "recent_count": 20})
     assert "major" in noisy.rows[1][2] and "not acted on" in noisy.rows[1][2] and "≈ 0.62" in noisy.rows[1][2]
     assert big.alert and big.verdict.startswith("Drift:") and "animals" in big.verdict and "version 2" in big.verdict
@@ -80,14 +131,26 @@ def test_thresholds_match_the_services() -> None:
     from firstlight.domain import evaluation
 
     assert (views.DRIFT_ALPHA, views.DRIFT_PSI_EMBEDDING_MIN, views.DRIFT_PSI_PREDICTION_MIN, views.DRIFT_PSI_MIN_SAMPLES) == (
-        drift.ALPHA, drift.PSI_EMBEDDING_MIN, drift.PSI_PREDICTION_MIN, drift.PSI_MIN_SAMPLES)
-    assert views.LOWER_IS_BETTER == {k for k, sign in evaluation.METRICS.items() if sign < 0}
+        drift.ALPHA,
+        drift.PSI_EMBEDDING_MIN,
+        drift.PSI_PREDICTION_MIN,
+        drift.PSI_MIN_SAMPLES,
+    )
+    assert {k for k, sign in evaluation.METRICS.items() if sign < 0} == views.LOWER_IS_BETTER
 
 
 def evaluation(version: str, acc: float, ece: float, cm: list[int], count: int = 6, order: tuple = ("cat", "dog")) -> dict:
-    return {"model_id": "m", "version": version, "split": "SPLIT_VALIDATION", "metrics": {"n": float(count), "accuracy": acc, "ece": ece},
-            "concepts": [{"concept": c, "precision": acc, "recall": acc, "f1": acc, "support": count // 2} for c in order],
-            "confusion_matrix": cm, "concept_order": list(order), "report_markdown": "", "count": count}
+    return {
+        "model_id": "m",
+        "version": version,
+        "split": "SPLIT_VALIDATION",
+        "metrics": {"n": float(count), "accuracy": acc, "ece": ece},
+        "concepts": [{"concept": c, "precision": acc, "recall": acc, "f1": acc, "support": count // 2} for c in order],
+        "confusion_matrix": cm,
+        "concept_order": list(order),
+        "report_markdown": "",
+        "count": count,
+    }
 
 
 def test_comparison_view_deltas_better_side_and_notes() -> None:
@@ -115,25 +178,52 @@ class FakeTraining:
     async def list_model_versions(self, req, key):  # type: ignore[no-untyped-def]
         if req.model_id not in ("m", "m2"):
             raise errors.NotFound(f"no model {req.model_id!r}")
-        versions = [training_pb2.ModelVersion(version=str(v), dataset_id="main", dataset_version=f"{v:064x}", serving=v == self.n,
-                                              validation_metrics={"accuracy": 0.5}, promotion_note=HOSTILE if v == 2 else "ok")
-                    for v in range(self.n, 0, -1)]
+        versions = [
+            training_pb2.ModelVersion(
+                version=str(v),
+                dataset_id="main",
+                dataset_version=f"{v:064x}",
+                serving=v == self.n,
+                validation_metrics={"accuracy": 0.5},
+                promotion_note=HOSTILE if v == 2 else "ok",
+            )
+            for v in range(self.n, 0, -1)
+        ]
         return training_pb2.ListModelVersionsResponse(model=training_pb2.Model(id="m", serving_version=str(self.n)), versions=versions)
 
     async def compare_model_versions(self, req, key):  # type: ignore[no-untyped-def]
         self.compared.append((list(req.versions), req.split))
-        evs = [training_pb2.Evaluation(model_id="m", version=v, split=req.split, metrics={"accuracy": 0.5 + 0.1 * int(v), "ece": 0.1},
-                                       concepts=[training_pb2.ConceptMetrics(concept=HOSTILE, precision=0.5, recall=0.5, f1=0.5, support=3),
-                                                 training_pb2.ConceptMetrics(concept="dog", precision=0.5, recall=0.5, f1=0.5, support=3)],
-                                       confusion_matrix=[2, 1, 1, 2], concept_order=[HOSTILE, "dog"], count=6) for v in req.versions]
+        evs = [
+            training_pb2.Evaluation(
+                model_id="m",
+                version=v,
+                split=req.split,
+                metrics={"accuracy": 0.5 + 0.1 * int(v), "ece": 0.1},
+                concepts=[
+                    training_pb2.ConceptMetrics(concept=HOSTILE, precision=0.5, recall=0.5, f1=0.5, support=3),
+                    training_pb2.ConceptMetrics(concept="dog", precision=0.5, recall=0.5, f1=0.5, support=3),
+                ],
+                confusion_matrix=[2, 1, 1, 2],
+                concept_order=[HOSTILE, "dog"],
+                count=6,
+            )
+            for v in req.versions
+        ]
         return training_pb2.Comparison(evaluations=evs, best_version=req.versions[-1])
 
     async def evaluate_model_version(self, req, key):  # type: ignore[no-untyped-def]
         self.compared.append((req.model_id, req.version, req.split))
         acc = 0.9 if req.model_id == "m2" else 0.6
-        return training_pb2.Evaluation(model_id=req.model_id, version=req.version, split=req.split, metrics={"accuracy": acc},
-                                       concepts=[training_pb2.ConceptMetrics(concept="dog", precision=acc, recall=acc, f1=acc, support=3)],
-                                       confusion_matrix=[3, 0, 1, 2], concept_order=["cat", "dog"], count=6)
+        return training_pb2.Evaluation(
+            model_id=req.model_id,
+            version=req.version,
+            split=req.split,
+            metrics={"accuracy": acc},
+            concepts=[training_pb2.ConceptMetrics(concept="dog", precision=acc, recall=acc, f1=acc, support=3)],
+            confusion_matrix=[3, 0, 1, 2],
+            concept_order=["cat", "dog"],
+            count=6,
+        )
 
 
 class FakeInference:
@@ -146,11 +236,24 @@ class FakeCuration:
         self.fail_drift = fail_drift
 
     async def list_learning_rounds(self, req, key):  # type: ignore[no-untyped-def]
-        return curation_pb2.ListLearningRoundsResponse(rounds=[
-            curation_pb2.LearningRound(model_id="m", round=r["round"], total_labels=r["total_labels"], labels_spent=r["labels_spent"],
-                                       candidate_version=r["candidate_version"], previous_version=str(int(r["candidate_version"]) - 1),
-                                       promoted=r["promoted"], note=r["note"], metrics=r["metrics"], previous_metrics=r["previous_metrics"], status=r["status"])
-            for r in rounds_json()[:3]])
+        return curation_pb2.ListLearningRoundsResponse(
+            rounds=[
+                curation_pb2.LearningRound(
+                    model_id="m",
+                    round=r["round"],
+                    total_labels=r["total_labels"],
+                    labels_spent=r["labels_spent"],
+                    candidate_version=r["candidate_version"],
+                    previous_version=str(int(r["candidate_version"]) - 1),
+                    promoted=r["promoted"],
+                    note=r["note"],
+                    metrics=r["metrics"],
+                    previous_metrics=r["previous_metrics"],
+                    status=r["status"],
+                )
+                for r in rounds_json()[:3]
+            ]
+        )
 
     async def get_drift_report(self, req, key):  # type: ignore[no-untyped-def]
         if self.fail_drift:
@@ -166,8 +269,15 @@ def portal(tmp_path):  # type: ignore[no-untyped-def]
     from firstlight.gateway.app import create_app
     from firstlight.gateway.session import COOKIE
 
-    settings = GatewaySettings(ingestion_addr="x:1", search_addr="x:2", inference_addr="x:3", training_addr="x:4", curation_addr="x:5",
-                               blob_url=f"file://{tmp_path}", session_secret="s" * 40)
+    settings = GatewaySettings(
+        ingestion_addr="x:1",
+        search_addr="x:2",
+        inference_addr="x:3",
+        training_addr="x:4",
+        curation_addr="x:5",
+        blob_url=f"file://{tmp_path}",
+        session_secret="s" * 40,
+    )
     fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration(), inference=FakeInference())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
     with TestClient(app) as client:
@@ -222,7 +332,10 @@ def test_curation_page_curve_rounds_and_drift(portal) -> None:  # type: ignore[n
     assert 'href="/portal/apps/app1/models/m/compare?a=2&amp;b=3"' in html  # a round links its two versions
     assert 'id="drift-verdict"' not in html  # the drift check runs when asked
     drift = client.get("/portal/apps/app1/curation", params={"drift": "1", "recent_count": "30", "metric": "macro_f1"})
-    assert 'id="drift-verdict"' in drift.text and "No drift detected: the test finds no significant difference between the 30 newest inputs and the train split" in drift.text
+    assert (
+        'id="drift-verdict"' in drift.text
+        and "No drift detected: the test finds no significant difference between the 30 newest inputs and the train split" in drift.text
+    )
     assert '<option value="macro_f1" selected>' in drift.text
     cleared = client.get("/portal/apps/app1/curation", params={"drift": "1", "recent_count": ""})  # an emptied field: the default
     assert cleared.status_code == 200 and "the 200 newest inputs" in cleared.text

@@ -30,8 +30,15 @@ class FakeTriton:
 
 def _ready(model_id, version, kind="", size=0):
     return events_pb2.ModelVersionReady(
-        app_id="a", model_id=model_id, version=version, triton_model=f"fl.a.{model_id}", concepts=["x", "y", "z"],
-        serving=True, activation="softmax", kind=kind, image_size=size,
+        app_id="a",
+        model_id=model_id,
+        version=version,
+        triton_model=f"fl.a.{model_id}",
+        concepts=["x", "y", "z"],
+        serving=True,
+        activation="softmax",
+        kind=kind,
+        image_size=size,
     )
 
 

@@ -11,8 +11,15 @@ from firstlight.v1 import events_pb2
 
 def ready(version: str, serving: bool, model: str = "m") -> events_pb2.ModelVersionReady:
     return events_pb2.ModelVersionReady(
-        app_id="app", model_id=model, version=version, triton_model=f"fl.app.{model}", concepts=["a", "b"],
-        serving=serving, activation="softmax", kind="", image_size=0,
+        app_id="app",
+        model_id=model,
+        version=version,
+        triton_model=f"fl.app.{model}",
+        concepts=["a", "b"],
+        serving=serving,
+        activation="softmax",
+        kind="",
+        image_size=0,
     )
 
 

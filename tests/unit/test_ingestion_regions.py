@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firstlight.domain import validation
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.servicer import input_to_proto

@@ -4,6 +4,7 @@ inputs with events, a repeated upload adds nothing, a segment is labeled at once
 from pathlib import Path
 
 import pytest
+
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits, VideoLimits
 from firstlight.errors import InvalidArgument, NotFound, ResourceExhausted

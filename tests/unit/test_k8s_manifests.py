@@ -55,15 +55,22 @@ SETTINGS: dict[str, type[config.CommonSettings]] = {
     "curation": config.CurationSettings,
 }
 #: FIRSTLIGHT_* variables read outside the settings classes.
-EXTRA_ENV = {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"} | {
-    # Read by Triton's backbone stub (deploy/triton/.../backbone/1/model.py): ONNX Runtime's threads,
-    # where the exported graph is cached (default: a private temp folder, an emptyDir in a pod), and
-    # which firstlight tree the stub imports (the local stack's own).
-    "FIRSTLIGHT_ORT_THREADS", "FIRSTLIGHT_ONNX_CACHE_DIR", "FIRSTLIGHT_SERVICES_DIR",
-} | {
-    # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
-    f"FIRSTLIGHT_{name.upper()}" for name in config.TritonSettings.model_fields
-}
+EXTRA_ENV = (
+    {"FIRSTLIGHT_TORCH_THREADS", "FIRSTLIGHT_SERVICE"}
+    | {
+        # Read by Triton's backbone stub (deploy/triton/.../backbone/1/model.py): ONNX Runtime's threads,
+        # where the exported graph is cached (default: a private temp folder, an emptyDir in a pod), and
+        # which firstlight tree the stub imports (the local stack's own).
+        "FIRSTLIGHT_ORT_THREADS",
+        "FIRSTLIGHT_ONNX_CACHE_DIR",
+        "FIRSTLIGHT_SERVICES_DIR",
+    }
+    | {
+        # How Triton serves the backbone (triton/tuning.py writes them into config.pbtxt).
+        f"FIRSTLIGHT_{name.upper()}"
+        for name in config.TritonSettings.model_fields
+    }
+)
 KNOWN_ENV = {f"FIRSTLIGHT_{name.upper()}" for cls in [*SETTINGS.values(), config.GatewaySettings] for name in cls.model_fields} | EXTRA_ENV
 SERVICE_UID = 10001
 #: Who may talk to whom (service -> {(workload, port)}); the network-policies component must say exactly this.
@@ -112,9 +119,7 @@ needs_kubectl = pytest.mark.skipif(
 @functools.cache
 def _render(target: str) -> tuple[dict[str, Any], ...]:
     assert KUBECTL is not None
-    proc = subprocess.run(
-        [KUBECTL, "kustomize", str(TARGETS[target])], capture_output=True, text=True, timeout=60, check=False
-    )
+    proc = subprocess.run([KUBECTL, "kustomize", str(TARGETS[target])], capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         pytest.fail(f"kubectl kustomize {TARGETS[target].relative_to(REPO)} failed:\n{proc.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
@@ -315,7 +320,7 @@ def test_addresses_point_at_rendered_services(rendered: Rendered) -> None:
         env = rendered.env(name)
         configured, unresolved = set(), set()
         for var in ADDRESS_ENV:
-            if var[len("FIRSTLIGHT_"):].lower() not in SETTINGS[name].model_fields:
+            if var[len("FIRSTLIGHT_") :].lower() not in SETTINGS[name].model_fields:
                 continue  # a shared configmap key this service does not read
             value = env.get(var)
             if value is None and var in env:
@@ -420,9 +425,7 @@ def test_grace_period_outlasts_the_shutdown_grace(rendered: Rendered) -> None:
         period = pod.get("terminationGracePeriodSeconds", 30)
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = _shutdown_grace_s(rendered.env(name))
-        assert period > grace + pre_stop, (
-            f"{name}: terminationGracePeriodSeconds={period} <= FIRSTLIGHT_SHUTDOWN_GRACE_S={grace} + preStop {pre_stop}s"
-        )
+        assert period > grace + pre_stop, f"{name}: terminationGracePeriodSeconds={period} <= FIRSTLIGHT_SHUTDOWN_GRACE_S={grace} + preStop {pre_stop}s"
 
 
 @needs_kubectl
@@ -455,10 +458,7 @@ def _claim_at(workload: dict[str, Any], container: dict[str, Any], path: str) ->
 
 
 def _volumes_of(workload: dict[str, Any], claim: str) -> set[str]:
-    return {
-        v["name"] for v in _pod_spec(workload).get("volumes", [])
-        if v.get("persistentVolumeClaim", {}).get("claimName") == claim
-    }
+    return {v["name"] for v in _pod_spec(workload).get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
 
 
 @needs_kubectl
@@ -481,10 +481,7 @@ def test_model_repository_is_shared_by_training_and_triton(rendered: Rendered) -
     assert pvc is not None and "ReadWriteMany" in pvc["spec"]["accessModes"], f"{claim}: training and Triton pods share it"
 
     # Something puts the bundled models Triton loads at start (TRITON_MODELS) onto the volume.
-    seeders = [
-        c for c in _pod_spec(training).get("initContainers", [])
-        if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []) + c.get("args", []))
-    ]
+    seeders = [c for c in _pod_spec(training).get("initContainers", []) if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []) + c.get("args", []))]
     assert seeders, f"training: no init container copies {BUNDLED_MODEL_REPOSITORY} onto {claim}"
     for seeder in seeders:
         target = next(m["mountPath"] for m in seeder["volumeMounts"] if m["name"] in _volumes_of(training, claim))
@@ -605,10 +602,7 @@ def test_prod_network_policies_allow_exactly_the_needed_flows() -> None:
     pods = {w["metadata"]["name"]: w["spec"]["template"]["metadata"]["labels"] for w in prod.workloads()}
 
     def selecting(labels: dict[str, str], direction: str) -> list[dict[str, Any]]:
-        return [
-            p for p in policies
-            if direction in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], labels)
-        ]
+        return [p for p in policies if direction in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], labels)]
 
     def port_ok(rule: dict[str, Any], port: int, protocol: str = "TCP") -> bool:
         ports = rule.get("ports")
@@ -633,15 +627,13 @@ def test_prod_network_policies_allow_exactly_the_needed_flows() -> None:
         return False
 
     def egress_allowed(src: str, dst: str, port: int) -> bool:
-        return any(
-            peer_ok(rule.get("to"), pods[dst]) and port_ok(rule, port)
-            for p in selecting(pods[src], "Egress") for rule in p["spec"].get("egress", [])
-        )
+        return any(peer_ok(rule.get("to"), pods[dst]) and port_ok(rule, port) for p in selecting(pods[src], "Egress") for rule in p["spec"].get("egress", []))
 
     def ingress_allowed(dst: str, src: str | None, port: int) -> bool:
         return any(
             peer_ok(rule.get("from"), None if src is None else pods[src]) and port_ok(rule, port)
-            for p in selecting(pods[dst], "Ingress") for rule in p["spec"].get("ingress", [])
+            for p in selecting(pods[dst], "Ingress")
+            for rule in p["spec"].get("ingress", [])
         )
 
     # Default deny: every pod is selected for both directions.
@@ -711,7 +703,8 @@ def test_compose_services_images_and_settings() -> None:
     training_repo = services["training"]["environment"]["FIRSTLIGHT_MODEL_REPOSITORY"]
     assert mount("training", training_repo) == (volume, False), "compose training: export into Triton's volume, read-write"
     seeders = [
-        name for name, svc in services.items()
+        name
+        for name, svc in services.items()
         if BUNDLED_MODEL_REPOSITORY in " ".join(svc.get("command") or []) and any(v.split(":")[0] == volume for v in svc.get("volumes", []))
     ]
     assert seeders, f"compose: nothing copies {BUNDLED_MODEL_REPOSITORY} onto {volume}"
@@ -727,7 +720,8 @@ def test_compose_services_images_and_settings() -> None:
             created |= set(re.findall(r"CREATE DATABASE\s+\"?(\w+)", compose["configs"][ref["source"]]["content"], re.I))
     databases = {
         name: urlparse(services[name]["environment"]["FIRSTLIGHT_DATABASE_URL"]).path.lstrip("/")
-        for name in SERVICES if "database_url" in SETTINGS[name].model_fields
+        for name in SERVICES
+        if "database_url" in SETTINGS[name].model_fields
     }
     assert len(set(databases.values())) == len(databases), f"compose: services share a database: {databases}"
     assert set(databases.values()) <= created, f"compose: databases {databases} but PostgreSQL creates only {created}"
@@ -738,7 +732,8 @@ def _seed_scripts() -> dict[str, str]:
     training = next(d for d in yaml.safe_load_all((K8S / "base" / "training.yaml").read_text()) if d and d["kind"] == "Deployment")
     scripts = {
         f"k8s {c['name']}": c["command"][-1]
-        for c in _pod_spec(training).get("initContainers", []) if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []))
+        for c in _pod_spec(training).get("initContainers", [])
+        if BUNDLED_MODEL_REPOSITORY in " ".join(c.get("command", []))
     }
     for name, svc in _compose()["services"].items():
         command = svc.get("command") or []
@@ -753,8 +748,8 @@ def test_seed_scripts_add_missing_bundled_models_only(tmp_path: Path) -> None:
     assert {k.split()[0] for k in scripts} == {"k8s", "compose"}, f"seed scripts found: {sorted(scripts)}"
     for where, script in scripts.items():
         repo = tmp_path / where.replace(" ", "-")
-        (repo / "fl.app.model" / "1").mkdir(parents=True)          # a trained app model: untouched
-        (repo / TRITON_MODELS[0]).mkdir()                           # present (e.g. edited for GPUs): kept
+        (repo / "fl.app.model" / "1").mkdir(parents=True)  # a trained app model: untouched
+        (repo / TRITON_MODELS[0]).mkdir()  # present (e.g. edited for GPUs): kept
         (repo / TRITON_MODELS[0] / "config.pbtxt").write_text("edited")
         local = script.replace(BUNDLED_MODEL_REPOSITORY, str(config.DEFAULT_MODEL_REPOSITORY)).replace("/models/", f"{repo}/")
         assert "/models" not in local.replace(str(repo), ""), f"{where}: the script uses another path"
@@ -779,9 +774,7 @@ def test_entrypoint_runs_the_named_service(tmp_path: Path) -> None:
     base_env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
     def run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["sh", str(entrypoint), *args], env={**base_env, **(env or {})}, capture_output=True, text=True, timeout=10
-        )
+        return subprocess.run(["sh", str(entrypoint), *args], env={**base_env, **(env or {})}, capture_output=True, text=True, timeout=10)
 
     for name in SERVICES:
         assert run([name]).stdout.strip() == f"-m firstlight.{name}.main"

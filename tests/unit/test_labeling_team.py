@@ -22,10 +22,10 @@ from firstlight.curation.pool_scores import PoolScoring, top_and_margin
 from firstlight.curation.ports import Scores
 from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import Prediction, StreamCuration, make_policy
+from firstlight.domain import evaluation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.domain import evaluation
 
 
 class Clock:

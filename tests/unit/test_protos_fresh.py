@@ -7,11 +7,7 @@ from firstlight import protogen
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     fresh = {p.name: p.read_bytes() for p in protogen.generate(tmp_path)}
-    committed = {
-        p.name: p.read_bytes()
-        for p in protogen.GENERATED_PACKAGE.iterdir()
-        if p.is_file() and p.suffix in {".py", ".pyi"}
-    }
+    committed = {p.name: p.read_bytes() for p in protogen.GENERATED_PACKAGE.iterdir() if p.is_file() and p.suffix in {".py", ".pyi"}}
     assert fresh.keys() == committed.keys(), "generated file set differs: run `make protos`"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"stale generated code (run `make protos`): {stale}"

@@ -14,7 +14,7 @@ from firstlight.search.vector_store import Point, VectorStoreUnavailable
 from firstlight.triton.client import TritonError, TritonUnavailable, _translate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "corpus"))
-import make_bad_inputs as corpus  # noqa: E402
+import make_bad_inputs as corpus
 
 
 def test_committed_corpus_is_fresh() -> None:

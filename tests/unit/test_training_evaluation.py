@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from firstlight.errors import InvalidArgument
 from firstlight.domain.errors import EvaluationError
 from firstlight.domain.evaluation import (
     EvaluationReport,
@@ -20,6 +19,7 @@ from firstlight.domain.evaluation import (
     render_report_markdown,
 )
 from firstlight.domain.promotion import should_promote
+from firstlight.errors import InvalidArgument
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 
-from firstlight.errors import FailedPrecondition
 from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
 from firstlight.domain.heads.linear import LinearHead, load_head
-from firstlight.training.hyper import parse_prototype_settings, parse_settings
 from firstlight.domain.heads.oneshot import (
     KNNClassifier,
     PrototypeClassifier,
@@ -14,6 +12,8 @@ from firstlight.domain.heads.oneshot import (
     build_prototypes,
     train_oneshot,
 )
+from firstlight.errors import FailedPrecondition
+from firstlight.training.hyper import parse_prototype_settings, parse_settings
 
 
 def unit(X):
@@ -38,7 +38,7 @@ def episode(k_shot, n_query=40, n_way=5, d=256, seed=0, noise=0.8):
 def test_one_shot_classifies_by_similarity():
     concepts, Xs, labels, Xq, yq = episode(k_shot=1)
     model = build_prototypes(Xs, labels, concepts)
-    assert model.kind == "softmax" and model.normalize and model.shots == {c: 1 for c in concepts}
+    assert model.kind == "softmax" and model.normalize and model.shots == dict.fromkeys(concepts, 1)
     assert (model.predict_proba(Xq).argmax(1) == yq).mean() >= 0.95
     # one example per concept: the prototype is that example
     np.testing.assert_allclose(model.prototypes, Xs, atol=1e-5)

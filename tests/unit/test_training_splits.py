@@ -4,7 +4,6 @@ from collections import Counter
 
 import pytest
 
-from firstlight.errors import FailedPrecondition, InvalidArgument
 from firstlight.domain.errors import SplitError, SplitPreconditionError
 from firstlight.domain.splits import (
     check_split,
@@ -12,6 +11,7 @@ from firstlight.domain.splits import (
     stratification_keys,
     stratified_split,
 )
+from firstlight.errors import FailedPrecondition, InvalidArgument
 
 
 def per_split(labels, split):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from firstlight.errors import FailedPrecondition, InvalidArgument
 from firstlight.domain.errors import InsufficientData, InvalidSetting, TrainingError
 from firstlight.domain.heads.linear import load_head
-from firstlight.training.hyper import TRANSFER_SETTINGS, parse_settings, parse_transfer_settings
 from firstlight.domain.heads.transfer import TransferModel, TransferSettings, train_transfer
+from firstlight.errors import FailedPrecondition, InvalidArgument
+from firstlight.training.hyper import TRANSFER_SETTINGS, parse_settings, parse_transfer_settings
 
 
 def clusters(n, k=10, d=1280, seed=0, spread=1.0, mean_seed=0):

@@ -26,7 +26,9 @@ def test_variable_sizes_come_from_the_exported_versions_meta(tmp_path: Path) -> 
     for version, size, dim in ((1, 64, 16), (2, 96, 32)):
         folder = tmp_path / "fl.a.emb" / str(version)
         folder.mkdir(parents=True)
-        (folder / "meta.json").write_text(json.dumps({"kind": "embedder", "image_size": size, "outputs": [{"name": "embeddings", "dtype": "TYPE_FP32", "dims": [dim]}]}))
+        (folder / "meta.json").write_text(
+            json.dumps({"kind": "embedder", "image_size": size, "outputs": [{"name": "embeddings", "dtype": "TYPE_FP32", "dims": [dim]}]})
+        )
     variable = meta(inp=("IMAGE", "UINT8", [-1, -1, -1, 3]), outs=(("embeddings", "FP32", [-1, -1]),))
     assert _embedder_info("fl.a.emb@1", "fl.a.emb", "1", variable, tmp_path).image_size == 64
     latest = _embedder_info("fl.a.emb", "fl.a.emb", "", variable, tmp_path)  # Triton serves the highest version
@@ -42,7 +44,9 @@ def test_models_that_are_not_embedders_are_refused(tmp_path: Path) -> None:
         _embedder_info("head", "head", "", meta(inp=("EMBEDDING", "FP32", [-1, 1280])))
     folder = tmp_path / "fl.a.cls" / "1"
     folder.mkdir(parents=True)
-    (folder / "meta.json").write_text(json.dumps({"kind": "classifier", "image_size": 64, "outputs": [{"name": "embeddings", "dtype": "TYPE_FP32", "dims": [3]}]}))
+    (folder / "meta.json").write_text(
+        json.dumps({"kind": "classifier", "image_size": 64, "outputs": [{"name": "embeddings", "dtype": "TYPE_FP32", "dims": [3]}]})
+    )
     variable = meta(inp=("IMAGE", "UINT8", [-1, -1, -1, 3]), outs=(("embeddings", "FP32", [-1, -1]),))
     with pytest.raises(NotAnEmbedder, match="classifier"):
         _embedder_info("fl.a.cls", "fl.a.cls", "1", variable, tmp_path)

@@ -34,9 +34,7 @@ def test_gpu_defaults_are_one_instance_large_batches() -> None:
 
 
 def test_settings_override_device_defaults() -> None:
-    t = tuning.choose(
-        settings(triton_instances=3, torch_threads=2, triton_max_batch=4, triton_queue_delay_us=0), cores=2, device="cpu"
-    )
+    t = tuning.choose(settings(triton_instances=3, torch_threads=2, triton_max_batch=4, triton_queue_delay_us=0), cores=2, device="cpu")
     assert (t.instances, t.torch_threads, t.max_batch_size, t.queue_delay_us) == (3, 2, 4, 0)
     assert t.preferred_batch_sizes == (4,)  # never above the max batch
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.video import synth

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument
 from firstlight.video import synth

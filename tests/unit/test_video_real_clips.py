@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from firstlight.config import VideoLimits
 from firstlight.video.decode import open_video
 from firstlight.video.frames import sample_frames

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from firstlight.domain.diverse_batch import Candidate, diverse_batch
 from firstlight.domain.group_split import LEFT_OUT, group_split
 from firstlight.errors import InvalidArgument
@@ -21,6 +22,7 @@ def test_segments_bridge_one_missed_frame_and_split_on_a_longer_gap():
     ]
     assert segs[0].mean_score == pytest.approx((0.8 + 0.93 + 0.7) / 3)
 
+
 def test_segments_stream_out_as_they_close():
     tracker = SegmentTracker(threshold=0.5, max_gap_s=1.0)
     assert tracker.add(0.0, {"a": 0.9}) == []
@@ -31,15 +33,18 @@ def test_segments_stream_out_as_they_close():
     with pytest.raises(ValueError):
         tracker.add(1.0, {})
 
+
 def test_label_a_segment_picks_the_frames_inside_it():
     frames = [(f"v.t{int(t * 1000):010d}", t) for t in (0.0, 1.0, 2.0, 2.5, 3.0, 4.0)]
     assert frames_in(1.0, 3.0, frames) == ["v.t0000001000", "v.t0000002000", "v.t0000002500", "v.t0000003000"]
+
 
 def test_hits_group_by_video():
     hits = [FrameHit("a", 3.0, 0.7), FrameHit("b", 1.0, 0.9), FrameHit("a", 1.0, 0.8)]
     groups = group_by_video(hits)
     assert [g.video_id for g in groups] == ["b", "a"]
     assert groups[1].best.t == 1.0 and [h.t for h in groups[1].hits] == [1.0, 3.0]
+
 
 def test_a_clip_ranks_the_video_matching_it_in_order_first():
     # 3 query frames. Video "ordered" matches them in time order; "shuffled" matches each frame
@@ -54,6 +59,7 @@ def test_a_clip_ranks_the_video_matching_it_in_order_first():
     assert (ranked[0].start_s, ranked[0].end_s) == (10.0, 12.5)
     assert ranked[0].score == pytest.approx((0.9 + 0.85 + 0.8) / 3)
     assert ranked[2].score == pytest.approx(0.9 / 3)  # only one frame can be aligned in order
+
 
 def test_group_split_keeps_each_video_whole_and_stratifies():
     rng = np.random.default_rng(0)
@@ -79,6 +85,7 @@ def test_group_split_keeps_each_video_whole_and_stratifies():
             assert result.labels[name].get(cls, 0) > 0  # every class in every split
     assert group_split(labels, groups, seed=1).splits == result.splits  # deterministic
 
+
 def test_group_split_counts_leave_the_rest_out_and_bad_requests_fail():
     labels = ["a", "b"] * 50
     groups = [f"g{i // 4}" for i in range(100)]
@@ -89,6 +96,7 @@ def test_group_split_counts_leave_the_rest_out_and_bad_requests_fail():
         group_split(labels, groups, counts=(100, 10, 10))
     with pytest.raises(InvalidArgument, match="summing to 1"):
         group_split(labels, groups, fractions=(0.5, 0.1, 0.1))
+
 
 def test_a_batch_has_no_two_frames_of_the_same_moment():
     cands = [

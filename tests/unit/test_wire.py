@@ -13,9 +13,7 @@ from firstlight.v1 import events_pb2
 
 
 def event(vector: list[float], **kw: object) -> events_pb2.EmbeddingComputed:
-    return events_pb2.EmbeddingComputed(
-        header=new_header("t", "k"), app_id="app", input_id="in", model="m", vector=vector, concepts=["a", "b"], **kw
-    )
+    return events_pb2.EmbeddingComputed(header=new_header("t", "k"), app_id="app", input_id="in", model="m", vector=vector, concepts=["a", "b"], **kw)
 
 
 def test_matches_the_parser_on_a_full_event() -> None:

@@ -81,7 +81,5 @@ class ApiKeyStore:
     def resolve(self, key_digest: str) -> KeyRow | None:
         """The active key with this digest, or None."""
         with self.engine.connect() as conn:
-            r = conn.execute(
-                select(api_keys).where(api_keys.c.digest == key_digest, api_keys.c.revoked_at.is_(None))
-            ).first()
+            r = conn.execute(select(api_keys).where(api_keys.c.digest == key_digest, api_keys.c.revoked_at.is_(None))).first()
         return _row(r) if r is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -53,7 +53,7 @@ def label_segment(
     start_s: Annotated[float, typer.Argument(help="Segment start, seconds")],
     end_s: Annotated[float, typer.Argument(help="Segment end, seconds")],
     concept: Annotated[list[str], typer.Option("--add", help="Concept(s) to add to every frame in it")],
-    remove: Annotated[Optional[list[str]], typer.Option(help="Concept(s) to remove")] = None,
+    remove: Annotated[list[str] | None, typer.Option(help="Concept(s) to remove")] = None,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Label every frame of a video from START_S to END_S at once."""
@@ -68,9 +68,7 @@ def predict_video_file(
     """Stream a video's predictions: segments as they close (and each frame with --frames)."""
     with client(data_dir) as fl:
         console.print(f"[bold]{path}[/bold]")
-        for item in fl.predict_video_stream(
-            path, model=model, version=version, app_id=app_id, top_k=top_k, concepts=concepts, segment_threshold=threshold
-        ):
+        for item in fl.predict_video_stream(path, model=model, version=version, app_id=app_id, top_k=top_k, concepts=concepts, segment_threshold=threshold):
             kind = item.WhichOneof("item")
             if kind == "frame" and frames:
                 f = item.frame
@@ -78,8 +76,7 @@ def predict_video_file(
             elif kind == "segment":
                 s = item.segment
                 console.print(
-                    f"  [green]{s.concept}[/green] from {format_clock(s.start_s)} to {format_clock(s.end_s)}, "
-                    f"max score {s.max_score:.2f} ({s.frames} frames)"
+                    f"  [green]{s.concept}[/green] from {format_clock(s.start_s)} to {format_clock(s.end_s)}, max score {s.max_score:.2f} ({s.frames} frames)"
                 )
             elif kind == "end":
                 e = item.end

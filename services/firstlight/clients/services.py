@@ -236,9 +236,7 @@ class TrainingClient(_Service):
     async def compare_model_versions(self, req: training_pb2.CompareModelVersionsRequest, *, key: str | None = None) -> training_pb2.Comparison:
         return await self._unary("CompareModelVersions", req, key)
 
-    async def promote_model_version(
-        self, req: training_pb2.PromoteModelVersionRequest, *, key: str | None = None
-    ) -> training_pb2.PromoteModelVersionResponse:
+    async def promote_model_version(self, req: training_pb2.PromoteModelVersionRequest, *, key: str | None = None) -> training_pb2.PromoteModelVersionResponse:
         return await self._unary("PromoteModelVersion", req, key)
 
     async def cancel_training_job(self, req: training_pb2.GetTrainingJobRequest, *, key: str | None = None) -> training_pb2.TrainingJob:
@@ -284,14 +282,10 @@ class CurationClient(_Service):
     async def get_scoring_job(self, req: curation_pb2.GetScoringJobRequest, *, key: str | None = None) -> curation_pb2.ScoringJob:
         return await self._unary("GetScoringJob", req, key)
 
-    async def list_pool_predictions(
-        self, req: curation_pb2.ListPoolPredictionsRequest, *, key: str | None = None
-    ) -> curation_pb2.ListPoolPredictionsResponse:
+    async def list_pool_predictions(self, req: curation_pb2.ListPoolPredictionsRequest, *, key: str | None = None) -> curation_pb2.ListPoolPredictionsResponse:
         return await self._unary("ListPoolPredictions", req, key)
 
-    async def list_learning_rounds(
-        self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None
-    ) -> curation_pb2.ListLearningRoundsResponse:
+    async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
 
 

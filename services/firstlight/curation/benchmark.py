@@ -160,10 +160,24 @@ def folder_image_set(folder: Path, *, seed_per_class: int = 2, test_frac: float 
 
 
 def run_through_services(
-    datasets: list[str], *, client, folder: Path | None = None, strategies: list[str] = ("random", st.DEFAULT_STRATEGY),  # type: ignore[no-untyped-def, assignment]
-    seeds: list[int] = (0, 1, 2), seed_per_class: int = 2, rounds: int = 15, batch: int = 50, pool: int | None = None,  # type: ignore[assignment]
-    test: int | None = None, val_per_class: int = 10, out: Path | None = None, tag: str = "", test_frac: float = 0.2,
-    app_prefix: str = "al-bench", compare: bool = True, log=lambda m: print(m, flush=True),  # type: ignore[no-untyped-def]
+    datasets: list[str],
+    *,
+    client,
+    folder: Path | None = None,
+    strategies: list[str] = ("random", st.DEFAULT_STRATEGY),  # type: ignore[no-untyped-def, assignment]
+    seeds: list[int] = (0, 1, 2),
+    seed_per_class: int = 2,
+    rounds: int = 15,
+    batch: int = 50,
+    pool: int | None = None,  # type: ignore[assignment]
+    test: int | None = None,
+    val_per_class: int = 10,
+    out: Path | None = None,
+    tag: str = "",
+    test_frac: float = 0.2,
+    app_prefix: str = "al-bench",
+    compare: bool = True,
+    log=lambda m: print(m, flush=True),  # type: ignore[no-untyped-def]
 ) -> dict[str, Path]:
     """The benchmark through the running stack (``curation.through_services``) on bundled sets
     and/or a folder; for bundled sets also the in-process simulation on the same images and
@@ -194,7 +208,9 @@ def run_through_services(
         stems[name] = stem
         if compare and arrays is not None:
             X, y, Xt, yt = arrays  # type: ignore[misc]
-            sim = simulate.run_benchmark(X, y, Xt, yt, strategies=list(strategies), seeds=list(seeds), seed_per_class=seed_per_class, rounds=rounds, batch=batch, log=log)
+            sim = simulate.run_benchmark(
+                X, y, Xt, yt, strategies=list(strategies), seeds=list(seeds), seed_per_class=seed_per_class, rounds=rounds, batch=batch, log=log
+            )
             sim.settings.update(dataset=name, embedding="efficientnet-lite0 224px (cache)", mode="in-process")
             stem = out / f"{name}{tag}_inprocess"
             log(_write(sim, stem, f"### {name} in-process, same images ({sizes}; {sim.settings['fit']})\n\n", len(seeds)))
@@ -212,10 +228,22 @@ def _write(res: simulate.BenchmarkResult, stem: Path, header: str, n_seeds: int)
 
 
 def run(
-    datasets: list[str], *, folder: Path | None = None, client=None, strategies: list[str] = DEFAULT_COMPARE,  # type: ignore[no-untyped-def]
-    seeds: list[int] = (0, 1, 2, 3, 4), seed_per_class: int = 2, rounds: int = 15, batch: int = 50,  # type: ignore[assignment]
-    C: float = DEFAULT_C, balanced: bool = DEFAULT_BALANCED, size: int = 224, out: Path | None = None, tag: str = "",
-    test_frac: float = 0.2, log=lambda m: print(m, flush=True),  # type: ignore[no-untyped-def]
+    datasets: list[str],
+    *,
+    folder: Path | None = None,
+    client=None,
+    strategies: list[str] = DEFAULT_COMPARE,  # type: ignore[no-untyped-def]
+    seeds: list[int] = (0, 1, 2, 3, 4),
+    seed_per_class: int = 2,
+    rounds: int = 15,
+    batch: int = 50,  # type: ignore[assignment]
+    C: float = DEFAULT_C,
+    balanced: bool = DEFAULT_BALANCED,
+    size: int = 224,
+    out: Path | None = None,
+    tag: str = "",
+    test_frac: float = 0.2,
+    log=lambda m: print(m, flush=True),  # type: ignore[no-untyped-def]
 ) -> dict[str, Path]:
     """Run the benchmark on each bundled ``datasets`` name and/or on ``folder`` (embedded via
     ``client``); returns the output stem (``<out>/<name><tag>``) per set."""

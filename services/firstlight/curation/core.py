@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 from datetime import UTC
+from typing import Any, cast
 
 import numpy as np
 
-from firstlight.domain import validation
 from firstlight.curation import drift, label_errors, strategies
-from firstlight.domain import diverse_batch, frames
 from firstlight.curation.ports import ModelInfo, Platform, Row, Training, VersionInfo
+from firstlight.domain import diverse_batch, frames, validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_POOL = 20_000
@@ -121,20 +120,17 @@ class Curation:
         # near-duplicates of one moment.
         has_frames = any(frames.parse_frame_input_id(i) for i in pool_ids)
         picked = strategies.select(
-            strategy, proba=proba, embeddings=X, batch_size=min(size * 3 if has_frames else size, len(pool_ids)), seed=seed,
+            strategy,
+            proba=proba,
+            embeddings=X,
+            batch_size=min(size * 3 if has_frames else size, len(pool_ids)),
+            seed=seed,
             labeled_embeddings=L if len(L) else None,
         )
         if has_frames:
-            keep = set(
-                diverse_batch.thin_near_duplicates(
-                    pool_ids, [s.index for s in picked], size, moment_of=frames.parse_frame_input_id, embeddings=X
-                )
-            )
+            keep = set(diverse_batch.thin_near_duplicates(pool_ids, [s.index for s in picked], size, moment_of=frames.parse_frame_input_id, embeddings=X))
             picked = [s for s in picked if s.index in keep]
-        out = [
-            SuggestionOut(pool_ids[s.index], s.score, s.difficulty, concepts[int(proba[s.index].argmax())], float(proba[s.index].max()))
-            for s in picked
-        ]
+        out = [SuggestionOut(pool_ids[s.index], s.score, s.difficulty, concepts[int(proba[s.index].argmax())], float(proba[s.index].max())) for s in picked]
         number = 0
         if record_round:
             number = self._record(app_id, model, version, version_row, rows, strategy, len(out), len(pool_ids))
@@ -158,11 +154,21 @@ class Curation:
         metrics.update({f"test_{k}": float(x) for k, x in self.training.stored_test_metrics(app_id, model_id, version).items()})
         now = datetime.now(UTC).isoformat()
         record = {
-            "app_id": app_id, "model_id": model_id, "strategy": strategy, "labels_spent": total - (previous["total_labels"] if previous else 0),
-            "total_labels": total, "dataset_version": v.dataset_version, "previous_version": previous["candidate_version"] if previous else "",
-            "candidate_version": str(version), "promoted": model.serving_version == str(version),
-            "note": f"pool-based: suggested {n} of {pool} unlabeled inputs", "metrics": metrics,
-            "previous_metrics": dict(previous["metrics"]) if previous else {}, "status": "done", "started_at": now, "finished_at": now,
+            "app_id": app_id,
+            "model_id": model_id,
+            "strategy": strategy,
+            "labels_spent": total - (previous["total_labels"] if previous else 0),
+            "total_labels": total,
+            "dataset_version": v.dataset_version,
+            "previous_version": previous["candidate_version"] if previous else "",
+            "candidate_version": str(version),
+            "promoted": model.serving_version == str(version),
+            "note": f"pool-based: suggested {n} of {pool} unlabeled inputs",
+            "metrics": metrics,
+            "previous_metrics": dict(previous["metrics"]) if previous else {},
+            "status": "done",
+            "started_at": now,
+            "finished_at": now,
             "kind": "pool",  # stream rounds count queue labels; they leave these out of their totals
         }
         return int(self.rounds.add_round(app_id, record)["round"])
@@ -233,7 +239,13 @@ class Curation:
         return {i: f for i, f in facts.items() if f is not None}, corrupt
 
     def health_check(
-        self, app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = False, threshold: float = 0.0, max_examples: int = 0,
+        self,
+        app_id: str,
+        dataset_id: str = "",
+        dataset_version: str = "",
+        images: bool = False,
+        threshold: float = 0.0,
+        max_examples: int = 0,
         group_key: str = "",
     ) -> dict[str, Any]:
         """The health report of an app's indexed inputs or of a dataset version (rows, splits and
@@ -285,8 +297,13 @@ class Curation:
             values = self.platform.metadata_values(app_id, group_key)
             group_of = [values.get(i, "") for i in ids]
         report, details = health.health_check(
-            labels, embeddings=X, split_of=split_of if any(split_of) else None, threshold=threshold,
-            corrupt=[row[i] for i in corrupt if i in row], group_of=group_of, **kw,
+            labels,
+            embeddings=X,
+            split_of=split_of if any(split_of) else None,
+            threshold=threshold,
+            corrupt=[row[i] for i in corrupt if i in row],
+            group_of=group_of,
+            **kw,
         )
         score = cast("np.ndarray | None", details.get("outlier_scores"))
         order = np.argsort(-score)[:top] if score is not None else np.zeros(0, dtype=int)

@@ -86,9 +86,7 @@ def projection_psi(ref: np.ndarray, rec: np.ndarray, rng: np.random.Generator, k
     return out
 
 
-def mmd_permutation_test(
-    a: np.ndarray, b: np.ndarray, rng: np.random.Generator, permutations: int = PERMUTATIONS
-) -> tuple[float, float, float]:
+def mmd_permutation_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, permutations: int = PERMUTATIONS) -> tuple[float, float, float]:
     """(unbiased MMD², permutation p-value, bandwidth) for a Gaussian kernel."""
     z = np.vstack([a, b]).astype(np.float64)
     n, m = len(a), len(b)

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from firstlight.domain import validation
 from firstlight.curation.stream import Prediction, QueuedItem, Rounds, StreamCuration, StreamDrift, StreamDriftReport
+from firstlight.domain import validation
 from firstlight.errors import FirstlightError
 from firstlight.messaging import topics
 from firstlight.messaging.bus import EventProducer, ParsedRecord, PoisonMessage, RetryableError, new_header
@@ -40,9 +40,7 @@ def parse_prediction(ev: events_pb2.PredictionMade) -> Prediction | PoisonMessag
     embedding = np.asarray(ev.embedding, dtype=np.float32) if len(ev.embedding) else None
     if embedding is not None and not np.isfinite(embedding).all():
         return PoisonMessage("PredictionMade embedding is not finite")
-    return Prediction(
-        ev.app_id, ev.model_id, ev.model_version, ev.input_id, values, ev.top_concepts[0].name, int(ev.predicted_index), embedding
-    )
+    return Prediction(ev.app_id, ev.model_id, ev.model_version, ev.input_id, values, ev.top_concepts[0].name, int(ev.predicted_index), embedding)
 
 
 def queued_event(item: QueuedItem) -> events_pb2.LabelingQueued:
@@ -85,7 +83,7 @@ class StreamHandlers:
             self.producer.flush(PUBLISH_TIMEOUT_S)
             for f in futures:
                 f.get(timeout=PUBLISH_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - the broker is the dependency that failed
+        except Exception as exc:
             raise RetryableError(f"publishing curation events failed: {exc}") from exc
 
     def on_predictions(self, records: list[ParsedRecord[events_pb2.PredictionMade]]) -> list[PoisonMessage | None]:

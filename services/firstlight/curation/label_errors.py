@@ -40,9 +40,7 @@ class LabelIssue:
     score: float
 
 
-def out_of_fold_proba(
-    X: np.ndarray, y: np.ndarray, fit_predict: FitPredict, folds: int = 5, seed: int = 0
-) -> np.ndarray:
+def out_of_fold_proba(X: np.ndarray, y: np.ndarray, fit_predict: FitPredict, folds: int = 5, seed: int = 0) -> np.ndarray:
     """[N,K] probabilities, each row predicted by a model trained on the other folds.
 
     Columns follow ``np.unique(y)``; ``fit_predict`` receives labels encoded 0..K-1 and must
@@ -62,9 +60,7 @@ def out_of_fold_proba(
         raise ValueError(f"folds must be >= 2, got {folds}")
     counts = np.bincount(enc, minlength=k)
     if counts.min() < folds:
-        raise ValueError(
-            f"class {classes[counts.argmin()]!r} has {counts.min()} examples, fewer than folds={folds}"
-        )
+        raise ValueError(f"class {classes[counts.argmin()]!r} has {counts.min()} examples, fewer than folds={folds}")
     out = np.zeros((n, k))
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(X, enc):
         p = np.asarray(fit_predict(X[train], enc[train], X[test]), dtype=np.float64)

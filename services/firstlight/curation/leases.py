@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, delete, insert, select, update
 
-from firstlight.domain import validation
 from firstlight.curation.store import QUEUED, leases, queue
 from firstlight.curation.stream import StreamCuration
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument
 
 DEFAULT_LEASE_S = 300

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import delete, func, insert, select
 
-from firstlight.domain import validation
 from firstlight.curation.store import pool_scores
+from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from datetime import datetime
 
 import grpc
 
-from firstlight.domain import validation
 from firstlight.curation.core import Curation
 from firstlight.curation.leases import QueueLeases
 from firstlight.curation.pool_scores import PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
+from firstlight.domain import validation
 from firstlight.errors import NotFound
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
@@ -20,33 +20,67 @@ from firstlight.v1 import curation_pb2, curation_pb2_grpc
 
 def _policy(p: Policy) -> curation_pb2.CurationPolicy:
     return curation_pb2.CurationPolicy(
-        app_id=p.app_id, model_id=p.model_id, strategy=p.strategy, threshold=p.threshold, max_per_minute=p.max_per_minute,
-        budget=p.budget, retrain_after_labels=p.retrain_after_labels, dataset_id=p.dataset_id, promotion_metric=p.promotion_metric,
-        promotion_min_gain=p.promotion_min_gain, drift_window=p.drift_window,
+        app_id=p.app_id,
+        model_id=p.model_id,
+        strategy=p.strategy,
+        threshold=p.threshold,
+        max_per_minute=p.max_per_minute,
+        budget=p.budget,
+        retrain_after_labels=p.retrain_after_labels,
+        dataset_id=p.dataset_id,
+        promotion_metric=p.promotion_metric,
+        promotion_min_gain=p.promotion_min_gain,
+        drift_window=p.drift_window,
     )
 
 
 def _queue_item(r: dict) -> curation_pb2.QueueItem:
     return curation_pb2.QueueItem(
-        input_id=r["input_id"], model_id=r["model_id"], model_version=r["model_version"], score=r["score"], strategy=r["strategy"],
-        predicted_concept=r["predicted"], state=r["state"], concepts=r["concepts"], queued_at=timestamp(r["queued_at"]), round=r["round"],
+        input_id=r["input_id"],
+        model_id=r["model_id"],
+        model_version=r["model_version"],
+        score=r["score"],
+        strategy=r["strategy"],
+        predicted_concept=r["predicted"],
+        state=r["state"],
+        concepts=r["concepts"],
+        queued_at=timestamp(r["queued_at"]),
+        round=r["round"],
     )
 
 
 def _scoring_job(j: dict) -> curation_pb2.ScoringJob:
     return curation_pb2.ScoringJob(
-        id=j["id"], app_id=j["app_id"], model_id=j["model_id"], model_version=j["model_version"], state=j["state"], scored=j["scored"],
-        total=j["total"], progress=(j["scored"] / j["total"]) if j["total"] else float(j["state"] != "running"), error=j["error"],
-        started_at=timestamp(j["started_at"]), finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
+        id=j["id"],
+        app_id=j["app_id"],
+        model_id=j["model_id"],
+        model_version=j["model_version"],
+        state=j["state"],
+        scored=j["scored"],
+        total=j["total"],
+        progress=(j["scored"] / j["total"]) if j["total"] else float(j["state"] != "running"),
+        error=j["error"],
+        started_at=timestamp(j["started_at"]),
+        finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
     )
 
 
 def _round(r: dict) -> curation_pb2.LearningRound:
     out = curation_pb2.LearningRound(
-        app_id=r["app_id"], model_id=r["model_id"], round=r["round"], strategy=r["strategy"], labels_spent=r["labels_spent"],
-        total_labels=r["total_labels"], dataset_version=r["dataset_version"], previous_version=r["previous_version"],
-        candidate_version=r["candidate_version"], promoted=r["promoted"], note=r["note"], metrics=r["metrics"],
-        previous_metrics=r["previous_metrics"], status=r["status"],
+        app_id=r["app_id"],
+        model_id=r["model_id"],
+        round=r["round"],
+        strategy=r["strategy"],
+        labels_spent=r["labels_spent"],
+        total_labels=r["total_labels"],
+        dataset_version=r["dataset_version"],
+        previous_version=r["previous_version"],
+        candidate_version=r["candidate_version"],
+        promoted=r["promoted"],
+        note=r["note"],
+        metrics=r["metrics"],
+        previous_metrics=r["previous_metrics"],
+        status=r["status"],
     )
     for name in ("started_at", "finished_at"):
         if r.get(name):
@@ -71,7 +105,13 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
 
     async def SuggestInputsForLabeling(self, request, context):  # type: ignore[no-untyped-def]
         strategy, pool, suggestions, number = await asyncio.to_thread(
-            self.curation.suggest, request.app_id, request.model_id, request.model_version, request.strategy, request.batch_size, request.seed,
+            self.curation.suggest,
+            request.app_id,
+            request.model_id,
+            request.model_version,
+            request.strategy,
+            request.batch_size,
+            request.seed,
             request.record_round,
         )
         return curation_pb2.SuggestInputsResponse(
@@ -85,9 +125,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         )
 
     async def FindLabelErrors(self, request, context):  # type: ignore[no-untyped-def]
-        examined, errors = await asyncio.to_thread(
-            self.curation.label_errors, request.app_id, list(request.concepts), request.folds, request.max_results
-        )
+        examined, errors = await asyncio.to_thread(self.curation.label_errors, request.app_id, list(request.concepts), request.folds, request.max_results)
         return curation_pb2.FindLabelErrorsResponse(
             examined=examined,
             errors=[curation_pb2.LabelError(input_id=i, given_concept=g, suggested_concept=s, score=sc) for i, g, s, sc in errors],
@@ -100,24 +138,41 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
                 raise NotFound("stream curation is not running in this process")
             r = await asyncio.to_thread(self.stream_drift.report, request.app_id, policy.model_id)
             return curation_pb2.DriftReport(
-                alert=r.report.alert, p_value=r.report.p_value, psi=r.report.psi, centroid_distance=r.report.centroid_distance,
-                reference_count=r.reference_count, recent_count=r.window, psi_predictions=float(r.report.details.get("psi_pred", 0.0)),
-                model_id=r.model_id, model_version=r.model_version,
+                alert=r.report.alert,
+                p_value=r.report.p_value,
+                psi=r.report.psi,
+                centroid_distance=r.report.centroid_distance,
+                reference_count=r.reference_count,
+                recent_count=r.window,
+                psi_predictions=float(r.report.details.get("psi_pred", 0.0)),
+                model_id=r.model_id,
+                model_version=r.model_version,
             )
         report, n_ref, n_rec = await asyncio.to_thread(
             self.curation.drift, request.app_id, request.reference_split, request.recent_count, list(request.recent_input_ids)
         )
         return curation_pb2.DriftReport(
-            alert=report.alert, p_value=report.p_value, psi=report.psi, centroid_distance=report.centroid_distance,
-            reference_count=n_ref, recent_count=n_rec,
+            alert=report.alert,
+            p_value=report.p_value,
+            psi=report.psi,
+            centroid_distance=report.centroid_distance,
+            reference_count=n_ref,
+            recent_count=n_rec,
         )
-
 
     async def SetCurationPolicy(self, request, context):  # type: ignore[no-untyped-def]
         policy = make_policy(
-            request.app_id, request.model_id, strategy=request.strategy, threshold=request.threshold, max_per_minute=request.max_per_minute,
-            budget=request.budget, retrain_after_labels=request.retrain_after_labels, dataset_id=request.dataset_id,
-            promotion_metric=request.promotion_metric, promotion_min_gain=request.promotion_min_gain, drift_window=request.drift_window,
+            request.app_id,
+            request.model_id,
+            strategy=request.strategy,
+            threshold=request.threshold,
+            max_per_minute=request.max_per_minute,
+            budget=request.budget,
+            retrain_after_labels=request.retrain_after_labels,
+            dataset_id=request.dataset_id,
+            promotion_metric=request.promotion_metric,
+            promotion_min_gain=request.promotion_min_gain,
+            drift_window=request.drift_window,
         )
         await asyncio.to_thread(self.curation.check_policy_targets, policy.app_id, policy.model_id, policy.dataset_id)
         saved = await asyncio.to_thread(self._stream().set_policy, policy)
@@ -160,15 +215,25 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
 
     async def ListPoolPredictions(self, request, context):  # type: ignore[no-untyped-def]
         rows, token, total, version = await asyncio.to_thread(
-            self._scoring().predictions, request.app_id, request.model_id, request.model_version, request.predicted_concept,
-            request.min_score, request.max_score, request.order, request.page_size, request.page_token,
+            self._scoring().predictions,
+            request.app_id,
+            request.model_id,
+            request.model_version,
+            request.predicted_concept,
+            request.min_score,
+            request.max_score,
+            request.order,
+            request.page_size,
+            request.page_token,
         )
         return curation_pb2.ListPoolPredictionsResponse(
             predictions=[
                 curation_pb2.PoolPrediction(input_id=r["input_id"], predicted_concept=r["predicted"], score=r["score"], uncertainty=r["uncertainty"])
                 for r in rows
             ],
-            next_page_token=token, total_size=total, model_version=version,
+            next_page_token=token,
+            total_size=total,
+            model_version=version,
         )
 
     async def ListLearningRounds(self, request, context):  # type: ignore[no-untyped-def]
@@ -178,8 +243,14 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
 
     async def RunHealthCheck(self, request, context):  # type: ignore[no-untyped-def]
         r = await asyncio.to_thread(
-            self.curation.health_check, request.app_id, request.dataset_id, request.dataset_version, request.images,
-            request.near_duplicate_threshold, request.max_examples, request.group_key,
+            self.curation.health_check,
+            request.app_id,
+            request.dataset_id,
+            request.dataset_version,
+            request.images,
+            request.near_duplicate_threshold,
+            request.max_examples,
+            request.group_key,
         )
         return curation_pb2.HealthCheckResponse(
             status=r["status"],
@@ -196,11 +267,23 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             self.curation.worst_slices, request.app_id, request.model_id, request.model_version, request.split, request.min_size, request.limit
         )
         return curation_pb2.WorstSlicesResponse(
-            model_version=r["version"], split=r["split"], count=r["count"], accuracy=r["accuracy"],
+            model_version=r["version"],
+            split=r["split"],
+            count=r["count"],
+            accuracy=r["accuracy"],
             slices=[
                 curation_pb2.Slice(
-                    field=s.field, value=s.value, count=s.n, accuracy=s.accuracy, accuracy_low=s.low, accuracy_high=s.high, gap=s.gap,
-                    confident_gap=s.confident_gap, f1=s.f1 or 0.0, majority_concept=m, majority_share=share,
+                    field=s.field,
+                    value=s.value,
+                    count=s.n,
+                    accuracy=s.accuracy,
+                    accuracy_low=s.low,
+                    accuracy_high=s.high,
+                    gap=s.gap,
+                    confident_gap=s.confident_gap,
+                    f1=s.f1 or 0.0,
+                    majority_concept=m,
+                    majority_share=share,
                 )
                 for s, m, share in r["slices"]
             ],

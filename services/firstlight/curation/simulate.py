@@ -207,11 +207,7 @@ class BenchmarkResult:
         ]
         for row in self.summary():
             n = row["labels_to_reach_control"]
-            ps = (
-                "—"
-                if row["per_seed_ratio_mean"] is None
-                else f"{row['per_seed_ratio_mean']:.2f} ± {row['per_seed_ratio_std']:.2f}"
-            )
+            ps = "—" if row["per_seed_ratio_mean"] is None else f"{row['per_seed_ratio_mean']:.2f} ± {row['per_seed_ratio_std']:.2f}"
             lines.append(
                 f"| {row['strategy']} | {row['final_accuracy_mean']:.4f} ± {row['final_accuracy_std']:.4f} "
                 f"| {'never' if n is None else f'{n:.0f}'} | {fmt(row['ratio_vs_control'])} | {ps} |"
@@ -367,10 +363,10 @@ def run_benchmark(
         "seed_per_class": seed_per_class,
         "rounds": rounds,
         "batch": batch,
-        "pool": int(len(X)),
-        "test": int(len(X_test)),
+        "pool": len(X),
+        "test": len(X_test),
         "dim": int(X.shape[1]),
-        "classes": int(len(np.unique(y))),
+        "classes": len(np.unique(y)),
         "fit": getattr(fit, "__name__", repr(fit)),
     }
     return BenchmarkResult(

@@ -129,9 +129,7 @@ class CurationStore:
     def counters(self, app_id: str) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(counters.c.name, counters.c.value).where(counters.c.app_id == app_id)).all()
-            states = conn.execute(
-                select(queue.c.state, func.count()).where(queue.c.app_id == app_id).group_by(queue.c.state)
-            ).all()
+            states = conn.execute(select(queue.c.state, func.count()).where(queue.c.app_id == app_id).group_by(queue.c.state)).all()
         out = dict.fromkeys(COUNTERS, 0)
         out.update({n: int(v) for n, v in rows})
         by_state = {int(s): int(c) for s, c in states}
@@ -185,9 +183,7 @@ class CurationStore:
 
     def unused_labels(self, app_id: str) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).where(queue.c.app_id == app_id, queue.c.state == LABELED, queue.c.round == 0)).scalar_one()
-            )
+            return int(conn.execute(select(func.count()).where(queue.c.app_id == app_id, queue.c.state == LABELED, queue.c.round == 0)).scalar_one())
 
     # -- rounds ---------------------------------------------------------------------------
     def start_round(self, app_id: str, record: dict, min_labels: int) -> dict | None:

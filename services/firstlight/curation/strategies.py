@@ -170,9 +170,7 @@ def _validate(strategy, proba, embeddings, batch_size, labeled_embeddings, mc_pr
     if labeled_embeddings is not None:
         labeled_embeddings = np.asarray(labeled_embeddings, dtype=np.float64)
         if labeled_embeddings.ndim != 2 or labeled_embeddings.shape[1] != embeddings.shape[1]:
-            raise ValueError(
-                f"labeled_embeddings must be [M,D={embeddings.shape[1]}], got shape {labeled_embeddings.shape}"
-            )
+            raise ValueError(f"labeled_embeddings must be [M,D={embeddings.shape[1]}], got shape {labeled_embeddings.shape}")
         if not np.isfinite(labeled_embeddings).all():
             raise ValueError("labeled_embeddings must be finite")
         labeled_embeddings = _normalise(labeled_embeddings) if len(labeled_embeddings) else None
@@ -218,9 +216,7 @@ def _kcenter_greedy(x: np.ndarray, b: int, labeled: np.ndarray | None, rng) -> t
     return picked, scores
 
 
-def _kmeanspp(
-    x: np.ndarray, b: int, rng, labeled: np.ndarray | None = None, first: int | None = None
-) -> tuple[list[int], list[float]]:
+def _kmeanspp(x: np.ndarray, b: int, rng, labeled: np.ndarray | None = None, first: int | None = None) -> tuple[list[int], list[float]]:
     """k-means++ (D²) sampling of b rows of x, distances also counted from `labeled`.
 
     `first`: index taken first (otherwise D² from the labeled set, or uniform when there is none).
@@ -274,16 +270,13 @@ def _badge(proba: np.ndarray, x: np.ndarray, b: int, rng) -> tuple[list[int], li
     return picked, [float(np.sqrt(sq[i])) for i in picked]
 
 
-def _typiclust(
-    x: np.ndarray, b: int, labeled: np.ndarray | None, rng
-) -> tuple[list[int], list[float]]:
+def _typiclust(x: np.ndarray, b: int, labeled: np.ndarray | None, rng) -> tuple[list[int], list[float]]:
     """TypiClust (Hacohen et al. 2022): k-means the pool and the labeled set into M+b clusters;
     from each of the b largest clusters holding no labeled point, the most typical member
     (highest inverse mean distance to its nearest neighbours inside the cluster)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
-    from threadpoolctl import threadpool_limits
-
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
     m = 0 if labeled is None else len(labeled)
     allx = x if labeled is None else np.vstack([labeled, x])
@@ -331,9 +324,7 @@ def _top(scores: np.ndarray, m: int) -> np.ndarray:
     return idx[np.lexsort((idx, -scores[idx]))]
 
 
-def _thin_kmeanspp(
-    scores: np.ndarray, x: np.ndarray, b: int, rng, labeled: np.ndarray | None
-) -> tuple[list[int], list[float]]:
+def _thin_kmeanspp(scores: np.ndarray, x: np.ndarray, b: int, rng, labeled: np.ndarray | None) -> tuple[list[int], list[float]]:
     """Top CANDIDATE_FACTOR·b by score, thinned to b by k-means++ (most uncertain first)."""
     cand = _top(scores, CANDIDATE_FACTOR * b)
     if len(cand) <= b:

@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from firstlight.domain import validation
 from firstlight.curation import drift
 from firstlight.curation.ports import Platform, Training
 from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago
+from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,20 @@ class Policy:
     drift_window: int = DEFAULT_DRIFT_WINDOW  # -1: no drift check
 
 
-def make_policy(app_id: str, model_id: str, *, strategy: str = "", threshold: float = 0.0, max_per_minute: int = 0, budget: int = 0,
-                retrain_after_labels: int = 0, dataset_id: str = "", promotion_metric: str = "", promotion_min_gain: float = 0.0,
-                drift_window: int = 0) -> Policy:
+def make_policy(
+    app_id: str,
+    model_id: str,
+    *,
+    strategy: str = "",
+    threshold: float = 0.0,
+    max_per_minute: int = 0,
+    budget: int = 0,
+    retrain_after_labels: int = 0,
+    dataset_id: str = "",
+    promotion_metric: str = "",
+    promotion_min_gain: float = 0.0,
+    drift_window: int = 0,
+) -> Policy:
     """Validated policy with defaults filled in (proto3 zero values mean "default")."""
     validation.app_id(app_id)
     if not model_id:
@@ -94,8 +105,19 @@ def make_policy(app_id: str, model_id: str, *, strategy: str = "", threshold: fl
     drift_window = drift_window or DEFAULT_DRIFT_WINDOW
     if drift_window != -1 and not DRIFT_WINDOW_RANGE[0] <= drift_window <= DRIFT_WINDOW_RANGE[1]:
         raise InvalidArgument(f"drift_window must be -1 (off) or between {DRIFT_WINDOW_RANGE[0]} and {DRIFT_WINDOW_RANGE[1]} (got {drift_window})")
-    return Policy(app_id, model_id, strategy, float(threshold), max_per_minute, budget, retrain_after_labels, dataset_id,
-                  promotion_metric, float(promotion_min_gain), drift_window)
+    return Policy(
+        app_id,
+        model_id,
+        strategy,
+        float(threshold),
+        max_per_minute,
+        budget,
+        retrain_after_labels,
+        dataset_id,
+        promotion_metric,
+        float(promotion_min_gain),
+        drift_window,
+    )
 
 
 @dataclass(frozen=True)
@@ -185,8 +207,15 @@ class StreamCuration:
                     self.store.count(conn, p.app_id, "skipped_rate")
                     continue
                 row = self.store.add_item(
-                    conn, app_id=p.app_id, input_id=p.input_id, model_id=p.model_id, model_version=p.model_version,
-                    score=score, strategy=policy.strategy, predicted=p.predicted, queued_at=now,
+                    conn,
+                    app_id=p.app_id,
+                    input_id=p.input_id,
+                    model_id=p.model_id,
+                    model_version=p.model_version,
+                    score=score,
+                    strategy=policy.strategy,
+                    predicted=p.predicted,
+                    queued_at=now,
                 )
                 out.append(_item(row))
                 returned.add((p.app_id, p.input_id))
@@ -267,9 +296,18 @@ class Rounds:
         return self.store.start_round(
             app_id,
             {
-                "app_id": app_id, "model_id": policy.model_id, "strategy": f"stream:{policy.strategy}>={policy.threshold:g}",
-                "dataset_version": "", "previous_version": serving, "candidate_version": "", "promoted": False, "note": "",
-                "metrics": {}, "previous_metrics": {}, "started_at": self.stream.clock().isoformat(), "finished_at": "",
+                "app_id": app_id,
+                "model_id": policy.model_id,
+                "strategy": f"stream:{policy.strategy}>={policy.threshold:g}",
+                "dataset_version": "",
+                "previous_version": serving,
+                "candidate_version": "",
+                "promoted": False,
+                "note": "",
+                "metrics": {},
+                "previous_metrics": {},
+                "started_at": self.stream.clock().isoformat(),
+                "finished_at": "",
             },
             policy.retrain_after_labels,
         )

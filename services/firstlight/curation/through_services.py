@@ -108,8 +108,17 @@ class Curve:
 
 
 def run_curve(
-    client, prepared: Prepared, data: ImageSet, *, strategy: str, seed: int, seed_per_class: int = 2,  # type: ignore[no-untyped-def]
-    rounds: int = 15, batch: int = 50, token: str = "", log: Callable[[str], None] | None = None,
+    client,
+    prepared: Prepared,
+    data: ImageSet,
+    *,
+    strategy: str,
+    seed: int,
+    seed_per_class: int = 2,  # type: ignore[no-untyped-def]
+    rounds: int = 15,
+    batch: int = 50,
+    token: str = "",
+    log: Callable[[str], None] | None = None,
 ) -> Curve:
     """One strategy, one seed, through the services (see module doc)."""
     t0 = time.monotonic()
@@ -156,8 +165,17 @@ def run_curve(
 
 
 def run_benchmark(
-    client, data: ImageSet, *, app_id: str, strategies: Sequence[str], seeds: Sequence[int], seed_per_class: int = 2,  # type: ignore[no-untyped-def]
-    rounds: int = 15, batch: int = 50, control: str = "random", log: Callable[[str], None] | None = None,
+    client,
+    data: ImageSet,
+    *,
+    app_id: str,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    seed_per_class: int = 2,  # type: ignore[no-untyped-def]
+    rounds: int = 15,
+    batch: int = 50,
+    control: str = "random",
+    log: Callable[[str], None] | None = None,
 ) -> simulate.BenchmarkResult:
     """Every strategy (plus ``control``) × seed through the services; the same result type (and
     JSON/Markdown/PNG) as ``simulate.run_benchmark``."""
@@ -178,7 +196,9 @@ def run_benchmark(
     for name in names:
         accuracy[name], seconds[name] = {}, 0.0
         for s in seeds:
-            curve = run_curve(client, prepared, data, strategy=name, seed=int(s), seed_per_class=seed_per_class, rounds=rounds, batch=batch, token=token, log=log)
+            curve = run_curve(
+                client, prepared, data, strategy=name, seed=int(s), seed_per_class=seed_per_class, rounds=rounds, batch=batch, token=token, log=log
+            )
             accuracy[name][int(s)] = curve.accuracy
             labels = curve.labels
             seconds[name] += curve.seconds
@@ -186,9 +206,18 @@ def run_benchmark(
             if log:
                 log(f"{name:>18} seed {s}: acc {curve.accuracy[0]:.3f} -> {curve.accuracy[-1]:.3f} at {curve.labels[-1]} labels ({curve.seconds:.0f}s)")
     settings = {
-        "seed_per_class": seed_per_class, "rounds": rounds, "batch": batch, "pool": len(data.pool), "test": len(data.test),
-        "validation": len(data.val), "classes": len(data.classes), "fit": "TrainModel (transfer_classifier, default settings)",
-        "mode": "through-services", "app_id": app_id, "upload_seconds": round(prepared.seconds, 1), "runs": per_run,
+        "seed_per_class": seed_per_class,
+        "rounds": rounds,
+        "batch": batch,
+        "pool": len(data.pool),
+        "test": len(data.test),
+        "validation": len(data.val),
+        "classes": len(data.classes),
+        "fit": "TrainModel (transfer_classifier, default settings)",
+        "mode": "through-services",
+        "app_id": app_id,
+        "upload_seconds": round(prepared.seconds, 1),
+        "runs": per_run,
     }
     return simulate.BenchmarkResult(
         strategies=names, seeds=[int(s) for s in seeds], labels=labels, accuracy=accuracy, settings=settings, seconds=seconds, control=control,

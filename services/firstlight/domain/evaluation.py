@@ -491,9 +491,7 @@ class Comparison:
         return _json_safe(asdict(self))
 
 
-def top1_predictions(
-    input_ids: Sequence[str], y_true: Sequence[Sequence[str]], proba: np.ndarray, concepts: list[str]
-) -> list[tuple[str, str, str, float]]:
+def top1_predictions(input_ids: Sequence[str], y_true: Sequence[Sequence[str]], proba: np.ndarray, concepts: list[str]) -> list[tuple[str, str, str, float]]:
     """(input id, true concept, predicted concept, its probability) per single-label input: the
     pairs behind each cell of the confusion matrix (rows = true, columns = top prediction; the
     true concept is the first of the input's concepts in ``concepts`` order, as in ``evaluate``)."""

@@ -16,9 +16,7 @@ _FRAME_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,99})\.t([0-9]{10})", re.AS
 
 def video_id(value: str) -> str:
     if not isinstance(value, str) or not VIDEO_ID.fullmatch(value):
-        raise InvalidArgument(
-            f"video id {str(value)[:80]!r} is invalid: use 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit"
-        )
+        raise InvalidArgument(f"video id {str(value)[:80]!r} is invalid: use 1-100 letters, digits, '.', '-' or '_', starting with a letter or digit")
     return value
 
 

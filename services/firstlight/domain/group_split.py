@@ -104,9 +104,7 @@ def group_split(
         size[s] += m
         assign[idx] = s
     splits = {name: sorted(np.flatnonzero(assign == s).tolist()) for s, name in enumerate(names)}
-    per_label = {
-        name: {lab: int(have[s, j]) for j, lab in enumerate(label_names) if have[s, j]} for s, name in enumerate(names)
-    }
+    per_label = {name: {lab: int(have[s, j]) for j, lab in enumerate(label_names) if have[s, j]} for s, name in enumerate(names)}
     return GroupSplit(
         splits=splits,
         requested=dict(zip(names, targets)),

@@ -110,9 +110,7 @@ class Embedder:
 
                 self._encoder = TextEncoder()
                 weights, _bias = backbone.classifier_head()
-                self._bridge = ConceptBridge(
-                    self._encoder, backbone.general_concept_names(), weights, cache_dir=self.cache_dir
-                )
+                self._bridge = ConceptBridge(self._encoder, backbone.general_concept_names(), weights, cache_dir=self.cache_dir)
                 log.info("text encoder and concept bridge ready")
 
     @property

@@ -47,9 +47,7 @@ class EmbeddingServicer(embedding_pb2_grpc.EmbeddingServiceServicer):
             embeddings=[embedding_pb2.Embedding(vector=v.tolist()) for v in result.vectors],
             model=self.embedder.model_name() if image_space else self.embedder.text_model_name,
             interpretations=[
-                embedding_pb2.TextInterpretation(
-                    concepts=[common_pb2.ScoredConcept(name=m.name, score=m.weight) for m in matches]
-                )
+                embedding_pb2.TextInterpretation(concepts=[common_pb2.ScoredConcept(name=m.name, score=m.weight) for m in matches])
                 for matches in result.interpretations
             ],
         )

@@ -130,9 +130,7 @@ class BoxModel(BaseModel):
 
 
 def regions(boxes: list[BoxModel]) -> list[common_pb2.Region]:
-    return [
-        common_pb2.Region(concept=b.concept, box=common_pb2.BoundingBox(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3])) for b in boxes
-    ]
+    return [common_pb2.Region(concept=b.concept, box=common_pb2.BoundingBox(x0=b.box[0], y0=b.box[1], x1=b.box[2], y1=b.box[3])) for b in boxes]
 
 
 class FilterModel(BaseModel):
@@ -247,20 +245,22 @@ async def post_inputs(app_id: str, request: Request, c: Caller = Depends(caller)
         resp = await cl.ingestion.stream_inputs(specs, key=c.key)
         return {
             "input_ids": list(resp.input_ids),
-            "failures": [
-                {"index": x.index, "filename": files[x.index].filename or "", "code": x.code, "message": x.message} for x in resp.failures
-            ],
+            "failures": [{"index": x.index, "filename": files[x.index].filename or "", "code": x.code, "message": x.message} for x in resp.failures],
         }
     try:
         body = PostInputsBody.model_validate(await request.json())
     except (ValueError, json.JSONDecodeError) as exc:
-        raise errors.InvalidArgument(f"the body must be JSON {{\"inputs\": [...]}} or multipart/form-data: {exc}") from None
+        raise errors.InvalidArgument(f'the body must be JSON {{"inputs": [...]}} or multipart/form-data: {exc}') from None
     req = ingestion_pb2.PostInputsRequest(
         app_id=app_id,
         inputs=[
             common_pb2.InputSpec(
-                id=i.id, image_bytes=b64(i.base64, f"inputs[{n}].base64"), concepts=i.concepts, metadata=i.metadata,
-                split=split_value(i.split), regions=regions(i.regions),  # type: ignore[arg-type]
+                id=i.id,
+                image_bytes=b64(i.base64, f"inputs[{n}].base64"),
+                concepts=i.concepts,
+                metadata=i.metadata,
+                split=split_value(i.split),
+                regions=regions(i.regions),  # type: ignore[arg-type]
             )
             for n, i in enumerate(body.inputs)
         ],
@@ -341,8 +341,13 @@ async def predict_stored(
     data = await asyncio.to_thread(m.original, inp.app_id, inp.blob_uri)
     resp = await cl.inference.predict(
         inference_pb2.PredictRequest(
-            app_id=app_id, model_id=body.model_id, model_version=body.model_version, images=[data], top_k=body.top_k,
-            min_score=body.min_score, input_ids=[input_id] if body.model_id not in ("", "general") else [],
+            app_id=app_id,
+            model_id=body.model_id,
+            model_version=body.model_version,
+            images=[data],
+            top_k=body.top_k,
+            min_score=body.min_score,
+            input_ids=[input_id] if body.model_id not in ("", "general") else [],
         ),
         key=c.key,
     )
@@ -374,8 +379,12 @@ async def post_annotations(app_id: str, body: PostAnnotationsBody, c: Caller = D
         app_id=app_id,
         annotations=[
             ingestion_pb2.Annotation(
-                input_id=a.input_id, add_concepts=a.add_concepts, remove_concepts=a.remove_concepts, split=split_value(a.split),  # type: ignore[arg-type]
-                add_regions=regions(a.add_regions), clear_regions=a.clear_regions,
+                input_id=a.input_id,
+                add_concepts=a.add_concepts,
+                remove_concepts=a.remove_concepts,
+                split=split_value(a.split),  # type: ignore[arg-type]
+                add_regions=regions(a.add_regions),
+                clear_regions=a.clear_regions,
             )
             for a in body.annotations
         ],
@@ -399,9 +408,13 @@ class BulkBody(BaseModel):
 @router.post("/apps/{app_id}/annotations/bulk", tags=["annotations"], summary="Label or un-label many inputs: a list, or a search's results above a score")
 async def bulk_annotate(app_id: str, body: BulkBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     sel = ingestion_pb2.BulkSelection(
-        input_ids=body.input_ids, search_text=body.search_text, search_input_id=body.search_input_id,
+        input_ids=body.input_ids,
+        search_text=body.search_text,
+        search_input_id=body.search_input_id,
         search_image=b64(body.search_image_base64, "search_image_base64") if body.search_image_base64 else b"",
-        min_score=body.min_score, max_results=body.max_results, filter=body.filter.proto(),
+        min_score=body.min_score,
+        max_results=body.max_results,
+        filter=body.filter.proto(),
     )
     req = ingestion_pb2.BulkAnnotateRequest(
         app_id=app_id, selection=sel, add_concepts=body.add_concepts, remove_concepts=body.remove_concepts, dry_run=body.dry_run
@@ -461,7 +474,10 @@ PREDICT_BODY = {
         "content": {
             "application/json": {"schema": PredictBody.model_json_schema()},
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}, "top_k": {"type": "integer"}}}
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}, "top_k": {"type": "integer"}},
+                }
             },
         }
     }
@@ -475,19 +491,30 @@ async def _predict(request: Request, app_id: str, model_id: str, c: Caller, cl: 
         if not images:
             raise errors.InvalidArgument("no `file` parts in the form")
         try:
-            body = PredictBody(images=[], top_k=int(form.get("top_k") or 5), model_version=str(form.get("model_version") or ""),
-                               concepts=[s for s in str(form.get("concepts") or "").split(",") if s], min_score=float(form.get("min_score") or 0))
+            body = PredictBody(
+                images=[],
+                top_k=int(form.get("top_k") or 5),
+                model_version=str(form.get("model_version") or ""),
+                concepts=[s for s in str(form.get("concepts") or "").split(",") if s],
+                min_score=float(form.get("min_score") or 0),
+            )
         except ValueError as exc:
             raise errors.InvalidArgument(f"bad form field: {exc}") from None
     else:
         try:
             body = PredictBody.model_validate(await request.json())
         except (ValueError, json.JSONDecodeError) as exc:
-            raise errors.InvalidArgument(f"the body must be JSON {{\"images\": [base64, ...]}} or multipart/form-data: {exc}") from None
+            raise errors.InvalidArgument(f'the body must be JSON {{"images": [base64, ...]}} or multipart/form-data: {exc}') from None
         images = [b64(s, f"images[{n}]") for n, s in enumerate(body.images)]
     req = inference_pb2.PredictRequest(
-        app_id=app_id, model_id=model_id, model_version=body.model_version, images=images, top_k=body.top_k,
-        concepts=body.concepts, min_score=body.min_score, input_ids=body.input_ids,
+        app_id=app_id,
+        model_id=model_id,
+        model_version=body.model_version,
+        images=images,
+        top_k=body.top_k,
+        concepts=body.concepts,
+        min_score=body.min_score,
+        input_ids=body.input_ids,
     )
     return to_json(await cl.inference.predict(req, key=c.key))
 
@@ -521,7 +548,8 @@ class WorkflowBody(BaseModel):
 @router.post("/apps/{app_id}/workflows/predict", tags=["predict"], summary="A chain of models on each image (steps gated on earlier steps)")
 async def predict_workflow(app_id: str, body: WorkflowBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     req = inference_pb2.PredictWorkflowRequest(
-        app_id=app_id, images=[b64(s, f"images[{n}]") for n, s in enumerate(body.images)],
+        app_id=app_id,
+        images=[b64(s, f"images[{n}]") for n, s in enumerate(body.images)],
         steps=[inference_pb2.WorkflowStep(**s.model_dump()) for s in body.steps],
     )
     return to_json(await cl.inference.predict_workflow(req, key=c.key))
@@ -572,7 +600,10 @@ class CreateDatasetBody(BaseModel):
 @router.post("/apps/{app_id}/datasets", tags=["datasets"], status_code=201, summary="Freeze the labeled inputs into a dataset version with splits")
 async def create_dataset(app_id: str, body: CreateDatasetBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     req = training_pb2.CreateDatasetRequest(
-        app_id=app_id, dataset_id=body.id, concepts=body.concepts, split=training_pb2.SplitSpec(**body.split.model_dump()),
+        app_id=app_id,
+        dataset_id=body.id,
+        concepts=body.concepts,
+        split=training_pb2.SplitSpec(**body.split.model_dump()),
         write_splits_to_inputs=body.write_splits_to_inputs,
     )
     return to_json(await cl.training.create_dataset(req, key=c.key))
@@ -637,16 +668,24 @@ async def _evaluate(app_id: str, model_id: str, version: str, split: str, c: Cal
     return await cl.training.evaluate_model_version(req, key=c.key)
 
 
-@router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}", tags=["evaluations"],
-            summary="Evaluate a version (`serving` for the serving one) on a split: metrics, per-concept table, confusion matrix")
+@router.get(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}",
+    tags=["evaluations"],
+    summary="Evaluate a version (`serving` for the serving one) on a split: metrics, per-concept table, confusion matrix",
+)
 async def evaluation(app_id: str, model_id: str, version: str, split: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     out = to_json(await _evaluate(app_id, model_id, version, split, c, cl))
     out.pop("confusion_matrix_png", None)  # served as image/png by the route below
     return out
 
 
-@router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/confusion.png", tags=["evaluations"],
-            summary="The evaluation's confusion matrix as a PNG", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/confusion.png",
+    tags=["evaluations"],
+    summary="The evaluation's confusion matrix as a PNG",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
 async def evaluation_png(app_id: str, model_id: str, version: str, split: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> Response:
     ev = await _evaluate(app_id, model_id, version, split, c, cl)
     return Response(ev.confusion_matrix_png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
@@ -663,8 +702,11 @@ async def compare(
     return out
 
 
-@router.get("/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/inputs", tags=["evaluations"],
-            summary="The inputs of one confusion-matrix cell: true concept `true`, predicted `predicted` (either may be left out)")
+@router.get(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/evaluations/{split}/inputs",
+    tags=["evaluations"],
+    summary="The inputs of one confusion-matrix cell: true concept `true`, predicted `predicted` (either may be left out)",
+)
 async def evaluation_inputs(
     app_id: str, model_id: str, version: str, split: str, true: str = "", predicted: str = "", c: Caller = Depends(caller), cl: Clients = Depends(clients)
 ) -> dict:
@@ -672,8 +714,13 @@ async def evaluation_inputs(
     if not ev.predictions and ev.count:
         raise errors.FailedPrecondition(f"model {model_id!r} reports no per-input predictions (multi-label or deep template): open the row instead")
     picked = [p for p in ev.predictions if (not true or p.true_concept == true) and (not predicted or p.predicted_concept == predicted)]
-    return {"model_id": model_id, "version": ev.version, "split": split, "count": len(picked),
-            "inputs": [to_json(p) for p in sorted(picked, key=lambda p: -p.score)]}
+    return {
+        "model_id": model_id,
+        "version": ev.version,
+        "split": split,
+        "count": len(picked),
+        "inputs": [to_json(p) for p in sorted(picked, key=lambda p: -p.score)],
+    }
 
 
 class PromoteBody(BaseModel):
@@ -682,15 +729,21 @@ class PromoteBody(BaseModel):
     override_reason: str = Field("", description="promote even if the promotion rule refuses, and say why (kept in the version's note)")
 
 
-@router.post("/apps/{app_id}/models/{model_id}/versions/{version}/promote", tags=["models"],
-             summary="Make a version the serving one; the promotion rule decides (409 with its verdict) unless override_reason is given")
+@router.post(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/promote",
+    tags=["models"],
+    summary="Make a version the serving one; the promotion rule decides (409 with its verdict) unless override_reason is given",
+)
 async def promote(app_id: str, model_id: str, version: str, body: PromoteBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     req = training_pb2.PromoteModelVersionRequest(app_id=app_id, model_id=model_id, version=version, **body.model_dump())
     return to_json(await cl.training.promote_model_version(req, key=c.key))
 
 
-@router.get("/apps/{app_id}/compare-models", tags=["evaluations"],
-            summary="Two models (or versions) side by side on one split: `a` and `b` are `model` or `model:version` (serving when left out)")
+@router.get(
+    "/apps/{app_id}/compare-models",
+    tags=["evaluations"],
+    summary="Two models (or versions) side by side on one split: `a` and `b` are `model` or `model:version` (serving when left out)",
+)
 async def compare_models(app_id: str, a: str, b: str, split: str = "validation", c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     out = []
     for ref in (a, b):
@@ -757,8 +810,12 @@ async def get_policy(app_id: str, c: Caller = Depends(caller), cl: Clients = Dep
 
 @router.get("/apps/{app_id}/curation/queue", tags=["curation"], summary="The labeling queue (oldest first, paged) and its counters")
 async def queue(
-    app_id: str, state: Literal["", "all", "queued", "labeled"] = "", page_size: int = Query(100, ge=1, le=1000), page_token: str = "",
-    c: Caller = Depends(caller), cl: Clients = Depends(clients),
+    app_id: str,
+    state: Literal["", "all", "queued", "labeled"] = "",
+    page_size: int = Query(100, ge=1, le=1000),
+    page_token: str = "",
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
 ) -> dict:
     req = curation_pb2.ListLabelingQueueRequest(app_id=app_id, state=QUEUE_STATES[state], page_size=page_size, page_token=page_token)  # type: ignore[arg-type]
     return to_json(await cl.curation.list_labeling_queue(req, key=c.key))
@@ -767,7 +824,6 @@ async def queue(
 @router.get("/apps/{app_id}/curation/rounds", tags=["curation"], summary="Active-learning rounds, newest first")
 async def rounds(app_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     return to_json(await cl.curation.list_learning_rounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), key=c.key))
-
 
 
 def holder_of(c: Caller, given: str = "") -> str:
@@ -785,11 +841,17 @@ class LeaseBody(BaseModel):
     exclude_input_ids: list[str] = []
 
 
-@router.post("/apps/{app_id}/curation/queue/lease", tags=["curation"],
-             summary="Lease the next waiting queue item nobody else holds (renews your own); `item` is absent when none is free")
+@router.post(
+    "/apps/{app_id}/curation/queue/lease",
+    tags=["curation"],
+    summary="Lease the next waiting queue item nobody else holds (renews your own); `item` is absent when none is free",
+)
 async def lease(app_id: str, body: LeaseBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     req = curation_pb2.LeaseQueueItemRequest(
-        app_id=app_id, holder=holder_of(c, body.holder), lease_seconds=body.lease_seconds, release_input_id=body.release_input_id,
+        app_id=app_id,
+        holder=holder_of(c, body.holder),
+        lease_seconds=body.lease_seconds,
+        release_input_id=body.release_input_id,
         exclude_input_ids=body.exclude_input_ids,
     )
     resp = await cl.curation.lease_queue_item(req, key=c.key)
@@ -806,8 +868,12 @@ class ScorePoolBody(BaseModel):
     unlabeled_only: bool = False
 
 
-@router.post("/apps/{app_id}/curation/score-pool", tags=["curation"], status_code=202,
-             summary="Score the app's inputs (or the unlabeled ones) with a model version in the background; returns the job")
+@router.post(
+    "/apps/{app_id}/curation/score-pool",
+    tags=["curation"],
+    status_code=202,
+    summary="Score the app's inputs (or the unlabeled ones) with a model version in the background; returns the job",
+)
 async def score_pool(app_id: str, body: ScorePoolBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
     return to_json(await cl.curation.score_pool(curation_pb2.ScorePoolRequest(app_id=app_id, **body.model_dump()), key=c.key))
 
@@ -817,15 +883,33 @@ async def scoring_job(app_id: str, job_id: str, c: Caller = Depends(caller), cl:
     return to_json(await cl.curation.get_scoring_job(curation_pb2.GetScoringJobRequest(app_id=app_id, job_id=job_id), key=c.key))
 
 
-@router.get("/apps/{app_id}/curation/predictions", tags=["curation"],
-            summary="Stored pool predictions of a model version: by predicted concept and score range, most confident or most uncertain first")
+@router.get(
+    "/apps/{app_id}/curation/predictions",
+    tags=["curation"],
+    summary="Stored pool predictions of a model version: by predicted concept and score range, most confident or most uncertain first",
+)
 async def pool_predictions(
-    app_id: str, model_id: str, model_version: str = "", concept: str = "", min_score: float = 0.0, max_score: float = 0.0,
-    order: Literal["", "score", "uncertainty"] = "", page_size: int = Query(100, ge=1, le=1000), page_token: str = "",
-    c: Caller = Depends(caller), cl: Clients = Depends(clients),
+    app_id: str,
+    model_id: str,
+    model_version: str = "",
+    concept: str = "",
+    min_score: float = 0.0,
+    max_score: float = 0.0,
+    order: Literal["", "score", "uncertainty"] = "",
+    page_size: int = Query(100, ge=1, le=1000),
+    page_token: str = "",
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
 ) -> dict:
     req = curation_pb2.ListPoolPredictionsRequest(
-        app_id=app_id, model_id=model_id, model_version=model_version, predicted_concept=concept, min_score=min_score, max_score=max_score,
-        order=order, page_size=page_size, page_token=page_token,
+        app_id=app_id,
+        model_id=model_id,
+        model_version=model_version,
+        predicted_concept=concept,
+        min_score=min_score,
+        max_score=max_score,
+        order=order,
+        page_size=page_size,
+        page_token=page_token,
     )
     return to_json(await cl.curation.list_pool_predictions(req, key=c.key))

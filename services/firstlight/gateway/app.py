@@ -60,7 +60,7 @@ def create_app(settings: GatewaySettings, clients: Clients | None = None) -> Fas
         version="1",
         description=(
             "Every resource of the gRPC services over HTTP/JSON. Authenticate with `Authorization: Bearer <key>`: "
-            "the same API keys and app scoping as gRPC. Errors: `{\"error\": {\"code\", \"status\", \"message\"}}`."
+            'the same API keys and app scoping as gRPC. Errors: `{"error": {"code", "status", "message"}}`.'
         ),
         openapi_url="/v1/openapi.json",
         docs_url=None,  # FastAPI's Swagger UI loads from a CDN: /v1/docs is served from the package
@@ -96,7 +96,9 @@ def create_app(settings: GatewaySettings, clients: Clients | None = None) -> Fas
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_request_bytes:
             return error_response(
-                errors.ResourceExhausted(f"request body of {int(length):,} bytes is over the limit of {settings.max_request_bytes:,} (FIRSTLIGHT_MAX_REQUEST_BYTES)")
+                errors.ResourceExhausted(
+                    f"request body of {int(length):,} bytes is over the limit of {settings.max_request_bytes:,} (FIRSTLIGHT_MAX_REQUEST_BYTES)"
+                )
             )
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)

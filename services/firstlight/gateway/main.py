@@ -35,8 +35,12 @@ def main() -> None:
         settings.port_file.write_text(str(port))
     log.info("gateway listening on http://%s:%d (Portal /portal/, API /v1, docs /v1/docs)", settings.http_host, port)
     config = uvicorn.Config(
-        create_app(settings), log_level=settings.log_level.lower(), access_log=False, proxy_headers=True,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s), server_header=False,
+        create_app(settings),
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        server_header=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

@@ -16,9 +16,9 @@ from fastapi.templating import Jinja2Templates
 
 from firstlight import errors
 from firstlight.clients import Clients
-from firstlight.gateway.session import COOKIE, Session, SessionCodec, csrf_ok
 from firstlight.gateway import views
 from firstlight.gateway.api import split_value, to_json
+from firstlight.gateway.session import COOKIE, Session, SessionCodec, csrf_ok
 from firstlight.v1 import auth_pb2, curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
@@ -108,7 +108,12 @@ async def sign_in(request: Request, api_key: str = Form(""), app_id: str = Form(
     session = codec.new(key, app_id, admin)
     resp = RedirectResponse(f"/portal/apps/{app_id}/gallery" if app_id else "/portal/apps", status_code=303)
     resp.set_cookie(
-        COOKIE, codec.encode(session), max_age=codec.ttl_s, httponly=True, samesite="lax", path="/",
+        COOKIE,
+        codec.encode(session),
+        max_age=codec.ttl_s,
+        httponly=True,
+        samesite="lax",
+        path="/",
         secure=request.app.state.settings.cookie_secure,
     )
     return resp
@@ -131,9 +136,7 @@ async def apps_page(request: Request) -> Response:
 
 
 @router.post("/apps", response_class=HTMLResponse)
-async def apps_action(
-    request: Request, csrf: str = Form(""), action: str = Form(""), app_id: str = Form(""), name: str = Form("")
-) -> Response:
+async def apps_action(request: Request, csrf: str = Form(""), action: str = Form(""), app_id: str = Form(""), name: str = Form("")) -> Response:
     """Admin: create an app, issue a key for one, or open one."""
     s = _require(request)
     if not csrf_ok(s, csrf) or not _same_origin(request):
@@ -154,8 +157,15 @@ async def apps_action(
             codec: SessionCodec = request.app.state.sessions
             out = RedirectResponse(f"/portal/apps/{app_id}/gallery", status_code=303)
             opened = Session(s.key, app_id, s.admin, s.csrf, s.expires_at)
-            out.set_cookie(COOKIE, codec.encode(opened), max_age=max(60, int(s.expires_at - time.time())), httponly=True,
-                           samesite="lax", path="/", secure=request.app.state.settings.cookie_secure)
+            out.set_cookie(
+                COOKIE,
+                codec.encode(opened),
+                max_age=max(60, int(s.expires_at - time.time())),
+                httponly=True,
+                samesite="lax",
+                path="/",
+                secure=request.app.state.settings.cookie_secure,
+            )
             return out
         else:
             raise errors.InvalidArgument(f"unknown action {action!r}")
@@ -203,8 +213,19 @@ async def compare_page(request: Request, app_id: str, model_id: str, a: str = ""
     cl: Clients = request.app.state.clients
     split = split if split in ("train", "validation", "test") else "validation"
     b_model = b_model.strip() or model_id
-    ctx: dict = {"model_id": model_id, "b_model": b_model, "split": split, "a": a, "b": b, "versions": [], "b_versions": [], "view": None,
-                 "message": "", "models": [], "refs": {}}
+    ctx: dict = {
+        "model_id": model_id,
+        "b_model": b_model,
+        "split": split,
+        "a": a,
+        "b": b,
+        "versions": [],
+        "b_versions": [],
+        "view": None,
+        "message": "",
+        "models": [],
+        "refs": {},
+    }
     try:
         listed = await cl.inference.list_models(inference_pb2.ListModelsRequest(app_id=app_id), key=s.key)
         ctx["models"] = [m.id for m in listed.models if m.id != "general"]
@@ -248,16 +269,23 @@ async def compare_page(request: Request, app_id: str, model_id: str, a: str = ""
 
 
 @router.get("/apps/{app_id}/curation", response_class=HTMLResponse)
-async def curation_page(
-    request: Request, app_id: str, metric: str = "", drift: bool = False, stream: bool = False, recent_count: str = "200"
-) -> Response:
+async def curation_page(request: Request, app_id: str, metric: str = "", drift: bool = False, stream: bool = False, recent_count: str = "200") -> Response:
     """The curation page: the policy form and label errors (script), and, rendered here, the
     active-learning rounds with their learning curve (``ListLearningRounds``) and, when asked
     (``?drift=1``), the drift report in words (``GetDriftReport``)."""
     s = _require(request, app_id)
     cl: Clients = request.app.state.clients
-    ctx: dict = {"rounds": [], "curve": None, "metrics": [], "rounds_error": "", "drift": None, "drift_error": "",
-                 "stream": stream, "recent_count": max(1, min(int(recent_count) if recent_count.strip().isdigit() else 200, 10_000)), "drift_asked": drift}
+    ctx: dict = {
+        "rounds": [],
+        "curve": None,
+        "metrics": [],
+        "rounds_error": "",
+        "drift": None,
+        "drift_error": "",
+        "stream": stream,
+        "recent_count": max(1, min(int(recent_count) if recent_count.strip().isdigit() else 200, 10_000)),
+        "drift_asked": drift,
+    }
     try:
         rounds = [to_json(r) for r in (await cl.curation.list_learning_rounds(curation_pb2.ListLearningRoundsRequest(app_id=app_id), key=s.key)).rounds]
         metrics = views.curve_metrics(rounds)

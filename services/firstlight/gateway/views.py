@@ -20,8 +20,13 @@ from markupsafe import Markup, escape
 LOWER_IS_BETTER = frozenset({"ece", "log_loss"})
 #: Order and names of the headline metrics on the comparison page (others follow, sorted).
 METRIC_NAMES = {
-    "accuracy": "accuracy", "macro_f1": "macro F1", "micro_f1": "micro F1", "macro_auc": "macro ROC-AUC",
-    "ece": "ECE (calibration error)", "log_loss": "log loss", "n": "inputs",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "micro_f1": "micro F1",
+    "macro_auc": "macro ROC-AUC",
+    "ece": "ECE (calibration error)",
+    "log_loss": "log loss",
+    "n": "inputs",
 }
 
 #: The curation service's drift alert rule (``curation/drift.py``; a unit test keeps them in step).
@@ -98,7 +103,7 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
     y_lo, y_hi = min(ys), max(ys)
     pad = max((y_hi - y_lo) * 0.15, 0.025)
     y_lo, y_hi = y_lo - pad, y_hi + pad
-    if 0.0 <= min(ys) and max(ys) <= 1.0:  # a rate: stay inside [0, 1]
+    if min(ys) >= 0.0 and max(ys) <= 1.0:  # a rate: stay inside [0, 1]
         y_lo, y_hi = max(0.0, y_lo), min(1.0, y_hi)
 
     def px(x: float) -> float:
@@ -124,7 +129,9 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
             continue
         out.append(f'<line x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="axis"/>')
         out.append(f'<text x="{px(t):.1f}" y="{top + ph + 17}" text-anchor="middle">{t:g}</text>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" class="label">labels spent (training labels of the round\'s version)</text>')
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" class="label">labels spent (training labels of the round\'s version)</text>'
+    )
     out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" class="label">{escape(metric_label(metric))}</text>')
     legend_y = top + 4
     for n, model in enumerate(models):
@@ -141,16 +148,22 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
             elif metric in (r.get("previous_metrics") or {}):
                 serving.append((px(float(r.get("total_labels", 0))), py(float(r["previous_metrics"][metric]))))
         if len(serving) > 1:
-            out.append(f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in serving)}" fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="4 3" class="serving"/>')
+            out.append(
+                f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in serving)}" fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="4 3" class="serving"/>'
+            )
         for r, (x, y) in zip(mine, pts):
             verdict = "promoted" if r.get("promoted") else "not promoted"
-            tip = (f"round {r.get('round', '?')} · {model} v{r.get('candidate_version', '?')} · {int(r.get('total_labels', 0))} labels "
-                   f"(+{int(r.get('labels_spent', 0))}) · {metric_label(metric)} {fmt(float(r['metrics'][metric]))} · {verdict}")
+            tip = (
+                f"round {r.get('round', '?')} · {model} v{r.get('candidate_version', '?')} · {int(r.get('total_labels', 0))} labels "
+                f"(+{int(r.get('labels_spent', 0))}) · {metric_label(metric)} {fmt(float(r['metrics'][metric]))} · {verdict}"
+            )
             if r.get("note"):
                 tip += f" — {r['note']}"
             fill = color if r.get("promoted") else "#fff"
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}" stroke="{color}" stroke-width="2" class="point" '
-                       f'data-round="{escape(str(r.get("round", "")))}"><title>{escape(tip)}</title></circle>')
+            out.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{fill}" stroke="{color}" stroke-width="2" class="point" '
+                f'data-round="{escape(str(r.get("round", "")))}"><title>{escape(tip)}</title></circle>'
+            )
         lx = left + pw + 14
         out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{legend_y}" y2="{legend_y}" stroke="{color}" stroke-width="2"/>')
         name = model if len(model) <= 16 else model[:15] + "…"
@@ -159,8 +172,12 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
     lx = left + pw + 14
     legend_y += 6
     out.append(f'<circle cx="{lx + 9}" cy="{legend_y}" r="4" fill="#555" stroke="#555"/><text x="{lx + 24}" y="{legend_y + 4}">promoted</text>')
-    out.append(f'<circle cx="{lx + 9}" cy="{legend_y + 18}" r="4" fill="#fff" stroke="#555" stroke-width="2"/><text x="{lx + 24}" y="{legend_y + 22}">not promoted</text>')
-    out.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{legend_y + 36}" y2="{legend_y + 36}" stroke="#555" stroke-dasharray="4 3"/><text x="{lx + 24}" y="{legend_y + 40}">serving after</text>')
+    out.append(
+        f'<circle cx="{lx + 9}" cy="{legend_y + 18}" r="4" fill="#fff" stroke="#555" stroke-width="2"/><text x="{lx + 24}" y="{legend_y + 22}">not promoted</text>'
+    )
+    out.append(
+        f'<line x1="{lx}" x2="{lx + 18}" y1="{legend_y + 36}" y2="{legend_y + 36}" stroke="#555" stroke-dasharray="4 3"/><text x="{lx + 24}" y="{legend_y + 40}">serving after</text>'
+    )
     out.append("</svg>")
     return Curve(Markup("\n".join(out)), metric, len(usable), skipped, models)
 
@@ -213,14 +230,22 @@ def drift_view(report: dict[str, Any], stream: bool = False) -> DriftView:
     if psi >= DRIFT_PSI_EMBEDDING_MIN and not significant:
         size += f"; not acted on: the test finds no difference, and PSI is inflated on samples this small (≈ {noise:.2f} expected here with no drift, more with empty bins)"
     rows = [
-        ("Is there a difference?", f"p = {fmt(p, 3)}",
-         ("yes: " if significant else "no: ") + f"two-sample test on the image embeddings (MMD, permutations); significant below {DRIFT_ALPHA:g}"),
+        (
+            "Is there a difference?",
+            f"p = {fmt(p, 3)}",
+            ("yes: " if significant else "no: ") + f"two-sample test on the image embeddings (MMD, permutations); significant below {DRIFT_ALPHA:g}",
+        ),
         ("How large is it?", f"PSI {fmt(psi, 3)}", size),
         ("How far apart are the centres?", fmt(cd, 3), "cosine distance between the mean embeddings (0: same direction)"),
     ]
     if stream:
-        rows.append(("Did the predicted concepts change?", f"PSI {fmt(psi_pred, 3)}",
-                     f"{psi_band(psi_pred)}: of the predicted-concept mix; alerts at ≥ {DRIFT_PSI_PREDICTION_MIN:g} with {DRIFT_PSI_MIN_SAMPLES}+ predictions"))
+        rows.append(
+            (
+                "Did the predicted concepts change?",
+                f"PSI {fmt(psi_pred, 3)}",
+                f"{psi_band(psi_pred)}: of the predicted-concept mix; alerts at ≥ {DRIFT_PSI_PREDICTION_MIN:g} with {DRIFT_PSI_MIN_SAMPLES}+ predictions",
+            )
+        )
     rows.append(("Compared", f"{n_recent} recent vs {n_ref} reference", f"{what} against {ref}"))
     return DriftView(alert, verdict, rows, reasons)
 
@@ -301,8 +326,9 @@ def comparison_view(comparison: dict[str, Any], a: str, b: str) -> ComparisonVie
     metrics = []
     for k in names:
         va, vb = ma.get(k), mb.get(k)
-        metrics.append(MetricRow(k, METRIC_NAMES.get(k, k) + (" ↓" if k in LOWER_IS_BETTER else ""), va, vb,
-                                 "" if k == "n" else _delta(va, vb), _better(k, va, vb)))
+        metrics.append(
+            MetricRow(k, METRIC_NAMES.get(k, k) + (" ↓" if k in LOWER_IS_BETTER else ""), va, vb, "" if k == "n" else _delta(va, vb), _better(k, va, vb))
+        )
     ca = {c["concept"]: c for c in ea.get("concepts") or []}
     cb = {c["concept"]: c for c in eb.get("concepts") or []}
     order = list(ca) + [c for c in cb if c not in ca]
@@ -312,7 +338,10 @@ def comparison_view(comparison: dict[str, Any], a: str, b: str) -> ComparisonVie
         concepts.append(ConceptRow(c, ca.get(c), cb.get(c), _delta(fa, fb), _better("f1", fa, fb)))
     notes = []
     if int(ea.get("count", 0)) != int(eb.get("count", 0)) or list(ea.get("concept_order") or []) != list(eb.get("concept_order") or []):
-        notes.append(f"Measured on different sets: v{a} on {ea.get('count', 0)} inputs of its dataset's split, v{b} on "
-                     f"{eb.get('count', 0)} (each version is evaluated on the split of the dataset version it trained on). Compare with care.")
-    return ComparisonView(a, b, int(ea.get("count", 0)), int(eb.get("count", 0)), metrics, concepts, [_matrix(ea), _matrix(eb)],
-                          str(comparison.get("best_version", "")), notes)
+        notes.append(
+            f"Measured on different sets: v{a} on {ea.get('count', 0)} inputs of its dataset's split, v{b} on "
+            f"{eb.get('count', 0)} (each version is evaluated on the split of the dataset version it trained on). Compare with care."
+        )
+    return ComparisonView(
+        a, b, int(ea.get("count", 0)), int(eb.get("count", 0)), metrics, concepts, [_matrix(ea), _matrix(eb)], str(comparison.get("best_version", "")), notes
+    )

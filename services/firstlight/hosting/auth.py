@@ -25,11 +25,11 @@ from typing import Any
 
 import grpc
 
-from firstlight.hosting import keys
-from firstlight.hosting.keys import Principal
 from firstlight.clients import AuthClient, internal_client
 from firstlight.config import SecuritySettings
 from firstlight.errors import FirstlightError, NotFound, Unavailable
+from firstlight.hosting import keys
+from firstlight.hosting.keys import Principal
 from firstlight.messaging.signing import EventKeys
 from firstlight.v1 import auth_pb2
 
@@ -157,8 +157,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 return _refuse(
                     handler,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"rate limit of API key {principal.key_id} exceeded "
-                    f"({self.limiter.rate:g}/s, burst {self.limiter.burst:g}); retry in {ms} ms",
+                    f"rate limit of API key {principal.key_id} exceeded ({self.limiter.rate:g}/s, burst {self.limiter.burst:g}); retry in {ms} ms",
                     (("retry-after-ms", str(ms)),),
                 )
         return _checked(handler, principal, self.max_items)

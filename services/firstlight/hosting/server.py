@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha import _async as reflection_aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -76,7 +76,7 @@ class _MethodAwarePool:
     def __getattr__(self, name: str) -> object:
         return getattr(self._pool, name)
 
-    def FindFileContainingSymbol(self, symbol: str):  # type: ignore[no-untyped-def]  # noqa: N802 - protobuf's name
+    def FindFileContainingSymbol(self, symbol: str):  # type: ignore[no-untyped-def]
         try:
             return self._pool.FindFileContainingSymbol(symbol)
         except KeyError:
@@ -154,9 +154,7 @@ async def serve(shell: ServiceShell, settings: CommonSettings, stop: asyncio.Eve
             if now != healthy:
                 healthy = now
                 log.warning("%s health changed: %s", shell.name, "SERVING" if now else "NOT_SERVING")
-                await set_all(
-                    health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING
-                )
+                await set_all(health_pb2.HealthCheckResponse.SERVING if now else health_pb2.HealthCheckResponse.NOT_SERVING)
             await asyncio.sleep(1.0)
 
     watcher = asyncio.create_task(watch_probes())

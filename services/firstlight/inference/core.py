@@ -16,12 +16,11 @@ from firstlight.config import ImageLimits
 from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, ModelNotServed, NotFound
 from firstlight.images import decode_batch
-from firstlight.media.decode import model_decode_side
-from firstlight.models import backbone
 from firstlight.inference import detections
 from firstlight.inference.detections import FoundRegion
 from firstlight.inference.ports import ModelServer
 from firstlight.inference.registry import Registry
+from firstlight.media.decode import model_decode_side
 from firstlight.models import backbone
 from firstlight.models.preprocess import batch_from_images
 
@@ -142,9 +141,7 @@ class Predictor:
             raise NotFound(f"model {model_id!r} does not exist in app {app_id!r} (or has no trained version yet)")
         version = version or model.serving
         if version not in model.versions:
-            raise NotFound(
-                f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})"
-            )
+            raise NotFound(f"model {model_id!r} has no version {version!r} (available: {', '.join(sorted(model.versions, key=int))})")
         v = model.versions[version]
         return Resolved(model_id, version, v.concepts, v.triton_model, v.kind, v.image_size, v.embedding_model)
 
@@ -217,9 +214,7 @@ class Predictor:
         order = candidates[np.argsort(-row[candidates], kind="stable")][: top_k or 5]
         return [(model.concepts[i], float(row[i])) for i in order if row[i] >= min_score]
 
-    def _regions(
-        self, model: Resolved, cache: dict, allowed: np.ndarray | None, top_k: int, min_score: float
-    ) -> list[list[FoundRegion]]:
+    def _regions(self, model: Resolved, cache: dict, allowed: np.ndarray | None, top_k: int, min_score: float) -> list[list[FoundRegion]]:
         """A detector's regions per image. Its pixels are each whole image resized (no centre
         crop), so boxes normalised to them are normalised to the original image."""
         key = ("whole", model.image_size)
@@ -278,7 +273,13 @@ class Predictor:
         input_ids: Sequence[str] = (),
     ) -> tuple[Resolved, list[list[tuple[str, float]]]]:
         model, ranked, _ = self.predict_regions(
-            images, app_id=app_id, model_id=model_id, version=version, top_k=top_k, concepts=concepts, min_score=min_score,
+            images,
+            app_id=app_id,
+            model_id=model_id,
+            version=version,
+            top_k=top_k,
+            concepts=concepts,
+            min_score=min_score,
             input_ids=input_ids,
         )
         return model, ranked

@@ -53,8 +53,7 @@ def refusal(event: VersionReady) -> str | None:
     expected = f"{validation.APP_MODEL_PREFIX}{event.app_id}.{event.model_id}"
     if event.triton_model != expected or not validation.owns_embedding_model(event.app_id, event.embedding_model):
         return (
-            f"ModelVersionReady for {event.app_id}/{event.model_id} names models of another app "
-            f"({event.triton_model[:80]!r}, {event.embedding_model[:80]!r})"
+            f"ModelVersionReady for {event.app_id}/{event.model_id} names models of another app ({event.triton_model[:80]!r}, {event.embedding_model[:80]!r})"
         )
     return None
 

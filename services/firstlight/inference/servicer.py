@@ -51,9 +51,7 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
                 inference_pb2.Prediction(
                     concepts=[common_pb2.ScoredConcept(name=n, score=s) for n, s in r],
                     regions=[
-                        common_pb2.Region(
-                            concept=g.concept, score=g.score, box=common_pb2.BoundingBox(x0=g.box[0], y0=g.box[1], x1=g.box[2], y1=g.box[3])
-                        )
+                        common_pb2.Region(concept=g.concept, score=g.score, box=common_pb2.BoundingBox(x0=g.box[0], y0=g.box[1], x1=g.box[2], y1=g.box[3]))
                         for g in regs
                     ],
                 )
@@ -66,9 +64,7 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
     async def ListModels(self, request, context):  # type: ignore[no-untyped-def]
         return inference_pb2.ListModelsResponse(
             models=[
-                inference_pb2.ModelInfo(
-                    id=m.id, versions=m.versions, concept_count=len(m.concepts), description=m.description
-                )
+                inference_pb2.ModelInfo(id=m.id, versions=m.versions, concept_count=len(m.concepts), description=m.description)
                 for m in self.predictor.models(request.app_id)
             ]
         )
@@ -91,10 +87,7 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
         return inference_pb2.PredictWorkflowResponse(
             outputs=[
                 inference_pb2.WorkflowOutput(
-                    steps=[
-                        inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=sc) for n, sc in concepts])
-                        for _, concepts in per_image
-                    ],
+                    steps=[inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=sc) for n, sc in concepts]) for _, concepts in per_image],
                     ran=[ran for ran, _ in per_image],
                 )
                 for per_image in results

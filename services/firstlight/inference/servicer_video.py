@@ -69,14 +69,16 @@ class VideoPredictions:
         try:
             async for item, info in iterate_in_thread(results):
                 if isinstance(item, FrameResult):
-                    yield inference_pb2.PredictVideoResponse(
-                        frame=inference_pb2.FramePrediction(t=item.t, keep_reason=item.reason, prediction=item.detail)
-                    )
+                    yield inference_pb2.PredictVideoResponse(frame=inference_pb2.FramePrediction(t=item.t, keep_reason=item.reason, prediction=item.detail))
                 elif isinstance(item, Segment):
                     yield inference_pb2.PredictVideoResponse(
                         segment=video_pb2.TimeSegment(
-                            concept=item.concept, start_s=item.start_s, end_s=item.end_s, max_score=item.max_score,
-                            mean_score=item.mean_score, frames=item.frames,
+                            concept=item.concept,
+                            start_s=item.start_s,
+                            end_s=item.end_s,
+                            max_score=item.max_score,
+                            mean_score=item.mean_score,
+                            frames=item.frames,
                         )
                     )
                 else:
@@ -84,10 +86,18 @@ class VideoPredictions:
                     yield inference_pb2.PredictVideoResponse(
                         end=video_pb2.VideoDecodeEnd(
                             info=video_pb2.VideoInfo(
-                                container=info.container, codec=info.codec, width=info.width, height=info.height,
-                                duration_s=info.duration_s or 0.0, fps=info.fps or 0.0, bytes=info.bytes,
+                                container=info.container,
+                                codec=info.codec,
+                                width=info.width,
+                                height=info.height,
+                                duration_s=info.duration_s or 0.0,
+                                fps=info.fps or 0.0,
+                                bytes=info.bytes,
                             ),
-                            frames_decoded=out.frames, partial=out.partial, error=out.error, last_good_s=out.last_good_s or 0.0,
+                            frames_decoded=out.frames,
+                            partial=out.partial,
+                            error=out.error,
+                            last_good_s=out.last_good_s or 0.0,
                         )
                     )
         finally:

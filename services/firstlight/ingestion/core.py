@@ -158,10 +158,7 @@ class Ingestion:
         if not items:
             raise InvalidArgument("no inputs in the request")
         if len(items) > self.limits.max_batch_size:
-            raise ResourceExhausted(
-                f"{len(items)} inputs in one request, over the limit of {self.limits.max_batch_size}; "
-                "split the batch or use StreamInputs"
-            )
+            raise ResourceExhausted(f"{len(items)} inputs in one request, over the limit of {self.limits.max_batch_size}; split the batch or use StreamInputs")
         labels = [f"input {n}" + (f" ({item.id})" if item.id else "") for n, item in enumerate(items)]
         # Decoding dominates on photos and Pillow releases the GIL while it decodes: a request's
         # images are checked side by side, one per core; map() re-raises the first failing

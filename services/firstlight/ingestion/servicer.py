@@ -49,9 +49,7 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         created_at=timestamp(row.created_at),
         label_revision=row.label_revision,
         regions=[region_proto(g) for g in row.regions],
-        label_records=[
-            common_pb2.LabelRecord(concept=c, labeled_by=by, labeled_at=timestamp(at) if at else None) for c, by, at in row.label_records
-        ],
+        label_records=[common_pb2.LabelRecord(concept=c, labeled_by=by, labeled_at=timestamp(at) if at else None) for c, by, at in row.label_records],
     )
 
 
@@ -182,19 +180,14 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             split=int(f.split),
             labeled=labeled,
         )
-        return ingestion_pb2.ListInputsResponse(
-            inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total
-        )
+        return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
 
     async def DeleteInputs(self, request, context):  # type: ignore[no-untyped-def]
         n = await asyncio.to_thread(self.core.delete_inputs, request.app_id, list(request.input_ids))
         return ingestion_pb2.DeleteInputsResponse(deleted_count=n)
 
     async def PostAnnotations(self, request, context):  # type: ignore[no-untyped-def]
-        changes = [
-            (a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split), list(a.add_regions), a.clear_regions)
-            for a in request.annotations
-        ]
+        changes = [(a.input_id, list(a.add_concepts), list(a.remove_concepts), int(a.split), list(a.add_regions), a.clear_regions) for a in request.annotations]
         rows = await asyncio.to_thread(self.core.annotate, request.app_id, changes, self._labeler())
         return ingestion_pb2.PostAnnotationsResponse(inputs=[input_to_proto(r) for r in rows])
 
@@ -211,9 +204,7 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
 
     async def ListConcepts(self, request, context):  # type: ignore[no-untyped-def]
         concepts = await asyncio.to_thread(self.core.list_concepts, request.app_id)
-        return ingestion_pb2.ListConceptsResponse(
-            concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts]
-        )
+        return ingestion_pb2.ListConceptsResponse(concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts])
 
 
 def add_to_server(servicer: IngestionServicer, server: grpc.aio.Server) -> list[str]:

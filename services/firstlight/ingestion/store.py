@@ -179,9 +179,7 @@ class MetadataStore:
         if not ids:
             return set()
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(inputs.c.id).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))
-            ).scalars()
+            rows = conn.execute(select(inputs.c.id).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))).scalars()
             return set(rows)
 
     def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[Event]) -> None:
@@ -268,9 +266,11 @@ class MetadataStore:
             concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
             records: dict[str, list[tuple[str, str, datetime | None]]] = {}
             if rows:
-                q = select(input_concepts.c.input_id, input_concepts.c.concept, input_concepts.c.labeled_by, input_concepts.c.labeled_at).where(
-                    input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_([r["id"] for r in rows])
-                ).order_by(input_concepts.c.concept)
+                q = (
+                    select(input_concepts.c.input_id, input_concepts.c.concept, input_concepts.c.labeled_by, input_concepts.c.labeled_at)
+                    .where(input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_([r["id"] for r in rows]))
+                    .order_by(input_concepts.c.concept)
+                )
                 for input_id, concept, by, at in conn.execute(q):
                     records.setdefault(input_id, []).append((concept, by or "", _aware(at) if at else None))
         out = {r["id"]: self._row(dict(r), concepts[r["id"]]) for r in rows}
@@ -290,9 +290,7 @@ class MetadataStore:
     ) -> tuple[list[InputRow], int | None, int]:
         """One page after ``after_seq``; returns (rows, last seq if more pages, total)."""
         conds = [inputs.c.app_id == app_id]
-        has_label = exists().where(
-            and_(input_concepts.c.app_id == inputs.c.app_id, input_concepts.c.input_id == inputs.c.id)
-        )
+        has_label = exists().where(and_(input_concepts.c.app_id == inputs.c.app_id, input_concepts.c.input_id == inputs.c.id))
         if concepts_any:
             conds.append(
                 exists().where(
@@ -311,13 +309,7 @@ class MetadataStore:
             conds.append(~has_label)
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(inputs).where(*conds)).scalar_one()
-            rows = (
-                conn.execute(
-                    select(inputs).where(*conds, inputs.c.seq > after_seq).order_by(inputs.c.seq).limit(limit + 1)
-                )
-                .mappings()
-                .all()
-            )
+            rows = conn.execute(select(inputs).where(*conds, inputs.c.seq > after_seq).order_by(inputs.c.seq).limit(limit + 1)).mappings().all()
             more = len(rows) > limit
             rows = rows[:limit]
             concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
@@ -327,11 +319,7 @@ class MetadataStore:
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]:
         """Delete and return the blob URIs to remove (after commit)."""
         with self.engine.begin() as conn:
-            uris = list(
-                conn.execute(
-                    select(inputs.c.blob_uri).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))
-                ).scalars()
-            )
+            uris = list(conn.execute(select(inputs.c.blob_uri).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids))).scalars())
             conn.execute(delete(input_concepts).where(input_concepts.c.app_id == app_id, input_concepts.c.input_id.in_(ids)))
             conn.execute(delete(inputs).where(inputs.c.app_id == app_id, inputs.c.id.in_(ids)))
             self._enqueue(conn, events)
@@ -363,11 +351,7 @@ class MetadataStore:
                         )
                     )
                 current = set(
-                    conn.execute(
-                        select(input_concepts.c.concept).where(
-                            input_concepts.c.app_id == app_id, input_concepts.c.input_id == input_id
-                        )
-                    ).scalars()
+                    conn.execute(select(input_concepts.c.concept).where(input_concepts.c.app_id == app_id, input_concepts.c.input_id == input_id)).scalars()
                 )
                 new = [c for c in dict.fromkeys(add) if c not in current]
                 if new:
@@ -380,11 +364,7 @@ class MetadataStore:
                     )
                 values: dict = {"label_revision": inputs.c.label_revision + 1}
                 if remove or add_regions or clear_regions:
-                    old = _regions(
-                        conn.execute(
-                            select(inputs.c.regions).where(inputs.c.app_id == app_id, inputs.c.id == input_id)
-                        ).scalar_one_or_none()
-                    )
+                    old = _regions(conn.execute(select(inputs.c.regions).where(inputs.c.app_id == app_id, inputs.c.id == input_id)).scalar_one_or_none())
                     gone = set(remove)
                     kept = [] if clear_regions else [g for g in old if g[0] not in gone]
                     regions = kept + [tuple(g) for g in add_regions]
@@ -440,9 +420,7 @@ class MetadataStore:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 for input_id, n in conn.execute(
-                    select(index_watch.c.input_id, index_watch.c.attempts).where(
-                        index_watch.c.app_id == app_id, index_watch.c.input_id.in_(chunk)
-                    )
+                    select(index_watch.c.input_id, index_watch.c.attempts).where(index_watch.c.app_id == app_id, index_watch.c.input_id.in_(chunk))
                 ):
                     attempts[(app_id, input_id)] = n
                 conn.execute(delete(index_watch).where(index_watch.c.app_id == app_id, index_watch.c.input_id.in_(chunk)))
@@ -468,30 +446,29 @@ class MetadataStore:
         removed = 0
         with self.engine.begin() as conn:
             for app_id, input_id, model in confirmations:
-                removed += conn.execute(
-                    delete(index_watch).where(
-                        index_watch.c.app_id == app_id,
-                        index_watch.c.input_id == input_id,
-                        (index_watch.c.model == "") | (index_watch.c.model == model),
-                    )
-                ).rowcount or 0
+                removed += (
+                    conn.execute(
+                        delete(index_watch).where(
+                            index_watch.c.app_id == app_id,
+                            index_watch.c.input_id == input_id,
+                            (index_watch.c.model == "") | (index_watch.c.model == model),
+                        )
+                    ).rowcount
+                    or 0
+                )
         return removed
 
     def index_overdue(self, now: datetime, limit: int = 500) -> list[WatchRow]:
         """Watched inputs past their due time, oldest due first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(index_watch).where(index_watch.c.due_at <= now).order_by(index_watch.c.due_at).limit(limit)
-            ).all()
+            rows = conn.execute(select(index_watch).where(index_watch.c.due_at <= now).order_by(index_watch.c.due_at).limit(limit)).all()
         return [WatchRow(r.app_id, r.input_id, r.model, _aware(r.relayed_at), _aware(r.due_at), r.attempts) for r in rows]
 
     def index_mark_due(self, relayed_before: datetime, now: datetime) -> int:
         """Make every watched input relayed before ``relayed_before`` due now (the broker lost
         its records then). Returns how many."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                update(index_watch).where(index_watch.c.relayed_at < relayed_before).values(due_at=now)
-            ).rowcount or 0
+            return conn.execute(update(index_watch).where(index_watch.c.relayed_at < relayed_before).values(due_at=now)).rowcount or 0
 
     def index_requeue(self, rows: Sequence[WatchRow], events: Sequence[Event], due_at: callable[[int], datetime]) -> None:
         """Enqueue fresh announcements of ``rows`` and count the attempt; each row's next due time

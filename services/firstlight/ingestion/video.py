@@ -60,9 +60,7 @@ def video_summary(core: Ingestion, app_id: str, vid: str) -> dict:
     return json.loads(core.blobs.get_video_summary(app_id, vid))
 
 
-def annotate_segment(
-    core: Ingestion, app_id: str, vid: str, start_s: float, end_s: float, add: Sequence[str], remove: Sequence[str]
-) -> list[str]:
+def annotate_segment(core: Ingestion, app_id: str, vid: str, start_s: float, end_s: float, add: Sequence[str], remove: Sequence[str]) -> list[str]:
     """Label every stored frame of video ``vid`` from ``start_s`` to ``end_s``; returns their ids."""
     if not (0 <= start_s <= end_s):
         raise InvalidArgument(f"segment {start_s}..{end_s} s: need 0 <= start_s <= end_s")

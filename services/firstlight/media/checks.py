@@ -25,9 +25,7 @@ def _open_checked(data: bytes, *, max_bytes: int, max_pixels: int, label: str, m
     if not data:
         raise InvalidArgument(f"{label} is empty (0 bytes)")
     if len(data) > max_bytes:
-        raise ResourceExhausted(
-            f"{label} is {_human_bytes(len(data))}, over the limit of {_human_bytes(max_bytes)}"
-        )
+        raise ResourceExhausted(f"{label} is {_human_bytes(len(data))}, over the limit of {_human_bytes(max_bytes)}")
     img = Image.open(io.BytesIO(data))
     width, height = img.size
     if width <= 0 or height <= 0:
@@ -35,9 +33,7 @@ def _open_checked(data: bytes, *, max_bytes: int, max_pixels: int, label: str, m
     if max_side and max(width, height) > max_side:
         raise ResourceExhausted(f"{label} is {width}x{height}, over the limit of {max_side:,} pixels per side")
     if width * height > max_pixels:
-        raise ResourceExhausted(
-            f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}"
-        )
+        raise ResourceExhausted(f"{label} is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
     return img
 
 

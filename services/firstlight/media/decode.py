@@ -154,9 +154,7 @@ def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
         raise InvalidArgument(f"{label} has colour mode {mode}, which cannot be converted to RGB") from None
 
 
-def decode_photo(
-    data: bytes, *, max_bytes: int, max_pixels: int, min_side: int = 0, label: str = "image", max_side: int = 0
-) -> Photo:
+def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int = 0, label: str = "image", max_side: int = 0) -> Photo:
     """Check ``data`` like firstlight.images.decode_image, then decode it once: for a JPEG at the
     smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size); upright,
     RGB, sRGB. Raises InvalidArgument / ResourceExhausted."""

@@ -91,11 +91,7 @@ class LocalBroker:
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._own_log = log_file is None
-        self.log_file = (
-            Path(log_file)
-            if log_file is not None
-            else Path(tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")[1])
-        )
+        self.log_file = Path(log_file) if log_file is not None else Path(tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")[1])
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- properties -------------------------------------------------------------------------
@@ -156,10 +152,7 @@ class LocalBroker:
         last_err: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise BrokerError(
-                    f"tansu exited with code {self._proc.returncode} during startup; "
-                    f"log tail ({self.log_file}):\n{_tail(self.log_file)}"
-                )
+                raise BrokerError(f"tansu exited with code {self._proc.returncode} during startup; log tail ({self.log_file}):\n{_tail(self.log_file)}")
             try:
                 socket.create_connection((self.host, self.port), timeout=0.5).close()
                 # A TCP accept is not enough: make sure the Kafka protocol answers too.

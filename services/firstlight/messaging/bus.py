@@ -92,7 +92,7 @@ class EventProducer:
         max_request_size: int = MAX_REQUEST_SIZE,
         compression_type: str | None = None,
         request_timeout_ms: int = 30_000,
-        keys: signing.EventKeys | None | bool = True,
+        keys: signing.EventKeys | bool | None = True,
     ) -> None:
         # Every record is signed with the services' event key (FIRSTLIGHT_EVENT_KEYS, read from
         # the environment when ``keys`` is True; docs/security.md). None/False: unsigned.
@@ -148,7 +148,7 @@ class EventProducer:
                 log.warning("producer %s: fatal error (%s); replacing the Kafka producer", self.client_id, reason)
                 try:
                     producer.close(timeout=0)  # its batches were aborted with the fatal error already
-                except Exception:  # noqa: BLE001 - it is being dropped anyway
+                except Exception:
                     log.debug("closing the failed producer", exc_info=True)
                 try:
                     # The broker may have lost its topics too: create them with their partition
@@ -162,7 +162,7 @@ class EventProducer:
                 if callback is not None:
                     try:
                         callback(reason)
-                    except Exception:  # noqa: BLE001 - a hook must not break publishing
+                    except Exception:
                         log.exception("producer %s: on_rebuild hook failed", self.client_id)
             return self._producer
 
@@ -294,7 +294,7 @@ class BatchConsumer(Generic[M]):
         ensure: bool = True,
         unhealthy_after: int = 3,
         state_check_interval_s: float = 10.0,
-        keys: signing.EventKeys | None | bool = True,
+        keys: signing.EventKeys | bool | None = True,
         max_age_s: float | None = None,
         on_broker_lost: Callable[[], None] | None = None,
     ) -> None:
@@ -479,9 +479,7 @@ class BatchConsumer(Generic[M]):
             except (DecodeError, ValueError, TypeError) as e:
                 letters.append((r, f"cannot parse as {message_type_name(self.message_type)}: {e}"))
                 continue
-            parsed.append(
-                ParsedRecord(r.key, msg, r.topic, r.partition, r.offset, _decode_headers(r.headers), r.value)
-            )
+            parsed.append(ParsedRecord(r.key, msg, r.topic, r.partition, r.offset, _decode_headers(r.headers), r.value))
 
         ok = len(parsed)
         if parsed:
@@ -531,9 +529,7 @@ class BatchConsumer(Generic[M]):
             return f"message-type header is {declared!r}, expected {expected!r}"
         if self.keys is not None:
             try:
-                signing.verify(
-                    self.keys, r.topic, r.key, declared or "", r.value, headers.get(signing.H_SIGNATURE), max_age_s=self.max_age_s
-                )
+                signing.verify(self.keys, r.topic, r.key, declared or "", r.value, headers.get(signing.H_SIGNATURE), max_age_s=self.max_age_s)
             except signing.BadSignature as exc:
                 return str(exc)
         return None
@@ -546,9 +542,7 @@ class BatchConsumer(Generic[M]):
         failed_at.GetCurrentTime()
         futures = []
         for r, reason in letters:
-            log.warning(
-                "%s: dead-lettering %s[%d]@%d: %s", self.name, r.topic, r.partition, r.offset, reason
-            )
+            log.warning("%s: dead-lettering %s[%d]@%d: %s", self.name, r.topic, r.partition, r.offset, reason)
             letter = events_pb2.DeadLetter(
                 source_topic=r.topic,
                 source_partition=r.partition,

@@ -61,34 +61,18 @@ class TopicSpec(NamedTuple):
 
 
 _BASE: dict[str, TopicSpec] = {
-    INPUTS_SUBMIT: TopicSpec(
-        events_pb2.InputSubmitted, INPUT_PARTITIONS, "An outside integration asks to ingest an image."
-    ),
-    INPUTS_INGESTED: TopicSpec(
-        events_pb2.InputIngested, INPUT_PARTITIONS, "Input stored durably; waits to be embedded."
-    ),
-    EMBEDDINGS_COMPUTED: TopicSpec(
-        events_pb2.EmbeddingComputed, INPUT_PARTITIONS, "An input's image embedding."
-    ),
+    INPUTS_SUBMIT: TopicSpec(events_pb2.InputSubmitted, INPUT_PARTITIONS, "An outside integration asks to ingest an image."),
+    INPUTS_INGESTED: TopicSpec(events_pb2.InputIngested, INPUT_PARTITIONS, "Input stored durably; waits to be embedded."),
+    EMBEDDINGS_COMPUTED: TopicSpec(events_pb2.EmbeddingComputed, INPUT_PARTITIONS, "An input's image embedding."),
     INPUTS_INDEXED: TopicSpec(events_pb2.InputIndexed, INPUT_PARTITIONS, "An input became searchable."),
-    ANNOTATIONS_CHANGED: TopicSpec(
-        events_pb2.AnnotationsChanged, INPUT_PARTITIONS, "An input's labels or split changed (full state)."
-    ),
-    INPUTS_DELETED: TopicSpec(
-        events_pb2.InputsDeleted, INPUT_PARTITIONS, "Inputs removed; drop them from every index."
-    ),
+    ANNOTATIONS_CHANGED: TopicSpec(events_pb2.AnnotationsChanged, INPUT_PARTITIONS, "An input's labels or split changed (full state)."),
+    INPUTS_DELETED: TopicSpec(events_pb2.InputsDeleted, INPUT_PARTITIONS, "Inputs removed; drop them from every index."),
     # One partition: versions of all models in one total order, replayed by every inference
     # replica at start to rebuild its registry of servable versions.
     # Kept forever (retention.ms=-1): a replica started next year must still learn every version.
-    MODEL_VERSION_READY: TopicSpec(
-        events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository.", {"retention.ms": "-1"}
-    ),
-    PREDICTIONS_MADE: TopicSpec(
-        events_pb2.PredictionMade, INPUT_PARTITIONS, "An app model's prediction for one image, with its uncertainty."
-    ),
-    LABELING_QUEUE: TopicSpec(
-        events_pb2.LabelingQueued, INPUT_PARTITIONS, "An uncertain input was put on the app's labeling queue."
-    ),
+    MODEL_VERSION_READY: TopicSpec(events_pb2.ModelVersionReady, 1, "A trained model version is in the model repository.", {"retention.ms": "-1"}),
+    PREDICTIONS_MADE: TopicSpec(events_pb2.PredictionMade, INPUT_PARTITIONS, "An app model's prediction for one image, with its uncertainty."),
+    LABELING_QUEUE: TopicSpec(events_pb2.LabelingQueued, INPUT_PARTITIONS, "An uncertain input was put on the app's labeling queue."),
     # Rare, read in order by alerting integrations.
     DRIFT_ALERT: TopicSpec(events_pb2.DriftAlert, 1, "An app model's recent traffic drifted from its training set."),
     # Keyed by "<app_id>": an app's switches stay in order.
@@ -96,17 +80,12 @@ _BASE: dict[str, TopicSpec] = {
         events_pb2.EmbeddingModelChanged, INPUT_PARTITIONS, "An app switched its image-embedding model; its inputs are re-embedded."
     ),
     # Keyed by "<app_id>/<job_id>": a job's rows stay in order. Low volume (one row per epoch).
-    TRAINING_PROGRESS: TopicSpec(
-        events_pb2.TrainingProgressed, 1, "A deep training job finished an epoch (loss, lr, metrics, ETA) or ended."
-    ),
+    TRAINING_PROGRESS: TopicSpec(events_pb2.TrainingProgressed, 1, "A deep training job finished an epoch (loss, lr, metrics, ETA) or ended."),
 }
 
 TOPICS: dict[str, TopicSpec] = {
     **_BASE,
-    **{
-        dlq(name): TopicSpec(events_pb2.DeadLetter, DLQ_PARTITIONS, f"Rejected events of {name}, with the reason.")
-        for name in _BASE
-    },
+    **{dlq(name): TopicSpec(events_pb2.DeadLetter, DLQ_PARTITIONS, f"Rejected events of {name}, with the reason.") for name in _BASE},
 }
 
 

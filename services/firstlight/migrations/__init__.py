@@ -113,7 +113,5 @@ def downgrade(engine: Engine, schema: Schema, revision: str) -> None:
 def diff(engine: Engine, schema: Schema) -> list[Any]:
     """Alembic's autogenerate comparison of the database with the store's tables ([] = same)."""
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(
-            conn, opts={"version_table": schema.version_table, "include_name": schema.include_name, "compare_type": True}
-        )
+        ctx = MigrationContext.configure(conn, opts={"version_table": schema.version_table, "include_name": schema.include_name, "compare_type": True})
         return list(compare_metadata(ctx, schema.metadata))

@@ -106,9 +106,7 @@ def features_and_logits(model: torch.nn.Module, batch_uint8_nhwc: np.ndarray) ->
 CPU_FORWARD_CHUNK = 8
 
 
-def embed_and_classify(
-    model: torch.nn.Module, batch_uint8_nhwc: np.ndarray, max_chunk: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def embed_and_classify(model: torch.nn.Module, batch_uint8_nhwc: np.ndarray, max_chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(L2-normalised embeddings float32 [N,1280], softmax probs float32 [N,1000]).
 
     One forward pass, or with ``max_chunk`` one per ``max_chunk`` images (same results)."""

@@ -40,8 +40,12 @@ class _KeyInterceptor(
 
     def _details(self, d: Any) -> _CallDetails:
         return _CallDetails(
-            d.method, d.timeout, [*(d.metadata or ()), *self.metadata], d.credentials,
-            getattr(d, "wait_for_ready", None), getattr(d, "compression", None),
+            d.method,
+            d.timeout,
+            [*(d.metadata or ()), *self.metadata],
+            d.credentials,
+            getattr(d, "wait_for_ready", None),
+            getattr(d, "compression", None),
         )
 
     def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]

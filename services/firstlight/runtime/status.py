@@ -11,7 +11,8 @@ import functools
 import inspect
 import logging
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 

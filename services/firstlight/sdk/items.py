@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from firstlight.v1 import common_pb2, ingestion_pb2
 from firstlight.domain.validation import INPUT_ID
+from firstlight.v1 import common_pb2, ingestion_pb2
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 #: Split names and their proto values (common.Split: 0 unspecified, 1 train, 2 validation, 3 test).

@@ -44,7 +44,13 @@ def _chunks(path: Path, header_msg) -> Iterator:  # type: ignore[no-untyped-def]
 class VideoCalls(ServiceCalls):
     @wrap_errors
     def upload_video(
-        self, app_id: str, path: str | Path, *, video_id: str = "", concepts: Iterable[str] = (), metadata: dict[str, str] | None = None,
+        self,
+        app_id: str,
+        path: str | Path,
+        *,
+        video_id: str = "",
+        concepts: Iterable[str] = (),
+        metadata: dict[str, str] | None = None,
         timeout: float = 3600.0,
     ) -> video_pb2.UploadVideoResponse:
         """Upload a video file; its sampled frames become inputs ``<video id>.t<ms>``. Retried on
@@ -70,14 +76,28 @@ class VideoCalls(ServiceCalls):
 
     @wrap_errors
     def predict_video_stream(
-        self, path: str | Path, *, model: str = "general", version: str = "", app_id: str = "", top_k: int = 5,
-        concepts: Iterable[str] = (), min_score: float = 0.0, segment_threshold: float = 0.5, timeout: float = 3600.0,
+        self,
+        path: str | Path,
+        *,
+        model: str = "general",
+        version: str = "",
+        app_id: str = "",
+        top_k: int = 5,
+        concepts: Iterable[str] = (),
+        min_score: float = 0.0,
+        segment_threshold: float = 0.5,
+        timeout: float = 3600.0,
     ) -> Iterator[inference_pb2.PredictVideoResponse]:
         """PredictVideo's results as they come: a ``frame`` per sampled frame, a ``segment``
         whenever one closes, then the ``end``."""
         header = inference_pb2.PredictVideoRequest(
             header=inference_pb2.PredictVideoHeader(
-                app_id=app_id, model_id=model, model_version=version, top_k=top_k, concepts=list(concepts), min_score=min_score,
+                app_id=app_id,
+                model_id=model,
+                model_version=version,
+                top_k=top_k,
+                concepts=list(concepts),
+                min_score=min_score,
                 segment_threshold=segment_threshold,
             )
         )

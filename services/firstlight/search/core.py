@@ -88,10 +88,7 @@ class Searcher:
             raw = []
         except VectorStoreUnavailable as exc:
             raise Unavailable(f"vector store unavailable: {exc}") from exc
-        hits = [
-            Hit(h.payload["input_id"], float(h.score), list(h.payload.get("concepts", [])), int(h.payload.get("split", 0)))
-            for h in raw[:size]
-        ]
+        hits = [Hit(h.payload["input_id"], float(h.score), list(h.payload.get("concepts", [])), int(h.payload.get("split", 0))) for h in raw[:size]]
         token = validation.encode_page_token("o", offset + size, flt.app_id) if len(raw) > size else ""
         return hits, token
 
@@ -203,9 +200,7 @@ class Search:
     async def _active(self, app_id: str) -> str:
         return (await asyncio.to_thread(self.searcher.app_models, app_id)).active
 
-    async def by_image(
-        self, flt: SearchFilter, page_size: int, page_token: str, *, image: bytes | None = None, input_id: str = ""
-    ) -> tuple[list[Hit], str]:
+    async def by_image(self, flt: SearchFilter, page_size: int, page_token: str, *, image: bytes | None = None, input_id: str = "") -> tuple[list[Hit], str]:
         """Inputs nearest an image (embedded here; None: not given, while empty bytes are a bad
         image the embedder names) or an indexed input's stored vector."""
         app_id = flt.app_id
@@ -252,8 +247,7 @@ class Search:
         proto = await asyncio.to_thread(self.searcher.concept_prototype, flt.app_id, text, None, PROTOTYPE_EXAMPLES, model)
         if proto is None:
             raise FailedPrecondition(
-                f"app {flt.app_id!r} searches with embedding model {model!r}: text search there needs inputs "
-                f"labeled with a concept named {text.strip()!r}"
+                f"app {flt.app_id!r} searches with embedding model {model!r}: text search there needs inputs labeled with a concept named {text.strip()!r}"
             )
         name, vector, n = proto
         hits, token = await asyncio.to_thread(self.searcher.search, vector, flt, page_size, page_token, model)

@@ -77,9 +77,7 @@ _client_errors = _ClientErrors()
 
 
 def _index_schemas() -> dict[str, models.PayloadSchemaType | models.KeywordIndexParams]:
-    schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {
-        key: models.PayloadSchemaType(kind) for key, kind in INDEXED_FIELDS.items()
-    }
+    schemas: dict[str, models.PayloadSchemaType | models.KeywordIndexParams] = {key: models.PayloadSchemaType(kind) for key, kind in INDEXED_FIELDS.items()}
     # Tenant index: the server co-locates each app's points, which is how every search filters.
     schemas["app_id"] = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
     return schemas
@@ -132,9 +130,7 @@ class QdrantClientStore:
         def ensure() -> None:
             if not self._client.collection_exists(name):
                 try:
-                    self._client.create_collection(
-                        name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
-                    )
+                    self._client.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
                 except (UnexpectedResponse, ValueError):
                     # Another replica may have created it between our check and create.
                     if not self._client.collection_exists(name):
@@ -165,9 +161,7 @@ class QdrantClientStore:
     # -- writes --------------------------------------------------------------------------------
 
     def upsert(self, name: str, points: list[Point]) -> None:
-        batch = [
-            models.PointStruct(id=canonical_id(p.id), vector=as_vector(p.vector), payload=dict(p.payload)) for p in points
-        ]
+        batch = [models.PointStruct(id=canonical_id(p.id), vector=as_vector(p.vector), payload=dict(p.payload)) for p in points]
         if batch:
             self._call(lambda: self._client.upsert(name, points=batch, wait=True))
 
@@ -198,9 +192,7 @@ class QdrantClientStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def search(
-        self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0
-    ) -> list[Hit]:
+    def search(self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0) -> list[Hit]:
         check_page(limit, offset)
         query = as_vector(vector)
         flt = _client_filter(filter)

@@ -317,9 +317,7 @@ class QdrantEdgeStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def search(
-        self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0
-    ) -> list[Hit]:
+    def search(self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0) -> list[Hit]:
         check_page(limit, offset)
         query = qe.Query.Nearest(as_vector(vector))
         flt = _edge_filter(filter)

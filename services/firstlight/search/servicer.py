@@ -9,12 +9,12 @@ from collections.abc import Callable
 import grpc
 
 from firstlight.domain import validation
+from firstlight.domain.frames import parse_frame_input_id
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Search, make_filter
 from firstlight.search.vector_store import SearchFilter
 from firstlight.v1 import common_pb2, search_pb2, search_pb2_grpc
-from firstlight.domain.frames import parse_frame_input_id
 
 LABELED = {0: None, 1: True, 2: False}
 
@@ -62,9 +62,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     async def SearchByText(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)
         result = await self.search.by_text(flt, request.text, request.page_size, request.page_token)
-        return search_pb2.SearchResponse(
-            hits=_hits(result.hits), next_page_token=result.next_page_token, interpreted_as=_concepts(result.interpreted_as)
-        )
+        return search_pb2.SearchResponse(hits=_hits(result.hits), next_page_token=result.next_page_token, interpreted_as=_concepts(result.interpreted_as))
 
     async def GetIndexStats(self, request, context):  # type: ignore[no-untyped-def]
         state, n = await self.search.index_stats(request.app_id)

@@ -92,9 +92,7 @@ class VectorStore(Protocol):
 
     def upsert(self, name: str, points: list[Point]) -> None: ...
 
-    def search(
-        self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0
-    ) -> list[Hit]:
+    def search(self, name: str, vector: Sequence[float] | np.ndarray, *, filter: SearchFilter | None, limit: int, offset: int = 0) -> list[Hit]:
         """Best first. Exact scan below EXACT_SEARCH_MAX_POINTS points, else the engine's index."""
 
     def retrieve(self, name: str, ids: list[str], with_vectors: bool = True) -> list[Record]:

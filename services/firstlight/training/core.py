@@ -535,11 +535,19 @@ class TrainingCore:
             png = png_path.read_bytes()
         markdown = evaluation.render_report_markdown(report, title, {"dataset": f"{v['dataset_id']} ({v['dataset_version'][:12]})", "settings": v["settings"]})
         self.store.save_evaluation(app_id, model_id, v["version"], split, report.to_dict(), markdown, png)
-        return {"version": str(v["version"]), "split": split, "report": report, "png": png, "markdown": markdown, "count": len(rows),
-                "predictions": self._predictions(runner, app_id, model, v, rows, report)}
+        return {
+            "version": str(v["version"]),
+            "split": split,
+            "report": report,
+            "png": png,
+            "markdown": markdown,
+            "count": len(rows),
+            "predictions": self._predictions(runner, app_id, model, v, rows, report),
+        }
 
-    def _predictions(self, runner: TemplateRunner, app_id: str, model: dict[str, Any], v: dict[str, Any], rows: list[DatasetRow],
-                     report: evaluation.EvaluationReport) -> list[tuple[str, str, str, float]]:
+    def _predictions(
+        self, runner: TemplateRunner, app_id: str, model: dict[str, Any], v: dict[str, Any], rows: list[DatasetRow], report: evaluation.EvaluationReport
+    ) -> list[tuple[str, str, str, float]]:
         """Which input lands in which confusion cell: (input, true, predicted, probability) for
         single-label heads (scored again on the same stored embeddings); [] for a multi-label
         matrix (it counts pairs) and for deep templates (their network runs in Triton)."""
@@ -554,8 +562,9 @@ class TrainingCore:
         truth = {r.input_id: r.concepts for r in rows}
         return evaluation.top1_predictions(scores.input_ids, [truth[i] for i in scores.input_ids], scores.proba, list(model["concepts"]))
 
-    def promote(self, app_id: str, model_id: str, version: str, metric: str = "", min_gain: float = 0.0,
-                override_reason: str = "") -> tuple[dict[str, Any], bool, str, str]:
+    def promote(
+        self, app_id: str, model_id: str, version: str, metric: str = "", min_gain: float = 0.0, override_reason: str = ""
+    ) -> tuple[dict[str, Any], bool, str, str]:
         """A person promotes a version: the one promotion rule (``decide_promotion``, as after
         training) still decides against the serving version's validation metrics; a refusal
         stands unless ``override_reason`` says why (kept in the version's promotion note with
@@ -574,7 +583,10 @@ class TrainingCore:
         previous = self.store.get_version(app_id, model_id, int(serving)) if serving else None
         experiment = (v.get("train_report") or {}).get("experiment") or {}
         ok, verdict = decide_promotion(
-            serving_metrics(v), None if previous is None else serving_metrics(previous), metric, min_gain,
+            serving_metrics(v),
+            None if previous is None else serving_metrics(previous),
+            metric,
+            min_gain,
             primary=experiment.get("primary_metric") or "accuracy",
         )
         if previous is not None:

@@ -163,9 +163,7 @@ def settings_specs(template: str) -> dict[str, SettingSpec]:
     raise InvalidSetting("template", f"unknown template {template!r} (available: {TRANSFER_TEMPLATE}, {PROTOTYPE_TEMPLATE})")
 
 
-def parse_settings(
-    template: str, d: Mapping[str, str | float | int | bool | None] | None
-) -> TransferSettings | PrototypeSettings:
+def parse_settings(template: str, d: Mapping[str, str | float | int | bool | None] | None) -> TransferSettings | PrototypeSettings:
     """Settings of ``template`` ("transfer_classifier" or "oneshot_classifier")."""
     if template == TRANSFER_TEMPLATE:
         return parse_transfer_settings(d)

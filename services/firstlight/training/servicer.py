@@ -62,9 +62,7 @@ def _evaluation(model_id: str, result: dict) -> training_pb2.Evaluation:
         concept_order=report.concepts,
         confusion_matrix_png=result["png"],
         report_markdown=result["markdown"],
-        predictions=[
-            training_pb2.EvaluatedInput(input_id=i, true_concept=t, predicted_concept=p, score=sc) for i, t, p, sc in result.get("predictions", ())
-        ],
+        predictions=[training_pb2.EvaluatedInput(input_id=i, true_concept=t, predicted_concept=p, score=sc) for i, t, p, sc in result.get("predictions", ())],
         count=result["count"],
     )
 

@@ -127,9 +127,7 @@ class TrainingStore:
         created = utcnow()
         with self.engine.begin() as conn:
             exists = conn.execute(
-                select(datasets.c.created_at).where(
-                    datasets.c.app_id == app_id, datasets.c.id == dataset_id, datasets.c.version == version
-                )
+                select(datasets.c.created_at).where(datasets.c.app_id == app_id, datasets.c.id == dataset_id, datasets.c.version == version)
             ).first()
             if exists:  # same content, same version: freezing twice is a no-op
                 return exists[0]
@@ -138,8 +136,12 @@ class TrainingStore:
                 insert(dataset_rows),
                 [
                     {
-                        "app_id": app_id, "dataset_id": dataset_id, "version": version, "input_id": r.input_id,
-                        "concepts": r.concepts, "split": r.split,
+                        "app_id": app_id,
+                        "dataset_id": dataset_id,
+                        "version": version,
+                        "input_id": r.input_id,
+                        "concepts": r.concepts,
+                        "split": r.split,
                         "regions": None if r.regions is None else [list(g) for g in r.regions],
                     }
                     for r in rows
@@ -149,12 +151,11 @@ class TrainingStore:
 
     def latest_dataset(self, app_id: str, dataset_id: str) -> dict | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(datasets)
-                .where(datasets.c.app_id == app_id, datasets.c.id == dataset_id)
-                .order_by(datasets.c.created_at.desc())
-                .limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(select(datasets).where(datasets.c.app_id == app_id, datasets.c.id == dataset_id).order_by(datasets.c.created_at.desc()).limit(1))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[DatasetRow]:
@@ -169,8 +170,13 @@ class TrainingStore:
     # -- models -----------------------------------------------------------------------
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:
         row = {
-            "app_id": app_id, "id": model_id, "template": template, "concepts": concepts, "settings": settings,
-            "serving_version": "", "created_at": utcnow(),
+            "app_id": app_id,
+            "id": model_id,
+            "template": template,
+            "concepts": concepts,
+            "settings": settings,
+            "serving_version": "",
+            "created_at": utcnow(),
         }
         try:
             with self.engine.begin() as conn:
@@ -197,9 +203,7 @@ class TrainingStore:
     # -- versions ---------------------------------------------------------------------
     def next_version(self, app_id: str, model_id: str) -> int:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(versions.c.version).where(versions.c.app_id == app_id, versions.c.model_id == model_id)
-            ).scalars().all()
+            rows = conn.execute(select(versions.c.version).where(versions.c.app_id == app_id, versions.c.model_id == model_id)).scalars().all()
         return max(rows, default=0) + 1
 
     def insert_version(self, **values: Any) -> None:
@@ -208,16 +212,20 @@ class TrainingStore:
 
     def list_versions(self, app_id: str, model_id: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id).order_by(versions.c.version.desc())
-            ).mappings().all()
+            rows = (
+                conn.execute(select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id).order_by(versions.c.version.desc()))
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def get_version(self, app_id: str, model_id: str, version: int) -> dict | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id, versions.c.version == version)
-            ).mappings().first()
+            row = (
+                conn.execute(select(versions).where(versions.c.app_id == app_id, versions.c.model_id == model_id, versions.c.version == version))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     # -- jobs -------------------------------------------------------------------------
@@ -225,8 +233,16 @@ class TrainingStore:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(jobs).values(
-                    id=job_id, app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings, state=state,
-                    version="", error="", progress=0.0, created_at=utcnow(),
+                    id=job_id,
+                    app_id=app_id,
+                    model_id=model_id,
+                    dataset_id=dataset_id,
+                    settings=settings,
+                    state=state,
+                    version="",
+                    error="",
+                    progress=0.0,
+                    created_at=utcnow(),
                 )
             )
 

@@ -74,7 +74,7 @@ class EmbedderInfo:
 
 
 def split_model_ref(ref: str) -> tuple[str, str]:
-    """"name@3" -> ("name", "3"); "name" -> ("name", "")."""
+    """ "name@3" -> ("name", "3"); "name" -> ("name", "")."""
     name, _, version = ref.partition("@")
     return name, version
 
@@ -362,7 +362,12 @@ class TritonModels:
             inp.set_data_from_numpy(chunk)
             try:
                 result = self._client.infer(
-                    model, inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(output)], headers=self._headers, client_timeout=self.timeout_s
+                    model,
+                    inputs=[inp],
+                    model_version=version,
+                    outputs=[grpcclient.InferRequestedOutput(output)],
+                    headers=self._headers,
+                    client_timeout=self.timeout_s,
                 )
             except InferenceServerException as exc:
                 raise _translate(exc, f"infer {model} v{version}") from exc
@@ -381,7 +386,10 @@ class TritonModels:
             inp = grpcclient.InferInput(HEAD_INPUT, list(chunk.shape), "FP32")
             inp.set_data_from_numpy(chunk)
             request = dict(
-                inputs=[inp], model_version=version, outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)], headers=self._headers,
+                inputs=[inp],
+                model_version=version,
+                outputs=[grpcclient.InferRequestedOutput(PROBS_OUTPUT)],
+                headers=self._headers,
                 client_timeout=self.timeout_s,
             )
             try:

@@ -248,9 +248,7 @@ class LocalTritonServer:
     def __enter__(self) -> LocalTritonServer:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     # -- internals --------------------------------------------------------------------------------
@@ -338,21 +336,15 @@ class LocalTritonServer:
             while True:
                 rc = self._proc.poll()
                 if rc is not None:
-                    raise TritonStartupError(
-                        f"tritonserver exited with code {rc} during startup; log {self.log_file}:\n"
-                        f"{self.log_tail()}"
-                    )
+                    raise TritonStartupError(f"tritonserver exited with code {rc} during startup; log {self.log_file}:\n{self.log_tail()}")
                 try:
-                    if client.is_server_ready(client_timeout=2) and all(
-                        client.is_model_ready(m, client_timeout=2) for m in self.models
-                    ):
+                    if client.is_server_ready(client_timeout=2) and all(client.is_model_ready(m, client_timeout=2) for m in self.models):
                         return
                 except Exception:  # not listening yet / still loading
                     pass
                 if time.monotonic() > deadline:
                     raise TritonStartupError(
-                        f"tritonserver not ready after {self.startup_timeout_s:.0f}s "
-                        f"(models {self.models}); log {self.log_file}:\n{self.log_tail()}"
+                        f"tritonserver not ready after {self.startup_timeout_s:.0f}s (models {self.models}); log {self.log_file}:\n{self.log_tail()}"
                     )
                 time.sleep(0.2)
         finally:
@@ -360,9 +352,7 @@ class LocalTritonServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m firstlight.triton.server", description="Run the bundled Triton server in the foreground."
-    )
+    parser = argparse.ArgumentParser(prog="python -m firstlight.triton.server", description="Run the bundled Triton server in the foreground.")
     parser.add_argument("--model-repository", type=Path, default=default_model_repository())
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated models to load")
     parser.add_argument("--host", default="127.0.0.1")

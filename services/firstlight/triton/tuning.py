@@ -37,7 +37,7 @@ class BackboneTuning:
 
 
 def detect_device() -> str:
-    """"gpu" when torch sees CUDA (the same test model.py makes), else "cpu"."""
+    """ "gpu" when torch sees CUDA (the same test model.py makes), else "cpu"."""
     try:
         import torch
 
@@ -90,12 +90,7 @@ def tune_backbone_config(text: str, t: BackboneTuning) -> str:
     """Rewrite the tunable fields of backbone/config.pbtxt, keeping everything else (comments too)."""
     text = _sub(r"^max_batch_size:\s*\d+", f"max_batch_size: {t.max_batch_size}", text, "max_batch_size")
     preferred = ", ".join(str(p) for p in t.preferred_batch_sizes)
-    batching = (
-        "dynamic_batching {\n"
-        f"  preferred_batch_size: [ {preferred} ]\n"
-        f"  max_queue_delay_microseconds: {t.queue_delay_us}\n"
-        "}"
-    )
+    batching = f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n  max_queue_delay_microseconds: {t.queue_delay_us}\n}}"
     new, n = re.subn(r"^dynamic_batching\s*\{.*?^\}", lambda _: batching, text, count=1, flags=re.MULTILINE | re.DOTALL)
     if n != 1:
         raise ValueError("config.pbtxt: cannot find dynamic_batching to tune")
@@ -125,8 +120,7 @@ def tune_repository(repository: Path, t: BackboneTuning) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m firstlight.triton.tuning", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m firstlight.triton.tuning", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("repository", type=Path, help="model repository holding backbone/ (edited in place)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: FIRSTLIGHT_TRITON_DEVICE or auto")
     p.add_argument("--cores", type=int, default=None, help="CPU cores Triton may use (default: this host's)")

@@ -100,9 +100,7 @@ class VideoReader:
             sniffed = _sniff(fh.read(16))
         try:
             # Own probing only (format_whitelist), no network or other files (protocol_whitelist).
-            self._container = av.open(
-                str(self.path), options={"format_whitelist": _WHITELIST, "protocol_whitelist": "file"}
-            )
+            self._container = av.open(str(self.path), options={"format_whitelist": _WHITELIST, "protocol_whitelist": "file"})
         except av.FFmpegError as exc:
             if sniffed is None:
                 raise InvalidArgument(f"{label} is not a video in a supported format ({SUPPORTED}): {_why(exc)}") from None
@@ -132,9 +130,7 @@ class VideoReader:
         duration = max(declared) or None
         if duration is not None and duration > limits.max_video_duration_s:
             self.close()
-            raise ResourceExhausted(
-                f"{label} is {format_clock(duration)} long, over the limit of {format_clock(limits.max_video_duration_s)}"
-            )
+            raise ResourceExhausted(f"{label} is {format_clock(duration)} long, over the limit of {format_clock(limits.max_video_duration_s)}")
         stream.thread_type = "AUTO"  # frame + slice threads: the decode is the ingest's main cost
         return VideoInfo(name, codec, width, height, duration, fps, int(stream.frames) or None, size)
 
@@ -145,8 +141,7 @@ class VideoReader:
         if max(width, height) > limits.max_video_side or width * height > limits.max_video_pixels:
             self.close()
             raise ResourceExhausted(
-                f"{self.label} {what} {width}x{height} pixels, over the limit of {limits.max_video_side} per side "
-                f"and {limits.max_video_pixels:,} per frame"
+                f"{self.label} {what} {width}x{height} pixels, over the limit of {limits.max_video_side} per side and {limits.max_video_pixels:,} per frame"
             )
 
     # -- decoding ---------------------------------------------------------------------

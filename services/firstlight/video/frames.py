@@ -49,4 +49,3 @@ def sample_frames(reader: VideoReader, sampler: FrameSampler, max_side: int = 12
         decision = sampler.offer(decoded.t, luma_thumbnail(decoded.frame))
         if decision.keep:
             yield KeptFrame(decoded.index, decoded.t, decision.reason, to_rgb(decoded.frame, max_side))
-

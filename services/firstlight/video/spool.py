@@ -31,9 +31,7 @@ class Spool:
             raise InvalidArgument(f"a chunk of {len(chunk):,} bytes: send at most {MAX_CHUNK:,} per message")
         self.size += len(chunk)
         if self.size > self.max_bytes:
-            raise ResourceExhausted(
-                f"video is over the limit of {self.max_bytes / 1024**2:,.1f} MiB (refused at {self.size / 1024**2:,.1f} MiB)"
-            )
+            raise ResourceExhausted(f"video is over the limit of {self.max_bytes / 1024**2:,.1f} MiB (refused at {self.size / 1024**2:,.1f} MiB)")
         self._fh.write(chunk)
 
     def finish(self) -> Path:

@@ -149,9 +149,7 @@ def exact_groups(hashes: Sequence[str]) -> list[list[int]]:
     return sorted((g for g in by.values() if len(g) > 1), key=lambda g: (-len(g), g[0]))
 
 
-def embedding_pairs(
-    nb: Neighbors, threshold: float = DEFAULT_THRESHOLD, group_of: Sequence[str] | None = None
-) -> list[tuple[int, int, float]]:
+def embedding_pairs(nb: Neighbors, threshold: float = DEFAULT_THRESHOLD, group_of: Sequence[str] | None = None) -> list[tuple[int, int, float]]:
     """(i, j, cosine) with i < j for neighbour pairs at or above ``threshold``."""
     out = {}
     rows, cols = np.nonzero(nb.sim >= threshold)
@@ -165,7 +163,10 @@ def embedding_pairs(
 
 
 def thumbnail_pairs(
-    nb: Neighbors, thumbnails: np.ndarray, candidate_cosine: float = CANDIDATE_COSINE, thumb_min: float = THUMB_MIN,
+    nb: Neighbors,
+    thumbnails: np.ndarray,
+    candidate_cosine: float = CANDIDATE_COSINE,
+    thumb_min: float = THUMB_MIN,
     group_of: Sequence[str] | None = None,
 ) -> list[tuple[int, int, float]]:
     """(i, j, embedding cosine) for neighbour pairs with cosine ≥ ``candidate_cosine`` whose
@@ -187,9 +188,7 @@ def thumbnail_pairs(
     return [(a, b, s) for (a, b), s in sorted(out.items())]
 
 
-def hash_pairs(
-    hashes: Sequence[tuple[int, int]], max_hamming: int = DEFAULT_MAX_HAMMING, group_of: Sequence[str] | None = None
-) -> list[tuple[int, int, int]]:
+def hash_pairs(hashes: Sequence[tuple[int, int]], max_hamming: int = DEFAULT_MAX_HAMMING, group_of: Sequence[str] | None = None) -> list[tuple[int, int, int]]:
     """(i, j, bits) with i < j whose perceptual hashes (either orientation) differ in at most
     ``max_hamming`` bits. Band lookup: with b = max_hamming + 1 bands, two hashes that close
     agree exactly on at least one band."""

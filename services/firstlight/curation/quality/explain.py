@@ -85,8 +85,16 @@ class Faithfulness:
 
 
 def faithfulness(
-    model: torch.nn.Module, W: np.ndarray, b: np.ndarray, batch_uint8: np.ndarray, fraction: float = 0.2, seed: int = 0, chunk: int = 8,
-    grid: int = 0, mean_fill: bool = True, objective: str = "logit",
+    model: torch.nn.Module,
+    W: np.ndarray,
+    b: np.ndarray,
+    batch_uint8: np.ndarray,
+    fraction: float = 0.2,
+    seed: int = 0,
+    chunk: int = 8,
+    grid: int = 0,
+    mean_fill: bool = True,
+    objective: str = "logit",
 ) -> Faithfulness:
     """``grid`` 0: mask single pixels (top-salient vs uniformly random pixels)."""
     rng = np.random.default_rng(seed)

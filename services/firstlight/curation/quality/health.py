@@ -109,16 +109,27 @@ def health_check(
     # duplicates
     if nb is not None or content_hashes is not None or perceptual_hashes is not None:
         groups = dup.find_duplicates(
-            n=n, neighbors=nb, content_hashes=content_hashes, perceptual_hashes=perceptual_hashes, threshold=threshold, group_of=group_of,
-            embeddings=embeddings, skip=blank, thumbnails=thumbnails,
+            n=n,
+            neighbors=nb,
+            content_hashes=content_hashes,
+            perceptual_hashes=perceptual_hashes,
+            threshold=threshold,
+            group_of=group_of,
+            embeddings=embeddings,
+            skip=blank,
+            thumbnails=thumbnails,
         )
         extra = sum(len(g.members) - 1 for g in groups)
         exact = sum(len(g.members) - 1 for g in groups if g.kind == "exact")
         share = extra / max(1, n)
         checks.append(
-            Check("duplicates", _grade(share, t.near_duplicate_warn, t.near_duplicate_fail),
-                  f"{len(groups)} groups, {extra} redundant inputs ({share:.1%}; {exact} exact copies)", extra,
-                  [i for g in groups for i in g.members if i != g.keep][:50])
+            Check(
+                "duplicates",
+                _grade(share, t.near_duplicate_warn, t.near_duplicate_fail),
+                f"{len(groups)} groups, {extra} redundant inputs ({share:.1%}; {exact} exact copies)",
+                extra,
+                [i for g in groups for i in g.members if i != g.keep][:50],
+            )
         )
         details["duplicate_groups"] = groups
         # leaks
@@ -131,8 +142,13 @@ def health_check(
             found = splits.leaks([m for m in by.values() if len(m) > 1], split_of)
             rows = sorted(splits.leaked_rows(found))
             checks.append(
-                Check("leaks", FAIL if len(rows) >= t.leak_fail else PASS,
-                      f"{len(found)} groups span several splits; {len(rows)} held-out inputs have a copy in another split", len(rows), rows[:50])
+                Check(
+                    "leaks",
+                    FAIL if len(rows) >= t.leak_fail else PASS,
+                    f"{len(found)} groups span several splits; {len(rows)} held-out inputs have a copy in another split",
+                    len(rows),
+                    rows[:50],
+                )
             )
             details["leaks"] = found
         else:
@@ -165,8 +181,15 @@ def health_check(
     if label_error_rows is not None:
         labeled = max(1, sum(1 for c in labels if c))
         share = len(label_error_rows) / labeled
-        checks.append(Check("label_errors", _grade(share, t.label_error_warn, t.label_error_fail),
-                            f"{len(label_error_rows)} suspected wrong labels ({share:.1%} of labeled)", len(label_error_rows), list(label_error_rows)[:50]))
+        checks.append(
+            Check(
+                "label_errors",
+                _grade(share, t.label_error_warn, t.label_error_fail),
+                f"{len(label_error_rows)} suspected wrong labels ({share:.1%} of labeled)",
+                len(label_error_rows),
+                list(label_error_rows)[:50],
+            )
+        )
     else:
         checks.append(Check("label_errors", SKIP, "not computed"))
 
@@ -176,8 +199,15 @@ def health_check(
         rows = robust_outliers(score, t.outlier_z)
         rows = rows[np.argsort(-score[rows])]
         share = len(rows) / n
-        checks.append(Check("outliers", _grade(share, t.outlier_warn, t.outlier_fail),
-                            f"{len(rows)} inputs far from the rest (kNN distance > {t.outlier_z} robust σ above the median)", len(rows), rows[:50].tolist()))
+        checks.append(
+            Check(
+                "outliers",
+                _grade(share, t.outlier_warn, t.outlier_fail),
+                f"{len(rows)} inputs far from the rest (kNN distance > {t.outlier_z} robust σ above the median)",
+                len(rows),
+                rows[:50].tolist(),
+            )
+        )
         details["outlier_scores"] = score
     else:
         checks.append(Check("outliers", SKIP, "needs more than 10 embedded inputs"))

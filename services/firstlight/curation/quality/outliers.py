@@ -53,9 +53,7 @@ def concept_outlier_scores(embeddings: np.ndarray, labels: Sequence[str], k: int
     return out
 
 
-def representatives(
-    embeddings: np.ndarray, labels: Sequence[str], per_concept: int = 5, k: int = 10, min_distance: float = 0.02
-) -> dict[str, list[int]]:
+def representatives(embeddings: np.ndarray, labels: Sequence[str], per_concept: int = 5, k: int = 10, min_distance: float = 0.02) -> dict[str, list[int]]:
     """Concept → rows of its most typical inputs, most typical first; a row closer than
     ``min_distance`` (cosine distance) to one already picked is skipped."""
     X = normalize(embeddings)

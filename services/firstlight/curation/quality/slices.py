@@ -98,8 +98,6 @@ def worst_slices(
                 continue
             k = int(correct[idx].sum())
             lo, hi = wilson(k, m, z)
-            out.append(
-                Slice(name, value, m, k, k / m, lo, hi, overall - k / m, overall - hi, f1.get(value) if name == "concept" else None)
-            )
+            out.append(Slice(name, value, m, k, k / m, lo, hi, overall - k / m, overall - hi, f1.get(value) if name == "concept" else None))
     out.sort(key=lambda s: (-s.confident_gap, -s.gap, s.field, s.value))
     return overall, out[:limit]

@@ -10,7 +10,7 @@ the frames of one video).
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,7 +135,7 @@ def group_split(
     order = list(members)
     rng.shuffle(order)
     order.sort(key=lambda g: -len(members[g]))
-    seen_groups = {c: 0 for c in label_total}
+    seen_groups = dict.fromkeys(label_total, 0)
     assign_group: dict[int, int] = {}
     for g in order:
         rows = members[g]

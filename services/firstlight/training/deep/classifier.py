@@ -53,9 +53,10 @@ MAX_GRAD_NORM = 1.0
 
 OWN_SETTINGS = (
     SettingSpec(
-        "architecture", "choice", "efficientnet_lite0",
-        "efficientnet_lite0: fine-tune the packaged ImageNet EfficientNet-Lite0 with a new head; "
-        "resnet_scratch: a small ResNet trained from random weights",
+        "architecture",
+        "choice",
+        "efficientnet_lite0",
+        "efficientnet_lite0: fine-tune the packaged ImageNet EfficientNet-Lite0 with a new head; resnet_scratch: a small ResNet trained from random weights",
         choices=ARCHITECTURES,
     ),
     SettingSpec("weight_decay", "float", 1e-4, "L2 weight decay of SGD", 0.0, 0.1),

@@ -61,15 +61,21 @@ FEAT = 96  # channels of the merged stride-8 map the head reads
 
 OWN_SETTINGS = (
     SettingSpec(
-        "architecture", "choice", "small_cnn",
+        "architecture",
+        "choice",
+        "small_cnn",
         "small_cnn: a small CNN trained from random weights (fast on CPU); "
         "efficientnet_lite0: the packaged ImageNet EfficientNet-Lite0 up to its stride-16 stage",
         choices=ARCHITECTURES,
     ),
     # From-scratch trunks want the trunk at the head's rate; with efficientnet_lite0 pass ~0.1.
     SettingSpec(
-        "base_gradient_multiplier", "float", 1.0,
-        "learning-rate multiplier of the trunk relative to the detection head (0 freezes it)", 0.0, 10.0,
+        "base_gradient_multiplier",
+        "float",
+        1.0,
+        "learning-rate multiplier of the trunk relative to the detection head (0 freezes it)",
+        0.0,
+        10.0,
     ),
     # AdamW, not SGD: a detection head trained from scratch in ~1,000 steps (minutes on a CPU) got
     # val mAP@0.5 0.13 after 4 epochs with SGD (lr 0.02, momentum 0.9); CenterNet also trains with Adam.
@@ -420,9 +426,7 @@ def _metrics(res: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def boxes_png(
-    images: np.ndarray, truth: list[list[Box]], detections: list[list[Detection]], title: str, max_images: int = 8
-) -> bytes:
+def boxes_png(images: np.ndarray, truth: list[list[Box]], detections: list[list[Detection]], title: str, max_images: int = 8) -> bytes:
     """A grid of scenes: true boxes dashed green, predicted boxes solid red with concept and score."""
     import matplotlib
 
@@ -445,8 +449,9 @@ def boxes_png(
         for d in detections[i]:
             x0, y0, x1, y1 = (v * s for v in d.box)
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="red", lw=1.5))
-            ax.text(x0, y0 - 1, f"{d.concept} {d.score:.2f}", color="white", fontsize=7, va="bottom",
-                    bbox={"facecolor": "red", "alpha": 0.7, "pad": 1, "lw": 0})
+            ax.text(
+                x0, y0 - 1, f"{d.concept} {d.score:.2f}", color="white", fontsize=7, va="bottom", bbox={"facecolor": "red", "alpha": 0.7, "pad": 1, "lw": 0}
+            )
     fig.suptitle(f"{title} — dashed green: truth, red: predicted", fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -526,8 +531,12 @@ class VisualDetector:
             xin = ((xin - _MEAN) / _SCALE).contiguous()
             logits, reg = net(xin)
             loss = detection_loss(
-                logits, reg, torch.from_numpy(heat_t).to(device), torch.from_numpy(where).to(device),
-                torch.from_numpy(reg_t).to(device), perclass,
+                logits,
+                reg,
+                torch.from_numpy(heat_t).to(device),
+                torch.from_numpy(where).to(device),
+                torch.from_numpy(reg_t).to(device),
+                perclass,
             )
             return clip_and_step(optimizer, loss, max_grad_norm)
 

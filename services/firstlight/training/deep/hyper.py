@@ -38,27 +38,41 @@ SHARED: dict[str, SettingSpec] = {
     s.key: s
     for s in [
         SettingSpec(
-            "average_horizontal_flips", "bool", True,
+            "average_horizontal_flips",
+            "bool",
+            True,
             "at evaluation and serving, average the predictions of each image and its mirror image",
         ),
         SettingSpec(
-            "base_gradient_multiplier", "float", 0.1,
+            "base_gradient_multiplier",
+            "float",
+            0.1,
             "learning-rate multiplier of the pretrained backbone relative to the new head (0 freezes the backbone)",
-            0.0, 10.0,
+            0.0,
+            10.0,
         ),
         SettingSpec("batch_size", "int", 32, "images per optimisation step", 1, 1024),
         SettingSpec(
-            "detection_score_threshold", "float", 0.3,
-            "detections scoring below this are dropped from the output (and from mAP's ranked list)", 0.0, 1.0,
+            "detection_score_threshold",
+            "float",
+            0.3,
+            "detections scoring below this are dropped from the output (and from mAP's ranked list)",
+            0.0,
+            1.0,
         ),
         SettingSpec(
-            "image_size", "int", 128,
+            "image_size",
+            "int",
+            128,
             "training and serving image side: images are resized to image_size × image_size (classifier/embedder: shorter side then center crop)",
-            32, 512,
+            32,
+            512,
         ),
         SettingSpec("init_epochs", "int", 5, "epochs at the base learning rate before the first step down", 0, 1000),
         SettingSpec(
-            "logreg", "bool", False,
+            "logreg",
+            "bool",
+            False,
             "independent sigmoid (logistic) output per concept — multi-label — instead of one softmax over concepts",
         ),
         # The classifier's SGD (the only template without its own lrate). 0.03 with the classifier's
@@ -66,23 +80,35 @@ SHARED: dict[str, SettingSpec] = {
         # at 0.03; clipped at norm 1, 0.001-0.1 all fit them and the edge is 0.3, so 0.03 sits 10×
         # below it. It also learned best on the bundled sets (docs/deep-training.md, "Learning rate").
         SettingSpec(
-            "lrate", "float", 0.03, "base learning rate of the new layers (the optimizer is the template's: SGD+momentum for the classifier)", 1e-7, 10.0,
+            "lrate",
+            "float",
+            0.03,
+            "base learning rate of the new layers (the optimizer is the template's: SGD+momentum for the classifier)",
+            1e-7,
+            10.0,
         ),
         SettingSpec("num_epochs", "int", 10, "training epochs", 1, 1000),
         SettingSpec(
-            "num_items_per_epoch", "int", 0,
-            "training images drawn per epoch, cycling/re-sampling the training set (0: one pass over it)", 0, 10_000_000,
+            "num_items_per_epoch",
+            "int",
+            0,
+            "training images drawn per epoch, cycling/re-sampling the training set (0: one pass over it)",
+            0,
+            10_000_000,
         ),
         SettingSpec("per_128_lrate", "float", None, "learning rate per 128 items: lrate = per_128_lrate × batch_size / 128", 1e-7, 10.0, optional=True),
         SettingSpec("per_item_lrate", "float", None, "learning rate per item: lrate = per_item_lrate × batch_size", 1e-9, 1.0, optional=True),
         SettingSpec("step_epochs", "int", 5, "after init_epochs, the learning rate is multiplied by 0.1 every step_epochs", 1, 1000),
         SettingSpec("test_freq", "int", 1, "validation metrics are computed and reported every test_freq epochs (and at the last)", 1, 1000),
         SettingSpec(
-            "use_perclass_regression", "bool", True,
+            "use_perclass_regression",
+            "bool",
+            True,
             "box regression per concept (K×4 outputs) instead of one class-agnostic box per anchor",
         ),
     ]
 }
+
 
 def stability_settings(*, warmup_epochs: int, max_grad_norm: float, divergence_retries: int) -> tuple[SettingSpec, ...]:
     """The settings of :func:`~firstlight.training.deep.loop.run_epochs`' guards against an
@@ -90,18 +116,29 @@ def stability_settings(*, warmup_epochs: int, max_grad_norm: float, divergence_r
     register them as own settings)."""
     return (
         SettingSpec(
-            "warmup_epochs", "int", warmup_epochs,
-            "the learning rate ramps up linearly from ~0 over this many epochs (0: no warm-up)", 0, 1000,
+            "warmup_epochs",
+            "int",
+            warmup_epochs,
+            "the learning rate ramps up linearly from ~0 over this many epochs (0: no warm-up)",
+            0,
+            1000,
         ),
         SettingSpec(
-            "max_grad_norm", "float", max_grad_norm,
-            "gradients are clipped to this global L2 norm before each step (0: no clipping)", 0.0, 1e6,
+            "max_grad_norm",
+            "float",
+            max_grad_norm,
+            "gradients are clipped to this global L2 norm before each step (0: no clipping)",
+            0.0,
+            1e6,
         ),
         SettingSpec(
-            "divergence_retries", "int", divergence_retries,
+            "divergence_retries",
+            "int",
+            divergence_retries,
             "when the loss is not finite, rises, or does not fall, training restarts from the initial "
             "weights at a third of the learning rate, at most this many times; then the job fails with the reason",
-            0, 5,
+            0,
+            5,
         ),
     )
 

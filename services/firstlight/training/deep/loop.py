@@ -203,8 +203,9 @@ class DivergenceGuard:
     of the unit test's fine-tune at lrate 0.01: two runs rose to 1.8/5.5 and then sat at 0.69-0.71 =
     ln 2 with accuracy 0.5); slow but real learning passes (0.917, 0.912, 0.779, 0.676, ...)."""
 
-    def __init__(self, *, chance_loss: float | None = None, blowup: float = 2.0, near: float = 0.97,
-                 start_loss: float | None = None, epoch_losses: Sequence[float] = ()) -> None:
+    def __init__(
+        self, *, chance_loss: float | None = None, blowup: float = 2.0, near: float = 0.97, start_loss: float | None = None, epoch_losses: Sequence[float] = ()
+    ) -> None:
         self.chance_loss = chance_loss
         self.blowup = blowup
         self.near = near
@@ -277,8 +278,7 @@ def run_epochs(
                 ctx.report(d.row)
                 tried = "" if not settings.restarts else f" (after {len(settings.restarts)} restart(s) at lower rates)"
                 raise TrainingDiverged(
-                    f"training diverged at lrate {settings.lrate:g}{tried}: {d.reason}; "
-                    "try a lower lrate, a larger batch_size or warmup_epochs"
+                    f"training diverged at lrate {settings.lrate:g}{tried}: {d.reason}; try a lower lrate, a larger batch_size or warmup_epochs"
                 ) from None
             lowered = settings.lrate / 3.0
             d.row.note = f"training diverged at lrate {settings.lrate:g}: {d.reason}; restarting from the initial weights at lrate {lowered:.3g}"
@@ -291,8 +291,15 @@ def run_epochs(
             ctx.report(d.row)
 
 
-def _checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, rng: np.random.Generator | None,
-                history: list[EpochReport], settings: LoopSettings, start_loss: float | None) -> dict[str, Any]:
+def _checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    rng: np.random.Generator | None,
+    history: list[EpochReport],
+    settings: LoopSettings,
+    start_loss: float | None,
+) -> dict[str, Any]:
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -381,8 +388,12 @@ def _row(epoch: int, settings: LoopSettings, losses: list[float], weights: list[
     """The progress row of an epoch the guard stopped part-way (no validation metrics)."""
     seconds = time.perf_counter() - started
     return EpochReport(
-        epoch=epoch, num_epochs=settings.num_epochs, loss=float(np.average(losses, weights=weights)), lrate=lrate,
-        items_per_second=sum(weights) / max(seconds, 1e-9), seconds=seconds,
+        epoch=epoch,
+        num_epochs=settings.num_epochs,
+        loss=float(np.average(losses, weights=weights)),
+        lrate=lrate,
+        items_per_second=sum(weights) / max(seconds, 1e-9),
+        seconds=seconds,
     )
 
 

@@ -26,8 +26,16 @@ from firstlight.training.deep.context import Box, DeepData, LabeledImages
 # Bundled photos used as backgrounds (none shows an animal silhouette: skimage's `horse` and the
 # cat photos are left out so backgrounds never carry an unlabeled object of a class).
 _SKIMAGE_PHOTOS = (
-    "brick", "grass", "gravel", "coffee", "astronaut", "rocket", "hubble_deep_field",
-    "immunohistochemistry", "moon", "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "coffee",
+    "astronaut",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "camera",
 )
 _SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # of each class's animal-mnist images: train / validation / test
 _MASK_LEVEL = 40  # silhouette pixels brighter than this belong to the object (its box)
@@ -83,7 +91,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     elif kind == 1:  # linear gradient between two colours
         a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
         theta = rng.uniform(0, 2 * np.pi)
-        t = (np.cos(theta) * xx + np.sin(theta) * yy)
+        t = np.cos(theta) * xx + np.sin(theta) * yy
         t = (t - t.min()) / max(float(np.ptp(t)), 1e-6)
         img = a * (1 - t[..., None]) + b * t[..., None]
         img += rng.normal(0, rng.uniform(0, 15), size=img.shape)
@@ -190,9 +198,7 @@ def generate_scenes(
     pool = split_indices(split, classes)
     # Each split has its own stream, so growing one split leaves the others unchanged.
     rng = np.random.default_rng([seed, ("train", "validation", "test").index(split)])
-    return [
-        make_scene(rng, pool, size=size, max_objects=max_objects, scale=scale, max_iou=max_iou) for _ in range(n)
-    ]
+    return [make_scene(rng, pool, size=size, max_objects=max_objects, scale=scale, max_iou=max_iou) for _ in range(n)]
 
 
 def as_labeled(scenes: list[Scene], prefix: str) -> LabeledImages:

@@ -67,8 +67,7 @@ instance_group [ {{ kind: KIND_GPU count: 1 }} ]
 
 def _output_lines(result: DeepTrainResult, suffix: str = "") -> str:
     return ",\n".join(
-        f'  {{ name: "{o.name}{suffix.format(i=i)}" data_type: {o.dtype} dims: [ {", ".join("-1" for _ in o.dims)} ] }}'
-        for i, o in enumerate(result.outputs)
+        f'  {{ name: "{o.name}{suffix.format(i=i)}" data_type: {o.dtype} dims: [ {", ".join("-1" for _ in o.dims)} ] }}' for i, o in enumerate(result.outputs)
     )
 
 
@@ -88,9 +87,7 @@ def to_torchscript(module: torch.nn.Module, image_size: int) -> torch.jit.Script
     return traced
 
 
-def export_deep(
-    repository: Path, app_id: str, model_id: str, version: int, result: DeepTrainResult, concepts: list[str]
-) -> str:
+def export_deep(repository: Path, app_id: str, model_id: str, version: int, result: DeepTrainResult, concepts: list[str]) -> str:
     """Write ``repository/<name>/<version>/`` atomically (built beside, then renamed) and the
     model's configs; return the Triton model name."""
     name = triton_model_name(app_id, model_id)
@@ -115,9 +112,7 @@ def export_deep(
     tmp.rename(final)
     (model_dir / "config.pbtxt").write_text(_CONFIG.format(name=name, max_batch=MAX_BATCH_SIZE, outputs=_output_lines(result)))
     (model_dir / "config.pytorch.pbtxt").write_text(
-        _PYTORCH_CONFIG.format(
-            name=name, max_batch=MAX_BATCH_SIZE, outputs=_output_lines(result, "__{i}"), first_output=result.outputs[0].name
-        )
+        _PYTORCH_CONFIG.format(name=name, max_batch=MAX_BATCH_SIZE, outputs=_output_lines(result, "__{i}"), first_output=result.outputs[0].name)
     )
     return name
 
