@@ -183,7 +183,7 @@ def main(argv: list[str]) -> int:
         t = time.perf_counter()
         try:
             result = runner()
-        except Exception as exc:  # one broken section must not cost the others
+        except Exception as exc:  # noqa: BLE001 — one broken section must not cost the others
             console.print_exception(max_frames=8)
             failed.append(name)
             result = {"error": repr(exc), "rows": [common.Row(name, f"FAILED: {exc!r}", "", "").as_dict()]}

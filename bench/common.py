@@ -90,7 +90,7 @@ def real_embeddings(client: Firstlight, log=print) -> tuple[list[str], np.ndarra
 def _vectors(client: Firstlight, app: str, ids: list[str]) -> dict[str, np.ndarray]:
     try:
         resp = client.search.GetVectors(search_pb2.GetVectorsRequest(app_id=app, input_ids=ids), timeout=120)
-    except Exception:  # unknown app / empty index
+    except Exception:  # noqa: BLE001 — unknown app / empty index
         return {}
     return {v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors}
 

@@ -94,7 +94,7 @@ def main() -> None:
             "load_avg_1m": os.getloadavg()[0],
         },
         "scenes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test), "objects": n_obj},
-        "hyperparameters": {k: v for k, v in hyper.items()},
+        "hyperparameters": dict(hyper.items()),
         "validation": result.validation,
         "test": result.test,
         "test_report": result.report["test"],

@@ -100,7 +100,7 @@ def sample(seed: int, n_train: int, n_val: int, n_eval: int, held_out: list[str]
         parts["val"].append(split(idx[n_train : n_train + n_val], name))
 
     def cat(xs: list[LabeledImages]) -> LabeledImages:
-        return LabeledImages(sum((x.input_ids for x in xs), []), sum((x.images for x in xs), []), sum((x.labels for x in xs), []))
+        return LabeledImages([i for x in xs for i in x.input_ids], [m for x in xs for m in x.images], [y for x in xs for y in x.labels])
 
     data = DeepData(train_concepts, cat(parts["train"]), cat(parts["val"]), LabeledImages([], [], []))
     eval_imgs: list[np.ndarray] = []
@@ -171,7 +171,7 @@ def main() -> None:
                 flush=True,
             )
     print(
-        f"\nheld-out concepts {args.held_out.split(',')}; {len(seeds)} seeds × {args.episodes} episodes; image_size {size}; total {time.perf_counter() - started:.0f}s"
+        f"\nheld-out concepts {args.held_out.split(',')}; {len(seeds)} seeds × {args.episodes} episodes; image_size {size}; total {time.perf_counter() - started:.0f}s"  # noqa: E501
     )
     print(f"{'embedding':24s} {'1-shot':>15s} {'5-shot':>15s} {'val train-concepts':>19s} {'val new-concept probe':>22s}")
     summary = {}

@@ -303,7 +303,7 @@ def markdown(r: dict) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
         errs = ", ".join(f"{k} {v}" for k, v in o["errors_by_status"].items()) or "0"
         lines.append(
-            f"| {op} | {o['calls_ok']} | {o['calls_per_s']:.2f} | {o['images_per_s']:.2f} | {fmt(o['p50_ms'])} | {fmt(o['p99_ms'])} | {fmt(o['max_ms'])} | {errs} |"
+            f"| {op} | {o['calls_ok']} | {o['calls_per_s']:.2f} | {o['images_per_s']:.2f} | {fmt(o['p50_ms'])} | {fmt(o['p99_ms'])} | {fmt(o['max_ms'])} | {errs} |"  # noqa: E501
         )
     idx = r["index"]
     lines += [

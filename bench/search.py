@@ -155,7 +155,7 @@ def index_through_kafka(client: Firstlight, bootstrap: str, app: str, X: np.ndar
         while not done.wait(0.5):
             try:
                 seen.append((time.perf_counter(), client.indexed_count(app)))
-            except Exception:
+            except Exception:  # noqa: BLE001
                 pass
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -237,7 +237,7 @@ def run(client: Firstlight, bootstrap: str, quick: bool = False, full_hnsw: bool
     rng = np.random.default_rng(0)
     try:
         # ---- 10k: real embeddings + vectors derived from them --------------------------------
-        ids, real, labels = real_embeddings(client, log)
+        _ids, real, labels = real_embeddings(client, log)
         n_real = sizes["real"]
         extra, _, _ = jittered(real, labels, n_real - len(real) + QUERIES, seed=1)
         X = np.concatenate([real, extra[: n_real - len(real)]])

@@ -84,7 +84,7 @@ def run(real: np.ndarray, labels: list[str], quick: bool = False, log=print) -> 
             "repeats": repeats,
         }
         log(
-            f"  {name}: train_transfer {t_ours:.2f}s ({model.n_iter} it, acc {acc_ours:.3f}); sklearn default {t_sk:.2f}s ({out[name]['sklearn_n_iter']} it, acc {acc_sk:.3f})"
+            f"  {name}: train_transfer {t_ours:.2f}s ({model.n_iter} it, acc {acc_ours:.3f}); sklearn default {t_sk:.2f}s ({out[name]['sklearn_n_iter']} it, acc {acc_sk:.3f})"  # noqa: E501
         )
         rows.append(
             Row(

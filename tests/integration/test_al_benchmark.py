@@ -19,7 +19,7 @@ def test_folder_benchmark_through_the_embedding_service(client: Firstlight, tmp_
         (folder / name).mkdir(parents=True, exist_ok=True)
         (folder / name / f"{input_id}.png").write_bytes(data)
 
-    X, y, Xt, yt, classes = bm.folder_dataset(client, folder, progress=False)
+    X, _y, Xt, yt, classes = bm.folder_dataset(client, folder, progress=False)
     assert classes == ["bear", "bird", "zebra"]
     assert len(X) + len(Xt) == 36 and sorted(set(yt.tolist())) == [0, 1, 2]
     assert X.shape[1] == Xt.shape[1] > 100 and np.isfinite(X).all()

@@ -76,7 +76,7 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     stream_a, stream_b, truth = data["stream_a"], data["stream_b"], data["truth"]
     with pytest.raises(FirstlightError, match="NOT_FOUND"):
         client.get_policy(APP)
-    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*threshold"):
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*threshold"):  # noqa: RUF043
         client.set_policy(APP, "animals", threshold=2.0)
     with pytest.raises(FirstlightError, match="NOT_FOUND"):
         client.set_policy(APP, "no-such-model")
@@ -92,7 +92,7 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     )
     assert client.get_policy(APP) == policy and policy.promotion_metric == "accuracy"
 
-    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*input_ids"):
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*input_ids"):  # noqa: RUF043
         client.predict([stream_a[0][2], stream_a[1][2]], model="animals", app_id=APP, input_ids=[stream_a[0][0]])
 
     # -- batch A: predictions flow, the uncertain ones are queued ---------------------------

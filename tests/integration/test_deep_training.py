@@ -35,9 +35,9 @@ def dataset(client: Firstlight) -> str:
 
 
 def test_hyperparameter_that_does_not_apply_is_invalid_argument(client: Firstlight, dataset: str) -> None:
-    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*detection_score_threshold"):
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*detection_score_threshold"):  # noqa: RUF043
         client.create_model(APP, "bad", CONCEPTS, template="visual_classifier", settings={"detection_score_threshold": "0.5"})
-    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*batch_size"):
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT.*batch_size"):  # noqa: RUF043
         client.create_model(APP, "bad", CONCEPTS, template="visual_classifier", settings={"batch_size": "0"})
 
 

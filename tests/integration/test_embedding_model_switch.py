@@ -86,7 +86,7 @@ def test_switch_reindexes_every_input_without_interrupting_search(client: Firstl
     assert "oneshot_accuracy" in version.validation_metrics and "knn_accuracy" in version.validation_metrics
 
     probe = sorted(app_inputs)[0]
-    probe_bytes = dict((i, d) for i, _, d in datasets.animal_mnist(5, seed=3, classes=CLASSES))[probe]
+    probe_bytes = {i: d for i, _, d in datasets.animal_mnist(5, seed=3, classes=CLASSES)}[probe]
     resp = client.set_embedding_model(APP, MODEL_ID, "1")
     assert resp.changed and resp.inputs_to_reembed == len(app_inputs)
     assert resp.app.embedding_model == f"{MODEL_ID}@1"  # the app's model id, never the Triton name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -255,7 +256,7 @@ def test_retryable_error_retries_batch_until_success(broker: LocalBroker, produc
     assert calls[0][1] == calls[1][1] == calls[2][1] == [0, 1, 2, 3, 4]
     assert c.retries == 2 and c.commits == 1 and c.processed == 5
     assert c.last_error == "retryable: still down"
-    gaps = [b[0] - a[0] for a, b in zip(calls, calls[1:3])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(calls)]
     # Exponential backoff with equal jitter (runtime.retry.Backoff): 0.25-0.5 s, then 0.5-1 s.
     assert gaps[0] >= 0.2 and gaps[1] >= 0.45, gaps
     assert committed(broker, c.group_id) == {0: 5}

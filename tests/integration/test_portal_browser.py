@@ -151,7 +151,7 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     shot(d, "03-gallery-filtered")
     # Upload a folder: class sub-folders become concepts (one refused file is reported).
     folder = ARTIFACTS.parent / "upload-folder"
-    for n, (input_id, concept, data) in enumerate(datasets.animal_mnist(2, seed=99, classes=["zebra", "giraffe"])):
+    for input_id, concept, data in datasets.animal_mnist(2, seed=99, classes=["zebra", "giraffe"]):
         (folder / "animals" / concept).mkdir(parents=True, exist_ok=True)
         (folder / "animals" / concept / f"{input_id}.png").write_bytes(data)
     (folder / "animals" / "zebra" / "broken.png").write_bytes(b"not a png")

@@ -56,7 +56,7 @@ def stack_processes(data_dir: Path) -> list[str]:
 
 def test_up_restarts_every_component_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "stack"
-    log = open(tmp_path / "up.log", "wb")
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
     up = subprocess.Popen(
         [sys.executable, "-m", "firstlight.cli", "up", "--no-demo", "--data-dir", str(data_dir)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

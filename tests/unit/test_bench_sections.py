@@ -36,7 +36,7 @@ def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
     result = {
         "best_img_per_s": 20.0, "naive_img_per_s": 4.0, "best_img_per_s_after": 18.0,
         "stages_best": stages, "stages_naive": {**stages, "decode_cpu_s": 0.2},
-        "decode_shift": {"cosine_min": 0.99, "cosine_mean": 0.995, "near_duplicate_cosine_mean": 0.98, "top1_agreement": 1.0, "self_retrieval_at_1": 1.0, "n": 24},
+        "decode_shift": {"cosine_min": 0.99, "cosine_mean": 0.995, "near_duplicate_cosine_mean": 0.98, "top1_agreement": 1.0, "self_retrieval_at_1": 1.0, "n": 24},  # noqa: E501
         "product": {"img_per_s": 17.0, "cpu_s_per_image": {"ingestion": 0.03, "embedding": 0.01, "triton": 0.01, "search": 0.002, "broker": 0.001}},
         "predict": {1: {"served": 15.0, "bare": 20.0}, 8: {"served": 30.0, "bare": 20.0}},
     }  # fmt: skip

@@ -102,7 +102,7 @@ def test_pool_round_is_recorded_and_held_out_inputs_are_not_labeled_for_the_stra
         return real(strategy, **kw)
 
     monkeypatch.setattr(strategies, "select", spy)
-    used, pool, out, number = curation.suggest(APP, "m", v1, "typiclust_margin", 4, 0, record_round=True)
+    _used, pool, out, number = curation.suggest(APP, "m", v1, "typiclust_margin", 4, 0, record_round=True)
     # 6 train labels, not 6 + 15 held-out: typiclust_margin is still in its cold start (< 3 per class)
     assert seen["labeled"] == 6 and pool == 24 and len(out) == 4 and number == 1
     for i in [s.input_id for s in out]:  # the oracle

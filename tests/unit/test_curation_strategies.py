@@ -101,7 +101,7 @@ def _mean_pairwise(x):
 
 def test_hybrid_batch_is_more_diverse_than_plain_margin():
     rng = np.random.default_rng(3)
-    d, k = 32, 3
+    d, _k = 32, 3
     centre = _unit(rng.normal(size=(1, d)))
     dupes = _unit(centre + 0.01 * rng.normal(size=(60, d)))  # 60 near-duplicates ...
     spread = _unit(rng.normal(size=(440, d)))

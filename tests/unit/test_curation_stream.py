@@ -178,7 +178,7 @@ def test_malformed_prediction_events_are_poison() -> None:
     slash = events_pb2.PredictionMade()
     slash.CopyFrom(ok)
     slash.input_id = "a/../b"
-    for ev in bad + [broken, slash]:
+    for ev in [*bad, broken, slash]:
         assert isinstance(parse_prediction(ev), PoisonMessage)
 
 

@@ -68,4 +68,4 @@ def test_large_jpeg_gets_a_preview_small_images_do_not(core: Ingestion) -> None:
     assert worker._preview(events_pb2.InputIngested(app_id="other", input_id="big", preview_uri=big.preview_uri), BACKBONE_INPUT) is None
     assert worker._preview(events_pb2.InputIngested(app_id="app", input_id="big"), BACKBONE_INPUT) is None
     core.delete_inputs("app", ["big", "small"])
-    assert not [p for p in (core.blobs.root / "app").iterdir()]  # original and preview both gone
+    assert not list((core.blobs.root / "app").iterdir())  # original and preview both gone

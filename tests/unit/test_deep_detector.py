@@ -176,7 +176,7 @@ def trained():  # type: ignore[no-untyped-def]
 
 
 def test_template_trains_and_reports(trained) -> None:  # type: ignore[no-untyped-def]
-    data, ctx, res = trained
+    _data, ctx, res = trained
     losses = [r.loss for r in ctx.rows]
     assert len(losses) == 3 and losses[-1] < losses[0]
     # test_freq=2: validation metrics at epoch 2 and at the last epoch only

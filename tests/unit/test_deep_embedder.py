@@ -144,7 +144,7 @@ def test_oneshot_accuracy_on_separable_and_random_embeddings() -> None:
     queries = (centers[np.arange(4)] + 0.01, np.arange(4))
     assert E.oneshot_accuracy(clean, y, queries=queries) == 1.0
     assert E.oneshot_accuracy(clean, y, queries=(queries[0], np.array([3, 2, 1, 0]))) == 0.0
-    assert np.isnan(E.oneshot_accuracy(clean[:10], y[:10], queries=queries[:1] + (np.arange(4),)))  # one class only
+    assert np.isnan(E.oneshot_accuracy(clean[:10], y[:10], queries=(*queries[:1], np.arange(4))))  # one class only
 
 
 @pytest.mark.parametrize("loss", ["arcface", "triplet"])

@@ -65,4 +65,4 @@ def test_prod_gateway_replicas_and_network_policy() -> None:
 def test_compose_runs_the_gateway() -> None:
     gw = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["gateway"]
     assert gw["command"] == ["gateway"] and "blobs:/blobs:ro" in gw["volumes"]
-    assert {d for d in gw["depends_on"]} == SERVICES_CALLED
+    assert set(gw["depends_on"]) == SERVICES_CALLED

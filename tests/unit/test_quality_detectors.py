@@ -227,7 +227,7 @@ def test_worst_slice_is_the_weak_concept_not_a_tiny_slice(seed):
     meta = np.array(["x"] * len(y), object)
     meta[:4] = "tiny"
     pred[:2] = "zzz"
-    overall, worst = slices.worst_slices(y, pred, {"camera": list(meta)}, min_size=20)
+    _overall, worst = slices.worst_slices(y, pred, {"camera": list(meta)}, min_size=20)
     assert (worst[0].field, worst[0].value) == ("concept", "c")
     assert worst[0].confident_gap > 0 and worst[0].low <= worst[0].accuracy <= worst[0].high
     assert all(s.value != "tiny" for s in worst)

@@ -34,7 +34,7 @@ def test_gradcam_map_and_overlay(model):
     with torch.inference_mode():
         _, z = explain.head_logits(model, W, b, explain._prep(imgs, torch.device("cpu")))
     assert list(target) == z.argmax(1).tolist()
-    sal2, t2 = explain.gradcam(model, W, b, imgs, target=np.array([2, 2]))
+    _sal2, t2 = explain.gradcam(model, W, b, imgs, target=np.array([2, 2]))
     assert list(t2) == [2, 2]
     png = explain.overlay_png(imgs[0], sal[0])
     assert Image.open(io.BytesIO(png)).size == (96, 96)

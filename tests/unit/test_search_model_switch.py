@@ -85,7 +85,7 @@ def test_vectors_arriving_before_the_change_event_count(parts) -> None:  # type:
 
 
 def test_deleting_the_last_missing_input_completes_the_switch(parts) -> None:  # type: ignore[no-untyped-def]
-    store, indexer, searcher, ids = parts
+    _store, indexer, searcher, ids = parts
     indexer.on_model_changed([changed("shop", NEW, ids)])
     indexer.on_embeddings([emb("shop", i, NEW, NEW_DIM, k) for k, i in enumerate(ids[:4])])
     indexer.on_deleted([rec(events_pb2.InputsDeleted(app_id="shop", input_ids=ids[3:]))])

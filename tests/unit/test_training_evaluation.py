@@ -115,7 +115,7 @@ def test_multilabel_metrics_match_sklearn():
     assert r.accuracy == pytest.approx(skm.accuracy_score(T, pred))  # subset accuracy
     assert r.micro_f1 == pytest.approx(skm.f1_score(T, pred, average="micro"))
     assert r.macro_f1 == pytest.approx(skm.f1_score(T, pred, average="macro"))
-    p, rc, f, s = skm.precision_recall_fscore_support(T, pred, zero_division=0)
+    p, rc, _f, s = skm.precision_recall_fscore_support(T, pred, zero_division=0)
     np.testing.assert_allclose([m.precision for m in r.per_concept], p)
     np.testing.assert_allclose([m.recall for m in r.per_concept], rc)
     assert [m.support for m in r.per_concept] == s.tolist()

@@ -140,9 +140,9 @@ def test_dataset_version_id_is_a_stable_content_hash():
     vid = dataset_version_id(rows)
     assert vid.startswith("ds-") and len(vid) == 27
     assert dataset_version_id(list(reversed(rows))) == vid
-    assert dataset_version_id([("in-1", ["cat", "dog"], "train")] + rows[1:]) == vid
-    assert dataset_version_id([("in-1", ["cat"], "train")] + rows[1:]) != vid
-    assert dataset_version_id([("in-1", ["cat", "dog"], "test")] + rows[1:]) != vid
+    assert dataset_version_id([("in-1", ["cat", "dog"], "train"), *rows[1:]]) == vid
+    assert dataset_version_id([("in-1", ["cat"], "train"), *rows[1:]]) != vid
+    assert dataset_version_id([("in-1", ["cat", "dog"], "test"), *rows[1:]]) != vid
     assert dataset_version_id(rows, extra={"embedder": "efficientnet-lite0"}) != vid
     with pytest.raises(SplitError, match="'in-2' appears twice"):
-        dataset_version_id(rows + [("in-2", "cow", "train")])
+        dataset_version_id([*rows, ("in-2", "cow", "train")])

@@ -109,7 +109,7 @@ def multilabel_data(n=600, d=64, seed=0):
 
 
 def test_multilabel_sigmoids_predict_sets_including_empty():
-    X, Y, Z, concepts = multilabel_data()
+    X, Y, _Z, concepts = multilabel_data()
     Xt, _, Zt, _ = multilabel_data(seed=1)
     assert any(len(r) == 0 for r in Y) and any(len(r) >= 2 for r in Y)
     model = train_transfer(X, Y, concepts, TransferSettings(mutually_exclusive=False))

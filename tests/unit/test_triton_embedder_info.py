@@ -33,7 +33,7 @@ def test_variable_sizes_come_from_the_exported_versions_meta(tmp_path: Path) -> 
     assert _embedder_info("fl.a.emb@1", "fl.a.emb", "1", variable, tmp_path).image_size == 64
     latest = _embedder_info("fl.a.emb", "fl.a.emb", "", variable, tmp_path)  # Triton serves the highest version
     assert (latest.image_size, latest.dim) == (96, 32)
-    with pytest.raises(NotAnEmbedder, match="meta.json"):
+    with pytest.raises(NotAnEmbedder, match="meta.json"):  # noqa: RUF043
         _embedder_info("fl.a.emb", "fl.a.emb", "", variable, None)
 
 

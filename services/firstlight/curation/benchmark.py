@@ -72,7 +72,7 @@ def stratified_split(y: np.ndarray, test_frac: float = 0.2, seed: int = 0) -> tu
     pool, test = [], []
     for k in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == k))
-        n_test = min(len(idx) - 1, max(1, int(round(test_frac * len(idx)))))
+        n_test = min(len(idx) - 1, max(1, round(test_frac * len(idx))))
         test += list(idx[:n_test])
         pool += list(idx[n_test:])
     return np.sort(np.array(pool)), np.sort(np.array(test))
@@ -108,7 +108,7 @@ def _subsample(y: np.ndarray, n: int | None, rng: np.random.Generator) -> np.nda
     out = []
     classes, counts = np.unique(y, return_counts=True)
     for c, k in zip(classes, counts):
-        take = max(1, int(round(n * k / len(y))))
+        take = max(1, round(n * k / len(y)))
         out.append(rng.choice(np.flatnonzero(y == c), size=min(take, k), replace=False))
     return np.sort(np.concatenate(out))
 
@@ -293,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
                     help="class_weight='balanced' (default: the transfer template's)")  # fmt: skip
     ap.add_argument("--tag", default="", help="suffix for the output file names")
     ap.add_argument("--through-services", action=argparse.BooleanOptionalAction, default=None,
-                    help="run every round through the running stack's RPCs (default for --folder; bundled sets default to the in-process simulation)")  # fmt: skip
+                    help="run every round through the running stack's RPCs (default for --folder; bundled sets default to the in-process simulation)")  # fmt: skip  # noqa: E501
     ap.add_argument("--pool", type=int, default=None, help="through the services: stratified subset of the bundled pool")
     ap.add_argument("--test", type=int, default=None, help="through the services: stratified subset of the bundled test set")
     ap.add_argument("--val-per-class", type=int, default=10, help="through the services: validation images per class (outside pool and test)")

@@ -163,7 +163,7 @@ def find_label_issues(
             for j in range(k):
                 if i == j:
                     continue
-                m = int(round(cal[i, j]))
+                m = round(cal[i, j])
                 if m <= 0:
                     continue
                 # the m examples labeled i with the largest margin p_j - p_i

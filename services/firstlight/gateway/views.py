@@ -149,7 +149,7 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
                 serving.append((px(float(r.get("total_labels", 0))), py(float(r["previous_metrics"][metric]))))
         if len(serving) > 1:
             out.append(
-                f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in serving)}" fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="4 3" class="serving"/>'
+                f'<polyline points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in serving)}" fill="none" stroke="{color}" stroke-width="1" stroke-dasharray="4 3" class="serving"/>'  # noqa: E501
             )
         for r, (x, y) in zip(mine, pts):
             verdict = "promoted" if r.get("promoted") else "not promoted"
@@ -173,10 +173,10 @@ def learning_curve(rounds: list[dict[str, Any]], metric: str = "", width: int = 
     legend_y += 6
     out.append(f'<circle cx="{lx + 9}" cy="{legend_y}" r="4" fill="#555" stroke="#555"/><text x="{lx + 24}" y="{legend_y + 4}">promoted</text>')
     out.append(
-        f'<circle cx="{lx + 9}" cy="{legend_y + 18}" r="4" fill="#fff" stroke="#555" stroke-width="2"/><text x="{lx + 24}" y="{legend_y + 22}">not promoted</text>'
+        f'<circle cx="{lx + 9}" cy="{legend_y + 18}" r="4" fill="#fff" stroke="#555" stroke-width="2"/><text x="{lx + 24}" y="{legend_y + 22}">not promoted</text>'  # noqa: E501
     )
     out.append(
-        f'<line x1="{lx}" x2="{lx + 18}" y1="{legend_y + 36}" y2="{legend_y + 36}" stroke="#555" stroke-dasharray="4 3"/><text x="{lx + 24}" y="{legend_y + 40}">serving after</text>'
+        f'<line x1="{lx}" x2="{lx + 18}" y1="{legend_y + 36}" y2="{legend_y + 36}" stroke="#555" stroke-dasharray="4 3"/><text x="{lx + 24}" y="{legend_y + 40}">serving after</text>'  # noqa: E501
     )
     out.append("</svg>")
     return Curve(Markup("\n".join(out)), metric, len(usable), skipped, models)
@@ -228,7 +228,7 @@ def drift_view(report: dict[str, Any], stream: bool = False) -> DriftView:
     noise = (DRIFT_BINS - 1) * (1 / max(n_recent, 1) + 1 / max(n_ref, 1))
     size = f"{psi_band(psi)}: population stability index, largest over random projections of the embeddings"
     if psi >= DRIFT_PSI_EMBEDDING_MIN and not significant:
-        size += f"; not acted on: the test finds no difference, and PSI is inflated on samples this small (≈ {noise:.2f} expected here with no drift, more with empty bins)"
+        size += f"; not acted on: the test finds no difference, and PSI is inflated on samples this small (≈ {noise:.2f} expected here with no drift, more with empty bins)"  # noqa: E501
     rows = [
         (
             "Is there a difference?",

@@ -127,9 +127,8 @@ def default_app(message: Message, app_id: str) -> None:
     descriptor = message.DESCRIPTOR
     name = APP_ID_FIELDS.get(descriptor.full_name, "app_id")
     field = descriptor.fields_by_name.get(name)
-    if field is not None and field.type == FieldDescriptor.TYPE_STRING and field.label != FieldDescriptor.LABEL_REPEATED:
-        if not getattr(message, name):
-            setattr(message, name, app_id)
+    if field is not None and field.type == FieldDescriptor.TYPE_STRING and field.label != FieldDescriptor.LABEL_REPEATED and not getattr(message, name):
+        setattr(message, name, app_id)
 
 
 @dataclass

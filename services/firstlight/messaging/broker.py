@@ -167,7 +167,7 @@ class LocalBroker:
                 finally:
                     admin.close()
                 return
-            except Exception as e:  # not up yet: connection refused, NoBrokersAvailable, ...
+            except Exception as e:  # noqa: BLE001 — not up yet: connection refused, NoBrokersAvailable, ...
                 last_err = e
                 time.sleep(0.05)
         raise BrokerError(

@@ -397,7 +397,7 @@ class BatchConsumer(Generic[M]):
                         if self.on_broker_lost is not None:
                             self.on_broker_lost()
                         continue
-                except Exception as e:  # broker unreachable, coordinator errors...
+                except Exception as e:  # noqa: BLE001 — broker unreachable, coordinator errors...
                     self._poll_failures += 1
                     self._fail(f"poll: {e!r}", exc_info=True)
                     self._drop_consumer()  # reconnect from committed offsets
@@ -500,7 +500,7 @@ class BatchConsumer(Generic[M]):
                 self._consecutive_failures += 1
                 self._fail(f"retryable: {e}")
                 return False
-            except Exception as e:  # a bug or an unclassified failure: retry, never drop
+            except Exception as e:  # noqa: BLE001 — a bug or an unclassified failure: retry, never drop
                 self._consecutive_failures += 1
                 self._fail(f"handler error: {e!r}", exc_info=True)
                 return False
@@ -508,7 +508,7 @@ class BatchConsumer(Generic[M]):
         if letters:
             try:
                 self._dead_letter(letters)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001
                 self._consecutive_failures += 1
                 self._fail(f"dead-letter publish failed: {e!r}", exc_info=True)
                 return False
@@ -572,7 +572,7 @@ class BatchConsumer(Generic[M]):
             consumer.commit(offsets)
             self.commits += 1
             self._committed.update((tp, om.offset) for tp, om in offsets.items())
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             # Typically a rebalance took the partitions away: the new owner redelivers from
             # the last commit (duplicates, never loss). If we still own them, the next
             # batch's commit covers these offsets too.
@@ -638,7 +638,7 @@ class BatchConsumer(Generic[M]):
         for tp, offset in first.items():
             try:
                 consumer.seek(tp, offset)
-            except Exception as e:  # no longer assigned: the new owner starts at the commit
+            except Exception as e:  # noqa: BLE001 — no longer assigned: the new owner starts at the commit
                 log.info("%s: not rewinding %s: %r", self.name, tp, e)
 
     def _fail(self, message: str, exc_info: bool = False) -> None:

@@ -340,7 +340,7 @@ class LocalTritonServer:
                 try:
                     if client.is_server_ready(client_timeout=2) and all(client.is_model_ready(m, client_timeout=2) for m in self.models):
                         return
-                except Exception:  # not listening yet / still loading
+                except Exception:  # noqa: BLE001 — not listening yet / still loading
                     pass
                 if time.monotonic() > deadline:
                     raise TritonStartupError(

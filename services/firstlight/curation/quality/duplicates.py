@@ -241,7 +241,7 @@ def find_duplicates(
     picks the member to keep; ties go to the lowest row. With ``embeddings``, a perceptual-hash
     match also needs cosine ≥ ``hash_min_cosine``. Rows in ``skip`` (blank images: they all look
     alike and the quality check reports them) join no near-duplicate group."""
-    skipped = set(int(i) for i in skip)
+    skipped = {int(i) for i in skip}
     uf = _UnionFind(n)
     lowest = [1.0] * n
     exact_sets = exact_groups(content_hashes) if content_hashes is not None else []

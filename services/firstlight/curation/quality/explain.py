@@ -104,7 +104,7 @@ def faithfulness(
         imgs = batch_uint8[s : s + chunk]
         sal, target = gradcam(model, W, b, imgs, objective=objective)
         n_px = sal[0].size
-        k = int(round(fraction * n_px))
+        k = round(fraction * n_px)
         masked_s = imgs.copy()
         masked_r = imgs.copy()
         H, Wd = sal.shape[1:]
@@ -113,7 +113,7 @@ def faithfulness(
         for i in range(len(imgs)):
             if grid:
                 cells = sal[i][: H // grid * grid, : Wd // grid * grid].reshape(grid, H // grid, grid, Wd // grid).mean((1, 3)).ravel()
-                kc = int(round(fraction * grid * grid))
+                kc = round(fraction * grid * grid)
                 for m, chosen in ((masked_s, np.argsort(-cells)[:kc]), (masked_r, rng.choice(grid * grid, kc, replace=False))):
                     for c in chosen:
                         y, x = divmod(int(c), grid)

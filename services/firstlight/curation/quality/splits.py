@@ -163,7 +163,7 @@ def group_split(
     return GroupSplit(
         assignment,
         {SPLITS[s]: int(have[s]) for s in range(3)},
-        {SPLITS[s]: int(round(target[s])) for s in range(3)},
+        {SPLITS[s]: round(target[s]) for s in range(3)},
         per_label,
         {s: int(groups_per.get(s, 0)) for s in SPLITS},
     )
