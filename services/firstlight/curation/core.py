@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from firstlight.curation import drift, label_errors, strategies
-from firstlight.curation.ports import ModelInfo, Platform, Row, Training, VersionInfo
+from firstlight.curation.ports import ModelInfo, Platform, RoundLog, Row, Training, VersionInfo
 from firstlight.domain import diverse_batch, frames, validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -43,7 +43,7 @@ _SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 
 
 class Curation:
-    def __init__(self, platform: Platform, training: Training, rounds=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, platform: Platform, training: Training, rounds: RoundLog | None = None) -> None:
         self.platform = platform
         self.training = training  # the training service's API: models, versions, datasets, scores
         self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
@@ -351,10 +351,11 @@ class Curation:
         fields: dict[str, list[str]] = {}
         if len(ids) >= 2 * min_size:
             fields["cluster"] = slices.kmeans_clusters(X)
-        facts = [self._pixels.get((app_id, i)) for i in ids]
-        if all(f is not None for f in facts):
+        maybe = [self._pixels.get((app_id, i)) for i in ids]
+        facts = [f for f in maybe if f is not None]
+        if len(facts) == len(maybe):
             for metric in ("brightness", "contrast", "blur"):
-                fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])  # type: ignore[union-attr]
+                fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])
         overall, worst = slices.worst_slices(y, pred, fields, min_size=min_size, limit=limit)
         out = []
         for s in worst:

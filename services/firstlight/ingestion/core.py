@@ -143,12 +143,14 @@ class Ingestion:
                 weight = max(weight, -(-w // r) * -(-h // r) * 3 * 3 + (1 << 20))
         taken = self.decode_budget.acquire(weight, label)
         try:
-            checks = dict(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=getattr(limits, "max_image_side", 0))
+            max_side: int = getattr(limits, "max_image_side", 0)
             if large_jpeg:
-                photo = decode_photo(data, min_side=PREVIEW_SIDE, **checks)  # type: ignore[arg-type]
+                photo = decode_photo(
+                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=PREVIEW_SIDE, label=label, max_side=max_side
+                )
                 info = ImageInfo(photo.width, photo.height, photo.format)
                 return info, encode_preview(photo) if wants_preview(photo) else None
-            return check_image(data, **checks), None  # type: ignore[arg-type]
+            return check_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=max_side), None
         finally:
             self.decode_budget.release(taken)
 
