@@ -122,12 +122,12 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     stats = eventually(lambda: (s := client.labeling_queue(APP).stats).screened >= 40 and s, timeout=60, what="40 predictions screened")
     assert stats.queued + stats.labeled <= budget
     # every screened prediction is accounted for exactly once (the re-predicted input is either
-    # a duplicate or, now that the model is surer, below the threshold; never queued twice)
-    assert (
-        stats.screened
-        == 40
-        == (stats.queued + stats.labeled + stats.below_threshold + stats.skipped_budget + stats.skipped_rate + stats.duplicates + stats.without_input_id)
-    )
+    # a duplicate or, now that the model is surer, below the threshold; never queued twice).
+    # Delivery is at-least-once: a batch redelivered after a consumer-group rebalance (another
+    # test's process joining the session broker) is screened again and lands in one of the
+    # counters too, so the total may exceed the 40 sent, never fall short of it.
+    accounted = stats.queued + stats.labeled + stats.below_threshold + stats.skipped_budget + stats.skipped_rate + stats.duplicates + stats.without_input_id
+    assert stats.screened >= 40 and stats.screened == accounted, stats
     queued_b = list(client.queue_items(APP, state="queued"))
     assert 1 <= len(queued_b) <= RETRAIN_AFTER and (len(queued_b) == RETRAIN_AFTER or not stats.skipped_budget)
     # the reviewer labels what the queue holds: retrain after exactly those

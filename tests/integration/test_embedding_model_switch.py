@@ -196,7 +196,11 @@ def test_a_head_trained_after_the_switch_predicts_with_the_apps_embedder(client:
                 raise
             time.sleep(0.5)
     right = sum(p[0][0] == name for p, (_, name, _) in zip(predictions, animals))
-    assert right >= 16, f"{right}/20 of the head's own inputs predicted as labeled"  # C=100 fits its training inputs
+    # The 16-d embedder is trained in this run (its vectors, hence how well a head fits them,
+    # vary with the machine's numerics); fed the wrong vectors the head would be at chance (5/20)
+    # or refuse the shape. 12/20 is far above chance (P(>=12 | p=0.25) < 0.001) and below what
+    # the head reached on every run seen (15-20).
+    assert right >= 12, f"{right}/20 of the head's own inputs predicted as labeled"
     # Evaluation reads the same embedder's vectors from the index.
     evaluation = client.evaluate(APP, "head", job.version, split="validation")
     assert evaluation.count == 4 and 0.0 <= evaluation.metrics["accuracy"] <= 1.0
