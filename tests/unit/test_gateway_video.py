@@ -181,3 +181,45 @@ def test_openapi_documents_the_video_routes(gw) -> None:  # type: ignore[no-unty
         assert p in paths, p
     assert "multipart/form-data" in paths["/v1/apps/{app_id}/videos"]["post"]["requestBody"]["content"]
     assert "application/x-ndjson" in paths["/v1/apps/{app_id}/predict/video"]["post"]["responses"]["200"]["content"]
+
+
+def test_clock() -> None:
+    from firstlight.gateway.video_api import clock
+
+    assert [clock(t) for t in (0, 2.0, 12.04, 61.96, 3725.5)] == ["00:00.0", "00:02.0", "00:12.0", "01:02.0", "1:02:05.5"]
+
+
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+def test_video_api_and_page_list_the_frames_escaped(gw) -> None:  # type: ignore[no-untyped-def]
+    from firstlight.gateway.session import COOKIE
+
+    client, _ = gw
+    summary = {
+        "video_id": "walk",
+        "info": {"codec": "h264", "width": 320, "height": 240, "duration_s": 8.0},
+        "frames_decoded": 80,
+        "frames_kept": 2,
+        "scene_changes": 1,
+        "duplicates_dropped": 0,
+        "partial": True,
+        "error": HOSTILE,
+        "last_good_s": 1.5,
+        "frame_ids": ["walk.t0000000000", "walk.t0000001500"],
+    }
+    client.app.state.media.blobs.put_video_summary("a", "walk", json.dumps(summary).encode())
+    r = client.get("/v1/apps/a/videos/walk")
+    assert r.status_code == 200 and r.json()["frames"] == [{"input_id": "walk.t0000000000", "t": 0.0}, {"input_id": "walk.t0000001500", "t": 1.5}]
+    assert client.get("/v1/apps/a/videos/nope").status_code == 404
+    assert client.get("/v1/apps/a/videos/.hidden").status_code == 400
+    codec = client.app.state.sessions
+    client.cookies.set(COOKIE, codec.encode(codec.new("flk_key", "a", False)))
+    del client.headers["Authorization"]
+    page = client.get("/portal/apps/a/videos/walk?t=1.5")
+    assert page.status_code == 200, page.text
+    html = page.text
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)" in html
+    assert 'href="/portal/apps/a/inputs/walk.t0000001500"' in html and "00:01.5" in html and "broke at 00:01.5" in html
+    assert html.count('class="tile focus"') == 1
+    assert client.get("/portal/apps/other/videos/walk").status_code == 403

@@ -249,12 +249,26 @@ async def label_segment(app_id: str, video: str, body: SegmentBody, c: Caller = 
     summary="A stored video's summary (info, counts, partial) and its frames in time order: input id and seconds",
 )
 async def get_video(app_id: str, video: str, c: Caller = Depends(caller), cl: Clients = Depends(clients), m: Media = Depends(media)) -> dict:
+    return await video_summary(cl, m, c.key, app_id, video)
+
+
+async def video_summary(cl: Clients, m: Media, key: str, app_id: str, video: str) -> dict:
+    """The stored summary of a video with its frames (input id, seconds) in time order."""
     # The app's scoping is the services' own (GetApp with the caller's key), then the summary is
     # read from that app's folder of the blob store, as images are (gateway/media.py).
-    await cl.ingestion.get_app(ingestion_pb2.GetAppRequest(id=app_id), key=c.key)
+    await cl.ingestion.get_app(ingestion_pb2.GetAppRequest(id=app_id), key=key)
     summary = json.loads(await asyncio.to_thread(m.blobs.get_video_summary, app_id, video_id(video)))
     frames = [{"input_id": fid, "t": p[1]} for fid in summary.pop("frame_ids", []) if (p := parse_frame_input_id(fid))]
     return {**summary, "frames": frames}
+
+
+def clock(t: float) -> str:
+    """Seconds as ``mm:ss.s`` (``hh:mm:ss.s`` past an hour), as the Portal shows frame times."""
+    tenths = round(max(0.0, t) * 10)
+    h, rest = divmod(tenths, 36000)
+    mm, ss = divmod(rest, 600)
+    out = f"{mm:02d}:{ss // 10:02d}.{ss % 10}"
+    return f"{h}:{out}" if h else out
 
 
 PREDICT_FORM = {
