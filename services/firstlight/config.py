@@ -304,7 +304,7 @@ class CurationSettings(CommonSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'curation.db').resolve()}"
 
 
-class GatewaySettings(SecuritySettings):
+class GatewaySettings(SecuritySettings, VideoLimits):
     """The HTTP API gateway and the Portal (firstlight.gateway): a client of the services that
     passes each request's API key through, so it holds no key of its own; its one secret signs
     and encrypts the Portal's session cookies."""

@@ -13,7 +13,7 @@ from firstlight import errors
 from firstlight.clients.policy import IDEMPOTENT_RPCS, RetryPolicy, deadline_for
 from firstlight.clients.services import IngestionClient
 from firstlight.gateway.api import to_json
-from firstlight.v1 import common_pb2, curation_pb2, ingestion_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, inference_pb2_grpc, ingestion_pb2, ingestion_pb2_grpc, video_pb2
 
 FAST = RetryPolicy(attempts=4, initial_s=0.0, max_s=0.0, budget_s=5.0)
 
@@ -73,3 +73,61 @@ def test_json_has_int64_as_numbers_everywhere() -> None:
     assert out["total_size"] == 12 and out["inputs"][0]["label_revision"] == 3 and out["inputs"][0]["split"] == "SPLIT_UNSPECIFIED"
     stats = to_json(curation_pb2.ListLabelingQueueResponse(stats=curation_pb2.QueueStats(screened=2**40)))["stats"]
     assert stats["screened"] == 2**40 and stats["queued"] == 0
+
+
+class _VideoServer(ingestion_pb2_grpc.IngestionServiceServicer, inference_pb2_grpc.InferenceServiceServicer):
+    async def UploadVideo(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        n = 0
+        async for r in request_iterator:
+            n += len(r.chunk)
+        return video_pb2.UploadVideoResponse(video_id="v", frames_decoded=n)
+
+    async def PredictVideo(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        data = b"".join([r.chunk async for r in request_iterator])
+        yield inference_pb2.PredictVideoResponse(frame=inference_pb2.FramePrediction(t=0.0))
+        if data == b"bad":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "not a video")
+        yield inference_pb2.PredictVideoResponse(end=video_pb2.VideoDecodeEnd(frames_decoded=len(data)))
+
+
+def test_client_streams_take_async_requests_and_raise_the_streams_own_error() -> None:
+    """A real in-process server: an async request stream goes through; one that raises (the
+    gateway's body limit) surfaces as that error, not as grpc's cancellation; PredictVideo's
+    results stream back and a status mid-stream becomes the domain error."""
+    from firstlight.clients.services import InferenceClient
+
+    async def run() -> None:
+        server = grpc.aio.server()
+        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(_VideoServer(), server)
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(_VideoServer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                ing, inf = IngestionClient(ch, FAST), InferenceClient(ch, FAST)
+
+                async def parts(n: int, fail: bool = False):  # type: ignore[no-untyped-def]
+                    yield video_pb2.UploadVideoRequest(header=video_pb2.VideoHeader(app_id="a", video_id="v"))
+                    for _ in range(n):
+                        yield video_pb2.UploadVideoRequest(chunk=b"x" * 10)
+                    if fail:
+                        raise errors.ResourceExhausted("over the video limit")
+
+                assert (await ing.upload_video(parts(3))).frames_decoded == 30
+                with pytest.raises(errors.ResourceExhausted, match="over the video limit"):
+                    await ing.upload_video(parts(3, fail=True))
+
+                def pv(data: bytes):  # type: ignore[no-untyped-def]
+                    return [inference_pb2.PredictVideoRequest(header=inference_pb2.PredictVideoHeader()), inference_pb2.PredictVideoRequest(chunk=data)]
+
+                got = [r.WhichOneof("item") async for r in inf.predict_video(pv(b"12345"))]
+                assert got == ["frame", "end"]
+                seen = []
+                with pytest.raises(errors.InvalidArgument, match="not a video"):
+                    async for r in inf.predict_video(pv(b"bad")):
+                        seen.append(r.WhichOneof("item"))
+                assert seen == ["frame"]
+        finally:
+            await server.stop(0)
+
+    asyncio.run(run())

@@ -38,6 +38,10 @@ DEADLINES_S: dict[str, float] = {
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
     "SetEmbeddingModel": 180.0,
     "StreamInputs": 600.0,
+    # A video's upload and decode (the byte and duration limits bound them; 3 h of video at
+    # 20x real time is 9 min).
+    "UploadVideo": 3600.0,
+    "PredictVideo": 3600.0,
     "BulkAnnotate": 120.0,
     "StreamTrainingProgress": 24 * 3600.0,
     # The services' calls to each other. A query's embedding is waited on by a user's search;

@@ -7,7 +7,8 @@ mapped by :func:`firstlight.clients.errors.from_rpc_error`. No other logic lives
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from firstlight.v1 import (
     search_pb2_grpc,
     training_pb2,
     training_pb2_grpc,
+    video_pb2,
 )
 
 #: Messages up to 64 MiB each way (the services' own default limit).
@@ -113,11 +115,57 @@ class _Service:
         finally:
             call.cancel()
 
-    async def _stream_in(self, rpc: str, requests: Iterable[Any], key: str | None, timeout: float | None = None) -> Any:
+    async def _stream_in(self, rpc: str, requests: Iterable[Any] | AsyncIterable[Any], key: str | None, timeout: float | None = None) -> Any:
+        sent = _Requests(requests)
         try:
-            return await getattr(self._stub_now(), rpc)(iter(requests), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+            return await getattr(self._stub_now(), rpc)(sent.each(), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
         except grpc.aio.AioRpcError as exc:
+            sent.reraise()
             raise from_rpc_error(exc) from None
+        except asyncio.CancelledError:
+            sent.reraise()
+            raise
+
+    async def _stream_both(self, rpc: str, requests: Iterable[Any] | AsyncIterable[Any], key: str | None, timeout: float | None = None) -> AsyncIterator[Any]:
+        sent = _Requests(requests)
+        call = getattr(self._stub_now(), rpc)(sent.each(), timeout=timeout or deadline_for(rpc), metadata=self._metadata(key))
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            sent.reraise()
+            raise from_rpc_error(exc) from None
+        except asyncio.CancelledError:
+            sent.reraise()
+            raise
+        finally:
+            call.cancel()
+
+
+class _Requests:
+    """The caller's request stream (sync or async). grpc cancels the call when that stream
+    raises (a body over its limit, a malformed upload) and reports only the cancellation: the
+    caller's own exception is kept here and re-raised in its place."""
+
+    def __init__(self, requests: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self.requests = requests
+        self.error: BaseException | None = None
+
+    async def each(self) -> AsyncIterator[Any]:
+        try:
+            if isinstance(self.requests, AsyncIterable):
+                async for r in self.requests:
+                    yield r
+            else:
+                for r in self.requests:
+                    yield r
+        except Exception as exc:
+            self.error = exc
+            raise
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 class IngestionClient(_Service):
@@ -155,6 +203,15 @@ class IngestionClient(_Service):
 
     async def set_embedding_model(self, req: ingestion_pb2.SetEmbeddingModelRequest, *, key: str | None = None) -> ingestion_pb2.SetEmbeddingModelResponse:
         return await self._unary("SetEmbeddingModel", req, key)
+
+    async def upload_video(
+        self, reqs: Iterable[video_pb2.UploadVideoRequest] | AsyncIterable[video_pb2.UploadVideoRequest], *, key: str | None = None
+    ) -> video_pb2.UploadVideoResponse:
+        """A header, then the file in chunks; an exception the stream raises is raised here."""
+        return await self._stream_in("UploadVideo", reqs, key)
+
+    async def annotate_video_segment(self, req: video_pb2.AnnotateVideoSegmentRequest, *, key: str | None = None) -> video_pb2.AnnotateVideoSegmentResponse:
+        return await self._unary("AnnotateVideoSegment", req, key)
 
 
 class AuthClient(_Service):
@@ -204,6 +261,12 @@ class InferenceClient(_Service):
 
     async def predict_workflow(self, req: inference_pb2.PredictWorkflowRequest, *, key: str | None = None) -> inference_pb2.PredictWorkflowResponse:
         return await self._unary("PredictWorkflow", req, key)
+
+    def predict_video(
+        self, reqs: Iterable[inference_pb2.PredictVideoRequest] | AsyncIterable[inference_pb2.PredictVideoRequest], *, key: str | None = None
+    ) -> AsyncIterator[inference_pb2.PredictVideoResponse]:
+        """A header, then the file in chunks; results come back as the video decodes."""
+        return self._stream_both("PredictVideo", reqs, key)
 
 
 class TrainingClient(_Service):

@@ -22,7 +22,7 @@ from firstlight.blobstore import open_blob_store
 from firstlight.clients import Addresses, Clients
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.config import GatewaySettings
-from firstlight.gateway import api, portal
+from firstlight.gateway import api, portal, portal_video, video_api
 from firstlight.gateway.errors import error_body, error_response
 from firstlight.gateway.media import Media
 from firstlight.gateway.session import SessionCodec
@@ -94,12 +94,15 @@ def create_app(settings: GatewaySettings, clients: Clients | None = None) -> Fas
     @app.middleware("http")
     async def _limits_and_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_request_bytes:
-            return error_response(
-                errors.ResourceExhausted(
-                    f"request body of {int(length):,} bytes is over the limit of {settings.max_request_bytes:,} (FIRSTLIGHT_MAX_REQUEST_BYTES)"
-                )
-            )
+        # A video upload streams through (never held): its limit is the video's own.
+        video = video_api.is_video_upload(request.url.path)
+        limit, name = (
+            (settings.max_video_bytes + video_api.FORM_SLACK_BYTES, "FIRSTLIGHT_MAX_VIDEO_BYTES")
+            if video
+            else (settings.max_request_bytes, "FIRSTLIGHT_MAX_REQUEST_BYTES")
+        )
+        if length and length.isdigit() and int(length) > limit:
+            return error_response(errors.ResourceExhausted(f"request body of {int(length):,} bytes is over the limit of {limit:,} ({name})"))
         response = await call_next(request)
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -117,6 +120,8 @@ def create_app(settings: GatewaySettings, clients: Clients | None = None) -> Fas
 
     app.include_router(api.health_router)
     app.include_router(api.router)
+    app.include_router(video_api.router)
     app.include_router(portal.router)
+    app.include_router(portal_video.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

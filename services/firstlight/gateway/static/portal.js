@@ -94,6 +94,28 @@
     return fig;
   }
 
+  // A video frame (a search hit's video_id/video_t, or an input's metadata): its video and time
+  // as mm:ss.s, linking to the video's page (all its frames, this one marked).
+  function clock(t) {
+    const tenths = Math.round(Math.max(0, Number(t) || 0) * 10);
+    const h = Math.floor(tenths / 36000), m = Math.floor((tenths % 36000) / 600), s = tenths % 600;
+    const out = `${String(m).padStart(2, "0")}:${String(Math.floor(s / 10)).padStart(2, "0")}.${s % 10}`;
+    return h ? `${h}:${out}` : out;
+  }
+  function videoOf(x) {
+    if (x.video_id) return { id: x.video_id, t: Number(x.video_t) || 0 };
+    const md = x.metadata || {};
+    return md.video_id ? { id: md.video_id, t: Number(md.video_t) || 0 } : null;
+  }
+  function videoLink(v) {
+    return el("a", { class: "video", href: `/portal/apps/${enc(APP)}/videos/${enc(v.id)}?t=${v.t}`, title: `all frames of video ${v.id}`, text: `▶ ${v.id} · ${clock(v.t)}` });
+  }
+  function withVideo(fig, hit) {
+    const v = videoOf(hit);
+    if (v) $("figcaption", fig).append(videoLink(v));
+    return fig;
+  }
+
   // -- gallery ---------------------------------------------------------------------------------------
   async function gallery() {
     const grid = $("#grid"), sentinel = $("#sentinel"), count = $("#gallery-count");
@@ -257,6 +279,10 @@
       md.replaceChildren();
       const rows = { split: splitName(inp.split) || "none", size: `${inp.width}×${inp.height} ${inp.format}`, created: inp.created_at, ...inp.metadata };
       for (const [k, v] of Object.entries(rows)) md.append(el("tr", {}, el("th", { text: k }), el("td", { text: v })));
+      const v = videoOf(inp);
+      let line = $("#input-video");
+      if (v && !line) $("#input-title").after((line = el("p", { id: "input-video", class: "muted" })));
+      if (v) line.replaceChildren("Frame of ", videoLink(v));
     }
     async function annotate(change) {
       await api("POST", appPath("/annotations"), { annotations: [Object.assign({ input_id: id }, change)] });
@@ -306,7 +332,7 @@
     }).catch(() => {});
     api("POST", appPath("/search/image"), { input_id: id, page_size: 13 }).then((r) => {
       const g = $("#neighbours");
-      for (const h of r.hits.filter((h) => h.input_id !== id).slice(0, 12)) g.append(tile(h));
+      for (const h of r.hits.filter((h) => h.input_id !== id).slice(0, 12)) g.append(withVideo(tile(h), h));
     }).catch(() => {});
   }
 
@@ -317,7 +343,7 @@
     function render() {
       results.replaceChildren();
       hits.forEach((h, i) => {
-        const t = tile(h, { selectable: true });
+        const t = withVideo(tile(h, { selectable: true }), h);
         t.dataset.index = i;
         t.classList.toggle("selected", selected.has(h.input_id));
         t.setAttribute("aria-checked", selected.has(h.input_id) ? "true" : "false");
