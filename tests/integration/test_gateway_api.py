@@ -144,7 +144,7 @@ def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[st
     assert gw.get(f"/v1/apps/{A}/inputs/{b_input}/image", headers=h).status_code == 404
 
 
-def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: dict[str, str]) -> None:
+def test_inputs_listing_filters_images_and_thumbnails(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     h = bearer(keys[A])
     first = gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 10}, headers=h).json()
     assert len(first["inputs"]) == 10 and first["next_page_token"] and int(first["total_size"]) == 37
@@ -163,6 +163,17 @@ def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: di
     assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg" and th.content.startswith(b"\xff\xd8")
     again = gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers={**h, "If-None-Match": th.headers["etag"]})
     assert again.status_code == 304
+    # The thumbnail is the one ingestion stored from its decode (never the original's bytes to a
+    # grid): the same bytes as the blob, served with the original moved away.
+    folder = stack.data_dir / "blobs" / A
+    assert one["thumbnail_uri"] == f"blob:{A}/.thumb-{one['id']}"
+    assert th.content == (folder / f".thumb-{one['id']}").read_bytes()
+    original = folder / one["id"]
+    original.rename(folder / "moved-away")
+    try:
+        assert gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers=h).content == th.content
+    finally:
+        (folder / "moved-away").rename(original)
     concepts = {c["name"]: int(c["input_count"]) for c in gw.get(f"/v1/apps/{A}/concepts", headers=h).json()["concepts"]}
     assert concepts["cat"] == 10 and concepts[HOSTILE] == 1
     assert gw.get(f"/v1/apps/{A}/inputs/hostile", headers=h).json()["metadata"]["filename"] == HOSTILE_FILE

@@ -322,7 +322,7 @@ async def input_thumbnail(
     app_id: str, input_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients), m: Media = Depends(media)
 ) -> Response:
     inp = await _stored(app_id, input_id, c, cl)
-    data = await asyncio.to_thread(m.thumbnail, inp.app_id, inp.blob_uri, inp.sha256)
+    data = await asyncio.to_thread(m.thumbnail, inp.app_id, inp.blob_uri, inp.sha256, inp.thumbnail_uri)
     return _image_response(request, data, "image/jpeg", f"t{m.px}-{inp.sha256}")
 
 

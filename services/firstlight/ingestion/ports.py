@@ -40,6 +40,9 @@ class InputRow:
     label_revision: int
     concepts: list[str] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    #: The Portal's thumbnail in the blob store, cut from ingestion's decode ("" = stored before
+    #: thumbnails were: the gateway makes one on demand).
+    thumbnail_uri: str = ""
     # (concept, labeled_by, labeled_at or None) per concept; filled by get_inputs only.
     label_records: list[tuple[str, str, datetime | None]] = field(default_factory=list)
 
