@@ -255,11 +255,15 @@ class Ingestion:
         concepts_any: Sequence[str] = (),
         split: int = 0,
         labeled: bool | None = None,
+        input_ids: Sequence[str] = (),
     ) -> tuple[list[InputRow], str, int]:
         self.get_app(app_id)
         size = validation.page_size(page_size, default=100, maximum=1000)
         if split not in SPLITS:
             raise InvalidArgument(f"unknown split {split}")
+        if len(input_ids) > size:
+            raise InvalidArgument(f"{len(input_ids)} input ids for a page of {size}: ask for at most the page size")
+        ids = [validation.input_id(i) for i in input_ids]
         rows, next_seq, total = self.store.list_inputs(
             app_id,
             after_seq=validation.decode_page_token("s", page_token, app_id),
@@ -267,6 +271,7 @@ class Ingestion:
             concepts_any=[validation.concept(c) for c in concepts_any],
             split=split,
             labeled=labeled,
+            input_ids=ids,
         )
         return rows, validation.encode_page_token("s", next_seq, app_id) if next_seq else "", total
 

@@ -182,6 +182,7 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             concepts_any=list(f.concepts),
             split=int(f.split),
             labeled=labeled,
+            input_ids=list(request.input_ids),
         )
         return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
 

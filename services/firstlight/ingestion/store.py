@@ -291,9 +291,12 @@ class MetadataStore:
         concepts_any: Sequence[str] = (),
         split: int = 0,
         labeled: bool | None = None,
+        input_ids: Sequence[str] = (),
     ) -> tuple[list[InputRow], int | None, int]:
         """One page after ``after_seq``; returns (rows, last seq if more pages, total)."""
         conds = [inputs.c.app_id == app_id]
+        if input_ids:
+            conds.append(inputs.c.id.in_(list(input_ids)))
         has_label = exists().where(and_(input_concepts.c.app_id == inputs.c.app_id, input_concepts.c.input_id == inputs.c.id))
         if concepts_any:
             conds.append(
