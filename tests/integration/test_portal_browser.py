@@ -341,7 +341,7 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     listed = api.get(f"/v1/apps/{APP}/inputs", params={"dataset_id": "main", "page_size": 1}).json()
     assert listed["dataset_version"] == ds.json()["version"] and listed["total_size"] > 0
     d.get(f"{base}/portal/apps/{APP}/gallery?dataset_id=main")
-    want = f"{listed['total_size']} inputs of main v{listed['dataset_version']}"
+    want = f"{listed['total_size']} inputs of main, version {listed['dataset_version']}"
     wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == want, what="dataset version filter")
     assert len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == min(60, listed["total_size"])
     shot(d, "12a2-gallery-dataset-version")

@@ -152,7 +152,7 @@
         }
         if (gen !== generation) return;
         for (const inp of page.inputs || []) grid.append(tile(inp));
-        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}` + (page.dataset_version ? ` of ${sel.dataset_id.value} v${page.dataset_version}` : "");
+        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}` + (page.dataset_version ? ` of ${sel.dataset_id.value.trim()}, version ${page.dataset_version}` : "");
         token = page.next_page_token || "";
         done = !token;
         sentinel.textContent = done ? (grid.children.length ? "" : "No inputs match.") : "…";
