@@ -146,8 +146,8 @@ class Ingestion:
                 weight = max(decode_memory(w, h, fmt), -(-w // r) * -(-h // r) * 10 + (1 << 20))
         taken = self.decode_budget.acquire(weight, label)
         try:
-            checks = dict(max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=getattr(limits, "max_image_side", 0))
-            photo = decode_photo(data, min_side=side, **checks)  # type: ignore[arg-type]
+            max_side: int = getattr(limits, "max_image_side", 0)
+            photo = decode_photo(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=side, label=label, max_side=max_side)
             info = ImageInfo(photo.width, photo.height, photo.format)
             preview = encode_preview(photo) if large_jpeg and wants_preview(photo) else None
             return info, preview, encode_thumbnail(photo.image, px)
