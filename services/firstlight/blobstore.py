@@ -14,6 +14,9 @@ from urllib.parse import urlparse
 from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, NotFound
 
+#: Prefix of an input's thumbnail blob (firstlight.media.thumbnail.thumbnail_name).
+THUMB_PREFIX = ".thumb-"
+
 
 class BlobStore(Protocol):
     def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
@@ -35,13 +38,13 @@ class LocalBlobStore:
 
     def _path(self, uri: str) -> Path:
         if uri.startswith("blob:"):  # the opaque reference clients are shown: blob:<app>/<input id>
-            app_id, _, input_id = uri[len("blob:") :].partition("/")
+            app_id, _, name = uri[len("blob:") :].partition("/")  # or blob:<app>/.thumb-<input id>
             try:
                 validation.app_id(app_id)
-                validation.input_id(input_id)
+                validation.input_id(name.removeprefix(THUMB_PREFIX))
             except InvalidArgument:
                 raise NotFound(f"blob {uri[:120]!r} is not in this store") from None
-            return self.root / app_id / input_id
+            return self.root / app_id / name
         parsed = urlparse(uri)
         path = Path(parsed.path).resolve()
         if parsed.scheme != "file" or self.root not in path.parents:

@@ -103,6 +103,9 @@ class ImageLimits(BaseSettings):
     max_image_side: int = Field(16_384, ge=1)
     #: Images per PostInputs / Predict / EmbedImages call.
     max_batch_size: int = Field(128, ge=1)
+    #: Longest side of the thumbnail ingestion stores for each input (the Portal's grid); the
+    #: same variable (FIRSTLIGHT_THUMBNAIL_PX) sets the gateway's, so the two agree.
+    thumbnail_px: int = Field(192, ge=32, le=1024)
 
 
 class VideoLimits(BaseSettings):

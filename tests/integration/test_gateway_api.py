@@ -144,7 +144,7 @@ def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[st
     assert gw.get(f"/v1/apps/{A}/inputs/{b_input}/image", headers=h).status_code == 404
 
 
-def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: dict[str, str]) -> None:
+def test_inputs_listing_filters_images_and_thumbnails(stack, gw: httpx.Client, keys: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
     h = bearer(keys[A])
     first = gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 10}, headers=h).json()
     assert len(first["inputs"]) == 10 and first["next_page_token"] and int(first["total_size"]) == 37
@@ -163,6 +163,17 @@ def test_inputs_listing_filters_images_and_thumbnails(gw: httpx.Client, keys: di
     assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg" and th.content.startswith(b"\xff\xd8")
     again = gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers={**h, "If-None-Match": th.headers["etag"]})
     assert again.status_code == 304
+    # The thumbnail is the one ingestion stored from its decode (never the original's bytes to a
+    # grid): the same bytes as the blob, served with the original moved away.
+    folder = stack.data_dir / "blobs" / A
+    assert one["thumbnail_uri"] == f"blob:{A}/.thumb-{one['id']}"
+    assert th.content == (folder / f".thumb-{one['id']}").read_bytes()
+    original = folder / one["id"]
+    original.rename(folder / "moved-away")
+    try:
+        assert gw.get(f"/v1/apps/{A}/inputs/{one['id']}/thumbnail", headers=h).content == th.content
+    finally:
+        (folder / "moved-away").rename(original)
     concepts = {c["name"]: int(c["input_count"]) for c in gw.get(f"/v1/apps/{A}/concepts", headers=h).json()["concepts"]}
     assert concepts["cat"] == 10 and concepts[HOSTILE] == 1
     assert gw.get(f"/v1/apps/{A}/inputs/hostile", headers=h).json()["metadata"]["filename"] == HOSTILE_FILE
@@ -268,6 +279,25 @@ def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: di
     assert {c["concept"]: c["train"] for c in ds.json()["counts"]} == dict.fromkeys(CLASSES, 6)
     assert gw.get(f"/v1/apps/{A}/datasets/main", headers=h).json()["version"] == ds.json()["version"]
     assert gw.get(f"/v1/apps/{A}/datasets/missing", headers=h).status_code == 404
+    # The gallery filtered by the version: exactly its 30 inputs, paged through once; the other
+    # filters apply to its frozen splits; tenancy and tokens checked.
+    version = ds.json()["version"]
+    seen, token = [], ""
+    while True:
+        params = {"dataset_id": "main", "dataset_version": version, "page_size": 7} | ({"page_token": token} if token else {})
+        body = gw.get(f"/v1/apps/{A}/inputs", params=params, headers=h).json()
+        assert body["total_size"] == 30 and body["dataset_version"] == version, body
+        seen += [i["id"] for i in body["inputs"]]
+        assert all(set(i["concepts"]) & set(CLASSES) for i in body["inputs"])
+        token = body["next_page_token"]
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 30
+    latest = gw.get(f"/v1/apps/{A}/inputs", params={"dataset_id": "main", "split": "validation", "page_size": 100}, headers=h).json()
+    assert latest["total_size"] == 6 == len(latest["inputs"]) and latest["dataset_version"] == version
+    assert gw.get(f"/v1/apps/{A}/inputs", params={"dataset_id": "main"}, headers=bearer(keys[B])).status_code == 403
+    assert gw.get(f"/v1/apps/{A}/inputs", params={"dataset_id": "missing"}, headers=h).status_code == 404
+    assert gw.get(f"/v1/apps/{A}/inputs", params={"dataset_id": "main", "page_token": "dv1:other:x:7"}, headers=h).status_code == 400
     r = gw.post(f"/v1/apps/{A}/models", json={"id": "animals", "concepts": CLASSES}, headers=h)
     assert r.status_code == 201, r.text
     r = gw.post(f"/v1/apps/{A}/models", json={"id": "bad", "concepts": ["cat"]}, headers=h)

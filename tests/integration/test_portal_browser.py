@@ -14,6 +14,7 @@ A missing browser is a failure in CI (a "missing tool" skip elsewhere, tests/con
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from firstlight import datasets
 from firstlight.config import REPO_ROOT
@@ -141,6 +143,13 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
         what="thumbnails loaded",
     )
     shot(d, "02-gallery")
+    # The grid shows the thumbnail ingestion stored from its decode (the original never reaches it).
+    first = d.find_elements(By.CSS_SELECTOR, "#grid .tile img")[0]
+    src = first.get_attribute("src")
+    input_id = src.rsplit("/", 2)[-2]
+    stored = (stack.data_dir / "blobs" / APP / f".thumb-{input_id}").read_bytes()
+    assert api.get(src).content == stored
+    assert d.execute_script("return arguments[0].naturalWidth", first) == Image.open(io.BytesIO(stored)).size[0]
     d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
     wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == 81, what="second page by scrolling")
     from selenium.webdriver.support.ui import Select
@@ -328,6 +337,15 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     r = api.post(f"/v1/apps/{APP}/curation/suggestions", json={"model_id": "animals", "model_version": v2, "batch_size": 5, "record_round": True})
     assert r.status_code == 200, r.text
 
+    # The gallery filtered by the dataset version just frozen (the latest, by default).
+    listed = api.get(f"/v1/apps/{APP}/inputs", params={"dataset_id": "main", "page_size": 1}).json()
+    assert listed["dataset_version"] == ds.json()["version"] and listed["total_size"] > 0
+    d.get(f"{base}/portal/apps/{APP}/gallery?dataset_id=main")
+    want = f"{listed['total_size']} inputs of main, version {listed['dataset_version']}"
+    wait(d, lambda d: d.find_element(By.ID, "gallery-count").text == want, what="dataset version filter")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#grid .tile")) == min(60, listed["total_size"])
+    shot(d, "12a2-gallery-dataset-version")
+
     # Two versions side by side: from the models page's "compare" link.
     d.get(f"{base}/portal/apps/{APP}/models")
     compare_links = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#models-table a.compare"), what="compare link")
@@ -398,7 +416,8 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     shot(d, "13f-queue-from-pool-scores")
     d.find_element(By.TAG_NAME, "body").send_keys("3")
     wait(d, lambda d: f"{pool_item} → {CLASSES[2]}" in flash(d), what="labeled from the pool")
-    assert d.find_element(By.ID, "queue-item").text.split(" · ")[0] != pool_item
+    # The flash comes before the next item is fetched (a GetInput per candidate): wait for it.
+    wait(d, lambda d: d.find_element(By.ID, "queue-item").text.split(" · ")[0] != pool_item, what="next pool item")
 
     # Curation page: policy, label errors, the learning curve (drawn by the gateway) and drift.
     d.get(f"{base}/portal/apps/{APP}/curation")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from firstlight import errors
 from firstlight.clients import Clients
+from firstlight.gateway import dataset_pages
 from firstlight.gateway.media import Media, content_type
 from firstlight.gateway.session import COOKIE, CSRF_HEADER, Session, SessionCodec, csrf_ok
 from firstlight.v1 import auth_pb2, common_pb2, curation_pb2, inference_pb2, ingestion_pb2, search_pb2, training_pb2
@@ -277,14 +278,41 @@ async def list_inputs(
     concept: list[str] = Query([], description="keep inputs with any of these concepts"),
     split: str = "",
     labeled: Literal["", "any", "labeled", "unlabeled"] = "",
+    dataset_id: str = Query("", description="only the inputs of this dataset's version (the filters then apply to the version's frozen labels and splits)"),
+    dataset_version: str = Query("", description="with dataset_id: the version (content hash); empty: the latest"),
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
-    resp = await cl.ingestion.list_inputs(
-        ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=page_token, filter=input_filter(concept, split, labeled)),
-        key=c.key,
-    )
+    flt = input_filter(concept, split, labeled)
+    if dataset_id:
+        return await _dataset_inputs(app_id, dataset_id, dataset_version, page_size, page_token, flt, c, cl)
+    if dataset_version:
+        raise errors.InvalidArgument("dataset_version needs dataset_id")
+    resp = await cl.ingestion.list_inputs(ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=page_token, filter=flt), key=c.key)
     return to_json(resp)
+
+
+async def _dataset_inputs(app_id: str, dataset_id: str, version: str, size: int, token: str, flt: common_pb2.InputFilter, c: Caller, cl: Clients) -> dict:
+    """A gallery page of a dataset version's inputs (firstlight.gateway.dataset_pages): its rows
+    from training, the page's inputs from ingestion, both with the caller's key (app scoping is
+    theirs); the version is pinned by the first page."""
+    pinned, offset = dataset_pages.parse_token(token, dataset_id)
+    if pinned and version and pinned != version:
+        raise errors.InvalidArgument(f"page_token is a page of dataset version {pinned!r}, not {version!r}")
+    rows = await cl.training.list_dataset_rows(training_pb2.ListDatasetRowsRequest(app_id=app_id, dataset_id=dataset_id, version=pinned or version), key=c.key)
+    frozen = [dataset_pages.FrozenRow(r.input_id, tuple(r.concepts), int(r.split)) for r in rows.rows]
+    labeled = {0: None, 1: True, 2: False}[int(flt.labeled)]
+    pg = dataset_pages.page(frozen, dataset_id, rows.version, offset, size, concepts=list(flt.concepts), split=int(flt.split), labeled=labeled)
+    found: dict[str, common_pb2.Input] = {}
+    if pg.input_ids:
+        resp = await cl.ingestion.list_inputs(ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(pg.input_ids), input_ids=pg.input_ids), key=c.key)
+        found = {i.id: i for i in resp.inputs}
+    return {
+        "inputs": [to_json(found[i]) for i in pg.input_ids if i in found],  # deleted since the freeze: left out
+        "next_page_token": pg.next_token,
+        "total_size": pg.total,
+        "dataset_version": rows.version,
+    }
 
 
 @router.get("/apps/{app_id}/inputs/{input_id}", tags=["inputs"], summary="Read an input")
@@ -322,7 +350,7 @@ async def input_thumbnail(
     app_id: str, input_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients), m: Media = Depends(media)
 ) -> Response:
     inp = await _stored(app_id, input_id, c, cl)
-    data = await asyncio.to_thread(m.thumbnail, inp.app_id, inp.blob_uri, inp.sha256)
+    data = await asyncio.to_thread(m.thumbnail, inp.app_id, inp.blob_uri, inp.sha256, inp.thumbnail_uri)
     return _image_response(request, data, "image/jpeg", f"t{m.px}-{inp.sha256}")
 
 

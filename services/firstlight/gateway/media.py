@@ -1,10 +1,14 @@
 """Image bytes for the gateway: originals and thumbnails, read from the blob store.
 
 The gateway reads a blob only after the ingestion service has answered GetInput for the
-caller's key (so app scoping is the services' own), and only inside that app's folder. A
-thumbnail is made on the first request (one decode, Pillow's JPEG draft mode for large photos)
-and kept in a bounded in-memory LRU keyed by the input's content hash; browsers cache it too
-(ETag = the content hash)."""
+caller's key (so app scoping is the services' own), and only inside that app's folder.
+
+Thumbnails: ingestion stores one per input, cut from the decode that validated it
+(firstlight.media.thumbnail; ``Input.thumbnail_uri``), and the gateway serves those bytes as
+they are, never reading the original. Inputs stored before that have no thumbnail_uri: for them
+(and only them) one is made on the first request from the original (one decode, Pillow's JPEG
+draft mode for large photos), the same encoding, and kept in a bounded in-memory LRU keyed by
+the input's content hash, so older inputs stay viewable. Browsers cache both (ETag)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from PIL import Image
 
 from firstlight.blobstore import BlobStore
 from firstlight.media.decode import to_rgb, upright
+from firstlight.media.thumbnail import encode_thumbnail
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
 
@@ -31,11 +36,7 @@ def make_thumbnail(data: bytes, px: int) -> bytes:
         img.draft("RGB", (px, px))  # decode at 1/2, 1/4 or 1/8 scale: most of a photo's cost
     # Upright and sRGB, as the models see it (firstlight.media.decode): a phone photo stored
     # sideways is shown, labeled and embedded the same way up.
-    img = to_rgb(upright(img))
-    img.thumbnail((px, px), Image.Resampling.LANCZOS if max(img.size) < 4 * px else Image.Resampling.BILINEAR)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=82, optimize=True)
-    return out.getvalue()
+    return encode_thumbnail(to_rgb(upright(img)), px)
 
 
 class Media:
@@ -49,7 +50,10 @@ class Media:
     def original(self, app_id: str, blob_uri: str) -> bytes:
         return self.blobs.get(blob_uri, app_id)
 
-    def thumbnail(self, app_id: str, blob_uri: str, sha256: str) -> bytes:
+    def thumbnail(self, app_id: str, blob_uri: str, sha256: str, thumbnail_uri: str = "") -> bytes:
+        """The stored thumbnail when ingestion made one; else (inputs stored before) one made now."""
+        if thumbnail_uri:
+            return self.blobs.get(thumbnail_uri, app_id)
         key = (app_id, sha256 or blob_uri)
         with self._lock:
             hit = self._cache.get(key)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from firstlight.config import ImageLimits
 from firstlight.domain import validation
 from firstlight.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from firstlight.images import DecodeBudget, ImageInfo, check_image, decode_memory, image_header
+from firstlight.images import DecodeBudget, ImageInfo, decode_memory, image_header
 from firstlight.ingestion.ports import (
     AnnotationsChanged,
     BlobStorePort,
@@ -35,6 +35,7 @@ from firstlight.ingestion.ports import (
 )
 from firstlight.media.decode import decode_photo, jpeg_reduction
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
+from firstlight.media.thumbnail import encode_thumbnail, thumbnail_name, thumbnail_uri_of
 
 SPLITS = {0, 1, 2, 3}
 #: A bulk selection given as a search: this many hits unless it says, and at most MAX.
@@ -100,7 +101,7 @@ class Ingestion:
         return app
 
     # -- inputs -----------------------------------------------------------------------
-    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes, bytes | None]:
+    def _prepare(self, app_id: str, item: NewInput, label: str) -> tuple[InputRow, bytes, bytes | None, bytes]:
         input_id = validation.input_id(item.id) if item.id else uuid.uuid4().hex
         if item.split not in SPLITS:
             raise InvalidArgument(f"{label}: unknown split {item.split}")
@@ -108,7 +109,7 @@ class Ingestion:
         # A region's concept is one of the input's concepts (concept filters and datasets see it).
         concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
-        decoded, preview = self._check_image(item.image_bytes, label)
+        decoded, preview, thumb = self._check_image(item.image_bytes, label)
         row = InputRow(
             app_id=app_id,
             id=input_id,
@@ -124,33 +125,32 @@ class Ingestion:
             concepts=concepts,
             regions=regions,
         )
-        return row, item.image_bytes, preview
+        return row, item.image_bytes, preview, thumb
 
-    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None]:
-        """Validate an upload's image (a full decode; of a JPEG at the reduced scale the backbone
-        needs) within the decode memory budget. A large JPEG's decoded pixels come back as a
-        preview for the embedding worker (decode once, firstlight.media.preview)."""
+    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None, bytes]:
+        """Validate an upload's image with one decode (of a JPEG at the reduced scale the backbone
+        and the thumbnail need) within the decode memory budget, and cut the Portal's thumbnail
+        from those pixels. A large JPEG's decoded pixels also come back as a preview for the
+        embedding worker (decode once, firstlight.media.preview)."""
         limits = self.limits
+        px = int(getattr(limits, "thumbnail_px", 192))
+        side = max(PREVIEW_SIDE, px)  # a reduced decode must still cover the thumbnail
         header = image_header(data) if data and len(data) <= limits.max_image_bytes else None
         weight = 1 << 20
-        large_jpeg = header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * PREVIEW_SIDE
+        large_jpeg = header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * side
         if header is not None:
             w, h, fmt = header
             if w * h <= limits.max_image_pixels:  # over the limit: refused before decoding anyway
-                weight = decode_memory(w, h, fmt)
-            if large_jpeg:  # decoded at the preview's scale: the pixels, their upright RGB copy, the .npy
-                r = jpeg_reduction(w, h, PREVIEW_SIDE)
-                weight = max(weight, -(-w // r) * -(-h // r) * 3 * 3 + (1 << 20))
+                r = jpeg_reduction(w, h, side) if fmt in ("JPEG", "MPO") else 1
+                # the decoded pixels (<= 4 bytes each), their upright RGB copy, a .npy preview
+                weight = max(decode_memory(w, h, fmt), -(-w // r) * -(-h // r) * 10 + (1 << 20))
         taken = self.decode_budget.acquire(weight, label)
         try:
             max_side: int = getattr(limits, "max_image_side", 0)
-            if large_jpeg:
-                photo = decode_photo(
-                    data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=PREVIEW_SIDE, label=label, max_side=max_side
-                )
-                info = ImageInfo(photo.width, photo.height, photo.format)
-                return info, encode_preview(photo) if wants_preview(photo) else None
-            return check_image(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, label=label, max_side=max_side), None
+            photo = decode_photo(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=side, label=label, max_side=max_side)
+            info = ImageInfo(photo.width, photo.height, photo.format)
+            preview = encode_preview(photo) if large_jpeg and wants_preview(photo) else None
+            return info, preview, encode_thumbnail(photo.image, px)
         finally:
             self.decode_budget.release(taken)
 
@@ -167,7 +167,7 @@ class Ingestion:
         # item's error in order, as a sequential loop would.
         run = self._decode_pool.map if len(items) > 1 else map
         prepared = list(run(lambda pair: self._prepare(app_id, *pair), zip(items, labels)))
-        ids = [row.id for row, _, _ in prepared]
+        ids = [p[0].id for p in prepared]
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise InvalidArgument(f"input id {dup!r} appears twice in the request")
@@ -175,11 +175,12 @@ class Ingestion:
         if taken:
             raise AlreadyExists(f"input id(s) already exist in app {app_id!r}: {', '.join(sorted(taken)[:5])}")
         previews: dict[str, str] = {}
-        for row, data, preview in prepared:
+        for row, data, preview, thumb in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
+            row.thumbnail_uri = self.blobs.put(app_id, thumbnail_name(row.id), thumb)
             if preview is not None:
                 previews[row.id] = self.blobs.put(app_id, preview_name(row.id), preview)
-        rows = [row for row, _, _ in prepared]
+        rows = [p[0] for p in prepared]
         self.store.insert_inputs(rows, [InputIngested(r, model, idempotency_key, previews.get(r.id, "")) for r in rows])
         self.on_events()
         return rows
@@ -254,11 +255,15 @@ class Ingestion:
         concepts_any: Sequence[str] = (),
         split: int = 0,
         labeled: bool | None = None,
+        input_ids: Sequence[str] = (),
     ) -> tuple[list[InputRow], str, int]:
         self.get_app(app_id)
         size = validation.page_size(page_size, default=100, maximum=1000)
         if split not in SPLITS:
             raise InvalidArgument(f"unknown split {split}")
+        if len(input_ids) > size:
+            raise InvalidArgument(f"{len(input_ids)} input ids for a page of {size}: ask for at most the page size")
+        ids = [validation.input_id(i) for i in input_ids]
         rows, next_seq, total = self.store.list_inputs(
             app_id,
             after_seq=validation.decode_page_token("s", page_token, app_id),
@@ -266,6 +271,7 @@ class Ingestion:
             concepts_any=[validation.concept(c) for c in concepts_any],
             split=split,
             labeled=labeled,
+            input_ids=ids,
         )
         return rows, validation.encode_page_token("s", next_seq, app_id) if next_seq else "", total
 
@@ -282,6 +288,7 @@ class Ingestion:
         for uri in uris:
             self.blobs.delete(uri)
             self.blobs.delete(preview_uri_of(uri))  # a large JPEG's decoded preview, if any
+            self.blobs.delete(thumbnail_uri_of(uri))  # none for inputs stored before thumbnails
         return len(ids)
 
     def annotate(self, app_id: str, changes: Sequence[tuple], labeled_by: str = "") -> list[InputRow]:

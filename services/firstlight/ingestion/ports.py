@@ -40,6 +40,9 @@ class InputRow:
     label_revision: int
     concepts: list[str] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    #: The Portal's thumbnail in the blob store, cut from ingestion's decode ("" = stored before
+    #: thumbnails were: the gateway makes one on demand).
+    thumbnail_uri: str = ""
     # (concept, labeled_by, labeled_at or None) per concept; filled by get_inputs only.
     label_records: list[tuple[str, str, datetime | None]] = field(default_factory=list)
 
@@ -99,7 +102,7 @@ class MetadataStorePort(Protocol):
     def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[Event]) -> None: ...
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]: ...
     def list_inputs(
-        self, app_id: str, *, after_seq: int, limit: int, concepts_any: Sequence[str], split: int, labeled: bool | None
+        self, app_id: str, *, after_seq: int, limit: int, concepts_any: Sequence[str], split: int, labeled: bool | None, input_ids: Sequence[str] = ()
     ) -> tuple[list[InputRow], int | None, int]: ...
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]: ...
     def apply_annotations(self, app_id: str, changes: Sequence[Change], make_events: MakeEvents, labeled_by: str = "") -> list[InputRow]: ...

@@ -18,6 +18,7 @@ from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, SearchQuery, Selection
 from firstlight.ingestion.servicer_video import VideoRpcs
+from firstlight.media.thumbnail import thumbnail_name
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
@@ -33,12 +34,14 @@ LABELED = {
 
 
 def input_to_proto(row: InputRow) -> common_pb2.Input:
+    service = caller_is_service()
     return common_pb2.Input(
         id=row.id,
         app_id=row.app_id,
         # The services read the bytes at the store's URI; clients are not shown the server's
         # paths (a file:// URI names a directory on the server), only an opaque reference.
-        blob_uri=row.blob_uri if caller_is_service() or not row.blob_uri else f"blob:{row.app_id}/{row.id}",
+        blob_uri=row.blob_uri if service or not row.blob_uri else f"blob:{row.app_id}/{row.id}",
+        thumbnail_uri=row.thumbnail_uri if service or not row.thumbnail_uri else f"blob:{row.app_id}/{thumbnail_name(row.id)}",
         concepts=row.concepts,
         metadata=row.metadata,
         split=row.split,  # type: ignore[arg-type]
@@ -179,6 +182,7 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             concepts_any=list(f.concepts),
             split=int(f.split),
             labeled=labeled,
+            input_ids=list(request.input_ids),
         )
         return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
 

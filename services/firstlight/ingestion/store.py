@@ -71,6 +71,8 @@ inputs = Table(
     # a table: they are only ever read and written with their input (never queried by box), and
     # their concepts are also rows of input_concepts, so concept filters see them. NULL = none.
     Column("regions", JSON, nullable=True),
+    # The Portal's thumbnail blob (firstlight.media.thumbnail); NULL for inputs stored before it.
+    Column("thumbnail_uri", String(1024), nullable=True),
     UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
 )
 
@@ -207,6 +209,7 @@ class MetadataStore:
                         "created_at": r.created_at,
                         "label_revision": r.label_revision,
                         "regions": [list(g) for g in r.regions] or None,
+                        "thumbnail_uri": r.thumbnail_uri or None,
                     }
                     for r in rows
                 ],
@@ -258,6 +261,7 @@ class MetadataStore:
             label_revision=m["label_revision"],
             concepts=concepts,
             regions=_regions(m.get("regions")),
+            thumbnail_uri=m.get("thumbnail_uri") or "",
         )
 
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]:
@@ -287,9 +291,12 @@ class MetadataStore:
         concepts_any: Sequence[str] = (),
         split: int = 0,
         labeled: bool | None = None,
+        input_ids: Sequence[str] = (),
     ) -> tuple[list[InputRow], int | None, int]:
         """One page after ``after_seq``; returns (rows, last seq if more pages, total)."""
         conds = [inputs.c.app_id == app_id]
+        if input_ids:
+            conds.append(inputs.c.id.in_(list(input_ids)))
         has_label = exists().where(and_(input_concepts.c.app_id == inputs.c.app_id, input_concepts.c.input_id == inputs.c.id))
         if concepts_any:
             conds.append(

@@ -31,6 +31,7 @@ from PIL import Image, ImageOps
 
 from firstlight.errors import InvalidArgument
 from firstlight.media.checks import _decoding, _open_checked
+from firstlight.media.thumbnail import shrink
 
 #: The backbone's preprocessing resizes the shorter side to round(size * 256 / 224) before the
 #: centre crop (firstlight.models.preprocess.to_model_input); decoding below that loses detail.
@@ -176,6 +177,4 @@ def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int 
 
 def thumbnail(photo: Photo, px: int) -> Image.Image:
     """A copy at most ``px`` on its longer side, from the same decode as the model input."""
-    thumb = photo.image.copy()
-    thumb.thumbnail((px, px), Image.Resampling.BILINEAR if max(thumb.size) >= 4 * px else Image.Resampling.LANCZOS)
-    return thumb
+    return shrink(photo.image, px)

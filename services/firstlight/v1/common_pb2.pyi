@@ -232,6 +232,7 @@ class Input(_message.Message):
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
     LABEL_RECORDS_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_URI_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id unique within its app."""
     app_id: _builtins.str
@@ -252,6 +253,11 @@ class Input(_message.Message):
     """SHA-256 of the original bytes, hex."""
     label_revision: _builtins.int
     """Incremented on every label change; events carry it so consumers can drop stale updates."""
+    thumbnail_uri: _builtins.str
+    """The small JPEG ingestion cut from the decode that validated the image (the Portal's grid),
+    stored once beside the original; "" for inputs stored before thumbnails (the gateway makes
+    one on demand). Services see the blob store's URI, clients "blob:<app>/.thumb-<input id>".
+    """
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Positive concept labels."""
@@ -289,10 +295,11 @@ class Input(_message.Message):
         label_revision: _builtins.int = ...,
         regions: _abc.Iterable[Global___Region] | None = ...,
         label_records: _abc.Iterable[Global___LabelRecord] | None = ...,
+        thumbnail_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "thumbnail_uri", b"thumbnail_uri", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

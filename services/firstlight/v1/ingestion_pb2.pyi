@@ -441,6 +441,7 @@ class ListInputsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     page_size: _builtins.int
@@ -451,6 +452,12 @@ class ListInputsRequest(_message.Message):
     def filter(self) -> _common_pb2.InputFilter:
         """Filters."""
 
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these inputs (at most the page size; ids not in the app are left out): the current
+        state of a page of another listing, such as a dataset version's rows in the gallery.
+        """
+
     def __init__(
         self,
         *,
@@ -458,10 +465,11 @@ class ListInputsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         filter: _common_pb2.InputFilter | None = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -120,7 +120,7 @@
   async function gallery() {
     const grid = $("#grid"), sentinel = $("#sentinel"), count = $("#gallery-count");
     const params = new URLSearchParams(location.search);
-    const sel = { concept: $("#filter-concept"), labeled: $("#filter-labeled"), split: $("#filter-split") };
+    const sel = { concept: $("#filter-concept"), labeled: $("#filter-labeled"), split: $("#filter-split"), dataset_id: $("#filter-dataset"), dataset_version: $("#filter-dataset-version") };
     // A model's stored pool predictions (ScorePool) replace the listing when a model is chosen.
     const pred = { model: $("#filter-model"), version: $("#filter-version"), predicted: $("#filter-predicted"), min_score: $("#filter-min"), max_score: $("#filter-max"), order: $("#filter-order") };
     const concepts = await api("GET", appPath("/concepts"));
@@ -169,12 +169,12 @@
             $("#score-state").textContent = `predictions of v${body.model_version}`;
           }
         } else {
-          for (const k of Object.keys(sel)) if (sel[k].value) q.set(k, sel[k].value);
+          for (const k of Object.keys(sel)) if (sel[k].value.trim()) q.set(k, sel[k].value.trim());
           page = await api("GET", appPath(`/inputs?${q}`));
         }
         if (gen !== generation) return;
         for (const inp of page.inputs || []) grid.append(tile(inp));
-        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}`;
+        count.textContent = `${page.total_size} input${page.total_size === 1 ? "" : "s"}` + (page.dataset_version ? ` of ${sel.dataset_id.value.trim()}, version ${page.dataset_version}` : "");
         token = page.next_page_token || "";
         done = !token;
         sentinel.textContent = done ? (grid.children.length ? "" : "No inputs match.") : "…";
@@ -196,6 +196,7 @@
       more();
     }
     for (const s of Object.values(sel)) s.addEventListener("change", reset);
+    $("#gallery-filters").addEventListener("submit", (ev) => { ev.preventDefault(); reset(); });  // Enter in the dataset fields
     pred.model.addEventListener("change", async () => { await modelConcepts(); reset(); });
     for (const k of ["version", "predicted", "min_score", "max_score", "order"]) pred[k].addEventListener("change", reset);
     $("#score-pool").addEventListener("click", async () => {
