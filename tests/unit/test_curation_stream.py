@@ -184,7 +184,7 @@ def test_malformed_prediction_events_are_poison() -> None:
 
 def test_prediction_events_carry_uncertainty_top_concepts_and_embedding() -> None:
     from firstlight.inference.core import Observed, Resolved, uncertainty
-    from firstlight.inference.main import prediction_events
+    from firstlight.inference.events import prediction_events
 
     probs = np.array([[0.5, 0.5, 0.0], [0.98, 0.01, 0.01], [1 / 3, 1 / 3, 1 / 3]])
     margin, ent, least = uncertainty(probs)

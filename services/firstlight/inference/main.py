@@ -10,7 +10,7 @@ from firstlight.config import InferenceSettings
 from firstlight.hosting.server import ServiceShell, run
 from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Predictor
-from firstlight.inference.events import PredictionEvents, prediction_events
+from firstlight.inference.events import PredictionEvents
 from firstlight.inference.registry import Registry, refusal
 from firstlight.messaging import signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
@@ -20,7 +20,7 @@ from firstlight.triton.residency import Residency
 from firstlight.v1 import events_pb2
 
 log = logging.getLogger(__name__)
-__all__ = ["build", "main", "prediction_events"]  # prediction_events: moved to inference.events
+__all__ = ["build", "main"]
 
 
 def build(settings: InferenceSettings) -> ServiceShell:
