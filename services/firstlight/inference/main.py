@@ -12,7 +12,7 @@ from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Predictor
 from firstlight.inference.events import PredictionEvents
 from firstlight.inference.registry import Registry, refusal
-from firstlight.messaging import signing, topics
+from firstlight.messaging import access, signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
@@ -52,7 +52,7 @@ def build(settings: InferenceSettings) -> ServiceShell:
             outcomes.append(None)
         return outcomes
 
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("inference"))  # its own: all its principal may see
     # A fresh group per process: every replica replays all versions to rebuild its registry.
     versions = BatchConsumer(
         settings.kafka_bootstrap,
