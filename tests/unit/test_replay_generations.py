@@ -124,6 +124,10 @@ def test_an_embedding_keeps_newer_labels_and_old_records_still_apply() -> None:
         assert index.set_labels(Labels("app", "old", ["y"], 0, 2)) is None
         assert (_point(store, "old") or {})["concepts"] == ["y"]
         assert index.delete("app", ["old"]) == [] and _point(store, "old") is None
+        # labels parked before generations (0) still win over an upgraded embedding's older ones
+        index.set_labels(Labels("app", "parked", ["z"], 0, 5))
+        assert index.add([Embedded("app", "parked", "", vec, ["a"], 0, 1, 9)]) == [None]
+        assert (_point(store, "parked") or {})["concepts"] == ["z"]
     finally:
         store.close()
 

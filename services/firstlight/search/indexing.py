@@ -137,7 +137,8 @@ class Index:
                 continue
             concepts, split, revision = list(e.concepts), e.split, e.label_revision
             for newer in (pending.get(pid), current and current.payload):
-                if newer and _stamp(newer) > Stamp(e.generation, revision) and _stamp(newer).generation == e.generation:
+                # Newer labels of the same incarnation (0: stored before generations) win.
+                if newer and _stamp(newer).generation in (e.generation, 0) and _stamp(newer).revision > revision:
                     concepts, split, revision = newer["concepts"], newer["split"], newer["label_revision"]
             payload = payload_for(e.app_id, e.input_id, concepts, split, revision, model_key(e.model), e.generation)
             batches.setdefault(collection, {})[pid] = Point(pid, e.vector, payload)
