@@ -10,6 +10,7 @@
   the shared blob volume; the shared Triton model repository (training rw, Triton ro) and its
   seeding; one database per stateful service; prod's PDBs, HPAs and the network-policy graph,
   which must match the addresses each service is configured with.
+* prod's Kafka: mutual TLS, a principal per service, and ACLs equal to firstlight.messaging.access.
 * deploy/compose.yaml, deploy/entrypoint.sh, deploy/Dockerfile and the model-repository seed
   scripts need no kubectl.
 """
