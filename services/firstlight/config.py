@@ -6,9 +6,9 @@ only the values differ."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,56 @@ class SecuritySettings(BaseSettings):
     tls_root_cert_file: Path | None = None
 
 
-class CommonSettings(SecuritySettings):
+class KafkaClientSettings(BaseSettings):
+    """How every Kafka client of a service connects (producers, consumers, topic admin): which
+    principal it is and how the broker is verified (docs/security.md, k8s/components/kafka-mtls).
+    Read by firstlight.messaging when it builds a client; PLAINTEXT (the local stack's loopback
+    broker) by default."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: PLAINTEXT, SSL (TLS; with a client certificate it is mutual TLS and the certificate names
+    #: the principal) or SASL_SSL (TLS plus a SASL user, e.g. SCRAM on a managed cluster).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    #: PEM CA bundle the broker's certificate is verified with (empty: the system's CAs).
+    kafka_ssl_cafile: Path | None = None
+    #: PEM client certificate and private key (mutual TLS): both or neither. From a Secret.
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    #: SASL_SSL only: mechanism, user and password (the password from a Secret).
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaClientSettings:
+        tls = self.kafka_security_protocol != "PLAINTEXT"
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("FIRSTLIGHT_KAFKA_SSL_CERTFILE and FIRSTLIGHT_KAFKA_SSL_KEYFILE go together")
+        if not tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile):
+            raise ValueError("Kafka TLS files are set but FIRSTLIGHT_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: set it to SSL")
+        if self.kafka_security_protocol == "SASL_SSL" and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError("SASL_SSL needs FIRSTLIGHT_KAFKA_SASL_USERNAME and FIRSTLIGHT_KAFKA_SASL_PASSWORD")
+        return self
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """The options kafka-python's producer, consumer and admin client take for this."""
+        if self.kafka_security_protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol, "ssl_check_hostname": True}
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        if self.kafka_ssl_certfile and self.kafka_ssl_keyfile:
+            options["ssl_certfile"] = str(self.kafka_ssl_certfile)
+            options["ssl_keyfile"] = str(self.kafka_ssl_keyfile)
+        if self.kafka_security_protocol == "SASL_SSL":
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return options
+
+
+class CommonSettings(SecuritySettings, KafkaClientSettings):
     """Settings every service reads."""
 
     model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")

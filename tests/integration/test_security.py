@@ -374,6 +374,8 @@ def test_triton_refuses_clients_without_the_services_token(stack) -> None:  # ty
         assert flag + b"=127.0.0.1" in args, flag
     # Only the services that call Triton hold the token; stack.json does not.
     assert stack.triton_token not in (stack.data_dir / "stack.json").read_text()
+    # Its command line is the one place it shows (docs/security.md): not repeated in any log.
+    assert not [p.name for p in stack.log_dir.rglob("*.log") if stack.triton_token.encode() in p.read_bytes()]
     assert [n for n in stack.services if "FIRSTLIGHT_TRITON_TOKEN" in stack.env_for(n)] == ["embedding", "inference"]
 
 
@@ -479,6 +481,87 @@ def test_forged_internal_events_are_dead_lettered_and_change_nothing(stack, apps
         assert as_b.indexed_count(B) == 1
         assert code_of(lambda: as_b.predict([datasets.sample_photo("coffee")], model="m", app_id=B)) == CODE.NOT_FOUND
         assert as_b.ingestion.GetApp(ingestion_pb2.GetAppRequest(id=B), timeout=30).embedding_model == ""
+
+
+def _replay(bootstrap: str, records: list) -> dict[tuple[str, int, int], str]:  # type: ignore[type-arg]
+    """Send captured records again byte for byte (signature headers included), as an attacker on
+    the broker would, and return the dead letters they became: {(topic, partition, offset): error}."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        sent = [producer.send(r.topic, key=r.key, value=r.value, headers=list(r.headers)).get(timeout=30) for r in records]
+    finally:
+        producer.close()
+    want = {(m.topic, m.partition, m.offset) for m in sent}
+    reader = KafkaConsumer(
+        *{topics.dlq(m.topic) for m in sent}, bootstrap_servers=bootstrap, group_id=f"test-replay-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+    )  # fmt: skip
+    letters: dict[tuple[str, int, int], str] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not want <= set(letters):
+            for polled in reader.poll(timeout_ms=500).values():
+                for record in polled:
+                    letter = events_pb2.DeadLetter.FromString(record.value)
+                    where = (letter.source_topic, letter.source_partition, letter.source_offset)
+                    if where in want:
+                        letters[where] = letter.error
+    finally:
+        reader.close()
+    assert want <= set(letters), f"replayed records not dead-lettered: {sorted(want - set(letters))}"
+    return {w: letters[w] for w in sorted(want)}
+
+
+def test_replayed_genuine_records_of_undone_changes_change_nothing(stack, apps: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Item 3, replays inside the freshness window: genuine signed records captured off the broker
+    (an ``annotations.changed`` of labels changed again since; after a delete and a re-upload of
+    the same id, that record again and the ``inputs.deleted``) are sent again with their own
+    signature headers. Each is older than the state it would change (domain.generations):
+    dead-lettered as a stale record with why, and the input keeps its state."""
+    bootstrap = stack.addresses["kafka"]
+    input_id = f"replay-{uuid.uuid4().hex[:6]}"
+    key = topics.event_key(B, input_id)
+    with Firstlight.from_addresses(stack.addresses, api_key=apps[B], timeout_s=60) as as_b:
+
+        def concepts() -> list[str] | None:
+            try:
+                hits = as_b.search_by_image(B, input_id=input_id, top_k=5).hits
+            except (FirstlightError, grpc.RpcError):
+                return None
+            mine = [h for h in hits if h.input_id == input_id]
+            return sorted(mine[0].concepts) if mine else None
+
+        as_b.upload(B, [UploadItem(datasets.sample_photo("chelsea"), ["cat"], id=input_id)])
+        eventually(lambda: concepts() == ["cat"], timeout=120, what="the input searchable with its label")
+        as_b.annotate(B, {input_id: ["kitten"]})  # revision 2
+        eventually(lambda: concepts() == ["cat", "kitten"], timeout=60, what="revision 2 indexed")
+        as_b.annotate(B, remove={input_id: ["kitten"]})  # revision 3 undoes it
+        eventually(lambda: concepts() == ["cat"], timeout=60, what="revision 3 indexed")
+        relabel = find_record(
+            bootstrap, topics.ANNOTATIONS_CHANGED,
+            lambda r: r.key == key and events_pb2.AnnotationsChanged.FromString(r.value).label_revision == 2,
+        )  # fmt: skip
+        [why] = _replay(bootstrap, [relabel]).values()
+        assert "stale record" in why and "label revision 2 is older" in why, why
+        assert concepts() == ["cat"]
+
+        as_b.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=B, input_ids=[input_id]), timeout=30)
+        eventually(lambda: concepts() is None, timeout=60, what="the input gone from search")
+        deletion = find_record(
+            bootstrap, topics.INPUTS_DELETED,
+            lambda r: r.key == topics.event_key(B) and input_id in events_pb2.InputsDeleted.FromString(r.value).input_ids,
+        )  # fmt: skip
+        as_b.upload(B, [UploadItem(datasets.sample_photo("chelsea"), ["lynx"], id=input_id)])  # the same id again
+        eventually(lambda: concepts() == ["lynx"], timeout=120, what="the re-upload searchable")
+
+        relabeled, deleted = _replay(bootstrap, [relabel, deletion]).values()
+        assert "stale record" in relabeled and "was deleted" in relabeled, relabeled
+        assert "stale record" in deleted and "was stored since" in deleted, deleted
+        assert concepts() == ["lynx"]  # the re-upload keeps its own label and stays searchable
+        as_b.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=B, input_ids=[input_id]), timeout=30)
+        eventually(lambda: concepts() is None, timeout=60, what="cleaned up")
 
 
 # -- TLS and limits on a second ingestion process ------------------------------------------------

@@ -81,6 +81,7 @@ def test_a_replayed_serving_event_cannot_roll_a_model_back() -> None:
 
     assert registry.apply(ready("1"), NOW)
     assert registry.apply(ready("2"), NOW + 1000)
+    assert registry.stale(ready("1"), NOW) and not registry.stale(ready("1"), NOW + 1000)
     assert not registry.apply(ready("1"), NOW)  # the captured v1 record, replayed
     model = registry.get("a", "m")
     assert model is not None and model.serving == "2"

@@ -10,6 +10,7 @@
   the shared blob volume; the shared Triton model repository (training rw, Triton ro) and its
   seeding; one database per stateful service; prod's PDBs, HPAs and the network-policy graph,
   which must match the addresses each service is configured with.
+* prod's Kafka: mutual TLS, a principal per service, and ACLs equal to firstlight.messaging.access.
 * deploy/compose.yaml, deploy/entrypoint.sh, deploy/Dockerfile and the model-repository seed
   scripts need no kubectl.
 """
@@ -883,3 +884,125 @@ def test_compose_triton_needs_the_services_token() -> None:
     assert set(_triton_flags_with(token)) <= set(services["triton"]["command"])
     for name in ("embedding", "inference"):
         assert services[name]["environment"]["FIRSTLIGHT_TRITON_TOKEN"].startswith("${FIRSTLIGHT_TRITON_TOKEN:?")
+
+
+# -- Kafka: TLS, a principal per service, ACLs (components/kafka-mtls) -------------------------------
+
+KAFKA_CLIENT_DIR = "/etc/firstlight/kafka"
+KAFKA_ADMIN = "firstlight-admin"
+
+
+def _acls_script(rendered: Rendered) -> str:
+    [cm] = [c for c in rendered.all("ConfigMap") if c["metadata"]["name"].startswith("kafka-acls")]
+    return str(cm["data"]["acls.sh"])
+
+
+def _parse_acls(script: str) -> dict[str, dict[str, set[str]]]:
+    """principal -> {"write"/"read" topics, "groups", "group_prefixes"} from the script's acl lines."""
+    import shlex
+
+    out: dict[str, dict[str, set[str]]] = {}
+    for line in script.splitlines():
+        if not line.startswith("acl "):
+            continue
+        args = shlex.split(line)[1:]
+        opts: dict[str, list[str]] = {}
+        for flag, value in zip(args[::2], args[1::2]):
+            opts.setdefault(flag, []).append(value)
+        assert set(opts) <= {"--allow-principal", "--operation", "--topic", "--group", "--resource-pattern-type"}, line
+        [principal] = opts["--allow-principal"]
+        [operation] = opts["--operation"]
+        assert principal.startswith("User:") and "*" not in line, line
+        acl = out.setdefault(principal.removeprefix("User:"), {"write": set(), "read": set(), "groups": set(), "group_prefixes": set()})
+        prefixed = opts.get("--resource-pattern-type") == ["prefixed"]
+        assert operation in ("Read", "Write") and not (operation == "Write" and "--group" in opts), line
+        assert not (prefixed and "--topic" in opts), f"topics are named exactly: {line}"
+        acl["write" if operation == "Write" else "read"] |= set(opts.get("--topic", []))
+        acl["group_prefixes" if prefixed else "groups"] |= set(opts.get("--group", []))
+    return out
+
+
+def test_kafka_acls_are_exactly_what_each_service_produces_and_consumes() -> None:
+    """The ACLs the setup job adds equal messaging.access (itself checked against the code by
+    tests/unit/test_kafka_access.py): each principal writes exactly what it produces plus the
+    dead-letter topics of what it consumes, reads exactly what it consumes, in its own groups."""
+    from firstlight.messaging.access import service_acls
+
+    prod = Rendered("prod", _render("prod"))
+    prefix = prod.get("ConfigMap", "firstlight-config")["data"]["FIRSTLIGHT_TOPIC_PREFIX"]  # type: ignore[index]
+    granted = _parse_acls(_acls_script(prod))
+    expected = {
+        service: {"write": a.write, "read": a.read, "groups": a.groups, "group_prefixes": a.group_prefixes}
+        for service, a in service_acls(prefix=prefix).items()
+    }
+    assert granted == expected
+
+
+def test_services_reach_kafka_over_mutual_tls_as_their_own_principal() -> None:
+    prod = Rendered("prod", _render("prod"))
+    assert not [s["metadata"]["name"] for s in prod.all("Secret") if s["metadata"]["name"].startswith("kafka")], "certificates are never in the render"
+    for name in SERVICES:
+        env = prod.env(name)
+        assert env["FIRSTLIGHT_KAFKA_SECURITY_PROTOCOL"] == "SSL", name
+        files = {env[f"FIRSTLIGHT_KAFKA_SSL_{k}"] for k in ("CAFILE", "CERTFILE", "KEYFILE")}
+        assert files == {f"{KAFKA_CLIENT_DIR}/{f}" for f in ("ca.crt", "tls.crt", "tls.key")}, name
+        pod = _pod_spec(prod.deployment(name))
+        [mount] = [m for m in prod.container(name)["volumeMounts"] if m["mountPath"] == KAFKA_CLIENT_DIR]
+        [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert mount.get("readOnly") and volume["secret"]["secretName"] == f"kafka-client-{name}", f"{name} must connect with its own certificate"
+    # The setup job: topics from the code as the admin principal, then the ACLs.
+    job = prod.get("Job", "kafka-setup")
+    assert job is not None
+    spec = _pod_spec(job)
+    assert [v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v] == [f"kafka-client-{KAFKA_ADMIN}"]
+    assert spec["initContainers"][0]["args"] == ["python", "-m", "firstlight.messaging.topics"]
+
+
+def test_kafka_broker_requires_client_certificates_and_authorizes_every_request() -> None:
+    prod = Rendered("prod", _render("prod"))
+    kafka = prod.get("StatefulSet", "kafka")
+    assert kafka is not None
+    container = _pod_spec(kafka)["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    listeners = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert set(listeners.values()) == {"SSL"}, "every listener is TLS"
+    assert {url.split("://")[0] for url in env["KAFKA_LISTENERS"].split(",")} == set(listeners)
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "CLIENTS://kafka:9092" and "SSL://" not in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert env["KAFKA_SSL_CLIENT_AUTH"] == "required"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false" and env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert set(env["KAFKA_SUPER_USERS"].split(";")) == {"User:kafka", f"User:{KAFKA_ADMIN}"}, "no service is a super user"
+    # The certificate's CN is the principal: what the ACLs name.
+    rule = re.fullmatch(r"RULE:(.+)/\$1/,DEFAULT", env["KAFKA_SSL_PRINCIPAL_MAPPING_RULES"])
+    assert rule is not None
+    for principal in [*SERVICES, KAFKA_ADMIN, "kafka"]:
+        for dn in (f"CN={principal}", f"CN={principal},O=firstlight"):
+            m = re.fullmatch(rule.group(1), dn)
+            assert m is not None and m.group(1) == principal, dn
+    volumes = {v["name"]: v for v in _pod_spec(kafka)["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert volumes[mounts["/etc/kafka/tls"]]["secret"]["secretName"] == "kafka-broker-tls"
+    assert env["KAFKA_SSL_TRUSTSTORE_LOCATION"] == "/etc/kafka/tls/ca.crt"
+    assert env["KAFKA_SSL_KEYSTORE_LOCATION"].startswith("/var/run/kafka-tls/") and "/var/run/kafka-tls" in mounts
+    assert "exec /etc/kafka/docker/run" in container["args"][0]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="missing tool: openssl")
+def test_kafka_certificate_script_issues_a_principal_per_service(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    subprocess.run(["sh", str(REPO / "scripts" / "kafka-mtls-certs.sh"), str(tmp_path)], check=True, capture_output=True, timeout=60)
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    for principal in [*SERVICES, KAFKA_ADMIN, "kafka"]:
+        cert = x509.load_pem_x509_certificate((tmp_path / f"{principal}.crt").read_bytes())
+        assert cert.subject.rfc4514_string() == f"CN={principal}"
+        cert.verify_directly_issued_by(ca)
+        assert ExtendedKeyUsageOID.CLIENT_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        key = (tmp_path / f"{principal}.key").read_text()
+        assert key.startswith("-----BEGIN PRIVATE KEY-----"), "Kafka's PEM key stores want PKCS#8"
+        assert stat.S_IMODE((tmp_path / f"{principal}.key").stat().st_mode) == 0o600
+    broker = x509.load_pem_x509_certificate((tmp_path / "kafka.crt").read_bytes())
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert {"kafka", "localhost"} <= set(names), "the advertised listener and KRaft's controller connection"
+    assert ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "firstlight-kafka-ca"

@@ -17,7 +17,7 @@ from firstlight.curation.peers import Bridge, GrpcPlatform, GrpcTraining
 from firstlight.curation.store import CurationStore, adopt_from_training_db
 from firstlight.curation.stream import Rounds, StreamCuration, StreamDrift, drift_reference
 from firstlight.hosting.server import ServiceShell, run
-from firstlight.messaging import topics
+from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.v1 import events_pb2
 
@@ -28,7 +28,7 @@ def build(settings: CurationSettings) -> ServiceShell:
     # An existing stack's first start as a separate service: its rows move out of the training DB.
     adopt_from_training_db(store, settings.adopt_from_database_url)
     store.fail_running_rounds("the curation service restarted during this round")
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("curation"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "curation")
     bridge = Bridge(settings.ingestion_addr, settings.search_addr, settings.training_addr)
     platform = GrpcPlatform(bridge, open_blob_store(settings.blob_url) if settings.blob_url else None)

@@ -27,6 +27,7 @@ class EmbeddingEvents:
             concepts=source.concepts,
             split=source.split,
             label_revision=source.label_revision,
+            generation=source.generation,  # what the search index compares (domain.generations)
         )
         return self.producer.send(topics.EMBEDDINGS_COMPUTED, topics.event_key(source.app_id, source.input_id), out)
 

@@ -11,7 +11,7 @@ from firstlight.embedding import servicer as embedding_servicer
 from firstlight.embedding.core import Embedder
 from firstlight.embedding.worker import EmbeddingWorker
 from firstlight.hosting.server import ServiceShell, run
-from firstlight.messaging import topics
+from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonModels
@@ -24,7 +24,7 @@ def build(settings: EmbeddingSettings) -> ServiceShell:
     repository = settings.model_repository if str(settings.model_repository) not in ("", ".") else None
     triton = TritonModels(settings.triton_url, timeout_s=settings.triton_timeout_s, model_repository=repository, access_token=settings.triton_token)
     embedder = Embedder(DomainErrors(triton), settings, cache_dir=settings.data_dir / "cache")
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("embedding"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "embedding")
     worker = EmbeddingWorker(embedder, open_blob_store(settings.resolved_blob_url()), producer)
     consumer = BatchConsumer(

@@ -12,7 +12,7 @@ from firstlight.inference import servicer as inference_servicer
 from firstlight.inference.core import Predictor
 from firstlight.inference.events import PredictionEvents
 from firstlight.inference.registry import Registry, refusal
-from firstlight.messaging import signing, topics
+from firstlight.messaging import access, signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage, RetryableError
 from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
@@ -40,6 +40,14 @@ def build(settings: InferenceSettings) -> ServiceShell:
             if why:
                 outcomes.append(PoisonMessage(why))
                 continue
+            signed_ms = signing.signed_at_ms(record.headers)
+            if registry.stale(ev, signed_ms):
+                # A replayed serving change older than the one applied (e.g. "v2 serves" after a
+                # rollback to v1): ignored, and Triton's resident versions are left alone too. Not
+                # dead-lettered: every replica replays this topic from its start at every start.
+                log.info("ignoring a stale serving change of %s/%s to version %s (replayed record)", ev.app_id, ev.model_id, ev.version)
+                outcomes.append(None)
+                continue
             try:
                 # Loads the new version folder with the kept ones (no restart); the rest unload.
                 residency.announce(ev.triton_model, ev.version, ev.serving)
@@ -48,11 +56,11 @@ def build(settings: InferenceSettings) -> ServiceShell:
             except TritonError as exc:
                 outcomes.append(PoisonMessage(f"Triton could not load {ev.triton_model}: {exc}"))
                 continue
-            registry.apply(ev, signing.signed_at_ms(record.headers))
+            registry.apply(ev, signed_ms)
             outcomes.append(None)
         return outcomes
 
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("inference"))  # its own: all its principal may see
     # A fresh group per process: every replica replays all versions to rebuild its registry.
     versions = BatchConsumer(
         settings.kafka_bootstrap,

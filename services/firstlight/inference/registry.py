@@ -67,6 +67,12 @@ class Registry:
         if snapshot is not None:
             self._load(snapshot)
 
+    def stale(self, event: VersionReady, signed_ms: int = 0) -> bool:
+        """True for a serving change signed before the one applied last for its (app, model):
+        a replayed record (apply ignores it; the caller should not act on it either)."""
+        with self._lock:
+            return bool(event.serving and signed_ms and signed_ms < self._serving_since.get((event.app_id, event.model_id), 0))
+
     def apply(self, event: VersionReady, signed_ms: int = 0) -> bool:
         """Learn a version; False when the event was ignored. ``signed_ms``: when the event was
         signed (messaging.signing): a serving change signed before the one applied last is a

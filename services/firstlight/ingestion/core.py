@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from firstlight.config import ImageLimits
 from firstlight.domain import validation
+from firstlight.domain.generations import generation_of
 from firstlight.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from firstlight.images import DecodeBudget, ImageInfo, decode_memory, image_header
 from firstlight.ingestion.ports import (
@@ -280,10 +281,12 @@ class Ingestion:
         if not input_ids:
             raise InvalidArgument("no input ids given")
         ids = list(dict.fromkeys(validation.input_id(i) for i in input_ids))
-        missing = set(ids) - self.store.existing_input_ids(app_id, ids)
+        rows = self.store.get_inputs(app_id, ids)
+        missing = set(ids) - set(rows)
         if missing:
             raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
-        uris = self.store.delete_inputs(app_id, ids, [InputsDeleted(app_id, tuple(ids))])
+        generations = tuple(generation_of(rows[i].created_at) for i in ids)
+        uris = self.store.delete_inputs(app_id, ids, [InputsDeleted(app_id, tuple(ids), generations)])
         self.on_events()
         for uri in uris:
             self.blobs.delete(uri)

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from functools import singledispatch
 
+from firstlight.domain.generations import generation_of
 from firstlight.ingestion.ports import (
     AnnotationsChanged,
     EmbeddingModelChanged,
@@ -55,6 +56,7 @@ def _ingested(row: InputRow, key: str | None, embedding_model: str, preview_uri:
         concepts=row.concepts,
         split=row.split,  # type: ignore[arg-type]
         label_revision=row.label_revision,
+        generation=generation_of(row.created_at),
     )
 
 
@@ -85,7 +87,7 @@ def _(event: EmbeddingModelChanged) -> OutboxEvent:
 
 @encode.register
 def _(event: InputsDeleted) -> OutboxEvent:
-    msg = events_pb2.InputsDeleted(header=_header(), app_id=event.app_id, input_ids=list(event.input_ids))
+    msg = events_pb2.InputsDeleted(header=_header(), app_id=event.app_id, input_ids=list(event.input_ids), generations=list(event.generations))
     return OutboxEvent(topics.INPUTS_DELETED, topics.event_key(event.app_id), msg.SerializeToString())
 
 
@@ -100,6 +102,7 @@ def _(event: AnnotationsChanged) -> OutboxEvent:
         split=r.split,  # type: ignore[arg-type]
         label_revision=r.label_revision,
         regions=[region_proto(g) for g in r.regions],
+        generation=generation_of(r.created_at),
     )
     return OutboxEvent(topics.ANNOTATIONS_CHANGED, topics.event_key(r.app_id, r.id), msg.SerializeToString())
 

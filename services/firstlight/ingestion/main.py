@@ -14,7 +14,7 @@ from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
 from firstlight.ingestion.peers import EmbeddingService, SearchService
 from firstlight.ingestion.store import MetadataStore, make_engine
-from firstlight.messaging import topics
+from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
 from firstlight.v1 import events_pb2
 
@@ -29,7 +29,7 @@ def build(settings: IngestionSettings) -> ServiceShell:
     # resolves keys from it directly and serves AuthService so the other services can too.
     auth = auth_main.build(engine, settings, core.get_app)
     gate = auth.gate
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("ingestion"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "ingestion")
     policy = ConfirmPolicy(deadline_s=settings.index_confirm_deadline_s, max_attempts=settings.index_confirm_attempts)
     relay = OutboxRelay(store, producer, reannounce=core.reannouncements, policy=policy)

@@ -75,6 +75,9 @@ class EmbeddingModelChanged:
 class InputsDeleted:
     app_id: str
     input_ids: tuple[str, ...]
+    #: Each deleted input's generation (domain.generations), in the order of input_ids: an index
+    #: drops only that incarnation, so a replayed deletion cannot remove a later re-upload.
+    generations: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

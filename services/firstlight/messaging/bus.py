@@ -29,6 +29,7 @@ from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from firstlight.messaging import signing
+from firstlight.messaging.connection import client_options
 from firstlight.messaging.topics import INPUTS_SUBMIT, PREFIX, TOPICS, dlq, ensure_topics
 from firstlight.runtime.retry import Backoff
 from firstlight.v1 import events_pb2
@@ -107,6 +108,7 @@ class EventProducer:
             compression_type=compression_type,  # only gzip works with tansu
             request_timeout_ms=request_timeout_ms,
             max_in_flight_requests_per_connection=5,  # the most that keeps idempotent ordering
+            **client_options(),  # TLS, and the service's own principal (messaging.connection)
         )
         # None = let kafka-python decide: it enables idempotence when the broker's ApiVersions
         # say >= 0.11 (tansu does, and InitProducerId works) and turns it off otherwise.
@@ -445,6 +447,7 @@ class BatchConsumer(Generic[M]):
             # Room for a full batch of embedding-sized records (~5 KB) from one partition in one
             # fetch; kafka-python's 1 MiB default caps a poll at ~200 of them.
             max_partition_fetch_bytes=max(1 << 20, self.max_batch * 8 * 1024),
+            **client_options(),
         )
         consumer.subscribe([self.topic], listener=_RebalanceListener(self))
         self._consumer = consumer

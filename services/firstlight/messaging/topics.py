@@ -114,15 +114,18 @@ def ensure_topics(
     produce with a single partition, which would silently cap consumer parallelism.
     """
     from kafka import KafkaAdminClient
-    from kafka.errors import TopicAlreadyExistsError, for_code
+    from kafka.errors import ClusterAuthorizationFailedError, TopicAlreadyExistsError, TopicAuthorizationFailedError, for_code
 
     wanted = list(dict.fromkeys(TOPICS if names is None else names))
     if not wanted:
         return []
+    from firstlight.messaging.connection import client_options
+
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap,
         client_id="firstlight-topics",
         request_timeout_ms=timeout_ms,
+        **client_options(),
     )
     try:
         existing = set(admin.list_topics())
@@ -145,6 +148,10 @@ def ensure_topics(
                 created.append(t["name"])
             elif err is TopicAlreadyExistsError:
                 log.debug("topic %s created concurrently", t["name"])
+            elif err in (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                # With broker ACLs a service may only read and write its own topics; the topics are
+                # created by the cluster's setup job (python -m firstlight.messaging.topics as admin).
+                log.warning("not allowed to create topic %s (broker ACLs): it must be created by the setup job", t["name"])
             else:
                 raise err(f"creating topic {t['name']}: {t.get('error_message')}")
         if created:
@@ -153,3 +160,19 @@ def ensure_topics(
         return created
     finally:
         admin.close()
+
+
+def main() -> None:
+    """``python -m firstlight.messaging.topics``: create every topic with its partitions and
+    configs (the cluster's setup job runs this as the admin principal, before the ACLs that
+    leave the services no right to create topics)."""
+    from firstlight.config import CommonSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    settings = CommonSettings()
+    created = ensure_topics(settings.kafka_bootstrap, default_partitions=INPUT_PARTITIONS)
+    print(f"{len(TOPICS)} topics; created {len(created)}: {', '.join(created) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,8 @@ dead letters, a store outage a retry, and every indexed input is confirmed on ``
 (``events.py``).
 
 * ``embeddings.computed`` → ``Index.add`` → ``inputs.indexed``;
-* ``annotations.changed`` → ``Index.set_labels``;
-* ``inputs.deleted`` → ``Index.delete``;
+* ``annotations.changed`` → ``Index.set_labels`` (a stale record is dead-lettered with why);
+* ``inputs.deleted`` → ``Index.delete`` (one that deletes nothing newer-stamped: dead-lettered);
 * ``app.embedding_model.changed`` → ``Index.change_model``.
 """
 
@@ -58,7 +58,7 @@ class Indexer:
         items = [
             Embedded(
                 r.message.app_id, r.message.input_id, r.message.model, _vector_of(r),
-                list(r.message.concepts), r.message.split, r.message.label_revision,
+                list(r.message.concepts), r.message.split, r.message.label_revision, r.message.generation,
             ) if r.message.app_id and r.message.input_id else None
             for r in records
         ]  # fmt: skip
@@ -98,7 +98,9 @@ class Indexer:
                 if not ev.app_id or not ev.input_id:
                     outcomes[n] = PoisonMessage("AnnotationsChanged lacks app_id or input_id")
                     continue
-                self.index.set_labels(Labels(ev.app_id, ev.input_id, list(ev.concepts), int(ev.split), int(ev.label_revision)))
+                stale = self.index.set_labels(Labels(ev.app_id, ev.input_id, list(ev.concepts), int(ev.split), int(ev.label_revision), int(ev.generation)))
+                if stale:  # a replayed or outdated record: nothing changed, say why
+                    outcomes[n] = PoisonMessage(f"stale record: {stale}")
         except VectorStoreUnavailable as exc:
             raise RetryableError(f"vector store unavailable: {exc}") from exc
         return outcomes
@@ -111,7 +113,14 @@ class Indexer:
                 if not ev.app_id:
                     outcomes[n] = PoisonMessage("InputsDeleted lacks app_id")
                     continue
-                self.index.delete(ev.app_id, list(ev.input_ids))
+                if ev.generations and len(ev.generations) != len(ev.input_ids):
+                    outcomes[n] = PoisonMessage(f"InputsDeleted has {len(ev.generations)} generations for {len(ev.input_ids)} input ids")
+                    continue
+                stale = self.index.delete(ev.app_id, list(ev.input_ids), list(ev.generations))
+                if stale and len(stale) == len(set(ev.input_ids)):  # nothing deleted: a replay, say why
+                    outcomes[n] = PoisonMessage(f"stale record: {'; '.join(stale[:5])}")
+                elif stale:
+                    log.warning("inputs.deleted of app %s: kept %d newer input(s): %s", ev.app_id, len(stale), "; ".join(stale[:5]))
         except VectorStoreUnavailable as exc:
             raise RetryableError(f"vector store unavailable: {exc}") from exc
         return outcomes

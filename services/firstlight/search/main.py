@@ -6,7 +6,7 @@ import asyncio
 
 from firstlight.config import SearchSettings
 from firstlight.hosting.server import ServiceShell, run
-from firstlight.messaging import topics
+from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.models.backbone import EMBEDDING_DIM
 from firstlight.search import servicer as search_servicer
@@ -24,7 +24,7 @@ def build(settings: SearchSettings) -> ServiceShell:
     store = open_vector_store(settings.resolved_vector_store_url())
     if settings.vector_store_fault_file:
         store = FaultInjectingStore(store, settings.vector_store_fault_file)  # type: ignore[assignment]
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("search"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "search")
     indexer = Indexer(store, producer)
     common = {

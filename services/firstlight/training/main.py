@@ -5,7 +5,7 @@ from __future__ import annotations
 from firstlight.blobstore import open_blob_store
 from firstlight.config import TrainingSettings
 from firstlight.hosting.server import ServiceShell, run
-from firstlight.messaging import topics
+from firstlight.messaging import access, topics
 from firstlight.messaging.bus import EventProducer
 from firstlight.models.backbone import configure_torch_threads
 from firstlight.training import servicer as training_servicer
@@ -26,7 +26,7 @@ def build(settings: TrainingSettings) -> ServiceShell:
     repository.mkdir(parents=True, exist_ok=True)
     store = TrainingStore(settings.resolved_database_url())
     configure_torch_threads(settings.train_threads)  # deep templates train in this process
-    topics.ensure_topics(settings.kafka_bootstrap, list(topics.TOPICS))
+    topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("training"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "training")
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
     platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, settings.embedding_addr, blobs)

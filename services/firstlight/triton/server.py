@@ -131,6 +131,15 @@ def restricted_args(token: str) -> list[str]:
     return [f"--grpc-restricted-protocol={spec}", f"--http-restricted-api={spec}"]
 
 
+def shown_command(cmd: Sequence[str], token: str) -> str:
+    """The command line as logged: the token replaced. (It cannot be kept off tritonserver's
+    argv: Triton 2.51 reads the restricted-protocol settings only from its command line, parsed
+    with getopt_long (no argument files), and no environment variable or config file sets them;
+    docs/security.md. The log, at least, does not repeat it.)"""
+    line = " ".join(cmd)
+    return line.replace(token, "<token>") if token else line
+
+
 class LocalTritonServer:
     """A tritonserver child process serving `models` from `model_repository` (explicit load mode).
 
@@ -299,7 +308,7 @@ class LocalTritonServer:
         ]
         env = server_env()
         env.update(self._extra_env)
-        LOG.info("starting tritonserver: %s", " ".join(cmd))
+        LOG.info("starting tritonserver: %s", shown_command(cmd, self.access_token))
         with open(self.log_file, "ab") as log:
             self._proc = subprocess.Popen(
                 cmd,

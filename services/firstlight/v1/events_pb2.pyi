@@ -109,6 +109,7 @@ class InputIngested(_message.Message):
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
     EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     PREVIEW_URI_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -128,6 +129,13 @@ class InputIngested(_message.Message):
     RGB at the reduced scale the backbone needs, .npy), so the embedding worker need not decode
     the original again. Empty (small images, re-announcements, events from before it existed):
     the worker decodes blob_uri.
+    """
+    generation: _builtins.int
+    """The input's generation: when this incarnation of (app_id, input_id) was stored, in
+    microseconds since the epoch (an input deleted and uploaded again with the same id gets a
+    larger one). Consumers refuse a record of an older generation than the state it would
+    change, so a replayed record of a deleted incarnation changes nothing. 0: a record from
+    before generations (the oldest).
     """
     @_builtins.property
     def header(self) -> Global___EventHeader:
@@ -149,10 +157,11 @@ class InputIngested(_message.Message):
         label_revision: _builtins.int = ...,
         embedding_model: _builtins.str = ...,
         preview_uri: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "preview_uri", b"preview_uri", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "embedding_model", b"embedding_model", "generation", b"generation", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "preview_uri", b"preview_uri", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,6 +229,7 @@ class EmbeddingComputed(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -230,6 +240,8 @@ class EmbeddingComputed(_message.Message):
     """Dataset split."""
     label_revision: _builtins.int
     """Label revision the concepts belong to."""
+    generation: _builtins.int
+    """The input's generation, copied from the ingestion event (see InputIngested.generation)."""
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -253,10 +265,11 @@ class EmbeddingComputed(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "model", b"model", "split", b"split", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "generation", b"generation", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "model", b"model", "split", b"split", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -313,6 +326,7 @@ class AnnotationsChanged(_message.Message):
     SPLIT_FIELD_NUMBER: _builtins.int
     LABEL_REVISION_FIELD_NUMBER: _builtins.int
     REGIONS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     input_id: _builtins.str
@@ -321,6 +335,11 @@ class AnnotationsChanged(_message.Message):
     """Split after the change."""
     label_revision: _builtins.int
     """Label revision after the change; consumers ignore revisions older than what they have."""
+    generation: _builtins.int
+    """The input's generation (see InputIngested.generation): (generation, label_revision) orders
+    an input's label states across a delete and re-upload, so a replayed record of an earlier
+    incarnation or an earlier revision changes nothing.
+    """
     @_builtins.property
     def header(self) -> Global___EventHeader:
         """Event header."""
@@ -343,10 +362,11 @@ class AnnotationsChanged(_message.Message):
         split: _common_pb2.Split.ValueType = ...,
         label_revision: _builtins.int = ...,
         regions: _abc.Iterable[_common_pb2.Region] | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "regions", b"regions", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "generation", b"generation", "header", b"header", "input_id", b"input_id", "label_revision", b"label_revision", "regions", b"regions", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -361,6 +381,7 @@ class InputsDeleted(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     APP_ID_FIELD_NUMBER: _builtins.int
     INPUT_IDS_FIELD_NUMBER: _builtins.int
+    GENERATIONS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Owning app."""
     @_builtins.property
@@ -371,16 +392,25 @@ class InputsDeleted(_message.Message):
     def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Removed input ids."""
 
+    @_builtins.property
+    def generations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The generation of each removed input, in the order of input_ids (see
+        InputIngested.generation): an index drops only that incarnation or an older one, so a
+        replayed deletion cannot remove an input uploaded again since. Empty in records from before
+        generations (then the ids are removed whatever their generation).
+        """
+
     def __init__(
         self,
         *,
         header: Global___EventHeader | None = ...,
         app_id: _builtins.str = ...,
         input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        generations: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "header", b"header", "input_ids", b"input_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "generations", b"generations", "header", b"header", "input_ids", b"input_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
