@@ -77,7 +77,17 @@ def test_frames_of_one_video_are_not_duplicates(client: Firstlight, planted: dic
 
 
 def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: dict) -> None:
-    client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    ds = client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    # the check ran when the version was frozen and is recorded with it (3 exact copies of 69: ≥ 1 % warns)
+    checks = {c.name: c for c in ds.health.checks}
+    assert checks.keys() >= {"duplicates", "leaks", "tiny_concepts"} and checks["duplicates"].status in ("warn", "fail"), ds.health
+    assert ds.health.status in ("warn", "fail")
+    client.create_model(APP, "animals", CONCEPTS, exist_ok=True)
+    if ds.health.status == "fail":  # e.g. a copy in another split: refused when asked
+        with pytest.raises(FirstlightError, match=r"FAILED_PRECONDITION.*fails its health check"):
+            client.start_training(APP, "animals", "main", require_passing_check=True)
+    else:  # a warning refuses nothing
+        client.start_training(APP, "animals", "main", require_passing_check=True)
     resp = client.health_check(APP, dataset_id="main", images=False)
     checks = {c.name: c for c in resp.checks}
     assert checks["leaks"].status in ("pass", "fail") and checks["corrupt_or_blank"].status == "skip"
