@@ -417,3 +417,24 @@ def test_a_frozen_version_records_its_health_check_and_training_warns_or_refuses
         core.train("app", "m", "h", {}, require_passing_check=True)  # a skipped check refuses nothing
     finally:
         core.shutdown()
+
+
+def test_the_head_runner_leaves_out_inputs_deleted_since_the_freeze(tmp_path: Path) -> None:
+    """A dropped duplicate (deleted after the version was frozen) is left out of the rows; an
+    input that exists but has no vector yet still stops the job."""
+    from firstlight.training.head_jobs import HeadRunner
+    from firstlight.training.records import DatasetRow
+
+    class Peers(FakePeers):
+        def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], str]:
+            return {i: np.ones(4, np.float32) for i in input_ids if i not in ("gone", "late")}, ""
+
+        def existing(self, app_id: str, input_ids: Sequence[str]) -> set[str]:
+            return {i for i in input_ids if i != "gone"}
+
+    runner = HeadRunner(Peers(), None)  # type: ignore[arg-type]
+    rows = [DatasetRow("a", ["cat"], 1), DatasetRow("gone", ["cat"], 1), DatasetRow("b", ["dog"], 1)]
+    X, Y, _, kept = runner._xy("app", rows)
+    assert X.shape == (2, 4) and [r.input_id for r in kept] == ["a", "b"] and Y == [["cat"], ["dog"]]
+    with pytest.raises(FailedPrecondition, match=r"1 inputs are not embedded yet .*'late'"):
+        runner._xy("app", [*rows, DatasetRow("late", ["dog"], 1)])

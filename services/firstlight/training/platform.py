@@ -129,6 +129,15 @@ class GrpcPlatform:
             if not token:
                 return out
 
+    def existing(self, app_id: str, input_ids: Sequence[str]) -> set[str]:
+        """Those of ``input_ids`` that are still inputs of the app (not deleted)."""
+        out: set[str] = set()
+        ids = list(input_ids)
+        for start in range(0, len(ids), 1000):
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=1000, input_ids=ids[start : start + 1000])
+            out.update(i.id for i in _call(self.ingestion.ListInputs, req).inputs)
+        return out
+
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first (a dataset that keeps the inputs' own splits)."""
         flt = common_pb2.InputFilter(
