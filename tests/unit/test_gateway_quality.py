@@ -137,8 +137,11 @@ def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # ty
     assert "/v1/apps/app1/inputs/o1/thumbnail" in html and "dark" in html
     assert "concept horse" in html and "worse with 95% confidence" in html and "<option>general</option>" not in html
     # keep one: the ticked member kept, the others dropped; the check runs again
-    r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": session.csrf, "keep": "b", "members": ["a", "b", "c"]})
+    r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": session.csrf, "keep": "b", "members": ["a", "b", "c"]}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/portal/apps/app1/quality?run=1&")  # a reload does not post again
+    r = client.get(r.headers["location"])
     assert r.status_code == 200 and "Kept b; deleted its 2 duplicates: a, c." in r.text
+    assert 'action="/portal/apps/app1/quality"' in r.text and 'action="/portal/apps/app1/quality#slices-card"' in r.text
     req = next(c for c in reversed(fake.curation.calls) if isinstance(c, curation_pb2.KeepOneRequest))
     assert (req.app_id, req.keep, list(req.drop)) == ("app1", "b", ["a", "c"])
     fake.curation.refuse = errors.FailedPrecondition("'b' lacks labels its duplicates carry")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from firstlight import errors
 from firstlight.clients import Clients
@@ -22,6 +23,7 @@ from firstlight.gateway.session import Session, csrf_ok
 from firstlight.v1 import curation_pb2, inference_pb2, ingestion_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
+MAX_MESSAGE = 600
 
 
 async def _describe(cl: Clients, key: str, app_id: str, ids: list[str]) -> dict[str, tuple[list[str], int]]:
@@ -109,10 +111,12 @@ async def quality_page(
     model_version: str = "",
     split: str = "validation",
     min_size: str = "20",
+    done: str = "",
 ) -> Response:
+    """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
     q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size)
-    return await _render(request, s, app_id, q)
+    return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 
 @router.post("/apps/{app_id}/quality/keep-one", response_class=HTMLResponse)
@@ -145,4 +149,8 @@ async def keep_one_action(
     except errors.FirstlightError as exc:
         return await _render(request, s, app_id, q, message=f"Nothing deleted: {exc}", status_code=409 if isinstance(exc, errors.FailedPrecondition) else 400)
     n = len(r.deleted_input_ids)
-    return await _render(request, s, app_id, q, message=f"Kept {r.kept}; deleted its {n} duplicate{'s' if n != 1 else ''}: {', '.join(r.deleted_input_ids)}.")
+    shown = ", ".join(r.deleted_input_ids[:20]) + (", …" if n > 20 else "")
+    done = f"Kept {r.kept}; deleted its {n} duplicate{'s' if n != 1 else ''}: {shown}."
+    params = {"run": "1", "dataset": q["dataset"], "version": q["version"], "images": "1" if q["images"] else "0", "group_key": q["group_key"]}
+    params |= {"examples": str(q["examples"]), "done": done}
+    return RedirectResponse(f"/portal/apps/{app_id}/quality?{urlencode(params)}", status_code=303)
