@@ -37,6 +37,7 @@ class PixelFacts:
     sha256: str
     thumb: np.ndarray
     quality: object  # quality.image_metrics.ImageQuality
+    canvas: np.ndarray  # 32×32 gray uint8: the crop check (quality.crops)
 
 
 _SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
@@ -219,8 +220,8 @@ class Curation:
 
         from PIL import Image
 
+        from firstlight.curation.quality import crops, image_metrics
         from firstlight.curation.quality import duplicates as dup
-        from firstlight.curation.quality import image_metrics
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
         for start in range(0, len(missing), 64):
@@ -233,7 +234,9 @@ class Curation:
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
                     self._pixels[(app_id, input_id)] = None
                     continue
-                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb))
+                self._pixels[(app_id, input_id)] = PixelFacts(
+                    dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb)
+                )
         facts = {i: self._pixels.get((app_id, i)) for i in ids}
         corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
         return {i: f for i, f in facts.items() if f is not None}, corrupt
@@ -286,9 +289,11 @@ class Curation:
             # nothing), flat metrics (reported as corrupt, not as duplicates)
             none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
             blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
+            blank_canvas = np.zeros((32, 32), np.uint8)
             kw = {
                 "content_hashes": [facts[i].sha256 if i in facts else "" for i in ids],
                 "thumbnails": np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
+                "canvases": np.stack([facts[i].canvas if i in facts else blank_canvas for i in ids]),
                 "quality": [facts[i].quality if i in facts else none for i in ids],
             }
         row = {i: k for k, i in enumerate(ids)}
@@ -353,7 +358,11 @@ class Curation:
         except FailedPrecondition:  # no blob store here: the embeddings alone decide
             facts = {}
         if len(facts) == len(ids):
-            kw = {"content_hashes": [facts[i].sha256 for i in ids], "thumbnails": np.stack([facts[i].thumb for i in ids])}
+            kw = {
+                "content_hashes": [facts[i].sha256 for i in ids],
+                "thumbnails": np.stack([facts[i].thumb for i in ids]),
+                "canvases": np.stack([facts[i].canvas for i in ids]),
+            }
         groups = dup.find_duplicates(n=len(ids), embeddings=X, threshold=threshold, k=min(10, len(ids) - 1), **kw)
         group = next((g for g in groups if 0 in g.members), None)
         members = set(group.members) if group else {0}
