@@ -234,9 +234,7 @@ class Curation:
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
                     self._pixels[(app_id, input_id)] = None
                     continue
-                self._pixels[(app_id, input_id)] = PixelFacts(
-                    dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb)
-                )
+                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb))
         facts = {i: self._pixels.get((app_id, i)) for i in ids}
         corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
         return {i: f for i, f in facts.items() if f is not None}, corrupt
