@@ -10,7 +10,7 @@ import pytest
 from firstlight import errors
 from firstlight.gateway.quality_views import health_view, slices_view
 from firstlight.gateway.session import COOKIE
-from firstlight.v1 import common_pb2, curation_pb2, inference_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -68,6 +68,14 @@ class FakeIngestion:
         return common_pb2.Input(id=req.input_id, concepts=concepts, split=3 if req.input_id == "c" else 1)
 
 
+class FakeTraining:
+    async def get_dataset(self, req, key):  # type: ignore[no-untyped-def]
+        if req.dataset_id != "main":
+            raise errors.NotFound("no such dataset")
+        checks = [training_pb2.DatasetCheck(name="leaks", status="fail", message="1 input", count=1)]
+        return training_pb2.Dataset(app_id=req.app_id, id="main", version="abcdef0123456789", health=training_pb2.DatasetHealth(status="fail", checks=checks))
+
+
 class FakeInference:
     async def list_models(self, req, key):  # type: ignore[no-untyped-def]
         return inference_pb2.ListModelsResponse(models=[inference_pb2.ModelInfo(id="general"), inference_pb2.ModelInfo(id="animals")])
@@ -89,7 +97,7 @@ def gw(tmp_path):  # type: ignore[no-untyped-def]
         blob_url=f"file://{tmp_path}",
         session_secret="s" * 40,
     )
-    fake = SimpleNamespace(curation=FakeCuration(), ingestion=FakeIngestion(), inference=FakeInference())
+    fake = SimpleNamespace(curation=FakeCuration(), ingestion=FakeIngestion(), inference=FakeInference(), training=FakeTraining())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
     with TestClient(app) as client:
         session = app.state.sessions.new("k", "app1", False)
@@ -150,6 +158,10 @@ def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # ty
     r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": "wrong", "keep": "b", "members": ["a", "b"]})
     assert r.status_code == 403
     assert client.get("/portal/apps/other/quality").status_code == 403  # the session's app only
+    # a dataset's page shows the check recorded when its version was frozen
+    page = client.get("/portal/apps/app1/quality?dataset=main")
+    assert "Version abcdef012345 of main was checked when frozen: fail (leaks fail)." in page.text
+    assert 'id="health-recorded"' not in client.get("/portal/apps/app1/quality?dataset=other").text
 
 
 def test_views_name_checks_and_slices_in_words() -> None:

@@ -20,7 +20,7 @@ from firstlight.gateway import portal, quality_views
 from firstlight.gateway.api import to_json
 from firstlight.gateway.quality_api import health_request, slices_request
 from firstlight.gateway.session import Session, csrf_ok
-from firstlight.v1 import curation_pb2, inference_pb2, ingestion_pb2
+from firstlight.v1 import curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 MAX_MESSAGE = 600
@@ -57,6 +57,15 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
         raise
     except errors.FirstlightError:
         pass  # the slices form then takes a typed model id
+    if q["dataset"]:  # the check recorded with the version when it was frozen
+        try:
+            ds = await cl.training.get_dataset(training_pb2.GetDatasetRequest(app_id=app_id, dataset_id=q["dataset"]), key=s.key)
+            if ds.HasField("health") and (not q["version"] or q["version"] == ds.version):
+                ctx["recorded"] = quality_views.recorded_health(to_json(ds))
+        except (errors.Unauthenticated, errors.PermissionDenied):
+            raise
+        except errors.FirstlightError:
+            pass  # the check below reports an unknown dataset
     if q["run"]:
         try:
             req = health_request(app_id, q["dataset"], q["version"], q["images"], 0.0, q["examples"], q["group_key"])

@@ -160,3 +160,15 @@ def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
             )
         )
     return out
+
+
+def recorded_health(dataset: dict[str, Any]) -> str:
+    """The health check recorded with a dataset version when it was frozen, in words."""
+    h = dataset.get("health") or {}
+    bad = [f"{c['name']} {c['status']}" for c in h.get("checks", []) if c.get("status") in ("warn", "fail")]
+    text = f"Version {dataset.get('version', '')[:12]} of {dataset.get('id', '')} was checked when frozen: {h.get('status', '')}"
+    if h.get("error"):
+        text += f" ({h['error']})"
+    elif bad:
+        text += f" ({', '.join(bad)})"
+    return text + ". Training on it warns when it fails (or refuses, with require_passing_check)."
