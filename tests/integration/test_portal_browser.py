@@ -484,6 +484,7 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     eventually(lambda: api.get(f"/v1/apps/{DQ_APP}/index").json()["indexed_count"] >= len(inputs), 180, what="indexed")
     ds = api.post(f"/v1/apps/{DQ_APP}/datasets", json={"id": "main", "concepts": DQ_CLASSES, "split": {"train_fraction": 0.5, "validation_fraction": 0.5}})
     assert ds.status_code == 201, ds.text
+    assert ds.json()["health"]["status"] in ("pass", "warn", "fail"), ds.json()["health"]  # checked when frozen
     assert api.post(f"/v1/apps/{DQ_APP}/models", json={"id": "animals", "concepts": DQ_CLASSES}).status_code == 201
     job = api.post(f"/v1/apps/{DQ_APP}/models/animals/train", json={"dataset_id": "main"}).json()
     done = eventually(
@@ -556,5 +557,7 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     assert d.find_elements(By.ID, "health-verdict")  # the check stays on the page
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
     shot(d, "19-data-quality-slices")
+    d.get(f"{base}/portal/apps/{DQ_APP}/quality?dataset=main")  # the check recorded with the version
+    assert "was checked when frozen" in wait(d, lambda d: d.find_elements(By.ID, "health-recorded"), what="recorded check")[0].text
     d.find_element(By.ID, "sign-out").click()
     api.close()
