@@ -191,7 +191,7 @@ class GrpcHealthChecks:
     decode every image, too slow for CreateDataset's answer (`firstlight check --dataset` runs
     them). Not retried: a check that cannot run is recorded as skipped, the freeze goes on."""
 
-    def __init__(self, curation_addr: str, timeout_s: float = 240.0) -> None:
+    def __init__(self, curation_addr: str, timeout_s: float = 120.0) -> None:
         self._channel = internal_channel(curation_addr, options=CHANNEL_OPTIONS)
         self.curation = curation_pb2_grpc.CurationServiceStub(self._channel)
         self.timeout_s = timeout_s  # under CreateDataset's own 300 s deadline
