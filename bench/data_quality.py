@@ -314,7 +314,7 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         }
         res.setdefault("timings_s", {})["explain"] = time.monotonic() - t0
     # health check
-    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, quality=quality)
+    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, canvases=canvases, quality=quality)
     res["health"] = {c.name: [c.status, c.count, c.message] for c in rep.checks}
     res.setdefault("timings_s", {}).update({"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup})
     return res, X
