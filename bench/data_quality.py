@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from firstlight.curation.quality import crops, health, image_metrics, outliers, slices, splits
 from firstlight.curation.quality import duplicates as dup
-from firstlight.curation.quality import health, image_metrics, outliers, slices, splits
 from firstlight.curation.quality.neighbors import knn, normalize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,12 +208,15 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     hashes = [dup.content_hash(b) for b in blobs]
     phashes = [dup.perceptual_hash(r["rgb"]) for r in rows]
     thumbs = np.stack([dup.thumbnail(r["rgb"]) for r in rows])
+    canvases = np.stack([crops.canvas(r["rgb"]) for r in rows])
     quality = [image_metrics.image_quality(r["rgb"]) for r in rows]
     t_pixels = time.monotonic() - t0
     blank = [i for i, x in enumerate(image_metrics.flag_issues(quality)) if "blank" in x]
     t0 = time.monotonic()
     nb = knn(X, outliers.DEFAULT_K)
-    groups = dup.find_duplicates(n=n, neighbors=nb, content_hashes=hashes, thumbnails=thumbs, threshold=args.threshold, embeddings=X, skip=blank)
+    groups = dup.find_duplicates(
+        n=n, neighbors=nb, content_hashes=hashes, thumbnails=thumbs, threshold=args.threshold, embeddings=X, skip=blank, canvases=canvases
+    )
     t_dup = time.monotonic() - t0
     copies = [(int(r["source"]), i) for i, r in enumerate(rows) if r["source"] >= 0]
     truth_pairs = {(min(a, b), max(a, b)) for a, b in copies}
@@ -224,6 +227,7 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     bl = set(blank)
     direct = {(a, b) for a, b, _ in dup.embedding_pairs(nb, args.threshold) if a not in bl and b not in bl}
     direct |= {(a, b) for a, b, _ in dup.thumbnail_pairs(nb, thumbs) if a not in bl and b not in bl}
+    direct |= {(a, b) for a, b, _ in crops.crop_pairs(nb, canvases) if a not in bl and b not in bl}
     # the perceptual hash (not used by default) for comparison, confirmed by the embedding
     ph = {(a, b) for a, b, _ in dup.hash_pairs(phashes, args.max_hamming) if a not in bl and b not in bl and float(Xn[a] @ Xn[b]) >= dup.HASH_MIN_COSINE}
     res["perceptual_hash_pairs"] = pr(ph, truth_pairs)
@@ -310,7 +314,7 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         }
         res.setdefault("timings_s", {})["explain"] = time.monotonic() - t0
     # health check
-    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, quality=quality)
+    rep, _ = health.health_check(labels_now, embeddings=X, split_of=split_of, content_hashes=hashes, thumbnails=thumbs, canvases=canvases, quality=quality)
     res["health"] = {c.name: [c.status, c.count, c.message] for c in rep.checks}
     res.setdefault("timings_s", {}).update({"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup})
     return res, X

@@ -325,6 +325,9 @@ class TrainingSettings(CommonSettings):
     #: EmbeddingService address and blob store URL: only for the ``augment_flip`` option.
     embedding_addr: str = ""
     blob_url: str = ""
+    #: CurationService address: the data health check run on every dataset version frozen and
+    #: recorded with it ("" = not run).
+    curation_addr: str = ""
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'training.db').resolve()}"

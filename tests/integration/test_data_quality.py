@@ -77,7 +77,17 @@ def test_frames_of_one_video_are_not_duplicates(client: Firstlight, planted: dic
 
 
 def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: dict) -> None:
-    client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    ds = client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    # the check ran when the version was frozen and is recorded with it (3 exact copies of 69: ≥ 1 % warns)
+    checks = {c.name: c for c in ds.health.checks}
+    assert checks.keys() >= {"duplicates", "leaks", "tiny_concepts"} and checks["duplicates"].status in ("warn", "fail"), ds.health
+    assert ds.health.status in ("warn", "fail")
+    client.create_model(APP, "animals", CONCEPTS, exist_ok=True)
+    if ds.health.status == "fail":  # e.g. a copy in another split: refused when asked
+        with pytest.raises(FirstlightError, match=r"FAILED_PRECONDITION.*fails its health check"):
+            client.start_training(APP, "animals", "main", require_passing_check=True)
+    else:  # a warning refuses nothing
+        client.start_training(APP, "animals", "main", require_passing_check=True)
     resp = client.health_check(APP, dataset_id="main", images=False)
     checks = {c.name: c for c in resp.checks}
     assert checks["leaks"].status in ("pass", "fail") and checks["corrupt_or_blank"].status == "skip"
@@ -128,7 +138,26 @@ def test_a_new_users_folder_through_the_cli(stack, tmp_path) -> None:  # type: i
     out = runner.invoke(cli, ["check", "cli-check", "--examples", "3", "--data-dir", str(stack.data_dir)])
     assert out.exit_code == 1, out.output  # a failing check (duplicates: 5 of 86 ≥ 5 %) exits 1
     assert "fail" in out.output and "exact duplicates" in out.output
+    # dedupe: a dry run says what would go; --yes keeps one of each group and deletes the rest
+    dry = runner.invoke(cli, ["dedupe", "cli-check", "--data-dir", str(stack.data_dir)])
+    assert dry.exit_code == 0 and dry.output.count("would keep") >= 5 and "dry run" in dry.output, dry.output
+    done = runner.invoke(cli, ["dedupe", "cli-check", "--yes", "--data-dir", str(stack.data_dir)])
+    assert done.exit_code == 0 and done.output.count("kept ") >= 5, done.output
+    with Firstlight.from_stack(stack.data_dir) as fl:
+        assert not [g for g in fl.health_check("cli-check").duplicate_groups if g.kind == "exact"]
     png = tmp_path / "map.png"
     m = runner.invoke(cli, ["map", "cli-check", "--out", str(png), "--data-dir", str(stack.data_dir)])
     assert m.exit_code == 0, m.output
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_keep_one_through_the_sdk(client: Firstlight, planted: dict) -> None:
+    """After the other tests: keep a source, delete its exact copy; a digit is no copy of an animal."""
+    src = planted["exact"]["copy-2"]
+    with pytest.raises(FirstlightError, match="FAILED_PRECONDITION"):
+        client.keep_one(APP, src, ["digit-0"])
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        client.keep_one(APP, src, ["no-such-input"])
+    resp = client.keep_one(APP, src, ["copy-2"])
+    assert resp.kept == src and list(resp.deleted_input_ids) == ["copy-2"] and resp.kind == "exact"
+    assert "copy-2" not in {i for g in client.health_check(APP, max_examples=50).duplicate_groups for i in g.input_ids}

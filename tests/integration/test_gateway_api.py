@@ -133,6 +133,9 @@ def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[st
         ("GET", f"/v1/apps/{B}/curation/rounds", None),
         ("GET", f"/v1/apps/{B}/curation/policy", None),
         ("POST", f"/v1/apps/{B}/curation/suggestions", {"model_id": "m"}),
+        ("GET", f"/v1/apps/{B}/quality/health", None),
+        ("POST", f"/v1/apps/{B}/quality/duplicates/keep-one", {"keep": "x", "drop": ["y"]}),
+        ("GET", f"/v1/apps/{B}/models/m/versions/serving/slices", None),
     ]
     for method, path, body in calls:
         r = gw.request(method, path, json=body, headers=h)
@@ -498,3 +501,32 @@ def test_gateway_answers_503_when_a_service_is_down(stack, gw: httpx.Client, key
     finally:
         stack.start_service("inference")
     assert gw.get(f"/v1/apps/{A}/models", headers=bearer(keys[A])).status_code == 200
+
+
+def test_data_quality_routes(gw: httpx.Client, keys: dict[str, str]) -> None:
+    """The health check over HTTP finds the hostile input as an exact copy of the first animal;
+    keep one refuses either way (each carries a label the other lacks) and deletes nothing."""
+    h = bearer(keys[A])
+    r = gw.get(f"/v1/apps/{A}/quality/health", params={"max_examples": 50}, headers=h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["examined"] >= 30 and body["status"] in ("pass", "warn", "fail") and body["markdown"]
+    assert {c["name"] for c in body["checks"]} >= {"duplicates", "outliers", "corrupt_or_blank"}
+    group = next(g for g in body["duplicate_groups"] if "hostile" in g["input_ids"])
+    assert group["kind"] == "exact" and len(group["input_ids"]) == 2 and group["similarity"] == 1.0
+    for keep in group["input_ids"]:
+        drop = [i for i in group["input_ids"] if i != keep]
+        r = gw.post(f"/v1/apps/{A}/quality/duplicates/keep-one", json={"keep": keep, "drop": drop}, headers=h)
+        assert r.status_code == 409 and err(r)["code"] == "FAILED_PRECONDITION" and "lacks labels" in err(r)["message"], r.text
+    for i in group["input_ids"]:
+        assert gw.get(f"/v1/apps/{A}/inputs/{i}", headers=h).status_code == 200
+    others = [i["id"] for i in gw.get(f"/v1/apps/{A}/inputs", params={"page_size": 5}, headers=h).json()["inputs"] if i["id"] not in group["input_ids"]]
+    r = gw.post(f"/v1/apps/{A}/quality/duplicates/keep-one", json={"keep": others[0], "drop": [others[1]]}, headers=h)
+    assert r.status_code == 409 and "not duplicates" in err(r)["message"], r.text
+    r = gw.post(f"/v1/apps/{A}/quality/duplicates/keep-one", json={"keep": others[0], "drop": ["no-such-input"]}, headers=h)
+    assert r.status_code == 404 and err(r)["code"] == "NOT_FOUND"
+    r = gw.post(f"/v1/apps/{A}/quality/duplicates/keep-one", json={"keep": others[0], "drop": [others[0]]}, headers=h)
+    assert r.status_code == 400 and err(r)["code"] == "INVALID_ARGUMENT"
+    assert gw.get(f"/v1/apps/{A}/quality/health", params={"near_duplicate_threshold": 2}, headers=h).status_code == 400
+    r = gw.get(f"/v1/apps/{A}/models/no-such-model/versions/serving/slices", headers=h)
+    assert r.status_code == 404 and err(r)["code"] == "NOT_FOUND", r.text

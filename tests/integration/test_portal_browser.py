@@ -449,3 +449,115 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     d.find_element(By.ID, "sign-out").click()
     wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="signed out")
     api.close()
+
+
+DQ_APP = "portal-dq"
+DQ_CLASSES = ["cat", "dog", "horse"]
+
+
+def _blank_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (28, 28), (0, 0, 0)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-def]
+    """The data-quality page of an app with planted problems: the check's verdicts, duplicate
+    groups as thumbnails, keep one (done; refused when the copy carries another label, nothing
+    deleted), leaks, the blank image flagged, and a trained version's worst slices."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    base = stack.gateway_url
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=base, timeout=120) as gw:
+        assert gw.post("/v1/apps", json={"id": DQ_APP}, headers=admin).status_code == 201
+        key = gw.post(f"/v1/apps/{DQ_APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
+    api = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
+    items = datasets.animal_mnist(10, seed=23, classes=DQ_CLASSES)
+    inputs = [{"id": i, "base64": b64(data), "concepts": [c]} for i, c, data in items]
+    src, other = items[0], items[10]
+    inputs.append({"id": "copy-a", "base64": b64(src[2]), "concepts": [src[1]]})  # the same label: may go
+    inputs.append({"id": "copy-b", "base64": b64(other[2]), "concepts": [HOSTILE]})  # another label: refused
+    inputs.append({"id": "blank", "base64": b64(_blank_png()), "concepts": []})
+    assert api.post(f"/v1/apps/{DQ_APP}/inputs", json={"inputs": inputs}).status_code == 201
+    eventually(lambda: api.get(f"/v1/apps/{DQ_APP}/index").json()["indexed_count"] >= len(inputs), 180, what="indexed")
+    ds = api.post(f"/v1/apps/{DQ_APP}/datasets", json={"id": "main", "concepts": DQ_CLASSES, "split": {"train_fraction": 0.5, "validation_fraction": 0.5}})
+    assert ds.status_code == 201, ds.text
+    assert ds.json()["health"]["status"] in ("pass", "warn", "fail"), ds.json()["health"]  # checked when frozen
+    assert api.post(f"/v1/apps/{DQ_APP}/models", json={"id": "animals", "concepts": DQ_CLASSES}).status_code == 201
+    job = api.post(f"/v1/apps/{DQ_APP}/models/animals/train", json={"dataset_id": "main"}).json()
+    done = eventually(
+        lambda: (j := api.get(f"/v1/apps/{DQ_APP}/jobs/{job['id']}").json())["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED") and j,
+        180,
+        what="trained",
+    )
+    assert done["state"] == "JOB_STATE_SUCCEEDED", done
+
+    d.get(f"{base}/portal/sign-in")
+    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
+    d.find_element(By.ID, "api-key").send_keys(key)
+    d.find_element(By.ID, "sign-in").click()
+    wait(d, lambda d: "/gallery" in d.current_url, what="signed in")
+    d.find_element(By.ID, "nav-quality").click()
+    wait(d, lambda d: d.find_elements(By.ID, "health-idle"), what="quality page")
+    d.find_element(By.ID, "health-run").click()
+    verdict = wait(d, lambda d: d.find_elements(By.ID, "health-verdict"), 300, what="health check")[0].text
+    assert verdict.startswith(("Fails", "Passes with warnings")) and f"({len(inputs)} inputs checked)" in verdict, verdict
+    status = {
+        r.get_attribute("data-check"): r.find_element(By.CSS_SELECTOR, ".status").text for r in d.find_elements(By.CSS_SELECTOR, "#health-checks tbody tr")
+    }
+    assert status["duplicates"] in ("warn", "fail") and status["corrupt_or_blank"] in ("warn", "fail"), status
+
+    def group_with(input_id: str):  # type: ignore[no-untyped-def]
+        found = [g for g in d.find_elements(By.CSS_SELECTOR, "form.dup-group") if g.find_elements(By.CSS_SELECTOR, f'.tile[data-id="{input_id}"]')]
+        return found[0] if found else None
+
+    g = group_with("copy-a")
+    assert g is not None and g.get_attribute("data-kind") == "exact"
+    assert {t.get_attribute("data-id") for t in g.find_elements(By.CSS_SELECTOR, ".tile")} == {"copy-a", src[0]}
+    thumbs = d.find_elements(By.CSS_SELECTOR, "form.dup-group img")
+    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in thumbs), what="group thumbnails")
+    flagged = {t.get_attribute("data-id"): t.text for t in d.find_elements(By.CSS_SELECTOR, "#flagged-card .tile")}
+    assert "blank" in flagged["blank"], flagged  # (one silhouette may be flagged blurry beside the rest)
+    leaks = {t.get_attribute("data-id") for t in d.find_elements(By.CSS_SELECTOR, "#leaks-card .tile")}
+    assert leaks <= {"copy-a", src[0], "copy-b", other[0]}
+    no_alert(d)  # the hostile label is shown escaped
+    assert HOSTILE in group_with("copy-b").text
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "duplicates-card"))
+    shot(d, "17-data-quality")
+
+    # Keep the source, delete its exact copy.
+    g = group_with("copy-a")
+    g.find_element(By.CSS_SELECTOR, f'input[name="keep"][value="{src[0]}"]').click()
+    g.find_element(By.CSS_SELECTOR, "button.keep-one").click()
+    message = wait(d, lambda d: d.find_elements(By.ID, "quality-message"), 300, what="kept one")[0].text
+    assert message == f"Kept {src[0]}; deleted its 1 duplicate: copy-a.", message
+    assert group_with("copy-a") is None and group_with(src[0]) is None
+    assert api.get(f"/v1/apps/{DQ_APP}/inputs/copy-a").status_code == 404
+    assert api.get(f"/v1/apps/{DQ_APP}/inputs/{src[0]}").status_code == 200
+    shot(d, "18-data-quality-kept-one")
+    # The copy with another label: refused either way, nothing deleted.
+    group_with("copy-b").find_element(By.CSS_SELECTOR, "button.keep-one").click()
+    message = wait(d, lambda d: (m := d.find_elements(By.ID, "quality-message")) and "Nothing deleted" in m[0].text and m[0].text, 300, what="refused")
+    assert "lacks labels" in message, message
+    assert api.get(f"/v1/apps/{DQ_APP}/inputs/copy-b").status_code == 200
+    assert api.get(f"/v1/apps/{DQ_APP}/inputs/{other[0]}").status_code == 200
+    assert group_with("copy-b") is not None
+    no_alert(d)
+
+    # The trained version's worst slices.
+    d.find_element(By.CSS_SELECTOR, '#slices-form input[name="min_size"]').clear()
+    d.find_element(By.CSS_SELECTOR, '#slices-form input[name="min_size"]').send_keys("3")
+    d.find_element(By.ID, "slices-run").click()
+    summary = wait(d, lambda d: d.find_elements(By.ID, "slices-summary"), 120, what="worst slices")[0].text
+    assert summary.startswith(f"animals version {done['version']} on validation: accuracy"), summary
+    rows = d.find_elements(By.CSS_SELECTOR, "#slices tbody tr")
+    assert rows and all(r.find_element(By.CSS_SELECTOR, "th").text.startswith(("concept", "embedding cluster", "brightness", "contrast", "blur")) for r in rows)
+    assert d.find_elements(By.ID, "health-verdict")  # the check stays on the page
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
+    shot(d, "19-data-quality-slices")
+    d.get(f"{base}/portal/apps/{DQ_APP}/quality?dataset=main")  # the check recorded with the version
+    assert "was checked when frozen" in wait(d, lambda d: d.find_elements(By.ID, "health-recorded"), what="recorded check")[0].text
+    d.find_element(By.ID, "sign-out").click()
+    api.close()

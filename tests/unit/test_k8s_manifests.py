@@ -82,7 +82,8 @@ EXPECTED_EGRESS = {
     "embedding": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
     "search": {("kafka", 9092), ("qdrant", 6333), ("embedding", 50051), ("ingestion", 50051)},
     "inference": {("kafka", 9092), ("triton", 8001), ("ingestion", 50051)},
-    "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051)},
+    # training -> curation: the health check of each dataset version frozen (issue 19)
+    "training": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("embedding", 50051), ("curation", 50051)},
     # curation reaches training only through its gRPC API (issue 15), never its database or files
     "curation": {("kafka", 9092), ("postgres", 5432), ("ingestion", 50051), ("search", 50051), ("training", 50051)},
 }
@@ -95,6 +96,7 @@ ADDRESS_ENV = [
     "FIRSTLIGHT_INGESTION_ADDR",
     "FIRSTLIGHT_SEARCH_ADDR",
     "FIRSTLIGHT_TRAINING_ADDR",
+    "FIRSTLIGHT_CURATION_ADDR",
     "FIRSTLIGHT_DATABASE_URL",
 ]
 #: Services that must never run two pods (service -> why); everything else scales out in prod.

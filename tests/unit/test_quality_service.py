@@ -10,7 +10,7 @@ from PIL import Image
 
 from firstlight.curation.core import Curation
 from firstlight.curation.ports import ModelInfo, Row, Scores, VersionInfo
-from firstlight.errors import InvalidArgument
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 def _png(a: np.ndarray) -> bytes:
@@ -51,6 +51,15 @@ class FakePlatform:
 
     def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
         return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
+
+    def labels_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        concepts = {i: c for i, c, _ in self.rows}
+        return {i: concepts[i] for i in input_ids if i in concepts}
+
+    def delete_inputs(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        self.deleted = [*getattr(self, "deleted", []), *input_ids]
+        self.rows = [r for r in self.rows if r[0] not in set(input_ids)]
+        return len(input_ids)
 
 
 def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
@@ -114,3 +123,33 @@ def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
     assert all(s.n >= 20 for s, _, _ in r["slices"])
     with pytest.raises(InvalidArgument):
         cur.worst_slices("app", "m", "", "holdout")
+
+
+def test_keep_one_deletes_only_checked_duplicates_whose_labels_the_kept_one_has():
+    platform = FakePlatform()
+    # i5's copy, unlabeled, and a re-encode-like near copy of i7 (embedding nudged, same pixels)
+    platform.blob["copy5"], platform.vec["copy5"] = platform.blob["i5"], platform.vec["i5"]
+    platform.rows.append(("copy5", [], 1))
+    platform.blob["near7"], platform.vec["near7"] = platform.blob["i7"], platform.vec["i7"] + 0.01
+    platform.rows.append(("near7", ["c1"], 2))
+    cur = Curation(platform, training=None)  # type: ignore[arg-type]
+    with pytest.raises(FailedPrecondition, match=r"not duplicates.*i4"):
+        cur.keep_one("app", "i3", ["dup", "i4"])  # i4 is another image: nothing deleted
+    with pytest.raises(FailedPrecondition, match=r"lacks labels.*i5 has c1"):
+        cur.keep_one("app", "copy5", ["i5"])  # the unlabeled copy would lose i5's label
+    assert not getattr(platform, "deleted", [])
+    with pytest.raises(NotFound):
+        cur.keep_one("app", "i3", ["nope"])
+    with pytest.raises(InvalidArgument):
+        cur.keep_one("app", "i3", ["i3"])
+    with pytest.raises(InvalidArgument):
+        cur.keep_one("app", "i3", [])
+    assert cur.keep_one("app", "i3", ["dup"]) == {"kept": "i3", "deleted": ["dup"], "kind": "exact", "similarity": 1.0}
+    r = cur.keep_one("app", "i5", ["copy5"])
+    assert r["deleted"] == ["copy5"] and r["kind"] == "exact"
+    platform.blob = {}  # no pixels now: the embeddings alone (cosine ~1) decide
+    cur._pixels.clear()
+    platform.blobs_of = lambda app_id, ids: (_ for _ in ()).throw(FailedPrecondition("no blob store"))  # type: ignore[method-assign]
+    r = cur.keep_one("app", "i7", ["near7"])
+    assert r["kind"] == "near" and r["similarity"] > 0.99
+    assert platform.deleted == ["dup", "copy5", "near7"]

@@ -41,6 +41,9 @@ class FakeStore:
         )
         return now
 
+    def set_dataset_health(self, app_id: str, dataset_id: str, version: str, health: dict[str, Any]) -> None:
+        next(d for d in self.datasets[(app_id, dataset_id)] if d["version"] == version)["health"] = health
+
     def latest_dataset(self, app_id: str, dataset_id: str) -> dict[str, Any] | None:
         got = self.datasets.get((app_id, dataset_id))
         return {k: v for k, v in got[-1].items() if k != "rows"} if got else None
@@ -378,3 +381,60 @@ def test_frames_of_one_video_stay_in_one_split(world: World) -> None:
             split_of_video.setdefault(r.input_id.split(".t")[0], set()).add(r.split)
     assert len(split_of_video) == 6 and all(len(s) == 1 for s in split_of_video.values())
     assert {r.split for r in ds["rows"]} == {1, 2, 3} and len(ds["rows"]) == 28
+
+
+class FakeHealth:
+    """The curation service's health check of a dataset version: fails on leaks, or cannot run."""
+
+    def __init__(self) -> None:
+        self.status = "fail"
+        self.calls: list[tuple[str, str, str]] = []
+
+    def dataset_health(self, app_id: str, dataset_id: str, version: str) -> dict[str, Any]:
+        self.calls.append((app_id, dataset_id, version))
+        if self.status == "down":
+            raise FailedPrecondition("the curation service's peer clients are not started yet")
+        checks = [{"name": "leaks", "status": self.status, "message": "3 inputs have a copy in another split", "count": 3}]
+        return {"status": self.status, "checks": checks}
+
+
+def test_a_frozen_version_records_its_health_check_and_training_warns_or_refuses(world: World, tmp_path: Path) -> None:
+    health = FakeHealth()
+    core = TrainingCore(world.store, world.peers, world.events, [world.heads], tmp_path / "jobs2", workers=1, health=health)
+    try:
+        ds = core.create_dataset("app", "h", fractions=(0.5, 0.5, 0.0), seed=1)
+        assert health.calls == [("app", "h", ds["version"])] and ds["health"]["status"] == "fail"
+        assert core.get_dataset("app", "h")["health"]["checks"][0]["name"] == "leaks"  # recorded with the version
+        core.create_model("app", "m", "head_template", CONCEPTS, {})
+        with pytest.raises(FailedPrecondition, match=r"fails its health check \(leaks: 3 inputs"):
+            core.train("app", "m", "h", {}, require_passing_check=True)
+        job = core.train("app", "m", "h", {})  # by default: trained, with the warning first
+        assert "fails its health check" in core.log.wait_after(job["id"], 0, 0.0)[0].message
+        health.status = "down"  # the check cannot run: the freeze goes on, recorded as skipped
+        world.peers.items.append(("late", [CONCEPTS[0]], []))
+        ds = core.create_dataset("app", "h", fractions=(0.5, 0.5, 0.0), seed=1)
+        assert ds["health"]["status"] == "skip" and "not started" in ds["health"]["error"]
+        core.train("app", "m", "h", {}, require_passing_check=True)  # a skipped check refuses nothing
+    finally:
+        core.shutdown()
+
+
+def test_the_head_runner_leaves_out_inputs_deleted_since_the_freeze(tmp_path: Path) -> None:
+    """A dropped duplicate (deleted after the version was frozen) is left out of the rows; an
+    input that exists but has no vector yet still stops the job."""
+    from firstlight.training.head_jobs import HeadRunner
+    from firstlight.training.records import DatasetRow
+
+    class Peers(FakePeers):
+        def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], str]:
+            return {i: np.ones(4, np.float32) for i in input_ids if i not in ("gone", "late")}, ""
+
+        def existing(self, app_id: str, input_ids: Sequence[str]) -> set[str]:
+            return {i for i in input_ids if i != "gone"}
+
+    runner = HeadRunner(Peers(), None)  # type: ignore[arg-type]
+    rows = [DatasetRow("a", ["cat"], 1), DatasetRow("gone", ["cat"], 1), DatasetRow("b", ["dog"], 1)]
+    X, Y, _, kept = runner._xy("app", rows)
+    assert X.shape == (2, 4) and [r.input_id for r in kept] == ["a", "b"] and Y == [["cat"], ["dog"]]
+    with pytest.raises(FailedPrecondition, match=r"1 inputs are not embedded yet .*'late'"):
+        runner._xy("app", [*rows, DatasetRow("late", ["dog"], 1)])

@@ -53,6 +53,22 @@ def dataset(
     for c in ds.counts:
         table.add_row(c.concept, str(c.train), str(c.validation), str(c.test))
     console.print(table)
+    _print_health(ds)
+
+
+def _print_health(ds: training_pb2.Dataset) -> None:
+    """The health check recorded with the version: a failing one warns (training still runs
+    unless asked to refuse it: `train --require-passing-check`)."""
+    if not ds.HasField("health"):
+        return
+    h = ds.health
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}.get(h.status, "dim")
+    console.print(f"health check: [{colour}]{h.status}[/]" + (f" ({h.error})" if h.error else ""))
+    for c in h.checks:
+        if c.status in ("warn", "fail"):
+            console.print(f"  [{'red' if c.status == 'fail' else 'yellow'}]{c.status}[/] {c.name}: {c.message}")
+    if h.status in ("warn", "fail"):
+        console.print(f"  details: firstlight check {ds.app_id} --dataset {ds.id} (adds the pixel checks)")
 
 
 def _settings(setting: list[str]) -> dict[str, str]:
@@ -70,6 +86,7 @@ def train(
     concept: Annotated[list[str] | None, typer.Option(help="Concepts (needed the first time a model is trained)")] = None,
     template: str = "transfer_classifier",
     setting: Annotated[list[str] | None, typer.Option("--set", help="key=value, e.g. --set C=0.5 --set augment_flip=true")] = None,
+    require_passing_check: Annotated[bool, typer.Option(help="refuse a dataset version whose recorded health check failed")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Train a new version (creating the model if needed), following its progress.
@@ -86,9 +103,13 @@ def train(
             task = bar.add_task(f"training {model_id}", total=100, rate="")
 
             def show(p: training_pb2.TrainingProgress) -> None:
+                if p.stage == "queued" and p.message:  # the dataset version's failing health check
+                    console.print(f"[yellow]warning:[/] {p.message}")
                 bar.update(task, completed=p.progress * 100, rate=_progress_text(p), description=f"training {model_id} (job {p.job_id})")
 
-            job = fl.train(app_id, model_id, dataset_id, settings=settings if not concept else None, on_progress=show)
+            job = fl.train(
+                app_id, model_id, dataset_id, settings=settings if not concept else None, on_progress=show, require_passing_check=require_passing_check
+            )
         listed = fl.versions(app_id, model_id)
     v = next(v for v in listed.versions if v.version == job.version)
     metrics = ", ".join(f"{k} {x:.3f}" for k, x in sorted(v.validation_metrics.items()) if k != "n")

@@ -11,7 +11,7 @@ from firstlight.cli.app import command
 from firstlight.cli.errors import CALL_FAILED, fail
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console
-from firstlight.sdk import projection
+from firstlight.sdk import FirstlightError, projection
 
 
 @command("check")
@@ -37,6 +37,55 @@ def check(
     for g in resp.duplicate_groups[:examples]:
         console.print(f"  {g.kind} duplicates (cos ≥ {g.similarity:.3f}): keep {g.keep}, drop {', '.join(i for i in g.input_ids if i != g.keep)}")
     if resp.status == "fail":
+        raise typer.Exit(CALL_FAILED)
+
+
+@command("keep-one")
+def keep_one(
+    app_id: str,
+    keep: str = typer.Argument(..., help="the input to keep"),
+    drop: list[str] = typer.Argument(..., help="its duplicates, to delete"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Keep one input of a duplicate group and delete the others (refused, nothing deleted, if
+    one is not a duplicate of it or carries a label it lacks)."""
+    with client(data_dir) as fl:
+        resp = fl.keep_one(app_id, keep, drop)
+    console.print(f"kept {resp.kept}; deleted {len(resp.deleted_input_ids)}: {', '.join(resp.deleted_input_ids)}")
+
+
+@command("dedupe")
+def dedupe(
+    app_id: str,
+    dataset: str = typer.Option("", help="only the duplicates within this dataset's latest version"),
+    group_key: str = typer.Option("", help="metadata key grouping inputs that belong together (e.g. video_id)"),
+    yes: bool = typer.Option(False, "--yes", help="delete; without it, only say what would be deleted"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Keep one of every duplicate group the health check finds (the one it suggests: largest,
+    sharpest) and delete the others. A group the service refuses (a member carries a label the
+    kept one lacks) is left as it is and reported; exit code 1 if any was."""
+    refused = 0
+    with client(data_dir) as fl:
+        with console.status("checking…"):
+            resp = fl.health_check(app_id, dataset_id=dataset, max_examples=1000, group_key=group_key)
+        for g in resp.duplicate_groups:
+            drop = [i for i in g.input_ids if i != g.keep]
+            if not yes:
+                console.print(f"would keep {g.keep}, delete {', '.join(drop)} ({g.kind})")
+                continue
+            try:
+                fl.keep_one(app_id, g.keep, drop)
+                console.print(f"kept {g.keep}, deleted {', '.join(drop)} ({g.kind})")
+            except FirstlightError as exc:
+                refused += 1
+                console.print(f"[yellow]left {g.keep}, {', '.join(drop)}: {exc}[/]")
+    n = sum(len(g.input_ids) - 1 for g in resp.duplicate_groups)
+    more = "; more may remain: run it again" if len(resp.duplicate_groups) == 1000 else ""
+    console.print(
+        f"{len(resp.duplicate_groups)} group(s), {n} duplicate(s){'' if yes else ' (dry run: --yes deletes)'}{f'; {refused} refused' if refused else ''}{more}"
+    )
+    if refused:
         raise typer.Exit(CALL_FAILED)
 
 

@@ -36,6 +36,7 @@ DEADLINES_S: dict[str, float] = {
     "SuggestInputsForLabeling": 300.0,
     "GetDriftReport": 300.0,
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
+    "KeepOneDuplicate": 300.0,  # reads and decodes the group's images unless a check already did
     "SetEmbeddingModel": 180.0,
     "StreamInputs": 600.0,
     # A video's upload and decode (the byte and duration limits bound them; 3 h of video at

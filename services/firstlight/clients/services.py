@@ -348,6 +348,15 @@ class CurationClient(_Service):
     async def list_pool_predictions(self, req: curation_pb2.ListPoolPredictionsRequest, *, key: str | None = None) -> curation_pb2.ListPoolPredictionsResponse:
         return await self._unary("ListPoolPredictions", req, key)
 
+    async def run_health_check(self, req: curation_pb2.HealthCheckRequest, *, key: str | None = None) -> curation_pb2.HealthCheckResponse:
+        return await self._unary("RunHealthCheck", req, key)
+
+    async def get_worst_slices(self, req: curation_pb2.WorstSlicesRequest, *, key: str | None = None) -> curation_pb2.WorstSlicesResponse:
+        return await self._unary("GetWorstSlices", req, key)
+
+    async def keep_one_duplicate(self, req: curation_pb2.KeepOneRequest, *, key: str | None = None) -> curation_pb2.KeepOneResponse:
+        return await self._unary("KeepOneDuplicate", req, key)
+
     async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
 

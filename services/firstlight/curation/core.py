@@ -37,6 +37,7 @@ class PixelFacts:
     sha256: str
     thumb: np.ndarray
     quality: object  # quality.image_metrics.ImageQuality
+    canvas: np.ndarray  # 32×32 gray uint8: the crop check (quality.crops)
 
 
 _SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
@@ -219,8 +220,8 @@ class Curation:
 
         from PIL import Image
 
+        from firstlight.curation.quality import crops, image_metrics
         from firstlight.curation.quality import duplicates as dup
-        from firstlight.curation.quality import image_metrics
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
         for start in range(0, len(missing), 64):
@@ -233,7 +234,7 @@ class Curation:
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
                     self._pixels[(app_id, input_id)] = None
                     continue
-                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb))
+                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb))
         facts = {i: self._pixels.get((app_id, i)) for i in ids}
         corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
         return {i: f for i, f in facts.items() if f is not None}, corrupt
@@ -286,9 +287,11 @@ class Curation:
             # nothing), flat metrics (reported as corrupt, not as duplicates)
             none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
             blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
+            blank_canvas = np.zeros((32, 32), np.uint8)
             kw = {
                 "content_hashes": [facts[i].sha256 if i in facts else "" for i in ids],
                 "thumbnails": np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
+                "canvases": np.stack([facts[i].canvas if i in facts else blank_canvas for i in ids]),
                 "quality": [facts[i].quality if i in facts else none for i in ids],
             }
         row = {i: k for k, i in enumerate(ids)}
@@ -319,6 +322,61 @@ class Curation:
             "flagged_images": [(ids[r], quality[r].to_dict(), issues[r]) for r in range(len(issues)) if issues[r]][:top],
             "markdown": report.to_markdown(),
         }
+
+    def keep_one(self, app_id: str, keep: str, drop: Sequence[str], threshold: float = 0.0) -> dict[str, Any]:
+        """Keep ``keep`` and delete ``drop``, after checking again that nothing is lost: every
+        input of ``drop`` must be grouped with ``keep`` by the duplicate detector run on these
+        inputs alone (same bytes, or near at ``threshold`` from the embeddings and, where the
+        blobs are readable, the tiny-image descriptors), and carry no concept ``keep`` lacks.
+        All checked before anything is deleted."""
+        from firstlight.curation.quality import duplicates as dup
+
+        validation.app_id(app_id)
+        keep = validation.input_id(keep)
+        drop = [validation.input_id(i) for i in drop]
+        if not 1 <= len(drop) <= 1000:
+            raise InvalidArgument(f"drop must name 1 to 1000 inputs (got {len(drop)})")
+        if keep in drop or len(set(drop)) != len(drop):
+            raise InvalidArgument("drop must not repeat an input nor name the one kept")
+        threshold = threshold or dup.DEFAULT_THRESHOLD
+        if not 0.5 <= threshold <= 1.0:
+            raise InvalidArgument(f"near_duplicate_threshold must be between 0.5 and 1 (got {threshold})")
+        ids = [keep, *drop]
+        labels = self.platform.labels_of(app_id, ids)
+        unknown = [i for i in ids if i not in labels]
+        if unknown:
+            raise NotFound(f"no input {', '.join(map(repr, unknown[:5]))} in app {app_id!r}")
+        found, X = self._matrix(app_id, ids)
+        if len(found) < len(ids):
+            missing = [i for i in ids if i not in set(found)]
+            raise FailedPrecondition(f"not indexed yet (no embedding to compare): {', '.join(missing[:5])}")
+        kw: dict[str, Any] = {}
+        try:
+            facts, _ = self._pixel_facts(app_id, ids)
+        except FailedPrecondition:  # no blob store here: the embeddings alone decide
+            facts = {}
+        if len(facts) == len(ids):
+            kw = {
+                "content_hashes": [facts[i].sha256 for i in ids],
+                "thumbnails": np.stack([facts[i].thumb for i in ids]),
+                "canvases": np.stack([facts[i].canvas for i in ids]),
+            }
+        groups = dup.find_duplicates(n=len(ids), embeddings=X, threshold=threshold, k=min(10, len(ids) - 1), **kw)
+        group = next((g for g in groups if 0 in g.members), None)
+        members = set(group.members) if group else {0}
+        strangers = [ids[r] for r in range(1, len(ids)) if r not in members]
+        if strangers:
+            raise FailedPrecondition(f"not duplicates of {keep!r} at cosine {threshold:g}, nothing deleted: {', '.join(strangers[:5])}")
+        own = set(labels[keep])
+        extra = {i: sorted(set(labels[i]) - own) for i in drop if set(labels[i]) - own}
+        if extra:
+            said = "; ".join(f"{i} has {', '.join(c)}" for i, c in list(extra.items())[:5])
+            raise FailedPrecondition(f"{keep!r} lacks labels its duplicates carry, nothing deleted (label {keep!r} first): {said}")
+        assert group is not None
+        self.platform.delete_inputs(app_id, drop)
+        for i in drop:
+            self._pixels.pop((app_id, i), None)
+        return {"kept": keep, "deleted": list(drop), "kind": group.kind, "similarity": group.similarity}
 
     def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict[str, Any]:
         """Slices of a split of the version's dataset where the head does worst: true concept,

@@ -109,6 +109,21 @@ class GrpcPlatform:
         """Input id → the value of metadata ``key``, for the app's inputs that have it."""
         return {i.id: i.metadata[key] for i in self._pages(app_id) if key in i.metadata}
 
+    def labels_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Input id → its concepts, for the inputs that exist (unknown ones are left out)."""
+        out: dict[str, list[str]] = {}
+        for input_id in input_ids:
+            req = ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)
+            try:
+                out[input_id] = list(self.bridge.call(lambda req=req: self.bridge.ingestion.get_input(req)).concepts)
+            except NotFound:
+                continue
+        return out
+
+    def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
+        req = ingestion_pb2.DeleteInputsRequest(app_id=app_id, input_ids=list(input_ids))
+        return int(self.bridge.call(lambda: self.bridge.ingestion.delete_inputs(req)).deleted_count)
+
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         ids = list(input_ids)

@@ -262,6 +262,10 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             markdown=r["markdown"],
         )
 
+    async def KeepOneDuplicate(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(self.curation.keep_one, request.app_id, request.keep, list(request.drop), request.near_duplicate_threshold)
+        return curation_pb2.KeepOneResponse(kept=r["kept"], deleted_input_ids=r["deleted"], kind=r["kind"], similarity=r["similarity"])
+
     async def GetWorstSlices(self, request, context):  # type: ignore[no-untyped-def]
         r = await asyncio.to_thread(
             self.curation.worst_slices, request.app_id, request.model_id, request.model_version, request.split, request.min_size, request.limit

@@ -645,11 +645,14 @@ async def get_dataset(app_id: str, dataset_id: str, c: Caller = Depends(caller),
 class TrainBody(BaseModel):
     dataset_id: str
     settings: dict[str, str] = {}
+    require_passing_check: bool = Field(False, description="refuse (409) a dataset version whose recorded health check failed")
 
 
 @router.post("/apps/{app_id}/models/{model_id}/train", tags=["training"], status_code=202, summary="Start training a version; returns the job at once")
 async def train(app_id: str, model_id: str, body: TrainBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
-    req = training_pb2.TrainModelRequest(app_id=app_id, model_id=model_id, dataset_id=body.dataset_id, settings=body.settings)
+    req = training_pb2.TrainModelRequest(
+        app_id=app_id, model_id=model_id, dataset_id=body.dataset_id, settings=body.settings, require_passing_check=body.require_passing_check
+    )
     return to_json(await cl.training.train_model(req, key=c.key))
 
 

@@ -54,6 +54,18 @@ class CurationCalls(ServiceCalls):
         )
 
     @wrap_errors
+    def keep_one(
+        self, app_id: str, keep: str, drop: Iterable[str], *, near_duplicate_threshold: float = 0.0, timeout_s: float = 300.0
+    ) -> curation_pb2.KeepOneResponse:
+        """Keep ``keep`` and delete its duplicates ``drop``. The service checks again that each is
+        a duplicate of ``keep`` and carries no label ``keep`` lacks, and deletes nothing otherwise
+        (FAILED_PRECONDITION naming them)."""
+        return self._curation().KeepOneDuplicate(
+            curation_pb2.KeepOneRequest(app_id=app_id, keep=keep, drop=list(drop), near_duplicate_threshold=near_duplicate_threshold),
+            timeout=timeout_s,  # reads the group's images unless a health check already did
+        )
+
+    @wrap_errors
     def worst_slices(
         self, app_id: str, model_id: str, *, version: str = "", split: str = "validation", min_size: int = 20, limit: int = 20
     ) -> curation_pb2.WorstSlicesResponse:

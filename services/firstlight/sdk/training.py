@@ -68,9 +68,11 @@ class TrainingCalls(ServiceCalls):
         *,
         settings: dict[str, str] | None = None,
         on_progress: Callable[[training_pb2.TrainingProgress], None] | None = None,
+        require_passing_check: bool = False,
     ) -> training_pb2.TrainingJob:
-        """Start a job and follow its progress stream until it ends; returns the final job."""
-        job = self.start_training(app_id, model_id, dataset_id, settings=settings)
+        """Start a job and follow its progress stream until it ends; returns the final job.
+        ``require_passing_check``: refuse a dataset version whose recorded health check failed."""
+        job = self.start_training(app_id, model_id, dataset_id, settings=settings, require_passing_check=require_passing_check)
         request = training_pb2.GetTrainingJobRequest(app_id=app_id, job_id=job.id)
         for step in self._training().StreamTrainingProgress(request, timeout=self._deadline("StreamTrainingProgress")):
             if on_progress:
@@ -83,10 +85,14 @@ class TrainingCalls(ServiceCalls):
         return job
 
     @wrap_errors
-    def start_training(self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None) -> training_pb2.TrainingJob:
+    def start_training(
+        self, app_id: str, model_id: str, dataset_id: str, *, settings: dict[str, str] | None = None, require_passing_check: bool = False
+    ) -> training_pb2.TrainingJob:
         """Start a job and return at once (follow it with :meth:`progress`, stop it with :meth:`cancel_training`)."""
         return self._training().TrainModel(
-            training_pb2.TrainModelRequest(app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings or {}),
+            training_pb2.TrainModelRequest(
+                app_id=app_id, model_id=model_id, dataset_id=dataset_id, settings=settings or {}, require_passing_check=require_passing_check
+            ),
             timeout=self._deadline("TrainModel"),
         )
 

@@ -22,10 +22,11 @@ from typing import Any
 
 from firstlight.domain import evaluation, frames, group_split, splits, validation
 from firstlight.domain.promotion import decide_promotion, metrics_of
-from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
 from firstlight.training.ports import (
     Candidate,
     EventPublisher,
+    HealthChecks,
     Interrupted,
     JobCancelled,
     JobProgressed,
@@ -156,8 +157,11 @@ class TrainingCore:
         runners: Sequence[TemplateRunner],
         work_root: Path,
         workers: int = 2,
+        health: HealthChecks | None = None,
     ) -> None:
         self.store = store
+        # The curation service's health check, run on every version frozen (None: not run)
+        self.health = health
         self.peers = peers
         self.events = events
         self.runners = {t: r for r in runners for t in r.templates}
@@ -229,7 +233,8 @@ class TrainingCore:
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:
             self.peers.write_splits(app_id, {r.input_id: r.split for r in rows})
-        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+        health = self._check_health(app_id, dataset_id, version)
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created, "health": health}
 
     def _dataset_from_input_splits(self, app_id: str, dataset_id: str, wanted: list[str], write_back: bool) -> dict[str, Any]:
         keep = set(wanted)
@@ -247,7 +252,8 @@ class TrainingCore:
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:  # inputs with no split get the train split they were given
             self.peers.write_splits(app_id, {r.input_id: r.split for r in rows})
-        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+        health = self._check_health(app_id, dataset_id, version)
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created, "health": health}
 
     def extend_dataset(self, app_id: str, dataset_id: str) -> dict[str, Any]:
         """A new version of ``dataset_id`` for active learning: every input of the latest version
@@ -262,7 +268,23 @@ class TrainingCore:
         version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {**latest["spec"], "extended_from": latest["version"]}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
-        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created}
+        health = self._check_health(app_id, dataset_id, version)
+        return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created, "health": health}
+
+    def _check_health(self, app_id: str, dataset_id: str, version: str) -> dict[str, Any] | None:
+        """Run the health check on a version just frozen and record it with the version. It
+        never fails the freeze: a check that cannot run is recorded as "skip" with the reason."""
+        if self.health is None:
+            return None
+        try:
+            health = self.health.dataset_health(app_id, dataset_id, version)
+        except FirstlightError as exc:
+            health = {"status": "skip", "checks": [], "error": f"{type(exc).__name__}: {exc}"}
+        if health["status"] == "fail":
+            failing = [c["name"] for c in health["checks"] if c["status"] == "fail"]
+            log.warning("dataset %s/%s version %s fails its health check: %s", app_id, dataset_id, version, ", ".join(failing))
+        self.store.set_dataset_health(app_id, dataset_id, version, health)
+        return health
 
     def get_dataset(self, app_id: str, dataset_id: str) -> dict[str, Any]:
         validation.app_id(app_id)
@@ -326,9 +348,19 @@ class TrainingCore:
         return self.store.get_version(app_id, model_id, int(version)) if version else None
 
     # -- jobs -------------------------------------------------------------------------
-    def train(self, app_id: str, model_id: str, dataset_id: str, overrides: dict[str, str], promotion: tuple[str, float] | None = None) -> dict[str, Any]:
+    def train(
+        self,
+        app_id: str,
+        model_id: str,
+        dataset_id: str,
+        overrides: dict[str, str],
+        promotion: tuple[str, float] | None = None,
+        require_passing_check: bool = False,
+    ) -> dict[str, Any]:
         """Queue a job. ``promotion`` = (validation metric, min gain) of the promotion rule
-        (default: the template's primary metric, strictly higher)."""
+        (default: the template's primary metric, strictly higher). A dataset version whose
+        recorded health check failed is trained on with a warning (the job's first progress
+        message), or refused with ``require_passing_check``."""
         model = self.model(app_id, model_id)
         if promotion is not None:
             if promotion[0] not in evaluation.METRICS:
@@ -338,13 +370,25 @@ class TrainingCore:
         settings = {**model["settings"], **overrides}
         self.parse_settings(model["template"], settings)
         self.dataset_for(model, dataset_id)  # fail fast with a precise status
+        warning = self._health_warning(app_id, dataset_id)
+        if warning and require_passing_check:
+            raise FailedPrecondition(f"{warning} (require_passing_check is set: fix the data, or train without it)")
         job_id = uuid.uuid4().hex[:16]
         if promotion is not None:
             self._promotion[job_id] = promotion
         self.store.insert_job(job_id, app_id, model_id, dataset_id, settings, QUEUED)
-        self.log.add(job_id, Progress(QUEUED, "queued", 0.0))
+        self.log.add(job_id, Progress(QUEUED, "queued", 0.0, {}, warning))
         self.pool.submit(self._run, job_id)
         return self.job(job_id)
+
+    def _health_warning(self, app_id: str, dataset_id: str) -> str:
+        """Words on the latest version's recorded health check when it failed ("" otherwise)."""
+        ds = self.store.latest_dataset(app_id, dataset_id) or {}
+        health = ds.get("health") or {}
+        if health.get("status") != "fail":
+            return ""
+        failing = "; ".join(f"{c['name']}: {c['message']}" for c in health.get("checks", []) if c.get("status") == "fail")
+        return f"dataset {dataset_id!r} version {ds['version']} fails its health check ({failing})"
 
     def job(self, job_id: str, app_id: str | None = None) -> dict[str, Any]:
         job = self.store.get_job(job_id)

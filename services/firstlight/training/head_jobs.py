@@ -4,6 +4,7 @@ records, promotes and announces the version it returns."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,8 @@ from firstlight.training.ports import (
 )
 from firstlight.training.records import DatasetRow
 
+log = logging.getLogger(__name__)
+
 HEAD_TEMPLATES = ("transfer_classifier", "oneshot_classifier")
 
 
@@ -49,10 +52,12 @@ class HeadRunner:
     def parse(self, template: str, settings: dict[str, str]) -> object:
         return hyper.parse_settings(template, settings)
 
-    def _xy(self, app_id: str, rows: Sequence[DatasetRow], embedding_model: str | None = None) -> tuple[np.ndarray, list[list[str]], str]:
-        """(X, labels, embedding model) of ``rows`` from the app's index. With
+    def _xy(self, app_id: str, rows: Sequence[DatasetRow], embedding_model: str | None = None) -> tuple[np.ndarray, list[list[str]], str, list[DatasetRow]]:
+        """(X, labels, embedding model, the rows used) of ``rows`` from the app's index. With
         ``embedding_model`` (what a version was trained on), vectors of another model are a
-        FAILED_PRECONDITION: a head only understands the embeddings it was trained on."""
+        FAILED_PRECONDITION: a head only understands the embeddings it was trained on. Rows
+        whose input was deleted since the freeze (e.g. the dropped copies of a duplicate group)
+        are left out; an input that exists but has no vector yet is a FAILED_PRECONDITION."""
         vectors, index_model = self.peers.vectors_of(app_id, [r.input_id for r in rows])
         model = embedding_model_ref(index_model)
         if embedding_model is not None and model != embedding_model:
@@ -62,12 +67,20 @@ class HeadRunner:
             )
         missing = [r.input_id for r in rows if r.input_id not in vectors]
         if missing:
-            raise FailedPrecondition(f"{len(missing)} inputs are not embedded yet (e.g. {missing[0]!r}); wait until they are searchable")
+            existing = getattr(self.peers, "existing", None)
+            gone = set(missing) - (existing(app_id, missing) if existing is not None else set(missing))
+            waiting = [i for i in missing if i not in gone]
+            if waiting:
+                raise FailedPrecondition(f"{len(waiting)} inputs are not embedded yet (e.g. {waiting[0]!r}); wait until they are searchable")
+            log.info("app %s: %d inputs of the dataset version were deleted since it was frozen; left out", app_id, len(gone))
+            rows = [r for r in rows if r.input_id not in gone]
+            if not rows:
+                raise FailedPrecondition("every input of these rows was deleted since the dataset version was frozen")
         X = np.stack([vectors[r.input_id] for r in rows]).astype(np.float32)
-        return X, [r.concepts for r in rows], model
+        return X, [r.concepts for r in rows], model, list(rows)
 
     def _evaluate(self, head: Any, app_id: str, rows: Sequence[DatasetRow], concepts: list[str], embedding_model: str) -> evaluation.EvaluationReport:
-        X, Y, _ = self._xy(app_id, rows, embedding_model)
+        X, Y, _, _ = self._xy(app_id, rows, embedding_model)
         return evaluation.evaluate(Y, head.predict_proba(X), concepts, multilabel=head.activation == "sigmoid")
 
     def train(self, run: JobRun) -> Candidate:
@@ -76,7 +89,7 @@ class HeadRunner:
         settings = hyper.parse_settings(model["template"], job["settings"])
         run.step("loading embeddings", 0.05, message=f"{len(rows)} inputs from dataset {ds['id']}")
         train_rows = [r for r in rows if r.split == 1]
-        X, Y, embedding_model = self._xy(app_id, train_rows)
+        X, Y, embedding_model, train_rows = self._xy(app_id, train_rows)
         run.step("fitting", 0.3, message=f"{len(train_rows)} training inputs, template {model['template']}")
         started = time.perf_counter()
         head: LinearHead

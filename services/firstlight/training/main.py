@@ -11,7 +11,7 @@ from firstlight.models.backbone import configure_torch_threads
 from firstlight.training import servicer as training_servicer
 from firstlight.training.core import TrainingCore
 from firstlight.training.events import BusEvents
-from firstlight.training.platform import GrpcPlatform
+from firstlight.training.platform import GrpcHealthChecks, GrpcPlatform
 from firstlight.training.repository import TritonRepository
 from firstlight.training.service import runners
 from firstlight.training.store import TrainingStore
@@ -30,9 +30,10 @@ def build(settings: TrainingSettings) -> ServiceShell:
     producer = EventProducer(settings.kafka_bootstrap, "training")
     blobs = open_blob_store(settings.blob_url) if settings.blob_url else None
     platform = GrpcPlatform(settings.ingestion_addr, settings.search_addr, settings.embedding_addr, blobs)
+    health = GrpcHealthChecks(settings.curation_addr) if settings.curation_addr else None
     service = TrainingCore(
         store, platform, BusEvents(producer), runners(platform, TritonRepository(repository)),
-        work_root=settings.data_dir / "jobs", workers=settings.workers,
+        work_root=settings.data_dir / "jobs", workers=settings.workers, health=health,
     )  # fmt: skip
     service.recover_interrupted_jobs()
     servicer = training_servicer.TrainingServicer(service)
@@ -40,6 +41,8 @@ def build(settings: TrainingSettings) -> ServiceShell:
     async def on_stop() -> None:
         service.shutdown()
         platform.close()
+        if health is not None:
+            health.close()
         producer.close()
 
     return ServiceShell(

@@ -22,6 +22,8 @@ from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.training.records import Box
 from firstlight.v1 import (
     common_pb2,
+    curation_pb2,
+    curation_pb2_grpc,
     embedding_pb2,
     embedding_pb2_grpc,
     ingestion_pb2,
@@ -127,6 +129,15 @@ class GrpcPlatform:
             if not token:
                 return out
 
+    def existing(self, app_id: str, input_ids: Sequence[str]) -> set[str]:
+        """Those of ``input_ids`` that are still inputs of the app (not deleted)."""
+        out: set[str] = set()
+        ids = list(input_ids)
+        for start in range(0, len(ids), 1000):
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=1000, input_ids=ids[start : start + 1000])
+            out.update(i.id for i in _call(self.ingestion.ListInputs, req).inputs)
+        return out
+
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first (a dataset that keeps the inputs' own splits)."""
         flt = common_pb2.InputFilter(
@@ -172,3 +183,26 @@ class GrpcPlatform:
     def close(self) -> None:
         for channel in self._channels:
             channel.close()
+
+
+class GrpcHealthChecks:
+    """The curation service's RunHealthCheck on a frozen dataset version (the training core's
+    :class:`~firstlight.training.ports.HealthChecks`). Without the pixel checks: those read and
+    decode every image, too slow for CreateDataset's answer (`firstlight check --dataset` runs
+    them). Not retried: a check that cannot run is recorded as skipped, the freeze goes on."""
+
+    def __init__(self, curation_addr: str, timeout_s: float = 120.0) -> None:
+        self._channel = internal_channel(curation_addr, options=CHANNEL_OPTIONS)
+        self.curation = curation_pb2_grpc.CurationServiceStub(self._channel)
+        self.timeout_s = timeout_s  # under CreateDataset's own 300 s deadline
+
+    def dataset_health(self, app_id: str, dataset_id: str, version: str) -> dict[str, Any]:
+        req = curation_pb2.HealthCheckRequest(app_id=app_id, dataset_id=dataset_id, dataset_version=version, images=False, max_examples=5)
+        try:
+            r = self.curation.RunHealthCheck(req, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return {"status": r.status, "checks": [{"name": c.name, "status": c.status, "message": c.message, "count": c.count} for c in r.checks]}
+
+    def close(self) -> None:
+        self._channel.close()

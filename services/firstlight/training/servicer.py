@@ -33,6 +33,17 @@ def _dataset(ds: dict) -> training_pb2.Dataset:
         version=ds["version"],
         counts=[training_pb2.ConceptSplitCounts(concept=c, train=n[0], validation=n[1], test=n[2]) for c, n in sorted(counts.items())],
         created_at=timestamp(ds["created_at"]),
+        health=_health(ds.get("health")),
+    )
+
+
+def _health(h: dict | None) -> training_pb2.DatasetHealth | None:
+    if not h:
+        return None
+    return training_pb2.DatasetHealth(
+        status=h["status"],
+        checks=[training_pb2.DatasetCheck(name=c["name"], status=c["status"], message=c["message"], count=c["count"]) for c in h.get("checks", [])],
+        error=h.get("error", ""),
     )
 
 
@@ -103,7 +114,9 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     async def TrainModel(self, request: training_pb2.TrainModelRequest, context: Context) -> training_pb2.TrainingJob:
         promotion = (request.promotion_metric, request.promotion_min_gain) if request.promotion_metric else None
-        job = await asyncio.to_thread(self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion)
+        job = await asyncio.to_thread(
+            self.service.train, request.app_id, request.model_id, request.dataset_id, dict(request.settings), promotion, request.require_passing_check
+        )
         return _job(job)
 
     async def GetTrainingJob(self, request: training_pb2.GetTrainingJobRequest, context: Context) -> training_pb2.TrainingJob:

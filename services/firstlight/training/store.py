@@ -29,6 +29,7 @@ datasets = Table(
     Column("version", String(64), primary_key=True),
     Column("spec", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("health", JSON, nullable=True),  # the health check recorded when frozen (0004)
 )
 dataset_rows = Table(
     "dataset_rows",
@@ -148,6 +149,10 @@ class TrainingStore:
                 ],
             )
         return created
+
+    def set_dataset_health(self, app_id: str, dataset_id: str, version: str, health: dict) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(datasets).where(datasets.c.app_id == app_id, datasets.c.id == dataset_id, datasets.c.version == version).values(health=health))
 
     def latest_dataset(self, app_id: str, dataset_id: str) -> dict | None:
         with self.engine.connect() as conn:

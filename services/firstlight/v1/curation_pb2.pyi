@@ -1414,6 +1414,78 @@ class HealthCheckResponse(_message.Message):
 Global___HealthCheckResponse: _TypeAlias = HealthCheckResponse  # noqa: Y015
 
 @_typing.final
+class KeepOneRequest(_message.Message):
+    """KeepOneDuplicate arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    KEEP_FIELD_NUMBER: _builtins.int
+    DROP_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    keep: _builtins.str
+    """The input to keep."""
+    near_duplicate_threshold: _builtins.float
+    """Embedding cosine of the near-duplicate check (0 = the health check's default, 0.985)."""
+    @_builtins.property
+    def drop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its duplicates, to delete (1 to 1000; not `keep`)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        keep: _builtins.str = ...,
+        drop: _abc.Iterable[_builtins.str] | None = ...,
+        near_duplicate_threshold: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "drop", b"drop", "keep", b"keep", "near_duplicate_threshold", b"near_duplicate_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepOneRequest: _TypeAlias = KeepOneRequest  # noqa: Y015
+
+@_typing.final
+class KeepOneResponse(_message.Message):
+    """KeepOneDuplicate result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEPT_FIELD_NUMBER: _builtins.int
+    DELETED_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    kept: _builtins.str
+    """The input kept."""
+    kind: _builtins.str
+    """exact (same bytes) or near."""
+    similarity: _builtins.float
+    """Lowest cosine of a pair that joined the group (1 for exact)."""
+    @_builtins.property
+    def deleted_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The inputs deleted (all of `drop`)."""
+
+    def __init__(
+        self,
+        *,
+        kept: _builtins.str = ...,
+        deleted_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _builtins.str = ...,
+        similarity: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_input_ids", b"deleted_input_ids", "kept", b"kept", "kind", b"kind", "similarity", b"similarity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeepOneResponse: _TypeAlias = KeepOneResponse  # noqa: Y015
+
+@_typing.final
 class WorstSlicesRequest(_message.Message):
     """GetWorstSlices arguments."""
 

@@ -80,6 +80,11 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
                 _registered_method=True)
+        self.KeepOneDuplicate = channel.unary_unary(
+                '/firstlight.v1.CurationService/KeepOneDuplicate',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.KeepOneRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.KeepOneResponse.FromString,
+                _registered_method=True)
         self.LeaseQueueItem = channel.unary_unary(
                 '/firstlight.v1.CurationService/LeaseQueueItem',
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.LeaseQueueItemRequest.SerializeToString,
@@ -175,6 +180,18 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def KeepOneDuplicate(self, request, context):
+        """Keep one input of a duplicate group and DELETE the others (ingestion's DeleteInputs: gone
+        from the index, the gallery, the blob store and every later dataset version; versions
+        already frozen keep their rows). Nothing is deleted unless every input of `drop` is
+        checked again to be a duplicate of `keep` (same bytes, or the near-duplicate detector at
+        the threshold groups them) and carries no label that `keep` lacks: FAILED_PRECONDITION
+        naming the inputs otherwise, NOT_FOUND for an unknown input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LeaseQueueItem(self, request, context):
         """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
         session) for a while, so two labelers never get the same item at once. The holder's
@@ -255,6 +272,11 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.GetWorstSlices,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.SerializeToString,
+            ),
+            'KeepOneDuplicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeepOneDuplicate,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.KeepOneRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.KeepOneResponse.SerializeToString,
             ),
             'LeaseQueueItem': grpc.unary_unary_rpc_method_handler(
                     servicer.LeaseQueueItem,
@@ -521,6 +543,33 @@ class CurationService:
             '/firstlight.v1.CurationService/GetWorstSlices',
             firstlight_dot_v1_dot_curation__pb2.WorstSlicesRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.WorstSlicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeepOneDuplicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/KeepOneDuplicate',
+            firstlight_dot_v1_dot_curation__pb2.KeepOneRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.KeepOneResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,14 @@ class CurationServiceStub:
     embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
     to the overall accuracy (pessimistic: overall minus the slice's upper bound).
     """
+    KeepOneDuplicate: _grpc.UnaryUnaryMultiCallable[_curation_pb2.KeepOneRequest, _curation_pb2.KeepOneResponse]
+    """Keep one input of a duplicate group and DELETE the others (ingestion's DeleteInputs: gone
+    from the index, the gallery, the blob store and every later dataset version; versions
+    already frozen keep their rows). Nothing is deleted unless every input of `drop` is
+    checked again to be a duplicate of `keep` (same bytes, or the near-duplicate detector at
+    the threshold groups them) and carries no label that `keep` lacks: FAILED_PRECONDITION
+    naming the inputs otherwise, NOT_FOUND for an unknown input.
+    """
     LeaseQueueItem: _grpc.UnaryUnaryMultiCallable[_curation_pb2.LeaseQueueItemRequest, _curation_pb2.LeaseQueueItemResponse]
     """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
     session) for a while, so two labelers never get the same item at once. The holder's
@@ -114,6 +122,14 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """Where a model version does worst on a split of its dataset: accuracy per true concept, per
     embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
     to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+    """
+    KeepOneDuplicate: _aio.UnaryUnaryMultiCallable[_curation_pb2.KeepOneRequest, _curation_pb2.KeepOneResponse]  # type: ignore[assignment]
+    """Keep one input of a duplicate group and DELETE the others (ingestion's DeleteInputs: gone
+    from the index, the gallery, the blob store and every later dataset version; versions
+    already frozen keep their rows). Nothing is deleted unless every input of `drop` is
+    checked again to be a duplicate of `keep` (same bytes, or the near-duplicate detector at
+    the threshold groups them) and carries no label that `keep` lacks: FAILED_PRECONDITION
+    naming the inputs otherwise, NOT_FOUND for an unknown input.
     """
     LeaseQueueItem: _aio.UnaryUnaryMultiCallable[_curation_pb2.LeaseQueueItemRequest, _curation_pb2.LeaseQueueItemResponse]  # type: ignore[assignment]
     """Lease the oldest waiting queue item that nobody else holds to one labeler (a browser
@@ -215,6 +231,20 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Where a model version does worst on a split of its dataset: accuracy per true concept, per
         embedding cluster and per image-quality bucket, with 95% Wilson intervals, ranked by the gap
         to the overall accuracy (pessimistic: overall minus the slice's upper bound).
+        """
+
+    @_abc_1.abstractmethod
+    def KeepOneDuplicate(
+        self,
+        request: _curation_pb2.KeepOneRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.KeepOneResponse, _abc.Awaitable[_curation_pb2.KeepOneResponse]]:
+        """Keep one input of a duplicate group and DELETE the others (ingestion's DeleteInputs: gone
+        from the index, the gallery, the blob store and every later dataset version; versions
+        already frozen keep their rows). Nothing is deleted unless every input of `drop` is
+        checked again to be a duplicate of `keep` (same bytes, or the near-duplicate detector at
+        the threshold groups them) and carries no label that `keep` lacks: FAILED_PRECONDITION
+        naming the inputs otherwise, NOT_FOUND for an unknown input.
         """
 
     @_abc_1.abstractmethod

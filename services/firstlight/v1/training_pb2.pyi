@@ -279,6 +279,7 @@ class Dataset(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     id: _builtins.str
@@ -293,6 +294,12 @@ class Dataset(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When this version was frozen."""
 
+    @_builtins.property
+    def health(self) -> Global___DatasetHealth:
+        """The data health check of this version, run by the curation service when it was frozen
+        (CreateDataset, ExtendDataset) and recorded with it. Unset on versions frozen before.
+        """
+
     def __init__(
         self,
         *,
@@ -301,14 +308,83 @@ class Dataset(_message.Message):
         version: _builtins.str = ...,
         counts: _abc.Iterable[Global___ConceptSplitCounts] | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        health: Global___DatasetHealth | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "health", b"health"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "counts", b"counts", "created_at", b"created_at", "id", b"id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "counts", b"counts", "created_at", b"created_at", "health", b"health", "id", b"id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
+
+@_typing.final
+class DatasetHealth(_message.Message):
+    """A dataset version's health check as recorded (curation's RunHealthCheck on the version's rows,
+    without the pixel checks: `firstlight check --dataset` adds those).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """pass, warn or fail; "skip" when the check could not run (error says why)."""
+    error: _builtins.str
+    """Why the check did not run (status skip)."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetCheck]:
+        """One entry per check."""
+
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        checks: _abc.Iterable[Global___DatasetCheck] | None = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "error", b"error", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetHealth: _TypeAlias = DatasetHealth  # noqa: Y015
+
+@_typing.final
+class DatasetCheck(_message.Message):
+    """One check of a dataset version's health."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """duplicates, leaks, tiny_concepts, imbalance, split_balance, label_errors, outliers, ..."""
+    status: _builtins.str
+    """pass, warn, fail or skip."""
+    message: _builtins.str
+    """What was found, in words."""
+    count: _builtins.int
+    """How many inputs (or concepts) it counts."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: _builtins.str = ...,
+        message: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "message", b"message", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DatasetCheck: _TypeAlias = DatasetCheck  # noqa: Y015
 
 @_typing.final
 class GetDatasetRequest(_message.Message):
@@ -498,6 +574,7 @@ class TrainModelRequest(_message.Message):
     SETTINGS_FIELD_NUMBER: _builtins.int
     PROMOTION_METRIC_FIELD_NUMBER: _builtins.int
     PROMOTION_MIN_GAIN_FIELD_NUMBER: _builtins.int
+    REQUIRE_PASSING_CHECK_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -509,6 +586,10 @@ class TrainModelRequest(_message.Message):
     strictly higher accuracy) and by at least how much.
     """
     promotion_min_gain: _builtins.float
+    require_passing_check: _builtins.bool
+    """Refuse (FAILED_PRECONDITION) when the dataset version's recorded health check failed. By
+    default training goes ahead and the job's first progress message warns.
+    """
     @_builtins.property
     def settings(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Overrides of the model's settings for this version."""
@@ -522,10 +603,11 @@ class TrainModelRequest(_message.Message):
         settings: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         promotion_metric: _builtins.str = ...,
         promotion_min_gain: _builtins.float = ...,
+        require_passing_check: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "model_id", b"model_id", "promotion_metric", b"promotion_metric", "promotion_min_gain", b"promotion_min_gain", "settings", b"settings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "model_id", b"model_id", "promotion_metric", b"promotion_metric", "promotion_min_gain", b"promotion_min_gain", "require_passing_check", b"require_passing_check", "settings", b"settings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,7 +6,8 @@
   colour shifts, which the embedding may place a little further apart than two different
   images of one class — a neighbour pair (cosine ≥ ``candidate_cosine``) whose tiny-image
   descriptors agree (``thumbnail``: 6×6 gray, mean and contrast removed, and its mirror;
-  correlation ≥ ``THUMB_MIN``).
+  correlation ≥ ``THUMB_MIN``), or one whose 32×32 canvases show one as a crop of the other
+  (``canvases``: :mod:`firstlight.curation.quality.crops`).
 - A perceptual hash (64-bit DCT hash of the image and of its mirror) within ``max_hamming``
   bits, found by band lookup (pigeonhole: with b + 1 bands two hashes within b bits agree
   exactly on one band), for callers without embeddings; on low-detail images (silhouettes,
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firstlight.curation.quality.crops import crop_pairs
 from firstlight.curation.quality.neighbors import Neighbors, knn, normalize
 
 #: Cosine at or above which two EfficientNet-Lite0 embeddings are called near-duplicates
@@ -234,6 +236,7 @@ def find_duplicates(
     thumbnails: np.ndarray | None = None,
     thumb_min: float = THUMB_MIN,
     candidate_cosine: float = CANDIDATE_COSINE,
+    canvases: np.ndarray | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of exact and near-duplicate rows, largest first.
 
@@ -263,6 +266,13 @@ def find_duplicates(
             lowest[b] = min(lowest[b], s)
     if neighbors is not None and thumbnails is not None:
         for a, b, s in thumbnail_pairs(neighbors, thumbnails, candidate_cosine, thumb_min, group_of):
+            if a in skipped or b in skipped:
+                continue
+            uf.union(a, b)
+            lowest[a] = min(lowest[a], s)
+            lowest[b] = min(lowest[b], s)
+    if neighbors is not None and canvases is not None:  # crops (quality.crops)
+        for a, b, s in crop_pairs(neighbors, canvases, group_of=group_of):
             if a in skipped or b in skipped:
                 continue
             uf.union(a, b)

@@ -85,6 +85,7 @@ def health_check(
     content_hashes: Sequence[str] | None = None,
     perceptual_hashes: Sequence[tuple[int, int]] | None = None,
     thumbnails: np.ndarray | None = None,
+    canvases: np.ndarray | None = None,
     quality: Sequence[image_metrics.ImageQuality] | None = None,
     corrupt: Sequence[int] = (),
     label_error_rows: Sequence[int] | None = None,
@@ -118,6 +119,7 @@ def health_check(
             embeddings=embeddings,
             skip=blank,
             thumbnails=thumbnails,
+            canvases=canvases,
         )
         extra = sum(len(g.members) - 1 for g in groups)
         exact = sum(len(g.members) - 1 for g in groups if g.kind == "exact")

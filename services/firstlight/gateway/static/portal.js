@@ -555,7 +555,14 @@
       const d = await api("POST", appPath("/datasets"), { id: $("#dataset-id").value.trim(), concepts, split });
       const t = el("table", { class: "table" }, el("tr", {}, ...["concept", "train", "validation", "test"].map((h) => el("th", { text: h }))));
       for (const c of d.counts) t.append(el("tr", {}, ...[c.concept, c.train, c.validation, c.test].map((v) => el("td", { text: v }))));
-      $("#dataset-result").replaceChildren(el("p", { text: `Dataset ${d.id} version ${d.version.slice(0, 12)}` }), t);
+      const out = [el("p", { text: `Dataset ${d.id} version ${d.version.slice(0, 12)}` }), t];
+      if (d.health && d.health.status) {  // the health check recorded with the version
+        const bad = (d.health.checks || []).filter((c) => c.status === "fail" || c.status === "warn");
+        const words = `Health check: ${d.health.status}` + (bad.length ? ` (${bad.map((c) => `${c.name}: ${c.message}`).join("; ")})` : "") + (d.health.error ? ` (${d.health.error})` : "");
+        out.push(el("p", { id: "dataset-health", class: d.health.status === "fail" ? "error" : "muted", text: words }),
+          el("a", { href: `/portal/apps/${enc(APP)}/quality?run=1&dataset=${enc(d.id)}`, text: "open its data-quality page" }));
+      }
+      $("#dataset-result").replaceChildren(...out);
       $("#train-dataset").value = d.id;
     });
     $("#train-form").addEventListener("submit", async (ev) => {

@@ -1,0 +1,86 @@
+"""``/v1`` data-quality routes: the health check of an app or a dataset version, a model
+version's worst slices, and "keep one" of a duplicate group (the others deleted, after the
+curation service checks again that they are duplicates and that no label is lost)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from firstlight.clients import Clients
+from firstlight.gateway.api import Caller, _version, caller, clients, to_json
+from firstlight.v1 import curation_pb2
+
+router = APIRouter(prefix="/v1")
+
+
+def health_request(
+    app_id: str, dataset_id: str = "", dataset_version: str = "", images: bool = True, threshold: float = 0.0, max_examples: int = 20, group_key: str = ""
+) -> curation_pb2.HealthCheckRequest:
+    return curation_pb2.HealthCheckRequest(
+        app_id=app_id,
+        dataset_id=dataset_id,
+        dataset_version=dataset_version,
+        images=images,
+        near_duplicate_threshold=threshold,
+        max_examples=max_examples,
+        group_key=group_key,
+    )
+
+
+@router.get(
+    "/apps/{app_id}/quality/health",
+    tags=["quality"],
+    summary="Health check of the app's inputs or of a dataset version: pass / warn / fail per check, duplicate groups, outliers, flagged images",
+)
+async def health(
+    app_id: str,
+    dataset_id: str = Query("", description="check this dataset (default: every indexed input of the app)"),
+    dataset_version: str = Query("", description="its version (default: the latest)"),
+    images: bool = Query(True, description="read the images too: exact copies, blur, blank, dark… (the first check of an app decodes each once)"),
+    near_duplicate_threshold: float = Query(0.0, ge=0.0, le=1.0, description="embedding cosine of a near-duplicate (0: 0.985)"),
+    max_examples: int = Query(20, ge=1, le=1000, description="examples per check and list"),
+    group_key: str = Query("", description="metadata key of inputs that belong together (e.g. video_id): never duplicates of each other"),
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+) -> dict:
+    req = health_request(app_id, dataset_id, dataset_version, images, near_duplicate_threshold, max_examples, group_key)
+    return to_json(await cl.curation.run_health_check(req, key=c.key))
+
+
+class KeepOneBody(BaseModel):
+    keep: str = Field(..., description="the input to keep")
+    drop: list[str] = Field(..., min_length=1, max_length=1000, description="its duplicates, to delete")
+    near_duplicate_threshold: float = Field(0.0, ge=0.0, le=1.0, description="embedding cosine of the re-check (0: 0.985)")
+
+
+@router.post(
+    "/apps/{app_id}/quality/duplicates/keep-one",
+    tags=["quality"],
+    summary="Keep one input of a duplicate group, delete the others (409, nothing deleted, if one is no duplicate or has a label the kept one lacks)",
+)
+async def keep_one(app_id: str, body: KeepOneBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    req = curation_pb2.KeepOneRequest(app_id=app_id, keep=body.keep, drop=body.drop, near_duplicate_threshold=body.near_duplicate_threshold)
+    return to_json(await cl.curation.keep_one_duplicate(req, key=c.key))
+
+
+def slices_request(app_id: str, model_id: str, version: str, split: str, min_size: int, limit: int) -> curation_pb2.WorstSlicesRequest:
+    return curation_pb2.WorstSlicesRequest(app_id=app_id, model_id=model_id, model_version=_version(version), split=split, min_size=min_size, limit=limit)
+
+
+@router.get(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/slices",
+    tags=["quality"],
+    summary="Where a version (`serving`: the serving one) does worst on a split: per concept, embedding cluster, image-quality quartile, 95% intervals",
+)
+async def worst_slices(
+    app_id: str,
+    model_id: str,
+    version: str,
+    split: str = Query("validation", description="validation, test or train"),
+    min_size: int = Query(20, ge=1, description="smallest slice reported"),
+    limit: int = Query(20, ge=1, le=1000),
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+) -> dict:
+    return to_json(await cl.curation.get_worst_slices(slices_request(app_id, model_id, version, split, min_size, limit), key=c.key))

@@ -1,0 +1,174 @@
+"""What the Portal's data-quality page shows, from the curation service's answers in their
+``/v1`` JSON form: the health check's verdicts in words, its duplicate groups with the member
+the service would keep, the leaks, outliers and flagged images, and a model version's worst
+slices. Pure functions, no I/O (``portal_quality.py`` calls the RPCs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The health check's checks in the order the page lists them, with their names in words.
+CHECK_NAMES = {
+    "duplicates": "Duplicates",
+    "leaks": "Leaks across splits",
+    "corrupt_or_blank": "Corrupt or blank images",
+    "outliers": "Outliers",
+    "tiny_concepts": "Tiny concepts",
+    "imbalance": "Class imbalance",
+    "split_balance": "Concepts missing from a split",
+    "label_errors": "Label errors",
+}
+STATUS_WORDS = {"pass": "passes", "warn": "warns", "fail": "fails", "skip": "skipped"}
+#: Metrics shown beside a flagged image (the rest are in the JSON).
+SHOWN_METRICS = ("brightness", "contrast", "blur", "blank_fraction")
+SPLIT_NAMES = {0: "", 1: "train", 2: "validation", 3: "test"}
+
+
+@dataclass(frozen=True)
+class Member:
+    input_id: str
+    concepts: tuple[str, ...]
+    split: str
+    suggested: bool  # the member the service would keep
+
+
+@dataclass(frozen=True)
+class Group:
+    kind: str
+    similarity: float
+    members: list[Member]
+
+    @property
+    def drop_count(self) -> int:
+        return len(self.members) - 1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    title: str
+    status: str
+    message: str
+    count: int
+    input_ids: list[str]
+
+
+@dataclass
+class HealthView:
+    status: str
+    verdict: str
+    examined: int
+    checks: list[Check]
+    groups: list[Group]
+    leaks: list[Member]
+    outliers: list[tuple[str, float]]
+    flagged: list[tuple[str, list[str], list[tuple[str, float]]]]
+    markdown: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _member(input_id: str, facts: dict[str, tuple[list[str], int]], suggested: bool = False) -> Member:
+    concepts, split = facts.get(input_id, ([], 0))
+    return Member(input_id, tuple(concepts), SPLIT_NAMES.get(split, ""), suggested)
+
+
+def health_view(report: dict[str, Any], facts: dict[str, tuple[list[str], int]]) -> HealthView:
+    """``facts``: input id → (concepts, split code) of the inputs shown in groups and leaks."""
+    order = {name: k for k, name in enumerate(CHECK_NAMES)}
+    checks = sorted(
+        (
+            Check(c["name"], CHECK_NAMES.get(c["name"], c["name"]), c["status"], c["message"], int(c.get("count", 0)), list(c.get("input_ids", [])))
+            for c in report.get("checks", [])
+        ),
+        key=lambda c: (order.get(c.name, len(order)), c.name),
+    )
+    groups = [
+        Group(g["kind"], float(g.get("similarity", 0.0)), [_member(i, facts, i == g["keep"]) for i in sorted(g["input_ids"], key=lambda i: i != g["keep"])])
+        for g in report.get("duplicate_groups", [])
+    ]
+    leaks = next((c.input_ids for c in checks if c.name == "leaks"), [])
+    status = report.get("status", "")
+    failing = [c.title.lower() for c in checks if c.status == "fail"]
+    warning = [c.title.lower() for c in checks if c.status == "warn"]
+    examined = int(report.get("examined", 0))
+    if failing:
+        verdict = f"Fails: {', '.join(failing)}" + (f"; warns: {', '.join(warning)}" if warning else "") + f" ({examined} inputs checked)."
+    elif warning:
+        verdict = f"Passes with warnings: {', '.join(warning)} ({examined} inputs checked)."
+    else:
+        verdict = f"Every check passes ({examined} inputs checked)."
+    flagged = [
+        (f["input_id"], list(f.get("issues", [])), [(m, float(f["metrics"][m])) for m in SHOWN_METRICS if m in f.get("metrics", {})])
+        for f in report.get("flagged_images", [])
+    ]
+    return HealthView(
+        status=status,
+        verdict=verdict,
+        examined=examined,
+        checks=checks,
+        groups=groups,
+        leaks=[_member(i, facts) for i in leaks],
+        outliers=[(o["input_id"], float(o.get("score", 0.0))) for o in report.get("outliers", [])],
+        flagged=flagged,
+        markdown=report.get("markdown", ""),
+    )
+
+
+def ids_to_describe(report: dict[str, Any]) -> list[str]:
+    """Inputs whose labels and split the page shows: duplicate-group members and leaks."""
+    ids = [i for g in report.get("duplicate_groups", []) for i in g["input_ids"]]
+    ids += [i for c in report.get("checks", []) if c["name"] == "leaks" for i in c.get("input_ids", [])]
+    return list(dict.fromkeys(ids))
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    name: str
+    count: int
+    accuracy: float
+    low: float
+    high: float
+    gap: float
+    confident: bool  # worse than overall with 95% confidence
+    note: str
+
+
+def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
+    out = []
+    for s in resp.get("slices", []):
+        field_, value = s["field"], s["value"]
+        if field_ == "concept":
+            name, note = f"concept {value}", f"F1 {float(s.get('f1', 0.0)):.3f}"
+        elif field_ == "cluster":
+            name = f"embedding cluster {value}"
+            note = f"mostly {s['majority_concept']} ({float(s.get('majority_share', 0.0)):.0%})" if s.get("majority_concept") else ""
+        elif field_.startswith("q_"):
+            name, note = f"{field_[2:]} quartile {value}", "q1 = lowest"
+        else:
+            name, note = f"{field_} = {value}", ""
+        out.append(
+            SliceRow(
+                name,
+                int(s.get("count", 0)),
+                float(s.get("accuracy", 0.0)),
+                float(s.get("accuracy_low", 0.0)),
+                float(s.get("accuracy_high", 0.0)),
+                float(s.get("gap", 0.0)),
+                float(s.get("confident_gap", 0.0)) > 0,
+                note,
+            )
+        )
+    return out
+
+
+def recorded_health(dataset: dict[str, Any]) -> str:
+    """The health check recorded with a dataset version when it was frozen, in words."""
+    h = dataset.get("health") or {}
+    bad = [f"{c['name']} {c['status']}" for c in h.get("checks", []) if c.get("status") in ("warn", "fail")]
+    text = f"Version {dataset.get('version', '')[:12]} of {dataset.get('id', '')} was checked when frozen: {h.get('status', '')}"
+    if h.get("error"):
+        text += f" ({h['error']})"
+    elif bad:
+        text += f" ({', '.join(bad)})"
+    return text + ". Training on it warns when it fails (or refuses, with require_passing_check)."

@@ -1,0 +1,175 @@
+"""The data-quality routes and Portal page over fake services: the requests the gateway builds,
+the error mapping, the page's verdict, groups (keep one), slices, and its escaping."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from firstlight import errors
+from firstlight.gateway.quality_views import health_view, slices_view
+from firstlight.gateway.session import COOKIE
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
+
+HOSTILE = "<script>alert(1)</script>"
+
+REPORT = curation_pb2.HealthCheckResponse(
+    status="fail",
+    examined=42,
+    checks=[
+        curation_pb2.HealthCheckResult(name="duplicates", status="warn", message="2 duplicate inputs in 1 group", count=2, input_ids=["b", "c"]),
+        curation_pb2.HealthCheckResult(name="leaks", status="fail", message="1 input has a copy in another split", count=1, input_ids=["c"]),
+        curation_pb2.HealthCheckResult(name="outliers", status="pass", message="none far out", count=0),
+    ],
+    duplicate_groups=[curation_pb2.DuplicateGroup(input_ids=["b", "a", "c"], keep="a", kind="near", similarity=0.991)],
+    outliers=[curation_pb2.OutlierScore(input_id="o1", score=0.42)],
+    flagged_images=[curation_pb2.ImageQualityMetrics(input_id="dark1", metrics={"brightness": 0.02, "blur": 3.0}, issues=["dark"])],
+    markdown="# report",
+)
+
+
+class FakeCuration:
+    def __init__(self) -> None:
+        self.calls: list = []
+        self.refuse: Exception | None = None
+
+    async def run_health_check(self, req, key):  # type: ignore[no-untyped-def]
+        self.calls.append(req)
+        return REPORT
+
+    async def keep_one_duplicate(self, req, key):  # type: ignore[no-untyped-def]
+        self.calls.append(req)
+        if self.refuse:
+            raise self.refuse
+        return curation_pb2.KeepOneResponse(kept=req.keep, deleted_input_ids=list(req.drop), kind="near", similarity=0.99)
+
+    async def get_worst_slices(self, req, key):  # type: ignore[no-untyped-def]
+        self.calls.append(req)
+        return curation_pb2.WorstSlicesResponse(
+            model_version="3",
+            split=req.split,
+            count=120,
+            accuracy=0.9,
+            slices=[
+                curation_pb2.Slice(
+                    field="concept", value="horse", count=30, accuracy=0.6, accuracy_low=0.42, accuracy_high=0.75, gap=0.3, confident_gap=0.15, f1=0.62
+                ),
+                curation_pb2.Slice(field="q_blur", value="q1", count=30, accuracy=0.87, accuracy_low=0.7, accuracy_high=0.95, gap=0.03, confident_gap=-0.05),
+            ],
+        )
+
+
+class FakeIngestion:
+    async def get_input(self, req, key):  # type: ignore[no-untyped-def]
+        if req.input_id == "gone":
+            raise errors.NotFound("gone")
+        concepts = [HOSTILE] if req.input_id == "b" else ["cat"]
+        return common_pb2.Input(id=req.input_id, concepts=concepts, split=3 if req.input_id == "c" else 1)
+
+
+class FakeTraining:
+    async def get_dataset(self, req, key):  # type: ignore[no-untyped-def]
+        if req.dataset_id != "main":
+            raise errors.NotFound("no such dataset")
+        checks = [training_pb2.DatasetCheck(name="leaks", status="fail", message="1 input", count=1)]
+        return training_pb2.Dataset(app_id=req.app_id, id="main", version="abcdef0123456789", health=training_pb2.DatasetHealth(status="fail", checks=checks))
+
+
+class FakeInference:
+    async def list_models(self, req, key):  # type: ignore[no-untyped-def]
+        return inference_pb2.ListModelsResponse(models=[inference_pb2.ModelInfo(id="general"), inference_pb2.ModelInfo(id="animals")])
+
+
+@pytest.fixture
+def gw(tmp_path):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from firstlight.config import GatewaySettings
+    from firstlight.gateway.app import create_app
+
+    settings = GatewaySettings(
+        ingestion_addr="x:1",
+        search_addr="x:2",
+        inference_addr="x:3",
+        training_addr="x:4",
+        curation_addr="x:5",
+        blob_url=f"file://{tmp_path}",
+        session_secret="s" * 40,
+    )
+    fake = SimpleNamespace(curation=FakeCuration(), ingestion=FakeIngestion(), inference=FakeInference(), training=FakeTraining())
+    app = create_app(settings, clients=fake)  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        session = app.state.sessions.new("k", "app1", False)
+        yield client, fake, session, app.state.sessions.encode(session)
+
+
+def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.get("/v1/apps/app1/quality/health?dataset_id=main&images=false&max_examples=5&group_key=video_id", headers=h)
+    assert r.status_code == 200 and r.json()["duplicate_groups"][0]["keep"] == "a"
+    req = fake.curation.calls[-1]
+    assert (req.app_id, req.dataset_id, req.images, req.max_examples, req.group_key) == ("app1", "main", False, 5, "video_id")
+    assert client.get("/v1/apps/app1/quality/health?max_examples=0", headers=h).status_code == 400
+    r = client.post("/v1/apps/app1/quality/duplicates/keep-one", json={"keep": "a", "drop": ["b", "c"]}, headers=h)
+    assert r.status_code == 200 and r.json()["deleted_input_ids"] == ["b", "c"]
+    assert client.post("/v1/apps/app1/quality/duplicates/keep-one", json={"keep": "a", "drop": []}, headers=h).status_code == 400
+    fake.curation.refuse = errors.FailedPrecondition("not duplicates of 'a'")
+    r = client.post("/v1/apps/app1/quality/duplicates/keep-one", json={"keep": "a", "drop": ["z"]}, headers=h)
+    assert r.status_code == 409 and "not duplicates" in r.json()["error"]["message"]
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?split=test&min_size=10", headers=h)
+    assert r.status_code == 200 and r.json()["slices"][0]["value"] == "horse"
+    req = fake.curation.calls[-1]
+    assert (req.model_id, req.model_version, req.split, req.min_size) == ("animals", "", "test", 10)
+    paths = client.get("/v1/openapi.json").json()["paths"]
+    for p in (
+        "/v1/apps/{app_id}/quality/health",
+        "/v1/apps/{app_id}/quality/duplicates/keep-one",
+        "/v1/apps/{app_id}/models/{model_id}/versions/{version}/slices",
+    ):
+        assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
+
+
+def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, session, cookie = gw
+    client.cookies.set(COOKIE, cookie)
+    idle = client.get("/portal/apps/app1/quality")
+    assert idle.status_code == 200 and 'id="health-idle"' in idle.text and not fake.curation.calls
+    page = client.get("/portal/apps/app1/quality?run=1&model=animals&min_size=10")
+    assert page.status_code == 200
+    html = page.text
+    assert "Fails: leaks across splits; warns: duplicates (42 inputs checked)." in html
+    assert html.count('name="members"') == 3 and 'type="radio" name="keep" value="a" checked' in html
+    assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # autoescaped
+    assert "/v1/apps/app1/inputs/o1/thumbnail" in html and "dark" in html
+    assert "concept horse" in html and "worse with 95% confidence" in html and "<option>general</option>" not in html
+    # keep one: the ticked member kept, the others dropped; the check runs again
+    r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": session.csrf, "keep": "b", "members": ["a", "b", "c"]}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/portal/apps/app1/quality?run=1&")  # a reload does not post again
+    r = client.get(r.headers["location"])
+    assert r.status_code == 200 and "Kept b; deleted its 2 duplicates: a, c." in r.text
+    assert 'action="/portal/apps/app1/quality"' in r.text and 'action="/portal/apps/app1/quality#slices-card"' in r.text
+    req = next(c for c in reversed(fake.curation.calls) if isinstance(c, curation_pb2.KeepOneRequest))
+    assert (req.app_id, req.keep, list(req.drop)) == ("app1", "b", ["a", "c"])
+    fake.curation.refuse = errors.FailedPrecondition("'b' lacks labels its duplicates carry")
+    r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": session.csrf, "keep": "b", "members": ["a", "b"]})
+    assert r.status_code == 409 and "Nothing deleted" in r.text
+    r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": "wrong", "keep": "b", "members": ["a", "b"]})
+    assert r.status_code == 403
+    assert client.get("/portal/apps/other/quality").status_code == 403  # the session's app only
+    # a dataset's page shows the check recorded when its version was frozen
+    page = client.get("/portal/apps/app1/quality?dataset=main")
+    assert "Version abcdef012345 of main was checked when frozen: fail (leaks fail)." in page.text
+    assert 'id="health-recorded"' not in client.get("/portal/apps/app1/quality?dataset=other").text
+
+
+def test_views_name_checks_and_slices_in_words() -> None:
+    from firstlight.gateway.api import to_json
+
+    v = health_view(to_json(REPORT), {"c": (["cat"], 3)})
+    assert [c.name for c in v.checks] == ["duplicates", "leaks", "outliers"]
+    assert v.groups[0].members[0].input_id == "a" and v.groups[0].members[0].suggested and v.groups[0].drop_count == 2
+    assert v.leaks[0].split == "test"
+    rows = slices_view(to_json(REPORT) | {"slices": [{"field": "cluster", "value": "c2", "count": 40, "majority_concept": "dog", "majority_share": 0.8}]})
+    assert rows[0].name == "embedding cluster c2" and rows[0].note == "mostly dog (80%)" and not rows[0].confident
