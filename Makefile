@@ -6,7 +6,7 @@ PIP   := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps browser protos run demo demo-ladder test test-unit test-integration test-slow check bench load k8s-validate clean
+.PHONY: help setup system-deps browser protos run demo demo-ladder test test-unit test-integration test-slow check bench load soak k8s-validate clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +75,11 @@ check: setup ## Lint (ruff), format check (ruff format), types of the pure layer
 LOAD_ARGS ?=
 load: setup ## Load test on loopback: 8 clients upload/search/predict for 2 min; bench/results/load.{json,md} (LOAD_ARGS="--clients 16 --seconds 300")
 	$(PY) -m bench.load $(LOAD_ARGS)
+
+SOAK_SECONDS ?= 1800
+SOAK_ARGS ?= --kill broker@$$(($(SOAK_SECONDS) / 3)) --kill triton@$$(($(SOAK_SECONDS) * 2 / 3))
+soak: setup ## Soak: `make load` for 30 min under the supervisor, broker SIGKILLed at 1/3, Triton at 2/3; clients retry; every input reconciled; bench/results/soak.{json,md} (SOAK_SECONDS=180 to try it)
+	$(PY) -m bench.load --seconds $(SOAK_SECONDS) --retry $(SOAK_ARGS) --out bench/results/soak $(LOAD_ARGS)
 
 k8s-validate: setup ## Render every kustomize overlay and check it against the Kubernetes schemas and the code
 	$(PY) -m pytest -q tests/unit/test_k8s_manifests.py

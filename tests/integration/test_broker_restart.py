@@ -5,6 +5,9 @@ searchable exactly once (producers replaced after their fatal InitProducerId err
 re-created, consumers back at the start of the new log, and what the broker lost announced again
 by the ingestion outbox's confirmation rule), every prediction succeeded, and an inference
 service restarted after the broker restart still serves the app's model (its registry snapshot).
+Then a label change and a deletion are relayed while search's vector store is down (so their
+records wait unconsumed) and the broker restarts again: search's reconcile with ingestion's inputs
+brings both back.
 
 Its own stack: a broker that lost its state must not leak into the session stack's tests."""
 
@@ -23,7 +26,7 @@ from firstlight import datasets
 from firstlight.runtime.retry import RetryPolicy
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
 from firstlight.stack import SERVICES, LocalStack, wait_serving
-from firstlight.v1 import search_pb2
+from firstlight.v1 import ingestion_pb2, search_pb2
 
 from .helpers import eventually, serving
 
@@ -40,7 +43,10 @@ PATIENT = RetryPolicy(attempts=40, max_s=5.0, budget_s=150.0)
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     data_dir: Path = tmp_path_factory.mktemp("broker-restart")
-    with serving(LocalStack(data_dir)) as s:
+    # While this file exists search's vector store fails every call (search.faults): its
+    # consumers then leave label and deletion records unconsumed, for the broker to lose.
+    env = {"FIRSTLIGHT_VECTOR_STORE_FAULT_FILE": str(data_dir / "vector-store-down")}
+    with serving(LocalStack(data_dir, extra_env=env)) as s:
         yield s
 
 
@@ -137,3 +143,36 @@ def _served(client: Firstlight, images: list[bytes]) -> bool:
     except FirstlightError:
         return False
     return len(out) == len(images) and all(p and p[0][0] in CONCEPTS for p in out)
+
+
+def test_labels_and_deletions_the_broker_lost_come_back(own_stack: LocalStack) -> None:
+    """annotations.changed and inputs.deleted records relayed but not consumed when the broker
+    restarts are lost; search's reconcile with ingestion's inputs brings their effect back."""
+    stack = own_stack
+    down = Path(stack.extra_env["FIRSTLIGHT_VECTOR_STORE_FAULT_FILE"])
+    app = "lost"
+    with Firstlight.from_addresses(stack.addresses, timeout_s=60, retry=PATIENT) as client:
+        client.create_app(app)
+        items = [UploadItem(d, ["cat"], id=f"l-{i}") for i, (_, _, d) in enumerate(datasets.animal_mnist(3, seed=11, classes=["cat", "dog"]))]
+        assert not client.upload(app, items).failures
+        client.wait_indexed(app, len(items), timeout=180)
+        relabel, delete = [i.id for i in items[:2]], [i.id for i in items[2:4]]
+        down.touch()  # search's consumers now retry their batches, uncommitted
+        try:
+            client.annotate(app, {i: ["zebra"] for i in relabel})
+            client.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=app, input_ids=delete), timeout=60)
+            time.sleep(3)  # relayed (the outbox publishes within a second), not consumed
+            assert stack.broker is not None
+            stack.broker.kill()
+            stack.broker.start()  # empty: the label and deletion records are gone
+        finally:
+            down.unlink(missing_ok=True)
+
+        def restored() -> bool:
+            found = client.search.GetVectors(search_pb2.GetVectorsRequest(app_id=app, input_ids=[i.id for i in items]), timeout=60)
+            zebras = client.search_by_image(app, input_id=items[-1].id, top_k=len(items), concepts=["zebra"])
+            kept = {v.input_id for v in found.vectors}
+            return not kept & set(delete) and len(kept) == len(items) - len(delete) and {h.input_id for h in zebras.hits} == set(relabel)
+
+        eventually(restored, timeout=180, what="the lost relabel and deletion reconciled by search")
+        assert client.indexed_count(app) == len(items) - len(delete)

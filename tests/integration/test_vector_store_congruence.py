@@ -355,3 +355,25 @@ def test_factory_picks_twin_by_scheme(tmp_path: Path) -> None:
     for bad in ("s3://bucket", "/just/a/path", "edge://"):
         with pytest.raises(ValueError):
             open_vector_store(bad)
+
+
+def test_scroll_pages_through_every_point_once(store: VectorStore) -> None:
+    """``scroll`` (the reconcile after a broker loss reads the whole index with it): payloads, no
+    vectors, every point once across pages, a filter by app, None after the last page."""
+    store.upsert(C, [Point(pid(n), [1.0, float(n), 0.0, 0.0], payload(input_id=str(n))) for n in range(7)])
+    store.upsert(C, [Point(point_id("other", "x"), E1, payload(app="other", input_id="x"))])
+    seen: list[str] = []
+    offset: str | None = None
+    pages = 0
+    while True:
+        records, offset = store.scroll(C, filter=SearchFilter("app"), limit=3, offset=offset)
+        pages += 1
+        assert all(r.vector is None and r.payload["app_id"] == "app" for r in records)
+        seen += [r.payload["input_id"] for r in records]
+        if offset is None:
+            break
+    assert sorted(seen) == [str(n) for n in range(7)] and pages == 3
+    everything, after = store.scroll(C, filter=None, limit=100)
+    assert len(everything) == 8 and after is None
+    with pytest.raises(ValueError):
+        store.scroll(C, filter=None, limit=0)

@@ -72,6 +72,29 @@ def test_screen_threshold_budget_rate_dedupe(stream) -> None:  # type: ignore[no
     assert [q.input_id for q in s.screen([pred("i4", 0.8)])] == ["i4"]
 
 
+def test_redelivered_predictions_are_screened_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """At-least-once delivery: the same event (idempotency key) again counts nothing and queues
+    nothing new, but still republishes its queued item's unacknowledged event; the memory of keys
+    is bounded (least recently seen dropped first)."""
+    s = StreamCuration(CurationStore(f"sqlite:///{tmp_path / 'c.db'}"), Clock(), seen_size=3)
+    s.set_policy(make_policy("a", "m", threshold=0.6, max_per_minute=1))
+    keyed = lambda i, m, k: Prediction("a", "m", "1", i, {"margin": m, "entropy": 0, "least_confidence": 0}, "cat", key=k)  # noqa: E731
+    first = [keyed("i1", 0.9, "k1"), keyed("i2", 0.3, "k2"), keyed("i3", 0.9, "k3")]
+    assert [q.input_id for q in s.screen(first)] == ["i1"]  # i3 over the rate of 1 a minute
+    assert [q.input_id for q in s.screen(first)] == ["i1"]  # redelivered before the ack: republished, nothing counted
+    s.mark_published(s.screen(first))
+    assert s.screen(first) == []  # acknowledged now: a redelivery changes nothing
+    _, _, stats = s.queue("a", 0, 10, "")
+    assert (stats["screened"], stats["below_threshold"], stats["skipped_rate"], stats["duplicates"], stats["queued"]) == (3, 1, 1, 0, 1)
+    s.screen([keyed("i4", 0.1, "k4")])  # k1 is the least recently seen: dropped from the memory of 3
+    s.screen([keyed("i1", 0.9, "k1")])  # no longer remembered: screened again, a duplicate of the queued i1
+    _, _, stats = s.queue("a", 0, 10, "")
+    assert (stats["screened"], stats["duplicates"]) == (5, 1)
+    s.screen([keyed("i5", 0.1, "")])  # no key (an integration's event): never deduplicated
+    s.screen([keyed("i5", 0.1, "")])
+    assert s.queue("a", 0, 10, "")[2]["screened"] == 7
+
+
 def test_labels_mark_items_done_once(stream) -> None:  # type: ignore[no-untyped-def]
     s, _ = stream
     s.set_policy(make_policy("a", "m"))

@@ -48,3 +48,24 @@ def test_unreadable_or_missing_snapshot_starts_empty(tmp_path: Path) -> None:
     bad.write_text("{not json")
     assert Registry(bad).all() == []
     assert Registry(None).all() == []
+
+
+def test_snapshot_keeps_the_replay_protection(tmp_path: Path) -> None:
+    """A serving change signed before the one applied last is a replay, also for a replica
+    restarted after the broker lost the topic (the signing time is in the snapshot)."""
+    path = tmp_path / "model_registry.json"
+    first = Registry(path)
+    assert first.apply(ready("1", True), signed_ms=1_000)
+    assert first.apply(ready("2", True), signed_ms=2_000)  # promoted
+    assert first.apply(ready("2", True), signed_ms=3_000)  # the same state re-sent later: protection moves on
+
+    again = Registry(path)
+    assert not again.apply(ready("1", True), signed_ms=1_500)  # a captured older promotion, replayed
+    assert again.get("app", "m").serving == "2"  # type: ignore[union-attr]
+    assert not again.apply(ready("1", True), signed_ms=2_500)  # older than the re-sent one, kept above
+    assert again.apply(ready("1", True), signed_ms=4_000)  # a real, newer rollback
+    assert Registry(path).get("app", "m").serving == "1"  # type: ignore[union-attr]
+
+    old = tmp_path / "old.json"  # written before the field existed: loads, no protection to restore
+    old.write_text('{"version": 1, "models": [{"app_id": "app", "model_id": "m", "serving": "1", "versions": []}]}')
+    assert Registry(old).apply(ready("2", True), signed_ms=1)

@@ -6,6 +6,7 @@ drives the AL benchmark (``curation.benchmark``)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -19,6 +20,8 @@ from firstlight.domain import diverse_batch, frames, validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_POOL = 20_000
+#: Image facts kept in memory across checks (least recently used dropped): 2.5 checks of MAX_POOL.
+MAX_PIXEL_FACTS = 50_000
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Curation:
         self.rounds = rounds  # CurationStore: the experiment record (record_round); None in some unit tests
         # Image facts by (app, input id, blob size): computed from the blob once per process
         # (inputs' bytes do not change under an id). Not persisted: a restart recomputes them.
-        self._pixels: dict[tuple[str, str], PixelFacts | None] = {}  # None: did not decode
+        # An LRU of MAX_PIXEL_FACTS (~1 KB each): one check reads at most MAX_POOL of one app.
+        self._pixels: OrderedDict[tuple[str, str], PixelFacts | None] = OrderedDict()  # None: did not decode
 
     def _model_version(self, app_id: str, model_id: str, version: str) -> tuple[ModelInfo, str]:
         """(model, resolved version id: the given one or the serving one)."""
@@ -224,6 +228,9 @@ class Curation:
         from firstlight.curation.quality import duplicates as dup
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
+        for i in ids:
+            if (app_id, i) in self._pixels:
+                self._pixels.move_to_end((app_id, i))
         for start in range(0, len(missing), 64):
             chunk = missing[start : start + 64]
             for input_id, data in self.platform.blobs_of(app_id, chunk).items():
@@ -237,6 +244,8 @@ class Curation:
                 self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb))
         facts = {i: self._pixels.get((app_id, i)) for i in ids}
         corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
+        while len(self._pixels) > MAX_PIXEL_FACTS:
+            self._pixels.popitem(last=False)
         return {i: f for i, f in facts.items() if f is not None}, corrupt
 
     def health_check(

@@ -40,7 +40,10 @@ def parse_prediction(ev: events_pb2.PredictionMade) -> Prediction | PoisonMessag
     embedding = np.asarray(ev.embedding, dtype=np.float32) if len(ev.embedding) else None
     if embedding is not None and not np.isfinite(embedding).all():
         return PoisonMessage("PredictionMade embedding is not finite")
-    return Prediction(ev.app_id, ev.model_id, ev.model_version, ev.input_id, values, ev.top_concepts[0].name, int(ev.predicted_index), embedding)
+    return Prediction(
+        ev.app_id, ev.model_id, ev.model_version, ev.input_id, values, ev.top_concepts[0].name, int(ev.predicted_index), embedding,
+        key=ev.header.idempotency_key,
+    )  # fmt: skip
 
 
 def queued_event(item: QueuedItem) -> events_pb2.LabelingQueued:

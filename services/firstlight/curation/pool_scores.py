@@ -27,6 +27,8 @@ from firstlight.errors import InvalidArgument, NotFound
 log = logging.getLogger(__name__)
 
 BATCH = 512
+#: Scoring jobs remembered for GetScoringJob (their scores are in the store): the oldest finished go first.
+MAX_JOBS = 1000
 MAX_POOL = 100_000
 ORDERS = ("", "score", "uncertainty")
 
@@ -72,6 +74,9 @@ class PoolScoring:
                 "finished_at": None,
             }
             self._jobs[job["id"]] = job
+            finished = [k for k, j in self._jobs.items() if j["finished_at"] is not None]
+            for old in finished[: max(0, len(self._jobs) - MAX_JOBS)]:  # oldest first (insertion order)
+                del self._jobs[old]
         self.pool.submit(self._run, job, unlabeled_only)
         return dict(job)
 

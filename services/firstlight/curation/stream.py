@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,10 @@ MAX_REFERENCE = 2000  # training inputs kept per model for the stream drift chec
 #: App models with a drift window in memory (all apps): the least recently observed one is dropped
 #: beyond this, with its reference (~10 MB at MAX_REFERENCE x 1280 floats), and refills from traffic.
 MAX_DRIFT_MODELS = 64
+#: Idempotency keys of screened predictions remembered (~100 bytes each): a redelivery (a batch
+#: retried after a failed publish, or given back in a consumer-group rebalance) comes within a
+#: batch or two, far inside this; one older than it, or after a restart, is counted again.
+SEEN_PREDICTIONS = 50_000
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,8 @@ class Prediction:
     predicted: str
     predicted_index: int = 0
     embedding: np.ndarray | None = None
+    #: The event's EventHeader.idempotency_key: a redelivered event is screened once.
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,11 +153,13 @@ class QueuedItem:
 
 
 class StreamCuration:
-    def __init__(self, store: CurationStore, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, store: CurationStore, clock: Callable[[], datetime] | None = None, seen_size: int = SEEN_PREDICTIONS) -> None:
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()  # one writer: the prediction and label consumers share the store
         self._policies: dict[str, Policy | None] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()  # bounded LRU of screened event keys
+        self._seen_size = seen_size
 
     # -- policy -------------------------------------------------------------------------
     def set_policy(self, policy: Policy) -> Policy:
@@ -175,51 +184,75 @@ class StreamCuration:
     def screen(self, predictions: Sequence[Prediction]) -> list[QueuedItem]:
         """Queue the uncertain predictions under each app's policy. Returns the items whose
         ``labeling.queue`` event must be published: the newly queued ones and any earlier one
-        whose event was not acknowledged (a redelivery after a failed publish)."""
+        whose event was not acknowledged (a redelivery after a failed publish).
+
+        An event screened before (same idempotency key) is not screened or counted again: its
+        first screening decided; only its queued item's unacknowledged event is returned again."""
         out: list[QueuedItem] = []
         returned: set[tuple[str, str]] = set()
-        with self._lock, self.store.engine.begin() as conn:
-            now = self.clock()
-            for p in predictions:
-                policy = self.policy(p.app_id)
-                if policy is None or p.model_id != policy.model_id:
-                    continue
-                self.store.count(conn, p.app_id, "screened")
-                score = float(p.uncertainty.get(policy.strategy, 0.0))
-                if score < policy.threshold:
-                    self.store.count(conn, p.app_id, "below_threshold")
-                    continue
-                if not p.input_id:
-                    self.store.count(conn, p.app_id, "without_input_id")
-                    continue
-                existing = self.store.get_item(conn, p.app_id, p.input_id)
-                if existing is not None:
-                    if not existing["published"] and (p.app_id, p.input_id) not in returned:
-                        returned.add((p.app_id, p.input_id))
-                        out.append(_item(existing))
-                    else:
-                        self.store.count(conn, p.app_id, "duplicates")
-                    continue
-                if policy.budget and self.store.total_queued(conn, p.app_id) >= policy.budget:
-                    self.store.count(conn, p.app_id, "skipped_budget")
-                    continue
-                if policy.max_per_minute and self.store.queued_since(conn, p.app_id, minute_ago(now)) >= policy.max_per_minute:
-                    self.store.count(conn, p.app_id, "skipped_rate")
-                    continue
-                row = self.store.add_item(
-                    conn,
-                    app_id=p.app_id,
-                    input_id=p.input_id,
-                    model_id=p.model_id,
-                    model_version=p.model_version,
-                    score=score,
-                    strategy=policy.strategy,
-                    predicted=p.predicted,
-                    queued_at=now,
-                )
-                out.append(_item(row))
-                returned.add((p.app_id, p.input_id))
+        screened: list[str] = []
+        with self._lock:
+            with self.store.engine.begin() as conn:
+                now = self.clock()
+                for p in predictions:
+                    if p.key and p.key in self._seen:
+                        self._seen.move_to_end(p.key)
+                        self._republish(conn, p, out, returned)
+                        continue
+                    if p.key:
+                        screened.append(p.key)
+                    self._screen_one(conn, p, now, out, returned)
+            for key in screened:  # only once the counts are committed
+                self._seen[key] = None
+            while len(self._seen) > self._seen_size:
+                self._seen.popitem(last=False)
         return out
+
+    def _republish(self, conn: Any, p: Prediction, out: list[QueuedItem], returned: set[tuple[str, str]]) -> None:
+        existing = self.store.get_item(conn, p.app_id, p.input_id) if p.input_id else None
+        if existing is not None and not existing["published"] and (p.app_id, p.input_id) not in returned:
+            returned.add((p.app_id, p.input_id))
+            out.append(_item(existing))
+
+    def _screen_one(self, conn: Any, p: Prediction, now: datetime, out: list[QueuedItem], returned: set[tuple[str, str]]) -> None:
+        policy = self.policy(p.app_id)
+        if policy is None or p.model_id != policy.model_id:
+            return
+        self.store.count(conn, p.app_id, "screened")
+        score = float(p.uncertainty.get(policy.strategy, 0.0))
+        if score < policy.threshold:
+            self.store.count(conn, p.app_id, "below_threshold")
+            return
+        if not p.input_id:
+            self.store.count(conn, p.app_id, "without_input_id")
+            return
+        existing = self.store.get_item(conn, p.app_id, p.input_id)
+        if existing is not None:
+            if not existing["published"] and (p.app_id, p.input_id) not in returned:
+                returned.add((p.app_id, p.input_id))
+                out.append(_item(existing))
+            else:
+                self.store.count(conn, p.app_id, "duplicates")
+            return
+        if policy.budget and self.store.total_queued(conn, p.app_id) >= policy.budget:
+            self.store.count(conn, p.app_id, "skipped_budget")
+            return
+        if policy.max_per_minute and self.store.queued_since(conn, p.app_id, minute_ago(now)) >= policy.max_per_minute:
+            self.store.count(conn, p.app_id, "skipped_rate")
+            return
+        row = self.store.add_item(
+            conn,
+            app_id=p.app_id,
+            input_id=p.input_id,
+            model_id=p.model_id,
+            model_version=p.model_version,
+            score=score,
+            strategy=policy.strategy,
+            predicted=p.predicted,
+            queued_at=now,
+        )
+        out.append(_item(row))
+        returned.add((p.app_id, p.input_id))
 
     def mark_published(self, items: Sequence[QueuedItem]) -> None:
         by_app: dict[str, list[str]] = {}

@@ -40,6 +40,7 @@ Resolver = Callable[[str], Awaitable[Principal | None]]
 
 _NEGATIVE_CACHE_S = 1.0  # repeated bad keys cost one lookup a second, and a new key works at once
 _MAX_CACHE = 10_000
+_MAX_BUCKETS = 10_000  # rate-limit buckets before the refilled ones are dropped
 
 
 class Authenticator:
@@ -120,11 +121,19 @@ class RateLimiter:
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key_id, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if key_id not in self._buckets and len(self._buckets) >= _MAX_BUCKETS:
+            self._forget_full(now)
         if tokens >= 1.0:
             self._buckets[key_id] = (tokens - 1.0, now)
             return 0.0
         self._buckets[key_id] = (tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        """Drop the buckets that have refilled: they are what a new bucket is, so nothing changes
+        for their keys (one bucket per key that ever called would otherwise stay forever)."""
+        refill_s = self.burst / self.rate
+        self._buckets = {k: (t, last) for k, (t, last) in self._buckets.items() if now - last < refill_s}
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

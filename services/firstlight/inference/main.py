@@ -29,6 +29,9 @@ def build(settings: InferenceSettings) -> ServiceShell:
     # Bounded: the serving version and a few recent ones per app model, a cap across apps.
     residency = Residency(triton.load_versions, triton.unload_model, settings.triton_keep_versions, settings.triton_max_app_models)
     triton.residency = residency
+    # Trained embedders are announced on model.version.ready too (and used by heads trained on
+    # them): one residency here, so the two never load different version lists for one model.
+    triton.embedder_residency = residency
     # The snapshot brings back what a memory broker forgot (see inference.registry).
     registry = Registry(settings.data_dir / "model_registry.json")
 

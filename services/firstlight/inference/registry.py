@@ -6,7 +6,9 @@ consumer group, so a new or restarted replica knows every version. A broker with
 (the local stack's) forgets the topic when it restarts, so the registry is also kept as a small
 snapshot file in the replica's data directory (written after every change, read at start-up):
 an inference restart after a broker restart still serves every app's models. Replaying events
-on top of the snapshot is harmless (applying an event twice gives the same state)."""
+on top of the snapshot is harmless (applying an event twice gives the same state). The snapshot
+also keeps each model's replay protection (when its last applied serving change was signed), so a
+restarted replica refuses a captured older serving change just as the running one did."""
 
 from __future__ import annotations
 
@@ -87,10 +89,13 @@ class Registry:
                 event.embedding_model,
             )  # fmt: skip
             serving = event.version if (event.serving or not model.serving) else model.serving
+            since = self._serving_since.get(key, 0)
             if event.serving and signed_ms:
-                self._serving_since[key] = max(signed_ms, self._serving_since.get(key, 0))
+                self._serving_since[key] = max(signed_ms, since)
             if model.versions.get(event.version) == version and model.serving == serving:
-                return True  # a replayed event: nothing changes, nothing to write
+                if self._serving_since.get(key, 0) != since:
+                    self._save()  # the replay protection moved on: it must survive a restart too
+                return True  # a replayed event: nothing else changes
             model.versions[event.version] = version
             model.serving = serving
             self._save()
@@ -117,8 +122,16 @@ class Registry:
         data = {
             "version": SNAPSHOT_VERSION,
             "models": [
-                {"app_id": m.app_id, "model_id": m.model_id, "serving": m.serving, "versions": [asdict(v) for v in m.versions.values()]}
-                for m in self._models.values()
+                {
+                    "app_id": m.app_id,
+                    "model_id": m.model_id,
+                    "serving": m.serving,
+                    # When the serving change applied last was signed: a restarted replica still
+                    # refuses an older captured serving change replayed after the broker lost the topic.
+                    "serving_since_ms": self._serving_since.get(key, 0),
+                    "versions": [asdict(v) for v in m.versions.values()],
+                }
+                for key, m in self._models.items()
             ],
         }
         tmp = self.snapshot.with_name(self.snapshot.name + ".tmp")
@@ -149,4 +162,6 @@ class Registry:
                 sv = ServableVersion(**{**v, "concepts": list(v.get("concepts", []))})
                 model.versions[sv.version] = sv
             self._models[(model.app_id, model.model_id)] = model
+            if int(m.get("serving_since_ms", 0)) > 0:  # absent in snapshots written before it was kept
+                self._serving_since[(model.app_id, model.model_id)] = int(m["serving_since_ms"])
         log.info("model registry: %d model(s) restored from %s", len(self._models), path)

@@ -10,7 +10,7 @@ from typing import Any
 
 from firstlight.search.vector_store import VectorStore, VectorStoreUnavailable
 
-_CALLS = ("ensure_collection", "upsert", "search", "retrieve", "set_payload", "delete", "count", "optimize")
+_CALLS = ("ensure_collection", "upsert", "search", "retrieve", "set_payload", "delete", "count", "scroll", "optimize")
 
 
 class FaultInjectingStore:

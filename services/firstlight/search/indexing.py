@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firstlight.domain.generations import Stamp, stale_delete, stale_update
-from firstlight.search.models import COLLECTION, AppModels, ModelRegistry, SwitchIds, collection_for, model_key
+from firstlight.search.models import APP_MODELS, COLLECTION, AppModels, ModelRegistry, SwitchIds, collection_for, model_key
 from firstlight.search.vector_store import Point, VectorStore, point_id
 
 log = logging.getLogger(__name__)
@@ -254,6 +254,40 @@ class Index:
             if not parked or _stamp(parked[0].payload) < labels.stamp:
                 self.store.upsert(PENDING, [Point(pid, [1.0], {"app_id": labels.app_id, **payload})])
         return None if missing else stale
+
+    def label_revisions(self, page: int = 1000) -> dict[str, dict[str, int]]:
+        """app -> input -> label revision of every indexed point, read from each app's live
+        collections (during a switch, the lower of the two: the lagging one needs the labels)."""
+        states: dict[str, AppModels] = {}
+        collections = {COLLECTION}
+        offset: str | None = None
+        while True:  # apps that switched models may have no point in the base collection
+            records, offset = self.store.scroll(APP_MODELS, filter=None, limit=page, offset=offset)
+            for r in records:
+                if "active" in r.payload:
+                    state = self.models.get(r.payload["app_id"])
+                    states[state.app_id] = state
+                    collections.update(self.models.live_collections(state))
+            if offset is None:
+                break
+        out: dict[str, dict[str, int]] = {}
+        for collection in sorted(collections):
+            offset = None
+            while True:
+                records, offset = self.store.scroll(collection, filter=None, limit=page, offset=offset)
+                for r in records:
+                    app_id, input_id = r.payload.get("app_id"), r.payload.get("input_id")
+                    if not app_id or not input_id:
+                        continue
+                    state = states.setdefault(app_id, AppModels(app_id))
+                    if collection not in self.models.live_collections(state):
+                        continue  # an old model's leftovers: not searched, not kept in step
+                    revision = int(r.payload.get("label_revision", 0))
+                    known = out.setdefault(app_id, {})
+                    known[input_id] = min(revision, known.get(input_id, revision))
+                if offset is None:
+                    break
+        return out
 
     def delete(self, app_id: str, input_ids: Sequence[str], generations: Sequence[int] = ()) -> list[str]:
         """Delete the inputs' points of the given generations (or older) and leave tombstones;

@@ -15,7 +15,8 @@ from firstlight.search.factory import open_vector_store
 from firstlight.search.faults import FaultInjectingStore
 from firstlight.search.index_builder import IndexBuilder
 from firstlight.search.indexer import COLLECTION, Indexer
-from firstlight.search.peers import EmbeddingService
+from firstlight.search.peers import EmbeddingService, IngestionInputs
+from firstlight.search.reconcile import Reconciler
 from firstlight.v1 import events_pb2
 
 
@@ -27,8 +28,13 @@ def build(settings: SearchSettings) -> ServiceShell:
     topics.ensure_topics(settings.kafka_bootstrap, access.topics_of("search"))  # its own: all its principal may see
     producer = EventProducer(settings.kafka_bootstrap, "search")
     indexer = Indexer(store, producer)
+    # Labels and deletions the broker lost are brought back from ingestion's state (search.reconcile).
+    reconciler = Reconciler(indexer.index, lambda: IngestionInputs(settings.ingestion_addr)) if settings.ingestion_addr else None
+    if reconciler is not None:
+        producer.on_rebuild = reconciler.request
     common = {
         "producer": producer,
+        "on_broker_lost": (lambda: reconciler.request("committed offsets went back")) if reconciler is not None else None,
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
     }
@@ -83,9 +89,13 @@ def build(settings: SearchSettings) -> ServiceShell:
         for consumer in consumers:
             consumer.start()
         builder.start()
+        if reconciler is not None:
+            reconciler.start()
 
     async def on_stop() -> None:
         builder.stop()
+        if reconciler is not None:
+            await asyncio.to_thread(reconciler.stop)
         for consumer in consumers:
             await asyncio.to_thread(consumer.stop)
         producer.close()

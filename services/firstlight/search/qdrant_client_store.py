@@ -233,6 +233,13 @@ class QdrantClientStore:
         ]
         return order_like(pids, records)
 
+    def scroll(self, name: str, *, filter: SearchFilter | None, limit: int, offset: str | None = None) -> tuple[list[Record], str | None]:
+        check_page(limit, 0)
+        flt = _client_filter(filter)
+        start = canonical_id(offset) if offset else None
+        found, after = self._call(lambda: self._client.scroll(name, scroll_filter=flt, limit=limit, offset=start, with_payload=True, with_vectors=False))
+        return [Record(str(r.id), None, dict(r.payload or {})) for r in found], (str(after) if after is not None else None)
+
     def count(self, name: str, filter: SearchFilter | None = None) -> int:
         flt = _client_filter(filter)
         return self._call(lambda: self._client.count(name, count_filter=flt, exact=True).count)

@@ -353,6 +353,14 @@ class QdrantEdgeStore:
         ]
         return order_like(pids, records)
 
+    def scroll(self, name: str, *, filter: SearchFilter | None, limit: int, offset: str | None = None) -> tuple[list[Record], str | None]:
+        check_page(limit, 0)
+        request = qe.ScrollRequest(
+            offset=canonical_id(offset) if offset else None, limit=limit, filter=_edge_filter(filter), with_payload=True, with_vector=False
+        )
+        found, after = self._run(name, lambda engine: engine.scroll(request))
+        return [Record(str(r.id), None, _from_engine_payload(r.payload)) for r in found], (str(after) if after is not None else None)
+
     def count(self, name: str, filter: SearchFilter | None = None) -> int:
         request = qe.CountRequest(exact=True, filter=_edge_filter(filter))
         return int(self._run(name, lambda engine: engine.count(request)))

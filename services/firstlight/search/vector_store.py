@@ -107,6 +107,10 @@ class VectorStore(Protocol):
     def count(self, name: str, filter: SearchFilter | None = None) -> int:
         """Exact count."""
 
+    def scroll(self, name: str, *, filter: SearchFilter | None, limit: int, offset: str | None = None) -> tuple[list[Record], str | None]:
+        """One page of points (payloads, no vectors) in id order, from ``offset`` (None: the
+        first); returns it and the next page's offset (None after the last page)."""
+
     def optimize(self, name: str) -> None:
         """Build the ANN index now (blocking). A no-op where the engine indexes by itself."""
 

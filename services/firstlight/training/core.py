@@ -93,8 +93,13 @@ def serving_metrics(version: dict[str, Any]) -> dict[str, float | None]:
     return dict(version.get("validation_metrics") or {})
 
 
+#: Jobs whose progress steps stay in memory for StreamTrainingProgress; a stream of an older job
+#: reads its stored state instead (as after a restart).
+MAX_LOGGED_JOBS = 256
+
+
 class JobLog:
-    """Progress history of running jobs, for StreamTrainingProgress (waiters are woken)."""
+    """Progress history of recent jobs, for StreamTrainingProgress (waiters are woken)."""
 
     def __init__(self) -> None:
         self._steps: dict[str, list[Progress]] = {}
@@ -103,6 +108,8 @@ class JobLog:
     def add(self, job_id: str, step: Progress) -> None:
         with self._cond:
             self._steps.setdefault(job_id, []).append(step)
+            while len(self._steps) > MAX_LOGGED_JOBS:  # the oldest job's steps (dicts keep insertion order)
+                del self._steps[next(iter(self._steps))]
             self._cond.notify_all()
 
     def wait_after(self, job_id: str, seen: int, timeout: float) -> list[Progress]:
@@ -485,6 +492,16 @@ class TrainingCore:
             self.store.update_job(job_id, state=FAILED, error=message)
             self.log.add(job_id, Progress(FAILED, "failed", 1.0, message=message))
             self._publish_end(job_id, runner, FAILED, message)
+        finally:
+            if not self.stopping.is_set():  # a job interrupted by shutdown resumes at the next start
+                self._forget_job(job_id)
+
+    def _forget_job(self, job_id: str) -> None:
+        """Per-job state a finished job no longer needs (one entry per job would stay forever)."""
+        with self._cancel_lock:
+            self._cancelled.discard(job_id)
+            self._cancel_checked.pop(job_id, None)
+        self._promotion.pop(job_id, None)
 
     def _publish_end(self, job_id: str, runner: TemplateRunner | None, state: int, message: str) -> None:
         job = self.store.get_job(job_id)

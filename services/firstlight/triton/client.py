@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from firstlight.models.backbone import EMBEDDING_DIM, IMAGE_SIZE, NUM_CLASSES
+from firstlight.triton.residency import Residency
 
 BACKBONE_MODEL = "backbone"
 GENERAL_MODEL = "general"
@@ -28,6 +30,12 @@ INPUT_NAME = "IMAGE"
 EMBEDDING_OUTPUT = "EMBEDDING"
 PROBS_OUTPUT = "PROBS"
 HEAD_INPUT = "EMBEDDING"
+#: Versions of one trained embedder kept loaded (the app's current one and the one before it,
+#: which a switch or a head trained on it may still use), and embedders loaded across all apps.
+EMBEDDER_KEEP_VERSIONS = 2
+MAX_EMBEDDERS = 8
+#: Embedder descriptions (names, sizes) cached per ref.
+MAX_EMBEDDER_INFOS = 256
 DEFAULT_MAX_BATCH_SIZE = 4  # when a config states none (firstlight.triton.tuning sets it by device)
 #: Key of the services' Triton access token (FIRSTLIGHT_TRITON_TOKEN). Triton refuses every
 #: protocol but health without it when started with --grpc-restricted-protocol /
@@ -109,6 +117,9 @@ class TritonModels:
     def __init__(self, url: str, timeout_s: float = 30.0, model_repository: Path | None = None, access_token: str = "") -> None:
         #: Bounds which app model versions stay loaded (firstlight.triton.residency); None: load all.
         self.residency = None
+        #: The same bound for trained image embedders (fl-app embedding models), which this
+        #: process loads on first use: the most recently used versions of each, a cap across apps.
+        self.embedder_residency: Residency | None = Residency(self.load_versions, self.unload_model, EMBEDDER_KEEP_VERSIONS, MAX_EMBEDDERS)
         self.url = url
         # Sent on every call: a Triton with restricted protocols refuses requests without it.
         self._headers = {TOKEN_HEADER: access_token} if access_token else None
@@ -118,7 +129,7 @@ class TritonModels:
         self.model_repository = model_repository
         self._client = grpcclient.InferenceServerClient(url=url)
         self._max_batch: dict[str, int] = {}
-        self._embedders: dict[str, EmbedderInfo] = {}
+        self._embedders: OrderedDict[str, EmbedderInfo] = OrderedDict()  # LRU, at most MAX_EMBEDDER_INFOS
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
 
@@ -215,18 +226,22 @@ class TritonModels:
         Triton does not have it yet (explicit model control). Cached per ref."""
         with self._lock:
             cached = self._embedders.get(ref)
+            if cached is not None:
+                self._embedders.move_to_end(ref)
         if cached is not None:
             return cached
         name, version = split_model_ref(ref)
         try:
+            self._resident_embedder(name, version)
             meta = self._metadata(name, version)
         except (TritonError, TritonUnavailable):
-            # Not loaded (explicit model control), or its version not ready yet (inference may be
-            # loading it right now): load it from the repository — blocks until it is loaded.
+            # Not loaded (explicit model control; Triton restarted; another process's residency
+            # left it out), or its version not ready yet (inference may be loading it right now):
+            # load it from the repository — blocks until it is loaded.
             if not self._server_live():
                 raise TritonUnavailable(f"Triton at {self.url} is not live") from None
             try:
-                self.load_model(name)
+                self._reload_embedder(name, version)
             except TritonError as exc:
                 raise TritonModelNotFound(f"model {ref!r} is not served by Triton: {exc}") from None
             try:
@@ -238,7 +253,35 @@ class TritonModels:
         info = _embedder_info(ref, name, version, meta, self.model_repository)
         with self._lock:
             self._embedders[ref] = info
+            while len(self._embedders) > MAX_EMBEDDER_INFOS:
+                self._embedders.popitem(last=False)
         return info
+
+    def _embedder_version(self, name: str, version: str) -> str:
+        """``version``, or for an unversioned ref the repository's newest version ("" when there
+        is no local repository to look in: Triton then picks)."""
+        if version or self.model_repository is None or not (self.model_repository / name).is_dir():
+            return version
+        numeric = [int(p.name) for p in (self.model_repository / name).iterdir() if p.is_dir() and p.name.isdigit()]
+        return str(max(numeric)) if numeric else ""
+
+    def _resident_embedder(self, name: str, version: str) -> None:
+        """Before using an embedder: have its version loaded under the bound (cheap when it is)."""
+        wanted = self._embedder_version(name, version)
+        if self.embedder_residency is not None and wanted:
+            self.embedder_residency.ensure(name, wanted)
+
+    def _reload_embedder(self, name: str, version: str) -> None:
+        """Triton does not have it although this process loaded it (a Triton restart, or another
+        process loaded the model with other versions): load this process's kept versions again."""
+        wanted = self._embedder_version(name, version)
+        if self.embedder_residency is None or not wanted:
+            self.load_model(name)
+            return
+        if wanted in self.embedder_residency.loaded().get(name, []):
+            self.embedder_residency.reload(name)  # Triton lost what this process had loaded
+        else:
+            self.embedder_residency.ensure(name, wanted)
 
     def _server_live(self) -> bool:
         try:
@@ -256,6 +299,7 @@ class TritonModels:
     def embed_with(self, ref: str, batch_uint8: np.ndarray) -> np.ndarray:
         """uint8 [N,S,S,3] (S = the model's image size) -> float32 [N,D] from embedding model ``ref``."""
         info = self.describe_embedder(ref)
+        self._resident_embedder(info.name, info.version)  # keeps it the most recently used
         size = info.image_size
         if batch_uint8.dtype != np.uint8 or batch_uint8.ndim != 4 or batch_uint8.shape[1:] != (size, size, 3):
             raise ValueError(f"expected uint8 [N,{size},{size},3], got {batch_uint8.dtype} {batch_uint8.shape}")
@@ -266,17 +310,24 @@ class TritonModels:
             chunk = np.ascontiguousarray(batch_uint8[start : start + step])
             inp = grpcclient.InferInput(info.input_name, list(chunk.shape), "UINT8")
             inp.set_data_from_numpy(chunk)
+            request = dict(
+                inputs=[inp],
+                model_version=info.version,
+                outputs=[grpcclient.InferRequestedOutput(info.output_name)],
+                headers=self._headers,
+                client_timeout=self.timeout_s,
+            )
             try:
-                result = self._client.infer(
-                    info.name,
-                    inputs=[inp],
-                    model_version=info.version,
-                    outputs=[grpcclient.InferRequestedOutput(info.output_name)],
-                    headers=self._headers,
-                    client_timeout=self.timeout_s,
-                )
+                result = self._client.infer(info.name, **request)
             except InferenceServerException as exc:
-                raise _translate(exc, f"infer {ref}") from exc
+                if not _unloaded(exc):
+                    raise _translate(exc, f"infer {ref}") from exc
+                # Triton restarted, or another process's residency unloaded it: load, retry once.
+                self._reload_embedder(info.name, info.version)
+                try:
+                    result = self._client.infer(info.name, **request)
+                except InferenceServerException as again:
+                    raise _translate(again, f"infer {ref}") from again
             arr = result.as_numpy(info.output_name)
             if arr is None or arr.shape != (chunk.shape[0], info.dim):
                 raise TritonError(f"{ref}: unexpected {info.output_name} shape {None if arr is None else arr.shape}")
