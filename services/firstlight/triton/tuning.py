@@ -62,10 +62,11 @@ def choose(settings: TritonSettings, cores: int | None = None, device: str | Non
         # each is a stub process holding the weights) with up to 4 intra-op threads each, so a
         # lone request's forward pass can use the cores that are idle (Predict at concurrency 1)
         # while concurrent requests still land on separate instances. Idle threads wait
-        # passively (onnx_backbone: no spinning), so oversubscription under load costs little:
-        # batch 1 took 9.8 ms CPU with 2 threads against 9.5 ms with 1 on this 2-core host under
-        # load. The torch tuning (cores + 1 single-threaded instances) served Predict at
-        # 0.66-0.77x the bare 2-thread session at concurrency 1 (docs/results/photos.md).
+        # passively (onnx_backbone: no spinning), so oversubscription under load costs CPU, not
+        # a burnt core: +0.3-0.7 ms per image in a bare session, +2 ms per photo in Triton
+        # during uploads (~3% of the product's CPU; FIRSTLIGHT_TORCH_THREADS=1 gives it back).
+        # The torch tuning (cores + 1 single-threaded instances) served Predict at 0.64-0.77x
+        # the bare 2-thread session at concurrency 1 (docs/results/photos.md).
         threads = settings.torch_threads or max(1, min(4, cores))
         instances = settings.triton_instances or max(1, min(4, cores))
         # Batches of 4: per image, a batch of 8 costs ~1.4x the CPU of a batch of 2-4 on this
