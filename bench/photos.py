@@ -51,6 +51,9 @@ SIZE = (4032, 3024)
 LIMITS = dict(max_bytes=1 << 30, max_pixels=1 << 30)
 NEED = model_decode_side(backbone.IMAGE_SIZE)
 PRODUCT_REPEAT = 4
+#: Rounds of each served-vs-bare comparison, interleaved; the rows give the median and the min
+#: ratio (the shared host's load moves absolute figures by 2x within minutes).
+ROUNDS = 3
 
 
 def make_photos(n: int, seed: int = 0) -> list[bytes]:
@@ -155,7 +158,7 @@ def transfer_shift(ort: OrtBackbone, per_class: int = 30, side: int = 1024) -> d
     return {k: float(np.mean(v)) for k, v in acc.items()} | {"n": len(labels), "cosine_mean": float((full * small).sum(1).mean())}
 
 
-def product(stack, images: list[bytes], log) -> dict:  # type: ignore[no-untyped-def]
+def product(stack, images: list[bytes], log, round_: int = 0) -> dict:  # type: ignore[no-untyped-def]
     from firstlight.sdk import Firstlight, UploadItem
 
     names = ("ingestion", "embedding", "search")
@@ -170,12 +173,12 @@ def product(stack, images: list[bytes], log) -> dict:  # type: ignore[no-untyped
         return out
 
     with Firstlight.from_addresses(stack.addresses) as client:
-        app = f"photos-{os.getpid()}-{int(time.time())}"
+        app = f"photos-{os.getpid()}-{int(time.time())}-{round_}"
         client.create_app(app)
         items = [UploadItem(d, ["photo"], id=f"p{i}") for i, d in enumerate(images)]
         before = snapshot()
         start = time.perf_counter()
-        client.upload(app, items, chunk=4)
+        client.upload(app, items)  # the SDK's chunking, as `firstlight upload` (was 4 per call)
         client.wait_indexed(app, len(items), timeout=900)
         seconds = time.perf_counter() - start
         after = snapshot()
@@ -199,14 +202,25 @@ def predict_levels(stack, images: list[bytes], ort: OrtBackbone, seconds: float)
     def bare(data: bytes) -> object:
         return ort.embed_and_classify(best_pixels(data)[None])
 
+    # CPU of the served path: the inference service and Triton (server + model stubs).
+    inference = stack.services["inference"].proc.pid if "inference" in stack.services and stack.services["inference"].proc else None
+    triton_group = [stack.triton.pid] if stack.triton is not None and stack.triton.pid else []
+    served_cpu = lambda: cpu_seconds([inference] if inference else [], triton_group)  # noqa: E731
+
     out: dict = {}
     try:
+        drive(served, images, 1, 1.0)  # warm: the first call pays for connections and arenas
         for level in (1, 8):
             rounds = {"served": [], "bare": []}
-            for _ in range(2):  # interleaved: the shared host's load drifts within minutes
-                rounds["bare"].append(drive(bare, images, level, seconds / 2)["img_per_s"])
-                rounds["served"].append(drive(served, images, level, seconds / 2)["img_per_s"])
-            out[level] = {k: float(np.mean(v)) for k, v in rounds.items()}
+            cpu = calls = 0.0
+            for _ in range(ROUNDS):  # interleaved: the shared host's load drifts within minutes
+                rounds["bare"].append(drive(bare, images, level, seconds / ROUNDS)["img_per_s"])
+                before = served_cpu()
+                rounds["served"].append(drive(served, images, level, seconds / ROUNDS)["img_per_s"])
+                cpu, calls = cpu + served_cpu() - before, calls + rounds["served"][-1] * seconds / ROUNDS
+            ratios = np.array(rounds["served"]) / np.array(rounds["bare"])
+            out[level] = {k: float(np.median(v)) for k, v in rounds.items()} | {"served_cpu_s_per_image": cpu / max(calls, 1.0)}
+            out[level] |= {"ratio_median": float(np.median(ratios)), "ratio_min": float(ratios.min()), "ratios": ratios.tolist()}
     except grpc.RpcError as exc:
         out["error"] = f"{exc.code()}: {exc.details()}"
     finally:
@@ -254,9 +268,17 @@ def run(stack, quick: bool = False, log=print) -> dict:  # type: ignore[no-untyp
         if stack is not None:
             # 4 uploads of each photo (other ids): with 24 the fixed upload→searchable latency
             # (outbox relay, consumers' polls, the index flush) was most of the time measured.
-            res["product"] = product(stack, images * PRODUCT_REPEAT, log)
-            best_after = throughput(images, best_pixels, ort_forward, batch, cores)
-            res["best_img_per_s_after"] = best_after
+            # Each round is bracketed by best-bare runs; its ratio is against their mean.
+            rounds, ratios, bare_before = [], [], throughput(images, best_pixels, ort_forward, batch, cores)
+            for k in range(ROUNDS):
+                rounds.append(product(stack, images * PRODUCT_REPEAT, log, k))
+                bare_after = throughput(images, best_pixels, ort_forward, batch, cores)
+                ratios.append(rounds[-1]["img_per_s"] / ((bare_before + bare_after) / 2))
+                bare_before = bare_after
+            mid = int(np.argsort(ratios)[len(ratios) // 2])
+            res["product"] = rounds[mid] | {"ratio_median": float(np.median(ratios)), "ratio_min": float(min(ratios)), "ratios": ratios}
+            res["product"]["best_img_per_s"] = rounds[mid]["img_per_s"] / ratios[mid]
+            res["best_img_per_s_after"] = bare_before
             res["predict"] = predict_levels(stack, images, ort, 8.0 if quick else 16.0)
     res["rows"] = [r.as_dict() for r in rows(res)]
     return res
@@ -296,28 +318,42 @@ def rows(r: dict) -> list[Row]:
         )
     if "product" in r:
         p = r["product"]
-        best = (r["best_img_per_s"] + r.get("best_img_per_s_after", r["best_img_per_s"])) / 2
+        best = p.get("best_img_per_s") or (r["best_img_per_s"] + r.get("best_img_per_s_after", r["best_img_per_s"])) / 2
+        ratio, low = p.get("ratio_median", p["img_per_s"] / best), p.get("ratio_min", p["img_per_s"] / best)
         cpu = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in p["cpu_s_per_image"].items())
         out.append(
             Row(
-                "12 MP ingest → searchable",
+                "12 MP ingest → searchable (median round)",
                 f"{p['img_per_s']:.2f} img/s; CPU ms/img: {cpu}",
                 f"best bare {best:.1f} img/s; naive {r['naive_img_per_s']:.1f}",
-                f"{p['img_per_s'] / best:.2f}× best, {p['img_per_s'] / r['naive_img_per_s']:.2f}× naive",
+                f"{ratio:.2f}× best (min {low:.2f}), {p['img_per_s'] / r['naive_img_per_s']:.2f}× naive",
                 "≥ 0.85× best bare",
-                p["img_per_s"] / best >= 0.85,
+                ratio >= 0.85,
+            )
+        )
+    if "product" in r:
+        # The steady figure on a shared host: CPU per photo, every stack process against the
+        # best bare path's stages (both CPU-bound on 2 cores, so this bounds the ratio above).
+        product_cpu, bare_cpu = sum(r["product"]["cpu_s_per_image"].values()), sum(sb.values())
+        out.append(
+            Row(
+                "12 MP ingest → searchable, CPU per photo",
+                f"{product_cpu * 1e3:.0f} ms (stack processes)",
+                f"best bare {bare_cpu * 1e3:.0f} ms (decode + preprocess + forward)",
+                f"{bare_cpu / product_cpu:.2f}× (ceiling of the ratio when CPU-bound)",
             )
         )
     for level, goal in ((1, 0.85), (8, 1.2)):
         pr = r.get("predict", {}).get(level)
         if pr:
-            ratio = pr["served"] / pr["bare"]
+            ratio = pr.get("ratio_median", pr["served"] / pr["bare"])
+            served_cpu = f"; CPU {pr['served_cpu_s_per_image'] * 1e3:.0f} ms/img (inference + Triton)" if "served_cpu_s_per_image" in pr else ""
             out.append(
                 Row(
                     f"12 MP Predict c={level}",
-                    f"{pr['served']:.1f} img/s",
+                    f"{pr['served']:.1f} img/s" + served_cpu,
                     f"best bare {pr['bare']:.1f} img/s",
-                    f"{ratio:.2f}×",
+                    f"{ratio:.2f}× (min {pr.get('ratio_min', ratio):.2f})",
                     f"≥ {goal}× best bare",
                     ratio >= goal,
                 )

@@ -17,14 +17,14 @@ def settings(**kw: object) -> TritonSettings:
     return TritonSettings(**{**base, **kw})  # type: ignore[arg-type]
 
 
-def test_cpu_defaults_are_single_thread_instances_one_more_than_cores_small_batches() -> None:
+def test_cpu_defaults_are_an_instance_and_a_thread_per_core_small_batches() -> None:
     t = tuning.choose(settings(), cores=2, device="cpu")
-    assert (t.kind, t.instances, t.torch_threads, t.max_batch_size) == ("KIND_CPU", 3, 1, 4)  # cores + 1
+    assert (t.kind, t.instances, t.torch_threads, t.max_batch_size) == ("KIND_CPU", 2, 2, 4)
     assert t.preferred_batch_sizes == (4,)
     assert t.queue_delay_us == 500  # a lone request waits out the whole delay
     big = tuning.choose(settings(), cores=16, device="cpu")
-    assert (big.instances, big.torch_threads) == (4, 4)  # capped instances, leftover cores as threads
-    assert tuning.choose(settings(), cores=1, device="cpu").instances == 2
+    assert (big.instances, big.torch_threads) == (4, 4)  # both capped
+    assert (tuning.choose(settings(), cores=1, device="cpu").instances, tuning.choose(settings(), cores=1, device="cpu").torch_threads) == (1, 1)
 
 
 def test_gpu_defaults_are_one_instance_large_batches() -> None:

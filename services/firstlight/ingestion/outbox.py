@@ -166,7 +166,10 @@ class OutboxRelay:
         backoff = Backoff(0.5, 10.0)
         while not self._stop.is_set():
             try:
-                while self.publish_pending():
+                # A short batch was the whole outbox at its SELECT: no second, empty one per
+                # wake-up (a row committed since has called notify(), so the wait below
+                # returns at once).
+                while self.publish_pending() >= self.batch:
                     pass
                 if time.monotonic() >= self._next_check:
                     self._next_check = time.monotonic() + self.policy.check_interval_s

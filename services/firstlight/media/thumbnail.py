@@ -33,10 +33,13 @@ def shrink(image: Image.Image, px: int) -> Image.Image:
     if scale >= 1:
         return image.copy()
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    # Bilinear from far above the target (after a reducing pass), Lanczos for the last steps,
-    # where it is visibly sharper.
-    resample = Image.Resampling.BILINEAR if max(w, h) >= 4 * px else Image.Resampling.LANCZOS
-    return image.resize(size, resample, reducing_gap=2.0)
+    # Box-average by the largest whole factor that stays at or above the target (cheap, an area
+    # average: no aliasing), then Lanczos for the last step (under 2x), where it is visibly
+    # sharper: 1.0 ms instead of 2.2 ms on a 12 MP photo's 504 px decode (issue 17).
+    factor = min(int(w / size[0]), int(h / size[1]))
+    if factor >= 2:
+        image = image.reduce(factor)
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def encode_thumbnail(image: Image.Image, px: int) -> bytes:

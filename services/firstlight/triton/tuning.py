@@ -1,10 +1,10 @@
 """Serving parameters of the backbone by device, written into a model repository's config.pbtxt.
 
 Measured on the 2-core CPU dev machine (bench/README.md): the forward pass is compute-bound and
-batches above 4 are slower *per image* than small ones (memory-bound: 1.4x at 8, 3-6x at 64), and two OpenMP threads
-in one process lose to one thread whenever the other core is busy (spinning barriers). So on CPU
-the backbone runs as several single-threaded instances with small batches (concurrent requests
-land on different cores instead of queueing behind one 2-thread forward pass), while on a GPU
+batches above 4 are slower *per image* than small ones (memory-bound: 1.4x at 8, 3-6x at 64). On
+CPU the backbone runs in ONNX Runtime as one instance per core (up to 4), each with a thread per
+core (up to 4) that waits passively: concurrent requests land on different instances, a lone
+one gets every core (docs/results/photos.md, issue 17), while on a GPU
 one instance takes large batches. ``FIRSTLIGHT_TRITON_*`` settings (config.TritonSettings)
 override each choice; the local stack applies them to its runtime copy of the repository, and
 ``python -m firstlight.triton.tuning --device gpu REPO`` does it for a deployed repository.
@@ -58,13 +58,17 @@ def choose(settings: TritonSettings, cores: int | None = None, device: str | Non
         delay = settings.triton_queue_delay_us if settings.triton_queue_delay_us is not None else 5000
         kind = "KIND_GPU"
     else:
-        # Single-threaded instances, one more than the cores, at most 4 (each is a process
-        # holding the weights, 0.2-0.5 GB); leftover cores become intra-op threads. The extra
-        # instance computes while another is in its per-request IPC/Python phases, when its core
-        # would idle: on 2 cores, 3 instances served Triton-direct c=8 at 1.31x/1.58x the bare
-        # call against 1.05x/1.05x for 2 (two back-to-back pairs, bench/README.md).
-        instances = settings.triton_instances or max(1, min(4, cores + 1))
-        threads = settings.torch_threads or max(1, cores // instances)
+        # ONNX Runtime (the CPU default since issue 17): as many instances as cores (at most 4:
+        # each is a stub process holding the weights) with up to 4 intra-op threads each, so a
+        # lone request's forward pass can use the cores that are idle (Predict at concurrency 1)
+        # while concurrent requests still land on separate instances. Idle threads wait
+        # passively (onnx_backbone: no spinning), so oversubscription under load costs CPU, not
+        # a burnt core: +0.3-0.7 ms per image in a bare session, +2 ms per photo in Triton
+        # during uploads (~3% of the product's CPU; FIRSTLIGHT_TORCH_THREADS=1 gives it back).
+        # The torch tuning (cores + 1 single-threaded instances) served Predict at 0.64-0.77x
+        # the bare 2-thread session at concurrency 1 (docs/results/photos.md).
+        threads = settings.torch_threads or max(1, min(4, cores))
+        instances = settings.triton_instances or max(1, min(4, cores))
         # Batches of 4: per image, a batch of 8 costs ~1.4x the CPU of a batch of 2-4 on this
         # CPU (single thread, 224 px: 19-28 ms against 14-15 ms; bench/README.md), the
         # activations of bigger batches no longer fitting in the core's cache.
