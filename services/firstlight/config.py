@@ -307,6 +307,18 @@ class TritonSettings(BaseSettings):
     triton_queue_delay_us: int | None = Field(None, ge=0, le=1_000_000)
 
 
+class SupervisorSettings(BaseSettings):
+    """What the supervisor of ``firstlight up`` enforces beyond restarting crashed components."""
+
+    model_config = SettingsConfigDict(env_prefix="FIRSTLIGHT_", extra="ignore")
+
+    #: The local broker's memory limit in MiB (0: none). Its memory storage keeps every record
+    #: (tansu 0.6 has no retention), ~25 MiB a minute under `make load`; past the limit the
+    #: supervisor restarts it as a Kubernetes memory limit would (a restart loses nothing:
+    #: docs/reliability.md, "What a broker restart loses").
+    broker_memory_limit_mb: int = Field(1024, ge=0, le=1_048_576)
+
+
 class TrainingSettings(CommonSettings):
     #: SQLAlchemy URL of the training store (datasets, models, versions, jobs, evaluations).
     database_url: str = ""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from firstlight import fsmodes
-from firstlight.config import DEFAULT_MODEL_REPOSITORY, TritonSettings
+from firstlight.config import DEFAULT_MODEL_REPOSITORY, SupervisorSettings, TritonSettings
 from firstlight.messaging.broker import LocalBroker
 from firstlight.triton import tuning
 from firstlight.triton.server import LocalTritonServer
@@ -178,7 +179,7 @@ class LocalStack:
         self.start_gateway()
         self.write_stack_file()
         if self.supervise:
-            self.supervisor = Supervisor(self, self.supervisor_policy or RestartPolicy())
+            self.supervisor = Supervisor(self, self.supervisor_policy or RestartPolicy.from_settings())
             self.supervisor.start()
         return self
 
@@ -422,6 +423,26 @@ class RestartPolicy:
     max_s: float = 60.0
     reset_after_s: float = 120.0
     check_interval_s: float = 1.0
+    #: Component -> RSS limit in MiB; one running past it is killed and restarted like a crashed
+    #: one (a Kubernetes memory limit's OOM kill and restart).
+    memory_limits_mb: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: SupervisorSettings | None = None) -> RestartPolicy:
+        settings = settings or SupervisorSettings()
+        limits = {"broker": settings.broker_memory_limit_mb} if settings.broker_memory_limit_mb else {}
+        return cls(memory_limits_mb=limits)
+
+
+def rss_mb(pid: int) -> float | None:
+    """A process's resident memory in MiB (None: gone or unreadable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @dataclass
@@ -434,6 +455,7 @@ class ComponentStatus:
     state: str = "running"  # running | backoff | restarting
     next_delay_s: float = 0.0
     _restart_at: float | None = None  # monotonic
+    _killed_for: str | None = None  # why the supervisor itself killed it (over its memory limit)
 
 
 class Supervisor:
@@ -441,9 +463,10 @@ class Supervisor:
     ones that exited, with exponential backoff; logs why (exit code and the log's last lines)
     and keeps ``supervisor.json`` up to date for ``firstlight status``."""
 
-    def __init__(self, stack: LocalStack, policy: RestartPolicy | None = None) -> None:
+    def __init__(self, stack: LocalStack, policy: RestartPolicy | None = None, memory_of: Callable[[int], float | None] = rss_mb) -> None:
         self.stack = stack
         self.policy = policy or RestartPolicy()
+        self.memory_of = memory_of
         now = time.time()
         self.components = {
             name: ComponentStatus(name, stack.component_pid(name), now, next_delay_s=self.policy.initial_s)
@@ -488,9 +511,12 @@ class Supervisor:
         if code is None:  # running
             if c.next_delay_s != self.policy.initial_s and time.time() - c.started_at > self.policy.reset_after_s:
                 c.next_delay_s = self.policy.initial_s
+            self._enforce_memory_limit(c)
             return False
         if c._restart_at is None:  # just found dead
-            c.last_exit = f"{_describe_exit(code)} at {time.strftime('%H:%M:%S')} after {_uptime(time.time() - c.started_at)}"
+            why = c._killed_for or _describe_exit(code)
+            c._killed_for = None
+            c.last_exit = f"{why} at {time.strftime('%H:%M:%S')} after {_uptime(time.time() - c.started_at)}"
             c._restart_at = now + c.next_delay_s
             c.state = "backoff"
             log.warning(
@@ -520,6 +546,21 @@ class Supervisor:
         c.state = "running"
         log.warning("supervisor: %s restarted (pid %s, restart %d)", c.name, c.pid, c.restarts)
         return True
+
+    def _enforce_memory_limit(self, c: ComponentStatus) -> None:
+        limit = self.policy.memory_limits_mb.get(c.name)
+        pid = self.stack.component_pid(c.name)
+        if not limit or pid is None or c._killed_for is not None:
+            return
+        used = self.memory_of(pid)
+        if used is None or used <= limit:
+            return
+        c._killed_for = f"killed over its memory limit ({used:.0f} MiB > {limit} MiB)"
+        log.warning("supervisor: %s (pid %s) uses %.0f MiB, over its limit of %d MiB: killing it to restart it", c.name, pid, used, limit)
+        try:
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would; the dead-path restarts it
+        except ProcessLookupError:
+            pass
 
     def snapshot(self) -> dict[str, dict]:
         with self._lock:
