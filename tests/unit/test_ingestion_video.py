@@ -40,9 +40,11 @@ def test_upload_label_a_segment_and_upload_again(core: Ingestion, clip: Path) ->
     assert len(events) == 7  # embedded and indexed like any image
     assert video_summary(core, "app", "walk")["frame_ids"] == s.frame_ids
     assert upload_video(core, VideoLimits(), "app", "walk", clip).frames_added == 0
-    labeled = annotate_segment(core, "app", "walk", 2.0, 4.0, ["cup"], [])
+    labeled = annotate_segment(core, "app", "walk", 2.0, 4.0, ["cup"], [], "alice (k1)")
     assert labeled == ["walk.t0000002000", "walk.t0000003000", "walk.t0000004000"]
     assert "cup" in core.get_input("app", "walk.t0000003000").concepts
+    records = {c: (by, at is not None) for c, by, at in core.get_input("app", "walk.t0000003000").label_records}
+    assert records["cup"] == ("alice (k1)", True)  # who and when, as image labels record them
     assert "cup" not in core.get_input("app", "walk.t0000005000").concepts
     with pytest.raises(NotFound, match="no frame between"):
         annotate_segment(core, "app", "walk", 7.5, 7.9, ["cup"], [])

@@ -52,7 +52,9 @@ def test_upload_annotate_and_predict_over_grpc(tmp_path: Path, clip: Path) -> No
     core.create_app("app")
 
     async def main() -> None:
-        ing, ing_port = serve(IngestionServicer(core), ingestion_pb2_grpc.add_IngestionServiceServicer_to_server)
+        servicer = IngestionServicer(core)
+        servicer._labeler = lambda: "alice (k1)"  # type: ignore[method-assign]  # who the auth interceptor would name
+        ing, ing_port = serve(servicer, ingestion_pb2_grpc.add_IngestionServiceServicer_to_server)
         inf, inf_port = serve(InferenceServicer(StandInPredictor(), threads=2), inference_pb2_grpc.add_InferenceServiceServicer_to_server)
         await ing.start()
         await inf.start()
@@ -66,6 +68,7 @@ def test_upload_annotate_and_predict_over_grpc(tmp_path: Path, clip: Path) -> No
                     video_pb2.AnnotateVideoSegmentRequest(app_id="app", video_id="c1", start_s=1.0, end_s=2.0, add_concepts=["x"])
                 )
                 assert list(seg.input_ids) == ["c1.t0000001000", "c1.t0000002000"]
+                assert [(c, by) for c, by, _ in core.get_input("app", "c1.t0000002000").label_records] == [("x", "alice (k1)")]
                 junk = video_pb2.UploadVideoRequest(header=video_pb2.VideoHeader(app_id="app", video_id="junk"))
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.UploadVideo(iter([junk, video_pb2.UploadVideoRequest(chunk=b"not a video" * 50)]))

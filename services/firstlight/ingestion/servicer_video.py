@@ -5,7 +5,7 @@ Mixed into :class:`firstlight.ingestion.servicer.IngestionServicer` (it provides
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from firstlight.config import VideoLimits
 from firstlight.ingestion import video
@@ -42,6 +42,7 @@ def summary_to_proto(app_id: str, s: VideoSummary) -> video_pb2.UploadVideoRespo
 @map_errors
 class VideoRpcs:
     core: video.Ingestion
+    _labeler: Callable[[], str]  # IngestionServicer's: who is calling, for the label records
 
     async def UploadVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
         limits = VideoLimits()
@@ -58,6 +59,6 @@ class VideoRpcs:
     async def AnnotateVideoSegment(self, request, context):  # type: ignore[no-untyped-def]
         ids = await asyncio.to_thread(
             video.annotate_segment, self.core, request.app_id, request.video_id, request.start_s, request.end_s,
-            list(request.add_concepts), list(request.remove_concepts),
+            list(request.add_concepts), list(request.remove_concepts), self._labeler(),
         )  # fmt: skip
         return video_pb2.AnnotateVideoSegmentResponse(input_ids=ids)

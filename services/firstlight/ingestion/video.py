@@ -60,8 +60,11 @@ def video_summary(core: Ingestion, app_id: str, vid: str) -> dict:
     return json.loads(core.blobs.get_video_summary(app_id, vid))
 
 
-def annotate_segment(core: Ingestion, app_id: str, vid: str, start_s: float, end_s: float, add: Sequence[str], remove: Sequence[str]) -> list[str]:
-    """Label every stored frame of video ``vid`` from ``start_s`` to ``end_s``; returns their ids."""
+def annotate_segment(
+    core: Ingestion, app_id: str, vid: str, start_s: float, end_s: float, add: Sequence[str], remove: Sequence[str], labeled_by: str = ""
+) -> list[str]:
+    """Label every stored frame of video ``vid`` from ``start_s`` to ``end_s``; returns their ids.
+    The labels record ``labeled_by`` (the caller's key) and when, as a PostAnnotations does."""
     if not (0 <= start_s <= end_s):
         raise InvalidArgument(f"segment {start_s}..{end_s} s: need 0 <= start_s <= end_s")
     if not add and not remove:
@@ -75,5 +78,5 @@ def annotate_segment(core: Ingestion, app_id: str, vid: str, start_s: float, end
     ids = [i for i in ids if i in present]
     if not ids:
         raise NotFound(f"the frames of video {vid!r} between {start_s:.3f} s and {end_s:.3f} s were deleted")
-    core.annotate(app_id, [(i, list(add), list(remove), 0) for i in ids])
+    core.annotate(app_id, [(i, list(add), list(remove), 0) for i in ids], labeled_by)
     return ids
