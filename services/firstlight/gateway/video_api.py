@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -37,7 +37,7 @@ CHUNK_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 #: Multipart framing and text fields on top of the video's own byte limit.
 FORM_SLACK_BYTES = 1 << 20
-_UPLOAD_PATH = re.compile(r"/v1/apps/[^/]+/(videos|predict/video)")
+_UPLOAD_PATH = re.compile(r"/v1/apps/[^/]+/(videos|predict/video|videos/uploads/[^/]+)")
 
 
 def is_video_upload(path: str) -> bool:
@@ -222,6 +222,76 @@ async def upload_video(app_id: str, request: Request, c: Caller = Depends(caller
             yield video_pb2.UploadVideoRequest(chunk=chunk)
 
     return to_json(await cl.ingestion.upload_video(requests(), key=c.key))
+
+
+# -- resumable uploads (tus-like) ------------------------------------------------------------------
+def _header_int(request: Request, name: str) -> int:
+    raw = request.headers.get(name, "").strip()
+    if not raw.isdigit():
+        raise errors.InvalidArgument(f"header {name} is required: a whole number of bytes (got {raw[:30]!r})")
+    return int(raw)
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The raw body in chunks of :data:`CHUNK_BYTES` as it arrives."""
+    buf = bytearray()
+    async for data in request.stream():
+        buf += data
+        while len(buf) >= CHUNK_BYTES:
+            yield bytes(buf[:CHUNK_BYTES])
+            del buf[:CHUNK_BYTES]
+    if buf:
+        yield bytes(buf)
+
+
+@router.patch(
+    "/apps/{app_id}/videos/uploads/{upload_id}",
+    tags=["videos"],
+    summary="Resumable upload (tus-like): append the body's bytes at `Upload-Offset`; the video is processed once `Upload-Length` bytes are in",
+    description=(
+        "`upload_id`: chosen by the client, 8-64 of [A-Za-z0-9_-]. Headers `Upload-Offset` (must equal the bytes held: "
+        "0 to begin, else HEAD says) and `Upload-Length` (the file's size, the same every time); body: the bytes from "
+        "that offset (`application/offset+octet-stream` or any type). Query: `video_id`, `concepts`, `metadata` as for the "
+        "multipart upload. 200 `{pending, bytes_held}` while bytes are missing; 201 with the summary once processed; "
+        "409 when the offset is not the bytes held (the message names the offset to resume from) or another request "
+        "is writing the upload; 400/413 as the multipart upload."
+    ),
+    responses={200: {"description": "bytes held, not complete yet"}, 201: {"description": "complete and processed"}},
+)
+async def upload_video_part(app_id: str, upload_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> Response:
+    q = request.query_params
+    try:
+        metadata = json.loads(q["metadata"]) if q.get("metadata", "").strip() else {}
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidArgument(f"query parameter 'metadata' is not JSON: {exc}") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise errors.InvalidArgument("query parameter 'metadata' must be a JSON object of strings")
+    header = video_pb2.VideoHeader(
+        app_id=app_id, video_id=q.get("video_id", "").strip(), concepts=_csv(q.get("concepts", "")), metadata=metadata,
+        upload_id=upload_id, offset=_header_int(request, "Upload-Offset"), total_bytes=_header_int(request, "Upload-Length"),
+    )  # fmt: skip
+    if not header.video_id:
+        raise errors.InvalidArgument("query parameter video_id is required for a resumable upload")
+
+    async def requests() -> AsyncIterator[video_pb2.UploadVideoRequest]:
+        yield video_pb2.UploadVideoRequest(header=header)
+        async for chunk in _body_chunks(request):
+            yield video_pb2.UploadVideoRequest(chunk=chunk)
+
+    r = await cl.ingestion.upload_video(requests(), key=c.key)
+    body = {"pending": True, "bytes_held": r.bytes_held} if r.pending else to_json(r)
+    return JSONResponse(body, status_code=200 if r.pending else 201, headers={"Upload-Offset": str(r.bytes_held)})
+
+
+_UPLOAD_STATUS = "Where a resumable upload stands: `Upload-Offset` (bytes held) and `Upload-Length` headers, and as JSON; 404 once processed"
+
+
+@router.head("/apps/{app_id}/videos/uploads/{upload_id}", tags=["videos"], summary=_UPLOAD_STATUS, operation_id="head_video_upload")
+@router.get("/apps/{app_id}/videos/uploads/{upload_id}", tags=["videos"], summary=_UPLOAD_STATUS, operation_id="get_video_upload")
+async def get_video_upload(app_id: str, upload_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> Response:
+    st = await cl.ingestion.get_video_upload(video_pb2.GetVideoUploadRequest(app_id=app_id, upload_id=upload_id), key=c.key)
+    headers = {"Upload-Offset": str(st.bytes_held), "Upload-Length": str(st.total_bytes), "Cache-Control": "no-store"}
+    return JSONResponse(to_json(st), headers=headers)
 
 
 class SegmentBody(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from firstlight.auth import main as auth_main
 from firstlight.blobstore import open_blob_store
@@ -17,6 +18,9 @@ from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
 from firstlight.v1 import events_pb2
+from firstlight.video.resumable import ResumableUploads
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: IngestionSettings) -> ServiceShell:
@@ -81,6 +85,11 @@ def build(settings: IngestionSettings) -> ServiceShell:
         on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
     servicer = ingestion_servicer.IngestionServicer(core, key_name=auth.keys.store.name_of)
+    # Resumable video uploads keep their bytes across restarts; old abandoned ones are swept.
+    servicer.uploads = ResumableUploads(settings.resolved_video_upload_dir(), settings.max_video_bytes, settings.video_upload_ttl_s)
+    removed = servicer.uploads.sweep()
+    if removed:
+        log.info("removed %d abandoned resumable video uploads", removed)
 
     async def on_start() -> None:
         relay.start()

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from firstlight.config import VideoLimits
-from firstlight.errors import InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.video.frames import parse_frame_input_id, video_id
 from firstlight.video.ingest import FrameInput, VideoSummary, ingest_video
+from firstlight.video.resumable import ResumableUploads, UploadState, UploadWriter
 from firstlight.video.segments import frames_in
 
 
@@ -52,6 +53,21 @@ def upload_video(
 ) -> VideoSummary:
     core.get_app(app_id)  # unknown app: NOT_FOUND before any decoding
     return ingest_video(app_id, vid, path, limits, FramesAsInputs(core), BlobVideos(core.blobs), concepts=concepts, metadata=metadata)
+
+
+def open_upload(core: Ingestion, uploads: ResumableUploads | None, app_id: str, uid: str, vid: str, offset: int, total_bytes: int) -> UploadWriter:
+    """The writer of a resumable upload, checked: the app exists, the video id is valid."""
+    if uploads is None:
+        raise FailedPrecondition("this ingestion service keeps no resumable uploads (no upload directory)")
+    core.get_app(app_id)
+    return uploads.open(app_id, uid, video_id(vid), offset, total_bytes)
+
+
+def upload_status(core: Ingestion, uploads: ResumableUploads | None, app_id: str, uid: str) -> UploadState:
+    if uploads is None:
+        raise FailedPrecondition("this ingestion service keeps no resumable uploads (no upload directory)")
+    core.get_app(app_id)
+    return uploads.status(app_id, uid)
 
 
 def video_summary(core: Ingestion, app_id: str, vid: str) -> dict:
