@@ -163,6 +163,9 @@ class IngestionSettings(CommonSettings, ImageLimits, VideoLimits):
     video_upload_dir: Path = Path("")
     #: A resumable upload not written for this long is removed (when the service starts).
     video_upload_ttl_s: float = Field(24 * 3600.0, gt=0)
+    #: Where integrations place videos they submit by reference on ``inputs.submit``
+    #: (``<dir>/<app id>/<file>``). Empty: submissions by reference are dead-lettered.
+    video_drop_dir: Path = Path("")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"

@@ -105,3 +105,30 @@ def test_iterate_in_thread_streams_items_errors_and_stops_early() -> None:
         assert not done.is_set() and len(produced) < 100  # the producer stopped, bounded queue
 
     asyncio.run(main())
+
+
+def test_a_video_submitted_by_reference(core: Ingestion, clip: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from firstlight.errors import FailedPrecondition
+    from firstlight.ingestion.video import submit_video
+    from firstlight.v1 import video_pb2
+
+    drop = tmp_path / "drop"
+    (drop / "app").mkdir(parents=True)
+    (drop / "other").mkdir()
+    shutil.copy(clip, drop / "app" / "walk 2.webm")
+    shutil.copy(clip, drop / "other" / "theirs.webm")
+    ref = video_pb2.VideoReference
+    with pytest.raises(FailedPrecondition, match="FIRSTLIGHT_VIDEO_DROP_DIR"):
+        submit_video(core, VideoLimits(), None, "app", ref(file="walk.webm"))
+    for name in ("walk 2.webm", "../other/theirs.webm", "sub/walk.webm", ".hidden", ""):
+        with pytest.raises(InvalidArgument, match="no path"):
+            submit_video(core, VideoLimits(), drop, "app", ref(file=name))
+    with pytest.raises(NotFound, match="not in app 'app'"):
+        submit_video(core, VideoLimits(), drop, "app", ref(file="theirs.webm"))  # another app's folder is not read
+    shutil.copy(clip, drop / "app" / "walk-2.webm")
+    s = submit_video(core, VideoLimits(), drop, "app", ref(file="walk-2.webm", concepts=["outdoor"]))
+    assert s.video_id == "walk-2" and s.frames_added == 7
+    assert core.get_input("app", "walk-2.t0000002000").concepts == ["outdoor"]
+    assert submit_video(core, VideoLimits(), drop, "app", ref(file="walk-2.webm", video_id="walk-2")).frames_added == 0  # a redelivery

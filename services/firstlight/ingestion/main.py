@@ -8,9 +8,10 @@ import logging
 from firstlight.auth import main as auth_main
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
-from firstlight.errors import FirstlightError, Unavailable
+from firstlight.errors import FirstlightError, InvalidArgument, Unavailable
 from firstlight.hosting.server import ServiceShell, run
 from firstlight.ingestion import servicer as ingestion_servicer
+from firstlight.ingestion import video
 from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
 from firstlight.ingestion.peers import EmbeddingService, SearchService
@@ -44,6 +45,8 @@ def build(settings: IngestionSettings) -> ServiceShell:
     def on_indexed(records: list[ParsedRecord[events_pb2.InputIndexed]]) -> None:
         relay.confirm([(r.message.app_id, r.message.input_id, r.message.model) for r in records if r.message.app_id])
 
+    drop_dir = settings.video_drop_dir.resolve() if str(settings.video_drop_dir) not in ("", ".") else None
+
     def on_submitted(records: list[ParsedRecord[events_pb2.InputSubmitted]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
         for record in records:
@@ -52,7 +55,12 @@ def build(settings: IngestionSettings) -> ServiceShell:
                 outcomes.append(PoisonMessage(refusal))
                 continue
             try:
-                core.submit(record.message)  # an InputSubmitted is a ports.Submission
+                if record.message.HasField("video"):  # a video by reference: decoded and sampled here
+                    if record.message.input.ByteSize():
+                        raise InvalidArgument("a submission carries either an image (input) or a video reference (video), not both")
+                    video.submit_video(core, settings, drop_dir, record.message.app_id, record.message.video)
+                else:
+                    core.submit(record.message)  # an InputSubmitted is a ports.Submission
                 outcomes.append(None)
             except Unavailable:
                 raise  # a dependency is down: retry the batch, never dead-letter a valid submission

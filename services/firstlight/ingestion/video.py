@@ -5,12 +5,15 @@ whole segment of a video at once. No grpc here; the servicer spools the upload a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from firstlight.config import VideoLimits
+from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.ingestion.core import Ingestion, NewInput
+from firstlight.ingestion.ports import VideoRef
 from firstlight.video.frames import parse_frame_input_id, video_id
 from firstlight.video.ingest import FrameInput, VideoSummary, ingest_video
 from firstlight.video.resumable import ResumableUploads, UploadState, UploadWriter
@@ -68,6 +71,32 @@ def upload_status(core: Ingestion, uploads: ResumableUploads | None, app_id: str
         raise FailedPrecondition("this ingestion service keeps no resumable uploads (no upload directory)")
     core.get_app(app_id)
     return uploads.status(app_id, uid)
+
+
+DROP_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def submit_video(core: Ingestion, limits: VideoLimits, drop_dir: Path | None, app_id: str, ref: VideoRef) -> VideoSummary:
+    """An ``inputs.submit`` record naming a video in the app's drop folder: ingested as an upload
+    of that file. The path is built here from the app id and a validated file name, so a record
+    can reach only its own app's folder. Raises (and the record is dead-lettered with the
+    reason) on no drop folder, a bad name, a missing file, or a file refused as an upload is."""
+    if drop_dir is None:
+        raise FailedPrecondition("videos by reference are not enabled: the ingestion service has no FIRSTLIGHT_VIDEO_DROP_DIR")
+    if not DROP_FILE.fullmatch(ref.file) or ".." in ref.file:
+        raise InvalidArgument(f"video file {ref.file[:80]!r}: need a file name in the app's drop folder, [A-Za-z0-9][A-Za-z0-9._-]{{0,199}}, no path")
+    core.get_app(app_id)
+    path = drop_dir / validation.app_id(app_id) / ref.file
+    if not path.is_file():
+        raise NotFound(f"video file {ref.file!r} is not in app {app_id!r}'s drop folder")
+    vid = ref.video_id or video_id_for_file(ref.file)
+    return upload_video(core, limits, app_id, vid, path, concepts=list(ref.concepts), metadata=dict(ref.metadata))
+
+
+def video_id_for_file(name: str) -> str:
+    """A video id from a file name (``walk 1.mp4`` -> ``walk-1``), as the SDK and gateway make it."""
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:100] or "video"
 
 
 def video_summary(core: Ingestion, app_id: str, vid: str) -> dict:

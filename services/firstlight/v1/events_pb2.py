@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
+from firstlight.v1 import video_pb2 as firstlight_dot_v1_dot_video__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/events.proto\x12\rfirstlight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x66irstlight/v1/common.proto\"h\n\x0b\x45ventHeader\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x03 \x01(\t\"u\n\x0eInputSubmitted\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\'\n\x05input\x18\x03 \x01(\x0b\x32\x18.firstlight.v1.InputSpec\"\xec\x01\n\rInputIngested\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x05 \x03(\t\x12#\n\x05split\x18\x06 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x07 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\x08 \x01(\t\x12\x13\n\x0bpreview_uri\x18\t \x01(\t\"\xa1\x01\n\x15\x45mbeddingModelChanged\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\x12 \n\x18previous_embedding_model\x18\x04 \x01(\t\x12\x11\n\tinput_ids\x18\x05 \x03(\t\"\xd3\x01\n\x11\x45mbeddingComputed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\x06vector\x18\x05 \x03(\x02\x42\x02\x10\x01\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12#\n\x05split\x18\x07 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x08 \x01(\x03\"k\n\x0cInputIndexed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xd9\x01\n\x12\x41nnotationsChanged\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12#\n\x05split\x18\x05 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x06 \x01(\x03\x12&\n\x07regions\x18\x07 \x03(\x0b\x32\x15.firstlight.v1.Region\"^\n\rInputsDeleted\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x11\n\tinput_ids\x18\x03 \x03(\t\"\xc5\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x18\n\x10source_partition\x18\x02 \x01(\x05\x12\x15\n\rsource_offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\t\x12-\n\tfailed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x11ModelVersionReady\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x14\n\x0ctriton_model\x18\x05 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12\x0f\n\x07serving\x18\x07 \x01(\x08\x12\x12\n\nactivation\x18\x08 \x01(\t\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x12\n\nimage_size\x18\n \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x0b \x01(\t\"\xf2\x02\n\x12TrainingProgressed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\x05\x12\r\n\x05\x65poch\x18\x06 \x01(\x05\x12\x12\n\nnum_epochs\x18\x07 \x01(\x05\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12\r\n\x05lrate\x18\t \x01(\x01\x12?\n\x07metrics\x18\n \x03(\x0b\x32..firstlight.v1.TrainingProgressed.MetricsEntry\x12\x13\n\x0b\x65ta_seconds\x18\x0b \x01(\x01\x12\x18\n\x10items_per_second\x18\x0c \x01(\x01\x12\x0f\n\x07message\x18\r \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x0bUncertainty\x12\x0e\n\x06margin\x18\x01 \x01(\x02\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x02\x12\x18\n\x10least_confidence\x18\x03 \x01(\x02\"\xb3\x02\n\x0ePredictionMade\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x10\n\x08input_id\x18\x05 \x01(\t\x12\x32\n\x0ctop_concepts\x18\x06 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\x12/\n\x0buncertainty\x18\x07 \x01(\x0b\x32\x1a.firstlight.v1.Uncertainty\x12\x17\n\x0fpredicted_index\x18\x08 \x01(\x05\x12\x15\n\rconcept_count\x18\t \x01(\x05\x12\x15\n\tembedding\x18\n \x03(\x02\x42\x02\x10\x01\"\xc3\x01\n\x0eLabelingQueued\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12\x19\n\x11predicted_concept\x18\x08 \x01(\t\"\xd8\x01\n\nDriftAlert\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0f\n\x07p_value\x18\x05 \x01(\x01\x12\x0b\n\x03psi\x18\x06 \x01(\x01\x12\x19\n\x11\x63\x65ntroid_distance\x18\x07 \x01(\x01\x12\x13\n\x0bwindow_size\x18\x08 \x01(\x05\x12\x17\n\x0freference_count\x18\t \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/events.proto\x12\rfirstlight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1a\x66irstlight/v1/common.proto\x1a\x19\x66irstlight/v1/video.proto\"h\n\x0b\x45ventHeader\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08producer\x18\x03 \x01(\t\"\xa3\x01\n\x0eInputSubmitted\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\'\n\x05input\x18\x03 \x01(\x0b\x32\x18.firstlight.v1.InputSpec\x12,\n\x05video\x18\x04 \x01(\x0b\x32\x1d.firstlight.v1.VideoReference\"\xec\x01\n\rInputIngested\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x04 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x05 \x03(\t\x12#\n\x05split\x18\x06 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x07 \x01(\x03\x12\x17\n\x0f\x65mbedding_model\x18\x08 \x01(\t\x12\x13\n\x0bpreview_uri\x18\t \x01(\t\"\xa1\x01\n\x15\x45mbeddingModelChanged\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x17\n\x0f\x65mbedding_model\x18\x03 \x01(\t\x12 \n\x18previous_embedding_model\x18\x04 \x01(\t\x12\x11\n\tinput_ids\x18\x05 \x03(\t\"\xd3\x01\n\x11\x45mbeddingComputed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\x06vector\x18\x05 \x03(\x02\x42\x02\x10\x01\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12#\n\x05split\x18\x07 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x08 \x01(\x03\"k\n\x0cInputIndexed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xd9\x01\n\x12\x41nnotationsChanged\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12#\n\x05split\x18\x05 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x16\n\x0elabel_revision\x18\x06 \x01(\x03\x12&\n\x07regions\x18\x07 \x03(\x0b\x32\x15.firstlight.v1.Region\"^\n\rInputsDeleted\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x11\n\tinput_ids\x18\x03 \x03(\t\"\xc5\x01\n\nDeadLetter\x12\x14\n\x0csource_topic\x18\x01 \x01(\t\x12\x18\n\x10source_partition\x18\x02 \x01(\x05\x12\x15\n\rsource_offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\t\x12-\n\tfailed_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfa\x01\n\x11ModelVersionReady\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x14\n\x0ctriton_model\x18\x05 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12\x0f\n\x07serving\x18\x07 \x01(\x08\x12\x12\n\nactivation\x18\x08 \x01(\t\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x12\n\nimage_size\x18\n \x01(\x05\x12\x17\n\x0f\x65mbedding_model\x18\x0b \x01(\t\"\xf2\x02\n\x12TrainingProgressed\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\x05\x12\r\n\x05\x65poch\x18\x06 \x01(\x05\x12\x12\n\nnum_epochs\x18\x07 \x01(\x05\x12\x0c\n\x04loss\x18\x08 \x01(\x01\x12\r\n\x05lrate\x18\t \x01(\x01\x12?\n\x07metrics\x18\n \x03(\x0b\x32..firstlight.v1.TrainingProgressed.MetricsEntry\x12\x13\n\x0b\x65ta_seconds\x18\x0b \x01(\x01\x12\x18\n\x10items_per_second\x18\x0c \x01(\x01\x12\x0f\n\x07message\x18\r \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"H\n\x0bUncertainty\x12\x0e\n\x06margin\x18\x01 \x01(\x02\x12\x0f\n\x07\x65ntropy\x18\x02 \x01(\x02\x12\x18\n\x10least_confidence\x18\x03 \x01(\x02\"\xb3\x02\n\x0ePredictionMade\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x10\n\x08input_id\x18\x05 \x01(\t\x12\x32\n\x0ctop_concepts\x18\x06 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\x12/\n\x0buncertainty\x18\x07 \x01(\x0b\x32\x1a.firstlight.v1.Uncertainty\x12\x17\n\x0fpredicted_index\x18\x08 \x01(\x05\x12\x15\n\rconcept_count\x18\t \x01(\x05\x12\x15\n\tembedding\x18\n \x03(\x02\x42\x02\x10\x01\"\xc3\x01\n\x0eLabelingQueued\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08input_id\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\r\n\x05score\x18\x06 \x01(\x02\x12\x10\n\x08strategy\x18\x07 \x01(\t\x12\x19\n\x11predicted_concept\x18\x08 \x01(\t\"\xd8\x01\n\nDriftAlert\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.EventHeader\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0f\n\x07p_value\x18\x05 \x01(\x01\x12\x0b\n\x03psi\x18\x06 \x01(\x01\x12\x19\n\x11\x63\x65ntroid_distance\x18\x07 \x01(\x01\x12\x13\n\x0bwindow_size\x18\x08 \x01(\x05\x12\x17\n\x0freference_count\x18\t \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +40,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGPROGRESSED_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTIONMADE'].fields_by_name['embedding']._loaded_options = None
   _globals['_PREDICTIONMADE'].fields_by_name['embedding']._serialized_options = b'\020\001'
-  _globals['_EVENTHEADER']._serialized_start=106
-  _globals['_EVENTHEADER']._serialized_end=210
-  _globals['_INPUTSUBMITTED']._serialized_start=212
-  _globals['_INPUTSUBMITTED']._serialized_end=329
-  _globals['_INPUTINGESTED']._serialized_start=332
-  _globals['_INPUTINGESTED']._serialized_end=568
-  _globals['_EMBEDDINGMODELCHANGED']._serialized_start=571
-  _globals['_EMBEDDINGMODELCHANGED']._serialized_end=732
-  _globals['_EMBEDDINGCOMPUTED']._serialized_start=735
-  _globals['_EMBEDDINGCOMPUTED']._serialized_end=946
-  _globals['_INPUTINDEXED']._serialized_start=948
-  _globals['_INPUTINDEXED']._serialized_end=1055
-  _globals['_ANNOTATIONSCHANGED']._serialized_start=1058
-  _globals['_ANNOTATIONSCHANGED']._serialized_end=1275
-  _globals['_INPUTSDELETED']._serialized_start=1277
-  _globals['_INPUTSDELETED']._serialized_end=1371
-  _globals['_DEADLETTER']._serialized_start=1374
-  _globals['_DEADLETTER']._serialized_end=1571
-  _globals['_MODELVERSIONREADY']._serialized_start=1574
-  _globals['_MODELVERSIONREADY']._serialized_end=1824
-  _globals['_TRAININGPROGRESSED']._serialized_start=1827
-  _globals['_TRAININGPROGRESSED']._serialized_end=2197
-  _globals['_TRAININGPROGRESSED_METRICSENTRY']._serialized_start=2151
-  _globals['_TRAININGPROGRESSED_METRICSENTRY']._serialized_end=2197
-  _globals['_UNCERTAINTY']._serialized_start=2199
-  _globals['_UNCERTAINTY']._serialized_end=2271
-  _globals['_PREDICTIONMADE']._serialized_start=2274
-  _globals['_PREDICTIONMADE']._serialized_end=2581
-  _globals['_LABELINGQUEUED']._serialized_start=2584
-  _globals['_LABELINGQUEUED']._serialized_end=2779
-  _globals['_DRIFTALERT']._serialized_start=2782
-  _globals['_DRIFTALERT']._serialized_end=2998
+  _globals['_EVENTHEADER']._serialized_start=133
+  _globals['_EVENTHEADER']._serialized_end=237
+  _globals['_INPUTSUBMITTED']._serialized_start=240
+  _globals['_INPUTSUBMITTED']._serialized_end=403
+  _globals['_INPUTINGESTED']._serialized_start=406
+  _globals['_INPUTINGESTED']._serialized_end=642
+  _globals['_EMBEDDINGMODELCHANGED']._serialized_start=645
+  _globals['_EMBEDDINGMODELCHANGED']._serialized_end=806
+  _globals['_EMBEDDINGCOMPUTED']._serialized_start=809
+  _globals['_EMBEDDINGCOMPUTED']._serialized_end=1020
+  _globals['_INPUTINDEXED']._serialized_start=1022
+  _globals['_INPUTINDEXED']._serialized_end=1129
+  _globals['_ANNOTATIONSCHANGED']._serialized_start=1132
+  _globals['_ANNOTATIONSCHANGED']._serialized_end=1349
+  _globals['_INPUTSDELETED']._serialized_start=1351
+  _globals['_INPUTSDELETED']._serialized_end=1445
+  _globals['_DEADLETTER']._serialized_start=1448
+  _globals['_DEADLETTER']._serialized_end=1645
+  _globals['_MODELVERSIONREADY']._serialized_start=1648
+  _globals['_MODELVERSIONREADY']._serialized_end=1898
+  _globals['_TRAININGPROGRESSED']._serialized_start=1901
+  _globals['_TRAININGPROGRESSED']._serialized_end=2271
+  _globals['_TRAININGPROGRESSED_METRICSENTRY']._serialized_start=2225
+  _globals['_TRAININGPROGRESSED_METRICSENTRY']._serialized_end=2271
+  _globals['_UNCERTAINTY']._serialized_start=2273
+  _globals['_UNCERTAINTY']._serialized_end=2345
+  _globals['_PREDICTIONMADE']._serialized_start=2348
+  _globals['_PREDICTIONMADE']._serialized_end=2655
+  _globals['_LABELINGQUEUED']._serialized_start=2658
+  _globals['_LABELINGQUEUED']._serialized_end=2853
+  _globals['_DRIFTALERT']._serialized_start=2856
+  _globals['_DRIFTALERT']._serialized_end=3072
 # @@protoc_insertion_point(module_scope)

@@ -103,6 +103,72 @@ class VideoHeader(_message.Message):
 Global___VideoHeader: _TypeAlias = VideoHeader  # noqa: Y015
 
 @_typing.final
+class VideoReference(_message.Message):
+    """A video submitted by reference on `inputs.submit` (InputSubmitted.video): the integration
+    has placed the file in the ingestion service's video drop folder, in the app's own subfolder
+    (FIRSTLIGHT_VIDEO_DROP_DIR/<app_id>/<file>); the service reads it from there, keeps the
+    original and samples it as UploadVideo does. The file is left where it is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FILE_FIELD_NUMBER: _builtins.int
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    """File name in the app's drop folder: [A-Za-z0-9][A-Za-z0-9._-]{0,199}, no path (the service
+    builds the path; a name reaching another folder is refused).
+    """
+    video_id: _builtins.str
+    """Video id (default: from the file name). Its frames are `<video id>.t<ms>`, so a redelivered
+    record adds nothing.
+    """
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concepts every frame is labeled with (optional)."""
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Metadata copied to every frame."""
+
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        video_id: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "file", b"file", "metadata", b"metadata", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoReference: _TypeAlias = VideoReference  # noqa: Y015
+
+@_typing.final
 class VideoInfo(_message.Message):
     """What the headers and the decoder say about a video."""
 
