@@ -215,6 +215,16 @@ def test_predict_streams_ndjson_or_sse(gw) -> None:  # type: ignore[no-untyped-d
     assert lines[-1]["error"]["code"] == "UNAVAILABLE" and lines[-1]["error"]["status"] == 503
     bad_num, headers = multipart([("top_k", None, b"five"), ("file", "a.mp4", VIDEO)])
     assert client.post("/v1/apps/a/predict/video", content=bad_num, headers=headers).status_code == 400
+    # a workflow's steps instead of a model
+    steps = b'[{"model_id": "general"}, {"model_id": "pets", "gate_concepts": ["cat"], "gate_step": 0}]'
+    body, headers = multipart([("workflow", None, steps), ("file", "a.mp4", VIDEO)])
+    assert client.post("/v1/apps/a/predict/video", content=body, headers=headers).status_code == 200
+    h = fake.inference.header
+    assert [s.model_id for s in h.workflow] == ["general", "pets"] and list(h.workflow[1].gate_concepts) == ["cat"] and not h.model_id
+    for junk in (b"[]", b'[{"gate_step": 0}]', b"{not json"):
+        body, headers = multipart([("workflow", None, junk), ("file", "a.mp4", VIDEO)])
+        r = client.post("/v1/apps/a/predict/video", content=body, headers=headers)
+        assert r.status_code == 400 and "workflow" in r.json()["error"]["message"], junk
 
 
 def test_openapi_documents_the_video_routes(gw) -> None:  # type: ignore[no-untyped-def]

@@ -356,6 +356,10 @@ PREDICT_FORM = {
                         "concepts": {"type": "string", "description": "comma-separated concept filter"},
                         "min_score": {"type": "number"},
                         "segment_threshold": {"type": "number", "description": "a frame scoring this counts towards a segment (default 0.5)"},
+                        "workflow": {
+                            "type": "string",
+                            "description": "instead of model_id…: a JSON array of workflow steps (as POST /workflows/predict) run on every sampled frame",
+                        },
                         "file": {"type": "string", "format": "binary", "description": "the video; the last part"},
                     },
                 }
@@ -363,6 +367,21 @@ PREDICT_FORM = {
         },
     }
 }
+
+
+def _workflow_steps(raw: str) -> list[inference_pb2.WorkflowStep]:
+    """The ``workflow`` form field: a JSON array of steps, as POST /workflows/predict takes them."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from firstlight.gateway.api import WorkflowStepBody
+
+    try:
+        steps = TypeAdapter(list[WorkflowStepBody]).validate_json(raw)
+    except ValidationError as exc:
+        raise errors.InvalidArgument(f"form field 'workflow' must be a JSON array of steps ({{\"model_id\": …}}): {exc.errors()[0]['msg']}") from None
+    if not steps:
+        raise errors.InvalidArgument("form field 'workflow' has no step")
+    return [inference_pb2.WorkflowStep(**s.model_dump()) for s in steps]
 
 
 def _sse(kind: str, data: dict) -> bytes:
@@ -391,15 +410,20 @@ def _ndjson(data: dict) -> bytes:
 async def predict_video(app_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> StreamingResponse:
     form = await read_video_form(request, _max_bytes(request))
     f = form.fields
-    header = inference_pb2.PredictVideoHeader(
-        app_id=app_id,
-        model_id=f.get("model_id", "").strip() or "general",
-        model_version=f.get("model_version", "").strip(),
-        top_k=int(_number(f, "top_k", 5, int)),
-        concepts=_csv(f.get("concepts", "")),
-        min_score=_number(f, "min_score", 0.0),
-        segment_threshold=_number(f, "segment_threshold", 0.0),
-    )
+    if f.get("workflow", "").strip():  # the steps of POST /workflows/predict, on every sampled frame
+        header = inference_pb2.PredictVideoHeader(
+            app_id=app_id, segment_threshold=_number(f, "segment_threshold", 0.0), workflow=_workflow_steps(f["workflow"])
+        )
+    else:
+        header = inference_pb2.PredictVideoHeader(
+            app_id=app_id,
+            model_id=f.get("model_id", "").strip() or "general",
+            model_version=f.get("model_version", "").strip(),
+            top_k=int(_number(f, "top_k", 5, int)),
+            concepts=_csv(f.get("concepts", "")),
+            min_score=_number(f, "min_score", 0.0),
+            segment_threshold=_number(f, "segment_threshold", 0.0),
+        )
 
     async def requests() -> AsyncIterator[inference_pb2.PredictVideoRequest]:
         yield inference_pb2.PredictVideoRequest(header=header)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,21 +141,21 @@ class VideoCalls(ServiceCalls):
         concepts: Iterable[str] = (),
         min_score: float = 0.0,
         segment_threshold: float = 0.5,
+        workflow: Sequence[inference_pb2.WorkflowStep] = (),
         timeout: float = 3600.0,
     ) -> Iterator[inference_pb2.PredictVideoResponse]:
         """PredictVideo's results as they come: a ``frame`` per sampled frame, a ``segment``
-        whenever one closes, then the ``end``."""
-        header = inference_pb2.PredictVideoRequest(
-            header=inference_pb2.PredictVideoHeader(
-                app_id=app_id,
-                model_id=model,
-                model_version=version,
-                top_k=top_k,
-                concepts=list(concepts),
-                min_score=min_score,
-                segment_threshold=segment_threshold,
-            )
-        )
+        whenever one closes, then the ``end``. With ``workflow`` (PredictWorkflow's steps) the
+        steps run on every sampled frame instead of ``model`` (frames carry ``workflow``,
+        segments their ``step``)."""
+        if workflow:
+            spec = inference_pb2.PredictVideoHeader(app_id=app_id, segment_threshold=segment_threshold, workflow=list(workflow))
+        else:
+            spec = inference_pb2.PredictVideoHeader(
+                app_id=app_id, model_id=model, model_version=version, top_k=top_k, concepts=list(concepts),
+                min_score=min_score, segment_threshold=segment_threshold,
+            )  # fmt: skip
+        header = inference_pb2.PredictVideoRequest(header=spec)
         yield from self.inference.PredictVideo(_chunks(Path(path), header), timeout=timeout)
 
     @wrap_errors

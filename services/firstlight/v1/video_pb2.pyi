@@ -387,6 +387,7 @@ class TimeSegment(_message.Message):
     MAX_SCORE_FIELD_NUMBER: _builtins.int
     MEAN_SCORE_FIELD_NUMBER: _builtins.int
     FRAMES_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     concept: _builtins.str
     """The concept."""
     start_s: _builtins.float
@@ -397,6 +398,8 @@ class TimeSegment(_message.Message):
     mean_score: _builtins.float
     frames: _builtins.int
     """Frames at or above the threshold in it."""
+    step: _builtins.int
+    """With a workflow: the step whose concept this is (0 otherwise)."""
     def __init__(
         self,
         *,
@@ -406,10 +409,11 @@ class TimeSegment(_message.Message):
         max_score: _builtins.float = ...,
         mean_score: _builtins.float = ...,
         frames: _builtins.int = ...,
+        step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "end_s", b"end_s", "frames", b"frames", "max_score", b"max_score", "mean_score", b"mean_score", "start_s", b"start_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "end_s", b"end_s", "frames", b"frames", "max_score", b"max_score", "mean_score", b"mean_score", "start_s", b"start_s", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
