@@ -148,3 +148,49 @@ def test_a_broken_stream_resumes_over_grpc(tmp_path: Path) -> None:
     asyncio.run(main())
     stored = next((tmp_path / "blobs").rglob("c1.video"))
     assert stored.read_bytes() == data
+
+
+def test_the_sdk_resumes_from_the_bytes_the_service_holds(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from firstlight.sdk import Firstlight
+    from firstlight.video import resumable
+
+    clip = tmp_path / "walk.mp4"
+    synth.encode(clip, synth.default_shots(1.0), kind="mp4-h264")
+    data = clip.read_bytes()
+    half = len(data) // 2
+    core = Ingestion(MetadataStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")), LocalBlobStore(tmp_path / "blobs"), ImageLimits())
+    core.create_app("app")
+    servicer = IngestionServicer(core)
+    servicer.uploads = ResumableUploads(tmp_path / "uploads", max_bytes=10 * len(data))
+    # An earlier attempt that broke half-way (the SDK's own upload id for this file and video).
+    with servicer.uploads.open("app", resumable_upload_id("app", "walk", clip), "walk", 0, len(data)) as w:
+        w.write(data[:half])
+    received: list[int] = []
+    write = resumable.UploadWriter.write
+    monkeypatch.setattr(resumable.UploadWriter, "write", lambda self, chunk: (received.append(len(chunk)), write(self, chunk))[1])
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        ingestion_pb2_grpc.add_IngestionServiceServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        addr = f"127.0.0.1:{port}"
+        with Firstlight(addr, addr, addr, "") as fl:
+            r = fl.upload_video("app", clip)
+        assert r.video_id == "walk" and r.frames_added == 4 and r.bytes_held == len(data)
+        assert sum(received) == len(data) - half  # only the rest was sent
+        assert next((tmp_path / "blobs").rglob("walk.video")).read_bytes() == data
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
