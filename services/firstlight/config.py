@@ -207,9 +207,20 @@ class IngestionSettings(CommonSettings, ImageLimits, VideoLimits):
     index_confirm_deadline_s: float = Field(300.0, gt=0)
     #: Announcements after the first before an unconfirmed input is given up on (logged).
     index_confirm_attempts: int = Field(8, ge=0)
+    #: Where resumable video uploads keep their bytes until processed (default under data_dir;
+    #: must survive a restart of the service, as the metadata does).
+    video_upload_dir: Path = Path("")
+    #: A resumable upload not written for this long is removed (when the service starts).
+    video_upload_ttl_s: float = Field(24 * 3600.0, gt=0)
+    #: Where integrations place videos they submit by reference on ``inputs.submit``
+    #: (``<dir>/<app id>/<file>``). Empty: submissions by reference are dead-lettered.
+    video_drop_dir: Path = Path("")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    def resolved_video_upload_dir(self) -> Path:
+        return (self.video_upload_dir if str(self.video_upload_dir) not in ("", ".") else self.data_dir / "video-uploads").resolve()
 
     def resolved_blob_url(self) -> str:
         return self.blob_url or f"file://{(self.data_dir / 'blobs').resolve()}"

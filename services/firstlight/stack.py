@@ -224,6 +224,8 @@ class LocalStack:
             FIRSTLIGHT_KAFKA_BOOTSTRAP=self.broker.bootstrap,
             FIRSTLIGHT_DATA_DIR=str(self.data_dir / name),
             FIRSTLIGHT_BLOB_URL=f"file://{self.data_dir / 'blobs'}",
+            # Integrations place videos submitted by reference on inputs.submit here (<app>/<file>).
+            FIRSTLIGHT_VIDEO_DROP_DIR=str(self.data_dir / "video-drop"),
             FIRSTLIGHT_GRPC_HOST="127.0.0.1",
             FIRSTLIGHT_GRPC_PORT=str(svc.port),
             FIRSTLIGHT_TRITON_URL=self.triton.grpc_url,

@@ -11,26 +11,43 @@ import pytest
 
 from firstlight import errors
 from firstlight.v1 import common_pb2, inference_pb2, video_pb2
+from firstlight.video.resumable import ResumableUploads
 
 
 class FakeIngestion:
-    def __init__(self) -> None:
+    def __init__(self, uploads: ResumableUploads) -> None:
         self.header: video_pb2.VideoHeader | None = None
         self.chunks: list[bytes] = []
+        self.uploads = uploads  # resumable uploads as the service keeps them
 
     async def get_app(self, req, key):  # type: ignore[no-untyped-def]
         return common_pb2.App(id=req.id)
 
     async def upload_video(self, reqs, key):  # type: ignore[no-untyped-def]
+        writer = None
         async for r in reqs:
             if r.WhichOneof("part") == "header":
-                self.header = r.header
+                self.header = h = r.header
+                if h.upload_id:
+                    writer = self.uploads.open(h.app_id, h.upload_id, h.video_id, h.offset, h.total_bytes)
+            elif writer is not None:
+                writer.write(r.chunk)
             else:
                 self.chunks.append(r.chunk)
+        if writer is not None:
+            writer.close()
+            if not writer.complete:
+                return video_pb2.UploadVideoResponse(video_id=self.header.video_id, pending=True, bytes_held=writer.size)  # type: ignore[union-attr]
+            self.chunks = [writer.path.read_bytes()]
+            self.uploads.discard(self.header.app_id, self.header.upload_id)  # type: ignore[union-attr]
         data = b"".join(self.chunks)
         if not data.startswith(b"VID"):
             raise errors.InvalidArgument("not a video in a supported format")
         return video_pb2.UploadVideoResponse(video_id=self.header.video_id, frames_kept=3, partial=True, error="cut", frame_ids=["v.t0000000000"])  # type: ignore[union-attr]
+
+    async def get_video_upload(self, req, key):  # type: ignore[no-untyped-def]
+        st = self.uploads.status(req.app_id, req.upload_id)
+        return video_pb2.VideoUploadStatus(upload_id=st.upload_id, video_id=st.video_id, bytes_held=st.bytes_held, total_bytes=st.total_bytes)
 
     async def annotate_video_segment(self, req, key):  # type: ignore[no-untyped-def]
         return video_pb2.AnnotateVideoSegmentResponse(input_ids=[f"{req.video_id}.t0000001000"])
@@ -74,7 +91,7 @@ def gw(tmp_path):  # type: ignore[no-untyped-def]
         session_secret="s" * 40,
         max_video_bytes=4 << 20,
     )
-    fake = SimpleNamespace(ingestion=FakeIngestion(), inference=FakeInference())
+    fake = SimpleNamespace(ingestion=FakeIngestion(ResumableUploads(tmp_path / "uploads", 4 << 20)), inference=FakeInference())
     with TestClient(create_app(settings, clients=fake)) as client:  # type: ignore[arg-type]
         client.headers["Authorization"] = "Bearer k"
         yield client, fake
@@ -105,6 +122,32 @@ def test_upload_streams_the_file_in_chunks_with_the_fields_first(gw) -> None:  #
     # The video id from the query string
     r = client.post("/v1/apps/a/videos?video_id=clip-1", content=body, headers=headers)
     assert r.status_code == 201 and fake.ingestion.header.video_id == "clip-1"
+
+
+def test_resumable_upload_over_http(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake = gw
+    url, n = "/v1/apps/a/videos/uploads/up-000001", len(VIDEO)
+    assert client.head(url).status_code == 404
+    half = n // 2
+
+    def patch(offset: int, data: bytes, **params: str):  # type: ignore[no-untyped-def]
+        headers = {"Upload-Offset": str(offset), "Upload-Length": str(n), "Content-Type": "application/offset+octet-stream"}
+        return client.patch(url, content=data, headers=headers, params={"video_id": "walk", **params})
+
+    r = patch(0, VIDEO[:half])
+    assert r.status_code == 200 and r.json() == {"pending": True, "bytes_held": half} and r.headers["Upload-Offset"] == str(half)
+    head = client.head(url)
+    assert head.status_code == 200 and (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == (str(half), str(n))
+    assert client.get(url).json()["bytes_held"] == half
+    r = patch(half - 7, VIDEO[half - 7 :])  # a wrong offset: 409 naming the right one
+    assert r.status_code == 409 and f"resume from offset {half}" in r.json()["error"]["message"]
+    assert patch(half, VIDEO[half:], video_id="").status_code == 400  # video_id is required
+    r = client.patch(url, content=b"x", params={"video_id": "walk"}, headers={"Upload-Length": str(n)})
+    assert r.status_code == 400 and "Upload-Offset" in r.text
+    r = patch(half, VIDEO[half:], concepts="cat")
+    assert r.status_code == 201, r.text
+    assert r.json()["frames_kept"] == 3 and fake.ingestion.chunks == [VIDEO] and list(fake.ingestion.header.concepts) == ["cat"]
+    assert client.head(url).status_code == 404  # processed: gone
 
 
 @pytest.mark.parametrize(
@@ -172,6 +215,16 @@ def test_predict_streams_ndjson_or_sse(gw) -> None:  # type: ignore[no-untyped-d
     assert lines[-1]["error"]["code"] == "UNAVAILABLE" and lines[-1]["error"]["status"] == 503
     bad_num, headers = multipart([("top_k", None, b"five"), ("file", "a.mp4", VIDEO)])
     assert client.post("/v1/apps/a/predict/video", content=bad_num, headers=headers).status_code == 400
+    # a workflow's steps instead of a model
+    steps = b'[{"model_id": "general"}, {"model_id": "pets", "gate_concepts": ["cat"], "gate_step": 0}]'
+    body, headers = multipart([("workflow", None, steps), ("file", "a.mp4", VIDEO)])
+    assert client.post("/v1/apps/a/predict/video", content=body, headers=headers).status_code == 200
+    h = fake.inference.header
+    assert [s.model_id for s in h.workflow] == ["general", "pets"] and list(h.workflow[1].gate_concepts) == ["cat"] and not h.model_id
+    for junk in (b"[]", b'[{"gate_step": 0}]', b"{not json"):
+        body, headers = multipart([("workflow", None, junk), ("file", "a.mp4", VIDEO)])
+        r = client.post("/v1/apps/a/predict/video", content=body, headers=headers)
+        assert r.status_code == 400 and "workflow" in r.json()["error"]["message"], junk
 
 
 def test_openapi_documents_the_video_routes(gw) -> None:  # type: ignore[no-untyped-def]

@@ -40,9 +40,11 @@ def test_upload_label_a_segment_and_upload_again(core: Ingestion, clip: Path) ->
     assert len(events) == 7  # embedded and indexed like any image
     assert video_summary(core, "app", "walk")["frame_ids"] == s.frame_ids
     assert upload_video(core, VideoLimits(), "app", "walk", clip).frames_added == 0
-    labeled = annotate_segment(core, "app", "walk", 2.0, 4.0, ["cup"], [])
+    labeled = annotate_segment(core, "app", "walk", 2.0, 4.0, ["cup"], [], "alice (k1)")
     assert labeled == ["walk.t0000002000", "walk.t0000003000", "walk.t0000004000"]
     assert "cup" in core.get_input("app", "walk.t0000003000").concepts
+    records = {c: (by, at is not None) for c, by, at in core.get_input("app", "walk.t0000003000").label_records}
+    assert records["cup"] == ("alice (k1)", True)  # who and when, as image labels record them
     assert "cup" not in core.get_input("app", "walk.t0000005000").concepts
     with pytest.raises(NotFound, match="no frame between"):
         annotate_segment(core, "app", "walk", 7.5, 7.9, ["cup"], [])
@@ -103,3 +105,30 @@ def test_iterate_in_thread_streams_items_errors_and_stops_early() -> None:
         assert not done.is_set() and len(produced) < 100  # the producer stopped, bounded queue
 
     asyncio.run(main())
+
+
+def test_a_video_submitted_by_reference(core: Ingestion, clip: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from firstlight.errors import FailedPrecondition
+    from firstlight.ingestion.video import submit_video
+    from firstlight.v1 import video_pb2
+
+    drop = tmp_path / "drop"
+    (drop / "app").mkdir(parents=True)
+    (drop / "other").mkdir()
+    shutil.copy(clip, drop / "app" / "walk 2.webm")
+    shutil.copy(clip, drop / "other" / "theirs.webm")
+    ref = video_pb2.VideoReference
+    with pytest.raises(FailedPrecondition, match="FIRSTLIGHT_VIDEO_DROP_DIR"):
+        submit_video(core, VideoLimits(), None, "app", ref(file="walk.webm"))
+    for name in ("walk 2.webm", "../other/theirs.webm", "sub/walk.webm", ".hidden", ""):
+        with pytest.raises(InvalidArgument, match="no path"):
+            submit_video(core, VideoLimits(), drop, "app", ref(file=name))
+    with pytest.raises(NotFound, match="not in app 'app'"):
+        submit_video(core, VideoLimits(), drop, "app", ref(file="theirs.webm"))  # another app's folder is not read
+    shutil.copy(clip, drop / "app" / "walk-2.webm")
+    s = submit_video(core, VideoLimits(), drop, "app", ref(file="walk-2.webm", concepts=["outdoor"]))
+    assert s.video_id == "walk-2" and s.frames_added == 7
+    assert core.get_input("app", "walk-2.t0000002000").concepts == ["outdoor"]
+    assert submit_video(core, VideoLimits(), drop, "app", ref(file="walk-2.webm", video_id="walk-2")).frames_added == 0  # a redelivery

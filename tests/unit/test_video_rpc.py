@@ -38,6 +38,11 @@ class StandInPredictor:
     def predict_regions(self, images, **kw):  # type: ignore[no-untyped-def]
         return None, [[("thing", 0.9)] for _ in images], [[] for _ in images]
 
+    def workflow(self, images, app_id, steps):  # type: ignore[no-untyped-def]
+        # step 0 sees a "thing" in every frame; step 1 (gated on a concept never seen) never runs
+        assert [s.model_id for s in steps] == ["general", "pets"] and steps[1].gate_concepts == ("dog",)
+        return [[(True, [("thing", 0.8)]), (False, [])] for _ in images]
+
 
 def serve(servicer, add) -> tuple[grpc.aio.Server, int]:  # type: ignore[no-untyped-def]
     server = grpc.aio.server()
@@ -52,7 +57,9 @@ def test_upload_annotate_and_predict_over_grpc(tmp_path: Path, clip: Path) -> No
     core.create_app("app")
 
     async def main() -> None:
-        ing, ing_port = serve(IngestionServicer(core), ingestion_pb2_grpc.add_IngestionServiceServicer_to_server)
+        servicer = IngestionServicer(core)
+        servicer._labeler = lambda: "alice (k1)"  # type: ignore[method-assign]  # who the auth interceptor would name
+        ing, ing_port = serve(servicer, ingestion_pb2_grpc.add_IngestionServiceServicer_to_server)
         inf, inf_port = serve(InferenceServicer(StandInPredictor(), threads=2), inference_pb2_grpc.add_InferenceServiceServicer_to_server)
         await ing.start()
         await inf.start()
@@ -66,6 +73,7 @@ def test_upload_annotate_and_predict_over_grpc(tmp_path: Path, clip: Path) -> No
                     video_pb2.AnnotateVideoSegmentRequest(app_id="app", video_id="c1", start_s=1.0, end_s=2.0, add_concepts=["x"])
                 )
                 assert list(seg.input_ids) == ["c1.t0000001000", "c1.t0000002000"]
+                assert [(c, by) for c, by, _ in core.get_input("app", "c1.t0000002000").label_records] == [("x", "alice (k1)")]
                 junk = video_pb2.UploadVideoRequest(header=video_pb2.VideoHeader(app_id="app", video_id="junk"))
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await stub.UploadVideo(iter([junk, video_pb2.UploadVideoRequest(chunk=b"not a video" * 50)]))
@@ -83,6 +91,18 @@ def test_upload_annotate_and_predict_over_grpc(tmp_path: Path, clip: Path) -> No
                         segments.append((item.segment.concept, item.segment.start_s, item.segment.end_s))
                 assert kinds.count("frame") == 4 and kinds[-1] == "end"
                 assert segments == [("thing", 0.0, 3.0)]
+                # A workflow on every sampled frame: frames carry each step's output, segments their step.
+                steps = [inference_pb2.WorkflowStep(model_id="general"), inference_pb2.WorkflowStep(model_id="pets", gate_concepts=["dog"], gate_step=0)]
+                header = inference_pb2.PredictVideoRequest(header=inference_pb2.PredictVideoHeader(app_id="app", workflow=steps))
+                items = [item async for item in stub.PredictVideo(chunks(clip, header))]
+                frames = [i.frame for i in items if i.WhichOneof("item") == "frame"]
+                assert len(frames) == 4 and all(list(f.workflow.ran) == [True, False] and f.workflow.steps[0].concepts[0].name == "thing" for f in frames)
+                segs = [(i.segment.step, i.segment.concept, i.segment.start_s, i.segment.end_s) for i in items if i.WhichOneof("item") == "segment"]
+                assert segs == [(0, "thing", 0.0, 3.0)]
+                bad = inference_pb2.PredictVideoRequest(header=inference_pb2.PredictVideoHeader(model_id="general", workflow=steps))
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    _ = [i async for i in stub.PredictVideo(chunks(clip, bad))]
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "workflow" in err.value.details()
         finally:
             await ing.stop(None)
             await inf.stop(None)

@@ -21,7 +21,7 @@ IDEMPOTENT_RPCS = frozenset({
     "SuggestInputsForLabeling", "FindLabelErrors", "GetDriftReport",
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
-    "EmbedTexts", "DescribeEmbeddingModel",
+    "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0

@@ -210,6 +210,9 @@ class IngestionClient(_Service):
         """A header, then the file in chunks; an exception the stream raises is raised here."""
         return await self._stream_in("UploadVideo", reqs, key)
 
+    async def get_video_upload(self, req: video_pb2.GetVideoUploadRequest, *, key: str | None = None) -> video_pb2.VideoUploadStatus:
+        return await self._unary("GetVideoUpload", req, key)
+
     async def annotate_video_segment(self, req: video_pb2.AnnotateVideoSegmentRequest, *, key: str | None = None) -> video_pb2.AnnotateVideoSegmentResponse:
         return await self._unary("AnnotateVideoSegment", req, key)
 

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -37,7 +37,7 @@ CHUNK_BYTES = 1 << 20
 MAX_FIELD_BYTES = 64 * 1024
 #: Multipart framing and text fields on top of the video's own byte limit.
 FORM_SLACK_BYTES = 1 << 20
-_UPLOAD_PATH = re.compile(r"/v1/apps/[^/]+/(videos|predict/video)")
+_UPLOAD_PATH = re.compile(r"/v1/apps/[^/]+/(videos|predict/video|videos/uploads/[^/]+)")
 
 
 def is_video_upload(path: str) -> bool:
@@ -224,6 +224,76 @@ async def upload_video(app_id: str, request: Request, c: Caller = Depends(caller
     return to_json(await cl.ingestion.upload_video(requests(), key=c.key))
 
 
+# -- resumable uploads (tus-like) ------------------------------------------------------------------
+def _header_int(request: Request, name: str) -> int:
+    raw = request.headers.get(name, "").strip()
+    if not raw.isdigit():
+        raise errors.InvalidArgument(f"header {name} is required: a whole number of bytes (got {raw[:30]!r})")
+    return int(raw)
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    """The raw body in chunks of :data:`CHUNK_BYTES` as it arrives."""
+    buf = bytearray()
+    async for data in request.stream():
+        buf += data
+        while len(buf) >= CHUNK_BYTES:
+            yield bytes(buf[:CHUNK_BYTES])
+            del buf[:CHUNK_BYTES]
+    if buf:
+        yield bytes(buf)
+
+
+@router.patch(
+    "/apps/{app_id}/videos/uploads/{upload_id}",
+    tags=["videos"],
+    summary="Resumable upload (tus-like): append the body's bytes at `Upload-Offset`; the video is processed once `Upload-Length` bytes are in",
+    description=(
+        "`upload_id`: chosen by the client, 8-64 of [A-Za-z0-9_-]. Headers `Upload-Offset` (must equal the bytes held: "
+        "0 to begin, else HEAD says) and `Upload-Length` (the file's size, the same every time); body: the bytes from "
+        "that offset (`application/offset+octet-stream` or any type). Query: `video_id`, `concepts`, `metadata` as for the "
+        "multipart upload. 200 `{pending, bytes_held}` while bytes are missing; 201 with the summary once processed; "
+        "409 when the offset is not the bytes held (the message names the offset to resume from) or another request "
+        "is writing the upload; 400/413 as the multipart upload."
+    ),
+    responses={200: {"description": "bytes held, not complete yet"}, 201: {"description": "complete and processed"}},
+)
+async def upload_video_part(app_id: str, upload_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> Response:
+    q = request.query_params
+    try:
+        metadata = json.loads(q["metadata"]) if q.get("metadata", "").strip() else {}
+    except json.JSONDecodeError as exc:
+        raise errors.InvalidArgument(f"query parameter 'metadata' is not JSON: {exc}") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise errors.InvalidArgument("query parameter 'metadata' must be a JSON object of strings")
+    header = video_pb2.VideoHeader(
+        app_id=app_id, video_id=q.get("video_id", "").strip(), concepts=_csv(q.get("concepts", "")), metadata=metadata,
+        upload_id=upload_id, offset=_header_int(request, "Upload-Offset"), total_bytes=_header_int(request, "Upload-Length"),
+    )  # fmt: skip
+    if not header.video_id:
+        raise errors.InvalidArgument("query parameter video_id is required for a resumable upload")
+
+    async def requests() -> AsyncIterator[video_pb2.UploadVideoRequest]:
+        yield video_pb2.UploadVideoRequest(header=header)
+        async for chunk in _body_chunks(request):
+            yield video_pb2.UploadVideoRequest(chunk=chunk)
+
+    r = await cl.ingestion.upload_video(requests(), key=c.key)
+    body = {"pending": True, "bytes_held": r.bytes_held} if r.pending else to_json(r)
+    return JSONResponse(body, status_code=200 if r.pending else 201, headers={"Upload-Offset": str(r.bytes_held)})
+
+
+_UPLOAD_STATUS = "Where a resumable upload stands: `Upload-Offset` (bytes held) and `Upload-Length` headers, and as JSON; 404 once processed"
+
+
+@router.head("/apps/{app_id}/videos/uploads/{upload_id}", tags=["videos"], summary=_UPLOAD_STATUS, operation_id="head_video_upload")
+@router.get("/apps/{app_id}/videos/uploads/{upload_id}", tags=["videos"], summary=_UPLOAD_STATUS, operation_id="get_video_upload")
+async def get_video_upload(app_id: str, upload_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> Response:
+    st = await cl.ingestion.get_video_upload(video_pb2.GetVideoUploadRequest(app_id=app_id, upload_id=upload_id), key=c.key)
+    headers = {"Upload-Offset": str(st.bytes_held), "Upload-Length": str(st.total_bytes), "Cache-Control": "no-store"}
+    return JSONResponse(to_json(st), headers=headers)
+
+
 class SegmentBody(BaseModel):
     start_s: float = Field(..., ge=0, description="seconds from the start of the video")
     end_s: float = Field(..., ge=0)
@@ -286,6 +356,10 @@ PREDICT_FORM = {
                         "concepts": {"type": "string", "description": "comma-separated concept filter"},
                         "min_score": {"type": "number"},
                         "segment_threshold": {"type": "number", "description": "a frame scoring this counts towards a segment (default 0.5)"},
+                        "workflow": {
+                            "type": "string",
+                            "description": "instead of model_id…: a JSON array of workflow steps (as POST /workflows/predict) run on every sampled frame",
+                        },
                         "file": {"type": "string", "format": "binary", "description": "the video; the last part"},
                     },
                 }
@@ -293,6 +367,21 @@ PREDICT_FORM = {
         },
     }
 }
+
+
+def _workflow_steps(raw: str) -> list[inference_pb2.WorkflowStep]:
+    """The ``workflow`` form field: a JSON array of steps, as POST /workflows/predict takes them."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from firstlight.gateway.api import WorkflowStepBody
+
+    try:
+        steps = TypeAdapter(list[WorkflowStepBody]).validate_json(raw)
+    except ValidationError as exc:
+        raise errors.InvalidArgument(f"form field 'workflow' must be a JSON array of steps ({{\"model_id\": …}}): {exc.errors()[0]['msg']}") from None
+    if not steps:
+        raise errors.InvalidArgument("form field 'workflow' has no step")
+    return [inference_pb2.WorkflowStep(**s.model_dump()) for s in steps]
 
 
 def _sse(kind: str, data: dict) -> bytes:
@@ -321,15 +410,20 @@ def _ndjson(data: dict) -> bytes:
 async def predict_video(app_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> StreamingResponse:
     form = await read_video_form(request, _max_bytes(request))
     f = form.fields
-    header = inference_pb2.PredictVideoHeader(
-        app_id=app_id,
-        model_id=f.get("model_id", "").strip() or "general",
-        model_version=f.get("model_version", "").strip(),
-        top_k=int(_number(f, "top_k", 5, int)),
-        concepts=_csv(f.get("concepts", "")),
-        min_score=_number(f, "min_score", 0.0),
-        segment_threshold=_number(f, "segment_threshold", 0.0),
-    )
+    if f.get("workflow", "").strip():  # the steps of POST /workflows/predict, on every sampled frame
+        header = inference_pb2.PredictVideoHeader(
+            app_id=app_id, segment_threshold=_number(f, "segment_threshold", 0.0), workflow=_workflow_steps(f["workflow"])
+        )
+    else:
+        header = inference_pb2.PredictVideoHeader(
+            app_id=app_id,
+            model_id=f.get("model_id", "").strip() or "general",
+            model_version=f.get("model_version", "").strip(),
+            top_k=int(_number(f, "top_k", 5, int)),
+            concepts=_csv(f.get("concepts", "")),
+            min_score=_number(f, "min_score", 0.0),
+            segment_threshold=_number(f, "segment_threshold", 0.0),
+        )
 
     async def requests() -> AsyncIterator[inference_pb2.PredictVideoRequest]:
         yield inference_pb2.PredictVideoRequest(header=header)

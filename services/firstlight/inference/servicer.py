@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 import grpc
 
-from firstlight.inference.core import Predictor, Step
-from firstlight.inference.servicer_video import VideoPredictions
+from firstlight.inference.core import Predictor
+from firstlight.inference.servicer_video import VideoPredictions, workflow_output
+from firstlight.inference.steps import step_from_proto
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -70,29 +71,9 @@ class InferenceServicer(VideoPredictions, inference_pb2_grpc.InferenceServiceSer
         )
 
     async def PredictWorkflow(self, request, context):  # type: ignore[no-untyped-def]
-        steps = [
-            Step(
-                model_id=s.model_id,
-                version=s.model_version,
-                concepts=tuple(s.concepts),
-                top_k=s.top_k,
-                min_score=s.min_score,
-                gate_concepts=tuple(s.gate_concepts),
-                gate_step=s.gate_step,
-                gate_min_score=s.gate_min_score,
-            )
-            for s in request.steps
-        ]
+        steps = [step_from_proto(s) for s in request.steps]
         results = await self._run(self.predictor.workflow, list(request.images), request.app_id, steps)
-        return inference_pb2.PredictWorkflowResponse(
-            outputs=[
-                inference_pb2.WorkflowOutput(
-                    steps=[inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=sc) for n, sc in concepts]) for _, concepts in per_image],
-                    ran=[ran for ran, _ in per_image],
-                )
-                for per_image in results
-            ]
-        )
+        return inference_pb2.PredictWorkflowResponse(outputs=[workflow_output(per_image) for per_image in results])
 
 
 def add_to_server(servicer: InferenceServicer, server: grpc.aio.Server) -> list[str]:

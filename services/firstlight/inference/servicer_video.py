@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument
+from firstlight.inference.steps import step_from_proto
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import common_pb2, inference_pb2, video_pb2
 from firstlight.video.decode import open_video
@@ -24,6 +25,14 @@ def _jpeg(image) -> bytes:  # type: ignore[no-untyped-def]
     return buf.getvalue()
 
 
+def workflow_output(outs: Sequence) -> inference_pb2.WorkflowOutput:
+    """One frame's workflow result (per step: ran, concepts), as PredictWorkflow returns it."""
+    return inference_pb2.WorkflowOutput(
+        steps=[inference_pb2.Prediction(concepts=[common_pb2.ScoredConcept(name=n, score=sc) for n, sc in ranked]) for _, ranked in outs],
+        ran=[ran for ran, _ in outs],
+    )
+
+
 @map_errors
 class VideoPredictions:
     predictor: object
@@ -35,7 +44,16 @@ class VideoPredictions:
         if not 0 < threshold <= 1:
             spool.close()
             raise InvalidArgument(f"segment_threshold {header.segment_threshold} is not in (0, 1]")
+        steps = [step_from_proto(s) for s in header.workflow]
+        if steps and (header.model_id or header.model_version or header.top_k or header.concepts or header.min_score):
+            spool.close()
+            raise InvalidArgument("a workflow names its models in its steps: leave model_id, model_version, top_k, concepts and min_score empty")
         predictor = self.predictor
+
+        def score_workflow(images: Sequence) -> list:
+            # The same core call as PredictWorkflow; segments are per (step, concept).
+            per_image = predictor.workflow([_jpeg(im) for im in images], header.app_id, steps)  # type: ignore[attr-defined]
+            return [({(n, c): sc for n, (_, ranked) in enumerate(outs) for c, sc in ranked}, workflow_output(outs)) for outs in per_image]
 
         def score(images: Sequence) -> list:
             # The same core call as Predict (its errors are already domain errors).
@@ -60,7 +78,7 @@ class VideoPredictions:
         def results():  # type: ignore[no-untyped-def]
             with open_video(spool.path, limits) as reader:
                 info = reader.info
-                for item in predict_video(reader, limits, score, threshold=threshold):
+                for item in predict_video(reader, limits, score_workflow if steps else score, threshold=threshold):
                     if isinstance(item, VideoDone):
                         yield item, info
                     else:
@@ -69,11 +87,15 @@ class VideoPredictions:
         try:
             async for item, info in iterate_in_thread(results):
                 if isinstance(item, FrameResult):
-                    yield inference_pb2.PredictVideoResponse(frame=inference_pb2.FramePrediction(t=item.t, keep_reason=item.reason, prediction=item.detail))
+                    frame = inference_pb2.FramePrediction(t=item.t, keep_reason=item.reason)
+                    (frame.workflow if steps else frame.prediction).CopyFrom(item.detail)
+                    yield inference_pb2.PredictVideoResponse(frame=frame)
                 elif isinstance(item, Segment):
+                    step, concept = item.concept if steps else (0, item.concept)
                     yield inference_pb2.PredictVideoResponse(
                         segment=video_pb2.TimeSegment(
-                            concept=item.concept,
+                            concept=concept,
+                            step=step,
                             start_s=item.start_s,
                             end_s=item.end_s,
                             max_score=item.max_score,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from firstlight.auth import main as auth_main
 from firstlight.blobstore import open_blob_store
 from firstlight.config import IngestionSettings
-from firstlight.errors import FirstlightError, Unavailable
+from firstlight.errors import FirstlightError, InvalidArgument, Unavailable
 from firstlight.hosting.server import ServiceShell, run
 from firstlight.ingestion import servicer as ingestion_servicer
+from firstlight.ingestion import video
 from firstlight.ingestion.core import Ingestion
 from firstlight.ingestion.outbox import ConfirmPolicy, OutboxRelay
 from firstlight.ingestion.peers import EmbeddingService, SearchService
@@ -17,6 +19,9 @@ from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
 from firstlight.v1 import events_pb2
+from firstlight.video.resumable import ResumableUploads
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: IngestionSettings) -> ServiceShell:
@@ -40,6 +45,8 @@ def build(settings: IngestionSettings) -> ServiceShell:
     def on_indexed(records: list[ParsedRecord[events_pb2.InputIndexed]]) -> None:
         relay.confirm([(r.message.app_id, r.message.input_id, r.message.model) for r in records if r.message.app_id])
 
+    drop_dir = settings.video_drop_dir.resolve() if str(settings.video_drop_dir) not in ("", ".") else None
+
     def on_submitted(records: list[ParsedRecord[events_pb2.InputSubmitted]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
         for record in records:
@@ -48,7 +55,12 @@ def build(settings: IngestionSettings) -> ServiceShell:
                 outcomes.append(PoisonMessage(refusal))
                 continue
             try:
-                core.submit(record.message)  # an InputSubmitted is a ports.Submission
+                if record.message.HasField("video"):  # a video by reference: decoded and sampled here
+                    if record.message.input.ByteSize():
+                        raise InvalidArgument("a submission carries either an image (input) or a video reference (video), not both")
+                    video.submit_video(core, settings, drop_dir, record.message.app_id, record.message.video)
+                else:
+                    core.submit(record.message)  # an InputSubmitted is a ports.Submission
                 outcomes.append(None)
             except Unavailable:
                 raise  # a dependency is down: retry the batch, never dead-letter a valid submission
@@ -81,6 +93,11 @@ def build(settings: IngestionSettings) -> ServiceShell:
         on_broker_lost=lambda: relay.broker_lost("committed offsets of inputs.indexed went back"),
     )
     servicer = ingestion_servicer.IngestionServicer(core, key_name=auth.keys.store.name_of)
+    # Resumable video uploads keep their bytes across restarts; old abandoned ones are swept.
+    servicer.uploads = ResumableUploads(settings.resolved_video_upload_dir(), settings.max_video_bytes, settings.video_upload_ttl_s)
+    removed = servicer.uploads.sweep()
+    if removed:
+        log.info("removed %d abandoned resumable video uploads", removed)
 
     async def on_start() -> None:
         relay.start()

@@ -165,6 +165,19 @@ class EmbeddingPeer(Protocol):
         ...
 
 
+class VideoRef(Protocol):
+    """A video submitted by reference (``video_pb2.VideoReference`` is one)."""
+
+    @property
+    def file(self) -> str: ...
+    @property
+    def video_id(self) -> str: ...
+    @property
+    def concepts(self) -> Any: ...  # Sequence[str]
+    @property
+    def metadata(self) -> Any: ...  # Mapping[str, str]
+
+
 class Submission(Protocol):
     """An ``inputs.submit`` record as the core reads it (``events_pb2.InputSubmitted`` is one)."""
 

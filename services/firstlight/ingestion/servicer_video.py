@@ -5,14 +5,16 @@ Mixed into :class:`firstlight.ingestion.servicer.IngestionServicer` (it provides
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from firstlight.config import VideoLimits
+from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.ingestion import video
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import video_pb2
 from firstlight.video.ingest import VideoSummary
-from firstlight.video.spool import spool_stream
+from firstlight.video.resumable import ResumableUploads
+from firstlight.video.spool import Sink, Spool, spool_stream
 
 
 def info_to_proto(info: dict) -> video_pb2.VideoInfo:
@@ -42,22 +44,50 @@ def summary_to_proto(app_id: str, s: VideoSummary) -> video_pb2.UploadVideoRespo
 @map_errors
 class VideoRpcs:
     core: video.Ingestion
+    #: Resumable uploads' bytes (None: only one-shot uploads).
+    uploads: ResumableUploads | None = None
+    _labeler: Callable[[], str]  # IngestionServicer's: who is calling, for the label records
 
     async def UploadVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
         limits = VideoLimits()
-        header, spool = await spool_stream(request_iterator, limits.max_video_bytes, "UploadVideo")
+
+        def open_sink(h) -> Sink:  # type: ignore[no-untyped-def]
+            if not h.upload_id:
+                if h.offset or h.total_bytes:
+                    raise InvalidArgument("offset and total_bytes belong to a resumable upload: set upload_id")
+                return Spool(limits.max_video_bytes)
+            return video.open_upload(self.core, self.uploads, h.app_id, h.upload_id, h.video_id, h.offset, h.total_bytes)
+
+        header, sink = await spool_stream(request_iterator, limits.max_video_bytes, "UploadVideo", open_sink)
+        resumable = bool(header.upload_id)
         try:
-            summary = await asyncio.to_thread(
-                video.upload_video, self.core, limits, header.app_id, header.video_id, spool.path,
-                concepts=list(header.concepts), metadata=dict(header.metadata),
-            )  # fmt: skip
+            if resumable and not sink.complete:  # the stream ended early: nothing to process yet
+                return video_pb2.UploadVideoResponse(video_id=header.video_id, pending=True, bytes_held=sink.size)
+            path = await asyncio.to_thread(sink.finish)
+            try:
+                summary = await asyncio.to_thread(
+                    video.upload_video, self.core, limits, header.app_id, header.video_id, path,
+                    concepts=list(header.concepts), metadata=dict(header.metadata),
+                )  # fmt: skip
+            except (InvalidArgument, ResourceExhausted):
+                if resumable:  # the file itself is refused: resuming it could only fail again
+                    self.uploads.discard(header.app_id, header.upload_id)  # type: ignore[union-attr]
+                raise
+            if resumable:  # processed: the bytes are the blob store's original now
+                self.uploads.discard(header.app_id, header.upload_id)  # type: ignore[union-attr]
         finally:
-            spool.close()
-        return summary_to_proto(header.app_id, summary)
+            sink.close()  # a resumable upload's bytes stay if processing did not end (a crash)
+        response = summary_to_proto(header.app_id, summary)
+        response.bytes_held = sink.size
+        return response
+
+    async def GetVideoUpload(self, request, context):  # type: ignore[no-untyped-def]
+        st = await asyncio.to_thread(video.upload_status, self.core, self.uploads, request.app_id, request.upload_id)
+        return video_pb2.VideoUploadStatus(upload_id=st.upload_id, video_id=st.video_id, bytes_held=st.bytes_held, total_bytes=st.total_bytes)
 
     async def AnnotateVideoSegment(self, request, context):  # type: ignore[no-untyped-def]
         ids = await asyncio.to_thread(
             video.annotate_segment, self.core, request.app_id, request.video_id, request.start_s, request.end_s,
-            list(request.add_concepts), list(request.remove_concepts),
+            list(request.add_concepts), list(request.remove_concepts), self._labeler(),
         )  # fmt: skip
         return video_pb2.AnnotateVideoSegmentResponse(input_ids=ids)

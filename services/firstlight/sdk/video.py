@@ -3,11 +3,15 @@ per-frame results and time segments streamed back."""
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from firstlight.runtime.retry import is_retryable
 from firstlight.sdk.base import ServiceCalls
 from firstlight.sdk.errors import wrap_errors
 from firstlight.v1 import inference_pb2, search_pb2, video_pb2
@@ -34,11 +38,36 @@ class VideoPredictions:
     end: video_pb2.VideoDecodeEnd | None = None
 
 
-def _chunks(path: Path, header_msg) -> Iterator:  # type: ignore[no-untyped-def]
+def _chunks(path: Path, header_msg, offset: int = 0) -> Iterator:  # type: ignore[no-untyped-def]
     yield header_msg
     with open(path, "rb") as fh:
+        fh.seek(offset)
         while chunk := fh.read(CHUNK_BYTES):
             yield type(header_msg)(chunk=chunk)
+
+
+def resumable_upload_id(app_id: str, vid: str, path: Path) -> str:
+    """The upload id of this file as video ``vid``: derived from the app, the video id, the size
+    and the first and last MiB, so a retry, or the same command run again after an interruption,
+    resumes the bytes the service already holds."""
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{app_id}\0{vid}\0{size}\0".encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(CHUNK_BYTES))
+        fh.seek(max(0, size - CHUNK_BYTES))
+        h.update(fh.read(CHUNK_BYTES))
+    return "v" + h.hexdigest()[:40]
+
+
+def _resume_worth_retrying(exc: BaseException) -> bool:
+    """UNAVAILABLE (the service restarting), or the resume raced the old stream's end."""
+    code = getattr(exc, "code", None)
+    if not callable(code) or not isinstance(exc, grpc.RpcError):
+        return False
+    if is_retryable(exc):
+        return True
+    details = exc.details() or ""
+    return code() == grpc.StatusCode.FAILED_PRECONDITION and ("resume from offset" in details or "another stream" in details)
 
 
 class VideoCalls(ServiceCalls):
@@ -52,14 +81,40 @@ class VideoCalls(ServiceCalls):
         concepts: Iterable[str] = (),
         metadata: dict[str, str] | None = None,
         timeout: float = 3600.0,
+        resumable: bool = True,
     ) -> video_pb2.UploadVideoResponse:
-        """Upload a video file; its sampled frames become inputs ``<video id>.t<ms>``. Retried on
-        a lost connection: the frame ids are derived from the video id, so nothing duplicates."""
+        """Upload a video file; its sampled frames become inputs ``<video id>.t<ms>``.
+
+        Resumable: after a broken stream (the network, or the service restarting) the retry asks
+        the service how many bytes it holds and sends only the rest; the frame ids are derived
+        from the video id, so a retry after the bytes were all in duplicates nothing either."""
         path = Path(path)
-        header = video_pb2.UploadVideoRequest(
-            header=video_pb2.VideoHeader(app_id=app_id, video_id=video_id or video_id_for(path), concepts=list(concepts), metadata=metadata or {})
-        )
-        return self.retry.call(lambda: self.ingestion.UploadVideo(_chunks(path, header), timeout=timeout))
+        vid = video_id or video_id_for(path)
+        size = path.stat().st_size
+        uid = resumable_upload_id(app_id, vid, path) if resumable and size else ""
+
+        def attempt() -> video_pb2.UploadVideoResponse:
+            offset = self._held(app_id, uid, vid, size) if uid else 0
+            header = video_pb2.UploadVideoRequest(
+                header=video_pb2.VideoHeader(
+                    app_id=app_id, video_id=vid, concepts=list(concepts), metadata=metadata or {},
+                    upload_id=uid, offset=offset, total_bytes=size if uid else 0,
+                )
+            )  # fmt: skip
+            response: video_pb2.UploadVideoResponse = self.ingestion.UploadVideo(_chunks(path, header, offset), timeout=timeout)
+            return response
+
+        return self.retry.call(attempt, retry_on=_resume_worth_retrying)
+
+    def _held(self, app_id: str, uid: str, vid: str, size: int) -> int:
+        """Bytes of upload ``uid`` the service holds (0: none, or it began as another file)."""
+        try:
+            st = self.ingestion.GetVideoUpload(video_pb2.GetVideoUploadRequest(app_id=app_id, upload_id=uid))
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return 0
+            raise
+        return int(st.bytes_held) if (st.video_id, st.total_bytes) == (vid, size) else 0
 
     @wrap_errors
     def label_video_segment(
@@ -86,21 +141,21 @@ class VideoCalls(ServiceCalls):
         concepts: Iterable[str] = (),
         min_score: float = 0.0,
         segment_threshold: float = 0.5,
+        workflow: Sequence[inference_pb2.WorkflowStep] = (),
         timeout: float = 3600.0,
     ) -> Iterator[inference_pb2.PredictVideoResponse]:
         """PredictVideo's results as they come: a ``frame`` per sampled frame, a ``segment``
-        whenever one closes, then the ``end``."""
-        header = inference_pb2.PredictVideoRequest(
-            header=inference_pb2.PredictVideoHeader(
-                app_id=app_id,
-                model_id=model,
-                model_version=version,
-                top_k=top_k,
-                concepts=list(concepts),
-                min_score=min_score,
-                segment_threshold=segment_threshold,
-            )
-        )
+        whenever one closes, then the ``end``. With ``workflow`` (PredictWorkflow's steps) the
+        steps run on every sampled frame instead of ``model`` (frames carry ``workflow``,
+        segments their ``step``)."""
+        if workflow:
+            spec = inference_pb2.PredictVideoHeader(app_id=app_id, segment_threshold=segment_threshold, workflow=list(workflow))
+        else:
+            spec = inference_pb2.PredictVideoHeader(
+                app_id=app_id, model_id=model, model_version=version, top_k=top_k, concepts=list(concepts),
+                min_score=min_score, segment_threshold=segment_threshold,
+            )  # fmt: skip
+        header = inference_pb2.PredictVideoRequest(header=spec)
         yield from self.inference.PredictVideo(_chunks(Path(path), header), timeout=timeout)
 
     @wrap_errors

@@ -8,6 +8,7 @@ treat a redelivered event as a no-op. See docs/events.md for topics and guarante
 
 from collections import abc as _abc
 from firstlight.v1 import common_pb2 as _common_pb2
+from firstlight.v1 import video_pb2 as _video_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -67,6 +68,7 @@ class InputSubmitted(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     APP_ID_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
+    VIDEO_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """Target app (must exist)."""
     @_builtins.property
@@ -77,16 +79,24 @@ class InputSubmitted(_message.Message):
     def input(self) -> _common_pb2.InputSpec:
         """The image and its labels. Keep it under the broker's message size (1 MiB by default)."""
 
+    @_builtins.property
+    def video(self) -> _video_pb2.VideoReference:
+        """Instead of `input`: a video by reference (the file is in the service's video drop folder).
+        A record with both, a missing file, or a file that is not a supported video is
+        dead-lettered with the reason.
+        """
+
     def __init__(
         self,
         *,
         header: Global___EventHeader | None = ...,
         app_id: _builtins.str = ...,
         input: _common_pb2.InputSpec | None = ...,
+        video: _video_pb2.VideoReference | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "input", b"input"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "input", b"input", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "header", b"header", "input", b"input"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "header", b"header", "input", b"input", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,7 @@ from firstlight.v1 import common_pb2 as firstlight_dot_v1_dot_common__pb2
 from firstlight.v1 import video_pb2 as firstlight_dot_v1_dot_video__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/inference.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\x1a\x19\x66irstlight/v1/video.proto\"\x9c\x01\n\x12PredictVideoHeader\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08\x63oncepts\x18\x05 \x03(\t\x12\x11\n\tmin_score\x18\x06 \x01(\x02\x12\x19\n\x11segment_threshold\x18\x07 \x01(\x02\"c\n\x13PredictVideoRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.firstlight.v1.PredictVideoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"`\n\x0f\x46ramePrediction\x12\t\n\x01t\x18\x01 \x01(\x01\x12\x13\n\x0bkeep_reason\x18\x02 \x01(\t\x12-\n\nprediction\x18\x03 \x01(\x0b\x32\x19.firstlight.v1.Prediction\"\xac\x01\n\x14PredictVideoResponse\x12/\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1e.firstlight.v1.FramePredictionH\x00\x12-\n\x07segment\x18\x02 \x01(\x0b\x32\x1a.firstlight.v1.TimeSegmentH\x00\x12,\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1d.firstlight.v1.VideoDecodeEndH\x00\x42\x06\n\x04item\"\xad\x01\n\x0cWorkflowStep\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x15\n\rgate_concepts\x18\x06 \x03(\t\x12\x11\n\tgate_step\x18\x07 \x01(\x05\x12\x16\n\x0egate_min_score\x18\x08 \x01(\x02\"d\n\x16PredictWorkflowRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12*\n\x05steps\x18\x03 \x03(\x0b\x32\x1b.firstlight.v1.WorkflowStep\"G\n\x0eWorkflowOutput\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Prediction\x12\x0b\n\x03ran\x18\x02 \x03(\x08\"I\n\x17PredictWorkflowResponse\x12.\n\x07outputs\x18\x01 \x03(\x0b\x32\x1d.firstlight.v1.WorkflowOutput\"\xa0\x01\n\x0ePredictRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12\x11\n\tmin_score\x18\x07 \x01(\x02\x12\x11\n\tinput_ids\x18\x08 \x03(\t\"d\n\nPrediction\x12.\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\x12&\n\x07regions\x18\x02 \x03(\x0b\x32\x15.firstlight.v1.Region\"j\n\x0fPredictResponse\x12.\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Prediction\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"#\n\x11ListModelsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"U\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x15\n\rconcept_count\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.ModelInfo2\xee\x02\n\x10InferenceService\x12H\n\x07Predict\x12\x1d.firstlight.v1.PredictRequest\x1a\x1e.firstlight.v1.PredictResponse\x12Q\n\nListModels\x12 .firstlight.v1.ListModelsRequest\x1a!.firstlight.v1.ListModelsResponse\x12`\n\x0fPredictWorkflow\x12%.firstlight.v1.PredictWorkflowRequest\x1a&.firstlight.v1.PredictWorkflowResponse\x12[\n\x0cPredictVideo\x12\".firstlight.v1.PredictVideoRequest\x1a#.firstlight.v1.PredictVideoResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66irstlight/v1/inference.proto\x12\rfirstlight.v1\x1a\x1a\x66irstlight/v1/common.proto\x1a\x19\x66irstlight/v1/video.proto\"\xcb\x01\n\x12PredictVideoHeader\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x10\n\x08\x63oncepts\x18\x05 \x03(\t\x12\x11\n\tmin_score\x18\x06 \x01(\x02\x12\x19\n\x11segment_threshold\x18\x07 \x01(\x02\x12-\n\x08workflow\x18\x08 \x03(\x0b\x32\x1b.firstlight.v1.WorkflowStep\"c\n\x13PredictVideoRequest\x12\x33\n\x06header\x18\x01 \x01(\x0b\x32!.firstlight.v1.PredictVideoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x91\x01\n\x0f\x46ramePrediction\x12\t\n\x01t\x18\x01 \x01(\x01\x12\x13\n\x0bkeep_reason\x18\x02 \x01(\t\x12-\n\nprediction\x18\x03 \x01(\x0b\x32\x19.firstlight.v1.Prediction\x12/\n\x08workflow\x18\x04 \x01(\x0b\x32\x1d.firstlight.v1.WorkflowOutput\"\xac\x01\n\x14PredictVideoResponse\x12/\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x1e.firstlight.v1.FramePredictionH\x00\x12-\n\x07segment\x18\x02 \x01(\x0b\x32\x1a.firstlight.v1.TimeSegmentH\x00\x12,\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1d.firstlight.v1.VideoDecodeEndH\x00\x42\x06\n\x04item\"\xad\x01\n\x0cWorkflowStep\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x15\n\rgate_concepts\x18\x06 \x03(\t\x12\x11\n\tgate_step\x18\x07 \x01(\x05\x12\x16\n\x0egate_min_score\x18\x08 \x01(\x02\"d\n\x16PredictWorkflowRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12*\n\x05steps\x18\x03 \x03(\x0b\x32\x1b.firstlight.v1.WorkflowStep\"G\n\x0eWorkflowOutput\x12(\n\x05steps\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Prediction\x12\x0b\n\x03ran\x18\x02 \x03(\x08\"I\n\x17PredictWorkflowResponse\x12.\n\x07outputs\x18\x01 \x03(\x0b\x32\x1d.firstlight.v1.WorkflowOutput\"\xa0\x01\n\x0ePredictRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0e\n\x06images\x18\x04 \x03(\x0c\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\x10\n\x08\x63oncepts\x18\x06 \x03(\t\x12\x11\n\tmin_score\x18\x07 \x01(\x02\x12\x11\n\tinput_ids\x18\x08 \x03(\t\"d\n\nPrediction\x12.\n\x08\x63oncepts\x18\x01 \x03(\x0b\x32\x1c.firstlight.v1.ScoredConcept\x12&\n\x07regions\x18\x02 \x03(\x0b\x32\x15.firstlight.v1.Region\"j\n\x0fPredictResponse\x12.\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x19.firstlight.v1.Prediction\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"#\n\x11ListModelsRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\"U\n\tModelInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x15\n\rconcept_count\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.firstlight.v1.ModelInfo2\xee\x02\n\x10InferenceService\x12H\n\x07Predict\x12\x1d.firstlight.v1.PredictRequest\x1a\x1e.firstlight.v1.PredictResponse\x12Q\n\nListModels\x12 .firstlight.v1.ListModelsRequest\x1a!.firstlight.v1.ListModelsResponse\x12`\n\x0fPredictWorkflow\x12%.firstlight.v1.PredictWorkflowRequest\x1a&.firstlight.v1.PredictWorkflowResponse\x12[\n\x0cPredictVideo\x12\".firstlight.v1.PredictVideoRequest\x1a#.firstlight.v1.PredictVideoResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,33 +34,33 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'firstlight.v1.inference_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTVIDEOHEADER']._serialized_start=104
-  _globals['_PREDICTVIDEOHEADER']._serialized_end=260
-  _globals['_PREDICTVIDEOREQUEST']._serialized_start=262
-  _globals['_PREDICTVIDEOREQUEST']._serialized_end=361
-  _globals['_FRAMEPREDICTION']._serialized_start=363
-  _globals['_FRAMEPREDICTION']._serialized_end=459
-  _globals['_PREDICTVIDEORESPONSE']._serialized_start=462
-  _globals['_PREDICTVIDEORESPONSE']._serialized_end=634
-  _globals['_WORKFLOWSTEP']._serialized_start=637
-  _globals['_WORKFLOWSTEP']._serialized_end=810
-  _globals['_PREDICTWORKFLOWREQUEST']._serialized_start=812
-  _globals['_PREDICTWORKFLOWREQUEST']._serialized_end=912
-  _globals['_WORKFLOWOUTPUT']._serialized_start=914
-  _globals['_WORKFLOWOUTPUT']._serialized_end=985
-  _globals['_PREDICTWORKFLOWRESPONSE']._serialized_start=987
-  _globals['_PREDICTWORKFLOWRESPONSE']._serialized_end=1060
-  _globals['_PREDICTREQUEST']._serialized_start=1063
-  _globals['_PREDICTREQUEST']._serialized_end=1223
-  _globals['_PREDICTION']._serialized_start=1225
-  _globals['_PREDICTION']._serialized_end=1325
-  _globals['_PREDICTRESPONSE']._serialized_start=1327
-  _globals['_PREDICTRESPONSE']._serialized_end=1433
-  _globals['_LISTMODELSREQUEST']._serialized_start=1435
-  _globals['_LISTMODELSREQUEST']._serialized_end=1470
-  _globals['_MODELINFO']._serialized_start=1472
-  _globals['_MODELINFO']._serialized_end=1557
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1559
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1621
-  _globals['_INFERENCESERVICE']._serialized_start=1624
-  _globals['_INFERENCESERVICE']._serialized_end=1990
+  _globals['_PREDICTVIDEOHEADER']._serialized_end=307
+  _globals['_PREDICTVIDEOREQUEST']._serialized_start=309
+  _globals['_PREDICTVIDEOREQUEST']._serialized_end=408
+  _globals['_FRAMEPREDICTION']._serialized_start=411
+  _globals['_FRAMEPREDICTION']._serialized_end=556
+  _globals['_PREDICTVIDEORESPONSE']._serialized_start=559
+  _globals['_PREDICTVIDEORESPONSE']._serialized_end=731
+  _globals['_WORKFLOWSTEP']._serialized_start=734
+  _globals['_WORKFLOWSTEP']._serialized_end=907
+  _globals['_PREDICTWORKFLOWREQUEST']._serialized_start=909
+  _globals['_PREDICTWORKFLOWREQUEST']._serialized_end=1009
+  _globals['_WORKFLOWOUTPUT']._serialized_start=1011
+  _globals['_WORKFLOWOUTPUT']._serialized_end=1082
+  _globals['_PREDICTWORKFLOWRESPONSE']._serialized_start=1084
+  _globals['_PREDICTWORKFLOWRESPONSE']._serialized_end=1157
+  _globals['_PREDICTREQUEST']._serialized_start=1160
+  _globals['_PREDICTREQUEST']._serialized_end=1320
+  _globals['_PREDICTION']._serialized_start=1322
+  _globals['_PREDICTION']._serialized_end=1422
+  _globals['_PREDICTRESPONSE']._serialized_start=1424
+  _globals['_PREDICTRESPONSE']._serialized_end=1530
+  _globals['_LISTMODELSREQUEST']._serialized_start=1532
+  _globals['_LISTMODELSREQUEST']._serialized_end=1567
+  _globals['_MODELINFO']._serialized_start=1569
+  _globals['_MODELINFO']._serialized_end=1654
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1656
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1718
+  _globals['_INFERENCESERVICE']._serialized_start=1721
+  _globals['_INFERENCESERVICE']._serialized_end=2087
 # @@protoc_insertion_point(module_scope)

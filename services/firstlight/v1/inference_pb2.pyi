@@ -35,6 +35,7 @@ class PredictVideoHeader(_message.Message):
     CONCEPTS_FIELD_NUMBER: _builtins.int
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     SEGMENT_THRESHOLD_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """As PredictRequest."""
     model_id: _builtins.str
@@ -45,6 +46,13 @@ class PredictVideoHeader(_message.Message):
     """A frame scoring at least this counts towards a segment of its concept (default 0.5)."""
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def workflow(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkflowStep]:
+        """A workflow instead of one model (model_id, model_version, top_k, concepts and min_score
+        left empty): its steps, as PredictWorkflow's, run on every sampled frame; frames carry the
+        WorkflowOutput and segments are per step and concept (TimeSegment.step).
+        """
+
     def __init__(
         self,
         *,
@@ -55,10 +63,11 @@ class PredictVideoHeader(_message.Message):
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         min_score: _builtins.float = ...,
         segment_threshold: _builtins.float = ...,
+        workflow: _abc.Iterable[Global___WorkflowStep] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "segment_threshold", b"segment_threshold", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "segment_threshold", b"segment_threshold", "top_k", b"top_k", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -103,13 +112,18 @@ class FramePrediction(_message.Message):
     T_FIELD_NUMBER: _builtins.int
     KEEP_REASON_FIELD_NUMBER: _builtins.int
     PREDICTION_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     t: _builtins.float
     """Seconds from the start of the video."""
     keep_reason: _builtins.str
     """Why the frame was sampled: start, clock or scene."""
     @_builtins.property
     def prediction(self) -> Global___Prediction:
-        """As Predict's."""
+        """As Predict's (a single model)."""
+
+    @_builtins.property
+    def workflow(self) -> Global___WorkflowOutput:
+        """With a workflow: every step's prediction for the frame and whether it ran."""
 
     def __init__(
         self,
@@ -117,10 +131,11 @@ class FramePrediction(_message.Message):
         t: _builtins.float = ...,
         keep_reason: _builtins.str = ...,
         prediction: Global___Prediction | None = ...,
+        workflow: Global___WorkflowOutput | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["prediction", b"prediction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["prediction", b"prediction", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_reason", b"keep_reason", "prediction", b"prediction", "t", b"t"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keep_reason", b"keep_reason", "prediction", b"prediction", "t", b"t", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

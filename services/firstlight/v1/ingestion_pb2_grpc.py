@@ -97,6 +97,11 @@ class IngestionServiceStub:
                 request_serializer=firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
                 _registered_method=True)
+        self.GetVideoUpload = channel.unary_unary(
+                '/firstlight.v1.IngestionService/GetVideoUpload',
+                request_serializer=firstlight_dot_v1_dot_video__pb2.GetVideoUploadRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_video__pb2.VideoUploadStatus.FromString,
+                _registered_method=True)
         self.AnnotateVideoSegment = channel.unary_unary(
                 '/firstlight.v1.IngestionService/AnnotateVideoSegment',
                 request_serializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.SerializeToString,
@@ -199,6 +204,16 @@ class IngestionServiceServicer:
         INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
         RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
         part-way keeps the frames before the break and the response says partial.
+        With the header's upload_id the upload is resumable: FAILED_PRECONDITION when the header's
+        offset is not the bytes held (the message names the offset to resume from) or while another
+        stream writes the same upload.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVideoUpload(self, request, context):
+        """How many bytes of a resumable upload the service holds (where to resume).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +288,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.UploadVideo,
                     request_deserializer=firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.SerializeToString,
+            ),
+            'GetVideoUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVideoUpload,
+                    request_deserializer=firstlight_dot_v1_dot_video__pb2.GetVideoUploadRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_video__pb2.VideoUploadStatus.SerializeToString,
             ),
             'AnnotateVideoSegment': grpc.unary_unary_rpc_method_handler(
                     servicer.AnnotateVideoSegment,
@@ -605,6 +625,33 @@ class IngestionService:
             '/firstlight.v1.IngestionService/UploadVideo',
             firstlight_dot_v1_dot_video__pb2.UploadVideoRequest.SerializeToString,
             firstlight_dot_v1_dot_video__pb2.UploadVideoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVideoUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/GetVideoUpload',
+            firstlight_dot_v1_dot_video__pb2.GetVideoUploadRequest.SerializeToString,
+            firstlight_dot_v1_dot_video__pb2.VideoUploadStatus.FromString,
             options,
             channel_credentials,
             insecure,

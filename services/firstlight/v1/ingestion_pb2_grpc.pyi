@@ -78,7 +78,12 @@ class IngestionServiceStub:
     INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
     RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
     part-way keeps the frames before the break and the response says partial.
+    With the header's upload_id the upload is resumable: FAILED_PRECONDITION when the header's
+    offset is not the bytes held (the message names the offset to resume from) or while another
+    stream writes the same upload.
     """
+    GetVideoUpload: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetVideoUploadRequest, _video_pb2.VideoUploadStatus]
+    """How many bytes of a resumable upload the service holds (where to resume)."""
     AnnotateVideoSegment: _grpc.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]
     """Label (or un-label) every frame of a video in a time span at once."""
 
@@ -127,7 +132,12 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
     RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
     part-way keeps the frames before the break and the response says partial.
+    With the header's upload_id the upload is resumable: FAILED_PRECONDITION when the header's
+    offset is not the bytes held (the message names the offset to resume from) or while another
+    stream writes the same upload.
     """
+    GetVideoUpload: _aio.UnaryUnaryMultiCallable[_video_pb2.GetVideoUploadRequest, _video_pb2.VideoUploadStatus]  # type: ignore[assignment]
+    """How many bytes of a resumable upload the service holds (where to resume)."""
     AnnotateVideoSegment: _aio.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]  # type: ignore[assignment]
     """Label (or un-label) every frame of a video in a time span at once."""
 
@@ -245,7 +255,18 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         INVALID_ARGUMENT: not a video, corrupt, no video stream, zero frames, unsupported codec;
         RESOURCE_EXHAUSTED: over the byte, duration, resolution or frame limits. A file that breaks
         part-way keeps the frames before the break and the response says partial.
+        With the header's upload_id the upload is resumable: FAILED_PRECONDITION when the header's
+        offset is not the bytes held (the message names the offset to resume from) or while another
+        stream writes the same upload.
         """
+
+    @_abc_1.abstractmethod
+    def GetVideoUpload(
+        self,
+        request: _video_pb2.GetVideoUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.VideoUploadStatus, _abc.Awaitable[_video_pb2.VideoUploadStatus]]:
+        """How many bytes of a resumable upload the service holds (where to resume)."""
 
     @_abc_1.abstractmethod
     def AnnotateVideoSegment(

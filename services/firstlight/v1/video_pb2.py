@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66irstlight/v1/video.proto\x12\rfirstlight.v1\"\xae\x01\n\x0bVideoHeader\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.firstlight.v1.VideoHeader.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\tVideoInfo\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\"[\n\x12UploadVideoRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.VideoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x9f\x02\n\x13UploadVideoResponse\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x02 \x01(\t\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.firstlight.v1.VideoInfo\x12\x16\n\x0e\x66rames_decoded\x18\x04 \x01(\x03\x12\x13\n\x0b\x66rames_kept\x18\x05 \x01(\x03\x12\x14\n\x0c\x66rames_added\x18\x06 \x01(\x03\x12\x15\n\rscene_changes\x18\x07 \x01(\x03\x12\x1a\n\x12\x64uplicates_dropped\x18\x08 \x01(\x03\x12\x0f\n\x07partial\x18\t \x01(\x08\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x13\n\x0blast_good_s\x18\x0b \x01(\x01\x12\x11\n\tframe_ids\x18\x0c \x03(\t\"u\n\x0bTimeSegment\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x11\n\tmax_score\x18\x04 \x01(\x02\x12\x12\n\nmean_score\x18\x05 \x01(\x02\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x05\"\x85\x01\n\x0eVideoDecodeEnd\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.firstlight.v1.VideoInfo\x12\x16\n\x0e\x66rames_decoded\x18\x02 \x01(\x03\x12\x0f\n\x07partial\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0blast_good_s\x18\x05 \x01(\x01\"\x8e\x01\n\x1b\x41nnotateVideoSegmentRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x05 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x06 \x03(\t\"1\n\x1c\x41nnotateVideoSegmentResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66irstlight/v1/video.proto\x12\rfirstlight.v1\"\xe6\x01\n\x0bVideoHeader\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12:\n\x08metadata\x18\x04 \x03(\x0b\x32(.firstlight.v1.VideoHeader.MetadataEntry\x12\x11\n\tupload_id\x18\x05 \x01(\t\x12\x0e\n\x06offset\x18\x06 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x07 \x01(\x03\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb2\x01\n\x0eVideoReference\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12=\n\x08metadata\x18\x04 \x03(\x0b\x32+.firstlight.v1.VideoReference.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\tVideoInfo\x12\x11\n\tcontainer\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x12\n\nduration_s\x18\x05 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x06 \x01(\x01\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\"[\n\x12UploadVideoRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1a.firstlight.v1.VideoHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xc4\x02\n\x13UploadVideoResponse\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x02 \x01(\t\x12&\n\x04info\x18\x03 \x01(\x0b\x32\x18.firstlight.v1.VideoInfo\x12\x16\n\x0e\x66rames_decoded\x18\x04 \x01(\x03\x12\x13\n\x0b\x66rames_kept\x18\x05 \x01(\x03\x12\x14\n\x0c\x66rames_added\x18\x06 \x01(\x03\x12\x15\n\rscene_changes\x18\x07 \x01(\x03\x12\x1a\n\x12\x64uplicates_dropped\x18\x08 \x01(\x03\x12\x0f\n\x07partial\x18\t \x01(\x08\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x13\n\x0blast_good_s\x18\x0b \x01(\x01\x12\x11\n\tframe_ids\x18\x0c \x03(\t\x12\x0f\n\x07pending\x18\r \x01(\x08\x12\x12\n\nbytes_held\x18\x0e \x01(\x03\":\n\x15GetVideoUploadRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\"a\n\x11VideoUploadStatus\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x12\n\nbytes_held\x18\x03 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\"\x83\x01\n\x0bTimeSegment\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x03 \x01(\x01\x12\x11\n\tmax_score\x18\x04 \x01(\x02\x12\x12\n\nmean_score\x18\x05 \x01(\x02\x12\x0e\n\x06\x66rames\x18\x06 \x01(\x05\x12\x0c\n\x04step\x18\x07 \x01(\x05\"\x85\x01\n\x0eVideoDecodeEnd\x12&\n\x04info\x18\x01 \x01(\x0b\x32\x18.firstlight.v1.VideoInfo\x12\x16\n\x0e\x66rames_decoded\x18\x02 \x01(\x03\x12\x0f\n\x07partial\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x13\n\x0blast_good_s\x18\x05 \x01(\x01\"\x8e\x01\n\x1b\x41nnotateVideoSegmentRequest\x12\x0e\n\x06\x61pp_id\x18\x01 \x01(\t\x12\x10\n\x08video_id\x18\x02 \x01(\t\x12\x0f\n\x07start_s\x18\x03 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x04 \x01(\x01\x12\x14\n\x0c\x61\x64\x64_concepts\x18\x05 \x03(\t\x12\x17\n\x0fremove_concepts\x18\x06 \x03(\t\"1\n\x1c\x41nnotateVideoSegmentResponse\x12\x11\n\tinput_ids\x18\x01 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +33,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VIDEOHEADER_METADATAENTRY']._loaded_options = None
   _globals['_VIDEOHEADER_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_VIDEOREFERENCE_METADATAENTRY']._loaded_options = None
+  _globals['_VIDEOREFERENCE_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_VIDEOHEADER']._serialized_start=45
-  _globals['_VIDEOHEADER']._serialized_end=219
-  _globals['_VIDEOHEADER_METADATAENTRY']._serialized_start=172
-  _globals['_VIDEOHEADER_METADATAENTRY']._serialized_end=219
-  _globals['_VIDEOINFO']._serialized_start=221
-  _globals['_VIDEOINFO']._serialized_end=345
-  _globals['_UPLOADVIDEOREQUEST']._serialized_start=347
-  _globals['_UPLOADVIDEOREQUEST']._serialized_end=438
-  _globals['_UPLOADVIDEORESPONSE']._serialized_start=441
-  _globals['_UPLOADVIDEORESPONSE']._serialized_end=728
-  _globals['_TIMESEGMENT']._serialized_start=730
-  _globals['_TIMESEGMENT']._serialized_end=847
-  _globals['_VIDEODECODEEND']._serialized_start=850
-  _globals['_VIDEODECODEEND']._serialized_end=983
-  _globals['_ANNOTATEVIDEOSEGMENTREQUEST']._serialized_start=986
-  _globals['_ANNOTATEVIDEOSEGMENTREQUEST']._serialized_end=1128
-  _globals['_ANNOTATEVIDEOSEGMENTRESPONSE']._serialized_start=1130
-  _globals['_ANNOTATEVIDEOSEGMENTRESPONSE']._serialized_end=1179
+  _globals['_VIDEOHEADER']._serialized_end=275
+  _globals['_VIDEOHEADER_METADATAENTRY']._serialized_start=228
+  _globals['_VIDEOHEADER_METADATAENTRY']._serialized_end=275
+  _globals['_VIDEOREFERENCE']._serialized_start=278
+  _globals['_VIDEOREFERENCE']._serialized_end=456
+  _globals['_VIDEOREFERENCE_METADATAENTRY']._serialized_start=228
+  _globals['_VIDEOREFERENCE_METADATAENTRY']._serialized_end=275
+  _globals['_VIDEOINFO']._serialized_start=458
+  _globals['_VIDEOINFO']._serialized_end=582
+  _globals['_UPLOADVIDEOREQUEST']._serialized_start=584
+  _globals['_UPLOADVIDEOREQUEST']._serialized_end=675
+  _globals['_UPLOADVIDEORESPONSE']._serialized_start=678
+  _globals['_UPLOADVIDEORESPONSE']._serialized_end=1002
+  _globals['_GETVIDEOUPLOADREQUEST']._serialized_start=1004
+  _globals['_GETVIDEOUPLOADREQUEST']._serialized_end=1062
+  _globals['_VIDEOUPLOADSTATUS']._serialized_start=1064
+  _globals['_VIDEOUPLOADSTATUS']._serialized_end=1161
+  _globals['_TIMESEGMENT']._serialized_start=1164
+  _globals['_TIMESEGMENT']._serialized_end=1295
+  _globals['_VIDEODECODEEND']._serialized_start=1298
+  _globals['_VIDEODECODEEND']._serialized_end=1431
+  _globals['_ANNOTATEVIDEOSEGMENTREQUEST']._serialized_start=1434
+  _globals['_ANNOTATEVIDEOSEGMENTREQUEST']._serialized_end=1576
+  _globals['_ANNOTATEVIDEOSEGMENTRESPONSE']._serialized_start=1578
+  _globals['_ANNOTATEVIDEOSEGMENTRESPONSE']._serialized_end=1627
 # @@protoc_insertion_point(module_scope)

@@ -51,11 +51,29 @@ class VideoHeader(_message.Message):
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     CONCEPTS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     video_id: _builtins.str
     """Video id, chosen by the client ([A-Za-z0-9][A-Za-z0-9._-]{0,99}); uploading the same id
     again adds only the frames not already stored (a retry after a failure duplicates nothing).
+    """
+    upload_id: _builtins.str
+    """Resumable upload (optional; tus-like). An id chosen by the client for this file
+    ([A-Za-z0-9][A-Za-z0-9_-]{7,63}, unique per app): the service keeps the bytes it received
+    under it across broken streams and its own restarts, and GetVideoUpload says how many it
+    holds. Empty: a one-shot upload, whose bytes are dropped if the stream breaks.
+    """
+    offset: _builtins.int
+    """With upload_id: where this stream's bytes start in the file. It must equal the bytes the
+    service holds (0 for a new upload), else FAILED_PRECONDITION naming the offset to resume from.
+    """
+    total_bytes: _builtins.int
+    """With upload_id: the file's size in bytes (required, the same on every resume). The video is
+    processed once the service holds all of them; a stream that ends earlier is answered with
+    `pending` and the bytes held.
     """
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -72,14 +90,83 @@ class VideoHeader(_message.Message):
         video_id: _builtins.str = ...,
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        upload_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "metadata", b"metadata", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concepts", b"concepts", "metadata", b"metadata", "offset", b"offset", "total_bytes", b"total_bytes", "upload_id", b"upload_id", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VideoHeader: _TypeAlias = VideoHeader  # noqa: Y015
+
+@_typing.final
+class VideoReference(_message.Message):
+    """A video submitted by reference on `inputs.submit` (InputSubmitted.video): the integration
+    has placed the file in the ingestion service's video drop folder, in the app's own subfolder
+    (FIRSTLIGHT_VIDEO_DROP_DIR/<app_id>/<file>); the service reads it from there, keeps the
+    original and samples it as UploadVideo does. The file is left where it is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    FILE_FIELD_NUMBER: _builtins.int
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    file: _builtins.str
+    """File name in the app's drop folder: [A-Za-z0-9][A-Za-z0-9._-]{0,199}, no path (the service
+    builds the path; a name reaching another folder is refused).
+    """
+    video_id: _builtins.str
+    """Video id (default: from the file name). Its frames are `<video id>.t<ms>`, so a redelivered
+    record adds nothing.
+    """
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concepts every frame is labeled with (optional)."""
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Metadata copied to every frame."""
+
+    def __init__(
+        self,
+        *,
+        file: _builtins.str = ...,
+        video_id: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "file", b"file", "metadata", b"metadata", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoReference: _TypeAlias = VideoReference  # noqa: Y015
 
 @_typing.final
 class VideoInfo(_message.Message):
@@ -174,6 +261,8 @@ class UploadVideoResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     LAST_GOOD_S_FIELD_NUMBER: _builtins.int
     FRAME_IDS_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    BYTES_HELD_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
     """The video."""
     blob_uri: _builtins.str
@@ -191,6 +280,12 @@ class UploadVideoResponse(_message.Message):
     """
     error: _builtins.str
     last_good_s: _builtins.float
+    pending: _builtins.bool
+    """A resumable upload whose stream ended before total_bytes: nothing processed yet; resume
+    from `bytes_held`.
+    """
+    bytes_held: _builtins.int
+    """Bytes of the file the service holds for the upload (all of them once processed)."""
     @_builtins.property
     def info(self) -> Global___VideoInfo:
         """What the file is."""
@@ -214,14 +309,71 @@ class UploadVideoResponse(_message.Message):
         error: _builtins.str = ...,
         last_good_s: _builtins.float = ...,
         frame_ids: _abc.Iterable[_builtins.str] | None = ...,
+        pending: _builtins.bool = ...,
+        bytes_held: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["info", b"info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_uri", b"blob_uri", "duplicates_dropped", b"duplicates_dropped", "error", b"error", "frame_ids", b"frame_ids", "frames_added", b"frames_added", "frames_decoded", b"frames_decoded", "frames_kept", b"frames_kept", "info", b"info", "last_good_s", b"last_good_s", "partial", b"partial", "scene_changes", b"scene_changes", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_uri", b"blob_uri", "bytes_held", b"bytes_held", "duplicates_dropped", b"duplicates_dropped", "error", b"error", "frame_ids", b"frame_ids", "frames_added", b"frames_added", "frames_decoded", b"frames_decoded", "frames_kept", b"frames_kept", "info", b"info", "last_good_s", b"last_good_s", "partial", b"partial", "pending", b"pending", "scene_changes", b"scene_changes", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadVideoResponse: _TypeAlias = UploadVideoResponse  # noqa: Y015
+
+@_typing.final
+class GetVideoUploadRequest(_message.Message):
+    """GetVideoUpload arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    upload_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        upload_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "upload_id", b"upload_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVideoUploadRequest: _TypeAlias = GetVideoUploadRequest  # noqa: Y015
+
+@_typing.final
+class VideoUploadStatus(_message.Message):
+    """A resumable upload in progress (NOT_FOUND once processed, refused, expired, or never begun)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOAD_ID_FIELD_NUMBER: _builtins.int
+    VIDEO_ID_FIELD_NUMBER: _builtins.int
+    BYTES_HELD_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    upload_id: _builtins.str
+    video_id: _builtins.str
+    bytes_held: _builtins.int
+    """Bytes the service holds: the offset to resume from."""
+    total_bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        upload_id: _builtins.str = ...,
+        video_id: _builtins.str = ...,
+        bytes_held: _builtins.int = ...,
+        total_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_held", b"bytes_held", "total_bytes", b"total_bytes", "upload_id", b"upload_id", "video_id", b"video_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VideoUploadStatus: _TypeAlias = VideoUploadStatus  # noqa: Y015
 
 @_typing.final
 class TimeSegment(_message.Message):
@@ -235,6 +387,7 @@ class TimeSegment(_message.Message):
     MAX_SCORE_FIELD_NUMBER: _builtins.int
     MEAN_SCORE_FIELD_NUMBER: _builtins.int
     FRAMES_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     concept: _builtins.str
     """The concept."""
     start_s: _builtins.float
@@ -245,6 +398,8 @@ class TimeSegment(_message.Message):
     mean_score: _builtins.float
     frames: _builtins.int
     """Frames at or above the threshold in it."""
+    step: _builtins.int
+    """With a workflow: the step whose concept this is (0 otherwise)."""
     def __init__(
         self,
         *,
@@ -254,10 +409,11 @@ class TimeSegment(_message.Message):
         max_score: _builtins.float = ...,
         mean_score: _builtins.float = ...,
         frames: _builtins.int = ...,
+        step: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "end_s", b"end_s", "frames", b"frames", "max_score", b"max_score", "mean_score", b"mean_score", "start_s", b"start_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "end_s", b"end_s", "frames", b"frames", "max_score", b"max_score", "mean_score", b"mean_score", "start_s", b"start_s", "step", b"step"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -102,46 +103,65 @@ def ingest_video(
     InvalidArgument / ResourceExhausted (nothing stored) when the file is refused outright."""
     video_id(vid)
     extra = dict(metadata or {})
-    with open_video(path, limits, label=f"video {vid!r}") as reader:
+    with open_video(path, limits, label=f"video {vid!r}") as reader, ThreadPoolExecutor(1, thread_name_prefix="video-frames") as pool:
         info: VideoInfo = reader.info
         uri = store.put_original(app_id, vid, path)
         sampler = FrameSampler.from_limits(limits)
         ids: list[str] = []
         added = 0
         pending: list[FrameInput] = []
+        # One batch is stored (a PostInputs transaction: checks, blobs, rows, events) while the
+        # next one decodes: the two overlap on two cores. At most one batch is in flight, so
+        # memory stays bounded, batches are stored in order, and an error surfaces at the next.
+        inflight: Future[None] | None = None
 
-        def flush() -> None:
+        def store_batch(batch: list[FrameInput]) -> None:
             nonlocal added
-            if not pending:
-                return
-            have = sink.existing(app_id, [f.id for f in pending])
-            fresh = [f for f in pending if f.id not in have]
+            have = sink.existing(app_id, [f.id for f in batch])
+            fresh = [f for f in batch if f.id not in have]
             if fresh:
                 sink.add(app_id, fresh)
                 added += len(fresh)
             if on_batch is not None:
-                on_batch(list(pending))
+                on_batch(batch)
+
+        def wait() -> None:
+            nonlocal inflight
+            if inflight is not None:
+                done, inflight = inflight, None
+                done.result()
+
+        def flush() -> None:
+            nonlocal inflight
+            if not pending:
+                return
+            batch = list(pending)
             pending.clear()
+            wait()
+            inflight = pool.submit(store_batch, batch)
 
         stopped = ""
         try:
-            for kept in sample_frames(reader, sampler, limits.video_frame_max_side):
-                fid = frame_input_id(vid, kept.t)
-                if ids and ids[-1] == fid:  # two frames within the same millisecond: keep the first
-                    continue
-                ids.append(fid)
-                meta = {**extra, META_VIDEO: vid, META_TIME: f"{kept.t:.3f}", META_REASON: kept.reason}
-                pending.append(FrameInput(fid, kept.t, kept.reason, jpeg(kept.image), meta, tuple(concepts)))
-                if len(pending) >= batch_size:
-                    flush()
-        except (InvalidArgument, ResourceExhausted) as exc:
-            if not ids:  # refused before any frame: leave nothing behind, report the status
-                store.delete_original(app_id, vid)
-                raise
-            # A limit the header did not announce (duration, frame count, a frame size change)
-            # found part-way: the frames before it are kept and the video is marked partial.
-            stopped = str(exc)
-        flush()
+            try:
+                for kept in sample_frames(reader, sampler, limits.video_frame_max_side):
+                    fid = frame_input_id(vid, kept.t)
+                    if ids and ids[-1] == fid:  # two frames within the same millisecond: keep the first
+                        continue
+                    ids.append(fid)
+                    meta = {**extra, META_VIDEO: vid, META_TIME: f"{kept.t:.3f}", META_REASON: kept.reason}
+                    pending.append(FrameInput(fid, kept.t, kept.reason, jpeg(kept.image), meta, tuple(concepts)))
+                    if len(pending) >= batch_size:
+                        flush()
+            except (InvalidArgument, ResourceExhausted) as exc:
+                if not ids:  # refused before any frame: leave nothing behind, report the status
+                    store.delete_original(app_id, vid)
+                    raise
+                # A limit the header did not announce (duration, frame count, a frame size change)
+                # found part-way: the frames before it are kept and the video is marked partial.
+                stopped = str(exc)
+            flush()
+        finally:
+            wait()  # nothing is left running when this returns or raises
         out = reader.outcome
         summary = VideoSummary(
             video_id=vid,

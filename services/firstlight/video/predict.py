@@ -24,7 +24,7 @@ PREDICT_BATCH = 8
 class FrameResult:
     t: float
     reason: str
-    scores: Mapping[str, float]  # concept -> score (for a detector: its best box per concept)
+    scores: Mapping[Any, float]  # concept -> score (for a detector: its best box per concept; a workflow: (step, concept))
     detail: Any = None  # whatever the scorer returned beside the scores (the service's proto)
 
 
@@ -36,7 +36,7 @@ class VideoDone:
 def predict_video(
     reader: VideoReader,
     limits: VideoLimits,
-    score: Callable[[Sequence[Image.Image]], Sequence[Mapping[str, float] | tuple[Mapping[str, float], Any]]],
+    score: Callable[[Sequence[Image.Image]], Sequence[Mapping[Any, float] | tuple[Mapping[Any, float], Any]]],
     *,
     threshold: float = 0.5,
     max_gap_s: float | None = None,

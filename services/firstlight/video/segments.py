@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
 class Segment:
-    concept: str
+    concept: Any  # a concept name; for a workflow's frames, (step index, concept name)
     start_s: float
     end_s: float  # time of the last frame at or above the threshold
     max_score: float
@@ -28,10 +29,10 @@ class SegmentTracker:
 
     def __init__(self, threshold: float = 0.5, max_gap_s: float = 2.0, min_frames: int = 1) -> None:
         self.threshold, self.max_gap_s, self.min_frames = threshold, max_gap_s, min_frames
-        self.open: dict[str, Segment] = {}
+        self.open: dict[Any, Segment] = {}
         self.last_t = float("-inf")
 
-    def add(self, t: float, scores: Mapping[str, float]) -> list[Segment]:
+    def add(self, t: float, scores: Mapping[Any, float]) -> list[Segment]:
         if t < self.last_t:
             raise ValueError(f"frames must come in time order ({t} after {self.last_t})")
         self.last_t = t

@@ -10,7 +10,7 @@ import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from firstlight.errors import InvalidArgument, ResourceExhausted
 
@@ -52,11 +52,22 @@ class Spool:
         self.close()
 
 
-async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str = "upload") -> tuple[Any, Spool]:
-    """Read a ``header``-then-``chunk`` message stream (a ``part`` oneof) into a Spool; returns
-    (header, spool). The caller closes the spool."""
+class Sink(Protocol):
+    """Where an upload's chunks go: a :class:`Spool`, or a resumable upload's writer."""
+
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+    def finish(self) -> Path: ...
+    def close(self) -> None: ...
+
+
+async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str = "upload", open_sink: Callable[[Any], Sink] | None = None) -> tuple[Any, Any]:
+    """Read a ``header``-then-``chunk`` message stream (a ``part`` oneof) into a Spool, or into
+    ``open_sink(header)``; returns (header, sink). The caller closes the sink (also on error:
+    a broken stream's bytes stay in a resumable sink)."""
     header = None
-    spool = Spool(max_bytes)
+    spool: Any = None
     try:
         async for message in messages:
             part = message.WhichOneof("part")
@@ -64,16 +75,19 @@ async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str =
                 if part != "header":
                     raise InvalidArgument(f"the first {what} message must be the header")
                 header = message.header
+                spool = await asyncio.to_thread(open_sink, header) if open_sink else Spool(max_bytes)
             elif part == "header":
                 raise InvalidArgument(f"a second header in the middle of the {what}")
             else:
                 spool.write(message.chunk)  # at most 4 MiB into the page cache
         if header is None:
             raise InvalidArgument(f"the {what} carried no message")
-        await asyncio.to_thread(spool.finish)
+        if open_sink is None:
+            await asyncio.to_thread(spool.finish)
         return header, spool
     except BaseException:
-        spool.close()
+        if spool is not None:
+            spool.close()
         raise
 
 
