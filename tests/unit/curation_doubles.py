@@ -1,4 +1,4 @@
-"""The curation core's Training port over an in-process TrainingService: the code the training
+"""The curation core's Training port over an in-process training core: the code the training
 RPCs call, so unit tests exercise curation against real training logic without a server
 (the service itself reaches training through ``curation.peers`` over gRPC)."""
 
@@ -14,7 +14,7 @@ from firstlight.errors import NotFound
 
 class InProcessTraining:
     def __init__(self, service) -> None:  # type: ignore[no-untyped-def]
-        self.service = service  # firstlight.training.service.TrainingService
+        self.service = service  # firstlight.training.core.TrainingCore
 
     def model(self, app_id: str, model_id: str) -> ModelInfo:
         m = self.service.model(app_id, model_id)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import inspect
+from training_doubles import RecordedEvents
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
@@ -174,20 +175,12 @@ def test_confusion_cells_know_their_inputs() -> None:
     assert preds[1] == ("b", "cat", "dog", pytest.approx(0.8))
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.ready: list = []
-
-    def version_ready(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.ready.append(event)
-
-
 def test_promotion_by_hand_is_guarded_by_the_rule(tmp_path: Path) -> None:
     from firstlight.training.core import TrainingCore
     from firstlight.training.store import TrainingStore
 
     store = TrainingStore(f"sqlite:///{tmp_path / 't.db'}")
-    events = FakeEvents()
+    events = RecordedEvents()
     core = TrainingCore(store, peers=None, events=events, runners=[], work_root=tmp_path / "jobs")  # type: ignore[arg-type]
     store.insert_model("a", "m", "transfer_classifier", ["cat", "dog"], {})
     for v, acc in ((1, 0.8), (2, 0.7), (3, 0.9)):

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from training_doubles import RecordedEvents
 
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, TrainingCore
-from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores, VersionReady
+from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores
 
 CONCEPTS = ["cat", "dog"]
 
@@ -125,18 +126,6 @@ class FakePeers:
         raise AssertionError("not used")
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.ready: list[VersionReady] = []
-        self.progress: list[JobProgressed] = []
-
-    def version_ready(self, event: VersionReady) -> None:
-        self.ready.append(event)
-
-    def job_progressed(self, event: JobProgressed) -> None:
-        self.progress.append(event)
-
-
 class FakeRunner:
     """A template whose next candidates' metrics the test sets; ``gate`` holds a job mid-run."""
 
@@ -186,7 +175,7 @@ class FakeRunner:
 
 class World:
     def __init__(self, tmp_path: Path) -> None:
-        self.store, self.peers, self.events = FakeStore(), FakePeers(), FakeEvents()
+        self.store, self.peers, self.events = FakeStore(), FakePeers(), RecordedEvents()
         self.heads = FakeRunner(("head_template",), "accuracy")
         self.deep = FakeRunner(("deep_template",), "map_50", resumable=True, progress_events=True)
         self.core = self.build(tmp_path)
