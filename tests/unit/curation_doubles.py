@@ -10,6 +10,7 @@ import numpy as np
 
 from firstlight.curation.ports import Job, ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import NotFound
+from firstlight.training.core import RowFilter
 
 
 class InProcessTraining:
@@ -32,7 +33,7 @@ class InProcessTraining:
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Row]:
         try:
-            _, rows = self.service.dataset_rows(app_id, dataset_id, version)
+            rows = self.service.dataset_rows_page(app_id, dataset_id, version, 0, "", RowFilter()).rows
         except NotFound:
             return []
         return [Row(r.input_id, list(r.concepts), int(r.split)) for r in rows]
