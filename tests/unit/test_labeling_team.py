@@ -20,7 +20,7 @@ from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.curation.leases import QueueLeases
 from firstlight.curation.pool_scores import PoolScoring, top_and_margin
-from firstlight.curation.ports import Scores
+from firstlight.curation.ports import LabelState, Scores
 from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import Prediction, StreamCuration, make_policy
 from firstlight.domain import evaluation
@@ -109,7 +109,9 @@ def fake_curation(n: int):  # type: ignore[no-untyped-def]
     training service's model lookup and scores (here p(cat) = (k+1)/(n+1) for input k)."""
     ids = [f"i{k:03d}" for k in range(n)]
     vec = {i: np.array([k + 1.0, n - k], np.float32) for k, i in enumerate(ids)}
-    platform = SimpleNamespace(inputs=lambda app_id, labeled=None, split=0: [(i, [], 0) for i in ids if labeled is not False or int(i[1:]) % 2])
+    # odd inputs unlabeled; even ones labeled "cat" (split 1 or 2 by k % 4), at revision 1
+    states = [LabelState(i, () if k % 2 else ("cat",), 0 if k % 2 else 1 + (k % 4) // 2, 1) for k, i in enumerate(ids)]
+    platform = SimpleNamespace(label_states=lambda app_id: list(states))
 
     def model_version(app_id, model_id, version):  # type: ignore[no-untyped-def]
         if model_id != "m":
@@ -134,7 +136,7 @@ def wait(scoring: PoolScoring, job: dict) -> dict:
 
 def test_scoring_the_pool_stores_predictions_to_filter_and_sort(tmp_path: Path) -> None:
     n = 700  # two batches of 512
-    scoring = PoolScoring(fake_curation(n), CurationStore(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    scoring = PoolScoring(fake_curation(n), CurationStore(f"sqlite:///{tmp_path / 'c.db'}"))
     job = wait(scoring, scoring.start("a", "m", "", unlabeled_only=False))
     assert (job["state"], job["scored"], job["total"], job["model_version"]) == ("succeeded", n, n, "2")
     rows, token, total, version = scoring.predictions("a", "m", "", "dog", 0.0, 0.0, "", 100, "")

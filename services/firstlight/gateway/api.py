@@ -863,6 +863,8 @@ class LeaseBody(BaseModel):
     lease_seconds: int = 0
     release_input_id: str = ""
     exclude_input_ids: list[str] = []
+    model_id: str = Field("", description="lease from this model's stored pool scores (unlabeled inputs, most uncertain first) instead of the stream queue")
+    model_version: str = Field("", description="with model_id: the scored version (empty: the one scored most recently)")
 
 
 @router.post(
@@ -877,6 +879,8 @@ async def lease(app_id: str, body: LeaseBody, c: Caller = Depends(caller), cl: C
         lease_seconds=body.lease_seconds,
         release_input_id=body.release_input_id,
         exclude_input_ids=body.exclude_input_ids,
+        model_id=body.model_id,
+        model_version=body.model_version,
     )
     resp = await cl.curation.lease_queue_item(req, key=c.key)
     out = to_json(resp)
@@ -910,7 +914,8 @@ async def scoring_job(app_id: str, job_id: str, c: Caller = Depends(caller), cl:
 @router.get(
     "/apps/{app_id}/curation/predictions",
     tags=["curation"],
-    summary="Stored pool predictions of a model version: by predicted concept and score range, most confident or most uncertain first",
+    summary="Stored pool predictions of a model version: by predicted concept and score range, and the inputs' labels and split now; "
+    "most confident or most uncertain first",
 )
 async def pool_predictions(
     app_id: str,
@@ -920,12 +925,16 @@ async def pool_predictions(
     min_score: float = 0.0,
     max_score: float = 0.0,
     order: Literal["", "score", "uncertainty"] = "",
+    label: list[str] = Query([], description="keep inputs labeled with any of these concepts now"),
+    split: str = "",
+    labeled: Literal["", "any", "labeled", "unlabeled"] = "",
     page_size: int = Query(100, ge=1, le=1000),
     page_token: str = "",
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
     req = curation_pb2.ListPoolPredictionsRequest(
+        filter=input_filter(label, split, labeled),
         app_id=app_id,
         model_id=model_id,
         model_version=model_version,
