@@ -4,10 +4,9 @@ experiment record, cancellation, and a job stopped by shutdown resuming in a new
 
 import time
 
-import numpy as np
 import pytest
 import torch
-from training_doubles import RecordedEvents, training_core
+from training_doubles import DarkLightPeers, RecordedEvents, training_core, wait_for_job
 
 from firstlight.errors import FailedPrecondition
 from firstlight.training.core import CANCELLED, RUNNING, SUCCEEDED
@@ -17,37 +16,16 @@ CONCEPTS = ["dark", "light"]
 TINY = {"architecture": "resnet_scratch", "image_size": "32", "batch_size": "8", "lrate": "0.05", "test_freq": "2"}
 
 
-class FakePlatform:
-    """The peers a deep job reads (labeled inputs, split write-back, images) and its events."""
+class FakePlatform(DarkLightPeers):
+    """The peers a deep job reads, and its events."""
 
-    def __init__(self, n=24):
-        rng = np.random.default_rng(0)
-        self.items = {f"i{k}": (rng.integers(0, 80, (28, 28, 3)) + (150 if k % 2 else 0)).astype(np.uint8) for k in range(n)}
+    def __init__(self) -> None:
+        super().__init__()
         self.events = RecordedEvents()
-
-    def labeled_inputs(self, app_id, concepts):
-        return [(i, ["light" if int(i[1:]) % 2 else "dark"], []) for i in self.items]
-
-    def write_splits(self, app_id, splits_by_input):
-        pass
-
-    def images(self, app_id, input_ids, short_side=0):
-        self.short_side = short_side
-        return {i: self.items[i] for i in input_ids}
 
 
 def _service(tmp_path, platform):
     return training_core(tmp_path, platform, platform.events)
-
-
-def _wait(service, job_id, states, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = service.job(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {service.job(job_id)}")
 
 
 @pytest.fixture
@@ -63,7 +41,7 @@ def test_job_streams_epochs_records_experiment_and_publishes(ready, tmp_path):
     service, platform = ready
     service.create_model("app", "m", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "3"})
     job = service.train("app", "m", "d", {})
-    done = _wait(service, job["id"], (SUCCEEDED,))
+    done = wait_for_job(service, job["id"], (SUCCEEDED,))
     steps = service.log.wait_after(job["id"], 0, 0.1)
     epochs = [s for s in steps if s.epoch]
     assert [s.epoch for s in epochs] == [1, 2, 3] and [bool(s.metrics) for s in epochs] == [False, True, True]
@@ -88,7 +66,7 @@ def test_cancel_running_and_ended(ready):
     while not any(s.epoch for s in service.log.wait_after(job["id"], 0, 1.0)):
         pass
     service.cancel(job["id"])
-    assert _wait(service, job["id"], (CANCELLED,))["state"] == CANCELLED
+    assert wait_for_job(service, job["id"], (CANCELLED,))["state"] == CANCELLED
     with pytest.raises(FailedPrecondition):
         service.cancel(job["id"])
 
@@ -103,7 +81,7 @@ def test_a_cancel_sent_to_another_replica_stops_the_job(ready, tmp_path):
     other = _service(tmp_path, FakePlatform())  # a second replica over the same database
     try:
         other.cancel(job["id"])
-        assert _wait(service, job["id"], (CANCELLED,), timeout=30)["state"] == CANCELLED
+        assert wait_for_job(service, job["id"], (CANCELLED,), timeout=30)["state"] == CANCELLED
     finally:
         other.shutdown()
 
@@ -140,7 +118,7 @@ def test_shutdown_leaves_the_job_running_and_a_new_service_resumes_it(tmp_path):
     platform.events.delay = 0.0
     second = _service(tmp_path, platform)
     second.recover_interrupted_jobs()  # what a new process does at start-up
-    done = _wait(second, job["id"], (SUCCEEDED,))
+    done = wait_for_job(second, job["id"], (SUCCEEDED,))
     resumed = [s.epoch for s in second.log.wait_after(job["id"], 0, 0.1) if s.epoch]
     assert resumed and resumed[0] >= 3 and resumed[-1] == 4
     exp = second.store.get_version("app", "r", int(done["version"]))["train_report"]["experiment"]

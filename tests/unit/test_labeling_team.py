@@ -4,7 +4,6 @@ inputs of a confusion cell, and promotion by hand under the promotion rule."""
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
+from made_images import png
 from sqlalchemy import inspect
 from training_doubles import RecordedEvents
 
@@ -68,12 +67,6 @@ def test_two_labelers_never_hold_the_same_item_and_leases_expire(queue) -> None:
     for bad in ({"holder": ""}, {"holder": "a b"}, {"holder": "x" * 129}, {"holder": "h", "lease_seconds": 5}, {"holder": "h", "lease_seconds": 4000}):
         with pytest.raises(InvalidArgument):
             leases.lease("a", **bad)
-
-
-def png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_labels_record_who_and_when(tmp_path: Path) -> None:

@@ -3,24 +3,16 @@ page's ids (the pages of the version's rows: test_dataset_rows_pages)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from made_images import png
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.errors import InvalidArgument
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.store import MetadataStore, make_engine
-
-
-def png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_list_inputs_narrowed_to_a_page_of_ids(tmp_path: Path) -> None:

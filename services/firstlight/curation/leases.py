@@ -18,14 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Select, and_, delete, insert, select, true, update
 from sqlalchemy.engine import Connection
 
 from firstlight.curation.input_labels import matching as input_labels_matching
 from firstlight.curation.pool_scores import latest_scored_version
-from firstlight.curation.store import QUEUED, input_labels, leases, pool_scores, queue
+from firstlight.curation.store import QUEUED, aware, input_labels, leases, pool_scores, queue
 from firstlight.curation.stream import StreamCuration
 from firstlight.domain import validation
 from firstlight.errors import InvalidArgument
@@ -34,10 +34,6 @@ DEFAULT_LEASE_S = 300
 LEASE_RANGE_S = (10, 3600)
 _HOLDER = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 MAX_EXCLUDED = 1000
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 @dataclass(frozen=True)
@@ -113,7 +109,7 @@ def _queue_waiting(app_id: str) -> Select:
 
 def _queue_item(conn: Connection, app_id: str, input_id: str) -> dict:
     row = conn.execute(select(queue).where(and_(queue.c.app_id == app_id, queue.c.input_id == input_id))).mappings().one()
-    return dict(row, queued_at=_aware(row["queued_at"]))
+    return dict(row, queued_at=aware(row["queued_at"]))
 
 
 def _pool_key(app_id: str, pool: PoolSource) -> tuple:
@@ -132,7 +128,7 @@ def _pool_item(conn: Connection, app_id: str, pool: PoolSource, input_id: str) -
     return {
         "app_id": app_id, "input_id": input_id, "model_id": pool.model_id, "model_version": pool.version,
         "score": r["uncertainty"], "strategy": f"margin, v{pool.version} (scored pool)", "predicted": r["predicted"], "state": QUEUED,
-        "concepts": [], "queued_at": _aware(r["scored_at"]), "round": 0,
+        "concepts": [], "queued_at": aware(r["scored_at"]), "round": 0,
     }  # fmt: skip
 
 

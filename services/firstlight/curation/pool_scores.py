@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from firstlight.curation import input_labels
-from firstlight.curation.store import CurationStore, pool_scores, scoring_jobs
+from firstlight.curation.store import CurationStore, aware, pool_scores, scoring_jobs
 from firstlight.domain import validation
 from firstlight.errors import InvalidArgument, NotFound
 
@@ -233,10 +233,7 @@ def latest_scored_version(conn: Connection, app_id: str, model_id: str) -> str:
 
 def _public(job: dict) -> dict:
     out = {k: v for k, v in job.items() if k != "unlabeled_only"}
-    for k in ("started_at", "finished_at"):  # SQLite drops the zone
-        if out[k] is not None and out[k].tzinfo is None:
-            out[k] = out[k].replace(tzinfo=UTC)
-    return out
+    return dict(out, started_at=aware(out["started_at"]), finished_at=out["finished_at"] and aware(out["finished_at"]))
 
 
 __all__ = ["ANY_LABELS", "LabelFilter", "PoolScoring", "latest_scored_version", "pool_scores", "top_and_margin"]

@@ -136,7 +136,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime) -> datetime:
+def aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
@@ -222,7 +222,7 @@ class CurationStore:
             q = q.where(queue.c.state == state)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(queue.c.seq).offset(offset).limit(limit)).mappings().all()
-        return [dict(r, queued_at=_aware(r["queued_at"])) for r in rows]
+        return [dict(r, queued_at=aware(r["queued_at"])) for r in rows]
 
     def unused_labels(self, app_id: str) -> int:
         with self.engine.connect() as conn:
