@@ -18,7 +18,7 @@ from firstlight.curation.leases import PoolSource, QueueLeases
 from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.ports import LabelState, Scores
 from firstlight.curation.store import CurationStore
-from firstlight.curation.stream import StreamCuration
+from firstlight.curation.stream import Prediction, StreamCuration, make_policy
 from firstlight.errors import InvalidArgument, NotFound
 from firstlight.messaging.bus import ParsedRecord
 from firstlight.v1 import events_pb2
@@ -114,7 +114,13 @@ def test_pool_items_are_leased_most_uncertain_first(scored) -> None:  # type: ig
     stream.record_label_states([("a", LabelState(a["input_id"], ("cat",), 0, 2))])
     carol = [leases.lease("a", f"carol{n}", 60, pool=pool)[0]["input_id"] for n in range(3)]
     assert carol == unlabeled[3:6] and a["input_id"] not in carol  # labeled: never offered again
-    assert leases.lease("a", "bob", 60)[0] is None  # the stream queue is another source (empty here)
+    assert leases.lease("a", "bob", 60)[0] is None  # the stream queue is another source (empty so far)
+    # The stream queues predictions on any input, labeled ones too: such an item's lease holds.
+    stream.set_policy(make_policy("a", "m"))
+    stream.screen([Prediction("a", "m", "3", "i000", {"margin": 0.9}, "cat")])
+    assert leases.lease("a", "bob", 60)[0]["input_id"] == "i000"
+    leases.lease("a", "frank", 60, pool=pool)
+    assert leases.lease("a", "bob", 60)[0]["input_id"] == "i000" and leases.lease("a", "gina", 60)[0] is None
     with pytest.raises(NotFound, match="has not scored the pool"):
         leases.lease("a", "bob", 60, pool=PoolSource("other"))
 

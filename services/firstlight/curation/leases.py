@@ -74,11 +74,14 @@ class QueueLeases:
             expires = now + timedelta(seconds=seconds)
             mine = leases.c.app_id == app_id
             conn.execute(delete(leases).where(mine, leases.c.expires_at <= now))
-            # Leases of items that got a label meanwhile are over (queue items, and pool inputs).
+            # Leases of items that got a label meanwhile are over: queue items no longer waiting,
+            # and pool inputs labeled now (a waiting queue item may be a labeled input: the stream
+            # queues predictions on any input, and its item waits for a label given after it).
+            waiting_ids = select(queue.c.input_id).where(queue.c.app_id == app_id, queue.c.state == QUEUED)
             labeled = select(queue.c.input_id).where(queue.c.app_id == app_id, queue.c.state != QUEUED)
             conn.execute(delete(leases).where(mine, leases.c.input_id.in_(labeled)))
             labeled_now = select(input_labels.c.input_id).where(input_labels.c.app_id == app_id, input_labels.c.labeled == true())
-            conn.execute(delete(leases).where(mine, leases.c.input_id.in_(labeled_now)))
+            conn.execute(delete(leases).where(mine, leases.c.input_id.in_(labeled_now), leases.c.input_id.notin_(waiting_ids)))
             if release:
                 conn.execute(delete(leases).where(mine, leases.c.input_id == release, leases.c.holder == holder))
             held: dict[str, str] = dict(map(tuple, conn.execute(select(leases.c.input_id, leases.c.holder).where(mine))))
