@@ -5,6 +5,7 @@ and is refused in another app, dataset or filter, or edited."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,19 @@ def test_bad_requests_are_named(core: TrainingCore) -> None:
         core.dataset_rows_page("app", "ds", "v9", 10, "", RowFilter())
     with pytest.raises(NotFound, match="does not exist"):
         core.dataset_rows_page("app", "missing", "", 10, "", RowFilter())
+
+
+def test_the_rpc_maps_the_filter_and_the_page(core: TrainingCore) -> None:
+    from firstlight.training.servicer import TrainingServicer
+    from firstlight.v1 import common_pb2, training_pb2
+
+    servicer = TrainingServicer(core)
+    flt = common_pb2.InputFilter(concepts=["cat"], labeled=common_pb2.LABELED_FILTER_LABELED)
+    req = training_pb2.ListDatasetRowsRequest(app_id="app", dataset_id="ds", page_size=4, filter=flt)
+    first = asyncio.run(servicer.ListDatasetRows(req, None))
+    assert (first.version, first.total_size, [r.input_id for r in first.rows]) == ("v1", 9, ["i00", "i03", "i06", "i09"])
+    req.page_token = first.next_page_token
+    second = asyncio.run(servicer.ListDatasetRows(req, None))
+    assert [r.input_id for r in second.rows] == ["i12", "i15", "i18", "i21"] and second.rows[0].split == common_pb2.SPLIT_TRAIN
+    whole = asyncio.run(servicer.ListDatasetRows(training_pb2.ListDatasetRowsRequest(app_id="app", dataset_id="ds"), None))
+    assert len(whole.rows) == whole.total_size == 25 and not whole.next_page_token  # page_size 0: as before paging

@@ -5,6 +5,7 @@ source is leased like the stream queue; a scoring job cut by a restart is resume
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -163,3 +164,20 @@ def test_a_scoring_job_cut_by_a_restart_is_resumed(tmp_path: Path, monkeypatch: 
     assert sorted(seen) == IDS[first_batch:]  # the first batch was kept, not scored again
     assert second.predictions("a", "m", "3", "", 0.0, 0.0, "", 100, "")[2] == N
     assert second.resume_interrupted() == []
+
+
+def test_the_rpcs_map_the_label_filter_the_pool_source_and_resumed(tmp_path: Path) -> None:
+    from firstlight.curation.servicer import CurationServicer
+    from firstlight.v1 import common_pb2, curation_pb2
+
+    servicer = CurationServicer(curation(), StreamCuration(CurationStore(f"sqlite:///{tmp_path / 'c.db'}")))  # type: ignore[arg-type]
+    job = asyncio.run(servicer.ScorePool(curation_pb2.ScorePoolRequest(app_id="a", model_id="m"), None))
+    assert finished(servicer.scoring, job.id)["state"] == "succeeded"  # type: ignore[arg-type]
+    flt = common_pb2.InputFilter(labeled=common_pb2.LABELED_FILTER_UNLABELED, split=common_pb2.SPLIT_UNSPECIFIED)
+    req = curation_pb2.ListPoolPredictionsRequest(app_id="a", model_id="m", order="uncertainty", page_size=100, filter=flt)
+    unlabeled = asyncio.run(servicer.ListPoolPredictions(req, None))
+    assert unlabeled.total_size == N // 2 and all(int(p.input_id[1:]) % 2 for p in unlabeled.predictions)
+    leased = asyncio.run(servicer.LeaseQueueItem(curation_pb2.LeaseQueueItemRequest(app_id="a", holder="h", model_id="m"), None))
+    assert (leased.item.input_id, leased.item.model_version) == (unlabeled.predictions[0].input_id, "3")
+    got = asyncio.run(servicer.GetScoringJob(curation_pb2.GetScoringJobRequest(app_id="a", job_id=job.id), None))
+    assert (got.state, got.resumed, got.progress) == ("succeeded", False, 1.0)
