@@ -130,7 +130,7 @@ def _pool_item(conn: Connection, app_id: str, pool: PoolSource, input_id: str) -
     r = conn.execute(select(pool_scores).where(*_pool_key(app_id, pool), pool_scores.c.input_id == input_id)).mappings().one()
     return {
         "app_id": app_id, "input_id": input_id, "model_id": pool.model_id, "model_version": pool.version,
-        "score": r["uncertainty"], "strategy": f"margin, v{pool.version} (scored pool)", "predicted": r["predicted"], "state": QUEUED,
+        "score": r["uncertainty"], "strategy": f"margin, v{pool.version}, scored pool", "predicted": r["predicted"], "state": QUEUED,
         "concepts": [], "queued_at": aware(r["scored_at"]), "round": 0,
     }  # fmt: skip
 
