@@ -399,6 +399,19 @@ def test_queue_leases_labelers_scoring_promotion_and_cells(gw: httpx.Client, key
     assert unsure == sorted(unsure, reverse=True)
     r = gw.get(f"/v1/apps/{A}/curation/predictions", params={"model_id": "animals", "min_score": 0.9, "max_score": 0.1}, headers=h)
     assert r.status_code == 400
+    assert done["resumed"] is False
+    # The prediction filters combine with the label and split filters (one query in curation).
+    labeled = {i["id"] for i in gw.get(f"/v1/apps/{A}/inputs", params={"labeled": "labeled", "page_size": 1000}, headers=h).json()["inputs"]}
+    params = {"model_id": "animals", "order": "uncertainty", "page_size": 1000}
+    unl = gw.get(f"/v1/apps/{A}/curation/predictions", params={**params, "labeled": "unlabeled"}, headers=h).json()["predictions"]
+    lab = gw.get(f"/v1/apps/{A}/curation/predictions", params={**params, "labeled": "labeled", "concept": "cat"}, headers=h).json()["predictions"]
+    assert unl and not {p["input_id"] for p in unl} & labeled and {p["input_id"] for p in lab} <= labeled
+    assert all(p["predicted_concept"] == "cat" for p in lab)
+    # The stored scores as a labeling source are leased too: two labelers get two unlabeled inputs,
+    # most uncertain first (stream items still leased to alice, bob or carol are passed over).
+    dan, eve = (gw.post(f"/v1/apps/{A}/curation/queue/lease", json={"holder": who, "model_id": "animals"}, headers=h).json()["item"] for who in ("dan", "eve"))
+    rank = [p["input_id"] for p in unl]
+    assert rank.index(dan["input_id"]) < rank.index(eve["input_id"]) and dan["model_version"] == done["model_version"], (dan, eve)
     assert gw.get(f"/v1/apps/{A}/curation/score-pool/nope", headers=h).status_code == 404
     # A confusion cell: exactly the inputs of true X predicted as Y, as many as the matrix counts.
     ev = gw.get(f"/v1/apps/{A}/models/animals/versions/serving/evaluations/test", headers=h).json()

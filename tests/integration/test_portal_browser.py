@@ -408,6 +408,13 @@ def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-u
     scores = [float(t.text) for t in d.find_elements(By.CSS_SELECTOR, "#grid .tile .score")]
     assert scores and max(scores) <= 1.0
     shot(d, "13e-gallery-by-prediction")
+    # The label filters apply to the predictions too (one query in curation): unlabeled cats only.
+    Select(d.find_element(By.ID, "filter-labeled")).select_by_value("unlabeled")
+    wait(d, lambda d: "labeled=unlabeled" in d.current_url and "predicted=cat" in d.current_url, what="label filter with the prediction filter")
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#grid .tile") or "No inputs match" in d.find_element(By.ID, "sentinel").text, what="unlabeled cats")
+    for t in d.find_elements(By.CSS_SELECTOR, "#grid .tile")[:8]:
+        assert api.get(f"/v1/apps/{APP}/inputs/{t.get_attribute('data-id')}").json()["concepts"] == []
+    Select(d.find_element(By.ID, "filter-labeled")).select_by_value("")
     # The same stored scores as a labeling source: the most uncertain unlabeled input first.
     d.get(f"{base}/portal/apps/{APP}/queue?source=scores&model=animals")
     wait(d, lambda d: "uncertainty" in d.find_element(By.ID, "queue-item").text and "v" in d.find_element(By.ID, "queue-item").text, what="pool item")

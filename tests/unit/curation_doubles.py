@@ -1,4 +1,4 @@
-"""The curation core's Training port over an in-process TrainingService: the code the training
+"""The curation core's Training port over an in-process training core: the code the training
 RPCs call, so unit tests exercise curation against real training logic without a server
 (the service itself reaches training through ``curation.peers`` over gRPC)."""
 
@@ -10,11 +10,12 @@ import numpy as np
 
 from firstlight.curation.ports import Job, ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import NotFound
+from firstlight.training.core import RowFilter
 
 
 class InProcessTraining:
     def __init__(self, service) -> None:  # type: ignore[no-untyped-def]
-        self.service = service  # firstlight.training.service.TrainingService
+        self.service = service  # firstlight.training.core.TrainingCore
 
     def model(self, app_id: str, model_id: str) -> ModelInfo:
         m = self.service.model(app_id, model_id)
@@ -32,7 +33,7 @@ class InProcessTraining:
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Row]:
         try:
-            _, rows = self.service.dataset_rows(app_id, dataset_id, version)
+            rows = self.service.dataset_rows_page(app_id, dataset_id, version, 0, "", RowFilter()).rows
         except NotFound:
             return []
         return [Row(r.input_id, list(r.concepts), int(r.split)) for r in rows]

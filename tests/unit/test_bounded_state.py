@@ -12,12 +12,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import func, select
 
 from firstlight.curation import core as curation_core
 from firstlight.curation import pool_scores
 from firstlight.curation.core import Curation
 from firstlight.curation.pool_scores import PoolScoring
-from firstlight.curation.store import CurationStore
+from firstlight.curation.store import CurationStore, scoring_jobs
 from firstlight.hosting.auth import RateLimiter
 from firstlight.training import core as training_core
 from firstlight.training.core import JobLog, Progress
@@ -26,16 +27,16 @@ from firstlight.training.core import JobLog, Progress
 def _scoring(tmp_path: Path) -> PoolScoring:
     """PoolScoring over an app with no inputs (each job finishes at once)."""
     curation = SimpleNamespace(
-        platform=SimpleNamespace(inputs=lambda app_id, labeled=None, split=0: []),
+        platform=SimpleNamespace(inputs=lambda app_id, labeled=None, split=0: [], label_states=lambda app_id: []),
         _model_version=lambda app_id, model_id, version: (SimpleNamespace(concepts=["cat"]), "1"),
         training=SimpleNamespace(scores=lambda *a: SimpleNamespace(version="1")),
     )
-    return PoolScoring(curation, CurationStore(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    return PoolScoring(curation, CurationStore(f"sqlite:///{tmp_path / 'c.db'}"))
 
 
 def _finished(scoring: PoolScoring, job: dict) -> dict:
     for _ in range(500):
-        if scoring._jobs[job["id"]]["finished_at"] is not None:
+        if scoring.job(job["app_id"], job["id"])["state"] != "running":
             return job
         time.sleep(0.01)
     raise AssertionError("scoring did not finish")
@@ -69,7 +70,8 @@ def test_finished_scoring_jobs_are_bounded(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(pool_scores, "MAX_JOBS", 3)
     scoring = _scoring(tmp_path)
     jobs = [_finished(scoring, scoring.start("a", "m", "", unlabeled_only=False)) for _ in range(6)]
-    assert len(scoring._jobs) <= 4  # the cap, plus the job just started
+    with scoring.engine.connect() as conn:  # the cap, plus the job just started
+        assert conn.execute(select(func.count()).select_from(scoring_jobs)).scalar_one() <= 4
     assert scoring.job("a", jobs[-1]["id"])["state"] == "succeeded"
     with pytest.raises(Exception, match="does not exist"):
         scoring.job("a", jobs[0]["id"])

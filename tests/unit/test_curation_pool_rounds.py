@@ -12,14 +12,14 @@ from datetime import UTC
 import numpy as np
 import pytest
 from curation_doubles import InProcessTraining
+from training_doubles import training_core
 
 from firstlight.curation import simulate, strategies
 from firstlight.curation.core import Curation
 from firstlight.curation.store import CurationStore
 from firstlight.domain.heads.transfer import TransferModel, TransferSettings, train_transfer
 from firstlight.errors import FailedPrecondition
-from firstlight.training.service import SUCCEEDED, TrainingService
-from firstlight.training.store import TrainingStore
+from firstlight.training.core import SUCCEEDED
 
 APP = "app"
 CONCEPTS = ["a", "b", "c"]
@@ -45,23 +45,22 @@ class FakePlatform:
         return [(i, cs, s) for i, (cs, s) in self.rows.items() if labeled is None or bool(cs) == labeled]
 
     def labeled_inputs(self, app_id, concepts):
-        return [(i, cs) for i, cs, _ in self.inputs(app_id, labeled=True)]
+        return [(i, cs, []) for i, cs, _ in self.inputs(app_id, labeled=True)]  # no boxes
 
     def vectors(self, app_id, input_ids):
         return {i: self.vecs[i] for i in input_ids}
 
+    def vectors_of(self, app_id, input_ids):  # training's read: the vectors and their model (the backbone)
+        return self.vectors(app_id, input_ids), ""
+
     def write_splits(self, app_id, splits_by_input):
         self.written = dict(splits_by_input)
-
-    def publish_version(self, *args, **kwargs):
-        pass
 
 
 @pytest.fixture
 def world(tmp_path):
     platform = FakePlatform()
-    store = TrainingStore(f"sqlite:///{tmp_path / 'training.db'}")
-    service = TrainingService(store, platform, tmp_path / "repo", workers=1)
+    service = training_core(tmp_path, platform)
     curation = Curation(platform, InProcessTraining(service), CurationStore(f"sqlite:///{tmp_path / 'curation.db'}"))
     service.create_model(APP, "m", "transfer_classifier", CONCEPTS, {})
     yield platform, service, curation

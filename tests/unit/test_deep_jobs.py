@@ -1,60 +1,31 @@
-"""Deep jobs in the TrainingService with an in-memory platform double (the integration test does
+"""Deep jobs in the training core with in-memory peers and events (the integration test does
 the same through the real services): progress rows with ETA and the Kafka event per epoch, the
 experiment record, cancellation, and a job stopped by shutdown resuming in a new service instance."""
 
 import time
 
-import numpy as np
 import pytest
 import torch
+from training_doubles import DarkLightPeers, RecordedEvents, training_core, wait_for_job
 
 from firstlight.errors import FailedPrecondition
-from firstlight.training.service import CANCELLED, RUNNING, SUCCEEDED, TrainingService
-from firstlight.training.store import TrainingStore
+from firstlight.training.core import CANCELLED, RUNNING, SUCCEEDED
 
 torch.set_num_threads(1)
 CONCEPTS = ["dark", "light"]
 TINY = {"architecture": "resnet_scratch", "image_size": "32", "batch_size": "8", "lrate": "0.05", "test_freq": "2"}
 
 
-class FakePlatform:
-    def __init__(self, n=24):
-        rng = np.random.default_rng(0)
-        self.items = {f"i{k}": (rng.integers(0, 80, (28, 28, 3)) + (150 if k % 2 else 0)).astype(np.uint8) for k in range(n)}
-        self.events, self.published = [], []
-        self.delay = 0.0
+class FakePlatform(DarkLightPeers):
+    """The peers a deep job reads, and its events."""
 
-    def labeled_inputs(self, app_id, concepts):
-        return [(i, ["light" if int(i[1:]) % 2 else "dark"], []) for i in self.items]
-
-    def write_splits(self, app_id, splits_by_input):
-        pass
-
-    def images(self, app_id, input_ids, short_side=0):
-        self.short_side = short_side
-        return {i: self.items[i] for i in input_ids}
-
-    def publish_progress(self, event):
-        self.events.append(event)
-        time.sleep(self.delay)
-
-    def publish_version(self, *args, **kwargs):
-        self.published.append((args, kwargs))
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = RecordedEvents()
 
 
 def _service(tmp_path, platform):
-    store = TrainingStore(f"sqlite:///{tmp_path / 'training.db'}")
-    return TrainingService(store, platform, tmp_path / "repo", workers=1, work_root=tmp_path / "jobs")
-
-
-def _wait(service, job_id, states, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = service.job(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {service.job(job_id)}")
+    return training_core(tmp_path, platform, platform.events)
 
 
 @pytest.fixture
@@ -66,43 +37,43 @@ def ready(tmp_path):
     service.shutdown()
 
 
-def test_job_streams_epochs_records_experiment_and_publishes(ready):
+def test_job_streams_epochs_records_experiment_and_publishes(ready, tmp_path):
     service, platform = ready
     service.create_model("app", "m", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "3"})
     job = service.train("app", "m", "d", {})
-    done = _wait(service, job["id"], (SUCCEEDED,))
+    done = wait_for_job(service, job["id"], (SUCCEEDED,))
     steps = service.log.wait_after(job["id"], 0, 0.1)
     epochs = [s for s in steps if s.epoch]
     assert [s.epoch for s in epochs] == [1, 2, 3] and [bool(s.metrics) for s in epochs] == [False, True, True]
     assert epochs[0].eta_seconds > 0 and epochs[-1].eta_seconds == 0
-    assert [e.epoch for e in platform.events if e.epoch] == [1, 2, 3] and platform.events[-1].state == SUCCEEDED
+    assert [e.epoch for e in platform.events.progress if e.epoch] == [1, 2, 3] and platform.events.progress[-1].state == SUCCEEDED
     v = service.store.get_version("app", "m", int(done["version"]))
     exp = v["train_report"]["experiment"]
     assert exp["hyperparameters"]["architecture"] == "resnet_scratch" and exp["dataset_version"] == v["dataset_version"]
     assert {"train_seconds", "export_seconds", "total_seconds", "fetch_seconds"} <= set(exp["timings"])
     assert "accuracy" in exp["test"] and len(exp["history"]) == 3
     assert platform.short_side == round(32 * 256 / 224)  # images shrink to what the template uses
-    (args, kwargs) = platform.published[-1]
-    assert kwargs == {"kind": "classifier", "image_size": 32}
-    assert (service.repository / args[3] / done["version"] / "model.pt").exists()
+    announced = platform.events.ready[-1]
+    assert (announced.kind, announced.image_size) == ("classifier", 32)
+    assert (tmp_path / "repo" / announced.triton_model / done["version"] / "model.pt").exists()
 
 
 def test_cancel_running_and_ended(ready):
     service, platform = ready
-    platform.delay = 0.5  # slow epochs down so the cancel lands mid-job
+    platform.events.delay = 0.5  # slow epochs down so the cancel lands mid-job
     service.create_model("app", "c", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "50"})
     job = service.train("app", "c", "d", {})
     while not any(s.epoch for s in service.log.wait_after(job["id"], 0, 1.0)):
         pass
     service.cancel(job["id"])
-    assert _wait(service, job["id"], (CANCELLED,))["state"] == CANCELLED
+    assert wait_for_job(service, job["id"], (CANCELLED,))["state"] == CANCELLED
     with pytest.raises(FailedPrecondition):
         service.cancel(job["id"])
 
 
 def test_a_cancel_sent_to_another_replica_stops_the_job(ready, tmp_path):
     service, platform = ready
-    platform.delay = 0.5
+    platform.events.delay = 0.5
     service.create_model("app", "x", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "50"})
     job = service.train("app", "x", "d", {})
     while not any(s.epoch for s in service.log.wait_after(job["id"], 0, 1.0)):
@@ -110,7 +81,7 @@ def test_a_cancel_sent_to_another_replica_stops_the_job(ready, tmp_path):
     other = _service(tmp_path, FakePlatform())  # a second replica over the same database
     try:
         other.cancel(job["id"])
-        assert _wait(service, job["id"], (CANCELLED,), timeout=30)["state"] == CANCELLED
+        assert wait_for_job(service, job["id"], (CANCELLED,), timeout=30)["state"] == CANCELLED
     finally:
         other.shutdown()
 
@@ -137,17 +108,17 @@ def test_shutdown_leaves_the_job_running_and_a_new_service_resumes_it(tmp_path):
     first = _service(tmp_path, platform)
     first.create_dataset("app", "d", fractions=(0.5, 0.25, 0.25))
     first.create_model("app", "r", "visual_classifier", CONCEPTS, {**TINY, "num_epochs": "4"})
-    platform.delay = 0.3
+    platform.events.delay = 0.3
     job = first.train("app", "r", "d", {})
     while not [s for s in first.log.wait_after(job["id"], 0, 1.0) if s.epoch >= 2]:
         pass
     first.shutdown()  # what SIGTERM does: stop between batches, keep the job RUNNING
     time.sleep(1.0)
     assert first.job(job["id"])["state"] == RUNNING
-    platform.delay = 0.0
+    platform.events.delay = 0.0
     second = _service(tmp_path, platform)
     second.recover_interrupted_jobs()  # what a new process does at start-up
-    done = _wait(second, job["id"], (SUCCEEDED,))
+    done = wait_for_job(second, job["id"], (SUCCEEDED,))
     resumed = [s.epoch for s in second.log.wait_after(job["id"], 0, 0.1) if s.epoch]
     assert resumed and resumed[0] >= 3 and resumed[-1] == 4
     exp = second.store.get_version("app", "r", int(done["version"]))["train_report"]["experiment"]

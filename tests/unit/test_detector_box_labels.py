@@ -3,6 +3,7 @@ accepted region forms; the integration test runs the same path through the real 
 
 import numpy as np
 import pytest
+from training_doubles import training_core
 
 from firstlight.domain.errors import InsufficientData
 from firstlight.domain.splits import dataset_version_id
@@ -11,8 +12,7 @@ from firstlight.sdk import DetectedRegion, region_protos
 from firstlight.training.deep.context import Box
 from firstlight.training.deep.detector import _check_boxes
 from firstlight.training.deep.jobs import _split, fetch_regions
-from firstlight.training.service import TrainingService
-from firstlight.training.store import DatasetRow, TrainingStore
+from firstlight.training.store import DatasetRow
 from firstlight.v1 import common_pb2
 
 
@@ -73,7 +73,7 @@ def test_a_dataset_version_freezes_box_labels(tmp_path) -> None:
     concepts = {f"i{k}": ["cat" if k % 2 else "dog"] for k in range(40)}
     boxes = {i: [(cs[0], 0.1, 0.1, 0.6, 0.6), ("tree", 0.0, 0.0, 1.0, 1.0)] for i, cs in concepts.items()}
     platform = LabeledPlatform(boxes, concepts)
-    service = TrainingService(TrainingStore(f"sqlite:///{tmp_path / 't.db'}"), platform, tmp_path / "repo", workers=1)
+    service = training_core(tmp_path, platform)
     try:
         ds = service.create_dataset("app", "ds", concepts=["cat", "dog"], seed=0)
         assert all(r.regions == [(r.concepts[0], 0.1, 0.1, 0.6, 0.6)] for r in ds["rows"])  # "tree" not wanted

@@ -4,7 +4,6 @@ inputs of a confusion cell, and promotion by hand under the promotion rule."""
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,14 +11,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from PIL import Image
+from made_images import png
 from sqlalchemy import inspect
+from training_doubles import RecordedEvents
 
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
 from firstlight.curation.leases import QueueLeases
 from firstlight.curation.pool_scores import PoolScoring, top_and_margin
-from firstlight.curation.ports import Scores
+from firstlight.curation.ports import LabelState, Scores
 from firstlight.curation.store import CurationStore
 from firstlight.curation.stream import Prediction, StreamCuration, make_policy
 from firstlight.domain import evaluation
@@ -69,12 +69,6 @@ def test_two_labelers_never_hold_the_same_item_and_leases_expire(queue) -> None:
             leases.lease("a", **bad)
 
 
-def png(seed: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_labels_record_who_and_when(tmp_path: Path) -> None:
     core = Ingestion(MetadataStore(make_engine(f"sqlite:///{tmp_path / 'm.db'}")), LocalBlobStore(tmp_path / "b"), ImageLimits())
     core.create_app("app")
@@ -108,7 +102,9 @@ def fake_curation(n: int):  # type: ignore[no-untyped-def]
     training service's model lookup and scores (here p(cat) = (k+1)/(n+1) for input k)."""
     ids = [f"i{k:03d}" for k in range(n)]
     vec = {i: np.array([k + 1.0, n - k], np.float32) for k, i in enumerate(ids)}
-    platform = SimpleNamespace(inputs=lambda app_id, labeled=None, split=0: [(i, [], 0) for i in ids if labeled is not False or int(i[1:]) % 2])
+    # odd inputs unlabeled; even ones labeled "cat" (split 1 or 2 by k % 4), at revision 1
+    states = [LabelState(i, () if k % 2 else ("cat",), 0 if k % 2 else 1 + (k % 4) // 2, 1) for k, i in enumerate(ids)]
+    platform = SimpleNamespace(label_states=lambda app_id: list(states))
 
     def model_version(app_id, model_id, version):  # type: ignore[no-untyped-def]
         if model_id != "m":
@@ -133,7 +129,7 @@ def wait(scoring: PoolScoring, job: dict) -> dict:
 
 def test_scoring_the_pool_stores_predictions_to_filter_and_sort(tmp_path: Path) -> None:
     n = 700  # two batches of 512
-    scoring = PoolScoring(fake_curation(n), CurationStore(f"sqlite:///{tmp_path / 'c.db'}").engine)
+    scoring = PoolScoring(fake_curation(n), CurationStore(f"sqlite:///{tmp_path / 'c.db'}"))
     job = wait(scoring, scoring.start("a", "m", "", unlabeled_only=False))
     assert (job["state"], job["scored"], job["total"], job["model_version"]) == ("succeeded", n, n, "2")
     rows, token, total, version = scoring.predictions("a", "m", "", "dog", 0.0, 0.0, "", 100, "")
@@ -174,20 +170,12 @@ def test_confusion_cells_know_their_inputs() -> None:
     assert preds[1] == ("b", "cat", "dog", pytest.approx(0.8))
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.ready: list = []
-
-    def version_ready(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.ready.append(event)
-
-
 def test_promotion_by_hand_is_guarded_by_the_rule(tmp_path: Path) -> None:
     from firstlight.training.core import TrainingCore
     from firstlight.training.store import TrainingStore
 
     store = TrainingStore(f"sqlite:///{tmp_path / 't.db'}")
-    events = FakeEvents()
+    events = RecordedEvents()
     core = TrainingCore(store, peers=None, events=events, runners=[], work_root=tmp_path / "jobs")  # type: ignore[arg-type]
     store.insert_model("a", "m", "transfer_classifier", ["cat", "dog"], {})
     for v, acc in ((1, 0.8), (2, 0.7), (3, 0.9)):

@@ -42,6 +42,8 @@ SHAPES = {
 }
 #: what a column added by a migration holds in the rows that were there before it (else NULL)
 ADDED_DEFAULTS = {("apps", "embedding_model"): "", ("inputs", "regions"): None, ("dataset_rows", "regions"): None, ("jobs", "cancel_requested"): False}
+#: tables an upgrade fills from the rows already there (the others it makes start empty)
+BACKFILLED = {"dataset_row_concepts"}
 
 NewDatabase = Callable[[], str]
 
@@ -126,7 +128,10 @@ def test_a_legacy_store_is_stamped_and_upgraded_in_place(new_database: NewDataba
         assert kept == old, table  # every value as it was
         for column in set(after[table][0]) - set(old[0]):
             assert after[table][0][column] == ADDED_DEFAULTS.get((table, column)), (table, column)
-    assert all(not after[t] for t in set(after) - set(before))  # tables the upgrade made are empty
+    assert all(not after[t] for t in set(after) - set(before) - BACKFILLED)  # tables the upgrade made are empty
+    if "dataset_rows" in before:  # one (row, concept) pair per frozen concept
+        row = before["dataset_rows"][0]
+        assert sorted((r["input_id"], r["concept"]) for r in after["dataset_row_concepts"]) == [(row["input_id"], c) for c in sorted(row["concepts"])]
 
     # today's code reads and writes the upgraded data
     if kind == "ingestion":
@@ -144,6 +149,7 @@ def test_a_legacy_store_is_stamped_and_upgraded_in_place(new_database: NewDataba
         assert training.get_job("jobs.id")["cancel_requested"] in (False, True)  # type: ignore[index]
         [frozen] = training.dataset_rows("app", "dataset_rows.dataset_id", "dataset_rows.version")
         assert frozen.concepts == ["cat", "dog"]
+        assert training.dataset_rows_page("app", "dataset_rows.dataset_id", "dataset_rows.version", 0, 10, concepts=["dog"]) == ([frozen], 1)
         training.save_dataset("app", "ds", "v1", {"seed": 1}, [training_store.DatasetRow("a", ["cat"], 1, [])])
         assert training.dataset_rows("app", "ds", "v1") == [training_store.DatasetRow("a", ["cat"], 1, [])]
         curation = curation_store.CurationStore(engine=engine)

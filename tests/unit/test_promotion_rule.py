@@ -49,58 +49,21 @@ def test_first_version_missing_metrics_and_direction() -> None:
 def test_deep_jobs_follow_the_policy_of_their_training_request(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A deep version is kept out when the request's policy asks for a gain it cannot make (deep
     jobs used to ignore the policy and promote on >=)."""
-    from firstlight.training.service import SUCCEEDED, TrainingService
-    from firstlight.training.store import TrainingStore
+    from training_doubles import DarkLightPeers, RecordedEvents, training_core, wait_for_job
 
-    platform = _Platform()
-    service = TrainingService(TrainingStore(f"sqlite:///{tmp_path / 't.db'}"), platform, tmp_path / "repo", workers=1, work_root=tmp_path / "jobs")
+    from firstlight.training.core import SUCCEEDED
+
+    platform, events = DarkLightPeers(), RecordedEvents()
+    service = training_core(tmp_path, platform, events)
     try:
         service.create_dataset("app", "d", fractions=(0.5, 0.25, 0.25))
         tiny = {"architecture": "resnet_scratch", "image_size": "32", "batch_size": "8", "lrate": "0.05", "num_epochs": "1"}
         service.create_model("app", "m", "visual_classifier", ["dark", "light"], tiny)
-        first = _wait(service, service.train("app", "m", "d", {})["id"], (SUCCEEDED,))
-        second = _wait(service, service.train("app", "m", "d", {}, promotion=("accuracy", 1.0))["id"], (SUCCEEDED,))
+        first = wait_for_job(service, service.train("app", "m", "d", {})["id"], (SUCCEEDED,))
+        second = wait_for_job(service, service.train("app", "m", "d", {}, promotion=("accuracy", 1.0))["id"], (SUCCEEDED,))
         v2 = service.store.get_version("app", "m", int(second["version"]))
         assert service.model("app", "m")["serving_version"] == first["version"]
         assert v2["promotion_note"].startswith("kept the serving version: accuracy") and "vs serving v1" in v2["promotion_note"]
-        assert platform.published[-1][0][5] is False  # announced as not serving
+        assert events.ready[-1].serving is False  # announced as not serving
     finally:
         service.shutdown()
-
-
-class _Platform:
-    """The training service's platform, in memory (as in test_deep_jobs)."""
-
-    def __init__(self, n: int = 24) -> None:
-        import numpy as np
-
-        rng = np.random.default_rng(0)
-        self.items = {f"i{k}": (rng.integers(0, 80, (28, 28, 3)) + (150 if k % 2 else 0)).astype(np.uint8) for k in range(n)}
-        self.published: list = []
-
-    def labeled_inputs(self, app_id, concepts):  # type: ignore[no-untyped-def]
-        return [(i, ["light" if int(i[1:]) % 2 else "dark"], []) for i in self.items]
-
-    def write_splits(self, app_id, splits_by_input) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def images(self, app_id, input_ids, short_side=0):  # type: ignore[no-untyped-def]
-        return {i: self.items[i] for i in input_ids}
-
-    def publish_progress(self, event) -> None:  # type: ignore[no-untyped-def]
-        pass
-
-    def publish_version(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self.published.append((args, kwargs))
-
-
-def _wait(service, job_id, states, timeout=120):  # type: ignore[no-untyped-def]
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = service.job(job_id)
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {service.job(job_id)}")

@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from training_doubles import RecordedEvents
 
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
-from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, TrainingCore
-from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores, VersionReady
+from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, RowFilter, TrainingCore
+from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores
 
 CONCEPTS = ["cat", "dog"]
 
@@ -50,6 +51,14 @@ class FakeStore:
 
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Any]:
         return next((d["rows"] for d in self.datasets.get((app_id, dataset_id), []) if d["version"] == version), [])
+
+    def has_dataset_version(self, app_id: str, dataset_id: str, version: str) -> bool:
+        return any(d["version"] == version for d in self.datasets.get((app_id, dataset_id), []))
+
+    def dataset_rows_page(self, app_id: str, dataset_id: str, version: str, offset: int, limit: int | None, **flt: Any) -> tuple[list[Any], int]:
+        assert flt == {"concepts": (), "split": 0, "labeled": None}  # the filters: test_dataset_rows_pages, on the real store
+        rows = self.dataset_rows(app_id, dataset_id, version)
+        return rows[offset : None if limit is None else offset + limit], len(rows)
 
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict[str, Any]) -> dict[str, Any]:
         m = {"app_id": app_id, "id": model_id, "template": template, "concepts": concepts, "settings": settings, "serving_version": ""}
@@ -128,18 +137,6 @@ class FakePeers:
         raise AssertionError("not used")
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.ready: list[VersionReady] = []
-        self.progress: list[JobProgressed] = []
-
-    def version_ready(self, event: VersionReady) -> None:
-        self.ready.append(event)
-
-    def job_progressed(self, event: JobProgressed) -> None:
-        self.progress.append(event)
-
-
 class FakeRunner:
     """A template whose next candidates' metrics the test sets; ``gate`` holds a job mid-run."""
 
@@ -189,7 +186,7 @@ class FakeRunner:
 
 class World:
     def __init__(self, tmp_path: Path) -> None:
-        self.store, self.peers, self.events = FakeStore(), FakePeers(), FakeEvents()
+        self.store, self.peers, self.events = FakeStore(), FakePeers(), RecordedEvents()
         self.heads = FakeRunner(("head_template",), "accuracy")
         self.deep = FakeRunner(("deep_template",), "map_50", resumable=True, progress_events=True)
         self.core = self.build(tmp_path)
@@ -329,10 +326,11 @@ def test_what_the_curation_service_reads(world: World) -> None:
     world.wait(world.core.train("app", "g", "d", {})["id"])
     with pytest.raises(FailedPrecondition, match="not a head"):
         world.core.score_inputs("app", "g", "1", ["i1"])
-    version, rows = world.core.dataset_rows("app", "d", "")
-    assert world.core.dataset_rows("app", "d", version) == (version, rows) and len(rows) == 20
+    whole = world.core.dataset_rows_page("app", "d", "", 0, "", RowFilter())
+    assert world.core.dataset_rows_page("app", "d", whole.version, 0, "", RowFilter()) == whole
+    assert len(whole.rows) == whole.total == 20 and not whole.next_token  # page size 0: the whole version
     with pytest.raises(NotFound):
-        world.core.dataset_rows("app", "d", "ds-nope")
+        world.core.dataset_rows_page("app", "d", "ds-nope", 0, "", RowFilter())
     with pytest.raises(NotFound, match="no stored evaluation"):
         world.core.stored_evaluation("app", "m", "1", 2)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from firstlight.messaging import topics
-from firstlight.training.events import BusEvents, PlatformEvents
+from firstlight.training.events import BusEvents
 from firstlight.training.ports import JobProgressed, VersionReady
 from firstlight.v1 import events_pb2
 
@@ -35,21 +35,3 @@ def test_version_ready_and_progress_go_to_their_topics_keyed_by_app() -> None:
     # one id per epoch row and one for the end: a redelivered row is recognised
     assert (epoch.header.idempotency_key, end.header.idempotency_key) == ("job1/2/2", "job1/end/3")
     assert ready.header.idempotency_key == "app/m/3" and ready.header.producer == "training"
-
-
-class OldPlatform:
-    def __init__(self) -> None:
-        self.published: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-    def publish_version(self, *args: Any, **kwargs: Any) -> None:
-        self.published.append((args, kwargs))
-
-
-def test_a_platform_of_the_older_surface_gets_the_same_announcements() -> None:
-    platform = OldPlatform()
-    events = PlatformEvents(platform)
-    events.version_ready(VersionReady("app", "m", "1", "fl.app.m", ["a", "b"], False, "sigmoid"))
-    events.version_ready(VersionReady("app", "m", "2", "fl.app.m", ["a", "b"], True, "softmax", embedding_model="emb@1"))
-    events.job_progressed(JobProgressed("app", "j", "m", 3))  # no publish_progress: nothing to do
-    assert platform.published[0] == (("app", "m", "1", "fl.app.m", ["a", "b"], False, "sigmoid"), {})
-    assert platform.published[1][1] == {"embedding_model": "emb@1"}

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from firstlight.curation.ports import LabelState
 from firstlight.curation.stream import Prediction, QueuedItem, Rounds, StreamCuration, StreamDrift, StreamDriftReport
 from firstlight.domain import validation
 from firstlight.errors import FirstlightError
@@ -112,6 +113,7 @@ class StreamHandlers:
     def on_annotations(self, records: list[ParsedRecord[events_pb2.AnnotationsChanged]]) -> list[PoisonMessage | None]:
         outcomes: list[PoisonMessage | None] = []
         changes = []
+        states: list[tuple[str, LabelState]] = []
         for r in records:
             ev = r.message
             if not (ev.app_id and ev.input_id):
@@ -119,6 +121,8 @@ class StreamHandlers:
                 continue
             outcomes.append(None)
             changes.append((ev.app_id, ev.input_id, list(ev.concepts)))
+            states.append((ev.app_id, LabelState(ev.input_id, tuple(ev.concepts), int(ev.split), int(ev.label_revision))))
+        self.stream.record_label_states(states)
         for app_id in self.stream.on_labels(changes):
             self.rounds.maybe_start(app_id)
         return outcomes

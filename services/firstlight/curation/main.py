@@ -66,6 +66,8 @@ def build(settings: CurationSettings) -> ServiceShell:
         bridge.bind(asyncio.get_running_loop())
         for c in consumers:
             c.start()
+        if servicer.scoring is not None:  # pool-scoring jobs a restart cut short go on (they call peers: after bind)
+            servicer.scoring.resume_interrupted()
 
     async def on_stop() -> None:
         for c in consumers:

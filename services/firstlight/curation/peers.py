@@ -20,7 +20,7 @@ import numpy as np
 from firstlight.blobstore import BlobStore
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
-from firstlight.curation.ports import Job, ModelInfo, Row, Scores, VersionInfo
+from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.v1 import common_pb2, ingestion_pb2, search_pb2, training_pb2
@@ -104,6 +104,9 @@ class GrpcPlatform:
             split=split,  # type: ignore[arg-type]
         )
         return [(i.id, list(i.concepts), int(i.split)) for i in self._pages(app_id, flt)]
+
+    def label_states(self, app_id: str) -> list[LabelState]:
+        return [LabelState(i.id, tuple(i.concepts), int(i.split), int(i.label_revision)) for i in self._pages(app_id)]
 
     def metadata_values(self, app_id: str, key: str) -> dict[str, str]:
         """Input id → the value of metadata ``key``, for the app's inputs that have it."""

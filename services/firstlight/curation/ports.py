@@ -62,10 +62,24 @@ class Job:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class LabelState:
+    """An input's labels and split as ingestion has them, at ``revision`` (its label_revision)."""
+
+    input_id: str
+    concepts: tuple[str, ...]
+    split: int
+    revision: int
+
+
 class Platform(Protocol):
     """The app's inputs (ingestion), their stored embeddings (search) and bytes (blob store)."""
 
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]: ...
+    def label_states(self, app_id: str) -> list[LabelState]:
+        """Every input of the app, oldest first."""
+        ...
+
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
     def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...

@@ -8,14 +8,14 @@ from datetime import datetime
 import grpc
 
 from firstlight.curation.core import Curation
-from firstlight.curation.leases import QueueLeases
-from firstlight.curation.pool_scores import PoolScoring
+from firstlight.curation.leases import PoolSource, QueueLeases
+from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.domain import validation
 from firstlight.errors import NotFound
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
-from firstlight.v1 import curation_pb2, curation_pb2_grpc
+from firstlight.v1 import common_pb2, curation_pb2, curation_pb2_grpc
 
 
 def _policy(p: Policy) -> curation_pb2.CurationPolicy:
@@ -49,6 +49,11 @@ def _queue_item(r: dict) -> curation_pb2.QueueItem:
     )
 
 
+def _label_filter(f: common_pb2.InputFilter) -> LabelFilter:
+    labeled = {common_pb2.LABELED_FILTER_LABELED: True, common_pb2.LABELED_FILTER_UNLABELED: False}.get(f.labeled)
+    return LabelFilter(tuple(f.concepts), int(f.split), labeled)
+
+
 def _scoring_job(j: dict) -> curation_pb2.ScoringJob:
     return curation_pb2.ScoringJob(
         id=j["id"],
@@ -62,6 +67,7 @@ def _scoring_job(j: dict) -> curation_pb2.ScoringJob:
         error=j["error"],
         started_at=timestamp(j["started_at"]),
         finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
+        resumed=j["resumed"],
     )
 
 
@@ -96,7 +102,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         self.rounds = rounds
         self.stream_drift = drift
         self.leases = QueueLeases(stream) if stream is not None else None
-        self.scoring = PoolScoring(curation, stream.store.engine) if stream is not None else None
+        self.scoring = PoolScoring(curation, stream.store) if stream is not None else None
 
     def _stream(self) -> StreamCuration:
         if self.stream is None:  # only in tests that build the servicer without the stream side
@@ -195,7 +201,13 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         if self.leases is None:
             raise NotFound("stream curation is not running in this process")
         row, expires, others = await asyncio.to_thread(
-            self.leases.lease, request.app_id, request.holder, request.lease_seconds, request.release_input_id, list(request.exclude_input_ids)
+            self.leases.lease,
+            request.app_id,
+            request.holder,
+            request.lease_seconds,
+            request.release_input_id,
+            list(request.exclude_input_ids),
+            PoolSource(request.model_id, request.model_version) if request.model_id else None,
         )
         if row is None:
             return curation_pb2.LeaseQueueItemResponse(leased_to_others=others)
@@ -225,6 +237,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             request.order,
             request.page_size,
             request.page_token,
+            _label_filter(request.filter),
         )
         return curation_pb2.ListPoolPredictionsResponse(
             predictions=[

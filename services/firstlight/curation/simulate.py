@@ -56,7 +56,7 @@ class _Fitted:
 
 def transfer_fit(settings=None) -> FitFn:  # type: ignore[no-untyped-def]
     """Factory: the transfer template's own training code (``training.transfer.train_transfer``,
-    the function the TrainingService's TrainModel calls) with ``settings`` (default: the
+    the function the training service's TrainModel calls) with ``settings`` (default: the
     template's defaults, ``TransferSettings()``: C=100, balanced, lbfgs tol 1e-6, one BLAS
     thread). Labels become concept names ``str(label)``; columns follow ``np.unique(y)``."""
     from firstlight.domain.heads.transfer import TransferSettings, train_transfer

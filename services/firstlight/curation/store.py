@@ -6,10 +6,11 @@ that process): :func:`adopt_from_training_db` moves an existing stack's rows ove
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, func, insert, inspect, select, update
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, String, Table, func, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 
 from firstlight import db, migrations
@@ -86,6 +87,45 @@ pool_scores = Table(
     Index("ix_pool_scores_filter", "app_id", "model_id", "version", "predicted", "score"),
 )
 
+# The labels and split of the app's inputs as ingestion has them (curation/input_labels.py):
+# read with the pool by ScorePool, kept current by annotations.changed (the newer
+# label_revision wins). The gallery's label and split filters then combine with the prediction
+# filters in one query, and the pool's labeling source skips labeled inputs.
+input_labels = Table(
+    "curation_input_labels",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+    Column("split", Integer, nullable=False),
+    Column("labeled", Boolean, nullable=False),
+    Column("label_revision", BigInteger, nullable=False),
+)
+input_concepts = Table(
+    "curation_input_concepts",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("concept", String(256), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
+)
+
+# Pool-scoring jobs (curation/pool_scores.py), so that one cut by a restart is resumed.
+scoring_jobs = Table(
+    "curation_scoring_jobs",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("model_id", String(128), nullable=False),
+    Column("model_version", String(16), nullable=False),
+    Column("unlabeled_only", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("scored", Integer, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("error", String(1024), nullable=False),
+    Column("resumed", Boolean, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
 QUEUED, LABELED = 1, 2
 COUNTERS = ("screened", "below_threshold", "skipped_rate", "skipped_budget", "duplicates", "without_input_id")
 
@@ -96,7 +136,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(dt: datetime) -> datetime:
+def aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
@@ -104,6 +144,9 @@ class CurationStore:
     def __init__(self, url: str | None = None, engine: Engine | None = None) -> None:
         self.engine = engine if engine is not None else db.make_engine(url or "sqlite://")
         migrations.upgrade(self.engine, SCHEMA)
+        # One writer at a time for read-then-write transactions (the queue, its leases, the
+        # inputs' labels): the prediction and label consumers and the RPCs share the store.
+        self.write_lock = threading.Lock()
 
     # -- policies -----------------------------------------------------------------------
     def set_policy(self, app_id: str, policy: dict) -> None:
@@ -179,7 +222,7 @@ class CurationStore:
             q = q.where(queue.c.state == state)
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(queue.c.seq).offset(offset).limit(limit)).mappings().all()
-        return [dict(r, queued_at=_aware(r["queued_at"])) for r in rows]
+        return [dict(r, queued_at=aware(r["queued_at"])) for r in rows]
 
     def unused_labels(self, app_id: str) -> int:
         with self.engine.connect() as conn:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from firstlight.curation import drift
-from firstlight.curation.ports import Platform, Training
+from firstlight.curation import drift, input_labels
+from firstlight.curation.ports import LabelState, Platform, Training
 from firstlight.curation.store import LABELED, QUEUED, CurationStore, minute_ago
 from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
@@ -156,7 +156,7 @@ class StreamCuration:
     def __init__(self, store: CurationStore, clock: Callable[[], datetime] | None = None, seen_size: int = SEEN_PREDICTIONS) -> None:
         self.store = store
         self.clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.Lock()  # one writer: the prediction and label consumers share the store
+        self._lock = store.write_lock  # one writer: the prediction and label consumers share the store
         self._policies: dict[str, Policy | None] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()  # bounded LRU of screened event keys
         self._seen_size = seen_size
@@ -272,6 +272,15 @@ class StreamCuration:
                 if self.store.set_labels(conn, app_id, input_id, list(concepts), now):
                     apps.add(app_id)
         return apps
+
+    def record_label_states(self, states: Sequence[tuple[str, LabelState]]) -> None:
+        """(app, state) per annotation change: the inputs' labels as the filters see them."""
+        by_app: dict[str, list[LabelState]] = {}
+        for app_id, state in states:
+            by_app.setdefault(app_id, []).append(state)
+        with self._lock, self.store.engine.begin() as conn:
+            for app_id, app_states in by_app.items():
+                input_labels.record(conn, app_id, app_states)
 
     # -- reading ------------------------------------------------------------------------
     def queue(self, app_id: str, state: int, page_size: int, page_token: str) -> tuple[list[dict], str, dict[str, int]]:

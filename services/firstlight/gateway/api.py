@@ -23,7 +23,6 @@ from pydantic import BaseModel, Field
 
 from firstlight import errors
 from firstlight.clients import Clients
-from firstlight.gateway import dataset_pages
 from firstlight.gateway.media import Media, content_type
 from firstlight.gateway.session import COOKIE, CSRF_HEADER, Session, SessionCodec, csrf_ok
 from firstlight.v1 import auth_pb2, common_pb2, curation_pb2, inference_pb2, ingestion_pb2, search_pb2, training_pb2
@@ -293,24 +292,21 @@ async def list_inputs(
 
 
 async def _dataset_inputs(app_id: str, dataset_id: str, version: str, size: int, token: str, flt: common_pb2.InputFilter, c: Caller, cl: Clients) -> dict:
-    """A gallery page of a dataset version's inputs (firstlight.gateway.dataset_pages): its rows
-    from training, the page's inputs from ingestion, both with the caller's key (app scoping is
-    theirs); the version is pinned by the first page."""
-    pinned, offset = dataset_pages.parse_token(token, dataset_id)
-    if pinned and version and pinned != version:
-        raise errors.InvalidArgument(f"page_token is a page of dataset version {pinned!r}, not {version!r}")
-    rows = await cl.training.list_dataset_rows(training_pb2.ListDatasetRowsRequest(app_id=app_id, dataset_id=dataset_id, version=pinned or version), key=c.key)
-    frozen = [dataset_pages.FrozenRow(r.input_id, tuple(r.concepts), int(r.split)) for r in rows.rows]
-    labeled = {0: None, 1: True, 2: False}[int(flt.labeled)]
-    pg = dataset_pages.page(frozen, dataset_id, rows.version, offset, size, concepts=list(flt.concepts), split=int(flt.split), labeled=labeled)
+    """A gallery page of a dataset version's inputs: a page of its frozen rows from training
+    (filtered and paged there; the token pins the version the first page resolved), then the
+    page's inputs in their current state from ingestion (an input deleted since the freeze is
+    left out of its page); both with the caller's key (app scoping is theirs)."""
+    req = training_pb2.ListDatasetRowsRequest(app_id=app_id, dataset_id=dataset_id, version=version, page_size=size, page_token=token, filter=flt)
+    rows = await cl.training.list_dataset_rows(req, key=c.key)
+    ids = [r.input_id for r in rows.rows]
     found: dict[str, common_pb2.Input] = {}
-    if pg.input_ids:
-        resp = await cl.ingestion.list_inputs(ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(pg.input_ids), input_ids=pg.input_ids), key=c.key)
+    if ids:
+        resp = await cl.ingestion.list_inputs(ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(ids), input_ids=ids), key=c.key)
         found = {i.id: i for i in resp.inputs}
     return {
-        "inputs": [to_json(found[i]) for i in pg.input_ids if i in found],  # deleted since the freeze: left out
-        "next_page_token": pg.next_token,
-        "total_size": pg.total,
+        "inputs": [to_json(found[i]) for i in ids if i in found],
+        "next_page_token": rows.next_page_token,
+        "total_size": rows.total_size,
         "dataset_version": rows.version,
     }
 
@@ -870,6 +866,8 @@ class LeaseBody(BaseModel):
     lease_seconds: int = 0
     release_input_id: str = ""
     exclude_input_ids: list[str] = []
+    model_id: str = Field("", description="lease from this model's stored pool scores (unlabeled inputs, most uncertain first) instead of the stream queue")
+    model_version: str = Field("", description="with model_id: the scored version (empty: the one scored most recently)")
 
 
 @router.post(
@@ -884,6 +882,8 @@ async def lease(app_id: str, body: LeaseBody, c: Caller = Depends(caller), cl: C
         lease_seconds=body.lease_seconds,
         release_input_id=body.release_input_id,
         exclude_input_ids=body.exclude_input_ids,
+        model_id=body.model_id,
+        model_version=body.model_version,
     )
     resp = await cl.curation.lease_queue_item(req, key=c.key)
     out = to_json(resp)
@@ -917,7 +917,8 @@ async def scoring_job(app_id: str, job_id: str, c: Caller = Depends(caller), cl:
 @router.get(
     "/apps/{app_id}/curation/predictions",
     tags=["curation"],
-    summary="Stored pool predictions of a model version: by predicted concept and score range, most confident or most uncertain first",
+    summary="Stored pool predictions of a model version: by predicted concept and score range, and the inputs' labels and split now; "
+    "most confident or most uncertain first",
 )
 async def pool_predictions(
     app_id: str,
@@ -927,12 +928,16 @@ async def pool_predictions(
     min_score: float = 0.0,
     max_score: float = 0.0,
     order: Literal["", "score", "uncertainty"] = "",
+    label: list[str] = Query([], description="keep inputs labeled with any of these concepts now"),
+    split: str = "",
+    labeled: Literal["", "any", "labeled", "unlabeled"] = "",
     page_size: int = Query(100, ge=1, le=1000),
     page_token: str = "",
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
     req = curation_pb2.ListPoolPredictionsRequest(
+        filter=input_filter(label, split, labeled),
         app_id=app_id,
         model_id=model_id,
         model_version=model_version,

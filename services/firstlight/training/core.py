@@ -9,6 +9,7 @@ embeddings, deep torch templates); everything else goes through the ports of
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import threading
@@ -48,10 +49,31 @@ from firstlight.training.records import Box as BoxTuple
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CANCELLED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "JobLog", "Progress", "TrainingCore"]
+
+@dataclass(frozen=True)
+class RowFilter:
+    """Which rows of a dataset version a page keeps (on their frozen labels and split)."""
+
+    concepts: tuple[str, ...] = ()  # any of these
+    split: int = 0  # 0: any
+    labeled: bool | None = None  # None: either
+
+
+@dataclass(frozen=True)
+class RowsPage:
+    version: str
+    rows: list[DatasetRow]
+    next_token: str
+    total: int
+
+
+__all__ = ["CANCELLED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "JobLog", "Progress", "RowFilter", "RowsPage", "TrainingCore"]
 
 SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 SPLIT_IDS = {v: k for k, v in SPLIT_NAMES.items()}
+
+#: Rows one ListDatasetRows page holds at most.
+MAX_ROWS_PAGE = 1000
 
 CANCEL_POLL_S = 1.0  # how often a running job reads a cancel stored by another replica
 #: Inputs one ``score_inputs`` call scores (the curation service pages its pool).
@@ -294,12 +316,16 @@ class TrainingCore:
         return health
 
     def get_dataset(self, app_id: str, dataset_id: str) -> dict[str, Any]:
+        ds = self._latest_dataset(app_id, dataset_id)
+        return {**ds, "rows": self.store.dataset_rows(app_id, dataset_id, ds["version"])}
+
+    def _latest_dataset(self, app_id: str, dataset_id: str) -> dict[str, Any]:
         validation.app_id(app_id)
         validation.input_id(dataset_id)
         ds = self.store.latest_dataset(app_id, dataset_id)
         if not ds:
             raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
-        return {**ds, "rows": self.store.dataset_rows(app_id, dataset_id, ds["version"])}
+        return ds
 
     def dataset_for(self, model: dict[str, Any], dataset_id: str) -> tuple[dict[str, Any], list[DatasetRow]]:
         """The latest version of ``dataset_id`` restricted to the model's concepts (labels and
@@ -677,17 +703,39 @@ class TrainingCore:
             raise NotFound(f"model {model_id!r} version {v['version']} has no stored evaluation on the {SPLIT_NAMES[split]} split")
         return str(v["version"]), split, evaluation.headline(evaluation.EvaluationReport.from_dict(stored))
 
-    def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> tuple[str, list[DatasetRow]]:
-        """(version, rows) of a dataset version; the latest when ``version`` is empty."""
+    def dataset_rows_page(self, app_id: str, dataset_id: str, version: str, page_size: int, page_token: str, flt: RowFilter) -> RowsPage:
+        """A page of a dataset version's rows matching ``flt`` (by input id); the latest version
+        when ``version`` is empty, or the version ``page_token`` pins; the whole match when
+        ``page_size`` is 0. The token is ``<version>.<opaque position>``: the version is named
+        (a content hash the response shows anyway) so that later pages need not repeat it; the
+        position is encrypted, and the token is authenticated for the app, dataset, version
+        and filter (like ListInputs' tokens)."""
         validation.app_id(app_id)
         validation.input_id(dataset_id)
-        if not version:
-            latest = self.get_dataset(app_id, dataset_id)
-            return latest["version"], latest["rows"]
-        rows = self.store.dataset_rows(app_id, dataset_id, version)
-        if not rows:
+        size = validation.page_size(page_size, default=0, maximum=MAX_ROWS_PAGE)
+        for c in flt.concepts:
+            validation.concept(c)
+        if flt.split not in (0, *SPLIT_NAMES):
+            raise InvalidArgument(f"unknown split {flt.split}")
+        pinned, _, position = page_token.rpartition(".")
+        if page_token:
+            if not pinned:
+                raise InvalidArgument("page_token is not a token returned by this service for this listing")
+            if version and version != pinned:
+                raise InvalidArgument(f"page_token is a page of dataset version {pinned[:80]!r}, not {version[:80]!r}")
+            version = pinned
+        elif not version:
+            version = self._latest_dataset(app_id, dataset_id)["version"]
+        elif not self.store.has_dataset_version(app_id, dataset_id, version):
             raise NotFound(f"dataset {dataset_id!r} has no version {version!r} in app {app_id!r}")
-        return version, rows
+        scope = json.dumps([app_id, dataset_id, version, sorted(flt.concepts), flt.split, flt.labeled])
+        offset = validation.decode_page_token("dsrows", position, scope)
+        rows, total = self.store.dataset_rows_page(
+            app_id, dataset_id, version, offset, size or None, concepts=flt.concepts, split=flt.split, labeled=flt.labeled
+        )  # fmt: skip
+        end = offset + len(rows)
+        token = f"{version}.{validation.encode_page_token('dsrows', end, scope)}" if size and end < total else ""
+        return RowsPage(version, rows, token, total)
 
     def score_inputs(self, app_id: str, model_id: str, version: str, input_ids: Sequence[str]) -> dict[str, Any]:
         """A version's probabilities on the inputs' stored embeddings (inputs without one are

@@ -1,9 +1,7 @@
 """The training service's events: the only place it builds event protobufs and picks topics.
 
 :class:`BusEvents` implements the core's :class:`~firstlight.training.ports.EventPublisher` on
-the event bus (``model.version.ready``, ``training.progress``). :class:`PlatformEvents` hands the
-same protobufs to an object with the older ``publish_version``/``publish_progress`` surface (the
-in-memory platforms of the tests)."""
+the event bus (``model.version.ready``, ``training.progress``)."""
 
 from __future__ import annotations
 
@@ -60,23 +58,3 @@ class BusEvents:
 
     def job_progressed(self, e: JobProgressed) -> None:
         self.producer.send_and_wait(topics.TRAINING_PROGRESS, topics.event_key(e.app_id, e.job_id), progress_event(e))
-
-
-class PlatformEvents:
-    """Events for a platform object of the older surface: ``publish_version(app_id, model_id,
-    version, triton_model, concepts, serving, activation, **extra)`` and, when it has one,
-    ``publish_progress(TrainingProgressed)``."""
-
-    def __init__(self, platform: Any) -> None:
-        self.platform = platform
-
-    def version_ready(self, e: VersionReady) -> None:
-        extra: dict[str, Any] = {"kind": e.kind, "image_size": e.image_size} if e.kind else {}
-        if e.embedding_model:  # fakes need not know the argument
-            extra["embedding_model"] = e.embedding_model
-        self.platform.publish_version(e.app_id, e.model_id, e.version, e.triton_model, list(e.concepts), e.serving, e.activation, **extra)
-
-    def job_progressed(self, e: JobProgressed) -> None:
-        publish = getattr(self.platform, "publish_progress", None)
-        if publish is not None:
-            publish(progress_event(e))

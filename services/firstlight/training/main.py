@@ -13,7 +13,7 @@ from firstlight.training.core import TrainingCore
 from firstlight.training.events import BusEvents
 from firstlight.training.platform import GrpcHealthChecks, GrpcPlatform
 from firstlight.training.repository import TritonRepository
-from firstlight.training.service import runners
+from firstlight.training.runners import runners
 from firstlight.training.store import TrainingStore
 
 

@@ -163,9 +163,6 @@ class GrpcPlatform:
                 ),
             )
 
-    def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        return self.vectors_of(app_id, input_ids)[0]
-
     def vectors_of(self, app_id: str, input_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], str]:
         """(vectors by input id, the embedding model they come from, as the index names it)."""
         out: dict[str, np.ndarray] = {}

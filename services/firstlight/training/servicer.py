@@ -13,11 +13,12 @@ from firstlight.domain import evaluation, validation
 from firstlight.errors import InvalidArgument
 from firstlight.runtime.convert import timestamp
 from firstlight.runtime.status import map_errors
-from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, TrainingCore
+from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, RowFilter, TrainingCore
 from firstlight.training.core import TERMINAL as _TERMINAL
 from firstlight.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
+LABELED = {common_pb2.LABELED_FILTER_LABELED: True, common_pb2.LABELED_FILTER_UNLABELED: False}  # else: either
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _END_STAGE = {SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled"}
 
@@ -216,10 +217,16 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
         return _dataset(await asyncio.to_thread(self.service.extend_dataset, request.app_id, request.dataset_id))
 
     async def ListDatasetRows(self, request: training_pb2.ListDatasetRowsRequest, context: Context) -> training_pb2.ListDatasetRowsResponse:
-        version, rows = await asyncio.to_thread(self.service.dataset_rows, request.app_id, request.dataset_id, request.version)
+        f = request.filter
+        flt = RowFilter(tuple(f.concepts), int(f.split), LABELED.get(int(f.labeled)))
+        page = await asyncio.to_thread(
+            self.service.dataset_rows_page, request.app_id, request.dataset_id, request.version, request.page_size, request.page_token, flt
+        )
         return training_pb2.ListDatasetRowsResponse(
-            version=version,
-            rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=common_pb2.Split.ValueType(r.split)) for r in rows],
+            version=page.version,
+            rows=[training_pb2.DatasetRow(input_id=r.input_id, concepts=r.concepts, split=common_pb2.Split.ValueType(r.split)) for r in page.rows],
+            next_page_token=page.next_token,
+            total_size=page.total,
         )
 
     async def ScoreInputs(self, request: training_pb2.ScoreInputsRequest, context: Context) -> training_pb2.ScoreInputsResponse:

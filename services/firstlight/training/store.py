@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, false, insert, select, update
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Integer, LargeBinary, MetaData, String, Table, exists, false, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -43,6 +43,17 @@ dataset_rows = Table(
     # Box labels frozen with the version ([[concept, x0, y0, x1, y1], ...]); NULL in versions
     # frozen before boxes were snapshotted (their detector jobs read today's boxes).
     Column("regions", JSON, nullable=True),
+)
+# One row per (row, concept) of a version: the gallery's "any of these concepts" and "labeled"
+# filters as an indexed lookup, exact for any concept name (no matching inside JSON text).
+dataset_row_concepts = Table(
+    "dataset_row_concepts",
+    metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("dataset_id", String(128), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("concept", String(256), primary_key=True),
+    Column("input_id", String(128), primary_key=True),
 )
 models = Table(
     "models",
@@ -148,6 +159,11 @@ class TrainingStore:
                     for r in rows
                 ],
             )
+            pairs = [
+                {"app_id": app_id, "dataset_id": dataset_id, "version": version, "concept": c, "input_id": r.input_id} for r in rows for c in set(r.concepts)
+            ]
+            if pairs:
+                conn.execute(insert(dataset_row_concepts), pairs)
         return created
 
     def set_dataset_health(self, app_id: str, dataset_id: str, version: str, health: dict) -> None:
@@ -171,6 +187,40 @@ class TrainingStore:
                 .order_by(dataset_rows.c.input_id)
             ).all()
         return [DatasetRow(i, list(c), s, _boxes(g)) for i, c, s, g in rows]
+
+    def has_dataset_version(self, app_id: str, dataset_id: str, version: str) -> bool:
+        with self.engine.connect() as conn:
+            key = (datasets.c.app_id == app_id, datasets.c.id == dataset_id, datasets.c.version == version)
+            return conn.execute(select(datasets.c.version).where(*key)).first() is not None
+
+    def dataset_rows_page(
+        self,
+        app_id: str,
+        dataset_id: str,
+        version: str,
+        offset: int,
+        limit: int | None,
+        *,
+        concepts: Sequence[str] = (),
+        split: int = 0,
+        labeled: bool | None = None,
+    ) -> tuple[list[DatasetRow], int]:
+        """(the ``limit`` (None: all) rows from ``offset``, by input id, of those matching the filters: any
+        of ``concepts``, ``split``, labeled or not; all on the frozen rows), and how many match."""
+        r, c = dataset_rows.c, dataset_row_concepts.c
+        of_version = (c.app_id == r.app_id, c.dataset_id == r.dataset_id, c.version == r.version, c.input_id == r.input_id)
+        where = [r.app_id == app_id, r.dataset_id == dataset_id, r.version == version]
+        if split:
+            where.append(r.split == split)
+        if concepts:
+            where.append(exists().where(*of_version, c.concept.in_(list(concepts))))
+        if labeled is not None:
+            has_any = exists().where(*of_version)
+            where.append(has_any if labeled else ~has_any)
+        with self.engine.connect() as conn:
+            total = int(conn.execute(select(func.count()).select_from(dataset_rows).where(*where)).scalar_one())
+            rows = conn.execute(select(r.input_id, r.concepts, r.split, r.regions).where(*where).order_by(r.input_id).offset(offset).limit(limit)).all()
+        return [DatasetRow(i, list(cs), s, _boxes(g)) for i, cs, s, g in rows], total
 
     # -- models -----------------------------------------------------------------------
     def insert_model(self, app_id: str, model_id: str, template: str, concepts: list[str], settings: dict) -> dict:

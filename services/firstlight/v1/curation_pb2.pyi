@@ -8,6 +8,7 @@ inputs, their stored embeddings and the trained heads.
 """
 
 from collections import abc as _abc
+from firstlight.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -59,6 +60,8 @@ class LeaseQueueItemRequest(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     RELEASE_INPUT_ID_FIELD_NUMBER: _builtins.int
     EXCLUDE_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     holder: _builtins.str
@@ -69,6 +72,12 @@ class LeaseQueueItemRequest(_message.Message):
     """Give this item back first (the labeler skipped it); it is not offered to this holder again
     in this call.
     """
+    model_id: _builtins.str
+    """Lease from this model's stored pool scores (ScorePool) instead of the stream queue: its
+    unlabeled inputs, most uncertain first ("" = the stream queue).
+    """
+    model_version: _builtins.str
+    """With model_id: the scored version ("" = the version scored most recently)."""
     @_builtins.property
     def exclude_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Items this holder skipped: not offered to it (others may get them)."""
@@ -81,10 +90,12 @@ class LeaseQueueItemRequest(_message.Message):
         lease_seconds: _builtins.int = ...,
         release_input_id: _builtins.str = ...,
         exclude_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "exclude_input_ids", b"exclude_input_ids", "holder", b"holder", "lease_seconds", b"lease_seconds", "release_input_id", b"release_input_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "exclude_input_ids", b"exclude_input_ids", "holder", b"holder", "lease_seconds", b"lease_seconds", "model_id", b"model_id", "model_version", b"model_version", "release_input_id", b"release_input_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,6 +186,7 @@ class ScoringJob(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     STARTED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id."""
     app_id: _builtins.str
@@ -193,6 +205,8 @@ class ScoringJob(_message.Message):
     """scored / total."""
     error: _builtins.str
     """Why it failed."""
+    resumed: _builtins.bool
+    """The curation service restarted while it ran: it was resumed with the inputs not scored yet."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When it started."""
@@ -215,10 +229,11 @@ class ScoringJob(_message.Message):
         error: _builtins.str = ...,
         started_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        resumed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "error", b"error", "finished_at", b"finished_at", "id", b"id", "model_id", b"model_id", "model_version", b"model_version", "progress", b"progress", "scored", b"scored", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "error", b"error", "finished_at", b"finished_at", "id", b"id", "model_id", b"model_id", "model_version", b"model_version", "progress", b"progress", "resumed", b"resumed", "scored", b"scored", "started_at", b"started_at", "state", b"state", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -265,6 +280,7 @@ class ListPoolPredictionsRequest(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -283,6 +299,12 @@ class ListPoolPredictionsRequest(_message.Message):
     """Page size (default 100, max 1000)."""
     page_token: _builtins.str
     """From a previous response."""
+    @_builtins.property
+    def filter(self) -> _common_pb2.InputFilter:
+        """Only inputs whose labels and split match now (any of the concepts, the split, labeled or
+        not), in the same query as the prediction filters.
+        """
+
     def __init__(
         self,
         *,
@@ -295,10 +317,11 @@ class ListPoolPredictionsRequest(_message.Message):
         order: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        filter: _common_pb2.InputFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "max_score", b"max_score", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "predicted_concept", b"predicted_concept"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "max_score", b"max_score", "min_score", b"min_score", "model_id", b"model_id", "model_version", b"model_version", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "predicted_concept", b"predicted_concept"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

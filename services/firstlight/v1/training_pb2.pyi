@@ -1308,22 +1308,40 @@ class ListDatasetRowsRequest(_message.Message):
     APP_ID_FIELD_NUMBER: _builtins.int
     DATASET_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     dataset_id: _builtins.str
     """Dataset id."""
     version: _builtins.str
-    """Dataset version (content hash); "" = the latest."""
+    """Dataset version (content hash); "" = the latest (or the one a page_token pins)."""
+    page_size: _builtins.int
+    """Page size (max 1000); 0 = the whole version in one response (the older behaviour)."""
+    page_token: _builtins.str
+    """Token from a previous response; empty for the first page. It pins the version the first
+    page answered and the filter: a version frozen meanwhile does not shift the pages.
+    """
+    @_builtins.property
+    def filter(self) -> _common_pb2.InputFilter:
+        """Keep the rows whose frozen labels and split match (any of the concepts, the split,
+        labeled or not).
+        """
+
     def __init__(
         self,
         *,
         app_id: _builtins.str = ...,
         dataset_id: _builtins.str = ...,
         version: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        filter: _common_pb2.InputFilter | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "filter", b"filter", "page_size", b"page_size", "page_token", b"page_token", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1369,21 +1387,29 @@ class ListDatasetRowsResponse(_message.Message):
 
     VERSION_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     """Dataset version the rows belong to."""
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last (and when page_size was 0)."""
+    total_size: _builtins.int
+    """Number of the version's rows matching the filter."""
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatasetRow]:
-        """Rows in the version's order."""
+        """Rows in the version's order (by input id)."""
 
     def __init__(
         self,
         *,
         version: _builtins.str = ...,
         rows: _abc.Iterable[Global___DatasetRow] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rows", b"rows", "total_size", b"total_size", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,7 +121,8 @@
     const grid = $("#grid"), sentinel = $("#sentinel"), count = $("#gallery-count");
     const params = new URLSearchParams(location.search);
     const sel = { concept: $("#filter-concept"), labeled: $("#filter-labeled"), split: $("#filter-split"), dataset_id: $("#filter-dataset"), dataset_version: $("#filter-dataset-version") };
-    // A model's stored pool predictions (ScorePool) replace the listing when a model is chosen.
+    // A model's stored pool predictions (ScorePool) replace the listing when a model is chosen;
+    // the label and split filters then apply to them too (one query in curation).
     const pred = { model: $("#filter-model"), version: $("#filter-version"), predicted: $("#filter-predicted"), min_score: $("#filter-min"), max_score: $("#filter-max"), order: $("#filter-order") };
     const concepts = await api("GET", appPath("/concepts"));
     for (const c of concepts.concepts || []) sel.concept.append(el("option", { value: c.name, text: `${c.name} (${c.input_count})` }));
@@ -157,6 +158,7 @@
         } else if (pred.model.value) {
           q.set("model_id", pred.model.value);
           for (const [k, f] of [["model_version", pred.version], ["concept", pred.predicted], ["min_score", pred.min_score], ["max_score", pred.max_score], ["order", pred.order]]) if (f.value) q.set(k, f.value);
+          for (const [k, f] of [["label", sel.concept], ["labeled", sel.labeled], ["split", sel.split]]) if (f.value) q.set(k, f.value);
           const r = await fetch(appPath(`/curation/predictions?${q}`), { credentials: "same-origin", headers: { Accept: "application/json" } });
           const body = await r.json().catch(() => ({}));
           if (r.status === 404) {  // this model has not scored the pool yet: say what to do, not an error
@@ -442,10 +444,10 @@
 
   // -- labeling queue --------------------------------------------------------------------------------
   async function queue() {
-    // Three sources, one image at a time. The stream queue hands out leases (LeaseQueueItem): two
-    // browsers never get the same item, and a reload shows this browser's item again until it is
-    // labeled or the lease ends. The pool sources walk the unlabeled inputs best first: the
-    // strategy's suggestions, or the stored pool scores by uncertainty (score the pool first).
+    // Three sources, one image at a time. The stream queue and the stored pool scores (by
+    // uncertainty; score the pool first) hand out leases (LeaseQueueItem): two browsers never get
+    // the same item, and a reload shows this browser's item again until it is labeled or the
+    // lease ends. The suggestions source walks the strategy's batch in this browser alone.
     let policy = null, concepts = [], item = null, skipped = [], undo = [], pool = [];
     const params = new URLSearchParams(location.search);
     const source = $("#queue-source"), modelSel = $("#queue-model");
@@ -467,18 +469,16 @@
       if (source.value === "suggest" && modelId) {
         const r = await api("POST", appPath("/curation/suggestions"), { model_id: modelId, strategy: "margin", batch_size: 50 });
         pool = r.suggestions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.score, strategy: r.strategy }));
-      } else if (source.value === "scores" && modelId) {
-        const r = await api("GET", appPath(`/curation/predictions?` + new URLSearchParams({ model_id: modelId, order: "uncertainty", page_size: "200" })));
-        pool = r.predictions.map((x) => ({ input_id: x.input_id, predicted_concept: x.predicted_concept, score: x.uncertainty, strategy: `margin, v${r.model_version}` }));
       }
       history.replaceState(null, "", `?${new URLSearchParams({ source: source.value, model: modelSel.value })}`);
       await next();
     }
     async function next(release) {
-      if (source.value === "stream") {
+      if (source.value === "stream" || source.value === "scores") {
         // Labeled items are excluded but not released: curation sees the label a moment later (an
         // event), and until then the lease keeps them from other labelers.
-        const r = await api("POST", appPath("/curation/queue/lease"), { release_input_id: release || "", exclude_input_ids: [...skipped, ...undo.map((h) => h.id)].slice(-500) });
+        const from = source.value === "scores" ? { model_id: modelSel.value } : {};
+        const r = await api("POST", appPath("/curation/queue/lease"), { release_input_id: release || "", exclude_input_ids: [...skipped, ...undo.map((h) => h.id)].slice(-500), ...from });
         item = r.item;
         $("#queue-lease").textContent = item ? `leased to you until ${(r.lease_expires_at || "").slice(11, 19)} UTC` + (r.leased_to_others ? ` · ${r.leased_to_others} with other labelers` : "")
           : r.leased_to_others ? `${r.leased_to_others} waiting items are with other labelers` : "";
@@ -490,7 +490,7 @@
           if (inp && !inp.concepts.length) { item = cand; break; }
           pool.shift();
         }
-        $("#queue-lease").textContent = `most uncertain first; up to ${pool.length} left in this batch (labeled ones are skipped; pool sources are not leased: one labeler)`;
+        $("#queue-lease").textContent = `up to ${pool.length} left in this batch (labeled ones are skipped; suggestions are not leased: one labeler)`;
       }
       show();
     }
@@ -534,7 +534,7 @@
           const h = undo.pop();
           await api("POST", appPath("/annotations"), { annotations: [{ input_id: h.id, remove_concepts: [h.concept] }] });
           flash(`Undid ${h.id} → ${h.concept}`);
-          if (source.value !== "stream") pool.unshift({ input_id: h.id, predicted_concept: "?", score: 0, strategy: "undone" });
+          if (source.value === "suggest") pool.unshift({ input_id: h.id, predicted_concept: "?", score: 0, strategy: "undone" });
           await next();
           await refresh();
         } else if (ev.key === "r") { await next(); await refresh(); }
