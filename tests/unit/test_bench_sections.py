@@ -42,7 +42,7 @@ def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
     }  # fmt: skip
     rows = photos.rows(result)
     goals = {r.benchmark: r.met for r in rows if r.goal}
-    assert goals == {"12 MP ingest → searchable": True, "12 MP Predict c=1": False, "12 MP Predict c=8": True}
+    assert goals == {"12 MP ingest → searchable (median round)": True, "12 MP Predict c=1": False, "12 MP Predict c=8": True}
 
 
 def test_gateway_is_a_section_of_make_bench() -> None:
