@@ -109,7 +109,7 @@ class VideoCalls(ServiceCalls):
     def _held(self, app_id: str, uid: str, vid: str, size: int) -> int:
         """Bytes of upload ``uid`` the service holds (0: none, or it began as another file)."""
         try:
-            st = self.ingestion.GetVideoUpload(video_pb2.GetVideoUploadRequest(app_id=app_id, upload_id=uid))
+            st = self.ingestion.GetVideoUpload(video_pb2.GetVideoUploadRequest(app_id=app_id, upload_id=uid), timeout=self._deadline("GetVideoUpload"))
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return 0
