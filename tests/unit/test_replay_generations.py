@@ -145,3 +145,33 @@ def test_ingestion_events_carry_the_stamps() -> None:
     assert (ingested.generation, ingested.label_revision) == (g, 2)
     assert (changed.generation, changed.label_revision) == (g, 2)
     assert (list(deleted.input_ids), list(deleted.generations)) == (["i1", "i2"], [g, g + 1])
+
+
+def test_deletion_markers_are_pruned_after_their_window(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Search's markers of deleted generations would only grow: they are dropped once older than
+    the given age (search.main uses two signature windows); a marker written before markers had
+    a date gets one on the first pass and goes that age later. Until pruned, a marker still bars
+    a replayed embedding of its generation."""
+    import numpy as np
+
+    from firstlight.search.indexing import TOMBSTONES, Embedded, Index
+    from firstlight.search.qdrant_client_store import QdrantClientStore
+    from firstlight.search.vector_store import Point, point_id
+
+    now = [1_000.0]
+    store = QdrantClientStore(":memory:")
+    index = Index(store, 4, clock=lambda: now[0])
+    vec = np.array([1.0, 0, 0, 0], np.float32)
+    index.add([Embedded("a", f"i{n}", "", vec, generation=5) for n in range(3)])
+    index.delete("a", ["i0", "i1"], [5, 5])
+    store.upsert(TOMBSTONES, [Point(point_id("a", "old"), [1.0], {"app_id": "a", "input_id": "old", "generation": 1})])
+    now[0] += 50
+    assert index.prune_tombstones(older_than_s=100) == 0  # young markers stay; "old" gets a date
+    index.add([Embedded("a", "i0", "", vec, generation=5)])  # a replay: still barred
+    assert store.retrieve("inputs", [point_id("a", "i0")], with_vectors=False) == []
+    now[0] += 60
+    assert index.prune_tombstones(older_than_s=100) == 2  # i0, i1 (110 s); "old" dated 60 s ago
+    now[0] += 50
+    assert index.prune_tombstones(older_than_s=100) == 1
+    assert store.scroll(TOMBSTONES, filter=None, limit=10)[0] == []
+    store.close()

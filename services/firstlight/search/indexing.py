@@ -21,7 +21,8 @@ Every method raises ``VectorStoreUnavailable`` when the store is down (the calle
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,9 +93,10 @@ def _stamp(payload: dict) -> Stamp:
 
 
 class Index:
-    def __init__(self, store: VectorStore, dim: int) -> None:
+    def __init__(self, store: VectorStore, dim: int, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.dim = dim
+        self.clock = clock  # stamps deletion markers (their age decides when they are pruned)
         store.ensure_collection(COLLECTION, dim)
         store.ensure_collection(PENDING, 1)
         store.ensure_collection(TOMBSTONES, 1)
@@ -289,6 +291,31 @@ class Index:
                     break
         return out
 
+    def prune_tombstones(self, older_than_s: float, page: int = 1000) -> int:
+        """Drop the deletion markers older than ``older_than_s`` (they only grow otherwise); returns
+        how many. A marker bars replayed records of a deleted generation; once every record that
+        could name it is past the signature window (dead-lettered as too old), it bars nothing.
+        Markers from before ``deleted_at`` get it now, so they go ``older_than_s`` later."""
+        now = self.clock()
+        doomed: list[str] = []
+        dated: list[Point] = []
+        offset: str | None = None
+        while True:
+            records, offset = self.store.scroll(TOMBSTONES, filter=None, limit=page, offset=offset)
+            for r in records:
+                at = r.payload.get("deleted_at")
+                if at is None:
+                    dated.append(Point(r.id, [1.0], {**r.payload, "deleted_at": now}))
+                elif now - float(at) > older_than_s:
+                    doomed.append(r.id)
+            if offset is None:
+                break
+        if dated:
+            self.store.upsert(TOMBSTONES, dated)
+        if doomed:
+            self.store.delete(TOMBSTONES, doomed)
+        return len(doomed)
+
     def delete(self, app_id: str, input_ids: Sequence[str], generations: Sequence[int] = ()) -> list[str]:
         """Delete the inputs' points of the given generations (or older) and leave tombstones;
         ``generations`` empty (a record from before them): whatever is stored. Returns why each
@@ -324,7 +351,7 @@ class Index:
             # replayed records from bringing the input back.
             through = gen if gen is not None else max((g for _, g in found), default=0)
             if pid not in tombs or tombs[pid] < through:
-                tombstones.append(Point(pid, [1.0], {"app_id": app_id, "input_id": input_id, "generation": through}))
+                tombstones.append(Point(pid, [1.0], {"app_id": app_id, "input_id": input_id, "generation": through, "deleted_at": self.clock()}))
         for collection, pids in doomed.items():
             self.store.delete(collection, pids)
         if tombstones:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from firstlight.config import SearchSettings
 from firstlight.hosting.server import ServiceShell, run
-from firstlight.messaging import access, topics
+from firstlight.messaging import access, signing, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer
 from firstlight.models.backbone import EMBEDDING_DIM
 from firstlight.search import servicer as search_servicer
@@ -15,9 +16,12 @@ from firstlight.search.factory import open_vector_store
 from firstlight.search.faults import FaultInjectingStore
 from firstlight.search.index_builder import IndexBuilder
 from firstlight.search.indexer import COLLECTION, Indexer
+from firstlight.search.indexing import Index
 from firstlight.search.peers import EmbeddingService, IngestionInputs
 from firstlight.search.reconcile import Reconciler
 from firstlight.v1 import events_pb2
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: SearchSettings) -> ServiceShell:
@@ -85,14 +89,20 @@ def build(settings: SearchSettings) -> ServiceShell:
     embedding = EmbeddingService(settings.embedding_addr)
     servicer = search_servicer.SearchServicer(Search(Searcher(store, EMBEDDING_DIM), embedding), index_current=builder.current)
 
+    pruning: list[asyncio.Task] = []
+
     async def on_start() -> None:
         for consumer in consumers:
             consumer.start()
         builder.start()
         if reconciler is not None:
             reconciler.start()
+        if (window := signing.max_age_from_env()) > 0:  # no window: a marker may be needed forever
+            pruning.append(asyncio.create_task(_prune_tombstones(indexer.index, TOMBSTONE_AGE_WINDOWS * window)))
 
     async def on_stop() -> None:
+        for task in pruning:
+            task.cancel()
         builder.stop()
         if reconciler is not None:
             await asyncio.to_thread(reconciler.stop)
@@ -109,6 +119,24 @@ def build(settings: SearchSettings) -> ServiceShell:
         on_stop=on_stop,
         probes=[lambda c=c: c.healthy for c in consumers],
     )
+
+
+# Deletion markers are pruned two signature windows after the deletion: a record about a deleted
+# generation is signed at the latest shortly after the deletion (an embedding racing it), so by
+# then every such record is dead-lettered as too old before it reaches the index.
+TOMBSTONE_AGE_WINDOWS = 2
+TOMBSTONE_PRUNE_EVERY_S = 6 * 3600
+
+
+async def _prune_tombstones(index: Index, older_than_s: float) -> None:
+    while True:
+        try:
+            pruned = await asyncio.to_thread(index.prune_tombstones, older_than_s)
+            if pruned:
+                log.info("search: pruned %d deletion markers older than %.0f days", pruned, older_than_s / 86400)
+        except Exception:
+            log.exception("search: pruning deletion markers failed")
+        await asyncio.sleep(TOMBSTONE_PRUNE_EVERY_S)
 
 
 def main() -> None:
