@@ -99,7 +99,11 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     client.predict([d for _, _, d in stream_a], model="animals", app_id=APP, input_ids=[i for i, _, _ in stream_a])
     stats = eventually(lambda: (s := client.labeling_queue(APP).stats).screened >= 24 and s, timeout=60, what="24 predictions screened")
     queued_a = list(client.queue_items(APP, state="queued", page_size=7))  # paging through
-    assert len(queued_a) == stats.queued >= RETRAIN_AFTER and stats.queued + stats.below_threshold == 24
+    # 24 stream predictions, plus at most the one prediction wait_served made with `animals` before
+    # the policy existed: under load curation may consume it after the policy is set (the stream
+    # is screened as it is consumed), and it is confident, so it counts below the threshold.
+    assert len(queued_a) == stats.queued >= RETRAIN_AFTER and stats.queued + stats.below_threshold in (24, 25)
+    assert {q.input_id for q in queued_a} <= {i for i, _, _ in stream_a}
     assert all(q.score >= 0.2 and q.strategy == "margin" and q.model_version == "1" for q in queued_a)
     first = queued_a[0].input_id
     record = find_record(stack.broker.bootstrap, topics.LABELING_QUEUE, lambda r: r.key == f"{APP}/{first}".encode(), timeout=30)
@@ -125,9 +129,9 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     # a duplicate or, now that the model is surer, below the threshold; never queued twice).
     # Delivery is at-least-once, but a batch redelivered after a consumer-group rebalance (another
     # test's process joining the session broker) is recognised by its events' idempotency keys
-    # and not screened again, so exactly the 40 sent are counted.
+    # and not screened again, so exactly the 40 sent are counted (41 with wait_served's late one).
     accounted = stats.queued + stats.labeled + stats.below_threshold + stats.skipped_budget + stats.skipped_rate + stats.duplicates + stats.without_input_id
-    assert stats.screened == 40 and stats.screened == accounted, stats
+    assert stats.screened in (40, 41) and stats.screened == accounted, stats  # 41: wait_served's, see batch A
     queued_b = list(client.queue_items(APP, state="queued"))
     assert 1 <= len(queued_b) <= RETRAIN_AFTER and (len(queued_b) == RETRAIN_AFTER or not stats.skipped_budget)
     # the reviewer labels what the queue holds: retrain after exactly those

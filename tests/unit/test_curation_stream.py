@@ -93,6 +93,8 @@ def test_redelivered_predictions_are_screened_once(tmp_path) -> None:  # type: i
     s.screen([keyed("i5", 0.1, "")])  # no key (an integration's event): never deduplicated
     s.screen([keyed("i5", 0.1, "")])
     assert s.queue("a", 0, 10, "")[2]["screened"] == 7
+    s.screen([keyed("i6", 0.1, "k6"), keyed("i6", 0.1, "k6")])  # the same event twice in one batch: once
+    assert s.queue("a", 0, 10, "")[2]["screened"] == 8
 
 
 def test_labels_mark_items_done_once(stream) -> None:  # type: ignore[no-untyped-def]

@@ -190,17 +190,18 @@ class StreamCuration:
         first screening decided; only its queued item's unacknowledged event is returned again."""
         out: list[QueuedItem] = []
         returned: set[tuple[str, str]] = set()
-        screened: list[str] = []
+        screened: dict[str, None] = {}  # keys screened in this batch, in order
         with self._lock:
             with self.store.engine.begin() as conn:
                 now = self.clock()
                 for p in predictions:
-                    if p.key and p.key in self._seen:
-                        self._seen.move_to_end(p.key)
+                    if p.key and (p.key in self._seen or p.key in screened):  # screened before, or earlier in this batch
+                        if p.key in self._seen:
+                            self._seen.move_to_end(p.key)
                         self._republish(conn, p, out, returned)
                         continue
                     if p.key:
-                        screened.append(p.key)
+                        screened[p.key] = None
                     self._screen_one(conn, p, now, out, returned)
             for key in screened:  # only once the counts are committed
                 self._seen[key] = None
