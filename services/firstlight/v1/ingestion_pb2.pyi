@@ -442,6 +442,7 @@ class ListInputsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     INPUT_IDS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     page_size: _builtins.int
@@ -458,6 +459,10 @@ class ListInputsRequest(_message.Message):
         state of a page of another listing, such as a dataset version's rows in the gallery.
         """
 
+    @_builtins.property
+    def quality(self) -> _common_pb2.QualityRange:
+        """Only inputs whose stored quality metric lies in this range (unset: no quality filter)."""
+
     def __init__(
         self,
         *,
@@ -466,10 +471,11 @@ class ListInputsRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: _common_pb2.InputFilter | None = ...,
         input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        quality: _common_pb2.QualityRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token", "quality", b"quality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
