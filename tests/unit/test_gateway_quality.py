@@ -10,7 +10,7 @@ import pytest
 from firstlight import errors
 from firstlight.gateway.quality_views import health_view, slices_view
 from firstlight.gateway.session import COOKIE
-from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -61,6 +61,13 @@ class FakeCuration:
 
 
 class FakeIngestion:
+    def __init__(self) -> None:
+        self.listed: list = []
+
+    async def list_inputs(self, req, key):  # type: ignore[no-untyped-def]
+        self.listed.append(req)
+        return ingestion_pb2.ListInputsResponse(inputs=[common_pb2.Input(id="dark1", quality=common_pb2.ImageQuality(brightness=0.02))], total_size=1)
+
     async def get_input(self, req, key):  # type: ignore[no-untyped-def]
         if req.input_id == "gone":
             raise errors.NotFound("gone")
@@ -129,6 +136,18 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
         "/v1/apps/{app_id}/models/{model_id}/versions/{version}/slices",
     ):
         assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
+
+
+def test_gallery_listing_passes_a_quality_range_through(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.get("/v1/apps/app1/inputs?quality_metric=brightness&quality_max=0.2", headers=h)
+    assert r.status_code == 200 and r.json()["inputs"][0]["quality"]["brightness"] == 0.02
+    q = fake.ingestion.listed[-1].quality
+    assert (q.metric, q.HasField("min"), q.max) == ("brightness", False, 0.2)
+    assert client.get("/v1/apps/app1/inputs", headers=h).status_code == 200 and not fake.ingestion.listed[-1].HasField("quality")
+    assert client.get("/v1/apps/app1/inputs?quality_min=0.2", headers=h).status_code == 400
+    assert client.get("/v1/apps/app1/inputs?quality_metric=blur&quality_min=1&dataset_id=main", headers=h).status_code == 400
 
 
 def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # type: ignore[no-untyped-def]
