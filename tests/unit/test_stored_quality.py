@@ -148,3 +148,18 @@ def test_curation_reads_back_exactly_what_ingestion_stored() -> None:
     q = image_quality(textured(6), (1600, 1200)).to_dict()
     assert quality_of(quality_to_proto(q)) == pytest.approx(q)  # type: ignore[arg-type]
     assert ImageQuality.from_dict(quality_of(quality_to_proto(q))) == ImageQuality.from_dict(q)  # type: ignore[arg-type]
+
+
+def test_histogram_of_one_metric_counts_measured_inputs_and_names_the_rest(parts) -> None:  # type: ignore[no-untyped-def]
+    core, _ = parts
+    dark = (textured(7) // 8).astype(np.uint8)
+    core.post_inputs("app", [NewInput(encoded(textured(i)), id=f"lit{i}") for i in range(3)] + [NewInput(encoded(dark), id="dark")])
+    with core.store.engine.begin() as conn:
+        conn.execute(inputs.update().where(inputs.c.id == "lit0").values(quality=None))
+    edges, counts, unmeasured = core.quality_histogram("app", "brightness", 4)
+    assert len(edges) == 5 and counts[0] == 1 and sum(counts) == 3 and unmeasured == 1  # the dark one at the bottom
+    assert core.quality_histogram("app", "blur")[1].__len__() == 20  # default bins
+    with pytest.raises(InvalidArgument, match="unknown quality metric"):
+        core.quality_histogram("app", "sharpness")
+    with pytest.raises(InvalidArgument, match="bins"):
+        core.quality_histogram("app", "blur", 1000)

@@ -40,7 +40,7 @@ from firstlight.ingestion.ports import (
     utcnow,
 )
 from firstlight.media.decode import Photo, decode_photo, jpeg_reduction
-from firstlight.media.image_metrics import METRICS, image_quality
+from firstlight.media.image_metrics import METRICS, histogram, image_quality
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
 from firstlight.media.thumbnail import encode_thumbnail, thumbnail_name, thumbnail_uri_of
 
@@ -308,6 +308,17 @@ class Ingestion:
             quality_range=quality_range,
         )
         return rows, validation.encode_page_token("s", next_seq, app_id) if next_seq else "", total
+
+    def quality_histogram(self, app_id: str, metric: str, bins: int = 0) -> tuple[list[float], list[int], int]:
+        """(bucket edges, inputs per bucket, inputs without metrics) of one stored metric."""
+        self.get_app(app_id)
+        checked_quality_range(QualityRange(metric, min=0.0))  # the metric's name
+        bins = bins or 20
+        if not 1 <= bins <= 100:
+            raise InvalidArgument(f"bins must be between 1 and 100 (got {bins})")
+        values, unmeasured = self.store.quality_values(app_id, metric)
+        edges, counts = histogram(values, bins)
+        return edges, counts, unmeasured
 
     def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
         self.get_app(app_id)

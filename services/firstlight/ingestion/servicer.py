@@ -230,6 +230,10 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
         )
         return ingestion_pb2.BulkAnnotateResponse(input_ids=result.input_ids, scores=result.scores)
 
+    async def GetQualityHistogram(self, request, context):  # type: ignore[no-untyped-def]
+        edges, counts, unmeasured = await asyncio.to_thread(self.core.quality_histogram, request.app_id, request.metric, request.bins)
+        return ingestion_pb2.GetQualityHistogramResponse(metric=request.metric, edges=edges, counts=counts, unmeasured=unmeasured)
+
     async def ListConcepts(self, request, context):  # type: ignore[no-untyped-def]
         concepts = await asyncio.to_thread(self.core.list_concepts, request.app_id)
         return ingestion_pb2.ListConceptsResponse(concepts=[common_pb2.Concept(name=n, input_count=c) for n, c in concepts])

@@ -74,7 +74,7 @@ inputs = Table(
     # The Portal's thumbnail blob (firstlight.media.thumbnail); NULL for inputs stored before it.
     Column("thumbnail_uri", String(1024), nullable=True),
     # Image-quality metrics from ingestion's decode, {metric: value}; NULL for inputs stored before.
-    Column("quality", JSON, nullable=True),
+    Column("quality", JSON(none_as_null=True), nullable=True),  # None: SQL NULL, not JSON null
     UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
 )
 
@@ -342,6 +342,14 @@ class MetadataStore:
             concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
         next_seq = rows[-1]["seq"] if more and rows else None
         return [self._row(dict(r), concepts[r["id"]]) for r in rows], next_seq, total
+
+    def quality_values(self, app_id: str, metric: str) -> tuple[list[float], int]:
+        """(the stored ``metric`` of every input of the app that has metrics, how many have none)."""
+        value = inputs.c.quality[metric].as_float()
+        with self.engine.connect() as conn:
+            found = [float(v) for v in conn.execute(select(value).where(inputs.c.app_id == app_id, inputs.c.quality.is_not(None))).scalars() if v is not None]
+            none = conn.execute(select(func.count()).select_from(inputs).where(inputs.c.app_id == app_id, inputs.c.quality.is_(None))).scalar_one()
+        return found, int(none)
 
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]:
         """Delete and return the blob URIs to remove (after commit)."""
