@@ -33,9 +33,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from firstlight.curation.quality import crops, health, image_metrics, outliers, slices, splits
+from firstlight.curation.quality import crops, health, outliers, slices, splits
 from firstlight.curation.quality import duplicates as dup
 from firstlight.curation.quality.neighbors import knn, normalize
+from firstlight.media import image_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "dq"

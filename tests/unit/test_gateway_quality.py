@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from firstlight import errors
-from firstlight.gateway.quality_views import health_view, slices_view
+from firstlight.gateway.quality_views import health_view, histogram_view, slices_view
 from firstlight.gateway.session import COOKIE
-from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, training_pb2
+from firstlight.v1 import common_pb2, curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -61,6 +61,22 @@ class FakeCuration:
 
 
 class FakeIngestion:
+    def __init__(self) -> None:
+        self.listed: list = []
+        self.histograms: list = []
+
+    async def get_quality_histogram(self, req, key):  # type: ignore[no-untyped-def]
+        self.histograms.append(req)
+        if req.metric not in ("brightness", "blur"):
+            raise errors.InvalidArgument(f"unknown quality metric {req.metric!r}")
+        edges = [k / req.bins for k in range(req.bins + 1)]
+        counts = [[1, 0, 3, 0][k % 4] for k in range(req.bins)]
+        return ingestion_pb2.GetQualityHistogramResponse(metric=req.metric, edges=edges, counts=counts, unmeasured=2)
+
+    async def list_inputs(self, req, key):  # type: ignore[no-untyped-def]
+        self.listed.append(req)
+        return ingestion_pb2.ListInputsResponse(inputs=[common_pb2.Input(id="dark1", quality=common_pb2.ImageQuality(brightness=0.02))], total_size=1)
+
     async def get_input(self, req, key):  # type: ignore[no-untyped-def]
         if req.input_id == "gone":
             raise errors.NotFound("gone")
@@ -131,6 +147,18 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
         assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
 
 
+def test_gallery_listing_passes_a_quality_range_through(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.get("/v1/apps/app1/inputs?quality_metric=brightness&quality_max=0.2", headers=h)
+    assert r.status_code == 200 and r.json()["inputs"][0]["quality"]["brightness"] == 0.02
+    q = fake.ingestion.listed[-1].quality
+    assert (q.metric, q.HasField("min"), q.max) == ("brightness", False, 0.2)
+    assert client.get("/v1/apps/app1/inputs", headers=h).status_code == 200 and not fake.ingestion.listed[-1].HasField("quality")
+    assert client.get("/v1/apps/app1/inputs?quality_min=0.2", headers=h).status_code == 400
+    assert client.get("/v1/apps/app1/inputs?quality_metric=blur&quality_min=1&dataset_id=main", headers=h).status_code == 400
+
+
 def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # type: ignore[no-untyped-def]
     client, fake, session, cookie = gw
     client.cookies.set(COOKIE, cookie)
@@ -173,3 +201,27 @@ def test_views_name_checks_and_slices_in_words() -> None:
     assert v.leaks[0].split == "test"
     rows = slices_view(to_json(REPORT) | {"slices": [{"field": "cluster", "value": "c2", "count": 40, "majority_concept": "dog", "majority_share": 0.8}]})
     assert rows[0].name == "embedding cluster c2" and rows[0].note == "mostly dog (80%)" and not rows[0].confident
+
+
+def test_histogram_route_and_portal_bars(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, cookie = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.get("/v1/apps/app1/quality/histogram?metric=brightness&bins=4", headers=h)
+    assert r.status_code == 200 and r.json()["counts"] == [1, 0, 3, 0] and r.json()["unmeasured"] == 2
+    assert (fake.ingestion.histograms[-1].metric, fake.ingestion.histograms[-1].bins) == ("brightness", 4)
+    assert client.get("/v1/apps/app1/quality/histogram?metric=blur&bins=0", headers=h).status_code == 400
+    assert client.get("/v1/apps/app1/quality/histogram?metric=sharpness", headers=h).status_code == 400
+    client.cookies.set(COOKIE, cookie)
+    page = client.get("/portal/apps/app1/quality?metric=brightness")
+    assert page.status_code == 200
+    assert page.text.count('<rect class="bar"') == 20 and "style=" not in page.text.split('id="histogram-card"')[1]
+    assert "quality_metric=brightness&amp;quality_min=0.0&amp;quality_max=0.05" in page.text
+    assert "2 stored before metrics were measured" in page.text
+    other = client.get(f"/portal/apps/app1/quality?metric={HOSTILE}")  # not a metric: no histogram asked for
+    assert other.status_code == 200 and 'id="histogram"' not in other.text and HOSTILE not in other.text
+
+
+def test_histogram_view_scales_bars_to_the_tallest() -> None:
+    v = histogram_view({"metric": "blur", "edges": [0.0, 1.0, 2.0], "counts": [2, 4], "unmeasured": 0})
+    assert [(b.x, b.height, b.count) for b in v["bars"]] == [(0.0, 80.0, 2), (300.0, 160.0, 4)]
+    assert histogram_view({"metric": "blur", "edges": [], "counts": []})["bars"] == []

@@ -136,3 +136,17 @@ def test_blob_store_resolves_the_opaque_references_clients_see(tmp_path) -> None
     for bad in ("blob:other/x1", "blob:app/../app/x1", "blob:app/x1\n", "blob:../etc/passwd", "blob:app/"):
         with pytest.raises(NotFound):
             store.get(bad, app_id="app")
+
+
+def test_quality_metrics_are_stored_and_filter_listings(core: Ingestion) -> None:
+    """Also run on PostgreSQL (tests/integration/test_postgres.py): the JSON range filter."""
+    from firstlight.ingestion.ports import QualityRange
+
+    dark = Image.open(io.BytesIO(png(1))).point(lambda v: v // 8)
+    buf = io.BytesIO()
+    dark.save(buf, "PNG")
+    core.post_inputs("app", [NewInput(png(2), id="lit"), NewInput(buf.getvalue(), id="dark")])
+    assert core.get_input("app", "dark").quality["brightness"] < 0.1  # type: ignore[index]
+    rows, _, total = core.list_inputs("app", quality_range=QualityRange("brightness", max=0.2))
+    assert [r.id for r in rows] == ["dark"] and total == 1
+    assert [r.id for r in core.list_inputs("app", quality_range=QualityRange("brightness", min=0.2))[0]] == ["lit"]

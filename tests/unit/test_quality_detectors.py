@@ -11,8 +11,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from firstlight.curation.quality import duplicates as dup
-from firstlight.curation.quality import health, image_metrics, outliers, slices, splits
+from firstlight.curation.quality import health, outliers, slices, splits
 from firstlight.curation.quality.neighbors import knn, normalize
+from firstlight.media import image_metrics
 
 
 def _clustered(n: int, dim: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

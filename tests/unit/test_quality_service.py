@@ -49,6 +49,9 @@ class FakePlatform:
     def blobs_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
         return {i: self.blob[i] for i in input_ids}
 
+    def stored_quality(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        return {i: self.quality[i] for i in input_ids if i in getattr(self, "quality", {})}
+
     def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
         return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
 
@@ -81,6 +84,20 @@ def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     assert g["duplicate_groups"] == []
     leaks = {name: ids for name, _, _, _, ids in g["checks"]}["leaks"]
     assert leaks == ["dup"]
+
+
+def test_health_check_uses_the_metrics_ingestion_stored_and_measures_only_older_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from firstlight.media import image_metrics
+
+    platform = FakePlatform()
+    # i5 as ingestion stored it: blank by its metrics (its pixels are not); the others stored before
+    platform.quality = {"i5": image_metrics.image_quality(np.zeros((32, 32, 3), np.uint8)).to_dict()}
+    measured: list[int] = []
+    real = image_metrics.image_quality
+    monkeypatch.setattr(image_metrics, "image_quality", lambda rgb, size=None: measured.append(1) or real(rgb, size))
+    r = Curation(platform, training=None).health_check("app", images=True)  # type: ignore[arg-type]
+    assert len(measured) == 41  # 43 examined, less i5 (stored) and "bad" (does not decode)
+    assert "i5" in {name: ids for name, _, _, _, ids in r["checks"]}["corrupt_or_blank"]
 
 
 class FakeTraining:

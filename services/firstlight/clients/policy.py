@@ -14,7 +14,7 @@ __all__ = ["DEADLINES_S", "DEFAULT_DEADLINE_S", "DEFAULT_POLICY", "IDEMPOTENT_RP
 
 #: RPCs with no side effect, hence retried on UNAVAILABLE.
 IDEMPOTENT_RPCS = frozenset({
-    "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts",
+    "EmbedImages", "GetApp", "GetInput", "ListInputs", "ListConcepts", "GetQualityHistogram",
     "SearchByImage", "SearchByText", "GetIndexStats", "GetVectors",
     "Predict", "ListModels", "PredictWorkflow",
     "GetDataset", "GetTrainingJob", "ListModelVersions", "ListDatasetRows", "ScoreInputs",

@@ -198,6 +198,11 @@ class IngestionClient(_Service):
     async def list_concepts(self, req: ingestion_pb2.ListConceptsRequest, *, key: str | None = None) -> ingestion_pb2.ListConceptsResponse:
         return await self._unary("ListConcepts", req, key)
 
+    async def get_quality_histogram(
+        self, req: ingestion_pb2.GetQualityHistogramRequest, *, key: str | None = None
+    ) -> ingestion_pb2.GetQualityHistogramResponse:
+        return await self._unary("GetQualityHistogram", req, key)
+
     async def bulk_annotate(self, req: ingestion_pb2.BulkAnnotateRequest, *, key: str | None = None) -> ingestion_pb2.BulkAnnotateResponse:
         return await self._unary("BulkAnnotate", req, key)
 

@@ -39,7 +39,7 @@ class PixelFacts:
 
     sha256: str
     thumb: np.ndarray
-    quality: object  # quality.image_metrics.ImageQuality
+    quality: object  # firstlight.media.image_metrics.ImageQuality
     canvas: np.ndarray  # 32×32 gray uint8: the crop check (quality.crops)
 
 
@@ -224,8 +224,9 @@ class Curation:
 
         from PIL import Image
 
-        from firstlight.curation.quality import crops, image_metrics
+        from firstlight.curation.quality import crops
         from firstlight.curation.quality import duplicates as dup
+        from firstlight.media import image_metrics
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
         for i in ids:
@@ -233,6 +234,9 @@ class Curation:
                 self._pixels.move_to_end((app_id, i))
         for start in range(0, len(missing), 64):
             chunk = missing[start : start + 64]
+            # Metrics measured by ingestion on its decode are used as stored (the same figures the
+            # listings filter on); only inputs stored before them are measured here.
+            stored = self.platform.stored_quality(app_id, chunk)
             for input_id, data in self.platform.blobs_of(app_id, chunk).items():
                 try:
                     with Image.open(io.BytesIO(data)) as img:
@@ -241,7 +245,9 @@ class Curation:
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
                     self._pixels[(app_id, input_id)] = None
                     continue
-                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), image_metrics.image_quality(rgb), crops.canvas(rgb))
+                q = stored.get(input_id)
+                quality = image_metrics.ImageQuality.from_dict(q) if q is not None else image_metrics.image_quality(rgb)
+                self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), quality, crops.canvas(rgb))
         facts = {i: self._pixels.get((app_id, i)) for i in ids}
         corrupt = [i for i, f in facts.items() if f is None and (app_id, i) in self._pixels]
         while len(self._pixels) > MAX_PIXEL_FACTS:
@@ -289,7 +295,7 @@ class Curation:
         kw: dict = {}
         corrupt: list[str] = []
         if images:
-            from firstlight.curation.quality.image_metrics import ImageQuality
+            from firstlight.media.image_metrics import ImageQuality
 
             facts, corrupt = self._pixel_facts(app_id, ids)
             # an input that did not decode: no content hash, a zero descriptor (correlates with
@@ -391,7 +397,8 @@ class Curation:
         """Slices of a split of the version's dataset where the head does worst: true concept,
         embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
         brightness, contrast and blur."""
-        from firstlight.curation.quality import image_metrics, slices
+        from firstlight.curation.quality import slices
+        from firstlight.media import image_metrics
 
         validation.app_id(app_id)
         split = split or "validation"

@@ -22,6 +22,7 @@ from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
 from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import FailedPrecondition, NotFound
+from firstlight.media.image_metrics import METRICS
 from firstlight.runtime.channels import aio_internal_channel
 from firstlight.v1 import common_pb2, ingestion_pb2, search_pb2, training_pb2
 
@@ -136,6 +137,19 @@ class GrpcPlatform:
             out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
         return out
 
+    def stored_quality(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Input id → the quality metrics ingestion stored with it; inputs without them (stored
+        before) are left out."""
+        out: dict[str, dict[str, float]] = {}
+        ids = list(input_ids)
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start : start + PAGE]
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(chunk), input_ids=chunk)
+            for i in self.bridge.call(lambda req=req: self.bridge.ingestion.list_inputs(req)).inputs:
+                if i.HasField("quality"):
+                    out[i.id] = quality_of(i.quality)
+        return out
+
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]:
         """The stored bytes of inputs (the image-quality checks); inputs whose blob is gone are
         left out."""
@@ -150,6 +164,11 @@ class GrpcPlatform:
             except (OSError, KeyError):
                 continue
         return out
+
+
+def quality_of(q: common_pb2.ImageQuality) -> dict[str, float]:
+    """An ImageQuality message as ImageQuality.to_dict() has it."""
+    return {k: float(getattr(q, k)) for k in METRICS}
 
 
 class GrpcTraining:

@@ -279,16 +279,38 @@ async def list_inputs(
     labeled: Literal["", "any", "labeled", "unlabeled"] = "",
     dataset_id: str = Query("", description="only the inputs of this dataset's version (the filters then apply to the version's frozen labels and splits)"),
     dataset_version: str = Query("", description="with dataset_id: the version (content hash); empty: the latest"),
+    quality_metric: str = Query(
+        "", description="keep inputs whose stored image-quality metric (blur, brightness, contrast, ...) is within quality_min..quality_max"
+    ),
+    quality_min: float | None = Query(None, description="with quality_metric: lower bound (inclusive)"),
+    quality_max: float | None = Query(None, description="with quality_metric: upper bound (inclusive)"),
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
     flt = input_filter(concept, split, labeled)
+    quality = quality_range(quality_metric, quality_min, quality_max)
     if dataset_id:
+        if quality is not None:
+            raise errors.InvalidArgument("quality filters apply to the app's inputs, not to a dataset version's rows")
         return await _dataset_inputs(app_id, dataset_id, dataset_version, page_size, page_token, flt, c, cl)
     if dataset_version:
         raise errors.InvalidArgument("dataset_version needs dataset_id")
-    resp = await cl.ingestion.list_inputs(ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=page_token, filter=flt), key=c.key)
-    return to_json(resp)
+    req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=page_token, filter=flt, quality=quality)
+    return to_json(await cl.ingestion.list_inputs(req, key=c.key))
+
+
+def quality_range(metric: str, low: float | None, high: float | None) -> common_pb2.QualityRange | None:
+    """The listing's quality filter (ingestion checks the metric's name and the bounds)."""
+    if not metric:
+        if low is not None or high is not None:
+            raise errors.InvalidArgument("quality_min / quality_max need quality_metric")
+        return None
+    q = common_pb2.QualityRange(metric=metric)
+    if low is not None:
+        q.min = low
+    if high is not None:
+        q.max = high
+    return q
 
 
 async def _dataset_inputs(app_id: str, dataset_id: str, version: str, size: int, token: str, flt: common_pb2.InputFilter, c: Caller, cl: Clients) -> dict:

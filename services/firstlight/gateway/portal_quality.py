@@ -1,6 +1,7 @@
 """The Portal's data-quality page: the health check of the app or of a dataset version (its
 verdicts, duplicate groups as thumbnails with "keep one", leaks across splits, outliers and
-flagged images) and a model version's worst slices. The check runs when asked (``?run=1``):
+flagged images), a model version's worst slices, and a histogram of one image-quality metric
+stored with the inputs (SVG bars drawn server-side). The check runs when asked (``?run=1``):
 the first check of an app reads and decodes every image once. Rendered server-side
 (autoescaped); "keep one" is a plain form POST with the session's CSRF token, so the page needs
 no script."""
@@ -49,6 +50,9 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
         "slices_meta": None,
         "slices_error": "",
         "models": [],
+        "histogram": None,
+        "histogram_error": "",
+        "histogram_metrics": quality_views.HISTOGRAM_METRICS,
     }
     try:
         listed = await cl.inference.list_models(inference_pb2.ListModelsRequest(app_id=app_id), key=s.key)
@@ -85,10 +89,30 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
             raise
         except errors.FirstlightError as exc:
             ctx["slices_error"] = str(exc)
+    if q["metric"]:
+        try:
+            req = ingestion_pb2.GetQualityHistogramRequest(app_id=app_id, metric=q["metric"], bins=20)
+            ctx["histogram"] = quality_views.histogram_view(to_json(await cl.ingestion.get_quality_histogram(req, key=s.key)))
+        except (errors.Unauthenticated, errors.PermissionDenied):
+            raise
+        except errors.FirstlightError as exc:
+            ctx["histogram_error"] = str(exc)
     return portal._page(request, "quality.html", s, app_id=app_id, page="quality", status_code=status_code, **ctx)
 
 
-def _query(run: str, dataset: str, version: str, images: str, group_key: str, examples: str, model: str, model_version: str, split: str, min_size: str) -> dict:
+def _query(
+    run: str,
+    dataset: str,
+    version: str,
+    images: str,
+    group_key: str,
+    examples: str,
+    model: str,
+    model_version: str,
+    split: str,
+    min_size: str,
+    metric: str = "",
+) -> dict:
     def number(text: str, default: int, hi: int) -> int:
         return max(1, min(int(text), hi)) if text.strip().isdigit() else default
 
@@ -103,6 +127,7 @@ def _query(run: str, dataset: str, version: str, images: str, group_key: str, ex
         "model_version": model_version.strip(),
         "split": split if split in ("validation", "test", "train") else "validation",
         "min_size": number(min_size, 20, 100_000),
+        "metric": metric if metric in quality_views.HISTOGRAM_METRICS else "",
     }
 
 
@@ -120,11 +145,12 @@ async def quality_page(
     model_version: str = "",
     split: str = "validation",
     min_size: str = "20",
+    metric: str = "",
     done: str = "",
 ) -> Response:
     """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
-    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size)
+    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric)
     return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from firstlight.clients import Clients
 from firstlight.gateway.api import Caller, _version, caller, clients, to_json
-from firstlight.v1 import curation_pb2
+from firstlight.v1 import curation_pb2, ingestion_pb2
 
 router = APIRouter(prefix="/v1")
 
@@ -84,3 +84,19 @@ async def worst_slices(
     cl: Clients = Depends(clients),
 ) -> dict:
     return to_json(await cl.curation.get_worst_slices(slices_request(app_id, model_id, version, split, min_size, limit), key=c.key))
+
+
+@router.get(
+    "/apps/{app_id}/quality/histogram",
+    tags=["quality"],
+    summary="Histogram of one image-quality metric (blur, brightness, contrast, ...) stored with the app's inputs: bucket edges and counts",
+)
+async def quality_histogram(
+    app_id: str,
+    metric: str = Query(..., description="blur, brightness, highlight, contrast, saturation, noise, aspect_ratio, width, height, grayscale or blank_fraction"),
+    bins: int = Query(20, ge=1, le=100, description="equal-width buckets"),
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+) -> dict:
+    req = ingestion_pb2.GetQualityHistogramRequest(app_id=app_id, metric=metric, bins=bins)
+    return to_json(await cl.ingestion.get_quality_histogram(req, key=c.key))

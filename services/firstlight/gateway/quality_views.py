@@ -172,3 +172,41 @@ def recorded_health(dataset: dict[str, Any]) -> str:
     elif bad:
         text += f" ({', '.join(bad)})"
     return text + ". Training on it warns when it fails (or refuses, with require_passing_check)."
+
+
+#: The stored image-quality metrics the histogram can show (ingestion's names).
+HISTOGRAM_METRICS = ("brightness", "contrast", "blur", "saturation", "noise", "highlight", "blank_fraction", "aspect_ratio", "width", "height", "grayscale")
+HIST_W, HIST_H = 600, 160
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    low: float
+    high: float
+    count: int
+
+
+def histogram_view(resp: dict[str, Any]) -> dict[str, Any]:
+    """Bars (SVG coordinates in a HIST_W × HIST_H box, tallest bar full height) of a
+    GetQualityHistogram answer, with each bucket's range and count for its tooltip."""
+    edges = [float(e) for e in resp.get("edges", [])]
+    counts = [int(c) for c in resp.get("counts", [])]
+    top = max(counts, default=0) or 1
+    w = HIST_W / max(1, len(counts))
+    bars = [
+        Bar(round(k * w, 2), round(HIST_H - HIST_H * c / top, 2), round(max(w - 1, 1), 2), round(HIST_H * c / top, 2), edges[k], edges[k + 1], c)
+        for k, c in enumerate(counts)
+        if k + 1 < len(edges)
+    ]
+    return {
+        "metric": resp.get("metric", ""),
+        "bars": bars,
+        "measured": sum(counts),
+        "unmeasured": int(resp.get("unmeasured", 0)),
+        "low": edges[0] if edges else 0.0,
+        "high": edges[-1] if edges else 0.0,
+    }

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from firstlight.config import ImageLimits
 from firstlight.domain import validation
@@ -29,12 +33,14 @@ from firstlight.ingestion.ports import (
     InputRow,
     InputsDeleted,
     MetadataStorePort,
+    QualityRange,
     SearchPeer,
     Selection,
     Submission,
     utcnow,
 )
-from firstlight.media.decode import decode_photo, jpeg_reduction
+from firstlight.media.decode import Photo, decode_photo, jpeg_reduction
+from firstlight.media.image_metrics import METRICS, histogram, image_quality
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
 from firstlight.media.thumbnail import encode_thumbnail, thumbnail_name, thumbnail_uri_of
 
@@ -62,6 +68,27 @@ class NewInput:
 class BulkResult:
     input_ids: list[str]
     scores: list[float]  # one per id for a search selection; empty for listed ids
+
+
+def measure_quality(photo: Photo) -> dict[str, float]:
+    """Quality metrics of a decoded upload, with the source's upright resolution (a JPEG's
+    decode here is DCT-reduced; EXIF orientations 5-8 swap the sides)."""
+    size = (photo.height, photo.width) if photo.orientation >= 5 else (photo.width, photo.height)
+    return image_quality(np.asarray(photo.image), size).to_dict()
+
+
+def checked_quality_range(q: QualityRange) -> QualityRange:
+    """A listing's quality filter: a known metric (fullmatch), finite bounds, min <= max."""
+    if not re.fullmatch(r"[a-z_]{1,32}", q.metric) or q.metric not in METRICS:
+        raise InvalidArgument(f"unknown quality metric {q.metric[:64]!r}; one of: {', '.join(METRICS)}")
+    for bound in (q.min, q.max):
+        if bound is not None and not math.isfinite(bound):
+            raise InvalidArgument(f"quality bounds must be finite numbers, got {bound}")
+    if q.min is None and q.max is None:
+        raise InvalidArgument(f"quality filter on {q.metric!r} has neither a minimum nor a maximum")
+    if q.min is not None and q.max is not None and q.min > q.max:
+        raise InvalidArgument(f"quality filter on {q.metric!r}: minimum {q.min} is above maximum {q.max}")
+    return q
 
 
 class Ingestion:
@@ -110,7 +137,7 @@ class Ingestion:
         # A region's concept is one of the input's concepts (concept filters and datasets see it).
         concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
-        decoded, preview, thumb = self._check_image(item.image_bytes, label)
+        decoded, preview, thumb, quality = self._check_image(item.image_bytes, label)
         row = InputRow(
             app_id=app_id,
             id=input_id,
@@ -125,14 +152,16 @@ class Ingestion:
             label_revision=1 if concepts else 0,
             concepts=concepts,
             regions=regions,
+            quality=quality,
         )
         return row, item.image_bytes, preview, thumb
 
-    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None, bytes]:
+    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None, bytes, dict[str, float]]:
         """Validate an upload's image with one decode (of a JPEG at the reduced scale the backbone
         and the thumbnail need) within the decode memory budget, and cut the Portal's thumbnail
         from those pixels. A large JPEG's decoded pixels also come back as a preview for the
-        embedding worker (decode once, firstlight.media.preview)."""
+        embedding worker (decode once, firstlight.media.preview), and the image-quality metrics
+        are measured on the same pixels (stored with the input for listing filters and curation)."""
         limits = self.limits
         px = int(getattr(limits, "thumbnail_px", 192))
         side = max(PREVIEW_SIDE, px)  # a reduced decode must still cover the thumbnail
@@ -151,7 +180,7 @@ class Ingestion:
             photo = decode_photo(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=side, label=label, max_side=max_side)
             info = ImageInfo(photo.width, photo.height, photo.format)
             preview = encode_preview(photo) if large_jpeg and wants_preview(photo) else None
-            return info, preview, encode_thumbnail(photo.image, px)
+            return info, preview, encode_thumbnail(photo.image, px), measure_quality(photo)
         finally:
             self.decode_budget.release(taken)
 
@@ -257,8 +286,11 @@ class Ingestion:
         split: int = 0,
         labeled: bool | None = None,
         input_ids: Sequence[str] = (),
+        quality_range: QualityRange | None = None,
     ) -> tuple[list[InputRow], str, int]:
         self.get_app(app_id)
+        if quality_range is not None:
+            quality_range = checked_quality_range(quality_range)
         size = validation.page_size(page_size, default=100, maximum=1000)
         if split not in SPLITS:
             raise InvalidArgument(f"unknown split {split}")
@@ -273,8 +305,20 @@ class Ingestion:
             split=split,
             labeled=labeled,
             input_ids=ids,
+            quality_range=quality_range,
         )
         return rows, validation.encode_page_token("s", next_seq, app_id) if next_seq else "", total
+
+    def quality_histogram(self, app_id: str, metric: str, bins: int = 0) -> tuple[list[float], list[int], int]:
+        """(bucket edges, inputs per bucket, inputs without metrics) of one stored metric."""
+        self.get_app(app_id)
+        checked_quality_range(QualityRange(metric, min=0.0))  # the metric's name
+        bins = bins or 20
+        if not 1 <= bins <= 100:
+            raise InvalidArgument(f"bins must be between 1 and 100 (got {bins})")
+        values, unmeasured = self.store.quality_values(app_id, metric)
+        edges, counts = histogram(values, bins)
+        return edges, counts, unmeasured
 
     def delete_inputs(self, app_id: str, input_ids: Sequence[str]) -> int:
         self.get_app(app_id)

@@ -25,6 +25,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class QualityRange:
+    """A listing filter: the stored quality ``metric`` within [min, max] (None = unbounded)."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+
+
 @dataclass
 class InputRow:
     app_id: str
@@ -43,6 +52,9 @@ class InputRow:
     #: The Portal's thumbnail in the blob store, cut from ingestion's decode ("" = stored before
     #: thumbnails were: the gateway makes one on demand).
     thumbnail_uri: str = ""
+    #: Image-quality metrics (firstlight.media.image_metrics.ImageQuality.to_dict) measured on
+    #: ingestion's decode; None for inputs stored before they were.
+    quality: dict[str, float] | None = None
     # (concept, labeled_by, labeled_at or None) per concept; filled by get_inputs only.
     label_records: list[tuple[str, str, datetime | None]] = field(default_factory=list)
 
@@ -105,8 +117,18 @@ class MetadataStorePort(Protocol):
     def insert_inputs(self, rows: Sequence[InputRow], events: Sequence[Event]) -> None: ...
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]: ...
     def list_inputs(
-        self, app_id: str, *, after_seq: int, limit: int, concepts_any: Sequence[str], split: int, labeled: bool | None, input_ids: Sequence[str] = ()
+        self,
+        app_id: str,
+        *,
+        after_seq: int,
+        limit: int,
+        concepts_any: Sequence[str],
+        split: int,
+        labeled: bool | None,
+        input_ids: Sequence[str] = (),
+        quality_range: QualityRange | None = None,
     ) -> tuple[list[InputRow], int | None, int]: ...
+    def quality_values(self, app_id: str, metric: str) -> tuple[list[float], int]: ...
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]: ...
     def apply_annotations(self, app_id: str, changes: Sequence[Change], make_events: MakeEvents, labeled_by: str = "") -> list[InputRow]: ...
     def list_concepts(self, app_id: str) -> list[tuple[str, int]]: ...

@@ -16,7 +16,7 @@ from firstlight.hosting import keys
 from firstlight.hosting.auth import CURRENT_PRINCIPAL, caller_is_service
 from firstlight.ingestion.core import Ingestion, NewInput
 from firstlight.ingestion.events import region_proto
-from firstlight.ingestion.ports import InputFilter, InputRow, SearchQuery, Selection
+from firstlight.ingestion.ports import InputFilter, InputRow, QualityRange, SearchQuery, Selection
 from firstlight.ingestion.servicer_video import VideoRpcs
 from firstlight.media.thumbnail import thumbnail_name
 from firstlight.runtime.convert import timestamp
@@ -56,7 +56,27 @@ def input_to_proto(row: InputRow) -> common_pb2.Input:
         label_revision=row.label_revision,
         regions=[region_proto(g) for g in row.regions],
         label_records=[common_pb2.LabelRecord(concept=c, labeled_by=by, labeled_at=timestamp(at) if at else None) for c, by, at in row.label_records],
+        quality=quality_to_proto(row.quality),
     )
+
+
+_QUALITY_FIELDS = ("blur", "brightness", "highlight", "contrast", "saturation", "noise", "aspect_ratio", "grayscale", "blank_fraction", "width", "height")
+
+
+def quality_to_proto(q: dict[str, float] | None) -> common_pb2.ImageQuality | None:
+    """The stored metrics as the message; None leaves it unset."""
+    if q is None:
+        return None
+    kinds = {"grayscale": bool, "width": int, "height": int}
+    return common_pb2.ImageQuality(**{k: kinds.get(k, float)(q[k]) for k in _QUALITY_FIELDS if k in q})  # type: ignore[arg-type]
+
+
+def quality_range_of(request) -> QualityRange | None:  # type: ignore[no-untyped-def]
+    """ListInputsRequest.quality as the core's filter (None when unset)."""
+    if not request.HasField("quality"):
+        return None
+    q = request.quality
+    return QualityRange(q.metric, q.min if q.HasField("min") else None, q.max if q.HasField("max") else None)
 
 
 def app_to_proto(app: dict) -> common_pb2.App:
@@ -186,6 +206,7 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             split=int(f.split),
             labeled=labeled,
             input_ids=list(request.input_ids),
+            quality_range=quality_range_of(request),
         )
         return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
 
@@ -208,6 +229,10 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             labeled_by=self._labeler(),
         )
         return ingestion_pb2.BulkAnnotateResponse(input_ids=result.input_ids, scores=result.scores)
+
+    async def GetQualityHistogram(self, request, context):  # type: ignore[no-untyped-def]
+        edges, counts, unmeasured = await asyncio.to_thread(self.core.quality_histogram, request.app_id, request.metric, request.bins)
+        return ingestion_pb2.GetQualityHistogramResponse(metric=request.metric, edges=edges, counts=counts, unmeasured=unmeasured)
 
     async def ListConcepts(self, request, context):  # type: ignore[no-untyped-def]
         concepts = await asyncio.to_thread(self.core.list_concepts, request.app_id)

@@ -37,7 +37,7 @@ from firstlight import db, migrations
 from firstlight.errors import AlreadyExists
 from firstlight.ingestion import migrations as schema_migrations
 from firstlight.ingestion.events import OutboxEvent, encode
-from firstlight.ingestion.ports import Event, InputRow, MakeEvents, utcnow
+from firstlight.ingestion.ports import Event, InputRow, MakeEvents, QualityRange, utcnow
 
 metadata = MetaData()
 
@@ -73,6 +73,8 @@ inputs = Table(
     Column("regions", JSON, nullable=True),
     # The Portal's thumbnail blob (firstlight.media.thumbnail); NULL for inputs stored before it.
     Column("thumbnail_uri", String(1024), nullable=True),
+    # Image-quality metrics from ingestion's decode, {metric: value}; NULL for inputs stored before.
+    Column("quality", JSON(none_as_null=True), nullable=True),  # None: SQL NULL, not JSON null
     UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
 )
 
@@ -144,6 +146,12 @@ def _regions(value: object) -> list[tuple[str, float, float, float, float]]:
     return [(str(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in value or []]
 
 
+def _quality(value: object) -> dict[str, float] | None:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
 class MetadataStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -210,6 +218,7 @@ class MetadataStore:
                         "label_revision": r.label_revision,
                         "regions": [list(g) for g in r.regions] or None,
                         "thumbnail_uri": r.thumbnail_uri or None,
+                        "quality": r.quality,
                     }
                     for r in rows
                 ],
@@ -262,6 +271,7 @@ class MetadataStore:
             concepts=concepts,
             regions=_regions(m.get("regions")),
             thumbnail_uri=m.get("thumbnail_uri") or "",
+            quality=_quality(m.get("quality")),
         )
 
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]:
@@ -292,8 +302,11 @@ class MetadataStore:
         split: int = 0,
         labeled: bool | None = None,
         input_ids: Sequence[str] = (),
+        quality_range: QualityRange | None = None,
     ) -> tuple[list[InputRow], int | None, int]:
-        """One page after ``after_seq``; returns (rows, last seq if more pages, total)."""
+        """One page after ``after_seq``; returns (rows, last seq if more pages, total).
+        ``quality_range``: only inputs whose stored metric lies in it (inputs stored before the
+        metrics were have none and never match)."""
         conds = [inputs.c.app_id == app_id]
         if input_ids:
             conds.append(inputs.c.id.in_(list(input_ids)))
@@ -314,6 +327,13 @@ class MetadataStore:
             conds.append(has_label)
         elif labeled is False:
             conds.append(~has_label)
+        if quality_range is not None:
+            value = inputs.c.quality[quality_range.metric].as_float()
+            conds.append(inputs.c.quality.is_not(None))
+            if quality_range.min is not None:
+                conds.append(value >= quality_range.min)
+            if quality_range.max is not None:
+                conds.append(value <= quality_range.max)
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(inputs).where(*conds)).scalar_one()
             rows = conn.execute(select(inputs).where(*conds, inputs.c.seq > after_seq).order_by(inputs.c.seq).limit(limit + 1)).mappings().all()
@@ -322,6 +342,14 @@ class MetadataStore:
             concepts = self._concepts_for(conn, app_id, [r["id"] for r in rows])
         next_seq = rows[-1]["seq"] if more and rows else None
         return [self._row(dict(r), concepts[r["id"]]) for r in rows], next_seq, total
+
+    def quality_values(self, app_id: str, metric: str) -> tuple[list[float], int]:
+        """(the stored ``metric`` of every input of the app that has metrics, how many have none)."""
+        value = inputs.c.quality[metric].as_float()
+        with self.engine.connect() as conn:
+            found = [float(v) for v in conn.execute(select(value).where(inputs.c.app_id == app_id, inputs.c.quality.is_not(None))).scalars() if v is not None]
+            none = conn.execute(select(func.count()).select_from(inputs).where(inputs.c.app_id == app_id, inputs.c.quality.is_(None))).scalar_one()
+        return found, int(none)
 
     def delete_inputs(self, app_id: str, ids: list[str], events: Sequence[Event]) -> list[str]:
         """Delete and return the blob URIs to remove (after commit)."""

@@ -233,6 +233,7 @@ class Input(_message.Message):
     REGIONS_FIELD_NUMBER: _builtins.int
     LABEL_RECORDS_FIELD_NUMBER: _builtins.int
     THUMBNAIL_URI_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id unique within its app."""
     app_id: _builtins.str
@@ -278,6 +279,12 @@ class Input(_message.Message):
     def label_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelRecord]:
         """Who put each concept on the input, and when (GetInput only; empty in lists)."""
 
+    @_builtins.property
+    def quality(self) -> Global___ImageQuality:
+        """Image-quality metrics ingestion measured on the decode that validated the image; unset for
+        inputs stored before they were (test with HasField).
+        """
+
     def __init__(
         self,
         *,
@@ -296,14 +303,117 @@ class Input(_message.Message):
         regions: _abc.Iterable[Global___Region] | None = ...,
         label_records: _abc.Iterable[Global___LabelRecord] | None = ...,
         thumbnail_uri: _builtins.str = ...,
+        quality: Global___ImageQuality | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "regions", b"regions", "sha256", b"sha256", "split", b"split", "thumbnail_uri", b"thumbnail_uri", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "quality", b"quality", "regions", b"regions", "sha256", b"sha256", "split", b"split", "thumbnail_uri", b"thumbnail_uri", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Input: _TypeAlias = Input  # noqa: Y015
+
+@_typing.final
+class ImageQuality(_message.Message):
+    """Per-image quality metrics, measured on one decode (the longer side shrunk to at most 512 px
+    for blur and noise, so they compare between inputs).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLUR_FIELD_NUMBER: _builtins.int
+    BRIGHTNESS_FIELD_NUMBER: _builtins.int
+    HIGHLIGHT_FIELD_NUMBER: _builtins.int
+    CONTRAST_FIELD_NUMBER: _builtins.int
+    SATURATION_FIELD_NUMBER: _builtins.int
+    NOISE_FIELD_NUMBER: _builtins.int
+    ASPECT_RATIO_FIELD_NUMBER: _builtins.int
+    GRAYSCALE_FIELD_NUMBER: _builtins.int
+    BLANK_FRACTION_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    blur: _builtins.float
+    """Variance of the Laplacian of the gray image (low = blurry)."""
+    brightness: _builtins.float
+    """Mean luma / 255."""
+    highlight: _builtins.float
+    """99th percentile of luma / 255 (a dark background with a lit subject is not dark)."""
+    contrast: _builtins.float
+    """Standard deviation of luma / 255."""
+    saturation: _builtins.float
+    """Mean HSV saturation (0 for gray)."""
+    noise: _builtins.float
+    """Immerkaer's noise estimate (sigma in gray levels)."""
+    aspect_ratio: _builtins.float
+    """Width / height of the upright source image."""
+    grayscale: _builtins.bool
+    """The three channels agree everywhere (within 2 levels)."""
+    blank_fraction: _builtins.float
+    """Share of pixels within 8 gray levels of the most common level (1 = one flat colour)."""
+    width: _builtins.int
+    """Upright size in pixels (EXIF orientation applied; Input.width/height are the stored header's)."""
+    height: _builtins.int
+    def __init__(
+        self,
+        *,
+        blur: _builtins.float = ...,
+        brightness: _builtins.float = ...,
+        highlight: _builtins.float = ...,
+        contrast: _builtins.float = ...,
+        saturation: _builtins.float = ...,
+        noise: _builtins.float = ...,
+        aspect_ratio: _builtins.float = ...,
+        grayscale: _builtins.bool = ...,
+        blank_fraction: _builtins.float = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aspect_ratio", b"aspect_ratio", "blank_fraction", b"blank_fraction", "blur", b"blur", "brightness", b"brightness", "contrast", b"contrast", "grayscale", b"grayscale", "height", b"height", "highlight", b"highlight", "noise", b"noise", "saturation", b"saturation", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImageQuality: _TypeAlias = ImageQuality  # noqa: Y015
+
+@_typing.final
+class QualityRange(_message.Message):
+    """A listing filter on one stored quality metric: metric in [min, max] (an unset bound is open;
+    at least one is set). Inputs stored before the metrics were never match.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """One of: blur, brightness, highlight, contrast, saturation, noise, aspect_ratio, width,
+    height, grayscale, blank_fraction.
+    """
+    min: _builtins.float
+    max: _builtins.float
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        min: _builtins.float | None = ...,
+        max: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "min", b"min"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max", b"_max", "_min", b"_min", "max", b"max", "metric", b"metric", "min", b"min"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max: _TypeAlias = _typing.Literal["max"]  # noqa: Y015
+    _WhichOneofArgType__max: _TypeAlias = _typing.Literal["_max", b"_max"]  # noqa: Y015
+    _WhichOneofReturnType__min: _TypeAlias = _typing.Literal["min"]  # noqa: Y015
+    _WhichOneofArgType__min: _TypeAlias = _typing.Literal["_min", b"_min"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max) -> _WhichOneofReturnType__max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min) -> _WhichOneofReturnType__min | None: ...
+
+Global___QualityRange: _TypeAlias = QualityRange  # noqa: Y015
 
 @_typing.final
 class LabelRecord(_message.Message):

@@ -442,6 +442,7 @@ class ListInputsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     FILTER_FIELD_NUMBER: _builtins.int
     INPUT_IDS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     page_size: _builtins.int
@@ -458,6 +459,10 @@ class ListInputsRequest(_message.Message):
         state of a page of another listing, such as a dataset version's rows in the gallery.
         """
 
+    @_builtins.property
+    def quality(self) -> _common_pb2.QualityRange:
+        """Only inputs whose stored quality metric lies in this range (unset: no quality filter)."""
+
     def __init__(
         self,
         *,
@@ -466,10 +471,11 @@ class ListInputsRequest(_message.Message):
         page_token: _builtins.str = ...,
         filter: _common_pb2.InputFilter | None = ...,
         input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        quality: _common_pb2.QualityRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token", "quality", b"quality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -660,6 +666,74 @@ class PostAnnotationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PostAnnotationsResponse: _TypeAlias = PostAnnotationsResponse  # noqa: Y015
+
+@_typing.final
+class GetQualityHistogramRequest(_message.Message):
+    """GetQualityHistogram arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    BINS_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    metric: _builtins.str
+    """One of the QualityRange metrics (blur, brightness, ...)."""
+    bins: _builtins.int
+    """Number of equal-width buckets (default 20, at most 100)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        metric: _builtins.str = ...,
+        bins: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "bins", b"bins", "metric", b"metric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQualityHistogramRequest: _TypeAlias = GetQualityHistogramRequest  # noqa: Y015
+
+@_typing.final
+class GetQualityHistogramResponse(_message.Message):
+    """GetQualityHistogram result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: _builtins.int
+    EDGES_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    UNMEASURED_FIELD_NUMBER: _builtins.int
+    metric: _builtins.str
+    """The metric."""
+    unmeasured: _builtins.int
+    """Inputs stored before the metrics were measured (not in the counts)."""
+    @_builtins.property
+    def edges(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Bucket edges, bins + 1 of them, low to high (empty when no input has the metric)."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Inputs per bucket (the last bucket includes its upper edge)."""
+
+    def __init__(
+        self,
+        *,
+        metric: _builtins.str = ...,
+        edges: _abc.Iterable[_builtins.float] | None = ...,
+        counts: _abc.Iterable[_builtins.int] | None = ...,
+        unmeasured: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "edges", b"edges", "metric", b"metric", "unmeasured", b"unmeasured"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQualityHistogramResponse: _TypeAlias = GetQualityHistogramResponse  # noqa: Y015
 
 @_typing.final
 class ListConceptsRequest(_message.Message):

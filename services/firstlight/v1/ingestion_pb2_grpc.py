@@ -82,6 +82,11 @@ class IngestionServiceStub:
                 request_serializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.FromString,
                 _registered_method=True)
+        self.GetQualityHistogram = channel.unary_unary(
+                '/firstlight.v1.IngestionService/GetQualityHistogram',
+                request_serializer=firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramResponse.FromString,
+                _registered_method=True)
         self.BulkAnnotate = channel.unary_unary(
                 '/firstlight.v1.IngestionService/BulkAnnotate',
                 request_serializer=firstlight_dot_v1_dot_ingestion__pb2.BulkAnnotateRequest.SerializeToString,
@@ -173,6 +178,13 @@ class IngestionServiceServicer:
 
     def ListConcepts(self, request, context):
         """The concepts used in an app, with input counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQualityHistogram(self, request, context):
+        """Histogram of one stored image-quality metric over the app's inputs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +285,11 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.ListConcepts,
                     request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.SerializeToString,
+            ),
+            'GetQualityHistogram': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualityHistogram,
+                    request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramResponse.SerializeToString,
             ),
             'BulkAnnotate': grpc.unary_unary_rpc_method_handler(
                     servicer.BulkAnnotate,
@@ -544,6 +561,33 @@ class IngestionService:
             '/firstlight.v1.IngestionService/ListConcepts',
             firstlight_dot_v1_dot_ingestion__pb2.ListConceptsRequest.SerializeToString,
             firstlight_dot_v1_dot_ingestion__pb2.ListConceptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualityHistogram(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/GetQualityHistogram',
+            firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramRequest.SerializeToString,
+            firstlight_dot_v1_dot_ingestion__pb2.GetQualityHistogramResponse.FromString,
             options,
             channel_credentials,
             insecure,

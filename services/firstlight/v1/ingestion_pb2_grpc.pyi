@@ -60,6 +60,8 @@ class IngestionServiceStub:
     """Add or remove concept labels, or set the split, on existing inputs."""
     ListConcepts: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ListConceptsRequest, _ingestion_pb2.ListConceptsResponse]
     """The concepts used in an app, with input counts."""
+    GetQualityHistogram: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetQualityHistogramRequest, _ingestion_pb2.GetQualityHistogramResponse]
+    """Histogram of one stored image-quality metric over the app's inputs."""
     BulkAnnotate: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.BulkAnnotateRequest, _ingestion_pb2.BulkAnnotateResponse]
     """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
     search (by text, by image or by input) above a score.
@@ -114,6 +116,8 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """Add or remove concept labels, or set the split, on existing inputs."""
     ListConcepts: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ListConceptsRequest, _ingestion_pb2.ListConceptsResponse]  # type: ignore[assignment]
     """The concepts used in an app, with input counts."""
+    GetQualityHistogram: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetQualityHistogramRequest, _ingestion_pb2.GetQualityHistogramResponse]  # type: ignore[assignment]
+    """Histogram of one stored image-quality metric over the app's inputs."""
     BulkAnnotate: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.BulkAnnotateRequest, _ingestion_pb2.BulkAnnotateResponse]  # type: ignore[assignment]
     """Label (or un-label) many inputs in one call: a hand-picked list, or every result of a
     search (by text, by image or by input) above a score.
@@ -219,6 +223,14 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingestion_pb2.ListConceptsResponse, _abc.Awaitable[_ingestion_pb2.ListConceptsResponse]]:
         """The concepts used in an app, with input counts."""
+
+    @_abc_1.abstractmethod
+    def GetQualityHistogram(
+        self,
+        request: _ingestion_pb2.GetQualityHistogramRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.GetQualityHistogramResponse, _abc.Awaitable[_ingestion_pb2.GetQualityHistogramResponse]]:
+        """Histogram of one stored image-quality metric over the app's inputs."""
 
     @_abc_1.abstractmethod
     def BulkAnnotate(

@@ -9,8 +9,8 @@ or generated code).
   stratified split (duplicate groups or video ids), class balance per split.
 - ``outliers``: kNN-distance outlier / uniqueness scores (app-wide, within a concept), the most
   representative inputs per concept.
-- ``image_metrics``: blur, brightness, contrast, saturation, noise, aspect ratio, resolution,
-  grayscale, near-blank; the issues they flag.
+- image metrics (blur, brightness, ... near-blank; the issues they flag) live in
+  ``firstlight.media.image_metrics``: ingestion measures them on its decode and stores them.
 - ``slices``: worst slices of a model version (concept, metadata, quality bucket, embedding
   cluster) with Wilson intervals.
 - ``health``: the pass / warn / fail report built from all of these.

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firstlight.curation.quality import duplicates as dup
-from firstlight.curation.quality import image_metrics, outliers, splits
+from firstlight.curation.quality import outliers, splits
+from firstlight.media import image_metrics
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 

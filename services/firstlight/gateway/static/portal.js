@@ -172,6 +172,8 @@
           }
         } else {
           for (const k of Object.keys(sel)) if (sel[k].value.trim()) q.set(k, sel[k].value.trim());
+          // a bucket of the data-quality page's histogram links here with its metric's range
+          for (const k of ["quality_metric", "quality_min", "quality_max"]) if (params.get(k)) q.set(k, params.get(k));
           page = await api("GET", appPath(`/inputs?${q}`));
         }
         if (gen !== generation) return;

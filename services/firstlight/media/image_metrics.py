@@ -52,6 +52,23 @@ class ImageQuality:
     def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, float]) -> ImageQuality:
+        """Back from :meth:`to_dict` (as ingestion stores it with the input)."""
+        return cls(
+            blur=float(d["blur"]),
+            brightness=float(d["brightness"]),
+            highlight=float(d["highlight"]),
+            contrast=float(d["contrast"]),
+            saturation=float(d["saturation"]),
+            noise=float(d["noise"]),
+            aspect_ratio=float(d["aspect_ratio"]),
+            width=int(d["width"]),
+            height=int(d["height"]),
+            grayscale=bool(d["grayscale"]),
+            blank_fraction=float(d["blank_fraction"]),
+        )
+
 
 def _shrink(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
@@ -66,7 +83,7 @@ def _shrink(rgb: np.ndarray) -> np.ndarray:
 def _conv3(g: np.ndarray, k: np.ndarray) -> np.ndarray:
     """'valid' 3×3 correlation by shifted sums (no scipy in the hot path)."""
     h, w = g.shape
-    out = np.zeros((h - 2, w - 2), np.float64)
+    out = np.zeros((h - 2, w - 2), g.dtype)
     for dy in range(3):
         for dx in range(3):
             if k[dy, dx]:
@@ -74,35 +91,44 @@ def _conv3(g: np.ndarray, k: np.ndarray) -> np.ndarray:
     return out
 
 
-_LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float64)
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float64)
+_LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
-def image_quality(rgb: np.ndarray) -> ImageQuality:
+def image_quality(rgb: np.ndarray, size: tuple[int, int] | None = None) -> ImageQuality:
+    """Metrics of ``rgb``; ``size`` (width, height) is the source's upright size when ``rgb`` is
+    a reduced decode (ingestion's JPEG draft decode), so resolution and aspect are the image's."""
     a = np.asarray(rgb)
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)
     a = a[..., :3].astype(np.uint8, copy=False)
-    height, width = a.shape[:2]
-    small = _shrink(a).astype(np.float64)
-    gray = small @ np.array([0.299, 0.587, 0.114])
+    height, width = a.shape[:2] if size is None else (size[1], size[0])
+    # float32: ingestion measures every upload, and gray levels need no more precision
+    small = _shrink(a).astype(np.float32)
+    gray = small @ np.array([0.299, 0.587, 0.114], np.float32)
     if min(gray.shape) >= 3:
-        blur = float(_conv3(gray, _LAPLACE).var())
+        blur = float(_conv3(gray, _LAPLACE).var(dtype=np.float64))
         h, w = gray.shape
-        noise = float(np.sqrt(np.pi / 2) / (6 * (w - 2) * (h - 2)) * np.abs(_conv3(gray, _IMMERKAER)).sum())
+        noise = float(np.sqrt(np.pi / 2) / (6 * (w - 2) * (h - 2)) * np.abs(_conv3(gray, _IMMERKAER)).sum(dtype=np.float64))
     else:
         blur, noise = 0.0, 0.0
-    mx, mn = small.max(-1), small.min(-1)
-    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-9), 0.0)
+    # channel-wise maximum/minimum: the same values as max(-1)/min(-1), ~10x faster than a
+    # reduction over a length-3 axis (ingestion measures every upload)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    mx, mn = np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+    sat = (mx - mn) / np.maximum(mx, 1e-9)  # 0 where mx is 0 (then mn is 0 too)
     hist = np.bincount(np.clip(gray, 0, 255).astype(np.int64).ravel(), minlength=256)
+    # the 99th percentile of luma read off the histogram (to the gray level; a sort of every
+    # pixel cost more than all the other metrics together)
+    highlight = int(np.searchsorted(np.cumsum(hist), 0.99 * gray.size)) if gray.size else 0
     mode = int(hist.argmax())
     blank = float(hist[max(0, mode - 8) : mode + 9].sum() / max(1, gray.size))
     return ImageQuality(
         blur=blur,
-        brightness=float(gray.mean() / 255.0),
-        highlight=float(np.percentile(gray, 99) / 255.0),
-        contrast=float(gray.std() / 255.0),
-        saturation=float(sat.mean()),
+        brightness=float(gray.mean(dtype=np.float64) / 255.0),
+        highlight=highlight / 255.0,
+        contrast=float(gray.std(dtype=np.float64) / 255.0),
+        saturation=float(sat.mean(dtype=np.float64)),
         noise=noise,
         aspect_ratio=float(width / max(1, height)),
         width=int(width),
