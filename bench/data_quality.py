@@ -311,8 +311,10 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         t0 = time.monotonic()
         # the same fill for the salient and the random mask; the random one averaged over 3 draws
         res["explain_faithfulness"] = {
-            f"{name}, {fill} fill, {var}": vars(explain.faithfulness(model, head.W, head.b, batch, grid=grid, fill=fill, variant=var, draws=3))
-            for name, grid in (("pixels", 0), ("7x7 cells", 7))
+            f"{name}, {fill} fill, {var}": vars(
+                explain.faithfulness(model, head.W, head.b, batch, grid=grid, fill=fill, variant=var, draws=3, smooth_random=smooth)
+            )
+            for name, grid, smooth in (("scattered pixels", 0, False), ("smooth region", 0, True), ("7x7 cells", 7, False))
             for fill in ("mean", "blur")
             for var in ("gradcam", "gradcam++")
         }

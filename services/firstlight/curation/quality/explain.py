@@ -6,11 +6,15 @@ feature map [1280, h, w]) the head is differentiable through the pooling, so Gra
 usual: channel weights = spatial mean of ∂logit/∂F, map = ReLU(Σ_c weight_c · F_c), upsampled
 bilinearly to the input and scaled to [0, 1]. Runs on the torch modules (whatever serves).
 
-Faithfulness: masking the most salient ``fraction`` of the image (set to the normalisation's
-zero, gray 127) should lower the predicted concept's probability much more than masking the
-same area chosen at random. Both masks are made of the same cells (``grid`` × ``grid``), since
-scattered random pixels (salt-and-pepper over the whole image) are a different, much harsher
-perturbation than a blob of the same area, and Grad-CAM's map is as coarse as the feature map.
+Faithfulness: masking the most salient ``fraction`` of the image should lower the predicted
+concept's probability much more than masking the same number of pixels chosen at random (the
+random drop averaged over draws). Both masks take the same fill, by default the image blurred
+(a masked area loses its detail but adds no edges of its own, as a flat colour would). The
+random pixels can be scattered, a random smooth region shaped like the salient one, or — with
+``grid`` — random cells against the top cells: scattered pixels (salt-and-pepper over the whole
+image) are a different, much harsher perturbation than a region of the same area, and the map
+is as coarse as the feature map. Defaults (Grad-CAM++, blur) are the principled best measured in
+docs/results/data_quality.md.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def gradcam(
     batch_uint8: np.ndarray,
     target: np.ndarray | None = None,
     objective: str = "logit",
-    variant: str = "gradcam",
+    variant: str = "gradcam++",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(saliency [N, H, W] float32 in [0, 1], target concept index per image: the given one or
     the predicted one). ``variant`` "gradcam++": channel weights from the positive gradients only,
@@ -137,9 +141,9 @@ def faithfulness(
     seed: int = 0,
     chunk: int = 8,
     grid: int = 0,
-    fill: str = "mean",
+    fill: str = "blur",
     objective: str = "logit",
-    variant: str = "gradcam",
+    variant: str = "gradcam++",
     draws: int = 5,
     smooth_random: bool = False,
 ) -> Faithfulness:
