@@ -10,7 +10,7 @@
      across splits (leaks too);
    - 2 % images of the held-out class (outliers), labeled with a random kept concept;
    - blurred (Gaussian σ 1.2-2), dark (×0.08-0.15) and blank (flat colour + faint noise) images;
-   - a weak concept: 30 % of its train labels moved to its most similar concept (by centroid
+   - a weak concept: 30 % of its train labels (copies included) moved to its most similar concept (by centroid
      cosine of the real embeddings).
 2. Real EfficientNet-Lite0 embeddings (firstlight.models.backbone, 224 px, the embedding
    service's preprocessing), cached in .cache/dq/.
@@ -180,7 +180,9 @@ def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int) -> tu
     best = max(((a, b) for a in classes for b in classes if a < b), key=lambda p: float(cent[p[0]] @ cent[p[1]]))
     weak, into = best
     rng = np.random.default_rng(seed + 7)
-    members = [i for i, r in enumerate(rows) if r["split"] == "train" and r["label"] == weak and r["kind"] in ("original",)]
+    # all its train labels, copies included (a copy keeping the right label would undo part of the
+    # noise); the held-out giraffes labeled with it are not its labels
+    members = [i for i, r in enumerate(rows) if r["split"] == "train" and r["label"] == weak and r["kind"] != "outlier"]
     for i in rng.choice(members, round(0.3 * len(members)), replace=False):
         rows[i]["label"] = into
     return weak, into
@@ -308,10 +310,14 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         model = backbone.load_efficientnet()
         batch = np.stack([to_model_input(Image.fromarray(rows[i]["rgb"]), 224) for i in te[: args.explain]])
         t0 = time.monotonic()
+        # the same fill for the salient and the random mask; the random one averaged over 3 draws
         res["explain_faithfulness"] = {
-            f"{name}, {obj}": vars(explain.faithfulness(model, head.W, head.b, batch, grid=grid, objective=obj))
-            for name, grid in (("pixels", 0), ("7x7 cells", 7))
-            for obj in ("logit", "logprob")
+            f"{name}, {fill} fill, {var}": vars(
+                explain.faithfulness(model, head.W, head.b, batch, grid=grid, fill=fill, variant=var, draws=3, smooth_random=smooth)
+            )
+            for name, grid, smooth in (("scattered pixels", 0, False), ("smooth region", 0, True), ("7x7 cells", 7, False))
+            for fill in ("mean", "blur")
+            for var in ("gradcam", "gradcam++")
         }
         res.setdefault("timings_s", {})["explain"] = time.monotonic() - t0
     # health check

@@ -40,3 +40,22 @@ def test_gradcam_map_and_overlay(model):
     assert Image.open(io.BytesIO(png)).size == (96, 96)
     f = explain.faithfulness(model, W, b, imgs, grid=4)
     assert f.n == 2 and np.isfinite(f.drop_salient) and np.isfinite(f.drop_random)
+
+
+def test_gradcam_plus_plus_and_blur_fill(model):
+    from firstlight.curation.quality import explain
+
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(3, 1280)).astype(np.float32)
+    b = np.zeros(3, np.float32)
+    imgs = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    sal, _ = explain.gradcam(model, W, b, imgs, variant="gradcam++")
+    assert sal.shape == (2, 64, 64) and float(sal.min()) >= 0.0 and float(sal.max()) <= 1.0 + 1e-6
+    fills = explain._fills(imgs, "blur")
+    assert fills.shape == imgs.shape and fills.std() < imgs.astype(np.float32).std()  # blur removes detail
+    f = explain.faithfulness(model, W, b, imgs, fill="blur", variant="gradcam++", draws=2, smooth_random=True)
+    assert f.n == 2 and np.isfinite(f.ratio)
+    with pytest.raises(ValueError):
+        explain.gradcam(model, W, b, imgs, variant="scorecam")
+    with pytest.raises(ValueError):
+        explain.faithfulness(model, W, b, imgs, fill="black")

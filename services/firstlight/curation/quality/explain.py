@@ -6,11 +6,15 @@ feature map [1280, h, w]) the head is differentiable through the pooling, so Gra
 usual: channel weights = spatial mean of ∂logit/∂F, map = ReLU(Σ_c weight_c · F_c), upsampled
 bilinearly to the input and scaled to [0, 1]. Runs on the torch modules (whatever serves).
 
-Faithfulness: masking the most salient ``fraction`` of the image (set to the normalisation's
-zero, gray 127) should lower the predicted concept's probability much more than masking the
-same area chosen at random. Both masks are made of the same cells (``grid`` × ``grid``), since
-scattered random pixels (salt-and-pepper over the whole image) are a different, much harsher
-perturbation than a blob of the same area, and Grad-CAM's map is as coarse as the feature map.
+Faithfulness: masking the most salient ``fraction`` of the image should lower the predicted
+concept's probability much more than masking the same number of pixels chosen at random (the
+random drop averaged over draws). Both masks take the same fill, by default the image blurred
+(a masked area loses its detail but adds no edges of its own, as a flat colour would). The
+random pixels can be scattered, a random smooth region shaped like the salient one, or — with
+``grid`` — random cells against the top cells: scattered pixels (salt-and-pepper over the whole
+image) are a different, much harsher perturbation than a region of the same area, and the map
+is as coarse as the feature map. Defaults (Grad-CAM++, blur) are the principled best measured in
+docs/results/data_quality.md.
 """
 
 from __future__ import annotations
@@ -39,10 +43,20 @@ def head_logits(model: torch.nn.Module, W: np.ndarray, b: np.ndarray, x: torch.T
 
 
 def gradcam(
-    model: torch.nn.Module, W: np.ndarray, b: np.ndarray, batch_uint8: np.ndarray, target: np.ndarray | None = None, objective: str = "logit"
+    model: torch.nn.Module,
+    W: np.ndarray,
+    b: np.ndarray,
+    batch_uint8: np.ndarray,
+    target: np.ndarray | None = None,
+    objective: str = "logit",
+    variant: str = "gradcam++",
 ) -> tuple[np.ndarray, np.ndarray]:
     """(saliency [N, H, W] float32 in [0, 1], target concept index per image: the given one or
-    the predicted one)."""
+    the predicted one). ``variant`` "gradcam++": channel weights from the positive gradients only,
+    each location weighted by Grad-CAM++'s closed-form alpha (Chattopadhay et al. 2018, with the
+    exponential-output identity), so one strong object part is not averaged away by the rest."""
+    if variant not in ("gradcam", "gradcam++"):
+        raise ValueError(f"unknown Grad-CAM variant {variant!r}")
     device = next(model.parameters()).device
     x = _prep(batch_uint8, device)
     with torch.enable_grad():
@@ -51,7 +65,14 @@ def gradcam(
         t = torch.as_tensor(target if target is not None else logits.argmax(1).detach().cpu().numpy(), device=device)
         out = logits if objective == "logit" else torch.log_softmax(logits, 1)
         out.gather(1, t[:, None]).sum().backward()
-        weights = fmap.grad.mean(dim=(2, 3), keepdim=True)
+        g = fmap.grad
+        if variant == "gradcam":
+            weights = g.mean(dim=(2, 3), keepdim=True)
+        else:
+            g2, g3 = g.pow(2), g.pow(3)
+            denom = 2 * g2 + fmap.detach().sum(dim=(2, 3), keepdim=True) * g3
+            alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+            weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
         cam = F.relu((weights * fmap).sum(1, keepdim=True)).detach()
     cam = F.interpolate(cam, size=batch_uint8.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
     lo = cam.flatten(1).min(1).values[:, None, None]
@@ -84,6 +105,33 @@ class Faithfulness:
     ratio: float
 
 
+def _fills(imgs: np.ndarray, fill: str) -> np.ndarray:
+    """What a masked pixel becomes, per image and pixel [N, H, W, 3]: the image's mean colour,
+    or the image blurred (Gaussian, σ = 1/28 of the side: a masked area keeps its coarse colour
+    and loses its detail, so the mask adds no edges of its own)."""
+    if fill == "mean":
+        return np.broadcast_to(imgs.reshape(len(imgs), -1, 3).mean(1).astype(np.uint8)[:, None, None], imgs.shape).copy()
+    if fill == "blur":
+        from PIL import Image, ImageFilter
+
+        r = max(1.0, imgs.shape[1] / 28)
+        return np.stack([np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(r))) for a in imgs])
+    raise ValueError(f"unknown fill {fill!r}")
+
+
+def _random_pixels(rng: np.random.Generator, H: int, Wd: int, k: int, smooth: bool) -> np.ndarray:
+    if not smooth:
+        return rng.choice(H * Wd, k, replace=False)
+    r = torch.from_numpy(rng.random((1, 1, max(1, H // 32), max(1, Wd // 32)), dtype=np.float32))
+    up = F.interpolate(r, size=(H, Wd), mode="bilinear", align_corners=False)[0, 0].numpy().ravel()
+    return np.argpartition(-up, k)[:k]
+
+
+def _prob(model: torch.nn.Module, W: np.ndarray, b: np.ndarray, arr: np.ndarray, target: torch.Tensor) -> np.ndarray:
+    _, z = head_logits(model, W, b, _prep(arr, target.device))
+    return torch.softmax(z, 1).gather(1, target)[:, 0].cpu().numpy()
+
+
 def faithfulness(
     model: torch.nn.Module,
     W: np.ndarray,
@@ -93,43 +141,49 @@ def faithfulness(
     seed: int = 0,
     chunk: int = 8,
     grid: int = 0,
-    mean_fill: bool = True,
+    fill: str = "blur",
     objective: str = "logit",
+    variant: str = "gradcam++",
+    draws: int = 5,
+    smooth_random: bool = False,
 ) -> Faithfulness:
-    """``grid`` 0: mask single pixels (top-salient vs uniformly random pixels)."""
+    """``grid`` 0: the top ``fraction`` of pixels of the bilinearly upsampled map (a smooth
+    region) vs ``draws`` draws of the same number of uniformly random pixels (their drops
+    averaged); ``grid`` g: the top cells of a g×g grid vs random cells. Both masks take the same
+    ``fill``. ``smooth_random`` (``grid`` 0): the random pixels are instead the top ``fraction``
+    of a random map at the feature map's resolution (1/32 of the side) upsampled the same way, so
+    the random mask has the salient mask's count *and* shape statistics, at a random place."""
     rng = np.random.default_rng(seed)
     device = next(model.parameters()).device
     drops_s, drops_r = [], []
     for s in range(0, len(batch_uint8), chunk):
         imgs = batch_uint8[s : s + chunk]
-        sal, target = gradcam(model, W, b, imgs, objective=objective)
+        sal, target = gradcam(model, W, b, imgs, objective=objective, variant=variant)
         n_px = sal[0].size
         k = round(fraction * n_px)
-        masked_s = imgs.copy()
-        masked_r = imgs.copy()
         H, Wd = sal.shape[1:]
-        # masked area takes the image's mean colour (gray 127 is foreign to e.g. silhouettes on black)
-        fill = imgs.reshape(len(imgs), -1, 3).mean(1).astype(np.uint8) if mean_fill else np.full((len(imgs), 3), 127, np.uint8)
+        fills = _fills(imgs, fill)
+        masked_s = imgs.copy()
+        masked_r = [imgs.copy() for _ in range(draws)]
         for i in range(len(imgs)):
             if grid:
                 cells = sal[i][: H // grid * grid, : Wd // grid * grid].reshape(grid, H // grid, grid, Wd // grid).mean((1, 3)).ravel()
                 kc = round(fraction * grid * grid)
-                for m, chosen in ((masked_s, np.argsort(-cells)[:kc]), (masked_r, rng.choice(grid * grid, kc, replace=False))):
-                    for c in chosen:
+                chosen = [(masked_s, np.argsort(-cells)[:kc])] + [(m, rng.choice(grid * grid, kc, replace=False)) for m in masked_r]
+                for m, cs in chosen:
+                    for c in cs:
                         y, x = divmod(int(c), grid)
-                        m[i, y * H // grid : (y + 1) * H // grid, x * Wd // grid : (x + 1) * Wd // grid] = fill[i]
+                        sl = (i, slice(y * H // grid, (y + 1) * H // grid), slice(x * Wd // grid, (x + 1) * Wd // grid))
+                        m[sl] = fills[sl]
                 continue
             top = np.argpartition(-sal[i].ravel(), k)[:k]
-            rnd = rng.choice(n_px, k, replace=False)
-            for m, idx in ((masked_s, top), (masked_r, rnd)):
-                flat = m[i].reshape(-1, 3)
-                flat[idx] = fill[i]
+            for m, idx in [(masked_s, top)] + [(m, _random_pixels(rng, H, Wd, k, smooth_random)) for m in masked_r]:
+                m[i].reshape(-1, 3)[idx] = fills[i].reshape(-1, 3)[idx]
         with torch.inference_mode():
-            probs = []
-            for arr in (imgs, masked_s, masked_r):
-                _, z = head_logits(model, W, b, _prep(arr, device))
-                probs.append(torch.softmax(z, 1).gather(1, torch.as_tensor(target, device=device)[:, None])[:, 0].cpu().numpy())
-        drops_s += list(probs[0] - probs[1])
-        drops_r += list(probs[0] - probs[2])
+            tt = torch.as_tensor(target, device=device)[:, None]
+            p0, ps = _prob(model, W, b, imgs, tt), _prob(model, W, b, masked_s, tt)
+            pr = np.mean([_prob(model, W, b, m, tt) for m in masked_r], axis=0)
+        drops_s += list(p0 - ps)
+        drops_r += list(p0 - pr)
     ds, dr = float(np.mean(drops_s)), float(np.mean(drops_r))
     return Faithfulness(len(drops_s), ds, dr, ds / dr if dr > 0 else float("inf"))
