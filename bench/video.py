@@ -4,7 +4,10 @@ photos (PyAV/x264), then, interleaved in rounds so load drift hits every path al
 - bare decode: every frame decoded with the same library and threading, nothing else;
 - decode + sample: + the 64×36 luma thumbnail of every frame, the sampler, RGB of kept frames;
 - decode + sample + embed: + JPEG of each kept frame (as ingestion stores it) and the
-  EfficientNet-Lite0 embedding in-process (the embedding service's model and preprocessing).
+  EfficientNet-Lite0 embedding in-process as the product serves it: the exported graph in ONNX
+  Runtime (all graph optimisations, 2 intra-op threads: the Triton CPU instance's session) in
+  chunks of the backbone's CPU max batch (4, what the embedding worker sends), after the
+  embedding service's preprocessing of the stored JPEG.
 
 Figures are seconds of video per wall second. Memory: peak RSS of a child process that decodes
 and samples a long clip against one that does a 1-minute clip (streamed, never all frames).
@@ -27,6 +30,7 @@ from firstlight.config import VideoLimits
 from firstlight.video import synth
 from firstlight.video.decode import open_video
 from firstlight.video.frames import sample_frames
+from firstlight.video.ingest import FRAME_BATCH
 from firstlight.video.sampler import FrameSampler
 
 LIMITS = VideoLimits()
@@ -80,17 +84,30 @@ def sample_only(path: Path) -> int:
         return sum(1 for _ in sample_frames(reader, FrameSampler.from_limits(LIMITS)))
 
 
-def sample_embed(path: Path, model, batch: int = 8) -> int:  # type: ignore[no-untyped-def]
+#: Frames handed from the decode to the embedding at once (ingestion's FRAME_BATCH) and images
+#: per forward pass (the Triton backbone's CPU max_batch_size, the embedding worker's chunk).
+HANDOFF = FRAME_BATCH
+CHUNK = 4
+
+
+def load_model(cache_dir: Path, threads: int = 2):  # type: ignore[no-untyped-def]
+    """The product's CPU serving path: the backbone exported to ONNX, ORT with all graph
+    optimisations and one Triton instance's threads (FIRSTLIGHT_TORCH_THREADS, 2)."""
+    from firstlight.models.onnx_backbone import OrtBackbone, cached_onnx
+
+    return OrtBackbone(cached_onnx(cache_dir), threads=threads)
+
+
+def sample_embed(path: Path, model, batch: int = HANDOFF, chunk: int = CHUNK) -> int:  # type: ignore[no-untyped-def]
     from PIL import Image
 
-    from firstlight.models import backbone
     from firstlight.models.preprocess import batch_from_images
 
     kept, pending = 0, []
 
     def flush() -> None:
         if pending:
-            backbone.embed_and_classify(model, batch_from_images(pending))
+            model.embed_and_classify(batch_from_images(pending), max_chunk=chunk)
             pending.clear()
 
     with open_video(path, LIMITS) as reader:
@@ -105,7 +122,7 @@ def sample_embed(path: Path, model, batch: int = 8) -> int:  # type: ignore[no-u
     return kept
 
 
-def sample_embed_pipelined(path: Path, model, batch: int = 8) -> int:  # type: ignore[no-untyped-def]
+def sample_embed_pipelined(path: Path, model, batch: int = HANDOFF, chunk: int = CHUNK) -> int:  # type: ignore[no-untyped-def]
     """As :func:`sample_embed`, with the decode + sample + JPEG of the next batch running while
     the previous batch is embedded, as the stack runs them (the ingestion service decodes, the
     embedding service embeds what it announced). One batch in flight."""
@@ -114,7 +131,6 @@ def sample_embed_pipelined(path: Path, model, batch: int = 8) -> int:  # type: i
 
     from PIL import Image
 
-    from firstlight.models import backbone
     from firstlight.models.preprocess import batch_from_images
 
     batches: queue.Queue = queue.Queue(maxsize=1)
@@ -142,7 +158,7 @@ def sample_embed_pipelined(path: Path, model, batch: int = 8) -> int:  # type: i
     worker.start()
     while (jpegs := batches.get()) is not None:
         images = [Image.open(io.BytesIO(j)).convert("RGB") for j in jpegs]  # what the worker decodes
-        backbone.embed_and_classify(model, batch_from_images(images))
+        model.embed_and_classify(batch_from_images(images), max_chunk=chunk)
     worker.join()
     return kept
 
@@ -204,13 +220,11 @@ def _memory_child(path: Path) -> None:
 
 def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
     from bench.common import Row
-    from firstlight.models import backbone
 
-    backbone.configure_torch_threads()
-    model = backbone.load_efficientnet()
     rounds = 2 if quick else 3
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        model = load_model(Path(tmp) / "onnx")
         # (width, height, seconds, grain, Mbit/s; 0: CRF 23)
         clips = {
             "480p clean pan": (854, 480, 20.0 if quick else 40.0, 0.0, 0.0),
