@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from firstlight.domain import evaluation, frames, group_split, splits, validation
+from firstlight.domain.errors import SplitPreconditionError
 from firstlight.domain.promotion import decide_promotion, metrics_of
 from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
 from firstlight.training.ports import (
@@ -247,7 +248,16 @@ class TrainingCore:
             # train into test), stratified as far as whole videos allow.
             grouped = group_split.group_split(keys, groups, fractions=fractions, counts=counts, seed=seed)
             assignment = {name: idx for name, idx in grouped.splits.items() if name in SPLIT_IDS}
-            splits.check_split(keys, assignment, require_validation=grouped.requested["validation"] > 0)
+            try:
+                splits.check_split(keys, assignment, require_validation=grouped.requested["validation"] > 0)
+            except SplitPreconditionError as exc:  # say why: whole videos per split
+                videos = len({g for g, k in zip(groups, keys) if g is not None and k == exc.concept})
+                others = sum(1 for g, k in zip(groups, keys) if g is None and k == exc.concept)
+                raise SplitPreconditionError(
+                    f"{exc}. Frames of one video stay in one split (no near-identical frames across train and validation), "
+                    f"and {exc.concept!r} is on {videos} video(s) and {others} other input(s): label it on another video or image",
+                    exc.concept,
+                ) from None
             log.info("dataset %s/%s: group-aware split over %s videos, achieved %s of %s", app_id, dataset_id,
                      len({g for g in groups if g}), grouped.achieved, grouped.requested)  # fmt: skip
         else:
