@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from gateway_doubles import gateway_settings
 
 from firstlight import errors
 from firstlight.gateway.quality_views import health_view, histogram_view, slices_view
@@ -101,18 +102,9 @@ class FakeInference:
 def gw(tmp_path):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from firstlight.config import GatewaySettings
     from firstlight.gateway.app import create_app
 
-    settings = GatewaySettings(
-        ingestion_addr="x:1",
-        search_addr="x:2",
-        inference_addr="x:3",
-        training_addr="x:4",
-        curation_addr="x:5",
-        blob_url=f"file://{tmp_path}",
-        session_secret="s" * 40,
-    )
+    settings = gateway_settings(tmp_path)
     fake = SimpleNamespace(curation=FakeCuration(), ingestion=FakeIngestion(), inference=FakeInference(), training=FakeTraining())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
     with TestClient(app) as client:

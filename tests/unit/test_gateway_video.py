@@ -8,6 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from gateway_doubles import gateway_settings
 
 from firstlight import errors
 from firstlight.v1 import common_pb2, inference_pb2, video_pb2
@@ -78,19 +79,9 @@ class FakeInference:
 def gw(tmp_path):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from firstlight.config import GatewaySettings
     from firstlight.gateway.app import create_app
 
-    settings = GatewaySettings(
-        ingestion_addr="x:1",
-        search_addr="x:2",
-        inference_addr="x:3",
-        training_addr="x:4",
-        curation_addr="x:5",
-        blob_url=f"file://{tmp_path}",
-        session_secret="s" * 40,
-        max_video_bytes=4 << 20,
-    )
+    settings = gateway_settings(tmp_path, max_video_bytes=4 << 20)
     fake = SimpleNamespace(ingestion=FakeIngestion(ResumableUploads(tmp_path / "uploads", 4 << 20)), inference=FakeInference())
     with TestClient(create_app(settings, clients=fake)) as client:  # type: ignore[arg-type]
         client.headers["Authorization"] = "Bearer k"

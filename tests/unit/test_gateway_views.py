@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
+from gateway_doubles import gateway_settings
 
 from firstlight import errors
 from firstlight.gateway import views
@@ -265,19 +266,10 @@ class FakeCuration:
 def portal(tmp_path):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from firstlight.config import GatewaySettings
     from firstlight.gateway.app import create_app
     from firstlight.gateway.session import COOKIE
 
-    settings = GatewaySettings(
-        ingestion_addr="x:1",
-        search_addr="x:2",
-        inference_addr="x:3",
-        training_addr="x:4",
-        curation_addr="x:5",
-        blob_url=f"file://{tmp_path}",
-        session_secret="s" * 40,
-    )
+    settings = gateway_settings(tmp_path)
     fake = SimpleNamespace(training=FakeTraining(3), curation=FakeCuration(), inference=FakeInference())
     app = create_app(settings, clients=fake)  # type: ignore[arg-type]
     with TestClient(app) as client:
