@@ -92,9 +92,22 @@ def shot(driver, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def wait(driver, check, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: check(d), message=what)
+    def attempt(d):  # type: ignore[no-untyped-def]
+        # A form POST replaces the page while the check reads it: an element of the old page is
+        # stale (chromium may say "does not belong to the document"); look again at the next poll.
+        try:
+            return check(d)
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(attempt, message=what)
 
 
 def no_alert(driver) -> None:  # type: ignore[no-untyped-def]
