@@ -80,15 +80,21 @@ def test_upload_id_is_stable_per_file_and_video(tmp_path: Path) -> None:
     assert len({uid, resumable_upload_id("app", "walk", b), resumable_upload_id("app", "run", a), resumable_upload_id("app2", "walk", a)}) == 4
 
 
-def test_a_broken_stream_resumes_over_grpc(tmp_path: Path) -> None:
-    clip = tmp_path / "clip.mp4"
+def _servicer_with_clip(tmp_path: Path, name: str) -> tuple[Path, IngestionServicer]:
+    """A 1 s clip and an ingestion servicer (app "app") whose resumable uploads hold up to 10x it."""
+    clip = tmp_path / name
     synth.encode(clip, synth.default_shots(1.0), kind="mp4-h264")
-    data = clip.read_bytes()
-    half = len(data) // 2
     core = Ingestion(MetadataStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")), LocalBlobStore(tmp_path / "blobs"), ImageLimits())
     core.create_app("app")
     servicer = IngestionServicer(core)
-    servicer.uploads = ResumableUploads(tmp_path / "uploads", max_bytes=10 * len(data))
+    servicer.uploads = ResumableUploads(tmp_path / "uploads", max_bytes=10 * clip.stat().st_size)
+    return clip, servicer
+
+
+def test_a_broken_stream_resumes_over_grpc(tmp_path: Path) -> None:
+    clip, servicer = _servicer_with_clip(tmp_path, "clip.mp4")
+    data = clip.read_bytes()
+    half = len(data) // 2
 
     def header(offset: int, total: int = len(data)) -> video_pb2.UploadVideoRequest:
         return video_pb2.UploadVideoRequest(header=video_pb2.VideoHeader(app_id="app", video_id="c1", upload_id=UID, offset=offset, total_bytes=total))
@@ -156,14 +162,9 @@ def test_the_sdk_resumes_from_the_bytes_the_service_holds(tmp_path: Path, monkey
     from firstlight.sdk import Firstlight
     from firstlight.video import resumable
 
-    clip = tmp_path / "walk.mp4"
-    synth.encode(clip, synth.default_shots(1.0), kind="mp4-h264")
+    clip, servicer = _servicer_with_clip(tmp_path, "walk.mp4")
     data = clip.read_bytes()
     half = len(data) // 2
-    core = Ingestion(MetadataStore(make_engine(f"sqlite:///{tmp_path / 'meta.db'}")), LocalBlobStore(tmp_path / "blobs"), ImageLimits())
-    core.create_app("app")
-    servicer = IngestionServicer(core)
-    servicer.uploads = ResumableUploads(tmp_path / "uploads", max_bytes=10 * len(data))
     # An earlier attempt that broke half-way (the SDK's own upload id for this file and video).
     with servicer.uploads.open("app", resumable_upload_id("app", "walk", clip), "walk", 0, len(data)) as w:
         w.write(data[:half])
