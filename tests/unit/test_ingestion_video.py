@@ -13,7 +13,7 @@ from firstlight.ingestion.store import MetadataStore, make_engine
 from firstlight.ingestion.video import annotate_segment, upload_video, video_summary
 from firstlight.messaging import topics
 from firstlight.video import synth
-from firstlight.video.spool import Spool
+from firstlight.video.spool import Spool, sweep_spool
 
 
 @pytest.fixture
@@ -70,6 +70,31 @@ def test_spool_refuses_at_the_first_chunk_past_the_limit(tmp_path: Path) -> None
     assert not list(tmp_path.iterdir())  # the temporary file is gone
     with Spool(max_bytes=10, directory=tmp_path) as spool, pytest.raises(InvalidArgument, match="no video bytes"):
         spool.finish()
+
+
+def test_sweep_spool_removes_a_killed_process_upload_and_keeps_live_ones(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # A process killed mid-upload (SIGKILL runs no finally): its spool file stays behind.
+    child = (
+        "import os, signal, sys; from pathlib import Path; from firstlight.video.spool import Spool\n"
+        "s = Spool(1000, Path(sys.argv[1])); s.write(b'half a video'); print(s.path, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    out = subprocess.run([sys.executable, "-c", child, str(tmp_path)], capture_output=True, text=True, check=False)
+    assert out.returncode == -9, out.stderr
+    dead = Path(out.stdout.strip())
+    assert dead.exists()
+    with Spool(1000, tmp_path) as live:  # written to, and one already finished (being processed)
+        live.write(b"live")
+        done = Spool(1000, tmp_path)
+        done.write(b"done")
+        done.finish()
+        assert sweep_spool(tmp_path) == 1
+        assert not dead.exists() and live.path.exists() and done.path.exists()
+        done.close()
+    assert not list(tmp_path.iterdir())
 
 
 def test_iterate_in_thread_streams_items_errors_and_stops_early() -> None:

@@ -18,6 +18,7 @@ from firstlight.triton.adapter import DomainErrors
 from firstlight.triton.client import TritonError, TritonModels, TritonUnavailable
 from firstlight.triton.residency import Residency
 from firstlight.v1 import events_pb2
+from firstlight.video.spool import sweep_spool
 
 log = logging.getLogger(__name__)
 __all__ = ["build", "main"]
@@ -79,6 +80,11 @@ def build(settings: InferenceSettings) -> ServiceShell:
     servicer = inference_servicer.InferenceServicer(
         Predictor(DomainErrors(triton), settings, registry, observer=PredictionEvents(producer)), threads=settings.predict_threads
     )
+    # Uploads of PredictVideo are spooled under the data dir, not /tmp: a killed process's
+    # half-written ones are found and removed at the next start.
+    servicer.spool_dir = (settings.data_dir / "video-spool").resolve()
+    if servicer.spool_dir.is_dir() and (stale := sweep_spool(servicer.spool_dir)):
+        log.info("removed %d video uploads left by a stopped process", stale)
 
     async def on_start() -> None:
         versions.start()

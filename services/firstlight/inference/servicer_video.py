@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument
@@ -36,10 +37,12 @@ def workflow_output(outs: Sequence) -> inference_pb2.WorkflowOutput:
 @map_errors
 class VideoPredictions:
     predictor: object
+    #: Where uploads are spooled (None: the system's temp dir).
+    spool_dir: Path | None = None
 
     async def PredictVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
         limits = VideoLimits()
-        header, spool = await spool_stream(request_iterator, limits.max_video_bytes, "PredictVideo")
+        header, spool = await spool_stream(request_iterator, limits.max_video_bytes, "PredictVideo", directory=self.spool_dir)
         threshold = header.segment_threshold or 0.5
         if not 0 < threshold <= 1:
             spool.close()

@@ -20,6 +20,7 @@ from firstlight.messaging import access, topics
 from firstlight.messaging.bus import BatchConsumer, EventProducer, ParsedRecord, PoisonMessage
 from firstlight.v1 import events_pb2
 from firstlight.video.resumable import ResumableUploads
+from firstlight.video.spool import sweep_spool
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,10 @@ def build(settings: IngestionSettings) -> ServiceShell:
     removed = servicer.uploads.sweep()
     if removed:
         log.info("removed %d abandoned resumable video uploads", removed)
+    # One-shot uploads are spooled beside them; a killed process's half-written ones go now.
+    servicer.spool_dir = settings.resolved_video_upload_dir() / "spool"
+    if servicer.spool_dir.is_dir() and (stale := sweep_spool(servicer.spool_dir)):
+        log.info("removed %d one-shot video uploads left by a stopped process", stale)
 
     async def on_start() -> None:
         relay.start()

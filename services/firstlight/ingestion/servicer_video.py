@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from firstlight.config import VideoLimits
 from firstlight.errors import InvalidArgument, ResourceExhausted
@@ -46,6 +47,8 @@ class VideoRpcs:
     core: video.Ingestion
     #: Resumable uploads' bytes (None: only one-shot uploads).
     uploads: ResumableUploads | None = None
+    #: Where one-shot uploads are spooled (None: the system's temp dir).
+    spool_dir: Path | None = None
     _labeler: Callable[[], str]  # IngestionServicer's: who is calling, for the label records
 
     async def UploadVideo(self, request_iterator: AsyncIterator, context):  # type: ignore[no-untyped-def]
@@ -55,7 +58,7 @@ class VideoRpcs:
             if not h.upload_id:
                 if h.offset or h.total_bytes:
                     raise InvalidArgument("offset and total_bytes belong to a resumable upload: set upload_id")
-                return Spool(limits.max_video_bytes)
+                return Spool(limits.max_video_bytes, self.spool_dir)
             return video.open_upload(self.core, self.uploads, h.app_id, h.upload_id, h.video_id, h.offset, h.total_bytes)
 
         header, sink = await spool_stream(request_iterator, limits.max_video_bytes, "UploadVideo", open_sink)

@@ -1,10 +1,16 @@
 """A streamed upload written to a temporary file, the byte limit enforced as chunks arrive (a
 2 GiB upload never sits in memory, and an oversized one is refused at the first chunk past the
-limit, not after it is all in)."""
+limit, not after it is all in).
+
+Spool files live in a directory the service owns (not /tmp) and each holds an exclusive
+``flock`` while its upload is alive, so a restarted service can tell a dead process's leftovers
+(a SIGKILL mid-upload skips every ``finally``) from a live upload and remove them:
+:func:`sweep_spool`."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import tempfile
 import threading
@@ -16,13 +22,21 @@ from firstlight.errors import InvalidArgument, ResourceExhausted
 
 #: Largest chunk message accepted (clients send 1-4 MiB).
 MAX_CHUNK = 4 * 1024 * 1024
+#: Name prefix of spool files (what :func:`sweep_spool` looks at).
+SPOOL_PREFIX = "upload-"
 
 
 class Spool:
     def __init__(self, max_bytes: int, directory: Path | None = None, suffix: str = ".video") -> None:
         self.max_bytes = max_bytes
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=suffix, dir=directory)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=suffix, dir=directory)
         self.path = Path(name)
+        # The lock lives on the open file description: a dup keeps it after the writer closes
+        # (finish) while the upload is still being processed, until close().
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._lock_fd: int | None = os.dup(fd)
         self._fh = os.fdopen(fd, "wb")
         self.size = 0
 
@@ -44,12 +58,34 @@ class Spool:
         if not self._fh.closed:
             self._fh.close()
         self.path.unlink(missing_ok=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def sweep_spool(directory: Path) -> int:
+    """Remove spool files no live upload holds (left by a killed process); returns how many."""
+    removed = 0
+    for path in directory.glob(f"{SPOOL_PREFIX}*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live upload (this or another process) holds it
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 class Sink(Protocol):
@@ -62,9 +98,11 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str = "upload", open_sink: Callable[[Any], Sink] | None = None) -> tuple[Any, Any]:
-    """Read a ``header``-then-``chunk`` message stream (a ``part`` oneof) into a Spool, or into
-    ``open_sink(header)``; returns (header, sink). The caller closes the sink (also on error:
+async def spool_stream(
+    messages: AsyncIterator[Any], max_bytes: int, what: str = "upload", open_sink: Callable[[Any], Sink] | None = None, directory: Path | None = None
+) -> tuple[Any, Any]:
+    """Read a ``header``-then-``chunk`` message stream (a ``part`` oneof) into a Spool (in
+    ``directory``), or into ``open_sink(header)``; returns (header, sink). The caller closes the sink (also on error:
     a broken stream's bytes stay in a resumable sink)."""
     header = None
     spool: Any = None
@@ -75,7 +113,7 @@ async def spool_stream(messages: AsyncIterator[Any], max_bytes: int, what: str =
                 if part != "header":
                     raise InvalidArgument(f"the first {what} message must be the header")
                 header = message.header
-                spool = await asyncio.to_thread(open_sink, header) if open_sink else Spool(max_bytes)
+                spool = await asyncio.to_thread(open_sink, header) if open_sink else Spool(max_bytes, directory)
             elif part == "header":
                 raise InvalidArgument(f"a second header in the middle of the {what}")
             else:
