@@ -19,7 +19,9 @@ THUMB_PREFIX = ".thumb-"
 
 
 class BlobStore(Protocol):
-    def put(self, app_id: str, input_id: str, data: bytes) -> str: ...
+    #: ``durable=False``: a blob that can be rebuilt from the original (thumbnail, preview) is
+    #: written atomically but not fsynced; after a power loss it may read back empty.
+    def put(self, app_id: str, input_id: str, data: bytes, durable: bool = True) -> str: ...
     def get(self, uri: str, app_id: str = "") -> bytes: ...
     def delete(self, uri: str) -> None: ...
     # Videos (firstlight.video): originals and their summaries, apart from the inputs' blobs.
@@ -51,7 +53,7 @@ class LocalBlobStore:
             raise NotFound(f"blob {uri!r} is not in this store")
         return path
 
-    def put(self, app_id: str, input_id: str, data: bytes) -> str:
+    def put(self, app_id: str, input_id: str, data: bytes, durable: bool = True) -> str:
         directory = self.root / app_id
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / input_id
@@ -59,8 +61,9 @@ class LocalBlobStore:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+                if durable:  # ~1 ms of system CPU and ~3-13 ms of wall time per file on photos
+                    fh.flush()
+                    os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ class MemoryBlobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def put(self, app_id: str, name: str, data: bytes) -> str:
+    def put(self, app_id: str, name: str, data: bytes, durable: bool = True) -> str:
         self.data[f"mem://{app_id}/{name}"] = data
         return f"mem://{app_id}/{name}"
 

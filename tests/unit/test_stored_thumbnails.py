@@ -15,7 +15,7 @@ from PIL import Image
 from firstlight import datasets
 from firstlight.blobstore import LocalBlobStore
 from firstlight.config import ImageLimits
-from firstlight.errors import NotFound
+from firstlight.errors import InvalidArgument, NotFound
 from firstlight.gateway.media import Media
 from firstlight.ingestion import core as core_module
 from firstlight.ingestion.core import Ingestion, NewInput
@@ -31,10 +31,13 @@ class MemoryBlobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.reads: list[str] = []
+        self.not_durable: set[str] = set()
 
-    def put(self, app_id: str, input_id: str, data: bytes) -> str:
+    def put(self, app_id: str, input_id: str, data: bytes, durable: bool = True) -> str:
         uri = f"mem://{app_id}/{input_id}"
         self.data[uri] = data
+        if not durable:
+            self.not_durable.add(uri)
         return uri
 
     def get(self, uri: str, app_id: str = "") -> bytes:
@@ -139,6 +142,22 @@ def test_gateway_serves_the_stored_thumbnail_without_reading_the_original(parts)
     assert blobs.reads == [row.thumbnail_uri]  # never the original
     with pytest.raises(NotFound):  # app-scoped like the original
         media.thumbnail("other", row.blob_uri, row.sha256, row.thumbnail_uri)
+
+
+def test_only_the_original_is_fsynced_and_a_lost_thumbnail_is_rebuilt(parts) -> None:  # type: ignore[no-untyped-def]
+    core, blobs, _ = parts
+    [row] = core.post_inputs("app", [NewInput(photo_jpeg(), id="new")])
+    # The thumbnail and the preview can be made again from the original: not fsynced.
+    assert blobs.not_durable == {row.thumbnail_uri, "mem://app/.preview-new"} and row.blob_uri not in blobs.not_durable
+    stored = blobs.data[row.thumbnail_uri]
+    blobs.data[row.thumbnail_uri] = b""  # what a power loss can leave of a file renamed unsynced
+    media = Media(blobs, thumbnail_px=192)  # type: ignore[arg-type]
+    rebuilt = media.thumbnail("app", row.blob_uri, row.sha256, row.thumbnail_uri)
+    assert jpeg_size(rebuilt) == jpeg_size(stored) == (192, 144) and blobs.reads[-1] == row.blob_uri
+    del blobs.data[row.thumbnail_uri]  # or no file at all
+    assert jpeg_size(media.thumbnail("app", row.blob_uri, row.sha256, row.thumbnail_uri)) == (192, 144)
+    with pytest.raises(InvalidArgument, match="unreadable"):  # the embedding worker then decodes the original
+        decode_preview(b"")
 
 
 def test_inputs_stored_before_thumbnails_get_one_on_demand(parts) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from PIL import Image
 
 from firstlight.blobstore import BlobStore
+from firstlight.errors import NotFound
 from firstlight.media.decode import to_rgb, upright
 from firstlight.media.thumbnail import encode_thumbnail
 
@@ -51,9 +52,15 @@ class Media:
         return self.blobs.get(blob_uri, app_id)
 
     def thumbnail(self, app_id: str, blob_uri: str, sha256: str, thumbnail_uri: str = "") -> bytes:
-        """The stored thumbnail when ingestion made one; else (inputs stored before) one made now."""
+        """The stored thumbnail when ingestion made one; else (inputs stored before, or a stored
+        one lost: it is written without fsync) one made now from the original."""
         if thumbnail_uri:
-            return self.blobs.get(thumbnail_uri, app_id)
+            try:
+                stored = self.blobs.get(thumbnail_uri, app_id)
+            except NotFound:
+                stored = b""
+            if stored:
+                return stored
         key = (app_id, sha256 or blob_uri)
         with self._lock:
             hit = self._cache.get(key)

@@ -207,9 +207,11 @@ class Ingestion:
         previews: dict[str, str] = {}
         for row, data, preview, thumb in prepared:
             row.blob_uri = self.blobs.put(app_id, row.id, data)
-            row.thumbnail_uri = self.blobs.put(app_id, thumbnail_name(row.id), thumb)
+            # Derived from the original, so not fsynced: a reader that finds one empty after a
+            # power loss rebuilds it (the gateway's thumbnail, the embedding worker's preview).
+            row.thumbnail_uri = self.blobs.put(app_id, thumbnail_name(row.id), thumb, durable=False)
             if preview is not None:
-                previews[row.id] = self.blobs.put(app_id, preview_name(row.id), preview)
+                previews[row.id] = self.blobs.put(app_id, preview_name(row.id), preview, durable=False)
         rows = [p[0] for p in prepared]
         self.store.insert_inputs(rows, [InputIngested(r, model, idempotency_key, previews.get(r.id, "")) for r in rows])
         self.on_events()
