@@ -155,7 +155,9 @@ def test_runner_refuses_bad_pixels(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = ClassifierExport(ResNetScratch(3), logreg=False, average_flips=False).eval()
     folder = _export(tmp_path, DeepTrainResult("classifier", module, 32, [OutputSpec("PROBS", "TYPE_FP32", [3])], "accuracy", {}, {}))
-    with pytest.raises(ValueError, match="uint8"):
+    with pytest.raises(ValueError, match=r"uint8 \[N,32,32,3\]"):
         DeepRunner(folder).run(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="got uint8 \\[1, 64, 64, 3\\]"):
+        DeepRunner(folder).run(np.zeros((1, 64, 64, 3), np.uint8))  # not the version's size
     with pytest.raises(ValueError, match="runtime"):
         DeepRunner(folder, runtime="tensorrt")

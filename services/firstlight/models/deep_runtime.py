@@ -59,8 +59,10 @@ class DeepRunner:
             self.threads = torch.get_num_threads()
 
     def run(self, pixels: np.ndarray) -> list[np.ndarray]:
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-            raise ValueError(f"expected uint8 [N,S,S,3], got {pixels.dtype} {pixels.shape}")
+        size = int(self.meta["image_size"])
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            # The graph's image axes are fixed at the version's size (the services resize to it).
+            raise ValueError(f"expected uint8 [N,{size},{size},3], got {pixels.dtype} {list(pixels.shape)}")
         if self.runtime == "torch":
             return self._torch(pixels)
         n, step = len(pixels), self.max_chunk or len(pixels) or 1
