@@ -8,6 +8,7 @@ finishes and one at the end, write bench/results/<name>.json.
     python -m bench --only gateway           # HTTP vs gRPC predict, gallery and thumbnail latency, first paint
     python -m bench --only deep_training     # deep-template training images/s alone: no stack started
                                              # (cuda when available; also python -m bench.deep_training)
+    python -m bench --only deep_serving      # a deep version's predict, ONNX Runtime vs TorchScript: no stack
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training, video
+from bench import common, data_quality, deep_serving, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training, video
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "kafka", "data_quality", "video")
+SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "deep_serving", "kafka", "data_quality", "video")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
-STACKLESS = ("deep_training", "data_quality", "video")
+STACKLESS = ("deep_training", "deep_serving", "data_quality", "video")
 
 
 def machine() -> dict:
@@ -229,6 +230,8 @@ def main(argv: list[str]) -> int:
     # After the stack is down: training throughput is measured on a host with nothing else of ours.
     if "deep_training" in args.sections:
         run_section("deep_training", lambda: deep_training.run(quick=args.quick, log=log))
+    if "deep_serving" in args.sections:  # an exported deep version: ONNX Runtime vs TorchScript (issue 17)
+        run_section("deep_serving", lambda: deep_serving.run(quick=args.quick, log=log))
     if "data_quality" in args.sections:  # planted problems and the 100k duplicate/outlier passes (issue 19)
         run_section("data_quality", lambda: data_quality.run(quick=args.quick, log=log))
     if "video" in args.sections:  # decode + sample + embed against bare decode; memory on a long clip (issue 18)

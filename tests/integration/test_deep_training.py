@@ -83,6 +83,8 @@ def test_train_stream_record_and_serve(stack, client: Firstlight, dataset: str) 
     ranked = eventually(served, timeout=120, what="deep model served")
     assert len(ranked[0]) == 3 and {c for c, _ in ranked[0]} == set(CONCEPTS)
     assert sum(s for _, s in ranked[0]) == pytest.approx(1.0, abs=1e-3)
+    # the version's ONNX graph, in ONNX Runtime on this CPU-only host (issue 17)
+    assert f"deep model fl.{APP}.deepcls v1: onnxruntime on cpu" in (stack.log_dir / "triton.log").read_text()
 
 
 def _follow_until(client: Firstlight, job_id: str, epoch: int) -> list[int]:

@@ -1,7 +1,7 @@
 """A visual_detector version served through the real parts: trained in-process on generated scenes
 (test_detector_ingestion.py does the same from box labels uploaded through ingestion), exported with the deep Triton exporter into the stack's
 model repository, announced on ``model.version.ready``, loaded by the real tritonserver (Python
-backend running the TorchScript decode + NMS), and returned as regions by InferenceService.Predict."""
+backend running the maps in ONNX Runtime and the TorchScript decode + NMS), and returned as regions by InferenceService.Predict."""
 
 from __future__ import annotations
 
@@ -64,6 +64,8 @@ def test_detector_version_is_served_with_regions(stack, client: Firstlight, tmp_
             return None
 
     resp = eventually(served, timeout=180, what="detector served")
+    # the maps in ONNX Runtime, the decode/NMS in TorchScript after them (issue 17)
+    assert f"deep model {name} v1: onnxruntime on cpu" in (stack.log_dir / "triton.log").read_text()
     assert resp.model_id == "det" and resp.model_version == "1" and len(resp.predictions) == 4
     expected = result.module(torch.from_numpy(np.stack(images))).numpy()
     assert any(p.regions for p in resp.predictions)

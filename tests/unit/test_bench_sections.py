@@ -53,3 +53,8 @@ def test_gateway_is_a_section_of_make_bench() -> None:
 def test_video_section_needs_no_stack() -> None:
     assert bench_main.parse(["--only", "video"]).sections == ["video"]
     assert "video" in bench_main.STACKLESS
+
+
+def test_deep_serving_needs_no_stack() -> None:
+    assert bench_main.parse(["--only", "deep-serving"]).sections == ["deep_serving"]
+    assert "deep_serving" in bench_main.STACKLESS and "deep_serving" in bench_main.parse([]).sections

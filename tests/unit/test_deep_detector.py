@@ -290,7 +290,7 @@ def test_base_gradient_multiplier_zero_freezes_the_trunk() -> None:
     res = TEMPLATE.fit(_ctx(data, num_epochs=1, base_gradient_multiplier=0.0))
     torch.manual_seed(0)  # the template seeds with ctx.seed before building its network
     fresh = DetectorNet(len(CLASSES), True)
-    trained_params = dict(res.module.net.named_parameters())
+    trained_params = dict(res.module.encoder.net.named_parameters())
     trunk = {n for n, _ in fresh.trunk.named_parameters() if not n.startswith("lat")}
     assert trunk
     for name, p in fresh.named_parameters():

@@ -24,7 +24,7 @@ def test_export_layout_and_roundtrip(tmp_path):
     name = export_deep(tmp_path, "app1", "m", 2, result, ["a", "b", "c"])
     folder = tmp_path / name
     assert name == "fl.app1.m"
-    assert {p.name for p in (folder / "2").iterdir()} == {"model.pt", "model.py", "meta.json"}
+    assert {p.name for p in (folder / "2").iterdir()} == {"model.pt", "model.onnx", "model.py", "meta.json"}
     config = (folder / "config.pbtxt").read_text()
     assert 'backend: "python"' in config and "dynamic_batching" in config and "TYPE_UINT8" in config and 'name: "PROBS"' in config
     prod = (folder / "config.pytorch.pbtxt").read_text()

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.models import backbone
+from firstlight.models.ort import cpu_session
 
 OPSET = 17
 INPUT = "IMAGE"
@@ -111,22 +112,12 @@ def ort_threads_from_env(default: int = 1) -> int:
 
 
 class OrtBackbone:
-    """An ONNX Runtime session over the exported backbone: fp32, all graph optimisations,
-    ``threads`` intra-op threads. ``spin`` lets idle threads spin-wait between operators:
-    lower latency on a dedicated host, a burnt core on a shared one (off by default, like
-    OMP_WAIT_POLICY=PASSIVE for the torch stubs)."""
+    """An ONNX Runtime session over the exported backbone (firstlight.models.ort.cpu_session:
+    fp32, all graph optimisations, ``threads`` intra-op threads, no spinning unless ``spin``)."""
 
     def __init__(self, onnx_path: Path, threads: int = 1, spin: bool = False) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.threads = opts.intra_op_num_threads
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.threads = max(1, threads)
+        self.session = cpu_session(onnx_path, self.threads, spin)
 
     @classmethod
     def from_cache(cls, cache_dir: Path, threads: int | None = None, spin: bool = False) -> OrtBackbone:

@@ -4,7 +4,7 @@
 The service fetches the dataset's images, validates the hyperparameters, and hands a template a
 :class:`DeepTrainContext`; the template runs its torch loop and returns a :class:`DeepTrainResult`.
 The service then evaluates/promotes on ``result.validation[result.primary_metric]``, exports
-``result.module`` (TorchScript) to the Triton model repository, records the version and announces it
+``result.module`` (TorchScript, and ONNX for ONNX Runtime) to the Triton model repository, records the version and announces it
 on ``model.version.ready``. Templates import no grpc, kafka or tritonclient: they are pure torch and
 numpy, unit-testable with in-memory data.
 """
@@ -106,6 +106,18 @@ class OutputSpec:
 
 
 @dataclass
+class OnnxPlan:
+    """How a template's export runs in ONNX Runtime when ``module`` itself does not export
+    (data-dependent control flow): ``forward`` (eager, CPU, uint8 N×S×S×3 -> tensors named
+    ``output_names``) becomes the ONNX graph and ``postprocess`` (TorchScript, or None) maps
+    those tensors to the served outputs, in torch after the ORT session."""
+
+    forward: Any
+    output_names: list[str]
+    postprocess: Any = None
+
+
+@dataclass
 class DeepTrainResult:
     kind: Kind
     # Eval-mode module on CPU whose forward takes a uint8 tensor N×S×S×3 (S = image_size, the same
@@ -120,6 +132,9 @@ class DeepTrainResult:
     report: dict[str, Any] = field(default_factory=dict)  # JSON-able: curves, per-class figures, history
     artifacts: dict[str, bytes] = field(default_factory=dict)  # file name -> bytes (PNG plots, Markdown)
     timings: dict[str, float] = field(default_factory=dict)  # e.g. train_seconds, images_per_second
+    # ONNX export of a ``module`` that does not trace to ONNX whole (the detector's NMS); None:
+    # ``module`` itself is exported, its outputs named as ``outputs``.
+    onnx: OnnxPlan | None = None
 
 
 class DeepTemplate(Protocol):

@@ -44,7 +44,7 @@ from torch import nn
 
 from firstlight.domain.errors import InsufficientData, TrainingError
 from firstlight.training.deep import hyper as deep_hyper
-from firstlight.training.deep.context import Box, DeepTrainContext, DeepTrainResult, OutputSpec
+from firstlight.training.deep.context import Box, DeepTrainContext, DeepTrainResult, OnnxPlan, OutputSpec
 from firstlight.training.deep.det_metrics import Detection, mean_average_precision
 from firstlight.training.deep.loop import LoopSettings, clip_and_step, run_epochs
 from firstlight.training.hyper import SettingSpec
@@ -305,22 +305,20 @@ def decode(
     return out_b, out_s, out_c
 
 
-class DetectorExport(nn.Module):
-    """What Triton runs: uint8 N×S×S×3 -> DETECTIONS N×D×6 (x0, y0, x1, y1, score, class)."""
+class DetectorMaps(nn.Module):
+    """The network part of the export: uint8 N×S×S×3 -> (heatmap probabilities N×K×G×G,
+    regression N×R×G×G), flip-averaged when ``average_flips``. Straight-line tensor code, so it
+    also exports to ONNX (triton_export serves it in ONNX Runtime with :class:`DetectorDecode`
+    after it)."""
 
-    def __init__(self, net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> None:
+    def __init__(self, net: nn.Module, image_size: int, average_flips: bool) -> None:
         super().__init__()
         self.net = net
         # The stride-8/16 grid must tile the input exactly for cell -> pixel mapping (and mirroring).
         self.net_size = int(math.ceil(image_size / 16) * 16)
         self.average_flips = average_flips
-        self.score_threshold = float(score_threshold)
-        self.max_detections = MAX_DETECTIONS
-        self.pre_nms = _PRE_NMS
-        self.iou_threshold = _NMS_IOU
 
-    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Heatmap probabilities and regression, flip-averaged when ``average_flips``."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.permute(0, 3, 1, 2).float()
         if x.shape[-1] != self.net_size or x.shape[-2] != self.net_size:
             x = F.interpolate(x, size=[self.net_size, self.net_size], mode="bilinear", align_corners=False)
@@ -338,27 +336,70 @@ class DetectorExport(nn.Module):
             reg = (reg + reg_f) / 2
         return heat, reg
 
+
+class DetectorDecode(nn.Module):
+    """The data-dependent part: (heatmap, regression) -> DETECTIONS N×D×6 (peaks, threshold,
+    class-wise NMS; scripted, it stays TorchScript when the maps run in ONNX Runtime)."""
+
+    def __init__(self, score_threshold: float) -> None:
+        super().__init__()
+        self.score_threshold = float(score_threshold)
+        self.max_detections = MAX_DETECTIONS
+        self.pre_nms = _PRE_NMS
+        self.iou_threshold = _NMS_IOU
+
+    def detect(self, heat: torch.Tensor, reg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return decode(heat, reg, self.score_threshold, self.max_detections, self.pre_nms, self.iou_threshold)
+
+    def forward(self, heat: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+        """DETECTIONS N×D×6 float32: x0, y0, x1, y1, score, class (one tensor, so any
+        single-output image model client can call a detector too)."""
+        boxes, scores, classes = self.detect(heat, reg)
+        return torch.cat([boxes, scores.unsqueeze(-1), classes.to(boxes.dtype).unsqueeze(-1)], dim=-1)
+
+
+class DetectorExport(nn.Module):
+    """What Triton runs: uint8 N×S×S×3 -> DETECTIONS N×D×6 (x0, y0, x1, y1, score, class):
+    :class:`DetectorMaps` then :class:`DetectorDecode`."""
+
+    def __init__(self, net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> None:
+        super().__init__()
+        self.encoder = DetectorMaps(net, image_size, average_flips)
+        self.decoder = DetectorDecode(score_threshold)
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmap probabilities and regression, flip-averaged when ``average_flips``."""
+        return self.encoder(x)
+
     def detect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(boxes N×D×4, scores N×D, classes N×D int32), padded (class -1, score 0)."""
         with torch.no_grad():
-            heat, reg = self.maps(x)
-            return decode(heat, reg, self.score_threshold, self.max_detections, self.pre_nms, self.iou_threshold)
+            heat, reg = self.encoder(x)
+            return self.decoder.detect(heat, reg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """DETECTIONS N×D×6 float32: x0, y0, x1, y1, score, class (one tensor, so any
-        single-output image model client can call a detector too)."""
-        boxes, scores, classes = self.detect(x)
-        return torch.cat([boxes, scores.unsqueeze(-1), classes.to(boxes.dtype).unsqueeze(-1)], dim=-1)
+        heat, reg = self.encoder(x)
+        return self.decoder(heat, reg)
+
+
+def _traced_net(net: nn.Module, image_size: int) -> torch.jit.ScriptModule:
+    net = net.to("cpu").eval()
+    size = int(math.ceil(image_size / 16) * 16)
+    with torch.no_grad():
+        return torch.jit.trace(net, torch.zeros(1, 3, size, size), check_trace=False)
 
 
 def script_export(net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> torch.jit.ScriptModule:
     """The export as TorchScript: the network traced (EfficientNet's blocks do not script), the
     data-dependent decode/NMS scripted around it."""
-    net = net.to("cpu").eval()
-    size = int(math.ceil(image_size / 16) * 16)
-    with torch.no_grad():
-        traced = torch.jit.trace(net, torch.zeros(1, 3, size, size), check_trace=False)
-    return torch.jit.script(DetectorExport(traced, image_size, average_flips, score_threshold))
+    return torch.jit.script(DetectorExport(_traced_net(net, image_size), image_size, average_flips, score_threshold))
+
+
+def onnx_plan(net: nn.Module, image_size: int, average_flips: bool, score_threshold: float) -> OnnxPlan:
+    """What exports to ONNX: the maps (eager, CPU) as HEAT and REG, the decode scripted after them."""
+    maps = DetectorMaps(net.to("cpu").eval(), image_size, average_flips).eval()
+    return OnnxPlan(maps, ["HEAT", "REG"], torch.jit.script(DetectorDecode(score_threshold)))
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -568,6 +609,7 @@ class VisualDetector:
         if X_test is not None and threshold > 0.01:
             test_all = evaluate(on_device(DetectorExport(net, size, flips, 0.01)), X_test, test_boxes, concepts)
         module = script_export(net, size, flips, threshold)
+        onnx = onnx_plan(net, size, flips, threshold)
         artifacts = {}
         if test is not None:
             artifacts["detections_test.png"] = boxes_png(X_test, test_boxes, test["detections"], f"{NAME} — test scenes")
@@ -587,6 +629,7 @@ class VisualDetector:
         return DeepTrainResult(
             kind="detector",
             module=module,
+            onnx=onnx,
             image_size=size,
             outputs=[OutputSpec(OUTPUT_NAME, "TYPE_FP32", [MAX_DETECTIONS, 6])],
             primary_metric="map_50",

@@ -7,14 +7,17 @@ Layout (the same ``fl.<app>.<model>`` naming and one numeric folder per version 
         config.pbtxt            # Python backend, dynamic batching, IMAGE uint8 [-1,-1,3] in
         config.pytorch.pbtxt    # the same model for a production (NGC) Triton's libtorch backend
         <version>/model.pt      # TorchScript: uint8 N×S×S×3 -> outputs (normalisation inside)
-        <version>/model.py      # Python-backend runner of model.pt (GPU when Triton gives one)
-        <version>/meta.json     # kind, image size, outputs, concepts
+        <version>/model.onnx    # the same in ONNX (the detector: its maps), when it exports cleanly
+        <version>/decode.pt     # detector only: TorchScript decode/NMS after the ONNX maps
+        <version>/model.py      # Python-backend runner: ONNX Runtime on CPU, model.pt on GPU
+        <version>/meta.json     # kind, image size, outputs, concepts, the ONNX graph's outputs
 
 Image and output dimensions are left variable (-1) in the config so versions trained at different
 ``image_size`` (or embedding sizes) live under one Triton model. The embedded tritonserver only
 bundles the Python backend; an NGC Triton can serve ``model.pt`` natively by swapping
 ``config.pytorch.pbtxt`` in for ``config.pbtxt`` (its libtorch backend names tensors
-``<NAME>__<index>``).
+``<NAME>__<index>``). Versions exported before ``model.onnx`` existed keep their own model.py and
+are served by TorchScript as before (firstlight.models.deep_runtime).
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ import torch
 from firstlight.config import REPO_ROOT
 from firstlight.fsmodes import shared_dir_mode
 from firstlight.training.deep.context import DeepTrainResult
+from firstlight.training.deep.onnx_export import OPSET, export_graph
 from firstlight.training.export import triton_model_name
 
 DEEP_TEMPLATE = REPO_ROOT / "deploy" / "triton" / "templates" / "deep" / "model.py"
+ONNX_FILE = "model.onnx"
+POSTPROCESS_FILE = "decode.pt"
 MAX_BATCH_SIZE = 64
 
 _CONFIG = """name: "{name}"
@@ -45,7 +51,8 @@ output [
 ]
 version_policy: {{ all {{ }} }}
 dynamic_batching {{ max_queue_delay_microseconds: 2000 }}
-# No instance kind: Triton puts the instance on a GPU when it has one (model.py follows), else CPU.
+# No instance kind: Triton puts the instance on a GPU when it has one (model.py runs model.pt on
+# CUDA there), else on CPU (model.onnx in ONNX Runtime when the version has it, else model.pt).
 instance_group [ {{ count: 1 }} ]
 """
 
@@ -87,23 +94,36 @@ def to_torchscript(module: torch.nn.Module, image_size: int) -> torch.jit.Script
     return traced
 
 
-def export_deep(repository: Path, app_id: str, model_id: str, version: int, result: DeepTrainResult, concepts: list[str]) -> str:
+def export_deep(repository: Path, app_id: str, model_id: str, version: int, result: DeepTrainResult, concepts: list[str], onnx: bool = True) -> str:
     """Write ``repository/<name>/<version>/`` atomically (built beside, then renamed) and the
-    model's configs; return the Triton model name."""
+    model's configs; return the Triton model name. ``onnx=False`` writes TorchScript only (what
+    versions exported before ONNX look like)."""
     name = triton_model_name(app_id, model_id)
     model_dir = repository / name
     model_dir.mkdir(parents=True, exist_ok=True)
     traced = to_torchscript(result.module, result.image_size)
+    graph = export_graph(result) if onnx else None
     tmp = Path(tempfile.mkdtemp(dir=model_dir, prefix=".v"))
     torch.jit.save(traced, str(tmp / "model.pt"))
     shutil.copyfile(DEEP_TEMPLATE, tmp / "model.py")
-    meta = {
+    meta: dict = {
         "kind": result.kind,
         "image_size": result.image_size,
         "outputs": [{"name": o.name, "dtype": o.dtype, "dims": o.dims} for o in result.outputs],
         "concepts": concepts,
         "primary_metric": result.primary_metric,
     }
+    if graph is not None:
+        (tmp / ONNX_FILE).write_bytes(graph.model)
+        if graph.postprocess is not None:
+            torch.jit.save(graph.postprocess, str(tmp / POSTPROCESS_FILE))
+        meta["onnx"] = {
+            "file": ONNX_FILE,
+            "opset": OPSET,
+            "outputs": graph.outputs,
+            "postprocess": POSTPROCESS_FILE if graph.postprocess is not None else None,
+            "max_abs_diff": graph.max_abs_diff,  # against torch on a random batch, at export
+        }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     os.chmod(tmp, shared_dir_mode())  # mkdtemp made it 0700; Triton reads it (0755, or 0700 in the local stack)
     final = model_dir / str(version)
