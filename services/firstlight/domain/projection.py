@@ -57,9 +57,12 @@ def pca(X: np.ndarray, k: int = 2) -> np.ndarray:
 
 
 def scale(Y: np.ndarray) -> np.ndarray:
-    """Centred, each axis scaled to [-1, 1], float32."""
-    Y = Y - Y.mean(0)
-    return (Y / np.maximum(np.abs(Y).max(0), 1e-12)).astype(np.float32)
+    """Centred on the median, each axis scaled so that 99.5 % of the points lie within
+    [-0.95, 0.95] and clipped to [-1, 1], float32: one far outlier (a blank image) pins to the
+    edge instead of squeezing the rest of the map into a corner."""
+    Y = Y - np.median(Y, 0)
+    lim = np.maximum(np.quantile(np.abs(Y), 0.995, axis=0) / 0.95, 1e-12)
+    return np.clip(Y / lim, -1.0, 1.0).astype(np.float32)
 
 
 def project_2d(embeddings: np.ndarray, method: str = "pca", seed: int = 0, *, normalized: bool = False) -> np.ndarray:
