@@ -769,8 +769,11 @@
     }
     const grayish = new Set([none, "several concepts"]);
     const names = [...groups.keys()].sort((a, b) => (grayish.has(a) - grayish.has(b)) || groups.get(b).length - groups.get(a).length || a.localeCompare(b));
-    // Colours by name order, not count: a concept keeps its colour when colouring by prediction.
-    const coloured = names.filter((n) => !grayish.has(n)).sort((a, b) => a.localeCompare(b));
+    // Colours follow the app's concept list (then the other names in order), not the counts: a
+    // concept keeps its colour when the map is coloured by prediction instead.
+    const known = color === "split" ? ["train", "validation", "test"]
+      : ((await api("GET", appPath("/concepts")).catch(() => ({}))).concepts || []).map((c) => c.name).sort((a, b) => a.localeCompare(b));
+    const coloured = [...known, ...names.filter((n) => !grayish.has(n) && !known.includes(n)).sort((a, b) => a.localeCompare(b))];
     const colourOf = new Map(names.map((n) => [n, grayish.has(n) ? GRAY : PALETTE[coloured.indexOf(n) % PALETTE.length]]));
     const svg = $("#map");
     svg.replaceChildren();
