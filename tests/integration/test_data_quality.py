@@ -144,7 +144,7 @@ def test_the_map_through_the_stack(stack, client: Firstlight) -> None:  # type: 
     xy = {c: np.array([(p.x, p.y) for p in pts if list(p.concepts) == [c]]) for c in ("animal", "digit")}
     # animals and digits apart: the centroids' distance over the largest spread of a group
     spread = max(np.linalg.norm(v - v.mean(0), axis=1).mean() for v in xy.values())
-    assert np.linalg.norm(xy["animal"].mean(0) - xy["digit"].mean(0)) > 1.5 * spread, xy
+    assert np.linalg.norm(xy["animal"].mean(0) - xy["digit"].mean(0)) > 1.5 * spread, xy  # measured: 2.55
     again = _map(client, MAP_APP)
     assert again.cached and again.map_key == job.map_key  # type: ignore[attr-defined]
     assert not client.upload(MAP_APP, [UploadItem(digit_pngs(13)[-1], ["digit"], id="d-new")]).failures
@@ -187,8 +187,15 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
 
 
 def test_the_map_coloured_by_prediction_and_dataset_split(client: Firstlight, planted: dict) -> None:
-    """After the worst-slices test trained "animals" on dataset "main": each point's predicted
-    concept (scored for the page: the pool was not scored) and its split in the version."""
+    """Each point's predicted concept by "animals" (scored for the page: the pool was not
+    scored) and its split in dataset "main" (both made by the tests above when they ran)."""
+    try:
+        client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    except FirstlightError:
+        pass  # made by the tests above
+    client.create_model(APP, "animals", CONCEPTS, exist_ok=True)
+    if not client.versions(APP, "animals").versions:
+        client.train(APP, "animals", "main")
     ids, _, predicted = client.embedding_map(APP, color_by="prediction", model_id="animals")
     assert len(ids) == planted["n"] and set(predicted) <= set(CONCEPTS) and len(set(predicted)) >= 2
     ids, _, splits = client.embedding_map(APP, color_by="split", dataset_id="main")

@@ -605,6 +605,7 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     wait(d, lambda d: d.find_element(By.ID, "map-card").get_attribute("data-ready") == "1", 120, what="by split")
     legend = {li.get_attribute("data-label") for li in d.find_elements(By.CSS_SELECTOR, "#map-legend li")}
     assert {"train", "validation", "not in the dataset"} <= legend, legend
+    shot(d, "22-map-by-split")
     first = d.find_elements(By.CSS_SELECTOR, "#map a.pt")[0]
     target = first.get_attribute("data-id")
     d.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", first)
