@@ -801,7 +801,7 @@
       legend.append(el("li", { "data-label": n }, sw, el("span", { text: n }), el("span", { class: "muted", text: `(${groups.get(n).length})` })));
     }
     const source = page.predictions_source ? ` · predictions of ${model} v${page.model_version} (${page.predictions_source})` : "";
-    const ds = page.dataset_version ? ` · splits of ${dataset} v${page.dataset_version}` : "";
+    const ds = page.dataset_version ? ` · splits of ${dataset} version ${page.dataset_version}` : "";
     state.textContent = `${points.length} inputs · ${method}, ${job.cached ? "cached" : "computed now"} · coloured by ${color}${source}${ds}`;
     card.dataset.ready = "1";
   }
