@@ -212,3 +212,21 @@ def test_precise_errors(maps):
         maps.points("app", "", 10, "", model_version="3")
     with pytest.raises(InvalidArgument):
         maps.points("app", "", 10, "", model_id="bad id")
+
+
+def test_points_use_the_pool_predictions_scorepool_stored(maps):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from firstlight.curation.store import pool_scores
+
+    _wait(maps, "app", maps.start("app", ""))
+    row = {"app_id": "app", "model_id": "m", "version": "5", "predicted": "c1", "uncertainty": 0.5, "scored_at": datetime.now(UTC)}
+    with maps.store.engine.begin() as conn:
+        conn.execute(insert(pool_scores), [dict(row, input_id=f"i{k:03d}", score=0.5 + k / 100) for k in range(3)])
+    page = maps.points("app", "", 5, "", model_id="m")  # the latest scored version: stored, not scored again
+    assert (page["model_version"], page["predictions_source"]) == ("5", "stored")
+    assert [(p["predicted"], round(p["score"], 2)) for p in page["points"]] == [("c1", 0.5), ("c1", 0.51), ("c1", 0.52), ("", 0.0), ("", 0.0)]
+    # another version than the stored one is scored for the page
+    assert maps.points("app", "", 5, "", model_id="m", model_version="2")["predictions_source"] == "scored"
