@@ -230,3 +230,20 @@ def test_points_use_the_pool_predictions_scorepool_stored(maps):
     assert [(p["predicted"], round(p["score"], 2)) for p in page["points"]] == [("c1", 0.5), ("c1", 0.51), ("c1", 0.52), ("", 0.0), ("", 0.0)]
     # another version than the stored one is scored for the page
     assert maps.points("app", "", 5, "", model_id="m", model_version="2")["predictions_source"] == "scored"
+
+
+def test_a_second_start_joins_the_running_job(maps):
+    import threading
+
+    gate = threading.Event()
+    slow = maps.platform.vectors
+
+    def held(app_id, input_ids):  # type: ignore[no-untyped-def]
+        gate.wait(30)
+        return slow(app_id, input_ids)
+
+    maps.platform.vectors = held
+    first = maps.start("app", "")
+    assert maps.start("app", "pca")["id"] == first["id"]  # joined, not a second projection
+    gate.set()
+    assert _wait(maps, "app", first)["state"] == "succeeded"

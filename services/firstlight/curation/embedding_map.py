@@ -110,10 +110,6 @@ class EmbeddingMaps:
     def start(self, app_id: str, method: str, force: bool = False) -> dict:
         validation.app_id(app_id)
         method = _method(method)
-        with self._lock:  # one job per app and method at a time: a second start joins it
-            for j in self._jobs.values():
-                if j["app_id"] == app_id and j["method"] == method and j["state"] == "running":
-                    return dict(j)
         if method == "tsne":  # refused now rather than after reading every vector
             count, _ = self.platform.index_state(app_id)
             if count > projection.MAX_TSNE:
@@ -134,7 +130,10 @@ class EmbeddingMaps:
             "finished_at": None,
             "projection_seconds": 0.0,
         }
-        with self._lock:
+        with self._lock:  # one job per app and method at a time: a second start joins it
+            for j in self._jobs.values():
+                if j["app_id"] == app_id and j["method"] == method and j["state"] == "running":
+                    return dict(j)
             self._jobs[job["id"]] = job
             finished = [k for k, j in self._jobs.items() if j["state"] != "running"]
             for k in finished[: max(0, len(self._jobs) - MAX_JOBS)]:
