@@ -43,6 +43,7 @@ VECTORS_PER_READ = 5000
 MAX_JOBS = 200  # finished jobs kept in memory (all apps)
 MAX_PAGE = 5000
 DATASET_CACHE = 8  # frozen dataset versions' splits kept (they never change)
+MAPS_IN_MEMORY = 8  # maps kept in memory (a 100k map of 40-character ids: ~17 MB); the rest are read from disk
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class MapFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._mem: dict[tuple[str, str], Map] = {}
+        self._mem: OrderedDict[tuple[str, str], Map] = OrderedDict()
         self._lock = threading.Lock()
 
     def _path(self, app_id: str, method: str) -> Path:
@@ -71,6 +72,7 @@ class MapFiles:
     def get(self, app_id: str, method: str) -> Map | None:
         with self._lock:
             if (app_id, method) in self._mem:
+                self._mem.move_to_end((app_id, method))
                 return self._mem[(app_id, method)]
         path = self._path(app_id, method)
         if not path.exists():
@@ -78,9 +80,15 @@ class MapFiles:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             m = Map(app_id, method, meta["key"], z["ids"], z["coords"], datetime.fromisoformat(meta["computed_at"]), int(meta["total_inputs"]))
-        with self._lock:
-            self._mem[(app_id, method)] = m
+        self._keep(m)
         return m
+
+    def _keep(self, m: Map) -> None:
+        with self._lock:
+            self._mem[(m.app_id, m.method)] = m
+            self._mem.move_to_end((m.app_id, m.method))
+            while len(self._mem) > MAPS_IN_MEMORY:
+                self._mem.popitem(last=False)
 
     def put(self, m: Map) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -90,8 +98,7 @@ class MapFiles:
         with open(tmp, "wb") as f:
             np.savez(f, ids=m.ids, coords=m.coords, meta=np.array(meta))
         os.replace(tmp, path)  # readers see the old map or the new one, never half of one
-        with self._lock:
-            self._mem[(m.app_id, m.method)] = m
+        self._keep(m)
 
 
 class EmbeddingMaps:
