@@ -26,14 +26,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_serving, deep_training, gateway, inference, ingest, kafka, photos, search, text_search, training, video
+from bench import common, data_quality, deep_serving, deep_training, embedding_map, gateway, inference, ingest, kafka, photos, search, text_search, training, video
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "deep_serving", "kafka", "data_quality", "video")
+SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "deep_serving", "kafka", "data_quality", "embedding_map", "video")
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
-STACKLESS = ("deep_training", "deep_serving", "data_quality", "video")
+STACKLESS = ("deep_training", "deep_serving", "data_quality", "embedding_map", "video")
 
 
 def machine() -> dict:
@@ -234,6 +234,8 @@ def main(argv: list[str]) -> int:
         run_section("deep_serving", lambda: deep_serving.run(quick=args.quick, log=log))
     if "data_quality" in args.sections:  # planted problems and the 100k duplicate/outlier passes (issue 19)
         run_section("data_quality", lambda: data_quality.run(quick=args.quick, log=log))
+    if "embedding_map" in args.sections:  # the map's projection on 10k and 100k embeddings (issue 19)
+        run_section("embedding_map", lambda: embedding_map.run(quick=args.quick, log=log))
     if "video" in args.sections:  # decode + sample + embed against bare decode; memory on a long clip (issue 18)
         run_section("video", lambda: video.run(quick=args.quick, log=log))
 

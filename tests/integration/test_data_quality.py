@@ -5,6 +5,7 @@ animals — and the report finds them."""
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from firstlight import datasets
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
+from firstlight.v1 import curation_pb2
 
 from .test_curation import digit_pngs
 
@@ -104,6 +106,69 @@ def test_embedding_map(client: Firstlight, planted: dict) -> None:
     assert set(labels) == set(CONCEPTS) | {""}  # the digits are unlabeled
 
 
+MAP_APP = "map-it"
+
+
+def _map(client: Firstlight, app: str, **kw: object) -> object:
+    job = client.start_embedding_map(app, **kw)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 120
+    while job.state == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = client.embedding_map_job(app, job.id)
+    assert job.state == "succeeded", job
+    return job
+
+
+def test_the_map_through_the_stack(stack, client: Firstlight) -> None:  # type: ignore[no-untyped-def]
+    """The server's map of a small app: every indexed input once over the pages, animals and
+    digits apart, the cache reused until an input is added, another app's key refused."""
+    client.create_app(MAP_APP, exist_ok=True)
+    animals = datasets.animal_mnist(12, seed=5, classes=["zebra"])
+    items = [UploadItem(d, ["animal"], id=f"a{k}") for k, (_, _, d) in enumerate(animals)]
+    items += [UploadItem(d, ["digit"], id=f"d{k}") for k, d in enumerate(digit_pngs(12))]
+    assert not client.upload(MAP_APP, items).failures
+    client.wait_indexed(MAP_APP, len(items), timeout=300)
+    job = _map(client, MAP_APP)
+    assert job.points == len(items) and not job.cached and job.progress == 1.0  # type: ignore[attr-defined]
+    seen: list[str] = []
+    token = ""
+    while True:  # small pages: every point exactly once
+        page = client._curation().ListEmbeddingMapPoints(curation_pb2.ListEmbeddingMapPointsRequest(app_id=MAP_APP, page_size=5, page_token=token), timeout=60)
+        assert len(page.points) <= 5 and page.total_size == len(items)
+        seen += [p.input_id for p in page.points]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(i.id for i in items) and len(seen) == len(set(seen))
+    pts = list(client.embedding_map_points(MAP_APP))
+    xy = {c: np.array([(p.x, p.y) for p in pts if list(p.concepts) == [c]]) for c in ("animal", "digit")}
+    # animals and digits apart: the centroids' distance over the largest spread of a group
+    spread = max(np.linalg.norm(v - v.mean(0), axis=1).mean() for v in xy.values())
+    assert np.linalg.norm(xy["animal"].mean(0) - xy["digit"].mean(0)) > 1.5 * spread, xy  # measured: 2.55
+    again = _map(client, MAP_APP)
+    assert again.cached and again.map_key == job.map_key  # type: ignore[attr-defined]
+    assert not client.upload(MAP_APP, [UploadItem(digit_pngs(13)[-1], ["digit"], id="d-new")]).failures
+    client.wait_indexed(MAP_APP, len(items) + 1, timeout=300)
+    grown = _map(client, MAP_APP)
+    assert not grown.cached and grown.points == len(items) + 1 and grown.map_key != job.map_key  # type: ignore[attr-defined]
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
+        client.start_embedding_map(MAP_APP, method="umap")
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        client.embedding_map_job(MAP_APP, "map-nope")
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        list(client.embedding_map_points(MAP_APP, method="tsne"))  # none computed
+    other = "map-it-other"
+    client.create_app(other, exist_ok=True)
+    _, key = client.create_api_key(other, "neighbour")
+    with Firstlight.from_addresses(stack.addresses, api_key=key, timeout_s=60) as neighbour:
+        with pytest.raises(FirstlightError, match="PERMISSION_DENIED"):
+            neighbour.start_embedding_map(MAP_APP)
+        with pytest.raises(FirstlightError, match="PERMISSION_DENIED"):
+            list(neighbour.embedding_map_points(MAP_APP))
+        with pytest.raises(FirstlightError, match="NOT_FOUND"):  # its own app: no map yet
+            list(neighbour.embedding_map_points(other))
+
+
 def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) -> None:
     try:
         client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
@@ -119,6 +184,24 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
     assert gaps == sorted(gaps, reverse=True)
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
         client.worst_slices(APP, "animals", split="holdout")
+
+
+def test_the_map_coloured_by_prediction_and_dataset_split(client: Firstlight, planted: dict) -> None:
+    """Each point's predicted concept by "animals" (scored for the page: the pool was not
+    scored) and its split in dataset "main" (both made by the tests above when they ran)."""
+    try:
+        client.create_dataset(APP, "main", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=0)
+    except FirstlightError:
+        pass  # made by the tests above
+    client.create_model(APP, "animals", CONCEPTS, exist_ok=True)
+    if not client.versions(APP, "animals").versions:
+        client.train(APP, "animals", "main")
+    ids, _, predicted = client.embedding_map(APP, color_by="prediction", model_id="animals")
+    assert len(ids) == planted["n"] and set(predicted) <= set(CONCEPTS) and len(set(predicted)) >= 2
+    ids, _, splits = client.embedding_map(APP, color_by="split", dataset_id="main")
+    assert {"train", "validation", "test"} <= set(splits) and "" in splits  # the digits are in no version
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        client.embedding_map(APP, color_by="prediction", model_id="no-such-model")
 
 
 def test_a_new_users_folder_through_the_cli(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -579,5 +579,36 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     shot(d, "19-data-quality-slices")
     d.get(f"{base}/portal/apps/{DQ_APP}/quality?dataset=main")  # the check recorded with the version
     assert "was checked when frozen" in wait(d, lambda d: d.find_elements(By.ID, "health-recorded"), what="recorded check")[0].text
+
+    # The embedding map: every indexed input a dot, coloured by concept (the hostile one as
+    # text), then by the trained version's prediction and by the dataset's splits; a dot opens
+    # its input.
+    from selenium.webdriver.support.ui import Select
+
+    indexed = api.get(f"/v1/apps/{DQ_APP}/index").json()["indexed_count"]
+    d.find_element(By.ID, "nav-map").click()
+    wait(d, lambda d: d.find_element(By.ID, "map-card").get_attribute("data-ready") == "1", 120, what="map drawn")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#map a.pt")) == indexed
+    legend = {li.get_attribute("data-label") for li in d.find_elements(By.CSS_SELECTOR, "#map-legend li")}
+    assert legend == {*DQ_CLASSES, HOSTILE, "unlabeled"}, legend
+    no_alert(d)
+    shot(d, "20-map-by-concept")
+    Select(d.find_element(By.ID, "map-color")).select_by_value("prediction")
+    d.find_element(By.ID, "map-model").send_keys("animals")
+    d.find_element(By.ID, "map-show").click()
+    wait(d, lambda d: "color=prediction" in d.current_url and d.find_element(By.ID, "map-card").get_attribute("data-ready") == "1", 120, what="by prediction")
+    legend = {li.get_attribute("data-label") for li in d.find_elements(By.CSS_SELECTOR, "#map-legend li")}
+    assert legend <= set(DQ_CLASSES) and len(legend) >= 2, legend
+    assert f"predictions of animals v{done['version']} (scored)" in d.find_element(By.ID, "map-state").text
+    shot(d, "21-map-by-prediction")
+    d.get(f"{base}/portal/apps/{DQ_APP}/map?color=split&dataset=main")
+    wait(d, lambda d: d.find_element(By.ID, "map-card").get_attribute("data-ready") == "1", 120, what="by split")
+    legend = {li.get_attribute("data-label") for li in d.find_elements(By.CSS_SELECTOR, "#map-legend li")}
+    assert {"train", "validation", "not in the dataset"} <= legend, legend
+    shot(d, "22-map-by-split")
+    first = d.find_elements(By.CSS_SELECTOR, "#map a.pt")[0]
+    target = first.get_attribute("data-id")
+    d.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", first)
+    wait(d, lambda d: d.current_url.endswith(f"/inputs/{target}"), what="a dot opens its input")
     d.find_element(By.ID, "sign-out").click()
     api.close()

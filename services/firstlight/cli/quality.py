@@ -110,17 +110,32 @@ def worst_slices(
     console.print(table)
 
 
-@command("map", also=(ValueError,))
+@command("map", also=(ValueError, RuntimeError, TimeoutError))
 def embedding_map(
     app_id: str,
     out: Path = typer.Option(Path("map.png"), help="PNG to write"),
-    method: str = typer.Option("pca", help="pca or tsne"),
-    color_by: str = typer.Option("concept", help="concept or split"),
+    method: str = typer.Option("pca", help="pca or tsne (at most 20,000 inputs)"),
+    color_by: str = typer.Option("concept", help="concept, split or prediction"),
+    model: str = typer.Option("", help="with --color-by prediction: the model whose predicted concept colours each point"),
+    model_version: str = typer.Option("", help="its version (default: the latest that scored the pool, else the serving one)"),
+    dataset: str = typer.Option("", help="with --color-by split: the splits of this dataset's version"),
+    dataset_version: str = typer.Option("", help="that version (default: the latest)"),
+    force: bool = typer.Option(False, "--force", help="compute the map again even if the cached one is current"),
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """A 2-D map of the app's embeddings as a PNG, coloured by concept or split."""
-    with client(data_dir) as fl, console.status("projecting…"):
-        ids, coords, labels = fl.embedding_map(app_id, method=method, color_by=color_by)
+    """A 2-D map of the app's embeddings as a PNG, coloured by concept, split or prediction.
+    The curation service computes it (cached until the app's inputs change)."""
+    with client(data_dir) as fl, console.status("mapping…"):
+        ids, coords, labels = fl.embedding_map(
+            app_id,
+            method=method,
+            color_by=color_by,
+            model_id=model,
+            model_version=model_version,
+            dataset_id=dataset,
+            dataset_version=dataset_version,
+            force=force,
+        )
     if not ids:
         fail(f"app {app_id!r} has no indexed inputs")
     out.write_bytes(projection.map_png(coords, labels, title=f"{app_id}: {len(ids)} inputs ({method}, by {color_by})"))

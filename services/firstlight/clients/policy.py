@@ -22,6 +22,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
+    "GetEmbeddingMapJob", "ListEmbeddingMapPoints",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -38,6 +39,7 @@ DEADLINES_S: dict[str, float] = {
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
     "KeepOneDuplicate": 300.0,  # reads and decodes the group's images unless a check already did
     "SetEmbeddingModel": 180.0,
+    "ListEmbeddingMapPoints": 300.0,  # may score the page with a model that did not score the pool
     "StreamInputs": 600.0,
     # A video's upload and decode (the byte and duration limits bound them; 3 h of video at
     # 20x real time is 9 min).

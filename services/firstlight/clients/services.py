@@ -368,6 +368,17 @@ class CurationClient(_Service):
     async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
 
+    async def start_embedding_map(self, req: curation_pb2.StartEmbeddingMapRequest, *, key: str | None = None) -> curation_pb2.EmbeddingMapJob:
+        return await self._unary("StartEmbeddingMap", req, key)
+
+    async def get_embedding_map_job(self, req: curation_pb2.GetEmbeddingMapJobRequest, *, key: str | None = None) -> curation_pb2.EmbeddingMapJob:
+        return await self._unary("GetEmbeddingMapJob", req, key)
+
+    async def list_embedding_map_points(
+        self, req: curation_pb2.ListEmbeddingMapPointsRequest, *, key: str | None = None
+    ) -> curation_pb2.ListEmbeddingMapPointsResponse:
+        return await self._unary("ListEmbeddingMapPoints", req, key)
+
 
 class EmbeddingClient(_Service):
     """The internal EmbeddingService (called by search and ingestion, not by users)."""

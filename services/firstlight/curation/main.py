@@ -12,6 +12,7 @@ from firstlight.blobstore import open_blob_store
 from firstlight.config import CurationSettings
 from firstlight.curation import servicer as curation_servicer
 from firstlight.curation.core import Curation
+from firstlight.curation.embedding_map import EmbeddingMaps
 from firstlight.curation.events import StreamHandlers
 from firstlight.curation.peers import Bridge, GrpcPlatform, GrpcTraining
 from firstlight.curation.store import CurationStore, adopt_from_training_db
@@ -60,7 +61,8 @@ def build(settings: CurationSettings) -> ServiceShell:
             **common,
         ),  # type: ignore[arg-type]
     ]
-    servicer = curation_servicer.CurationServicer(Curation(platform, training, store), stream, rounds, stream_drift)
+    maps = EmbeddingMaps(platform, training, store, settings.data_dir / "maps")
+    servicer = curation_servicer.CurationServicer(Curation(platform, training, store), stream, rounds, stream_drift, maps)
 
     async def on_start() -> None:
         bridge.bind(asyncio.get_running_loop())

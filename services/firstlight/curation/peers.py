@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC
 from typing import Any, TypeVar
 
 import numpy as np
@@ -21,6 +22,7 @@ from firstlight.blobstore import BlobStore
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
 from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, VersionInfo
+from firstlight.domain.generations import generation_of
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.media.image_metrics import METRICS
 from firstlight.runtime.channels import aio_internal_channel
@@ -107,7 +109,10 @@ class GrpcPlatform:
         return [(i.id, list(i.concepts), int(i.split)) for i in self._pages(app_id, flt)]
 
     def label_states(self, app_id: str) -> list[LabelState]:
-        return [LabelState(i.id, tuple(i.concepts), int(i.split), int(i.label_revision)) for i in self._pages(app_id)]
+        return [
+            LabelState(i.id, tuple(i.concepts), int(i.split), int(i.label_revision), generation_of(i.created_at.ToDatetime(tzinfo=UTC)))
+            for i in self._pages(app_id)
+        ]
 
     def metadata_values(self, app_id: str, key: str) -> dict[str, str]:
         """Input id → the value of metadata ``key``, for the app's inputs that have it."""
@@ -135,6 +140,21 @@ class GrpcPlatform:
             req = search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + VECTORS_PER_CALL])
             resp = self.bridge.call(lambda req=req: self.bridge.search.get_vectors(req))
             out.update({v.input_id: np.asarray(v.vector, dtype=np.float32) for v in resp.vectors})
+        return out
+
+    def index_state(self, app_id: str) -> tuple[int, str]:
+        req = search_pb2.GetIndexStatsRequest(app_id=app_id)
+        stats = self.bridge.call(lambda: self.bridge.search.get_index_stats(req))
+        return int(stats.indexed_count), stats.model
+
+    def current_labels(self, app_id: str, input_ids: Sequence[str]) -> dict[str, tuple[list[str], int]]:
+        out: dict[str, tuple[list[str], int]] = {}
+        ids = list(input_ids)
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start : start + PAGE]
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(chunk), input_ids=chunk)
+            for i in self.bridge.call(lambda req=req: self.bridge.ingestion.list_inputs(req)).inputs:
+                out[i.id] = (list(i.concepts), int(i.split))
         return out
 
     def stored_quality(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, float]]:

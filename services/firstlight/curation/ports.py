@@ -70,6 +70,7 @@ class LabelState:
     concepts: tuple[str, ...]
     split: int
     revision: int
+    generation: int = 0  # when this incarnation of the input was stored (domain.generations)
 
 
 class Platform(Protocol):
@@ -81,6 +82,14 @@ class Platform(Protocol):
         ...
 
     def vectors(self, app_id: str, input_ids: Sequence[str]) -> dict[str, np.ndarray]: ...
+    def index_state(self, app_id: str) -> tuple[int, str]:
+        """(indexed inputs, embedding model) of the app's index."""
+        ...
+
+    def current_labels(self, app_id: str, input_ids: Sequence[str]) -> dict[str, tuple[list[str], int]]:
+        """Input id → (concepts, split) now, for the inputs that exist."""
+        ...
+
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
     def stored_quality(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """The image-quality metrics ingestion stored with each input (ImageQuality.to_dict);

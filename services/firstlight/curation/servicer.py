@@ -8,6 +8,7 @@ from datetime import datetime
 import grpc
 
 from firstlight.curation.core import Curation
+from firstlight.curation.embedding_map import EmbeddingMaps
 from firstlight.curation.leases import PoolSource, QueueLeases
 from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
@@ -96,8 +97,16 @@ def _round(r: dict) -> curation_pb2.LearningRound:
 
 @map_errors
 class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
-    def __init__(self, curation: Curation, stream: StreamCuration | None = None, rounds: Rounds | None = None, drift: StreamDrift | None = None) -> None:
+    def __init__(
+        self,
+        curation: Curation,
+        stream: StreamCuration | None = None,
+        rounds: Rounds | None = None,
+        drift: StreamDrift | None = None,
+        maps: EmbeddingMaps | None = None,
+    ) -> None:
         self.curation = curation
+        self.maps = maps
         self.stream = stream
         self.rounds = rounds
         self.stream_drift = drift
@@ -305,6 +314,72 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
                 for s, m, share in r["slices"]
             ],
         )
+
+    def _maps(self) -> EmbeddingMaps:
+        if self.maps is None:  # only in tests that build the servicer without it
+            raise NotFound("embedding maps are not served by this process")
+        return self.maps
+
+    async def StartEmbeddingMap(self, request, context):  # type: ignore[no-untyped-def]
+        return _map_job(await asyncio.to_thread(self._maps().start, request.app_id, request.method, request.force))
+
+    async def GetEmbeddingMapJob(self, request, context):  # type: ignore[no-untyped-def]
+        return _map_job(self._maps().job(request.app_id, request.job_id))
+
+    async def ListEmbeddingMapPoints(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(
+            self._maps().points,
+            request.app_id,
+            request.method,
+            request.page_size,
+            request.page_token,
+            request.dataset_id,
+            request.dataset_version,
+            request.model_id,
+            request.model_version,
+        )
+        return curation_pb2.ListEmbeddingMapPointsResponse(
+            points=[
+                curation_pb2.EmbeddingMapPoint(
+                    input_id=p["input_id"],
+                    x=p["x"],
+                    y=p["y"],
+                    concepts=p["concepts"],
+                    split=p["split"],
+                    predicted_concept=p["predicted"],
+                    score=p["score"],
+                    in_dataset=p["in_dataset"],
+                )
+                for p in r["points"]
+            ],
+            next_page_token=r["next_page_token"],
+            total_size=r["total_size"],
+            method=r["method"],
+            map_key=r["map_key"],
+            model_version=r["model_version"],
+            predictions_source=r["predictions_source"],
+            dataset_version=r["dataset_version"],
+            computed_at=timestamp(r["computed_at"]),
+        )
+
+
+def _map_job(j: dict) -> curation_pb2.EmbeddingMapJob:
+    return curation_pb2.EmbeddingMapJob(
+        id=j["id"],
+        app_id=j["app_id"],
+        method=j["method"],
+        state=j["state"],
+        stage=j["stage"],
+        progress=j["progress"],
+        points=j["points"],
+        total_inputs=j["total_inputs"],
+        cached=j["cached"],
+        map_key=j["map_key"],
+        error=j["error"],
+        started_at=timestamp(j["started_at"]),
+        finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
+        projection_seconds=j["projection_seconds"],
+    )
 
 
 def add_to_server(servicer: CurationServicer, server: grpc.aio.Server) -> list[str]:

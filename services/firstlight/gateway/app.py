@@ -22,7 +22,7 @@ from firstlight.blobstore import open_blob_store
 from firstlight.clients import Addresses, Clients
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.config import GatewaySettings
-from firstlight.gateway import api, portal, portal_quality, portal_video, quality_api, video_api
+from firstlight.gateway import api, map_api, portal, portal_map, portal_quality, portal_video, quality_api, video_api
 from firstlight.gateway.errors import error_body, error_response
 from firstlight.gateway.media import Media
 from firstlight.gateway.session import SessionCodec
@@ -122,8 +122,10 @@ def create_app(settings: GatewaySettings, clients: Clients | None = None) -> Fas
     app.include_router(api.router)
     app.include_router(video_api.router)
     app.include_router(quality_api.router)
+    app.include_router(map_api.router)
     app.include_router(portal.router)
     app.include_router(portal_video.router)
     app.include_router(portal_quality.router)
+    app.include_router(portal_map.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -6,16 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from firstlight.clients.policy import DEFAULT_DEADLINE_S, DEFAULT_POLICY, RetryPolicy
 from firstlight.clients.services import MESSAGE_OPTIONS
 from firstlight.runtime.channels import client_channel
-from firstlight.sdk import projection
 from firstlight.sdk.auth import AuthCalls
 from firstlight.sdk.curation import CurationCalls
 from firstlight.sdk.embedding import EmbeddingCalls
-from firstlight.sdk.errors import wrap_errors
 from firstlight.sdk.inference import InferenceCalls
 from firstlight.sdk.ingestion import IngestionCalls
 from firstlight.sdk.search import SearchCalls
@@ -29,7 +25,6 @@ from firstlight.v1 import (
     embedding_pb2_grpc,
     inference_pb2_grpc,
     ingestion_pb2_grpc,
-    search_pb2,
     search_pb2_grpc,
     training_pb2_grpc,
 )
@@ -102,35 +97,6 @@ class Firstlight(AuthCalls, IngestionCalls, SearchCalls, EmbeddingCalls, Inferen
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- across services --------------------------------------------------------------
-    @wrap_errors
-    def embedding_map(
-        self, app_id: str, *, method: str = "pca", color_by: str = "concept", limit: int = 20_000, seed: int = 0
-    ) -> tuple[list[str], np.ndarray, list[str]]:
-        """(input ids, [N, 2] coordinates, one label per point) of the app's indexed inputs,
-        projected client-side (:mod:`firstlight.sdk.projection`: PCA or t-SNE) and labeled by
-        ``concept`` (its single concept, "" otherwise) or ``split``."""
-        if color_by not in ("concept", "split"):
-            raise ValueError(f"color_by must be concept or split, got {color_by!r}")
-        inputs = []
-        for i in self.list_inputs(app_id, page_size=1000):
-            inputs.append(i)
-            if len(inputs) >= limit:
-                break
-        found: dict[str, list[float]] = {}
-        ids = [i.id for i in inputs]
-        for start in range(0, len(ids), 5000):
-            request = search_pb2.GetVectorsRequest(app_id=app_id, input_ids=ids[start : start + 5000])
-            resp = self.search.GetVectors(request, timeout=self._deadline("GetVectors"))
-            found.update({v.input_id: list(v.vector) for v in resp.vectors})
-        kept = [i for i in inputs if i.id in found]
-        if not kept:
-            return [], np.zeros((0, 2), np.float32), []
-        coords = projection.project_2d(np.asarray([found[i.id] for i in kept], np.float32), method, seed=seed)
-        names = {0: "", 1: "train", 2: "validation", 3: "test"}
-        labels = [(i.concepts[0] if len(i.concepts) == 1 else "") if color_by == "concept" else names.get(int(i.split), "") for i in kept]
-        return [i.id for i in kept], coords, labels
 
 
 #: ``Client(ingestion, search, inference, training, api_key=..., tls_root_cert=...)``

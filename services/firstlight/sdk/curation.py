@@ -2,16 +2,120 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import numpy as np
 
 from firstlight.sdk.base import ServiceCalls
 from firstlight.sdk.errors import wrap_errors
 from firstlight.sdk.items import SPLITS
 from firstlight.v1 import curation_pb2
 
+MAP_COLOURS = ("concept", "split", "prediction")
+_SPLIT_NAMES = {0: "", 1: "train", 2: "validation", 3: "test"}
+
+
+def map_label(p: curation_pb2.EmbeddingMapPoint, color_by: str) -> str:
+    """A point's colour label: its single concept ("" if none or several), its split name, or
+    its predicted concept ("" if none)."""
+    if color_by == "concept":
+        return p.concepts[0] if len(p.concepts) == 1 else ""
+    if color_by == "split":
+        return _SPLIT_NAMES.get(int(p.split), "")
+    return p.predicted_concept
+
 
 class CurationCalls(ServiceCalls):
+    @wrap_errors
+    def start_embedding_map(self, app_id: str, *, method: str = "pca", force: bool = False) -> curation_pb2.EmbeddingMapJob:
+        """Start (or join, or reuse the cached) 2-D map of the app's embeddings on the server."""
+        return self._curation().StartEmbeddingMap(
+            curation_pb2.StartEmbeddingMapRequest(app_id=app_id, method=method, force=force), timeout=self._deadline("StartEmbeddingMap")
+        )
+
+    @wrap_errors
+    def embedding_map_job(self, app_id: str, job_id: str) -> curation_pb2.EmbeddingMapJob:
+        return self._curation().GetEmbeddingMapJob(
+            curation_pb2.GetEmbeddingMapJobRequest(app_id=app_id, job_id=job_id), timeout=self._deadline("GetEmbeddingMapJob")
+        )
+
+    @wrap_errors
+    def embedding_map_points(
+        self,
+        app_id: str,
+        *,
+        method: str = "pca",
+        dataset_id: str = "",
+        dataset_version: str = "",
+        model_id: str = "",
+        model_version: str = "",
+        page_size: int = 5000,
+    ) -> Iterator[curation_pb2.EmbeddingMapPoint]:
+        """Every point of the app's cached map, page by page (input-id order)."""
+        token = ""
+        while True:
+            req = curation_pb2.ListEmbeddingMapPointsRequest(
+                app_id=app_id,
+                method=method,
+                page_size=page_size,
+                page_token=token,
+                dataset_id=dataset_id,
+                dataset_version=dataset_version,
+                model_id=model_id,
+                model_version=model_version,
+            )
+            resp = self._curation().ListEmbeddingMapPoints(req, timeout=self._deadline("ListEmbeddingMapPoints"))
+            yield from resp.points
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def embedding_map(
+        self,
+        app_id: str,
+        *,
+        method: str = "pca",
+        color_by: str = "concept",
+        model_id: str = "",
+        model_version: str = "",
+        dataset_id: str = "",
+        dataset_version: str = "",
+        force: bool = False,
+        timeout_s: float = 1800.0,
+        poll_s: float = 0.5,
+    ) -> tuple[list[str], np.ndarray, list[str]]:
+        """(input ids, [N, 2] coordinates in [-1, 1], one label per point) of the app's map,
+        computed by the curation service (cached there until the app's inputs change) and
+        labeled by ``concept`` (its single concept, "" otherwise), ``split`` (in
+        ``dataset_id``'s version if given) or ``prediction`` (``model_id``'s predicted concept)."""
+        if color_by not in MAP_COLOURS:
+            raise ValueError(f"color_by must be one of {', '.join(MAP_COLOURS)}, got {color_by!r}")
+        if color_by == "prediction" and not model_id:
+            raise ValueError("color_by prediction needs model_id")
+        job = self.start_embedding_map(app_id, method=method, force=force)
+        deadline = time.monotonic() + timeout_s
+        while job.state == "running":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the map of {app_id!r} is still {job.stage} after {timeout_s:.0f} s (job {job.id})")
+            time.sleep(poll_s)
+            job = self.embedding_map_job(app_id, job.id)
+        if job.state != "succeeded":
+            raise RuntimeError(f"the map of {app_id!r} failed: {job.error}")
+        pts = list(
+            self.embedding_map_points(
+                app_id,
+                method=method,
+                dataset_id=dataset_id,
+                dataset_version=dataset_version,
+                model_id=model_id if color_by == "prediction" else "",
+                model_version=model_version if color_by == "prediction" else "",
+            )
+        )
+        coords = np.asarray([(p.x, p.y) for p in pts], np.float32).reshape(len(pts), 2)
+        return [p.input_id for p in pts], coords, [map_label(p, color_by) for p in pts]
+
     @wrap_errors
     def suggest(
         self, app_id: str, model_id: str, *, batch_size: int = 50, strategy: str = "", version: str = "", seed: int = 0, record_round: bool = False

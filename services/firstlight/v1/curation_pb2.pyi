@@ -1647,3 +1647,290 @@ class WorstSlicesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorstSlicesResponse: _TypeAlias = WorstSlicesResponse  # noqa: Y015
+
+@_typing.final
+class StartEmbeddingMapRequest(_message.Message):
+    """StartEmbeddingMap arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    method: _builtins.str
+    """pca (default) or tsne."""
+    force: _builtins.bool
+    """Compute again even if the cached map is still current."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "force", b"force", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartEmbeddingMapRequest: _TypeAlias = StartEmbeddingMapRequest  # noqa: Y015
+
+@_typing.final
+class EmbeddingMapJob(_message.Message):
+    """A map job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    APP_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    TOTAL_INPUTS_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    MAP_KEY_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    PROJECTION_SECONDS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Job id."""
+    app_id: _builtins.str
+    """App id."""
+    method: _builtins.str
+    """pca or tsne."""
+    state: _builtins.str
+    """running, succeeded or failed."""
+    stage: _builtins.str
+    """listing, vectors, projecting, saving or done."""
+    progress: _builtins.float
+    """0..1."""
+    points: _builtins.int
+    """Points on the map (the app's inputs with a stored embedding; an even sample of 100,000 if more)."""
+    total_inputs: _builtins.int
+    """The app's inputs when the map was computed."""
+    cached: _builtins.bool
+    """The cached map was current: nothing was computed."""
+    map_key: _builtins.str
+    """The cache key of the map (changes when the app's indexed inputs change)."""
+    error: _builtins.str
+    """Why it failed."""
+    projection_seconds: _builtins.float
+    """Seconds spent projecting (0 when cached)."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When it started and ended."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        app_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        state: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        progress: _builtins.float = ...,
+        points: _builtins.int = ...,
+        total_inputs: _builtins.int = ...,
+        cached: _builtins.bool = ...,
+        map_key: _builtins.str = ...,
+        error: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        projection_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "cached", b"cached", "error", b"error", "finished_at", b"finished_at", "id", b"id", "map_key", b"map_key", "method", b"method", "points", b"points", "progress", b"progress", "projection_seconds", b"projection_seconds", "stage", b"stage", "started_at", b"started_at", "state", b"state", "total_inputs", b"total_inputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingMapJob: _TypeAlias = EmbeddingMapJob  # noqa: Y015
+
+@_typing.final
+class GetEmbeddingMapJobRequest(_message.Message):
+    """GetEmbeddingMapJob arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    job_id: _builtins.str
+    """Job id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEmbeddingMapJobRequest: _TypeAlias = GetEmbeddingMapJobRequest  # noqa: Y015
+
+@_typing.final
+class ListEmbeddingMapPointsRequest(_message.Message):
+    """ListEmbeddingMapPoints arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    DATASET_ID_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    method: _builtins.str
+    """pca (default) or tsne: which cached map."""
+    page_size: _builtins.int
+    """Points per page (default 1000, at most 5000)."""
+    page_token: _builtins.str
+    """From the previous page (tokens of an older map are refused: start again)."""
+    dataset_id: _builtins.str
+    """Give each point its split in this dataset version (default: the input's own split)."""
+    dataset_version: _builtins.str
+    """Its version (default: the latest)."""
+    model_id: _builtins.str
+    """Give each point this model's prediction."""
+    model_version: _builtins.str
+    """Its version (default: the latest version that scored the pool, else the serving one)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        dataset_id: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "dataset_id", b"dataset_id", "dataset_version", b"dataset_version", "method", b"method", "model_id", b"model_id", "model_version", b"model_version", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmbeddingMapPointsRequest: _TypeAlias = ListEmbeddingMapPointsRequest  # noqa: Y015
+
+@_typing.final
+class EmbeddingMapPoint(_message.Message):
+    """One point of the map."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    SPLIT_FIELD_NUMBER: _builtins.int
+    PREDICTED_CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    IN_DATASET_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """Input id."""
+    x: _builtins.float
+    """Coordinates, each axis in [-1, 1]."""
+    y: _builtins.float
+    split: _common_pb2.Split.ValueType
+    """Its split (in the dataset version when one is named; unspecified if not in it)."""
+    predicted_concept: _builtins.str
+    """With model_id: the top predicted concept and its score."""
+    score: _builtins.float
+    in_dataset: _builtins.bool
+    """With dataset_id: whether the input is a row of the version."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its concepts now."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        split: _common_pb2.Split.ValueType = ...,
+        predicted_concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+        in_dataset: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "in_dataset", b"in_dataset", "input_id", b"input_id", "predicted_concept", b"predicted_concept", "score", b"score", "split", b"split", "x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmbeddingMapPoint: _TypeAlias = EmbeddingMapPoint  # noqa: Y015
+
+@_typing.final
+class ListEmbeddingMapPointsResponse(_message.Message):
+    """ListEmbeddingMapPoints result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    MAP_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_SOURCE_FIELD_NUMBER: _builtins.int
+    DATASET_VERSION_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    total_size: _builtins.int
+    """Points on the map."""
+    method: _builtins.str
+    """The map read: its method and cache key."""
+    map_key: _builtins.str
+    model_version: _builtins.str
+    """The model version whose predictions were given, and where they came from (stored or scored)."""
+    predictions_source: _builtins.str
+    dataset_version: _builtins.str
+    """The dataset version whose splits were given."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmbeddingMapPoint]:
+        """Points, in input-id order."""
+
+    @_builtins.property
+    def computed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the map was computed."""
+
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___EmbeddingMapPoint] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        method: _builtins.str = ...,
+        map_key: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        predictions_source: _builtins.str = ...,
+        dataset_version: _builtins.str = ...,
+        computed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "dataset_version", b"dataset_version", "map_key", b"map_key", "method", b"method", "model_version", b"model_version", "next_page_token", b"next_page_token", "points", b"points", "predictions_source", b"predictions_source", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmbeddingMapPointsResponse: _TypeAlias = ListEmbeddingMapPointsResponse  # noqa: Y015

@@ -105,6 +105,21 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.FromString,
                 _registered_method=True)
+        self.StartEmbeddingMap = channel.unary_unary(
+                '/firstlight.v1.CurationService/StartEmbeddingMap',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.StartEmbeddingMapRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.FromString,
+                _registered_method=True)
+        self.GetEmbeddingMapJob = channel.unary_unary(
+                '/firstlight.v1.CurationService/GetEmbeddingMapJob',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.GetEmbeddingMapJobRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.FromString,
+                _registered_method=True)
+        self.ListEmbeddingMapPoints = channel.unary_unary(
+                '/firstlight.v1.CurationService/ListEmbeddingMapPoints',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -225,6 +240,32 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartEmbeddingMap(self, request, context):
+        """Compute the 2-D map of the app's embedded inputs in the background (PCA, or t-SNE up to
+        20,000 inputs). The map is cached per app and method, keyed by the app's indexed inputs
+        (their ids and generations, the index's count and embedding model): while they have not
+        changed, the job returns at once with `cached` set and the stored map is reused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEmbeddingMapJob(self, request, context):
+        """A map job's progress (jobs live in the curation process: NOT_FOUND after a restart).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmbeddingMapPoints(self, request, context):
+        """A page of the app's latest map: each point's input, its place, its labels and split now (or
+        its split in a dataset version), and a model version's prediction (stored by ScorePool if
+        it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +338,21 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.ListPoolPredictions,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.SerializeToString,
+            ),
+            'StartEmbeddingMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartEmbeddingMap,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.StartEmbeddingMapRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.SerializeToString,
+            ),
+            'GetEmbeddingMapJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmbeddingMapJob,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.GetEmbeddingMapJobRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.SerializeToString,
+            ),
+            'ListEmbeddingMapPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmbeddingMapPoints,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -678,6 +734,87 @@ class CurationService:
             '/firstlight.v1.CurationService/ListPoolPredictions',
             firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.ListPoolPredictionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartEmbeddingMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/StartEmbeddingMap',
+            firstlight_dot_v1_dot_curation__pb2.StartEmbeddingMapRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEmbeddingMapJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/GetEmbeddingMapJob',
+            firstlight_dot_v1_dot_curation__pb2.GetEmbeddingMapJobRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.EmbeddingMapJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmbeddingMapPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ListEmbeddingMapPoints',
+            firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

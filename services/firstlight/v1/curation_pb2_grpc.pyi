@@ -89,6 +89,19 @@ class CurationServiceStub:
     """The stored predictions of a scored version, filtered by predicted concept and score range,
     most confident or most uncertain first, paged.
     """
+    StartEmbeddingMap: _grpc.UnaryUnaryMultiCallable[_curation_pb2.StartEmbeddingMapRequest, _curation_pb2.EmbeddingMapJob]
+    """Compute the 2-D map of the app's embedded inputs in the background (PCA, or t-SNE up to
+    20,000 inputs). The map is cached per app and method, keyed by the app's indexed inputs
+    (their ids and generations, the index's count and embedding model): while they have not
+    changed, the job returns at once with `cached` set and the stored map is reused.
+    """
+    GetEmbeddingMapJob: _grpc.UnaryUnaryMultiCallable[_curation_pb2.GetEmbeddingMapJobRequest, _curation_pb2.EmbeddingMapJob]
+    """A map job's progress (jobs live in the curation process: NOT_FOUND after a restart)."""
+    ListEmbeddingMapPoints: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ListEmbeddingMapPointsRequest, _curation_pb2.ListEmbeddingMapPointsResponse]
+    """A page of the app's latest map: each point's input, its place, its labels and split now (or
+    its split in a dataset version), and a model version's prediction (stored by ScorePool if
+    it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -146,6 +159,19 @@ class CurationServiceAsyncStub(CurationServiceStub):
     ListPoolPredictions: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListPoolPredictionsRequest, _curation_pb2.ListPoolPredictionsResponse]  # type: ignore[assignment]
     """The stored predictions of a scored version, filtered by predicted concept and score range,
     most confident or most uncertain first, paged.
+    """
+    StartEmbeddingMap: _aio.UnaryUnaryMultiCallable[_curation_pb2.StartEmbeddingMapRequest, _curation_pb2.EmbeddingMapJob]  # type: ignore[assignment]
+    """Compute the 2-D map of the app's embedded inputs in the background (PCA, or t-SNE up to
+    20,000 inputs). The map is cached per app and method, keyed by the app's indexed inputs
+    (their ids and generations, the index's count and embedding model): while they have not
+    changed, the job returns at once with `cached` set and the stored map is reused.
+    """
+    GetEmbeddingMapJob: _aio.UnaryUnaryMultiCallable[_curation_pb2.GetEmbeddingMapJobRequest, _curation_pb2.EmbeddingMapJob]  # type: ignore[assignment]
+    """A map job's progress (jobs live in the curation process: NOT_FOUND after a restart)."""
+    ListEmbeddingMapPoints: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListEmbeddingMapPointsRequest, _curation_pb2.ListEmbeddingMapPointsResponse]  # type: ignore[assignment]
+    """A page of the app's latest map: each point's input, its place, its labels and split now (or
+    its split in a dataset version), and a model version's prediction (stored by ScorePool if
+    it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -285,6 +311,37 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_curation_pb2.ListPoolPredictionsResponse, _abc.Awaitable[_curation_pb2.ListPoolPredictionsResponse]]:
         """The stored predictions of a scored version, filtered by predicted concept and score range,
         most confident or most uncertain first, paged.
+        """
+
+    @_abc_1.abstractmethod
+    def StartEmbeddingMap(
+        self,
+        request: _curation_pb2.StartEmbeddingMapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.EmbeddingMapJob, _abc.Awaitable[_curation_pb2.EmbeddingMapJob]]:
+        """Compute the 2-D map of the app's embedded inputs in the background (PCA, or t-SNE up to
+        20,000 inputs). The map is cached per app and method, keyed by the app's indexed inputs
+        (their ids and generations, the index's count and embedding model): while they have not
+        changed, the job returns at once with `cached` set and the stored map is reused.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEmbeddingMapJob(
+        self,
+        request: _curation_pb2.GetEmbeddingMapJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.EmbeddingMapJob, _abc.Awaitable[_curation_pb2.EmbeddingMapJob]]:
+        """A map job's progress (jobs live in the curation process: NOT_FOUND after a restart)."""
+
+    @_abc_1.abstractmethod
+    def ListEmbeddingMapPoints(
+        self,
+        request: _curation_pb2.ListEmbeddingMapPointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ListEmbeddingMapPointsResponse, _abc.Awaitable[_curation_pb2.ListEmbeddingMapPointsResponse]]:
+        """A page of the app's latest map: each point's input, its place, its labels and split now (or
+        its split in a dataset version), and a model version's prediction (stored by ScorePool if
+        it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

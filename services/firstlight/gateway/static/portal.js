@@ -705,7 +705,108 @@
     showPolicy();
   }
 
-  const pages = { gallery, input: inputView, search, queue, models, job, evaluation, curation };
+  // -- embedding map --------------------------------------------------------------------------------
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, k === "href" ? safeUrl(v) : String(v));
+    return e;
+  }
+  // tab10, then tab20's light shades; gray is kept for "no label" groups.
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939"];
+  const GRAY = "#b0b4ba";
+
+  async function embeddingMap() {
+    try {
+      await drawMap();
+    } catch (e) { // api() flashed it too; the state line says why the map is empty
+      $("#map-state").textContent = `No map: ${e.message}`;
+      $("#map-state").className = "error";
+    }
+  }
+
+  async function drawMap() {
+    const card = $("#map-card");
+    const { color, model, modelVersion, dataset, method } = card.dataset;
+    const state = $("#map-state"), bar = $("#map-progress");
+    if (color === "prediction" && !model) {
+      state.textContent = "Colour by prediction needs a model: pick one above.";
+      return;
+    }
+    let job = await api("POST", appPath("/map"), { method });
+    while (job.state === "running") {
+      bar.value = job.progress;
+      state.textContent = `computing the ${method} map · ${job.stage} · ${Math.round(job.progress * 100)}%` + (job.points ? ` · ${job.points} inputs` : "");
+      await new Promise((r) => setTimeout(r, 400));
+      job = await api("GET", appPath(`/map/jobs/${enc(job.id)}`));
+    }
+    if (job.state !== "succeeded") {
+      state.textContent = `The map failed: ${job.error}`;
+      state.className = "error";
+      return;
+    }
+    bar.value = 1;
+    const params = { method, page_size: "5000" };
+    if (color === "prediction") Object.assign(params, { model_id: model }, modelVersion ? { model_version: modelVersion } : {});
+    if (color === "split" && dataset) params.dataset_id = dataset;
+    const points = [];
+    let token = "", page;
+    do {
+      page = await api("GET", appPath(`/map/points?${new URLSearchParams(token ? { ...params, page_token: token } : params)}`));
+      points.push(...page.points);
+      token = page.next_page_token;
+      state.textContent = `reading the map · ${points.length} of ${page.total_size} points`;
+    } while (token);
+    const none = { concept: "unlabeled", split: dataset ? "not in the dataset" : "no split", prediction: "no prediction" }[color];
+    const labelOf = (p) => color === "concept" ? (p.concepts.length === 1 ? p.concepts[0] : p.concepts.length ? "several concepts" : none)
+      : color === "split" ? (splitName(p.split) || none) : (p.predicted_concept || none);
+    const groups = new Map();
+    for (const p of points) {
+      const k = labelOf(p);
+      if (!groups.has(k)) groups.set(k, []);
+      groups.get(k).push(p);
+    }
+    const grayish = new Set([none, "several concepts"]);
+    const names = [...groups.keys()].sort((a, b) => (grayish.has(a) - grayish.has(b)) || groups.get(b).length - groups.get(a).length || a.localeCompare(b));
+    // Colours follow the app's concept list (then the other names in order), not the counts: a
+    // concept keeps its colour when the map is coloured by prediction instead.
+    const known = color === "split" ? ["train", "validation", "test"]
+      : ((await api("GET", appPath("/concepts")).catch(() => ({}))).concepts || []).map((c) => c.name).sort((a, b) => a.localeCompare(b));
+    const coloured = [...known, ...names.filter((n) => !grayish.has(n) && !known.includes(n)).sort((a, b) => a.localeCompare(b))];
+    const colourOf = new Map(names.map((n) => [n, grayish.has(n) ? GRAY : PALETTE[coloured.indexOf(n) % PALETTE.length]]));
+    const svg = $("#map");
+    svg.replaceChildren();
+    const W = 640, pad = 14, r = points.length > 5000 ? 2 : points.length > 1000 ? 3 : 4.5;
+    const px = (v) => pad + ((v + 1) / 2) * (W - 2 * pad);
+    // gray groups first, so labeled points are drawn on top of them
+    for (const n of [...names].reverse()) {
+      const g = svgEl("g", { fill: colourOf.get(n), "data-label": n });
+      for (const p of groups.get(n)) {
+        const a = svgEl("a", { href: inputPage(p.input_id), class: "pt", "data-id": p.input_id });
+        const c = svgEl("circle", { cx: px(p.x).toFixed(1), cy: px(-p.y).toFixed(1), r });
+        const t = svgEl("title");
+        t.textContent = `${p.input_id} · ${n}` + (p.predicted_concept ? ` (${fmt(p.score, 2)})` : "");
+        c.append(t);
+        a.append(c);
+        g.append(a);
+      }
+      svg.append(g);
+    }
+    const legend = $("#map-legend");
+    legend.replaceChildren();
+    for (const n of names) {
+      const sw = svgEl("svg", { width: 12, height: 12, viewBox: "0 0 12 12" });
+      sw.append(svgEl("circle", { cx: 6, cy: 6, r: 5, fill: colourOf.get(n) }));
+      legend.append(el("li", { "data-label": n }, sw, el("span", { text: n }), el("span", { class: "muted", text: `(${groups.get(n).length})` })));
+    }
+    const source = page.predictions_source ? ` · predictions of ${model} v${page.model_version} (${page.predictions_source})` : "";
+    const ds = page.dataset_version ? ` · splits of ${dataset} version ${page.dataset_version}` : "";
+    state.textContent = `${points.length} inputs · ${method}, ${job.cached ? "cached" : "computed now"} · coloured by ${color}${source}${ds}`;
+    card.dataset.ready = "1";
+  }
+
+  const pages = { gallery, input: inputView, search, queue, models, job, evaluation, curation, map: embeddingMap };
   document.addEventListener("DOMContentLoaded", () => {
     const page = pages[document.body.dataset.page];
     if (page) Promise.resolve(page()).catch((e) => flash(e.message, "error"));
