@@ -24,6 +24,7 @@ from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, V
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.media.image_metrics import METRICS
 from firstlight.runtime.channels import aio_internal_channel
+from firstlight.runtime.convert import labeled_proto
 from firstlight.v1 import common_pb2, ingestion_pb2, search_pb2, training_pb2
 
 T = TypeVar("T")
@@ -101,7 +102,7 @@ class GrpcPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first."""
         flt = common_pb2.InputFilter(
-            labeled={None: 0, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],  # type: ignore[arg-type]
+            labeled=labeled_proto(labeled),
             split=split,  # type: ignore[arg-type]
         )
         return [(i.id, list(i.concepts), int(i.split)) for i in self._pages(app_id, flt)]

@@ -19,7 +19,7 @@ from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, QualityRange, SearchQuery, Selection
 from firstlight.ingestion.servicer_video import VideoRpcs
 from firstlight.media.thumbnail import thumbnail_name
-from firstlight.runtime.convert import timestamp
+from firstlight.runtime.convert import labeled_of, timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
@@ -28,12 +28,6 @@ from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 #: with one per core in flight the cores idled through those waits (the 12 MP upload used ~1.4
 #: of 2 cores, issue 17). The decode memory budget still bounds what is held.
 STREAM_WINDOW = max(1, min(4, 2 * (os.cpu_count() or 1)))
-
-LABELED = {
-    common_pb2.LABELED_FILTER_UNSPECIFIED: None,
-    common_pb2.LABELED_FILTER_LABELED: True,
-    common_pb2.LABELED_FILTER_UNLABELED: False,
-}
 
 
 def input_to_proto(row: InputRow) -> common_pb2.Input:
@@ -88,12 +82,6 @@ def app_to_proto(app: dict) -> common_pb2.App:
         # Stored as the internal (Triton) reference; clients see the app's own model id.
         embedding_model=validation.public_embedding_model(app["id"], app.get("embedding_model", "")),
     )
-
-
-def labeled_of(value: int) -> bool | None:
-    if value not in LABELED:
-        raise InvalidArgument(f"unknown labeled filter {value}")
-    return LABELED[value]
 
 
 def selection_to_domain(sel: ingestion_pb2.BulkSelection) -> Selection:
