@@ -196,7 +196,11 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             input_ids=list(request.input_ids),
             quality_range=quality_range_of(request),
         )
-        return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
+        out = [input_to_proto(r) for r in rows]
+        if request.with_pixel_signature:
+            for msg, row in zip(out, rows, strict=True):
+                msg.pixel_signature = row.pixel_signature or b""
+        return ingestion_pb2.ListInputsResponse(inputs=out, next_page_token=token, total_size=total)
 
     async def DeleteInputs(self, request, context):  # type: ignore[no-untyped-def]
         n = await asyncio.to_thread(self.core.delete_inputs, request.app_id, list(request.input_ids))
