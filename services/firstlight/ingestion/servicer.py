@@ -90,7 +90,7 @@ def selection_to_domain(sel: ingestion_pb2.BulkSelection) -> Selection:
         input_ids=tuple(sel.input_ids),
         query=SearchQuery(text=sel.search_text, image=sel.search_image, input_id=sel.search_input_id),
         # Listed ids ignore the filter (as they always did): only a search's filter is checked.
-        filter=InputFilter(tuple(f.concepts), int(f.split), None if sel.input_ids else labeled_of(f.labeled)),
+        filter=InputFilter(tuple(f.concepts), int(f.split), None if sel.input_ids else labeled_of(f.labeled, "selection.filter.labeled")),
         max_results=sel.max_results,
         min_score=sel.min_score,
     )
