@@ -26,12 +26,41 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import common, data_quality, deep_serving, deep_training, embedding_map, gateway, inference, ingest, kafka, photos, search, text_search, training, video
+from bench import (
+    common,
+    data_quality,
+    deep_serving,
+    deep_training,
+    embedding_map,
+    gateway,
+    inference,
+    ingest,
+    kafka,
+    photos,
+    search,
+    text_search,
+    training,
+    video,
+)
 from firstlight.sdk import Firstlight
 from firstlight.stack import LocalStack
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("ingest", "photos", "text_search", "search", "inference", "training", "gateway", "deep_training", "deep_serving", "kafka", "data_quality", "embedding_map", "video")
+SECTIONS = (
+    "ingest",
+    "photos",
+    "text_search",
+    "search",
+    "inference",
+    "training",
+    "gateway",
+    "deep_training",
+    "deep_serving",
+    "kafka",
+    "data_quality",
+    "embedding_map",
+    "video",
+)
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
 STACKLESS = ("deep_training", "deep_serving", "data_quality", "embedding_map", "video")
 

@@ -71,6 +71,39 @@ def test_health_check_finds_the_planted_problems(client: Firstlight, planted: di
     assert {f.input_id for f in resp.flagged_images} >= {"blank-0", "blank-1", "blank-2"}
 
 
+def test_the_quality_filter_and_histogram_find_the_planted_blank_and_dark_images(client: Firstlight, stack, planted: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ListInputs.quality and GetQualityHistogram through the SDK and the CLI. Margins: the
+    animals' and digits' blank_fraction is at most 0.80 and their highlight at least 0.79."""
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    blanks = {"blank-0", "blank-1", "blank-2"}
+    assert {i.id for i in client.list_inputs(APP, quality="blank_fraction>=0.97")} == blanks
+    assert client.count_inputs(APP, quality="blank_fraction>=0.97") == 3
+    assert [i.id for i in client.list_inputs(APP, quality="highlight<=0.25")] == ["blank-0"]  # black; mid-gray and white are not dark
+    assert {i.id for i in client.list_inputs(APP, quality="blank_fraction:0:0.9", page_size=7)} == {i.id for i in client.list_inputs(APP)} - blanks
+    with pytest.raises(FirstlightError, match="NOT_FOUND"):
+        client.count_inputs("no-such-app", quality="blur<=1")
+    hist = client.quality_histogram(APP, "blank_fraction", bins=10)
+    assert (len(hist.edges), sum(hist.counts), hist.unmeasured) == (11, planted["n"], 0)
+    assert hist.counts[-1] == 3 and hist.edges[-1] == 1.0  # the blanks fill the top bucket alone
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
+        client.quality_histogram(APP, "sharpness")
+
+    runner = CliRunner()
+    ids = runner.invoke(cli, ["inputs", APP, "--where", "blank_fraction>=0.97", "--ids-only", "--data-dir", str(stack.data_dir)])
+    assert ids.exit_code == 0 and set(ids.output.split()) == blanks, ids.output
+    table = runner.invoke(cli, ["inputs", APP, "--where", "highlight<0.25", "--data-dir", str(stack.data_dir)])
+    assert table.exit_code == 0 and "1 input(s) of quality-it with highlight ≤ 0.25" in table.output and "blank-0" in table.output, table.output
+    bad = runner.invoke(cli, ["inputs", APP, "--where", "sharpness<1", "--data-dir", str(stack.data_dir)])
+    assert bad.exit_code != 0 and "unknown quality metric 'sharpness'" in bad.output, bad.output
+    png = tmp_path / "hist.png"
+    out = runner.invoke(cli, ["quality-histogram", APP, "blank_fraction", "--bins", "10", "--png", str(png), "--data-dir", str(stack.data_dir)])
+    assert out.exit_code == 0 and f"blank_fraction over {planted['n']} inputs" in out.output and "█" in out.output, out.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_frames_of_one_video_are_not_duplicates(client: Firstlight, planted: dict) -> None:
     resp = client.health_check(APP, group_key="video_id", max_examples=50)
     groups = [set(g.input_ids) for g in resp.duplicate_groups]

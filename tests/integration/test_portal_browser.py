@@ -577,6 +577,22 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     assert d.find_elements(By.ID, "health-verdict")  # the check stays on the page
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
     shot(d, "19-data-quality-slices")
+    # The histogram of a stored quality metric: the black blank image alone in the lowest
+    # brightness bucket (the animals are far brighter), each bar a link to the gallery's filter.
+    from selenium.webdriver.support.ui import Select
+
+    Select(d.find_element(By.ID, "histogram-metric")).select_by_visible_text("brightness")
+    d.find_element(By.ID, "histogram-show").click()
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#histogram rect.bar"), 60, what="histogram")
+    bars = d.find_elements(By.CSS_SELECTOR, "#histogram rect.bar")
+    counts = [int(b.find_element(By.TAG_NAME, "title").get_attribute("textContent").rsplit(": ", 1)[1]) for b in bars]
+    assert len(bars) == 20 and sum(counts) == len(inputs) - 1 and counts[0] == 1, counts  # copy-a was deleted above
+    link = d.execute_script("return arguments[0].getAttribute('href')", d.find_element(By.CSS_SELECTOR, "#histogram a"))  # an SVG link's .href is no string
+    assert "quality_metric=brightness" in link and "quality_min=0.0" in link, link
+    summary = d.find_element(By.ID, "histogram-summary").text
+    assert summary.startswith("brightness from 0 to ") and f"over {len(inputs) - 1} inputs" in summary, summary
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "histogram-card"))
+    shot(d, "20-data-quality-histogram")
     d.get(f"{base}/portal/apps/{DQ_APP}/quality?dataset=main")  # the check recorded with the version
     assert "was checked when frozen" in wait(d, lambda d: d.find_elements(By.ID, "health-recorded"), what="recorded check")[0].text
 

@@ -56,7 +56,7 @@ def test_image_facts_are_an_lru(monkeypatch: pytest.MonkeyPatch) -> None:
         reads.extend(ids)
         return {i: _png(int(i[1:])) if i != "bad" else b"not an image" for i in ids}
 
-    cur = Curation(SimpleNamespace(blobs_of=blobs_of, stored_quality=lambda app_id, ids: {}), SimpleNamespace())  # type: ignore[arg-type]
+    cur = Curation(SimpleNamespace(blobs_of=blobs_of, stored_image_facts=lambda app_id, ids: {}), SimpleNamespace())  # type: ignore[arg-type]
     facts, corrupt = cur._pixel_facts("a", ["i0", "i1", "bad"])
     assert sorted(facts) == ["i0", "i1"] and corrupt == ["bad"]
     cur._pixel_facts("a", ["i0", "i2", "i3", "i4"])  # i0 used again: the most recent

@@ -217,3 +217,10 @@ def test_histogram_view_scales_bars_to_the_tallest() -> None:
     v = histogram_view({"metric": "blur", "edges": [0.0, 1.0, 2.0], "counts": [2, 4], "unmeasured": 0})
     assert [(b.x, b.height, b.count) for b in v["bars"]] == [(0.0, 80.0, 2), (300.0, 160.0, 4)]
     assert histogram_view({"metric": "blur", "edges": [], "counts": []})["bars"] == []
+    assert v["tallest"] == 4 and v["ticks"] == [(0.0, "0", "start"), (300.0, "1", "middle"), (600.0, "2", "end")]
+
+
+def test_histogram_ticks_label_five_edges_of_twenty_buckets() -> None:
+    v = histogram_view({"metric": "brightness", "edges": [k / 50 for k in range(21)], "counts": [1] * 20})
+    assert [t[1] for t in v["ticks"]] == ["0", "0.1", "0.2", "0.3", "0.4"] and [t[0] for t in v["ticks"]] == [0.0, 150.0, 300.0, 450.0, 600.0]
+    assert histogram_view({"metric": "blur", "edges": [], "counts": []})["ticks"] == []

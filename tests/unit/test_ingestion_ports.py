@@ -198,7 +198,7 @@ def test_servicer_turns_a_bulk_selection_into_the_cores_selection() -> None:
     sel = selection_to_domain(ingestion_pb2.BulkSelection(search_text="cat", filter=flt, max_results=7, min_score=0.5))
     assert sel == Selection((), SearchQuery(text="cat"), InputFilter(("dog",), 2, False), 7, 0.5)
     bad = common_pb2.InputFilter(labeled=7)  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgument, match="unknown labeled filter 7"):
+    with pytest.raises(InvalidArgument, match=r"^selection\.filter\.labeled: unknown LabeledFilter value 7$"):
         selection_to_domain(ingestion_pb2.BulkSelection(search_input_id="i0", filter=bad))
     # listed ids ignore the filter, as they always did
     assert selection_to_domain(ingestion_pb2.BulkSelection(input_ids=["a"], filter=bad)).input_ids == ("a",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from firstlight.curation.core import Curation
-from firstlight.curation.ports import ModelInfo, Row, Scores, VersionInfo
+from firstlight.curation.ports import ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
@@ -49,8 +50,10 @@ class FakePlatform:
     def blobs_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
         return {i: self.blob[i] for i in input_ids}
 
-    def stored_quality(self, app_id, input_ids):  # type: ignore[no-untyped-def]
-        return {i: self.quality[i] for i in input_ids if i in getattr(self, "quality", {})}
+    def stored_image_facts(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        """As ingestion stored them: metrics for the ids in ``quality``, signatures for those in ``signature``."""
+        quality, signature = getattr(self, "quality", {}), getattr(self, "signature", {})
+        return {i: StoredImageFacts(hashlib.sha256(self.blob[i]).hexdigest(), quality.get(i), signature.get(i, b"")) for i in input_ids if i in self.blob}
 
     def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
         return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
@@ -98,6 +101,37 @@ def test_health_check_uses_the_metrics_ingestion_stored_and_measures_only_older_
     r = Curation(platform, training=None).health_check("app", images=True)  # type: ignore[arg-type]
     assert len(measured) == 41  # 43 examined, less i5 (stored) and "bad" (does not decode)
     assert "i5" in {name: ids for name, _, _, _, ids in r["checks"]}["corrupt_or_blank"]
+
+
+def test_health_check_reads_the_signatures_ingestion_stored_instead_of_decoding() -> None:
+    """Inputs stored with metrics and pixel signatures are not fetched nor decoded, and the report
+    is the one the decoding path gives; "bad" (no stored facts: an old input) is still read."""
+    from firstlight.media import image_metrics, pixel_signature
+
+    decoded = FakePlatform()
+    expected = Curation(decoded, training=None).health_check("app", images=True)  # type: ignore[arg-type]
+    platform = FakePlatform()
+    rgb = {i: np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for i, b in platform.blob.items() if i != "bad"}
+    platform.quality = {i: image_metrics.image_quality(a).to_dict() for i, a in rgb.items()}
+    platform.signature = {i: pixel_signature.pack(a) for i, a in rgb.items()}
+    reads: list[str] = []
+    blobs = platform.blob
+    platform.blobs_of = lambda app_id, ids: reads.extend(ids) or {i: blobs[i] for i in ids}  # type: ignore[method-assign]
+    got = Curation(platform, training=None).health_check("app", images=True)  # type: ignore[arg-type]
+    assert reads == ["bad"]
+    assert got["checks"] == expected["checks"] and got["duplicate_groups"] == expected["duplicate_groups"]
+    assert got["flagged_images"] == expected["flagged_images"]
+
+
+def test_a_signature_of_another_version_or_length_falls_back_to_decoding() -> None:
+    from firstlight.media import pixel_signature
+
+    a = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    packed = pixel_signature.pack(a)
+    thumb, canvas = pixel_signature.unpack(packed) or (None, None)
+    assert len(packed) == pixel_signature.PACKED_BYTES == 1169
+    assert np.array_equal(thumb, pixel_signature.thumbnail(a)) and np.array_equal(canvas, pixel_signature.canvas(a))
+    assert pixel_signature.unpack(b"\x02" + packed[1:]) is None and pixel_signature.unpack(packed[:-1]) is None
 
 
 class FakeTraining:

@@ -163,3 +163,28 @@ def test_histogram_of_one_metric_counts_measured_inputs_and_names_the_rest(parts
         core.quality_histogram("app", "sharpness")
     with pytest.raises(InvalidArgument, match="bins"):
         core.quality_histogram("app", "blur", 1000)
+
+
+def test_the_duplicate_signatures_come_from_the_one_decode_and_list_only_when_asked(parts) -> None:  # type: ignore[no-untyped-def]
+    """inputs.pixel_signature (migration 0008): packed from the validating decode, read back by
+    ListInputs only with with_pixel_signature (curation's health check); None for older inputs."""
+    import asyncio
+
+    from firstlight.ingestion.servicer import IngestionServicer
+    from firstlight.media import pixel_signature
+
+    core, decodes = parts
+    a = textured(5)
+    core.post_inputs("app", [NewInput(encoded(a), id="new"), NewInput(encoded(textured(6)), id="old")])
+    assert len(decodes) == 2
+    assert core.get_input("app", "new").pixel_signature == pixel_signature.pack(a)  # a PNG decodes in full: the same pixels
+    with core.store.engine.begin() as conn:  # as stored before migration 0008
+        conn.execute(inputs.update().where(inputs.c.id == "old").values(pixel_signature=None))
+    servicer = IngestionServicer(core)
+
+    def listed(**kw: object) -> dict[str, bytes]:
+        resp = asyncio.run(servicer.ListInputs(ingestion_pb2.ListInputsRequest(app_id="app", **kw), None))  # type: ignore[arg-type]
+        return {i.id: i.pixel_signature for i in resp.inputs}
+
+    assert listed() == {"new": b"", "old": b""}  # not in ordinary listings (about 1.2 KB each)
+    assert listed(with_pixel_signature=True) == {"new": pixel_signature.pack(a), "old": b""}

@@ -1,5 +1,5 @@
-"""Inputs: upload a folder, label by hand or by search, box labels, the app's embedding model,
-and the bundled sample images as a folder."""
+"""Inputs: upload a folder, list inputs (by concept, by a stored image-quality metric), label by
+hand or by search, box labels, the app's embedding model, and the bundled sample images as a folder."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from firstlight import errors
 from firstlight.cli.app import command
@@ -16,8 +17,11 @@ from firstlight.cli.errors import fail
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console, progress_bar
 from firstlight.datasets import export_animal_mnist
-from firstlight.sdk import folder_items
-from firstlight.v1 import search_pb2
+from firstlight.sdk import QualityFilter, folder_items
+from firstlight.sdk.quality import SYNTAX
+from firstlight.v1 import common_pb2, search_pb2
+
+SPLIT_NAMES: dict[int, str] = {common_pb2.SPLIT_TRAIN: "train", common_pb2.SPLIT_VALIDATION: "validation", common_pb2.SPLIT_TEST: "test"}
 
 #: Box labels go in calls of this many inputs (each call is all-or-nothing).
 BOX_LABEL_CHUNK = 500
@@ -72,6 +76,41 @@ def upload(
     for failure in report.failures:
         if failure.code != "ALREADY_EXISTS":
             console.print(f"[yellow]refused[/yellow] {items[failure.index].metadata.get('filename')}: {failure.code} {failure.message}")
+
+
+@command("inputs", also=(ValueError,))
+def list_inputs(
+    app_id: str,
+    where: Annotated[str, typer.Option(help=f"Only inputs whose stored quality metric is in a range: {SYNTAX}; e.g. 'blur<=20'")] = "",
+    concept: Annotated[list[str] | None, typer.Option(help="Only inputs with any of these concepts")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (0: all)")] = 50,
+    ids_only: Annotated[bool, typer.Option("--ids-only", help="Print only the ids, one a line (for scripts)")] = False,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """List an app's inputs, optionally those of some concepts and with a quality metric in a
+    range (inputs stored before quality was measured never match a --where)."""
+    quality = QualityFilter.parse(where) if where else None
+    with client(data_dir) as fl:
+        total = fl.count_inputs(app_id, concepts=concept or [], quality=quality)
+        shown: list[common_pb2.Input] = []
+        for item in fl.list_inputs(app_id, concepts=concept or [], quality=quality, page_size=min(limit or 1000, 1000)):
+            if limit and len(shown) == limit:
+                break
+            shown.append(item)
+    if ids_only:
+        for item in shown:
+            console.print(item.id, highlight=False, soft_wrap=True)
+        return
+    table = Table()
+    for col in ("input", "concepts", "split", "size", *((quality.metric,) if quality else ())):
+        table.add_column(col)
+    for item in shown:
+        value = (f"{getattr(item.quality, quality.metric):.4g}",) if quality else ()
+        table.add_row(item.id, ", ".join(item.concepts), SPLIT_NAMES.get(int(item.split), ""), f"{item.width}×{item.height}", *value)
+    if shown:
+        console.print(table)
+    # after the table, not as its title (rich wraps a title to the table's width)
+    console.print(f"{total} input(s) of {app_id}" + (f" with {quality}" if quality else "") + (f"; the first {len(shown)} shown" if len(shown) < total else ""))
 
 
 @command("set-embedding-model")

@@ -1,7 +1,9 @@
-"""Data and model quality: the health check, a model's worst slices, the embedding map."""
+"""Data and model quality: the health check, a model's worst slices, the embedding map, the
+histogram of a stored image-quality metric."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -12,6 +14,10 @@ from firstlight.cli.errors import CALL_FAILED, fail
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console
 from firstlight.sdk import FirstlightError, projection
+from firstlight.sdk.quality import histogram_png
+
+#: Characters of the longest bar of a text histogram.
+BAR_WIDTH = 40
 
 
 @command("check")
@@ -140,3 +146,47 @@ def embedding_map(
         fail(f"app {app_id!r} has no indexed inputs")
     out.write_bytes(projection.map_png(coords, labels, title=f"{app_id}: {len(ids)} inputs ({method}, by {color_by})"))
     console.print(f"wrote {out} ({len(ids)} inputs)")
+
+
+def histogram_bars(edges: Sequence[float], counts: Sequence[int], width: int = BAR_WIDTH) -> list[tuple[str, int, str]]:
+    """(bucket range, count, bar) per bucket; bars scaled so the fullest bucket is ``width``
+    characters, and any non-empty bucket shows at least a sliver (a lone blank image is visible)."""
+    top = max(counts, default=0)
+    rows = []
+    for n, count in enumerate(counts):
+        close = "]" if n == len(counts) - 1 else ")"  # the last bucket includes its upper edge
+        eighths = 0 if not top else max(round(8 * width * count / top), 1 if count else 0)
+        rows.append((f"[{edges[n]:.4g}, {edges[n + 1]:.4g}{close}", int(count), "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]))
+    return rows
+
+
+@command("quality-histogram")
+def quality_histogram(
+    app_id: str,
+    metric: str = typer.Argument(
+        ..., help="blur, brightness, highlight, contrast, saturation, noise, aspect_ratio, width, height, grayscale or blank_fraction"
+    ),
+    bins: int = typer.Option(20, help="number of equal-width buckets (1-100)"),
+    png: Path | None = typer.Option(None, "--png", help="also write the histogram as a PNG plot"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Histogram of one stored image-quality metric over the app's inputs (list the inputs of a
+    bucket with `firstlight inputs APP --where 'METRIC<=X'`)."""
+    with client(data_dir) as fl:
+        resp = fl.quality_histogram(app_id, metric, bins=bins)
+    measured = sum(resp.counts)
+    if not measured:
+        console.print(f"no input of {app_id!r} has quality metrics yet" + (f" ({resp.unmeasured} stored before they were measured)" if resp.unmeasured else ""))
+        return
+    table = Table(title=f"{metric} over {measured} inputs of {app_id}")
+    table.add_column(metric)
+    table.add_column("inputs", justify="right")
+    table.add_column("")
+    for bucket, count, bar in histogram_bars(list(resp.edges), list(resp.counts)):
+        table.add_row(bucket, str(count), f"[cyan]{bar}[/]")
+    console.print(table)
+    if resp.unmeasured:
+        console.print(f"{resp.unmeasured} input(s) stored before quality was measured are not counted")
+    if png is not None:
+        png.write_bytes(histogram_png(list(resp.edges), list(resp.counts), title=f"{app_id}: {metric} ({measured} inputs)", metric=metric))
+        console.print(f"wrote {png}")

@@ -226,17 +226,27 @@ class Curation:
 
         from firstlight.curation.quality import crops
         from firstlight.curation.quality import duplicates as dup
-        from firstlight.media import image_metrics
+        from firstlight.media import image_metrics, pixel_signature
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
         for i in ids:
             if (app_id, i) in self._pixels:
                 self._pixels.move_to_end((app_id, i))
-        for start in range(0, len(missing), 64):
-            chunk = missing[start : start + 64]
-            # Metrics measured by ingestion on its decode are used as stored (the same figures the
-            # listings filter on); only inputs stored before them are measured here.
-            stored = self.platform.stored_quality(app_id, chunk)
+        # What ingestion measured on its decode is used as stored (the metrics are the figures the
+        # listings filter on); only inputs stored before the metrics and signatures are fetched
+        # and decoded here. A stored input decoded at upload, so it is not reported as corrupt
+        # (a blob damaged since would be caught by the fallback only).
+        stored = self.platform.stored_image_facts(app_id, missing) if missing else {}
+        undecoded: list[str] = []
+        for input_id in missing:
+            s = stored.get(input_id)
+            signature = pixel_signature.unpack(s.pixel_signature) if s is not None and s.quality is not None and s.pixel_signature else None
+            if s is None or s.quality is None or signature is None:
+                undecoded.append(input_id)
+                continue
+            self._pixels[(app_id, input_id)] = PixelFacts(s.sha256, signature[0], image_metrics.ImageQuality.from_dict(s.quality), signature[1])
+        for start in range(0, len(undecoded), 64):
+            chunk = undecoded[start : start + 64]
             for input_id, data in self.platform.blobs_of(app_id, chunk).items():
                 try:
                     with Image.open(io.BytesIO(data)) as img:
@@ -245,7 +255,7 @@ class Curation:
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image
                     self._pixels[(app_id, input_id)] = None
                     continue
-                q = stored.get(input_id)
+                q = stored[input_id].quality if input_id in stored else None
                 quality = image_metrics.ImageQuality.from_dict(q) if q is not None else image_metrics.image_quality(rgb)
                 self._pixels[(app_id, input_id)] = PixelFacts(dup.content_hash(data), dup.thumbnail(rgb), quality, crops.canvas(rgb))
         facts = {i: self._pixels.get((app_id, i)) for i in ids}

@@ -21,11 +21,12 @@ import numpy as np
 from firstlight.blobstore import BlobStore
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
-from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, VersionInfo
+from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
 from firstlight.domain.generations import generation_of
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.media.image_metrics import METRICS
 from firstlight.runtime.channels import aio_internal_channel
+from firstlight.runtime.convert import labeled_proto
 from firstlight.v1 import common_pb2, ingestion_pb2, search_pb2, training_pb2
 
 T = TypeVar("T")
@@ -103,7 +104,7 @@ class GrpcPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first."""
         flt = common_pb2.InputFilter(
-            labeled={None: 0, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],  # type: ignore[arg-type]
+            labeled=labeled_proto(labeled),
             split=split,  # type: ignore[arg-type]
         )
         return [(i.id, list(i.concepts), int(i.split)) for i in self._pages(app_id, flt)]
@@ -157,17 +158,16 @@ class GrpcPlatform:
                 out[i.id] = (list(i.concepts), int(i.split))
         return out
 
-    def stored_quality(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """Input id → the quality metrics ingestion stored with it; inputs without them (stored
-        before) are left out."""
-        out: dict[str, dict[str, float]] = {}
+    def stored_image_facts(self, app_id: str, input_ids: Sequence[str]) -> dict[str, StoredImageFacts]:
+        """Input id → the content hash, quality metrics and pixel signatures ingestion stored
+        with it (one ListInputs per 1,000 ids); inputs not in the app are left out."""
+        out: dict[str, StoredImageFacts] = {}
         ids = list(input_ids)
         for start in range(0, len(ids), PAGE):
             chunk = ids[start : start + PAGE]
-            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(chunk), input_ids=chunk)
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(chunk), input_ids=chunk, with_pixel_signature=True)
             for i in self.bridge.call(lambda req=req: self.bridge.ingestion.list_inputs(req)).inputs:
-                if i.HasField("quality"):
-                    out[i.id] = quality_of(i.quality)
+                out[i.id] = StoredImageFacts(i.sha256, quality_of(i.quality) if i.HasField("quality") else None, i.pixel_signature)
         return out
 
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]:

@@ -73,6 +73,15 @@ class LabelState:
     generation: int = 0  # when this incarnation of the input was stored (domain.generations)
 
 
+@dataclass(frozen=True)
+class StoredImageFacts:
+    """What ingestion stored about an input's pixels, measured on the decode that validated it."""
+
+    sha256: str
+    quality: dict[str, float] | None  # ImageQuality.to_dict(); None: stored before metrics
+    pixel_signature: bytes = b""  # firstlight.media.pixel_signature.pack; b"": stored before
+
+
 class Platform(Protocol):
     """The app's inputs (ingestion), their stored embeddings (search) and bytes (blob store)."""
 
@@ -91,9 +100,8 @@ class Platform(Protocol):
         ...
 
     def blobs_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, bytes]: ...
-    def stored_quality(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """The image-quality metrics ingestion stored with each input (ImageQuality.to_dict);
-        inputs stored before they were are left out."""
+    def stored_image_facts(self, app_id: str, input_ids: Sequence[str]) -> dict[str, StoredImageFacts]:
+        """What ingestion stored about each input's pixels (inputs not in the app are left out)."""
         ...
 
     def metadata_values(self, app_id: str, key: str) -> dict[str, str]: ...

@@ -14,7 +14,7 @@ from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
 from firstlight.domain import validation
 from firstlight.errors import NotFound
-from firstlight.runtime.convert import timestamp
+from firstlight.runtime.convert import labeled_of, timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.v1 import common_pb2, curation_pb2, curation_pb2_grpc
 
@@ -51,8 +51,7 @@ def _queue_item(r: dict) -> curation_pb2.QueueItem:
 
 
 def _label_filter(f: common_pb2.InputFilter) -> LabelFilter:
-    labeled = {common_pb2.LABELED_FILTER_LABELED: True, common_pb2.LABELED_FILTER_UNLABELED: False}.get(f.labeled)
-    return LabelFilter(tuple(f.concepts), int(f.split), labeled)
+    return LabelFilter(tuple(f.concepts), int(f.split), labeled_of(f.labeled))
 
 
 def _scoring_job(j: dict) -> curation_pb2.ScoringJob:

@@ -177,6 +177,9 @@ def recorded_health(dataset: dict[str, Any]) -> str:
 #: The stored image-quality metrics the histogram can show (ingestion's names).
 HISTOGRAM_METRICS = ("brightness", "contrast", "blur", "saturation", "noise", "highlight", "blank_fraction", "aspect_ratio", "width", "height", "grayscale")
 HIST_W, HIST_H = 600, 160
+#: Below the bars: the axis and its tick labels (the chart read without hovering every bar).
+HIST_AXIS = 22
+HIST_TICKS = 5
 
 
 @dataclass
@@ -202,9 +205,14 @@ def histogram_view(resp: dict[str, Any]) -> dict[str, Any]:
         for k, c in enumerate(counts)
         if k + 1 < len(edges)
     ]
+    # Labels at evenly spaced edges (the first and last edge always), anchored so none is cut.
+    picks = sorted({round(j * (len(edges) - 1) / (HIST_TICKS - 1)) for j in range(HIST_TICKS)}) if len(edges) > 1 else []
+    ticks = [(round(HIST_W * k / (len(edges) - 1), 2), f"{edges[k]:.3g}", "start" if k == 0 else "end" if k == len(edges) - 1 else "middle") for k in picks]
     return {
         "metric": resp.get("metric", ""),
         "bars": bars,
+        "ticks": ticks,
+        "tallest": max(counts, default=0),
         "measured": sum(counts),
         "unmeasured": int(resp.get("unmeasured", 0)),
         "low": edges[0] if edges else 0.0,

@@ -39,6 +39,7 @@ from firstlight.ingestion.ports import (
     Submission,
     utcnow,
 )
+from firstlight.media import pixel_signature
 from firstlight.media.decode import Photo, decode_photo, jpeg_reduction
 from firstlight.media.image_metrics import METRICS, histogram, image_quality
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
@@ -70,11 +71,13 @@ class BulkResult:
     scores: list[float]  # one per id for a search selection; empty for listed ids
 
 
-def measure_quality(photo: Photo) -> dict[str, float]:
+def measure_quality(photo: Photo) -> tuple[dict[str, float], bytes]:
     """Quality metrics of a decoded upload, with the source's upright resolution (a JPEG's
-    decode here is DCT-reduced; EXIF orientations 5-8 swap the sides)."""
+    decode here is DCT-reduced; EXIF orientations 5-8 swap the sides), and the packed pixel
+    signatures curation's duplicate checks compare (so its health check need not decode)."""
     size = (photo.height, photo.width) if photo.orientation >= 5 else (photo.width, photo.height)
-    return image_quality(np.asarray(photo.image), size).to_dict()
+    rgb = np.asarray(photo.image)
+    return image_quality(rgb, size).to_dict(), pixel_signature.pack(rgb)
 
 
 def checked_quality_range(q: QualityRange) -> QualityRange:
@@ -137,7 +140,7 @@ class Ingestion:
         # A region's concept is one of the input's concepts (concept filters and datasets see it).
         concepts = validation.concepts(list(dict.fromkeys([*item.concepts, *(g[0] for g in regions)])))
         meta = validation.metadata(dict(item.metadata))
-        decoded, preview, thumb, quality = self._check_image(item.image_bytes, label)
+        decoded, preview, thumb, (quality, signature) = self._check_image(item.image_bytes, label)
         row = InputRow(
             app_id=app_id,
             id=input_id,
@@ -153,10 +156,11 @@ class Ingestion:
             concepts=concepts,
             regions=regions,
             quality=quality,
+            pixel_signature=signature,
         )
         return row, item.image_bytes, preview, thumb
 
-    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None, bytes, dict[str, float]]:
+    def _check_image(self, data: bytes, label: str) -> tuple[ImageInfo, bytes | None, bytes, tuple[dict[str, float], bytes]]:
         """Validate an upload's image with one decode (of a JPEG at the reduced scale the backbone
         and the thumbnail need) within the decode memory budget, and cut the Portal's thumbnail
         from those pixels. A large JPEG's decoded pixels also come back as a preview for the

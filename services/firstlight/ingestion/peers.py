@@ -7,13 +7,12 @@ from __future__ import annotations
 from firstlight.clients import EmbeddingClient, SearchClient, as_peer_failure, internal_client
 from firstlight.errors import FailedPrecondition, FirstlightError
 from firstlight.ingestion.ports import InputFilter, SearchQuery
+from firstlight.runtime.convert import labeled_proto
 from firstlight.v1 import common_pb2, embedding_pb2, search_pb2
-
-_LABELED = {None: common_pb2.LABELED_FILTER_UNSPECIFIED, True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}
 
 
 def filter_proto(flt: InputFilter) -> common_pb2.InputFilter:
-    return common_pb2.InputFilter(concepts=list(flt.concepts), split=flt.split, labeled=_LABELED[flt.labeled])  # type: ignore[arg-type]
+    return common_pb2.InputFilter(concepts=list(flt.concepts), split=flt.split, labeled=labeled_proto(flt.labeled))  # type: ignore[arg-type]
 
 
 class SearchService:

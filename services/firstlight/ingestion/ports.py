@@ -55,6 +55,9 @@ class InputRow:
     #: Image-quality metrics (firstlight.media.image_metrics.ImageQuality.to_dict) measured on
     #: ingestion's decode; None for inputs stored before they were.
     quality: dict[str, float] | None = None
+    #: The duplicate checks' packed pixel signatures (firstlight.media.pixel_signature.pack) from
+    #: the same decode; None for inputs stored before they were.
+    pixel_signature: bytes | None = None
     # (concept, labeled_by, labeled_at or None) per concept; filled by get_inputs only.
     label_records: list[tuple[str, str, datetime | None]] = field(default_factory=list)
 

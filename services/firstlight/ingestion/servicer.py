@@ -19,7 +19,7 @@ from firstlight.ingestion.events import region_proto
 from firstlight.ingestion.ports import InputFilter, InputRow, QualityRange, SearchQuery, Selection
 from firstlight.ingestion.servicer_video import VideoRpcs
 from firstlight.media.thumbnail import thumbnail_name
-from firstlight.runtime.convert import timestamp
+from firstlight.runtime.convert import labeled_of, timestamp
 from firstlight.runtime.status import map_errors, status_for
 from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 
@@ -28,12 +28,6 @@ from firstlight.v1 import common_pb2, ingestion_pb2, ingestion_pb2_grpc
 #: with one per core in flight the cores idled through those waits (the 12 MP upload used ~1.4
 #: of 2 cores, issue 17). The decode memory budget still bounds what is held.
 STREAM_WINDOW = max(1, min(4, 2 * (os.cpu_count() or 1)))
-
-LABELED = {
-    common_pb2.LABELED_FILTER_UNSPECIFIED: None,
-    common_pb2.LABELED_FILTER_LABELED: True,
-    common_pb2.LABELED_FILTER_UNLABELED: False,
-}
 
 
 def input_to_proto(row: InputRow) -> common_pb2.Input:
@@ -90,19 +84,13 @@ def app_to_proto(app: dict) -> common_pb2.App:
     )
 
 
-def labeled_of(value: int) -> bool | None:
-    if value not in LABELED:
-        raise InvalidArgument(f"unknown labeled filter {value}")
-    return LABELED[value]
-
-
 def selection_to_domain(sel: ingestion_pb2.BulkSelection) -> Selection:
     f = sel.filter
     return Selection(
         input_ids=tuple(sel.input_ids),
         query=SearchQuery(text=sel.search_text, image=sel.search_image, input_id=sel.search_input_id),
         # Listed ids ignore the filter (as they always did): only a search's filter is checked.
-        filter=InputFilter(tuple(f.concepts), int(f.split), None if sel.input_ids else labeled_of(f.labeled)),
+        filter=InputFilter(tuple(f.concepts), int(f.split), None if sel.input_ids else labeled_of(f.labeled, "selection.filter.labeled")),
         max_results=sel.max_results,
         min_score=sel.min_score,
     )
@@ -208,7 +196,11 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
             input_ids=list(request.input_ids),
             quality_range=quality_range_of(request),
         )
-        return ingestion_pb2.ListInputsResponse(inputs=[input_to_proto(r) for r in rows], next_page_token=token, total_size=total)
+        out = [input_to_proto(r) for r in rows]
+        if request.with_pixel_signature:
+            for msg, row in zip(out, rows, strict=True):
+                msg.pixel_signature = row.pixel_signature or b""
+        return ingestion_pb2.ListInputsResponse(inputs=out, next_page_token=token, total_size=total)
 
     async def DeleteInputs(self, request, context):  # type: ignore[no-untyped-def]
         n = await asyncio.to_thread(self.core.delete_inputs, request.app_id, list(request.input_ids))

@@ -75,6 +75,8 @@ inputs = Table(
     Column("thumbnail_uri", String(1024), nullable=True),
     # Image-quality metrics from ingestion's decode, {metric: value}; NULL for inputs stored before.
     Column("quality", JSON(none_as_null=True), nullable=True),  # None: SQL NULL, not JSON null
+    # The duplicate checks' packed pixel signatures from the same decode; NULL for inputs stored before.
+    Column("pixel_signature", LargeBinary, nullable=True),
     UniqueConstraint("app_id", "id", name="uq_inputs_app_id"),
 )
 
@@ -219,6 +221,7 @@ class MetadataStore:
                         "regions": [list(g) for g in r.regions] or None,
                         "thumbnail_uri": r.thumbnail_uri or None,
                         "quality": r.quality,
+                        "pixel_signature": r.pixel_signature,
                     }
                     for r in rows
                 ],
@@ -272,6 +275,7 @@ class MetadataStore:
             regions=_regions(m.get("regions")),
             thumbnail_uri=m.get("thumbnail_uri") or "",
             quality=_quality(m.get("quality")),
+            pixel_signature=m.get("pixel_signature"),
         )
 
     def get_inputs(self, app_id: str, ids: list[str]) -> dict[str, InputRow]:

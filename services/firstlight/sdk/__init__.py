@@ -16,7 +16,8 @@ A failed call raises a :mod:`firstlight.errors` type (``NotFound``, ``InvalidArg
 ``"<CODE>: <message>"``. The calls of each service live in a module of their own
 (``auth``, ``ingestion``, ``search``, ``embedding``, ``inference``, ``training``, ``curation``,
 ``video``: upload a video, label a segment, predict with time segments, search by a clip);
-``projection`` draws the client-side embedding map.
+``projection`` draws the client-side embedding map; ``quality`` has the filter on the stored
+image-quality metrics (``list_inputs(app, quality="blur<=0.2")``) and a histogram plot.
 """
 
 from firstlight.sdk.client import Client, Firstlight
@@ -31,6 +32,7 @@ from firstlight.sdk.items import (
     id_for_path,
     region_protos,
 )
+from firstlight.sdk.quality import QualityFilter
 from firstlight.sdk.transport import RATE_LIMIT_ATTEMPTS, RATE_LIMIT_MAX_WAIT_S, honour_rate_limit, retry_after_s
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "DetectedRegion",
     "Firstlight",
     "FirstlightError",
+    "QualityFilter",
     "UploadItem",
     "UploadReport",
     "error_for",

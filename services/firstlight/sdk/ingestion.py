@@ -14,6 +14,7 @@ from firstlight.clients.policy import deadline_for
 from firstlight.sdk.base import ServiceCalls
 from firstlight.sdk.errors import wrap_errors
 from firstlight.sdk.items import SPLITS, UploadItem, UploadReport, folder_items, region_protos
+from firstlight.sdk.quality import QualityFilter
 from firstlight.v1 import common_pb2, ingestion_pb2
 
 
@@ -104,17 +105,39 @@ class IngestionCalls(ServiceCalls):
         return self.ingestion.GetInput(ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id), timeout=self._deadline("GetInput"))
 
     @wrap_errors
-    def list_inputs(self, app_id: str, *, concepts: Iterable[str] = (), page_size: int = 100) -> Iterator[common_pb2.Input]:
+    def list_inputs(
+        self, app_id: str, *, concepts: Iterable[str] = (), quality: QualityFilter | str | None = None, page_size: int = 100
+    ) -> Iterator[common_pb2.Input]:
+        """The app's inputs (with any of ``concepts``; with a stored quality metric in the range
+        ``quality``, a :class:`QualityFilter` or its text such as ``"blur<=0.2"``), page by page."""
         token = ""
         while True:
-            resp = self.ingestion.ListInputs(
-                ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts))),
-                timeout=self._deadline("ListInputs"),
-            )
+            resp = self.ingestion.ListInputs(self._list_request(app_id, concepts, quality, page_size, token), timeout=self._deadline("ListInputs"))
             yield from resp.inputs
             token = resp.next_page_token
             if not token:
                 return
+
+    @wrap_errors
+    def count_inputs(self, app_id: str, *, concepts: Iterable[str] = (), quality: QualityFilter | str | None = None) -> int:
+        """How many inputs :meth:`list_inputs` would list."""
+        return int(self.ingestion.ListInputs(self._list_request(app_id, concepts, quality, 1, ""), timeout=self._deadline("ListInputs")).total_size)
+
+    @staticmethod
+    def _list_request(app_id: str, concepts: Iterable[str], quality: QualityFilter | str | None, page_size: int, token: str) -> ingestion_pb2.ListInputsRequest:
+        req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=page_size, page_token=token, filter=common_pb2.InputFilter(concepts=list(concepts)))
+        if quality is not None:
+            req.quality.CopyFrom((QualityFilter.parse(quality) if isinstance(quality, str) else quality).to_proto())
+        return req
+
+    @wrap_errors
+    def quality_histogram(self, app_id: str, metric: str, *, bins: int = 20) -> ingestion_pb2.GetQualityHistogramResponse:
+        """Histogram of one stored image-quality metric over the app's inputs: ``edges`` (bins + 1,
+        empty when no input has the metric), ``counts`` per bucket, and ``unmeasured`` (inputs
+        stored before ingestion measured quality)."""
+        return self.ingestion.GetQualityHistogram(
+            ingestion_pb2.GetQualityHistogramRequest(app_id=app_id, metric=metric, bins=bins), timeout=self._deadline("GetQualityHistogram")
+        )
 
     @wrap_errors
     def list_concepts(self, app_id: str) -> list[common_pb2.Concept]:

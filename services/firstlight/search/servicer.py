@@ -10,13 +10,11 @@ import grpc
 
 from firstlight.domain import validation
 from firstlight.domain.frames import parse_frame_input_id
-from firstlight.errors import InvalidArgument
+from firstlight.runtime.convert import labeled_of
 from firstlight.runtime.status import map_errors
 from firstlight.search.core import Hit, Search, make_filter
 from firstlight.search.vector_store import SearchFilter
 from firstlight.v1 import common_pb2, search_pb2, search_pb2_grpc
-
-LABELED = {0: None, 1: True, 2: False}
 
 
 def _hits(hits: list[Hit]) -> list[common_pb2.SearchHit]:
@@ -43,9 +41,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @staticmethod
     def _filter(app_id: str, f: common_pb2.InputFilter) -> SearchFilter:
-        if f.labeled not in LABELED:
-            raise InvalidArgument(f"unknown labeled filter {f.labeled}")
-        return make_filter(app_id, list(f.concepts), int(f.split), LABELED[f.labeled])
+        return make_filter(app_id, list(f.concepts), int(f.split), labeled_of(f.labeled))
 
     async def SearchByImage(self, request, context):  # type: ignore[no-untyped-def]
         flt = self._filter(request.app_id, request.filter)

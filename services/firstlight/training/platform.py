@@ -18,6 +18,7 @@ from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, Unavailable
 from firstlight.media.decode import draft_reduction, to_rgb, upright
 from firstlight.runtime.channels import internal_channel
+from firstlight.runtime.convert import labeled_proto
 from firstlight.runtime.retry import CHANNEL_OPTIONS
 from firstlight.training.records import Box
 from firstlight.v1 import (
@@ -141,7 +142,7 @@ class GrpcPlatform:
     def inputs(self, app_id: str, *, labeled: bool | None, split: int = 0) -> list[tuple[str, list[str], int]]:
         """(id, concepts, split) of the app's inputs, oldest first (a dataset that keeps the inputs' own splits)."""
         flt = common_pb2.InputFilter(
-            labeled={None: common_pb2.LabeledFilter.ValueType(0), True: common_pb2.LABELED_FILTER_LABELED, False: common_pb2.LABELED_FILTER_UNLABELED}[labeled],
+            labeled=labeled_proto(labeled),
             split=common_pb2.Split.ValueType(split),
         )
         out, token = [], ""

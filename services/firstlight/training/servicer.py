@@ -11,14 +11,13 @@ import grpc
 
 from firstlight.domain import evaluation, validation
 from firstlight.errors import InvalidArgument
-from firstlight.runtime.convert import timestamp
+from firstlight.runtime.convert import labeled_of, timestamp
 from firstlight.runtime.status import map_errors
 from firstlight.training.core import CANCELLED, FAILED, SUCCEEDED, RowFilter, TrainingCore
 from firstlight.training.core import TERMINAL as _TERMINAL
 from firstlight.v1 import common_pb2, training_pb2, training_pb2_grpc
 
 TERMINAL = set(_TERMINAL)
-LABELED = {common_pb2.LABELED_FILTER_LABELED: True, common_pb2.LABELED_FILTER_UNLABELED: False}  # else: either
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _END_STAGE = {SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled"}
 
@@ -218,7 +217,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
 
     async def ListDatasetRows(self, request: training_pb2.ListDatasetRowsRequest, context: Context) -> training_pb2.ListDatasetRowsResponse:
         f = request.filter
-        flt = RowFilter(tuple(f.concepts), int(f.split), LABELED.get(int(f.labeled)))
+        flt = RowFilter(tuple(f.concepts), int(f.split), labeled_of(f.labeled))
         page = await asyncio.to_thread(
             self.service.dataset_rows_page, request.app_id, request.dataset_id, request.version, request.page_size, request.page_token, flt
         )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/common.proto\x12\rfirstlight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\"\xf6\x01\n\tInputSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bimage_bytes\x18\x02 \x01(\x0c\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.firstlight.v1.InputSpec.MetadataEntry\x12#\n\x05split\x18\x05 \x01(\x0e\x32\x14.firstlight.v1.Split\x12&\n\x07regions\x18\x06 \x03(\x0b\x32\x15.firstlight.v1.Region\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xfa\x03\n\x05Input\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x03 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12\x34\n\x08metadata\x18\x05 \x03(\x0b\x32\".firstlight.v1.Input.MetadataEntry\x12#\n\x05split\x18\x06 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\x0e\n\x06sha256\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elabel_revision\x18\x0c \x01(\x03\x12&\n\x07regions\x18\r \x03(\x0b\x32\x15.firstlight.v1.Region\x12\x31\n\rlabel_records\x18\x0e \x03(\x0b\x32\x1a.firstlight.v1.LabelRecord\x12\x15\n\rthumbnail_uri\x18\x0f \x01(\t\x12,\n\x07quality\x18\x10 \x01(\x0b\x32\x1b.firstlight.v1.ImageQuality\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x01\n\x0cImageQuality\x12\x0c\n\x04\x62lur\x18\x01 \x01(\x01\x12\x12\n\nbrightness\x18\x02 \x01(\x01\x12\x11\n\thighlight\x18\x03 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x04 \x01(\x01\x12\x12\n\nsaturation\x18\x05 \x01(\x01\x12\r\n\x05noise\x18\x06 \x01(\x01\x12\x14\n\x0c\x61spect_ratio\x18\x07 \x01(\x01\x12\x11\n\tgrayscale\x18\x08 \x01(\x08\x12\x16\n\x0e\x62lank_fraction\x18\t \x01(\x01\x12\r\n\x05width\x18\n \x01(\x05\x12\x0e\n\x06height\x18\x0b \x01(\x05\"R\n\x0cQualityRange\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x03min\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"b\n\x0bLabelRecord\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x12\n\nlabeled_by\x18\x02 \x01(\t\x12.\n\nlabeled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x07\x43oncept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_count\x18\x02 \x01(\x03\",\n\rScoredConcept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"s\n\x0bInputFilter\x12\x10\n\x08\x63oncepts\x18\x01 \x03(\t\x12#\n\x05split\x18\x02 \x01(\x0e\x32\x14.firstlight.v1.Split\x12-\n\x07labeled\x18\x03 \x01(\x0e\x32\x1c.firstlight.v1.LabeledFilter\"\x86\x01\n\tSearchHit\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12#\n\x05split\x18\x04 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x10\n\x08video_id\x18\x05 \x01(\t\x12\x0f\n\x07video_t\x18\x06 \x01(\x01\"=\n\x0b\x42oundingBox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"Q\n\x06Region\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x1a.firstlight.v1.BoundingBox*U\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPLIT_TRAIN\x10\x01\x12\x14\n\x10SPLIT_VALIDATION\x10\x02\x12\x0e\n\nSPLIT_TEST\x10\x03*i\n\rLabeledFilter\x12\x1e\n\x1aLABELED_FILTER_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABELED_FILTER_LABELED\x10\x01\x12\x1c\n\x18LABELED_FILTER_UNLABELED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66irstlight/v1/common.proto\x12\rfirstlight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"}\n\x03\x41pp\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x65mbedding_model\x18\x05 \x01(\t\"\xf6\x01\n\tInputSpec\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0bimage_bytes\x18\x02 \x01(\x0c\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.firstlight.v1.InputSpec.MetadataEntry\x12#\n\x05split\x18\x05 \x01(\x0e\x32\x14.firstlight.v1.Split\x12&\n\x07regions\x18\x06 \x03(\x0b\x32\x15.firstlight.v1.Region\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x93\x04\n\x05Input\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x61pp_id\x18\x02 \x01(\t\x12\x10\n\x08\x62lob_uri\x18\x03 \x01(\t\x12\x10\n\x08\x63oncepts\x18\x04 \x03(\t\x12\x34\n\x08metadata\x18\x05 \x03(\x0b\x32\".firstlight.v1.Input.MetadataEntry\x12#\n\x05split\x18\x06 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\r\n\x05width\x18\x07 \x01(\x05\x12\x0e\n\x06height\x18\x08 \x01(\x05\x12\x0e\n\x06\x66ormat\x18\t \x01(\t\x12\x0e\n\x06sha256\x18\n \x01(\t\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elabel_revision\x18\x0c \x01(\x03\x12&\n\x07regions\x18\r \x03(\x0b\x32\x15.firstlight.v1.Region\x12\x31\n\rlabel_records\x18\x0e \x03(\x0b\x32\x1a.firstlight.v1.LabelRecord\x12\x15\n\rthumbnail_uri\x18\x0f \x01(\t\x12,\n\x07quality\x18\x10 \x01(\x0b\x32\x1b.firstlight.v1.ImageQuality\x12\x17\n\x0fpixel_signature\x18\x11 \x01(\x0c\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd8\x01\n\x0cImageQuality\x12\x0c\n\x04\x62lur\x18\x01 \x01(\x01\x12\x12\n\nbrightness\x18\x02 \x01(\x01\x12\x11\n\thighlight\x18\x03 \x01(\x01\x12\x10\n\x08\x63ontrast\x18\x04 \x01(\x01\x12\x12\n\nsaturation\x18\x05 \x01(\x01\x12\r\n\x05noise\x18\x06 \x01(\x01\x12\x14\n\x0c\x61spect_ratio\x18\x07 \x01(\x01\x12\x11\n\tgrayscale\x18\x08 \x01(\x08\x12\x16\n\x0e\x62lank_fraction\x18\t \x01(\x01\x12\r\n\x05width\x18\n \x01(\x05\x12\x0e\n\x06height\x18\x0b \x01(\x05\"R\n\x0cQualityRange\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x10\n\x03min\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_minB\x06\n\x04_max\"b\n\x0bLabelRecord\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\x12\n\nlabeled_by\x18\x02 \x01(\t\x12.\n\nlabeled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x07\x43oncept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0binput_count\x18\x02 \x01(\x03\",\n\rScoredConcept\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"s\n\x0bInputFilter\x12\x10\n\x08\x63oncepts\x18\x01 \x03(\t\x12#\n\x05split\x18\x02 \x01(\x0e\x32\x14.firstlight.v1.Split\x12-\n\x07labeled\x18\x03 \x01(\x0e\x32\x1c.firstlight.v1.LabeledFilter\"\x86\x01\n\tSearchHit\x12\x10\n\x08input_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63oncepts\x18\x03 \x03(\t\x12#\n\x05split\x18\x04 \x01(\x0e\x32\x14.firstlight.v1.Split\x12\x10\n\x08video_id\x18\x05 \x01(\t\x12\x0f\n\x07video_t\x18\x06 \x01(\x01\"=\n\x0b\x42oundingBox\x12\n\n\x02x0\x18\x01 \x01(\x02\x12\n\n\x02y0\x18\x02 \x01(\x02\x12\n\n\x02x1\x18\x03 \x01(\x02\x12\n\n\x02y1\x18\x04 \x01(\x02\"Q\n\x06Region\x12\x0f\n\x07\x63oncept\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\'\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x1a.firstlight.v1.BoundingBox*U\n\x05Split\x12\x15\n\x11SPLIT_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSPLIT_TRAIN\x10\x01\x12\x14\n\x10SPLIT_VALIDATION\x10\x02\x12\x0e\n\nSPLIT_TEST\x10\x03*i\n\rLabeledFilter\x12\x1e\n\x1aLABELED_FILTER_UNSPECIFIED\x10\x00\x12\x1a\n\x16LABELED_FILTER_LABELED\x10\x01\x12\x1c\n\x18LABELED_FILTER_UNLABELED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,10 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTSPEC_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_INPUT_METADATAENTRY']._loaded_options = None
   _globals['_INPUT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SPLIT']._serialized_start=1858
-  _globals['_SPLIT']._serialized_end=1943
-  _globals['_LABELEDFILTER']._serialized_start=1945
-  _globals['_LABELEDFILTER']._serialized_end=2050
+  _globals['_SPLIT']._serialized_start=1883
+  _globals['_SPLIT']._serialized_end=1968
+  _globals['_LABELEDFILTER']._serialized_start=1970
+  _globals['_LABELEDFILTER']._serialized_end=2075
   _globals['_APP']._serialized_start=78
   _globals['_APP']._serialized_end=203
   _globals['_INPUTSPEC']._serialized_start=206
@@ -47,25 +47,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTSPEC_METADATAENTRY']._serialized_start=405
   _globals['_INPUTSPEC_METADATAENTRY']._serialized_end=452
   _globals['_INPUT']._serialized_start=455
-  _globals['_INPUT']._serialized_end=961
+  _globals['_INPUT']._serialized_end=986
   _globals['_INPUT_METADATAENTRY']._serialized_start=405
   _globals['_INPUT_METADATAENTRY']._serialized_end=452
-  _globals['_IMAGEQUALITY']._serialized_start=964
-  _globals['_IMAGEQUALITY']._serialized_end=1180
-  _globals['_QUALITYRANGE']._serialized_start=1182
-  _globals['_QUALITYRANGE']._serialized_end=1264
-  _globals['_LABELRECORD']._serialized_start=1266
-  _globals['_LABELRECORD']._serialized_end=1364
-  _globals['_CONCEPT']._serialized_start=1366
-  _globals['_CONCEPT']._serialized_end=1410
-  _globals['_SCOREDCONCEPT']._serialized_start=1412
-  _globals['_SCOREDCONCEPT']._serialized_end=1456
-  _globals['_INPUTFILTER']._serialized_start=1458
-  _globals['_INPUTFILTER']._serialized_end=1573
-  _globals['_SEARCHHIT']._serialized_start=1576
-  _globals['_SEARCHHIT']._serialized_end=1710
-  _globals['_BOUNDINGBOX']._serialized_start=1712
-  _globals['_BOUNDINGBOX']._serialized_end=1773
-  _globals['_REGION']._serialized_start=1775
-  _globals['_REGION']._serialized_end=1856
+  _globals['_IMAGEQUALITY']._serialized_start=989
+  _globals['_IMAGEQUALITY']._serialized_end=1205
+  _globals['_QUALITYRANGE']._serialized_start=1207
+  _globals['_QUALITYRANGE']._serialized_end=1289
+  _globals['_LABELRECORD']._serialized_start=1291
+  _globals['_LABELRECORD']._serialized_end=1389
+  _globals['_CONCEPT']._serialized_start=1391
+  _globals['_CONCEPT']._serialized_end=1435
+  _globals['_SCOREDCONCEPT']._serialized_start=1437
+  _globals['_SCOREDCONCEPT']._serialized_end=1481
+  _globals['_INPUTFILTER']._serialized_start=1483
+  _globals['_INPUTFILTER']._serialized_end=1598
+  _globals['_SEARCHHIT']._serialized_start=1601
+  _globals['_SEARCHHIT']._serialized_end=1735
+  _globals['_BOUNDINGBOX']._serialized_start=1737
+  _globals['_BOUNDINGBOX']._serialized_end=1798
+  _globals['_REGION']._serialized_start=1800
+  _globals['_REGION']._serialized_end=1881
 # @@protoc_insertion_point(module_scope)

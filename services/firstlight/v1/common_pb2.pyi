@@ -234,6 +234,7 @@ class Input(_message.Message):
     LABEL_RECORDS_FIELD_NUMBER: _builtins.int
     THUMBNAIL_URI_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    PIXEL_SIGNATURE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Id unique within its app."""
     app_id: _builtins.str
@@ -258,6 +259,11 @@ class Input(_message.Message):
     """The small JPEG ingestion cut from the decode that validated the image (the Portal's grid),
     stored once beside the original; "" for inputs stored before thumbnails (the gateway makes
     one on demand). Services see the blob store's URI, clients "blob:<app>/.thumb-<input id>".
+    """
+    pixel_signature: _builtins.bytes
+    """The duplicate checks' pixel signatures ingestion cut from the same decode (packed: a version
+    byte, the 6x6 tiny-image descriptor, the 32x32 gray canvas). Only in ListInputs answers that
+    asked for them (with_pixel_signature); empty for inputs stored before they were.
     """
     @_builtins.property
     def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -304,10 +310,11 @@ class Input(_message.Message):
         label_records: _abc.Iterable[Global___LabelRecord] | None = ...,
         thumbnail_uri: _builtins.str = ...,
         quality: Global___ImageQuality | None = ...,
+        pixel_signature: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "quality", b"quality", "regions", b"regions", "sha256", b"sha256", "split", b"split", "thumbnail_uri", b"thumbnail_uri", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "blob_uri", b"blob_uri", "concepts", b"concepts", "created_at", b"created_at", "format", b"format", "height", b"height", "id", b"id", "label_records", b"label_records", "label_revision", b"label_revision", "metadata", b"metadata", "pixel_signature", b"pixel_signature", "quality", b"quality", "regions", b"regions", "sha256", b"sha256", "split", b"split", "thumbnail_uri", b"thumbnail_uri", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

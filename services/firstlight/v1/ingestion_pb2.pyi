@@ -443,12 +443,15 @@ class ListInputsRequest(_message.Message):
     FILTER_FIELD_NUMBER: _builtins.int
     INPUT_IDS_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    WITH_PIXEL_SIGNATURE_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     page_size: _builtins.int
     """Page size (default 100, max 1000)."""
     page_token: _builtins.str
     """Token from a previous response; empty for the first page."""
+    with_pixel_signature: _builtins.bool
+    """Fill Input.pixel_signature (curation's health check; about 1.2 KB an input, hence opt-in)."""
     @_builtins.property
     def filter(self) -> _common_pb2.InputFilter:
         """Filters."""
@@ -472,10 +475,11 @@ class ListInputsRequest(_message.Message):
         filter: _common_pb2.InputFilter | None = ...,
         input_ids: _abc.Iterable[_builtins.str] | None = ...,
         quality: _common_pb2.QualityRange | None = ...,
+        with_pixel_signature: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "filter", b"filter", "input_ids", b"input_ids", "page_size", b"page_size", "page_token", b"page_token", "quality", b"quality", "with_pixel_signature", b"with_pixel_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from firstlight.curation.quality.neighbors import Neighbors
+from firstlight.media.pixel_signature import CANVAS  # shared with ingestion, which stores them
+from firstlight.media.pixel_signature import canvas as canvas
 
-CANVAS = 32
 SIGNATURE = 16
 SCALES = (0.84, 0.87, 0.90, 0.93, 0.96)
 POSITIONS = 5  # per axis
@@ -36,13 +36,6 @@ CROP_MIN = 0.99
 #: (bench/data_quality.py), below the thumbnail rule's 0.8; the crop match itself is strict.
 CANDIDATE_COSINE = 0.7
 _CHUNK = 256
-
-
-def canvas(image: np.ndarray) -> np.ndarray:
-    """The 32×32 gray uint8 canvas of an RGB or gray uint8 image (what the crop check keeps)."""
-    a = np.asarray(image, np.uint8)
-    im = Image.fromarray(a if a.ndim == 2 else a[..., :3]).convert("L")
-    return np.asarray(im.resize((CANVAS, CANVAS), Image.Resampling.BILINEAR), np.uint8)
 
 
 def _area_matrix(lo: float, hi: float, n_in: int = CANVAS, n_out: int = SIGNATURE) -> np.ndarray:

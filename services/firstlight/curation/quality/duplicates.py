@@ -30,6 +30,8 @@ import numpy as np
 
 from firstlight.curation.quality.crops import crop_pairs
 from firstlight.curation.quality.neighbors import Neighbors, knn, normalize
+from firstlight.media.pixel_signature import THUMB_SIZE as THUMB_SIZE  # shared with ingestion, which stores them
+from firstlight.media.pixel_signature import thumbnail as thumbnail
 
 #: Cosine at or above which two EfficientNet-Lite0 embeddings are called near-duplicates
 #: (bench/data_quality.py: planted crops, flips, re-encodes and colour shifts of animal-mnist).
@@ -45,24 +47,6 @@ HASH_MIN_COSINE = 0.9
 #: unrelated pair 0.997.
 THUMB_MIN = 0.998
 CANDIDATE_COSINE = 0.8
-THUMB_SIZE = 6
-
-
-def thumbnail(image: np.ndarray, size: int = THUMB_SIZE) -> np.ndarray:
-    """[2, size²] float32: the image's gray size×size thumbnail (box filter) with mean and scale
-    removed, and the same of its mirror. Invariant to brightness/contrast changes and (through
-    the mirror) to horizontal flips; JPEG artefacts average out."""
-    from PIL import Image
-
-    a = np.asarray(image)
-    if a.ndim == 3:
-        a = a[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    g = np.asarray(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).resize((size, size), Image.Resampling.BOX), np.float32)
-    out = []
-    for t in (g, g[:, ::-1]):
-        v = (t - t.mean()).ravel()
-        out.append(v / (np.linalg.norm(v) + 1e-6))
-    return np.stack(out).astype(np.float32)
 
 
 def content_hash(data: bytes) -> str:
