@@ -1,6 +1,7 @@
 """Planted-problem measurement of the data-quality detectors (issue 19), and their 100k scale check.
 
     python -m bench.data_quality [--per-class 340] [--seed 0] [--scale 100000] [--out docs/results/data_quality.md]
+    python -m bench.data_quality --slice-sweep 0 1 2 --draws 5   # worst-slice ranking per figure
 
 1. A copy of animal-mnist (exact duplicates inside the package removed first), 9 classes kept,
    one held out; split 70/15/15. Planted:
@@ -173,13 +174,14 @@ def pr(found: set, truth: set) -> dict:
     return {"precision": tp / len(found) if found else 1.0, "recall": tp / len(truth) if truth else 1.0, "found": len(found), "truth": len(truth), "tp": tp}
 
 
-def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int) -> tuple[str, str]:
-    """Move 30 % of one concept's train labels to its most similar concept (centroid cosine)."""
+def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int, draw: int = 0) -> tuple[str, str]:
+    """Move 30 % of one concept's train labels to its most similar concept (centroid cosine).
+    ``draw`` picks another random 30 % (0: the bench's)."""
     orig = [i for i, r in enumerate(rows) if r["kind"] == "original"]
     cent = {c: normalize(X[[i for i in orig if rows[i]["true"] == c]].mean(0, keepdims=True))[0] for c in classes}
     best = max(((a, b) for a in classes for b in classes if a < b), key=lambda p: float(cent[p[0]] @ cent[p[1]]))
     weak, into = best
-    rng = np.random.default_rng(seed + 7)
+    rng = np.random.default_rng(seed + 7 + 1000 * draw)
     # all its train labels, copies included (a copy keeping the right label would undo part of the
     # noise); the held-out giraffes labeled with it are not its labels
     members = [i for i, r in enumerate(rows) if r["split"] == "train" and r["label"] == weak and r["kind"] != "outlier"]
@@ -327,6 +329,69 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     return res, X
 
 
+def slice_sweep(seeds: list[int], draws: int, per_class: int = 340, log=print) -> dict:  # type: ignore[no-untyped-def]
+    """Rank of the weak concept among all slices under each per-slice figure (slices.ALL_FIGURES),
+    per seed × draw of which 30 % of its labels move: same sets, slices and heads as ``planted``."""
+    from firstlight.domain.heads.transfer import TransferSettings, train_transfer
+
+    out: dict = {"cases": []}
+    for seed in seeds:
+        data = build_set(per_class, seed)
+        rows = data["rows"]
+        key = hashlib.sha256(b"".join(r["rgb"].tobytes() for r in rows)).hexdigest()[:16]
+        path = CACHE / f"planted_{key}.npy"
+        if not path.exists():
+            log(f"seed {seed}: embedding {len(rows)} images (cached in {path})")
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, embed(rows, log))
+        X = np.load(path)
+        split_of = [r["split"] for r in rows]
+        tr = [i for i in range(len(rows)) if split_of[i] == "train"]
+        te = [i for i in range(len(rows)) if split_of[i] == "test" and rows[i]["kind"] == "original"]
+        quality = [image_metrics.image_quality(rows[i]["rgb"]) for i in te]
+        fields = {"cluster": slices.kmeans_clusters(X[te], seed=seed)}
+        fields |= {f"q_{m}": image_metrics.buckets([getattr(q, m) for q in quality]) for m in ("brightness", "contrast", "blur")}
+        truth = [rows[i]["true"] for i in te]
+        original = [r["label"] for r in rows]
+        for draw in range(draws):
+            for r, lab in zip(rows, original):
+                r["label"] = lab
+            weak, into = weaken(rows, X, data["classes"], seed, draw)
+            head = train_transfer(X[tr], [rows[i]["label"] for i in tr], data["classes"], TransferSettings())
+            proba = head.predict_proba(X[te])
+            pred = [data["classes"][int(k)] for k in proba.argmax(1)]
+            # "first": the best-ranked slice that is not the weak concept; "margin": the weak concept's
+            # pessimistic gap minus that slice's (> 0: the weak concept is first)
+            case: dict = {"seed": seed, "draw": draw, "weak": weak, "into": into, "ranks": {}, "first": {}, "weak_figures": {}}
+            for fig in slices.ALL_FIGURES:
+                rep = slices.rank_slices(truth, pred, fields, proba=proba, concepts=data["classes"], rank_by=fig, min_size=20, limit=1000)
+                order = [(s.field, s.value) for s in rep.slices]
+                case["ranks"][fig] = order.index(("concept", weak)) + 1
+                w = rep.slices[case["ranks"][fig] - 1]
+                # the first slice other than the weak concept: what a ranking puts first instead, or next
+                other = next(s for s in rep.slices if s is not w)
+                members = [truth[j] for j, v in enumerate(truth if other.field == "concept" else fields[other.field]) if v == other.value]
+                major = max(set(members), key=members.count)
+                case["first"][fig] = {
+                    "slice": f"{other.field}={other.value}",
+                    "n": other.n,
+                    "value": other.figures[fig].value,
+                    "rank_gap": other.rank_gap,
+                    "majority": f"{major} {members.count(major)}/{len(members)}",
+                }
+                case["weak_figures"][fig] = {
+                    "value": w.figures[fig].value,
+                    "rank_gap": w.rank_gap,
+                    "overall": rep.overall[fig],
+                    "margin": w.rank_gap - other.rank_gap,
+                }
+            log(f"seed {seed} draw {draw} weak {weak}->{into}: " + ", ".join(f"{k} {v}" for k, v in case["ranks"].items()))
+            out["cases"].append(case)
+    out["weak_first"] = {fig: sum(c["ranks"][fig] == 1 for c in out["cases"]) for fig in slices.ALL_FIGURES}
+    out["weak_in_top3"] = {fig: sum(c["ranks"][fig] <= 3 for c in out["cases"]) for fig in slices.ALL_FIGURES}
+    return out
+
+
 def scale(X: np.ndarray, n: int, seed: int, log=print) -> dict:
     """Duplicate + outlier passes over ``n`` embeddings derived from the real ones, with 500
     planted copies (re-normalised x + N(0, 0.002²) per dimension: cosine ≈ 0.997)."""
@@ -427,10 +492,19 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0, help="also run the scale check on this many embeddings (e.g. 100000)")
     ap.add_argument("--explain", type=int, default=0, help="Grad-CAM faithfulness on this many test images")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--slice-sweep", type=int, nargs="*", default=None, metavar="SEED", help="only the worst-slice sweep over these seeds (e.g. 0 1 2)")
+    ap.add_argument("--draws", type=int, default=5, help="with --slice-sweep: draws of the weak concept's moved labels per seed")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
+    if args.slice_sweep is not None:
+        res = slice_sweep(args.slice_sweep or [0, 1, 2], args.draws, args.per_class)
+        print(json.dumps(res, indent=1, default=float))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(res, indent=1, default=float))
+        return
     res, X = planted(args)
     if args.scale:
         res["scale"] = scale(X, args.scale, args.seed)
