@@ -47,6 +47,8 @@ class FakeCuration:
 
     async def get_worst_slices(self, req, key):  # type: ignore[no-untyped-def]
         self.calls.append(req)
+        if req.rank_by not in ("", "brier", "accuracy", "f1"):  # as the service refuses it
+            raise errors.InvalidArgument(f"rank_by must be one of brier, accuracy, f1 (got {req.rank_by!r})")
         return curation_pb2.WorstSlicesResponse(
             model_version="3",
             split=req.split,
@@ -166,6 +168,8 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
     r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?rank_by=f1", headers=h)
     assert r.status_code == 200 and r.json()["rank_by"] == "f1" and fake.curation.calls[-1].rank_by == "f1"
     assert r.json()["slices"][0]["brier_high"] == pytest.approx(0.63)
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?rank_by=auc", headers=h)
+    assert r.status_code == 400 and "rank_by must be one of" in r.json()["error"]["message"]
     paths = client.get("/v1/openapi.json").json()["paths"]
     for p in (
         "/v1/apps/{app_id}/quality/health",
