@@ -274,9 +274,9 @@ def test_every_ranking_puts_the_noisy_concept_first_with_intervals(seed):
         first, second = r.slices[0], r.slices[1]
         assert (first.field, first.value) == ("concept", "c") and r.rank_by == rank_by
         # margin of c's pessimistic gap over the next slice's, seeds 0-19 (measured 2026-12-07):
-        # accuracy 0.073-0.249, f1 0.004-0.061, brier 0.110-0.357, log_loss 0.171-0.558,
+        # accuracy 0.073-0.249, f1 0.007-0.056, brier 0.110-0.357, log_loss 0.171-0.558,
         # true_probability 0.104-0.267; asserted at about half the smallest
-        assert first.rank_gap - second.rank_gap > {"f1": 0.002, "accuracy": 0.035}.get(rank_by, 0.05)
+        assert first.rank_gap - second.rank_gap > {"f1": 0.003, "accuracy": 0.035}.get(rank_by, 0.05)
         for s in r.slices:
             for name, f in s.figures.items():
                 assert f.low <= f.value <= f.high, (s.field, s.value, name)

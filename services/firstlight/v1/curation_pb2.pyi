@@ -1534,8 +1534,9 @@ class WorstSlicesRequest(_message.Message):
     limit: _builtins.int
     """Most slices returned (0 = 20)."""
     rank_by: _builtins.str
-    """Figure the slices are ranked by: brier (default, ""), accuracy or f1. Each ranks by the
-    pessimistic gap to the overall figure (the slice's 95% bound on the worse side).
+    """Figure the slices are ranked by: brier (default, ""), accuracy or f1 (INVALID_ARGUMENT
+    otherwise). Each ranks by the pessimistic gap to the overall figure: how far the slice's 95%
+    bound on its better side still is from overall.
     """
     def __init__(
         self,
@@ -1605,7 +1606,7 @@ class Slice(_message.Message):
     f1_high: _builtins.float
     brier: _builtins.float
     """Mean Brier score of the head's probabilities (sum over concepts of (p - [true])^2; 0 best,
-    2 worst), and the normal 95% interval of that mean.
+    2 worst), and the Student-t 95% interval of that mean.
     """
     brier_low: _builtins.float
     brier_high: _builtins.float

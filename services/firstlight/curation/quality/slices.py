@@ -108,17 +108,21 @@ def f1_per_concept(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, fl
     return out
 
 
-def _f1_table(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
-    """F1 per concept (columns 0..k-1) per row of ``t``/``p`` (B × m codes; k = "other");
-    NaN where a concept is neither true nor predicted."""
-    b = np.arange(t.shape[0])[:, None] * (k + 1)
-    size = t.shape[0] * (k + 1)
-    tp = np.bincount((b + t)[t == p], minlength=size).reshape(-1, k + 1)
-    true = np.bincount((b + t).ravel(), minlength=size).reshape(-1, k + 1)
-    pred = np.bincount((b + p).ravel(), minlength=size).reshape(-1, k + 1)
+def _f1_resampled(t: np.ndarray, p: np.ndarray, k: int, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """F1 per concept (0..k-1; code k = a prediction of no true concept; NaN where a concept is
+    neither true nor predicted) of the rows ``t``/``p``, and of ``draws`` bootstrap resamples of
+    them (draws × k). Resampling rows is drawing the confusion matrix's cells from a multinomial of
+    their shares: memory is draws × distinct cells, not draws × rows."""
+    cells, counts = np.unique(t * (k + 1) + p, return_counts=True)
+    both = np.vstack([counts[None], rng.multinomial(len(t), counts / len(t), size=draws)]).astype(np.float64)
+    ti, pi = cells // (k + 1), cells % (k + 1)
+    tp, true, pred = (np.zeros((len(both), k + 1)) for _ in range(3))
+    np.add.at(true, (slice(None), ti), both)
+    np.add.at(pred, (slice(None), pi), both)
+    np.add.at(tp, (slice(None), ti[ti == pi]), both[:, ti == pi])
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = 2 * tp / (true + pred)
-    return f1[:, :k]
+    return f1[0, :k], f1[1:, :k]
 
 
 def _quantiles(z: float) -> tuple[float, float]:
@@ -177,11 +181,9 @@ def rank_slices(
     correct = tc == pc
     rng = np.random.default_rng(0)
     lo_q, hi_q = _quantiles(z)
-    overall: dict[str, float] = {"accuracy": float(correct.mean()), "f1": float(np.nanmean(_f1_table(tc[None], pc[None], len(names))[0]))}
     # the concepts' F1 on the whole split, resampled once for all concept slices
-    idx = rng.integers(0, n, (bootstrap, n))
-    whole = _f1_table(tc[idx], pc[idx], len(names))
-    point = _f1_table(tc[None], pc[None], len(names))[0]
+    point, whole = _f1_resampled(tc, pc, len(names), bootstrap, rng)
+    overall: dict[str, float] = {"accuracy": float(correct.mean()), "f1": float(np.nanmean(point))}
     losses: dict[str, np.ndarray] = {}
     if proba is not None:
         if concepts is None or np.shape(proba) != (n, len(concepts)):
@@ -213,9 +215,9 @@ def rank_slices(
                 f1, samples = float(point[c]), np.nan_to_num(whole[:, c], nan=1.0)
             else:  # weighted by the concepts' inputs in the slice: each input counts once
                 weight = np.bincount(tc[ix], minlength=len(names)) / m
-                f1 = float(np.nansum(_f1_table(tc[ix][None], pc[ix][None], len(names))[0] * weight))
-                boot = ix[rng.integers(0, m, (bootstrap, m))]
-                samples = np.nansum(_f1_table(tc[boot], pc[boot], len(names)) * weight, axis=1)
+                own, resampled = _f1_resampled(tc[ix], pc[ix], len(names), bootstrap, rng)
+                f1 = float(np.nansum(own * weight))
+                samples = np.nansum(resampled * weight, axis=1)
             f_lo, f_hi = np.percentile(samples, [lo_q, hi_q])
             figs["f1"] = Figure(f1, float(min(f_lo, f1)), float(max(f_hi, f1)))
             for key, x in losses.items():
