@@ -1,6 +1,7 @@
 """Planted-problem measurement of the data-quality detectors (issue 19), and their 100k scale check.
 
     python -m bench.data_quality [--per-class 340] [--seed 0] [--scale 100000] [--out docs/results/data_quality.md]
+    python -m bench.data_quality --slice-sweep 0 1 2 --draws 5   # worst-slice ranking per figure
 
 1. A copy of animal-mnist (exact duplicates inside the package removed first), 9 classes kept,
    one held out; split 70/15/15. Planted:
@@ -15,7 +16,9 @@
 2. Real EfficientNet-Lite0 embeddings (firstlight.models.backbone, 224 px, the embedding
    service's preprocessing), cached in .cache/dq/.
 3. Precision / recall per detector against the planted truth; AUROC of the outlier score for the
-   held-out class; the worst slice of a transfer classifier trained on train, evaluated on test.
+   held-out class; the worst slice of a transfer classifier trained on train, evaluated on test
+   (ranked by the product's default, the Brier score; ``--slice-sweep`` compares the figures
+   over seeds and draws of the moved labels).
 4. Scale: duplicate + outlier passes over 100,000 embeddings derived from the real ones
    (bench.common.jittered, as the search bench derives its 10k set) with planted copies.
 """
@@ -173,13 +176,14 @@ def pr(found: set, truth: set) -> dict:
     return {"precision": tp / len(found) if found else 1.0, "recall": tp / len(truth) if truth else 1.0, "found": len(found), "truth": len(truth), "tp": tp}
 
 
-def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int) -> tuple[str, str]:
-    """Move 30 % of one concept's train labels to its most similar concept (centroid cosine)."""
+def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int, draw: int = 0) -> tuple[str, str]:
+    """Move 30 % of one concept's train labels to its most similar concept (centroid cosine).
+    ``draw`` picks another random 30 % (0: the bench's)."""
     orig = [i for i, r in enumerate(rows) if r["kind"] == "original"]
     cent = {c: normalize(X[[i for i in orig if rows[i]["true"] == c]].mean(0, keepdims=True))[0] for c in classes}
     best = max(((a, b) for a in classes for b in classes if a < b), key=lambda p: float(cent[p[0]] @ cent[p[1]]))
     weak, into = best
-    rng = np.random.default_rng(seed + 7)
+    rng = np.random.default_rng(seed + 7 + 1000 * draw)
     # all its train labels, copies included (a copy keeping the right label would undo part of the
     # noise); the held-out giraffes labeled with it are not its labels
     members = [i for i, r in enumerate(rows) if r["split"] == "train" and r["label"] == weak and r["kind"] != "outlier"]
@@ -283,11 +287,21 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     pred = [data["classes"][int(k)] for k in proba.argmax(1)]
     qb = {f"q_{m}": image_metrics.buckets([getattr(quality[i], m) for i in te]) for m in ("brightness", "contrast", "blur")}
     fields = {"cluster": slices.kmeans_clusters(X[te], seed=args.seed), **qb}
-    overall, worst = slices.worst_slices([rows[i]["true"] for i in te], pred, fields, min_size=20)
-    res["model_overall_accuracy_test"] = overall
-    res["worst_slices"] = [vars(s) for s in worst[:5]]
+    truth = [rows[i]["true"] for i in te]
+    report = slices.rank_slices(truth, pred, fields, proba=proba, concepts=data["classes"], rank_by=slices.DEFAULT_RANK_BY, min_size=20, limit=1000)
+    worst = report.slices
+    res["model_overall_test"] = dict(report.overall)
+    res["worst_slices_by"] = report.rank_by
+    res["worst_slices"] = [{k: v for k, v in vars(s).items() if k != "figures"} | {k: vars(f) for k, f in s.figures.items()} for s in worst[:5]]
     res["worst_slice_is_weak_concept"] = bool(worst and worst[0].field == "concept" and worst[0].value == weak)
-    res["weak_concept_rank"] = next((k + 1 for k, w in enumerate(worst) if w.field == "concept" and w.value == weak), None)
+    res["weak_concept_rank"] = {
+        fig: next(
+            k + 1
+            for k, w in enumerate(slices.rank_slices(truth, pred, fields, proba=proba, concepts=data["classes"], rank_by=fig, limit=1000).slices)
+            if (w.field, w.value) == ("concept", weak)
+        )
+        for fig in slices.RANK_BY
+    }
     # the planted effect: the weak concept's test accuracy with the clean labels vs the planted ones
     clean_head = train_transfer(X[tr], [rows[i]["true"] if rows[i]["kind"] != "outlier" else labels_now[i] for i in tr], data["classes"], TransferSettings())
     clean_pred = [data["classes"][int(k)] for k in clean_head.predict_proba(X[te]).argmax(1)]
@@ -325,6 +339,69 @@ def planted(args: argparse.Namespace, log=print) -> dict:
     res["health"] = {c.name: [c.status, c.count, c.message] for c in rep.checks}
     res.setdefault("timings_s", {}).update({"embed_or_cache": t_embed, "hashes_and_quality": t_pixels, "knn_and_duplicates": t_dup})
     return res, X
+
+
+def slice_sweep(seeds: list[int], draws: int, per_class: int = 340, log=print) -> dict:  # type: ignore[no-untyped-def]
+    """Rank of the weak concept among all slices under each per-slice figure (slices.ALL_FIGURES),
+    per seed × draw of which 30 % of its labels move: same sets, slices and heads as ``planted``."""
+    from firstlight.domain.heads.transfer import TransferSettings, train_transfer
+
+    out: dict = {"cases": []}
+    for seed in seeds:
+        data = build_set(per_class, seed)
+        rows = data["rows"]
+        key = hashlib.sha256(b"".join(r["rgb"].tobytes() for r in rows)).hexdigest()[:16]
+        path = CACHE / f"planted_{key}.npy"
+        if not path.exists():
+            log(f"seed {seed}: embedding {len(rows)} images (cached in {path})")
+            CACHE.mkdir(parents=True, exist_ok=True)
+            np.save(path, embed(rows, log))
+        X = np.load(path)
+        split_of = [r["split"] for r in rows]
+        tr = [i for i in range(len(rows)) if split_of[i] == "train"]
+        te = [i for i in range(len(rows)) if split_of[i] == "test" and rows[i]["kind"] == "original"]
+        quality = [image_metrics.image_quality(rows[i]["rgb"]) for i in te]
+        fields = {"cluster": slices.kmeans_clusters(X[te], seed=seed)}
+        fields |= {f"q_{m}": image_metrics.buckets([getattr(q, m) for q in quality]) for m in ("brightness", "contrast", "blur")}
+        truth = [rows[i]["true"] for i in te]
+        original = [r["label"] for r in rows]
+        for draw in range(draws):
+            for r, lab in zip(rows, original):
+                r["label"] = lab
+            weak, into = weaken(rows, X, data["classes"], seed, draw)
+            head = train_transfer(X[tr], [rows[i]["label"] for i in tr], data["classes"], TransferSettings())
+            proba = head.predict_proba(X[te])
+            pred = [data["classes"][int(k)] for k in proba.argmax(1)]
+            # "first": the best-ranked slice that is not the weak concept; "margin": the weak concept's
+            # pessimistic gap minus that slice's (> 0: the weak concept is first)
+            case: dict = {"seed": seed, "draw": draw, "weak": weak, "into": into, "ranks": {}, "first": {}, "weak_figures": {}}
+            for fig in slices.ALL_FIGURES:
+                rep = slices.rank_slices(truth, pred, fields, proba=proba, concepts=data["classes"], rank_by=fig, min_size=20, limit=1000)
+                order = [(s.field, s.value) for s in rep.slices]
+                case["ranks"][fig] = order.index(("concept", weak)) + 1
+                w = rep.slices[case["ranks"][fig] - 1]
+                # the first slice other than the weak concept: what a ranking puts first instead, or next
+                other = next(s for s in rep.slices if s is not w)
+                members = [truth[j] for j, v in enumerate(truth if other.field == "concept" else fields[other.field]) if v == other.value]
+                major = max(set(members), key=members.count)
+                case["first"][fig] = {
+                    "slice": f"{other.field}={other.value}",
+                    "n": other.n,
+                    "value": other.figures[fig].value,
+                    "rank_gap": other.rank_gap,
+                    "majority": f"{major} {members.count(major)}/{len(members)}",
+                }
+                case["weak_figures"][fig] = {
+                    "value": w.figures[fig].value,
+                    "rank_gap": w.rank_gap,
+                    "overall": rep.overall[fig],
+                    "margin": w.rank_gap - other.rank_gap,
+                }
+            log(f"seed {seed} draw {draw} weak {weak}->{into}: " + ", ".join(f"{k} {v}" for k, v in case["ranks"].items()))
+            out["cases"].append(case)
+    out["weak_first"] = {fig: sum(c["ranks"][fig] == 1 for c in out["cases"]) for fig in slices.ALL_FIGURES}
+    out["weak_in_top3"] = {fig: sum(c["ranks"][fig] <= 3 for c in out["cases"]) for fig in slices.ALL_FIGURES}
+    return out
 
 
 def scale(X: np.ndarray, n: int, seed: int, log=print) -> dict:
@@ -413,6 +490,14 @@ def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
         Row(
             "data quality: held-out-class outliers", f"AUROC {res['outlier_auroc_heldout']:.3f}", "65 planted", "", "≥ 0.8", res["outlier_auroc_heldout"] >= 0.8
         ),
+        Row(
+            f"data quality: worst slice by {res['worst_slices_by']} (weak concept {res['weak']})",
+            f"rank {res['weak_concept_rank'][res['worst_slices_by']]}",
+            ", ".join(f"by {k}: rank {v}" for k, v in res["weak_concept_rank"].items() if k != res["worst_slices_by"]),
+            "",
+            "rank 1",
+            res["worst_slice_is_weak_concept"],
+        ),
     ]
     res["rows"] = [r.as_dict() for r in rows]
     return res
@@ -427,10 +512,19 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=0, help="also run the scale check on this many embeddings (e.g. 100000)")
     ap.add_argument("--explain", type=int, default=0, help="Grad-CAM faithfulness on this many test images")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--slice-sweep", type=int, nargs="*", default=None, metavar="SEED", help="only the worst-slice sweep over these seeds (e.g. 0 1 2)")
+    ap.add_argument("--draws", type=int, default=5, help="with --slice-sweep: draws of the weak concept's moved labels per seed")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
+    if args.slice_sweep is not None:
+        res = slice_sweep(args.slice_sweep or [0, 1, 2], args.draws, args.per_class)
+        print(json.dumps(res, indent=1, default=float))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(res, indent=1, default=float))
+        return
     res, X = planted(args)
     if args.scale:
         res["scale"] = scale(X, args.scale, args.seed)

@@ -213,10 +213,18 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
     assert resp.count > 10 and 0.0 <= resp.accuracy <= 1.0 and resp.split == "test"
     assert resp.slices and {s.field for s in resp.slices} <= {"concept", "cluster", "q_brightness", "q_contrast", "q_blur"}
     assert all(s.count >= 3 and s.accuracy_low <= s.accuracy <= s.accuracy_high for s in resp.slices)
-    gaps = [s.confident_gap for s in resp.slices]
+    # ranked by the Brier score by default, each figure within its interval
+    assert resp.rank_by == "brier" and 0.0 <= resp.brier <= 2.0 and 0.0 <= resp.f1 <= 1.0
+    assert all(s.brier_low <= s.brier <= s.brier_high and s.f1_low <= s.f1 <= s.f1_high for s in resp.slices)
+    gaps = [s.rank_gap for s in resp.slices]
     assert gaps == sorted(gaps, reverse=True)
+    by_accuracy = client.worst_slices(APP, "animals", split="test", min_size=3, rank_by="accuracy")
+    gaps = [s.confident_gap for s in by_accuracy.slices]
+    assert by_accuracy.rank_by == "accuracy" and gaps == sorted(gaps, reverse=True) and gaps == [s.rank_gap for s in by_accuracy.slices]
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
         client.worst_slices(APP, "animals", split="holdout")
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT: rank_by must be one of"):
+        client.worst_slices(APP, "animals", rank_by="auc")
 
 
 def test_the_map_coloured_by_prediction_and_dataset_split(client: Firstlight, planted: dict) -> None:

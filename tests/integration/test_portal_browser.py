@@ -572,11 +572,19 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     d.find_element(By.ID, "slices-run").click()
     summary = wait(d, lambda d: d.find_elements(By.ID, "slices-summary"), 120, what="worst slices")[0].text
     assert summary.startswith(f"animals version {done['version']} on validation: accuracy"), summary
+    assert "Ranked by Brier score" in summary, summary
     rows = d.find_elements(By.CSS_SELECTOR, "#slices tbody tr")
     assert rows and all(r.find_element(By.CSS_SELECTOR, "th").text.startswith(("concept", "embedding cluster", "brightness", "contrast", "blur")) for r in rows)
     assert d.find_elements(By.ID, "health-verdict")  # the check stays on the page
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
     shot(d, "19-data-quality-slices")
+    # ranked by accuracy instead: the selector keeps the choice
+    d.find_element(By.CSS_SELECTOR, '#slices-rank-by option[value="accuracy"]').click()
+    d.find_element(By.ID, "slices-run").click()
+    summary = wait(d, lambda d: [e for e in d.find_elements(By.ID, "slices-summary") if "Ranked by accuracy" in e.text], 120, what="slices by accuracy")[0].text
+    assert d.find_element(By.CSS_SELECTOR, '#slices-rank-by option[value="accuracy"]').is_selected(), summary
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
+    shot(d, "19-data-quality-slices-by-accuracy")
     # The histogram of a stored quality metric: the black blank image alone in the lowest
     # brightness bucket (the animals are far brighter), each bar a link to the gallery's filter.
     from selenium.webdriver.support.ui import Select

@@ -47,16 +47,51 @@ class FakeCuration:
 
     async def get_worst_slices(self, req, key):  # type: ignore[no-untyped-def]
         self.calls.append(req)
+        if req.rank_by not in ("", "brier", "accuracy", "f1"):  # as the service refuses it
+            raise errors.InvalidArgument(f"rank_by must be one of brier, accuracy, f1 (got {req.rank_by!r})")
         return curation_pb2.WorstSlicesResponse(
             model_version="3",
             split=req.split,
             count=120,
             accuracy=0.9,
+            f1=0.88,
+            brier=0.17,
+            rank_by=req.rank_by or "brier",
             slices=[
                 curation_pb2.Slice(
-                    field="concept", value="horse", count=30, accuracy=0.6, accuracy_low=0.42, accuracy_high=0.75, gap=0.3, confident_gap=0.15, f1=0.62
+                    field="concept",
+                    value="horse",
+                    count=30,
+                    accuracy=0.6,
+                    accuracy_low=0.42,
+                    accuracy_high=0.75,
+                    gap=0.3,
+                    confident_gap=0.15,
+                    f1=0.62,
+                    f1_low=0.5,
+                    f1_high=0.71,
+                    brier=0.52,
+                    brier_low=0.41,
+                    brier_high=0.63,
+                    rank_gap=0.24,
                 ),
-                curation_pb2.Slice(field="q_blur", value="q1", count=30, accuracy=0.87, accuracy_low=0.7, accuracy_high=0.95, gap=0.03, confident_gap=-0.05),
+                curation_pb2.Slice(
+                    field="q_blur",
+                    value="q1",
+                    count=30,
+                    accuracy=0.87,
+                    accuracy_low=0.7,
+                    accuracy_high=0.95,
+                    gap=0.03,
+                    confident_gap=-0.05,
+                    f1=0.85,
+                    f1_low=0.7,
+                    f1_high=0.93,
+                    brier=0.2,
+                    brier_low=0.12,
+                    brier_high=0.28,
+                    rank_gap=-0.05,
+                ),
             ],
         )
 
@@ -129,7 +164,12 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
     r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?split=test&min_size=10", headers=h)
     assert r.status_code == 200 and r.json()["slices"][0]["value"] == "horse"
     req = fake.curation.calls[-1]
-    assert (req.model_id, req.model_version, req.split, req.min_size) == ("animals", "", "test", 10)
+    assert (req.model_id, req.model_version, req.split, req.min_size, req.rank_by) == ("animals", "", "test", 10, "")
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?rank_by=f1", headers=h)
+    assert r.status_code == 200 and r.json()["rank_by"] == "f1" and fake.curation.calls[-1].rank_by == "f1"
+    assert r.json()["slices"][0]["brier_high"] == pytest.approx(0.63)
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?rank_by=auc", headers=h)
+    assert r.status_code == 400 and "rank_by must be one of" in r.json()["error"]["message"]
     paths = client.get("/v1/openapi.json").json()["paths"]
     for p in (
         "/v1/apps/{app_id}/quality/health",
@@ -163,7 +203,12 @@ def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # ty
     assert html.count('name="members"') == 3 and 'type="radio" name="keep" value="a" checked' in html
     assert HOSTILE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # autoescaped
     assert "/v1/apps/app1/inputs/o1/thumbnail" in html and "dark" in html
-    assert "concept horse" in html and "worse with 95% confidence" in html and "<option>general</option>" not in html
+    assert "concept horse" in html and "worse by Brier score with 95% confidence" in html and "<option>general</option>" not in html
+    assert '0.520 <span class="muted">0.410–0.630</span>' in html and '<option value="brier" selected>' in html  # Brier with its interval
+    page = client.get("/portal/apps/app1/quality?model=animals&rank_by=accuracy").text
+    assert fake.curation.calls[-1].rank_by == "accuracy" and '<option value="accuracy" selected>' in page and "Ranked by accuracy" in page
+    client.get("/portal/apps/app1/quality?model=animals&rank_by=bogus")  # the page falls back to the default, not a 400
+    assert fake.curation.calls[-1].rank_by == "brier"
     # keep one: the ticked member kept, the others dropped; the check runs again
     r = client.post("/portal/apps/app1/quality/keep-one", data={"csrf": session.csrf, "keep": "b", "members": ["a", "b", "c"]}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/portal/apps/app1/quality?run=1&")  # a reload does not post again

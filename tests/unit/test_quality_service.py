@@ -171,9 +171,16 @@ def test_worst_slices_of_a_version_find_the_weak_concept(tmp_path):
     r = cur.worst_slices("app", "m", "", "validation", min_size=20)
     first = r["slices"][0][0]
     assert r["count"] == 300 and (first.field, first.value) == ("concept", "c") and first.confident_gap > 0
+    assert r["rank_by"] == "brier" and first.rank_gap > 0 and first.figures["brier"].low > r["overall"]["brier"]
     assert all(s.n >= 20 for s, _, _ in r["slices"])
+    for rank_by in ("accuracy", "f1"):
+        r = cur.worst_slices("app", "m", "", "validation", min_size=20, rank_by=rank_by)
+        assert r["rank_by"] == rank_by and r["slices"][0][0].value == "c"
     with pytest.raises(InvalidArgument):
         cur.worst_slices("app", "m", "", "holdout")
+    for bad in ("log_loss", "Brier", "brier "):  # only what the API offers, matched exactly
+        with pytest.raises(InvalidArgument, match="rank_by must be one of brier, accuracy, f1"):
+            cur.worst_slices("app", "m", "", "validation", rank_by=bad)
 
 
 def test_keep_one_deletes_only_checked_duplicates_whose_labels_the_kept_one_has():

@@ -102,17 +102,29 @@ def worst_slices(
     version: str = "",
     split: str = "validation",
     min_size: int = 20,
+    rank_by: str = typer.Option("", help="brier (default: where the head is least reliable), accuracy or f1"),
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Where a model version does worst on a split: per concept, embedding cluster and image-quality quartile."""
+    """Where a model version does worst on a split: per concept, embedding cluster and image-quality
+    quartile; accuracy, F1 and Brier score (lower is better) with 95% intervals."""
     with client(data_dir) as fl:
-        resp = fl.worst_slices(app_id, model_id, version=version, split=split, min_size=min_size)
-    table = Table(title=f"{model_id} v{resp.model_version} on {resp.split}: accuracy {resp.accuracy:.3f} over {resp.count} inputs")
-    for col in ("slice", "n", "accuracy", "95% interval", "gap", "note"):
+        resp = fl.worst_slices(app_id, model_id, version=version, split=split, min_size=min_size, rank_by=rank_by)
+    table = Table(
+        title=f"{model_id} v{resp.model_version} on {resp.split}, worst by {resp.rank_by}: accuracy {resp.accuracy:.3f}, "
+        f"macro F1 {resp.f1:.3f}, Brier {resp.brier:.3f} over {resp.count} inputs"
+    )
+    for col in ("slice", "n", "accuracy (95%)", "F1 (95%)", "Brier (95%)", f"worse by ({resp.rank_by})", "note"):
         table.add_column(col)
     for s in resp.slices:
-        note = f"mostly {s.majority_concept} ({s.majority_share:.0%})" if s.majority_concept else (f"F1 {s.f1:.3f}" if s.field == "concept" else "")
-        table.add_row(f"{s.field}={s.value}", str(s.count), f"{s.accuracy:.3f}", f"{s.accuracy_low:.3f}-{s.accuracy_high:.3f}", f"{s.gap:+.3f}", note)
+        table.add_row(
+            f"{s.field}={s.value}",
+            str(s.count),
+            f"{s.accuracy:.3f} ({s.accuracy_low:.3f}-{s.accuracy_high:.3f})",
+            f"{s.f1:.3f} ({s.f1_low:.3f}-{s.f1_high:.3f})",
+            f"{s.brier:.3f} ({s.brier_low:.3f}-{s.brier_high:.3f})",
+            f"{s.rank_gap:+.3f}",
+            f"mostly {s.majority_concept} ({s.majority_share:.0%})" if s.majority_concept else "",
+        )
     console.print(table)
 
 

@@ -403,10 +403,10 @@ class Curation:
             self._pixels.pop((app_id, i), None)
         return {"kept": keep, "deleted": list(drop), "kind": group.kind, "similarity": group.similarity}
 
-    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0) -> dict[str, Any]:
+    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0, rank_by: str = "") -> dict[str, Any]:
         """Slices of a split of the version's dataset where the head does worst: true concept,
         embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
-        brightness, contrast and blur."""
+        brightness, contrast and blur; ranked by ``rank_by`` (brier by default, accuracy, f1)."""
         from firstlight.curation.quality import slices
         from firstlight.media import image_metrics
 
@@ -419,6 +419,9 @@ class Curation:
         limit = limit or 20
         if min_size < 1 or not 0 < limit <= 1000:
             raise InvalidArgument("min_size must be ≥ 1 and limit between 1 and 1000")
+        rank_by = rank_by or slices.DEFAULT_RANK_BY
+        if rank_by not in slices.RANK_BY:
+            raise InvalidArgument(f"rank_by must be one of {', '.join(slices.RANK_BY)} (got {rank_by!r})")
         model, version = self._model_version(app_id, model_id, version)
         v, rows = self._version_rows(app_id, model_id, version)
         if v is None:
@@ -440,13 +443,13 @@ class Curation:
         if len(facts) == len(maybe):
             for metric in ("brightness", "contrast", "blur"):
                 fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])
-        overall, worst = slices.worst_slices(y, pred, fields, min_size=min_size, limit=limit)
+        report = slices.rank_slices(y, pred, fields, proba=proba, concepts=model.concepts, rank_by=rank_by, min_size=min_size, limit=limit)
         out = []
-        for s in worst:
+        for s in report.slices:
             majority, share = "", 0.0
             if s.field == "cluster":
                 members = [y[k] for k, c in enumerate(fields["cluster"]) if c == s.value]
                 majority = max(set(members), key=members.count)
                 share = members.count(majority) / len(members)
             out.append((s, majority, share))
-        return {"version": str(version), "split": split, "count": len(ids), "accuracy": overall, "slices": out}
+        return {"version": str(version), "split": split, "count": len(ids), "overall": dict(report.overall), "rank_by": rank_by, "slices": out}

@@ -289,13 +289,24 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
 
     async def GetWorstSlices(self, request, context):  # type: ignore[no-untyped-def]
         r = await asyncio.to_thread(
-            self.curation.worst_slices, request.app_id, request.model_id, request.model_version, request.split, request.min_size, request.limit
+            self.curation.worst_slices,
+            request.app_id,
+            request.model_id,
+            request.model_version,
+            request.split,
+            request.min_size,
+            request.limit,
+            request.rank_by,
         )
+        overall = r["overall"]
         return curation_pb2.WorstSlicesResponse(
             model_version=r["version"],
             split=r["split"],
             count=r["count"],
-            accuracy=r["accuracy"],
+            accuracy=overall["accuracy"],
+            f1=overall["f1"],
+            brier=overall["brier"],
+            rank_by=r["rank_by"],
             slices=[
                 curation_pb2.Slice(
                     field=s.field,
@@ -309,6 +320,12 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
                     f1=s.f1 or 0.0,
                     majority_concept=m,
                     majority_share=share,
+                    f1_low=s.figures["f1"].low,
+                    f1_high=s.figures["f1"].high,
+                    brier=s.figures["brier"].value,
+                    brier_low=s.figures["brier"].low,
+                    brier_high=s.figures["brier"].high,
+                    rank_gap=s.rank_gap,
                 )
                 for s, m, share in r["slices"]
             ],

@@ -53,6 +53,8 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
         "histogram": None,
         "histogram_error": "",
         "histogram_metrics": quality_views.HISTOGRAM_METRICS,
+        "rank_by_choices": quality_views.RANK_BY,
+        "rank_by_words": quality_views.RANK_BY_WORDS,
     }
     try:
         listed = await cl.inference.list_models(inference_pb2.ListModelsRequest(app_id=app_id), key=s.key)
@@ -82,7 +84,11 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
             ctx["health_error"] = str(exc)
     if q["model"]:
         try:
-            resp = to_json(await cl.curation.get_worst_slices(slices_request(app_id, q["model"], q["model_version"], q["split"], q["min_size"], 20), key=s.key))
+            resp = to_json(
+                await cl.curation.get_worst_slices(
+                    slices_request(app_id, q["model"], q["model_version"], q["split"], q["min_size"], 20, q["rank_by"]), key=s.key
+                )
+            )
             ctx["slices"] = quality_views.slices_view(resp)
             ctx["slices_meta"] = resp
         except (errors.Unauthenticated, errors.PermissionDenied):
@@ -112,6 +118,7 @@ def _query(
     split: str,
     min_size: str,
     metric: str = "",
+    rank_by: str = "",
 ) -> dict:
     def number(text: str, default: int, hi: int) -> int:
         return max(1, min(int(text), hi)) if text.strip().isdigit() else default
@@ -127,6 +134,7 @@ def _query(
         "model_version": model_version.strip(),
         "split": split if split in ("validation", "test", "train") else "validation",
         "min_size": number(min_size, 20, 100_000),
+        "rank_by": rank_by if rank_by in quality_views.RANK_BY else quality_views.RANK_BY[0],
         "metric": metric if metric in quality_views.HISTOGRAM_METRICS else "",
     }
 
@@ -146,11 +154,12 @@ async def quality_page(
     split: str = "validation",
     min_size: str = "20",
     metric: str = "",
+    rank_by: str = "",
     done: str = "",
 ) -> Response:
     """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
-    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric)
+    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric, rank_by)
     return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 

@@ -64,14 +64,16 @@ async def keep_one(app_id: str, body: KeepOneBody, c: Caller = Depends(caller), 
     return to_json(await cl.curation.keep_one_duplicate(req, key=c.key))
 
 
-def slices_request(app_id: str, model_id: str, version: str, split: str, min_size: int, limit: int) -> curation_pb2.WorstSlicesRequest:
-    return curation_pb2.WorstSlicesRequest(app_id=app_id, model_id=model_id, model_version=_version(version), split=split, min_size=min_size, limit=limit)
+def slices_request(app_id: str, model_id: str, version: str, split: str, min_size: int, limit: int, rank_by: str = "") -> curation_pb2.WorstSlicesRequest:
+    return curation_pb2.WorstSlicesRequest(
+        app_id=app_id, model_id=model_id, model_version=_version(version), split=split, min_size=min_size, limit=limit, rank_by=rank_by
+    )
 
 
 @router.get(
     "/apps/{app_id}/models/{model_id}/versions/{version}/slices",
     tags=["quality"],
-    summary="Where a version (`serving`: the serving one) does worst on a split: per concept, embedding cluster, image-quality quartile, 95% intervals",
+    summary="Where a version (`serving`: the serving one) does worst on a split: per concept, cluster, quality quartile; accuracy, F1, Brier, 95% intervals",
 )
 async def worst_slices(
     app_id: str,
@@ -80,10 +82,11 @@ async def worst_slices(
     split: str = Query("validation", description="validation, test or train"),
     min_size: int = Query(20, ge=1, description="smallest slice reported"),
     limit: int = Query(20, ge=1, le=1000),
+    rank_by: str = Query("", description="brier (default: the head's least reliable slices), accuracy or f1; 400 otherwise"),
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
-    return to_json(await cl.curation.get_worst_slices(slices_request(app_id, model_id, version, split, min_size, limit), key=c.key))
+    return to_json(await cl.curation.get_worst_slices(slices_request(app_id, model_id, version, split, min_size, limit, rank_by), key=c.key))
 
 
 @router.get(

@@ -122,6 +122,11 @@ def ids_to_describe(report: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+# the slices' ranking figures, the service's default first, with the words the page shows
+RANK_BY = ("brier", "accuracy", "f1")
+RANK_BY_WORDS = {"brier": "Brier score", "accuracy": "accuracy", "f1": "F1"}
+
+
 @dataclass(frozen=True)
 class SliceRow:
     name: str
@@ -130,16 +135,25 @@ class SliceRow:
     low: float
     high: float
     gap: float
-    confident: bool  # worse than overall with 95% confidence
+    confident: bool  # worse than overall with 95% confidence, by the figure ranked by
     note: str
+    f1: float = 0.0
+    f1_low: float = 0.0
+    f1_high: float = 0.0
+    brier: float = 0.0
+    brier_low: float = 0.0
+    brier_high: float = 0.0
+    rank_gap: float = 0.0
 
 
 def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
+    # a service from before rank_by ranked by accuracy and sent no rank_gap
+    gap_key = "rank_gap" if resp.get("rank_by") else "confident_gap"
     out = []
     for s in resp.get("slices", []):
         field_, value = s["field"], s["value"]
         if field_ == "concept":
-            name, note = f"concept {value}", f"F1 {float(s.get('f1', 0.0)):.3f}"
+            name, note = f"concept {value}", ""
         elif field_ == "cluster":
             name = f"embedding cluster {value}"
             note = f"mostly {s['majority_concept']} ({float(s.get('majority_share', 0.0)):.0%})" if s.get("majority_concept") else ""
@@ -155,8 +169,9 @@ def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
                 float(s.get("accuracy_low", 0.0)),
                 float(s.get("accuracy_high", 0.0)),
                 float(s.get("gap", 0.0)),
-                float(s.get("confident_gap", 0.0)) > 0,
+                float(s.get(gap_key, 0.0)) > 0,
                 note,
+                *(float(s.get(k, 0.0)) for k in ("f1", "f1_low", "f1_high", "brier", "brier_low", "brier_high", "rank_gap")),
             )
         )
     return out

@@ -171,12 +171,23 @@ class CurationCalls(ServiceCalls):
 
     @wrap_errors
     def worst_slices(
-        self, app_id: str, model_id: str, *, version: str = "", split: str = "validation", min_size: int = 20, limit: int = 20
+        self,
+        app_id: str,
+        model_id: str,
+        *,
+        version: str = "",
+        split: str = "validation",
+        min_size: int = 20,
+        limit: int = 20,
+        rank_by: str = "",
     ) -> curation_pb2.WorstSlicesResponse:
         """Where a model version does worst on a split (per concept, embedding cluster, quality
-        quartile), with Wilson intervals, worst first."""
+        quartile), worst first: accuracy, F1 and Brier score each with a 95% interval, ranked by
+        ``rank_by`` (``brier`` by default, ``accuracy`` or ``f1``) through the pessimistic gap."""
         return self._curation().GetWorstSlices(
-            curation_pb2.WorstSlicesRequest(app_id=app_id, model_id=model_id, model_version=version, split=split, min_size=min_size, limit=limit),
+            curation_pb2.WorstSlicesRequest(
+                app_id=app_id, model_id=model_id, model_version=version, split=split, min_size=min_size, limit=limit, rank_by=rank_by
+            ),
             timeout=self._deadline("GetWorstSlices"),
         )
 

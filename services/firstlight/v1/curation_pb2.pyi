@@ -1520,6 +1520,7 @@ class WorstSlicesRequest(_message.Message):
     SPLIT_FIELD_NUMBER: _builtins.int
     MIN_SIZE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    RANK_BY_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -1532,6 +1533,11 @@ class WorstSlicesRequest(_message.Message):
     """Smallest slice reported (0 = 20)."""
     limit: _builtins.int
     """Most slices returned (0 = 20)."""
+    rank_by: _builtins.str
+    """Figure the slices are ranked by: brier (default, ""), accuracy or f1 (INVALID_ARGUMENT
+    otherwise). Each ranks by the pessimistic gap to the overall figure: how far the slice's 95%
+    bound on its better side still is from overall.
+    """
     def __init__(
         self,
         *,
@@ -1541,10 +1547,11 @@ class WorstSlicesRequest(_message.Message):
         split: _builtins.str = ...,
         min_size: _builtins.int = ...,
         limit: _builtins.int = ...,
+        rank_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "rank_by", b"rank_by", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1567,6 +1574,12 @@ class Slice(_message.Message):
     F1_FIELD_NUMBER: _builtins.int
     MAJORITY_CONCEPT_FIELD_NUMBER: _builtins.int
     MAJORITY_SHARE_FIELD_NUMBER: _builtins.int
+    F1_LOW_FIELD_NUMBER: _builtins.int
+    F1_HIGH_FIELD_NUMBER: _builtins.int
+    BRIER_FIELD_NUMBER: _builtins.int
+    BRIER_LOW_FIELD_NUMBER: _builtins.int
+    BRIER_HIGH_FIELD_NUMBER: _builtins.int
+    RANK_GAP_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """concept, cluster, or q_<metric> (a quartile of an image-quality metric)."""
     value: _builtins.str
@@ -1582,10 +1595,25 @@ class Slice(_message.Message):
     confident_gap: _builtins.float
     """Overall accuracy minus the slice's upper bound (> 0: worse than overall with 95% confidence)."""
     f1: _builtins.float
-    """For concept slices: the concept's F1."""
+    """For concept slices: the concept's F1 on the split; other slices: the F1 of the concepts
+    true in the slice, weighted by their inputs there.
+    """
     majority_concept: _builtins.str
     """For cluster slices: its most common true concept and that concept's share."""
     majority_share: _builtins.float
+    f1_low: _builtins.float
+    """95% bootstrap interval of f1."""
+    f1_high: _builtins.float
+    brier: _builtins.float
+    """Mean Brier score of the head's probabilities (sum over concepts of (p - [true])^2; 0 best,
+    2 worst), and the Student-t 95% interval of that mean.
+    """
+    brier_low: _builtins.float
+    brier_high: _builtins.float
+    rank_gap: _builtins.float
+    """The pessimistic gap of the figure ranked by, in its units (> 0: worse than overall with
+    95% confidence).
+    """
     def __init__(
         self,
         *,
@@ -1600,10 +1628,16 @@ class Slice(_message.Message):
         f1: _builtins.float = ...,
         majority_concept: _builtins.str = ...,
         majority_share: _builtins.float = ...,
+        f1_low: _builtins.float = ...,
+        f1_high: _builtins.float = ...,
+        brier: _builtins.float = ...,
+        brier_low: _builtins.float = ...,
+        brier_high: _builtins.float = ...,
+        rank_gap: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_high", b"accuracy_high", "accuracy_low", b"accuracy_low", "confident_gap", b"confident_gap", "count", b"count", "f1", b"f1", "field", b"field", "gap", b"gap", "majority_concept", b"majority_concept", "majority_share", b"majority_share", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "accuracy_high", b"accuracy_high", "accuracy_low", b"accuracy_low", "brier", b"brier", "brier_high", b"brier_high", "brier_low", b"brier_low", "confident_gap", b"confident_gap", "count", b"count", "f1", b"f1", "f1_high", b"f1_high", "f1_low", b"f1_low", "field", b"field", "gap", b"gap", "majority_concept", b"majority_concept", "majority_share", b"majority_share", "rank_gap", b"rank_gap", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1620,6 +1654,9 @@ class WorstSlicesResponse(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     ACCURACY_FIELD_NUMBER: _builtins.int
     SLICES_FIELD_NUMBER: _builtins.int
+    RANK_BY_FIELD_NUMBER: _builtins.int
+    F1_FIELD_NUMBER: _builtins.int
+    BRIER_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Version scored."""
     split: _builtins.str
@@ -1627,6 +1664,11 @@ class WorstSlicesResponse(_message.Message):
     count: _builtins.int
     """Inputs scored and the overall accuracy on them."""
     accuracy: _builtins.float
+    rank_by: _builtins.str
+    """The figure ranked by (brier, accuracy or f1)."""
+    f1: _builtins.float
+    """Overall macro F1 and mean Brier score on the inputs scored."""
+    brier: _builtins.float
     @_builtins.property
     def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]:
         """Worst first."""
@@ -1639,10 +1681,13 @@ class WorstSlicesResponse(_message.Message):
         count: _builtins.int = ...,
         accuracy: _builtins.float = ...,
         slices: _abc.Iterable[Global___Slice] | None = ...,
+        rank_by: _builtins.str = ...,
+        f1: _builtins.float = ...,
+        brier: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "count", b"count", "model_version", b"model_version", "slices", b"slices", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "brier", b"brier", "count", b"count", "f1", b"f1", "model_version", b"model_version", "rank_by", b"rank_by", "slices", b"slices", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
