@@ -22,6 +22,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
+    "GetHeadWeights", "ExplainPrediction",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -36,7 +37,8 @@ DEADLINES_S: dict[str, float] = {
     "SuggestInputsForLabeling": 300.0,
     "GetDriftReport": 300.0,
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
-    "KeepOneDuplicate": 300.0,  # reads and decodes the group's images unless a check already did
+    "KeepOneDuplicate": 300.0,
+    "ExplainPrediction": 120.0,  # the first call of a process loads the torch backbone  # reads and decodes the group's images unless a check already did
     "SetEmbeddingModel": 180.0,
     "StreamInputs": 600.0,
     # A video's upload and decode (the byte and duration limits bound them; 3 h of video at

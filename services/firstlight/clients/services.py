@@ -322,6 +322,9 @@ class TrainingClient(_Service):
     async def score_inputs(self, req: training_pb2.ScoreInputsRequest, *, key: str | None = None) -> training_pb2.ScoreInputsResponse:
         return await self._unary("ScoreInputs", req, key)
 
+    async def get_head_weights(self, req: training_pb2.GetHeadWeightsRequest, *, key: str | None = None) -> training_pb2.HeadWeights:
+        return await self._unary("GetHeadWeights", req, key)
+
 
 class CurationClient(_Service):
     stub_class = curation_pb2_grpc.CurationServiceStub
@@ -367,6 +370,9 @@ class CurationClient(_Service):
 
     async def list_learning_rounds(self, req: curation_pb2.ListLearningRoundsRequest, *, key: str | None = None) -> curation_pb2.ListLearningRoundsResponse:
         return await self._unary("ListLearningRounds", req, key)
+
+    async def explain_prediction(self, req: curation_pb2.ExplainPredictionRequest, *, key: str | None = None) -> curation_pb2.ExplainPredictionResponse:
+        return await self._unary("ExplainPrediction", req, key)
 
 
 class EmbeddingClient(_Service):

@@ -8,6 +8,7 @@ from datetime import datetime
 import grpc
 
 from firstlight.curation.core import Curation
+from firstlight.curation.explanations import Explained, Explanations
 from firstlight.curation.leases import PoolSource, QueueLeases
 from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
@@ -96,8 +97,16 @@ def _round(r: dict) -> curation_pb2.LearningRound:
 
 @map_errors
 class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
-    def __init__(self, curation: Curation, stream: StreamCuration | None = None, rounds: Rounds | None = None, drift: StreamDrift | None = None) -> None:
+    def __init__(
+        self,
+        curation: Curation,
+        stream: StreamCuration | None = None,
+        rounds: Rounds | None = None,
+        drift: StreamDrift | None = None,
+        explanations: Explanations | None = None,
+    ) -> None:
         self.curation = curation
+        self.explanations = explanations or Explanations(curation.platform, curation.training)
         self.stream = stream
         self.rounds = rounds
         self.stream_drift = drift
@@ -305,6 +314,48 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
                 for s, m, share in r["slices"]
             ],
         )
+
+    async def ExplainPrediction(self, request, context):  # type: ignore[no-untyped-def]
+        which = request.WhichOneof("query")
+        r = await asyncio.to_thread(
+            self.explanations.explain,
+            request.app_id,
+            request.model_id,
+            request.model_version,
+            request.input_id if which == "input_id" else "",
+            request.image_bytes if which == "image_bytes" else b"",
+            request.top_k,
+            request.evidence_count,
+            request.method,
+        )
+        return _explained(r)
+
+
+def _explained(r: Explained) -> curation_pb2.ExplainPredictionResponse:
+    x0, y0, x1, y1 = r.box
+    return curation_pb2.ExplainPredictionResponse(
+        model_version=r.version,
+        template=r.template,
+        activation=r.activation,
+        method=r.method,
+        concepts=[
+            curation_pb2.ConceptExplanation(
+                concept=c.concept,
+                score=c.score,
+                overlay_png=c.overlay_png,
+                map_height=int(c.saliency.shape[0]),
+                map_width=int(c.saliency.shape[1]),
+                saliency=c.saliency.ravel().tolist(),
+                evidence=[curation_pb2.ExplanationEvidence(input_id=i, similarity=s, concepts=cs) for i, s, cs in c.evidence],
+            )
+            for c in r.concepts
+        ],
+        grid_png=r.grid_png,
+        image_width=r.width,
+        image_height=r.height,
+        model_input_box=common_pb2.BoundingBox(x0=x0, y0=y0, x1=x1, y1=y1),
+        input_id=r.input_id,
+    )
 
 
 def add_to_server(servicer: CurationServicer, server: grpc.aio.Server) -> list[str]:

@@ -89,6 +89,15 @@ class CurationServiceStub:
     """The stored predictions of a scored version, filtered by predicted concept and score range,
     most confident or most uncertain first, paged.
     """
+    ExplainPrediction: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ExplainPredictionRequest, _curation_pb2.ExplainPredictionResponse]
+    """Why a model version predicts what it does on one image: per top predicted concept a
+    saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+    torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+    PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+    the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+    model or version.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -146,6 +155,15 @@ class CurationServiceAsyncStub(CurationServiceStub):
     ListPoolPredictions: _aio.UnaryUnaryMultiCallable[_curation_pb2.ListPoolPredictionsRequest, _curation_pb2.ListPoolPredictionsResponse]  # type: ignore[assignment]
     """The stored predictions of a scored version, filtered by predicted concept and score range,
     most confident or most uncertain first, paged.
+    """
+    ExplainPrediction: _aio.UnaryUnaryMultiCallable[_curation_pb2.ExplainPredictionRequest, _curation_pb2.ExplainPredictionResponse]  # type: ignore[assignment]
+    """Why a model version predicts what it does on one image: per top predicted concept a
+    saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+    torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+    PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+    the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+    model or version.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -285,6 +303,21 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_curation_pb2.ListPoolPredictionsResponse, _abc.Awaitable[_curation_pb2.ListPoolPredictionsResponse]]:
         """The stored predictions of a scored version, filtered by predicted concept and score range,
         most confident or most uncertain first, paged.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainPrediction(
+        self,
+        request: _curation_pb2.ExplainPredictionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ExplainPredictionResponse, _abc.Awaitable[_curation_pb2.ExplainPredictionResponse]]:
+        """Why a model version predicts what it does on one image: per top predicted concept a
+        saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+        torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+        PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+        the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+        model or version.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
