@@ -135,5 +135,5 @@ def test_render_geometry_and_pictures():
     img = np.full((100, 200, 3), 128, np.uint8)
     over = explain_render.overlay(img, sal, inside)
     assert over.shape == img.shape and over[50, 10].max() < 128  # outside the model's view: dimmed
-    grid = Image.open(io.BytesIO(explain_render.grid_png(img, [("cat 0.90", sal, over)], tile_px=50)))
+    grid = Image.open(io.BytesIO(explain_render.grid_png(img, [("cat 0.90", sal, inside, over)], tile_px=50)))
     assert grid.height == 50 + 18 + 2 * 6 and grid.width == 3 * 100 + 4 * 6

@@ -189,7 +189,7 @@ class Explanations:
         for name, k, raw in zip(names, ex.top, ex.maps):
             sal, inside = explain_render.place(raw, box, *shown.shape[:2])
             over = explain_render.overlay(shown, sal, inside)
-            rows.append((f"{name} {float(ex.proba[k]):.2f}", sal, over))
+            rows.append((f"{name} {float(ex.proba[k]):.2f}", sal, inside, over))
             out.append(ConceptExplained(name, float(ex.proba[k]), explain_render.png(over), raw, near[name]))
         return Explained(
             version=head.version, template=head.template, activation=head.activation, method=method, concepts=out,

@@ -63,10 +63,10 @@ def place(raw_map: np.ndarray, box: tuple[float, float, float, float], height: i
     return sal, inside
 
 
-def overlay(image: np.ndarray, saliency: np.ndarray, inside: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The coloured map over the image, opaque where salient (alpha·saliency^0.7: faint areas
-    stay readable); outside the model's input the image is dimmed."""
-    a = (alpha * np.power(saliency, 0.7))[..., None]
+def overlay(image: np.ndarray, saliency: np.ndarray, inside: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """The coloured map over the image, as opaque as the area is salient (alpha·saliency: the
+    image stays readable where nothing is); outside the model's input the image is dimmed."""
+    a = (alpha * saliency)[..., None]
     out = (1 - a) * image.astype(np.float32) + a * colorize(saliency).astype(np.float32)
     out[~inside] *= 0.35
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -78,18 +78,25 @@ def png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def grid_png(image: np.ndarray, rows: Sequence[tuple[str, np.ndarray, np.ndarray]], tile_px: int = 224) -> bytes:
+def map_picture(saliency: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """The coloured map alone, grey outside the model's input."""
+    out = colorize(saliency)
+    out[~inside] = (200, 200, 200)
+    return out
+
+
+def grid_png(image: np.ndarray, rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], tile_px: int = 224) -> bytes:
     """One PNG, a row per concept: image | map | overlay, each scaled to ``tile_px`` high, with
-    the row's caption (e.g. "cat 0.93") above. ``rows``: (caption, saliency, overlay)."""
+    the row's caption (e.g. "cat 0.93") above. ``rows``: (caption, saliency, inside, overlay)."""
     h, w = image.shape[:2]
     tw = max(1, round(w * tile_px / h))
     caption_px, pad = 18, 6
     sheet = Image.new("RGB", (3 * tw + 4 * pad, len(rows) * (tile_px + caption_px + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for r, (caption, sal, over) in enumerate(rows):
+    for r, (caption, sal, inside, over) in enumerate(rows):
         top = pad + r * (tile_px + caption_px + pad)
         draw.text((pad, top + 2), caption, fill=(20, 20, 20))
-        for c, tile in enumerate((image, colorize(sal), over)):
+        for c, tile in enumerate((image, map_picture(sal, inside), over)):
             sheet.paste(Image.fromarray(tile).resize((tw, tile_px), Image.Resampling.BILINEAR), (pad + c * (tw + pad), top + caption_px))
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
