@@ -79,7 +79,10 @@ class Explanations:
             return self._model
 
     def _head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
-        head = self.training.head(app_id, model_id, version)
+        try:
+            head = self.training.head(app_id, model_id, version)
+        except FailedPrecondition as exc:  # a deep template: say what this RPC explains
+            raise FailedPrecondition(f"cannot explain it: {exc} (explanations run on heads on the built-in backbone)") from None
         if head.embedding_model:
             raise FailedPrecondition(
                 f"model {model_id!r} version {head.version} was trained on the app's own embedder {head.embedding_model!r}; "
