@@ -634,5 +634,26 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     target = first.get_attribute("data-id")
     d.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", first)
     wait(d, lambda d: d.current_url.endswith(f"/inputs/{target}"), what="a dot opens its input")
+    # Why the model predicts what it does on a photo: overlays and the nearest labeled examples.
+    photo = {"id": "chelsea", "base64": b64(datasets.sample_photo("chelsea"))}
+    assert api.post(f"/v1/apps/{DQ_APP}/inputs", json={"inputs": [photo]}).status_code == 201
+    eventually(lambda: api.get(f"/v1/apps/{DQ_APP}/inputs/chelsea").status_code == 200, 60, what="stored")
+    d.get(f"{base}/portal/apps/{DQ_APP}/inputs/chelsea")
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, '#explain-model option[value="animals"]'), what="models listed")
+    d.find_element(By.ID, "explain-run").click()
+    rows = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#explanation .explain-row"), 120, what="explanation")
+    assert len(rows) == 3 and {r.get_attribute("data-concept") for r in rows} == set(DQ_CLASSES)
+    overlays = d.find_elements(By.CSS_SELECTOR, "#explanation img.overlay")
+    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in overlays), what="overlays drawn")
+    sizes = [d.execute_script("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", i) for i in overlays]
+    assert all(abs(w / h - 451 / 300) < 0.01 for w, h in sizes), sizes  # the photo's aspect
+    for r in rows:  # every evidence tile is a labeled example of the row's concept
+        captions = [t.find_element(By.CSS_SELECTOR, ".concepts").text for t in r.find_elements(By.CSS_SELECTOR, ".tile")]
+        assert captions and all(r.get_attribute("data-concept") in c.split(", ") for c in captions), captions
+    thumbs = d.find_elements(By.CSS_SELECTOR, "#explanation .tile img")
+    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in thumbs), what="evidence thumbnails")
+    assert d.find_element(By.ID, "explain-state").text.startswith(f"animals v{done['version']}")
+    d.execute_script("arguments[0].scrollIntoView(); window.scrollBy(0, -60)", d.find_element(By.ID, "explain-card"))  # below the sticky bar
+    shot(d, "20-input-explanation")
     d.find_element(By.ID, "sign-out").click()
     api.close()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from firstlight.curation.ports import Job, ModelInfo, Row, Scores, VersionInfo
+from firstlight.curation.ports import HeadArrays, Job, ModelInfo, Row, Scores, VersionInfo
 from firstlight.errors import NotFound
 from firstlight.training.core import RowFilter
 
@@ -47,6 +47,10 @@ class InProcessTraining:
             return self.service.stored_evaluation(app_id, model_id, version, 3)[2]
         except NotFound:
             return {}
+
+    def head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
+        h = self.service.head_weights(app_id, model_id, version)
+        return HeadArrays(h["version"], h["template"], h["concepts"], h["W"], h["b"], h["activation"], h["normalize"], h["embedding_model"])
 
     def extend_dataset(self, app_id: str, dataset_id: str) -> str:
         return self.service.extend_dataset(app_id, dataset_id)["version"]

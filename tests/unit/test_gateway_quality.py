@@ -95,6 +95,13 @@ class FakeCuration:
             ],
         )
 
+    async def explain_prediction(self, req, key):  # type: ignore[no-untyped-def]
+        self.calls.append(req)
+        if req.input_id == "gone":
+            raise errors.NotFound("no input 'gone' in app 'app1'")
+        c = curation_pb2.ConceptExplanation(concept="cat", score=0.9, overlay_png=b"\x89PNG-overlay", map_height=1, map_width=1, saliency=[1.0])
+        return curation_pb2.ExplainPredictionResponse(model_version="3", concepts=[c], grid_png=b"\x89PNG-grid", input_id=req.input_id)
+
 
 class FakeIngestion:
     def __init__(self) -> None:
@@ -269,3 +276,23 @@ def test_histogram_ticks_label_five_edges_of_twenty_buckets() -> None:
     v = histogram_view({"metric": "brightness", "edges": [k / 50 for k in range(21)], "counts": [1] * 20})
     assert [t[1] for t in v["ticks"]] == ["0", "0.1", "0.2", "0.3", "0.4"] and [t[0] for t in v["ticks"]] == [0.0, 150.0, 300.0, 450.0, 600.0]
     assert histogram_view({"metric": "blur", "edges": [], "counts": []})["ticks"] == []
+
+
+def test_explain_route(gw) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    url = "/v1/apps/app1/models/animals/versions/serving/explain"
+    r = client.post(url, json={"input_id": "x1", "top_k": 2}, headers=h)
+    assert r.status_code == 200 and base64.b64decode(r.json()["concepts"][0]["overlay_png"]) == b"\x89PNG-overlay"
+    req = fake.curation.calls[-1]
+    assert (req.model_id, req.model_version, req.WhichOneof("query"), req.input_id, req.top_k, req.evidence_count) == ("animals", "", "input_id", "x1", 2, 6)
+    r = client.post(url.replace("serving", "2") + "?format=png", json={"base64": base64.b64encode(b"img").decode()}, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png" and r.content == b"\x89PNG-grid"
+    req = fake.curation.calls[-1]
+    assert (req.model_version, req.WhichOneof("query"), req.image_bytes) == ("2", "image_bytes", b"img")
+    assert client.post(url, json={"input_id": "gone"}, headers=h).status_code == 404
+    for bad in ({"input_id": "x1", "base64": "aW1n"}, {"base64": "not base64!"}, {"input_id": "x1", "top_k": 11}):
+        assert client.post(url, json=bad, headers=h).status_code == 400, bad
+    assert client.post(url + "?format=gif", json={"input_id": "x1"}, headers=h).status_code == 400

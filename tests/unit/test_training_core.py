@@ -177,6 +177,13 @@ class FakeRunner:
     def evaluate(self, app_id: str, model: dict[str, Any], version: dict[str, Any], rows: list[Any]) -> Any:
         raise AssertionError("not used")
 
+    def head(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[Any, str]:
+        from firstlight.domain.heads import LinearHead
+
+        if self.resumable:
+            raise FailedPrecondition("not a head")
+        return LinearHead(concepts=list(model["concepts"]), W=np.ones((2, 4)), b=np.zeros(2)), ""
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         if self.resumable:
             raise FailedPrecondition("not a head")
@@ -326,6 +333,12 @@ def test_what_the_curation_service_reads(world: World) -> None:
     world.wait(world.core.train("app", "g", "d", {})["id"])
     with pytest.raises(FailedPrecondition, match="not a head"):
         world.core.score_inputs("app", "g", "1", ["i1"])
+    with pytest.raises(FailedPrecondition, match="not a head"):
+        world.core.head_weights("app", "g", "1")
+    head = world.core.head_weights("app", "m", "")
+    assert (head["version"], head["template"], head["concepts"], head["W"].shape, head["activation"]) == ("1", "head_template", CONCEPTS, (2, 4), "softmax")
+    with pytest.raises(NotFound):
+        world.core.head_weights("app", "m", "7")
     whole = world.core.dataset_rows_page("app", "d", "", 0, "", RowFilter())
     assert world.core.dataset_rows_page("app", "d", whole.version, 0, "", RowFilter()) == whole
     assert len(whole.rows) == whole.total == 20 and not whole.next_token  # page size 0: the whole version
@@ -365,6 +378,10 @@ def test_the_head_runner_scores_stored_embeddings_with_the_exported_head(tmp_pat
     assert got.input_ids == ["i1", "i2"] and got.proba.shape == (2, 2) and got.activation == "sigmoid"
     with pytest.raises(FailedPrecondition, match="no exported head"):
         runner.score("app", model, {"triton_model": "fl.app.m", "version": 2}, ["i1"])
+    head, embedder = runner.head(model, {"triton_model": "fl.app.m", "version": 1, "train_report": {"embedding_model": "emb@2"}})
+    assert head.W.shape == (2, 4) and embedder == "emb@2"
+    with pytest.raises(FailedPrecondition, match="no exported head"):
+        runner.head(model, {"triton_model": "fl.app.m", "version": 2, "train_report": {}})
 
 
 def test_frames_of_one_video_stay_in_one_split(world: World) -> None:

@@ -202,3 +202,33 @@ def quality_histogram(
     if png is not None:
         png.write_bytes(histogram_png(list(resp.edges), list(resp.counts), title=f"{app_id}: {metric} ({measured} inputs)", metric=metric))
         console.print(f"wrote {png}")
+
+
+@command("explain")
+def explain(
+    app_id: str,
+    model_id: str,
+    input: str = typer.Argument(..., help="an input id of the app, or the path of an image file"),
+    out: Path = typer.Option(Path("explain.png"), help="PNG to write: image | saliency map | overlay, a row per concept"),
+    version: str = typer.Option("", help="model version (default: the serving one)"),
+    top_k: int = typer.Option(3, help="top predicted concepts explained"),
+    evidence: int = typer.Option(6, help="nearest labeled training examples shown per concept"),
+    method: str = typer.Option("", help="gradcam++ (default) or gradcam"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Why a model predicts what it does on one image: a saliency map per top concept and the
+    nearest labeled training examples of that concept."""
+    path = Path(input)
+    with client(data_dir) as fl, console.status("explaining…"):
+        if path.is_file():
+            resp = fl.explain(app_id, model_id, image=path, version=version, top_k=top_k, evidence=evidence, method=method)
+        else:
+            resp = fl.explain(app_id, model_id, input_id=input, version=version, top_k=top_k, evidence=evidence, method=method)
+    out.write_bytes(resp.grid_png)
+    table = Table(title=f"{model_id} v{resp.model_version} on {resp.input_id or path.name} ({resp.method})")
+    for col in ("concept", "score", "nearest labeled training examples (cosine)"):
+        table.add_column(col)
+    for c in resp.concepts:
+        table.add_row(c.concept, f"{c.score:.3f}", ", ".join(f"{e.input_id} ({e.similarity:.2f})" for e in c.evidence))
+    console.print(table)
+    console.print(f"wrote {out}")

@@ -322,6 +322,9 @@ class TrainingClient(_Service):
     async def score_inputs(self, req: training_pb2.ScoreInputsRequest, *, key: str | None = None) -> training_pb2.ScoreInputsResponse:
         return await self._unary("ScoreInputs", req, key)
 
+    async def get_head_weights(self, req: training_pb2.GetHeadWeightsRequest, *, key: str | None = None) -> training_pb2.HeadWeights:
+        return await self._unary("GetHeadWeights", req, key)
+
 
 class CurationClient(_Service):
     stub_class = curation_pb2_grpc.CurationServiceStub
@@ -378,6 +381,9 @@ class CurationClient(_Service):
         self, req: curation_pb2.ListEmbeddingMapPointsRequest, *, key: str | None = None
     ) -> curation_pb2.ListEmbeddingMapPointsResponse:
         return await self._unary("ListEmbeddingMapPoints", req, key)
+
+    async def explain_prediction(self, req: curation_pb2.ExplainPredictionRequest, *, key: str | None = None) -> curation_pb2.ExplainPredictionResponse:
+        return await self._unary("ExplainPrediction", req, key)
 
 
 class EmbeddingClient(_Service):

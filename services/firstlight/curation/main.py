@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 
 from firstlight.blobstore import open_blob_store
-from firstlight.config import CurationSettings
+from firstlight.config import CurationSettings, ImageLimits
 from firstlight.curation import servicer as curation_servicer
 from firstlight.curation.core import Curation
 from firstlight.curation.embedding_map import EmbeddingMaps
 from firstlight.curation.events import StreamHandlers
+from firstlight.curation.explanations import Explanations
 from firstlight.curation.peers import Bridge, GrpcPlatform, GrpcTraining
 from firstlight.curation.store import CurationStore, adopt_from_training_db
 from firstlight.curation.stream import Rounds, StreamCuration, StreamDrift, drift_reference
@@ -62,7 +63,8 @@ def build(settings: CurationSettings) -> ServiceShell:
         ),  # type: ignore[arg-type]
     ]
     maps = EmbeddingMaps(platform, training, store, settings.data_dir / "maps")
-    servicer = curation_servicer.CurationServicer(Curation(platform, training, store), stream, rounds, stream_drift, maps)
+    explanations = Explanations(platform, training, ImageLimits())  # the torch backbone loads on the first explanation
+    servicer = curation_servicer.CurationServicer(Curation(platform, training, store), stream, rounds, stream_drift, maps, explanations)
 
     async def on_start() -> None:
         bridge.bind(asyncio.get_running_loop())

@@ -21,7 +21,7 @@ import numpy as np
 from firstlight.blobstore import BlobStore
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
-from firstlight.curation.ports import Job, LabelState, ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
+from firstlight.curation.ports import HeadArrays, Job, LabelState, ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
 from firstlight.domain.generations import generation_of
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.media.image_metrics import METRICS
@@ -245,6 +245,12 @@ class GrpcTraining:
             return dict(self.bridge.call(lambda req=req: self.bridge.training.evaluate_model_version(req)).metrics)
         except NotFound:
             return {}
+
+    def head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
+        req = training_pb2.GetHeadWeightsRequest(app_id=app_id, model_id=model_id, version=version)
+        h = self.bridge.call(lambda req=req: self.bridge.training.get_head_weights(req))
+        W = np.asarray(h.weights, dtype=np.float32).reshape(len(h.concepts), h.dim)
+        return HeadArrays(h.version, h.template, list(h.concepts), W, np.asarray(h.bias, dtype=np.float32), h.activation, h.normalize, h.embedding_model)
 
     def extend_dataset(self, app_id: str, dataset_id: str) -> str:
         req = training_pb2.ExtendDatasetRequest(app_id=app_id, dataset_id=dataset_id)

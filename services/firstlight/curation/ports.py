@@ -55,6 +55,20 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class HeadArrays:
+    """A head version on the embedding: ``logits = W · x + b`` (x L2-normalised when ``normalize``)."""
+
+    version: str
+    template: str
+    concepts: list[str]
+    W: np.ndarray  # [len(concepts), dim] float32
+    b: np.ndarray  # [len(concepts)]
+    activation: str  # "softmax" or "sigmoid"
+    normalize: bool
+    embedding_model: str  # "" = the built-in backbone
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     state: int  # training.proto JobState: 3 succeeded, 4 failed, 5 cancelled
@@ -119,6 +133,11 @@ class Training(Protocol):
     def dataset_rows(self, app_id: str, dataset_id: str, version: str) -> list[Row]: ...
     def scores(self, app_id: str, model_id: str, version: str, input_ids: Sequence[str]) -> Scores: ...
     def stored_test_metrics(self, app_id: str, model_id: str, version: str) -> dict[str, float]: ...
+    def head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
+        """A head version's arrays ("" = serving); FailedPrecondition for a template that is not a
+        head on the embedding."""
+        ...
+
     # the rounds of the live loop
     def extend_dataset(self, app_id: str, dataset_id: str) -> str: ...
     def train(self, app_id: str, model_id: str, dataset_id: str, promotion: tuple[str, float]) -> Job: ...

@@ -9,6 +9,7 @@ import grpc
 
 from firstlight.curation.core import Curation
 from firstlight.curation.embedding_map import EmbeddingMaps
+from firstlight.curation.explanations import Explained, Explanations
 from firstlight.curation.leases import PoolSource, QueueLeases
 from firstlight.curation.pool_scores import LabelFilter, PoolScoring
 from firstlight.curation.stream import Policy, Rounds, StreamCuration, StreamDrift, make_policy
@@ -103,9 +104,11 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         rounds: Rounds | None = None,
         drift: StreamDrift | None = None,
         maps: EmbeddingMaps | None = None,
+        explanations: Explanations | None = None,
     ) -> None:
         self.curation = curation
         self.maps = maps
+        self.explanations = explanations or Explanations(curation.platform, curation.training)
         self.stream = stream
         self.rounds = rounds
         self.stream_drift = drift
@@ -378,6 +381,21 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             computed_at=timestamp(r["computed_at"]),
         )
 
+    async def ExplainPrediction(self, request, context):  # type: ignore[no-untyped-def]
+        which = request.WhichOneof("query")
+        r = await asyncio.to_thread(
+            self.explanations.explain,
+            request.app_id,
+            request.model_id,
+            request.model_version,
+            request.input_id if which == "input_id" else "",
+            request.image_bytes if which == "image_bytes" else b"",
+            request.top_k,
+            request.evidence_count,
+            request.method,
+        )
+        return _explained(r)
+
 
 def _map_job(j: dict) -> curation_pb2.EmbeddingMapJob:
     return curation_pb2.EmbeddingMapJob(
@@ -395,6 +413,33 @@ def _map_job(j: dict) -> curation_pb2.EmbeddingMapJob:
         started_at=timestamp(j["started_at"]),
         finished_at=timestamp(j["finished_at"]) if j["finished_at"] else None,
         projection_seconds=j["projection_seconds"],
+    )
+
+
+def _explained(r: Explained) -> curation_pb2.ExplainPredictionResponse:
+    x0, y0, x1, y1 = r.box
+    return curation_pb2.ExplainPredictionResponse(
+        model_version=r.version,
+        template=r.template,
+        activation=r.activation,
+        method=r.method,
+        concepts=[
+            curation_pb2.ConceptExplanation(
+                concept=c.concept,
+                score=c.score,
+                overlay_png=c.overlay_png,
+                map_height=int(c.saliency.shape[0]),
+                map_width=int(c.saliency.shape[1]),
+                saliency=c.saliency.ravel().tolist(),
+                evidence=[curation_pb2.ExplanationEvidence(input_id=i, similarity=s, concepts=cs) for i, s, cs in c.evidence],
+            )
+            for c in r.concepts
+        ],
+        grid_png=r.grid_png,
+        image_width=r.width,
+        image_height=r.height,
+        model_input_box=common_pb2.BoundingBox(x0=x0, y0=y0, x1=x1, y1=y1),
+        input_id=r.input_id,
     )
 
 

@@ -4,11 +4,12 @@ curation service checks again that they are duplicates and that no label is lost
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from firstlight.clients import Clients
-from firstlight.gateway.api import Caller, _version, caller, clients, to_json
+from firstlight.errors import InvalidArgument
+from firstlight.gateway.api import Caller, _version, b64, caller, clients, to_json
 from firstlight.v1 import curation_pb2, ingestion_pb2
 
 router = APIRouter(prefix="/v1")
@@ -103,3 +104,50 @@ async def quality_histogram(
 ) -> dict:
     req = ingestion_pb2.GetQualityHistogramRequest(app_id=app_id, metric=metric, bins=bins)
     return to_json(await cl.ingestion.get_quality_histogram(req, key=c.key))
+
+
+class ExplainBody(BaseModel):
+    input_id: str = Field("", description="an input of the app; or base64")
+    base64: str = Field("", description="an encoded image (JPEG, PNG, WebP…), not stored")
+    top_k: int = Field(3, ge=1, le=10, description="top predicted concepts explained")
+    evidence_count: int = Field(6, ge=1, le=50, description="nearest labeled training examples per concept")
+    method: str = Field("", description="gradcam++ (default) or gradcam")
+
+
+def explain_request(
+    app_id: str, model_id: str, version: str, input_id: str, image: bytes, top_k: int, evidence: int, method: str
+) -> curation_pb2.ExplainPredictionRequest:
+    req = curation_pb2.ExplainPredictionRequest(
+        app_id=app_id, model_id=model_id, model_version=_version(version), top_k=top_k, evidence_count=evidence, method=method
+    )  # fmt: skip
+    if image:
+        req.image_bytes = image
+    elif input_id:
+        req.input_id = input_id
+    return req
+
+
+@router.post(
+    "/apps/{app_id}/models/{model_id}/versions/{version}/explain",
+    tags=["quality"],
+    summary="Why a version (`serving`: the serving one) predicts what it does on an input or image: per top concept a saliency overlay PNG "
+    "(base64), the raw map and the nearest labeled training examples; `?format=png`: only the grid PNG (image | map | overlay per concept)",
+    response_model=None,
+)
+async def explain(
+    app_id: str,
+    model_id: str,
+    version: str,
+    body: ExplainBody,
+    format: str = Query("json", pattern="^(json|png)$", description="json (everything) or png (the grid)"),
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+) -> dict | Response:
+    if body.base64 and body.input_id:
+        raise InvalidArgument("give input_id or base64, not both")
+    image = b64(body.base64, "base64") if body.base64 else b""
+    req = explain_request(app_id, model_id, version, body.input_id, image, body.top_k, body.evidence_count, body.method)
+    resp = await cl.curation.explain_prediction(req, key=c.key)
+    if format == "png":
+        return Response(resp.grid_png, media_type="image/png")
+    return to_json(resp)

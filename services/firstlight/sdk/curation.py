@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,6 +191,33 @@ class CurationCalls(ServiceCalls):
             ),
             timeout=self._deadline("GetWorstSlices"),
         )
+
+    @wrap_errors
+    def explain(
+        self,
+        app_id: str,
+        model_id: str,
+        *,
+        input_id: str = "",
+        image: bytes | str | Path = b"",
+        version: str = "",
+        top_k: int = 3,
+        evidence: int = 6,
+        method: str = "",
+    ) -> curation_pb2.ExplainPredictionResponse:
+        """Why a model version predicts what it does on one stored input (``input_id``) or image
+        (``image``: bytes or a file path): per top concept its score, a saliency overlay PNG on the
+        image, the raw map, and its nearest labeled training examples; ``grid_png``: image | map |
+        overlay per concept. Heads on the built-in backbone (transfer, one-shot)."""
+        data = Path(image).read_bytes() if isinstance(image, str | Path) and image else image
+        req = curation_pb2.ExplainPredictionRequest(
+            app_id=app_id, model_id=model_id, model_version=version, top_k=top_k, evidence_count=evidence, method=method
+        )
+        if input_id:
+            req.input_id = input_id
+        if data:
+            req.image_bytes = bytes(data)
+        return self._curation().ExplainPrediction(req, timeout=self._deadline("ExplainPrediction"))
 
     @wrap_errors
     def label_errors(self, app_id: str, *, concepts: Iterable[str] = (), folds: int = 5, max_results: int = 100) -> curation_pb2.FindLabelErrorsResponse:

@@ -763,6 +763,17 @@ class TrainingCore:
             "proba": scores.proba, "activation": scores.activation,
         }  # fmt: skip
 
+    def head_weights(self, app_id: str, model_id: str, version: str) -> dict[str, Any]:
+        """A head version's arrays (the curation service's explanations run them through the
+        backbone): version, template, concepts, W, b, activation, normalize, embedding_model."""
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        head, embedding_model = self._runner(model["template"]).head(model, v)
+        return {
+            "version": str(v["version"]), "template": model["template"], "concepts": list(head.concepts), "W": head.W, "b": head.b,
+            "activation": head.activation, "normalize": bool(head.normalize), "embedding_model": embedding_model,
+        }  # fmt: skip
+
     def compare(self, app_id: str, model_id: str, version_ids: Sequence[str], split: int) -> dict[str, Any]:
         all_versions = [str(v["version"]) for v in self.store.list_versions(app_id, model_id)] if not version_ids else list(version_ids)
         if not all_versions:

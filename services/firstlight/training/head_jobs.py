@@ -127,6 +127,14 @@ class HeadRunner:
         # Versions from before heads recorded their embedding model were trained on the backbone's.
         return self._evaluate(head, app_id, rows, model["concepts"], version["train_report"].get("embedding_model", ""))
 
+    def head(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[LinearHead, str]:
+        """(the version's exported head, the embedding model it was trained on: "" = the backbone)."""
+        try:
+            head = self.repository.load_head(version["triton_model"], version["version"], model["concepts"])
+        except FileNotFoundError:
+            raise FailedPrecondition(f"version {version['version']} of {model['id']!r} has no exported head") from None
+        return head, str((version.get("train_report") or {}).get("embedding_model", ""))
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         try:
             head = self.repository.load_head(version["triton_model"], version["version"], model["concepts"])

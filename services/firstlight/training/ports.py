@@ -220,6 +220,11 @@ class TemplateRunner(Protocol):
 
     def train(self, run: JobRun) -> Candidate: ...
     def evaluate(self, app_id: str, model: dict[str, Any], version: dict[str, Any], rows: list[Any]) -> EvaluationReport: ...
+    def head(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[Any, str]:
+        """(the version's linear head, its embedding model); FAILED_PRECONDITION for templates
+        that are not a head on the stored embedding."""
+        ...
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         """A version's probabilities on the inputs' stored embeddings (FAILED_PRECONDITION for
         templates that do not run on stored embeddings)."""

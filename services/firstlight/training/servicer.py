@@ -238,6 +238,20 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             activation=r["activation"],
         )
 
+    async def GetHeadWeights(self, request: training_pb2.GetHeadWeightsRequest, context: Context) -> training_pb2.HeadWeights:
+        r = await asyncio.to_thread(self.service.head_weights, request.app_id, request.model_id, request.version)
+        return training_pb2.HeadWeights(
+            version=r["version"],
+            template=r["template"],
+            concepts=r["concepts"],
+            dim=int(r["W"].shape[1]),
+            weights=r["W"].ravel().tolist(),
+            bias=r["b"].ravel().tolist(),
+            activation=r["activation"],
+            normalize=r["normalize"],
+            embedding_model=r["embedding_model"],
+        )
+
 
 def add_to_server(servicer: TrainingServicer, server: grpc.aio.Server) -> list[str]:
     training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)

@@ -1979,3 +1979,193 @@ class ListEmbeddingMapPointsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEmbeddingMapPointsResponse: _TypeAlias = ListEmbeddingMapPointsResponse  # noqa: Y015
+
+@_typing.final
+class ExplainPredictionRequest(_message.Message):
+    """ExplainPrediction arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    IMAGE_BYTES_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    EVIDENCE_COUNT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model id."""
+    model_version: _builtins.str
+    """Version ("" = the serving one)."""
+    input_id: _builtins.str
+    """An input of the app."""
+    image_bytes: _builtins.bytes
+    """Encoded image bytes (JPEG, PNG, WebP…), not stored."""
+    top_k: _builtins.int
+    """Top predicted concepts explained (0 = 3; at most 10)."""
+    evidence_count: _builtins.int
+    """Nearest labeled training examples per concept (0 = 6; at most 50)."""
+    method: _builtins.str
+    """"gradcam++" (default) or "gradcam"."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        input_id: _builtins.str = ...,
+        image_bytes: _builtins.bytes = ...,
+        top_k: _builtins.int = ...,
+        evidence_count: _builtins.int = ...,
+        method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["image_bytes", b"image_bytes", "input_id", b"input_id", "query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "evidence_count", b"evidence_count", "image_bytes", b"image_bytes", "input_id", b"input_id", "method", b"method", "model_id", b"model_id", "model_version", b"model_version", "query", b"query", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["input_id", "image_bytes"]  # noqa: Y015
+    _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
+
+Global___ExplainPredictionRequest: _TypeAlias = ExplainPredictionRequest  # noqa: Y015
+
+@_typing.final
+class ExplanationEvidence(_message.Message):
+    """A labeled training example near the image explained."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    """The input."""
+    similarity: _builtins.float
+    """Cosine similarity of its stored embedding to the image's embedding."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its concepts in the version's dataset."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        similarity: _builtins.float = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concepts", b"concepts", "input_id", b"input_id", "similarity", b"similarity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplanationEvidence: _TypeAlias = ExplanationEvidence  # noqa: Y015
+
+@_typing.final
+class ConceptExplanation(_message.Message):
+    """The explanation of one predicted concept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    OVERLAY_PNG_FIELD_NUMBER: _builtins.int
+    MAP_HEIGHT_FIELD_NUMBER: _builtins.int
+    MAP_WIDTH_FIELD_NUMBER: _builtins.int
+    SALIENCY_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    concept: _builtins.str
+    """The concept and the version's probability for it."""
+    score: _builtins.float
+    overlay_png: _builtins.bytes
+    """The saliency map over the image (red: salient), PNG, the image's aspect."""
+    map_height: _builtins.int
+    """The raw map: the backbone's last feature map grid (7×7 for a 224 px input), row-major,
+    scaled to [0, 1]; it covers `model_input_box` of the image.
+    """
+    map_width: _builtins.int
+    @_builtins.property
+    def saliency(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def evidence(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExplanationEvidence]:
+        """Nearest labeled training examples of the concept, most similar first."""
+
+    def __init__(
+        self,
+        *,
+        concept: _builtins.str = ...,
+        score: _builtins.float = ...,
+        overlay_png: _builtins.bytes = ...,
+        map_height: _builtins.int = ...,
+        map_width: _builtins.int = ...,
+        saliency: _abc.Iterable[_builtins.float] | None = ...,
+        evidence: _abc.Iterable[Global___ExplanationEvidence] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "evidence", b"evidence", "map_height", b"map_height", "map_width", b"map_width", "overlay_png", b"overlay_png", "saliency", b"saliency", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConceptExplanation: _TypeAlias = ConceptExplanation  # noqa: Y015
+
+@_typing.final
+class ExplainPredictionResponse(_message.Message):
+    """ExplainPrediction result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    GRID_PNG_FIELD_NUMBER: _builtins.int
+    IMAGE_WIDTH_FIELD_NUMBER: _builtins.int
+    IMAGE_HEIGHT_FIELD_NUMBER: _builtins.int
+    MODEL_INPUT_BOX_FIELD_NUMBER: _builtins.int
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """Version explained."""
+    template: _builtins.str
+    """Its template and activation ("softmax" or "sigmoid")."""
+    activation: _builtins.str
+    method: _builtins.str
+    """Method used."""
+    grid_png: _builtins.bytes
+    """One PNG: a row per concept of image | map | overlay."""
+    image_width: _builtins.int
+    """The image's size in pixels, and the part of it the model saw (the center crop)."""
+    image_height: _builtins.int
+    input_id: _builtins.str
+    """The input explained ("" for image bytes)."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConceptExplanation]:
+        """Top concepts, highest score first."""
+
+    @_builtins.property
+    def model_input_box(self) -> _common_pb2.BoundingBox: ...
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        template: _builtins.str = ...,
+        activation: _builtins.str = ...,
+        method: _builtins.str = ...,
+        concepts: _abc.Iterable[Global___ConceptExplanation] | None = ...,
+        grid_png: _builtins.bytes = ...,
+        image_width: _builtins.int = ...,
+        image_height: _builtins.int = ...,
+        model_input_box: _common_pb2.BoundingBox | None = ...,
+        input_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_input_box", b"model_input_box"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "concepts", b"concepts", "grid_png", b"grid_png", "image_height", b"image_height", "image_width", b"image_width", "input_id", b"input_id", "method", b"method", "model_input_box", b"model_input_box", "model_version", b"model_version", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainPredictionResponse: _TypeAlias = ExplainPredictionResponse  # noqa: Y015

@@ -120,6 +120,11 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.FromString,
                 _registered_method=True)
+        self.ExplainPrediction = channel.unary_unary(
+                '/firstlight.v1.CurationService/ExplainPrediction',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -266,6 +271,19 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainPrediction(self, request, context):
+        """Why a model version predicts what it does on one image: per top predicted concept a
+        saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+        torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+        PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+        the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+        model or version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -353,6 +371,11 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.ListEmbeddingMapPoints,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.SerializeToString,
+            ),
+            'ExplainPrediction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainPrediction,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -815,6 +838,33 @@ class CurationService:
             '/firstlight.v1.CurationService/ListEmbeddingMapPoints',
             firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.ListEmbeddingMapPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainPrediction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ExplainPrediction',
+            firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.FromString,
             options,
             channel_credentials,
             insecure,

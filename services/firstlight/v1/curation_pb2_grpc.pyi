@@ -102,6 +102,15 @@ class CurationServiceStub:
     its split in a dataset version), and a model version's prediction (stored by ScorePool if
     it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
     """
+    ExplainPrediction: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ExplainPredictionRequest, _curation_pb2.ExplainPredictionResponse]
+    """Why a model version predicts what it does on one image: per top predicted concept a
+    saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+    torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+    PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+    the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+    model or version.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -172,6 +181,15 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """A page of the app's latest map: each point's input, its place, its labels and split now (or
     its split in a dataset version), and a model version's prediction (stored by ScorePool if
     it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+    """
+    ExplainPrediction: _aio.UnaryUnaryMultiCallable[_curation_pb2.ExplainPredictionRequest, _curation_pb2.ExplainPredictionResponse]  # type: ignore[assignment]
+    """Why a model version predicts what it does on one image: per top predicted concept a
+    saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+    torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+    PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+    the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+    model or version.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -342,6 +360,21 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         """A page of the app's latest map: each point's input, its place, its labels and split now (or
         its split in a dataset version), and a model version's prediction (stored by ScorePool if
         it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+        """
+
+    @_abc_1.abstractmethod
+    def ExplainPrediction(
+        self,
+        request: _curation_pb2.ExplainPredictionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ExplainPredictionResponse, _abc.Awaitable[_curation_pb2.ExplainPredictionResponse]]:
+        """Why a model version predicts what it does on one image: per top predicted concept a
+        saliency map (Grad-CAM++ on the backbone's last feature map, through the head; run on the
+        torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
+        PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
+        the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
+        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
+        model or version.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1494,3 +1494,93 @@ class ScoreInputsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreInputsResponse: _TypeAlias = ScoreInputsResponse  # noqa: Y015
+
+@_typing.final
+class GetHeadWeightsRequest(_message.Message):
+    """GetHeadWeights arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    model_id: _builtins.str
+    """Model id."""
+    version: _builtins.str
+    """Version ("" = serving version)."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        model_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "model_id", b"model_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHeadWeightsRequest: _TypeAlias = GetHeadWeightsRequest  # noqa: Y015
+
+@_typing.final
+class HeadWeights(_message.Message):
+    """A linear head on the embedding: logits = W · x + b (x L2-normalised first when `normalize`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    DIM_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    BIAS_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    NORMALIZE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """Version (the serving one when none was asked)."""
+    template: _builtins.str
+    """Template that produced it."""
+    dim: _builtins.int
+    """Embedding dimension (columns of W)."""
+    activation: _builtins.str
+    """"softmax" or "sigmoid"."""
+    normalize: _builtins.bool
+    """L2-normalise the embedding before W (prototype heads)."""
+    embedding_model: _builtins.str
+    """The embedding model of the vectors it was trained on ("" = the built-in backbone)."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concept order of the rows of W."""
+
+    @_builtins.property
+    def weights(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """W, row-major [len(concepts), dim]."""
+
+    @_builtins.property
+    def bias(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """b [len(concepts)]."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        template: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        dim: _builtins.int = ...,
+        weights: _abc.Iterable[_builtins.float] | None = ...,
+        bias: _abc.Iterable[_builtins.float] | None = ...,
+        activation: _builtins.str = ...,
+        normalize: _builtins.bool = ...,
+        embedding_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "bias", b"bias", "concepts", b"concepts", "dim", b"dim", "embedding_model", b"embedding_model", "normalize", b"normalize", "template", b"template", "version", b"version", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeadWeights: _TypeAlias = HeadWeights  # noqa: Y015

@@ -105,6 +105,11 @@ class TrainingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.FromString,
                 _registered_method=True)
+        self.GetHeadWeights = channel.unary_unary(
+                '/firstlight.v1.TrainingService/GetHeadWeights',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.HeadWeights.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -217,6 +222,15 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHeadWeights(self, request, context):
+        """A head version's weights (heads on the stored embedding: transfer_classifier,
+        oneshot_classifier), for the curation service's explanations (Grad-CAM through the
+        backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +303,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.PromoteModelVersion,
                     request_deserializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.SerializeToString,
+            ),
+            'GetHeadWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHeadWeights,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.HeadWeights.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,6 +689,33 @@ class TrainingService:
             '/firstlight.v1.TrainingService/PromoteModelVersion',
             firstlight_dot_v1_dot_training__pb2.PromoteModelVersionRequest.SerializeToString,
             firstlight_dot_v1_dot_training__pb2.PromoteModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHeadWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/GetHeadWeights',
+            firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.HeadWeights.FromString,
             options,
             channel_credentials,
             insecure,

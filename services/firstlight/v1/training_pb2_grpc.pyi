@@ -77,6 +77,11 @@ class TrainingServiceStub:
     FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
     anyway (a rollback, say), which is recorded in the version's promotion note.
     """
+    GetHeadWeights: _grpc.UnaryUnaryMultiCallable[_training_pb2.GetHeadWeightsRequest, _training_pb2.HeadWeights]
+    """A head version's weights (heads on the stored embedding: transfer_classifier,
+    oneshot_classifier), for the curation service's explanations (Grad-CAM through the
+    backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -122,6 +127,11 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     promotion rule still decides against the serving version on validation; a refusal is
     FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
     anyway (a rollback, say), which is recorded in the version's promotion note.
+    """
+    GetHeadWeights: _aio.UnaryUnaryMultiCallable[_training_pb2.GetHeadWeightsRequest, _training_pb2.HeadWeights]  # type: ignore[assignment]
+    """A head version's weights (heads on the stored embedding: transfer_classifier,
+    oneshot_classifier), for the curation service's explanations (Grad-CAM through the
+    backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
     """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -249,6 +259,17 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         promotion rule still decides against the serving version on validation; a refusal is
         FAILED_PRECONDITION with the rule's verdict unless `override_reason` says why to promote
         anyway (a rollback, say), which is recorded in the version's promotion note.
+        """
+
+    @_abc_1.abstractmethod
+    def GetHeadWeights(
+        self,
+        request: _training_pb2.GetHeadWeightsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.HeadWeights, _abc.Awaitable[_training_pb2.HeadWeights]]:
+        """A head version's weights (heads on the stored embedding: transfer_classifier,
+        oneshot_classifier), for the curation service's explanations (Grad-CAM through the
+        backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
         """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

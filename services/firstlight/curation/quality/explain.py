@@ -42,6 +42,37 @@ def head_logits(model: torch.nn.Module, W: np.ndarray, b: np.ndarray, x: torch.T
     return fmap, emb @ Wt.T + bt
 
 
+def _cams(fmap: torch.Tensor, W: np.ndarray, b: np.ndarray, target: torch.Tensor, objective: str, variant: str) -> torch.Tensor:
+    """Raw (un-upsampled, un-scaled) maps [N, h, w] of ``target`` per row of ``fmap``. The map
+    only needs ∂logit/∂F, so the backward pass runs through the pooling and the head alone:
+    ``fmap`` is a detached leaf (no gradient through the backbone, its parameters untouched,
+    hence safe to run from several threads)."""
+    if variant not in ("gradcam", "gradcam++"):
+        raise ValueError(f"unknown Grad-CAM variant {variant!r}")
+    with torch.enable_grad():
+        leaf = fmap.detach().requires_grad_(True)
+        emb = F.normalize(leaf.mean(dim=(2, 3)), dim=1)
+        logits = emb @ torch.as_tensor(W, dtype=torch.float32, device=leaf.device).T + torch.as_tensor(b, dtype=torch.float32, device=leaf.device)
+        out = logits if objective == "logit" else torch.log_softmax(logits, 1)
+        (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), leaf)
+    fm = fmap.detach()
+    if variant == "gradcam":
+        weights = g.mean(dim=(2, 3), keepdim=True)
+    else:
+        g2, g3 = g.pow(2), g.pow(3)
+        denom = 2 * g2 + fm.sum(dim=(2, 3), keepdim=True) * g3
+        alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+        weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
+    return F.relu((weights * fm).sum(1))
+
+
+def _scaled(cam: torch.Tensor) -> torch.Tensor:
+    """Each map [N, h, w] scaled to [0, 1] (a flat map stays 0)."""
+    lo = cam.flatten(1).min(1).values[:, None, None]
+    hi = cam.flatten(1).max(1).values[:, None, None]
+    return (cam - lo) / (hi - lo).clamp_min(1e-12)
+
+
 def gradcam(
     model: torch.nn.Module,
     W: np.ndarray,
@@ -58,28 +89,39 @@ def gradcam(
     if variant not in ("gradcam", "gradcam++"):
         raise ValueError(f"unknown Grad-CAM variant {variant!r}")
     device = next(model.parameters()).device
-    x = _prep(batch_uint8, device)
-    with torch.enable_grad():
-        fmap, logits = head_logits(model, W, b, x)
-        fmap.retain_grad()
-        t = torch.as_tensor(target if target is not None else logits.argmax(1).detach().cpu().numpy(), device=device)
-        out = logits if objective == "logit" else torch.log_softmax(logits, 1)
-        out.gather(1, t[:, None]).sum().backward()
-        g = fmap.grad
-        if variant == "gradcam":
-            weights = g.mean(dim=(2, 3), keepdim=True)
-        else:
-            g2, g3 = g.pow(2), g.pow(3)
-            denom = 2 * g2 + fmap.detach().sum(dim=(2, 3), keepdim=True) * g3
-            alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
-            weights = (alpha * F.relu(g)).sum(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * fmap).sum(1, keepdim=True)).detach()
+    with torch.no_grad():
+        fmap, logits = head_logits(model, W, b, _prep(batch_uint8, device))
+    t = torch.as_tensor(target if target is not None else logits.argmax(1).cpu().numpy(), device=device)
+    cam = _cams(fmap, W, b, t, objective, variant)[:, None]
     cam = F.interpolate(cam, size=batch_uint8.shape[1:3], mode="bilinear", align_corners=False)[:, 0]
-    lo = cam.flatten(1).min(1).values[:, None, None]
-    hi = cam.flatten(1).max(1).values[:, None, None]
-    cam = (cam - lo) / (hi - lo).clamp_min(1e-12)
-    model.zero_grad(set_to_none=True)
-    return cam.cpu().numpy().astype(np.float32), t.cpu().numpy()
+    return _scaled(cam).cpu().numpy().astype(np.float32), t.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ImageExplanation:
+    """One image through a head: its probabilities, its embedding, and the raw map (the feature
+    map's grid, scaled to [0, 1]) of each of its top concepts."""
+
+    proba: np.ndarray  # [K]
+    embedding: np.ndarray  # [D], L2-normalised: the stored embeddings' space
+    top: list[int]  # concept indices, highest probability first
+    maps: np.ndarray  # [len(top), h, w] float32
+
+
+def explain_image(
+    model: torch.nn.Module, W: np.ndarray, b: np.ndarray, image_uint8: np.ndarray, top_k: int, activation: str = "softmax", variant: str = "gradcam++"
+) -> ImageExplanation:
+    """One forward pass through the backbone, then one cheap backward through the head per
+    concept of the ``top_k`` most probable (``activation``: "softmax" or "sigmoid")."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        fmap, logits = head_logits(model, W, b, _prep(np.array(image_uint8[None]), device))  # a copy: PIL arrays are read-only
+        emb = F.normalize(fmap.mean(dim=(2, 3)), dim=1)[0]
+        proba = torch.sigmoid(logits[0]) if activation == "sigmoid" else torch.softmax(logits[0], 0)
+    k = max(1, min(top_k, len(proba)))
+    top = [int(i) for i in torch.argsort(proba, descending=True)[:k]]
+    cams = _cams(fmap.expand(k, -1, -1, -1), W, b, torch.as_tensor(top, device=device), "logit", variant)
+    return ImageExplanation(proba.cpu().numpy().astype(np.float32), emb.cpu().numpy().astype(np.float32), top, _scaled(cams).cpu().numpy().astype(np.float32))
 
 
 def overlay_png(image_uint8: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> bytes:

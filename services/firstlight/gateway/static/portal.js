@@ -339,6 +339,43 @@
       const g = $("#neighbours");
       for (const h of r.hits.filter((h) => h.input_id !== id).slice(0, 12)) g.append(withVideo(tile(h), h));
     }).catch(() => {});
+    explainView(id);
+  }
+
+  // A PNG the API returned as base64, shown through a blob: URL this page made (never a URL
+  // from the data; safeUrl() keeps src same-origin for everything else).
+  function pngImage(b64, attrs) {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const img = el("img", attrs);
+    img.src = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
+    return img;
+  }
+
+  // "Why this prediction": ExplainPrediction of a chosen model on this input.
+  async function explainView(id) {
+    const select = $("#explain-model");
+    const list = await api("GET", appPath("/models")).catch(() => ({ models: [] }));
+    const ids = (list.models || []).map((m) => m.id).filter((m) => m !== "general");
+    if (ids.length) select.replaceChildren(...ids.map((m) => el("option", { value: m, text: m })));
+    $("#explain-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      if (!select.value) return flash("Train a model first (Models page).", "error");
+      const state = $("#explain-state"), out = $("#explanation");
+      state.textContent = "explaining…";
+      out.replaceChildren();
+      let r;
+      try {
+        r = await api("POST", appPath(`/models/${enc(select.value)}/versions/serving/explain`), { input_id: id, top_k: Number($("#explain-top").value) || 3 });
+      } finally { state.textContent = ""; }
+      state.textContent = `${select.value} v${r.model_version} (${r.method})`;
+      for (const c of r.concepts) {
+        const over = pngImage(c.overlay_png, { class: "overlay", alt: `saliency of ${c.concept}` });
+        const fig = el("figure", { class: "explain-map" }, over, el("figcaption", { text: `${c.concept} ${fmt(c.score, 2)}` }));
+        const near = el("div", { class: "grid evidence" }, ...c.evidence.map((e) => tile({ input_id: e.input_id, concepts: e.concepts, score: e.similarity })));
+        out.append(el("div", { class: "explain-row", "data-concept": c.concept }, fig,
+          el("div", {}, el("h3", { text: `Nearest labeled training examples of ${c.concept}` }), c.evidence.length ? near : el("p", { class: "muted", text: "none" }))));
+      }
+    });
   }
 
   // -- search, untick, bulk label --------------------------------------------------------------------

@@ -248,6 +248,12 @@ class DeepRunner:
         truth: list[Any] = [r.concepts for r in rows] if multilabel else [r.concepts[0] for r in rows]
         return evaluation.evaluate(truth, probs, model["concepts"], multilabel=multilabel)
 
+    def head(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[Any, str]:
+        raise FailedPrecondition(
+            f"model {model['id']!r} is a {model['template']} model (a whole network, not a head on the stored embedding); "
+            "head weights exist for transfer_classifier and oneshot_classifier models"
+        )
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         raise FailedPrecondition(
             f"model {model['id']!r} is a {model['template']} model; scoring stored embeddings works with transfer_classifier "
