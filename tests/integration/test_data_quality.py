@@ -42,7 +42,8 @@ def planted(client: Firstlight) -> dict:
     exact = {f"copy-{i}": base[i * 7][0] for i in range(3)}
     # copy-0 and its source are two frames of one video
     clip = {"copy-0": {"video_id": "clip-0"}, base[0][0]: {"video_id": "clip-0"}}
-    items = [UploadItem(d, [c], id=i, metadata=clip.get(i, {})) for i, c, d in base]
+    # a camera per input (worst slices: chosen as a categorical key) and a unique shot id (not chosen)
+    items = [UploadItem(d, [c], id=i, metadata={**clip.get(i, {}), "camera": "AB"[k % 2], "shot": f"s{k}"}) for k, (i, c, d) in enumerate(base)]
     mirrored = {f"mirror-{i}": base[i * 11 + 1][0] for i in range(3)}
     by_id = {i: (c, d) for i, c, d in base}
     items += [UploadItem(by_id[src][1], [by_id[src][0]], id=new, metadata=clip.get(new, {})) for new, src in exact.items()]
@@ -211,7 +212,9 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
     client.train(APP, "animals", "main")
     resp = client.worst_slices(APP, "animals", split="test", min_size=3)
     assert resp.count > 10 and 0.0 <= resp.accuracy <= 1.0 and resp.split == "test"
-    assert resp.slices and {s.field for s in resp.slices} <= {"concept", "cluster", "q_brightness", "q_contrast", "q_blur"}
+    assert resp.slices and {s.field for s in resp.slices} <= {"concept", "cluster", "q_brightness", "q_contrast", "q_blur", "metadata.camera"}
+    # chosen from the inputs' metadata: the camera, not the unique shot id nor the one video's id
+    assert list(resp.metadata_keys) == ["camera"] and {s.value for s in resp.slices if s.field == "metadata.camera"} <= {"A", "B"}
     assert all(s.count >= 3 and s.accuracy_low <= s.accuracy <= s.accuracy_high for s in resp.slices)
     # ranked by the Brier score by default, each figure within its interval
     assert resp.rank_by == "brier" and 0.0 <= resp.brier <= 2.0 and 0.0 <= resp.f1 <= 1.0
@@ -225,6 +228,13 @@ def test_worst_slices_of_a_trained_version(client: Firstlight, planted: dict) ->
         client.worst_slices(APP, "animals", split="holdout")
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT: rank_by must be one of"):
         client.worst_slices(APP, "animals", rank_by="auc")
+    asked = client.worst_slices(APP, "animals", split="test", min_size=3, limit=1000, metadata_keys=["camera", "shot"])
+    assert list(asked.metadata_keys) == ["camera", "shot"] and "metadata.camera" in {s.field for s in asked.slices}
+    assert "metadata.shot" not in {s.field for s in asked.slices}  # one input per shot: under min_size
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT: no input of the test split scored carries metadata key 'lens'"):
+        client.worst_slices(APP, "animals", split="test", metadata_keys=["lens"])
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT: metadata key"):
+        client.worst_slices(APP, "animals", metadata_keys=["camera\n"])
 
 
 def test_the_map_coloured_by_prediction_and_dataset_split(client: Firstlight, planted: dict) -> None:

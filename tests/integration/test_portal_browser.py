@@ -495,7 +495,11 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
         key = gw.post(f"/v1/apps/{DQ_APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
     api = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
     items = datasets.animal_mnist(10, seed=23, classes=DQ_CLASSES)
-    inputs = [{"id": i, "base64": b64(data), "concepts": [c]} for i, c, data in items]
+    # metadata to slice by: a camera, and a site whose one value is hostile and long (shown escaped, cut)
+    sites = (HOSTILE + " by the loading dock", "south")
+    inputs = [
+        {"id": i, "base64": b64(data), "concepts": [c], "metadata": {"camera": "AB"[k % 2], "site": sites[k // 2 % 2]}} for k, (i, c, data) in enumerate(items)
+    ]
     src, other = items[0], items[10]
     inputs.append({"id": "copy-a", "base64": b64(src[2]), "concepts": [src[1]]})  # the same label: may go
     inputs.append({"id": "copy-b", "base64": b64(other[2]), "concepts": [HOSTILE]})  # another label: refused
@@ -574,7 +578,11 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     assert summary.startswith(f"animals version {done['version']} on validation: accuracy"), summary
     assert "Ranked by Brier score" in summary, summary
     rows = d.find_elements(By.CSS_SELECTOR, "#slices tbody tr")
-    assert rows and all(r.find_element(By.CSS_SELECTOR, "th").text.startswith(("concept", "embedding cluster", "brightness", "contrast", "blur")) for r in rows)
+    assert rows and all(
+        r.find_element(By.CSS_SELECTOR, "th").text.startswith(("concept", "embedding cluster", "brightness", "contrast", "blur", "camera", "site"))
+        for r in rows
+    )
+    assert "Metadata keys chosen: camera, site." in summary, summary
     assert d.find_elements(By.ID, "health-verdict")  # the check stays on the page
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
     shot(d, "19-data-quality-slices")
@@ -585,6 +593,19 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     assert d.find_element(By.CSS_SELECTOR, '#slices-rank-by option[value="accuracy"]').is_selected(), summary
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
     shot(d, "19-data-quality-slices-by-accuracy")
+    # slices of at least 6 inputs (about 15 scored): the quality quartiles drop out, the metadata
+    # slices stay (each key has a value carried by 8 or more); the hostile site value is text, cut
+    d.find_element(By.CSS_SELECTOR, '#slices-form input[name="min_size"]').clear()
+    d.find_element(By.CSS_SELECTOR, '#slices-form input[name="min_size"]').send_keys("6")
+    d.find_element(By.ID, "slices-run").click()
+    wait(d, lambda d: "min_size=6" in d.current_url and d.find_elements(By.ID, "slices-summary"), 120, what="slices of 6 or more")
+    names = [r.find_element(By.CSS_SELECTOR, "th").text for r in d.find_elements(By.CSS_SELECTOR, "#slices tbody tr")]
+    assert any(n.startswith("camera = ") for n in names) and any(n.startswith("site = ") for n in names), names
+    hostile = [n for n in names if n.startswith("site = <")]
+    assert all(n == "site = " + HOSTILE[:39] + "…" for n in hostile), hostile
+    no_alert(d)
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "slices-card"))
+    shot(d, "19-data-quality-slices-by-metadata")
     # The histogram of a stored quality metric: the black blank image alone in the lowest
     # brightness bucket (the animals are far brighter), each bar a link to the gallery's filter.
     from selenium.webdriver.support.ui import Select

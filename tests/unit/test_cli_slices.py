@@ -32,8 +32,17 @@ class FakeClient:
             raise error_for(grpc.StatusCode.INVALID_ARGUMENT, f"rank_by must be one of brier, accuracy, f1 (got {kw['rank_by']!r})")
         s = curation_pb2.Slice(field="concept", value="bear", count=58, accuracy=0.79, accuracy_low=0.67, accuracy_high=0.88, f1=0.84)
         s.f1_low, s.f1_high, s.brier, s.brier_low, s.brier_high, s.rank_gap = 0.77, 0.9, 0.41, 0.33, 0.49, 0.12
+        meta = curation_pb2.Slice(field="metadata.camera", value="[red]B[/red] " + "z" * 60, count=40)
         return curation_pb2.WorstSlicesResponse(
-            model_version="2", split="test", count=459, accuracy=0.9, f1=0.9, brier=0.16, rank_by=kw["rank_by"] or "brier", slices=[s]
+            model_version="2",
+            split="test",
+            count=459,
+            accuracy=0.9,
+            f1=0.9,
+            brier=0.16,
+            rank_by=kw["rank_by"] or "brier",
+            slices=[s, meta],
+            metadata_keys=list(kw["metadata_keys"]) or ["camera", "site"],
         )
 
 
@@ -49,3 +58,16 @@ def test_slices_ranks_by_the_option_and_shows_each_figure(monkeypatch: pytest.Mo
     assert out.exit_code == 0 and fake.asked[-1]["rank_by"] == "accuracy" and "worst by accuracy" in out.output
     out = runner.invoke(app, ["slices", "pets", "animals", "--rank-by", "auc"])
     assert out.exit_code == 1 and out.output.strip() == "INVALID_ARGUMENT: rank_by must be one of brier, accuracy, f1 (got 'auc')"
+
+
+def test_slices_passes_metadata_keys_and_shows_values_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeClient()
+    monkeypatch.setattr(cli_options.Firstlight, "from_stack", lambda data_dir: fake)
+    runner = CliRunner()
+    out = runner.invoke(app, ["slices", "pets", "animals"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    assert list(fake.asked[-1]["metadata_keys"]) == [] and "metadata keys chosen: camera, site" in out.output
+    # rich markup in a value is shown as typed, and a long value is cut
+    assert "metadata.camera=[red]B[/red] " + "z" * 26 + "…" in out.output
+    out = runner.invoke(app, ["slices", "pets", "animals", "--metadata-key", "camera", "--metadata-key", "lens"], env={"COLUMNS": "250"})
+    assert out.exit_code == 0 and list(fake.asked[-1]["metadata_keys"]) == ["camera", "lens"] and "metadata keys asked: camera, lens" in out.output

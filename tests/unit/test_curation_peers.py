@@ -86,3 +86,24 @@ def test_calls_from_the_event_loop_thread_are_refused(bridge) -> None:  # type: 
 
     with pytest.raises(RuntimeError, match="event loop thread"):
         asyncio.run_coroutine_threadsafe(on_loop(), loop).result(5)
+
+
+class FakeIngestionClient:
+    def __init__(self) -> None:
+        self.asked: list[list[str]] = []
+
+    async def list_inputs(self, req, key=None):  # type: ignore[no-untyped-def]
+        from firstlight.v1 import common_pb2, ingestion_pb2
+
+        self.asked.append(list(req.input_ids))
+        found = [common_pb2.Input(id=i, metadata={"camera": i[-1]}) for i in req.input_ids if i != "gone"]
+        return ingestion_pb2.ListInputsResponse(inputs=found)
+
+
+def test_metadata_of_lists_inputs_by_id_in_pages(bridge, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    b, _ = bridge
+    b.ingestion = FakeIngestionClient()
+    monkeypatch.setattr(peers, "PAGE", 2)
+    got = peers.GrpcPlatform(b).metadata_of("app", ["i1", "gone", "i3"])
+    assert got == {"i1": {"camera": "1"}, "i3": {"camera": "3"}}  # an input deleted meanwhile is left out
+    assert b.ingestion.asked == [["i1", "gone"], ["i3"]]

@@ -92,7 +92,10 @@ class FakeCuration:
                     brier_high=0.28,
                     rank_gap=-0.05,
                 ),
+                # a metadata value is user text: escaped, and cut when long
+                curation_pb2.Slice(field="metadata.camera", value=HOSTILE + "x" * 60, count=25, accuracy=0.8, accuracy_low=0.6, accuracy_high=0.9),
             ],
+            metadata_keys=list(req.metadata_keys) or ["camera"],
         )
 
     async def explain_prediction(self, req, key):  # type: ignore[no-untyped-def]
@@ -177,6 +180,10 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
     assert r.json()["slices"][0]["brier_high"] == pytest.approx(0.63)
     r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?rank_by=auc", headers=h)
     assert r.status_code == 400 and "rank_by must be one of" in r.json()["error"]["message"]
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices?metadata_key=camera&metadata_key=site", headers=h)
+    assert r.status_code == 200 and list(fake.curation.calls[-1].metadata_keys) == ["camera", "site"] and r.json()["metadata_keys"] == ["camera", "site"]
+    r = client.get("/v1/apps/app1/models/animals/versions/serving/slices", headers=h)
+    assert not fake.curation.calls[-1].metadata_keys and r.json()["metadata_keys"] == ["camera"]  # chosen by the service
     paths = client.get("/v1/openapi.json").json()["paths"]
     for p in (
         "/v1/apps/{app_id}/quality/health",
@@ -214,6 +221,11 @@ def test_portal_page_shows_the_check_and_keeps_one_of_a_group(gw) -> None:  # ty
     assert '0.520 <span class="muted">0.410–0.630</span>' in html and '<option value="brier" selected>' in html  # Brier with its interval
     page = client.get("/portal/apps/app1/quality?model=animals&rank_by=accuracy").text
     assert fake.curation.calls[-1].rank_by == "accuracy" and '<option value="accuracy" selected>' in page and "Ranked by accuracy" in page
+    assert "Metadata keys chosen: camera." in page and "camera = &lt;script&gt;alert(1)&lt;/script&gt;" + "x" * 14 + "…</th>" in page
+    assert 'title="metadata.camera = &lt;script&gt;alert(1)&lt;/script&gt;' + "x" * 60 + '"' in page  # the whole value on hover
+    page = client.get("/portal/apps/app1/quality?model=animals&metadata_keys=camera,+site").text
+    assert list(fake.curation.calls[-1].metadata_keys) == ["camera", "site"] and "Metadata keys asked for: camera, site." in page
+    assert 'name="metadata_keys" id="slices-metadata-keys" value="camera, site"' in page and HOSTILE not in page
     client.get("/portal/apps/app1/quality?model=animals&rank_by=bogus")  # the page falls back to the default, not a 400
     assert fake.curation.calls[-1].rank_by == "brier"
     # keep one: the ticked member kept, the others dropped; the check runs again
@@ -245,6 +257,11 @@ def test_views_name_checks_and_slices_in_words() -> None:
     assert v.leaks[0].split == "test"
     rows = slices_view(to_json(REPORT) | {"slices": [{"field": "cluster", "value": "c2", "count": 40, "majority_concept": "dog", "majority_share": 0.8}]})
     assert rows[0].name == "embedding cluster c2" and rows[0].note == "mostly dog (80%)" and not rows[0].confident
+    rows = slices_view(
+        {"rank_by": "brier", "slices": [{"field": "metadata.site", "value": "north", "count": 40}, {"field": "metadata.note", "value": "y" * 41}]}
+    )
+    assert (rows[0].name, rows[0].note, rows[0].full) == ("site = north", "metadata", "")
+    assert rows[1].name == "note = " + "y" * 39 + "…" and rows[1].full == "metadata.note = " + "y" * 41
 
 
 def test_histogram_route_and_portal_bars(gw) -> None:  # type: ignore[no-untyped-def]

@@ -58,6 +58,10 @@ class FakePlatform:
     def metadata_values(self, app_id, key):  # type: ignore[no-untyped-def]
         return {"i3": "clip-1", "dup": "clip-1"} if key == "video_id" else {}
 
+    def metadata_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
+        meta = getattr(self, "meta", {})
+        return {i: meta.get(i, {}) for i in input_ids}
+
     def labels_of(self, app_id, input_ids):  # type: ignore[no-untyped-def]
         concepts = {i: c for i, c, _ in self.rows}
         return {i: concepts[i] for i in input_ids if i in concepts}

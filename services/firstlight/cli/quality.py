@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from firstlight.cli.app import command
@@ -95,6 +96,15 @@ def dedupe(
         raise typer.Exit(CALL_FAILED)
 
 
+SHOWN_VALUE = 40  # characters of a slice's value shown (metadata values are free text, up to 4 KB)
+
+
+def shorten(value: str) -> str:
+    """A slice value for the table: cut to SHOWN_VALUE characters, rich markup escaped (a
+    metadata value such as "[red]" is text, not style)."""
+    return escape(value if len(value) <= SHOWN_VALUE else value[: SHOWN_VALUE - 1] + "…")
+
+
 @command("slices")
 def worst_slices(
     app_id: str,
@@ -103,21 +113,27 @@ def worst_slices(
     split: str = "validation",
     min_size: int = 20,
     rank_by: str = typer.Option("", help="brier (default: where the head is least reliable), accuracy or f1"),
+    metadata_key: list[str] = typer.Option(
+        [], "--metadata-key", help="input metadata key to slice by (repeat for more, at most 8; default: the categorical keys)"
+    ),
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
-    """Where a model version does worst on a split: per concept, embedding cluster and image-quality
-    quartile; accuracy, F1 and Brier score (lower is better) with 95% intervals."""
+    """Where a model version does worst on a split: per concept, embedding cluster, input metadata
+    value and image-quality quartile; accuracy, F1 and Brier score (lower is better) with 95%
+    intervals."""
     with client(data_dir) as fl:
-        resp = fl.worst_slices(app_id, model_id, version=version, split=split, min_size=min_size, rank_by=rank_by)
+        resp = fl.worst_slices(app_id, model_id, version=version, split=split, min_size=min_size, rank_by=rank_by, metadata_keys=metadata_key)
+    keys = ", ".join(resp.metadata_keys) or "none"
     table = Table(
         title=f"{model_id} v{resp.model_version} on {resp.split}, worst by {resp.rank_by}: accuracy {resp.accuracy:.3f}, "
-        f"macro F1 {resp.f1:.3f}, Brier {resp.brier:.3f} over {resp.count} inputs"
+        f"macro F1 {resp.f1:.3f}, Brier {resp.brier:.3f} over {resp.count} inputs; metadata keys "
+        f"{'asked' if metadata_key else 'chosen'}: {keys}"
     )
     for col in ("slice", "n", "accuracy (95%)", "F1 (95%)", "Brier (95%)", f"worse by ({resp.rank_by})", "note"):
         table.add_column(col)
     for s in resp.slices:
         table.add_row(
-            f"{s.field}={s.value}",
+            f"{s.field}={shorten(s.value)}",
             str(s.count),
             f"{s.accuracy:.3f} ({s.accuracy_low:.3f}-{s.accuracy_high:.3f})",
             f"{s.f1:.3f} ({s.f1_low:.3f}-{s.f1_high:.3f})",

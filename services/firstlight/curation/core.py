@@ -403,14 +403,31 @@ class Curation:
             self._pixels.pop((app_id, i), None)
         return {"kept": keep, "deleted": list(drop), "kind": group.kind, "similarity": group.similarity}
 
-    def worst_slices(self, app_id: str, model_id: str, version: str, split: str = "", min_size: int = 0, limit: int = 0, rank_by: str = "") -> dict[str, Any]:
+    def worst_slices(
+        self,
+        app_id: str,
+        model_id: str,
+        version: str,
+        split: str = "",
+        min_size: int = 0,
+        limit: int = 0,
+        rank_by: str = "",
+        metadata_keys: Sequence[str] = (),
+    ) -> dict[str, Any]:
         """Slices of a split of the version's dataset where the head does worst: true concept,
-        embedding cluster and (for inputs whose pixels were read by a health check) quartiles of
-        brightness, contrast and blur; ranked by ``rank_by`` (brier by default, accuracy, f1)."""
-        from firstlight.curation.quality import slices
+        embedding cluster, input metadata values (``metadata_keys``, or the categorical keys
+        chosen: ``quality.metadata_slices``) and (for inputs whose pixels were read by a health
+        check) quartiles of brightness, contrast and blur; ranked by ``rank_by`` (brier by
+        default, accuracy, f1)."""
+        from firstlight.curation.quality import metadata_slices, slices
         from firstlight.media import image_metrics
 
         validation.app_id(app_id)
+        asked = [validation.metadata_key(k) for k in metadata_keys]
+        if len(asked) > metadata_slices.MAX_KEYS:
+            raise InvalidArgument(f"metadata_keys names {len(asked)} keys, over the limit of {metadata_slices.MAX_KEYS}")
+        if len(set(asked)) != len(asked):
+            raise InvalidArgument("metadata_keys repeats a key")
         split = split or "validation"
         codes = {v: k for k, v in _SPLIT_NAMES.items()}
         if split not in ("validation", "test", "train"):
@@ -443,6 +460,14 @@ class Curation:
         if len(facts) == len(maybe):
             for metric in ("brightness", "contrast", "blur"):
                 fields[f"q_{metric}"] = image_metrics.buckets([getattr(f.quality, metric) for f in facts])
+        found = self.platform.metadata_of(app_id, ids)
+        metas = [found.get(i, {}) for i in ids]
+        keys = asked or metadata_slices.choose_keys(metas, min_size=min_size)
+        carried = metadata_slices.profile(metas)
+        absent = [k for k in keys if k not in carried]
+        if absent:
+            raise InvalidArgument(f"no input of the {split} split scored carries metadata key {', '.join(map(repr, absent))}")
+        fields.update(metadata_slices.metadata_fields(metas, keys))
         report = slices.rank_slices(y, pred, fields, proba=proba, concepts=model.concepts, rank_by=rank_by, min_size=min_size, limit=limit)
         out = []
         for s in report.slices:
@@ -452,4 +477,12 @@ class Curation:
                 majority = max(set(members), key=members.count)
                 share = members.count(majority) / len(members)
             out.append((s, majority, share))
-        return {"version": str(version), "split": split, "count": len(ids), "overall": dict(report.overall), "rank_by": rank_by, "slices": out}
+        return {
+            "version": str(version),
+            "split": split,
+            "count": len(ids),
+            "overall": dict(report.overall),
+            "rank_by": rank_by,
+            "slices": out,
+            "metadata_keys": list(keys),
+        }

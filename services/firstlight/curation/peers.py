@@ -158,6 +158,17 @@ class GrpcPlatform:
                 out[i.id] = (list(i.concepts), int(i.split))
         return out
 
+    def metadata_of(self, app_id: str, input_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Input id → its metadata (one ListInputs per 1,000 ids); inputs not in the app are left out."""
+        out: dict[str, dict[str, str]] = {}
+        ids = list(input_ids)
+        for start in range(0, len(ids), PAGE):
+            chunk = ids[start : start + PAGE]
+            req = ingestion_pb2.ListInputsRequest(app_id=app_id, page_size=len(chunk), input_ids=chunk)
+            for i in self.bridge.call(lambda req=req: self.bridge.ingestion.list_inputs(req)).inputs:
+                out[i.id] = dict(i.metadata)
+        return out
+
     def stored_image_facts(self, app_id: str, input_ids: Sequence[str]) -> dict[str, StoredImageFacts]:
         """Input id → the content hash, quality metrics and pixel signatures ingestion stored
         with it (one ListInputs per 1,000 ids); inputs not in the app are left out."""

@@ -300,6 +300,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             request.min_size,
             request.limit,
             request.rank_by,
+            list(request.metadata_keys),
         )
         overall = r["overall"]
         return curation_pb2.WorstSlicesResponse(
@@ -332,6 +333,7 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
                 )
                 for s, m, share in r["slices"]
             ],
+            metadata_keys=r["metadata_keys"],
         )
 
     def _maps(self) -> EmbeddingMaps:

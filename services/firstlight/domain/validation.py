@@ -179,6 +179,17 @@ def metadata(values: dict[str, str]) -> dict[str, str]:
     return dict(values)
 
 
+METADATA_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]{0,63}", re.ASCII)
+
+
+def metadata_key(value: str) -> str:
+    """A metadata key a request names (to slice or group by); stored keys are free text, a key
+    asked for is a plain name so it can be echoed, logged and shown as is."""
+    if not isinstance(value, str) or not METADATA_KEY.fullmatch(value):
+        raise InvalidArgument(f"metadata key {value[:80]!r} is invalid: use 1-64 letters, digits, '.', ':', '_' or '-', starting with a letter, digit or '_'")
+    return value
+
+
 def page_size(value: int, *, default: int, maximum: int) -> int:
     if value < 0:
         raise InvalidArgument(f"page_size must not be negative (got {value})")

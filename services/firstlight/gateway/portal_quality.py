@@ -86,7 +86,7 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
         try:
             resp = to_json(
                 await cl.curation.get_worst_slices(
-                    slices_request(app_id, q["model"], q["model_version"], q["split"], q["min_size"], 20, q["rank_by"]), key=s.key
+                    slices_request(app_id, q["model"], q["model_version"], q["split"], q["min_size"], 20, q["rank_by"], q["metadata_keys"]), key=s.key
                 )
             )
             ctx["slices"] = quality_views.slices_view(resp)
@@ -119,6 +119,7 @@ def _query(
     min_size: str,
     metric: str = "",
     rank_by: str = "",
+    metadata_keys: str = "",
 ) -> dict:
     def number(text: str, default: int, hi: int) -> int:
         return max(1, min(int(text), hi)) if text.strip().isdigit() else default
@@ -136,6 +137,8 @@ def _query(
         "min_size": number(min_size, 20, 100_000),
         "rank_by": rank_by if rank_by in quality_views.RANK_BY else quality_views.RANK_BY[0],
         "metric": metric if metric in quality_views.HISTOGRAM_METRICS else "",
+        # as typed (the service validates each key and says which is wrong); bounded here
+        "metadata_keys": [k.strip()[:100] for k in metadata_keys[:1000].split(",") if k.strip()][:20],
     }
 
 
@@ -155,11 +158,12 @@ async def quality_page(
     min_size: str = "20",
     metric: str = "",
     rank_by: str = "",
+    metadata_keys: str = "",
     done: str = "",
 ) -> Response:
     """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
-    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric, rank_by)
+    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric, rank_by, metadata_keys)
     return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 

@@ -4,6 +4,8 @@ curation service checks again that they are duplicates and that no label is lost
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
@@ -65,16 +67,25 @@ async def keep_one(app_id: str, body: KeepOneBody, c: Caller = Depends(caller), 
     return to_json(await cl.curation.keep_one_duplicate(req, key=c.key))
 
 
-def slices_request(app_id: str, model_id: str, version: str, split: str, min_size: int, limit: int, rank_by: str = "") -> curation_pb2.WorstSlicesRequest:
+def slices_request(
+    app_id: str, model_id: str, version: str, split: str, min_size: int, limit: int, rank_by: str = "", metadata_keys: Sequence[str] = ()
+) -> curation_pb2.WorstSlicesRequest:
     return curation_pb2.WorstSlicesRequest(
-        app_id=app_id, model_id=model_id, model_version=_version(version), split=split, min_size=min_size, limit=limit, rank_by=rank_by
+        app_id=app_id,
+        model_id=model_id,
+        model_version=_version(version),
+        split=split,
+        min_size=min_size,
+        limit=limit,
+        rank_by=rank_by,
+        metadata_keys=list(metadata_keys),
     )
 
 
 @router.get(
     "/apps/{app_id}/models/{model_id}/versions/{version}/slices",
     tags=["quality"],
-    summary="Where a version (`serving`: the serving one) does worst on a split: per concept, cluster, quality quartile; accuracy, F1, Brier, 95% intervals",
+    summary="Where a version (`serving`: the serving one) does worst on a split: per concept, cluster, metadata value, quality quartile; accuracy, F1, Brier",
 )
 async def worst_slices(
     app_id: str,
@@ -84,10 +95,14 @@ async def worst_slices(
     min_size: int = Query(20, ge=1, description="smallest slice reported"),
     limit: int = Query(20, ge=1, le=1000),
     rank_by: str = Query("", description="brier (default: the head's least reliable slices), accuracy or f1; 400 otherwise"),
+    metadata_key: list[str] = Query(
+        [], description="input metadata key to slice by, repeatable (at most 8); none: the categorical keys are chosen, listed in metadata_keys"
+    ),
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict:
-    return to_json(await cl.curation.get_worst_slices(slices_request(app_id, model_id, version, split, min_size, limit, rank_by), key=c.key))
+    req = slices_request(app_id, model_id, version, split, min_size, limit, rank_by, metadata_key)
+    return to_json(await cl.curation.get_worst_slices(req, key=c.key))
 
 
 @router.get(

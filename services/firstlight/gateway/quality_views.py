@@ -144,6 +144,15 @@ class SliceRow:
     brier_low: float = 0.0
     brier_high: float = 0.0
     rank_gap: float = 0.0
+    full: str = ""  # the untruncated name, when ``name`` is cut (shown on hover)
+
+
+#: characters of a metadata value the slices table shows (values are free text, up to 4 KB)
+SHOWN_VALUE = 40
+
+
+def _cut(text: str, n: int = SHOWN_VALUE) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
@@ -159,8 +168,11 @@ def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
             note = f"mostly {s['majority_concept']} ({float(s.get('majority_share', 0.0)):.0%})" if s.get("majority_concept") else ""
         elif field_.startswith("q_"):
             name, note = f"{field_[2:]} quartile {value}", "q1 = lowest"
+        elif field_.startswith("metadata."):  # user text: autoescaped by the template, cut here
+            name, note = f"{_cut(field_.removeprefix('metadata.'))} = {_cut(value)}", "metadata"
         else:
-            name, note = f"{field_} = {value}", ""
+            name, note = f"{field_} = {_cut(value)}", ""
+        full = f"{field_} = {value}" if len(value) > SHOWN_VALUE or len(field_) > SHOWN_VALUE else ""
         out.append(
             SliceRow(
                 name,
@@ -172,6 +184,7 @@ def slices_view(resp: dict[str, Any]) -> list[SliceRow]:
                 float(s.get(gap_key, 0.0)) > 0,
                 note,
                 *(float(s.get(k, 0.0)) for k in ("f1", "f1_low", "f1_high", "brier", "brier_low", "brier_high", "rank_gap")),
+                full=full,
             )
         )
     return out

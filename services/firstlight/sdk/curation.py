@@ -181,13 +181,24 @@ class CurationCalls(ServiceCalls):
         min_size: int = 20,
         limit: int = 20,
         rank_by: str = "",
+        metadata_keys: Iterable[str] = (),
     ) -> curation_pb2.WorstSlicesResponse:
-        """Where a model version does worst on a split (per concept, embedding cluster, quality
-        quartile), worst first: accuracy, F1 and Brier score each with a 95% interval, ranked by
-        ``rank_by`` (``brier`` by default, ``accuracy`` or ``f1``) through the pessimistic gap."""
+        """Where a model version does worst on a split (per concept, embedding cluster, input
+        metadata value, quality quartile), worst first: accuracy, F1 and Brier score each with a
+        95% interval, ranked by ``rank_by`` (``brier`` by default, ``accuracy`` or ``f1``)
+        through the pessimistic gap. ``metadata_keys``: the metadata keys to slice by (at most
+        8); none: the service chooses the categorical ones, listed in the reply's
+        ``metadata_keys``."""
         return self._curation().GetWorstSlices(
             curation_pb2.WorstSlicesRequest(
-                app_id=app_id, model_id=model_id, model_version=version, split=split, min_size=min_size, limit=limit, rank_by=rank_by
+                app_id=app_id,
+                model_id=model_id,
+                model_version=version,
+                split=split,
+                min_size=min_size,
+                limit=limit,
+                rank_by=rank_by,
+                metadata_keys=list(metadata_keys),
             ),
             timeout=self._deadline("GetWorstSlices"),
         )

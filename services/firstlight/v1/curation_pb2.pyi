@@ -1521,6 +1521,7 @@ class WorstSlicesRequest(_message.Message):
     MIN_SIZE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     RANK_BY_FIELD_NUMBER: _builtins.int
+    METADATA_KEYS_FIELD_NUMBER: _builtins.int
     app_id: _builtins.str
     """App id."""
     model_id: _builtins.str
@@ -1538,6 +1539,15 @@ class WorstSlicesRequest(_message.Message):
     otherwise). Each ranks by the pessimistic gap to the overall figure: how far the slice's 95%
     bound on its better side still is from overall.
     """
+    @_builtins.property
+    def metadata_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Input metadata keys to slice by, one slice per value (at most 8 keys; each 1-64 letters,
+        digits, '.', ':', '_' or '-', starting with a letter, digit or '_'; INVALID_ARGUMENT otherwise or
+        when no input scored carries the key). A key whose values are all numbers with more than 10
+        distinct ones is sliced by quartile instead. Empty: the categorical keys are chosen (text
+        values with 2..50 distinct ones, not near-unique like ids; at most 8), listed in the reply.
+        """
+
     def __init__(
         self,
         *,
@@ -1548,10 +1558,11 @@ class WorstSlicesRequest(_message.Message):
         min_size: _builtins.int = ...,
         limit: _builtins.int = ...,
         rank_by: _builtins.str = ...,
+        metadata_keys: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "rank_by", b"rank_by", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "limit", b"limit", "metadata_keys", b"metadata_keys", "min_size", b"min_size", "model_id", b"model_id", "model_version", b"model_version", "rank_by", b"rank_by", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1581,9 +1592,11 @@ class Slice(_message.Message):
     BRIER_HIGH_FIELD_NUMBER: _builtins.int
     RANK_GAP_FIELD_NUMBER: _builtins.int
     field: _builtins.str
-    """concept, cluster, or q_<metric> (a quartile of an image-quality metric)."""
+    """concept, cluster, q_<metric> (a quartile of an image-quality metric) or metadata.<key>."""
     value: _builtins.str
-    """The concept, cluster (c0, …) or quartile (q1 = lowest)."""
+    """The concept, cluster (c0, …), quartile (q1 = lowest) or metadata value (for a numeric key
+    sliced by quartile: "q1 [low, high]").
+    """
     count: _builtins.int
     """Inputs in the slice."""
     accuracy: _builtins.float
@@ -1657,6 +1670,7 @@ class WorstSlicesResponse(_message.Message):
     RANK_BY_FIELD_NUMBER: _builtins.int
     F1_FIELD_NUMBER: _builtins.int
     BRIER_FIELD_NUMBER: _builtins.int
+    METADATA_KEYS_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
     """Version scored."""
     split: _builtins.str
@@ -1673,6 +1687,10 @@ class WorstSlicesResponse(_message.Message):
     def slices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slice]:
         """Worst first."""
 
+    @_builtins.property
+    def metadata_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The metadata keys sliced by: those asked for, or the ones chosen when none was."""
+
     def __init__(
         self,
         *,
@@ -1684,10 +1702,11 @@ class WorstSlicesResponse(_message.Message):
         rank_by: _builtins.str = ...,
         f1: _builtins.float = ...,
         brier: _builtins.float = ...,
+        metadata_keys: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "brier", b"brier", "count", b"count", "f1", b"f1", "model_version", b"model_version", "rank_by", b"rank_by", "slices", b"slices", "split", b"split"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accuracy", b"accuracy", "brier", b"brier", "count", b"count", "f1", b"f1", "metadata_keys", b"metadata_keys", "model_version", b"model_version", "rank_by", b"rank_by", "slices", b"slices", "split", b"split"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
