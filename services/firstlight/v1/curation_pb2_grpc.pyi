@@ -102,6 +102,12 @@ class CurationServiceStub:
     its split in a dataset version), and a model version's prediction (stored by ScorePool if
     it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
     """
+    FindDuplicateGroups: _grpc.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]
+    """The exact and near-duplicate groups among the given inputs of an app, found by the health
+    check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+    and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+    indexed yet are in no group.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -172,6 +178,12 @@ class CurationServiceAsyncStub(CurationServiceStub):
     """A page of the app's latest map: each point's input, its place, its labels and split now (or
     its split in a dataset version), and a model version's prediction (stored by ScorePool if
     it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+    """
+    FindDuplicateGroups: _aio.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]  # type: ignore[assignment]
+    """The exact and near-duplicate groups among the given inputs of an app, found by the health
+    check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+    and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+    indexed yet are in no group.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -342,6 +354,18 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         """A page of the app's latest map: each point's input, its place, its labels and split now (or
         its split in a dataset version), and a model version's prediction (stored by ScorePool if
         it scored the pool, else scored for the page). NOT_FOUND if no map was computed yet.
+        """
+
+    @_abc_1.abstractmethod
+    def FindDuplicateGroups(
+        self,
+        request: _curation_pb2.FindDuplicateGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.FindDuplicateGroupsResponse, _abc.Awaitable[_curation_pb2.FindDuplicateGroupsResponse]]:
+        """The exact and near-duplicate groups among the given inputs of an app, found by the health
+        check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+        and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+        indexed yet are in no group.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
