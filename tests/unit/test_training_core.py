@@ -459,6 +459,29 @@ def test_group_duplicates_keeps_copies_and_video_frames_in_one_split(world: Worl
         core.shutdown()
 
 
+def test_extending_a_grouped_version_puts_new_copies_of_held_out_inputs_in_their_split(world: World, tmp_path: Path) -> None:
+    world.peers.items[:] = [(f"img{i}", [CONCEPTS[i % 2]], []) for i in range(20)]
+    dups = FakeDuplicates([])
+    core = TrainingCore(world.store, world.peers, world.events, [world.heads], tmp_path / "jobs2", workers=1, health=dups)
+    try:
+        ds = core.create_dataset("app", "x", fractions=(0.5, 0.25, 0.25), seed=0, group_duplicates=True)
+        split = {r.input_id: r.split for r in ds["rows"]}
+        held = next(i for i, s in split.items() if s == 3)
+        trained = next(i for i, s in split.items() if s == 1)
+        # new: a copy of a test input, a copy of a train input, an unrelated input
+        world.peers.items += [("copy-held", [CONCEPTS[0]], []), ("copy-train", [CONCEPTS[0]], []), ("fresh", [CONCEPTS[1]], [])]
+        dups.groups = [[held, "copy-held"], [trained, "copy-train"]]
+        ext = {r.input_id: r.split for r in core.extend_dataset("app", "x")["rows"]}
+        assert ext["copy-held"] == 3 and ext["copy-train"] == 1 and ext["fresh"] == 1
+        assert all(ext[i] == s for i, s in split.items())  # the old rows keep their splits
+        dups.status = "down"  # the groups are needed: nothing extended without them
+        world.peers.items.append(("later", [CONCEPTS[0]], []))
+        with pytest.raises(Unavailable, match="group_duplicates needs the curation service"):
+            core.extend_dataset("app", "x")
+    finally:
+        core.shutdown()
+
+
 def test_group_duplicates_is_refused_with_from_inputs_and_never_drawn_without_the_groups(world: World, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="from_inputs"):
         world.core.create_dataset("app", "g", input_splits=True, group_duplicates=True)

@@ -315,17 +315,33 @@ class TrainingCore:
         """A new version of ``dataset_id`` for active learning: every input of the latest version
         keeps its split (validation and test stay frozen, so versions trained on successive
         rounds are compared on the same validation inputs) with its current labels, and labeled
-        inputs it did not have join the train split."""
+        inputs it did not have join the train split — except, for a version split with
+        ``group_duplicates``, a new input in a group (a video, or copies of one image) with a
+        held-out member: it joins that member's split, so extending does not bring a leak back."""
         latest = self.get_dataset(app_id, dataset_id)
         wanted = list(latest["spec"].get("concepts") or [])
         items = _keep_concepts(self.peers.labeled_inputs(app_id, wanted), wanted)
         old = {r.input_id: r.split for r in latest["rows"]}
+        if latest["spec"].get("group_duplicates") and any(i not in old for i, _, _ in items):
+            old = {**old, **self._held_out_group_splits(app_id, [i for i, _, _ in items], old)}
         rows = [DatasetRow(i, sorted(cs), old.get(i, SPLIT_IDS["train"]), boxes) for i, cs, boxes in items]
         version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {**latest["spec"], "extended_from": latest["version"]}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         health = self._check_health(app_id, dataset_id, version)
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created, "health": health}
+
+    def _held_out_group_splits(self, app_id: str, ids: list[str], old: dict[str, int]) -> dict[str, int]:
+        """New inputs (not in ``old``) grouped, by video or as duplicates, with a held-out input
+        of ``old``: the split they join (the lowest held-out split of their group)."""
+        row = {i: k for k, i in enumerate(ids)}
+        linked = [[row[i] for i in g if i in row] for g in self._duplicate_groups(app_id, ids)]
+        groups = group_split.merge_groups(frames.video_groups(ids), linked)
+        held: dict[str, int] = {}
+        for i, g in zip(ids, groups):
+            if g is not None and old.get(i, SPLIT_IDS["train"]) != SPLIT_IDS["train"]:
+                held[g] = min(held.get(g, old[i]), old[i])
+        return {i: held[g] for i, g in zip(ids, groups) if i not in old and g is not None and g in held}
 
     def _duplicate_groups(self, app_id: str, input_ids: list[str]) -> list[list[str]]:
         """The curation service's duplicate groups among ``input_ids``. Unlike the health check,

@@ -178,7 +178,8 @@ class SplitSpec(_message.Message):
     service finds the duplicate groups among the inputs (its health check's detector), they are
     merged with the video groups and the same group-aware split is drawn. UNAVAILABLE if the
     curation service cannot be reached (no split is drawn without them); INVALID_ARGUMENT with
-    from_inputs.
+    from_inputs. ExtendDataset of such a version puts a new input grouped with a held-out one
+    into that one's split (instead of train).
     """
     def __init__(
         self,
