@@ -192,6 +192,46 @@ def weaken(rows: list[dict], X: np.ndarray, classes: list[str], seed: int, draw:
     return weak, into
 
 
+def _leaked(groups: list, split_of: list[str]) -> int:
+    """Held-out rows with a copy in another split, as the health check's leaks check counts them."""
+    gids = splits.group_of_rows(len(split_of), [g.members for g in groups])
+    by: dict[int, list[int]] = {}
+    for i, g in enumerate(gids):
+        by.setdefault(g, []).append(i)
+    return len(splits.leaked_rows(splits.leaks([m for m in by.values() if len(m) > 1], split_of)))
+
+
+def resplit(X, labels, copies, check_groups, planted_split, hashes, thumbs, canvases, seed: int) -> dict:  # type: ignore[no-untyped-def]
+    """CreateDataset's group_duplicates on the planted set: the groups FindDuplicateGroups finds
+    (the health check's detector, with the pixels), merged and split group-aware 70/15/15,
+    against the planted splits and a plain stratified re-draw (what CreateDataset does without
+    the option). Leaks counted twice: as the health check detects them (its own groups, blank
+    images skipped) and on the planted truth (copy/source pairs in two splits)."""
+    from firstlight.domain import group_split
+    from firstlight.domain import splits as domain_splits
+
+    n = len(labels)
+    fractions = (0.7, 0.15, 0.15)
+    found = health.duplicate_groups(X, content_hashes=hashes, thumbnails=thumbs, canvases=canvases)
+    merged = group_split.merge_groups([None] * n, [g.members for g in found])
+    grouped = group_split.group_split(labels, merged, fractions=fractions, seed=seed)
+    plain = domain_splits.stratified_split(labels, fractions=fractions, seed=seed)
+    out: dict = {"groups": len(found), "requested": grouped.requested, "achieved": grouped.achieved}
+    for name, assignment in (("planted", None), ("plain_redraw", plain), ("grouped", grouped.splits)):
+        split_of = list(planted_split)
+        if assignment is not None:
+            split_of = [""] * n
+            for s, idx in assignment.items():
+                for i in idx:
+                    split_of[i] = s
+        out[name] = {
+            "detected_leaks": _leaked(check_groups, split_of),
+            "planted_pairs_across_splits": sum(split_of[a] != split_of[b] for a, b in copies),
+            "planted_pairs": len(copies),
+        }
+    return out
+
+
 def planted(args: argparse.Namespace, log=print) -> dict:
     data = build_set(args.per_class, args.seed)
     rows = data["rows"]
@@ -260,6 +300,9 @@ def planted(args: argparse.Namespace, log=print) -> dict:
         if split_of[a] != split_of[b]:
             truth_leak.add(b if split_of[b] != "train" else a)
     res["leaks_rows"] = pr(leak_rows, truth_leak)
+    t0 = time.monotonic()
+    res["resplit"] = resplit(X, [r["label"] for r in rows], copies, groups, split_of, hashes, thumbs, canvases, args.seed)
+    res["resplit"]["seconds"] = time.monotonic() - t0
     # outliers
     score = outliers.outlier_scores(neighbors=nb)
     clean = kind != "blank"  # blank images are outliers too, but not the held-out class
@@ -461,7 +504,8 @@ def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
     t0 = time.monotonic()
     knn(Y, outliers.DEFAULT_K, exact_below=10**9)
     exact_20k = time.monotonic() - t0
-    nd, lk = res["near_duplicates_pairs_in_groups"], res["leaks_rows"]
+    nd, lk, rs = res["near_duplicates_pairs_in_groups"], res["leaks_rows"], res["resplit"]
+    g, p = rs["grouped"], rs["plain_redraw"]
     rows = [
         Row(
             f"data quality: duplicate + outlier passes, {sc['n']:,} × 1280",
@@ -486,6 +530,14 @@ def run(quick: bool = False, log=print) -> dict:  # type: ignore[no-untyped-def]
             "",
             "≥ 0.9 / ≥ 0.8",
             lk["precision"] >= 0.9 and lk["recall"] >= 0.8,
+        ),
+        Row(
+            "data quality: leaks after re-splitting by duplicate group",
+            f"{g['detected_leaks']} detected; planted pairs across splits {g['planted_pairs_across_splits']}/{g['planted_pairs']}",
+            f"plain re-draw: {p['detected_leaks']} detected, {p['planted_pairs_across_splits']}/{p['planted_pairs']} planted pairs across splits",
+            "",
+            "0 detected",
+            g["detected_leaks"] == 0,
         ),
         Row(
             "data quality: held-out-class outliers", f"AUROC {res['outlier_auroc_heldout']:.3f}", "65 planted", "", "≥ 0.8", res["outlier_auroc_heldout"] >= 0.8

@@ -13,7 +13,7 @@ from PIL import Image
 
 from firstlight import datasets
 from firstlight.sdk import Firstlight, FirstlightError, UploadItem
-from firstlight.v1 import curation_pb2
+from firstlight.v1 import curation_pb2, training_pb2
 
 from .test_curation import digit_pngs
 
@@ -132,6 +132,42 @@ def test_health_check_of_a_dataset_reports_leaks(client: Firstlight, planted: di
         client.health_check(APP, dataset_id="no-such-dataset")
     with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
         client.health_check(APP, near_duplicate_threshold=0.2)
+
+
+def _splits(client: Firstlight, dataset_id: str) -> dict[str, int]:
+    rows = client._training().ListDatasetRows(training_pb2.ListDatasetRowsRequest(app_id=APP, dataset_id=dataset_id), timeout=60).rows
+    return {r.input_id: int(r.split) for r in rows}
+
+
+def test_group_duplicates_resplits_so_no_planted_copy_leaks(client: Firstlight, stack, planted: dict) -> None:  # type: ignore[no-untyped-def]
+    """CreateDataset draws a split per input: a planted copy and its source land in two splits
+    for some seeds, and the health check recorded with the version fails on leaks. With
+    group_duplicates (SDK, then the CLI's --group-duplicates), for the same seeds, every copy
+    the detector groups sits in its source's split and the leaks check passes."""
+    from typer.testing import CliRunner
+
+    from firstlight.cli import app as cli
+
+    leaky = []
+    for seed in range(3):
+        plain = client.create_dataset(APP, f"plain-{seed}", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=seed)
+        if {c.name: c for c in plain.health.checks}["leaks"].status in ("warn", "fail"):
+            leaky.append(seed)
+        ds = client.create_dataset(APP, f"grouped-{seed}", concepts=CONCEPTS, fractions=(0.5, 0.25, 0.25), seed=seed, group_duplicates=True)
+        leaks = {c.name: c for c in ds.health.checks}["leaks"]
+        assert leaks.status == "pass" and leaks.count == 0, ds.health
+        split = _splits(client, f"grouped-{seed}")
+        assert all(split[new] == split[src] for new, src in planted["exact"].items()), split
+        # the mirrors the health check's detector finds with the pixels (≥ 2 of 3 in its own test)
+        assert sum(split[new] == split[src] for new, src in planted["mirrored"].items()) >= 2
+        assert {c.train + c.validation + c.test for c in ds.counts} and {1, 2, 3} <= set(split.values())
+    assert leaky, "no seed put a planted copy in another split than its source: the planted set no longer tests the re-split"
+    out = CliRunner().invoke(cli, ["dataset", APP, "grouped-cli", "--split", "0.5,0.25,0.25", "--group-duplicates", "--data-dir", str(stack.data_dir)])
+    assert out.exit_code == 0, out.output
+    split = _splits(client, "grouped-cli")
+    assert all(split[new] == split[src] for new, src in planted["exact"].items())
+    with pytest.raises(FirstlightError, match=r"INVALID_ARGUMENT.*from_inputs"):
+        client.create_dataset(APP, "grouped-from-inputs", from_inputs=True, group_duplicates=True)
 
 
 def test_embedding_map(client: Firstlight, planted: dict) -> None:

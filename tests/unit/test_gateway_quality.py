@@ -137,6 +137,12 @@ class FakeTraining:
         checks = [training_pb2.DatasetCheck(name="leaks", status="fail", message="1 input", count=1)]
         return training_pb2.Dataset(app_id=req.app_id, id="main", version="abcdef0123456789", health=training_pb2.DatasetHealth(status="fail", checks=checks))
 
+    async def create_dataset(self, req, key):  # type: ignore[no-untyped-def]
+        self.created = req
+        if req.split.group_duplicates and req.dataset_id == "down":  # as training answers when curation is unreachable
+            raise errors.Unavailable("group_duplicates needs the curation service to find the duplicate groups, and it is unreachable")
+        return training_pb2.Dataset(app_id=req.app_id, id=req.dataset_id, version="0123")
+
 
 class FakeInference:
     async def list_models(self, req, key):  # type: ignore[no-untyped-def]
@@ -191,6 +197,17 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
         "/v1/apps/{app_id}/models/{model_id}/versions/{version}/slices",
     ):
         assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
+
+
+def test_create_dataset_over_http_passes_group_duplicates(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.post("/v1/apps/app1/datasets", json={"id": "d", "split": {"seed": 3, "group_duplicates": True}}, headers=h)
+    assert r.status_code == 201 and fake.training.created.split.group_duplicates and fake.training.created.split.seed == 3
+    r = client.post("/v1/apps/app1/datasets", json={"id": "d"}, headers=h)
+    assert r.status_code == 201 and not fake.training.created.split.group_duplicates
+    r = client.post("/v1/apps/app1/datasets", json={"id": "down", "split": {"group_duplicates": True}}, headers=h)
+    assert r.status_code == 503 and "curation service" in r.json()["error"]["message"]
 
 
 def test_gallery_listing_passes_a_quality_range_through(gw) -> None:  # type: ignore[no-untyped-def]

@@ -93,6 +93,26 @@ def test_health_check_maps_rows_to_ids_and_reads_pixels_once(tmp_path):
     assert leaks == ["dup"]
 
 
+def test_duplicate_groups_of_given_inputs_by_the_health_checks_detector() -> None:
+    platform = FakePlatform()
+    platform.vec["flip"] = platform.vec["i5"] * 1.001  # a mirrored copy, near by the embedding alone
+    platform.blob["flip"] = _png(np.asarray(Image.open(io.BytesIO(platform.blob["i5"])))[:, ::-1].copy())
+    cur = Curation(platform, training=None)  # type: ignore[arg-type]
+    ids = [f"i{i}" for i in range(40)] + ["dup", "flip", "not-indexed"]
+    r = cur.duplicate_groups("app", ids)
+    assert r["examined"] == 42 and sorted(sorted(m) for m, *_ in r["groups"]) == [["dup", "i3"], ["flip", "i5"]]
+    with_pixels = {frozenset(m): kind for m, _, kind, _ in cur.duplicate_groups("app", ids, images=True)["groups"]}
+    assert with_pixels == {frozenset({"i3", "dup"}): "exact", frozenset({"i5", "flip"}): "near"}
+    assert cur.duplicate_groups("app", ["i3", "i4"])["groups"] == []  # only among the inputs given
+    assert cur.duplicate_groups("app", ["i3"]) == {"groups": [], "examined": 1}
+    with pytest.raises(InvalidArgument, match="near_duplicate_threshold"):
+        cur.duplicate_groups("app", ids, threshold=0.2)
+    with pytest.raises(InvalidArgument, match="1 to 20000"):
+        cur.duplicate_groups("app", [])
+    with pytest.raises(InvalidArgument, match="input id"):
+        cur.duplicate_groups("app", ["bad id!"])
+
+
 def test_health_check_uses_the_metrics_ingestion_stored_and_measures_only_older_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     from firstlight.media import image_metrics
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from training_doubles import RecordedEvents
 
-from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from firstlight.training.core import CANCELLED, FAILED, MAX_SCORED, QUEUED, RUNNING, SUCCEEDED, RowFilter, TrainingCore
 from firstlight.training.ports import Candidate, Exported, JobProgressed, JobRun, Scores
 
@@ -430,6 +430,88 @@ def test_a_frozen_version_records_its_health_check_and_training_warns_or_refuses
         ds = core.create_dataset("app", "h", fractions=(0.5, 0.5, 0.0), seed=1)
         assert ds["health"]["status"] == "skip" and "not started" in ds["health"]["error"]
         core.train("app", "m", "h", {}, require_passing_check=True)  # a skipped check refuses nothing
+    finally:
+        core.shutdown()
+
+
+class FakeDuplicates(FakeHealth):
+    """The curation service's duplicate groups (given), its health check passing, or unreachable."""
+
+    def __init__(self, groups: list[list[str]]) -> None:
+        super().__init__()
+        self.status = "pass"
+        self.groups = groups
+        self.asked: list[list[str]] = []
+
+    def duplicate_groups(self, app_id: str, input_ids: Sequence[str]) -> list[list[str]]:
+        self.asked.append(list(input_ids))
+        if self.status == "down":
+            raise Unavailable("failed to connect to all addresses")
+        return [list(g) for g in self.groups]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_group_duplicates_keeps_copies_and_video_frames_in_one_split(world: World, tmp_path: Path, seed: int) -> None:
+    # 3 videos x 4 frames and 36 images; copies: image pairs, a chain of three, an image that
+    # copies a frame (joins its video), and a frame of v1 that copies one of v2 (one group)
+    world.peers.items[:] = [
+        (f"v{v}.t{t * 1000:010d}", [CONCEPTS[t % 2]], []) for v in range(3) for t in range(4)
+    ] + [(f"img{i}", [CONCEPTS[i % 2]], []) for i in range(36)]  # fmt: skip
+    groups = [[f"img{2 * k}", f"img{2 * k + 1}"] for k in range(8)] + [["img20", "img21"], ["img21", "img22"]]
+    groups += [["img30", "v0.t0000001000"], ["v1.t0000000000", "v2.t0000003000"], ["img31", "not-in-the-dataset"]]
+    dups = FakeDuplicates(groups)
+    core = TrainingCore(world.store, world.peers, world.events, [world.heads], tmp_path / "jobs2", workers=1, health=dups)
+    try:
+        ds = core.create_dataset("app", "g", fractions=(0.5, 0.25, 0.25), seed=seed, group_duplicates=True)
+        assert sorted(dups.asked[0]) == sorted(i for i, _, _ in world.peers.items)
+        split = {r.input_id: r.split for r in ds["rows"]}
+        together = [[f"img{2 * k}", f"img{2 * k + 1}"] for k in range(8)] + [["img20", "img21", "img22"]]
+        together += [["img30", *(f"v0.t{t * 1000:010d}" for t in range(4))]]
+        together += [[f"v{v}.t{t * 1000:010d}" for v in (1, 2) for t in range(4)]]
+        for members in together:
+            assert len({split[i] for i in members}) == 1, members
+        assert len(split) == 48 and set(split.values()) == {1, 2, 3}
+        assert core.get_dataset("app", "g")["spec"]["group_duplicates"] is True
+    finally:
+        core.shutdown()
+
+
+def test_extending_a_grouped_version_puts_new_copies_of_held_out_inputs_in_their_split(world: World, tmp_path: Path) -> None:
+    world.peers.items[:] = [(f"img{i}", [CONCEPTS[i % 2]], []) for i in range(20)]
+    dups = FakeDuplicates([])
+    core = TrainingCore(world.store, world.peers, world.events, [world.heads], tmp_path / "jobs2", workers=1, health=dups)
+    try:
+        ds = core.create_dataset("app", "x", fractions=(0.5, 0.25, 0.25), seed=0, group_duplicates=True)
+        split = {r.input_id: r.split for r in ds["rows"]}
+        held = next(i for i, s in split.items() if s == 3)
+        trained = next(i for i, s in split.items() if s == 1)
+        # new: a copy of a test input, a copy of a train input, an unrelated input
+        world.peers.items += [("copy-held", [CONCEPTS[0]], []), ("copy-train", [CONCEPTS[0]], []), ("fresh", [CONCEPTS[1]], [])]
+        dups.groups = [[held, "copy-held"], [trained, "copy-train"]]
+        ext = {r.input_id: r.split for r in core.extend_dataset("app", "x")["rows"]}
+        assert ext["copy-held"] == 3 and ext["copy-train"] == 1 and ext["fresh"] == 1
+        assert all(ext[i] == s for i, s in split.items())  # the old rows keep their splits
+        dups.status = "down"  # the groups are needed: nothing extended without them
+        world.peers.items.append(("later", [CONCEPTS[0]], []))
+        with pytest.raises(Unavailable, match="group_duplicates needs the curation service"):
+            core.extend_dataset("app", "x")
+    finally:
+        core.shutdown()
+
+
+def test_group_duplicates_is_refused_with_from_inputs_and_never_drawn_without_the_groups(world: World, tmp_path: Path) -> None:
+    with pytest.raises(InvalidArgument, match="from_inputs"):
+        world.core.create_dataset("app", "g", input_splits=True, group_duplicates=True)
+    # no curation service configured, or unreachable: UNAVAILABLE, nothing frozen
+    with pytest.raises(Unavailable, match=r"group_duplicates needs the curation service.*none configured"):
+        world.core.create_dataset("app", "g", group_duplicates=True)
+    dups = FakeDuplicates([])
+    dups.status = "down"
+    core = TrainingCore(world.store, world.peers, world.events, [world.heads], tmp_path / "jobs2", workers=1, health=dups)
+    try:
+        with pytest.raises(Unavailable, match=r"unreachable.*failed to connect.*nothing was frozen"):
+            core.create_dataset("app", "g", group_duplicates=True)
+        assert ("app", "g") not in world.store.datasets
     finally:
         core.shutdown()
 

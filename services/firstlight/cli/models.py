@@ -31,6 +31,7 @@ def dataset(
     concept: Annotated[list[str] | None, typer.Option(help="Only inputs labeled with these concepts")] = None,
     seed: int = 0,
     from_inputs: Annotated[bool, typer.Option(help="Keep the split recorded on each input (none: train) instead of drawing one")] = False,
+    group_duplicates: Annotated[bool, typer.Option(help="Keep exact and near-duplicates in one split, as a video's frames (no leaks)")] = False,
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Freeze the app's labeled inputs into a dataset version with stratified splits."""
@@ -46,6 +47,7 @@ def dataset(
             seed=seed,
             concepts=concept or [],
             from_inputs=from_inputs,
+            group_duplicates=group_duplicates,
         )
     table = Table(title=f"dataset {ds.id} version {ds.version}")
     for col in ("concept", "train", "validation", "test"):

@@ -22,7 +22,7 @@ IDEMPOTENT_RPCS = frozenset({
     "GetCurationPolicy", "ListLabelingQueue", "ListLearningRounds", "ListApiKeys",
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
-    "GetEmbeddingMapJob", "ListEmbeddingMapPoints",
+    "GetEmbeddingMapJob", "ListEmbeddingMapPoints", "FindDuplicateGroups",
     "GetHeadWeights", "ExplainPrediction",
 })  # fmt: skip
 
@@ -38,8 +38,9 @@ DEADLINES_S: dict[str, float] = {
     "SuggestInputsForLabeling": 300.0,
     "GetDriftReport": 300.0,
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
-    "KeepOneDuplicate": 300.0,
-    "ExplainPrediction": 120.0,  # the first call of a process loads the torch backbone  # reads and decodes the group's images unless a check already did
+    "KeepOneDuplicate": 300.0,  # reads and decodes the group's images unless a check already did
+    "ExplainPrediction": 120.0,  # the first call of a process loads the torch backbone
+    "FindDuplicateGroups": 300.0,  # may decode images stored before their signatures
     "SetEmbeddingModel": 180.0,
     "ListEmbeddingMapPoints": 300.0,  # may score the page with a model that did not score the pool
     "StreamInputs": 600.0,

@@ -264,6 +264,52 @@ class Curation:
             self._pixels.popitem(last=False)
         return {i: f for i, f in facts.items() if f is not None}, corrupt
 
+    def _pixel_kw(self, app_id: str, ids: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """The detectors' pixel arguments for ``ids`` (content hashes, descriptors, canvases,
+        metrics) and the ids that did not decode."""
+        from firstlight.curation.quality import duplicates as dup
+        from firstlight.media.image_metrics import ImageQuality
+
+        facts, corrupt = self._pixel_facts(app_id, ids)
+        # an input that did not decode: no content hash, a zero descriptor (correlates with
+        # nothing), flat metrics (reported as corrupt, not as duplicates)
+        none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
+        blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
+        blank_canvas = np.zeros((32, 32), np.uint8)
+        kw = {
+            "content_hashes": [facts[i].sha256 if i in facts else "" for i in ids],
+            "thumbnails": np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
+            "canvases": np.stack([facts[i].canvas if i in facts else blank_canvas for i in ids]),
+            "quality": [facts[i].quality if i in facts else none for i in ids],
+        }
+        return kw, corrupt
+
+    def duplicate_groups(self, app_id: str, input_ids: Sequence[str], threshold: float = 0.0, images: bool = False) -> dict[str, Any]:
+        """Exact and near-duplicate groups among ``input_ids`` by the health check's detector
+        (``quality.health.duplicate_groups``); inputs not indexed are in no group."""
+        from firstlight.curation.quality import duplicates as dup
+        from firstlight.curation.quality import health
+
+        validation.app_id(app_id)
+        threshold = threshold or dup.DEFAULT_THRESHOLD
+        if not 0.5 <= threshold <= 1.0:
+            raise InvalidArgument(f"near_duplicate_threshold must be between 0.5 and 1 (got {threshold})")
+        if not 0 < len(input_ids) <= MAX_POOL:
+            raise InvalidArgument(f"input_ids must name 1 to {MAX_POOL} inputs (got {len(input_ids)})")
+        wanted = list(dict.fromkeys(validation.input_id(i) for i in input_ids))
+        ids, X = self._matrix(app_id, wanted)
+        if len(ids) < 2:
+            return {"groups": [], "examined": len(ids)}
+        kw: dict[str, Any] = {}
+        if images:
+            try:
+                kw = self._pixel_kw(app_id, ids)[0]
+            except FailedPrecondition:  # no blob store here: the embeddings alone decide
+                kw = {}
+            kw.pop("quality", None)
+        groups = health.duplicate_groups(X, threshold=threshold, **kw)
+        return {"groups": [([ids[m] for m in g.members], ids[g.keep], g.kind, g.similarity) for g in groups], "examined": len(ids)}
+
     def health_check(
         self,
         app_id: str,
@@ -305,20 +351,7 @@ class Curation:
         kw: dict = {}
         corrupt: list[str] = []
         if images:
-            from firstlight.media.image_metrics import ImageQuality
-
-            facts, corrupt = self._pixel_facts(app_id, ids)
-            # an input that did not decode: no content hash, a zero descriptor (correlates with
-            # nothing), flat metrics (reported as corrupt, not as duplicates)
-            none = ImageQuality(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0, 0, True, 1.0)
-            blank_thumb = np.zeros((2, dup.THUMB_SIZE**2), np.float32)
-            blank_canvas = np.zeros((32, 32), np.uint8)
-            kw = {
-                "content_hashes": [facts[i].sha256 if i in facts else "" for i in ids],
-                "thumbnails": np.stack([facts[i].thumb if i in facts else blank_thumb for i in ids]),
-                "canvases": np.stack([facts[i].canvas if i in facts else blank_canvas for i in ids]),
-                "quality": [facts[i].quality if i in facts else none for i in ids],
-            }
+            kw, corrupt = self._pixel_kw(app_id, ids)
         row = {i: k for k, i in enumerate(ids)}
         group_of = None
         if group_key:

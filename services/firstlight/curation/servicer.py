@@ -286,6 +286,11 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
             markdown=r["markdown"],
         )
 
+    async def FindDuplicateGroups(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(self.curation.duplicate_groups, request.app_id, list(request.input_ids), request.near_duplicate_threshold, request.images)
+        groups = [curation_pb2.DuplicateGroup(input_ids=m, keep=k, kind=kind, similarity=sim) for m, k, kind, sim in r["groups"]]
+        return curation_pb2.FindDuplicateGroupsResponse(groups=groups, examined=r["examined"])
+
     async def KeepOneDuplicate(self, request, context):  # type: ignore[no-untyped-def]
         r = await asyncio.to_thread(self.curation.keep_one, request.app_id, request.keep, list(request.drop), request.near_duplicate_threshold)
         return curation_pb2.KeepOneResponse(kept=r["kept"], deleted_input_ids=r["deleted"], kind=r["kind"], similarity=r["similarity"])

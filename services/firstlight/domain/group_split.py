@@ -9,7 +9,7 @@ Large groups are placed while every split still has room; small groups fill the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,3 +112,44 @@ def group_split(
         labels=per_label,
         groups={name: len({groups[i] if groups[i] is not None else f"i:{i}" for i in v}) for name, v in splits.items()},
     )
+
+
+def merge_groups(groups: Sequence[str | None], linked: Iterable[Sequence[int]]) -> list[str | None]:
+    """Each input's group once inputs that share a group (a video) or a linked set (a duplicate
+    group, as indices into the inputs) are joined, transitively: two videos sharing a
+    near-duplicate frame become one group. An input joined to nothing stays None. The merged
+    group is named by its lowest-index member's group (or ``#<index>``): deterministic."""
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    first: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        if g is not None:
+            union(first.setdefault(g, i), i)
+    for members in linked:
+        idx = [int(i) for i in members]
+        if any(not 0 <= i < len(groups) for i in idx):
+            raise InvalidArgument(f"a linked set names an input outside 0..{len(groups) - 1}: {idx}")
+        for i in idx[1:]:
+            union(idx[0], i)
+    size: dict[int, int] = {}
+    for i in range(len(groups)):
+        size[find(i)] = size.get(find(i), 0) + 1
+    out: list[str | None] = []
+    for i, g in enumerate(groups):
+        root = find(i)
+        if size[root] == 1:
+            out.append(g)  # alone: keeps its own group (or None)
+        else:
+            out.append(groups[root] if groups[root] is not None else f"#{root}")
+    return out

@@ -634,6 +634,7 @@ class SplitBody(BaseModel):
     test_count: int = 0
     seed: int = 0
     from_inputs: bool = False
+    group_duplicates: bool = False  # keep exact and near-duplicates in one split (no leaks)
 
 
 class CreateDatasetBody(BaseModel):

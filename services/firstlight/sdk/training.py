@@ -25,10 +25,13 @@ class TrainingCalls(ServiceCalls):
         concepts: Iterable[str] = (),
         write_splits: bool = True,
         from_inputs: bool = False,
+        group_duplicates: bool = False,
     ) -> training_pb2.Dataset:
         """Freeze the labeled inputs into a dataset version. ``from_inputs``: keep the split each
-        input already has (inputs without one: train) instead of drawing a stratified split."""
-        spec = training_pb2.SplitSpec(seed=seed, from_inputs=from_inputs)
+        input already has (inputs without one: train) instead of drawing a stratified split.
+        ``group_duplicates``: exact and near-duplicates (found by the curation service) stay in
+        one split, as a video's frames do, so the version's leaks check passes."""
+        spec = training_pb2.SplitSpec(seed=seed, from_inputs=from_inputs, group_duplicates=group_duplicates)
         if counts:
             spec.train_count, spec.validation_count, spec.test_count = counts
         else:

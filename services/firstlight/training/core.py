@@ -24,7 +24,7 @@ from typing import Any
 from firstlight.domain import evaluation, frames, group_split, splits, validation
 from firstlight.domain.errors import SplitPreconditionError
 from firstlight.domain.promotion import decide_promotion, metrics_of
-from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound
+from firstlight.errors import FailedPrecondition, FirstlightError, InvalidArgument, NotFound, Unavailable
 from firstlight.training.ports import (
     Candidate,
     EventPublisher,
@@ -230,22 +230,35 @@ class TrainingCore:
         seed: int = 0,
         write_back: bool = False,
         input_splits: bool = False,
+        group_duplicates: bool = False,
     ) -> dict[str, Any]:
         """``input_splits``: keep the split recorded on each input (none: train) instead of
-        drawing a stratified one; ``fractions``, ``counts`` and ``seed`` are then ignored."""
+        drawing a stratified one; ``fractions``, ``counts`` and ``seed`` are then ignored.
+        ``group_duplicates``: exact and near-duplicates (found by the curation service) join
+        one group with the frames of their videos, so no copy sits in two splits."""
         validation.app_id(app_id)
         validation.input_id(dataset_id)
         wanted = [validation.concept(c) for c in concepts]
         if input_splits:
+            if group_duplicates:
+                raise InvalidArgument("group_duplicates draws a new split and from_inputs keeps the recorded one: choose one")
             return self._dataset_from_input_splits(app_id, dataset_id, wanted, write_back)
         items = _keep_concepts(self.peers.labeled_inputs(app_id, wanted), wanted)
         if not items:
             raise FailedPrecondition(f"app {app_id!r} has no labeled inputs" + (f" with concepts {wanted}" if wanted else ""))
         keys = splits.stratification_keys([cs for _, cs, _ in items])
         groups = frames.video_groups([i for i, _, _ in items])
+        duplicates = 0
+        if group_duplicates:
+            found = self._duplicate_groups(app_id, [i for i, _, _ in items])
+            row = {i: k for k, (i, _, _) in enumerate(items)}
+            linked = [[row[i] for i in g if i in row] for g in found]
+            duplicates = len(linked)
+            groups = group_split.merge_groups(groups, linked)
         if any(g is not None for g in groups):
-            # Frames of one video are near-identical: all of them go to one split (no leak from
-            # train into test), stratified as far as whole videos allow.
+            # Frames of one video (and copies of one image, with group_duplicates) are
+            # near-identical: all of them go to one split (no leak from train into test),
+            # stratified as far as whole groups allow.
             grouped = group_split.group_split(keys, groups, fractions=fractions, counts=counts, seed=seed)
             assignment = {name: idx for name, idx in grouped.splits.items() if name in SPLIT_IDS}
             try:
@@ -253,13 +266,15 @@ class TrainingCore:
             except SplitPreconditionError as exc:  # say why: whole videos per split
                 videos = len({g for g, k in zip(groups, keys) if g is not None and k == exc.concept})
                 others = sum(1 for g, k in zip(groups, keys) if g is None and k == exc.concept)
+                what = "video or duplicate group" if group_duplicates else "video"
                 raise SplitPreconditionError(
-                    f"{exc}. Frames of one video stay in one split (no near-identical frames across train and validation), "
-                    f"and {exc.concept!r} is on {videos} video(s) and {others} other input(s): label it on another video or image",
+                    f"{exc}. Frames of one video{' and copies of one image' if group_duplicates else ''} stay in one split "
+                    "(no near-identical images across train and validation), "
+                    f"and {exc.concept!r} is on {videos} {what}(s) and {others} other input(s): label it on another video or image",
                     exc.concept,
                 ) from None
-            log.info("dataset %s/%s: group-aware split over %s videos, achieved %s of %s", app_id, dataset_id,
-                     len({g for g in groups if g}), grouped.achieved, grouped.requested)  # fmt: skip
+            log.info("dataset %s/%s: group-aware split over %s groups (%s duplicate groups), achieved %s of %s", app_id, dataset_id,
+                     len({g for g in groups if g}), duplicates, grouped.achieved, grouped.requested)  # fmt: skip
         else:
             assignment = splits.stratified_split(keys, fractions=fractions, counts=counts, seed=seed)
         split_of = {}
@@ -268,7 +283,9 @@ class TrainingCore:
                 split_of[items[i][0]] = SPLIT_IDS[name]
         rows = [DatasetRow(i, sorted(cs), split_of[i], boxes) for i, cs, boxes in items if i in split_of]
         version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
-        spec = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
+        spec: dict[str, Any] = {"concepts": wanted, "fractions": fractions, "counts": counts, "seed": seed}
+        if group_duplicates:
+            spec["group_duplicates"] = True
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         if write_back:
             self.peers.write_splits(app_id, {r.input_id: r.split for r in rows})
@@ -298,17 +315,44 @@ class TrainingCore:
         """A new version of ``dataset_id`` for active learning: every input of the latest version
         keeps its split (validation and test stay frozen, so versions trained on successive
         rounds are compared on the same validation inputs) with its current labels, and labeled
-        inputs it did not have join the train split."""
+        inputs it did not have join the train split — except, for a version split with
+        ``group_duplicates``, a new input in a group (a video, or copies of one image) with a
+        held-out member: it joins that member's split, so extending does not bring a leak back."""
         latest = self.get_dataset(app_id, dataset_id)
         wanted = list(latest["spec"].get("concepts") or [])
         items = _keep_concepts(self.peers.labeled_inputs(app_id, wanted), wanted)
         old = {r.input_id: r.split for r in latest["rows"]}
+        if latest["spec"].get("group_duplicates") and any(i not in old for i, _, _ in items):
+            old = {**old, **self._held_out_group_splits(app_id, [i for i, _, _ in items], old)}
         rows = [DatasetRow(i, sorted(cs), old.get(i, SPLIT_IDS["train"]), boxes) for i, cs, boxes in items]
         version = splits.dataset_version_id([(r.input_id, r.concepts, r.split, r.regions) for r in rows])
         spec = {**latest["spec"], "extended_from": latest["version"]}
         created = self.store.save_dataset(app_id, dataset_id, version, spec, rows)
         health = self._check_health(app_id, dataset_id, version)
         return {"app_id": app_id, "id": dataset_id, "version": version, "rows": rows, "created_at": created, "health": health}
+
+    def _held_out_group_splits(self, app_id: str, ids: list[str], old: dict[str, int]) -> dict[str, int]:
+        """New inputs (not in ``old``) grouped, by video or as duplicates, with a held-out input
+        of ``old``: the split they join (the lowest held-out split of their group)."""
+        row = {i: k for k, i in enumerate(ids)}
+        linked = [[row[i] for i in g if i in row] for g in self._duplicate_groups(app_id, ids)]
+        groups = group_split.merge_groups(frames.video_groups(ids), linked)
+        held: dict[str, int] = {}
+        for i, g in zip(ids, groups):
+            if g is not None and old.get(i, SPLIT_IDS["train"]) != SPLIT_IDS["train"]:
+                held[g] = min(held.get(g, old[i]), old[i])
+        return {i: held[g] for i, g in zip(ids, groups) if i not in old and g is not None and g in held}
+
+    def _duplicate_groups(self, app_id: str, input_ids: list[str]) -> list[list[str]]:
+        """The curation service's duplicate groups among ``input_ids``. Unlike the health check,
+        this one must run: a split asked to keep copies together is not drawn without them."""
+        why = "group_duplicates needs the curation service to find the duplicate groups"
+        if self.health is None:
+            raise Unavailable(f"{why}, and this training service has none configured (FIRSTLIGHT_CURATION_ADDR); nothing was frozen")
+        try:
+            return self.health.duplicate_groups(app_id, input_ids)
+        except Unavailable as exc:
+            raise Unavailable(f"{why}, and it is unreachable ({exc}); nothing was frozen, try again") from None
 
     def _check_health(self, app_id: str, dataset_id: str, version: str) -> dict[str, Any] | None:
         """Run the health check on a version just frozen and record it with the version. It

@@ -202,5 +202,15 @@ class GrpcHealthChecks:
             raise from_rpc_error(exc) from None
         return {"status": r.status, "checks": [{"name": c.name, "status": c.status, "message": c.message, "count": c.count} for c in r.checks]}
 
+    def duplicate_groups(self, app_id: str, input_ids: Sequence[str]) -> list[list[str]]:
+        """FindDuplicateGroups with the pixels (stored at upload: cheap), so re-encodes, flips
+        and crops the embedding misses are kept together too. A read: retried on UNAVAILABLE."""
+        req = curation_pb2.FindDuplicateGroupsRequest(app_id=app_id, input_ids=list(input_ids), images=True)
+        try:
+            r = INTERNAL_POLICY.call(lambda: self.curation.FindDuplicateGroups(req, timeout=self.timeout_s))
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return [list(g.input_ids) for g in r.groups]
+
     def close(self) -> None:
         self._channel.close()

@@ -90,6 +90,12 @@ class HealthChecks(Protocol):
 
     def dataset_health(self, app_id: str, dataset_id: str, version: str) -> dict[str, Any]: ...
 
+    def duplicate_groups(self, app_id: str, input_ids: Sequence[str]) -> list[list[str]]:
+        """Groups (2 or more input ids) of exact and near-duplicates among ``input_ids``, found by
+        the health check's detector (FindDuplicateGroups): what a split by duplicate group keeps
+        together."""
+        ...
+
 
 # -- events ---------------------------------------------------------------------------------------
 

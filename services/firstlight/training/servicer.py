@@ -100,6 +100,7 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             seed=s.seed,
             write_back=request.write_splits_to_inputs,
             input_splits=s.from_inputs,
+            group_duplicates=s.group_duplicates,
         )
         return _dataset(ds)
 

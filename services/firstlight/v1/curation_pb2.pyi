@@ -2188,3 +2188,69 @@ class ExplainPredictionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainPredictionResponse: _TypeAlias = ExplainPredictionResponse  # noqa: Y015
+
+@_typing.final
+class FindDuplicateGroupsRequest(_message.Message):
+    """FindDuplicateGroups arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    IMAGES_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    near_duplicate_threshold: _builtins.float
+    """Embedding cosine at or above which two inputs are near-duplicates (0 = the default, 0.985)."""
+    images: _builtins.bool
+    """Also use the pixels (stored at upload, else read and decoded once): exact copies, re-encodes,
+    flips, colour shifts and crops the embedding alone may miss.
+    """
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The inputs to group (1 to 20,000 input ids of the app)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        near_duplicate_threshold: _builtins.float = ...,
+        images: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "images", b"images", "input_ids", b"input_ids", "near_duplicate_threshold", b"near_duplicate_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindDuplicateGroupsRequest: _TypeAlias = FindDuplicateGroupsRequest  # noqa: Y015
+
+@_typing.final
+class FindDuplicateGroupsResponse(_message.Message):
+    """FindDuplicateGroups result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    examined: _builtins.int
+    """Inputs examined (the indexed ones among those given)."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___DuplicateGroup]:
+        """Groups of two or more inputs, largest first (kind and similarity as in a health report)."""
+
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___DuplicateGroup] | None = ...,
+        examined: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examined", b"examined", "groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindDuplicateGroupsResponse: _TypeAlias = FindDuplicateGroupsResponse  # noqa: Y015

@@ -125,6 +125,11 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicateGroups = channel.unary_unary(
+                '/firstlight.v1.CurationService/FindDuplicateGroups',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -284,6 +289,16 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindDuplicateGroups(self, request, context):
+        """The exact and near-duplicate groups among the given inputs of an app, found by the health
+        check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+        and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+        indexed yet are in no group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -376,6 +391,11 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.ExplainPrediction,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.SerializeToString,
+            ),
+            'FindDuplicateGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindDuplicateGroups,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -865,6 +885,33 @@ class CurationService:
             '/firstlight.v1.CurationService/ExplainPrediction',
             firstlight_dot_v1_dot_curation__pb2.ExplainPredictionRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.ExplainPredictionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicateGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/FindDuplicateGroups',
+            firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

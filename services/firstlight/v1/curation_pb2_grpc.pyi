@@ -111,6 +111,12 @@ class CurationServiceStub:
     oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
     model or version.
     """
+    FindDuplicateGroups: _grpc.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]
+    """The exact and near-duplicate groups among the given inputs of an app, found by the health
+    check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+    and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+    indexed yet are in no group.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -190,6 +196,12 @@ class CurationServiceAsyncStub(CurationServiceStub):
     the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
     oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
     model or version.
+    """
+    FindDuplicateGroups: _aio.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]  # type: ignore[assignment]
+    """The exact and near-duplicate groups among the given inputs of an app, found by the health
+    check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+    and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+    indexed yet are in no group.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -375,6 +387,18 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
         oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
         model or version.
+        """
+
+    @_abc_1.abstractmethod
+    def FindDuplicateGroups(
+        self,
+        request: _curation_pb2.FindDuplicateGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.FindDuplicateGroupsResponse, _abc.Awaitable[_curation_pb2.FindDuplicateGroupsResponse]]:
+        """The exact and near-duplicate groups among the given inputs of an app, found by the health
+        check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
+        and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
+        indexed yet are in no group.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -153,6 +153,7 @@ class SplitSpec(_message.Message):
     TEST_COUNT_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     FROM_INPUTS_FIELD_NUMBER: _builtins.int
+    GROUP_DUPLICATES_FIELD_NUMBER: _builtins.int
     train_fraction: _builtins.float
     """Fraction of inputs for training (default 0.8)."""
     validation_fraction: _builtins.float
@@ -172,6 +173,14 @@ class SplitSpec(_message.Message):
     write-back) instead of drawing one; inputs with none go to train. Fractions, counts and
     seed are then ignored. For a test set the client fixed (the AL benchmark's held-out split).
     """
+    group_duplicates: _builtins.bool
+    """Keep exact and near-duplicates in one split, as the frames of one video are: the curation
+    service finds the duplicate groups among the inputs (its health check's detector), they are
+    merged with the video groups and the same group-aware split is drawn. UNAVAILABLE if the
+    curation service cannot be reached (no split is drawn without them); INVALID_ARGUMENT with
+    from_inputs. ExtendDataset of such a version puts a new input grouped with a held-out one
+    into that one's split (instead of train).
+    """
     def __init__(
         self,
         *,
@@ -183,10 +192,11 @@ class SplitSpec(_message.Message):
         test_count: _builtins.int = ...,
         seed: _builtins.int = ...,
         from_inputs: _builtins.bool = ...,
+        group_duplicates: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_inputs", b"from_inputs", "seed", b"seed", "test_count", b"test_count", "test_fraction", b"test_fraction", "train_count", b"train_count", "train_fraction", b"train_fraction", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_inputs", b"from_inputs", "group_duplicates", b"group_duplicates", "seed", b"seed", "test_count", b"test_count", "test_fraction", b"test_fraction", "train_count", b"train_count", "train_fraction", b"train_fraction", "validation_count", b"validation_count", "validation_fraction", b"validation_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,7 +121,7 @@ def health_check(
             skip=blank,
             thumbnails=thumbnails,
             canvases=canvases,
-        )
+        )  # keep in step with duplicate_groups below
         extra = sum(len(g.members) - 1 for g in groups)
         exact = sum(len(g.members) - 1 for g in groups if g.kind == "exact")
         share = extra / max(1, n)
@@ -229,3 +229,31 @@ def health_check(
     else:
         checks.append(Check("corrupt_or_blank", SKIP, "no image metrics"))
     return HealthReport(checks, n), details
+
+
+def duplicate_groups(
+    embeddings: np.ndarray,
+    *,
+    content_hashes: Sequence[str] | None = None,
+    thumbnails: np.ndarray | None = None,
+    canvases: np.ndarray | None = None,
+    threshold: float = dup.DEFAULT_THRESHOLD,
+) -> list[dup.DuplicateGroup]:
+    """The duplicate groups as :func:`health_check` finds them (the same neighbours and
+    threshold), without the other checks: what a split by duplicate group keeps together, so
+    the leaks check of the version it freezes passes. Blank images are not skipped here: the
+    check without pixels groups them too, and all of them in one split leaks nothing."""
+    from firstlight.curation.quality.neighbors import knn
+
+    n = len(embeddings)
+    if n < 2:
+        return []
+    return dup.find_duplicates(
+        n=n,
+        neighbors=knn(embeddings, outliers.DEFAULT_K),
+        content_hashes=content_hashes,
+        threshold=threshold,
+        embeddings=embeddings,
+        thumbnails=thumbnails,
+        canvases=canvases,
+    )
