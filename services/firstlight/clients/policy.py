@@ -23,7 +23,7 @@ IDEMPOTENT_RPCS = frozenset({
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
     "GetEmbeddingMapJob", "ListEmbeddingMapPoints",
-    "GetHeadWeights", "ExplainPrediction",
+    "GetHeadWeights", "ExplainPrediction", "ScoreUniqueness",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -40,6 +40,7 @@ DEADLINES_S: dict[str, float] = {
     "RunHealthCheck": 600.0,  # the first check of an app reads and decodes every image
     "KeepOneDuplicate": 300.0,
     "ExplainPrediction": 120.0,  # the first call of a process loads the torch backbone  # reads and decodes the group's images unless a check already did
+    "ScoreUniqueness": 300.0,  # reads up to 20,000 vectors and runs a kNN pass over them
     "SetEmbeddingModel": 180.0,
     "ListEmbeddingMapPoints": 300.0,  # may score the page with a model that did not score the pool
     "StreamInputs": 600.0,
