@@ -329,3 +329,22 @@ def test_uniqueness_route(gw) -> None:  # type: ignore[no-untyped-def]
     assert client.get("/v1/apps/app1/quality/uniqueness?scope=apps", headers=h).status_code == 400
     for bad in ("page_size=0", "page_size=1001", "per_concept=51"):
         assert client.get(f"/v1/apps/app1/quality/uniqueness?{bad}", headers=h).status_code == 400, bad
+
+
+def test_portal_uniqueness_card(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, cookie = gw
+    client.cookies.set(COOKIE, cookie)
+    idle = client.get("/portal/apps/app1/quality").text
+    assert 'id="uniqueness-idle"' in idle and not any(isinstance(c, curation_pb2.ScoreUniquenessRequest) for c in fake.curation.calls)
+    html = client.get("/portal/apps/app1/quality?uniq=1").text
+    req = fake.curation.calls[-1]
+    assert (req.scope, req.order, req.concept, req.page_size, req.per_concept) == ("app", "unusual", "", 12, 4)
+    assert "/v1/apps/app1/inputs/u1/thumbnail" in html and "0.610 · 0.700" in html  # app-wide · within its concept
+    assert "/v1/apps/app1/inputs/u2/thumbnail" in html and "unlabeled" in html
+    assert "/v1/apps/app1/inputs/r1/thumbnail" in html and "0.050" in html  # a representative, its distance within the concept
+    assert HOSTILE not in html and "&lt;script&gt;" in html  # the concept name autoescaped
+    client.get("/portal/apps/app1/quality?uniq=1&uniq_concept=cat&uniq_order=typical")
+    req = fake.curation.calls[-1]
+    assert (req.scope, req.order, req.concept) == ("concept", "typical", "cat")
+    client.get("/portal/apps/app1/quality?uniq=1&uniq_order=bogus")  # falls back to the default, not a 400
+    assert fake.curation.calls[-1].order == "unusual"
