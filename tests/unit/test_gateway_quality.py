@@ -198,6 +198,7 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
         "/v1/apps/{app_id}/quality/health",
         "/v1/apps/{app_id}/quality/duplicates/keep-one",
         "/v1/apps/{app_id}/models/{model_id}/versions/{version}/slices",
+        "/v1/apps/{app_id}/quality/uniqueness",
     ):
         assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
 
