@@ -133,3 +133,22 @@ def test_core_pages_validates_and_reuses_one_pass():
     platform.rows, platform.vec = platform.rows[:1], {ids[0]: Y[0]}
     with pytest.raises(FailedPrecondition):
         cur.uniqueness("app")
+
+
+def test_the_rpc_maps_scores_presence_and_representatives():
+    import asyncio
+
+    from firstlight.curation.core import Curation
+    from firstlight.curation.servicer import CurationServicer
+    from firstlight.v1 import curation_pb2
+
+    ids, concepts, Y, _, _ = _planted(1)
+    servicer = CurationServicer(Curation(_Platform(ids, concepts, Y), training=None))  # type: ignore[arg-type]
+    req = curation_pb2.ScoreUniquenessRequest(app_id="app", page_size=1000, per_concept=2)
+    resp = asyncio.run(servicer.ScoreUniqueness(req, None))
+    assert (resp.scope, resp.order, resp.total_size, resp.examined, resp.next_page_token) == ("app", "unusual", len(ids), len(ids), "")
+    by = {u.input_id: u for u in resp.inputs}
+    # no concept score for the unlabeled and the two-concept inputs (absent, not 0)
+    assert not by[ids[5]].HasField("concept_score") and not by[ids[6]].HasField("concept_score") and by[ids[0]].HasField("concept_score")
+    assert list(by[ids[6]].concepts) == concepts[6]
+    assert [r.concept for r in resp.representatives] == [f"c{i}" for i in range(6)] and all(len(r.inputs) == 2 for r in resp.representatives)
