@@ -170,6 +170,39 @@ def test_group_duplicates_resplits_so_no_planted_copy_leaks(client: Firstlight, 
         client.create_dataset(APP, "grouped-from-inputs", from_inputs=True, group_duplicates=True)
 
 
+def test_uniqueness_ranks_the_digits_and_blanks_unusual_and_pages_every_input(client: Firstlight, planted: dict) -> None:
+    """ScoreUniqueness on the planted app: the unlabeled digits among the most unusual app-wide,
+    the blank images (labeled as animals) the most unusual within their concepts; the
+    representatives of each concept are animals of it; the pages list every input once."""
+    first = client.uniqueness(APP, page_size=10, per_concept=3)
+    assert first.examined == first.total_size == planted["n"] and first.scope == "app" and first.order == "unusual"
+    top = [u.input_id for u in first.inputs]
+    # measured through the stack: the 3 blanks first (0.71-0.99), the 3 digits next
+    # (0.46-0.52), the first animal 0.45; asserted: blanks top 3, 2 digits in the top 8
+    assert set(top[:3]) == {"blank-0", "blank-1", "blank-2"}, top
+    assert sum(i.startswith("digit-") for i in top[:8]) >= 2, top
+    assert all(not u.HasField("concept_score") for u in first.inputs if u.input_id.startswith("digit-"))  # unlabeled
+    seen, token = list(top), first.next_page_token
+    while token:
+        page = client.uniqueness(APP, page_size=25, page_token=token)
+        assert not page.representatives
+        seen += [u.input_id for u in page.inputs]
+        token = page.next_page_token
+    assert len(seen) == len(set(seen)) == planted["n"]
+    within = client.uniqueness(APP, scope="concept", page_size=10)
+    # measured through the stack: the 3 blanks first within their concepts (0.69-0.99), the first animal 0.45
+    assert {u.input_id for u in within.inputs[:3]} == {"blank-0", "blank-1", "blank-2"}, within.inputs
+    assert within.total_size == planted["n"] - 3  # the digits have no concept
+    reps = {r.concept: [u.input_id for u in r.inputs] for r in first.representatives}
+    assert sorted(reps) == CONCEPTS
+    for c, ids in reps.items():
+        assert len(ids) == 3 and not any(i.startswith(("blank-", "digit-")) for i in ids), (c, ids)
+    typical = client.uniqueness(APP, order="typical", concept="dog", page_size=1000)
+    assert all("dog" in u.concepts for u in typical.inputs) and [u.score for u in typical.inputs] == sorted(u.score for u in typical.inputs)
+    with pytest.raises(FirstlightError, match="INVALID_ARGUMENT"):
+        client.uniqueness(APP, scope="everything")
+
+
 def test_embedding_map(client: Firstlight, planted: dict) -> None:
     ids, coords, labels = client.embedding_map(APP, method="pca")
     assert len(ids) == planted["n"] and coords.shape == (planted["n"], 2)

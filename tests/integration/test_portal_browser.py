@@ -622,6 +622,23 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     assert summary.startswith("brightness from 0 to ") and f"over {len(inputs) - 1} inputs" in summary, summary
     d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "histogram-card"))
     shot(d, "20-data-quality-histogram")
+    # The most unusual inputs and the most representative of each concept: the blank image
+    # (unlabeled, unlike any animal) among the most unusual; each concept's representatives its own.
+    d.find_element(By.ID, "uniqueness-run").click()
+    wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#uniqueness-inputs .tile"), 120, what="uniqueness")
+    unusual = [t.get_attribute("data-id") for t in d.find_elements(By.CSS_SELECTOR, "#uniqueness-inputs .tile")]
+    # measured through the stack: blank 0.763, the next (an animal) 0.443
+    assert len(unusual) == 12 and unusual[0] == "blank", unusual
+    concept_of = {i: c for i, c, _ in items}
+    rows = d.find_elements(By.CSS_SELECTOR, ".rep-row")
+    reps = {r.get_attribute("data-concept"): [t.get_attribute("data-id") for t in r.find_elements(By.CSS_SELECTOR, ".tile")] for r in rows}
+    assert set(reps) == {*DQ_CLASSES, HOSTILE}, reps
+    assert all(len(reps[c]) == 4 and all(concept_of.get(i) == c for i in reps[c]) for c in DQ_CLASSES), reps
+    thumbs = d.find_elements(By.CSS_SELECTOR, "#uniqueness-card img")
+    wait(d, lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i) for i in thumbs), what="uniqueness thumbnails")
+    no_alert(d)
+    d.execute_script("arguments[0].scrollIntoView()", d.find_element(By.ID, "uniqueness-card"))
+    shot(d, "20-data-quality-uniqueness")
     d.get(f"{base}/portal/apps/{DQ_APP}/quality?dataset=main")  # the check recorded with the version
     assert "was checked when frozen" in wait(d, lambda d: d.find_elements(By.ID, "health-recorded"), what="recorded check")[0].text
 

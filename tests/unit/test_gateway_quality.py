@@ -98,6 +98,22 @@ class FakeCuration:
             metadata_keys=list(req.metadata_keys) or ["camera"],
         )
 
+    async def score_uniqueness(self, req, key):  # type: ignore[no-untyped-def]
+        self.calls.append(req)
+        if req.scope not in ("", "app", "concept"):  # as the service refuses it
+            raise errors.InvalidArgument(f"scope must be one of app, concept (got {req.scope!r})")
+        one = curation_pb2.UniquenessScore
+        reps = [curation_pb2.ConceptRepresentatives(concept=HOSTILE, inputs=[one(input_id="r1", score=0.1, concept_score=0.05, concepts=[HOSTILE])])]
+        return curation_pb2.ScoreUniquenessResponse(
+            inputs=[one(input_id="u1", score=0.61, concept_score=0.7, concepts=["cat"]), one(input_id="u2", score=0.4, concepts=[])],
+            next_page_token="tok",
+            total_size=2,
+            examined=2,
+            representatives=reps if req.per_concept else [],
+            scope=req.scope or "app",
+            order=req.order or "unusual",
+        )
+
     async def explain_prediction(self, req, key):  # type: ignore[no-untyped-def]
         self.calls.append(req)
         if req.input_id == "gone":
@@ -195,6 +211,7 @@ def test_http_routes_build_the_requests_and_map_refusals(gw) -> None:  # type: i
         "/v1/apps/{app_id}/quality/health",
         "/v1/apps/{app_id}/quality/duplicates/keep-one",
         "/v1/apps/{app_id}/models/{model_id}/versions/{version}/slices",
+        "/v1/apps/{app_id}/quality/uniqueness",
     ):
         assert p in paths and all(op["tags"] == ["quality"] and op["summary"] for op in paths[p].values())
 
@@ -330,3 +347,39 @@ def test_explain_route(gw) -> None:  # type: ignore[no-untyped-def]
     for bad in ({"input_id": "x1", "base64": "aW1n"}, {"base64": "not base64!"}, {"input_id": "x1", "top_k": 11}):
         assert client.post(url, json=bad, headers=h).status_code == 400, bad
     assert client.post(url + "?format=gif", json={"input_id": "x1"}, headers=h).status_code == 400
+
+
+def test_uniqueness_route(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, _ = gw
+    h = {"Authorization": "Bearer k"}
+    r = client.get("/v1/apps/app1/quality/uniqueness?scope=concept&order=typical&concept=cat&page_size=50&page_token=t&per_concept=3", headers=h)
+    assert r.status_code == 200
+    req = fake.curation.calls[-1]
+    assert (req.app_id, req.scope, req.order, req.concept, req.page_size, req.page_token, req.per_concept) == ("app1", "concept", "typical", "cat", 50, "t", 3)
+    body = r.json()
+    # an input without a concept score has none in the JSON (not 0, not NaN)
+    assert body["inputs"][0]["concept_score"] == pytest.approx(0.7) and "concept_score" not in body["inputs"][1]
+    assert body["next_page_token"] == "tok" and body["representatives"][0]["inputs"][0]["input_id"] == "r1"
+    assert client.get("/v1/apps/app1/quality/uniqueness", headers=h).json()["scope"] == "app"
+    assert client.get("/v1/apps/app1/quality/uniqueness?scope=apps", headers=h).status_code == 400
+    for bad in ("page_size=0", "page_size=1001", "per_concept=51"):
+        assert client.get(f"/v1/apps/app1/quality/uniqueness?{bad}", headers=h).status_code == 400, bad
+
+
+def test_portal_uniqueness_card(gw) -> None:  # type: ignore[no-untyped-def]
+    client, fake, _, cookie = gw
+    client.cookies.set(COOKIE, cookie)
+    idle = client.get("/portal/apps/app1/quality").text
+    assert 'id="uniqueness-idle"' in idle and not any(isinstance(c, curation_pb2.ScoreUniquenessRequest) for c in fake.curation.calls)
+    html = client.get("/portal/apps/app1/quality?uniq=1").text
+    req = fake.curation.calls[-1]
+    assert (req.scope, req.order, req.concept, req.page_size, req.per_concept) == ("app", "unusual", "", 12, 4)
+    assert "/v1/apps/app1/inputs/u1/thumbnail" in html and "0.610 · 0.700" in html  # app-wide · within its concept
+    assert "/v1/apps/app1/inputs/u2/thumbnail" in html and "unlabeled" in html
+    assert "/v1/apps/app1/inputs/r1/thumbnail" in html and "0.050" in html  # a representative, its distance within the concept
+    assert HOSTILE not in html and "&lt;script&gt;" in html  # the concept name autoescaped
+    client.get("/portal/apps/app1/quality?uniq=1&uniq_concept=cat&uniq_order=typical")
+    req = fake.curation.calls[-1]
+    assert (req.scope, req.order, req.concept) == ("concept", "typical", "cat")
+    client.get("/portal/apps/app1/quality?uniq=1&uniq_order=bogus")  # falls back to the default, not a 400
+    assert fake.curation.calls[-1].order == "unusual"

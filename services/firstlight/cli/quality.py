@@ -1,5 +1,5 @@
 """Data and model quality: the health check, a model's worst slices, the embedding map, the
-histogram of a stored image-quality metric."""
+histogram of a stored image-quality metric, uniqueness and representatives."""
 
 from __future__ import annotations
 
@@ -248,3 +248,33 @@ def explain(
         table.add_row(c.concept, f"{c.score:.3f}", ", ".join(f"{e.input_id} ({e.similarity:.2f})" for e in c.evidence))
     console.print(table)
     console.print(f"wrote {out}")
+
+
+@command("uniqueness")
+def uniqueness(
+    app_id: str,
+    concept: str = typer.Option("", help="only the inputs of this concept, scored within it"),
+    typical: bool = typer.Option(False, "--typical", help="most typical first (default: most unusual first)"),
+    limit: int = typer.Option(20, min=1, max=1000, help="inputs shown"),
+    representatives: bool = typer.Option(False, "--representatives", help="also the most representative inputs of each concept"),
+    per_concept: int = typer.Option(5, min=1, max=50, help="with --representatives: how many per concept"),
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """The app's most unusual (or most typical) inputs: mean cosine distance to their nearest
+    inputs of the app and of their concept; with --concept, ranked within that concept."""
+    scope, order = ("concept" if concept else "app"), ("typical" if typical else "unusual")
+    with client(data_dir) as fl, console.status("scoring…"):
+        resp = fl.uniqueness(app_id, scope=scope, order=order, concept=concept, page_size=limit, per_concept=per_concept if representatives else 0)
+    table = Table(title=f"{app_id}: most {order} of {resp.total_size} input(s)" + (f" of {concept!r}" if concept else "") + f" ({resp.examined} scored)")
+    for col in ("input", "app-wide", "within concept", "concepts"):
+        table.add_column(col)
+    for u in resp.inputs:
+        table.add_row(u.input_id, f"{u.score:.4f}", f"{u.concept_score:.4f}" if u.HasField("concept_score") else "-", ", ".join(u.concepts))
+    console.print(table)
+    if resp.representatives:
+        reps = Table(title="most representative per concept (most typical first)")
+        for col in ("concept", "inputs (distance within concept)"):
+            reps.add_column(col)
+        for r in resp.representatives:
+            reps.add_row(r.concept, ", ".join(f"{u.input_id} ({u.concept_score:.3f})" for u in r.inputs))
+        console.print(reps)

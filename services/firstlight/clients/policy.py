@@ -23,7 +23,7 @@ IDEMPOTENT_RPCS = frozenset({
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
     "GetEmbeddingMapJob", "ListEmbeddingMapPoints", "FindDuplicateGroups",
-    "GetHeadWeights", "ExplainPrediction",
+    "GetHeadWeights", "ExplainPrediction", "ScoreUniqueness",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -41,6 +41,7 @@ DEADLINES_S: dict[str, float] = {
     "KeepOneDuplicate": 300.0,  # reads and decodes the group's images unless a check already did
     "ExplainPrediction": 120.0,  # the first call of a process loads the torch backbone
     "FindDuplicateGroups": 300.0,  # may decode images stored before their signatures
+    "ScoreUniqueness": 300.0,  # reads up to 20,000 vectors and runs a kNN pass over them
     "SetEmbeddingModel": 180.0,
     "ListEmbeddingMapPoints": 300.0,  # may score the page with a model that did not score the pool
     "StreamInputs": 600.0,

@@ -385,6 +385,9 @@ class CurationClient(_Service):
     async def explain_prediction(self, req: curation_pb2.ExplainPredictionRequest, *, key: str | None = None) -> curation_pb2.ExplainPredictionResponse:
         return await self._unary("ExplainPrediction", req, key)
 
+    async def score_uniqueness(self, req: curation_pb2.ScoreUniquenessRequest, *, key: str | None = None) -> curation_pb2.ScoreUniquenessResponse:
+        return await self._unary("ScoreUniqueness", req, key)
+
 
 class EmbeddingClient(_Service):
     """The internal EmbeddingService (called by search and ingestion, not by users)."""

@@ -6,6 +6,7 @@ drives the AL benchmark (``curation.benchmark``)."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from firstlight.domain import diverse_batch, frames, validation
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_POOL = 20_000
+#: Uniqueness results kept (least recently used dropped): one is ~20,000 × (id + 2 floats).
+MAX_UNIQUENESS_CACHE = 8
+#: Representatives per concept at most, and inputs per page of ScoreUniqueness.
+MAX_REPRESENTATIVES, MAX_UNIQUENESS_PAGE = 50, 1000
 #: Image facts kept in memory across checks (least recently used dropped): 2.5 checks of MAX_POOL.
 MAX_PIXEL_FACTS = 50_000
 
@@ -55,6 +60,10 @@ class Curation:
         # (inputs' bytes do not change under an id). Not persisted: a restart recomputes them.
         # An LRU of MAX_PIXEL_FACTS (~1 KB each): one check reads at most MAX_POOL of one app.
         self._pixels: OrderedDict[tuple[str, str], PixelFacts | None] = OrderedDict()  # None: did not decode
+        # Uniqueness by (app, digest of its inputs, labels and embedding model, per_concept):
+        # the pages of one listing reuse one kNN pass; any new input or label is a new key.
+        self._uniqueness: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
+        self._uniqueness_lock = threading.Lock()  # calls run in worker threads (asyncio.to_thread)
 
     def _model_version(self, app_id: str, model_id: str, version: str) -> tuple[ModelInfo, str]:
         """(model, resolved version id: the given one or the serving one)."""
@@ -518,4 +527,64 @@ class Curation:
             "rank_by": rank_by,
             "slices": out,
             "metadata_keys": list(keys),
+        }
+
+    def uniqueness(
+        self, app_id: str, scope: str = "", order: str = "", concept: str = "", page_size: int = 0, page_token: str = "", per_concept: int = 0
+    ) -> dict[str, Any]:
+        """A page of the app's inputs by uniqueness (see :mod:`quality.uniqueness`) and, on the
+        first page, each concept's representatives; over the app's most recent MAX_POOL indexed
+        inputs."""
+        import hashlib
+        import json
+
+        from firstlight.curation.quality import uniqueness
+        from firstlight.domain import projection
+
+        validation.app_id(app_id)
+        scope, order = scope or "app", order or "unusual"
+        if scope not in uniqueness.SCOPES:
+            raise InvalidArgument(f"scope must be one of {', '.join(uniqueness.SCOPES)} (got {scope!r})")
+        if order not in uniqueness.ORDERS:
+            raise InvalidArgument(f"order must be one of {', '.join(uniqueness.ORDERS)} (got {order!r})")
+        concept = validation.concept(concept) if concept else ""
+        size = validation.page_size(page_size, default=100, maximum=MAX_UNIQUENESS_PAGE)
+        if not 0 <= per_concept <= MAX_REPRESENTATIVES:
+            raise InvalidArgument(f"per_concept must be between 0 and {MAX_REPRESENTATIVES} (got {per_concept})")
+        rows = self.platform.inputs(app_id, labeled=None)[-MAX_POOL:]
+        _, model = self.platform.index_state(app_id)
+        digest = hashlib.sha256(json.dumps([model, [(i, sorted(c)) for i, c, _ in rows]]).encode()).hexdigest()[:32]
+        # The token is bound to this listing: a page of another state of the app would skip or repeat rows.
+        scope_key = json.dumps([app_id, digest, scope, order, concept])
+        offset = validation.decode_page_token("uniqueness", page_token, scope_key)
+        key = (app_id, digest, per_concept)
+        with self._uniqueness_lock:
+            scored = self._uniqueness.get(key)
+        if scored is None:
+            ids, X = self._matrix(app_id, [i for i, _, _ in rows])
+            if len(ids) < 2:
+                raise FailedPrecondition(f"need at least 2 indexed inputs to score uniqueness (have {len(ids)})")
+            concepts_of = {i: c for i, c, _ in rows}
+            scored = uniqueness.score(ids, [concepts_of[i] for i in ids], X, per_concept=per_concept)
+        with self._uniqueness_lock:
+            self._uniqueness[key] = scored
+            self._uniqueness.move_to_end(key)
+            while len(self._uniqueness) > MAX_UNIQUENESS_CACHE:
+                self._uniqueness.popitem(last=False)
+        listed = uniqueness.ranking(scored, scope, order, concept)
+        start, end, nxt = projection.page_bounds(len(listed), offset, size)
+
+        def one(r: int) -> dict[str, Any]:
+            c = float(scored.concept[r])
+            return {"input_id": scored.ids[r], "score": float(scored.app[r]), "concept_score": None if np.isnan(c) else c, "concepts": scored.concepts[r]}
+
+        reps = {c: [one(r) for r in rs] for c, rs in scored.representatives.items() if not concept or c == concept} if offset == 0 else {}
+        return {
+            "inputs": [one(int(r)) for r in listed[start:end]],
+            "next_page_token": validation.encode_page_token("uniqueness", nxt, scope_key) if nxt else "",
+            "total_size": len(listed),
+            "examined": len(scored.ids),
+            "representatives": reps,
+            "scope": scope,
+            "order": order,
         }

@@ -403,6 +403,33 @@ class CurationServicer(curation_pb2_grpc.CurationServiceServicer):
         )
         return _explained(r)
 
+    async def ScoreUniqueness(self, request, context):  # type: ignore[no-untyped-def]
+        r = await asyncio.to_thread(
+            self.curation.uniqueness,
+            request.app_id,
+            request.scope,
+            request.order,
+            request.concept,
+            request.page_size,
+            request.page_token,
+            request.per_concept,
+        )
+        return curation_pb2.ScoreUniquenessResponse(
+            inputs=[_uniqueness_score(u) for u in r["inputs"]],
+            next_page_token=r["next_page_token"],
+            total_size=r["total_size"],
+            examined=r["examined"],
+            representatives=[
+                curation_pb2.ConceptRepresentatives(concept=c, inputs=[_uniqueness_score(u) for u in us]) for c, us in r["representatives"].items()
+            ],
+            scope=r["scope"],
+            order=r["order"],
+        )
+
+
+def _uniqueness_score(u: dict) -> curation_pb2.UniquenessScore:
+    return curation_pb2.UniquenessScore(input_id=u["input_id"], score=u["score"], concept_score=u["concept_score"], concepts=u["concepts"])
+
 
 def _map_job(j: dict) -> curation_pb2.EmbeddingMapJob:
     return curation_pb2.EmbeddingMapJob(

@@ -1,6 +1,7 @@
 """The Portal's data-quality page: the health check of the app or of a dataset version (its
 verdicts, duplicate groups as thumbnails with "keep one", leaks across splits, outliers and
-flagged images), a model version's worst slices, and a histogram of one image-quality metric
+flagged images), the most unusual and most representative inputs (uniqueness), a model
+version's worst slices, and a histogram of one image-quality metric
 stored with the inputs (SVG bars drawn server-side). The check runs when asked (``?run=1``):
 the first check of an app reads and decodes every image once. Rendered server-side
 (autoescaped); "keep one" is a plain form POST with the session's CSRF token, so the page needs
@@ -19,12 +20,14 @@ from firstlight import errors
 from firstlight.clients import Clients
 from firstlight.gateway import portal, quality_views
 from firstlight.gateway.api import to_json
-from firstlight.gateway.quality_api import health_request, slices_request
+from firstlight.gateway.quality_api import health_request, slices_request, uniqueness_request
 from firstlight.gateway.session import Session, csrf_ok
 from firstlight.v1 import curation_pb2, inference_pb2, ingestion_pb2, training_pb2
 
 router = APIRouter(prefix="/portal", include_in_schema=False)
 MAX_MESSAGE = 600
+#: Tiles of the uniqueness card: most unusual (or typical) inputs, representatives per concept.
+UNIQUE_TILES, REPRESENTATIVES = 12, 4
 
 
 async def _describe(cl: Clients, key: str, app_id: str, ids: list[str]) -> dict[str, tuple[list[str], int]]:
@@ -52,6 +55,8 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
         "models": [],
         "histogram": None,
         "histogram_error": "",
+        "uniqueness": None,
+        "uniqueness_error": "",
         "histogram_metrics": quality_views.HISTOGRAM_METRICS,
         "rank_by_choices": quality_views.RANK_BY,
         "rank_by_words": quality_views.RANK_BY_WORDS,
@@ -82,6 +87,15 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
             raise
         except errors.FirstlightError as exc:
             ctx["health_error"] = str(exc)
+    if q["uniq"]:
+        try:
+            scope = "concept" if q["uniq_concept"] else "app"
+            req = uniqueness_request(app_id, scope, q["uniq_order"], q["uniq_concept"], UNIQUE_TILES, "", REPRESENTATIVES)
+            ctx["uniqueness"] = quality_views.uniqueness_view(to_json(await cl.curation.score_uniqueness(req, key=s.key)))
+        except (errors.Unauthenticated, errors.PermissionDenied):
+            raise
+        except errors.FirstlightError as exc:
+            ctx["uniqueness_error"] = str(exc)
     if q["model"]:
         try:
             resp = to_json(
@@ -120,6 +134,9 @@ def _query(
     metric: str = "",
     rank_by: str = "",
     metadata_keys: str = "",
+    uniq: str = "",
+    uniq_concept: str = "",
+    uniq_order: str = "",
 ) -> dict:
     def number(text: str, default: int, hi: int) -> int:
         return max(1, min(int(text), hi)) if text.strip().isdigit() else default
@@ -139,6 +156,9 @@ def _query(
         "metric": metric if metric in quality_views.HISTOGRAM_METRICS else "",
         # as typed (the service validates each key and says which is wrong); bounded here
         "metadata_keys": [k.strip()[:100] for k in metadata_keys[:1000].split(",") if k.strip()][:20],
+        "uniq": uniq.strip() in ("1", "true", "on"),
+        "uniq_concept": uniq_concept.strip(),
+        "uniq_order": uniq_order if uniq_order in ("unusual", "typical") else "unusual",
     }
 
 
@@ -159,11 +179,31 @@ async def quality_page(
     metric: str = "",
     rank_by: str = "",
     metadata_keys: str = "",
+    uniq: str = "",
+    uniq_concept: str = "",
+    uniq_order: str = "",
     done: str = "",
 ) -> Response:
     """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
-    q = _query(run, dataset, version, images, group_key, examples, model, model_version, split, min_size, metric, rank_by, metadata_keys)
+    q = _query(
+        run,
+        dataset,
+        version,
+        images,
+        group_key,
+        examples,
+        model,
+        model_version,
+        split,
+        min_size,
+        metric,
+        rank_by,
+        metadata_keys,
+        uniq,
+        uniq_concept,
+        uniq_order,
+    )
     return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 

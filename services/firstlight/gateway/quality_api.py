@@ -166,3 +166,32 @@ async def explain(
     if format == "png":
         return Response(resp.grid_png, media_type="image/png")
     return to_json(resp)
+
+
+def uniqueness_request(
+    app_id: str, scope: str = "", order: str = "", concept: str = "", page_size: int = 0, page_token: str = "", per_concept: int = 0
+) -> curation_pb2.ScoreUniquenessRequest:
+    return curation_pb2.ScoreUniquenessRequest(
+        app_id=app_id, scope=scope, order=order, concept=concept, page_size=page_size, page_token=page_token, per_concept=per_concept
+    )
+
+
+@router.get(
+    "/apps/{app_id}/quality/uniqueness",
+    tags=["quality"],
+    summary="Every indexed input's uniqueness (kNN distance app-wide and within its concept), most unusual or most typical first, paged; "
+    "the most representative inputs per concept on the first page",
+)
+async def uniqueness(
+    app_id: str,
+    scope: str = Query("app", description="app (among all inputs) or concept (within the input's only concept); 400 otherwise"),
+    order: str = Query("unusual", description="unusual (highest score first) or typical; 400 otherwise"),
+    concept: str = Query("", description="list only the inputs labeled with this concept"),
+    page_size: int = Query(100, ge=1, le=1000),
+    page_token: str = Query(""),
+    per_concept: int = Query(0, ge=0, le=50, description="representatives per concept (0: none)"),
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+) -> dict:
+    req = uniqueness_request(app_id, scope, order, concept, page_size, page_token, per_concept)
+    return to_json(await cl.curation.score_uniqueness(req, key=c.key))

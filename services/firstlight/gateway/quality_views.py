@@ -246,3 +246,29 @@ def histogram_view(resp: dict[str, Any]) -> dict[str, Any]:
         "low": edges[0] if edges else 0.0,
         "high": edges[-1] if edges else 0.0,
     }
+
+
+@dataclass(frozen=True)
+class UniqueTile:
+    input_id: str
+    score: float  # app-wide
+    concept_score: float | None  # within its only concept
+    concepts: tuple[str, ...]
+
+
+def _tile(u: dict[str, Any]) -> UniqueTile:
+    cs = u.get("concept_score")
+    return UniqueTile(str(u["input_id"]), float(u.get("score", 0.0)), None if cs is None else float(cs), tuple(u.get("concepts", ())))
+
+
+def uniqueness_view(resp: dict[str, Any]) -> dict[str, Any]:
+    """ScoreUniqueness's JSON as the card shows it: the listed inputs as tiles, and a row of tiles
+    per concept for its representatives (concepts by name)."""
+    return {
+        "inputs": [_tile(u) for u in resp.get("inputs", [])],
+        "representatives": sorted((str(r["concept"]), [_tile(u) for u in r.get("inputs", [])]) for r in resp.get("representatives", [])),
+        "total": int(resp.get("total_size", 0)),
+        "examined": int(resp.get("examined", 0)),
+        "scope": resp.get("scope", "app"),
+        "order": resp.get("order", "unusual"),
+    }

@@ -231,6 +231,27 @@ class CurationCalls(ServiceCalls):
         return self._curation().ExplainPrediction(req, timeout=self._deadline("ExplainPrediction"))
 
     @wrap_errors
+    def uniqueness(
+        self,
+        app_id: str,
+        *,
+        scope: str = "app",
+        order: str = "unusual",
+        concept: str = "",
+        page_size: int = 100,
+        page_token: str = "",
+        per_concept: int = 0,
+    ) -> curation_pb2.ScoreUniquenessResponse:
+        """One page of the app's indexed inputs by uniqueness: ``scope="app"`` their mean cosine
+        distance to the 50 nearest inputs of the app, ``"concept"`` to the 10 nearest of their
+        concept; ``order="unusual"`` highest first, ``"typical"`` lowest; ``concept`` lists only
+        its inputs. ``per_concept``: the most representative inputs of each concept (first page)."""
+        req = curation_pb2.ScoreUniquenessRequest(
+            app_id=app_id, scope=scope, order=order, concept=concept, page_size=page_size, page_token=page_token, per_concept=per_concept
+        )
+        return self._curation().ScoreUniqueness(req, timeout=self._deadline("ScoreUniqueness"))
+
+    @wrap_errors
     def label_errors(self, app_id: str, *, concepts: Iterable[str] = (), folds: int = 5, max_results: int = 100) -> curation_pb2.FindLabelErrorsResponse:
         return self._curation().FindLabelErrors(
             curation_pb2.FindLabelErrorsRequest(app_id=app_id, concepts=list(concepts), folds=folds, max_results=max_results),

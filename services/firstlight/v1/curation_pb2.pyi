@@ -2254,3 +2254,166 @@ class FindDuplicateGroupsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FindDuplicateGroupsResponse: _TypeAlias = FindDuplicateGroupsResponse  # noqa: Y015
+
+@_typing.final
+class ScoreUniquenessRequest(_message.Message):
+    """ScoreUniqueness arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PER_CONCEPT_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    scope: _builtins.str
+    """Score to list by: "app" (default; among all the app's inputs) or "concept" (within the
+    input's concept; only inputs with exactly one concept are listed).
+    """
+    order: _builtins.str
+    """"unusual" (default; highest score first) or "typical" (lowest first)."""
+    concept: _builtins.str
+    """List only inputs labeled with this concept ("" = all). Scores are still computed against
+    the whole app / concept.
+    """
+    page_size: _builtins.int
+    """Inputs per page (0 = 100, at most 1000)."""
+    page_token: _builtins.str
+    per_concept: _builtins.int
+    """Representatives per concept (0 = none, at most 50); with `concept`, of that concept only."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        scope: _builtins.str = ...,
+        order: _builtins.str = ...,
+        concept: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        per_concept: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "concept", b"concept", "order", b"order", "page_size", b"page_size", "page_token", b"page_token", "per_concept", b"per_concept", "scope", b"scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreUniquenessRequest: _TypeAlias = ScoreUniquenessRequest  # noqa: Y015
+
+@_typing.final
+class UniquenessScore(_message.Message):
+    """One input's uniqueness."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    CONCEPT_SCORE_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    input_id: _builtins.str
+    score: _builtins.float
+    """Mean cosine distance to its 50 nearest inputs of the app (higher = more unusual)."""
+    concept_score: _builtins.float
+    """Mean cosine distance to its 10 nearest inputs of its concept; absent for inputs with no or
+    several concepts, or alone in their concept.
+    """
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its concepts."""
+
+    def __init__(
+        self,
+        *,
+        input_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        concept_score: _builtins.float | None = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concept_score", b"_concept_score", "concept_score", b"concept_score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concept_score", b"_concept_score", "concept_score", b"concept_score", "concepts", b"concepts", "input_id", b"input_id", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concept_score: _TypeAlias = _typing.Literal["concept_score"]  # noqa: Y015
+    _WhichOneofArgType__concept_score: _TypeAlias = _typing.Literal["_concept_score", b"_concept_score"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concept_score) -> _WhichOneofReturnType__concept_score | None: ...
+
+Global___UniquenessScore: _TypeAlias = UniquenessScore  # noqa: Y015
+
+@_typing.final
+class ConceptRepresentatives(_message.Message):
+    """The most typical inputs of one concept."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONCEPT_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    concept: _builtins.str
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___UniquenessScore]:
+        """Most typical first; a near-copy of one already listed is skipped."""
+
+    def __init__(
+        self,
+        *,
+        concept: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___UniquenessScore] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concept", b"concept", "inputs", b"inputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConceptRepresentatives: _TypeAlias = ConceptRepresentatives  # noqa: Y015
+
+@_typing.final
+class ScoreUniquenessResponse(_message.Message):
+    """ScoreUniqueness result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    EXAMINED_FIELD_NUMBER: _builtins.int
+    REPRESENTATIVES_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    total_size: _builtins.int
+    """Inputs listed over all pages."""
+    examined: _builtins.int
+    """Inputs scored (the app's indexed inputs, at most 20,000)."""
+    scope: _builtins.str
+    """The scope and order used."""
+    order: _builtins.str
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___UniquenessScore]:
+        """This page, in the requested order."""
+
+    @_builtins.property
+    def representatives(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConceptRepresentatives]:
+        """Per concept, by name (on the first page only; empty on later pages)."""
+
+    def __init__(
+        self,
+        *,
+        inputs: _abc.Iterable[Global___UniquenessScore] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        examined: _builtins.int = ...,
+        representatives: _abc.Iterable[Global___ConceptRepresentatives] | None = ...,
+        scope: _builtins.str = ...,
+        order: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["examined", b"examined", "inputs", b"inputs", "next_page_token", b"next_page_token", "order", b"order", "representatives", b"representatives", "scope", b"scope", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreUniquenessResponse: _TypeAlias = ScoreUniquenessResponse  # noqa: Y015

@@ -130,6 +130,11 @@ class CurationServiceStub:
                 request_serializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.FromString,
                 _registered_method=True)
+        self.ScoreUniqueness = channel.unary_unary(
+                '/firstlight.v1.CurationService/ScoreUniqueness',
+                request_serializer=firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessResponse.FromString,
+                _registered_method=True)
 
 
 class CurationServiceServicer:
@@ -299,6 +304,19 @@ class CurationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreUniqueness(self, request, context):
+        """Every indexed input's uniqueness (issue 19): its mean cosine distance to its 50 nearest
+        inputs of the app, and to its 10 nearest of its concept (inputs with exactly one concept),
+        listed by one of them, most unusual or most typical first, paged; plus the most typical
+        inputs of each concept (representatives). Computed per call over the app's most recent
+        20,000 indexed inputs (like RunHealthCheck), cached while the inputs and labels are
+        unchanged. INVALID_ARGUMENT: bad scope, order, concept, page size or token;
+        FAILED_PRECONDITION: fewer than 2 indexed inputs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CurationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -396,6 +414,11 @@ def add_CurationServiceServicer_to_server(servicer, server):
                     servicer.FindDuplicateGroups,
                     request_deserializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.SerializeToString,
+            ),
+            'ScoreUniqueness': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreUniqueness,
+                    request_deserializer=firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -912,6 +935,33 @@ class CurationService:
             '/firstlight.v1.CurationService/FindDuplicateGroups',
             firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsRequest.SerializeToString,
             firstlight_dot_v1_dot_curation__pb2.FindDuplicateGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreUniqueness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.CurationService/ScoreUniqueness',
+            firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessRequest.SerializeToString,
+            firstlight_dot_v1_dot_curation__pb2.ScoreUniquenessResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -117,6 +117,15 @@ class CurationServiceStub:
     and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
     indexed yet are in no group.
     """
+    ScoreUniqueness: _grpc.UnaryUnaryMultiCallable[_curation_pb2.ScoreUniquenessRequest, _curation_pb2.ScoreUniquenessResponse]
+    """Every indexed input's uniqueness (issue 19): its mean cosine distance to its 50 nearest
+    inputs of the app, and to its 10 nearest of its concept (inputs with exactly one concept),
+    listed by one of them, most unusual or most typical first, paged; plus the most typical
+    inputs of each concept (representatives). Computed per call over the app's most recent
+    20,000 indexed inputs (like RunHealthCheck), cached while the inputs and labels are
+    unchanged. INVALID_ARGUMENT: bad scope, order, concept, page size or token;
+    FAILED_PRECONDITION: fewer than 2 indexed inputs.
+    """
 
 @_typing.type_check_only
 class CurationServiceAsyncStub(CurationServiceStub):
@@ -202,6 +211,15 @@ class CurationServiceAsyncStub(CurationServiceStub):
     check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
     and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
     indexed yet are in no group.
+    """
+    ScoreUniqueness: _aio.UnaryUnaryMultiCallable[_curation_pb2.ScoreUniquenessRequest, _curation_pb2.ScoreUniquenessResponse]  # type: ignore[assignment]
+    """Every indexed input's uniqueness (issue 19): its mean cosine distance to its 50 nearest
+    inputs of the app, and to its 10 nearest of its concept (inputs with exactly one concept),
+    listed by one of them, most unusual or most typical first, paged; plus the most typical
+    inputs of each concept (representatives). Computed per call over the app's most recent
+    20,000 indexed inputs (like RunHealthCheck), cached while the inputs and labels are
+    unchanged. INVALID_ARGUMENT: bad scope, order, concept, page size or token;
+    FAILED_PRECONDITION: fewer than 2 indexed inputs.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -399,6 +417,21 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         check's detector (embeddings, and with `images` the content hashes, tiny-image descriptors
         and crop canvases): what CreateDataset's group_duplicates keeps in one split. Inputs not
         indexed yet are in no group.
+        """
+
+    @_abc_1.abstractmethod
+    def ScoreUniqueness(
+        self,
+        request: _curation_pb2.ScoreUniquenessRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_curation_pb2.ScoreUniquenessResponse, _abc.Awaitable[_curation_pb2.ScoreUniquenessResponse]]:
+        """Every indexed input's uniqueness (issue 19): its mean cosine distance to its 50 nearest
+        inputs of the app, and to its 10 nearest of its concept (inputs with exactly one concept),
+        listed by one of them, most unusual or most typical first, paged; plus the most typical
+        inputs of each concept (representatives). Computed per call over the app's most recent
+        20,000 indexed inputs (like RunHealthCheck), cached while the inputs and labels are
+        unchanged. INVALID_ARGUMENT: bad scope, order, concept, page size or token;
+        FAILED_PRECONDITION: fewer than 2 indexed inputs.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
