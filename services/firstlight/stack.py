@@ -355,16 +355,12 @@ class LocalStack:
     def stop(self) -> None:
         if self.supervisor is not None:  # first: nothing may be restarted while we stop
             self.supervisor.stop()
-        if self.gateway and self.gateway.proc and self.gateway.proc.poll() is None:
-            self.gateway.proc.terminate()
-            try:
-                self.gateway.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.gateway.proc.kill()
-                self.gateway.proc.wait()
-        for name in reversed(SERVICES):
-            if name in self.services:
-                self._stop_service(name, signal.SIGTERM)
+        # The gateway and every service are asked to stop at once and given one shared grace
+        # period (as a pod's containers are): one after the other, a few slow drains under load
+        # added up to minutes.
+        procs = [self.gateway.proc] if self.gateway and self.gateway.proc else []
+        procs += [svc.proc for name in reversed(SERVICES) if (svc := self.services.get(name)) and svc.proc]
+        stop_all(procs, grace_s=30.0)
         if self.triton:
             self.triton.stop()
         if self.broker:
@@ -403,6 +399,22 @@ class LocalStack:
         tmp.chmod(0o600)
         tmp.write_text(json.dumps(self.addresses, indent=2))
         tmp.replace(path)
+
+
+def stop_all(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM every running process, wait for all of them within ``grace_s`` together, then
+    SIGKILL the ones still running."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in running:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("pid %d did not stop within %.0fs of SIGTERM: killing it", p.pid, grace_s)
+            p.kill()
+            p.wait()
 
 
 def read_stack_file(data_dir: Path) -> dict[str, str]:

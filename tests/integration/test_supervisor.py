@@ -103,6 +103,10 @@ def test_up_restarts_every_component_and_ctrl_c_leaves_nothing(tmp_path: Path) -
             code = up.wait(180)
         except subprocess.TimeoutExpired:
             os.killpg(up.pid, signal.SIGKILL)
+            # what was still stopping: the supervisor's log and each component's last lines
+            print((tmp_path / "up.log").read_text(errors="replace")[-3000:])
+            for f in sorted((data_dir / "logs").glob("*.log")):
+                print(f"--- {f.name}", *f.read_text(errors="replace").splitlines()[-8:], sep="\n")
             raise
         finally:
             log.close()

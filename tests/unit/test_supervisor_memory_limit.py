@@ -91,3 +91,21 @@ def test_rss_of_this_process_and_of_none() -> None:
     mine = rss_mb(os.getpid())
     assert mine is not None and mine > 1
     assert rss_mb(2**22 + 12345) is None
+
+
+def test_stop_all_terms_everyone_then_kills_who_ignores_it() -> None:
+    import subprocess
+    import sys
+
+    from firstlight.stack import stop_all
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    polite = "import time; print('ready', flush=True); time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE) for code in (stubborn, polite, stubborn)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline() == b"ready\n"  # handlers installed
+    stop_all(procs, grace_s=1.0)
+    assert [p.returncode for p in procs] == [-9, -15, -9]
+    for p in procs:
+        assert p.stdout is not None
+        p.stdout.close()
