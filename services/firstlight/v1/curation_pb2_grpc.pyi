@@ -108,8 +108,9 @@ class CurationServiceStub:
     torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
     PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
     the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-    model or version.
+    oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+    feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+    NOT_FOUND: unknown input, model or version.
     """
 
 @_typing.type_check_only
@@ -188,8 +189,9 @@ class CurationServiceAsyncStub(CurationServiceStub):
     torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
     PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
     the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-    model or version.
+    oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+    feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+    NOT_FOUND: unknown input, model or version.
     """
 
 class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -373,8 +375,9 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
         PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
         the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-        model or version.
+        oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+        feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+        NOT_FOUND: unknown input, model or version.
         """
 
 def add_CurationServiceServicer_to_server(servicer: CurationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
