@@ -134,11 +134,11 @@ class FakeTraining:
     def model(self, app_id, model_id):
         from firstlight.curation.ports import ModelInfo
 
-        return ModelInfo(app_id, model_id, "deep_classifier", CONCEPTS, "1")
+        return ModelInfo(app_id, model_id, "visual_classifier", CONCEPTS, "1")
 
     def deep_explainer(self, app_id, model_id, version):
         self.calls += 1
-        return DeepExplainer("1", "deep_classifier", CONCEPTS, "softmax", S, self.data)
+        return DeepExplainer("1", "visual_classifier", CONCEPTS, "softmax", S, self.data)
 
     def version(self, app_id, model_id, version):
         return VersionInfo(version, "ds", "abc")
@@ -158,7 +158,7 @@ def test_explain_a_deep_version_end_to_end(tmp_path):
     img, _ = _images(1, rng)
     for version in ("", "1"):
         r = ex.explain("app1", "m", version, image_bytes=_png(img[0]), top_k=2, evidence=2)
-        assert r.version == "1" and r.template == "deep_classifier" and len(r.concepts) == 2
+        assert r.version == "1" and r.template == "visual_classifier" and len(r.concepts) == 2
         for c in r.concepts:
             assert c.saliency.shape == (4, 4) and Image.open(io.BytesIO(c.overlay_png)).size == (96, 64)
             assert 1 <= len(c.evidence) <= 2 and all(c.concept in cs for _, _, cs in c.evidence)
