@@ -1,6 +1,6 @@
 """Deep templates through the real services: a visual_classifier job runs in the training
 service's worker, streams per-epoch progress (gRPC and the `training.progress` topic), records its
-experiment, is exported to Triton and served by Predict; a job can be cancelled; a job whose
+experiment, is exported to Triton, served by Predict and explained by curation; a job can be cancelled; a job whose
 service is killed mid-training resumes from its checkpoint after the restart (acceptance 4)."""
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def test_train_stream_record_and_serve(stack, client: Firstlight, dataset: str) 
 
     ev = client.evaluate(APP, "deepcls", "1", split="test")  # the exported TorchScript, re-run
     assert ev.count == 9 and ev.confusion_matrix_png.startswith(b"\x89PNG")
+
+    # explained by curation: the network split at its last feature map by training (issue 19)
+    shown = datasets.animal_mnist(1, seed=98, classes=["zebra"])[0][2]
+    ex = client.explain(APP, "deepcls", image=shown, top_k=2, evidence=2)
+    assert ex.model_version == "1" and ex.template == "visual_classifier" and len(ex.concepts) == 2
+    for c in ex.concepts:
+        assert (c.map_height, c.map_width) == (4, 4) and max(c.saliency) > min(c.saliency)  # 32 px: 1/8 of the side
+        assert c.overlay_png.startswith(b"\x89PNG") and 1 <= len(c.evidence) <= 2
 
     record = find_record(
         stack.broker.bootstrap,

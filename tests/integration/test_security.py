@@ -160,6 +160,7 @@ def test_app_key_cannot_reach_another_app_in_any_service(stack, as_a: Firstlight
         "FindLabelErrors": lambda: as_a.label_errors(B),
         "GetDriftReport": lambda: as_a.curation.GetDriftReport(curation_pb2.GetDriftReportRequest(app_id=B), timeout=30),  # type: ignore[union-attr]
         "GetHeadWeights": lambda: as_a.training.GetHeadWeights(training_pb2.GetHeadWeightsRequest(app_id=B, model_id="m"), timeout=30),  # type: ignore[union-attr]
+        "GetDeepExplainer": lambda: as_a.training.GetDeepExplainer(training_pb2.GetHeadWeightsRequest(app_id=B, model_id="m"), timeout=30),  # type: ignore[union-attr]
         "ExplainPrediction": lambda: as_a.explain(B, "m", input_id=f"{B}-1"),
         "ScoreUniqueness": lambda: as_a.uniqueness(B),
     }

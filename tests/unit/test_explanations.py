@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("torch")
 
 from firstlight.curation.explanations import Explanations
-from firstlight.curation.ports import HeadArrays, Row, VersionInfo
+from firstlight.curation.ports import HeadArrays, ModelInfo, Row, VersionInfo
 from firstlight.curation.quality import explain_render
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -59,6 +59,12 @@ class FakeTraining:
         if self.h.template != "transfer_classifier":
             raise FailedPrecondition(f"model {model_id!r} is a {self.h.template} model")
         return self.h
+
+    def model(self, app_id, model_id):
+        return ModelInfo(app_id, model_id, self.h.template, CONCEPTS, "2")
+
+    def deep_explainer(self, app_id, model_id, version):  # a deep template this fake has no network of
+        raise FailedPrecondition(f"model {model_id!r} is a {self.h.template} model; explanations exist for classifiers")
 
     def version(self, app_id, model_id, version):
         return VersionInfo(version, "ds", "abc")

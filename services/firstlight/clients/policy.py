@@ -23,7 +23,7 @@ IDEMPOTENT_RPCS = frozenset({
     "RunHealthCheck", "GetWorstSlices", "GetScoringJob", "ListPoolPredictions",
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
     "GetEmbeddingMapJob", "ListEmbeddingMapPoints", "FindDuplicateGroups",
-    "GetHeadWeights", "ExplainPrediction", "ScoreUniqueness",
+    "GetHeadWeights", "ExplainPrediction", "ScoreUniqueness", "GetDeepExplainer",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0

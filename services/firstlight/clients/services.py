@@ -325,6 +325,9 @@ class TrainingClient(_Service):
     async def get_head_weights(self, req: training_pb2.GetHeadWeightsRequest, *, key: str | None = None) -> training_pb2.HeadWeights:
         return await self._unary("GetHeadWeights", req, key)
 
+    async def get_deep_explainer(self, req: training_pb2.GetHeadWeightsRequest, *, key: str | None = None) -> training_pb2.DeepExplainer:
+        return await self._unary("GetDeepExplainer", req, key)
+
 
 class CurationClient(_Service):
     stub_class = curation_pb2_grpc.CurationServiceStub

@@ -6,12 +6,19 @@ app's blob (an input) or the request, the backbone is the torch EfficientNet-Lit
 this process (whatever serves the embeddings: the maps need gradients). Grad-CAM++ on the
 backbone's last feature map through the head (``quality.explain``), pictures by
 ``quality.explain_render``, and as evidence the version's training examples of each concept
-nearest to the image (their stored embeddings, cosine to the image's own embedding)."""
+nearest to the image (their stored embeddings, cosine to the image's own embedding).
+
+A deep classifier version (a whole network on pixels) comes from training as TorchScript split
+at its last feature map (``Training.deep_explainer``); Grad-CAM++ runs on that map through the
+network's own pooling and head, and the evidence is ranked as for a head, by the image's
+backbone embedding (the network has none the store knows). The loaded networks are cached per
+(app, model, version), a few per process."""
 
 from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from firstlight.config import ImageLimits
-from firstlight.curation.ports import HeadArrays, Platform, Training
+from firstlight.curation.ports import DeepExplainer, HeadArrays, Platform, Training
 from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, InvalidArgument
 
@@ -30,6 +37,8 @@ DEFAULT_EVIDENCE, MAX_EVIDENCE = 6, 50
 MAX_CANDIDATES = 20_000
 _VERSION = re.compile(r"[1-9][0-9]{0,9}", re.ASCII)
 TRAIN_SPLIT = 1
+#: Deep networks kept loaded (an EfficientNet-Lite0 version is ~15 MB of TorchScript).
+DEEP_CACHE = 4
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class Explanations:
         self._load = load_backbone
         self._model: Any = None
         self._lock = threading.Lock()
+        self._deep: OrderedDict[tuple[str, str, str], tuple[DeepExplainer, Any]] = OrderedDict()
 
     def backbone(self) -> Any:
         """The torch backbone, loaded on the first explanation (~1 s, ~20 MB): a curation
@@ -78,11 +88,37 @@ class Explanations:
                 self._model = self._load()
             return self._model
 
-    def _head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
+    def _deep_net(self, app_id: str, model_id: str, version: str) -> tuple[DeepExplainer, Any]:
+        """(the deep version's meta, its loaded split module), from the cache when it holds it."""
+        import io
+
+        import torch
+
+        resolved = version or self.training.model(app_id, model_id).serving_version
+        key = (app_id, model_id, resolved)
+        with self._lock:
+            if resolved and key in self._deep:
+                self._deep.move_to_end(key)
+                return self._deep[key]
+        dx = self.training.deep_explainer(app_id, model_id, resolved)
+        module = torch.jit.load(io.BytesIO(dx.torchscript), map_location="cpu").eval()
+        for p in module.parameters():  # gradients flow to the feature map only
+            p.requires_grad_(False)
+        entry = (DeepExplainer(dx.version, dx.template, dx.concepts, dx.activation, dx.image_size, b""), module)
+        with self._lock:
+            self._deep[(app_id, model_id, dx.version)] = entry
+            while len(self._deep) > DEEP_CACHE:
+                self._deep.popitem(last=False)
+        return entry
+
+    def _head(self, app_id: str, model_id: str, version: str) -> HeadArrays | tuple[DeepExplainer, Any]:
         try:
             head = self.training.head(app_id, model_id, version)
-        except FailedPrecondition as exc:  # a deep template: say what this RPC explains
-            raise FailedPrecondition(f"cannot explain it: {exc} (explanations run on heads on the built-in backbone)") from None
+        except FailedPrecondition as exc:  # a deep template: its own network, split by training
+            try:
+                return self._deep_net(app_id, model_id, version)
+            except FailedPrecondition as deep_exc:
+                raise FailedPrecondition(f"cannot explain it: {exc}; {deep_exc} (explanations run on classifiers)") from None
         if head.embedding_model:
             raise FailedPrecondition(
                 f"model {model_id!r} version {head.version} was trained on the app's own embedder {head.embedding_model!r}; "
@@ -111,18 +147,18 @@ class Explanations:
             min_side=round(IMAGE_SIZE * _RESIZE_RATIO),
         ).image  # fmt: skip
 
-    def _candidates(self, app_id: str, model_id: str, head: HeadArrays) -> list[tuple[str, list[str]]]:
+    def _candidates(self, app_id: str, model_id: str, version: str) -> list[tuple[str, list[str]]]:
         """(input id, concepts) of the version's training examples: its dataset's train split as
         frozen; the app's labeled inputs when training has no record of the dataset."""
-        v = self.training.version(app_id, model_id, head.version)
+        v = self.training.version(app_id, model_id, version)
         rows = self.training.dataset_rows(app_id, v.dataset_id, v.dataset_version) if v is not None else []
         if rows:
             return [(r.input_id, list(r.concepts)) for r in rows if r.split == TRAIN_SPLIT][:MAX_CANDIDATES]
         return [(i, cs) for i, cs, _ in self.platform.inputs(app_id, labeled=True)][:MAX_CANDIDATES]
 
-    def _evidence(self, app_id: str, model_id: str, head: HeadArrays, concepts: list[str], query: np.ndarray, skip: str, n: int) -> dict[str, list]:
+    def _evidence(self, app_id: str, model_id: str, version: str, concepts: list[str], query: np.ndarray, skip: str, n: int) -> dict[str, list]:
         wanted = set(concepts)
-        cands = [(i, cs) for i, cs in self._candidates(app_id, model_id, head) if i != skip and wanted & set(cs)]
+        cands = [(i, cs) for i, cs in self._candidates(app_id, model_id, version) if i != skip and wanted & set(cs)]
         vectors = self.platform.vectors(app_id, [i for i, _ in cands])
         cands = [(i, cs) for i, cs in cands if i in vectors]
         out: dict[str, list] = {c: [] for c in concepts}
@@ -181,12 +217,20 @@ class Explanations:
                 raise FailedPrecondition(str(exc)) from None
             raise
         pixels = to_model_input(image, IMAGE_SIZE)
-        ex = explain.explain_image(self.backbone(), head.W, head.b, pixels, min(top_k, len(head.concepts)), head.activation, method)
-        names = [head.concepts[k] for k in ex.top]
-        near = self._evidence(app_id, model_id, head, names, ex.embedding, input_id, evidence)
+        if isinstance(head, HeadArrays):
+            size, meta = IMAGE_SIZE, head
+            ex = explain.explain_image(self.backbone(), head.W, head.b, pixels, min(top_k, len(head.concepts)), head.activation, method)
+            query = ex.embedding
+        else:
+            meta, module = head
+            size = meta.image_size
+            ex = explain.explain_deep(module, to_model_input(image, size), min(top_k, len(meta.concepts)), meta.activation, method)
+            query = explain.embedding(self.backbone(), pixels)
+        names = [meta.concepts[k] for k in ex.top]
+        near = self._evidence(app_id, model_id, meta.version, names, query, input_id, evidence)
 
         shown = explain_render.display_image(image)
-        box = explain_render.model_input_box(image.width, image.height, IMAGE_SIZE)
+        box = explain_render.model_input_box(image.width, image.height, size)
         out: list[ConceptExplained] = []
         rows = []
         for name, k, raw in zip(names, ex.top, ex.maps):
@@ -195,6 +239,6 @@ class Explanations:
             rows.append((f"{name} {float(ex.proba[k]):.2f}", sal, inside, over))
             out.append(ConceptExplained(name, float(ex.proba[k]), explain_render.png(over), raw, near[name]))
         return Explained(
-            version=head.version, template=head.template, activation=head.activation, method=method, concepts=out,
+            version=meta.version, template=meta.template, activation=meta.activation, method=method, concepts=out,
             grid_png=explain_render.grid_png(shown, rows), width=image.width, height=image.height, box=box, input_id=input_id,
         )  # fmt: skip

@@ -21,7 +21,7 @@ import numpy as np
 from firstlight.blobstore import BlobStore
 from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.clients.services import MESSAGE_OPTIONS, IngestionClient, SearchClient, TrainingClient
-from firstlight.curation.ports import HeadArrays, Job, LabelState, ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
+from firstlight.curation.ports import DeepExplainer, HeadArrays, Job, LabelState, ModelInfo, Row, Scores, StoredImageFacts, VersionInfo
 from firstlight.domain.generations import generation_of
 from firstlight.errors import FailedPrecondition, NotFound
 from firstlight.media.image_metrics import METRICS
@@ -262,6 +262,11 @@ class GrpcTraining:
         h = self.bridge.call(lambda req=req: self.bridge.training.get_head_weights(req))
         W = np.asarray(h.weights, dtype=np.float32).reshape(len(h.concepts), h.dim)
         return HeadArrays(h.version, h.template, list(h.concepts), W, np.asarray(h.bias, dtype=np.float32), h.activation, h.normalize, h.embedding_model)
+
+    def deep_explainer(self, app_id: str, model_id: str, version: str) -> DeepExplainer:
+        req = training_pb2.GetHeadWeightsRequest(app_id=app_id, model_id=model_id, version=version)
+        d = self.bridge.call(lambda req=req: self.bridge.training.get_deep_explainer(req))
+        return DeepExplainer(d.version, d.template, list(d.concepts), d.activation, int(d.image_size), bytes(d.torchscript))
 
     def extend_dataset(self, app_id: str, dataset_id: str) -> str:
         req = training_pb2.ExtendDatasetRequest(app_id=app_id, dataset_id=dataset_id)

@@ -69,6 +69,19 @@ class HeadArrays:
 
 
 @dataclass(frozen=True)
+class DeepExplainer:
+    """A deep classifier version split for Grad-CAM: ``torchscript`` loads (torch.jit.load) to a
+    module whose ``forward`` maps uint8 N×S×S×3 to the last feature map and ``head`` that map to logits."""
+
+    version: str
+    template: str
+    concepts: list[str]
+    activation: str  # "softmax" or "sigmoid"
+    image_size: int
+    torchscript: bytes
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     state: int  # training.proto JobState: 3 succeeded, 4 failed, 5 cancelled
@@ -140,6 +153,11 @@ class Training(Protocol):
     def head(self, app_id: str, model_id: str, version: str) -> HeadArrays:
         """A head version's arrays ("" = serving); FailedPrecondition for a template that is not a
         head on the embedding."""
+        ...
+
+    def deep_explainer(self, app_id: str, model_id: str, version: str) -> DeepExplainer:
+        """A deep classifier version split for Grad-CAM ("" = serving); FailedPrecondition for
+        other templates."""
         ...
 
     # the rounds of the live loop

@@ -219,7 +219,8 @@ class CurationCalls(ServiceCalls):
         """Why a model version predicts what it does on one stored input (``input_id``) or image
         (``image``: bytes or a file path): per top concept its score, a saliency overlay PNG on the
         image, the raw map, and its nearest labeled training examples; ``grid_png``: image | map |
-        overlay per concept. Heads on the built-in backbone (transfer, one-shot)."""
+        overlay per concept. Heads on the built-in backbone (transfer, one-shot) and deep classifier
+        versions (visual_classifier: the map on the network's own last feature map)."""
         data = Path(image).read_bytes() if isinstance(image, str | Path) and image else image
         req = curation_pb2.ExplainPredictionRequest(
             app_id=app_id, model_id=model_id, model_version=version, top_k=top_k, evidence_count=evidence, method=method

@@ -818,6 +818,17 @@ class TrainingCore:
             "activation": head.activation, "normalize": bool(head.normalize), "embedding_model": embedding_model,
         }  # fmt: skip
 
+    def deep_explainer(self, app_id: str, model_id: str, version: str) -> dict[str, Any]:
+        """A deep classifier version split for Grad-CAM (curation's explanations): version,
+        template, concepts, activation, image_size, torchscript (bytes)."""
+        model = self.model(app_id, model_id)
+        v = self._version(app_id, model_id, version)
+        data, meta = self._runner(model["template"]).explainer(model, v)
+        return {
+            "version": str(v["version"]), "template": model["template"], "concepts": list(meta["concepts"]),
+            "activation": v["activation"], "image_size": int(meta["image_size"]), "torchscript": data,
+        }  # fmt: skip
+
     def compare(self, app_id: str, model_id: str, version_ids: Sequence[str], split: int) -> dict[str, Any]:
         all_versions = [str(v["version"]) for v in self.store.list_versions(app_id, model_id)] if not version_ids else list(version_ids)
         if not all_versions:

@@ -127,6 +127,9 @@ class HeadRunner:
         # Versions from before heads recorded their embedding model were trained on the backbone's.
         return self._evaluate(head, app_id, rows, model["concepts"], version["train_report"].get("embedding_model", ""))
 
+    def explainer(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        raise FailedPrecondition(f"model {model['id']!r} is a {model['template']} model (a head on the embedding: GetHeadWeights gives its arrays)")
+
     def head(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[LinearHead, str]:
         """(the version's exported head, the embedding model it was trained on: "" = the backbone)."""
         try:

@@ -231,6 +231,11 @@ class TemplateRunner(Protocol):
         that are not a head on the stored embedding."""
         ...
 
+    def explainer(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """(a deep classifier version split for Grad-CAM, as TorchScript bytes, and its meta);
+        FAILED_PRECONDITION for other templates."""
+        ...
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         """A version's probabilities on the inputs' stored embeddings (FAILED_PRECONDITION for
         templates that do not run on stored embeddings)."""

@@ -253,6 +253,13 @@ class TrainingServicer(training_pb2_grpc.TrainingServiceServicer):
             embedding_model=r["embedding_model"],
         )
 
+    async def GetDeepExplainer(self, request: training_pb2.GetHeadWeightsRequest, context: Context) -> training_pb2.DeepExplainer:
+        r = await asyncio.to_thread(self.service.deep_explainer, request.app_id, request.model_id, request.version)
+        return training_pb2.DeepExplainer(
+            version=r["version"], template=r["template"], concepts=r["concepts"], activation=r["activation"],
+            image_size=r["image_size"], torchscript=r["torchscript"],
+        )  # fmt: skip
+
 
 def add_to_server(servicer: TrainingServicer, server: grpc.aio.Server) -> list[str]:
     training_pb2_grpc.add_TrainingServiceServicer_to_server(servicer, server)

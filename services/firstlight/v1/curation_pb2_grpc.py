@@ -287,8 +287,9 @@ class CurationServiceServicer:
         torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
         PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
         the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-        model or version.
+        oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+        feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+        NOT_FOUND: unknown input, model or version.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

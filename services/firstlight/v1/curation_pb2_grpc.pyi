@@ -108,8 +108,9 @@ class CurationServiceStub:
     torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
     PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
     the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-    model or version.
+    oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+    feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+    NOT_FOUND: unknown input, model or version.
     """
     FindDuplicateGroups: _grpc.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]
     """The exact and near-duplicate groups among the given inputs of an app, found by the health
@@ -203,8 +204,9 @@ class CurationServiceAsyncStub(CurationServiceStub):
     torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
     PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
     the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-    oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-    model or version.
+    oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+    feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+    NOT_FOUND: unknown input, model or version.
     """
     FindDuplicateGroups: _aio.UnaryUnaryMultiCallable[_curation_pb2.FindDuplicateGroupsRequest, _curation_pb2.FindDuplicateGroupsResponse]  # type: ignore[assignment]
     """The exact and near-duplicate groups among the given inputs of an app, found by the health
@@ -403,8 +405,9 @@ class CurationServiceServicer(metaclass=_abc_1.ABCMeta):
         torch modules whatever serves), as a PNG overlay on the image and as a grid of floats, a
         PNG grid (image | map | overlay per concept), and the nearest labeled training examples of
         the concept as evidence. Heads on the built-in backbone's embedding (transfer_classifier,
-        oneshot_classifier); FAILED_PRECONDITION for other templates. NOT_FOUND: unknown input,
-        model or version.
+        oneshot_classifier) and deep classifier versions (Grad-CAM++ on the network's own last
+        feature map, through training's GetDeepExplainer); FAILED_PRECONDITION for other templates.
+        NOT_FOUND: unknown input, model or version.
         """
 
     @_abc_1.abstractmethod

@@ -1594,3 +1594,47 @@ class HeadWeights(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeadWeights: _TypeAlias = HeadWeights  # noqa: Y015
+
+@_typing.final
+class DeepExplainer(_message.Message):
+    """A deep classifier version as two differentiable halves (GetDeepExplainer)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    ACTIVATION_FIELD_NUMBER: _builtins.int
+    IMAGE_SIZE_FIELD_NUMBER: _builtins.int
+    TORCHSCRIPT_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    """Version (the serving one when none was asked)."""
+    template: _builtins.str
+    """Template that produced it."""
+    activation: _builtins.str
+    """"softmax" or "sigmoid"."""
+    image_size: _builtins.int
+    """Side of the square uint8 input (resize shorter side, center crop)."""
+    torchscript: _builtins.bytes
+    """torch.jit.save bytes: `forward(pixels) -> feature map [N, C, h, w]`, `head(feature map) -> logits [N, K]`."""
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Concept order of the logits."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        template: _builtins.str = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        activation: _builtins.str = ...,
+        image_size: _builtins.int = ...,
+        torchscript: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activation", b"activation", "concepts", b"concepts", "image_size", b"image_size", "template", b"template", "torchscript", b"torchscript", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeepExplainer: _TypeAlias = DeepExplainer  # noqa: Y015

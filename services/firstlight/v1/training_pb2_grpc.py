@@ -110,6 +110,11 @@ class TrainingServiceStub:
                 request_serializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_training__pb2.HeadWeights.FromString,
                 _registered_method=True)
+        self.GetDeepExplainer = channel.unary_unary(
+                '/firstlight.v1.TrainingService/GetDeepExplainer',
+                request_serializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_training__pb2.DeepExplainer.FromString,
+                _registered_method=True)
 
 
 class TrainingServiceServicer:
@@ -231,6 +236,15 @@ class TrainingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDeepExplainer(self, request, context):
+        """A deep classifier version split for explanations: a TorchScript module whose `forward`
+        maps uint8 N×S×S×3 pixels to the last feature map and whose `head` maps that feature map
+        to the logits (the curation service's Grad-CAM). FAILED_PRECONDITION for other templates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -308,6 +322,11 @@ def add_TrainingServiceServicer_to_server(servicer, server):
                     servicer.GetHeadWeights,
                     request_deserializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_training__pb2.HeadWeights.SerializeToString,
+            ),
+            'GetDeepExplainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeepExplainer,
+                    request_deserializer=firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_training__pb2.DeepExplainer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -716,6 +735,33 @@ class TrainingService:
             '/firstlight.v1.TrainingService/GetHeadWeights',
             firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
             firstlight_dot_v1_dot_training__pb2.HeadWeights.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeepExplainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.TrainingService/GetDeepExplainer',
+            firstlight_dot_v1_dot_training__pb2.GetHeadWeightsRequest.SerializeToString,
+            firstlight_dot_v1_dot_training__pb2.DeepExplainer.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,6 +82,11 @@ class TrainingServiceStub:
     oneshot_classifier), for the curation service's explanations (Grad-CAM through the
     backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
     """
+    GetDeepExplainer: _grpc.UnaryUnaryMultiCallable[_training_pb2.GetHeadWeightsRequest, _training_pb2.DeepExplainer]
+    """A deep classifier version split for explanations: a TorchScript module whose `forward`
+    maps uint8 N×S×S×3 pixels to the last feature map and whose `head` maps that feature map
+    to the logits (the curation service's Grad-CAM). FAILED_PRECONDITION for other templates.
+    """
 
 @_typing.type_check_only
 class TrainingServiceAsyncStub(TrainingServiceStub):
@@ -132,6 +137,11 @@ class TrainingServiceAsyncStub(TrainingServiceStub):
     """A head version's weights (heads on the stored embedding: transfer_classifier,
     oneshot_classifier), for the curation service's explanations (Grad-CAM through the
     backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
+    """
+    GetDeepExplainer: _aio.UnaryUnaryMultiCallable[_training_pb2.GetHeadWeightsRequest, _training_pb2.DeepExplainer]  # type: ignore[assignment]
+    """A deep classifier version split for explanations: a TorchScript module whose `forward`
+    maps uint8 N×S×S×3 pixels to the last feature map and whose `head` maps that feature map
+    to the logits (the curation service's Grad-CAM). FAILED_PRECONDITION for other templates.
     """
 
 class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -270,6 +280,17 @@ class TrainingServiceServicer(metaclass=_abc_1.ABCMeta):
         """A head version's weights (heads on the stored embedding: transfer_classifier,
         oneshot_classifier), for the curation service's explanations (Grad-CAM through the
         backbone). FAILED_PRECONDITION for templates that are not a head on the embedding.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDeepExplainer(
+        self,
+        request: _training_pb2.GetHeadWeightsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_training_pb2.DeepExplainer, _abc.Awaitable[_training_pb2.DeepExplainer]]:
+        """A deep classifier version split for explanations: a TorchScript module whose `forward`
+        maps uint8 N×S×S×3 pixels to the last feature map and whose `head` maps that feature map
+        to the logits (the curation service's Grad-CAM). FAILED_PRECONDITION for other templates.
         """
 
 def add_TrainingServiceServicer_to_server(servicer: TrainingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -19,6 +19,7 @@ docs/results/data_quality.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,12 +48,21 @@ def _cams(fmap: torch.Tensor, W: np.ndarray, b: np.ndarray, target: torch.Tensor
     only needs ∂logit/∂F, so the backward pass runs through the pooling and the head alone:
     ``fmap`` is a detached leaf (no gradient through the backbone, its parameters untouched,
     hence safe to run from several threads)."""
+    Wt = torch.as_tensor(W, dtype=torch.float32, device=fmap.device)
+    bt = torch.as_tensor(b, dtype=torch.float32, device=fmap.device)
+    return cams_through(fmap, lambda leaf: F.normalize(leaf.mean(dim=(2, 3)), dim=1) @ Wt.T + bt, target, objective, variant)
+
+
+def cams_through(
+    fmap: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor, objective: str = "logit", variant: str = "gradcam++"
+) -> torch.Tensor:
+    """Raw maps [N, h, w] of ``target`` through any differentiable ``head`` (feature map ->
+    logits): a linear head on the pooled embedding, or a deep classifier's own pooling and head."""
     if variant not in ("gradcam", "gradcam++"):
         raise ValueError(f"unknown Grad-CAM variant {variant!r}")
     with torch.enable_grad():
         leaf = fmap.detach().requires_grad_(True)
-        emb = F.normalize(leaf.mean(dim=(2, 3)), dim=1)
-        logits = emb @ torch.as_tensor(W, dtype=torch.float32, device=leaf.device).T + torch.as_tensor(b, dtype=torch.float32, device=leaf.device)
+        logits = head(leaf)
         out = logits if objective == "logit" else torch.log_softmax(logits, 1)
         (g,) = torch.autograd.grad(out.gather(1, target[:, None]).sum(), leaf)
     fm = fmap.detach()
@@ -122,6 +132,30 @@ def explain_image(
     top = [int(i) for i in torch.argsort(proba, descending=True)[:k]]
     cams = _cams(fmap.expand(k, -1, -1, -1), W, b, torch.as_tensor(top, device=device), "logit", variant)
     return ImageExplanation(proba.cpu().numpy().astype(np.float32), emb.cpu().numpy().astype(np.float32), top, _scaled(cams).cpu().numpy().astype(np.float32))
+
+
+def embedding(model: torch.nn.Module, image_uint8: np.ndarray) -> np.ndarray:
+    """The backbone's L2-normalised embedding of one image (the stored embeddings' space)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        fmap = model.extract_features(_prep(np.array(image_uint8[None]), device))
+        return F.normalize(fmap.mean(dim=(2, 3)), dim=1)[0].cpu().numpy().astype(np.float32)
+
+
+def explain_deep(
+    module: torch.jit.ScriptModule, image_uint8: np.ndarray, top_k: int, activation: str = "softmax", variant: str = "gradcam++"
+) -> ImageExplanation:
+    """:func:`explain_image` for a deep classifier split in two (training's GetDeepExplainer:
+    ``module`` pixels -> last feature map, ``module.head`` feature map -> logits). Its
+    ``embedding`` is empty: the network has no backbone embedding of its own."""
+    with torch.no_grad():
+        fmap = module(torch.from_numpy(np.array(image_uint8[None])))  # a copy: PIL arrays are read-only
+        logits = module.head(fmap)
+        proba = torch.sigmoid(logits[0]) if activation == "sigmoid" else torch.softmax(logits[0], 0)
+    k = max(1, min(top_k, len(proba)))
+    top = [int(i) for i in torch.argsort(proba, descending=True)[:k]]
+    cams = cams_through(fmap.expand(k, -1, -1, -1), module.head, torch.as_tensor(top), "logit", variant)
+    return ImageExplanation(proba.numpy().astype(np.float32), np.zeros(0, np.float32), top, _scaled(cams).numpy().astype(np.float32))
 
 
 def overlay_png(image_uint8: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> bytes:

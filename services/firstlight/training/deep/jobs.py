@@ -254,6 +254,15 @@ class DeepRunner:
             "head weights exist for transfer_classifier and oneshot_classifier models"
         )
 
+    def explainer(self, model: dict[str, Any], version: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """(the version split for Grad-CAM as TorchScript bytes, its meta); classifiers only."""
+        from firstlight.training.deep.explainer import explainer_bytes
+
+        module, meta = self.repository.load_deep(version["triton_model"], version["version"])
+        if meta["kind"] != "classifier":
+            raise FailedPrecondition(f"model {model['id']!r} is a {model['template']} model; explanations exist for classifiers")
+        return explainer_bytes(module, int(meta["image_size"])), meta
+
     def score(self, app_id: str, model: dict[str, Any], version: dict[str, Any], input_ids: list[str]) -> Scores:
         raise FailedPrecondition(
             f"model {model['id']!r} is a {model['template']} model; scoring stored embeddings works with transfer_classifier "
