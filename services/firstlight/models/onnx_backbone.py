@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from firstlight.models import backbone
-from firstlight.models.ort import cpu_session
+from firstlight.models.ort import INPUT, OPSET, cpu_session, export_image_graph
 
-OPSET = 17
-INPUT = "IMAGE"
 OUTPUTS = ("EMBEDDING", "PROBS")
 
 
@@ -61,26 +59,12 @@ def _export_module():  # type: ignore[no-untyped-def]
 
 def export_onnx(path: Path) -> Path:
     """Export the backbone to ``path`` (atomic: written beside it, then renamed)."""
-    import torch
-
-    module = _export_module()
-    example = torch.zeros((1, backbone.IMAGE_SIZE, backbone.IMAGE_SIZE, 3), dtype=torch.uint8)
+    model = export_image_graph(_export_module(), backbone.IMAGE_SIZE, list(OUTPUTS))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
-    os.close(fd)
     try:
-        with torch.inference_mode():
-            torch.onnx.export(
-                module,
-                (example,),
-                tmp,
-                dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
-                opset_version=OPSET,
-                input_names=[INPUT],
-                output_names=list(OUTPUTS),
-                dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUTS}},
-                do_constant_folding=True,
-            )
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(model)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,7 +11,6 @@ that fails to export or to agree is left out and the version is served by TorchS
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from firstlight.models.ort import cpu_session
+from firstlight.models.ort import INPUT, cpu_session, export_image_graph
 from firstlight.training.deep.context import DeepTrainResult, OnnxPlan
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
-INPUT = "IMAGE"
 #: Largest |ORT - torch| accepted at export (outputs are probabilities, unit embeddings, heatmaps
 #: and box regressions of a few units); measured figures are ~1e-6 (meta.json "max_abs_diff").
 TOLERANCE = 1e-4
@@ -46,22 +43,7 @@ def plan_of(result: DeepTrainResult) -> OnnxPlan:
 
 def to_onnx(forward: torch.nn.Module, image_size: int, output_names: list[str]) -> bytes:
     """The eval-mode CPU ``forward`` as an ONNX graph: IMAGE uint8 [batch, S, S, 3] -> outputs."""
-    forward = forward.eval().to("cpu")
-    example = torch.randint(0, 256, (2, image_size, image_size, 3), dtype=torch.uint8)
-    buf = io.BytesIO()
-    with torch.inference_mode():
-        torch.onnx.export(
-            forward,
-            (example,),
-            buf,
-            dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
-            opset_version=OPSET,
-            input_names=[INPUT],
-            output_names=output_names,
-            dynamic_axes={INPUT: {0: "batch"}, **{name: {0: "batch"} for name in output_names}},
-            do_constant_folding=True,
-        )
-    return buf.getvalue()
+    return export_image_graph(forward.eval().to("cpu"), image_size, output_names)
 
 
 def max_abs_diff(forward: torch.nn.Module, model: bytes, output_names: list[str], pixels: np.ndarray) -> float:

@@ -33,8 +33,9 @@ import torch
 
 from firstlight.config import REPO_ROOT
 from firstlight.fsmodes import shared_dir_mode
+from firstlight.models.ort import OPSET
 from firstlight.training.deep.context import DeepTrainResult
-from firstlight.training.deep.onnx_export import OPSET, export_graph
+from firstlight.training.deep.onnx_export import export_graph
 from firstlight.training.export import triton_model_name
 
 DEEP_TEMPLATE = REPO_ROOT / "deploy" / "triton" / "templates" / "deep" / "model.py"
