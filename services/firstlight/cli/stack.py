@@ -54,6 +54,10 @@ def up(
     supervise: Annotated[bool, typer.Option(help="Restart a component that exits, with backoff")] = True,
 ) -> None:
     """Start the whole local stack: Kafka broker, Triton, and the six services."""
+    # Ctrl-C (SIGINT) stops the stack even when this process inherited SIGINT ignored, as a
+    # command started in the background by a non-interactive shell does (Python then keeps
+    # SIG_IGN and would never raise KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console.print("[bold]Starting Firstlight[/bold] (broker, Triton, ingestion, embedding, search, inference, training, curation, gateway)…")
     t0 = time.perf_counter()
     stack = LocalStack(data_dir, supervise=supervise, service_ports={"gateway": 8080} if _port_free(8080) else {})
