@@ -140,9 +140,15 @@ def test_uncertain_predictions_are_queued_labeled_retrained_and_promoted_only_if
     client.annotate(APP, wrong)
     r2, _ = eventually(lambda: finished_rounds(client, 2), timeout=60, what="round 2")
     assert r2.round == 2 and r2.status == "done" and r2.previous_version == "2" and r2.candidate_version == "3"
-    assert not r2.promoted and "kept the serving version" in r2.note, r2
+    # Wrong labels on the few queued inputs usually cost v3 a validation input or two (README:
+    # 0.933 -> 0.911, 1 of 45), but which inputs are queued varies with the screening order under
+    # load, and v3 has tied or beaten v2 in a CI run. The gate itself is what is checked here (its
+    # rule, ties included, is unit-tested in test_promotion_rule): promoted exactly when strictly
+    # better, and then serving; kept otherwise.
+    better = r2.metrics["accuracy"] > r2.previous_metrics["accuracy"]
+    assert r2.promoted == better and ("promoted" if better else "kept the serving version") in r2.note, r2
     assert r2.total_labels == len(queued_a) + len(queued_b)
-    assert client.versions(APP, "animals").model.serving_version == "2"
+    assert client.versions(APP, "animals").model.serving_version == ("3" if better else "2")
     for r in (r1, r2):  # shown with -s: the figures the curation README quotes
         print(
             f"round {r.round}: {r.labels_spent} labels, v{r.previous_version} {r.previous_metrics['accuracy']:.3f} -> "
