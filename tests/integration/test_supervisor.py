@@ -7,6 +7,7 @@ The stack runs in a ``firstlight up`` subprocess: its supervisor is the only own
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,6 +104,10 @@ def test_up_restarts_every_component_and_ctrl_c_leaves_nothing(tmp_path: Path) -
             code = up.wait(180)
         except subprocess.TimeoutExpired:
             os.killpg(up.pid, signal.SIGKILL)
+            for c in components(data_dir).values():  # each runs in its own session: not in up's group
+                if c.get("pid"):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(c["pid"], signal.SIGKILL)
             # what was still stopping: the supervisor's log and each component's last lines
             print((tmp_path / "up.log").read_text(errors="replace")[-3000:])
             for f in sorted((data_dir / "logs").glob("*.log")):
