@@ -409,3 +409,12 @@ def test_crop_signature_finds_crops_of_silhouettes_and_nothing_else(seed):
     # a flat image matches nothing (no signature to correlate)
     flat = np.stack([crops.canvas(np.full((28, 28, 3), 90, np.uint8))] * 2)
     assert crops.crop_pairs(Neighbors(np.array([[1], [0]]), np.ones((2, 1), np.float32)), flat) == []
+
+
+def test_exact_copies_are_counted_inside_a_group_with_a_near_duplicate():
+    # rows 0 and 1 are byte copies, row 2 a re-encode of them: one "near" group, one exact copy
+    E = normalize(np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.999, 0.01, 0.0], [0.0, 1.0, 0.0]], np.float32))
+    groups = dup.find_duplicates(n=4, content_hashes=["h", "h", "x", "y"], embeddings=E, k=3)
+    assert [(g.members, g.kind, g.exact_copies) for g in groups] == [([0, 1, 2], "near", 1)]
+    only_exact = dup.find_duplicates(n=4, content_hashes=["h", "h", "x", "y"])
+    assert [(g.members, g.kind, g.exact_copies) for g in only_exact] == [([0, 1], "exact", 1)]

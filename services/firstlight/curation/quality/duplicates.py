@@ -119,12 +119,15 @@ class _UnionFind:
 class DuplicateGroup:
     """Rows that are (near-)copies of one another; ``keep`` is the member to keep, ``kind`` is
     ``exact`` when every member has the same bytes, else ``near``; ``similarity`` the lowest
-    cosine of a pair that joined the group (1.0 for exact)."""
+    cosine of a pair that joined the group (1.0 for exact); ``exact_copies`` how many members
+    are byte copies of another member (also in a ``near`` group that holds them and, say, a
+    re-encode of them)."""
 
     members: list[int]
     keep: int
     kind: str
     similarity: float
+    exact_copies: int = 0
 
 
 def exact_groups(hashes: Sequence[str]) -> list[list[int]]:
@@ -232,11 +235,13 @@ def find_duplicates(
     uf = _UnionFind(n)
     lowest = [1.0] * n
     exact_sets = exact_groups(content_hashes) if content_hashes is not None else []
+    copies_of: dict[int, int] = {}  # first row of an exact set that counts -> its other rows
     for g in exact_sets:
         # identical bytes all within one group_of key (frames of one video) are not duplicates;
         # once another input shares them, every member is a copy of that one
         keys = {group_of[i] or f"\0{i}" for i in g} if group_of is not None else {str(i) for i in g}
         if len(keys) > 1:
+            copies_of[g[0]] = len(g) - 1
             for i in g[1:]:
                 uf.union(g[0], i)
     if neighbors is None and embeddings is not None and len(embeddings) > 1:
@@ -283,7 +288,7 @@ def find_duplicates(
             keep = members[0]
         kind = "exact" if frozenset(members) in exact_members else "near"
         sim = 1.0 if kind == "exact" else float(min(lowest[i] for i in members))
-        out.append(DuplicateGroup(members, keep, kind, sim))
+        out.append(DuplicateGroup(members, keep, kind, sim, sum(copies_of.get(i, 0) for i in members)))
     return out
 
 

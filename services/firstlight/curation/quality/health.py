@@ -123,7 +123,7 @@ def health_check(
             canvases=canvases,
         )  # keep in step with duplicate_groups below
         extra = sum(len(g.members) - 1 for g in groups)
-        exact = sum(len(g.members) - 1 for g in groups if g.kind == "exact")
+        exact = sum(g.exact_copies for g in groups)
         share = extra / max(1, n)
         checks.append(
             Check(
