@@ -10,6 +10,7 @@ no script."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -120,90 +121,44 @@ async def _render(request: Request, s: Session, app_id: str, q: dict[str, Any], 
     return portal._page(request, "quality.html", s, app_id=app_id, page="quality", status_code=status_code, **ctx)
 
 
-def _query(
-    run: str,
-    dataset: str,
-    version: str,
-    images: str,
-    group_key: str,
-    examples: str,
-    model: str,
-    model_version: str,
-    split: str,
-    min_size: str,
-    metric: str = "",
-    rank_by: str = "",
-    metadata_keys: str = "",
-    uniq: str = "",
-    uniq_concept: str = "",
-    uniq_order: str = "",
-) -> dict:
-    def number(text: str, default: int, hi: int) -> int:
-        return max(1, min(int(text), hi)) if text.strip().isdigit() else default
+def _query(params: Mapping[str, str]) -> dict:
+    """The page's state from its query string (every field optional; bounded and checked here)."""
 
+    def text(name: str, default: str = "") -> str:
+        return params.get(name, default)
+
+    def number(name: str, default: int, hi: int) -> int:
+        raw = text(name).strip()
+        return max(1, min(int(raw), hi)) if raw.isdigit() else default
+
+    split, rank_by, metric, order = text("split", "validation"), text("rank_by"), text("metric"), text("uniq_order")
     return {
-        "run": run.strip() in ("1", "true", "on"),
-        "dataset": dataset.strip(),
-        "version": version.strip(),
-        "images": images.strip() not in ("0", "false", "off"),
-        "group_key": group_key.strip(),
-        "examples": number(examples, 20, 200),
-        "model": model.strip(),
-        "model_version": model_version.strip(),
+        "run": text("run").strip() in ("1", "true", "on"),
+        "dataset": text("dataset").strip(),
+        "version": text("version").strip(),
+        "images": text("images", "1").strip() not in ("0", "false", "off"),
+        "group_key": text("group_key").strip(),
+        "examples": number("examples", 20, 200),
+        "model": text("model").strip(),
+        "model_version": text("model_version").strip(),
         "split": split if split in ("validation", "test", "train") else "validation",
-        "min_size": number(min_size, 20, 100_000),
+        "min_size": number("min_size", 20, 100_000),
         "rank_by": rank_by if rank_by in quality_views.RANK_BY else quality_views.RANK_BY[0],
         "metric": metric if metric in quality_views.HISTOGRAM_METRICS else "",
         # as typed (the service validates each key and says which is wrong); bounded here
-        "metadata_keys": [k.strip()[:100] for k in metadata_keys[:1000].split(",") if k.strip()][:20],
-        "uniq": uniq.strip() in ("1", "true", "on"),
-        "uniq_concept": uniq_concept.strip(),
-        "uniq_order": uniq_order if uniq_order in ("unusual", "typical") else "unusual",
+        "metadata_keys": [k.strip()[:100] for k in text("metadata_keys")[:1000].split(",") if k.strip()][:20],
+        "uniq": text("uniq").strip() in ("1", "true", "on"),
+        "uniq_concept": text("uniq_concept").strip(),
+        "uniq_order": order if order in ("unusual", "typical") else "unusual",
     }
 
 
 @router.get("/apps/{app_id}/quality", response_class=HTMLResponse)
-async def quality_page(
-    request: Request,
-    app_id: str,
-    run: str = "",
-    dataset: str = "",
-    version: str = "",
-    images: str = "1",
-    group_key: str = "",
-    examples: str = "20",
-    model: str = "",
-    model_version: str = "",
-    split: str = "validation",
-    min_size: str = "20",
-    metric: str = "",
-    rank_by: str = "",
-    metadata_keys: str = "",
-    uniq: str = "",
-    uniq_concept: str = "",
-    uniq_order: str = "",
-    done: str = "",
-) -> Response:
-    """``done``: what the last "keep one" did (it redirects here, so a reload does not post again)."""
+async def quality_page(request: Request, app_id: str, done: str = "") -> Response:
+    """The page's fields come from the query string (:func:`_query`). ``done``: what the last
+    "keep one" did (it redirects here, so a reload does not post again)."""
     s = portal._require(request, app_id)
-    q = _query(
-        run,
-        dataset,
-        version,
-        images,
-        group_key,
-        examples,
-        model,
-        model_version,
-        split,
-        min_size,
-        metric,
-        rank_by,
-        metadata_keys,
-        uniq,
-        uniq_concept,
-        uniq_order,
-    )
+    q = _query(request.query_params)
     return await _render(request, s, app_id, q, message=done[:MAX_MESSAGE])
 
 
@@ -225,7 +180,7 @@ async def keep_one_action(
     s = portal._require(request, app_id)
     if not csrf_ok(s, csrf) or not portal._same_origin(request):
         raise errors.PermissionDenied("missing or wrong CSRF token")
-    q = _query("1", dataset, version, images, group_key, examples, "", "", "", "")
+    q = _query({"run": "1", "dataset": dataset, "version": version, "images": images, "group_key": group_key, "examples": examples})
     drop = [m for m in dict.fromkeys(members) if m != keep]
     cl: Clients = request.app.state.clients
     try:
