@@ -187,7 +187,83 @@ def product(stack, images: list[bytes], log, round_: int = 0) -> dict:  # type: 
     return {"img_per_s": len(images) / seconds, "cpu_s_per_image": cpu}
 
 
-def predict_levels(stack, images: list[bytes], ort: OrtBackbone, seconds: float) -> dict:  # type: ignore[no-untyped-def]
+def _echo_server() -> tuple[object, int]:
+    """A gRPC server on a real port that answers every call with nothing: what carrying a photo
+    costs before any service code runs (in this process, so if anything it is cheaper than a
+    service's real hop, which makes the floor below an underestimate)."""
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler("bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")})
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.max_receive_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def _median_ms(call, reps: list) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for item in reps:
+        t = time.perf_counter()
+        call(item)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def latency_floor(stack, images: list[bytes], ort: OrtBackbone, rounds: int = 3) -> dict:  # type: ignore[no-untyped-def]
+    """What any served Predict at concurrency 1 adds to the bare call, whatever its service does:
+    the photo's trip over gRPC (to a server that does nothing) and Triton's round trip over the
+    same forward pass run in-process (same pixels, both ORT with a thread per core). The bare
+    latency over (bare + both) bounds the c=1 ratio from above."""
+    import grpc
+
+    from firstlight.triton.client import TritonModels
+
+    pixels = [best_pixels(d)[None] for d in images]
+    pairs = list(zip(images, pixels))
+    server, port = _echo_server()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    echo = channel.unary_unary("/bench.Echo/Echo")
+    got: dict[str, list[float]] = {"bare": [], "grpc": [], "ort": [], "triton": []}
+    try:
+        with TritonModels(stack.addresses["triton"], access_token=stack.triton_token) as triton:
+            for px in pixels[:2]:  # warm: connections, arenas
+                triton.classify(px), ort.embed_and_classify(px), echo(images[0])
+            for _ in range(rounds):  # interleaved: the shared host's load drifts
+                got["bare"].append(_median_ms(lambda p: ort.embed_and_classify(best_pixels(p[0])[None]), pairs))
+                got["grpc"].append(_median_ms(lambda p: echo(p[0]), pairs))
+                got["ort"].append(_median_ms(lambda p: ort.embed_and_classify(p[1]), pairs))
+                got["triton"].append(_median_ms(lambda p: triton.classify(p[1]), pairs))
+    finally:
+        channel.close()
+        server.stop(None)  # type: ignore[attr-defined]
+    ms = {k: float(np.median(v)) for k, v in got.items()}
+    triton_extra = max(0.0, ms["triton"] - ms["ort"])
+    floor = ms["bare"] + ms["grpc"] + triton_extra
+    return {"ms": ms, "triton_extra_ms": triton_extra, "floor_ms": floor, "ceiling": ms["bare"] / floor}
+
+
+def batching_gain(images: list[bytes], onnx_path: Path, batch: int) -> dict:
+    """ORT CPU per image at batch 1 and at Triton's batch (one thread, as a Triton instance runs
+    it on a busy host): what dynamic batching can save per image on this CPU. The decode, most of
+    a photo's cost, cannot be batched, so this bounds the c=8 ratio of any served path."""
+    ort1 = OrtBackbone(onnx_path, threads=1)
+    pixels = np.stack([best_pixels(d) for d in images])
+    ort1.embed_and_classify(pixels[:batch])
+    cpu = {1: [], batch: []}  # type: dict[int, list[float]]
+    for _ in range(3):
+        for b in (1, batch):
+            t = time.process_time()
+            for s in range(0, len(pixels), b):
+                ort1.embed_and_classify(pixels[s : s + b], max_chunk=None)
+            cpu[b].append((time.process_time() - t) / len(pixels))
+    return {"batch": batch, "cpu_s_batch1": float(np.median(cpu[1])), "cpu_s_batched": float(np.median(cpu[batch]))}
+
+
+def predict_levels(stack, images: list[bytes], ort: OrtBackbone, seconds: float, single: OrtBackbone | None = None) -> dict:  # type: ignore[no-untyped-def]
+    """``single``: a one-thread session for the bare callers when there are at least as many of
+    them as cores (what an expert does: concurrent callers already fill the cores, and a shared
+    session with a thread per core then costs ~1.7x the CPU per image on this host)."""
     import grpc
 
     from firstlight.runtime.channels import client_channel
@@ -199,8 +275,12 @@ def predict_levels(stack, images: list[bytes], ort: OrtBackbone, seconds: float)
     def served(data: bytes) -> object:
         return stub.Predict(inference_pb2.PredictRequest(model_id="general", images=[data], top_k=5), timeout=120)
 
-    def bare(data: bytes) -> object:
-        return ort.embed_and_classify(best_pixels(data)[None])
+    cores = os.cpu_count() or 1
+    bare_session = {level: single if single is not None and level >= cores else ort for level in (1, 8)}
+
+    def bare_at(level: int):  # type: ignore[no-untyped-def]
+        session = bare_session[level]
+        return lambda data: session.embed_and_classify(best_pixels(data)[None])
 
     # CPU of the served path: the inference service and Triton (server + model stubs).
     inference = stack.services["inference"].proc.pid if "inference" in stack.services and stack.services["inference"].proc else None
@@ -214,12 +294,13 @@ def predict_levels(stack, images: list[bytes], ort: OrtBackbone, seconds: float)
             rounds = {"served": [], "bare": []}
             cpu = calls = 0.0
             for _ in range(ROUNDS):  # interleaved: the shared host's load drifts within minutes
-                rounds["bare"].append(drive(bare, images, level, seconds / ROUNDS)["img_per_s"])
+                rounds["bare"].append(drive(bare_at(level), images, level, seconds / ROUNDS)["img_per_s"])
                 before = served_cpu()
                 rounds["served"].append(drive(served, images, level, seconds / ROUNDS)["img_per_s"])
                 cpu, calls = cpu + served_cpu() - before, calls + rounds["served"][-1] * seconds / ROUNDS
             ratios = np.array(rounds["served"]) / np.array(rounds["bare"])
-            out[level] = {k: float(np.median(v)) for k, v in rounds.items()} | {"served_cpu_s_per_image": cpu / max(calls, 1.0)}
+            out[level] = {k: float(np.median(v)) for k, v in rounds.items()}
+            out[level] |= {"served_cpu_s_per_image": cpu / max(calls, 1.0), "bare_threads": bare_session[level].threads}
             out[level] |= {"ratio_median": float(np.median(ratios)), "ratio_min": float(ratios.min()), "ratios": ratios.tolist()}
     except grpc.RpcError as exc:
         out["error"] = f"{exc.code()}: {exc.details()}"
@@ -243,7 +324,8 @@ def run(stack, quick: bool = False, log=print) -> dict:  # type: ignore[no-untyp
     backbone.configure_torch_threads(cores)
     torch_model = backbone.load_efficientnet()
     with tempfile.TemporaryDirectory() as tmp:
-        ort = OrtBackbone(cached_onnx(Path(tmp)), threads=cores)
+        ort_path = cached_onnx(Path(tmp))
+        ort = OrtBackbone(ort_path, threads=cores)
 
         def torch_forward(px: np.ndarray) -> object:
             return backbone.embed_and_classify(torch_model, px)
@@ -279,7 +361,9 @@ def run(stack, quick: bool = False, log=print) -> dict:  # type: ignore[no-untyp
             res["product"] = rounds[mid] | {"ratio_median": float(np.median(ratios)), "ratio_min": float(min(ratios)), "ratios": ratios}
             res["product"]["best_img_per_s"] = rounds[mid]["img_per_s"] / ratios[mid]
             res["best_img_per_s_after"] = bare_before
-            res["predict"] = predict_levels(stack, images, ort, 8.0 if quick else 16.0)
+            res["predict"] = predict_levels(stack, images, ort, 8.0 if quick else 16.0, single=OrtBackbone(ort_path, threads=1))
+            res["floor"] = latency_floor(stack, images, ort)
+        res["batching"] = batching_gain(images, ort_path, batch)
     res["rows"] = [r.as_dict() for r in rows(res)]
     return res
 
@@ -352,12 +436,47 @@ def rows(r: dict) -> list[Row]:
                 Row(
                     f"12 MP Predict c={level}",
                     f"{pr['served']:.1f} img/s" + served_cpu,
-                    f"best bare {pr['bare']:.1f} img/s",
+                    f"best bare {pr['bare']:.1f} img/s (ORT {pr.get('bare_threads', r.get('cores', 1))} thread(s) per session)",
                     f"{ratio:.2f}× (min {pr.get('ratio_min', ratio):.2f})",
                     f"≥ {goal}× best bare",
                     ratio >= goal,
                 )
             )
+    out.extend(ceiling_rows(r))
+    return out
+
+
+def ceiling_rows(r: dict) -> list[Row]:
+    """The best ratio any served path could reach on this host, from parts measured in the run."""
+    out = []
+    f, c1 = r.get("floor"), r.get("predict", {}).get(1)
+    if f:
+        m = f["ms"]
+        out.append(
+            Row(
+                "12 MP Predict c=1: floor of any served call",
+                f"bare {m['bare']:.1f} ms + the photo over gRPC {m['grpc']:.1f} + Triton's round trip "
+                f"{f['triton_extra_ms']:.1f} (over in-process ORT {m['ort']:.1f})",
+                f"served {1e3 / c1['served']:.1f} ms per call" if c1 else "",
+                f"ceiling {f['ceiling']:.2f}×",
+            )
+        )
+    g = r.get("batching")
+    if g:
+        sb = r["stages_best"]
+        bare_cpu = sum(sb.values())
+        # Against the cheaper bare forward (one thread, batch 1), a served path with no cost of
+        # its own whose forward passes were all batched.
+        bare_cpu = bare_cpu - sb["forward_cpu_s"] + min(sb["forward_cpu_s"], g["cpu_s_batch1"])
+        ideal = bare_cpu - min(sb["forward_cpu_s"], g["cpu_s_batch1"]) + g["cpu_s_batched"]
+        out.append(
+            Row(
+                f"ORT forward CPU per image, batch {g['batch']} vs 1 (1 thread)",
+                f"{g['cpu_s_batched'] * 1e3:.1f} ms vs {g['cpu_s_batch1'] * 1e3:.1f} ms",
+                f"best bare photo {bare_cpu * 1e3:.0f} ms CPU",
+                f"c=8 ceiling {bare_cpu / ideal:.2f}× (batching, nothing else added)",
+            )
+        )
     return out
 
 

@@ -45,6 +45,22 @@ def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
     assert goals == {"12 MP ingest → searchable (median round)": True, "12 MP Predict c=1": False, "12 MP Predict c=8": True}
 
 
+def test_photos_ceilings_come_from_the_measured_parts() -> None:
+    from bench import photos
+
+    stages = {"decode_cpu_s": 0.024, "preprocess_cpu_s": 0.002, "forward_cpu_s": 0.016}  # 2-thread forward
+    result = {
+        "stages_best": stages,
+        "floor": {"ms": {"bare": 32.0, "grpc": 2.0, "ort": 6.0, "triton": 10.0}, "triton_extra_ms": 4.0, "floor_ms": 38.0, "ceiling": 32.0 / 38.0},
+        "predict": {1: {"served": 20.0, "bare": 30.0}},
+        "batching": {"batch": 4, "cpu_s_batch1": 0.010, "cpu_s_batched": 0.008},
+    }
+    c1, c8 = photos.ceiling_rows(result)
+    assert c1.ratio == "ceiling 0.84×" and "served 50.0 ms" in c1.baseline
+    # Against the cheaper bare forward (10 ms at one thread): 36 ms, batched at best 34 ms.
+    assert c8.ratio.startswith("c=8 ceiling 1.06×") and "36 ms" in c8.baseline
+
+
 def test_gateway_is_a_section_of_make_bench() -> None:
     assert "gateway" in bench_main.parse([]).sections and "gateway" not in bench_main.STACKLESS
     assert bench_main.parse(["--only", "gateway"]).sections == ["gateway"]
