@@ -332,3 +332,17 @@ def test_cli_selection_summary_and_wait(monkeypatch: pytest.MonkeyPatch) -> None
         out = runner.invoke(app, bad)
         assert out.exit_code != 0 and "exactly one of" in out.output
     assert len(fake.asked) == 2
+
+
+def test_a_header_longer_than_the_read_is_read_whole(core: Ingestion) -> None:
+    """Segments before the pixels past HEADER_BYTES (here a 200 KB ICC profile): the first read
+    cannot tell, the whole original is read."""
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (48, 32), (200, 10, 10)).save(buf, "JPEG", exif=exif.tobytes(), icc_profile=bytes(200_000))
+    data = buf.getvalue()
+    assert header_orientation(data[:HEADER_BYTES]) is None and header_orientation(data) == 6
+    core.post_inputs("app", [NewInput(data, id="long-header")])
+    queued, _, _ = scan(core, only_rotated=True)
+    assert queued == ["turned", "turned-left", "long-header"]

@@ -11,10 +11,11 @@ import io
 
 from PIL import Image
 
-#: Bytes of a blob read to find its orientation: a JPEG's EXIF segment is at most 64 KiB and
-#: comes before the pixels, with the other header segments (an ICC profile may take more: then
-#: the whole blob is read, see :func:`needs_whole_blob`).
-HEADER_BYTES = 256 * 1024
+#: Bytes of a blob read to find its orientation: a JPEG's EXIF segment (with its embedded
+#: thumbnail) is at most 64 KiB and comes before the pixels with the other header segments (ICC
+#: profile, MPF, tables). When they run past this the header is unreadable from the read, and the
+#: whole blob is read (:func:`needs_whole_blob`): rare, and only costs I/O.
+HEADER_BYTES = 128 * 1024
 
 _ORIENTATION = 0x0112
 
