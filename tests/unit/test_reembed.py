@@ -304,6 +304,9 @@ class _FakeClient:
         on_progress(report)
         return report
 
+    def indexing_backlog(self, app_id: str) -> ingestion_pb2.IndexingBacklog:
+        return ingestion_pb2.IndexingBacklog(unrelayed=1, awaiting_index=4)
+
     def wait_reindexed(self, app_id: str, on_progress) -> float:  # type: ignore[no-untyped-def]
         for left in (2, 1, 0):
             on_progress(left)
@@ -332,6 +335,8 @@ def test_cli_selection_summary_and_wait(monkeypatch: pytest.MonkeyPatch) -> None
         out = runner.invoke(app, bad)
         assert out.exit_code != 0 and "exactly one of" in out.output
     assert len(fake.asked) == 2
+    out = runner.invoke(app, ["backlog", "pets"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "5 input(s) of pets in flight: 1 not yet sent to the broker, 4 awaiting indexing" in out.output
 
 
 def test_a_header_longer_than_the_read_is_read_whole(core: Ingestion) -> None:
