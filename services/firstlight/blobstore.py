@@ -23,6 +23,8 @@ class BlobStore(Protocol):
     #: written atomically but not fsynced; after a power loss it may read back empty.
     def put(self, app_id: str, input_id: str, data: bytes, durable: bool = True) -> str: ...
     def get(self, uri: str, app_id: str = "") -> bytes: ...
+    #: The first ``size`` bytes (all of a shorter blob): an image's header without its pixels.
+    def head(self, uri: str, size: int, app_id: str = "") -> bytes: ...
     def delete(self, uri: str) -> None: ...
     # Videos (firstlight.video): originals and their summaries, apart from the inputs' blobs.
     def put_video(self, app_id: str, video_id: str, src: Path) -> str: ...
@@ -73,13 +75,26 @@ class LocalBlobStore:
     def get(self, uri: str, app_id: str = "") -> bytes:
         """The bytes at ``uri``; with ``app_id``, NotFound unless the blob is that app's (an
         event naming app A cannot make a consumer read app B's image)."""
-        path = self._path(uri)
-        if app_id and path.parent != self.root / app_id:
-            raise NotFound(f"blob {uri!r} does not belong to app {app_id!r}")
+        path = self._owned(uri, app_id)
         try:
             return path.read_bytes()
         except FileNotFoundError:
             raise NotFound(f"blob {uri!r} does not exist") from None
+
+    def head(self, uri: str, size: int, app_id: str = "") -> bytes:
+        """The first ``size`` bytes at ``uri`` (checked as :meth:`get` checks)."""
+        path = self._owned(uri, app_id)
+        try:
+            with path.open("rb") as fh:
+                return fh.read(size)
+        except FileNotFoundError:
+            raise NotFound(f"blob {uri!r} does not exist") from None
+
+    def _owned(self, uri: str, app_id: str) -> Path:
+        path = self._path(uri)
+        if app_id and path.parent != self.root / app_id:
+            raise NotFound(f"blob {uri!r} does not belong to app {app_id!r}")
+        return path
 
     def delete(self, uri: str) -> None:
         self._path(uri).unlink(missing_ok=True)

@@ -120,6 +120,8 @@ def test_cross_app_denial_on_every_kind_of_route(gw: httpx.Client, keys: dict[st
         ("POST", f"/v1/apps/{B}/inputs", {"inputs": [{"base64": photo}]}),
         ("POST", f"/v1/apps/{B}/annotations", {"annotations": [{"input_id": "x", "add_concepts": ["y"]}]}),
         ("POST", f"/v1/apps/{B}/annotations/bulk", {"input_ids": ["x"], "add_concepts": ["y"]}),
+        ("POST", f"/v1/apps/{B}/reembed", {"all_inputs": True}),
+        ("GET", f"/v1/apps/{B}/indexing-backlog", None),
         ("POST", f"/v1/apps/{B}/search/text", {"text": "cup"}),
         ("POST", f"/v1/apps/{B}/search/image", {"base64": photo}),
         ("GET", f"/v1/apps/{B}/index", None),

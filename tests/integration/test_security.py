@@ -140,6 +140,8 @@ def test_app_key_cannot_reach_another_app_in_any_service(stack, as_a: Firstlight
             timeout=30,
         ),
         "BulkAnnotate": lambda: as_a.bulk_label(B, add=["x"], input_ids=[f"{B}-1"]),
+        "ReembedInputs": lambda: as_a.reembed(B, [f"{B}-1"]),
+        "GetIndexingBacklog": lambda: as_a.indexing_backlog(B),
         "DeleteInputs": lambda: as_a.ingestion.DeleteInputs(ingestion_pb2.DeleteInputsRequest(app_id=B, input_ids=[f"{B}-1"]), timeout=30),
         "SearchByImage": lambda: as_a.search_by_image(B, image=image),
         "SearchByText": lambda: as_a.search_by_text(B, "coffee"),

@@ -17,7 +17,7 @@ from firstlight.cli.errors import fail
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console, progress_bar
 from firstlight.datasets import export_animal_mnist
-from firstlight.sdk import QualityFilter, folder_items
+from firstlight.sdk import QualityFilter, ReembedReport, folder_items
 from firstlight.sdk.quality import SYNTAX
 from firstlight.v1 import common_pb2, search_pb2
 
@@ -140,6 +140,54 @@ def set_embedding_model(
 
                 stats = fl.wait_embedding_model(app_id, on_progress=show)
             console.print(f"searches of {app_id} now use {stats.model} ({stats.indexed_count} inputs indexed)")
+
+
+@command()
+def reembed(
+    app_id: str,
+    rotated: Annotated[
+        bool, typer.Option("--rotated", help="Photos stored with an EXIF orientation other than 1 (versions before the decode change embedded them sideways)")
+    ] = False,
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="These inputs (repeat the option, or separate ids with commas)")] = None,
+    all_inputs: Annotated[bool, typer.Option("--all", help="Every input of the app")] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the re-embedding until every queued input is indexed again")] = True,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
+    """Embed inputs again and re-index them (searches keep answering from the old vectors until
+    each is replaced). Give exactly one of --rotated, --ids, --all. Safe to repeat."""
+    listed = [i for value in ids or [] for i in value.split(",") if i]
+    if (rotated + all_inputs + bool(listed)) != 1:
+        fail("give exactly one of --rotated, --ids ID[,ID...], --all")
+    with client(data_dir) as fl, progress_bar() as bar:
+        scan = bar.add_task("scanning" if not listed else "queueing", total=None, rate="")
+
+        def scanned(report: ReembedReport) -> None:
+            bar.update(scan, completed=report.scanned, total=max(report.total, 1), rate=f"{report.queued} queued")
+
+        report = fl.reembed(app_id, listed or None, only_rotated=rotated, all_inputs=all_inputs, on_progress=scanned)
+        if wait and report.queued:
+            itask = bar.add_task("re-indexing", total=report.queued, rate="")
+            # What is in flight counts every announcement of the app (an upload's too).
+            fl.wait_reindexed(app_id, on_progress=lambda left: bar.update(itask, completed=max(0, report.queued - left)))
+    what = "rotated photos" if rotated else "inputs"
+    console.print(f"{report.queued} {what} of {app_id} queued for re-embedding ({report.scanned} scanned in {report.seconds:.1f}s)")
+    if report.unreadable_ids:
+        shown = ", ".join(report.unreadable_ids[:5]) + (" …" if len(report.unreadable_ids) > 5 else "")
+        console.print(f"[yellow]{len(report.unreadable_ids)} stored originals could not be read[/yellow] (not queued): {shown}")
+    if report.queued and not wait:
+        console.print(f"they are re-indexed in the background; `firstlight backlog {app_id}` shows what is still in flight")
+    elif report.queued:
+        console.print("all re-indexed")
+
+
+@command()
+def backlog(app_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Inputs of an app announced for embedding and not yet searchable (uploads, re-embedding)."""
+    with client(data_dir) as fl:
+        b = fl.indexing_backlog(app_id)
+    console.print(
+        f"{b.unrelayed + b.awaiting_index} input(s) of {app_id} in flight: {b.unrelayed} not yet sent to the broker, {b.awaiting_index} awaiting indexing"
+    )
 
 
 @command()

@@ -24,6 +24,7 @@ IDEMPOTENT_RPCS = frozenset({
     "EmbedTexts", "DescribeEmbeddingModel", "GetVideoUpload",
     "GetEmbeddingMapJob", "ListEmbeddingMapPoints", "FindDuplicateGroups",
     "GetHeadWeights", "ExplainPrediction", "ScoreUniqueness", "GetDeepExplainer",
+    "GetIndexingBacklog",
 })  # fmt: skip
 
 DEFAULT_DEADLINE_S = 60.0
@@ -50,6 +51,7 @@ DEADLINES_S: dict[str, float] = {
     "UploadVideo": 3600.0,
     "PredictVideo": 3600.0,
     "BulkAnnotate": 120.0,
+    "ReembedInputs": 120.0,  # a rotated scan's page reads up to 1,000 stored headers
     "StreamTrainingProgress": 24 * 3600.0,
     # The services' calls to each other. A query's embedding is waited on by a user's search;
     # describing a model may load it into Triton first. ResolveApiKey is on every RPC's path

@@ -209,6 +209,12 @@ class IngestionClient(_Service):
     async def set_embedding_model(self, req: ingestion_pb2.SetEmbeddingModelRequest, *, key: str | None = None) -> ingestion_pb2.SetEmbeddingModelResponse:
         return await self._unary("SetEmbeddingModel", req, key)
 
+    async def reembed_inputs(self, req: ingestion_pb2.ReembedInputsRequest, *, key: str | None = None) -> ingestion_pb2.ReembedInputsResponse:
+        return await self._unary("ReembedInputs", req, key)
+
+    async def get_indexing_backlog(self, req: ingestion_pb2.GetIndexingBacklogRequest, *, key: str | None = None) -> ingestion_pb2.IndexingBacklog:
+        return await self._unary("GetIndexingBacklog", req, key)
+
     async def upload_video(
         self, reqs: Iterable[video_pb2.UploadVideoRequest] | AsyncIterable[video_pb2.UploadVideoRequest], *, key: str | None = None
     ) -> video_pb2.UploadVideoResponse:

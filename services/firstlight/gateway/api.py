@@ -343,6 +343,32 @@ async def delete_input(app_id: str, input_id: str, c: Caller = Depends(caller), 
     return to_json(await cl.ingestion.delete_inputs(ingestion_pb2.DeleteInputsRequest(app_id=app_id, input_ids=[input_id]), key=c.key))
 
 
+class ReembedBody(BaseModel):
+    input_ids: list[str] = Field([], description="these inputs; or only_rotated, or all_inputs")
+    only_rotated: bool = Field(False, description="inputs whose stored photo has an EXIF orientation other than 1")
+    all_inputs: bool = False
+    page_size: int = 0
+    page_token: str = ""
+
+
+@router.post(
+    "/apps/{app_id}/reembed",
+    tags=["inputs"],
+    summary="Embed inputs again and re-index them (a list, the EXIF-rotated photos, or all): one page per call, next_page_token to go on",
+)
+async def reembed(app_id: str, body: ReembedBody, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    req = ingestion_pb2.ReembedInputsRequest(
+        app_id=app_id, input_ids=body.input_ids, only_rotated=body.only_rotated, all_inputs=body.all_inputs,
+        page_size=body.page_size, page_token=body.page_token,
+    )  # fmt: skip
+    return to_json(await cl.ingestion.reembed_inputs(req, key=c.key))
+
+
+@router.get("/apps/{app_id}/indexing-backlog", tags=["inputs"], summary="Inputs announced for embedding and not yet searchable")
+async def indexing_backlog(app_id: str, c: Caller = Depends(caller), cl: Clients = Depends(clients)) -> dict:
+    return to_json(await cl.ingestion.get_indexing_backlog(ingestion_pb2.GetIndexingBacklogRequest(app_id=app_id), key=c.key))
+
+
 async def _stored(app_id: str, input_id: str, c: Caller, cl: Clients) -> common_pb2.Input:
     return await cl.ingestion.get_input(ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id), key=c.key)
 

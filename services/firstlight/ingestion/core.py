@@ -42,6 +42,7 @@ from firstlight.ingestion.ports import (
 from firstlight.media import pixel_signature
 from firstlight.media.decode import Photo, decode_photo, jpeg_reduction
 from firstlight.media.image_metrics import METRICS, histogram, image_quality
+from firstlight.media.orientation import HEADER_BYTES, header_orientation, is_rotated, needs_whole_blob
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
 from firstlight.media.thumbnail import encode_thumbnail, thumbnail_name, thumbnail_uri_of
 
@@ -50,6 +51,9 @@ SPLITS = {0, 1, 2, 3}
 DEFAULT_SELECTION = 100
 MAX_SELECTION = 10_000
 SEARCH_PAGE = 1000
+#: ReembedInputs: inputs scanned per call (default, most), and listed ids per call at most.
+REEMBED_PAGE = 500
+MAX_REEMBED_PAGE = 1000
 
 
 @dataclass
@@ -63,6 +67,17 @@ class NewInput:
     split: int = 0
     # Labeled objects: anything with ``concept`` and ``box`` (common.Region), validated here.
     regions: Sequence = ()
+
+
+@dataclass(frozen=True)
+class ReembedPage:
+    """One ReembedInputs call's work: inputs looked at, those re-announced, where to go on."""
+
+    scanned: int
+    queued_ids: list[str]
+    next_page_token: str  # "" when the selection is done
+    total: int  # inputs the selection covers: the listed ids, or every input of the app
+    unreadable_ids: list[str] = field(default_factory=list)  # rotated scan: header unreadable or blob gone
 
 
 @dataclass(frozen=True)
@@ -273,6 +288,97 @@ class Ingestion:
                 else:
                     events.append(InputIngested(row, model, f"{app_id}/{input_id}:again{tag}"))
         return events, gone
+
+    def reembed_inputs(
+        self,
+        app_id: str,
+        *,
+        input_ids: Sequence[str] = (),
+        only_rotated: bool = False,
+        all_inputs: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> ReembedPage:
+        """ReembedInputs: re-announce chosen inputs on ``inputs.ingested`` (fresh events from the
+        store's current state, as the relay's :meth:`reannouncements`), so the embedding worker
+        embeds them again and search upserts their points (same point ids: repeating is harmless).
+
+        Selection, exactly one of: listed ids (all must exist, at most MAX_REEMBED_PAGE per call);
+        ``only_rotated``: inputs whose stored image carries an EXIF orientation other than 1
+        (read from the blob's header, no decode: versions before the decode change embedded them
+        sideways or mirrored); ``all_inputs``. A scan does one page of the app's inputs per call
+        (oldest first) and returns the next page's token: each call's events are committed to the
+        outbox in one short transaction before it answers (an answered page is never lost; the
+        relay watches each input until search confirms it indexed), and no call holds more than
+        a page, whatever the app's size."""
+        self.get_app(app_id)
+        chosen = bool(input_ids) + bool(only_rotated) + bool(all_inputs)
+        if chosen != 1:
+            raise InvalidArgument(
+                "select inputs with exactly one of input_ids, only_rotated, all_inputs"
+                + (" (none given)" if not chosen else f" ({chosen} given)")
+            )  # fmt: skip
+        size = validation.page_size(page_size, default=REEMBED_PAGE, maximum=MAX_REEMBED_PAGE)
+        # A new logical event per call (its own idempotency key): a consumer that screens each key
+        # once must see the re-announcement.
+        tag = f":reembed-{uuid.uuid4().hex[:16]}"
+        if input_ids:
+            if page_token:
+                raise InvalidArgument("page_token continues an only_rotated or all_inputs scan; listed input_ids take none")
+            if len(input_ids) > MAX_REEMBED_PAGE:
+                raise InvalidArgument(f"{len(input_ids)} input ids in one call, over {MAX_REEMBED_PAGE}: split the list")
+            ids = list(dict.fromkeys(validation.input_id(i) for i in input_ids))
+            missing = set(ids) - self.store.existing_input_ids(app_id, ids)
+            if missing:
+                raise NotFound(f"input(s) not found in app {app_id!r}: {', '.join(sorted(missing)[:5])}")
+            return ReembedPage(len(ids), self._reannounce(app_id, ids, tag), "", len(ids))
+        kind = "rr" if only_rotated else "ra"  # a token continues only the scan that made it
+        rows, next_seq, total = self.store.list_inputs(
+            app_id, after_seq=validation.decode_page_token(kind, page_token, app_id), limit=size, concepts_any=(), split=0, labeled=None
+        )
+        unreadable: list[str] = []
+        picked = [r.id for r in rows]
+        if only_rotated:
+            picked = []
+            for row in rows:
+                orientation = self._stored_orientation(row)
+                if orientation is None:
+                    unreadable.append(row.id)
+                elif is_rotated(orientation):
+                    picked.append(row.id)
+        token = validation.encode_page_token(kind, next_seq, app_id) if next_seq else ""
+        return ReembedPage(len(rows), self._reannounce(app_id, picked, tag), token, total, unreadable)
+
+    def indexing_backlog(self, app_id: str) -> tuple[int, int]:
+        """GetIndexingBacklog: (announcements of the app's inputs not yet relayed to the broker,
+        inputs relayed whose indexing search has not confirmed): how a caller of ReembedInputs
+        (or of an upload) sees the work in flight drain to zero."""
+        self.get_app(app_id)
+        return self.store.indexing_backlog(app_id)
+
+    def _stored_orientation(self, row: InputRow) -> int | None:
+        """The EXIF orientation of an input's stored original, from its header; None if the blob
+        is gone or its header unreadable."""
+        try:
+            head = self.blobs.head(row.blob_uri, HEADER_BYTES, app_id=row.app_id)
+            orientation = header_orientation(head)
+            if needs_whole_blob(head, orientation):  # a header longer than the read (large ICC profiles)
+                orientation = header_orientation(self.blobs.get(row.blob_uri, app_id=row.app_id))
+        except NotFound:
+            return None
+        return orientation
+
+    def _reannounce(self, app_id: str, ids: list[str], tag: str) -> list[str]:
+        """Commit fresh ``inputs.ingested`` events for ``ids`` to the outbox; returns the ids
+        announced (an input deleted meanwhile is not)."""
+        if not ids:
+            return []
+        events, _gone = self.reannouncements([(app_id, i) for i in ids], tag)
+        if not events:
+            return []
+        self.store.enqueue(events)
+        self.on_events()
+        return [e.row.id for e in events if isinstance(e, InputIngested)]
 
     def get_input(self, app_id: str, input_id: str) -> InputRow:
         self.get_app(app_id)

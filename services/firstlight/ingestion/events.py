@@ -119,3 +119,8 @@ def watched(row: OutboxEvent) -> tuple[str, str, str] | None:
         return None
     msg = events_pb2.InputIngested.FromString(row.value)
     return msg.app_id, msg.input_id, msg.embedding_model
+
+
+def announcement_prefix(app_id: str) -> tuple[str, bytes]:
+    """(topic, record-key prefix) shared by every ``inputs.ingested`` row of the app's inputs."""
+    return topics.INPUTS_INGESTED, topics.event_key(app_id) + b"/"

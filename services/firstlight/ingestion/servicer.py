@@ -222,6 +222,29 @@ class IngestionServicer(VideoRpcs, ingestion_pb2_grpc.IngestionServiceServicer):
         )
         return ingestion_pb2.BulkAnnotateResponse(input_ids=result.input_ids, scores=result.scores)
 
+    async def ReembedInputs(self, request, context):  # type: ignore[no-untyped-def]
+        page = await asyncio.to_thread(
+            self.core.reembed_inputs,
+            request.app_id,
+            input_ids=list(request.input_ids),
+            only_rotated=request.only_rotated,
+            all_inputs=request.all_inputs,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return ingestion_pb2.ReembedInputsResponse(
+            scanned=page.scanned,
+            queued=len(page.queued_ids),
+            queued_input_ids=page.queued_ids,
+            next_page_token=page.next_page_token,
+            total_size=page.total,
+            unreadable_input_ids=page.unreadable_ids,
+        )
+
+    async def GetIndexingBacklog(self, request, context):  # type: ignore[no-untyped-def]
+        unrelayed, awaiting = await asyncio.to_thread(self.core.indexing_backlog, request.app_id)
+        return ingestion_pb2.IndexingBacklog(unrelayed=unrelayed, awaiting_index=awaiting)
+
     async def GetQualityHistogram(self, request, context):  # type: ignore[no-untyped-def]
         edges, counts, unmeasured = await asyncio.to_thread(self.core.quality_histogram, request.app_id, request.metric, request.bins)
         return ingestion_pb2.GetQualityHistogramResponse(metric=request.metric, edges=edges, counts=counts, unmeasured=unmeasured)

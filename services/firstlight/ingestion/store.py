@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from firstlight import db, migrations
 from firstlight.errors import AlreadyExists
 from firstlight.ingestion import migrations as schema_migrations
-from firstlight.ingestion.events import OutboxEvent, encode
+from firstlight.ingestion.events import OutboxEvent, announcement_prefix, encode
 from firstlight.ingestion.ports import Event, InputRow, MakeEvents, QualityRange, utcnow
 
 metadata = MetaData()
@@ -229,6 +229,11 @@ class MetadataStore:
             labels = [{"app_id": r.app_id, "input_id": r.id, "concept": c} for r in rows for c in r.concepts]
             if labels:
                 conn.execute(insert(input_concepts), labels)
+            self._enqueue(conn, events)
+
+    def enqueue(self, events: Sequence[Event]) -> None:
+        """Commit events that describe no new write (re-announcements) to the outbox."""
+        with self.engine.begin() as conn:
             self._enqueue(conn, events)
 
     @staticmethod
@@ -496,6 +501,17 @@ class MetadataStore:
                     or 0
                 )
         return removed
+
+    def indexing_backlog(self, app_id: str) -> tuple[int, int]:
+        """(the app's ``inputs.ingested`` announcements still in the outbox, its inputs relayed
+        and not yet confirmed indexed): both zero once everything announced is searchable."""
+        topic, prefix = announcement_prefix(app_id)
+        with self.engine.connect() as conn:
+            unrelayed = conn.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.topic == topic, func.substr(outbox.c.key, 1, len(prefix)) == prefix)
+            ).scalar_one()
+            awaiting = conn.execute(select(func.count()).select_from(index_watch).where(index_watch.c.app_id == app_id)).scalar_one()
+        return int(unrelayed), int(awaiting)
 
     def index_overdue(self, now: datetime, limit: int = 500) -> list[WatchRow]:
         """Watched inputs past their due time, oldest due first."""

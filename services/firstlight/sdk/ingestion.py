@@ -13,7 +13,7 @@ import grpc
 from firstlight.clients.policy import deadline_for
 from firstlight.sdk.base import ServiceCalls
 from firstlight.sdk.errors import wrap_errors
-from firstlight.sdk.items import SPLITS, UploadItem, UploadReport, folder_items, region_protos
+from firstlight.sdk.items import SPLITS, ReembedReport, UploadItem, UploadReport, folder_items, region_protos
 from firstlight.sdk.quality import QualityFilter
 from firstlight.v1 import common_pb2, ingestion_pb2
 
@@ -209,6 +209,81 @@ class IngestionCalls(ServiceCalls):
             timeout=self._deadline("PostAnnotations"),
         )
         return list(resp.inputs)
+
+    # -- re-embedding ----------------------------------------------------------------
+    #: Listed ids per ReembedInputs call (the service's maximum).
+    REEMBED_IDS_PER_CALL = 1000
+
+    @wrap_errors
+    def reembed(
+        self,
+        app_id: str,
+        ids: Iterable[str] | None = None,
+        *,
+        only_rotated: bool = False,
+        all_inputs: bool = False,
+        page_size: int = 0,
+        on_progress: Callable[[ReembedReport], None] | None = None,
+    ) -> ReembedReport:
+        """Embed inputs again and re-index them (ReembedInputs): the listed ``ids``, or every
+        input whose stored photo has an EXIF orientation other than 1 (``only_rotated``: older
+        versions embedded those sideways), or ``all_inputs``. Returns once every one is queued
+        (committed for announcement); the embedding and indexing follow in the background, and
+        searches answer from the old vectors until each is replaced. Safe to run again: the index
+        upserts by input. ``on_progress`` gets the running report after each page."""
+        if ids is not None and not isinstance(ids, (list, tuple)):
+            ids = list(ids)
+        report = ReembedReport()
+        start = time.perf_counter()
+
+        def call(req: ingestion_pb2.ReembedInputsRequest) -> ingestion_pb2.ReembedInputsResponse:
+            resp = self.ingestion.ReembedInputs(req, timeout=self._deadline("ReembedInputs"))
+            report.queued_ids += resp.queued_input_ids
+            report.scanned += resp.scanned
+            report.unreadable_ids += resp.unreadable_input_ids
+            report.seconds = time.perf_counter() - start
+            return resp
+
+        if ids:  # listed: in calls of at most the service's maximum
+            listed = list(dict.fromkeys(ids))
+            report.total = len(listed)
+            for begin in range(0, len(listed), self.REEMBED_IDS_PER_CALL):
+                part = listed[begin : begin + self.REEMBED_IDS_PER_CALL]
+                call(ingestion_pb2.ReembedInputsRequest(app_id=app_id, input_ids=part, only_rotated=only_rotated, all_inputs=all_inputs))
+                if on_progress:
+                    on_progress(report)
+            return report
+        token = ""
+        while True:
+            req = ingestion_pb2.ReembedInputsRequest(app_id=app_id, only_rotated=only_rotated, all_inputs=all_inputs, page_size=page_size, page_token=token)
+            resp = call(req)
+            report.total = int(resp.total_size)
+            if on_progress:
+                on_progress(report)
+            token = resp.next_page_token
+            if not token:
+                return report
+
+    @wrap_errors
+    def indexing_backlog(self, app_id: str) -> ingestion_pb2.IndexingBacklog:
+        """The app's inputs announced for embedding and not yet confirmed searchable."""
+        return self.ingestion.GetIndexingBacklog(ingestion_pb2.GetIndexingBacklogRequest(app_id=app_id), timeout=self._deadline("GetIndexingBacklog"))
+
+    def wait_reindexed(self, app_id: str, timeout: float = 3600.0, on_progress: Callable[[int], None] | None = None) -> float:
+        """Wait until every input announced so far (what :meth:`reembed` queued included) is
+        embedded and indexed; ``on_progress`` gets the inputs still in flight. Returns the
+        seconds waited."""
+        start = time.perf_counter()
+        while True:
+            backlog = self.indexing_backlog(app_id)
+            left = int(backlog.unrelayed + backlog.awaiting_index)
+            if on_progress:
+                on_progress(left)
+            if not left:
+                return time.perf_counter() - start
+            if time.perf_counter() - start > timeout:
+                raise TimeoutError(f"{left} input(s) of {app_id} still not indexed after {timeout:.0f}s")
+            time.sleep(0.25)
 
     # -- embedding model -------------------------------------------------------------
     @wrap_errors

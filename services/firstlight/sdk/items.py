@@ -77,6 +77,21 @@ class UploadReport:
     seconds: float = 0.0
 
 
+@dataclass
+class ReembedReport:
+    """What :meth:`~firstlight.sdk.ingestion.IngestionCalls.reembed` re-announced."""
+
+    queued_ids: list[str] = field(default_factory=list)
+    scanned: int = 0
+    total: int = 0  # inputs the selection covered: the listed ids, or the app's inputs
+    unreadable_ids: list[str] = field(default_factory=list)  # rotated scan: originals not readable
+    seconds: float = 0.0
+
+    @property
+    def queued(self) -> int:
+        return len(self.queued_ids)
+
+
 def id_for_path(rel: Path) -> str:
     """A stable input id from a file's path, so uploading a folder twice adds nothing twice."""
     candidate = re.sub(r"[^A-Za-z0-9._-]", "_", "_".join(rel.parts))

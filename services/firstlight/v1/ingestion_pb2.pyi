@@ -784,3 +784,143 @@ class ListConceptsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListConceptsResponse: _TypeAlias = ListConceptsResponse  # noqa: Y015
+
+@_typing.final
+class ReembedInputsRequest(_message.Message):
+    """ReembedInputs arguments: the app and exactly one selection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    INPUT_IDS_FIELD_NUMBER: _builtins.int
+    ONLY_ROTATED_FIELD_NUMBER: _builtins.int
+    ALL_INPUTS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    only_rotated: _builtins.bool
+    """Every input whose stored image carries an EXIF orientation other than 1 (read from the
+    stored original's header, nothing decoded).
+    """
+    all_inputs: _builtins.bool
+    """Every input of the app."""
+    page_size: _builtins.int
+    """Inputs scanned per call (default 500, at most 1,000)."""
+    page_token: _builtins.str
+    """From a previous response of the same scan; empty to start."""
+    @_builtins.property
+    def input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """These inputs (all must exist; at most 1,000 per call; no page token)."""
+
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        only_rotated: _builtins.bool = ...,
+        all_inputs: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_inputs", b"all_inputs", "app_id", b"app_id", "input_ids", b"input_ids", "only_rotated", b"only_rotated", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReembedInputsRequest: _TypeAlias = ReembedInputsRequest  # noqa: Y015
+
+@_typing.final
+class ReembedInputsResponse(_message.Message):
+    """ReembedInputs result (of this call's page)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCANNED_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    QUEUED_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    UNREADABLE_INPUT_IDS_FIELD_NUMBER: _builtins.int
+    scanned: _builtins.int
+    """Inputs looked at."""
+    queued: _builtins.int
+    """Inputs re-announced (their announcements are committed)."""
+    next_page_token: _builtins.str
+    """Token of the scan's next page; empty when done."""
+    total_size: _builtins.int
+    """Inputs the selection covers: the listed ids, or every input of the app (for progress)."""
+    @_builtins.property
+    def queued_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Their ids."""
+
+    @_builtins.property
+    def unreadable_input_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """only_rotated: inputs whose stored original could not be read (gone, or no readable header)."""
+
+    def __init__(
+        self,
+        *,
+        scanned: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        queued_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+        unreadable_input_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "queued", b"queued", "queued_input_ids", b"queued_input_ids", "scanned", b"scanned", "total_size", b"total_size", "unreadable_input_ids", b"unreadable_input_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReembedInputsResponse: _TypeAlias = ReembedInputsResponse  # noqa: Y015
+
+@_typing.final
+class GetIndexingBacklogRequest(_message.Message):
+    """GetIndexingBacklog arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """App id."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIndexingBacklogRequest: _TypeAlias = GetIndexingBacklogRequest  # noqa: Y015
+
+@_typing.final
+class IndexingBacklog(_message.Message):
+    """The app's announcements in flight."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNRELAYED_FIELD_NUMBER: _builtins.int
+    AWAITING_INDEX_FIELD_NUMBER: _builtins.int
+    unrelayed: _builtins.int
+    """Announcements committed and not yet published to the broker (the outbox)."""
+    awaiting_index: _builtins.int
+    """Inputs announced whose indexing the search service has not confirmed yet."""
+    def __init__(
+        self,
+        *,
+        unrelayed: _builtins.int = ...,
+        awaiting_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_index", b"awaiting_index", "unrelayed", b"unrelayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IndexingBacklog: _TypeAlias = IndexingBacklog  # noqa: Y015

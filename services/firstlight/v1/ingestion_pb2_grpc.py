@@ -112,6 +112,16 @@ class IngestionServiceStub:
                 request_serializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.SerializeToString,
                 response_deserializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.FromString,
                 _registered_method=True)
+        self.ReembedInputs = channel.unary_unary(
+                '/firstlight.v1.IngestionService/ReembedInputs',
+                request_serializer=firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsResponse.FromString,
+                _registered_method=True)
+        self.GetIndexingBacklog = channel.unary_unary(
+                '/firstlight.v1.IngestionService/GetIndexingBacklog',
+                request_serializer=firstlight_dot_v1_dot_ingestion__pb2.GetIndexingBacklogRequest.SerializeToString,
+                response_deserializer=firstlight_dot_v1_dot_ingestion__pb2.IndexingBacklog.FromString,
+                _registered_method=True)
 
 
 class IngestionServiceServicer:
@@ -238,6 +248,29 @@ class IngestionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReembedInputs(self, request, context):
+        """Embed chosen inputs again and re-index them: each is re-announced on `inputs.ingested` from
+        its stored state (through the outbox: a page this answers is committed and will be
+        announced, and watched until search confirms it indexed); the index upserts by the same
+        point id, so repeating it is harmless. The upgrade path for photos with an EXIF orientation
+        other than 1, which versions before the decode change embedded sideways or mirrored
+        (`only_rotated`). A scan (`only_rotated`, `all_inputs`) does one page of the app's inputs
+        per call: call again with next_page_token until it is empty. INVALID_ARGUMENT: not exactly
+        one selection, a bad id, page size or token; NOT_FOUND: the app or a listed input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIndexingBacklog(self, request, context):
+        """The app's inputs announced for embedding and not yet confirmed searchable (uploads,
+        ReembedInputs, a model switch in flight): what ReembedInputs queued is done once both
+        counts are back to zero. NOT_FOUND if the app is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +348,16 @@ def add_IngestionServiceServicer_to_server(servicer, server):
                     servicer.AnnotateVideoSegment,
                     request_deserializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.FromString,
                     response_serializer=firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.SerializeToString,
+            ),
+            'ReembedInputs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReembedInputs,
+                    request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsResponse.SerializeToString,
+            ),
+            'GetIndexingBacklog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIndexingBacklog,
+                    request_deserializer=firstlight_dot_v1_dot_ingestion__pb2.GetIndexingBacklogRequest.FromString,
+                    response_serializer=firstlight_dot_v1_dot_ingestion__pb2.IndexingBacklog.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -723,6 +766,60 @@ class IngestionService:
             '/firstlight.v1.IngestionService/AnnotateVideoSegment',
             firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentRequest.SerializeToString,
             firstlight_dot_v1_dot_video__pb2.AnnotateVideoSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReembedInputs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/ReembedInputs',
+            firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsRequest.SerializeToString,
+            firstlight_dot_v1_dot_ingestion__pb2.ReembedInputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIndexingBacklog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/firstlight.v1.IngestionService/GetIndexingBacklog',
+            firstlight_dot_v1_dot_ingestion__pb2.GetIndexingBacklogRequest.SerializeToString,
+            firstlight_dot_v1_dot_ingestion__pb2.IndexingBacklog.FromString,
             options,
             channel_credentials,
             insecure,

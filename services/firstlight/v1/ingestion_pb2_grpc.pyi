@@ -88,6 +88,21 @@ class IngestionServiceStub:
     """How many bytes of a resumable upload the service holds (where to resume)."""
     AnnotateVideoSegment: _grpc.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]
     """Label (or un-label) every frame of a video in a time span at once."""
+    ReembedInputs: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.ReembedInputsRequest, _ingestion_pb2.ReembedInputsResponse]
+    """Embed chosen inputs again and re-index them: each is re-announced on `inputs.ingested` from
+    its stored state (through the outbox: a page this answers is committed and will be
+    announced, and watched until search confirms it indexed); the index upserts by the same
+    point id, so repeating it is harmless. The upgrade path for photos with an EXIF orientation
+    other than 1, which versions before the decode change embedded sideways or mirrored
+    (`only_rotated`). A scan (`only_rotated`, `all_inputs`) does one page of the app's inputs
+    per call: call again with next_page_token until it is empty. INVALID_ARGUMENT: not exactly
+    one selection, a bad id, page size or token; NOT_FOUND: the app or a listed input.
+    """
+    GetIndexingBacklog: _grpc.UnaryUnaryMultiCallable[_ingestion_pb2.GetIndexingBacklogRequest, _ingestion_pb2.IndexingBacklog]
+    """The app's inputs announced for embedding and not yet confirmed searchable (uploads,
+    ReembedInputs, a model switch in flight): what ReembedInputs queued is done once both
+    counts are back to zero. NOT_FOUND if the app is unknown.
+    """
 
 @_typing.type_check_only
 class IngestionServiceAsyncStub(IngestionServiceStub):
@@ -144,6 +159,21 @@ class IngestionServiceAsyncStub(IngestionServiceStub):
     """How many bytes of a resumable upload the service holds (where to resume)."""
     AnnotateVideoSegment: _aio.UnaryUnaryMultiCallable[_video_pb2.AnnotateVideoSegmentRequest, _video_pb2.AnnotateVideoSegmentResponse]  # type: ignore[assignment]
     """Label (or un-label) every frame of a video in a time span at once."""
+    ReembedInputs: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.ReembedInputsRequest, _ingestion_pb2.ReembedInputsResponse]  # type: ignore[assignment]
+    """Embed chosen inputs again and re-index them: each is re-announced on `inputs.ingested` from
+    its stored state (through the outbox: a page this answers is committed and will be
+    announced, and watched until search confirms it indexed); the index upserts by the same
+    point id, so repeating it is harmless. The upgrade path for photos with an EXIF orientation
+    other than 1, which versions before the decode change embedded sideways or mirrored
+    (`only_rotated`). A scan (`only_rotated`, `all_inputs`) does one page of the app's inputs
+    per call: call again with next_page_token until it is empty. INVALID_ARGUMENT: not exactly
+    one selection, a bad id, page size or token; NOT_FOUND: the app or a listed input.
+    """
+    GetIndexingBacklog: _aio.UnaryUnaryMultiCallable[_ingestion_pb2.GetIndexingBacklogRequest, _ingestion_pb2.IndexingBacklog]  # type: ignore[assignment]
+    """The app's inputs announced for embedding and not yet confirmed searchable (uploads,
+    ReembedInputs, a model switch in flight): what ReembedInputs queued is done once both
+    counts are back to zero. NOT_FOUND if the app is unknown.
+    """
 
 class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Apps, inputs and their labels."""
@@ -287,5 +317,32 @@ class IngestionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.AnnotateVideoSegmentResponse, _abc.Awaitable[_video_pb2.AnnotateVideoSegmentResponse]]:
         """Label (or un-label) every frame of a video in a time span at once."""
+
+    @_abc_1.abstractmethod
+    def ReembedInputs(
+        self,
+        request: _ingestion_pb2.ReembedInputsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.ReembedInputsResponse, _abc.Awaitable[_ingestion_pb2.ReembedInputsResponse]]:
+        """Embed chosen inputs again and re-index them: each is re-announced on `inputs.ingested` from
+        its stored state (through the outbox: a page this answers is committed and will be
+        announced, and watched until search confirms it indexed); the index upserts by the same
+        point id, so repeating it is harmless. The upgrade path for photos with an EXIF orientation
+        other than 1, which versions before the decode change embedded sideways or mirrored
+        (`only_rotated`). A scan (`only_rotated`, `all_inputs`) does one page of the app's inputs
+        per call: call again with next_page_token until it is empty. INVALID_ARGUMENT: not exactly
+        one selection, a bad id, page size or token; NOT_FOUND: the app or a listed input.
+        """
+
+    @_abc_1.abstractmethod
+    def GetIndexingBacklog(
+        self,
+        request: _ingestion_pb2.GetIndexingBacklogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingestion_pb2.IndexingBacklog, _abc.Awaitable[_ingestion_pb2.IndexingBacklog]]:
+        """The app's inputs announced for embedding and not yet confirmed searchable (uploads,
+        ReembedInputs, a model switch in flight): what ReembedInputs queued is done once both
+        counts are back to zero. NOT_FOUND if the app is unknown.
+        """
 
 def add_IngestionServiceServicer_to_server(servicer: IngestionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
