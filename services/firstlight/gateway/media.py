@@ -12,18 +12,19 @@ the input's content hash, so older inputs stay viewable. Browsers cache both (ET
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
-
-from PIL import Image
 
 from firstlight.blobstore import BlobStore
 from firstlight.errors import NotFound
 from firstlight.media.decode import to_rgb, upright
+from firstlight.media.formats import open_image
 from firstlight.media.thumbnail import encode_thumbnail
 
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
+    "HEIF": "image/heif", "AVIF": "image/avif",
+}  # fmt: skip
 
 
 def content_type(fmt: str) -> str:
@@ -32,7 +33,7 @@ def content_type(fmt: str) -> str:
 
 def make_thumbnail(data: bytes, px: int) -> bytes:
     """A JPEG whose longest side is at most ``px`` (small images are not enlarged)."""
-    img = Image.open(io.BytesIO(data))
+    img = open_image(data)  # HEIC too (pillow-heif registered there)
     if img.format == "JPEG":
         img.draft("RGB", (px, px))  # decode at 1/2, 1/4 or 1/8 scale: most of a photo's cost
     # Upright and sRGB, as the models see it (firstlight.media.decode): a phone photo stored

@@ -6,19 +6,32 @@ scaling) 28-32 ms; simplejpeg (a libjpeg-turbo binding wheel) at the same scale 
 full size 42-51 ms. Draft mode is within noise of the fastest decoder and keeps one code path
 for every format (EXIF, ICC, CMYK, MPO), so no second JPEG library is added.
 
+HEIC/HEIF (pillow-heif: libheif + libde265) and AVIF (Pillow's own, libavif) have no reduced
+decode: they are decoded in full, then box-reduced (``Image.reduce``) by the factor a JPEG's
+draft would use, so the model input, the thumbnail and ingestion's stored preview are as small
+as a JPEG's and the embedding worker does not decode the HEVC/AV1 stream a second time.
+
 What this module guarantees for any accepted image:
 * **orientation**: the EXIF orientation tag is applied (a phone photo stored sideways with
-  tag 6 becomes upright before anything is embedded or thumbnailed);
+  tag 6 becomes upright before anything is embedded or thumbnailed). HEIF and AVIF store
+  rotation and mirroring as ``irot``/``imir`` boxes, which win over any EXIF tag (the HEIF
+  spec; browsers do the same): libheif applies them while decoding and pillow-heif resets the
+  EXIF tag to 1, so nothing is rotated twice; Pillow's AVIF reader turns them into the EXIF
+  tag (and overwrites a contradicting one), which the step above applies;
 * **colour**: RGB 8-bit in sRGB. An embedded ICC profile (Display P3 from phones, Adobe RGB,
   CMYK press profiles) is converted to sRGB; an unreadable profile is ignored, as browsers do;
   CMYK without a profile uses Pillow's naive conversion; 16-bit greyscale is scaled (not
-  clipped) to 8 bits; transparency is composited over white (dropping alpha exposes whatever
-  colour the transparent pixels happen to hold, often black);
-* **refused precisely**: floating-point images, HEIC/HEIF/AVIF (no decoder ships here), and
-  colour modes Pillow cannot convert, each with InvalidArgument naming the reason.
+  clipped) to 8 bits (10/12-bit HEIF and AVIF colour come out of their decoders as 8 bits);
+  transparency is composited over white (dropping alpha exposes whatever colour the
+  transparent pixels happen to hold, often black). A HEIF/AVIF colour space given only as
+  ``nclx`` code points (no ICC profile) is read as sRGB;
+* **refused precisely**: floating-point images, HEIF-family files no decoder here reads
+  (corrupt, truncated, or another coding such as VVC), and colour modes Pillow cannot convert,
+  each with InvalidArgument naming the reason.
 
 The size checks and error mapping are firstlight.media.checks' (shared with firstlight.images): the
-same input gets the same verdict as before, only the decode is smaller.
+same input gets the same verdict as before, only the decode is smaller. The size limits apply
+to HEIF and AVIF before any pixel is decoded too (their headers give the size).
 """
 
 from __future__ import annotations
@@ -37,9 +50,10 @@ from firstlight.media.thumbnail import shrink
 #: centre crop (firstlight.models.preprocess.to_model_input); decoding below that loses detail.
 _RESIZE_RATIO = 256 / 224
 
-#: ISO-BMFF brands of HEIF-family files (the ``ftyp`` box at offset 4): refused by name, since
-#: Pillow would only say "not a recognised image format".
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+#: Formats decoded small for the model: JPEG/MPO in the DCT domain (draft), HEIF and AVIF
+#: (no reduced decode) in full, then box-reduced by the same factor.
+REDUCED_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "AVIF"})
+_REDUCED_AFTER_DECODE = frozenset({"HEIF", "AVIF"})
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -56,15 +70,8 @@ class Photo:
     width: int  # of the stored image, as its header says (before orientation)
     height: int
     format: str
-    reduction: int  # JPEG DCT scale denominator used: 1 (full), 2, 4 or 8
+    reduction: int  # scale denominator used (JPEG's DCT scaling, HEIF/AVIF's box reduction): 1 (full), 2, 4 or 8
     orientation: int  # EXIF orientation applied (1 = none)
-
-
-def heif_brand(data: bytes) -> str | None:
-    """The HEIF-family brand of ``data`` ('heic', 'avif', ...), or None."""
-    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return data[8:12].decode("ascii")
-    return None
 
 
 def draft_reduction(img: Image.Image, min_side: int) -> int:
@@ -79,7 +86,8 @@ def draft_reduction(img: Image.Image, min_side: int) -> int:
 
 def jpeg_reduction(width: int, height: int, min_side: int) -> int:
     """The DCT reduction :func:`draft_reduction` will pick for a JPEG of this size (Pillow's rule:
-    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone."""
+    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone;
+    also the box reduction a HEIF or AVIF of this size gets after its decode."""
     scale = min(width, height) // max(1, min_side)
     return next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
 
@@ -157,22 +165,32 @@ def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
 
 def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int = 0, label: str = "image", max_side: int = 0) -> Photo:
     """Check ``data`` like firstlight.images.decode_image, then decode it once: for a JPEG at the
-    smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size); upright,
-    RGB, sRGB. Raises InvalidArgument / ResourceExhausted."""
-    brand = heif_brand(data) if len(data) <= max_bytes else None
-    if brand is not None:
-        raise InvalidArgument(f"{label} is a HEIF-family image ({brand}), which is not supported; send JPEG, PNG or WebP")
+    smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size), a HEIF or AVIF
+    in full then reduced by the same factor; upright, RGB, sRGB. Raises InvalidArgument /
+    ResourceExhausted."""
 
     def body() -> Photo:
         img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
         fmt, (width, height) = img.format or "UNKNOWN", img.size
         reduction = draft_reduction(img, min_side)
         img.load()  # raises on truncated or corrupt data
+        if fmt in _REDUCED_AFTER_DECODE and min_side > 0:
+            img, reduction = _reduced(img, jpeg_reduction(width, height, min_side))
         orientation = exif_orientation(img)
         rgb = to_rgb(upright(img) if orientation != 1 else img, label)
         return Photo(image=rgb, width=width, height=height, format=fmt, reduction=reduction, orientation=orientation)
 
     return _decoding(label, data, body)
+
+
+def _reduced(img: Image.Image, factor: int) -> tuple[Image.Image, int]:
+    """``img`` box-reduced by ``factor`` (its info, hence EXIF and ICC profile, kept); modes
+    Image.reduce lacks (16-bit greyscale, palette) stay full size."""
+    if factor <= 1 or img.mode not in ("L", "LA", "RGB", "RGBA", "I", "CMYK"):
+        return img, 1
+    small = img.reduce(factor)
+    small.info = dict(img.info)
+    return small, factor
 
 
 def thumbnail(photo: Photo, px: int) -> Image.Image:
