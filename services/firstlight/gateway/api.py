@@ -190,7 +190,7 @@ async def revoke_key(app_id: str, key_id: str, c: Caller = Depends(caller), cl: 
 # -- inputs -----------------------------------------------------------------------------------------
 class InputBody(BaseModel):
     id: str = ""
-    base64: str = Field(..., description="The encoded image (JPEG, PNG, WebP, BMP, GIF, TIFF), base64")
+    base64: str = Field(..., description="The encoded image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP, GIF, TIFF), base64")
     concepts: list[str] = []
     metadata: dict[str, str] = {}
     split: str = ""
