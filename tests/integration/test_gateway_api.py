@@ -303,6 +303,9 @@ def test_heic_and_avif_uploads_are_shown_searchable_and_predicted_upright(gw: ht
             inp = gw.get(f"/v1/apps/{A}/inputs/{input_id}", headers=h).json()
             assert (inp["width"], inp["height"], inp["format"]) == (1024, 681, fmt)  # HEIF: libheif applied irot
             assert gw.get(f"/v1/apps/{A}/inputs/{input_id}/image", headers=h).headers["content-type"] == f"image/{fmt.lower()}"
+            shown = gw.get(f"/v1/apps/{A}/inputs/{input_id}/image", params={"view": "browser"}, headers=h)  # the Portal's stage
+            assert shown.headers["content-type"] == ("image/jpeg" if fmt == "HEIF" else "image/avif")
+            assert Image.open(io.BytesIO(shown.content)).size == (1024, 681)
             assert Image.open(io.BytesIO(gw.get(f"/v1/apps/{A}/inputs/{input_id}/thumbnail", headers=h).content)).size == (192, 128)
 
         def nearest() -> list[str]:

@@ -136,6 +136,20 @@ def test_thumbnails_content_types_and_folder_walk(tmp_path: Path) -> None:
     assert sorted(i.metadata["filename"] for i in folder_items(tmp_path)) == ["c.avif", "cat/a.HEIC", "cat/b.heif", "d.hif"]
 
 
+def test_the_portal_gets_a_jpeg_of_a_heic_and_other_formats_as_uploaded(tmp_path: Path) -> None:
+    from firstlight.blobstore import LocalBlobStore
+    from firstlight.gateway.media import Media
+
+    blobs = LocalBlobStore(tmp_path)
+    heic = save(stored_with_orientation(chelsea(), 6), "HEIF", exif=exif_bytes(6))
+    avif = save(chelsea(), "AVIF")
+    media = Media(blobs)
+    data, ctype = media.for_browser("app", blobs.put("app", "h", heic), "sha-h", "HEIF")
+    assert ctype == "image/jpeg" and Image.open(io.BytesIO(data)).size == (451, 300)  # upright
+    assert media.for_browser("app", "blob:app/gone", "sha-h", "HEIF")[0] == data  # kept, not decoded again
+    assert media.for_browser("app", blobs.put("app", "a", avif), "sha-a", "AVIF") == (avif, "image/avif")
+
+
 def test_every_decode_path_opens_through_the_registered_opener() -> None:
     """A bare Image.open would not read HEIC in a process where nothing registered pillow-heif yet."""
     root = Path(__file__).resolve().parents[2] / "services" / "firstlight"
