@@ -54,5 +54,7 @@ def _decoding(label: str, data: bytes, body):  # type: ignore[no-untyped-def]
                 f"{label} is corrupt or truncated (or in a coding no decoder here has): a {brand} (HEIF-family) file of {len(data)} bytes none could read"
             ) from None
         raise InvalidArgument(f"{label} is not a recognised image format ({len(data)} bytes)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    # RuntimeError: Pillow's AVIF reader (libavif) raises it for undecodable data; EOFError: a
+    # stream that ends early in some plugins (pillow-heif re-raises it).
+    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InvalidArgument(f"{label} is corrupt or truncated: {exc}") from None
