@@ -97,6 +97,23 @@ def test_an_icc_profile_is_read(fmt: str) -> None:
     assert mean_diff(decode_photo(data, **LIMITS).image, decode_photo(save(img, fmt), **LIMITS).image) < 1
 
 
+def test_a_display_p3_heif_without_icc_profile_is_converted_to_srgb() -> None:
+    """Colour given only as nclx code points (primaries 12: Display P3, sRGB curve, D65)."""
+    p3 = {"color_primaries": 12, "transfer_characteristics": 13, "matrix_coefficients": 6, "full_range_flag": 1}
+    colour = np.array([200, 100, 50])
+    data = save(Image.new("RGB", (64, 64), tuple(int(c) for c in colour)), "HEIF", quality=100, nclx_profile=p3)
+    assert open_image(data).info["nclx_profile"]["color_primaries"] == 12 and not open_image(data).info.get("icc_profile")
+    # the published P3-D65 -> sRGB matrix on linear light
+    m = np.array([[1.2249401, -0.2249404, 0.0], [-0.0420569, 1.0420571, 0.0], [-0.0196376, -0.0786361, 1.0982735]])
+    v = colour / 255
+    lin = m @ np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+    want = 255 * np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.clip(lin, 0, 1) ** (1 / 2.4) - 0.055)
+    got = np.asarray(decode_photo(data, **LIMITS).image, dtype=np.float64).mean((0, 1))
+    assert np.abs(got - want).max() < 3 and np.abs(got - colour).max() > 10  # converted, and not a no-op
+    srgb = save(Image.new("RGB", (64, 64), tuple(int(c) for c in colour)), "HEIF", quality=100)  # nclx primaries 1
+    assert np.abs(np.asarray(decode_photo(srgb, **LIMITS).image, dtype=np.float64).mean((0, 1)) - colour).max() < 3
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_corrupt_and_truncated_files_are_refused_precisely(fmt: str) -> None:
     data = save(chelsea(), fmt)

@@ -23,8 +23,10 @@ What this module guarantees for any accepted image:
   CMYK without a profile uses Pillow's naive conversion; 16-bit greyscale is scaled (not
   clipped) to 8 bits (10/12-bit HEIF and AVIF colour come out of their decoders as 8 bits);
   transparency is composited over white (dropping alpha exposes whatever colour the
-  transparent pixels happen to hold, often black). A HEIF/AVIF colour space given only as
-  ``nclx`` code points (no ICC profile) is read as sRGB;
+  transparent pixels happen to hold, often black). A HEIF colour space given only as ``nclx``
+  code points (no ICC profile; e.g. Display P3) is converted to sRGB primaries when it is SDR
+  with a D65 white, else read as is; Pillow's AVIF reader does not expose nclx, so an AVIF
+  without an ICC profile is read as sRGB;
 * **refused precisely**: floating-point images, HEIF-family files no decoder here reads
   (corrupt, truncated, or another coding such as VVC), and colour modes Pillow cannot convert,
   each with InvalidArgument naming the reason.
@@ -107,9 +109,55 @@ def upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 
+#: sRGB's (BT.709's) primaries and white (CIE xy).
+_SRGB_PRIMARIES = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06))
+_D65 = (0.3127, 0.3290)
+#: nclx transfer characteristics of SDR pictures, decoded here with the sRGB curve: 13 is sRGB;
+#: BT.709/601/2020 (1, 6, 14, 15) are camera curves that displays show much like it.
+_SDR_TRANSFERS = {1, 6, 13, 14, 15}
+
+
+def _rgb_to_xyz(primaries: tuple[tuple[float, float], ...], white: tuple[float, float]) -> np.ndarray:
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T  # columns: R, G, B
+    w = np.array([white[0] / white[1], 1.0, (1 - white[0] - white[1]) / white[1]])
+    return np.asarray(xyz * np.linalg.solve(xyz, w))
+
+
+def _nclx_to_srgb(img: Image.Image) -> Image.Image:
+    """An RGB HEIF whose colour space is given only as nclx code points (no ICC profile), e.g.
+    Display P3 (primaries 12), converted to sRGB primaries. Unchanged for sRGB/BT.709 or
+    unspecified primaries, HDR transfers (PQ, HLG: pillow-heif has already cut them to 8 bits)
+    and a white point other than D65 (no chromatic adaptation here)."""
+    nclx = img.info.get("nclx_profile")
+    if not isinstance(nclx, dict) or img.mode != "RGB" or nclx.get("color_primaries") in (None, 1, 2):
+        return img
+    if nclx.get("transfer_characteristics") not in _SDR_TRANSFERS:
+        return img
+    try:
+        primaries = tuple((float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"])) for c in ("red", "green", "blue"))
+        white = (float(nclx["color_primary_white_x"]), float(nclx["color_primary_white_y"]))
+        if abs(white[0] - _D65[0]) > 2e-3 or abs(white[1] - _D65[1]) > 2e-3:
+            return img
+        m = np.linalg.solve(_rgb_to_xyz(_SRGB_PRIMARIES, _D65), _rgb_to_xyz(primaries, white))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, np.linalg.LinAlgError):
+        return img  # unusable code points: the pixels as they are, like an unreadable ICC profile
+    if not np.all(np.isfinite(m)) or np.allclose(m, np.eye(3), atol=1e-3):
+        return img
+    levels = np.arange(256) / 255.0
+    to_linear = np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    out = np.clip(to_linear[np.asarray(img)] @ m.T.astype(np.float32), 0.0, 1.0)
+    # linear -> sRGB 8-bit through a 4096-step table (finer than 8 bits in the shadows)
+    steps = np.linspace(0.0, 1.0, 4096)
+    encode = np.round(255 * np.where(steps <= 0.0031308, steps * 12.92, 1.055 * steps ** (1 / 2.4) - 0.055)).astype(np.uint8)
+    return Image.fromarray(encode[np.round(out * 4095).astype(np.int32)], "RGB")
+
+
 def _to_srgb(img: Image.Image) -> Image.Image:
-    """Convert RGB/CMYK with an embedded ICC profile to sRGB; unchanged without one."""
+    """Convert RGB/CMYK with an embedded ICC profile to sRGB (a HEIF's nclx colour space when it
+    has no profile); unchanged without either."""
     icc = img.info.get("icc_profile")
+    if not icc and img.mode == "RGB":
+        return _nclx_to_srgb(img)
     if not icc or img.mode not in ("RGB", "CMYK"):
         return img
     from PIL import ImageCms
