@@ -21,6 +21,10 @@ by process for the product (ingestion, embedding, Triton, search = index, broker
 Predict: the InferenceService's ``Predict`` (general model) on the 12 MP JPEGs at concurrency 1
 and 8 against the best bare path called from as many threads (decode + ORT batch 1).
 
+Phone formats: the first photo also as a HEIC (q50, 512 px tiles as iPhones write them) and an
+AVIF (q60), decoded for the model (full decode, then reduced) against its JPEG's draft decode,
+ms per decode, median of 5, in the same run.
+
 Decode equivalence: the same photos embedded from a full decode and from the reduced one
 (both through ORT): cosine, top-1 ImageNet agreement, and whether each photo's nearest
 neighbour among the others is the same.
@@ -74,6 +78,31 @@ def make_photos(n: int, seed: int = 0) -> list[bytes]:
         else:
             img.save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
+    return out
+
+
+def phone_formats(jpeg: bytes, quick: bool) -> dict:
+    """ms per decode for the model (median of 5) of one 12 MP photo as JPEG (draft), HEIC, AVIF."""
+    from firstlight.media.formats import heif_available
+
+    heif_available()  # pillow-heif's encoder
+    img = decode_image(jpeg, **LIMITS).image
+    files = {"jpeg": jpeg}
+    for name, fmt, kw in (("heic", "HEIF", {"quality": 50, "tile_size": 512}), ("avif", "AVIF", {"quality": 60, "speed": 8})):
+        if quick and fmt == "HEIF":
+            kw["enc_params"] = {"preset": "ultrafast"}  # x265's default preset takes ~15 s here
+        buf = io.BytesIO()
+        img.save(buf, fmt, **kw)
+        files[name] = buf.getvalue()
+    out: dict = {}
+    for name, data in files.items():
+        decode_photo(data, min_side=NEED, **LIMITS)
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            decode_photo(data, min_side=NEED, **LIMITS)
+            times.append(time.perf_counter() - t)
+        out[name] = {"ms": float(np.median(times)) * 1e3, "mb": len(data) / 1e6}
     return out
 
 
@@ -338,6 +367,8 @@ def run(stack, quick: bool = False, log=print) -> dict:  # type: ignore[no-untyp
         res: dict = {"images": n, "batch": batch, "cores": cores}
         res["stages_naive"] = stage_costs(images[: max(4, n // 3)], "naive", torch_forward)
         res["stages_best"] = stage_costs(images, "best", ort_forward)
+        res["phone_formats"] = phone_formats(images[0], quick)
+        log("  phone formats, ms per decode for the model: " + ", ".join(f"{k} {v['ms']:.0f}" for k, v in res["phone_formats"].items()))
         naive, best = [], []
         for _ in range(2):  # interleaved rounds
             best.append(throughput(images, best_pixels, ort_forward, batch, cores))
@@ -380,6 +411,16 @@ def rows(r: dict) -> list[Row]:
         ),
         Row("12 MP CPU ms per image by stage", f"best: {stage(sb)}", f"naive: {stage(sn)}", f"{sum(sn.values()) / sum(sb.values()):.2f}×"),
     ]
+    f = r.get("phone_formats")
+    if f:
+        out.append(
+            Row(
+                "12 MP decode for the model: HEIC (full decode + reduce) vs JPEG draft",
+                f"HEIC {f['heic']['ms']:.0f} ms ({f['heic']['mb']:.1f} MB); AVIF {f['avif']['ms']:.0f} ms ({f['avif']['mb']:.1f} MB)",
+                f"JPEG draft {f['jpeg']['ms']:.0f} ms ({f['jpeg']['mb']:.1f} MB)",
+                f"{f['heic']['ms'] / f['jpeg']['ms']:.1f}× slower",
+            )
+        )
     d = r["decode_shift"]
     out.append(
         Row(

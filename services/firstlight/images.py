@@ -6,7 +6,6 @@ input gets the same verdict everywhere."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from PIL import Image
 from firstlight.errors import InvalidArgument, ResourceExhausted
 from firstlight.media.checks import _decoding, _human_bytes, _open_checked
 from firstlight.media.decode import check_mode, decode_photo
+from firstlight.media.formats import open_image
 
 if TYPE_CHECKING:
     from firstlight.config import ImageLimits
@@ -82,7 +82,7 @@ def image_header(data: bytes) -> tuple[int, int, str] | None:
     """(width, height, format) from the header alone; None if it cannot be read (the full check
     reports why)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             return img.size[0], img.size[1], img.format or "UNKNOWN"
     except Exception:  # noqa: BLE001 - any unreadable header: check_image gives the verdict
         return None

@@ -4,6 +4,7 @@ and CSRF, and the OpenAPI document and docs page served with no external asset."
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import socket
@@ -274,6 +275,56 @@ def test_predict_general_json_and_multipart(gw: httpx.Client, keys: dict[str, st
     assert r.status_code == 404 and err(r)["code"] == "NOT_FOUND"
     models = gw.get(f"/v1/apps/{A}/models", headers=h).json()["models"]
     assert "general" in [m["id"] for m in models]
+
+
+def test_heic_and_avif_uploads_are_shown_searchable_and_predicted_upright(gw: httpx.Client, keys: dict[str, str]) -> None:
+    """A phone-like HEIC (stored sideways: irot box and EXIF tag 6) and an AVIF through the stack:
+    stored with their size, served with their type, thumbnailed upright, embedded from ingestion's
+    preview and predicted; a truncated HEIC is refused by name."""
+    from PIL import Image
+
+    from firstlight.media.formats import heif_available
+
+    heif_available()  # pillow-heif's encoder, to make the file
+    cat = Image.open(io.BytesIO(datasets.sample_photo("chelsea"))).convert("RGB").resize((1024, 681))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic, avif = io.BytesIO(), io.BytesIO()
+    cat.transpose(Image.Transpose.ROTATE_90).save(heic, "HEIF", quality=80, exif=exif.tobytes(), enc_params={"preset": "ultrafast"})
+    cat.save(avif, "AVIF", quality=80, speed=10)
+    h = bearer(keys[A])
+    files = [("phone.HEIC", heic.getvalue(), "image/heic"), ("web.avif", avif.getvalue(), "image/avif"), ("cut.heic", heic.getvalue()[:3000], "image/heic")]
+    r = gw.post(f"/v1/apps/{A}/inputs", files=[("file", f) for f in files], headers=h)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert [(f["filename"], f["code"]) for f in body["failures"]] == [("cut.heic", "INVALID_ARGUMENT")]
+    assert "corrupt or truncated" in body["failures"][0]["message"]
+    ids = body["input_ids"]
+    try:
+        for input_id, fmt in zip(ids, ("HEIF", "AVIF"), strict=True):
+            inp = gw.get(f"/v1/apps/{A}/inputs/{input_id}", headers=h).json()
+            assert (inp["width"], inp["height"], inp["format"]) == (1024, 681, fmt)  # HEIF: libheif applied irot
+            assert gw.get(f"/v1/apps/{A}/inputs/{input_id}/image", headers=h).headers["content-type"] == f"image/{fmt.lower()}"
+            shown = gw.get(f"/v1/apps/{A}/inputs/{input_id}/image", params={"view": "browser"}, headers=h)  # the Portal's stage
+            assert shown.headers["content-type"] == ("image/jpeg" if fmt == "HEIF" else "image/avif")
+            assert Image.open(io.BytesIO(shown.content)).size == (1024, 681)
+            assert Image.open(io.BytesIO(gw.get(f"/v1/apps/{A}/inputs/{input_id}/thumbnail", headers=h).content)).size == (192, 128)
+
+        def nearest() -> list[str]:
+            hits = gw.post(f"/v1/apps/{A}/search/image", json={"input_id": ids[0], "page_size": 3}, headers=h).json().get("hits", [])
+            return [x["input_id"] for x in hits]
+
+        # The same cat, one stored sideways: among each other's nearest neighbours once both are
+        # indexed (an embedding of a sideways cat would not be).
+        eventually(lambda: ids[1] in nearest(), 120, what="the AVIF near the HEIC in the index")
+        jpeg = io.BytesIO()
+        cat.save(jpeg, "JPEG", quality=90)
+        images = [b64(x.getvalue()) for x in (jpeg, heic, avif)]
+        js = gw.post("/v1/models/general/predict", json={"images": images, "top_k": 1}, headers=h).json()
+        assert len({p["concepts"][0]["name"] for p in js["predictions"]}) == 1, js  # what the upright JPEG gets
+    finally:
+        for input_id in ids:
+            gw.delete(f"/v1/apps/{A}/inputs/{input_id}", headers=h)
 
 
 def test_dataset_train_progress_evaluate_and_curation(gw: httpx.Client, keys: dict[str, str]) -> None:

@@ -39,8 +39,10 @@ def test_photos_section_is_registered_and_its_rows_hold_the_goals() -> None:
         "decode_shift": {"cosine_min": 0.99, "cosine_mean": 0.995, "near_duplicate_cosine_mean": 0.98, "top1_agreement": 1.0, "self_retrieval_at_1": 1.0, "n": 24},  # noqa: E501
         "product": {"img_per_s": 17.0, "cpu_s_per_image": {"ingestion": 0.03, "embedding": 0.01, "triton": 0.01, "search": 0.002, "broker": 0.001}},
         "predict": {1: {"served": 15.0, "bare": 20.0}, 8: {"served": 30.0, "bare": 20.0}},
+        "phone_formats": {"jpeg": {"ms": 26.0, "mb": 2.7}, "heic": {"ms": 400.0, "mb": 2.0}, "avif": {"ms": 130.0, "mb": 0.7}},
     }  # fmt: skip
     rows = photos.rows(result)
+    assert any(r.benchmark.startswith("12 MP decode for the model: HEIC") and r.ratio == "15.4× slower" for r in rows)
     goals = {r.benchmark: r.met for r in rows if r.goal}
     assert goals == {"12 MP ingest → searchable (median round)": True, "12 MP Predict c=1": False, "12 MP Predict c=8": True}
 

@@ -69,3 +69,26 @@ def test_large_jpeg_gets_a_preview_small_images_do_not(core: Ingestion) -> None:
     assert worker._preview(events_pb2.InputIngested(app_id="app", input_id="big"), BACKBONE_INPUT) is None
     core.delete_inputs("app", ["big", "small"])
     assert not list((core.blobs.root / "app").iterdir())  # original and preview both gone
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_large_heic_and_avif_get_a_preview_too(core: Ingestion, fmt: str) -> None:
+    """HEVC/AV1 have no reduced decode: ingestion's full decode, box-reduced, is what the worker
+    embeds from, so a phone's HEIC is decoded once."""
+    from firstlight.media.formats import heif_available
+
+    heif_available()  # pillow-heif's encoder
+    img = Image.open(io.BytesIO(datasets.sample_photo("coffee"))).convert("RGB").resize((1024, 768))
+    buf = io.BytesIO()
+    img.save(buf, fmt, quality=80, **({"speed": 10} if fmt == "AVIF" else {"enc_params": {"preset": "ultrafast"}}))
+    core.post_inputs("app", [NewInput(buf.getvalue(), id="phone")])
+    (event,) = ingested(core)
+    assert event.preview_uri.endswith("/.preview-phone")
+    worker = EmbeddingWorker.__new__(EmbeddingWorker)
+    worker.blobs = core.blobs
+    pixels = worker._preview(event, BACKBONE_INPUT)
+    assert pixels is not None and pixels.size == (512, 384)  # 1/2: the shorter side still >= 256
+    own = decode_image(core.blobs.get(event.blob_uri), max_bytes=1 << 30, max_pixels=1 << 30, min_side=model_decode_side(BACKBONE_INPUT)).image
+    assert np.array_equal(to_model_input(pixels), to_model_input(own))
+    row = core.get_input("app", "phone")
+    assert (row.width, row.height, row.format) == (1024, 768, fmt)

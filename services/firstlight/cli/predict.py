@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from PIL import Image
 
 from firstlight.cli.app import command
 from firstlight.cli.options import DEFAULT_DATA_DIR, DataDir, client
 from firstlight.cli.output import console
+from firstlight.media.formats import open_image
 
 
 @command()
@@ -67,7 +67,7 @@ def detect(
             min_score=min_score,
         )
     for f, regions in zip(files, results):
-        w, h = Image.open(f).size
+        w, h = open_image(f).size  # HEIC too
         console.print(f"[bold]{f}[/bold]: {len(regions)} region(s)")
         for r in regions:
             x0, y0, x1, y1 = r.box

@@ -229,13 +229,10 @@ class Curation:
     def _pixel_facts(self, app_id: str, ids: list[str]) -> tuple[dict[str, PixelFacts], list[str]]:
         """(facts by input id, ids whose bytes did not decode); inputs whose blob is missing are
         in neither."""
-        import io
-
-        from PIL import Image
-
         from firstlight.curation.quality import crops
         from firstlight.curation.quality import duplicates as dup
         from firstlight.media import image_metrics, pixel_signature
+        from firstlight.media.formats import open_image
 
         missing = [i for i in ids if (app_id, i) not in self._pixels]
         for i in ids:
@@ -258,7 +255,7 @@ class Curation:
             chunk = undecoded[start : start + 64]
             for input_id, data in self.platform.blobs_of(app_id, chunk).items():
                 try:
-                    with Image.open(io.BytesIO(data)) as img:
+                    with open_image(data) as img:
                         img.draft("RGB", (1024, 1024))  # JPEG: decode at reduced size (metrics cap at 512 px)
                         rgb = np.asarray(img.convert("RGB"))
                 except Exception:  # noqa: BLE001 - any decode failure is a corrupt image

@@ -190,7 +190,7 @@ async def revoke_key(app_id: str, key_id: str, c: Caller = Depends(caller), cl: 
 # -- inputs -----------------------------------------------------------------------------------------
 class InputBody(BaseModel):
     id: str = ""
-    base64: str = Field(..., description="The encoded image (JPEG, PNG, WebP, BMP, GIF, TIFF), base64")
+    base64: str = Field(..., description="The encoded image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP, GIF, TIFF), base64")
     concepts: list[str] = []
     metadata: dict[str, str] = {}
     split: str = ""
@@ -380,11 +380,26 @@ def _image_response(request: Request, data: bytes, ctype: str, etag: str) -> Res
     return Response(data, media_type=ctype, headers=headers)
 
 
-@router.get("/apps/{app_id}/inputs/{input_id}/image", tags=["inputs"], summary="The input's original image bytes", response_class=Response)
+@router.get(
+    "/apps/{app_id}/inputs/{input_id}/image",
+    tags=["inputs"],
+    summary="The input's original image bytes",
+    description="`view=browser`: for a format most browsers cannot show (HEIC/HEIF) an upright JPEG of it, at most 2048 px; other formats as uploaded.",
+    response_class=Response,
+)
 async def input_image(
-    app_id: str, input_id: str, request: Request, c: Caller = Depends(caller), cl: Clients = Depends(clients), m: Media = Depends(media)
+    app_id: str,
+    input_id: str,
+    request: Request,
+    view: Literal["original", "browser"] = "original",
+    c: Caller = Depends(caller),
+    cl: Clients = Depends(clients),
+    m: Media = Depends(media),
 ) -> Response:
     inp = await _stored(app_id, input_id, c, cl)
+    if view == "browser":
+        data, ctype = await asyncio.to_thread(m.for_browser, inp.app_id, inp.blob_uri, inp.sha256, inp.format)
+        return _image_response(request, data, ctype, f"b-{inp.sha256}")
     data = await asyncio.to_thread(m.original, inp.app_id, inp.blob_uri)
     return _image_response(request, data, content_type(inp.format), inp.sha256)
 

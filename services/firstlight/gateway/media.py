@@ -12,18 +12,27 @@ the input's content hash, so older inputs stay viewable. Browsers cache both (ET
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import OrderedDict
-
-from PIL import Image
 
 from firstlight.blobstore import BlobStore
 from firstlight.errors import NotFound
 from firstlight.media.decode import to_rgb, upright
+from firstlight.media.formats import open_image
 from firstlight.media.thumbnail import encode_thumbnail
 
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff"}
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp", "TIFF": "image/tiff",
+    "HEIF": "image/heif", "AVIF": "image/avif",
+}  # fmt: skip
+
+
+#: Formats most browsers do not show in an <img> (HEIC: Safari only). The Portal asks for a
+#: JPEG of these (``view=browser``); AVIF, WebP and the rest are shown as uploaded.
+NOT_IN_BROWSERS = {"HEIF"}
+
+#: Longest side of that JPEG: sharp on a labeling stage, ~0.5 MB instead of a 12 MP decode.
+BROWSER_PX = 2048
 
 
 def content_type(fmt: str) -> str:
@@ -32,7 +41,7 @@ def content_type(fmt: str) -> str:
 
 def make_thumbnail(data: bytes, px: int) -> bytes:
     """A JPEG whose longest side is at most ``px`` (small images are not enlarged)."""
-    img = Image.open(io.BytesIO(data))
+    img = open_image(data)  # HEIC too (pillow-heif registered there)
     if img.format == "JPEG":
         img.draft("RGB", (px, px))  # decode at 1/2, 1/4 or 1/8 scale: most of a photo's cost
     # Upright and sRGB, as the models see it (firstlight.media.decode): a phone photo stored
@@ -46,10 +55,29 @@ class Media:
         self.px = thumbnail_px
         self.capacity = cache_entries
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._browser: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # a few, they are large
         self._lock = threading.Lock()
 
     def original(self, app_id: str, blob_uri: str) -> bytes:
         return self.blobs.get(blob_uri, app_id)
+
+    def for_browser(self, app_id: str, blob_uri: str, sha256: str, fmt: str) -> tuple[bytes, str]:
+        """(bytes, content type) a browser can show: the original, or for a format browsers do
+        not decode an upright JPEG of it at most BROWSER_PX (made once, kept in a small LRU)."""
+        if fmt.upper() not in NOT_IN_BROWSERS:
+            return self.original(app_id, blob_uri), content_type(fmt)
+        key = (app_id, sha256 or blob_uri)
+        with self._lock:
+            hit = self._browser.get(key)
+            if hit is not None:
+                self._browser.move_to_end(key)
+                return hit, "image/jpeg"
+        jpeg = make_thumbnail(self.blobs.get(blob_uri, app_id), BROWSER_PX)
+        with self._lock:
+            self._browser[key] = jpeg
+            while len(self._browser) > 16:
+                self._browser.popitem(last=False)
+        return jpeg, "image/jpeg"
 
     def thumbnail(self, app_id: str, blob_uri: str, sha256: str, thumbnail_uri: str = "") -> bytes:
         """The stored thumbnail when ingestion made one; else (inputs stored before, or a stored

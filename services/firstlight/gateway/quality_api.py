@@ -123,7 +123,7 @@ async def quality_histogram(
 
 class ExplainBody(BaseModel):
     input_id: str = Field("", description="an input of the app; or base64")
-    base64: str = Field("", description="an encoded image (JPEG, PNG, WebP…), not stored")
+    base64: str = Field("", description="an encoded image (JPEG, PNG, WebP, HEIC, AVIF…), not stored")
     top_k: int = Field(3, ge=1, le=10, description="top predicted concepts explained")
     evidence_count: int = Field(6, ge=1, le=50, description="nearest labeled training examples per concept")
     method: str = Field("", description="gradcam++ (default) or gradcam")

@@ -40,7 +40,7 @@ from firstlight.ingestion.ports import (
     utcnow,
 )
 from firstlight.media import pixel_signature
-from firstlight.media.decode import Photo, decode_photo, jpeg_reduction
+from firstlight.media.decode import REDUCED_FORMATS, Photo, decode_photo, jpeg_reduction
 from firstlight.media.image_metrics import METRICS, histogram, image_quality
 from firstlight.media.orientation import HEADER_BYTES, header_orientation, is_rotated, needs_whole_blob
 from firstlight.media.preview import PREVIEW_SIDE, encode_preview, preview_name, preview_uri_of, wants_preview
@@ -186,7 +186,9 @@ class Ingestion:
         side = max(PREVIEW_SIDE, px)  # a reduced decode must still cover the thumbnail
         header = image_header(data) if data and len(data) <= limits.max_image_bytes else None
         weight = 1 << 20
-        large_jpeg = header is not None and header[2] in ("JPEG", "MPO") and min(header[0], header[1]) >= 2 * side
+        # A JPEG's draft or a HEIF/AVIF's box reduction: the embedding worker reads this decode
+        # back (a preview) instead of decoding a large original again.
+        reduced = header is not None and header[2] in REDUCED_FORMATS and min(header[0], header[1]) >= 2 * side
         if header is not None:
             w, h, fmt = header
             if w * h <= limits.max_image_pixels:  # over the limit: refused before decoding anyway
@@ -198,7 +200,7 @@ class Ingestion:
             max_side: int = getattr(limits, "max_image_side", 0)
             photo = decode_photo(data, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels, min_side=side, label=label, max_side=max_side)
             info = ImageInfo(photo.width, photo.height, photo.format)
-            preview = encode_preview(photo) if large_jpeg and wants_preview(photo) else None
+            preview = encode_preview(photo) if reduced and wants_preview(photo) else None
             return info, preview, encode_thumbnail(photo.image, px), measure_quality(photo)
         finally:
             self.decode_budget.release(taken)

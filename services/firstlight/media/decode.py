@@ -6,19 +6,34 @@ scaling) 28-32 ms; simplejpeg (a libjpeg-turbo binding wheel) at the same scale 
 full size 42-51 ms. Draft mode is within noise of the fastest decoder and keeps one code path
 for every format (EXIF, ICC, CMYK, MPO), so no second JPEG library is added.
 
+HEIC/HEIF (pillow-heif: libheif + libde265) and AVIF (Pillow's own, libavif) have no reduced
+decode: they are decoded in full, then box-reduced (``Image.reduce``) by the factor a JPEG's
+draft would use, so the model input, the thumbnail and ingestion's stored preview are as small
+as a JPEG's and the embedding worker does not decode the HEVC/AV1 stream a second time.
+
 What this module guarantees for any accepted image:
 * **orientation**: the EXIF orientation tag is applied (a phone photo stored sideways with
-  tag 6 becomes upright before anything is embedded or thumbnailed);
+  tag 6 becomes upright before anything is embedded or thumbnailed). HEIF and AVIF store
+  rotation and mirroring as ``irot``/``imir`` boxes, which win over any EXIF tag (the HEIF
+  spec; browsers do the same): libheif applies them while decoding and pillow-heif resets the
+  EXIF tag to 1, so nothing is rotated twice; Pillow's AVIF reader turns them into the EXIF
+  tag (and overwrites a contradicting one), which the step above applies;
 * **colour**: RGB 8-bit in sRGB. An embedded ICC profile (Display P3 from phones, Adobe RGB,
   CMYK press profiles) is converted to sRGB; an unreadable profile is ignored, as browsers do;
   CMYK without a profile uses Pillow's naive conversion; 16-bit greyscale is scaled (not
-  clipped) to 8 bits; transparency is composited over white (dropping alpha exposes whatever
-  colour the transparent pixels happen to hold, often black);
-* **refused precisely**: floating-point images, HEIC/HEIF/AVIF (no decoder ships here), and
-  colour modes Pillow cannot convert, each with InvalidArgument naming the reason.
+  clipped) to 8 bits (10/12-bit HEIF and AVIF colour come out of their decoders as 8 bits);
+  transparency is composited over white (dropping alpha exposes whatever colour the
+  transparent pixels happen to hold, often black). A HEIF colour space given only as ``nclx``
+  code points (no ICC profile; e.g. Display P3) is converted to sRGB primaries when it is SDR
+  with a D65 white, else read as is; Pillow's AVIF reader does not expose nclx, so an AVIF
+  without an ICC profile is read as sRGB;
+* **refused precisely**: floating-point images, HEIF-family files no decoder here reads
+  (corrupt, truncated, or another coding such as VVC), and colour modes Pillow cannot convert,
+  each with InvalidArgument naming the reason.
 
 The size checks and error mapping are firstlight.media.checks' (shared with firstlight.images): the
-same input gets the same verdict as before, only the decode is smaller.
+same input gets the same verdict as before, only the decode is smaller. The size limits apply
+to HEIF and AVIF before any pixel is decoded too (their headers give the size).
 """
 
 from __future__ import annotations
@@ -37,9 +52,10 @@ from firstlight.media.thumbnail import shrink
 #: centre crop (firstlight.models.preprocess.to_model_input); decoding below that loses detail.
 _RESIZE_RATIO = 256 / 224
 
-#: ISO-BMFF brands of HEIF-family files (the ``ftyp`` box at offset 4): refused by name, since
-#: Pillow would only say "not a recognised image format".
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+#: Formats decoded small for the model: JPEG/MPO in the DCT domain (draft), HEIF and AVIF
+#: (no reduced decode) in full, then box-reduced by the same factor.
+REDUCED_FORMATS = frozenset({"JPEG", "MPO", "HEIF", "AVIF"})
+_REDUCED_AFTER_DECODE = frozenset({"HEIF", "AVIF"})
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
@@ -56,15 +72,8 @@ class Photo:
     width: int  # of the stored image, as its header says (before orientation)
     height: int
     format: str
-    reduction: int  # JPEG DCT scale denominator used: 1 (full), 2, 4 or 8
+    reduction: int  # scale denominator used (JPEG's DCT scaling, HEIF/AVIF's box reduction): 1 (full), 2, 4 or 8
     orientation: int  # EXIF orientation applied (1 = none)
-
-
-def heif_brand(data: bytes) -> str | None:
-    """The HEIF-family brand of ``data`` ('heic', 'avif', ...), or None."""
-    if len(data) >= 12 and data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return data[8:12].decode("ascii")
-    return None
 
 
 def draft_reduction(img: Image.Image, min_side: int) -> int:
@@ -79,7 +88,8 @@ def draft_reduction(img: Image.Image, min_side: int) -> int:
 
 def jpeg_reduction(width: int, height: int, min_side: int) -> int:
     """The DCT reduction :func:`draft_reduction` will pick for a JPEG of this size (Pillow's rule:
-    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone."""
+    the largest of 8, 4, 2, 1 not above min(width, height) // min_side), from the header alone;
+    also the box reduction a HEIF or AVIF of this size gets after its decode."""
     scale = min(width, height) // max(1, min_side)
     return next(a for a in (8, 4, 2, 1) if scale >= a or a == 1)
 
@@ -99,9 +109,55 @@ def upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img)
 
 
+#: sRGB's (BT.709's) primaries and white (CIE xy).
+_SRGB_PRIMARIES = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06))
+_D65 = (0.3127, 0.3290)
+#: nclx transfer characteristics of SDR pictures, decoded here with the sRGB curve: 13 is sRGB;
+#: BT.709/601/2020 (1, 6, 14, 15) are camera curves that displays show much like it.
+_SDR_TRANSFERS = {1, 6, 13, 14, 15}
+
+
+def _rgb_to_xyz(primaries: tuple[tuple[float, float], ...], white: tuple[float, float]) -> np.ndarray:
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T  # columns: R, G, B
+    w = np.array([white[0] / white[1], 1.0, (1 - white[0] - white[1]) / white[1]])
+    return np.asarray(xyz * np.linalg.solve(xyz, w))
+
+
+def _nclx_to_srgb(img: Image.Image) -> Image.Image:
+    """An RGB HEIF whose colour space is given only as nclx code points (no ICC profile), e.g.
+    Display P3 (primaries 12), converted to sRGB primaries. Unchanged for sRGB/BT.709 or
+    unspecified primaries, HDR transfers (PQ, HLG: pillow-heif has already cut them to 8 bits)
+    and a white point other than D65 (no chromatic adaptation here)."""
+    nclx = img.info.get("nclx_profile")
+    if not isinstance(nclx, dict) or img.mode != "RGB" or nclx.get("color_primaries") in (None, 1, 2):
+        return img
+    if nclx.get("transfer_characteristics") not in _SDR_TRANSFERS:
+        return img
+    try:
+        primaries = tuple((float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"])) for c in ("red", "green", "blue"))
+        white = (float(nclx["color_primary_white_x"]), float(nclx["color_primary_white_y"]))
+        if abs(white[0] - _D65[0]) > 2e-3 or abs(white[1] - _D65[1]) > 2e-3:
+            return img
+        m = np.linalg.solve(_rgb_to_xyz(_SRGB_PRIMARIES, _D65), _rgb_to_xyz(primaries, white))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, np.linalg.LinAlgError):
+        return img  # unusable code points: the pixels as they are, like an unreadable ICC profile
+    if not np.all(np.isfinite(m)) or np.allclose(m, np.eye(3), atol=1e-3):
+        return img
+    levels = np.arange(256) / 255.0
+    to_linear = np.where(levels <= 0.04045, levels / 12.92, ((levels + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    out = np.clip(to_linear[np.asarray(img)] @ m.T.astype(np.float32), 0.0, 1.0)
+    # linear -> sRGB 8-bit through a 4096-step table (finer than 8 bits in the shadows)
+    steps = np.linspace(0.0, 1.0, 4096)
+    encode = np.round(255 * np.where(steps <= 0.0031308, steps * 12.92, 1.055 * steps ** (1 / 2.4) - 0.055)).astype(np.uint8)
+    return Image.fromarray(encode[np.round(out * 4095).astype(np.int32)], "RGB")
+
+
 def _to_srgb(img: Image.Image) -> Image.Image:
-    """Convert RGB/CMYK with an embedded ICC profile to sRGB; unchanged without one."""
+    """Convert RGB/CMYK with an embedded ICC profile to sRGB (a HEIF's nclx colour space when it
+    has no profile); unchanged without either."""
     icc = img.info.get("icc_profile")
+    if not icc and img.mode == "RGB":
+        return _nclx_to_srgb(img)
     if not icc or img.mode not in ("RGB", "CMYK"):
         return img
     from PIL import ImageCms
@@ -157,22 +213,32 @@ def to_rgb(img: Image.Image, label: str = "image") -> Image.Image:
 
 def decode_photo(data: bytes, *, max_bytes: int, max_pixels: int, min_side: int = 0, label: str = "image", max_side: int = 0) -> Photo:
     """Check ``data`` like firstlight.images.decode_image, then decode it once: for a JPEG at the
-    smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size); upright,
-    RGB, sRGB. Raises InvalidArgument / ResourceExhausted."""
-    brand = heif_brand(data) if len(data) <= max_bytes else None
-    if brand is not None:
-        raise InvalidArgument(f"{label} is a HEIF-family image ({brand}), which is not supported; send JPEG, PNG or WebP")
+    smallest DCT scale whose shorter side is still >= ``min_side`` (0: full size), a HEIF or AVIF
+    in full then reduced by the same factor; upright, RGB, sRGB. Raises InvalidArgument /
+    ResourceExhausted."""
 
     def body() -> Photo:
         img = _open_checked(data, max_bytes=max_bytes, max_pixels=max_pixels, label=label, max_side=max_side)
         fmt, (width, height) = img.format or "UNKNOWN", img.size
         reduction = draft_reduction(img, min_side)
         img.load()  # raises on truncated or corrupt data
+        if fmt in _REDUCED_AFTER_DECODE and min_side > 0:
+            img, reduction = _reduced(img, jpeg_reduction(width, height, min_side))
         orientation = exif_orientation(img)
         rgb = to_rgb(upright(img) if orientation != 1 else img, label)
         return Photo(image=rgb, width=width, height=height, format=fmt, reduction=reduction, orientation=orientation)
 
     return _decoding(label, data, body)
+
+
+def _reduced(img: Image.Image, factor: int) -> tuple[Image.Image, int]:
+    """``img`` box-reduced by ``factor`` (its info, hence EXIF and ICC profile, kept); modes
+    Image.reduce lacks (16-bit greyscale, palette) stay full size."""
+    if factor <= 1 or img.mode not in ("L", "LA", "RGB", "RGBA", "I", "CMYK"):
+        return img, 1
+    small = img.reduce(factor)
+    small.info = dict(img.info)
+    return small, factor
 
 
 def thumbnail(photo: Photo, px: int) -> Image.Image:

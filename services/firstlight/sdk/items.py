@@ -13,7 +13,7 @@ from typing import Any
 from firstlight.domain.validation import INPUT_ID
 from firstlight.v1 import common_pb2, ingestion_pb2
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".hif", ".avif"}
 #: Split names and their proto values (common.Split: 0 unspecified, 1 train, 2 validation, 3 test).
 SPLITS: dict[str, common_pb2.Split.ValueType] = {
     "": common_pb2.SPLIT_UNSPECIFIED,

@@ -17,6 +17,7 @@ from firstlight.clients.policy import INTERNAL_POLICY
 from firstlight.domain import validation
 from firstlight.errors import FailedPrecondition, Unavailable
 from firstlight.media.decode import draft_reduction, to_rgb, upright
+from firstlight.media.formats import open_image
 from firstlight.runtime.channels import internal_channel
 from firstlight.runtime.convert import labeled_proto
 from firstlight.runtime.retry import CHANNEL_OPTIONS
@@ -72,9 +73,10 @@ class GrpcPlatform:
             chunk = ids[start : start + 32]
             images = []
             for input_id in chunk:
-                with Image.open(io.BytesIO(self.blobs.get(uris[input_id], app_id=app_id))) as img:
+                with open_image(self.blobs.get(uris[input_id], app_id=app_id)) as img:
                     buf = io.BytesIO()
-                    img.convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
+                    # upright first: a PNG carries no EXIF tag, so a sideways phone photo would stay sideways
+                    to_rgb(upright(img)).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, format="PNG")
                 images.append(buf.getvalue())
             request = embedding_pb2.EmbedImagesRequest(images=images, app_id=app_id, model=validation.public_embedding_model(app_id, model))
             resp = _call(self.embedding.EmbedImages, request)
@@ -91,7 +93,7 @@ class GrpcPlatform:
         out: dict[str, np.ndarray] = {}
         for input_id in input_ids:
             uri = _call(self.ingestion.GetInput, ingestion_pb2.GetInputRequest(app_id=app_id, input_id=input_id)).blob_uri
-            with Image.open(io.BytesIO(self.blobs.get(uri))) as img:
+            with open_image(self.blobs.get(uri)) as img:
                 if short_side:
                     draft_reduction(img, short_side)  # a large JPEG decoded at the scale kept
                 rgb = to_rgb(upright(img))  # as inference sees it (EXIF orientation, sRGB)

@@ -156,7 +156,7 @@ class InputSpec(_message.Message):
     Posting an id that already exists is ALREADY_EXISTS.
     """
     image_bytes: _builtins.bytes
-    """Encoded image (JPEG, PNG, WebP, BMP, GIF first frame, TIFF)."""
+    """Encoded image (JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP, GIF first frame, TIFF)."""
     split: Global___Split.ValueType
     """Dataset split, if the client already decided it."""
     @_builtins.property

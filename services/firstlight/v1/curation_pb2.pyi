@@ -2022,7 +2022,7 @@ class ExplainPredictionRequest(_message.Message):
     input_id: _builtins.str
     """An input of the app."""
     image_bytes: _builtins.bytes
-    """Encoded image bytes (JPEG, PNG, WebP…), not stored."""
+    """Encoded image bytes (JPEG, PNG, WebP, HEIC, AVIF…), not stored."""
     top_k: _builtins.int
     """Top predicted concepts explained (0 = 3; at most 10)."""
     evidence_count: _builtins.int

@@ -550,7 +550,7 @@
       $("#queue-empty").hidden = !!item;
       $("#queue-image").hidden = !item;
       if (!item) { $("#queue-item").textContent = ""; return; }
-      $("#queue-image").src = appPath(`/inputs/${enc(item.input_id)}/image`);
+      $("#queue-image").src = appPath(`/inputs/${enc(item.input_id)}/image?view=browser`);  // HEIC: a JPEG of it
       $("#queue-item").textContent = `${item.input_id} · model guesses ${item.predicted_concept} · uncertainty ${fmt(item.score, 2)} (${item.strategy})`;
     }
     let busy = false;
