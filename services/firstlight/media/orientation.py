@@ -7,9 +7,9 @@ except for a PNG whose ``eXIf`` chunk comes after its pixels (the PNG spec puts 
 
 from __future__ import annotations
 
-import io
-
 from PIL import Image
+
+from firstlight.media.formats import open_image
 
 #: Bytes of a blob read to find its orientation: a JPEG's EXIF segment (with its embedded
 #: thumbnail) is at most 64 KiB and comes before the pixels with the other header segments (ICC
@@ -25,7 +25,7 @@ def header_orientation(data: bytes) -> int | None:
     treats it) read from the header in ``data``, or None when the header cannot be read (not an
     image, or ``data`` cut before the header's end)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(data) as img:
             if img.format == "PNG":
                 # PngImageFile.getexif() decodes the pixels when no eXIf chunk came before them.
                 raw = img.info.get("exif")
