@@ -169,7 +169,7 @@ def reembed(
             itask = bar.add_task("re-indexing", total=report.queued, rate="")
             # What is in flight counts every announcement of the app (an upload's too).
             fl.wait_reindexed(app_id, on_progress=lambda left: bar.update(itask, completed=max(0, report.queued - left)))
-    what = "rotated photos" if rotated else "inputs"
+    what = ("rotated photo" if rotated else "input") + ("" if report.queued == 1 else "s")
     console.print(f"{report.queued} {what} of {app_id} queued for re-embedding ({report.scanned} scanned in {report.seconds:.1f}s)")
     if report.unreadable_ids:
         shown = ", ".join(report.unreadable_ids[:5]) + (" …" if len(report.unreadable_ids) > 5 else "")
