@@ -695,3 +695,41 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     shot(d, "20-input-explanation")
     d.find_element(By.ID, "sign-out").click()
     api.close()
+
+
+PHONE_APP = "portal-phone"
+
+
+def test_a_phone_heic_is_shown_upright_on_its_input_page(stack, browser) -> None:  # type: ignore[no-untyped-def]
+    """What a person sees of an iPhone photo: a portrait HEIC stored sideways (rotation box and
+    EXIF tag 6) shows upright, as a picture the browser can draw (Chromium cannot draw HEIC)."""
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    base = stack.gateway_url
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=base, timeout=120) as gw:
+        assert gw.post("/v1/apps", json={"id": PHONE_APP}, headers=admin).status_code == 201
+        key = gw.post(f"/v1/apps/{PHONE_APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
+    api = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
+    from skimage import data as skdata
+
+    cat = Image.fromarray(skdata.chelsea()).resize((900, 600))  # landscape, as the camera saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    heic = io.BytesIO()
+    cat.transpose(Image.Transpose.ROTATE_90).save(heic, "HEIF", quality=70, exif=exif.tobytes(), enc_params={"preset": "ultrafast"})
+    r = api.post(f"/v1/apps/{PHONE_APP}/inputs", files=[("file", ("IMG_0001.HEIC", heic.getvalue(), "image/heic"))])
+    assert r.status_code in (200, 201) and not r.json().get("failures"), r.text
+    input_id = r.json()["input_ids"][0]
+
+    d.get(f"{base}/portal/sign-in")
+    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
+    d.find_element(By.ID, "api-key").send_keys(key)
+    d.find_element(By.ID, "sign-in").click()
+    wait(d, lambda d: "/gallery" in d.current_url, what="signed in")
+    d.get(f"{base}/portal/apps/{PHONE_APP}/inputs/{input_id}")
+    drawn = "const i = document.getElementById('full-image'); return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null"
+    size = wait(d, lambda d: d.execute_script(drawn), what="the photo drawn")
+    shot(d, "phone-heic-input-page")
+    assert size == [900, 600], size  # upright: the camera's landscape frame, drawn by the browser
