@@ -8,13 +8,12 @@ VARIANTS, and each is compared with fp32 on thousands of bundled images:
 * **ImageNet concepts**: top-1 agreement with fp32 (and fp32's top-1 within the int8 top 5) on
   animal-mnist silhouettes, the photos the installed packages ship (scikit-image, scikit-learn,
   matplotlib) and random augmented crops of those photos (scale, aspect, flip, brightness,
-  contrast), and scikit-image's LFW face subset;
-  beside two yardsticks: fp32 against itself on the same images shifted by one pixel or re-saved
+  contrast), and scikit-image's LFW face subset, beside two yardsticks: fp32 against itself on the same images shifted by one pixel or re-saved
   as JPEG quality 95 (how fragile top-1 is on these images for any change);
 * **embeddings**: cosine between the fp32 and int8 vector of each image (min, 1st percentile, mean);
 * **transfer**: logistic regression on animal-mnist embeddings (stratified 5-fold, several
   seeds): fp32 → fp32, int8 → int8, and mixed (trained on fp32 vectors, queried with int8 ones:
-  an index built before a switch), plus 1-NN accuracy mixed against fp32;
+  a head trained before a switch), plus 1-NN accuracy with int8 queries in an fp32 index;
 * **speed**: CPU ms per image (``time.process_time``, one intra-op thread, no spinning) at batch 1
   and 4, fp32 and each variant in interleaved rounds, median round.
 
