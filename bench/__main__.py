@@ -9,6 +9,7 @@ finishes and one at the end, write bench/results/<name>.json.
     python -m bench --only deep_training     # deep-template training images/s alone: no stack started
                                              # (cuda when available; also python -m bench.deep_training)
     python -m bench --only deep_serving      # a deep version's predict, ONNX Runtime vs TorchScript: no stack
+    python -m bench --only int8              # an int8 backbone's accuracy cost and speed vs fp32 (+ OpenVINO if importable): no stack
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from bench import (
     gateway,
     inference,
     ingest,
+    int8,
     kafka,
     photos,
     search,
@@ -56,13 +58,14 @@ SECTIONS = (
     "gateway",
     "deep_training",
     "deep_serving",
+    "int8",
     "kafka",
     "data_quality",
     "embedding_map",
     "video",
 )
 #: Sections that need no running stack (a GPU host can run them alone, no broker or Triton).
-STACKLESS = ("deep_training", "deep_serving", "data_quality", "embedding_map", "video")
+STACKLESS = ("deep_training", "deep_serving", "int8", "data_quality", "embedding_map", "video")
 
 
 def machine() -> dict:
@@ -261,6 +264,8 @@ def main(argv: list[str]) -> int:
         run_section("deep_training", lambda: deep_training.run(quick=args.quick, log=log))
     if "deep_serving" in args.sections:  # an exported deep version: ONNX Runtime vs TorchScript (issue 17)
         run_section("deep_serving", lambda: deep_serving.run(quick=args.quick, log=log))
+    if "int8" in args.sections:  # an int8-quantised backbone against fp32: accuracy cost and speed (issue 17)
+        run_section("int8", lambda: int8.run(quick=args.quick, log=log))
     if "data_quality" in args.sections:  # planted problems and the 100k duplicate/outlier passes (issue 19)
         run_section("data_quality", lambda: data_quality.run(quick=args.quick, log=log))
     if "embedding_map" in args.sections:  # the map's projection on 10k and 100k embeddings (issue 19)

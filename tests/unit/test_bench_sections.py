@@ -76,3 +76,30 @@ def test_video_section_needs_no_stack() -> None:
 def test_deep_serving_needs_no_stack() -> None:
     assert bench_main.parse(["--only", "deep-serving"]).sections == ["deep_serving"]
     assert "deep_serving" in bench_main.STACKLESS and "deep_serving" in bench_main.parse([]).sections
+
+
+def test_int8_study_needs_no_stack_and_holds_the_issues_rule() -> None:
+    from bench import int8
+
+    assert bench_main.parse(["--only", "int8"]).sections == ["int8"]
+    assert "int8" in bench_main.STACKLESS and "int8" in bench_main.parse([]).sections
+    fam = {
+        "n": 5000,
+        "top1_agreement": 0.996,
+        "confident_n": 10,
+        "top1_agreement_confident": 1.0,
+        "top1_in_top5": 1.0,
+        "cosine_min": 0.9,
+        "cosine_p01": 0.95,
+        "cosine_mean": 0.99,
+    }
+    transfer = {k: {"mean": v} for k, v in {"fp32": 0.900, "knn_fp32": 0.9, "qdq": 0.897, "qdq_mixed": 0.896, "qdq_knn_mixed": 0.9}.items()}
+    speed = {b: {"fp32": {"median": 9.0}, "qdq": {"median": 4.5}} for b in ("1", "4")}
+    result = {"cpu": "x", "accuracy": {"families": {"qdq": {"all": fam, "animal-mnist": fam, "photo crops": fam}}, "transfer": transfer}, "speed": speed}
+    (row,) = int8.rows(result)
+    assert row.met is True  # 99.6 % agreement, 0.4 pp transfer loss, 2× faster
+    result["accuracy"]["transfer"]["qdq_mixed"] = {"mean": 0.894}  # the mixed index loses 0.6 pp
+    assert int8.rows(result)[0].met is False
+    result["accuracy"]["transfer"]["qdq_mixed"] = {"mean": 0.9}
+    result["accuracy"]["families"]["qdq"]["all"] = {**fam, "top1_agreement": 0.99}
+    assert int8.rows(result)[0].met is False
