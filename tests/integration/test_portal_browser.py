@@ -121,6 +121,24 @@ def flash(driver) -> str:  # type: ignore[no-untyped-def]
     return driver.find_element("id", "flash").text
 
 
+def new_app_key(stack, app_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Create ``app_id`` with the admin key; an API key of it."""
+    admin = {"Authorization": f"Bearer {stack.admin_key}"}
+    with httpx.Client(base_url=stack.gateway_url, timeout=120) as gw:
+        assert gw.post("/v1/apps", json={"id": app_id}, headers=admin).status_code == 201
+        return str(gw.post(f"/v1/apps/{app_id}/keys", json={"name": "browser"}, headers=admin).json()["secret"])
+
+
+def sign_in(driver, base: str, key: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/portal/sign-in")
+    wait(driver, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
+    driver.find_element(By.ID, "api-key").send_keys(key)
+    driver.find_element(By.ID, "sign-in").click()
+    wait(driver, lambda d: "/gallery" in d.current_url, what="signed in")
+
+
 def test_portal_walk(stack, app_key: str, browser) -> None:  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -489,10 +507,7 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
 
     d = browser
     base = stack.gateway_url
-    admin = {"Authorization": f"Bearer {stack.admin_key}"}
-    with httpx.Client(base_url=base, timeout=120) as gw:
-        assert gw.post("/v1/apps", json={"id": DQ_APP}, headers=admin).status_code == 201
-        key = gw.post(f"/v1/apps/{DQ_APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
+    key = new_app_key(stack, DQ_APP)
     api = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
     items = datasets.animal_mnist(10, seed=23, classes=DQ_CLASSES)
     # metadata to slice by: a camera, and a site whose one value is hostile and long (shown escaped, cut)
@@ -518,11 +533,7 @@ def test_data_quality_page(stack, browser) -> None:  # type: ignore[no-untyped-d
     )
     assert done["state"] == "JOB_STATE_SUCCEEDED", done
 
-    d.get(f"{base}/portal/sign-in")
-    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
-    d.find_element(By.ID, "api-key").send_keys(key)
-    d.find_element(By.ID, "sign-in").click()
-    wait(d, lambda d: "/gallery" in d.current_url, what="signed in")
+    sign_in(d, base, key)
     d.find_element(By.ID, "nav-quality").click()
     wait(d, lambda d: d.find_elements(By.ID, "health-idle"), what="quality page")
     d.find_element(By.ID, "health-run").click()
@@ -703,14 +714,10 @@ PHONE_APP = "portal-phone"
 def test_a_phone_heic_is_shown_upright_on_its_input_page(stack, browser) -> None:  # type: ignore[no-untyped-def]
     """What a person sees of an iPhone photo: a portrait HEIC stored sideways (rotation box and
     EXIF tag 6) shows upright, as a picture the browser can draw (Chromium cannot draw HEIC)."""
-    from selenium.webdriver.common.by import By
 
     d = browser
     base = stack.gateway_url
-    admin = {"Authorization": f"Bearer {stack.admin_key}"}
-    with httpx.Client(base_url=base, timeout=120) as gw:
-        assert gw.post("/v1/apps", json={"id": PHONE_APP}, headers=admin).status_code == 201
-        key = gw.post(f"/v1/apps/{PHONE_APP}/keys", json={"name": "browser"}, headers=admin).json()["secret"]
+    key = new_app_key(stack, PHONE_APP)
     api = httpx.Client(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"})
     from skimage import data as skdata
 
@@ -723,11 +730,7 @@ def test_a_phone_heic_is_shown_upright_on_its_input_page(stack, browser) -> None
     assert r.status_code in (200, 201) and not r.json().get("failures"), r.text
     input_id = r.json()["input_ids"][0]
 
-    d.get(f"{base}/portal/sign-in")
-    wait(d, lambda d: d.find_elements(By.ID, "api-key"), what="sign-in form")
-    d.find_element(By.ID, "api-key").send_keys(key)
-    d.find_element(By.ID, "sign-in").click()
-    wait(d, lambda d: "/gallery" in d.current_url, what="signed in")
+    sign_in(d, base, key)
     d.get(f"{base}/portal/apps/{PHONE_APP}/inputs/{input_id}")
     drawn = "const i = document.getElementById('full-image'); return i && i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null"
     size = wait(d, lambda d: d.execute_script(drawn), what="the photo drawn")
