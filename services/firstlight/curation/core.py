@@ -6,7 +6,6 @@ drives the AL benchmark (``curation.benchmark``)."""
 
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 from firstlight.curation import drift, label_errors, strategies
 from firstlight.curation.ports import ModelInfo, Platform, RoundLog, Row, Training, VersionInfo
 from firstlight.domain import diverse_batch, frames, validation
+from firstlight.domain.lru import Lru
 from firstlight.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_POOL = 20_000
@@ -62,8 +62,7 @@ class Curation:
         self._pixels: OrderedDict[tuple[str, str], PixelFacts | None] = OrderedDict()  # None: did not decode
         # Uniqueness by (app, digest of its inputs, labels and embedding model, per_concept):
         # the pages of one listing reuse one kNN pass; any new input or label is a new key.
-        self._uniqueness: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
-        self._uniqueness_lock = threading.Lock()  # calls run in worker threads (asyncio.to_thread)
+        self._uniqueness: Lru[tuple[str, str, int], Any] = Lru(MAX_UNIQUENESS_CACHE)
 
     def _model_version(self, app_id: str, model_id: str, version: str) -> tuple[ModelInfo, str]:
         """(model, resolved version id: the given one or the serving one)."""
@@ -555,19 +554,14 @@ class Curation:
         scope_key = json.dumps([app_id, digest, scope, order, concept])
         offset = validation.decode_page_token("uniqueness", page_token, scope_key)
         key = (app_id, digest, per_concept)
-        with self._uniqueness_lock:
-            scored = self._uniqueness.get(key)
+        scored = self._uniqueness.get(key)
         if scored is None:
             ids, X = self._matrix(app_id, [i for i, _, _ in rows])
             if len(ids) < 2:
                 raise FailedPrecondition(f"need at least 2 indexed inputs to score uniqueness (have {len(ids)})")
             concepts_of = {i: c for i, c, _ in rows}
             scored = uniqueness.score(ids, [concepts_of[i] for i in ids], X, per_concept=per_concept)
-        with self._uniqueness_lock:
-            self._uniqueness[key] = scored
-            self._uniqueness.move_to_end(key)
-            while len(self._uniqueness) > MAX_UNIQUENESS_CACHE:
-                self._uniqueness.popitem(last=False)
+            self._uniqueness.put(key, scored)
         listed = uniqueness.ranking(scored, scope, order, concept)
         start, end, nxt = projection.page_bounds(len(listed), offset, size)
 

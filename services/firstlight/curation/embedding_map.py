@@ -34,6 +34,7 @@ from firstlight.curation.pool_scores import latest_scored_version
 from firstlight.curation.ports import Platform, Training
 from firstlight.curation.store import CurationStore, pool_scores
 from firstlight.domain import projection, validation
+from firstlight.domain.lru import Lru
 from firstlight.errors import InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -63,32 +64,23 @@ class MapFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._mem: OrderedDict[tuple[str, str], Map] = OrderedDict()
-        self._lock = threading.Lock()
+        self._mem: Lru[tuple[str, str], Map] = Lru(MAPS_IN_MEMORY)
 
     def _path(self, app_id: str, method: str) -> Path:
         return self.root / f"{validation.app_id(app_id)}.{projection.method_of(method)}.npz"
 
     def get(self, app_id: str, method: str) -> Map | None:
-        with self._lock:
-            if (app_id, method) in self._mem:
-                self._mem.move_to_end((app_id, method))
-                return self._mem[(app_id, method)]
+        kept = self._mem.get((app_id, method))
+        if kept is not None:
+            return kept
         path = self._path(app_id, method)
         if not path.exists():
             return None
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             m = Map(app_id, method, meta["key"], z["ids"], z["coords"], datetime.fromisoformat(meta["computed_at"]), int(meta["total_inputs"]))
-        self._keep(m)
+        self._mem.put((app_id, method), m)
         return m
-
-    def _keep(self, m: Map) -> None:
-        with self._lock:
-            self._mem[(m.app_id, m.method)] = m
-            self._mem.move_to_end((m.app_id, m.method))
-            while len(self._mem) > MAPS_IN_MEMORY:
-                self._mem.popitem(last=False)
 
     def put(self, m: Map) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -98,7 +90,7 @@ class MapFiles:
         with open(tmp, "wb") as f:
             np.savez(f, ids=m.ids, coords=m.coords, meta=np.array(meta))
         os.replace(tmp, path)  # readers see the old map or the new one, never half of one
-        self._keep(m)
+        self._mem.put((m.app_id, m.method), m)
 
 
 class EmbeddingMaps:
@@ -111,7 +103,7 @@ class EmbeddingMaps:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding-map")
         self._jobs: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
-        self._datasets: OrderedDict[tuple[str, str, str], dict[str, int]] = OrderedDict()
+        self._datasets: Lru[tuple[str, str, str], dict[str, int]] = Lru(DATASET_CACHE)  # a frozen version never changes
 
     # -- jobs ---------------------------------------------------------------------------
     def start(self, app_id: str, method: str, force: bool = False) -> dict:
@@ -279,17 +271,14 @@ class EmbeddingMaps:
         if not version:
             raise NotFound(f"dataset {dataset_id!r} does not exist in app {app_id!r}")
         k = (app_id, dataset_id, version)
-        with self._lock:
-            if k in self._datasets:
-                return version, self._datasets[k]
+        kept = self._datasets.get(k)
+        if kept is not None:
+            return version, kept
         rows = self.training.dataset_rows(app_id, dataset_id, version)
         if not rows:
             raise NotFound(f"dataset {dataset_id!r} of app {app_id!r} has no version {version!r} (or it has no rows)")
         splits = {r.input_id: r.split for r in rows}
-        with self._lock:  # a frozen version never changes: keep a few
-            self._datasets[k] = splits
-            while len(self._datasets) > DATASET_CACHE:
-                self._datasets.popitem(last=False)
+        self._datasets.put(k, splits)
         return version, splits
 
     def _predictions(self, app_id: str, model_id: str, version: str, ids: list[str]) -> tuple[str, str, dict[str, tuple[str, float]]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from firstlight.config import ImageLimits
 from firstlight.curation.ports import DeepExplainer, HeadArrays, Platform, Training
 from firstlight.domain import validation
+from firstlight.domain.lru import Lru
 from firstlight.errors import FailedPrecondition, InvalidArgument
 
 METHODS = ("gradcam++", "gradcam")
@@ -78,7 +78,7 @@ class Explanations:
         self._load = load_backbone
         self._model: Any = None
         self._lock = threading.Lock()
-        self._deep: OrderedDict[tuple[str, str, str], tuple[DeepExplainer, Any]] = OrderedDict()
+        self._deep: Lru[tuple[str, str, str], tuple[DeepExplainer, Any]] = Lru(DEEP_CACHE)
 
     def backbone(self) -> Any:
         """The torch backbone, loaded on the first explanation (~1 s, ~20 MB): a curation
@@ -96,19 +96,15 @@ class Explanations:
 
         resolved = version or self.training.model(app_id, model_id).serving_version
         key = (app_id, model_id, resolved)
-        with self._lock:
-            if resolved and key in self._deep:
-                self._deep.move_to_end(key)
-                return self._deep[key]
+        kept = self._deep.get(key) if resolved else None
+        if kept is not None:
+            return kept
         dx = self.training.deep_explainer(app_id, model_id, resolved)
         module = torch.jit.load(io.BytesIO(dx.torchscript), map_location="cpu").eval()
         for p in module.parameters():  # gradients flow to the feature map only
             p.requires_grad_(False)
         entry = (DeepExplainer(dx.version, dx.template, dx.concepts, dx.activation, dx.image_size, b""), module)
-        with self._lock:
-            self._deep[(app_id, model_id, dx.version)] = entry
-            while len(self._deep) > DEEP_CACHE:
-                self._deep.popitem(last=False)
+        self._deep.put((app_id, model_id, dx.version), entry)
         return entry
 
     def _head(self, app_id: str, model_id: str, version: str) -> HeadArrays | tuple[DeepExplainer, Any]:

@@ -12,10 +12,8 @@ the input's content hash, so older inputs stay viewable. Browsers cache both (ET
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from firstlight.blobstore import BlobStore
+from firstlight.domain.lru import Lru
 from firstlight.errors import NotFound
 from firstlight.media.decode import to_rgb, upright
 from firstlight.media.formats import open_image
@@ -53,10 +51,8 @@ class Media:
     def __init__(self, blobs: BlobStore, thumbnail_px: int = 192, cache_entries: int = 4096) -> None:
         self.blobs = blobs
         self.px = thumbnail_px
-        self.capacity = cache_entries
-        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._browser: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # a few, they are large
-        self._lock = threading.Lock()
+        self._thumbnails: Lru[tuple[str, str], bytes] = Lru(cache_entries)
+        self._browser: Lru[tuple[str, str], bytes] = Lru(16)  # a few, they are large
 
     def original(self, app_id: str, blob_uri: str) -> bytes:
         return self.blobs.get(blob_uri, app_id)
@@ -67,16 +63,10 @@ class Media:
         if fmt.upper() not in NOT_IN_BROWSERS:
             return self.original(app_id, blob_uri), content_type(fmt)
         key = (app_id, sha256 or blob_uri)
-        with self._lock:
-            hit = self._browser.get(key)
-            if hit is not None:
-                self._browser.move_to_end(key)
-                return hit, "image/jpeg"
-        jpeg = make_thumbnail(self.blobs.get(blob_uri, app_id), BROWSER_PX)
-        with self._lock:
-            self._browser[key] = jpeg
-            while len(self._browser) > 16:
-                self._browser.popitem(last=False)
+        jpeg = self._browser.get(key)
+        if jpeg is None:
+            jpeg = make_thumbnail(self.blobs.get(blob_uri, app_id), BROWSER_PX)
+            self._browser.put(key, jpeg)
         return jpeg, "image/jpeg"
 
     def thumbnail(self, app_id: str, blob_uri: str, sha256: str, thumbnail_uri: str = "") -> bytes:
@@ -90,15 +80,8 @@ class Media:
             if stored:
                 return stored
         key = (app_id, sha256 or blob_uri)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        thumb = make_thumbnail(self.blobs.get(blob_uri, app_id), self.px)
-        if self.capacity:
-            with self._lock:
-                self._cache[key] = thumb
-                while len(self._cache) > self.capacity:
-                    self._cache.popitem(last=False)
+        thumb = self._thumbnails.get(key)
+        if thumb is None:
+            thumb = make_thumbnail(self.blobs.get(blob_uri, app_id), self.px)
+            self._thumbnails.put(key, thumb)
         return thumb
