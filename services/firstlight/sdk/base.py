@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from firstlight.clients.policy import DEFAULT_DEADLINE_S, RetryPolicy, deadline_for
+
+
+class _Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+P = TypeVar("P", bound=_Page)
+
+
+def pages(fetch: Callable[[str], P]) -> Iterator[P]:
+    """Every page of a listing: ``fetch(page_token)`` from the first page (token "") until a
+    page's ``next_page_token`` is empty."""
+    token = ""
+    while True:
+        page = fetch(token)
+        yield page
+        token = page.next_page_token
+        if not token:
+            return
 
 
 class ServiceCalls:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from firstlight.sdk.base import ServiceCalls
+from firstlight.sdk.base import ServiceCalls, pages
 from firstlight.sdk.errors import wrap_errors
 from firstlight.sdk.items import SPLITS
 from firstlight.v1 import curation_pb2
@@ -55,8 +55,8 @@ class CurationCalls(ServiceCalls):
         page_size: int = 5000,
     ) -> Iterator[curation_pb2.EmbeddingMapPoint]:
         """Every point of the app's cached map, page by page (input-id order)."""
-        token = ""
-        while True:
+
+        def fetch(token: str) -> curation_pb2.ListEmbeddingMapPointsResponse:
             req = curation_pb2.ListEmbeddingMapPointsRequest(
                 app_id=app_id,
                 method=method,
@@ -67,11 +67,10 @@ class CurationCalls(ServiceCalls):
                 model_id=model_id,
                 model_version=model_version,
             )
-            resp = self._curation().ListEmbeddingMapPoints(req, timeout=self._deadline("ListEmbeddingMapPoints"))
-            yield from resp.points
-            token = resp.next_page_token
-            if not token:
-                return
+            return self._curation().ListEmbeddingMapPoints(req, timeout=self._deadline("ListEmbeddingMapPoints"))
+
+        for page in pages(fetch):
+            yield from page.points
 
     def embedding_map(
         self,
@@ -307,13 +306,8 @@ class CurationCalls(ServiceCalls):
 
     def queue_items(self, app_id: str, *, state: str = "all", page_size: int = 100) -> Iterator[curation_pb2.QueueItem]:
         """Every queue item, following the pages."""
-        token = ""
-        while True:
-            page = self.labeling_queue(app_id, state=state, page_size=page_size, page_token=token)
+        for page in pages(lambda token: self.labeling_queue(app_id, state=state, page_size=page_size, page_token=token)):
             yield from page.items
-            token = page.next_page_token
-            if not token:
-                return
 
     @wrap_errors
     def learning_rounds(self, app_id: str) -> list[curation_pb2.LearningRound]:

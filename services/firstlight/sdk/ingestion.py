@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 
 from firstlight.clients.policy import deadline_for
-from firstlight.sdk.base import ServiceCalls
+from firstlight.sdk.base import ServiceCalls, pages
 from firstlight.sdk.errors import wrap_errors
 from firstlight.sdk.items import SPLITS, ReembedReport, UploadItem, UploadReport, folder_items, region_protos
 from firstlight.sdk.quality import QualityFilter
@@ -110,13 +110,10 @@ class IngestionCalls(ServiceCalls):
     ) -> Iterator[common_pb2.Input]:
         """The app's inputs (with any of ``concepts``; with a stored quality metric in the range
         ``quality``, a :class:`QualityFilter` or its text such as ``"blur<=0.2"``), page by page."""
-        token = ""
-        while True:
-            resp = self.ingestion.ListInputs(self._list_request(app_id, concepts, quality, page_size, token), timeout=self._deadline("ListInputs"))
-            yield from resp.inputs
-            token = resp.next_page_token
-            if not token:
-                return
+        for page in pages(
+            lambda token: self.ingestion.ListInputs(self._list_request(app_id, concepts, quality, page_size, token), timeout=self._deadline("ListInputs"))
+        ):
+            yield from page.inputs
 
     @wrap_errors
     def count_inputs(self, app_id: str, *, concepts: Iterable[str] = (), quality: QualityFilter | str | None = None) -> int:
@@ -253,16 +250,17 @@ class IngestionCalls(ServiceCalls):
                 if on_progress:
                     on_progress(report)
             return report
-        token = ""
-        while True:
-            req = ingestion_pb2.ReembedInputsRequest(app_id=app_id, only_rotated=only_rotated, all_inputs=all_inputs, page_size=page_size, page_token=token)
-            resp = call(req)
+
+        def scan(token: str) -> ingestion_pb2.ReembedInputsResponse:
+            return call(
+                ingestion_pb2.ReembedInputsRequest(app_id=app_id, only_rotated=only_rotated, all_inputs=all_inputs, page_size=page_size, page_token=token)
+            )
+
+        for resp in pages(scan):
             report.total = int(resp.total_size)
             if on_progress:
                 on_progress(report)
-            token = resp.next_page_token
-            if not token:
-                return report
+        return report
 
     @wrap_errors
     def indexing_backlog(self, app_id: str) -> ingestion_pb2.IndexingBacklog:
