@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
-from firstlight.curation.pool_scores import latest_scored_version
+from firstlight.curation.pool_scores import latest_scored_version, stored_predictions
 from firstlight.curation.ports import Platform, Training
-from firstlight.curation.store import CurationStore, pool_scores
+from firstlight.curation.store import CurationStore
 from firstlight.domain import projection, validation
 from firstlight.domain.lru import Lru
 from firstlight.errors import InvalidArgument, NotFound
@@ -291,13 +290,9 @@ class EmbeddingMaps:
                     stored_version = latest_scored_version(conn, app_id, model_id)
                 except NotFound:
                     stored_version = ""
-            if stored_version:
-                where = (pool_scores.c.app_id == app_id, pool_scores.c.model_id == model_id, pool_scores.c.version == stored_version)
-                if conn.execute(select(pool_scores.c.input_id).where(*where).limit(1)).first() is not None:
-                    rows = conn.execute(
-                        select(pool_scores.c.input_id, pool_scores.c.predicted, pool_scores.c.score).where(*where, pool_scores.c.input_id.in_(ids))
-                    ).all()
-                    return stored_version, "stored", {r[0]: (r[1], float(r[2])) for r in rows}
+            stored = stored_predictions(conn, app_id, model_id, stored_version, ids) if stored_version else None
+        if stored is not None:
+            return stored_version, "stored", stored
         got = self.training.scores(app_id, model_id, version, ids)  # NOT_FOUND for an unknown model
         out: dict[str, tuple[str, float]] = {}
         if got.input_ids:

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,6 +231,16 @@ def latest_scored_version(conn: Connection, app_id: str, model_id: str) -> str:
     if row is None:
         raise NotFound(f"model {model_id!r} has not scored the pool of app {app_id!r} yet (ScorePool)")
     return str(row[0])
+
+
+def stored_predictions(conn: Connection, app_id: str, model_id: str, version: str, ids: Sequence[str]) -> dict[str, tuple[str, float]] | None:
+    """Input id → (predicted concept, score) that ``version``'s ScorePool stored for ``ids``;
+    None when that version never scored the app's pool."""
+    where = (pool_scores.c.app_id == app_id, pool_scores.c.model_id == model_id, pool_scores.c.version == version)
+    if conn.execute(select(pool_scores.c.input_id).where(*where).limit(1)).first() is None:
+        return None
+    rows = conn.execute(select(pool_scores.c.input_id, pool_scores.c.predicted, pool_scores.c.score).where(*where, pool_scores.c.input_id.in_(ids))).all()
+    return {r[0]: (r[1], float(r[2])) for r in rows}
 
 
 def _public(job: dict) -> dict:
