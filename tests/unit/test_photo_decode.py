@@ -82,10 +82,12 @@ def test_draft_keeps_the_side_the_model_needs_and_other_formats_decode_full() ->
 
 
 def test_model_decode_side_matches_preprocess() -> None:
-    from firstlight.models.preprocess import _RESIZE_RATIO
+    from firstlight.models.preprocess import crop_box
 
     for size in (96, 160, 224, 256, 320):
-        assert model_decode_side(size) == round(size * _RESIZE_RATIO)
+        assert model_decode_side(size) == round(size * 256 / 224)
+        # the preprocessing resizes a large image's shorter side to exactly that
+        assert min(crop_box(4032, 3024, size)[:2]) == model_decode_side(size)
 
 
 def test_cmyk_jpeg_becomes_rgb() -> None:

@@ -134,13 +134,13 @@ class Explanations:
 
     def _decode(self, data: bytes, label: str) -> Any:
         from firstlight.images import decode_image
+        from firstlight.media.decode import model_decode_side
         from firstlight.models.backbone import IMAGE_SIZE
-        from firstlight.models.preprocess import _RESIZE_RATIO
 
         lim = self.limits
         return decode_image(
             data, max_bytes=lim.max_image_bytes, max_pixels=lim.max_image_pixels, label=label, max_side=lim.max_image_side,
-            min_side=round(IMAGE_SIZE * _RESIZE_RATIO),
+            min_side=model_decode_side(IMAGE_SIZE),
         ).image  # fmt: skip
 
     def _candidates(self, app_id: str, model_id: str, version: str) -> list[tuple[str, list[str]]]:

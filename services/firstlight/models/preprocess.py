@@ -11,10 +11,18 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from firstlight.media.decode import model_decode_side
 from firstlight.models.backbone import IMAGE_SIZE
 
-# ImageNet convention: resize to 256 then crop 224 (ratio 0.875), scaled for other sizes.
-_RESIZE_RATIO = 256 / 224
+
+def crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """(resized width, resized height, left, top) of :func:`to_model_input` for an image of
+    ``width``×``height``: the shorter side to round(size·256/224) (the ImageNet convention,
+    256 then 224, scaled for other sizes), then the centre ``size``×``size`` crop."""
+    scale = model_decode_side(size) / min(width, height)
+    # max(size, ...): a very elongated image must still cover the crop on its short side.
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    return new_w, new_h, (new_w - size) // 2, (new_h - size) // 2
 
 
 def to_model_input(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -26,15 +34,9 @@ def to_model_input(img: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     w, h = img.size
     if w <= 0 or h <= 0:
         raise ValueError(f"empty image: {w}x{h}")
-    short = round(size * _RESIZE_RATIO)
-    scale = short / min(w, h)
-    # max(size, ...): a very elongated image must still cover the crop on its short side.
-    new_w = max(size, round(w * scale))
-    new_h = max(size, round(h * scale))
+    new_w, new_h, left, top = crop_box(w, h, size)
     if (new_w, new_h) != (w, h):
         img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left = (new_w - size) // 2
-    top = (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
     out = np.asarray(img, dtype=np.uint8)
     if out.shape != (size, size, 3):  # defensive: PIL modes such as "RGBX" never reach here

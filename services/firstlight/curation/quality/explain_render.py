@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from firstlight.models.preprocess import _RESIZE_RATIO
+from firstlight.models.preprocess import crop_box
 
 #: Longest side of the pictures returned (enough to read, small enough for a JSON reply).
 DISPLAY_PX = 448
@@ -26,10 +26,7 @@ def model_input_box(width: int, height: int, size: int) -> tuple[float, float, f
     """(x0, y0, x1, y1) of the model's input in the image, as fractions of its width and
     height: the arithmetic of ``to_model_input`` (shorter side to round(size·256/224), the
     center ``size``×``size`` crop)."""
-    short = round(size * _RESIZE_RATIO)
-    scale = short / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    new_w, new_h, left, top = crop_box(width, height, size)
     return left / new_w, top / new_h, (left + size) / new_w, (top + size) / new_h
 
 
