@@ -5,6 +5,7 @@ curation service checks again that they are duplicates and that no label is lost
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
@@ -154,7 +155,7 @@ async def explain(
     model_id: str,
     version: str,
     body: ExplainBody,
-    format: str = Query("json", pattern="^(json|png)$", description="json (everything) or png (the grid)"),
+    format: Literal["json", "png"] = Query("json", description="json (everything) or png (the grid)"),
     c: Caller = Depends(caller),
     cl: Clients = Depends(clients),
 ) -> dict | Response:
