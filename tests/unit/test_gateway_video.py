@@ -135,6 +135,8 @@ def test_resumable_upload_over_http(gw) -> None:  # type: ignore[no-untyped-def]
     assert patch(half, VIDEO[half:], video_id="").status_code == 400  # video_id is required
     r = client.patch(url, content=b"x", params={"video_id": "walk"}, headers={"Upload-Length": str(n)})
     assert r.status_code == 400 and "Upload-Offset" in r.text
+    r = client.patch(url, content=b"x", params={"video_id": "walk"}, headers={"Upload-Offset": "²".encode("latin-1"), "Upload-Length": str(n)})
+    assert r.status_code == 400 and "Upload-Offset" in r.text  # a digit to isdigit(), not to int()
     r = patch(half, VIDEO[half:], concepts="cat")
     assert r.status_code == 201, r.text
     assert r.json()["frames_kept"] == 3 and fake.ingestion.chunks == [VIDEO] and list(fake.ingestion.header.concepts) == ["cat"]

@@ -121,3 +121,19 @@ def test_page_tokens_are_opaque_signed_and_scoped() -> None:
     for bad, kind, scope in ((token, "s", "app-b"), (token, "o", "app-a"), (tampered, "s", "app-a"), (old_style, "s", "app-a"), ("x\n", "s", "app-a")):
         with pytest.raises(InvalidArgument, match="page_token"):
             validation.decode_page_token(kind, bad, scope)
+
+
+def test_whole_number_takes_ascii_digits_only() -> None:
+    from firstlight.domain.validation import whole_number
+
+    assert whole_number("42") == 42 and whole_number(" 7 ") == 7 and whole_number("0") == 0
+    # str.isdigit() is True for these, and int() refuses or misreads them
+    for bad in ("²", "٣", "", " ", "-1", "1.5", "1e3", "9" * 19):
+        assert whole_number(bad) is None, bad
+
+
+def test_the_quality_page_ignores_a_number_it_cannot_read() -> None:
+    from firstlight.gateway.portal_quality import _query
+
+    assert _query({"examples": "²", "min_size": "7"})["examples"] == 20
+    assert _query({"examples": "35"})["examples"] == 35 and _query({"min_size": "7"})["min_size"] == 7

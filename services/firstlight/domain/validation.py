@@ -190,6 +190,17 @@ def metadata_key(value: str) -> str:
     return value
 
 
+WHOLE_NUMBER = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` (spaces around it ignored) as a non-negative whole number written in ASCII
+    digits, else None. Not ``str.isdigit()``: it also accepts '²' and other digits ``int()``
+    refuses, which turned a bad query parameter or header into a crash."""
+    t = text.strip()
+    return int(t) if WHOLE_NUMBER.fullmatch(t) else None
+
+
 def page_size(value: int, *, default: int, maximum: int) -> int:
     if value < 0:
         raise InvalidArgument(f"page_size must not be negative (got {value})")

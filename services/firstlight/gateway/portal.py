@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from firstlight import errors
 from firstlight.clients import Clients
+from firstlight.domain import validation
 from firstlight.gateway import views
 from firstlight.gateway.api import split_value, to_json
 from firstlight.gateway.session import COOKIE, Session, SessionCodec, csrf_ok
@@ -275,6 +276,7 @@ async def curation_page(request: Request, app_id: str, metric: str = "", drift: 
     (``?drift=1``), the drift report in words (``GetDriftReport``)."""
     s = _require(request, app_id)
     cl: Clients = request.app.state.clients
+    recent = validation.whole_number(recent_count)
     ctx: dict = {
         "rounds": [],
         "curve": None,
@@ -283,7 +285,7 @@ async def curation_page(request: Request, app_id: str, metric: str = "", drift: 
         "drift": None,
         "drift_error": "",
         "stream": stream,
-        "recent_count": max(1, min(int(recent_count) if recent_count.strip().isdigit() else 200, 10_000)),
+        "recent_count": max(1, min(200 if recent is None else recent, 10_000)),
         "drift_asked": drift,
     }
     try:

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from firstlight import errors
 from firstlight.clients import Clients
+from firstlight.domain import validation
 from firstlight.gateway import portal, quality_views
 from firstlight.gateway.api import to_json
 from firstlight.gateway.quality_api import health_request, slices_request, uniqueness_request
@@ -128,8 +129,8 @@ def _query(params: Mapping[str, str]) -> dict:
         return params.get(name, default)
 
     def number(name: str, default: int, hi: int) -> int:
-        raw = text(name).strip()
-        return max(1, min(int(raw), hi)) if raw.isdigit() else default
+        n = validation.whole_number(text(name))
+        return max(1, min(n, hi)) if n is not None else default
 
     split, rank_by, metric, order = text("split", "validation"), text("rank_by"), text("metric"), text("uniq_order")
     return {

@@ -23,6 +23,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from firstlight import errors
 from firstlight.clients import Clients
 from firstlight.clients.errors import code_of
+from firstlight.domain import validation
 from firstlight.domain.frames import parse_frame_input_id, video_id
 from firstlight.gateway.api import Caller, caller, clients, media, to_json
 from firstlight.gateway.errors import error_body, http_status
@@ -227,9 +228,10 @@ async def upload_video(app_id: str, request: Request, c: Caller = Depends(caller
 # -- resumable uploads (tus-like) ------------------------------------------------------------------
 def _header_int(request: Request, name: str) -> int:
     raw = request.headers.get(name, "").strip()
-    if not raw.isdigit():
+    n = validation.whole_number(raw)
+    if n is None:
         raise errors.InvalidArgument(f"header {name} is required: a whole number of bytes (got {raw[:30]!r})")
-    return int(raw)
+    return n
 
 
 async def _body_chunks(request: Request) -> AsyncIterator[bytes]:

@@ -22,6 +22,8 @@ import re
 import time
 from dataclasses import dataclass
 
+from firstlight.domain.validation import WHOLE_NUMBER
+
 #: Record header carrying the signature: "v1;<key id>;<unix ms>;<hex HMAC-SHA256>".
 H_SIGNATURE = "fl-signature"
 KEYS_ENV = "FIRSTLIGHT_EVENT_KEYS"
@@ -107,7 +109,7 @@ def verify(
     if not header:
         raise BadSignature(f"unsigned record: internal topics take only records signed with the services' event key ({H_SIGNATURE} header)")
     parts = header.split(";")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[2].isdigit() or not re.fullmatch(r"[0-9a-f]{64}", parts[3]):
+    if len(parts) != 4 or parts[0] != "v1" or not WHOLE_NUMBER.fullmatch(parts[2]) or not re.fullmatch(r"[0-9a-f]{64}", parts[3]):
         raise BadSignature(f"malformed {H_SIGNATURE} header")
     key_id, ts, mac = parts[1], int(parts[2]), parts[3]
     secret = dict(keys.keys).get(key_id)
@@ -126,4 +128,4 @@ def verify(
 def signed_at_ms(headers: dict[str, str]) -> int:
     """When a (verified) record was signed, from its headers; 0 when unsigned."""
     parts = headers.get(H_SIGNATURE, "").split(";")
-    return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else 0
+    return int(parts[2]) if len(parts) == 4 and WHOLE_NUMBER.fullmatch(parts[2]) else 0
