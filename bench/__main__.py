@@ -69,14 +69,6 @@ STACKLESS = ("deep_training", "deep_serving", "int8", "data_quality", "embedding
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     mem_gb = 0.0
     try:
         mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -93,7 +85,7 @@ def machine() -> dict:
         pass
     return {
         "gpu": gpu,
-        "cpu": model,
+        "cpu": common.cpu_name(),
         "cores": os.cpu_count(),
         "memory_gb": round(mem_gb, 1),
         "arch": platform.machine(),

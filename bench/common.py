@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +35,17 @@ class Row:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), "" where it cannot be read: named beside every ratio."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def ms(seconds: float) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from bench.common import Row
+from bench.common import Row, cpu_name
 
 RESULTS = Path(__file__).parent / "results"
 #: Photos the installed packages ship (file names; read from disk, never fetched).
@@ -415,7 +415,7 @@ def evaluate(fp32: Path, variants: dict[str, Path], quick: bool, log: Callable[[
 def run(quick: bool = False, log: Callable[[str], None] = print, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict:
     from firstlight.models.onnx_backbone import cached_onnx
 
-    cpu = _cpu_name()
+    cpu = cpu_name() or os.uname().machine
     out: dict[str, Any] = {"cpu": cpu, "onnxruntime": _ort_version()}
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp:
         fp32 = cached_onnx(Path(tmp))
@@ -517,16 +517,6 @@ def rows(r: dict[str, Any]) -> list[Row]:
                 )
             )
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return os.uname().machine
 
 
 def _ort_version() -> str:
