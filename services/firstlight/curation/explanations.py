@@ -26,7 +26,7 @@ import numpy as np
 
 from firstlight.config import ImageLimits
 from firstlight.curation.ports import DeepExplainer, HeadArrays, Platform, Training
-from firstlight.domain import validation
+from firstlight.domain import projection, validation
 from firstlight.domain.lru import Lru
 from firstlight.errors import FailedPrecondition, InvalidArgument
 
@@ -160,8 +160,7 @@ class Explanations:
         out: dict[str, list] = {c: [] for c in concepts}
         if not cands:
             return out
-        X = np.stack([vectors[i] for i, _ in cands]).astype(np.float32)
-        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        X = projection.normalize(np.stack([vectors[i] for i, _ in cands]))
         sims = X @ query.astype(np.float32)
         for c in concepts:
             rows = [k for k, (_, cs) in enumerate(cands) if c in cs]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from firstlight.domain.projection import normalize  # the one row normalisation; re-exported here
+
 
 @dataclass(frozen=True)
 class Neighbors:
@@ -22,12 +24,6 @@ class Neighbors:
 
     index: np.ndarray  # [N, k] int64
     sim: np.ndarray  # [N, k] float32
-
-
-def normalize(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
 
 
 def _pca_basis(X: np.ndarray, dim: int, seed: int, sample: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
